@@ -1,0 +1,208 @@
+//! Measurements that stay bounded and merge: the unit every reader of a run shares.
+//!
+//! A [`Snapshot`] is what one worker (or one loadbot, or a whole run) measured over an
+//! interval: response counts by status, error counts by class, bytes, and HDR histograms of
+//! latency in microseconds. Memory is fixed by the histograms' precision, never by the number of
+//! requests, and [`Snapshot::merge`] is associative and commutative, so per-worker, per-second
+//! and per-bot snapshots can be summed in any grouping. The JSON codec stores each histogram as
+//! HDR V2 compressed + base64 (`histogram_codec`), which other HDR tools can decode too.
+//!
+//! Recording happens in the load engine; reports and (later) the aggregator only read.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub mod histogram_codec;
+
+/// Significant figures kept by every latency histogram: 0.1% relative error.
+pub const SIGFIG: u8 = 3;
+
+/// An empty latency histogram (microseconds, auto-resizing, 3 significant figures).
+pub fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new(SIGFIG).expect("3 significant figures is valid");
+    h.auto(true);
+    h
+}
+
+/// What was measured over one interval, by one or many sources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Start of the interval, seconds since the run started.
+    pub start: f64,
+    /// End of the interval, seconds since the run started.
+    pub end: f64,
+    /// Requests that got a complete response (any status).
+    pub responses: u64,
+    /// Bytes read from the network for those responses (headers and body).
+    pub bytes: u64,
+    /// Responses by HTTP status code.
+    pub status: BTreeMap<u16, u64>,
+    /// Failed requests by error class name (see the load engine's `ErrorClass`).
+    pub errors: BTreeMap<String, u64>,
+    /// Latency measured from the *intended* send time, in µs (coordinated-omission corrected).
+    /// In a closed loop there is no schedule and this equals `service`.
+    #[serde(with = "histogram_codec")]
+    pub latency: Histogram<u64>,
+    /// Latency measured from the moment the request was actually sent (service time), in µs.
+    #[serde(with = "histogram_codec")]
+    pub service: Histogram<u64>,
+    /// Open loop: sends that had to wait for a free connection because the cap was reached.
+    pub late: u64,
+    /// Open loop: how late those sends were, in µs.
+    #[serde(with = "histogram_codec")]
+    pub lateness: Histogram<u64>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            start: 0.0,
+            end: 0.0,
+            responses: 0,
+            bytes: 0,
+            status: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            latency: new_histogram(),
+            service: new_histogram(),
+            late: 0,
+            lateness: new_histogram(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Total failed requests (all error classes).
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Requests that ended, successfully or not.
+    pub fn completed(&self) -> u64 {
+        self.responses + self.error_count()
+    }
+
+    /// Length of the interval in seconds.
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.start).max(0.0)
+    }
+
+    /// Add `other` into `self`. The interval becomes the union of both.
+    pub fn merge(&mut self, other: &Snapshot) {
+        if self.completed() == 0 && self.end == 0.0 && self.start == 0.0 {
+            self.start = other.start;
+            self.end = other.end;
+        } else {
+            self.start = self.start.min(other.start);
+            self.end = self.end.max(other.end);
+        }
+        self.responses += other.responses;
+        self.bytes += other.bytes;
+        for (k, v) in &other.status {
+            *self.status.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        // Auto-resizing histograms of equal precision always merge.
+        self.latency.add(&other.latency).expect("auto-resizing histograms merge");
+        self.service.add(&other.service).expect("auto-resizing histograms merge");
+        self.late += other.late;
+        self.lateness.add(&other.lateness).expect("auto-resizing histograms merge");
+    }
+
+    /// The per-second summary of this snapshot (used for the Req/Sec and Bytes/Sec rows).
+    pub fn sample(&self, second: u32) -> SecondSample {
+        let q = |p: f64| {
+            if self.latency.is_empty() {
+                0.0
+            } else {
+                self.latency.value_at_quantile(p) as f64 / 1000.0
+            }
+        };
+        SecondSample {
+            second,
+            requests: self.responses,
+            errors: self.error_count(),
+            bytes: self.bytes,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            max_ms: self.latency.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// One second of a run, small enough to keep for every second of an hour-long run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondSample {
+    /// Seconds since the start of the run (0 is the first second).
+    pub second: u32,
+    /// Responses completed in this second.
+    pub requests: u64,
+    /// Errors in this second.
+    pub errors: u64,
+    /// Bytes read in this second.
+    pub bytes: u64,
+    /// Median corrected latency in this second, ms.
+    pub p50_ms: f64,
+    /// 99th percentile corrected latency in this second, ms.
+    pub p99_ms: f64,
+    /// Maximum corrected latency in this second, ms.
+    pub max_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(seed: u64) -> Snapshot {
+        let mut s = Snapshot { start: seed as f64, end: seed as f64 + 1.0, ..Default::default() };
+        for i in 0..100 {
+            let v = 1 + (i * 7919 + seed * 104729) % 100_000;
+            s.latency.record(v).unwrap();
+            s.service.record(v / 2 + 1).unwrap();
+        }
+        s.responses = 90 + seed;
+        s.bytes = 1000 * seed;
+        *s.status.entry(200).or_default() += 90;
+        *s.status.entry(500 + seed as u16 % 3).or_default() += seed;
+        *s.errors.entry(format!("e{}", seed % 2)).or_default() += 10;
+        s
+    }
+
+    #[test]
+    fn merge_is_associative_and_commutative() {
+        let (a, b, c) = (snap(1), snap(2), snap(3));
+        let mut ab_c = a.clone();
+        ab_c.merge(&b);
+        ab_c.merge(&c);
+        let mut bc = b.clone();
+        bc.merge(&c);
+        let mut a_bc = a.clone();
+        a_bc.merge(&bc);
+        let mut cba = c.clone();
+        cba.merge(&b);
+        cba.merge(&a);
+        assert_eq!(ab_c, a_bc);
+        assert_eq!(ab_c, cba);
+        assert_eq!(ab_c.latency.len(), 300);
+        assert_eq!((ab_c.start, ab_c.end), (1.0, 4.0));
+    }
+
+    #[test]
+    fn merging_into_an_empty_snapshot_is_identity() {
+        let mut e = Snapshot::default();
+        let a = snap(5);
+        e.merge(&a);
+        assert_eq!(e, a);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_histograms_exactly() {
+        let a = snap(4);
+        let text = serde_json::to_string(&a).unwrap();
+        let back: Snapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.latency.value_at_quantile(0.99), a.latency.value_at_quantile(0.99));
+    }
+}

@@ -1,0 +1,407 @@
+//! When to send: the schedule of an open-loop run.
+//!
+//! A [`Pacer`] is a pure function of "how many sends so far" (and a seeded RNG for Poisson
+//! arrivals): [`Pacer::next`] returns the *intended* send time of the next request as an offset
+//! from the start of the run, or `None` when the schedule is over. No clock is read and nothing
+//! sleeps; the load engine owns the clock and measures latency from these intended times, which
+//! is what corrects for coordinated omission.
+//!
+//! Every rate shape is described by its cumulative count `N(t) = ∫₀ᵗ r(s) ds`. Uniform arrivals
+//! put the k-th send at `N⁻¹(k)`; Poisson arrivals put it at `N⁻¹(E₁ + … + E_k)` with `E_i`
+//! unit-exponential (the time-rescaling construction of a non-homogeneous Poisson process), so
+//! ramps and steps work with either arrival law without special cases.
+//!
+//! ```
+//! use pace::{Arrival, Pacer, RateShape};
+//! use std::time::Duration;
+//! let shape: RateShape = "1000".parse().unwrap();
+//! let mut p = Pacer::new(shape, Arrival::Uniform, Some(Duration::from_secs(1)), 0).unwrap();
+//! assert_eq!(p.next(), Some(Duration::ZERO));
+//! assert_eq!(p.next(), Some(Duration::from_millis(1)));
+//! ```
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A rate shape could not be parsed or makes no sense. Never retryable: it is bad input.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PaceError {
+    /// The text is not one of the accepted forms.
+    #[error("invalid rate {text:?}: {why} (expected R, ramp:FROM..TO or steps:R1,R2,...@DURATION)")]
+    Syntax {
+        /// What the user wrote.
+        text: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A rate of zero or less, or not a finite number.
+    #[error("rate must be a number > 0, got {0}")]
+    NotPositive(String),
+    /// A ramp needs a duration to ramp over.
+    #[error("a ramp rate needs -d/--duration to ramp over")]
+    RampWithoutDuration,
+}
+
+/// How the request rate (requests per second) changes over the run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "shape", rename_all = "snake_case")]
+pub enum RateShape {
+    /// The same rate for the whole run.
+    Constant {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// A straight line from `from` to `to` over the run's duration.
+    Ramp {
+        /// Rate at the start, requests per second.
+        from: f64,
+        /// Rate at the end, requests per second.
+        to: f64,
+    },
+    /// Each level held for `every`; the last level holds until the run ends.
+    Steps {
+        /// The rates, in order, requests per second.
+        levels: Vec<f64>,
+        /// How long each level lasts.
+        #[serde(with = "secs_f64")]
+        every: Duration,
+    },
+}
+
+mod secs_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+fn positive(s: &str) -> Result<f64, PaceError> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| PaceError::NotPositive(format!("{s:?}")))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(PaceError::NotPositive(s.trim().to_string()))
+    }
+}
+
+impl FromStr for RateShape {
+    type Err = PaceError;
+    fn from_str(text: &str) -> Result<Self, PaceError> {
+        let syntax = |why: &str| PaceError::Syntax {
+            text: text.to_string(),
+            why: why.to_string(),
+        };
+        if let Some(rest) = text.strip_prefix("ramp:") {
+            let (a, b) = rest
+                .split_once("..")
+                .ok_or_else(|| syntax("a ramp is ramp:FROM..TO"))?;
+            return Ok(RateShape::Ramp {
+                from: positive(a)?,
+                to: positive(b)?,
+            });
+        }
+        if let Some(rest) = text.strip_prefix("steps:") {
+            let (levels, every) = rest
+                .split_once('@')
+                .ok_or_else(|| syntax("steps need @DURATION, e.g. steps:100,200@10s"))?;
+            let levels = levels
+                .split(',')
+                .map(positive)
+                .collect::<Result<Vec<_>, _>>()?;
+            let every = humantime::parse_duration(every.trim())
+                .map_err(|e| syntax(&format!("step duration {every:?}: {e}")))?;
+            if every.is_zero() {
+                return Err(syntax("step duration must be > 0"));
+            }
+            return Ok(RateShape::Steps { levels, every });
+        }
+        Ok(RateShape::Constant {
+            rate: positive(text)?,
+        })
+    }
+}
+
+impl fmt::Display for RateShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateShape::Constant { rate } => write!(f, "{rate}/s"),
+            RateShape::Ramp { from, to } => write!(f, "ramp {from}/s → {to}/s"),
+            RateShape::Steps { levels, every } => {
+                let l: Vec<String> = levels.iter().map(|r| format!("{r}")).collect();
+                write!(f, "steps {}/s every {}", l.join(","), humantime::format_duration(*every))
+            }
+        }
+    }
+}
+
+impl RateShape {
+    /// The same shape with every rate multiplied by `factor` (a worker's share of the total).
+    pub fn scaled(&self, factor: f64) -> RateShape {
+        match self {
+            RateShape::Constant { rate } => RateShape::Constant { rate: rate * factor },
+            RateShape::Ramp { from, to } => RateShape::Ramp {
+                from: from * factor,
+                to: to * factor,
+            },
+            RateShape::Steps { levels, every } => RateShape::Steps {
+                levels: levels.iter().map(|r| r * factor).collect(),
+                every: *every,
+            },
+        }
+    }
+
+    /// The rate at time `t` (seconds) of a run lasting `total` seconds.
+    pub fn rate_at(&self, t: f64, total: f64) -> f64 {
+        match self {
+            RateShape::Constant { rate } => *rate,
+            RateShape::Ramp { from, to } => from + (to - from) * (t / total).clamp(0.0, 1.0),
+            RateShape::Steps { levels, every } => {
+                let i = (t / every.as_secs_f64()) as usize;
+                levels[i.min(levels.len() - 1)]
+            }
+        }
+    }
+
+    /// Inverse of the cumulative count: the time (seconds) at which `n` sends are due.
+    /// `total` is the run's duration in seconds (used by ramps). Past the ramp's end the
+    /// final rate holds.
+    fn time_of_count(&self, n: f64, total: f64) -> f64 {
+        match self {
+            RateShape::Constant { rate } => n / rate,
+            RateShape::Ramp { from, to } => {
+                // N(t) = from·t + (to-from)·t²/(2T)  for t ≤ T.
+                let a = (to - from) / (2.0 * total);
+                let n_end = from * total + a * total * total;
+                if n >= n_end {
+                    return total + (n - n_end) / to;
+                }
+                if a.abs() < 1e-12 {
+                    return n / from;
+                }
+                // Numerically stable root of a·t² + from·t − n = 0.
+                2.0 * n / (from + (from * from + 4.0 * a * n).sqrt())
+            }
+            RateShape::Steps { levels, every } => {
+                let w = every.as_secs_f64();
+                let mut left = n;
+                for (i, r) in levels.iter().enumerate() {
+                    let in_step = r * w;
+                    if left < in_step || i == levels.len() - 1 {
+                        return i as f64 * w + left / r;
+                    }
+                    left -= in_step;
+                }
+                unreachable!("levels is never empty")
+            }
+        }
+    }
+}
+
+/// How gaps between sends are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    /// Evenly spaced sends (wrk2, vegeta).
+    Uniform,
+    /// Exponentially distributed gaps: a Poisson process, as real independent users make.
+    Poisson,
+}
+
+impl FromStr for Arrival {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uniform" => Ok(Arrival::Uniform),
+            "poisson" => Ok(Arrival::Poisson),
+            _ => Err(format!("unknown arrival {s:?} (expected uniform or poisson)")),
+        }
+    }
+}
+
+/// The open-loop schedule: yields intended send times, as offsets from the run's start.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    shape: RateShape,
+    arrival: Arrival,
+    /// End of the schedule in seconds; `None` runs until the caller stops asking.
+    end: Option<f64>,
+    /// Used by ramps as the time to ramp over.
+    total: f64,
+    /// Cumulative count position: k for uniform, Σ Eᵢ for Poisson.
+    position: f64,
+    rng: SmallRng,
+}
+
+impl Pacer {
+    /// A schedule for `shape` over `duration` (None: unbounded, not allowed for ramps).
+    /// `seed` makes Poisson arrivals reproducible; each worker should get its own.
+    pub fn new(
+        shape: RateShape,
+        arrival: Arrival,
+        duration: Option<Duration>,
+        seed: u64,
+    ) -> Result<Self, PaceError> {
+        if matches!(shape, RateShape::Ramp { .. }) && duration.is_none() {
+            return Err(PaceError::RampWithoutDuration);
+        }
+        let end = duration.map(|d| d.as_secs_f64());
+        let mut p = Pacer {
+            shape,
+            arrival,
+            end,
+            total: end.unwrap_or(f64::INFINITY),
+            position: 0.0,
+            rng: SmallRng::seed_from_u64(seed),
+        };
+        if arrival == Arrival::Poisson {
+            p.position = p.exp1();
+        }
+        Ok(p)
+    }
+
+    fn exp1(&mut self) -> f64 {
+        // 1 - U is in (0, 1], so the log is finite.
+        let u: f64 = self.rng.gen();
+        -(1.0 - u).ln()
+    }
+
+    /// The intended time of the next send, or `None` once the schedule has passed its end.
+    pub fn next(&mut self) -> Option<Duration> {
+        let t = self.shape.time_of_count(self.position, self.total);
+        if let Some(end) = self.end {
+            if t >= end {
+                return None;
+            }
+        }
+        self.position += match self.arrival {
+            Arrival::Uniform => 1.0,
+            Arrival::Poisson => self.exp1(),
+        };
+        Some(Duration::from_secs_f64(t))
+    }
+
+    /// The rate shape this pacer follows.
+    pub fn shape(&self) -> &RateShape {
+        &self.shape
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(shape: &str, arrival: Arrival, secs: f64, seed: u64) -> Vec<f64> {
+        let mut p = Pacer::new(
+            shape.parse().unwrap(),
+            arrival,
+            Some(Duration::from_secs_f64(secs)),
+            seed,
+        )
+        .unwrap();
+        std::iter::from_fn(|| p.next()).map(|d| d.as_secs_f64()).collect()
+    }
+
+    #[test]
+    fn constant_uniform_sends_exactly_rate_times_duration_evenly() {
+        let t = all("100", Arrival::Uniform, 2.0, 0);
+        assert_eq!(t.len(), 200);
+        for (k, x) in t.iter().enumerate() {
+            assert!((x - k as f64 / 100.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn ramp_counts_match_the_area_under_the_line() {
+        // 100 → 300 over 10 s: area = 2000.
+        let t = all("ramp:100..300", Arrival::Uniform, 10.0, 0);
+        assert!((t.len() as i64 - 2000).abs() <= 1, "{}", t.len());
+        // The first second holds ≈ 110 sends (mean rate 110), the last ≈ 290.
+        let first = t.iter().filter(|&&x| x < 1.0).count();
+        let last = t.iter().filter(|&&x| x >= 9.0).count();
+        assert!((first as i64 - 110).abs() <= 1, "{first}");
+        assert!((last as i64 - 290).abs() <= 1, "{last}");
+        assert!(t.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn descending_ramp_works_too() {
+        let t = all("ramp:300..100", Arrival::Uniform, 10.0, 0);
+        assert!((t.len() as i64 - 2000).abs() <= 1);
+        let first = t.iter().filter(|&&x| x < 1.0).count();
+        assert!((first as i64 - 290).abs() <= 1, "{first}");
+    }
+
+    #[test]
+    fn steps_hold_each_level_and_then_the_last() {
+        let t = all("steps:10,20,40@1s", Arrival::Uniform, 5.0, 0);
+        let per_sec: Vec<usize> = (0..5)
+            .map(|s| t.iter().filter(|&&x| x >= s as f64 && x < s as f64 + 1.0).count())
+            .collect();
+        assert_eq!(per_sec, vec![10, 20, 40, 40, 40]);
+    }
+
+    #[test]
+    fn poisson_has_the_right_mean_and_exponential_gaps() {
+        let t = all("1000", Arrival::Poisson, 20.0, 42);
+        let n = t.len() as f64;
+        assert!((n - 20_000.0).abs() < 4.0 * 20_000f64.sqrt(), "{n}");
+        let gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+        // Exponential: stdev == mean.
+        assert!((mean - 0.001).abs() < 0.00005, "{mean}");
+        assert!((var.sqrt() / mean - 1.0).abs() < 0.05, "{}", var.sqrt() / mean);
+    }
+
+    #[test]
+    fn poisson_is_reproducible_from_its_seed() {
+        assert_eq!(all("50", Arrival::Poisson, 1.0, 7), all("50", Arrival::Poisson, 1.0, 7));
+        assert_ne!(all("50", Arrival::Poisson, 1.0, 7), all("50", Arrival::Poisson, 1.0, 8));
+    }
+
+    #[test]
+    fn poisson_follows_a_ramp() {
+        let t = all("ramp:1000..3000", Arrival::Poisson, 10.0, 1);
+        let first = t.iter().filter(|&&x| x < 1.0).count() as f64;
+        let last = t.iter().filter(|&&x| x >= 9.0).count() as f64;
+        assert!((first - 1100.0).abs() < 150.0, "{first}");
+        assert!((last - 2900.0).abs() < 250.0, "{last}");
+    }
+
+    #[test]
+    fn unbounded_constant_keeps_going() {
+        let mut p = Pacer::new("10".parse().unwrap(), Arrival::Uniform, None, 0).unwrap();
+        let last = (0..1000).map(|_| p.next().unwrap()).last().unwrap();
+        assert_eq!(last, Duration::from_secs_f64(99.9));
+    }
+
+    #[test]
+    fn bad_rates_are_rejected_with_a_reason() {
+        for bad in ["0", "-5", "abc", "nan", "inf", "ramp:10", "ramp:0..5", "steps:1,2", "steps:1,0@1s", "steps:1@0s", "steps:1@x"] {
+            assert!(bad.parse::<RateShape>().is_err(), "{bad} parsed");
+        }
+        let e = Pacer::new("ramp:1..2".parse().unwrap(), Arrival::Uniform, None, 0).unwrap_err();
+        assert_eq!(e, PaceError::RampWithoutDuration);
+    }
+
+    #[test]
+    fn scaling_splits_a_rate_over_workers() {
+        let s: RateShape = "steps:100,200@1s".parse().unwrap();
+        assert_eq!(
+            s.scaled(0.5),
+            RateShape::Steps { levels: vec![50.0, 100.0], every: Duration::from_secs(1) }
+        );
+        assert_eq!(s.rate_at(1.5, 10.0), 200.0);
+    }
+}
