@@ -1,0 +1,203 @@
+//! The HTTP/1.1 client connection: write the prepared bytes, parse the head with httparse, and
+//! skip the body by its framing. One request at a time (no pipelining), keep-alive by default.
+
+use crate::chunked::Chunked;
+use crate::stream::Stream;
+use crate::{ErrorClass, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BUF: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// An open HTTP/1.1 connection.
+pub struct H1Conn {
+    stream: Stream,
+    buf: Box<[u8]>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+struct Head {
+    status: u16,
+    len: usize,
+    body: Body,
+    keep_alive: bool,
+    interim: bool,
+}
+
+fn parse_head(data: &[u8], is_head_request: bool) -> Result<Option<Head>, ErrorClass> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ErrorClass::Malformed),
+    };
+    let status = resp.code.ok_or(ErrorClass::Malformed)?;
+    let mut keep_alive = resp.version == Some(1);
+    let mut length = None;
+    let mut chunked = false;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(ErrorClass::Malformed)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ErrorClass::Malformed);
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    let interim = (100..200).contains(&status) && status != 101;
+    let body = if is_head_request || interim || status == 204 || status == 304 {
+        Body::None
+    } else if chunked {
+        Body::Chunked
+    } else if let Some(n) = length {
+        Body::Length(n)
+    } else {
+        keep_alive = false;
+        Body::UntilClose
+    };
+    Ok(Some(Head { status, len, body, keep_alive, interim }))
+}
+
+impl H1Conn {
+    pub(crate) fn new(stream: Stream) -> Self {
+        H1Conn {
+            stream,
+            buf: vec![0u8; BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Read more bytes into the buffer; `Ok(false)` on EOF.
+    async fn fill(&mut self) -> Result<bool, ErrorClass> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                // A head that does not fit in 64 KiB.
+                return Err(ErrorClass::Malformed);
+            }
+        }
+        match self.stream.read(&mut self.buf[self.end..]).await {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.end += n;
+                Ok(true)
+            }
+            Err(e) => Err(ErrorClass::from_io(&e)),
+        }
+    }
+
+    /// Send one request and read its whole response. Returns the response and whether the
+    /// connection may be reused.
+    pub async fn request(&mut self, req: &Request) -> Result<(Response, bool), ErrorClass> {
+        if self.start != self.end {
+            // Bytes nobody asked for: the server is not speaking HTTP/1.1 properly.
+            return Err(ErrorClass::Malformed);
+        }
+        self.stream
+            .write_all(req.h1_bytes())
+            .await
+            .map_err(|e| ErrorClass::from_io(&e))?;
+        let head = loop {
+            match parse_head(&self.buf[self.start..self.end], req.head)? {
+                Some(h) if h.interim => self.start += h.len,
+                Some(h) => break h,
+                None => {
+                    if !self.fill().await? {
+                        // Closed before a complete head: a reset keep-alive connection, or
+                        // garbage followed by close.
+                        return Err(if self.start == self.end { ErrorClass::Reset } else { ErrorClass::Malformed });
+                    }
+                }
+            }
+        };
+        self.start += head.len;
+        let response = Response { status: head.status };
+        match head.body {
+            Body::None => {}
+            Body::Length(mut left) => loop {
+                let avail = (self.end - self.start) as u64;
+                let take = avail.min(left);
+                self.start += take as usize;
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+                if !self.fill().await? {
+                    return Err(ErrorClass::Reset);
+                }
+            },
+            Body::Chunked => {
+                let mut dec = Chunked::new();
+                loop {
+                    let (n, done) = dec.feed(&self.buf[self.start..self.end]).map_err(|_| ErrorClass::Malformed)?;
+                    self.start += n;
+                    if done {
+                        break;
+                    }
+                    if !self.fill().await? {
+                        return Err(ErrorClass::Reset);
+                    }
+                }
+            }
+            Body::UntilClose => {
+                self.start = self.end;
+                while self.fill().await? {
+                    self.start = self.end;
+                }
+            }
+        }
+        Ok((response, head.keep_alive))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heads_and_picks_the_body_framing() {
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello", false).unwrap().unwrap();
+        assert!(matches!(h.body, Body::Length(13)) && h.keep_alive && h.status == 200 && h.len == 38);
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false).unwrap().unwrap();
+        assert!(matches!(h.body, Body::Chunked));
+        let h = parse_head(b"HTTP/1.1 500 X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false).unwrap().unwrap();
+        assert!(!h.keep_alive && h.status == 500);
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        assert!(matches!(h.body, Body::UntilClose) && !h.keep_alive);
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap().unwrap();
+        assert!(matches!(h.body, Body::None));
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-", false).unwrap().is_none());
+        assert!(parse_head(b"garbage\r\n\r\n", false).is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+    }
+}
