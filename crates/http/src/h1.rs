@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn parses_heads_and_picks_the_body_framing() {
         let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello", false).unwrap().unwrap();
-        assert!(matches!(h.body, Body::Length(13)) && h.keep_alive && h.status == 200 && h.len == 38);
+        assert!(matches!(h.body, Body::Length(13)) && h.keep_alive && h.status == 200 && h.len == 39);
         let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false).unwrap().unwrap();
         assert!(matches!(h.body, Body::Chunked));
         let h = parse_head(b"HTTP/1.1 500 X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false).unwrap().unwrap();
