@@ -122,6 +122,7 @@ impl Snapshot {
         };
         SecondSample {
             second,
+            seconds: self.seconds(),
             requests: self.responses,
             errors: self.error_count(),
             bytes: self.bytes,
@@ -137,6 +138,8 @@ impl Snapshot {
 pub struct SecondSample {
     /// Seconds since the start of the run (0 is the first second).
     pub second: u32,
+    /// Length of the interval in seconds: 1 except perhaps for the last sample of a run.
+    pub seconds: f64,
     /// Responses completed in this second.
     pub requests: u64,
     /// Errors in this second.

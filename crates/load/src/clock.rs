@@ -1,0 +1,105 @@
+//! Waiting until an intended send time, precisely.
+//!
+//! tokio's timer wheel has 1 ms granularity and rounds deadlines up, so an open loop that
+//! slept on it would send up to a millisecond late and add that to every corrected latency.
+//! A Linux `timerfd` wakes the reactor with microsecond precision at the cost of two syscalls
+//! per wait; gaps shorter than [`SPIN`] are not worth those and are spent yielding instead,
+//! which still lets the I/O driver run.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use tokio::io::unix::AsyncFd;
+
+/// Below this gap, yield to the scheduler rather than arm the timer.
+const SPIN: Duration = Duration::from_micros(30);
+
+/// A timerfd that owns its descriptor; `AsyncFd` wants `AsRawFd`, which nix only offers as `AsFd`.
+struct Tfd(TimerFd);
+
+impl AsRawFd for Tfd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// A precise one-shot timer for one worker thread.
+pub(crate) struct PreciseTimer {
+    fd: Option<AsyncFd<Tfd>>,
+}
+
+impl PreciseTimer {
+    /// Falls back to tokio's timer if a timerfd cannot be made.
+    pub(crate) fn new() -> Self {
+        let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .ok()
+            .and_then(|t| {
+                // SAFETY: `Tfd` owns the timerfd, so the descriptor stays open and the same for
+                // as long as the `AsyncFd` that owns the `Tfd` lives.
+                #[allow(unsafe_code)]
+                unsafe {
+                    AsyncFd::register(Tfd(t)).ok()
+                }
+            });
+        PreciseTimer { fd }
+    }
+
+    /// Return at `deadline` or just after it.
+    pub(crate) async fn sleep_until(&mut self, deadline: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let gap = deadline - now;
+            if gap <= SPIN {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            match &self.fd {
+                Some(fd) => {
+                    if Self::arm_and_wait(fd, gap).await.is_err() {
+                        self.fd = None;
+                    }
+                }
+                None => tokio::time::sleep_until(deadline.into()).await,
+            }
+        }
+    }
+
+    async fn arm_and_wait(fd: &AsyncFd<Tfd>, gap: Duration) -> io::Result<()> {
+        fd.get_ref()
+            .0
+            .set(Expiration::OneShot(TimeSpec::from_duration(gap)), TimerSetTimeFlags::empty())
+            .map_err(io::Error::from)?;
+        loop {
+            let mut guard = fd.readable().await?;
+            match guard.try_io(|inner| inner.get_ref().0.wait().map_err(io::Error::from)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakes_within_a_fraction_of_a_millisecond() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut t = PreciseTimer::new();
+            assert!(t.fd.is_some(), "timerfd available on Linux");
+            let start = Instant::now();
+            for k in 1..=20u32 {
+                let d = start + Duration::from_micros(1500) * k;
+                t.sleep_until(d).await;
+                assert!(Instant::now() >= d);
+            }
+        });
+    }
+}

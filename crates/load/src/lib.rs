@@ -1,0 +1,289 @@
+//! The load engine: `run(Config, Shutdown)` drives HTTP load and returns what it measured.
+//!
+//! Flow: the controller ([`run`]) starts one OS thread per worker, each with its own
+//! single-threaded tokio runtime (no cross-thread work stealing on the hot path, like wrk's
+//! threads). Each worker owns a share of the lanes (connections or HTTP/2 stream slots) and of
+//! the rate, records into its own [`recorder::Recorder`], and every second hands a
+//! [`hist::Snapshot`] to the controller, which merges them into the run total and the
+//! per-second series. Stop conditions (duration, request count, Ctrl-C via [`Shutdown`]),
+//! pacing (closed loop, or an open-loop [`pace::Pacer`]) and protocol (an `st_http::Lane`) are
+//! independent values passed into the one driver, so no mode is a copy of another.
+//!
+//! Latency is recorded for every complete response, whatever its status. Failed requests are
+//! counted by `ErrorClass` and do not enter the latency histograms.
+
+mod clock;
+mod recorder;
+mod worker;
+
+use hist::{SecondSample, Snapshot};
+use pace::{Arrival, RateShape};
+use st_http::{Connector, Request};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// How requests are paced.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Each lane sends its next request as soon as the previous response arrives.
+    Closed,
+    /// Requests are sent on a schedule, whatever the responses do.
+    Open {
+        /// Total requests per second over all workers.
+        shape: RateShape,
+        /// Evenly spaced or Poisson arrivals.
+        arrival: Arrival,
+        /// Upper bound on connections (over all workers); sends that find every lane busy at
+        /// the cap wait and are reported as late.
+        max_connections: usize,
+        /// Seed for Poisson arrivals.
+        seed: u64,
+    },
+}
+
+/// Everything a run needs, already validated.
+#[derive(Clone)]
+pub struct Config {
+    /// Where and how to connect.
+    pub connector: Connector,
+    /// Requests, used round-robin (at least one).
+    pub requests: Arc<Vec<Request>>,
+    /// Closed or open loop.
+    pub mode: Mode,
+    /// Connections opened before the clock starts (closed loop: the number of connections).
+    pub connections: usize,
+    /// Concurrent streams per HTTP/2 connection (1 for HTTP/1.1).
+    pub streams: usize,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many requests have been sent.
+    pub max_requests: Option<u64>,
+    /// Per-request timeout (connect included).
+    pub timeout: Duration,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Ends a run early from outside (Ctrl-C). Cloning shares the signal.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<(AtomicBool, Notify)>);
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Ask the run to stop now; it still reports what it measured.
+    pub fn trigger(&self) {
+        self.0 .0.store(true, Ordering::SeqCst);
+        self.0 .1.notify_waiters();
+    }
+    /// Whether [`Shutdown::trigger`] was called.
+    pub fn is_triggered(&self) -> bool {
+        self.0 .0.load(Ordering::SeqCst)
+    }
+    async fn wait(&self) {
+        loop {
+            let n = self.0 .1.notified();
+            if self.is_triggered() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Everything merged.
+    pub total: Snapshot,
+    /// One sample per second; the last may cover less than a second (see `seconds` on it).
+    pub series: Vec<SecondSample>,
+    /// Wall time from the first send to the end.
+    pub elapsed: Duration,
+    /// The run was stopped by [`Shutdown`].
+    pub interrupted: bool,
+    /// Most lanes open at once, summed over workers (connections × streams).
+    pub peak_lanes: usize,
+    /// Requests still in flight when the run ended (not counted as errors).
+    pub in_flight_at_end: u64,
+}
+
+/// Progress after each second of the run, for live displays.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Seconds since start.
+    pub elapsed: Duration,
+    /// The second just completed.
+    pub last: SecondSample,
+    /// Completed requests so far.
+    pub responses: u64,
+    /// Errors so far.
+    pub errors: u64,
+}
+
+/// A run that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread: {0}")]
+    Thread(String),
+}
+
+pub(crate) enum Msg {
+    Ready,
+    Interval { second: u32, snap: Box<Snapshot> },
+    Done { snap: Box<Snapshot>, peak_lanes: usize, in_flight: u64 },
+}
+
+/// Shared between the controller and the workers.
+pub(crate) struct Shared {
+    pub issued: AtomicU64,
+    pub max_requests: Option<u64>,
+}
+
+impl Shared {
+    /// Claim the right to send one more request; false once the count limit is reached.
+    pub(crate) fn claim(&self) -> bool {
+        match self.max_requests {
+            None => true,
+            Some(n) => self.issued.fetch_add(1, Ordering::Relaxed) < n,
+        }
+    }
+}
+
+/// Run the load described by `cfg` until its stop condition or `shutdown`.
+pub async fn run(cfg: Config, shutdown: Shutdown, mut progress: impl FnMut(&Progress)) -> Result<RunResult, LoadError> {
+    if cfg.requests.is_empty() {
+        return Err(LoadError::Config("no requests to send".into()));
+    }
+    if cfg.duration.is_none() && cfg.max_requests.is_none() {
+        return Err(LoadError::Config("a run needs a duration or a request count".into()));
+    }
+    let threads = match cfg.mode {
+        // A closed-loop worker without lanes would have nothing to do.
+        Mode::Closed => cfg.threads.clamp(1, cfg.connections.max(1)),
+        Mode::Open { .. } => cfg.threads.max(1),
+    };
+    let shared = Arc::new(Shared {
+        issued: AtomicU64::new(0),
+        max_requests: cfg.max_requests,
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (start_tx, start_rx) = watch::channel(None::<Instant>);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    for index in 0..threads {
+        let plan = worker::Plan::new(&cfg, index, threads)?;
+        let (tx, start_rx, stop_rx, shared) = (tx.clone(), start_rx.clone(), stop_rx.clone(), shared.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("load-{index}"))
+            .spawn(move || worker::main(plan, shared, tx, start_rx, stop_rx))
+            .map_err(|e| LoadError::Thread(e.to_string()))?;
+        handles.push(h);
+    }
+    drop(tx);
+
+    let mut ready = 0;
+    while ready < threads {
+        match rx.recv().await {
+            Some(Msg::Ready) => ready += 1,
+            Some(_) => {}
+            None => return Err(LoadError::Thread("a worker thread died during start-up".into())),
+        }
+    }
+    let start = Instant::now();
+    let _ = start_tx.send(Some(start));
+    let deadline = cfg.duration.map(|d| start + d);
+
+    let mut total = Snapshot::default();
+    let mut pending: BTreeMap<u32, (usize, Snapshot)> = BTreeMap::new();
+    let mut series = Vec::new();
+    let mut done = 0;
+    let mut peak_lanes = 0;
+    let mut in_flight_at_end = 0;
+    let mut interrupted = false;
+    let mut stopping = false;
+    let mut finals: Vec<Snapshot> = Vec::new();
+    while done < threads {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = sleep_opt(deadline), if !stopping => { stopping = true; let _ = stop_tx.send(true); continue; }
+            _ = shutdown.wait(), if !stopping => {
+                stopping = true; interrupted = true; let _ = stop_tx.send(true); continue;
+            }
+        };
+        match msg {
+            None => break,
+            Some(Msg::Ready) => {}
+            Some(Msg::Interval { second, snap }) => {
+                total.merge(&snap);
+                let e = pending.entry(second).or_insert_with(|| (0, Snapshot::default()));
+                e.0 += 1;
+                e.1.merge(&snap);
+                // A second is final once every worker has reported it.
+                while let Some(entry) = pending.first_entry() {
+                    if entry.get().0 < threads {
+                        break;
+                    }
+                    let (sec, (_, s)) = entry.remove_entry();
+                    let sample = s.sample(sec);
+                    progress(&Progress {
+                        elapsed: Duration::from_secs(sec as u64 + 1),
+                        last: sample.clone(),
+                        responses: total.responses,
+                        errors: total.error_count(),
+                    });
+                    series.push(sample);
+                }
+            }
+            Some(Msg::Done { snap, peak_lanes: p, in_flight }) => {
+                total.merge(&snap);
+                peak_lanes += p;
+                in_flight_at_end += in_flight;
+                finals.push(*snap);
+                done += 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    for h in handles {
+        let _ = h.join();
+    }
+    // Seconds some worker had not finished, and the final partial interval.
+    let mut tail = Snapshot::default();
+    for (_, (_, s)) in pending {
+        tail.merge(&s);
+    }
+    for s in &finals {
+        tail.merge(s);
+    }
+    if tail.completed() > 0 && tail.seconds() > 0.0 {
+        let second = series.last().map_or(0, |s: &SecondSample| s.second + 1);
+        series.push(tail.sample(second));
+    }
+    total.start = 0.0;
+    total.end = elapsed.as_secs_f64();
+    Ok(RunResult {
+        total,
+        series,
+        elapsed,
+        interrupted,
+        peak_lanes,
+        in_flight_at_end,
+    })
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

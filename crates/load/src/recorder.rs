@@ -1,0 +1,93 @@
+//! Per-worker measurement: plain counters and HDR histograms behind one `RefCell`, touched by
+//! every lane of the worker's single thread. No locks, no allocation per request.
+
+use hist::{new_histogram, Snapshot};
+use hdrhistogram::Histogram;
+use st_http::{ByteCounter, ErrorClass};
+use std::time::Duration;
+
+const STATUS_SLOTS: usize = 1000;
+
+pub(crate) struct Recorder {
+    responses: u64,
+    status: Box<[u64; STATUS_SLOTS]>,
+    errors: [u64; ErrorClass::ALL.len()],
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    late: u64,
+    lateness: Histogram<u64>,
+    bytes: ByteCounter,
+    bytes_taken: u64,
+    interval_start: f64,
+}
+
+fn micros(d: Duration) -> u64 {
+    // HDR histograms cannot hold 0; a sub-microsecond latency is recorded as 1 µs.
+    (d.as_micros() as u64).max(1)
+}
+
+impl Recorder {
+    pub(crate) fn new(bytes: ByteCounter) -> Self {
+        Recorder {
+            responses: 0,
+            status: Box::new([0; STATUS_SLOTS]),
+            errors: [0; ErrorClass::ALL.len()],
+            latency: new_histogram(),
+            service: new_histogram(),
+            late: 0,
+            lateness: new_histogram(),
+            bytes,
+            bytes_taken: 0,
+            interval_start: 0.0,
+        }
+    }
+
+    /// A complete response. `latency` is from the intended send, `service` from the actual one.
+    pub(crate) fn response(&mut self, status: u16, latency: Duration, service: Duration) {
+        self.responses += 1;
+        self.status[(status as usize).min(STATUS_SLOTS - 1)] += 1;
+        let _ = self.latency.record(micros(latency));
+        let _ = self.service.record(micros(service));
+    }
+
+    pub(crate) fn error(&mut self, class: ErrorClass) {
+        self.errors[class.index()] += 1;
+    }
+
+    /// An open-loop send that waited `by` for a free lane at the connection cap.
+    pub(crate) fn late(&mut self, by: Duration) {
+        self.late += 1;
+        let _ = self.lateness.record(micros(by));
+    }
+
+    /// Take what was recorded since the last call as a snapshot ending at `end` (seconds since
+    /// the run started), and start a new interval.
+    pub(crate) fn take(&mut self, end: f64) -> Snapshot {
+        let bytes = self.bytes.get();
+        let mut s = Snapshot {
+            start: self.interval_start,
+            end,
+            responses: std::mem::take(&mut self.responses),
+            bytes: bytes - self.bytes_taken,
+            latency: std::mem::replace(&mut self.latency, new_histogram()),
+            service: std::mem::replace(&mut self.service, new_histogram()),
+            late: std::mem::take(&mut self.late),
+            lateness: std::mem::replace(&mut self.lateness, new_histogram()),
+            ..Default::default()
+        };
+        self.bytes_taken = bytes;
+        self.interval_start = end;
+        for (code, n) in self.status.iter_mut().enumerate() {
+            if *n > 0 {
+                s.status.insert(code as u16, std::mem::take(n));
+            }
+        }
+        for class in ErrorClass::ALL {
+            let n = std::mem::take(&mut self.errors[class.index()]);
+            if n > 0 {
+                s.errors.insert(class.as_str().to_string(), n);
+            }
+        }
+        s
+    }
+}

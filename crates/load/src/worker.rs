@@ -1,0 +1,300 @@
+//! One worker thread: its share of the lanes and of the rate, on a single-threaded runtime.
+//!
+//! Closed loop: every lane is a task that sends, waits for the response, records, repeats.
+//! Open loop: a dispatcher task follows the pacer and hands each intended send to an idle lane
+//! (a stack, so warm connections are reused first); with none idle it adds a connection, and at
+//! the cap it waits and records the send as late. Lanes never wait on the schedule and the
+//! dispatcher never waits on a response.
+
+use crate::clock::PreciseTimer;
+use crate::recorder::Recorder;
+use crate::{Config, LoadError, Mode, Msg, Shared};
+use pace::Pacer;
+use st_http::{ByteCounter, Connector, ErrorClass, Lane, Request, Response};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+
+/// How long lanes may take to connect before the clock starts; the rest connect on first use.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+pub(crate) struct Plan {
+    connector: Connector,
+    requests: Arc<Vec<Request>>,
+    connections: usize,
+    streams: usize,
+    timeout: Duration,
+    open: Option<(Pacer, usize)>,
+}
+
+impl Plan {
+    pub(crate) fn new(cfg: &Config, index: usize, threads: usize) -> Result<Plan, LoadError> {
+        let share = |n: usize| n / threads + usize::from(index < n % threads);
+        let mut connections = share(cfg.connections);
+        let open = match &cfg.mode {
+            Mode::Closed => None,
+            Mode::Open { shape, arrival, max_connections, seed } => {
+                let pacer = Pacer::new(
+                    shape.scaled(1.0 / threads as f64),
+                    *arrival,
+                    cfg.duration,
+                    seed.wrapping_add(index as u64 * 0x9E37_79B9_7F4A_7C15),
+                )
+                .map_err(|e| LoadError::Config(e.to_string()))?;
+                let cap = share(*max_connections).max(1);
+                connections = connections.min(cap);
+                Some((pacer, cap))
+            }
+        };
+        Ok(Plan {
+            connector: cfg.connector.clone(),
+            requests: cfg.requests.clone(),
+            connections,
+            streams: cfg.streams.max(1),
+            timeout: cfg.timeout,
+            open,
+        })
+    }
+}
+
+struct Ctx {
+    connector: Connector,
+    requests: Arc<Vec<Request>>,
+    next: Cell<usize>,
+    rec: RefCell<Recorder>,
+    bytes: ByteCounter,
+    timeout: Duration,
+    shared: Arc<Shared>,
+    in_flight: Cell<u64>,
+    warmed: Cell<usize>,
+    warm_done: Notify,
+}
+
+impl Ctx {
+    fn next_request(&self) -> usize {
+        let i = self.next.get();
+        self.next.set(if i + 1 == self.requests.len() { 0 } else { i + 1 });
+        i
+    }
+
+    /// Send request `index` on `lane` with the timeout, and record the outcome.
+    async fn exchange(&self, lane: &mut Lane, index: usize, intended: Option<Instant>) {
+        let sent = Instant::now();
+        self.in_flight.set(self.in_flight.get() + 1);
+        let r = tokio::time::timeout(self.timeout, lane.send(&self.connector, &self.requests[index], &self.bytes)).await;
+        self.in_flight.set(self.in_flight.get() - 1);
+        let done = Instant::now();
+        let mut rec = self.rec.borrow_mut();
+        match r {
+            Ok(Ok(Response { status })) => rec.response(status, done - intended.unwrap_or(sent), done - sent),
+            Ok(Err(class)) => rec.error(class),
+            Err(_) => rec.error(ErrorClass::RequestTimeout),
+        }
+    }
+
+    async fn warm(&self, lane: &mut Lane) {
+        let _ = tokio::time::timeout(WARM_UP, lane.ensure_connected(&self.connector, &self.bytes)).await;
+        self.warmed.set(self.warmed.get() + 1);
+        self.warm_done.notify_one();
+    }
+}
+
+pub(crate) fn main(
+    plan: Plan,
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Msg>,
+    start_rx: watch::Receiver<Option<Instant>>,
+    stop_rx: watch::Receiver<bool>,
+) {
+    let bytes: ByteCounter = Rc::new(Cell::new(0));
+    let ctx = Rc::new(Ctx {
+        connector: plan.connector.clone(),
+        requests: plan.requests.clone(),
+        next: Cell::new(0),
+        rec: RefCell::new(Recorder::new(bytes.clone())),
+        bytes,
+        timeout: plan.timeout,
+        shared,
+        in_flight: Cell::new(0),
+        warmed: Cell::new(0),
+        warm_done: Notify::new(),
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(_) => {
+            // Report an empty worker rather than hang the controller.
+            let _ = tx.send(Msg::Ready);
+            let _ = tx.send(Msg::Done { snap: Box::default(), peak_lanes: 0, in_flight: 0 });
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, drive(plan, ctx, tx, start_rx, stop_rx));
+}
+
+async fn drive(
+    plan: Plan,
+    ctx: Rc<Ctx>,
+    tx: mpsc::UnboundedSender<Msg>,
+    mut start_rx: watch::Receiver<Option<Instant>>,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let protocol = plan.connector.protocol();
+    // `work` ends when the worker has nothing more to do; `lanes` are aborted at the end.
+    let mut work: JoinSet<()> = JoinSet::new();
+    let mut lanes: JoinSet<()> = JoinSet::new();
+    let start_cell = Rc::new(Cell::new(None::<Instant>));
+    let pool = Rc::new(Pool::default());
+    let mut expected_warm = 0;
+    let open_loop = plan.open.is_some();
+    match plan.open {
+        None => {
+            for _ in 0..plan.connections {
+                let first = Lane::new(protocol);
+                for s in 0..plan.streams {
+                    let mut lane = if s == 0 { first.sibling_or_self() } else { first.sibling() };
+                    let (ctx, mut srx) = (ctx.clone(), start_rx.clone());
+                    expected_warm += 1;
+                    work.spawn_local(async move {
+                        ctx.warm(&mut lane).await;
+                        if srx.wait_for(|s| s.is_some()).await.is_err() {
+                            return;
+                        }
+                        while ctx.shared.claim() {
+                            let i = ctx.next_request();
+                            ctx.exchange(&mut lane, i, None).await;
+                        }
+                    });
+                }
+            }
+        }
+        Some((pacer, cap)) => {
+            for _ in 0..plan.connections {
+                expected_warm += pool.add_group(&ctx, &mut lanes, protocol, plan.streams, true);
+            }
+            let (ctx, pool, start_cell) = (ctx.clone(), pool.clone(), start_cell.clone());
+            let streams = plan.streams;
+            let mut srx = start_rx.clone();
+            work.spawn_local(async move {
+                let Ok(start) = srx.wait_for(|s| s.is_some()).await.map(|s| s.expect("checked")) else {
+                    return;
+                };
+                start_cell.set(Some(start));
+                dispatch(&ctx, &pool, pacer, start, cap, protocol, streams).await;
+            });
+        }
+    }
+    // Ready once every lane has connected (or had its chance to).
+    while ctx.warmed.get() < expected_warm {
+        ctx.warm_done.notified().await;
+    }
+    let _ = tx.send(Msg::Ready);
+    let Ok(start) = start_rx.wait_for(|s| s.is_some()).await.map(|s| s.expect("checked")) else {
+        return;
+    };
+    // Bytes read while warming up (TLS handshakes) are not part of the run.
+    ctx.rec.borrow_mut().take(0.0);
+
+    let mut second = 0u32;
+    loop {
+        let tick = start + Duration::from_secs(second as u64 + 1);
+        tokio::select! {
+            _ = tokio::time::sleep_until(tick.into()) => {
+                let snap = ctx.rec.borrow_mut().take((second + 1) as f64);
+                let _ = tx.send(Msg::Interval { second, snap: Box::new(snap) });
+                second += 1;
+            }
+            r = stop_rx.wait_for(|s| *s) => { let _ = r; break; }
+            next = work.join_next() => if next.is_none() { break },
+        }
+    }
+    work.abort_all();
+    lanes.abort_all();
+    let in_flight = ctx.in_flight.get();
+    let end = start.elapsed().as_secs_f64();
+    let snap = ctx.rec.borrow_mut().take(end);
+    let peak = if open_loop { pool.slots.get() } else { plan.connections * plan.streams };
+    let _ = tx.send(Msg::Done { snap: Box::new(snap), peak_lanes: peak, in_flight });
+}
+
+/// Open loop: a stream slot or connection waiting for its next send.
+struct Slot {
+    job: Cell<Option<(Instant, usize)>>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: RefCell<Vec<Rc<Slot>>>,
+    /// Lanes created so far (connections × streams); lanes are never dropped before the end.
+    slots: Cell<usize>,
+    groups: Cell<usize>,
+    free: Notify,
+}
+
+impl Pool {
+    /// Add one connection's worth of lanes, all idle. Returns how many lanes were added.
+    fn add_group(self: &Rc<Self>, ctx: &Rc<Ctx>, set: &mut JoinSet<()>, protocol: st_http::Protocol, streams: usize, warm: bool) -> usize {
+        let first = Lane::new(protocol);
+        for s in 0..streams {
+            let mut lane = if s == 0 { first.sibling_or_self() } else { first.sibling() };
+            let slot = Rc::new(Slot { job: Cell::new(None), wake: Notify::new() });
+            self.idle.borrow_mut().push(slot.clone());
+            let (ctx, pool) = (ctx.clone(), self.clone());
+            set.spawn_local(async move {
+                if warm {
+                    ctx.warm(&mut lane).await;
+                }
+                loop {
+                    slot.wake.notified().await;
+                    let Some((intended, index)) = slot.job.take() else { continue };
+                    ctx.exchange(&mut lane, index, Some(intended)).await;
+                    pool.idle.borrow_mut().push(slot.clone());
+                    pool.free.notify_one();
+                }
+            });
+        }
+        self.slots.set(self.slots.get() + streams);
+        self.groups.set(self.groups.get() + 1);
+        streams
+    }
+}
+
+async fn dispatch(ctx: &Rc<Ctx>, pool: &Rc<Pool>, mut pacer: Pacer, start: Instant, cap: usize, protocol: st_http::Protocol, streams: usize) {
+    let mut timer = PreciseTimer::new();
+    // Lanes made on demand are spawned here; they live until the worker ends.
+    let mut grown: JoinSet<()> = JoinSet::new();
+    while let Some(offset) = pacer.next() {
+        if !ctx.shared.claim() {
+            break;
+        }
+        let intended = start + offset;
+        timer.sleep_until(intended).await;
+        let mut waited = false;
+        let slot = loop {
+            let idle = pool.idle.borrow_mut().pop();
+            if let Some(s) = idle {
+                break s;
+            }
+            if pool.groups.get() < cap {
+                pool.add_group(ctx, &mut grown, protocol, streams, false);
+                continue;
+            }
+            waited = true;
+            pool.free.notified().await;
+        };
+        if waited {
+            ctx.rec.borrow_mut().late(Instant::now() - intended);
+        }
+        slot.job.set(Some((intended, ctx.next_request())));
+        slot.wake.notify_one();
+    }
+    // The schedule is over: wait for the answers still outstanding.
+    while pool.idle.borrow().len() < pool.slots.get() {
+        pool.free.notified().await;
+    }
+    grown.abort_all();
+}

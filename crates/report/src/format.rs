@@ -1,0 +1,60 @@
+//! Number formatting in autocannon's style.
+
+/// Milliseconds with at most two decimals and no trailing zeros: `2 ms`, `0.64 ms`.
+pub fn ms(v: f64) -> String {
+    format!("{} ms", trim(v, 2))
+}
+
+/// A number with at most `decimals` decimals, trailing zeros removed.
+pub fn trim(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Bytes in SI units with three significant digits: `1.47 MB`, `471 kB`, `13 B`.
+pub fn bytes(v: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = v;
+    let mut u = 0;
+    while v >= 999.5 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    let decimals = if v >= 100.0 || u == 0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    format!("{} {}", trim(v, decimals), UNITS[u])
+}
+
+/// An integer with thousands separators: `1,234,567`.
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_autocannon() {
+        assert_eq!(ms(2.0), "2 ms");
+        assert_eq!(ms(0.6449), "0.64 ms");
+        assert_eq!(ms(47.07), "47.07 ms");
+        assert_eq!(bytes(1_470_000.0), "1.47 MB");
+        assert_eq!(bytes(471_000.0), "471 kB");
+        assert_eq!(bytes(13.0), "13 B");
+        assert_eq!(bytes(116_200_000.0), "116 MB");
+        assert_eq!(count(803_214), "803,214");
+        assert_eq!(count(12), "12");
+    }
+}

@@ -1,0 +1,284 @@
+//! The human report, in the layout of autocannon (seed 002).
+
+use crate::format::{bytes, count, ms, trim};
+use crate::RunFile;
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// Draw a box table; the first row is the header. Separators between all rows, as autocannon.
+pub fn boxed(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let width: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let line = |l: &str, m: &str, r: &str| {
+        let parts: Vec<String> = width.iter().map(|w| "─".repeat(w + 2)).collect();
+        format!("{l}{}{r}\n", parts.join(m))
+    };
+    let mut out = line("┌", "┬", "┐");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out += &line("├", "┼", "┤");
+        }
+        out.push('│');
+        for (c, w) in width.iter().enumerate() {
+            let cell = row.get(c).map(String::as_str).unwrap_or("");
+            let pad = w - cell.chars().count();
+            let _ = write!(out, " {cell}{} │", " ".repeat(pad));
+        }
+        out.push('\n');
+    }
+    out + &line("└", "┴", "┘")
+}
+
+fn q_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+fn latency_row(name: &str, h: &Histogram<u64>) -> Vec<String> {
+    let mut row = vec![name.to_string()];
+    for q in [0.025, 0.5, 0.975, 0.99] {
+        row.push(ms(q_ms(h, q)));
+    }
+    let (mean, sd) = if h.is_empty() { (0.0, 0.0) } else { (h.mean() / 1000.0, h.stdev() / 1000.0) };
+    row.push(ms(mean));
+    row.push(ms(sd));
+    row.push(ms(h.max() as f64 / 1000.0));
+    row
+}
+
+/// Nearest-rank percentile, mean, standard deviation and minimum of per-second values.
+fn sample_stats(values: &[f64]) -> ([f64; 4], f64, f64, f64) {
+    if values.is_empty() {
+        return ([0.0; 4], 0.0, 0.0, 0.0);
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    ([rank(0.01), rank(0.025), rank(0.5), rank(0.975)], mean, sd, v[0])
+}
+
+/// Per-second rates used for the Req/Sec and Bytes/Sec rows. A short final sample is left out
+/// when there are full seconds, since its rate is not comparable; a run shorter than a second
+/// still gets its one sample.
+fn per_second(run: &RunFile) -> (Vec<f64>, Vec<f64>) {
+    let full: Vec<_> = run.series.iter().filter(|s| s.seconds >= 0.999).collect();
+    let use_: Vec<_> = if full.is_empty() { run.series.iter().collect() } else { full };
+    let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    (
+        use_.iter().map(|s| rate(s.requests, s.seconds)).collect(),
+        use_.iter().map(|s| rate(s.bytes, s.seconds)).collect(),
+    )
+}
+
+/// The full report: header, latency table, throughput table, summary line, status and errors.
+pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io::Result<()> {
+    let i = &run.info;
+    let t = &run.total;
+    let open = i.mode == "open";
+    let mut s = String::new();
+    let _ = writeln!(s, "Running {} load test @ {}", if open { "open-loop" } else { "closed-loop" }, i.url);
+    if open {
+        let _ = writeln!(
+            s,
+            "rate {} ({} arrivals), {} connections to start, up to {}, {}, {} thread(s)",
+            i.rate.as_deref().unwrap_or("?"),
+            i.arrival.as_deref().unwrap_or("uniform"),
+            i.connections,
+            i.max_connections.unwrap_or(0),
+            proto(i),
+            i.threads
+        );
+    } else {
+        let _ = writeln!(s, "{} connections, {}, {} thread(s)", i.connections, proto(i), i.threads);
+    }
+    if i.targets > 1 {
+        let _ = writeln!(s, "{} targets, round-robin", i.targets);
+    }
+    s.push('\n');
+    let header = |first: &str, cols: &[&str]| {
+        let mut h = vec![first.to_string()];
+        h.extend(cols.iter().map(|c| c.to_string()));
+        h
+    };
+    let lat_cols = ["2.5%", "50%", "97.5%", "99%", "Avg", "Stdev", "Max"];
+    let mut rows = vec![header("Stat", &lat_cols)];
+    rows.push(latency_row("Latency", &t.latency));
+    if open {
+        rows.push(latency_row("Service", &t.service));
+    }
+    s += &boxed(&rows);
+    let (reqs, byts) = per_second(run);
+    let (rq, rmean, rsd, rmin) = sample_stats(&reqs);
+    let (bq, bmean, bsd, bmin) = sample_stats(&byts);
+    let mut req_row = vec!["Req/Sec".to_string()];
+    req_row.extend(rq.iter().map(|v| trim(*v, 0)));
+    req_row.extend([trim(rmean, 2), trim(rsd, 2), trim(rmin, 0)]);
+    let mut byte_row = vec!["Bytes/Sec".to_string()];
+    byte_row.extend(bq.iter().map(|v| bytes(*v)));
+    byte_row.extend([bytes(bmean), bytes(bsd), bytes(bmin)]);
+    s += &boxed(&[header("Stat", &["1%", "2.5%", "50%", "97.5%", "Avg", "Stdev", "Min"]), req_row, byte_row]);
+    s.push('\n');
+    if open {
+        s += "Latency: from each request's intended send time (coordinated omission corrected).\n";
+        s += "Service: from when it was actually sent (uncorrected).\n";
+    } else {
+        s += "Latency: from send to complete response (closed loop: no schedule to correct against).\n";
+    }
+    s += "Req/Bytes counts sampled once per second.\n\n";
+    let _ = writeln!(
+        s,
+        "{} requests in {}s, {} read{}",
+        count(t.responses),
+        trim(run.elapsed_s, 2),
+        bytes(t.bytes as f64),
+        if run.interrupted { " (interrupted)" } else { "" }
+    );
+    if open {
+        let achieved = if run.elapsed_s > 0.0 { t.completed() as f64 / run.elapsed_s } else { 0.0 };
+        let _ = writeln!(
+            s,
+            "target rate {}/s, achieved {}/s; {} connections used at peak",
+            trim(i.target_rate.unwrap_or(0.0), 1),
+            trim(achieved, 1),
+            count(run.peak_lanes as u64 / i.streams.max(1) as u64)
+        );
+        if t.late == 0 {
+            s += "late sends: 0 (the connection cap was never reached)\n";
+        } else {
+            let _ = writeln!(
+                s,
+                "late sends: {} waited for a free connection at the cap of {}; late by p50 {}, p99 {}, max {}",
+                count(t.late),
+                i.max_connections.unwrap_or(0),
+                ms(q_ms(&t.lateness, 0.5)),
+                ms(q_ms(&t.lateness, 0.99)),
+                ms(t.lateness.max() as f64 / 1000.0)
+            );
+        }
+    }
+    let status: Vec<String> = t.status.iter().map(|(c, n)| format!("{c}: {}", count(*n))).collect();
+    let _ = writeln!(s, "status codes: {}", if status.is_empty() { "none".into() } else { status.join(", ") });
+    let non2xx: u64 = t.status.iter().filter(|(c, _)| !(200..300).contains(*c)).map(|(_, n)| n).sum();
+    if non2xx > 0 {
+        let _ = writeln!(s, "{} non-2xx responses", count(non2xx));
+    }
+    let errors: Vec<String> = t.errors.iter().map(|(c, n)| format!("{c}: {}", count(*n))).collect();
+    let _ = writeln!(s, "errors: {}", if errors.is_empty() { "0".into() } else { errors.join(", ") });
+    if run.in_flight_at_end > 0 {
+        let _ = writeln!(s, "{} requests still in flight at the end (not counted)", count(run.in_flight_at_end));
+    }
+    if percentiles {
+        s.push('\n');
+        s += &spectrum(run);
+    }
+    out.write_all(s.as_bytes())
+}
+
+fn proto(i: &crate::RunInfo) -> String {
+    if i.protocol == "HTTP/2" {
+        format!("HTTP/2 × {} streams", i.streams)
+    } else {
+        i.protocol.clone()
+    }
+}
+
+/// The percentile spectrum, p50 … p99.999 and max.
+pub fn spectrum(run: &RunFile) -> String {
+    let t = &run.total;
+    let qs = [0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.99999];
+    let mut head = vec!["Percentile".to_string()];
+    head.extend(qs.iter().map(|q| format!("{}%", trim(q * 100.0, 3))));
+    head.push("Max".into());
+    let row = |name: &str, h: &Histogram<u64>| {
+        let mut r = vec![name.to_string()];
+        r.extend(qs.iter().map(|q| ms(q_ms(h, *q))));
+        r.push(ms(h.max() as f64 / 1000.0));
+        r
+    };
+    let mut rows = vec![head, row("Latency", &t.latency)];
+    if run.info.mode == "open" {
+        rows.push(row("Service", &t.service));
+    }
+    boxed(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RunInfo, RUNFILE_VERSION};
+    use hist::{SecondSample, Snapshot};
+
+    fn run() -> RunFile {
+        let mut total = Snapshot::default();
+        for v in 1..=1000u64 {
+            total.latency.record(v * 100).unwrap();
+            total.service.record(v * 10).unwrap();
+        }
+        total.responses = 1000;
+        total.bytes = 13_000;
+        total.status.insert(200, 990);
+        total.status.insert(503, 10);
+        total.errors.insert("reset".into(), 2);
+        let series = (0..3)
+            .map(|s| SecondSample { second: s, seconds: 1.0, requests: 300 + s as u64 * 10, errors: 0, bytes: 3900, p50_ms: 1.0, p99_ms: 2.0, max_ms: 3.0 })
+            .chain(std::iter::once(SecondSample { second: 3, seconds: 0.1, requests: 70, errors: 0, bytes: 10, p50_ms: 1.0, p99_ms: 2.0, max_ms: 3.0 }))
+            .collect();
+        RunFile {
+            version: RUNFILE_VERSION,
+            tool: "scaletest".into(),
+            started_unix: 0.0,
+            info: RunInfo { url: "http://127.0.0.1:1/".into(), mode: "open".into(), protocol: "HTTP/1.1".into(), connections: 5, streams: 1, threads: 1, ..Default::default() },
+            elapsed_s: 3.1,
+            interrupted: false,
+            peak_lanes: 7,
+            in_flight_at_end: 0,
+            total,
+            series,
+        }
+    }
+
+    #[test]
+    fn report_has_autocannon_rows_with_right_numbers() {
+        let mut out = Vec::new();
+        write_report(&run(), true, &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        // p50 of 100..100000 µs is 50 ms; p99 99 ms (within HDR precision).
+        assert!(s.contains("│ Latency │ 2.5 ms  │ 50.02 ms │ 97.53 ms │ 99.01 ms │"), "{s}");
+        assert!(s.contains("│ Req/Sec   │ 300    │ 300    │ 310    │ 320    │ 310    │ 8.16  │ 300    │"), "{s}");
+        assert!(s.contains("1,000 requests in 3.1s, 13 kB read"), "{s}");
+        assert!(s.contains("status codes: 200: 990, 503: 10"), "{s}");
+        assert!(s.contains("errors: reset: 2"), "{s}");
+        assert!(s.contains("Service"), "{s}");
+        assert!(s.contains("99.999%"), "{s}");
+    }
+
+    #[test]
+    fn run_file_round_trips_and_rejects_other_versions() {
+        let r = run();
+        let dir = std::env::temp_dir().join(format!("st-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("run.json");
+        r.write_atomic(&p).unwrap();
+        assert_eq!(RunFile::read(&p).unwrap(), r);
+        let text = std::fs::read_to_string(&p).unwrap().replacen("\"version\": 1", "\"version\": 99", 1);
+        let e = RunFile::from_json("x", &text).unwrap_err().to_string();
+        assert!(e.contains("version 99"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn merging_runs_adds_totals_and_seconds() {
+        let m = RunFile::merge(&[run(), run()]).unwrap();
+        assert_eq!(m.total.responses, 2000);
+        assert_eq!(m.series[0].requests, 600);
+        assert_eq!(m.total.latency.len(), 2000);
+    }
+}
