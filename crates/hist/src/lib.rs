@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 
 pub mod histogram_codec;
 
+/// A send that starts more than this many µs after its intended time counts as late.
+pub const LATE_US: u64 = 1000;
+
 /// Significant figures kept by every latency histogram: 0.1% relative error.
 pub const SIGFIG: u8 = 3;
 
@@ -47,9 +50,11 @@ pub struct Snapshot {
     /// Latency measured from the moment the request was actually sent (service time), in µs.
     #[serde(with = "histogram_codec")]
     pub service: Histogram<u64>,
-    /// Open loop: sends that had to wait for a free connection because the cap was reached.
+    /// Open loop: sends that started more than [`LATE_US`] after their intended time.
     pub late: u64,
-    /// Open loop: how late those sends were, in µs.
+    /// Open loop: sends that waited for a free connection because the cap was reached.
+    pub capped: u64,
+    /// Open loop: every send's delay from its intended time to its start, in µs.
     #[serde(with = "histogram_codec")]
     pub lateness: Histogram<u64>,
 }
@@ -66,6 +71,7 @@ impl Default for Snapshot {
             latency: new_histogram(),
             service: new_histogram(),
             late: 0,
+            capped: 0,
             lateness: new_histogram(),
         }
     }
@@ -105,10 +111,17 @@ impl Snapshot {
             *self.errors.entry(k.clone()).or_default() += v;
         }
         // Auto-resizing histograms of equal precision always merge.
-        self.latency.add(&other.latency).expect("auto-resizing histograms merge");
-        self.service.add(&other.service).expect("auto-resizing histograms merge");
+        self.latency
+            .add(&other.latency)
+            .expect("auto-resizing histograms merge");
+        self.service
+            .add(&other.service)
+            .expect("auto-resizing histograms merge");
         self.late += other.late;
-        self.lateness.add(&other.lateness).expect("auto-resizing histograms merge");
+        self.capped += other.capped;
+        self.lateness
+            .add(&other.lateness)
+            .expect("auto-resizing histograms merge");
     }
 
     /// The per-second summary of this snapshot (used for the Req/Sec and Bytes/Sec rows).
@@ -159,7 +172,11 @@ mod tests {
     use super::*;
 
     fn snap(seed: u64) -> Snapshot {
-        let mut s = Snapshot { start: seed as f64, end: seed as f64 + 1.0, ..Default::default() };
+        let mut s = Snapshot {
+            start: seed as f64,
+            end: seed as f64 + 1.0,
+            ..Default::default()
+        };
         for i in 0..100 {
             let v = 1 + (i * 7919 + seed * 104729) % 100_000;
             s.latency.record(v).unwrap();
@@ -206,6 +223,9 @@ mod tests {
         let text = serde_json::to_string(&a).unwrap();
         let back: Snapshot = serde_json::from_str(&text).unwrap();
         assert_eq!(back, a);
-        assert_eq!(back.latency.value_at_quantile(0.99), a.latency.value_at_quantile(0.99));
+        assert_eq!(
+            back.latency.value_at_quantile(0.99),
+            a.latency.value_at_quantile(0.99)
+        );
     }
 }

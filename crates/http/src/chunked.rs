@@ -28,7 +28,10 @@ pub(crate) struct BadChunk;
 
 impl Chunked {
     pub(crate) fn new() -> Self {
-        Chunked { state: State::Size { digits: 0 }, size: 0 }
+        Chunked {
+            state: State::Size { digits: 0 },
+            size: 0,
+        }
     }
 
     /// Consume framing and data from `input`; returns how many bytes belonged to this body and
@@ -96,7 +99,8 @@ impl Chunked {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+    const BODY: &[u8] =
+        b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
 
     #[test]
     fn decodes_a_body_in_one_piece_and_stops_at_its_end() {
@@ -117,8 +121,18 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in [&b"zz\r\n"[..], b"\r\n", b"4\r\nWikiXX", b"ffffffffffffffffff\r\n"] {
-            assert_eq!(Chunked::new().feed(bad), Err(BadChunk), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"4\r\nWikiXX",
+            b"ffffffffffffffffff\r\n",
+        ] {
+            assert_eq!(
+                Chunked::new().feed(bad),
+                Err(BadChunk),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -56,7 +56,10 @@ fn parse_head(data: &[u8], is_head_request: bool) -> Result<Option<Head>, ErrorC
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let t = token.trim_ascii();
@@ -79,7 +82,13 @@ fn parse_head(data: &[u8], is_head_request: bool) -> Result<Option<Head>, ErrorC
         keep_alive = false;
         Body::UntilClose
     };
-    Ok(Some(Head { status, len, body, keep_alive, interim }))
+    Ok(Some(Head {
+        status,
+        len,
+        body,
+        keep_alive,
+        interim,
+    }))
 }
 
 impl H1Conn {
@@ -135,13 +144,19 @@ impl H1Conn {
                     if !self.fill().await? {
                         // Closed before a complete head: a reset keep-alive connection, or
                         // garbage followed by close.
-                        return Err(if self.start == self.end { ErrorClass::Reset } else { ErrorClass::Malformed });
+                        return Err(if self.start == self.end {
+                            ErrorClass::Reset
+                        } else {
+                            ErrorClass::Malformed
+                        });
                     }
                 }
             }
         };
         self.start += head.len;
-        let response = Response { status: head.status };
+        let response = Response {
+            status: head.status,
+        };
         match head.body {
             Body::None => {}
             Body::Length(mut left) => loop {
@@ -159,7 +174,9 @@ impl H1Conn {
             Body::Chunked => {
                 let mut dec = Chunked::new();
                 loop {
-                    let (n, done) = dec.feed(&self.buf[self.start..self.end]).map_err(|_| ErrorClass::Malformed)?;
+                    let (n, done) = dec
+                        .feed(&self.buf[self.start..self.end])
+                        .map_err(|_| ErrorClass::Malformed)?;
                     self.start += n;
                     if done {
                         break;
@@ -186,17 +203,37 @@ mod tests {
 
     #[test]
     fn parses_heads_and_picks_the_body_framing() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello", false).unwrap().unwrap();
-        assert!(matches!(h.body, Body::Length(13)) && h.keep_alive && h.status == 200 && h.len == 39);
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false).unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello", false)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(h.body, Body::Length(13)) && h.keep_alive && h.status == 200 && h.len == 39
+        );
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert!(matches!(h.body, Body::Chunked));
-        let h = parse_head(b"HTTP/1.1 500 X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false).unwrap().unwrap();
+        let h = parse_head(
+            b"HTTP/1.1 500 X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert!(!h.keep_alive && h.status == 500);
-        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert!(matches!(h.body, Body::UntilClose) && !h.keep_alive);
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
         assert!(matches!(h.body, Body::None));
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-", false).unwrap().is_none());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-", false)
+            .unwrap()
+            .is_none());
         assert!(parse_head(b"garbage\r\n\r\n", false).is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     }

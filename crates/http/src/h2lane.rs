@@ -54,7 +54,9 @@ impl H2Conn {
     pub async fn request(&self, req: &Request) -> Result<Response, ErrorClass> {
         let mut send = self.send.clone().ready().await.map_err(|e| self.fail(&e))?;
         let body = req.body();
-        let (resp, mut tx) = send.send_request(req.h2_head(), body.is_empty()).map_err(|e| self.fail(&e))?;
+        let (resp, mut tx) = send
+            .send_request(req.h2_head(), body.is_empty())
+            .map_err(|e| self.fail(&e))?;
         if !body.is_empty() {
             tx.send_data(body.clone(), true).map_err(|e| classify(&e))?;
         }

@@ -93,11 +93,14 @@ impl Connector {
 
     /// Open a TCP (and TLS) connection, classifying failures.
     pub async fn connect_stream(&self, bytes: &ByteCounter) -> Result<stream::Stream, ErrorClass> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.origin.addr)).await {
-            Err(_) => return Err(ErrorClass::ConnectTimeout),
-            Ok(Err(e)) => return Err(ErrorClass::from_connect_error(&e)),
-            Ok(Ok(s)) => s,
-        };
+        let tcp =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.origin.addr))
+                .await
+            {
+                Err(_) => return Err(ErrorClass::ConnectTimeout),
+                Ok(Err(e)) => return Err(ErrorClass::from_connect_error(&e)),
+                Ok(Ok(s)) => s,
+            };
         // Small requests and responses: never wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let inner = match &self.tls {
@@ -109,7 +112,8 @@ impl Connector {
                     Ok(Err(_)) => return Err(ErrorClass::Tls),
                     Ok(Ok(s)) => s,
                 };
-                if self.protocol == Protocol::Http2 && s.get_ref().1.alpn_protocol() != Some(b"h2") {
+                if self.protocol == Protocol::Http2 && s.get_ref().1.alpn_protocol() != Some(b"h2")
+                {
                     // The server would not speak HTTP/2: a TLS-level negotiation failure.
                     return Err(ErrorClass::Tls);
                 }
@@ -151,7 +155,11 @@ pub struct H2Shared {
 
 impl H2Shared {
     fn ready(&self) -> Option<H2Conn> {
-        self.conn.borrow().as_ref().filter(|c| c.is_ready()).cloned()
+        self.conn
+            .borrow()
+            .as_ref()
+            .filter(|c| c.is_ready())
+            .cloned()
     }
 
     async fn get(&self, conn: &Connector, bytes: &ByteCounter) -> Result<H2Conn, ErrorClass> {
@@ -200,7 +208,11 @@ impl Lane {
     }
 
     /// Connect now if not connected (used to warm a pool before the clock starts).
-    pub async fn ensure_connected(&mut self, conn: &Connector, bytes: &ByteCounter) -> Result<(), ErrorClass> {
+    pub async fn ensure_connected(
+        &mut self,
+        conn: &Connector,
+        bytes: &ByteCounter,
+    ) -> Result<(), ErrorClass> {
         match self {
             Lane::H1(c) => {
                 if c.is_none() {
@@ -215,7 +227,12 @@ impl Lane {
     }
 
     /// Send `req` and read the whole response.
-    pub async fn send(&mut self, conn: &Connector, req: &Request, bytes: &ByteCounter) -> Result<Response, ErrorClass> {
+    pub async fn send(
+        &mut self,
+        conn: &Connector,
+        req: &Request,
+        bytes: &ByteCounter,
+    ) -> Result<Response, ErrorClass> {
         match self {
             Lane::H1(slot) => {
                 let mut c = match slot.take() {

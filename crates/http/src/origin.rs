@@ -46,16 +46,24 @@ pub struct Origin {
 impl Origin {
     /// Parse a URL into its origin and its path-and-query.
     pub fn parse(text: &str) -> Result<(Origin, String), OriginError> {
-        let url = url::Url::parse(text).map_err(|e| OriginError::Parse(text.to_string(), e.to_string()))?;
+        let url = url::Url::parse(text)
+            .map_err(|e| OriginError::Parse(text.to_string(), e.to_string()))?;
         let scheme = match url.scheme() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
             other => return Err(OriginError::Scheme(other.to_string(), text.to_string())),
         };
-        let host = url.host_str().ok_or_else(|| OriginError::NoHost(text.to_string()))?;
-        let port = url.port_or_known_default().expect("http(s) has a default port");
+        let host = url
+            .host_str()
+            .ok_or_else(|| OriginError::NoHost(text.to_string()))?;
+        let port = url
+            .port_or_known_default()
+            .expect("http(s) has a default port");
         // Brackets are part of an IPv6 URL host but not of the address or SNI name.
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let addr = (bare.as_str(), port)
             .to_socket_addrs()
             .map_err(|e| OriginError::Resolve(host.to_string(), e.to_string()))?
@@ -107,7 +115,10 @@ mod tests {
     #[test]
     fn parses_loopback_urls_with_defaults() {
         let (o, p) = Origin::parse("http://127.0.0.1:8080/a/b?x=1").unwrap();
-        assert_eq!((o.port, o.authority.as_str(), p.as_str()), (8080, "127.0.0.1:8080", "/a/b?x=1"));
+        assert_eq!(
+            (o.port, o.authority.as_str(), p.as_str()),
+            (8080, "127.0.0.1:8080", "/a/b?x=1")
+        );
         let (o, p) = Origin::parse("https://localhost").unwrap();
         assert_eq!((o.scheme, o.port, p.as_str()), (Scheme::Https, 443, "/"));
         let (o, _) = Origin::parse("http://[::1]:9/").unwrap();
@@ -116,8 +127,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls_with_a_reason() {
-        assert!(matches!(Origin::parse("ftp://x/"), Err(OriginError::Scheme(..))));
-        assert!(matches!(Origin::parse("not a url"), Err(OriginError::Parse(..))));
-        assert!(matches!(Origin::parse("http://"), Err(OriginError::Parse(..)) | Err(OriginError::NoHost(..))));
+        assert!(matches!(
+            Origin::parse("ftp://x/"),
+            Err(OriginError::Scheme(..))
+        ));
+        assert!(matches!(
+            Origin::parse("not a url"),
+            Err(OriginError::Parse(..))
+        ));
+        assert!(matches!(
+            Origin::parse("http://"),
+            Err(OriginError::Parse(..)) | Err(OriginError::NoHost(..))
+        ));
     }
 }

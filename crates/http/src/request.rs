@@ -33,8 +33,14 @@ impl Request {
     ) -> Result<Request, RequestError> {
         let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|_| RequestError(format!("invalid method {method:?}")))?;
-        let user_host = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.clone());
-        let mut h1 = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", user_host.as_deref().unwrap_or(&origin.authority));
+        let user_host = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.clone());
+        let mut h1 = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
+            user_host.as_deref().unwrap_or(&origin.authority)
+        );
         let mut has_ua = false;
         let mut builder = http::Request::builder().method(method.clone()).uri(
             http::Uri::builder()
@@ -56,12 +62,17 @@ impl Request {
                 continue;
             }
             if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-                return Err(RequestError(format!("header {k:?} is set from the body; do not give it")));
+                return Err(RequestError(format!(
+                    "header {k:?} is set from the body; do not give it"
+                )));
             }
             has_ua |= name == http::header::USER_AGENT;
             h1.push_str(&format!("{k}: {v}\r\n"));
             // HTTP/2 forbids connection-specific headers.
-            if !matches!(name.as_str(), "connection" | "keep-alive" | "proxy-connection" | "upgrade") {
+            if !matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "proxy-connection" | "upgrade"
+            ) {
                 builder = builder.header(name, value);
             }
         }
@@ -70,7 +81,12 @@ impl Request {
             h1.push_str(&format!("User-Agent: {ua}\r\n"));
             builder = builder.header(http::header::USER_AGENT, ua);
         }
-        if !body.is_empty() || matches!(method, http::Method::POST | http::Method::PUT | http::Method::PATCH) {
+        if !body.is_empty()
+            || matches!(
+                method,
+                http::Method::POST | http::Method::PUT | http::Method::PATCH
+            )
+        {
             h1.push_str(&format!("Content-Length: {}\r\n", body.len()));
             builder = builder.header(http::header::CONTENT_LENGTH, body.len());
         }
@@ -115,9 +131,19 @@ mod tests {
     #[test]
     fn serializes_http1_with_host_length_and_body() {
         let (o, p) = Origin::parse("http://127.0.0.1:9000/x").unwrap();
-        let r = Request::new(&o, "POST", &p, &[("X-A".into(), "1".into())], Bytes::from_static(b"hi")).unwrap();
+        let r = Request::new(
+            &o,
+            "POST",
+            &p,
+            &[("X-A".into(), "1".into())],
+            Bytes::from_static(b"hi"),
+        )
+        .unwrap();
         let s = String::from_utf8(r.h1_bytes().to_vec()).unwrap();
-        assert!(s.starts_with("POST /x HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nX-A: 1\r\n"), "{s}");
+        assert!(
+            s.starts_with("POST /x HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nX-A: 1\r\n"),
+            "{s}"
+        );
         assert!(s.ends_with("Content-Length: 2\r\n\r\nhi"), "{s}");
         assert_eq!(r.h2_head().uri().to_string(), "http://127.0.0.1:9000/x");
     }
@@ -126,7 +152,21 @@ mod tests {
     fn rejects_bad_methods_and_headers() {
         let (o, p) = Origin::parse("http://127.0.0.1:9000/").unwrap();
         assert!(Request::new(&o, "G ET", &p, &[], Bytes::new()).is_err());
-        assert!(Request::new(&o, "GET", &p, &[("bad name".into(), "v".into())], Bytes::new()).is_err());
-        assert!(Request::new(&o, "GET", &p, &[("Content-Length".into(), "3".into())], Bytes::new()).is_err());
+        assert!(Request::new(
+            &o,
+            "GET",
+            &p,
+            &[("bad name".into(), "v".into())],
+            Bytes::new()
+        )
+        .is_err());
+        assert!(Request::new(
+            &o,
+            "GET",
+            &p,
+            &[("Content-Length".into(), "3".into())],
+            Bytes::new()
+        )
+        .is_err());
     }
 }

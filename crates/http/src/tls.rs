@@ -29,7 +29,10 @@ pub enum TlsError {
 }
 
 /// Build the client config for `protocol`: ALPN offers exactly that protocol.
-pub fn client_config(opts: &TlsOptions, protocol: Protocol) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    opts: &TlsOptions,
+    protocol: Protocol,
+) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -43,7 +46,8 @@ pub fn client_config(opts: &TlsOptions, protocol: Protocol) -> Result<rustls::Cl
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &opts.ca_file {
-            let pem = std::fs::read(path).map_err(|e| TlsError::CaFile(path.clone(), e.to_string()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| TlsError::CaFile(path.clone(), e.to_string()))?;
             let mut added = 0;
             for cert in rustls_pemfile::certs(&mut &pem[..]) {
                 let cert = cert.map_err(|e| TlsError::CaFile(path.clone(), e.to_string()))?;
@@ -86,7 +90,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -94,7 +103,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

@@ -6,15 +6,16 @@
 //! per wait; gaps shorter than [`SPIN`] are not worth those and are spent yielding instead,
 //! which still lets the I/O driver run.
 
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tokio::io::unix::AsyncFd;
 
-/// Below this gap, yield to the scheduler rather than arm the timer.
-const SPIN: Duration = Duration::from_micros(30);
+/// Below this gap, yield to the scheduler rather than arm the timer. On the KVM guests we
+/// measure on, arming a timer costs a VM exit; 10–50 µs all held 160k req/s (BENCHMARKS.md).
+const SPIN: Duration = Duration::from_micros(20);
 
 /// A timerfd that owns its descriptor; `AsyncFd` wants `AsRawFd`, which nix only offers as `AsFd`.
 struct Tfd(TimerFd);
@@ -33,16 +34,19 @@ pub(crate) struct PreciseTimer {
 impl PreciseTimer {
     /// Falls back to tokio's timer if a timerfd cannot be made.
     pub(crate) fn new() -> Self {
-        let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-            .ok()
-            .and_then(|t| {
-                // SAFETY: `Tfd` owns the timerfd, so the descriptor stays open and the same for
-                // as long as the `AsyncFd` that owns the `Tfd` lives.
-                #[allow(unsafe_code)]
-                unsafe {
-                    AsyncFd::register(Tfd(t)).ok()
-                }
-            });
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .ok()
+        .and_then(|t| {
+            // SAFETY: `Tfd` owns the timerfd, so the descriptor stays open and the same for
+            // as long as the `AsyncFd` that owns the `Tfd` lives.
+            #[allow(unsafe_code)]
+            unsafe {
+                AsyncFd::register(Tfd(t)).ok()
+            }
+        });
         PreciseTimer { fd }
     }
 
@@ -72,7 +76,10 @@ impl PreciseTimer {
     async fn arm_and_wait(fd: &AsyncFd<Tfd>, gap: Duration) -> io::Result<()> {
         fd.get_ref()
             .0
-            .set(Expiration::OneShot(TimeSpec::from_duration(gap)), TimerSetTimeFlags::empty())
+            .set(
+                Expiration::OneShot(TimeSpec::from_duration(gap)),
+                TimerSetTimeFlags::empty(),
+            )
             .map_err(io::Error::from)?;
         loop {
             let mut guard = fd.readable().await?;
@@ -90,7 +97,10 @@ mod tests {
 
     #[test]
     fn wakes_within_a_fraction_of_a_millisecond() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut t = PreciseTimer::new();
             assert!(t.fd.is_some(), "timerfd available on Linux");

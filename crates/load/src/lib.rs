@@ -14,6 +14,7 @@
 
 mod clock;
 mod recorder;
+pub mod targets;
 mod worker;
 
 use hist::{SecondSample, Snapshot};
@@ -139,8 +140,15 @@ pub enum LoadError {
 
 pub(crate) enum Msg {
     Ready,
-    Interval { second: u32, snap: Box<Snapshot> },
-    Done { snap: Box<Snapshot>, peak_lanes: usize, in_flight: u64 },
+    Interval {
+        second: u32,
+        snap: Box<Snapshot>,
+    },
+    Done {
+        snap: Box<Snapshot>,
+        peak_lanes: usize,
+        in_flight: u64,
+    },
 }
 
 /// Shared between the controller and the workers.
@@ -160,12 +168,18 @@ impl Shared {
 }
 
 /// Run the load described by `cfg` until its stop condition or `shutdown`.
-pub async fn run(cfg: Config, shutdown: Shutdown, mut progress: impl FnMut(&Progress)) -> Result<RunResult, LoadError> {
+pub async fn run(
+    cfg: Config,
+    shutdown: Shutdown,
+    mut progress: impl FnMut(&Progress),
+) -> Result<RunResult, LoadError> {
     if cfg.requests.is_empty() {
         return Err(LoadError::Config("no requests to send".into()));
     }
     if cfg.duration.is_none() && cfg.max_requests.is_none() {
-        return Err(LoadError::Config("a run needs a duration or a request count".into()));
+        return Err(LoadError::Config(
+            "a run needs a duration or a request count".into(),
+        ));
     }
     let threads = match cfg.mode {
         // A closed-loop worker without lanes would have nothing to do.
@@ -182,7 +196,12 @@ pub async fn run(cfg: Config, shutdown: Shutdown, mut progress: impl FnMut(&Prog
     let mut handles = Vec::new();
     for index in 0..threads {
         let plan = worker::Plan::new(&cfg, index, threads)?;
-        let (tx, start_rx, stop_rx, shared) = (tx.clone(), start_rx.clone(), stop_rx.clone(), shared.clone());
+        let (tx, start_rx, stop_rx, shared) = (
+            tx.clone(),
+            start_rx.clone(),
+            stop_rx.clone(),
+            shared.clone(),
+        );
         let h = std::thread::Builder::new()
             .name(format!("load-{index}"))
             .spawn(move || worker::main(plan, shared, tx, start_rx, stop_rx))
@@ -196,7 +215,11 @@ pub async fn run(cfg: Config, shutdown: Shutdown, mut progress: impl FnMut(&Prog
         match rx.recv().await {
             Some(Msg::Ready) => ready += 1,
             Some(_) => {}
-            None => return Err(LoadError::Thread("a worker thread died during start-up".into())),
+            None => {
+                return Err(LoadError::Thread(
+                    "a worker thread died during start-up".into(),
+                ))
+            }
         }
     }
     let start = Instant::now();
@@ -225,7 +248,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown, mut progress: impl FnMut(&Prog
             Some(Msg::Ready) => {}
             Some(Msg::Interval { second, snap }) => {
                 total.merge(&snap);
-                let e = pending.entry(second).or_insert_with(|| (0, Snapshot::default()));
+                let e = pending
+                    .entry(second)
+                    .or_insert_with(|| (0, Snapshot::default()));
                 e.0 += 1;
                 e.1.merge(&snap);
                 // A second is final once every worker has reported it.
@@ -244,7 +269,11 @@ pub async fn run(cfg: Config, shutdown: Shutdown, mut progress: impl FnMut(&Prog
                     series.push(sample);
                 }
             }
-            Some(Msg::Done { snap, peak_lanes: p, in_flight }) => {
+            Some(Msg::Done {
+                snap,
+                peak_lanes: p,
+                in_flight,
+            }) => {
                 total.merge(&snap);
                 peak_lanes += p;
                 in_flight_at_end += in_flight;

@@ -1,8 +1,8 @@
 //! Per-worker measurement: plain counters and HDR histograms behind one `RefCell`, touched by
 //! every lane of the worker's single thread. No locks, no allocation per request.
 
-use hist::{new_histogram, Snapshot};
 use hdrhistogram::Histogram;
+use hist::{new_histogram, Snapshot};
 use st_http::{ByteCounter, ErrorClass};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ pub(crate) struct Recorder {
     latency: Histogram<u64>,
     service: Histogram<u64>,
     late: u64,
+    capped: u64,
     lateness: Histogram<u64>,
     bytes: ByteCounter,
     bytes_taken: u64,
@@ -35,6 +36,7 @@ impl Recorder {
             latency: new_histogram(),
             service: new_histogram(),
             late: 0,
+            capped: 0,
             lateness: new_histogram(),
             bytes,
             bytes_taken: 0,
@@ -54,10 +56,13 @@ impl Recorder {
         self.errors[class.index()] += 1;
     }
 
-    /// An open-loop send that waited `by` for a free lane at the connection cap.
-    pub(crate) fn late(&mut self, by: Duration) {
-        self.late += 1;
-        let _ = self.lateness.record(micros(by));
+    /// An open-loop send started `by` after its intended time; `capped` if it had to wait for
+    /// a free lane at the connection cap.
+    pub(crate) fn send_delay(&mut self, by: Duration, capped: bool) {
+        let us = micros(by);
+        self.late += u64::from(us > hist::LATE_US);
+        self.capped += u64::from(capped);
+        let _ = self.lateness.record(us);
     }
 
     /// Take what was recorded since the last call as a snapshot ending at `end` (seconds since
@@ -72,6 +77,7 @@ impl Recorder {
             latency: std::mem::replace(&mut self.latency, new_histogram()),
             service: std::mem::replace(&mut self.service, new_histogram()),
             late: std::mem::take(&mut self.late),
+            capped: std::mem::take(&mut self.capped),
             lateness: std::mem::replace(&mut self.lateness, new_histogram()),
             ..Default::default()
         };

@@ -21,6 +21,15 @@ use tokio::task::JoinSet;
 /// How long lanes may take to connect before the clock starts; the rest connect on first use.
 const WARM_UP: Duration = Duration::from_secs(1);
 
+/// Open loop: connections being opened at once, per worker. Without a bound, a short stall
+/// makes hundreds of sends due together, each opens a connection, the connects eat the CPU the
+/// sends needed, and the generator spirals into thousands of connections. Sends that find no
+/// idle lane meanwhile wait for the first one free and are reported late.
+const MAX_OPENING: usize = 8;
+
+/// Open loop: a dispatcher this late is short of CPU, not of connections.
+const BEHIND: Duration = Duration::from_millis(1);
+
 pub(crate) struct Plan {
     connector: Connector,
     requests: Arc<Vec<Request>>,
@@ -36,7 +45,12 @@ impl Plan {
         let mut connections = share(cfg.connections);
         let open = match &cfg.mode {
             Mode::Closed => None,
-            Mode::Open { shape, arrival, max_connections, seed } => {
+            Mode::Open {
+                shape,
+                arrival,
+                max_connections,
+                seed,
+            } => {
                 let pacer = Pacer::new(
                     shape.scaled(1.0 / threads as f64),
                     *arrival,
@@ -76,27 +90,49 @@ struct Ctx {
 impl Ctx {
     fn next_request(&self) -> usize {
         let i = self.next.get();
-        self.next.set(if i + 1 == self.requests.len() { 0 } else { i + 1 });
+        self.next.set(if i + 1 == self.requests.len() {
+            0
+        } else {
+            i + 1
+        });
         i
     }
 
     /// Send request `index` on `lane` with the timeout, and record the outcome.
     async fn exchange(&self, lane: &mut Lane, index: usize, intended: Option<Instant>) {
-        let sent = Instant::now();
+        self.exchange_from(lane, index, intended, Instant::now())
+            .await
+    }
+
+    /// As [`Ctx::exchange`], with service time counted from `sent` (before a connect).
+    async fn exchange_from(
+        &self,
+        lane: &mut Lane,
+        index: usize,
+        intended: Option<Instant>,
+        sent: Instant,
+    ) {
         self.in_flight.set(self.in_flight.get() + 1);
-        let r = tokio::time::timeout(self.timeout, lane.send(&self.connector, &self.requests[index], &self.bytes)).await;
+        let r = tokio::time::timeout(
+            self.timeout,
+            lane.send(&self.connector, &self.requests[index], &self.bytes),
+        )
+        .await;
         self.in_flight.set(self.in_flight.get() - 1);
         let done = Instant::now();
         let mut rec = self.rec.borrow_mut();
         match r {
-            Ok(Ok(Response { status })) => rec.response(status, done - intended.unwrap_or(sent), done - sent),
+            Ok(Ok(Response { status })) => {
+                rec.response(status, done - intended.unwrap_or(sent), done - sent)
+            }
             Ok(Err(class)) => rec.error(class),
             Err(_) => rec.error(ErrorClass::RequestTimeout),
         }
     }
 
     async fn warm(&self, lane: &mut Lane) {
-        let _ = tokio::time::timeout(WARM_UP, lane.ensure_connected(&self.connector, &self.bytes)).await;
+        let _ = tokio::time::timeout(WARM_UP, lane.ensure_connected(&self.connector, &self.bytes))
+            .await;
         self.warmed.set(self.warmed.get() + 1);
         self.warm_done.notify_one();
     }
@@ -122,12 +158,19 @@ pub(crate) fn main(
         warmed: Cell::new(0),
         warm_done: Notify::new(),
     });
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(_) => {
             // Report an empty worker rather than hang the controller.
             let _ = tx.send(Msg::Ready);
-            let _ = tx.send(Msg::Done { snap: Box::default(), peak_lanes: 0, in_flight: 0 });
+            let _ = tx.send(Msg::Done {
+                snap: Box::default(),
+                peak_lanes: 0,
+                in_flight: 0,
+            });
             return;
         }
     };
@@ -155,7 +198,11 @@ async fn drive(
             for _ in 0..plan.connections {
                 let first = Lane::new(protocol);
                 for s in 0..plan.streams {
-                    let mut lane = if s == 0 { first.sibling_or_self() } else { first.sibling() };
+                    let mut lane = if s == 0 {
+                        first.sibling_or_self()
+                    } else {
+                        first.sibling()
+                    };
                     let (ctx, mut srx) = (ctx.clone(), start_rx.clone());
                     expected_warm += 1;
                     work.spawn_local(async move {
@@ -179,7 +226,11 @@ async fn drive(
             let streams = plan.streams;
             let mut srx = start_rx.clone();
             work.spawn_local(async move {
-                let Ok(start) = srx.wait_for(|s| s.is_some()).await.map(|s| s.expect("checked")) else {
+                let Ok(start) = srx
+                    .wait_for(|s| s.is_some())
+                    .await
+                    .map(|s| s.expect("checked"))
+                else {
                     return;
                 };
                 start_cell.set(Some(start));
@@ -192,7 +243,11 @@ async fn drive(
         ctx.warm_done.notified().await;
     }
     let _ = tx.send(Msg::Ready);
-    let Ok(start) = start_rx.wait_for(|s| s.is_some()).await.map(|s| s.expect("checked")) else {
+    let Ok(start) = start_rx
+        .wait_for(|s| s.is_some())
+        .await
+        .map(|s| s.expect("checked"))
+    else {
         return;
     };
     // Bytes read while warming up (TLS handshakes) are not part of the run.
@@ -216,8 +271,16 @@ async fn drive(
     let in_flight = ctx.in_flight.get();
     let end = start.elapsed().as_secs_f64();
     let snap = ctx.rec.borrow_mut().take(end);
-    let peak = if open_loop { pool.slots.get() } else { plan.connections * plan.streams };
-    let _ = tx.send(Msg::Done { snap: Box::new(snap), peak_lanes: peak, in_flight });
+    let peak = if open_loop {
+        pool.slots.get()
+    } else {
+        plan.connections * plan.streams
+    };
+    let _ = tx.send(Msg::Done {
+        snap: Box::new(snap),
+        peak_lanes: peak,
+        in_flight,
+    });
 }
 
 /// Open loop: a stream slot or connection waiting for its next send.
@@ -232,26 +295,63 @@ struct Pool {
     /// Lanes created so far (connections × streams); lanes are never dropped before the end.
     slots: Cell<usize>,
     groups: Cell<usize>,
+    /// Connections added on demand that have not finished connecting.
+    opening: Cell<usize>,
     free: Notify,
 }
 
 impl Pool {
     /// Add one connection's worth of lanes, all idle. Returns how many lanes were added.
-    fn add_group(self: &Rc<Self>, ctx: &Rc<Ctx>, set: &mut JoinSet<()>, protocol: st_http::Protocol, streams: usize, warm: bool) -> usize {
+    fn add_group(
+        self: &Rc<Self>,
+        ctx: &Rc<Ctx>,
+        set: &mut JoinSet<()>,
+        protocol: st_http::Protocol,
+        streams: usize,
+        warm: bool,
+    ) -> usize {
         let first = Lane::new(protocol);
+        // Set while this on-demand connection is still opening (shared by its stream slots).
+        let opening = Rc::new(Cell::new(!warm));
+        if !warm {
+            self.opening.set(self.opening.get() + 1);
+        }
         for s in 0..streams {
-            let mut lane = if s == 0 { first.sibling_or_self() } else { first.sibling() };
-            let slot = Rc::new(Slot { job: Cell::new(None), wake: Notify::new() });
+            let mut lane = if s == 0 {
+                first.sibling_or_self()
+            } else {
+                first.sibling()
+            };
+            let slot = Rc::new(Slot {
+                job: Cell::new(None),
+                wake: Notify::new(),
+            });
             self.idle.borrow_mut().push(slot.clone());
-            let (ctx, pool) = (ctx.clone(), self.clone());
+            let (ctx, pool, opening) = (ctx.clone(), self.clone(), opening.clone());
             set.spawn_local(async move {
                 if warm {
                     ctx.warm(&mut lane).await;
                 }
                 loop {
                     slot.wake.notified().await;
-                    let Some((intended, index)) = slot.job.take() else { continue };
-                    ctx.exchange(&mut lane, index, Some(intended)).await;
+                    let Some((intended, index)) = slot.job.take() else {
+                        continue;
+                    };
+                    let sent = Instant::now();
+                    if opening.get() {
+                        // The connect counts in this request's latency; a failure is left for
+                        // the exchange to reproduce and classify.
+                        let _ = tokio::time::timeout(
+                            ctx.timeout,
+                            lane.ensure_connected(&ctx.connector, &ctx.bytes),
+                        )
+                        .await;
+                        if opening.replace(false) {
+                            pool.opening.set(pool.opening.get() - 1);
+                        }
+                    }
+                    ctx.exchange_from(&mut lane, index, Some(intended), sent)
+                        .await;
                     pool.idle.borrow_mut().push(slot.clone());
                     pool.free.notify_one();
                 }
@@ -263,7 +363,15 @@ impl Pool {
     }
 }
 
-async fn dispatch(ctx: &Rc<Ctx>, pool: &Rc<Pool>, mut pacer: Pacer, start: Instant, cap: usize, protocol: st_http::Protocol, streams: usize) {
+async fn dispatch(
+    ctx: &Rc<Ctx>,
+    pool: &Rc<Pool>,
+    mut pacer: Pacer,
+    start: Instant,
+    cap: usize,
+    protocol: st_http::Protocol,
+    streams: usize,
+) {
     let mut timer = PreciseTimer::new();
     // Lanes made on demand are spawned here; they live until the worker ends.
     let mut grown: JoinSet<()> = JoinSet::new();
@@ -273,22 +381,25 @@ async fn dispatch(ctx: &Rc<Ctx>, pool: &Rc<Pool>, mut pacer: Pacer, start: Insta
         }
         let intended = start + offset;
         timer.sleep_until(intended).await;
-        let mut waited = false;
+        // Behind schedule means this thread is short of CPU; more connections would only cost
+        // more of it. Grow only when on time and every lane is busy: then the server is slow.
+        let on_time = Instant::now() - intended < BEHIND;
+        let mut capped = false;
         let slot = loop {
             let idle = pool.idle.borrow_mut().pop();
             if let Some(s) = idle {
                 break s;
             }
-            if pool.groups.get() < cap {
+            if on_time && pool.groups.get() < cap && pool.opening.get() < MAX_OPENING {
                 pool.add_group(ctx, &mut grown, protocol, streams, false);
                 continue;
             }
-            waited = true;
+            capped |= pool.groups.get() >= cap;
             pool.free.notified().await;
         };
-        if waited {
-            ctx.rec.borrow_mut().late(Instant::now() - intended);
-        }
+        ctx.rec
+            .borrow_mut()
+            .send_delay(Instant::now() - intended, capped);
         slot.job.set(Some((intended, ctx.next_request())));
         slot.wake.notify_one();
     }

@@ -30,7 +30,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PaceError {
     /// The text is not one of the accepted forms.
-    #[error("invalid rate {text:?}: {why} (expected R, ramp:FROM..TO or steps:R1,R2,...@DURATION)")]
+    #[error(
+        "invalid rate {text:?}: {why} (expected R, ramp:FROM..TO or steps:R1,R2,...@DURATION)"
+    )]
     Syntax {
         /// What the user wrote.
         text: String,
@@ -139,7 +141,12 @@ impl fmt::Display for RateShape {
             RateShape::Ramp { from, to } => write!(f, "ramp {from}/s → {to}/s"),
             RateShape::Steps { levels, every } => {
                 let l: Vec<String> = levels.iter().map(|r| format!("{r}")).collect();
-                write!(f, "steps {}/s every {}", l.join(","), humantime::format_duration(*every))
+                write!(
+                    f,
+                    "steps {}/s every {}",
+                    l.join(","),
+                    humantime::format_duration(*every)
+                )
             }
         }
     }
@@ -149,7 +156,9 @@ impl RateShape {
     /// The same shape with every rate multiplied by `factor` (a worker's share of the total).
     pub fn scaled(&self, factor: f64) -> RateShape {
         match self {
-            RateShape::Constant { rate } => RateShape::Constant { rate: rate * factor },
+            RateShape::Constant { rate } => RateShape::Constant {
+                rate: rate * factor,
+            },
             RateShape::Ramp { from, to } => RateShape::Ramp {
                 from: from * factor,
                 to: to * factor,
@@ -224,7 +233,9 @@ impl FromStr for Arrival {
         match s {
             "uniform" => Ok(Arrival::Uniform),
             "poisson" => Ok(Arrival::Poisson),
-            _ => Err(format!("unknown arrival {s:?} (expected uniform or poisson)")),
+            _ => Err(format!(
+                "unknown arrival {s:?} (expected uniform or poisson)"
+            )),
         }
     }
 }
@@ -309,7 +320,9 @@ mod tests {
             seed,
         )
         .unwrap();
-        std::iter::from_fn(|| p.next()).map(|d| d.as_secs_f64()).collect()
+        std::iter::from_fn(|| p.next())
+            .map(|d| d.as_secs_f64())
+            .collect()
     }
 
     #[test]
@@ -346,7 +359,11 @@ mod tests {
     fn steps_hold_each_level_and_then_the_last() {
         let t = all("steps:10,20,40@1s", Arrival::Uniform, 5.0, 0);
         let per_sec: Vec<usize> = (0..5)
-            .map(|s| t.iter().filter(|&&x| x >= s as f64 && x < s as f64 + 1.0).count())
+            .map(|s| {
+                t.iter()
+                    .filter(|&&x| x >= s as f64 && x < s as f64 + 1.0)
+                    .count()
+            })
             .collect();
         assert_eq!(per_sec, vec![10, 20, 40, 40, 40]);
     }
@@ -361,13 +378,23 @@ mod tests {
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
         // Exponential: stdev == mean.
         assert!((mean - 0.001).abs() < 0.00005, "{mean}");
-        assert!((var.sqrt() / mean - 1.0).abs() < 0.05, "{}", var.sqrt() / mean);
+        assert!(
+            (var.sqrt() / mean - 1.0).abs() < 0.05,
+            "{}",
+            var.sqrt() / mean
+        );
     }
 
     #[test]
     fn poisson_is_reproducible_from_its_seed() {
-        assert_eq!(all("50", Arrival::Poisson, 1.0, 7), all("50", Arrival::Poisson, 1.0, 7));
-        assert_ne!(all("50", Arrival::Poisson, 1.0, 7), all("50", Arrival::Poisson, 1.0, 8));
+        assert_eq!(
+            all("50", Arrival::Poisson, 1.0, 7),
+            all("50", Arrival::Poisson, 1.0, 7)
+        );
+        assert_ne!(
+            all("50", Arrival::Poisson, 1.0, 7),
+            all("50", Arrival::Poisson, 1.0, 8)
+        );
     }
 
     #[test]
@@ -388,7 +415,19 @@ mod tests {
 
     #[test]
     fn bad_rates_are_rejected_with_a_reason() {
-        for bad in ["0", "-5", "abc", "nan", "inf", "ramp:10", "ramp:0..5", "steps:1,2", "steps:1,0@1s", "steps:1@0s", "steps:1@x"] {
+        for bad in [
+            "0",
+            "-5",
+            "abc",
+            "nan",
+            "inf",
+            "ramp:10",
+            "ramp:0..5",
+            "steps:1,2",
+            "steps:1,0@1s",
+            "steps:1@0s",
+            "steps:1@x",
+        ] {
             assert!(bad.parse::<RateShape>().is_err(), "{bad} parsed");
         }
         let e = Pacer::new("ramp:1..2".parse().unwrap(), Arrival::Uniform, None, 0).unwrap_err();
@@ -400,7 +439,10 @@ mod tests {
         let s: RateShape = "steps:100,200@1s".parse().unwrap();
         assert_eq!(
             s.scaled(0.5),
-            RateShape::Steps { levels: vec![50.0, 100.0], every: Duration::from_secs(1) }
+            RateShape::Steps {
+                levels: vec![50.0, 100.0],
+                every: Duration::from_secs(1)
+            }
         );
         assert_eq!(s.rate_at(1.5, 10.0), 200.0);
     }

@@ -24,7 +24,13 @@ pub fn bytes(v: f64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    let decimals = if v >= 100.0 || u == 0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let decimals = if v >= 100.0 || u == 0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
     format!("{} {}", trim(v, decimals), UNITS[u])
 }
 

@@ -84,8 +84,8 @@ pub enum RunFileError {
 impl RunFile {
     /// Parse a run file, checking its version first so that the error names the real problem.
     pub fn from_json(name: &str, text: &str) -> Result<RunFile, RunFileError> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| RunFileError::Parse(name.into(), e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| RunFileError::Parse(name.into(), e.to_string()))?;
         match v.get("version").and_then(|v| v.as_u64()) {
             Some(n) if n == RUNFILE_VERSION as u64 => {}
             Some(n) => return Err(RunFileError::Version(name.into(), n)),
@@ -97,15 +97,22 @@ impl RunFile {
     /// Read and parse a run file.
     pub fn read(path: &Path) -> Result<RunFile, RunFileError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| RunFileError::Io(name.clone(), e.to_string()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RunFileError::Io(name.clone(), e.to_string()))?;
         Self::from_json(&name, &text)
     }
 
     /// Write to `path` atomically: a temporary file beside it, then a rename, so a reader never
     /// sees half a file and an earlier file survives a failed write.
     pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run.json".into());
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run.json".into());
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;

@@ -10,7 +10,13 @@ use std::io::{self, Write};
 pub fn boxed(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let width: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |l: &str, m: &str, r: &str| {
         let parts: Vec<String> = width.iter().map(|w| "─".repeat(w + 2)).collect();
@@ -45,7 +51,11 @@ fn latency_row(name: &str, h: &Histogram<u64>) -> Vec<String> {
     for q in [0.025, 0.5, 0.975, 0.99] {
         row.push(ms(q_ms(h, q)));
     }
-    let (mean, sd) = if h.is_empty() { (0.0, 0.0) } else { (h.mean() / 1000.0, h.stdev() / 1000.0) };
+    let (mean, sd) = if h.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (h.mean() / 1000.0, h.stdev() / 1000.0)
+    };
     row.push(ms(mean));
     row.push(ms(sd));
     row.push(ms(h.max() as f64 / 1000.0));
@@ -62,7 +72,12 @@ fn sample_stats(values: &[f64]) -> ([f64; 4], f64, f64, f64) {
     let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
     let mean = v.iter().sum::<f64>() / v.len() as f64;
     let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
-    ([rank(0.01), rank(0.025), rank(0.5), rank(0.975)], mean, sd, v[0])
+    (
+        [rank(0.01), rank(0.025), rank(0.5), rank(0.975)],
+        mean,
+        sd,
+        v[0],
+    )
 }
 
 /// Per-second rates used for the Req/Sec and Bytes/Sec rows. A short final sample is left out
@@ -70,7 +85,11 @@ fn sample_stats(values: &[f64]) -> ([f64; 4], f64, f64, f64) {
 /// still gets its one sample.
 fn per_second(run: &RunFile) -> (Vec<f64>, Vec<f64>) {
     let full: Vec<_> = run.series.iter().filter(|s| s.seconds >= 0.999).collect();
-    let use_: Vec<_> = if full.is_empty() { run.series.iter().collect() } else { full };
+    let use_: Vec<_> = if full.is_empty() {
+        run.series.iter().collect()
+    } else {
+        full
+    };
     let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     (
         use_.iter().map(|s| rate(s.requests, s.seconds)).collect(),
@@ -84,7 +103,12 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
     let t = &run.total;
     let open = i.mode == "open";
     let mut s = String::new();
-    let _ = writeln!(s, "Running {} load test @ {}", if open { "open-loop" } else { "closed-loop" }, i.url);
+    let _ = writeln!(
+        s,
+        "Running {} load test @ {}",
+        if open { "open-loop" } else { "closed-loop" },
+        i.url
+    );
     if open {
         let _ = writeln!(
             s,
@@ -97,7 +121,13 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
             i.threads
         );
     } else {
-        let _ = writeln!(s, "{} connections, {}, {} thread(s)", i.connections, proto(i), i.threads);
+        let _ = writeln!(
+            s,
+            "{} connections, {}, {} thread(s)",
+            i.connections,
+            proto(i),
+            i.threads
+        );
     }
     if i.targets > 1 {
         let _ = writeln!(s, "{} targets, round-robin", i.targets);
@@ -124,7 +154,14 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
     let mut byte_row = vec!["Bytes/Sec".to_string()];
     byte_row.extend(bq.iter().map(|v| bytes(*v)));
     byte_row.extend([bytes(bmean), bytes(bsd), bytes(bmin)]);
-    s += &boxed(&[header("Stat", &["1%", "2.5%", "50%", "97.5%", "Avg", "Stdev", "Min"]), req_row, byte_row]);
+    s += &boxed(&[
+        header(
+            "Stat",
+            &["1%", "2.5%", "50%", "97.5%", "Avg", "Stdev", "Min"],
+        ),
+        req_row,
+        byte_row,
+    ]);
     s.push('\n');
     if open {
         s += "Latency: from each request's intended send time (coordinated omission corrected).\n";
@@ -139,10 +176,18 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         count(t.responses),
         trim(run.elapsed_s, 2),
         bytes(t.bytes as f64),
-        if run.interrupted { " (interrupted)" } else { "" }
+        if run.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     );
     if open {
-        let achieved = if run.elapsed_s > 0.0 { t.completed() as f64 / run.elapsed_s } else { 0.0 };
+        let achieved = if run.elapsed_s > 0.0 {
+            t.completed() as f64 / run.elapsed_s
+        } else {
+            0.0
+        };
         let _ = writeln!(
             s,
             "target rate {}/s, achieved {}/s; {} connections used at peak",
@@ -150,30 +195,70 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
             trim(achieved, 1),
             count(run.peak_lanes as u64 / i.streams.max(1) as u64)
         );
-        if t.late == 0 {
-            s += "late sends: 0 (the connection cap was never reached)\n";
-        } else {
+        let sends = t.lateness.len();
+        let _ = writeln!(
+            s,
+            "schedule: {} sends, {} started more than 1 ms late (lateness p50 {}, p99 {}, max {})",
+            count(sends),
+            count(t.late),
+            ms(q_ms(&t.lateness, 0.5)),
+            ms(q_ms(&t.lateness, 0.99)),
+            ms(t.lateness.max() as f64 / 1000.0)
+        );
+        if t.capped > 0 {
             let _ = writeln!(
                 s,
-                "late sends: {} waited for a free connection at the cap of {}; late by p50 {}, p99 {}, max {}",
-                count(t.late),
+                "connection cap of {} reached: {} sends waited for a free connection",
                 i.max_connections.unwrap_or(0),
-                ms(q_ms(&t.lateness, 0.5)),
-                ms(q_ms(&t.lateness, 0.99)),
-                ms(t.lateness.max() as f64 / 1000.0)
+                count(t.capped)
             );
+        } else if t.late > 0 {
+            s += "late sends were the generator's own delay (short of CPU), not the connection cap\n";
         }
     }
-    let status: Vec<String> = t.status.iter().map(|(c, n)| format!("{c}: {}", count(*n))).collect();
-    let _ = writeln!(s, "status codes: {}", if status.is_empty() { "none".into() } else { status.join(", ") });
-    let non2xx: u64 = t.status.iter().filter(|(c, _)| !(200..300).contains(*c)).map(|(_, n)| n).sum();
+    let status: Vec<String> = t
+        .status
+        .iter()
+        .map(|(c, n)| format!("{c}: {}", count(*n)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "status codes: {}",
+        if status.is_empty() {
+            "none".into()
+        } else {
+            status.join(", ")
+        }
+    );
+    let non2xx: u64 = t
+        .status
+        .iter()
+        .filter(|(c, _)| !(200..300).contains(*c))
+        .map(|(_, n)| n)
+        .sum();
     if non2xx > 0 {
         let _ = writeln!(s, "{} non-2xx responses", count(non2xx));
     }
-    let errors: Vec<String> = t.errors.iter().map(|(c, n)| format!("{c}: {}", count(*n))).collect();
-    let _ = writeln!(s, "errors: {}", if errors.is_empty() { "0".into() } else { errors.join(", ") });
+    let errors: Vec<String> = t
+        .errors
+        .iter()
+        .map(|(c, n)| format!("{c}: {}", count(*n)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "errors: {}",
+        if errors.is_empty() {
+            "0".into()
+        } else {
+            errors.join(", ")
+        }
+    );
     if run.in_flight_at_end > 0 {
-        let _ = writeln!(s, "{} requests still in flight at the end (not counted)", count(run.in_flight_at_end));
+        let _ = writeln!(
+            s,
+            "{} requests still in flight at the end (not counted)",
+            count(run.in_flight_at_end)
+        );
     }
     if percentiles {
         s.push('\n');
@@ -228,14 +313,40 @@ mod tests {
         total.status.insert(503, 10);
         total.errors.insert("reset".into(), 2);
         let series = (0..3)
-            .map(|s| SecondSample { second: s, seconds: 1.0, requests: 300 + s as u64 * 10, errors: 0, bytes: 3900, p50_ms: 1.0, p99_ms: 2.0, max_ms: 3.0 })
-            .chain(std::iter::once(SecondSample { second: 3, seconds: 0.1, requests: 70, errors: 0, bytes: 10, p50_ms: 1.0, p99_ms: 2.0, max_ms: 3.0 }))
+            .map(|s| SecondSample {
+                second: s,
+                seconds: 1.0,
+                requests: 300 + s as u64 * 10,
+                errors: 0,
+                bytes: 3900,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                max_ms: 3.0,
+            })
+            .chain(std::iter::once(SecondSample {
+                second: 3,
+                seconds: 0.1,
+                requests: 70,
+                errors: 0,
+                bytes: 10,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                max_ms: 3.0,
+            }))
             .collect();
         RunFile {
             version: RUNFILE_VERSION,
             tool: "scaletest".into(),
             started_unix: 0.0,
-            info: RunInfo { url: "http://127.0.0.1:1/".into(), mode: "open".into(), protocol: "HTTP/1.1".into(), connections: 5, streams: 1, threads: 1, ..Default::default() },
+            info: RunInfo {
+                url: "http://127.0.0.1:1/".into(),
+                mode: "open".into(),
+                protocol: "HTTP/1.1".into(),
+                connections: 5,
+                streams: 1,
+                threads: 1,
+                ..Default::default()
+            },
             elapsed_s: 3.1,
             interrupted: false,
             peak_lanes: 7,
@@ -251,8 +362,16 @@ mod tests {
         write_report(&run(), true, &mut out).unwrap();
         let s = String::from_utf8(out).unwrap();
         // p50 of 100..100000 µs is 50 ms; p99 99 ms (within HDR precision).
-        assert!(s.contains("│ Latency │ 2.5 ms  │ 50.02 ms │ 97.53 ms │ 99.01 ms │"), "{s}");
-        assert!(s.contains("│ Req/Sec   │ 300    │ 300    │ 310    │ 320    │ 310    │ 8.16  │ 300    │"), "{s}");
+        assert!(
+            s.contains("│ Latency │ 2.5 ms  │ 50.02 ms │ 97.53 ms │ 99.01 ms │"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "│ Req/Sec   │ 300    │ 300    │ 310    │ 320    │ 310    │ 8.16  │ 300    │"
+            ),
+            "{s}"
+        );
         assert!(s.contains("1,000 requests in 3.1s, 13 kB read"), "{s}");
         assert!(s.contains("status codes: 200: 990, 503: 10"), "{s}");
         assert!(s.contains("errors: reset: 2"), "{s}");
@@ -268,7 +387,10 @@ mod tests {
         let p = dir.join("run.json");
         r.write_atomic(&p).unwrap();
         assert_eq!(RunFile::read(&p).unwrap(), r);
-        let text = std::fs::read_to_string(&p).unwrap().replacen("\"version\": 1", "\"version\": 99", 1);
+        let text =
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .replacen("\"version\": 1", "\"version\": 99", 1);
         let e = RunFile::from_json("x", &text).unwrap_err().to_string();
         assert!(e.contains("version 99"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();

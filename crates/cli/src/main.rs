@@ -1,0 +1,86 @@
+//! `scaletest`: one binary, one subcommand per capability. This file only parses, dispatches
+//! and turns the outcome into an exit code: 0 success (and a closed pipe), 1 a failed run,
+//! 2 bad usage or configuration.
+
+mod cmd;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "scaletest",
+    version,
+    about = "Scale-test HTTP services and Kubernetes control planes",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate HTTP load (closed loop, or open loop with --rate) and report latency and throughput.
+    Load(Box<cmd::load::Args>),
+    /// Print the report of one or more JSON run files (several are merged, e.g. from many loadbots).
+    Report(cmd::report::Args),
+}
+
+/// An error that is the user's to fix: printed as one line, exit code 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            if matches!(
+                e.kind(),
+                DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                });
+            }
+            // One line: clap's first line without its "error: " prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("scaletest: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Load(args) => cmd::load::main(*args),
+        Command::Report(args) => cmd::report::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            // The whole cause chain on one line.
+            eprintln!("scaletest: {e:#}");
+            ExitCode::from(if e.downcast_ref::<Usage>().is_some() {
+                2
+            } else {
+                1
+            })
+        }
+    }
+}
