@@ -62,7 +62,8 @@ pub struct Config {
     pub duration: Option<Duration>,
     /// Stop after this many requests have been sent.
     pub max_requests: Option<u64>,
-    /// Per-request timeout (connect included).
+    /// Per-request timeout (connect included). After the duration, in-flight requests get up
+    /// to the smaller of this and [`DRAIN_MAX`] to finish.
     pub timeout: Duration,
     /// Worker threads.
     pub threads: usize,
@@ -138,6 +139,20 @@ pub enum LoadError {
     Thread(String),
 }
 
+/// Longest wait for in-flight requests after the duration ends.
+pub const DRAIN_MAX: Duration = Duration::from_secs(2);
+
+/// What the controller tells the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Send.
+    Run,
+    /// The duration is over: start nothing new, let in-flight requests finish.
+    Drain,
+    /// Stop now (Ctrl-C).
+    Abort,
+}
+
 pub(crate) enum Msg {
     Ready,
     Interval {
@@ -155,14 +170,21 @@ pub(crate) enum Msg {
 pub(crate) struct Shared {
     pub issued: AtomicU64,
     pub max_requests: Option<u64>,
+    /// Number of distinct requests; with one, nobody needs the global sequence.
+    pub targets: usize,
 }
 
 impl Shared {
-    /// Claim the right to send one more request; false once the count limit is reached.
-    pub(crate) fn claim(&self) -> bool {
+    /// Claim the right to send one more request and say which one (round-robin over all
+    /// workers, so the split across targets is exact); `None` once the count limit is reached.
+    pub(crate) fn claim(&self) -> Option<usize> {
+        if self.max_requests.is_none() && self.targets == 1 {
+            return Some(0);
+        }
+        let seq = self.issued.fetch_add(1, Ordering::Relaxed);
         match self.max_requests {
-            None => true,
-            Some(n) => self.issued.fetch_add(1, Ordering::Relaxed) < n,
+            Some(n) if seq >= n => None,
+            _ => Some((seq % self.targets as u64) as usize),
         }
     }
 }
@@ -189,10 +211,11 @@ pub async fn run(
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         max_requests: cfg.max_requests,
+        targets: cfg.requests.len(),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Phase::Run);
     let mut handles = Vec::new();
     for index in 0..threads {
         let plan = worker::Plan::new(&cfg, index, threads)?;
@@ -233,14 +256,14 @@ pub async fn run(
     let mut peak_lanes = 0;
     let mut in_flight_at_end = 0;
     let mut interrupted = false;
-    let mut stopping = false;
+    let mut draining = false;
     let mut finals: Vec<Snapshot> = Vec::new();
     while done < threads {
         let msg = tokio::select! {
             m = rx.recv() => m,
-            _ = sleep_opt(deadline), if !stopping => { stopping = true; let _ = stop_tx.send(true); continue; }
-            _ = shutdown.wait(), if !stopping => {
-                stopping = true; interrupted = true; let _ = stop_tx.send(true); continue;
+            _ = sleep_opt(deadline), if !draining => { draining = true; let _ = stop_tx.send(Phase::Drain); continue; }
+            _ = shutdown.wait(), if !interrupted => {
+                interrupted = true; let _ = stop_tx.send(Phase::Abort); continue;
             }
         };
         match msg {

@@ -8,7 +8,7 @@
 
 use crate::clock::PreciseTimer;
 use crate::recorder::Recorder;
-use crate::{Config, LoadError, Mode, Msg, Shared};
+use crate::{Config, LoadError, Mode, Msg, Phase, Shared};
 use pace::Pacer;
 use st_http::{ByteCounter, Connector, ErrorClass, Lane, Request, Response};
 use std::cell::{Cell, RefCell};
@@ -36,6 +36,7 @@ pub(crate) struct Plan {
     connections: usize,
     streams: usize,
     timeout: Duration,
+    drain: Duration,
     open: Option<(Pacer, usize)>,
 }
 
@@ -69,6 +70,7 @@ impl Plan {
             connections,
             streams: cfg.streams.max(1),
             timeout: cfg.timeout,
+            drain: cfg.timeout.min(crate::DRAIN_MAX),
             open,
         })
     }
@@ -77,27 +79,20 @@ impl Plan {
 struct Ctx {
     connector: Connector,
     requests: Arc<Vec<Request>>,
-    next: Cell<usize>,
     rec: RefCell<Recorder>,
     bytes: ByteCounter,
     timeout: Duration,
     shared: Arc<Shared>,
     in_flight: Cell<u64>,
+    /// Set when the run is draining: start no new request.
+    stopping: Cell<bool>,
+    /// Signalled whenever a request ends, for the drain.
+    request_done: Notify,
     warmed: Cell<usize>,
     warm_done: Notify,
 }
 
 impl Ctx {
-    fn next_request(&self) -> usize {
-        let i = self.next.get();
-        self.next.set(if i + 1 == self.requests.len() {
-            0
-        } else {
-            i + 1
-        });
-        i
-    }
-
     /// Send request `index` on `lane` with the timeout, and record the outcome.
     async fn exchange(&self, lane: &mut Lane, index: usize, intended: Option<Instant>) {
         self.exchange_from(lane, index, intended, Instant::now())
@@ -119,6 +114,7 @@ impl Ctx {
         )
         .await;
         self.in_flight.set(self.in_flight.get() - 1);
+        self.request_done.notify_one();
         let done = Instant::now();
         let mut rec = self.rec.borrow_mut();
         match r {
@@ -143,18 +139,19 @@ pub(crate) fn main(
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
     start_rx: watch::Receiver<Option<Instant>>,
-    stop_rx: watch::Receiver<bool>,
+    stop_rx: watch::Receiver<Phase>,
 ) {
     let bytes: ByteCounter = Rc::new(Cell::new(0));
     let ctx = Rc::new(Ctx {
         connector: plan.connector.clone(),
         requests: plan.requests.clone(),
-        next: Cell::new(0),
         rec: RefCell::new(Recorder::new(bytes.clone())),
         bytes,
         timeout: plan.timeout,
         shared,
         in_flight: Cell::new(0),
+        stopping: Cell::new(false),
+        request_done: Notify::new(),
         warmed: Cell::new(0),
         warm_done: Notify::new(),
     });
@@ -183,7 +180,7 @@ async fn drive(
     ctx: Rc<Ctx>,
     tx: mpsc::UnboundedSender<Msg>,
     mut start_rx: watch::Receiver<Option<Instant>>,
-    mut stop_rx: watch::Receiver<bool>,
+    mut stop_rx: watch::Receiver<Phase>,
 ) {
     let protocol = plan.connector.protocol();
     // `work` ends when the worker has nothing more to do; `lanes` are aborted at the end.
@@ -210,8 +207,8 @@ async fn drive(
                         if srx.wait_for(|s| s.is_some()).await.is_err() {
                             return;
                         }
-                        while ctx.shared.claim() {
-                            let i = ctx.next_request();
+                        while !ctx.stopping.get() {
+                            let Some(i) = ctx.shared.claim() else { break };
                             ctx.exchange(&mut lane, i, None).await;
                         }
                     });
@@ -254,16 +251,41 @@ async fn drive(
     ctx.rec.borrow_mut().take(0.0);
 
     let mut second = 0u32;
-    loop {
-        let tick = start + Duration::from_secs(second as u64 + 1);
+    let mut tick = || {
+        let snap = ctx.rec.borrow_mut().take((second + 1) as f64);
+        let _ = tx.send(Msg::Interval {
+            second,
+            snap: Box::new(snap),
+        });
+        second += 1;
+        start + Duration::from_secs(second as u64 + 1)
+    };
+    let mut next_tick = start + Duration::from_secs(1);
+    let mut phase = Phase::Run;
+    // Run: until the work is done or the controller says drain or abort.
+    while phase == Phase::Run {
         tokio::select! {
-            _ = tokio::time::sleep_until(tick.into()) => {
-                let snap = ctx.rec.borrow_mut().take((second + 1) as f64);
-                let _ = tx.send(Msg::Interval { second, snap: Box::new(snap) });
-                second += 1;
-            }
-            r = stop_rx.wait_for(|s| *s) => { let _ = r; break; }
+            _ = tokio::time::sleep_until(next_tick.into()) => next_tick = tick(),
+            r = stop_rx.wait_for(|p| *p != Phase::Run) => phase = r.map_or(Phase::Abort, |p| *p),
             next = work.join_next() => if next.is_none() { break },
+        }
+    }
+    // Drain: start nothing new, let what is in flight finish (the slowest answers are exactly
+    // the ones a cut would hide), up to the drain limit.
+    if phase == Phase::Drain {
+        ctx.stopping.set(true);
+        let limit = Instant::now() + plan.drain;
+        loop {
+            if work.is_empty() && ctx.in_flight.get() == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(limit.into()) => break,
+                _ = tokio::time::sleep_until(next_tick.into()) => next_tick = tick(),
+                r = stop_rx.wait_for(|p| *p == Phase::Abort) => { let _ = r; break; }
+                _ = work.join_next(), if !work.is_empty() => {}
+                _ = ctx.request_done.notified() => {}
+            }
         }
     }
     work.abort_all();
@@ -366,7 +388,7 @@ impl Pool {
 async fn dispatch(
     ctx: &Rc<Ctx>,
     pool: &Rc<Pool>,
-    mut pacer: Pacer,
+    pacer: Pacer,
     start: Instant,
     cap: usize,
     protocol: st_http::Protocol,
@@ -375,10 +397,10 @@ async fn dispatch(
     let mut timer = PreciseTimer::new();
     // Lanes made on demand are spawned here; they live until the worker ends.
     let mut grown: JoinSet<()> = JoinSet::new();
-    while let Some(offset) = pacer.next() {
-        if !ctx.shared.claim() {
+    for offset in pacer {
+        let Some(index) = ctx.shared.claim() else {
             break;
-        }
+        };
         let intended = start + offset;
         timer.sleep_until(intended).await;
         // Behind schedule means this thread is short of CPU; more connections would only cost
@@ -400,7 +422,7 @@ async fn dispatch(
         ctx.rec
             .borrow_mut()
             .send_delay(Instant::now() - intended, capped);
-        slot.job.set(Some((intended, ctx.next_request())));
+        slot.job.set(Some((intended, index)));
         slot.wake.notify_one();
     }
     // The schedule is over: wait for the answers still outstanding.

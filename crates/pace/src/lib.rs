@@ -287,8 +287,18 @@ impl Pacer {
         -(1.0 - u).ln()
     }
 
+    /// The rate shape this pacer follows.
+    pub fn shape(&self) -> &RateShape {
+        &self.shape
+    }
+}
+
+/// Intended send times, as offsets from the start of the run, in order.
+impl Iterator for Pacer {
+    type Item = Duration;
+
     /// The intended time of the next send, or `None` once the schedule has passed its end.
-    pub fn next(&mut self) -> Option<Duration> {
+    fn next(&mut self) -> Option<Duration> {
         let t = self.shape.time_of_count(self.position, self.total);
         if let Some(end) = self.end {
             if t >= end {
@@ -300,11 +310,6 @@ impl Pacer {
             Arrival::Poisson => self.exp1(),
         };
         Some(Duration::from_secs_f64(t))
-    }
-
-    /// The rate shape this pacer follows.
-    pub fn shape(&self) -> &RateShape {
-        &self.shape
     }
 }
 

@@ -183,8 +183,10 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         }
     );
     if open {
-        let achieved = if run.elapsed_s > 0.0 {
-            t.completed() as f64 / run.elapsed_s
+        // Sends over the sending window: the drain after it sends nothing.
+        let window = i.duration_s.map_or(run.elapsed_s, |d| d.min(run.elapsed_s));
+        let achieved = if window > 0.0 {
+            t.lateness.len() as f64 / window
         } else {
             0.0
         };

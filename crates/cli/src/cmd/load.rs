@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
     /// Open loop: total requests/s: R, ramp:FROM..TO (over -d), or steps:R1,R2,...@DURATION.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
     rate: Option<RateShape>,
     /// Open loop: gaps between sends, uniform or poisson.
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]

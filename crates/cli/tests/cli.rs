@@ -1,0 +1,268 @@
+//! The `scaletest` binary: exit codes, one-line errors, report and JSON output, Ctrl-C.
+
+use report::RunFile;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use testkit::{Behavior, Server};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scaletest"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run scaletest")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("st-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["load", "http//nope"], "invalid URL"),
+        (&["load", "ftp://127.0.0.1/"], "unsupported scheme"),
+        (
+            &["load", "http://127.0.0.1:1/", "--rate", "0"],
+            "rate must be a number > 0",
+        ),
+        (&["load", "http://127.0.0.1:1/", "--rate", "-5"], "rate"),
+        (
+            &["load", "http://127.0.0.1:1/", "-d", "ten"],
+            "invalid duration",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:1/",
+                "-X",
+                "POST",
+                "--body-file",
+                "/nonexistent/body",
+            ],
+            "cannot read body file",
+        ),
+        (
+            &["load", "http://127.0.0.1:1/", "--streams", "4"],
+            "--streams needs --http2",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:1/",
+                "--rate",
+                "ramp:1..2",
+                "-n",
+                "5",
+            ],
+            "ramp",
+        ),
+        (&["load"], "give a target URL"),
+        (
+            &["load", "--targets", "/nonexistent/targets"],
+            "cannot read targets file",
+        ),
+        (
+            &["load", "http://127.0.0.1:1/", "--bogus"],
+            "unexpected argument",
+        ),
+        (&["report", "/nonexistent.json"], "cannot read"),
+    ];
+    for (args, want) in cases {
+        let o = run(args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// Parse "│ Latency │ a │ b │ ..." into its cells.
+fn row(report: &str, name: &str) -> Vec<String> {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(&format!("│ {name} ")))
+        .unwrap_or_else(|| panic!("no {name} row in\n{report}"));
+    line.split('│')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .skip(1)
+        .collect()
+}
+
+fn fmt_ms(us: u64) -> String {
+    report::format::ms(us as f64 / 1000.0)
+}
+
+#[test]
+fn json_output_parses_back_and_matches_the_printed_report() {
+    let server = Server::start(Behavior::Delay(Duration::from_millis(2)));
+    let dir = tmpdir("json");
+    let json = dir.join("run.json");
+    let o = run(&[
+        "load",
+        &server.url("/"),
+        "-c",
+        "4",
+        "-n",
+        "300",
+        "--json",
+        json.to_str().unwrap(),
+        "--percentiles",
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(out.contains("300 requests in"), "{out}");
+    assert!(out.contains("status codes: 200: 300"), "{out}");
+    let file = RunFile::read(&json).unwrap();
+    assert_eq!(file.total.responses, 300);
+    assert_eq!(server.hits(), 300);
+    // The histogram decoded from the file gives the printed percentiles.
+    let h = &file.total.latency;
+    let printed = row(&out, "Latency");
+    let want: Vec<String> = [0.025, 0.5, 0.975, 0.99]
+        .iter()
+        .map(|q| fmt_ms(h.value_at_quantile(*q)))
+        .collect();
+    assert_eq!(&printed[..4], &want[..], "{out}");
+    assert_eq!(printed[6], fmt_ms(h.max()));
+    let spectrum = row(&out, "Latency");
+    assert!(!spectrum.is_empty());
+    // And `report` renders the same tables from the file.
+    let again = run(&["report", json.to_str().unwrap(), "--percentiles"]);
+    assert_eq!(again.status.code(), Some(0));
+    let again = text(&again.stdout);
+    assert_eq!(row(&again, "Latency"), printed);
+    assert_eq!(row(&again, "Req/Sec"), row(&out, "Req/Sec"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_targets_file_is_used_round_robin_with_headers_and_bodies() {
+    let server = Server::start(Behavior::Ok);
+    let dir = tmpdir("targets");
+    std::fs::write(dir.join("body.json"), "{\"a\":1}").unwrap();
+    let targets = format!(
+        "# two targets\nGET {0}a\nX-Test: 1\n\nPOST {0}b\nContent-Type: application/json\n@body.json\n",
+        server.url("/")
+    );
+    let tf = dir.join("targets.txt");
+    std::fs::write(&tf, targets).unwrap();
+    let o = run(&[
+        "load",
+        "--targets",
+        tf.to_str().unwrap(),
+        "-c",
+        "2",
+        "-n",
+        "100",
+        "-H",
+        "X-Run: 7",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let paths = server.paths();
+    assert_eq!(paths.get("/a"), Some(&50), "{paths:?}");
+    assert_eq!(paths.get("/b"), Some(&50), "{paths:?}");
+    // Targets on two origins are refused.
+    std::fs::write(
+        &tf,
+        format!("GET {}a\n\nGET http://127.0.0.2:9/\n", server.url("/")),
+    )
+    .unwrap();
+    let o = run(&["load", "--targets", tf.to_str().unwrap(), "-n", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("one origin"),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unreachable_target_is_reported_and_exits_1() {
+    let s = testkit::Misbehaving::start(testkit::Misbehavior::Refuse);
+    let o = run(&["load", &s.url(), "-n", "10", "-c", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stdout).contains("errors: connect_refused: 10"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(
+        text(&o.stderr).trim(),
+        "scaletest: no request got a response"
+    );
+}
+
+#[test]
+fn open_loop_report_names_corrected_and_uncorrected_latency() {
+    let server = Server::start(Behavior::Ok);
+    let o = run(&[
+        "load",
+        &server.url("/"),
+        "--rate",
+        "500",
+        "-d",
+        "1s",
+        "--arrival",
+        "poisson",
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(out.contains("│ Service "), "{out}");
+    assert!(out.contains("coordinated omission corrected"), "{out}");
+    assert!(out.contains("(uncorrected)"), "{out}");
+    assert!(out.contains("target rate 500/s"), "{out}");
+}
+
+#[test]
+fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
+    let server = Server::start(Behavior::Ok);
+    let dir = tmpdir("sigint");
+    let json = dir.join("run.json");
+    let child = bin()
+        .args([
+            "load",
+            &server.url("/"),
+            "-c",
+            "2",
+            "-d",
+            "60s",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the load is flowing, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.hits() < 100 {
+        assert!(Instant::now() < deadline, "no load arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(out.contains("(interrupted)"), "{out}");
+    let file = RunFile::read(&json).unwrap();
+    assert!(file.interrupted);
+    assert!(file.total.responses >= 100);
+    assert!(file.elapsed_s < 30.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
