@@ -6,13 +6,16 @@ use crate::stream::Stream;
 use crate::{ErrorClass, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BUF: usize = 64 * 1024;
+/// Read buffer per connection: small, so that thousands of idle connections cost little; it
+/// grows to [`MAX_BUF`] for a large head, or to skip a large body in fewer reads.
+const BUF: usize = 8 * 1024;
+const MAX_BUF: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// An open HTTP/1.1 connection.
 pub struct H1Conn {
     stream: Stream,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
@@ -95,10 +98,14 @@ impl H1Conn {
     pub(crate) fn new(stream: Stream) -> Self {
         H1Conn {
             stream,
-            buf: vec![0u8; BUF].into_boxed_slice(),
+            buf: vec![0u8; BUF],
             start: 0,
             end: 0,
         }
+    }
+
+    fn grow(&mut self) {
+        self.buf.resize(MAX_BUF, 0);
     }
 
     /// Read more bytes into the buffer; `Ok(false)` on EOF.
@@ -111,8 +118,11 @@ impl H1Conn {
             self.end -= self.start;
             self.start = 0;
             if self.end == self.buf.len() {
-                // A head that does not fit in 64 KiB.
-                return Err(ErrorClass::Malformed);
+                if self.buf.len() >= MAX_BUF {
+                    // A head that does not fit in 64 KiB.
+                    return Err(ErrorClass::Malformed);
+                }
+                self.grow();
             }
         }
         match self.stream.read(&mut self.buf[self.end..]).await {
@@ -166,6 +176,9 @@ impl H1Conn {
                 left -= take;
                 if left == 0 {
                     break;
+                }
+                if left > self.buf.len() as u64 && self.buf.len() < MAX_BUF {
+                    self.grow();
                 }
                 if !self.fill().await? {
                     return Err(ErrorClass::Reset);

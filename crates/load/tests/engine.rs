@@ -96,6 +96,32 @@ fn a_request_count_is_exact_and_statuses_are_counted() {
 }
 
 #[test]
+fn large_and_chunked_bodies_are_read_to_their_end() {
+    let server = Server::start(Behavior::Ok);
+    for (path, protocol) in [
+        ("bytes/300000", Protocol::Http1),
+        ("chunked/300000", Protocol::Http1),
+        ("chunked/300000", Protocol::Http2),
+        ("bytes/0", Protocol::Http1),
+    ] {
+        let mut run = Run::new(&server.url(path));
+        run.protocol = protocol;
+        run.connections = 3;
+        run.requests = Some(30);
+        let r = run.go();
+        assert_eq!(r.total.responses, 30, "{path} {:?}", r.total.errors);
+        assert_eq!(r.total.status.get(&200), Some(&30));
+        // Everything read, and nothing more than the bodies plus their heads and framing.
+        let body: u64 = path.rsplit('/').next().unwrap().parse().unwrap();
+        assert!(
+            r.total.bytes >= 30 * body && r.total.bytes < 30 * (body + 4000),
+            "{path}: {}",
+            r.total.bytes
+        );
+    }
+}
+
+#[test]
 fn a_delayed_server_shows_its_delay_in_the_median() {
     let server = Server::start(Behavior::Delay(Duration::from_millis(50)));
     let mut run = Run::new(&server.url("/"));

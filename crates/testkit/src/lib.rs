@@ -10,7 +10,7 @@ mod misbehave;
 pub use misbehave::{Misbehaving, Misbehavior};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -202,7 +202,7 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
     behavior: Arc<Behavior>,
     seen: Arc<Seen>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<TestBody>, std::convert::Infallible> {
     let arrived = Instant::now();
     let n = seen.hits.fetch_add(1, Ordering::SeqCst);
     *seen
@@ -234,8 +234,44 @@ async fn handle(
             }
         }
     }
+    let path = req.uri().path();
+    let size = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    let body = if let Some(n) = size("/bytes/") {
+        Full::new(Bytes::from(vec![b'x'; n])).boxed()
+    } else if let Some(n) = size("/chunked/") {
+        Chunks(n).boxed()
+    } else {
+        Full::new(Bytes::from_static(BODY)).boxed()
+    };
     Ok(Response::builder()
         .status(status)
-        .body(Full::new(Bytes::from_static(BODY)))
+        .body(body)
         .expect("valid response"))
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// `n` bytes in 4 KiB frames with no size hint, so HTTP/1.1 sends them chunked.
+struct Chunks(usize);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.0.min(4096);
+        self.0 -= n;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![
+            b'y';
+            n
+        ])))))
+    }
 }
