@@ -54,6 +54,10 @@ pub struct Snapshot {
     pub late: u64,
     /// Open loop: sends that waited for a free connection because the cap was reached.
     pub capped: u64,
+    /// Open loop: sends due before the run ended that never started (they were waiting for a
+    /// connection at the cap when the run ended).
+    #[serde(default)]
+    pub unsent: u64,
     /// Open loop: every send's delay from its intended time to its start, in µs.
     #[serde(with = "histogram_codec")]
     pub lateness: Histogram<u64>,
@@ -72,6 +76,7 @@ impl Default for Snapshot {
             service: new_histogram(),
             late: 0,
             capped: 0,
+            unsent: 0,
             lateness: new_histogram(),
         }
     }
@@ -119,6 +124,7 @@ impl Snapshot {
             .expect("auto-resizing histograms merge");
         self.late += other.late;
         self.capped += other.capped;
+        self.unsent += other.unsent;
         self.lateness
             .add(&other.lateness)
             .expect("auto-resizing histograms merge");

@@ -1,3 +1,5 @@
+//! How a failed request is classified: the error classes reports count.
+
 use std::io;
 
 /// Why a request failed. Each class is counted separately in reports; none is retried by the

@@ -193,12 +193,6 @@ impl Lane {
         }
     }
 
-    /// This lane itself, as a new value sharing the same connection state: for HTTP/2 the first
-    /// stream slot of a group; for HTTP/1.1 simply a fresh lane.
-    pub fn sibling_or_self(&self) -> Lane {
-        self.sibling()
-    }
-
     /// Whether the lane currently holds an open connection.
     pub fn is_connected(&self) -> bool {
         match self {

@@ -1,3 +1,5 @@
+//! Where requests go: a URL checked and resolved once, before any connection is made.
+
 use rustls::pki_types::ServerName;
 use std::net::{SocketAddr, ToSocketAddrs};
 

@@ -1,3 +1,5 @@
+//! A request prepared once (HTTP/1.1 bytes and an HTTP/2 head) and sent many times.
+
 use crate::origin::{Origin, Scheme};
 use bytes::Bytes;
 

@@ -187,6 +187,12 @@ impl Shared {
             _ => Some((seq % self.targets as u64) as usize),
         }
     }
+
+    /// Requests still allowed by the count limit, if there is one.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        self.max_requests
+            .map(|n| n.saturating_sub(self.issued.load(Ordering::Relaxed)))
+    }
 }
 
 /// Run the load described by `cfg` until its stop condition or `shutdown`.

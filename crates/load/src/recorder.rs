@@ -16,6 +16,7 @@ pub(crate) struct Recorder {
     service: Histogram<u64>,
     late: u64,
     capped: u64,
+    unsent: u64,
     lateness: Histogram<u64>,
     bytes: ByteCounter,
     bytes_taken: u64,
@@ -37,6 +38,7 @@ impl Recorder {
             service: new_histogram(),
             late: 0,
             capped: 0,
+            unsent: 0,
             lateness: new_histogram(),
             bytes,
             bytes_taken: 0,
@@ -65,6 +67,11 @@ impl Recorder {
         let _ = self.lateness.record(us);
     }
 
+    /// Open loop: `n` sends were due before the end but never started.
+    pub(crate) fn unsent(&mut self, n: u64) {
+        self.unsent += n;
+    }
+
     /// Take what was recorded since the last call as a snapshot ending at `end` (seconds since
     /// the run started), and start a new interval.
     pub(crate) fn take(&mut self, end: f64) -> Snapshot {
@@ -78,6 +85,7 @@ impl Recorder {
             service: std::mem::replace(&mut self.service, new_histogram()),
             late: std::mem::take(&mut self.late),
             capped: std::mem::take(&mut self.capped),
+            unsent: std::mem::take(&mut self.unsent),
             lateness: std::mem::replace(&mut self.lateness, new_histogram()),
             ..Default::default()
         };

@@ -84,6 +84,8 @@ struct Ctx {
     timeout: Duration,
     shared: Arc<Shared>,
     in_flight: Cell<u64>,
+    /// Open loop: the dispatcher has claimed a send and not yet handed it to a lane.
+    holding: Cell<bool>,
     /// Set when the run is draining: start no new request.
     stopping: Cell<bool>,
     /// Signalled whenever a request ends, for the drain.
@@ -150,6 +152,7 @@ pub(crate) fn main(
         timeout: plan.timeout,
         shared,
         in_flight: Cell::new(0),
+        holding: Cell::new(false),
         stopping: Cell::new(false),
         request_done: Notify::new(),
         warmed: Cell::new(0),
@@ -186,7 +189,8 @@ async fn drive(
     // `work` ends when the worker has nothing more to do; `lanes` are aborted at the end.
     let mut work: JoinSet<()> = JoinSet::new();
     let mut lanes: JoinSet<()> = JoinSet::new();
-    let start_cell = Rc::new(Cell::new(None::<Instant>));
+    // Open loop: the schedule, shared so that the end can count the sends it never started.
+    let schedule: Rc<RefCell<Option<Pacer>>> = Rc::new(RefCell::new(None));
     let pool = Rc::new(Pool::default());
     let mut expected_warm = 0;
     let open_loop = plan.open.is_some();
@@ -194,12 +198,8 @@ async fn drive(
         None => {
             for _ in 0..plan.connections {
                 let first = Lane::new(protocol);
-                for s in 0..plan.streams {
-                    let mut lane = if s == 0 {
-                        first.sibling_or_self()
-                    } else {
-                        first.sibling()
-                    };
+                for _ in 0..plan.streams {
+                    let mut lane = first.sibling();
                     let (ctx, mut srx) = (ctx.clone(), start_rx.clone());
                     expected_warm += 1;
                     work.spawn_local(async move {
@@ -219,7 +219,8 @@ async fn drive(
             for _ in 0..plan.connections {
                 expected_warm += pool.add_group(&ctx, &mut lanes, protocol, plan.streams, true);
             }
-            let (ctx, pool, start_cell) = (ctx.clone(), pool.clone(), start_cell.clone());
+            *schedule.borrow_mut() = Some(pacer);
+            let (ctx, pool, schedule) = (ctx.clone(), pool.clone(), schedule.clone());
             let streams = plan.streams;
             let mut srx = start_rx.clone();
             work.spawn_local(async move {
@@ -230,8 +231,7 @@ async fn drive(
                 else {
                     return;
                 };
-                start_cell.set(Some(start));
-                dispatch(&ctx, &pool, pacer, start, cap, protocol, streams).await;
+                dispatch(&ctx, &pool, &schedule, start, cap, protocol, streams).await;
             });
         }
     }
@@ -290,6 +290,17 @@ async fn drive(
     }
     work.abort_all();
     lanes.abort_all();
+    // Sends that were due before the end but never started (the run ended while they waited
+    // for a connection): not errors, not in flight, but not to be lost either.
+    if let Some(pacer) = schedule.borrow_mut().as_mut() {
+        let cut = start.elapsed();
+        let due = pacer.take_while(|t| *t < cut).count() as u64 + u64::from(ctx.holding.get());
+        let unsent = ctx
+            .shared
+            .remaining()
+            .map_or(due, |left| due.min(left + u64::from(ctx.holding.get())));
+        ctx.rec.borrow_mut().unsent(unsent);
+    }
     let in_flight = ctx.in_flight.get();
     let end = start.elapsed().as_secs_f64();
     let snap = ctx.rec.borrow_mut().take(end);
@@ -338,12 +349,8 @@ impl Pool {
         if !warm {
             self.opening.set(self.opening.get() + 1);
         }
-        for s in 0..streams {
-            let mut lane = if s == 0 {
-                first.sibling_or_self()
-            } else {
-                first.sibling()
-            };
+        for _ in 0..streams {
+            let mut lane = first.sibling();
             let slot = Rc::new(Slot {
                 job: Cell::new(None),
                 wake: Notify::new(),
@@ -388,7 +395,7 @@ impl Pool {
 async fn dispatch(
     ctx: &Rc<Ctx>,
     pool: &Rc<Pool>,
-    pacer: Pacer,
+    schedule: &RefCell<Option<Pacer>>,
     start: Instant,
     cap: usize,
     protocol: st_http::Protocol,
@@ -397,10 +404,14 @@ async fn dispatch(
     let mut timer = PreciseTimer::new();
     // Lanes made on demand are spawned here; they live until the worker ends.
     let mut grown: JoinSet<()> = JoinSet::new();
-    for offset in pacer {
+    loop {
+        let Some(offset) = schedule.borrow_mut().as_mut().and_then(|p| p.next()) else {
+            break;
+        };
         let Some(index) = ctx.shared.claim() else {
             break;
         };
+        ctx.holding.set(true);
         let intended = start + offset;
         timer.sleep_until(intended).await;
         // Behind schedule means this thread is short of CPU; more connections would only cost
@@ -424,6 +435,7 @@ async fn dispatch(
             .send_delay(Instant::now() - intended, capped);
         slot.job.set(Some((intended, index)));
         slot.wake.notify_one();
+        ctx.holding.set(false);
     }
     // The schedule is over: wait for the answers still outstanding.
     while pool.idle.borrow().len() < pool.slots.get() {

@@ -160,6 +160,21 @@ fn open_loop_corrects_for_coordinated_omission() {
 }
 
 #[test]
+fn open_loop_counts_sends_that_never_started() {
+    // The only connection stalls; every later send waits at the cap until the run ends.
+    let s = Misbehaving::start(Misbehavior::Stall);
+    let mut run = Run::new(&s.url()).open(100.0, 1);
+    run.connections = 1;
+    run.threads = 1;
+    run.duration = Some(Duration::from_secs(1));
+    let r = run.go();
+    assert_eq!(r.total.completed(), 0);
+    assert_eq!(r.in_flight_at_end, 1);
+    assert_eq!(r.total.lateness.len(), 1, "only the first send started");
+    assert_eq!(r.total.unsent, 99);
+}
+
+#[test]
 fn open_loop_keeps_its_rate() {
     let server = Server::start(Behavior::Ok);
     let mut run = Run::new(&server.url("/")).open(2000.0, 100);

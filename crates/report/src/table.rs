@@ -214,7 +214,15 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
                 i.max_connections.unwrap_or(0),
                 count(t.capped)
             );
-        } else if t.late > 0 {
+        }
+        if t.unsent > 0 {
+            let _ = writeln!(
+                s,
+                "{} scheduled sends never started: the run ended while they waited for a connection",
+                count(t.unsent)
+            );
+        }
+        if t.capped == 0 && t.late > 0 {
             s += "late sends were the generator's own delay (short of CPU), not the connection cap\n";
         }
     }
