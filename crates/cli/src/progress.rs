@@ -41,9 +41,13 @@ impl Progress {
     pub fn update(&self, p: &load::Progress) {
         if let Some(b) = &self.0 {
             b.set_position(p.elapsed.as_secs());
+            use report::format::count;
             b.set_message(format!(
                 "{} req/s, {} errors in the last second; {} done, {} errors",
-                p.last.requests, p.last.errors, p.responses, p.errors
+                count(p.last.requests),
+                count(p.last.errors),
+                count(p.responses),
+                count(p.errors)
             ));
         }
     }

@@ -27,8 +27,14 @@ const WARM_UP: Duration = Duration::from_secs(1);
 /// idle lane meanwhile wait for the first one free and are reported late.
 const MAX_OPENING: usize = 8;
 
-/// Open loop: a dispatcher this late is short of CPU, not of connections.
+/// Open loop: a dispatcher this late may be short of CPU rather than of connections.
 const BEHIND: Duration = Duration::from_millis(1);
+
+/// Open loop: headroom over the lanes Little's law asks for (rate × recent service time).
+const HEADROOM: f64 = 2.0;
+
+/// Open loop: the time over which service times are averaged for that estimate.
+const SERVICE_WINDOW: f64 = 1.0;
 
 pub(crate) struct Plan {
     connector: Connector,
@@ -98,7 +104,7 @@ impl Ctx {
     /// Send request `index` on `lane` with the timeout, and record the outcome.
     async fn exchange(&self, lane: &mut Lane, index: usize, intended: Option<Instant>) {
         self.exchange_from(lane, index, intended, Instant::now())
-            .await
+            .await;
     }
 
     /// As [`Ctx::exchange`], with service time counted from `sent` (before a connect).
@@ -108,7 +114,7 @@ impl Ctx {
         index: usize,
         intended: Option<Instant>,
         sent: Instant,
-    ) {
+    ) -> Duration {
         self.in_flight.set(self.in_flight.get() + 1);
         let r = tokio::time::timeout(
             self.timeout,
@@ -126,6 +132,7 @@ impl Ctx {
             Ok(Err(class)) => rec.error(class),
             Err(_) => rec.error(ErrorClass::RequestTimeout),
         }
+        done - sent
     }
 
     async fn warm(&self, lane: &mut Lane) {
@@ -330,10 +337,25 @@ struct Pool {
     groups: Cell<usize>,
     /// Connections added on demand that have not finished connecting.
     opening: Cell<usize>,
+    /// Moving average of recent service times, in seconds (Little's law input), over about
+    /// [`SERVICE_WINDOW`]: one stall of our own must not look like a slow server.
+    service_s: Cell<f64>,
+    /// Weight of one sample in that average: 1 / (rate × window), set by the dispatcher.
+    alpha: Cell<f64>,
     free: Notify,
 }
 
 impl Pool {
+    fn observe(&self, took: Duration) {
+        let old = self.service_s.get();
+        let x = took.as_secs_f64();
+        self.service_s.set(if old == 0.0 {
+            x
+        } else {
+            old + (x - old) / 32.0
+        });
+    }
+
     /// Add one connection's worth of lanes, all idle. Returns how many lanes were added.
     fn add_group(
         self: &Rc<Self>,
@@ -379,8 +401,10 @@ impl Pool {
                             pool.opening.set(pool.opening.get() - 1);
                         }
                     }
-                    ctx.exchange_from(&mut lane, index, Some(intended), sent)
+                    let took = ctx
+                        .exchange_from(&mut lane, index, Some(intended), sent)
                         .await;
+                    pool.observe(took);
                     pool.idle.borrow_mut().push(slot.clone());
                     pool.free.notify_one();
                 }
@@ -416,7 +440,15 @@ async fn dispatch(
         timer.sleep_until(intended).await;
         // Behind schedule means this thread is short of CPU; more connections would only cost
         // more of it. Grow only when on time and every lane is busy: then the server is slow.
-        let on_time = Instant::now() - intended < BEHIND;
+        // But a lane count below what Little's law asks for is a shortage whatever the clock.
+        let rate = schedule
+            .borrow()
+            .as_ref()
+            .map_or(0.0, |p| p.rate_at(offset));
+        pool.alpha.set(1.0 / (rate * SERVICE_WINDOW).max(1.0));
+        let needed = rate * pool.service_s.get() * HEADROOM;
+        let short = (pool.slots.get() as f64) < needed;
+        let on_time = Instant::now() - intended < BEHIND || short;
         let mut capped = false;
         let slot = loop {
             let idle = pool.idle.borrow_mut().pop();

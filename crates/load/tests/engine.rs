@@ -213,14 +213,17 @@ fn error_run(url: &str, timeout_ms: u64, requests: u64) -> RunResult {
 }
 
 fn only_error(r: &RunResult, class: &str, n: u64) {
-    assert_eq!(r.total.responses, 0, "{:?}", r.total.status);
+    let what = format!(
+        "status {:?}, errors {:?}, in flight {}",
+        r.total.status, r.total.errors, r.in_flight_at_end
+    );
+    assert_eq!(r.total.responses, 0, "{what}");
     assert_eq!(
         r.total.errors.keys().collect::<Vec<_>>(),
         vec![class],
-        "{:?}",
-        r.total.errors
+        "{what}"
     );
-    assert_eq!(r.total.errors[class], n);
+    assert_eq!(r.total.errors[class], n, "{what}");
 }
 
 #[test]

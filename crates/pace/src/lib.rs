@@ -287,6 +287,11 @@ impl Pacer {
         -(1.0 - u).ln()
     }
 
+    /// The scheduled rate (requests/s) at `offset` into the run.
+    pub fn rate_at(&self, offset: Duration) -> f64 {
+        self.shape.rate_at(offset.as_secs_f64(), self.total)
+    }
+
     /// The rate shape this pacer follows.
     pub fn shape(&self) -> &RateShape {
         &self.shape

@@ -37,14 +37,17 @@ impl Misbehaving {
         let stop = Arc::new(AtomicBool::new(false));
         match how {
             Misbehavior::Refuse => {
-                // Take a free port and give it back: nothing listens there now.
-                let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-                let addr = l.local_addr().expect("addr");
-                drop(l);
+                // Bound but not listening: connects are refused, and the port stays ours, so no
+                // other test's server (or client socket) can take it meanwhile.
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .expect("socket");
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+                    .expect("bind");
+                let addr = s.local_addr().expect("addr").as_socket().expect("inet");
                 Misbehaving {
                     addr,
                     stop,
-                    _keep: vec![],
+                    _keep: vec![s],
                 }
             }
             Misbehavior::Blackhole => {
