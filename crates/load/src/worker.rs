@@ -211,7 +211,7 @@ async fn drive(
                     expected_warm += 1;
                     work.spawn_local(async move {
                         ctx.warm(&mut lane).await;
-                        if srx.wait_for(|s| s.is_some()).await.is_err() {
+                        if started(&mut srx).await.is_none() {
                             return;
                         }
                         while !ctx.stopping.get() {
@@ -231,11 +231,7 @@ async fn drive(
             let streams = plan.streams;
             let mut srx = start_rx.clone();
             work.spawn_local(async move {
-                let Ok(start) = srx
-                    .wait_for(|s| s.is_some())
-                    .await
-                    .map(|s| s.expect("checked"))
-                else {
+                let Some(start) = started(&mut srx).await else {
                     return;
                 };
                 dispatch(&ctx, &pool, &schedule, start, cap, protocol, streams).await;
@@ -247,11 +243,7 @@ async fn drive(
         ctx.warm_done.notified().await;
     }
     let _ = tx.send(Msg::Ready);
-    let Ok(start) = start_rx
-        .wait_for(|s| s.is_some())
-        .await
-        .map(|s| s.expect("checked"))
-    else {
+    let Some(start) = started(&mut start_rx).await else {
         return;
     };
     // Bytes read while warming up (TLS handshakes) are not part of the run.
@@ -321,6 +313,11 @@ async fn drive(
         peak_lanes: peak,
         in_flight,
     });
+}
+
+/// The run's start instant, once the controller gives it; `None` if the controller is gone.
+async fn started(rx: &mut watch::Receiver<Option<Instant>>) -> Option<Instant> {
+    rx.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s)
 }
 
 /// Open loop: a stream slot or connection waiting for its next send.
