@@ -105,9 +105,10 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Running {} load test @ {}",
+        "Running {} load test @ {}{}",
         if open { "open-loop" } else { "closed-loop" },
-        i.url
+        i.url,
+        planned(i)
     );
     if open {
         let _ = writeln!(
@@ -275,6 +276,17 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         s += &spectrum(run);
     }
     out.write_all(s.as_bytes())
+}
+
+/// " for 10s", " for 1,000 requests", or " for 10s or 1,000 requests".
+fn planned(i: &crate::RunInfo) -> String {
+    let d = i.duration_s.map(|d| format!("{}s", trim(d, 3)));
+    let n = i.requests.map(|n| format!("{} requests", count(n)));
+    match (d, n) {
+        (Some(d), Some(n)) => format!(" for {d} or {n}, whichever comes first"),
+        (Some(x), None) | (None, Some(x)) => format!(" for {x}"),
+        (None, None) => String::new(),
+    }
 }
 
 fn proto(i: &crate::RunInfo) -> String {
