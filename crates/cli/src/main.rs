@@ -26,6 +26,8 @@ enum Command {
     Load(Box<cmd::load::Args>),
     /// Print the report of one or more JSON run files (several are merged, e.g. from many loadbots).
     Report(cmd::report::Args),
+    /// Serve HTTP as a load target: fixed and parameterised endpoints, metrics, graceful drain.
+    Serve(Box<cmd::serve::Args>),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Load(args) => cmd::load::main(*args),
         Command::Report(args) => cmd::report::main(args),
+        Command::Serve(args) => cmd::serve::main(*args),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,9 @@
 //!   lane type here; the engine's driver loop does not change.
 //! - [`ErrorClass`]: how a failed request is counted. A failure is data, not an `Err` to
 //!   propagate: the engine counts it and carries on.
+//!
+//! Server side (used by `serve`, later by `balance`): [`server`] binds SO_REUSEPORT listeners
+//! and runs the accept loop with its limits and graceful drain; [`tls`] builds server configs.
 
 mod chunked;
 mod error;
@@ -15,6 +18,7 @@ mod h1;
 mod h2lane;
 mod origin;
 mod request;
+pub mod server;
 mod stream;
 pub mod tls;
 

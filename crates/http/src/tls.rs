@@ -114,3 +114,66 @@ impl ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A server certificate that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServerTlsError(String);
+
+/// A server config (ALPN h2 and http/1.1) from PEM certificate chain and key files.
+pub fn server_config_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, ServerTlsError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ServerTlsError(format!("cannot read {}: {e}", p.display())))
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let chain = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerTlsError(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(ServerTlsError(format!(
+            "{} holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| ServerTlsError(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| ServerTlsError(format!("{} holds no PEM private key", key.display())))?;
+    server_config(chain, key_der)
+}
+
+/// A server config with a fresh self-signed certificate for `localhost` and `127.0.0.1`;
+/// returns the certificate's PEM too, for clients that want to trust it.
+pub fn self_signed_server_config() -> Result<(rustls::ServerConfig, String), ServerTlsError> {
+    let ck = rcgen::generate_simple_self_signed(vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ])
+    .map_err(|e| ServerTlsError(format!("cannot make a certificate: {e}")))?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    Ok((
+        server_config(vec![ck.cert.der().clone()], key)?,
+        ck.cert.pem(),
+    ))
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, ServerTlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            ServerTlsError(format!("certificate and key do not make a TLS config: {e}"))
+        })?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}

@@ -1,5 +1,6 @@
 //! `scaletest load`: flags → validated `load::Config` → `load::run` → report and JSON.
 
+use super::parse_duration;
 use crate::progress::Progress;
 use crate::Usage;
 use anyhow::Context as _;
@@ -88,20 +89,6 @@ pub struct Args {
     /// Write everything measured to this JSON file (histograms included).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
-        Ok(_) => return Err(format!("invalid duration {s:?}")),
-        Err(_) => {
-            humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?
-        }
-    };
-    if d.is_zero() {
-        return Err("duration must be > 0".into());
-    }
-    Ok(d)
 }
 
 fn parse_rate(s: &str) -> Result<RateShape, String> {

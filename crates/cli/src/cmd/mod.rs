@@ -3,3 +3,29 @@
 
 pub mod load;
 pub mod report;
+pub mod serve;
+
+use std::time::Duration;
+
+/// A duration as users write it: `30s`, `2m`, `500ms`, or plain seconds; must be > 0.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("invalid duration {s:?}")),
+        Err(_) => {
+            humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?
+        }
+    };
+    if d.is_zero() {
+        return Err("duration must be > 0".into());
+    }
+    Ok(d)
+}
+
+/// A duration that may be zero (`0`, `0s`), e.g. "no drain delay".
+pub(crate) fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim_end_matches('s').trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}

@@ -1,0 +1,154 @@
+//! `scaletest serve`: flags → `serve::Config` → `serve::start`, then the shutdown sequence on
+//! SIGTERM/SIGINT: readiness 503 at once, keep serving for --drain-delay, stop accepting,
+//! finish in-flight requests within --shutdown-timeout, exit 0.
+
+use super::{parse_duration, parse_duration_or_zero};
+use crate::Usage;
+use st_http::server::Limits;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EXAMPLES: &str = "Endpoints:
+  /                     the fixed body (--body-size bytes)
+  /version              the --version-label; every response also has an x-scaletest-version header
+  /healthz, /readyz     liveness; readiness (503 while draining)
+  /delay?ms=N           answer after N ms             /status/CODE     answer with CODE
+  /bytes/N              N bytes                       /echo (POST)     the request body back
+  /blocks?size=&n=&periodMS=   n blocks of size bytes, one every periodMS (go_httperf)
+  /metrics              Prometheus text format
+
+Examples:
+  scaletest serve                                         127.0.0.1:8080, HTTP/1.1 and h2c
+  scaletest serve --bind 127.0.0.1:8443 --tls-self-signed  HTTP/1.1 and HTTP/2 over TLS
+  scaletest serve --version-label v2 --drain-delay 2s";
+
+/// Arguments of `scaletest serve`.
+#[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Worker threads [default: the CPUs this process may use].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: Option<u64>,
+    /// Size of the body that / answers, in bytes.
+    #[arg(long, default_value_t = 13, value_parser = clap::value_parser!(u64).range(0..=64 << 20))]
+    body_size: u64,
+    /// Version this server reports (the rollout demo counts answers by it).
+    #[arg(long, default_value = "v1")]
+    version_label: String,
+    /// After SIGTERM, keep serving (with /readyz at 503) this long before closing listeners.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_or_zero)]
+    drain_delay: Duration,
+    /// Then wait at most this long for in-flight requests.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// PEM certificate chain for TLS.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a fresh self-signed certificate for localhost and 127.0.0.1.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+    /// Most open client connections; more are closed at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Time a client has to send a request head (slowloris); also bounds HTTP/1.1 keep-alive idle time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Close connections with no request for this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Largest request head in bytes (at least 8192); larger ones get 431.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(8192..=1 << 20))]
+    max_header_bytes: u64,
+}
+
+pub fn main(a: Args) -> anyhow::Result<ExitCode> {
+    let tls = if a.tls_self_signed {
+        Some(
+            st_http::tls::self_signed_server_config()
+                .map_err(|e| Usage(e.to_string()))?
+                .0,
+        )
+    } else if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+        Some(st_http::tls::server_config_from_files(c, k).map_err(|e| Usage(e.to_string()))?)
+    } else {
+        None
+    };
+    let threads = a
+        .threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cfg = serve::Config {
+        bind: a.bind,
+        threads,
+        body_size: a.body_size as usize,
+        version_label: a.version_label.clone(),
+        limits: Limits {
+            max_connections: a.max_connections as usize,
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+            max_header_bytes: a.max_header_bytes as usize,
+            ..Limits::default()
+        },
+        bounds: serve::Bounds::default(),
+        tls: tls.map(Arc::new),
+    };
+    let running = serve::start(cfg).map_err(|e| match e {
+        serve::ServeError::Label(_) => anyhow::Error::new(Usage(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
+    let scheme = if a.tls_self_signed || a.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // One line on stdout that scripts (and tests) read for the real address.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "listening on {scheme}://{} (version {}, {threads} threads)",
+        running.addr, a.version_label
+    )?;
+    out.flush()?;
+    drop(out);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!(
+            "draining: /readyz answers 503; serving for {:?} more",
+            a.drain_delay
+        );
+        running.drain();
+        // A second signal skips the rest of the drain delay.
+        tokio::select! {
+            _ = tokio::time::sleep(a.drain_delay) => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!("stopping: no new connections; finishing in-flight requests");
+    running.stop();
+    let left = running.wait(a.shutdown_timeout);
+    if left > 0 {
+        eprintln!("shutdown timeout: {left} connections were still open");
+    } else {
+        eprintln!("stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,267 @@
+//! Server side of the HTTP plumbing: listening sockets, the accept loop with its limits, and the
+//! graceful drain that `serve` and `balance` share.
+//!
+//! Each worker thread owns one SO_REUSEPORT listener on the same address and its own runtime
+//! (the kernel spreads connections, nothing is shared on the hot path). Connections are served
+//! by hyper (HTTP/1.1 and HTTP/2, h2c by prior knowledge or TLS with ALPN). Limits bound what a
+//! client can hold: open connections, time to send a request head (slowloris; for HTTP/1.1 it
+//! also bounds keep-alive idle time), header size (431), idle time, and HTTP/2 streams.
+//!
+//! Draining goes through [`Phase`]: `Draining` only tells the application (e.g. readiness);
+//! `Stopping` closes the listeners and asks every connection to finish gracefully
+//! (`Connection: close` after the in-flight response on HTTP/1.1, GOAWAY on HTTP/2).
+
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Where a server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Serving normally.
+    Serving,
+    /// Still serving everything, but telling health checks it is going away.
+    Draining,
+    /// Listeners closed; connections finish what they have and close.
+    Stopping,
+}
+
+/// What a client may hold on to.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections per server (over all threads); more are closed at once.
+    pub max_connections: usize,
+    /// Time to send a complete request head (and the TLS handshake); for HTTP/1.1 it also
+    /// bounds the wait for the next request on a keep-alive connection.
+    pub header_timeout: Duration,
+    /// A connection with no request for this long is closed gracefully.
+    pub idle_timeout: Duration,
+    /// Largest request head, in bytes (at least 8 KiB); larger heads get 431.
+    pub max_header_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_h2_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_h2_streams: 256,
+        }
+    }
+}
+
+/// Bind `threads` listeners to `addr` with SO_REUSEPORT (port 0 picks one port for all).
+pub fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::new();
+    let mut addr = addr;
+    for _ in 0..threads.max(1) {
+        let domain = if addr.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(4096)?;
+        let l: std::net::TcpListener = s.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Counts of what a server holds, shared by all its threads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections open now.
+    pub open: AtomicUsize,
+    /// Connections closed at once because the limit was reached.
+    pub rejected: AtomicU64,
+}
+
+/// What a connection is doing, for its timeouts; touched by every request, so no clock reads:
+/// a periodic check compares the request count with what it saw last time.
+#[derive(Debug, Default)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+    h2: std::sync::atomic::AtomicBool,
+}
+
+impl Activity {
+    /// A request started on this connection (`h2`: over HTTP/2).
+    pub fn begin(&self, h2: bool) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
+        if h2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A request's response head was handed to hyper.
+    pub fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How long this connection may go without starting a request: a request head must come
+    /// within the header timeout (slowloris, and HTTP/1.1 keep-alive idle time); a connection
+    /// known to speak HTTP/2 gets the idle timeout between requests.
+    fn quiet_limit(&self, limits: &Limits) -> Duration {
+        if self.h2.load(Ordering::Relaxed) {
+            limits.idle_timeout
+        } else {
+            limits.header_timeout
+        }
+    }
+}
+
+/// Accept and serve connections from `listener` until the phase is `Stopping` and every
+/// connection has finished. `make` builds the service for one connection. Runs on the
+/// current tokio runtime.
+pub async fn serve<F, S, B>(
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    stats: Arc<Stats>,
+    mut phase: watch::Receiver<Phase>,
+    make: F,
+) -> io::Result<()>
+where
+    F: Fn(SocketAddr, Arc<Activity>) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let limits = Arc::new(limits);
+    // Connections subscribe from this one; `phase` itself is busy in the select below.
+    let phases = phase.clone();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    if stats.open.load(Ordering::Relaxed) >= limits.max_connections {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
+                    stats.open.fetch_add(1, Ordering::Relaxed);
+                    let activity = Arc::new(Activity::default());
+                    let svc = make(peer, activity.clone());
+                    let (tls, limits, stats, phase) = (tls.clone(), limits.clone(), stats.clone(), phases.clone());
+                    conns.spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        match tls {
+                            None => drive(TokioIo::new(stream), svc, &limits, activity, phase).await,
+                            Some(acceptor) => {
+                                if let Ok(Ok(s)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                                    drive(TokioIo::new(s), svc, &limits, activity, phase).await;
+                                }
+                            }
+                        }
+                        stats.open.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                // Out of descriptors or similar: give the system a moment rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            r = phase.wait_for(|p| *p == Phase::Stopping) => { let _ = r; break; }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn drive<I, S, B>(
+    io: I,
+    svc: S,
+    limits: &Limits,
+    activity: Arc<Activity>,
+    mut phase: watch::Receiver<Phase>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's own header timer costs a timer per request; the check below does the same job
+    // once per connection and period.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_h2_streams)
+        .max_header_list_size(limits.max_header_bytes as u32);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut closing: Option<Instant> = None;
+    // Quiet = no request in flight and none started since the last look.
+    let mut seen = u64::MAX;
+    let mut quiet_since = Instant::now();
+    loop {
+        let limit = activity.quiet_limit(limits);
+        let next_look = match closing {
+            Some(since) => since + CLOSE_GRACE,
+            None => Instant::now() + (limit / 4).max(Duration::from_millis(10)),
+        };
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            r = phase.wait_for(|p| *p == Phase::Stopping), if closing.is_none() => {
+                let _ = r;
+                closing = Some(Instant::now() + STOP_GRACE);
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(next_look.into()) => {
+                if closing.is_some() {
+                    // Asked to close and still here past the grace: drop it.
+                    if Instant::now() >= next_look { break; }
+                    continue;
+                }
+                let started = activity.started.load(Ordering::Relaxed);
+                let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+                if busy || started != seen {
+                    seen = started;
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= limit {
+                    closing = Some(Instant::now());
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// After a quiet connection is asked to close, how long it has before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// After `Stopping`, connections are not dropped by this loop: the caller's shutdown timeout
+/// decides. (The deadline only needs to be far away.)
+const STOP_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);

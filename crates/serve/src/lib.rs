@@ -1,0 +1,188 @@
+//! `scaletest serve`: the target service of the demo and of every benchmark.
+//!
+//! [`start`] validates nothing (the CLI did), binds one SO_REUSEPORT listener per thread,
+//! and serves [`routes::handle`] on `st_http::server`'s accept loop, one single-threaded runtime
+//! per thread. [`Running`] drives the graceful shutdown: [`Running::drain`] turns `/readyz` to
+//! 503 at once while everything is still served, [`Running::stop`] closes the listeners and
+//! asks connections to finish, and [`Running::wait`] waits for them up to a timeout.
+
+pub mod body;
+pub mod metrics;
+pub mod routes;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use st_http::server::{self, Limits, Phase, Stats};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub use routes::Bounds;
+
+/// A validated server configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Worker threads, each with its own listener and runtime.
+    pub threads: usize,
+    /// Size of the body `/` answers.
+    pub body_size: usize,
+    /// Answered by `/version` and sent in `x-scaletest-version` on every response.
+    pub version_label: String,
+    /// Connection limits.
+    pub limits: Limits,
+    /// Request parameter bounds.
+    pub bounds: Bounds,
+    /// TLS (ALPN h2 and http/1.1); cleartext serves HTTP/1.1 and h2c.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What every request handler reads.
+pub struct State {
+    body: Bytes,
+    chunk: Bytes,
+    label: String,
+    version: HeaderValue,
+    ready: AtomicBool,
+    bounds: Bounds,
+    metrics: metrics::Metrics,
+}
+
+/// A server that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The version label cannot be an HTTP header value.
+    #[error("--version-label {0:?} must be printable ASCII")]
+    Label(String),
+    /// The address cannot be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// A thread or runtime could not be made.
+    #[error("cannot start: {0}")]
+    Start(std::io::Error),
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    stats: Arc<Stats>,
+    phase: watch::Sender<Phase>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Bind and start serving.
+pub fn start(cfg: Config) -> Result<Running, ServeError> {
+    let version = HeaderValue::from_str(&cfg.version_label)
+        .map_err(|_| ServeError::Label(cfg.version_label.clone()))?;
+    let listeners =
+        server::bind(cfg.bind, cfg.threads).map_err(|e| ServeError::Bind(cfg.bind, e))?;
+    let addr = listeners[0].local_addr().map_err(ServeError::Start)?;
+    let stats = Arc::new(Stats::default());
+    let chunk = routes::chunk();
+    let body = if cfg.body_size <= 13 {
+        Bytes::from_static(&b"hello, world\n"[..cfg.body_size])
+    } else {
+        Bytes::from(vec![b'x'; cfg.body_size])
+    };
+    let state = Arc::new(State {
+        body,
+        chunk,
+        label: cfg.version_label.clone(),
+        version,
+        ready: AtomicBool::new(true),
+        bounds: cfg.bounds.clone(),
+        metrics: metrics::Metrics::new(stats.clone()),
+    });
+    let (phase, _) = watch::channel(Phase::Serving);
+    let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServeError::Start)?;
+        let (state, stats, rx, tls, limits) = (
+            state.clone(),
+            stats.clone(),
+            phase.subscribe(),
+            tls.clone(),
+            cfg.limits.clone(),
+        );
+        let t = std::thread::Builder::new()
+            .name(format!("serve-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let make = |_peer: SocketAddr, activity: Arc<server::Activity>| {
+                        let state = state.clone();
+                        hyper::service::service_fn(move |req| {
+                            let (state, activity) = (state.clone(), activity.clone());
+                            async move {
+                                let t0 = Instant::now();
+                                activity.begin(req.version() == http::Version::HTTP_2);
+                                state.metrics.begin();
+                                let resp = routes::handle(&state, req).await;
+                                state
+                                    .metrics
+                                    .end(resp.status().as_u16(), t0.elapsed().as_secs_f64());
+                                activity.end();
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        })
+                    };
+                    let _ = server::serve(listener, tls, limits, stats, rx, make).await;
+                })
+            })
+            .map_err(ServeError::Start)?;
+        threads.push(t);
+    }
+    Ok(Running {
+        addr,
+        state,
+        stats,
+        phase,
+        threads,
+    })
+}
+
+impl Running {
+    /// Start draining: `/readyz` answers 503 from now on; everything else is still served.
+    pub fn drain(&self) {
+        self.state.ready.store(false, Ordering::SeqCst);
+        self.phase.send_replace(Phase::Draining);
+    }
+
+    /// Close the listeners and ask every connection to finish what it has and close.
+    pub fn stop(&self) {
+        self.state.ready.store(false, Ordering::SeqCst);
+        self.phase.send_replace(Phase::Stopping);
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.stats.open.load(Ordering::Relaxed)
+    }
+
+    /// Wait for every connection to finish after [`Running::stop`], up to `timeout`. Returns
+    /// how many connections were still open when it gave up (0: a clean stop).
+    pub fn wait(self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        for t in &self.threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if self.threads.iter().all(|t| t.is_finished()) {
+            for t in self.threads {
+                let _ = t.join();
+            }
+            0
+        } else {
+            self.open_connections().max(1)
+        }
+    }
+}
