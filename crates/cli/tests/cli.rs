@@ -266,3 +266,63 @@ fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
     assert!(file.elapsed_s < 30.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn serve_drains_on_sigterm_and_exits_0() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = bin()
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--drain-delay",
+            "300ms",
+            "--version-label",
+            "v2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "listening on http://127.0.0.1:PORT (version v2, 1 threads)"
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let get = |path: &str| -> String {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(get("/version").ends_with("v2\n"));
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    // During the drain delay: still serving, but not ready.
+    let t = Instant::now();
+    let mut saw_503 = false;
+    while t.elapsed() < Duration::from_millis(250) && !saw_503 {
+        saw_503 = get("/readyz").starts_with("HTTP/1.1 503");
+    }
+    assert!(saw_503, "readiness did not turn 503");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+}

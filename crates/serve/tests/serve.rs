@@ -1,0 +1,306 @@
+//! `scaletest serve` in-process on an ephemeral loopback port: endpoints, limits, hostile
+//! clients, TLS and HTTP/2, graceful shutdown.
+
+use bytes::Bytes;
+use serve::{Bounds, Config, Running};
+use st_http::server::Limits;
+use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn config() -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        body_size: 13,
+        version_label: "v7".into(),
+        limits: Limits::default(),
+        bounds: Bounds::default(),
+        tls: None,
+    }
+}
+
+fn start(cfg: Config) -> Running {
+    serve::start(cfg).unwrap()
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Send raw bytes on a new connection and read until the server closes it.
+fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let status = head[9..12].parse().unwrap();
+    Reply {
+        status,
+        head: head.to_lowercase(),
+        body: all[split..].to_vec(),
+    }
+}
+
+fn get(addr: SocketAddr, target: &str) -> Reply {
+    raw(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn every_endpoint_answers_and_carries_the_version() {
+    let s = start(config());
+    let a = s.addr;
+    let r = get(a, "/");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello, world\n"[..]));
+    assert!(r.head.contains("x-scaletest-version: v7"), "{}", r.head);
+    assert_eq!(get(a, "/version").body, b"v7\n");
+    assert_eq!(get(a, "/healthz").status, 200);
+    assert_eq!(get(a, "/readyz").status, 200);
+    let t = Instant::now();
+    assert_eq!(get(a, "/delay?ms=60").status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(60));
+    let r = get(a, "/status/503");
+    assert_eq!(r.status, 503);
+    assert!(r.head.contains("x-scaletest-version: v7"));
+    let r = get(a, "/bytes/200000");
+    assert_eq!((r.status, r.body.len()), (200, 200_000));
+    assert!(r.head.contains("content-length: 200000"));
+    let r = raw(a, b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: text/x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    assert!(r.head.contains("content-type: text/x"));
+    assert_eq!(get(a, "/echo").status, 405);
+    let t = Instant::now();
+    let r = get(a, "/blocks?size=10&n=3&periodMS=50");
+    assert_eq!((r.status, r.body.len()), (200, 30));
+    assert!(
+        t.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(get(a, "/nothing-here").status, 404);
+    let m = String::from_utf8(get(a, "/metrics").body).unwrap();
+    for want in [
+        "scaletest_requests_total{code=\"200\"}",
+        "scaletest_requests_total{code=\"503\"} 1",
+        "scaletest_request_duration_seconds_bucket",
+        "scaletest_open_connections",
+        "scaletest_requests_in_flight",
+    ] {
+        assert!(m.contains(want), "{want} missing in\n{m}");
+    }
+}
+
+#[test]
+fn parameters_past_their_limits_get_400_with_a_reason() {
+    let s = start(config());
+    let a = s.addr;
+    for (target, reason) in [
+        ("/delay?ms=99999999", "over the server's limit"),
+        ("/delay?ms=abc", "not a valid number"),
+        ("/delay", "missing parameter ms"),
+        ("/bytes/99999999999999", "over the server's limit"),
+        ("/bytes/x", "not a byte count"),
+        ("/status/42", "not a final HTTP status"),
+        ("/status/abc", "not a final HTTP status"),
+        ("/blocks?size=99999999&n=1", "size=99999999 is over"),
+        ("/blocks?size=1&n=99999999", "n=99999999 is over"),
+        ("/blocks?periodMS=99999999", "periodMS=99999999 is over"),
+    ] {
+        let r = get(a, target);
+        assert_eq!(r.status, 400, "{target}");
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains(reason), "{target}: {body}");
+    }
+    let big = vec![b'x'; (1 << 20) + 1];
+    let mut req = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&big);
+    assert_eq!(raw(a, &req).status, 413);
+}
+
+#[test]
+fn oversized_and_malformed_heads_are_refused() {
+    let s = start(config());
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    assert_eq!(raw(s.addr, huge.as_bytes()).status, 431);
+    assert_eq!(raw(s.addr, b"NOT HTTP AT ALL\r\n\r\n").status, 400);
+}
+
+#[test]
+fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    let mut cfg = config();
+    cfg.limits.header_timeout = Duration::from_millis(300);
+    let s = start(cfg);
+    let mut slow = TcpStream::connect(s.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    // One header byte at a time, never finishing the head.
+    let mut cut = false;
+    for b in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if slow.write_all(std::slice::from_ref(b)).is_err() {
+            cut = true;
+            break;
+        }
+        // Meanwhile a normal client is served at once.
+        if t.elapsed() < Duration::from_millis(200) {
+            assert_eq!(get(s.addr, "/").status, 200);
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        if t.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    if !cut {
+        let mut buf = [0u8; 64];
+        cut = matches!(slow.read(&mut buf), Ok(0) | Err(_));
+    }
+    assert!(cut, "the slow client was not cut off");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let mut cfg = config();
+    cfg.limits.header_timeout = Duration::from_millis(300);
+    let s = start(cfg);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = c.read(&mut buf).unwrap();
+    assert!(n > 0);
+    let t = Instant::now();
+    assert_eq!(c.read(&mut buf).unwrap(), 0, "closed after idling");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn connections_past_the_limit_are_closed_at_once() {
+    let mut cfg = config();
+    cfg.limits.max_connections = 2;
+    let s = start(cfg);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
+    // Wait until the server has counted both.
+    let t = Instant::now();
+    while s.open_connections() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut third = TcpStream::connect(s.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(third.read(&mut buf), Ok(0) | Err(_)),
+        "third connection was served"
+    );
+    drop(held);
+    let t = Instant::now();
+    while s.open_connections() > 0 {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(get(s.addr, "/").status, 200);
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_requests_and_then_refuses() {
+    let s = start(config());
+    let addr = s.addr;
+    // An in-flight request on a keep-alive connection.
+    let slow =
+        std::thread::spawn(move || raw(addr, b"GET /delay?ms=400 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(100));
+    s.drain();
+    assert_eq!(get(addr, "/readyz").status, 503);
+    assert_eq!(get(addr, "/").status, 200, "still serving while draining");
+    s.stop();
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.head.contains("connection: close"), "{}", r.head);
+    assert_eq!(s.wait(Duration::from_secs(5)), 0);
+    assert!(TcpStream::connect(addr).is_err(), "listener still open");
+}
+
+fn load(url: &str, protocol: Protocol, n: u64) -> load::RunResult {
+    let (origin, path) = Origin::parse(url).unwrap();
+    let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).unwrap();
+    let tls = TlsOptions {
+        insecure: true,
+        ca_file: None,
+    };
+    let cfg = load::Config {
+        connector: Connector::new(origin, protocol, &tls, Duration::from_secs(5)).unwrap(),
+        requests: Arc::new(vec![req]),
+        mode: load::Mode::Closed,
+        connections: 4,
+        streams: if protocol == Protocol::Http2 { 8 } else { 1 },
+        duration: None,
+        max_requests: Some(n),
+        timeout: Duration::from_secs(5),
+        threads: 1,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(load::run(cfg, load::Shutdown::new(), |_| {}))
+        .unwrap()
+}
+
+#[test]
+fn http2_and_tls_serve_exact_counts() {
+    let s = start(config());
+    let r = load(&format!("http://{}/", s.addr), Protocol::Http2, 300);
+    assert_eq!(
+        (r.total.responses, r.total.status.get(&200)),
+        (300, Some(&300))
+    );
+    let mut cfg = config();
+    cfg.tls = Some(Arc::new(
+        st_http::tls::self_signed_server_config().unwrap().0,
+    ));
+    let t = start(cfg);
+    for p in [Protocol::Http1, Protocol::Http2] {
+        let r = load(&format!("https://{}/", t.addr), p, 300);
+        assert_eq!(
+            (r.total.responses, r.total.status.get(&200)),
+            (300, Some(&300)),
+            "{p:?} {:?}",
+            r.total.errors
+        );
+    }
+    let m = String::from_utf8(get(s.addr, "/metrics").body).unwrap();
+    assert!(
+        m.contains("scaletest_requests_total{code=\"200\"} 300"),
+        "{m}"
+    );
+}
