@@ -28,6 +28,8 @@ enum Command {
     Report(cmd::report::Args),
     /// Serve HTTP as a load target: fixed and parameterised endpoints, metrics, graceful drain.
     Serve(Box<cmd::serve::Args>),
+    /// Balance HTTP over backends (L7): health checks, safe retries, drain, admin API.
+    Balance(Box<cmd::balance::Args>),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::main(*args),
         Command::Report(args) => cmd::report::main(args),
         Command::Serve(args) => cmd::serve::main(*args),
+        Command::Balance(args) => cmd::balance::main(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,255 @@
+//! `scaletest balance`: an L7 load balancer for HTTP/1.1 and HTTP/2, built to roll backends
+//! under full load without failing a request.
+//!
+//! Flow, one module per step: accept (`st_http::server`, shared with `serve`) → pick
+//! ([`pick`]: round-robin, least-requests, power of two choices) → forward ([`forward`]:
+//! pooled keep-alive connections, `x-forwarded-for`, timeouts) → retry (in `forward`: once, on
+//! another backend, only when safe). The backend set ([`backends`]) changes from flags, a
+//! watched file and the admin API ([`admin`]), and backend health from active checks of
+//! `/readyz` ([`health`]) and passive ejection on connect errors; none of that touches the
+//! request path except through the swapped set and per-backend atomics.
+
+pub mod admin;
+pub mod backends;
+pub mod forward;
+pub mod health;
+pub mod pick;
+
+use backends::Backends;
+use forward::Forwarder;
+use health::HealthConfig;
+use pick::Algorithm;
+use st_http::server::{self, Limits, Phase, Stats};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// A validated balancer configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Where clients connect.
+    pub bind: SocketAddr,
+    /// Worker threads.
+    pub threads: usize,
+    /// Backends to start with.
+    pub backends: Vec<SocketAddr>,
+    /// A file of backends, one per line, re-read when it changes.
+    pub backends_file: Option<PathBuf>,
+    /// How to pick.
+    pub algorithm: Algorithm,
+    /// Where the admin API listens.
+    pub admin_bind: SocketAddr,
+    /// The admin API's bearer token.
+    pub admin_token: String,
+    /// Active health checks.
+    pub health: HealthConfig,
+    /// Per-request timeout to a backend (connect included).
+    pub timeout: Duration,
+    /// Connect timeout to a backend.
+    pub connect_timeout: Duration,
+    /// Largest request body (bodies are buffered so that a retry can resend them).
+    pub max_body: usize,
+    /// Speak h2c to the backends instead of HTTP/1.1.
+    pub backend_h2: bool,
+    /// Client connection limits.
+    pub limits: Limits,
+    /// TLS towards clients.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A balancer that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    /// The backends file is unreadable or wrong.
+    #[error("backends file {0}: {1}")]
+    File(PathBuf, String),
+    /// An address cannot be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// A thread or runtime could not be made.
+    #[error("cannot start: {0}")]
+    Start(std::io::Error),
+}
+
+/// A running balancer.
+pub struct Running {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    /// The backend set (tests and embedders may change it directly).
+    pub backends: Arc<Backends>,
+    phase: watch::Sender<Phase>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn read_file(p: &PathBuf) -> Result<Vec<SocketAddr>, BalanceError> {
+    let text =
+        std::fs::read_to_string(p).map_err(|e| BalanceError::File(p.clone(), e.to_string()))?;
+    backends::parse_backends_file(&text).map_err(|e| BalanceError::File(p.clone(), e))
+}
+
+/// Bind and start balancing.
+pub fn start(cfg: Config) -> Result<Running, BalanceError> {
+    let mut initial = cfg.backends.clone();
+    if let Some(p) = &cfg.backends_file {
+        for a in read_file(p)? {
+            if !initial.contains(&a) {
+                initial.push(a);
+            }
+        }
+    }
+    let backends = Arc::new(Backends::new(&initial));
+    let listeners =
+        server::bind(cfg.bind, cfg.threads).map_err(|e| BalanceError::Bind(cfg.bind, e))?;
+    let addr = listeners[0].local_addr().map_err(BalanceError::Start)?;
+    let admin =
+        server::bind(cfg.admin_bind, 1).map_err(|e| BalanceError::Bind(cfg.admin_bind, e))?;
+    let admin_addr = admin[0].local_addr().map_err(BalanceError::Start)?;
+    let (phase, _) = watch::channel(Phase::Serving);
+    let stats = Arc::new(Stats::default());
+    let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut threads = Vec::new();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BalanceError::Start)
+    };
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let rt = runtime()?;
+        let (cfg, backends, stats, rx, tls) = (
+            cfg.clone(),
+            backends.clone(),
+            stats.clone(),
+            phase.subscribe(),
+            tls.clone(),
+        );
+        let t = std::thread::Builder::new()
+            .name(format!("balance-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    // One pool per thread: connections stay on the thread that made them.
+                    let fwd = Arc::new(Forwarder {
+                        backends,
+                        algorithm: cfg.algorithm,
+                        turn: AtomicUsize::new(i),
+                        client: forward::upstream(cfg.backend_h2, cfg.connect_timeout),
+                        timeout: cfg.timeout,
+                        max_body: cfg.max_body,
+                    });
+                    let make = |peer: SocketAddr, activity: Arc<server::Activity>| {
+                        let fwd = fwd.clone();
+                        hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let (fwd, activity) = (fwd.clone(), activity.clone());
+                                async move {
+                                    activity.begin(req.version() == http::Version::HTTP_2);
+                                    let r = fwd.forward(req, peer).await;
+                                    activity.end();
+                                    Ok::<_, std::convert::Infallible>(r)
+                                }
+                            },
+                        )
+                    };
+                    let _ = server::serve(listener, tls, cfg.limits.clone(), stats, rx, make).await;
+                })
+            })
+            .map_err(BalanceError::Start)?;
+        threads.push(t);
+    }
+    // The control thread: admin API, health checks, file watch.
+    let rt = runtime()?;
+    let (backends2, rx, token) = (
+        backends.clone(),
+        phase.subscribe(),
+        Arc::new(cfg.admin_token.clone()),
+    );
+    let (health_cfg, file) = (cfg.health.clone(), cfg.backends_file.clone());
+    let admin_listener = admin.into_iter().next().expect("one admin listener");
+    let t = std::thread::Builder::new()
+        .name("balance-control".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let health = tokio::spawn(health::run(backends2.clone(), health_cfg));
+                let watch = tokio::spawn(watch_file(backends2.clone(), file));
+                let make = |_peer: SocketAddr, _a: Arc<server::Activity>| {
+                    let (b, token) = (backends2.clone(), token.clone());
+                    hyper::service::service_fn(move |req| {
+                        let (b, token) = (b.clone(), token.clone());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(admin::handle(&b, &token, req).await)
+                        }
+                    })
+                };
+                let _ = server::serve(
+                    admin_listener,
+                    None,
+                    Limits::default(),
+                    Arc::new(Stats::default()),
+                    rx,
+                    make,
+                )
+                .await;
+                health.abort();
+                watch.abort();
+            })
+        })
+        .map_err(BalanceError::Start)?;
+    threads.push(t);
+    Ok(Running {
+        addr,
+        admin_addr,
+        backends,
+        phase,
+        threads,
+    })
+}
+
+/// Re-read the backends file when its modification time changes.
+async fn watch_file(backends: Arc<Backends>, file: Option<PathBuf>) {
+    let Some(path) = file else { return };
+    let mut seen = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if now.is_some() && now != seen {
+            seen = now;
+            match read_file(&path) {
+                Ok(addrs) => {
+                    backends.replace_all(&addrs);
+                }
+                // A half-written or wrong file keeps the current set.
+                Err(e) => eprintln!("scaletest balance: {e}; keeping the current backends"),
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Close the listeners and let every connection finish.
+    pub fn stop(&self) {
+        self.phase.send_replace(Phase::Stopping);
+    }
+
+    /// Wait for the threads after [`Running::stop`], up to `timeout`; true if all finished.
+    pub fn wait(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        for t in &self.threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let done = self.threads.iter().all(|t| t.is_finished());
+        if done {
+            for t in self.threads {
+                let _ = t.join();
+            }
+        }
+        done
+    }
+}

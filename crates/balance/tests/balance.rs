@@ -1,0 +1,324 @@
+//! The balancer in-process, in front of in-process `serve` backends on loopback.
+
+use balance::backends::Health;
+use balance::health::HealthConfig;
+use balance::pick::Algorithm;
+use bytes::Bytes;
+use st_http::server::Limits;
+use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn backend(label: &str) -> serve::Running {
+    backend_on("127.0.0.1:0".parse().unwrap(), label)
+}
+
+fn backend_on(bind: SocketAddr, label: &str) -> serve::Running {
+    serve::start(serve::Config {
+        bind,
+        threads: 1,
+        body_size: 13,
+        version_label: label.into(),
+        limits: Limits::default(),
+        bounds: serve::Bounds::default(),
+        tls: None,
+    })
+    .unwrap()
+}
+
+fn balancer(backends: Vec<SocketAddr>, alg: Algorithm, interval_ms: u64) -> balance::Running {
+    balance::start(balance::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        backends,
+        backends_file: None,
+        algorithm: alg,
+        admin_bind: "127.0.0.1:0".parse().unwrap(),
+        admin_token: "secret-token".into(),
+        health: HealthConfig {
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 2,
+            path: "/readyz".into(),
+        },
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        max_body: 1 << 20,
+        backend_h2: false,
+        limits: Limits::default(),
+        tls: None,
+    })
+    .unwrap()
+}
+
+fn load(url: &str, protocol: Protocol, n: u64) -> load::RunResult {
+    let (origin, path) = Origin::parse(url).unwrap();
+    let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).unwrap();
+    let cfg = load::Config {
+        connector: Connector::new(
+            origin,
+            protocol,
+            &TlsOptions::default(),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+        requests: Arc::new(vec![req]),
+        mode: load::Mode::Closed,
+        connections: 4,
+        streams: if protocol == Protocol::Http2 { 4 } else { 1 },
+        duration: None,
+        max_requests: Some(n),
+        timeout: Duration::from_secs(5),
+        threads: 1,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(load::run(cfg, load::Shutdown::new(), |_| {}))
+        .unwrap()
+}
+
+fn served(b: &balance::Running, addr: SocketAddr) -> u64 {
+    b.backends
+        .snapshot()
+        .iter()
+        .find(|x| x.addr == addr)
+        .map_or(0, |x| x.requests.load(Ordering::Relaxed))
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn health(b: &balance::Running, addr: SocketAddr) -> Option<Health> {
+    b.backends
+        .snapshot()
+        .iter()
+        .find(|x| x.addr == addr)
+        .map(|x| x.health())
+}
+
+#[test]
+fn requests_spread_over_three_backends() {
+    let bs: Vec<_> = (0..3).map(|i| backend(&format!("b{i}"))).collect();
+    let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
+    for (alg, tolerance) in [
+        (Algorithm::RoundRobin, 0),
+        (Algorithm::PowerOfTwo, 150),
+        (Algorithm::LeastRequests, 150),
+    ] {
+        let lb = balancer(addrs.clone(), alg, 60_000);
+        let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 3000);
+        assert_eq!(
+            r.total.status.get(&200),
+            Some(&3000),
+            "{alg:?} {:?}",
+            r.total.errors
+        );
+        for a in &addrs {
+            let n = served(&lb, *a) as i64;
+            assert!((n - 1000).abs() <= tolerance, "{alg:?}: {a} served {n}");
+        }
+    }
+}
+
+#[test]
+fn http2_clients_are_balanced_too() {
+    let (a, b) = (backend("a"), backend("b"));
+    let lb = balancer(vec![a.addr, b.addr], Algorithm::RoundRobin, 60_000);
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http2, 400);
+    assert_eq!(r.total.status.get(&200), Some(&400), "{:?}", r.total.errors);
+    assert_eq!(served(&lb, a.addr) + served(&lb, b.addr), 400);
+}
+
+#[test]
+fn a_refused_connection_is_retried_on_another_backend_and_ejects_it() {
+    let live = backend("live");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    // Health checks far apart: only the passive ejection and the retry act here.
+    let lb = balancer(vec![dead_addr, live.addr], Algorithm::RoundRobin, 60_000);
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    assert_eq!(
+        r.total.status.get(&200),
+        Some(&200),
+        "{:?} {:?}",
+        r.total.status,
+        r.total.errors
+    );
+    assert_eq!(health(&lb, dead_addr), Some(Health::Down));
+    let d = lb
+        .backends
+        .snapshot()
+        .iter()
+        .find(|x| x.addr == dead_addr)
+        .unwrap()
+        .clone();
+    assert!(d.retried.load(Ordering::Relaxed) >= 1);
+    assert_eq!(served(&lb, live.addr), 200);
+}
+
+#[test]
+fn health_checks_eject_a_dead_backend_and_bring_it_back() {
+    let a = backend("a");
+    let b = backend("b");
+    let b_addr = b.addr;
+    let lb = balancer(vec![a.addr, b_addr], Algorithm::RoundRobin, 50);
+    b.stop();
+    assert_eq!(b.wait(Duration::from_secs(5)), 0);
+    wait_for("b down", || health(&lb, b_addr) == Some(Health::Down));
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    assert_eq!(r.total.status.get(&200), Some(&100));
+    // The same address comes back.
+    let _b2 = backend_on(b_addr, "b2");
+    wait_for("b up", || health(&lb, b_addr) == Some(Health::Up));
+    let before = served(&lb, b_addr);
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    assert_eq!(r.total.status.get(&200), Some(&100));
+    assert!(served(&lb, b_addr) > before);
+}
+
+#[test]
+fn a_backend_whose_readyz_says_503_gets_no_new_requests() {
+    let a = backend("a");
+    let b = backend("b");
+    let lb = balancer(vec![a.addr, b.addr], Algorithm::RoundRobin, 50);
+    b.drain();
+    wait_for("b draining", || {
+        health(&lb, b.addr) == Some(Health::Draining)
+    });
+    let before = served(&lb, b.addr);
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    assert_eq!(r.total.status.get(&200), Some(&200));
+    assert_eq!(served(&lb, b.addr), before);
+}
+
+fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (
+        out[9..12].parse().unwrap(),
+        out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn the_admin_api_needs_the_token_and_changes_the_set() {
+    let a = backend("a");
+    let b = backend("b");
+    let lb = balancer(vec![a.addr], Algorithm::RoundRobin, 60_000);
+    let ad = lb.admin_addr;
+    assert_eq!(admin(ad, "GET", "/backends", None, "").0, 401);
+    assert_eq!(
+        admin(ad, "GET", "/backends", Some("wrong-token"), "").0,
+        401
+    );
+    assert_eq!(
+        admin(ad, "POST", "/backends", None, &b.addr.to_string()).0,
+        401
+    );
+    assert_eq!(
+        admin(
+            ad,
+            "POST",
+            "/backends",
+            Some("secret-token"),
+            &b.addr.to_string()
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        admin(
+            ad,
+            "POST",
+            "/backends",
+            Some("secret-token"),
+            "not-an-address"
+        )
+        .0,
+        400
+    );
+    let (code, list) = admin(ad, "GET", "/backends", Some("secret-token"), "");
+    assert_eq!(code, 200);
+    assert!(
+        list.contains(&a.addr.to_string()) && list.contains(&b.addr.to_string()),
+        "{list}"
+    );
+    assert_eq!(
+        admin(
+            ad,
+            "POST",
+            &format!("/backends/{}/drain", a.addr),
+            Some("secret-token"),
+            ""
+        )
+        .0,
+        200
+    );
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
+    assert_eq!(r.total.status.get(&200), Some(&50));
+    assert_eq!(served(&lb, a.addr), 0, "a drained backend got requests");
+    assert_eq!(
+        admin(
+            ad,
+            "DELETE",
+            &format!("/backends/{}", a.addr),
+            Some("secret-token"),
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        admin(
+            ad,
+            "DELETE",
+            &format!("/backends/{}", a.addr),
+            Some("secret-token"),
+            ""
+        )
+        .0,
+        404
+    );
+    let (code, m) = admin(ad, "GET", "/metrics", None, "");
+    assert_eq!(code, 200);
+    assert!(
+        m.contains(&format!(
+            "scaletest_balance_backend_requests_total{{backend=\"{}\"}} 50",
+            b.addr
+        )),
+        "{m}"
+    );
+}
+
+#[test]
+fn with_no_backend_clients_get_503() {
+    let lb = balancer(vec![], Algorithm::PowerOfTwo, 60_000);
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
+    assert_eq!(r.total.status.get(&503), Some(&5));
+}

@@ -1,0 +1,174 @@
+//! `scaletest balance`: flags → `balance::Config` → `balance::start`; SIGTERM/SIGINT stop it
+//! gracefully (listeners closed, in-flight requests finished).
+
+use super::parse_duration;
+use crate::Usage;
+use balance::health::HealthConfig;
+use st_http::server::Limits;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EXAMPLES: &str = "Admin API (Authorization: Bearer TOKEN):
+  GET /backends                    list, with health and counters (JSON)
+  POST /backends  (body: ADDR)     add          DELETE /backends/ADDR   remove
+  POST /backends/ADDR/drain        no new requests; /undrain to resume
+  GET /metrics                     per-backend Prometheus metrics (no token needed)
+
+Examples:
+  scaletest balance --backend 127.0.0.1:8081 --backend 127.0.0.1:8082
+  scaletest balance --backends-file pool.txt --algorithm least-requests --admin-token-file token
+  curl -H \"Authorization: Bearer $(cat token)\" http://127.0.0.1:9000/backends";
+
+/// Arguments of `scaletest balance`.
+#[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Address clients connect to.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    bind: SocketAddr,
+    /// A backend address (repeatable).
+    #[arg(long = "backend", value_name = "ADDR")]
+    backends: Vec<SocketAddr>,
+    /// A file of backend addresses, one per line; re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    backends_file: Option<PathBuf>,
+    /// round-robin, least-requests or p2c (power of two choices).
+    #[arg(long, default_value = "p2c", value_parser = |s: &str| s.parse::<balance::pick::Algorithm>())]
+    algorithm: balance::pick::Algorithm,
+    /// Address of the admin API.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    admin_bind: SocketAddr,
+    /// File holding the admin API's bearer token [default: a random token, printed at start].
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Time between health checks of each backend's /readyz.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    health_interval: Duration,
+    /// Health check timeout.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    health_timeout: Duration,
+    /// Successful checks in a row that bring a backend back.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rise: u32,
+    /// Failed checks in a row that take a backend out.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    fall: u32,
+    /// Per-request timeout to a backend.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Connect timeout to a backend.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Speak h2c (HTTP/2 cleartext) to the backends.
+    #[arg(long)]
+    backend_http2: bool,
+    /// Worker threads [default: the CPUs this process may use].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: Option<u64>,
+    /// Largest request body in bytes (bodies are buffered so that a retry can resend them).
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body: usize,
+    /// Serve clients over TLS with a fresh self-signed certificate.
+    #[arg(long)]
+    tls_self_signed: bool,
+}
+
+pub fn main(a: Args) -> anyhow::Result<ExitCode> {
+    if a.backends.is_empty() && a.backends_file.is_none() {
+        return Err(Usage("give at least one --backend or a --backends-file".into()).into());
+    }
+    let (token, printed) = match &a.admin_token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| Usage(format!("cannot read admin token file {}: {e}", p.display())))?;
+            let t = t.trim().to_string();
+            if t.len() < 8 {
+                return Err(Usage(format!(
+                    "admin token in {} must be at least 8 characters",
+                    p.display()
+                ))
+                .into());
+            }
+            (t, false)
+        }
+        None => {
+            use rand::Rng;
+            let t: String = rand::thread_rng()
+                .sample_iter(rand::distributions::Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect();
+            (t, true)
+        }
+    };
+    let tls = if a.tls_self_signed {
+        Some(Arc::new(
+            st_http::tls::self_signed_server_config()
+                .map_err(|e| Usage(e.to_string()))?
+                .0,
+        ))
+    } else {
+        None
+    };
+    let threads = a
+        .threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cfg = balance::Config {
+        bind: a.bind,
+        threads,
+        backends: a.backends.clone(),
+        backends_file: a.backends_file.clone(),
+        algorithm: a.algorithm,
+        admin_bind: a.admin_bind,
+        admin_token: token.clone(),
+        health: HealthConfig {
+            interval: a.health_interval,
+            timeout: a.health_timeout,
+            rise: a.rise,
+            fall: a.fall,
+            path: "/readyz".into(),
+        },
+        timeout: a.timeout,
+        connect_timeout: a.connect_timeout,
+        max_body: a.max_body,
+        backend_h2: a.backend_http2,
+        limits: Limits::default(),
+        tls,
+    };
+    let running = balance::start(cfg).map_err(|e| match e {
+        balance::BalanceError::File(..) => anyhow::Error::new(Usage(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
+    let scheme = if a.tls_self_signed { "https" } else { "http" };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "listening on {scheme}://{} (admin on http://{})",
+        running.addr, running.admin_addr
+    )?;
+    if printed {
+        writeln!(out, "admin token: {token}")?;
+    }
+    out.flush()?;
+    drop(out);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        anyhow::Ok(())
+    })?;
+    running.stop();
+    if !running.wait(a.timeout.min(Duration::from_secs(30))) {
+        eprintln!("shutdown timeout: some connections were still open");
+    }
+    Ok(ExitCode::SUCCESS)
+}
