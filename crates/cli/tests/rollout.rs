@@ -1,0 +1,263 @@
+//! The demo's promise, with real processes and real signals: a rolling update of every backend
+//! behind `scaletest balance` under constant open-loop load, with zero failed requests.
+
+use report::RunFile;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scaletest"))
+}
+
+/// Start a child and read the address from its "listening on http://ADDR ..." line.
+fn spawn(args: &[&str]) -> (Child, SocketAddr, String) {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| c.is_whitespace())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Keep reading in the background so that later output never blocks the child.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_line(&mut rest);
+        let _ = tx.send(rest);
+        let _ = out.read_to_string(&mut String::new());
+    });
+    let more = rx
+        .recv_timeout(Duration::from_millis(300))
+        .unwrap_or_default();
+    (child, addr, line + &more)
+}
+
+fn serve(label: &str) -> (Child, SocketAddr) {
+    let (c, a, _) = spawn(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--version-label",
+        label,
+        "--drain-delay",
+        "500ms",
+    ]);
+    (c, a)
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn admin(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out[9..12].parse().unwrap()
+}
+
+struct Setup {
+    dir: PathBuf,
+    token: String,
+    lb: Child,
+    lb_addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn balancer(name: &str, backends: &[SocketAddr]) -> Setup {
+    let dir = std::env::temp_dir().join(format!("st-rollout-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = "rollout-token-123".to_string();
+    std::fs::write(dir.join("token"), &token).unwrap();
+    let mut args = vec![
+        "balance".to_string(),
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--admin-bind".into(),
+        "127.0.0.1:0".into(),
+        "--admin-token-file".into(),
+        dir.join("token").to_string_lossy().into_owned(),
+        "--health-interval".into(),
+        "100ms".into(),
+        "--threads".into(),
+        "1".into(),
+    ];
+    for b in backends {
+        args.push("--backend".into());
+        args.push(b.to_string());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (lb, lb_addr, text) = spawn(&refs);
+    let admin = text
+        .split("admin on http://")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    Setup {
+        dir,
+        token,
+        lb,
+        lb_addr,
+        admin,
+    }
+}
+
+fn load(s: &Setup, name: &str, secs: u32) -> Child {
+    let json = s.dir.join(format!("{name}.json"));
+    bin()
+        .args([
+            "load",
+            &format!("http://{}/", s.lb_addr),
+            "--rate",
+            "2000",
+            "-d",
+            &format!("{secs}s"),
+            "-c",
+            "20",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn result(s: &Setup, name: &str, mut child: Child) -> RunFile {
+    assert!(child.wait().unwrap().success());
+    RunFile::read(&s.dir.join(format!("{name}.json"))).unwrap()
+}
+
+fn p99_ms(r: &RunFile) -> f64 {
+    r.total.latency.value_at_quantile(0.99) as f64 / 1000.0
+}
+
+#[test]
+fn a_rolling_update_under_load_fails_no_request() {
+    let v1: Vec<(Child, SocketAddr)> = (0..2).map(|_| serve("v1")).collect();
+    let mut s = balancer("roll", &v1.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    // Steady state first, for the latency comparison.
+    let steady = result(&s, "steady", load(&s, "steady", 3));
+    assert_eq!(steady.total.error_count(), 0, "{:?}", steady.total.errors);
+    let run = load(&s, "roll", 8);
+    let t0 = Instant::now();
+    let mut v2 = Vec::new();
+    for (i, (mut old, old_addr)) in v1.into_iter().enumerate() {
+        while t0.elapsed() < Duration::from_millis(1500 + 3000 * i as u64) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Start the new version, add it, drain the old one, remove it.
+        let (new, new_addr) = serve("v2");
+        assert_eq!(
+            admin(
+                s.admin,
+                "POST",
+                "/backends",
+                &s.token,
+                &new_addr.to_string()
+            ),
+            201
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        signal(&old, "-TERM");
+        assert!(old.wait().unwrap().success(), "v1 did not exit cleanly");
+        assert_eq!(
+            admin(
+                s.admin,
+                "DELETE",
+                &format!("/backends/{old_addr}"),
+                &s.token,
+                ""
+            ),
+            200
+        );
+        v2.push(new);
+    }
+    let r = result(&s, "roll", run);
+    assert_eq!(
+        r.total.error_count(),
+        0,
+        "failed requests during the rollout: {:?}",
+        r.total.errors
+    );
+    assert_eq!(
+        r.total.status.keys().collect::<Vec<_>>(),
+        vec![&200],
+        "{:?}",
+        r.total.status
+    );
+    assert_eq!(r.total.unsent, 0);
+    assert_eq!(r.total.responses, 16_000);
+    let (p_steady, p_roll) = (p99_ms(&steady), p99_ms(&r));
+    eprintln!("p99 steady {p_steady} ms, during rollout {p_roll} ms");
+    assert!(
+        p_roll <= 5.0 * p_steady.max(1.0),
+        "p99 {p_roll} ms during the rollout vs {p_steady} ms steady"
+    );
+    // Everything is on v2 now.
+    let mut c = TcpStream::connect(s.lb_addr).unwrap();
+    c.write_all(b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.ends_with("v2\n"), "{out}");
+    for mut c in v2 {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = s.lb.kill();
+    let _ = s.lb.wait();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[test]
+fn a_backend_killed_by_sigkill_fails_only_requests_in_flight_on_it() {
+    let mut bs: Vec<(Child, SocketAddr)> = (0..2).map(|_| serve("v1")).collect();
+    let mut s = balancer("kill", &bs.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    let run = load(&s, "kill", 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&bs[0].0, "-KILL");
+    let r = result(&s, "kill", run);
+    // Sends are all accounted for: answered or counted as errors, none lost.
+    assert_eq!(
+        r.total.completed(),
+        8_000,
+        "{:?} {:?}",
+        r.total.status,
+        r.total.errors
+    );
+    // At 2,000 req/s a backend holds a request or two at a time; retries cover the rest.
+    assert!(r.total.error_count() <= 10, "{:?}", r.total.errors);
+    for (c, _) in bs.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = s.lb.kill();
+    let _ = s.lb.wait();
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
