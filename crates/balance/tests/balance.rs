@@ -114,10 +114,12 @@ fn health(b: &balance::Running, addr: SocketAddr) -> Option<Health> {
 fn requests_spread_over_three_backends() {
     let bs: Vec<_> = (0..3).map(|i| backend(&format!("b{i}"))).collect();
     let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
+    // Round-robin is exact; the adaptive ones follow load, so a backend the scheduler slows
+    // down gets fewer: they only have to spread within 25%.
     for (alg, tolerance) in [
         (Algorithm::RoundRobin, 0),
-        (Algorithm::PowerOfTwo, 150),
-        (Algorithm::LeastRequests, 150),
+        (Algorithm::PowerOfTwo, 250),
+        (Algorithm::LeastRequests, 250),
     ] {
         let lb = balancer(addrs.clone(), alg, 60_000);
         let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 3000);

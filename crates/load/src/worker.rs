@@ -242,12 +242,13 @@ async fn drive(
     while ctx.warmed.get() < expected_warm {
         ctx.warm_done.notified().await;
     }
+    // Bytes read while warming up (TLS handshakes) are not part of the run. Reset before Ready:
+    // once the start is given, lanes may record before this task runs again.
+    ctx.rec.borrow_mut().take(0.0);
     let _ = tx.send(Msg::Ready);
     let Some(start) = started(&mut start_rx).await else {
         return;
     };
-    // Bytes read while warming up (TLS handshakes) are not part of the run.
-    ctx.rec.borrow_mut().take(0.0);
 
     let mut second = 0u32;
     let mut tick = || {
@@ -444,7 +445,8 @@ async fn dispatch(
             .map_or(0.0, |p| p.rate_at(offset));
         pool.alpha.set(1.0 / (rate * SERVICE_WINDOW).max(1.0));
         let needed = rate * pool.service_s.get() * HEADROOM;
-        let short = (pool.slots.get() as f64) < needed;
+        // With no answer seen yet there is no estimate: growing is the safe guess.
+        let short = pool.service_s.get() == 0.0 || (pool.slots.get() as f64) < needed;
         let on_time = Instant::now() - intended < BEHIND || short;
         let mut capped = false;
         let slot = loop {
