@@ -8,7 +8,9 @@
 #
 # Scenarios: h1 (closed loop vs wrk), h2 (HTTP/2 over TLS, 50×10 streams, vs h2load),
 # open (open loop at RATES, achieved rate and tail), mem (RSS with 5,000 connections, and RSS
-# over a LONG-second run). Raw outputs go to $OUT (bench/out/<date>). Only 127.0.0.1 is used.
+# over a LONG-second run), serve (scaletest serve vs nginx, both driven by wrk), proxy
+# (scaletest balance vs haproxy 1 thread, each in front of two nginx, all on CPU 0, wrk on
+# CPU 1). Raw outputs go to $OUT (bench/out/<date>). Only 127.0.0.1 is used.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -32,6 +34,7 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v openssl >/dev/null || need+=(openssl)
+command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} from Debian"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -63,14 +66,73 @@ http {
 CONF
 taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
 NGINX=$!
-trap 'kill $NGINX 2>/dev/null; wait $NGINX 2>/dev/null; rm -rf "$RUN"' EXIT
+cleanup() {
+  kill $NGINX ${SERVE:-} ${HAPROXY:-} ${BALANCE:-} 2>/dev/null
+  pkill -f "nginx -p $RUN/b" 2>/dev/null
+  wait 2>/dev/null; rm -rf "$RUN"
+}
+trap cleanup EXIT
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$H1/" && break; sleep 0.1; done
 sleep 0.5
 taskset -a -c -p "$SCPU" "$NGINX" >/dev/null 2>&1
 for p in $(pgrep -P "$NGINX"); do taskset -a -c -p "$SCPU" "$p" >/dev/null; done
 ngpids="$NGINX $(pgrep -P "$NGINX" | tr '\n' ' ')"
+SPIDS=$ngpids   # whose CPU counts as "server CPU" in the next measurement
 TCK=$(getconf CLK_TCK)
-ticks() { local t=0 p; for p in $ngpids; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+ticks() { local t=0 p; for p in $SPIDS; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+pin_server() { local p; for p in "$@"; do taskset -a -c -p "$SCPU" "$p" >/dev/null 2>&1; done; }
+
+# scaletest serve, one thread, as a target like nginx.
+SERVE_PORT=18090
+if want serve; then
+  taskset -c "$SCPU" "$ST" serve --bind 127.0.0.1:$SERVE_PORT --threads 1 >"$RUN/serve.out" 2>&1 &
+  SERVE=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$SERVE_PORT/" && break; sleep 0.1; done
+fi
+# The proxy scenario: two more nginx (1 worker) as backends, haproxy and scaletest balance.
+B1=18082; B2=18083; HAP=18081; BAL=18180
+if want proxy; then
+  for port in $B1 $B2; do
+    mkdir -p "$RUN/b$port"
+    cat > "$RUN/b$port.conf" <<CONF
+worker_processes 1;
+pid $RUN/b$port/nginx.pid;
+error_log $RUN/b$port/error.log;
+events { worker_connections 8000; }
+http { access_log off; keepalive_requests 100000000;
+  client_body_temp_path $RUN/b$port; proxy_temp_path $RUN/b$port; fastcgi_temp_path $RUN/b$port; uwsgi_temp_path $RUN/b$port; scgi_temp_path $RUN/b$port;
+  server { listen 127.0.0.1:$port backlog=4096; location / { return 200 "hello, world\n"; } } }
+CONF
+    taskset -c "$SCPU" nginx -p "$RUN/b$port" -c "$RUN/b$port.conf" -g 'daemon off;' >/dev/null 2>&1 &
+  done
+  cat > "$RUN/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  option http-keep-alive
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  maxconn 8000
+frontend fe
+  bind 127.0.0.1:$HAP backlog 4096
+  default_backend be
+backend be
+  balance roundrobin
+  server a 127.0.0.1:$B1
+  server b 127.0.0.1:$B2
+CONF
+  taskset -c "$SCPU" haproxy -db -f "$RUN/haproxy.cfg" >"$RUN/haproxy.log" 2>&1 &
+  HAPROXY=$!
+  taskset -c "$SCPU" "$ST" balance --bind 127.0.0.1:$BAL --admin-bind 127.0.0.1:0 --threads 1 \
+    --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 >"$RUN/balance.out" 2>&1 &
+  BALANCE=$!
+  sleep 1.5
+  BPIDS="$(pgrep -f "nginx -p $RUN/b" | tr '\n' ' ') $(for p in $(pgrep -f "nginx -p $RUN/b"); do pgrep -P "$p"; done | tr '\n' ' ')"
+  pin_server $BPIDS "$HAPROXY" "$BALANCE"
+fi
 
 # ---------------------------------------------------------------- one measurement
 # measure NAME SCENARIO TOOL cmd... → appends: scenario tool name reqs secs gen_cpu_s srv_cpu_s p50 p99 extra
@@ -84,7 +146,7 @@ measure() {
   local wall user sys rss; read -r wall user sys rss < "$OUT/raw/$name.time"
   local reqs secs p50 p99 extra=""
   case $tool in
-    wrk)
+    wrk*)
       reqs=$(awk '/requests in/{print $1}' "$out")
       secs=$(awk '/requests in/{gsub(/s,/,"",$4); print $4}' "$out")
       p50=$(awk '$1=="50%"{print $2}' "$out"); p99=$(awk '$1=="99%"{print $2}' "$out") ;;
@@ -119,6 +181,17 @@ for r in $(seq "$ROUNDS"); do
     if want h2; then
       if [ "$who" = peer ]; then measure "h2-h2load-r$r" h2 h2load h2load -t1 -c50 -m10 -D "$DUR" "$U2"
       else measure "h2-scaletest-r$r" h2 scaletest "$ST" load "$U2" --http2 --streams 10 -c 50 -k -d "${DUR}s"; fi
+    fi
+    # Server and proxy comparisons: wrk drives both; the server CPU is what differs.
+    if want serve; then
+      if [ "$who" = peer ]; then SPIDS=$ngpids; measure "serve-nginx-r$r" serve wrk wrk -t1 -c50 -d"${DUR}s" --latency "$U1"
+      else SPIDS=$SERVE; measure "serve-scaletest-r$r" serve wrk-scaletest wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$SERVE_PORT/"; fi
+      SPIDS=$ngpids
+    fi
+    if want proxy; then
+      if [ "$who" = peer ]; then SPIDS="$BPIDS $HAPROXY"; measure "proxy-haproxy-r$r" proxy wrk-haproxy wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$HAP/"
+      else SPIDS="$BPIDS $BALANCE"; measure "proxy-scaletest-r$r" proxy wrk-scaletest wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$BAL/"; fi
+      SPIDS=$ngpids
     fi
   done
   if want open; then
@@ -159,10 +232,11 @@ for (sc, tool), v in by.items():
 print()
 for sc in sorted({k[0] for k in by}):
     tools = {t: med([x[0] for x in v]) for (s2, t), v in by.items() if s2 == sc}
-    if 'scaletest' in tools and len(tools) > 1:
+    ours = 'scaletest' if 'scaletest' in tools else 'wrk-scaletest' if 'wrk-scaletest' in tools else None
+    if ours and len(tools) > 1:
         for t, r in tools.items():
-            if t != 'scaletest' and r:
-                print(f"- {sc}: scaletest / {t} req/s = {tools['scaletest'] / r:.2f}×")
+            if t != ours and r:
+                print(f"- {sc}: {ours} / {t} req/s = {tools[ours] / r:.2f}×")
 p = sys.argv[2]
 if os.path.exists(p):
     rss = [int(x) for x in open(p) if x.strip()]
