@@ -270,22 +270,24 @@ fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
 #[test]
 fn serve_drains_on_sigterm_and_exits_0() {
     use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = bin()
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--drain-delay",
-            "300ms",
-            "--version-label",
-            "v2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = testkit::Proc(
+        bin()
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+                "--drain-delay",
+                "300ms",
+                "--version-label",
+                "v2",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

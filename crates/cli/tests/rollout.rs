@@ -5,15 +5,16 @@ use report::RunFile;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::Proc;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_scaletest"))
 }
 
 /// Start a child and read the address from its "listening on http://ADDR ..." line.
-fn spawn(args: &[&str]) -> (Child, SocketAddr, String) {
+fn spawn(args: &[&str]) -> (Proc, SocketAddr, String) {
     let mut child = bin()
         .args(args)
         .stdout(Stdio::piped())
@@ -43,10 +44,10 @@ fn spawn(args: &[&str]) -> (Child, SocketAddr, String) {
     let more = rx
         .recv_timeout(Duration::from_millis(300))
         .unwrap_or_default();
-    (child, addr, line + &more)
+    (Proc(child), addr, line + &more)
 }
 
-fn serve(label: &str) -> (Child, SocketAddr) {
+fn serve(label: &str) -> (Proc, SocketAddr) {
     let (c, a, _) = spawn(&[
         "serve",
         "--bind",
@@ -61,7 +62,7 @@ fn serve(label: &str) -> (Child, SocketAddr) {
     (c, a)
 }
 
-fn signal(child: &Child, sig: &str) {
+fn signal(child: &Proc, sig: &str) {
     assert!(Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -80,7 +81,7 @@ fn admin(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) ->
 struct Setup {
     dir: PathBuf,
     token: String,
-    lb: Child,
+    _lb: Proc,
     lb_addr: SocketAddr,
     admin: SocketAddr,
 }
@@ -108,7 +109,7 @@ fn balancer(name: &str, backends: &[SocketAddr]) -> Setup {
         args.push(b.to_string());
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (lb, lb_addr, text) = spawn(&refs);
+    let (_lb, lb_addr, text) = spawn(&refs);
     let admin = text
         .split("admin on http://")
         .nth(1)
@@ -121,13 +122,13 @@ fn balancer(name: &str, backends: &[SocketAddr]) -> Setup {
     Setup {
         dir,
         token,
-        lb,
+        _lb,
         lb_addr,
         admin,
     }
 }
 
-fn load(s: &Setup, name: &str, secs: u32) -> Child {
+fn load(s: &Setup, name: &str, secs: u32) -> Proc {
     let json = s.dir.join(format!("{name}.json"));
     bin()
         .args([
@@ -147,10 +148,11 @@ fn load(s: &Setup, name: &str, secs: u32) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Proc)
         .unwrap()
 }
 
-fn result(s: &Setup, name: &str, mut child: Child) -> RunFile {
+fn result(s: &Setup, name: &str, mut child: Proc) -> RunFile {
     assert!(child.wait().unwrap().success());
     RunFile::read(&s.dir.join(format!("{name}.json"))).unwrap()
 }
@@ -177,8 +179,8 @@ fn p99_ms(r: &RunFile) -> f64 {
 #[test]
 fn a_rolling_update_under_load_fails_no_request() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let v1: Vec<(Child, SocketAddr)> = (0..2).map(|_| serve("v1")).collect();
-    let mut s = balancer("roll", &v1.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    let v1: Vec<(Proc, SocketAddr)> = (0..2).map(|_| serve("v1")).collect();
+    let s = balancer("roll", &v1.iter().map(|(_, a)| *a).collect::<Vec<_>>());
     // Steady state first, for the latency comparison.
     let steady = result(&s, "steady", load(&s, "steady", 3));
     assert_eq!(steady.total.error_count(), 0, "{:?}", steady.total.errors);
@@ -252,20 +254,15 @@ fn a_rolling_update_under_load_fails_no_request() {
     let mut out = String::new();
     c.read_to_string(&mut out).unwrap();
     assert!(out.ends_with("v2\n"), "{out}");
-    for mut c in v2 {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    let _ = s.lb.kill();
-    let _ = s.lb.wait();
+    drop(v2);
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 
 #[test]
 fn a_backend_killed_by_sigkill_fails_only_requests_in_flight_on_it() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut bs: Vec<(Child, SocketAddr)> = (0..2).map(|_| serve("v1")).collect();
-    let mut s = balancer("kill", &bs.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    let bs: Vec<(Proc, SocketAddr)> = (0..2).map(|_| serve("v1")).collect();
+    let s = balancer("kill", &bs.iter().map(|(_, a)| *a).collect::<Vec<_>>());
     let run = load(&s, "kill", 4);
     std::thread::sleep(Duration::from_millis(1500));
     signal(&bs[0].0, "-KILL");
@@ -280,11 +277,6 @@ fn a_backend_killed_by_sigkill_fails_only_requests_in_flight_on_it() {
     );
     // At 2,000 req/s a backend holds a request or two at a time; retries cover the rest.
     assert!(r.total.error_count() <= 10, "{:?}", r.total.errors);
-    for (c, _) in bs.iter_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    let _ = s.lb.kill();
-    let _ = s.lb.wait();
+    drop(bs);
     let _ = std::fs::remove_dir_all(&s.dir);
 }
