@@ -30,7 +30,16 @@ fn backend_on(bind: SocketAddr, label: &str) -> serve::Running {
 }
 
 fn balancer(backends: Vec<SocketAddr>, alg: Algorithm, interval_ms: u64) -> balance::Running {
-    balance::start(balance::Config {
+    balancer_with(backends, alg, interval_ms, |_| {})
+}
+
+fn balancer_with(
+    backends: Vec<SocketAddr>,
+    alg: Algorithm,
+    interval_ms: u64,
+    tweak: impl FnOnce(&mut balance::Config),
+) -> balance::Running {
+    let mut cfg = balance::Config {
         bind: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
         backends,
@@ -51,8 +60,9 @@ fn balancer(backends: Vec<SocketAddr>, alg: Algorithm, interval_ms: u64) -> bala
         backend_h2: false,
         limits: Limits::default(),
         tls: None,
-    })
-    .unwrap()
+    };
+    tweak(&mut cfg);
+    balance::start(cfg).unwrap()
 }
 
 fn load(url: &str, protocol: Protocol, n: u64) -> load::RunResult {
@@ -323,4 +333,54 @@ fn with_no_backend_clients_get_503() {
     let lb = balancer(vec![], Algorithm::PowerOfTwo, 60_000);
     let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
     assert_eq!(r.total.status.get(&503), Some(&5));
+}
+
+#[test]
+fn backends_speak_h2c_when_asked_and_get_x_forwarded_for() {
+    let b = testkit::Server::start(testkit::Behavior::Ok);
+    let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
+        c.backend_h2 = true
+    });
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    assert_eq!(r.total.status.get(&200), Some(&100), "{:?}", r.total.errors);
+    assert_eq!(
+        b.versions().get("HTTP/2.0"),
+        Some(&100),
+        "{:?}",
+        b.versions()
+    );
+    assert_eq!(b.last_forwarded_for().as_deref(), Some("127.0.0.1"));
+}
+
+#[test]
+fn the_backends_file_is_watched() {
+    let (a, b) = (backend("a"), backend("b"));
+    let dir = std::env::temp_dir().join(format!("st-balance-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("backends.txt");
+    std::fs::write(&file, format!("# the pool\n{}\n", a.addr)).unwrap();
+    let lb = balancer_with(vec![], Algorithm::RoundRobin, 60_000, |c| {
+        c.backends_file = Some(file.clone())
+    });
+    let addrs = || {
+        lb.backends
+            .snapshot()
+            .iter()
+            .map(|x| x.addr)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(addrs(), vec![a.addr]);
+    // Make sure the modification time moves even on coarse-grained file systems.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&file, format!("{}\n", b.addr)).unwrap();
+    wait_for("the new set", || addrs() == vec![b.addr]);
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
+    assert_eq!(r.total.status.get(&200), Some(&50));
+    assert_eq!(served(&lb, b.addr), 50);
+    // A broken file keeps the current set.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&file, "not an address\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(addrs(), vec![b.addr]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

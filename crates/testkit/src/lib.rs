@@ -114,6 +114,7 @@ pub struct Seen {
     paths: Mutex<BTreeMap<String, u64>>,
     versions: Mutex<BTreeMap<String, u64>>,
     first: Mutex<Option<Instant>>,
+    forwarded_for: Mutex<Option<String>>,
 }
 
 /// A running well-behaved test server; stops when dropped.
@@ -174,6 +175,11 @@ impl Server {
     /// Requests received by path.
     pub fn paths(&self) -> BTreeMap<String, u64> {
         self.seen.paths.lock().expect("lock").clone()
+    }
+
+    /// The `x-forwarded-for` header of the last request that had one.
+    pub fn last_forwarded_for(&self) -> Option<String> {
+        self.seen.forwarded_for.lock().expect("lock").clone()
     }
 
     /// Requests received by HTTP version (`HTTP/1.1`, `HTTP/2.0`).
@@ -242,6 +248,13 @@ async fn handle(
         .entry(format!("{:?}", req.version()))
         .or_default() += 1;
     let first = *seen.first.lock().expect("lock").get_or_insert(arrived);
+    if let Some(v) = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        *seen.forwarded_for.lock().expect("lock") = Some(v.to_string());
+    }
     let mut status = 200;
     match &*behavior {
         Behavior::Ok => {}
