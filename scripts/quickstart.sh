@@ -1,53 +1,68 @@
 #!/usr/bin/env bash
-# A complete load test on this machine with no other set-up: builds scaletest, starts a local
-# nginx target on 127.0.0.1 (installed from Debian if missing), runs a closed-loop and an
-# open-loop test against it, and stops nginx. Results go to ./quickstart-out/.
-# (When `scaletest demo` exists it takes this script's place.)
+# A complete load test on this machine with no other set-up: builds scaletest, then, all on
+# 127.0.0.1,
+#   1. a closed-loop and an open-loop test against `scaletest serve`;
+#   2. a rolling update from v1 to v2 behind `scaletest balance` while an open-loop load runs,
+#      and the report that shows whether any request failed.
+# Results go to ./quickstart-out/. (When `scaletest demo` exists it takes this script's place.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DUR=${DUR:-5s}
+DUR=${DUR:-5}
 OUT=${OUT:-quickstart-out}
 mkdir -p "$OUT"
-
 if ! command -v cargo >/dev/null; then
   # shellcheck disable=SC1091
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 fi
 echo "== building scaletest (release)"
 cargo build --release -q -p scaletest
-ST=target/release/scaletest
+ST=$PWD/target/release/scaletest
 
-if ! command -v nginx >/dev/null; then
-  echo "== installing nginx from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-fi
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
 
-RUN=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$RUN/nginx.conf" <<CONF
-worker_processes 1;
-pid $RUN/nginx.pid;
-error_log $RUN/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000;
-  client_body_temp_path $RUN; proxy_temp_path $RUN; fastcgi_temp_path $RUN; uwsgi_temp_path $RUN; scgi_temp_path $RUN;
-  server { listen 127.0.0.1:$PORT backlog=4096; location / { return 200 "hello, world\n"; } }
+# start NAME ARGS...: run a scaletest server in the background; its address goes in ADDR.
+start() {
+  local name=$1; shift
+  "$ST" "$@" > "$OUT/$name.log" 2>&1 &
+  PIDS+=($!)
+  LAST=$!
+  for _ in $(seq 100); do grep -q "listening on" "$OUT/$name.log" 2>/dev/null && break; sleep 0.05; done
+  ADDR=$(sed -n 's|^listening on https\?://\([^ ]*\).*|\1|p' "$OUT/$name.log" | head -1)
 }
-CONF
-nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' &
-NGINX=$!
-trap 'kill $NGINX 2>/dev/null; wait $NGINX 2>/dev/null; rm -rf "$RUN"' EXIT
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
-URL="http://127.0.0.1:$PORT/"
+
+start target serve --bind 127.0.0.1:0 --threads 1
+TARGET=$ADDR
+echo
+echo "== closed loop: 50 connections for ${DUR}s against scaletest serve at http://$TARGET/"
+"$ST" load "http://$TARGET/" -c 50 -d "${DUR}s" --json "$OUT/closed.json"
+echo
+echo "== open loop: 20,000 req/s with Poisson arrivals for ${DUR}s"
+"$ST" load "http://$TARGET/" --rate 20000 --arrival poisson -d "${DUR}s" --percentiles --json "$OUT/open.json"
 
 echo
-echo "== closed loop: 50 connections for $DUR against nginx at $URL"
-"$ST" load "$URL" -c 50 -d "$DUR" --json "$OUT/closed.json"
+echo "== rolling update under load: two v1 servers behind scaletest balance, replaced by v2"
+start v1a serve --bind 127.0.0.1:0 --threads 1 --version-label v1 --drain-delay 1s; V1A=$ADDR; P1A=$LAST
+start v1b serve --bind 127.0.0.1:0 --threads 1 --version-label v1 --drain-delay 1s; V1B=$ADDR; P1B=$LAST
+printf 'quickstart-token\n' > "$OUT/token"
+start lb balance --bind 127.0.0.1:0 --admin-bind 127.0.0.1:0 --admin-token-file "$OUT/token" \
+  --health-interval 200ms --backend "$V1A" --backend "$V1B"
+LB=$ADDR
+ADMIN=$(sed -n 's|.*admin on http://\([^)]*\)).*|\1|p' "$OUT/lb.log")
+auth=(-H "Authorization: Bearer quickstart-token")
+"$ST" load "http://$LB/" --rate 2000 -d 8s --json "$OUT/rollout.json" > "$OUT/rollout.txt" &
+LOAD=$!
+for old in "$V1A:$P1A" "$V1B:$P1B"; do
+  sleep 2
+  start v2 serve --bind 127.0.0.1:0 --threads 1 --version-label v2 --drain-delay 1s
+  curl -s "${auth[@]}" -X POST --data "$ADDR" "http://$ADMIN/backends" >/dev/null
+  echo "   added v2 at $ADDR; draining v1 at ${old%:*}"
+  kill -TERM "${old##*:}"; wait "${old##*:}" 2>/dev/null || true
+  curl -s "${auth[@]}" -X DELETE "http://$ADMIN/backends/${old%:*}" >/dev/null
+done
+wait $LOAD
+cat "$OUT/rollout.txt"
 echo
-echo "== open loop: 20,000 req/s with Poisson arrivals for $DUR"
-"$ST" load "$URL" --rate 20000 --arrival poisson -d "$DUR" --percentiles --json "$OUT/open.json"
-echo
-echo "JSON run files (with HDR histograms): $OUT/closed.json $OUT/open.json"
-echo "Print one again with: $ST report $OUT/open.json --percentiles"
+echo "now answering: $(curl -s "http://$LB/version")"
+echo "JSON run files (with HDR histograms) are in $OUT/; print one again with: $ST report $OUT/open.json"
