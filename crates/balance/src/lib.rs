@@ -238,18 +238,6 @@ impl Running {
 
     /// Wait for the threads after [`Running::stop`], up to `timeout`; true if all finished.
     pub fn wait(self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        for t in &self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        let done = self.threads.iter().all(|t| t.is_finished());
-        if done {
-            for t in self.threads {
-                let _ = t.join();
-            }
-        }
-        done
+        server::join_until(self.threads, Instant::now() + timeout)
     }
 }

@@ -265,3 +265,20 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// After `Stopping`, connections are not dropped by this loop: the caller's shutdown timeout
 /// decides. (The deadline only needs to be far away.)
 const STOP_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Wait for server threads to finish until `deadline`; joins them and returns true if all did.
+/// Threads still running are left to end with the process.
+pub fn join_until(threads: Vec<std::thread::JoinHandle<()>>, deadline: Instant) -> bool {
+    for t in &threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    if !threads.iter().all(|t| t.is_finished()) {
+        return false;
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    true
+}

@@ -170,19 +170,11 @@ impl Running {
     /// Wait for every connection to finish after [`Running::stop`], up to `timeout`. Returns
     /// how many connections were still open when it gave up (0: a clean stop).
     pub fn wait(self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        for t in &self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        if self.threads.iter().all(|t| t.is_finished()) {
-            for t in self.threads {
-                let _ = t.join();
-            }
+        let open = self.stats.clone();
+        if server::join_until(self.threads, Instant::now() + timeout) {
             0
         } else {
-            self.open_connections().max(1)
+            open.open.load(Ordering::Relaxed).max(1)
         }
     }
 }

@@ -243,10 +243,7 @@ fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
             }
         }
     };
-    let threads = a
-        .threads
-        .map(|t| t as usize)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = super::threads_or_cpus(a.threads);
     let (rate, arrival, max_connections, target_rate) = match &mode {
         Mode::Open {
             shape,

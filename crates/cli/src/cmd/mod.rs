@@ -8,6 +8,13 @@ pub mod serve;
 
 use std::time::Duration;
 
+/// `--threads`, or the CPUs this process may use (which respects `taskset`).
+pub(crate) fn threads_or_cpus(threads: Option<u64>) -> usize {
+    threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// A duration as users write it: `30s`, `2m`, `500ms`, or plain seconds; must be > 0.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match s.parse::<f64>() {

@@ -83,10 +83,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let threads = a
-        .threads
-        .map(|t| t as usize)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = super::threads_or_cpus(a.threads);
     let cfg = serve::Config {
         bind: a.bind,
         threads,
