@@ -63,7 +63,20 @@ impl Default for Limits {
 }
 
 /// Bind `threads` listeners to `addr` with SO_REUSEPORT (port 0 picks one port for all).
+///
+/// SO_REUSEPORT would also let this process silently share a port that another process holds,
+/// splitting the traffic between them; a plain bind first makes that an "address in use" error.
 pub fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        let domain = if addr.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let probe = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
     let mut out = Vec::new();
     let mut addr = addr;
     for _ in 0..threads.max(1) {
@@ -281,4 +294,25 @@ pub fn join_until(threads: Vec<std::thread::JoinHandle<()>>, deadline: Instant) 
         let _ = t.join();
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_held_by_another_socket_is_reported_in_use() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = bind(held.local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // And a listener group of our own shares one port.
+        let ls = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let port = ls[0].local_addr().unwrap().port();
+        assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
+        // Another process's group on that port is refused too.
+        assert_eq!(
+            bind(ls[0].local_addr().unwrap(), 1).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+    }
 }
