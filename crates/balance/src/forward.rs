@@ -52,6 +52,8 @@ pub struct Forwarder {
     pub(crate) client: Upstream,
     pub(crate) timeout: Duration,
     pub(crate) max_body: usize,
+    /// The backends speak h2c.
+    pub(crate) h2: bool,
 }
 
 /// A response body: the backend's, streamed, or one the balancer made.
@@ -158,6 +160,13 @@ impl Forwarder {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             {
                 headers.insert(header::HOST, a);
+            }
+        }
+        if self.h2 {
+            // Over HTTP/2 the backend's address is the :authority; a different Host header
+            // makes the request malformed (RFC 9113 §8.3.1), so the client's goes here instead.
+            if let Some(host) = headers.remove(header::HOST) {
+                headers.insert(HeaderName::from_static("x-forwarded-host"), host);
             }
         }
         let ip = peer.ip().to_string();

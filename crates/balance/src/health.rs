@@ -71,9 +71,10 @@ pub fn apply(b: &Backend, outcome: Outcome, cfg: &HealthConfig) {
     }
 }
 
-/// Check every backend every interval, forever (the task is dropped at shutdown).
-pub async fn run(backends: Arc<Backends>, cfg: HealthConfig) {
-    let client = crate::forward::upstream(false, cfg.timeout);
+/// Check every backend every interval, forever (the task is dropped at shutdown), in the
+/// protocol requests are forwarded in (`h2`: h2c).
+pub async fn run(backends: Arc<Backends>, cfg: HealthConfig, h2: bool) {
+    let client = crate::forward::upstream(h2, cfg.timeout);
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -82,10 +83,12 @@ pub async fn run(backends: Arc<Backends>, cfg: HealthConfig) {
         for b in backends.snapshot().iter().cloned() {
             let (client, cfg) = (client.clone(), cfg.clone());
             checks.spawn(async move {
-                let req = Request::get(format!("http://{}{}", b.addr, cfg.path))
-                    .header(http::header::HOST, b.addr.to_string())
-                    .body(Full::new(Bytes::new()))
-                    .expect("valid request");
+                let mut req = Request::get(format!("http://{}{}", b.addr, cfg.path));
+                if !h2 {
+                    // HTTP/2 carries the address as :authority.
+                    req = req.header(http::header::HOST, b.addr.to_string());
+                }
+                let req = req.body(Full::new(Bytes::new())).expect("valid request");
                 let outcome = match tokio::time::timeout(cfg.timeout, client.request(req)).await {
                     Ok(Ok(r)) if r.status() == StatusCode::OK => Outcome::Ready,
                     Ok(Ok(r)) if r.status() == StatusCode::SERVICE_UNAVAILABLE => Outcome::Draining,

@@ -140,6 +140,7 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
                         client: forward::upstream(cfg.backend_h2, cfg.connect_timeout),
                         timeout: cfg.timeout,
                         max_body: cfg.max_body,
+                        h2: cfg.backend_h2,
                     });
                     let make = |peer: SocketAddr, activity: Arc<server::Activity>| {
                         let fwd = fwd.clone();
@@ -168,13 +169,17 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
         phase.subscribe(),
         Arc::new(cfg.admin_token.clone()),
     );
-    let (health_cfg, file) = (cfg.health.clone(), cfg.backends_file.clone());
+    let (health_cfg, file, h2) = (
+        cfg.health.clone(),
+        cfg.backends_file.clone(),
+        cfg.backend_h2,
+    );
     let admin_listener = admin.into_iter().next().expect("one admin listener");
     let t = std::thread::Builder::new()
         .name("balance-control".into())
         .spawn(move || {
             rt.block_on(async move {
-                let health = tokio::spawn(health::run(backends2.clone(), health_cfg));
+                let health = tokio::spawn(health::run(backends2.clone(), health_cfg, h2));
                 let watch = tokio::spawn(watch_file(backends2.clone(), file));
                 let make = |_peer: SocketAddr, _a: Arc<server::Activity>| {
                     let (b, token) = (backends2.clone(), token.clone());

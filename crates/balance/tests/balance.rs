@@ -338,17 +338,22 @@ fn with_no_backend_clients_get_503() {
 #[test]
 fn backends_speak_h2c_when_asked_and_get_x_forwarded_for() {
     let b = testkit::Server::start(testkit::Behavior::Ok);
-    let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
+    // Health checks every 50 ms, in h2c too: the backend must stay up.
+    let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 50, |c| {
         c.backend_h2 = true
     });
+    std::thread::sleep(Duration::from_millis(200));
     let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100), "{:?}", r.total.errors);
+    assert_eq!(health(&lb, b.addr), Some(Health::Up));
+    // Every request and every health check arrived over HTTP/2.
     assert_eq!(
-        b.versions().get("HTTP/2.0"),
-        Some(&100),
+        b.versions().keys().collect::<Vec<_>>(),
+        vec!["HTTP/2.0"],
         "{:?}",
         b.versions()
     );
+    assert_eq!(b.paths().get("/"), Some(&100), "{:?}", b.paths());
     assert_eq!(b.last_forwarded_for().as_deref(), Some("127.0.0.1"));
 }
 
