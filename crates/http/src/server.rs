@@ -68,24 +68,22 @@ impl Default for Limits {
 /// splitting the traffic between them; a plain bind first makes that an "address in use" error.
 pub fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
     if addr.port() != 0 {
-        let domain = if addr.is_ipv4() {
-            socket2::Domain::IPV4
-        } else {
-            socket2::Domain::IPV6
-        };
-        let probe = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
         probe.set_reuse_address(true)?;
         probe.bind(&addr.into())?;
     }
     let mut out = Vec::new();
     let mut addr = addr;
     for _ in 0..threads.max(1) {
-        let domain = if addr.is_ipv4() {
-            socket2::Domain::IPV4
-        } else {
-            socket2::Domain::IPV6
-        };
-        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;

@@ -8,6 +8,28 @@ pub mod serve;
 
 use std::time::Duration;
 
+/// SIGTERM and SIGINT, the signals that start a server's graceful shutdown.
+pub(crate) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Start listening for both (inside a tokio runtime).
+    pub(crate) fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+    }
+}
+
 /// `--threads`, or the CPUs this process may use (which respects `taskset`).
 pub(crate) fn threads_or_cpus(threads: Option<u64>) -> usize {
     threads

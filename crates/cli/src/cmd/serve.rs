@@ -122,10 +122,8 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        let mut signals = super::Signals::new()?;
+        signals.recv().await;
         eprintln!(
             "draining: /readyz answers 503; serving for {:?} more",
             a.drain_delay
@@ -134,8 +132,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         // A second signal skips the rest of the drain delay.
         tokio::select! {
             _ = tokio::time::sleep(a.drain_delay) => {}
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = signals.recv() => {}
         }
         anyhow::Ok(())
     })?;
