@@ -85,11 +85,6 @@ impl Connector {
         })
     }
 
-    /// The origin this connector reaches.
-    pub fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
     /// The protocol this connector speaks.
     pub fn protocol(&self) -> Protocol {
         self.protocol
@@ -194,14 +189,6 @@ impl Lane {
         match self {
             Lane::H1(_) => Lane::H1(None),
             Lane::H2(shared) => Lane::H2(shared.clone()),
-        }
-    }
-
-    /// Whether the lane currently holds an open connection.
-    pub fn is_connected(&self) -> bool {
-        match self {
-            Lane::H1(c) => c.is_some(),
-            Lane::H2(s) => s.ready().is_some(),
         }
     }
 

@@ -291,11 +291,6 @@ impl Pacer {
     pub fn rate_at(&self, offset: Duration) -> f64 {
         self.shape.rate_at(offset.as_secs_f64(), self.total)
     }
-
-    /// The rate shape this pacer follows.
-    pub fn shape(&self) -> &RateShape {
-        &self.shape
-    }
 }
 
 /// Intended send times, as offsets from the start of the run, in order.

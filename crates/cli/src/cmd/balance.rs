@@ -9,7 +9,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 const EXAMPLES: &str = "Admin API (Authorization: Bearer TOKEN):
@@ -72,9 +71,8 @@ pub struct Args {
     /// Largest request body in bytes (bodies are buffered so that a retry can resend them).
     #[arg(long, default_value_t = 8 << 20)]
     max_body: usize,
-    /// Serve clients over TLS with a fresh self-signed certificate.
-    #[arg(long)]
-    tls_self_signed: bool,
+    #[command(flatten)]
+    tls: super::ServerTls,
 }
 
 pub fn main(a: Args) -> anyhow::Result<ExitCode> {
@@ -105,15 +103,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
             (t, true)
         }
     };
-    let tls = if a.tls_self_signed {
-        Some(Arc::new(
-            st_http::tls::self_signed_server_config()
-                .map_err(|e| Usage(e.to_string()))?
-                .0,
-        ))
-    } else {
-        None
-    };
+    let tls = a.tls.config()?;
     let threads = super::threads_or_cpus(a.threads);
     let cfg = balance::Config {
         bind: a.bind,
@@ -141,7 +131,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         balance::BalanceError::File(..) => anyhow::Error::new(Usage(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
-    let scheme = if a.tls_self_signed { "https" } else { "http" };
+    let scheme = a.tls.scheme();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -8,6 +8,50 @@ pub mod serve;
 
 use std::time::Duration;
 
+/// TLS towards clients, shared by the servers (`serve`, `balance`).
+#[derive(clap::Args)]
+pub(crate) struct ServerTls {
+    /// PEM certificate chain for TLS (ALPN h2 and http/1.1).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve TLS with a fresh self-signed certificate for localhost and 127.0.0.1.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+}
+
+impl ServerTls {
+    /// The rustls config the flags ask for, or `None` for cleartext.
+    pub(crate) fn config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::Usage> {
+        let bad = |e: &dyn std::fmt::Display| crate::Usage(e.to_string());
+        let cfg = if self.tls_self_signed {
+            Some(
+                st_http::tls::self_signed_server_config()
+                    .map_err(|e| bad(&e))?
+                    .0,
+            )
+        } else if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            Some(st_http::tls::server_config_from_files(c, k).map_err(|e| bad(&e))?)
+        } else {
+            None
+        };
+        Ok(cfg.map(std::sync::Arc::new))
+    }
+
+    /// The URL scheme clients use.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls_self_signed || self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 /// SIGTERM and SIGINT, the signals that start a server's graceful shutdown.
 pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,

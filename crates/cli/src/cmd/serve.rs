@@ -7,9 +7,7 @@ use crate::Usage;
 use st_http::server::Limits;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 const EXAMPLES: &str = "Endpoints:
@@ -48,15 +46,8 @@ pub struct Args {
     /// Then wait at most this long for in-flight requests.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
-    /// PEM certificate chain for TLS.
-    #[arg(long, requires = "tls_key", value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS.
-    #[arg(long, requires = "tls_cert", value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// Serve TLS with a fresh self-signed certificate for localhost and 127.0.0.1.
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
-    tls_self_signed: bool,
+    #[command(flatten)]
+    tls: super::ServerTls,
     /// Most open client connections; more are closed at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
@@ -72,17 +63,7 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<ExitCode> {
-    let tls = if a.tls_self_signed {
-        Some(
-            st_http::tls::self_signed_server_config()
-                .map_err(|e| Usage(e.to_string()))?
-                .0,
-        )
-    } else if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
-        Some(st_http::tls::server_config_from_files(c, k).map_err(|e| Usage(e.to_string()))?)
-    } else {
-        None
-    };
+    let tls = a.tls.config()?;
     let threads = super::threads_or_cpus(a.threads);
     let cfg = serve::Config {
         bind: a.bind,
@@ -97,17 +78,13 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
         bounds: serve::Bounds::default(),
-        tls: tls.map(Arc::new),
+        tls,
     };
     let running = serve::start(cfg).map_err(|e| match e {
         serve::ServeError::Label(_) => anyhow::Error::new(Usage(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
-    let scheme = if a.tls_self_signed || a.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = a.tls.scheme();
     // One line on stdout that scripts (and tests) read for the real address.
     let mut out = std::io::stdout().lock();
     writeln!(
