@@ -234,28 +234,29 @@ async fn drive<I, S, B>(
         .max_header_list_size(limits.max_header_bytes as u32);
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    let mut closing: Option<Instant> = None;
+    // Asked to close (quiet, or the server is stopping).
+    let mut closing = false;
+    // When a quiet connection that was asked to close is dropped if still open. A stopping
+    // server sets no such time: its caller's shutdown timeout decides.
+    let mut drop_at: Option<Instant> = None;
     // Quiet = no request in flight and none started since the last look.
     let mut seen = u64::MAX;
     let mut quiet_since = Instant::now();
     loop {
         let limit = activity.quiet_limit(limits);
-        let next_look = match closing {
-            Some(since) => since + CLOSE_GRACE,
-            None => Instant::now() + (limit / 4).max(Duration::from_millis(10)),
-        };
+        let next_look =
+            drop_at.unwrap_or_else(|| Instant::now() + (limit / 4).max(Duration::from_millis(10)));
         tokio::select! {
             _ = conn.as_mut() => break,
-            r = phase.wait_for(|p| *p == Phase::Stopping), if closing.is_none() => {
+            r = phase.wait_for(|p| *p == Phase::Stopping), if !closing => {
                 let _ = r;
-                closing = Some(Instant::now() + STOP_GRACE);
+                closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep_until(next_look.into()) => {
-                if closing.is_some() {
+            _ = tokio::time::sleep_until(next_look.into()), if drop_at.is_some() || !closing => {
+                if drop_at.is_some() {
                     // Asked to close and still here past the grace: drop it.
-                    if Instant::now() >= next_look { break; }
-                    continue;
+                    break;
                 }
                 let started = activity.started.load(Ordering::Relaxed);
                 let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
@@ -263,7 +264,8 @@ async fn drive<I, S, B>(
                     seen = started;
                     quiet_since = Instant::now();
                 } else if quiet_since.elapsed() >= limit {
-                    closing = Some(Instant::now());
+                    closing = true;
+                    drop_at = Some(Instant::now() + CLOSE_GRACE);
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -273,9 +275,6 @@ async fn drive<I, S, B>(
 
 /// After a quiet connection is asked to close, how long it has before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// After `Stopping`, connections are not dropped by this loop: the caller's shutdown timeout
-/// decides. (The deadline only needs to be far away.)
-const STOP_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Wait for server threads to finish until `deadline`; joins them and returns true if all did.
 /// Threads still running are left to end with the process.
