@@ -12,8 +12,10 @@
 pub mod admin;
 pub mod backends;
 pub mod forward;
+pub mod front;
 pub mod health;
 pub mod pick;
+pub mod pipe;
 
 use backends::Backends;
 use forward::Forwarder;
@@ -22,6 +24,7 @@ use pick::Algorithm;
 use st_http::server::{self, Limits, Phase, Stats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +57,8 @@ pub struct Config {
     pub max_body: usize,
     /// Speak h2c to the backends instead of HTTP/1.1.
     pub backend_h2: bool,
+    /// Most requests outstanding on one HTTP/1.1 backend connection (1: no pipelining).
+    pub pipeline: usize,
     /// Client connection limits.
     pub limits: Limits,
     /// TLS towards clients.
@@ -131,8 +136,10 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
         let t = std::thread::Builder::new()
             .name(format!("balance-{i}"))
             .spawn(move || {
-                rt.block_on(async move {
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
                     // One pool per thread: connections stay on the thread that made them.
+                    let cfg_backends = backends.clone();
                     let fwd = Arc::new(Forwarder {
                         backends,
                         algorithm: cfg.algorithm,
@@ -142,7 +149,7 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
                         max_body: cfg.max_body,
                         h2: cfg.backend_h2,
                     });
-                    let make = |peer: SocketAddr, activity: Arc<server::Activity>| {
+                    let make = move |peer: SocketAddr, activity: Arc<server::Activity>| {
                         let fwd = fwd.clone();
                         hyper::service::service_fn(
                             move |req: hyper::Request<hyper::body::Incoming>| {
@@ -156,7 +163,28 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
                             },
                         )
                     };
-                    let _ = server::serve(listener, tls, cfg.limits.clone(), stats, rx, make).await;
+                    if tls.is_none() && !cfg.backend_h2 {
+                        // Cleartext HTTP/1 clients take the hand-written path to pipelined
+                        // HTTP/1.1 backends; HTTP/2 clients still reach hyper through `make`.
+                        let front = Rc::new(front::Front {
+                            backends: cfg_backends,
+                            algorithm: cfg.algorithm,
+                            turn: AtomicUsize::new(i),
+                            pool: pipe::Pool::new(pipe::PipeConfig {
+                                depth: cfg.pipeline.max(1),
+                                max_conns: 1024,
+                                connect_timeout: cfg.connect_timeout,
+                                idle: Duration::from_secs(30),
+                            }),
+                            timeout: cfg.timeout,
+                            max_body: cfg.max_body,
+                            limits: cfg.limits.clone(),
+                        });
+                        let _ = front::serve(listener, front, stats, rx, make).await;
+                    } else {
+                        let _ =
+                            server::serve(listener, tls, cfg.limits.clone(), stats, rx, make).await;
+                    }
                 })
             })
             .map_err(BalanceError::Start)?;

@@ -58,6 +58,7 @@ fn balancer_with(
         connect_timeout: Duration::from_secs(1),
         max_body: 1 << 20,
         backend_h2: false,
+        pipeline: 8,
         limits: Limits::default(),
         tls: None,
     };

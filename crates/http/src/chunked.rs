@@ -1,5 +1,6 @@
 //! A streaming decoder for `Transfer-Encoding: chunked` that only counts: the load engine needs
-//! to know where a body ends, never its content.
+//! to know where a body ends, never its content, and the balancer relays chunked bodies as they
+//! are.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -17,17 +18,24 @@ enum State {
 
 /// Chunked-body framing state for one response.
 #[derive(Debug)]
-pub(crate) struct Chunked {
+pub struct Chunked {
     state: State,
     size: u64,
 }
 
 /// The body is not valid chunked framing.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct BadChunk;
+pub struct BadChunk;
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Chunked::new()
+    }
+}
 
 impl Chunked {
-    pub(crate) fn new() -> Self {
+    /// Framing state at the start of a body.
+    pub fn new() -> Self {
         Chunked {
             state: State::Size { digits: 0 },
             size: 0,
@@ -36,7 +44,7 @@ impl Chunked {
 
     /// Consume framing and data from `input`; returns how many bytes belonged to this body and
     /// whether the body is complete (bytes past the end are left for the caller).
-    pub(crate) fn feed(&mut self, input: &[u8]) -> Result<(usize, bool), BadChunk> {
+    pub fn feed(&mut self, input: &[u8]) -> Result<(usize, bool), BadChunk> {
         let mut i = 0;
         while i < input.len() {
             if self.state == State::Data {

@@ -22,6 +22,7 @@ pub mod server;
 mod stream;
 pub mod tls;
 
+pub use chunked::{BadChunk, Chunked};
 pub use error::ErrorClass;
 pub use h1::H1Conn;
 pub use h2lane::H2Conn;

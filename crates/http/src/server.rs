@@ -182,10 +182,10 @@ where
                     conns.spawn(async move {
                         let _ = stream.set_nodelay(true);
                         match tls {
-                            None => drive(TokioIo::new(stream), svc, &limits, activity, phase).await,
+                            None => serve_connection(TokioIo::new(stream), svc, &limits, activity, phase).await,
                             Some(acceptor) => {
                                 if let Ok(Ok(s)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                                    drive(TokioIo::new(s), svc, &limits, activity, phase).await;
+                                    serve_connection(TokioIo::new(s), svc, &limits, activity, phase).await;
                                 }
                             }
                         }
@@ -204,7 +204,9 @@ where
     Ok(())
 }
 
-async fn drive<I, S, B>(
+/// Serve one accepted connection with hyper (HTTP/1.1 or HTTP/2), with the quiet-connection
+/// timeouts and the graceful close on `Stopping` that [`serve`] gives its connections.
+pub async fn serve_connection<I, S, B>(
     io: I,
     svc: S,
     limits: &Limits,

@@ -65,6 +65,11 @@ pub struct Args {
     /// Speak h2c (HTTP/2 cleartext) to the backends.
     #[arg(long)]
     backend_http2: bool,
+    /// Most requests in flight on one HTTP/1.1 connection to a backend (pipelining; 1 turns
+    /// it off). A request joins a busy connection only while the oldest request on it is
+    /// younger than 2 ms, so a slow response holds up few others.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=128))]
+    pipeline: u64,
     /// Worker threads [default: the CPUs this process may use].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: Option<u64>,
@@ -124,6 +129,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         connect_timeout: a.connect_timeout,
         max_body: a.max_body,
         backend_h2: a.backend_http2,
+        pipeline: a.pipeline as usize,
         limits: Limits::default(),
         tls,
     };

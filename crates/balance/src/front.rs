@@ -1,0 +1,690 @@
+//! The client side for cleartext HTTP/1.x, hand-written because it is the balancer's hot path:
+//! parse a request with httparse, rewrite its head once into the bytes the backend gets, hand
+//! it to the pipelined upstream pool ([`crate::pipe`]), and write the response back as it came.
+//! Bodies are relayed as framed (a chunked body stays chunked) and buffered whole only for
+//! requests, so that a retry can resend them. BENCHMARKS.md keeps the comparison with the
+//! hyper path that this replaces for HTTP/1.
+//!
+//! Connections that open with the HTTP/2 preface go to hyper (`st_http::server`), as do TLS
+//! clients and everything when the backends speak h2c (see `lib.rs`).
+//!
+//! Timeouts cost no timer per request on the client side: a sweeper per thread looks at every
+//! connection a few times per header timeout and closes those that started no request in that
+//! time (slowloris, idle keep-alive), and, once the balancer stops, those with nothing in flight.
+
+use crate::backends::{Backends, Health};
+use crate::pick::{pick, Algorithm};
+use crate::pipe::{Fail, Outgoing, Pool, Reply, ReplyBody};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper_util::rt::TokioIo;
+use st_http::server::{self, Activity, Limits, Phase, Stats};
+use st_http::Chunked;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
+
+/// What a worker thread needs to serve HTTP/1 clients.
+pub struct Front {
+    pub(crate) backends: Arc<Backends>,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) turn: AtomicUsize,
+    pub(crate) pool: Rc<Pool>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body: usize,
+    pub(crate) limits: Limits,
+}
+
+/// What the sweeper knows of one client connection.
+#[derive(Default)]
+struct ConnState {
+    started: Cell<u64>,
+    busy: Cell<bool>,
+    /// Served by hyper, which keeps its own timeouts.
+    hyper: Cell<bool>,
+    seen: Cell<u64>,
+    quiet_since: Cell<Option<Instant>>,
+    abort: RefCell<Option<AbortHandle>>,
+}
+
+struct Registry {
+    conns: RefCell<HashMap<u64, Rc<ConnState>>>,
+    next: Cell<u64>,
+    ended: Notify,
+    stopping: Cell<bool>,
+}
+
+/// Removes a connection from the registry however its task ends (finished or aborted).
+struct Registered {
+    id: u64,
+    reg: Rc<Registry>,
+    stats: Arc<Stats>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.reg.conns.borrow_mut().remove(&self.id);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.reg.ended.notify_one();
+    }
+}
+
+/// Accept and serve connections until the phase is `Stopping` and every connection has
+/// finished. `make` builds the hyper service for connections that speak HTTP/2. Must run
+/// inside a `LocalSet`.
+pub async fn serve<F, S, B>(
+    listener: std::net::TcpListener,
+    front: Rc<Front>,
+    stats: Arc<Stats>,
+    mut phase: watch::Receiver<Phase>,
+    make: F,
+) -> io::Result<()>
+where
+    F: Fn(SocketAddr, Arc<Activity>) -> S + 'static,
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let make = Rc::new(make);
+    let reg = Rc::new(Registry {
+        conns: RefCell::new(HashMap::new()),
+        next: Cell::new(0),
+        ended: Notify::new(),
+        stopping: Cell::new(false),
+    });
+    let sweeper = tokio::task::spawn_local(sweep(reg.clone(), front.clone()));
+    let phases = phase.clone();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    if stats.open.load(Ordering::Relaxed) >= front.limits.max_connections {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    stats.open.fetch_add(1, Ordering::Relaxed);
+                    let id = reg.next.get();
+                    reg.next.set(id + 1);
+                    let st = Rc::new(ConnState::default());
+                    reg.conns.borrow_mut().insert(id, st.clone());
+                    let guard = Registered { id, reg: reg.clone(), stats: stats.clone() };
+                    let (front, make, phase) = (front.clone(), make.clone(), phases.clone());
+                    let st2 = st.clone();
+                    let task = tokio::task::spawn_local(async move {
+                        let _guard = guard;
+                        let _ = stream.set_nodelay(true);
+                        if opens_with_h2_preface(&stream).await {
+                            st2.hyper.set(true);
+                            let activity = Arc::new(Activity::default());
+                            let svc = make(peer, activity.clone());
+                            server::serve_connection(TokioIo::new(stream), svc, &front.limits, activity, phase).await;
+                        } else {
+                            client(&front, stream, peer, &st2, &phase).await;
+                        }
+                    });
+                    *st.abort.borrow_mut() = Some(task.abort_handle());
+                }
+                // Out of descriptors or similar: give the system a moment rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            r = phase.wait_for(|p| *p == Phase::Stopping) => { let _ = r; break; }
+        }
+    }
+    drop(listener);
+    reg.stopping.set(true);
+    close_quiet(&reg, true, Instant::now(), Duration::MAX);
+    loop {
+        let ended = reg.ended.notified();
+        if reg.conns.borrow().is_empty() {
+            break;
+        }
+        ended.await;
+    }
+    sweeper.abort();
+    Ok(())
+}
+
+/// Whether the client's first bytes are the HTTP/2 connection preface (`PRI * HTTP/2.0`).
+async fn opens_with_h2_preface(s: &TcpStream) -> bool {
+    let mut p = [0u8; 3];
+    for _ in 0..100 {
+        match s.peek(&mut p).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if p[..n] != b"PRI"[..n] => return false,
+            Ok(3) => return true,
+            // A prefix of "PRI" so far: wait for more (rare; the sweeper bounds it).
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    false
+}
+
+/// Close connections that started no request for the header timeout, or, once stopping, that
+/// have nothing in flight.
+fn close_quiet(reg: &Registry, stopping: bool, now: Instant, limit: Duration) {
+    for st in reg.conns.borrow().values() {
+        if st.hyper.get() {
+            continue;
+        }
+        let idle = !st.busy.get();
+        let started = st.started.get();
+        let close = if stopping && idle {
+            true
+        } else if !idle || started != st.seen.get() || st.quiet_since.get().is_none() {
+            st.seen.set(started);
+            st.quiet_since.set(Some(now));
+            false
+        } else {
+            st.quiet_since
+                .get()
+                .is_some_and(|q| now.duration_since(q) >= limit)
+        };
+        if close {
+            if let Some(a) = st.abort.borrow().as_ref() {
+                a.abort();
+            }
+        }
+    }
+}
+
+async fn sweep(reg: Rc<Registry>, front: Rc<Front>) {
+    let limit = front.limits.header_timeout;
+    let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        close_quiet(&reg, reg.stopping.get(), Instant::now(), limit);
+        let live: Vec<SocketAddr> = front.backends.snapshot().iter().map(|b| b.addr).collect();
+        front.pool.sweep(&live);
+    }
+}
+
+/// Read more bytes; false when the client closed or failed.
+async fn read_more(s: &mut TcpStream, buf: &mut BytesMut) -> bool {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    matches!(s.read_buf(buf).await, Ok(n) if n > 0)
+}
+
+enum ReqBody {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+/// One client request, parsed, with the head the backend gets already written.
+struct Parsed {
+    head_len: usize,
+    upstream: BytesMut,
+    head_request: bool,
+    idempotent: bool,
+    http10: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    body: ReqBody,
+}
+
+/// A request the balancer answers itself.
+struct Refuse(u16, String);
+
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "expect",
+        "x-forwarded-for",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn parse_request(data: &[u8], peer: SocketAddr) -> Result<Option<Parsed>, Refuse> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refuse(431, "too many request headers".into()))
+        }
+        Err(e) => return Err(Refuse(400, format!("malformed request: {e}"))),
+    };
+    let method = req.method.unwrap_or("GET");
+    if method == "CONNECT" {
+        return Err(Refuse(501, "CONNECT is not supported".into()));
+    }
+    let http10 = req.version == Some(0);
+    let mut target = req.path.unwrap_or("/");
+    if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        // Absolute form: the backend gets the path.
+        target = rest.find('/').map_or("/", |i| &rest[i..]);
+    }
+    let mut keep_alive = !http10;
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    let mut host = false;
+    let mut expect_continue = false;
+    let mut xff: Option<&[u8]> = None;
+    let mut named: Vec<&[u8]> = Vec::new();
+    for h in req.headers.iter() {
+        let n = h.name;
+        if n.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| Refuse(400, "bad content-length".into()))?;
+            if length.is_some_and(|l| l != v) {
+                return Err(Refuse(400, "conflicting content-length".into()));
+            }
+            length = Some(v);
+        } else if n.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(Refuse(
+                    400,
+                    "a request transfer-encoding must end in chunked".into(),
+                ));
+            }
+            chunked = true;
+        } else if n.eq_ignore_ascii_case("host") {
+            host = true;
+        } else if n.eq_ignore_ascii_case("expect") {
+            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if n.eq_ignore_ascii_case("x-forwarded-for") {
+            xff = Some(h.value);
+        } else if n.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else {
+                    named.push(t);
+                }
+            }
+        }
+    }
+    if !http10 && !host {
+        return Err(Refuse(400, "HTTP/1.1 request without a Host header".into()));
+    }
+    if chunked && length.is_some() {
+        // Request smuggling territory (RFC 9112 §6.3): refuse rather than guess.
+        return Err(Refuse(
+            400,
+            "both transfer-encoding and content-length".into(),
+        ));
+    }
+    let mut up = BytesMut::with_capacity(head_len + 64);
+    up.put_slice(method.as_bytes());
+    up.put_u8(b' ');
+    up.put_slice(target.as_bytes());
+    up.put_slice(if http10 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    for h in req.headers.iter() {
+        if hop_by_hop(h.name)
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+        {
+            continue;
+        }
+        up.put_slice(h.name.as_bytes());
+        up.put_slice(b": ");
+        up.put_slice(h.value);
+        up.put_slice(b"\r\n");
+    }
+    up.put_slice(b"x-forwarded-for: ");
+    if let Some(prev) = xff {
+        up.put_slice(prev);
+        up.put_slice(b", ");
+    }
+    up.put_slice(peer.ip().to_string().as_bytes());
+    up.put_slice(b"\r\n\r\n");
+    let body = if chunked {
+        ReqBody::Chunked
+    } else {
+        match length {
+            Some(n) if n > 0 => ReqBody::Length(n),
+            _ => ReqBody::None,
+        }
+    };
+    Ok(Some(Parsed {
+        head_len,
+        upstream: up,
+        head_request: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        ),
+        http10,
+        keep_alive,
+        expect_continue,
+        body,
+    }))
+}
+
+fn reason(code: u16) -> &'static str {
+    http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("")
+}
+
+/// A response made here, always with a length.
+fn local(code: u16, why: &str) -> Reply {
+    let body = format!("{why}\n");
+    let head = format!(
+        "HTTP/1.1 {code} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        reason(code),
+        body.len()
+    );
+    Reply {
+        status: code,
+        head: Bytes::from(head),
+        body: ReplyBody::Done(Bytes::from(body)),
+        close_delimited: false,
+    }
+}
+
+/// Write a response; false if the client connection cannot be used after it.
+async fn respond(
+    s: &mut TcpStream,
+    out: &mut BytesMut,
+    reply: Reply,
+    close: bool,
+    http10: bool,
+) -> bool {
+    out.clear();
+    out.put_slice(&reply.head);
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.put_slice(b"connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+    match reply.body {
+        ReplyBody::Done(b) => {
+            out.put_slice(&b);
+            s.write_all(out).await.is_ok()
+        }
+        ReplyBody::Stream(mut rx) => {
+            if s.write_all(out).await.is_err() {
+                return false;
+            }
+            while let Some(piece) = rx.recv().await {
+                match piece {
+                    Ok(p) => {
+                        if s.write_all(&p).await.is_err() {
+                            return false;
+                        }
+                    }
+                    // The backend failed mid-body: the client must see the connection end.
+                    Err(()) => return false,
+                }
+            }
+            true
+        }
+    }
+}
+
+/// Serve one HTTP/1 client connection.
+async fn client(
+    front: &Front,
+    mut s: TcpStream,
+    peer: SocketAddr,
+    st: &ConnState,
+    phase: &watch::Receiver<Phase>,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = BytesMut::with_capacity(4096);
+    let max_head = front.limits.max_header_bytes.max(8192);
+    loop {
+        let parsed = loop {
+            if !buf.is_empty() {
+                match parse_request(&buf, peer) {
+                    Ok(Some(p)) => break p,
+                    Ok(None) if buf.len() >= max_head => {
+                        let r = local(431, "request head too large");
+                        respond(&mut s, &mut out, r, true, false).await;
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(Refuse(code, why)) => {
+                        respond(&mut s, &mut out, local(code, &why), true, false).await;
+                        return;
+                    }
+                }
+            }
+            if !read_more(&mut s, &mut buf).await {
+                return;
+            }
+        };
+        st.busy.set(true);
+        st.started.set(st.started.get() + 1);
+        buf.advance(parsed.head_len);
+        let Parsed {
+            mut upstream,
+            head_request,
+            idempotent,
+            http10,
+            keep_alive,
+            expect_continue,
+            body,
+            ..
+        } = parsed;
+        // The body, whole: a retry must be able to send it again.
+        match body {
+            ReqBody::None => {}
+            ReqBody::Length(n) => {
+                if n > front.max_body {
+                    let r = local(413, &too_large(front.max_body));
+                    respond(&mut s, &mut out, r, true, http10).await;
+                    return;
+                }
+                if expect_continue
+                    && buf.len() < n
+                    && s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+                {
+                    return;
+                }
+                while buf.len() < n {
+                    if !read_more(&mut s, &mut buf).await {
+                        return;
+                    }
+                }
+                upstream.put_slice(&buf[..n]);
+                buf.advance(n);
+            }
+            ReqBody::Chunked => {
+                if expect_continue && s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                    return;
+                }
+                let mut framing = Chunked::new();
+                loop {
+                    match framing.feed(&buf) {
+                        Ok((n, done)) => {
+                            if upstream.len() + n > front.max_body + 64 * 1024 {
+                                let r = local(413, &too_large(front.max_body));
+                                respond(&mut s, &mut out, r, true, http10).await;
+                                return;
+                            }
+                            upstream.put_slice(&buf[..n]);
+                            buf.advance(n);
+                            if done {
+                                break;
+                            }
+                        }
+                        Err(_) => {
+                            let r = local(400, "malformed chunked request body");
+                            respond(&mut s, &mut out, r, true, http10).await;
+                            return;
+                        }
+                    }
+                    if !read_more(&mut s, &mut buf).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let req = Outgoing {
+            bytes: upstream.freeze(),
+            head_request,
+            exclusive: !idempotent || http10,
+        };
+        let reply = forward(front, req, idempotent).await;
+        let close = !keep_alive || reply.close_delimited || *phase.borrow() == Phase::Stopping;
+        let ok = respond(&mut s, &mut out, reply, close, http10).await;
+        st.busy.set(false);
+        if close || !ok {
+            let _ = s.shutdown().await;
+            return;
+        }
+    }
+}
+
+fn too_large(max: usize) -> String {
+    format!("request body over the balancer's limit of {max} bytes")
+}
+
+/// Decrements a backend's in-flight count however the attempt ends.
+struct InFlight<'a>(&'a crate::backends::Backend);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Send a request to a backend, and once more to another when that is safe (see `pipe::Fail`).
+async fn forward(front: &Front, req: Outgoing, idempotent: bool) -> Reply {
+    let mut tried = None;
+    for attempt in 0..2 {
+        let set = front.backends.snapshot();
+        let Some(b) = pick(front.algorithm, &set, &front.turn, tried) else {
+            return local(503, "no backend available");
+        };
+        b.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(&b);
+        let (rx, conn) = front.pool.submit(
+            b.addr,
+            Outgoing {
+                bytes: req.bytes.clone(),
+                head_request: req.head_request,
+                exclusive: req.exclusive,
+            },
+        );
+        let result = tokio::time::timeout(front.timeout, rx).await;
+        drop(guard);
+        let fail = match result {
+            Ok(Ok(Ok(reply))) => {
+                b.requests.fetch_add(1, Ordering::Relaxed);
+                return reply;
+            }
+            Ok(Ok(Err(fail))) => fail,
+            // The connection was closed under the request (the balancer is stopping).
+            Ok(Err(_)) => Fail::Lost("connection closed by the balancer".into()),
+            Err(_) => {
+                b.errors.fetch_add(1, Ordering::Relaxed);
+                // Whatever is queued behind it would wait as long.
+                conn.retire();
+                return local(
+                    504,
+                    &format!(
+                        "backend {} did not answer within {:?}",
+                        b.addr, front.timeout
+                    ),
+                );
+            }
+        };
+        b.errors.fetch_add(1, Ordering::Relaxed);
+        if fail.is_connect() {
+            // Passive ejection: the health checker brings it back.
+            b.set_health(Health::Down);
+            b.ok_streak.store(0, Ordering::Relaxed);
+        }
+        if attempt == 0 && fail.retryable(idempotent) {
+            b.retried.fetch_add(1, Ordering::Relaxed);
+            tried = Some(b.addr);
+            continue;
+        }
+        return local(502, &format!("backend {} failed: {fail}", b.addr));
+    }
+    local(502, "no backend could take the request")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "10.1.2.3:5555".parse().unwrap()
+    }
+
+    #[test]
+    fn requests_are_rewritten_for_the_backend() {
+        let data: &[u8] = b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Forwarded-For: 1.1.1.1\r\nAccept: */*\r\n\r\nNEXT";
+        let p = parse_request(data, peer()).ok().flatten().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&p.upstream).unwrap(),
+            "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\n\r\n"
+        );
+        assert!(p.keep_alive && p.idempotent && !p.http10 && p.head_len == data.len() - 4);
+        let p = parse_request(b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n", peer())
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(!p.keep_alive && !p.idempotent && p.http10);
+        assert!(matches!(p.body, ReqBody::Length(3)));
+        let p = parse_request(
+            b"GET http://h/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            peer(),
+        )
+        .ok()
+        .flatten()
+        .unwrap();
+        assert!(p.upstream.starts_with(b"GET /x HTTP/1.1\r\n"));
+        assert!(matches!(p.body, ReqBody::Chunked));
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_a_reason() {
+        let code = |r: &[u8]| match parse_request(r, peer()) {
+            Err(Refuse(c, _)) => c,
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        };
+        assert_eq!(code(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(code(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(code(b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n"), 501);
+        assert_eq!(
+            code(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: z\r\n\r\n"),
+            400
+        );
+        assert_eq!(code(b"\x01\x02 / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(code(b"GET / HTTP/1.1\r\nHost: x\r\n"), 0);
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(101));
+        assert_eq!(code(many.as_bytes()), 431);
+    }
+}

@@ -1,0 +1,643 @@
+//! Upstream HTTP/1.1 connections that carry several requests at once (pipelining).
+//!
+//! Most of a proxy's cost on loopback is the kernel's: a send and a receive per request on each
+//! side. Pipelining to the backends lets one write carry every request that arrived in one turn
+//! of the event loop and one read bring back every response ready, which is what puts the
+//! balancer well ahead of one-request-per-connection proxies (see BENCHMARKS.md).
+//!
+//! Pipelining has one hazard, head-of-line blocking: a slow response delays those queued behind
+//! it. So a request joins a busy connection only if that connection has fewer than `depth`
+//! requests outstanding and its oldest one has waited less than [`STALL`]; otherwise it takes an
+//! idle connection or opens a new one. A non-idempotent request (and an HTTP/1.0 one) travels
+//! alone: it is sent on an idle connection and nothing is queued behind it (RFC 9112 §9.3.2).
+//!
+//! Failures carry what is known about the request, so the caller can retry only when that is
+//! safe: never sent (connect failed), announced unprocessed (the response before it said
+//! `Connection: close`, after which a server must not process more), or lost after sending
+//! with no response byte (safe to resend only for idempotent methods).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use st_http::Chunked;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::AbortHandle;
+
+/// A busy connection whose oldest request has waited this long takes no more requests.
+pub const STALL: Duration = Duration::from_millis(2);
+/// The largest response head accepted from a backend.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+
+/// How the upstream connections behave.
+#[derive(Debug, Clone, Copy)]
+pub struct PipeConfig {
+    /// Most requests outstanding on one connection (1 turns pipelining off).
+    pub depth: usize,
+    /// Most connections per backend (per worker thread).
+    pub max_conns: usize,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// An unused connection is closed after this long.
+    pub idle: Duration,
+}
+
+/// A request ready to go: its bytes as they go on the wire.
+pub struct Outgoing {
+    /// Request line, headers and body.
+    pub bytes: Bytes,
+    /// A HEAD request (its response has no body).
+    pub head_request: bool,
+    /// Travels alone: non-idempotent, or HTTP/1.0.
+    pub exclusive: bool,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum Fail {
+    /// The connection could not be made: nothing was sent.
+    Connect(String),
+    /// The backend closed the connection (announced) before this request: not processed.
+    Unsent,
+    /// The connection ended after the request was sent, before any response byte.
+    Lost(String),
+    /// The backend's response was not valid HTTP/1.1.
+    Malformed(String),
+}
+
+impl Fail {
+    /// Whether sending the request again elsewhere is safe.
+    pub fn retryable(&self, idempotent: bool) -> bool {
+        match self {
+            Fail::Connect(_) | Fail::Unsent => true,
+            Fail::Lost(_) => idempotent,
+            Fail::Malformed(_) => false,
+        }
+    }
+
+    /// A connect failure (the backend is ejected until its health check passes).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Fail::Connect(_))
+    }
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Connect(e) => write!(f, "connect: {e}"),
+            Fail::Unsent => f.write_str("connection closed by the backend before the request"),
+            Fail::Lost(e) => write!(f, "connection lost before the response: {e}"),
+            Fail::Malformed(e) => write!(f, "malformed response: {e}"),
+        }
+    }
+}
+
+/// A response on its way to the client.
+pub struct Reply {
+    /// Its status code.
+    pub status: u16,
+    /// Status line and end-to-end headers, each ending in CRLF, without the blank line.
+    pub head: Bytes,
+    /// The body as framed on the wire (chunked bodies stay chunked).
+    pub body: ReplyBody,
+    /// The body ends when the connection does: the client connection must close after it.
+    pub close_delimited: bool,
+}
+
+/// A response body: whole, or still arriving.
+pub enum ReplyBody {
+    /// All of it (possibly empty).
+    Done(Bytes),
+    /// Pieces as they arrive; an `Err` means the backend failed mid-body.
+    Stream(mpsc::Receiver<Result<Bytes, ()>>),
+}
+
+struct Pending {
+    tx: oneshot::Sender<Result<Reply, Fail>>,
+    head_request: bool,
+    exclusive: bool,
+    since: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Takes no new requests (the backend announced close, or a request timed out).
+    Closing,
+    Dead,
+}
+
+/// One upstream connection.
+pub struct Conn {
+    out: RefCell<BytesMut>,
+    queue: RefCell<VecDeque<Pending>>,
+    wake_writer: Notify,
+    state: Cell<State>,
+    last_used: Cell<Instant>,
+    tasks: RefCell<Vec<AbortHandle>>,
+}
+
+impl Conn {
+    /// Take no new requests (e.g. one timed out: whatever is behind it would wait too).
+    pub fn retire(&self) {
+        if self.state.get() == State::Open {
+            self.state.set(State::Closing);
+        }
+    }
+
+    fn takes(&self, req: &Outgoing, depth: usize, now: Instant) -> Option<usize> {
+        if self.state.get() != State::Open {
+            return None;
+        }
+        let q = self.queue.borrow();
+        let Some(oldest) = q.front() else {
+            return Some(0);
+        };
+        let ok = !req.exclusive
+            && q.len() < depth
+            && now.duration_since(oldest.since) < STALL
+            && !q.iter().any(|p| p.exclusive);
+        ok.then_some(q.len())
+    }
+
+    fn fail_all(&self, why: impl Fn() -> Fail) {
+        for p in self.queue.borrow_mut().drain(..) {
+            let _ = p.tx.send(Err(why()));
+        }
+    }
+}
+
+/// Every upstream connection of one worker thread.
+pub struct Pool {
+    cfg: PipeConfig,
+    conns: RefCell<HashMap<SocketAddr, Vec<Rc<Conn>>>>,
+}
+
+/// What [`Pool::submit`] gives back: the response to come and the connection carrying it.
+pub type Submitted = (oneshot::Receiver<Result<Reply, Fail>>, Rc<Conn>);
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(cfg: PipeConfig) -> Rc<Pool> {
+        Rc::new(Pool {
+            cfg,
+            conns: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Queue a request to `addr`. Must run inside a `LocalSet`.
+    pub fn submit(&self, addr: SocketAddr, req: Outgoing) -> Submitted {
+        let now = Instant::now();
+        let mut map = self.conns.borrow_mut();
+        let list = map.entry(addr).or_default();
+        list.retain(|c| c.state.get() != State::Dead);
+        let mut best: Option<(usize, &Rc<Conn>)> = None;
+        for c in list.iter() {
+            if let Some(n) = c.takes(&req, self.cfg.depth, now) {
+                if best.is_none_or(|(m, _)| n < m) {
+                    best = Some((n, c));
+                }
+            }
+        }
+        let conn = match best {
+            Some((_, c)) => c.clone(),
+            None if list.len() < self.cfg.max_conns => {
+                let c = Conn::open(addr, self.cfg.connect_timeout);
+                list.push(c.clone());
+                c
+            }
+            // At the cap: queue on the least busy connection still open.
+            None => match list
+                .iter()
+                .filter(|c| c.state.get() == State::Open)
+                .min_by_key(|c| c.queue.borrow().len())
+            {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Conn::open(addr, self.cfg.connect_timeout);
+                    list.push(c.clone());
+                    c
+                }
+            },
+        };
+        drop(map);
+        let (tx, rx) = oneshot::channel();
+        conn.out.borrow_mut().put_slice(&req.bytes);
+        conn.queue.borrow_mut().push_back(Pending {
+            tx,
+            head_request: req.head_request,
+            exclusive: req.exclusive,
+            since: now,
+        });
+        conn.last_used.set(now);
+        conn.wake_writer.notify_one();
+        (rx, conn)
+    }
+
+    /// Close connections that are unused for the idle time or lead to backends no longer in
+    /// `live`.
+    pub fn sweep(&self, live: &[SocketAddr]) {
+        let now = Instant::now();
+        let mut map = self.conns.borrow_mut();
+        map.retain(|addr, list| {
+            let gone = !live.contains(addr);
+            list.retain(|c| {
+                let unused = c.queue.borrow().is_empty()
+                    && (gone || now.duration_since(c.last_used.get()) >= self.cfg.idle);
+                if c.state.get() == State::Dead || unused {
+                    c.state.set(State::Dead);
+                    for t in c.tasks.borrow().iter() {
+                        t.abort();
+                    }
+                    return false;
+                }
+                true
+            });
+            !list.is_empty()
+        });
+    }
+
+    /// Open connections to `addr` (for tests and metrics).
+    pub fn open_to(&self, addr: SocketAddr) -> usize {
+        self.conns.borrow().get(&addr).map_or(0, |l| {
+            l.iter().filter(|c| c.state.get() != State::Dead).count()
+        })
+    }
+}
+
+impl Conn {
+    fn open(addr: SocketAddr, connect_timeout: Duration) -> Rc<Conn> {
+        let c = Rc::new(Conn {
+            out: RefCell::new(BytesMut::with_capacity(4096)),
+            queue: RefCell::new(VecDeque::new()),
+            wake_writer: Notify::new(),
+            state: Cell::new(State::Open),
+            last_used: Cell::new(Instant::now()),
+            tasks: RefCell::new(Vec::new()),
+        });
+        let task = tokio::task::spawn_local(run(c.clone(), addr, connect_timeout));
+        c.tasks.borrow_mut().push(task.abort_handle());
+        c
+    }
+}
+
+async fn run(c: Rc<Conn>, addr: SocketAddr, connect_timeout: Duration) {
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            c.state.set(State::Dead);
+            return c.fail_all(|| Fail::Connect(e.to_string()));
+        }
+        Err(_) => {
+            c.state.set(State::Dead);
+            return c.fail_all(|| Fail::Connect(format!("timed out after {connect_timeout:?}")));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let c2 = c.clone();
+    let writer = tokio::task::spawn_local(async move {
+        loop {
+            // Everything queued since the last write goes in one write.
+            let bytes = c2.out.borrow_mut().split().freeze();
+            if bytes.is_empty() {
+                c2.wake_writer.notified().await;
+                continue;
+            }
+            if wr.write_all(&bytes).await.is_err() {
+                // The reader sees the failure too and fails what is queued.
+                return;
+            }
+        }
+    });
+    c.tasks.borrow_mut().push(writer.abort_handle());
+    let end = read_responses(&c, &mut rd).await;
+    c.state.set(State::Dead);
+    writer.abort();
+    match end {
+        // The backend said close: whatever is left was not processed.
+        End::Announced => c.fail_all(|| Fail::Unsent),
+        End::Lost(why) => c.fail_all(|| Fail::Lost(why.clone())),
+        End::Malformed(why) => c.fail_all(|| Fail::Lost(format!("after a bad response: {why}"))),
+    }
+}
+
+enum End {
+    Announced,
+    Lost(String),
+    Malformed(String),
+}
+
+#[derive(Clone, Copy)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+struct Head {
+    len: usize,
+    status: u16,
+    interim: bool,
+    keep_alive: bool,
+    framing: Framing,
+    /// Status line and end-to-end headers for the client.
+    out: Bytes,
+}
+
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if data.len() > MAX_HEAD => {
+            return Err(format!("response head over {MAX_HEAD} bytes"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.code.unwrap_or(0);
+    let mut keep_alive = resp.version == Some(1);
+    let mut length = None;
+    let mut chunked = false;
+    let mut named: Vec<&[u8]> = Vec::new();
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or("bad content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting content-length".into());
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else {
+                    named.push(t);
+                }
+            }
+        }
+    }
+    let interim = (100..200).contains(&status);
+    if status == 101 {
+        return Err("the backend switched protocols, which the balancer does not relay".into());
+    }
+    let framing = if head_request || interim || status == 204 || status == 304 {
+        Framing::None
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        keep_alive = false;
+        Framing::UntilClose
+    };
+    let mut out = BytesMut::with_capacity(len + 16);
+    if !interim {
+        out.put_slice(b"HTTP/1.1 ");
+        out.put_slice(status.to_string().as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(resp.reason.unwrap_or("").as_bytes());
+        out.put_slice(b"\r\n");
+        for h in resp.headers.iter() {
+            if hop_by_hop(h.name)
+                || named
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+            {
+                continue;
+            }
+            out.put_slice(h.name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(h.value);
+            out.put_slice(b"\r\n");
+        }
+    }
+    Ok(Some(Head {
+        len,
+        status,
+        interim,
+        keep_alive,
+        framing,
+        out: out.freeze(),
+    }))
+}
+
+async fn fill(rd: &mut tokio::net::tcp::OwnedReadHalf, buf: &mut BytesMut) -> Result<bool, String> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    match rd.read_buf(buf).await {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Read responses in order and hand each to the request at the head of the queue, until the
+/// connection ends.
+async fn read_responses(c: &Conn, rd: &mut tokio::net::tcp::OwnedReadHalf) -> End {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        // Every complete response in the buffer.
+        while !buf.is_empty() {
+            let head_request = match c.queue.borrow().front() {
+                Some(p) => p.head_request,
+                None => return End::Malformed("bytes from the backend with no request".into()),
+            };
+            let head = match parse_head(&buf, head_request) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    if let Some(p) = c.queue.borrow_mut().pop_front() {
+                        let _ = p.tx.send(Err(Fail::Malformed(e.clone())));
+                    }
+                    return End::Malformed(e);
+                }
+            };
+            buf.advance(head.len);
+            if head.interim {
+                continue;
+            }
+            let p = c.queue.borrow_mut().pop_front().expect("checked above");
+            if !head.keep_alive {
+                c.state.set(State::Closing);
+            }
+            let mut reply = Reply {
+                status: head.status,
+                head: head.out,
+                body: ReplyBody::Done(Bytes::new()),
+                close_delimited: matches!(head.framing, Framing::UntilClose),
+            };
+            // The common case: the whole body is here already.
+            let whole = match head.framing {
+                Framing::None => Some(0),
+                Framing::Length(n) if n <= buf.len() as u64 => Some(n as usize),
+                Framing::Chunked => match Chunked::new().feed(&buf) {
+                    Ok((n, true)) => Some(n),
+                    Ok((_, false)) => None,
+                    Err(_) => {
+                        let _ = p.tx.send(Err(Fail::Malformed("bad chunked body".into())));
+                        return End::Malformed("bad chunked body".into());
+                    }
+                },
+                _ => None,
+            };
+            if let Some(n) = whole {
+                reply.body = ReplyBody::Done(buf.split_to(n).freeze());
+                let _ = p.tx.send(Ok(reply));
+            } else {
+                let (tx, rx) = mpsc::channel(8);
+                reply.body = ReplyBody::Stream(rx);
+                let _ = p.tx.send(Ok(reply));
+                if let Err(e) = relay_body(head.framing, &mut buf, rd, tx).await {
+                    return End::Lost(e);
+                }
+                if matches!(head.framing, Framing::UntilClose) {
+                    return End::Lost("closed after a close-delimited body".into());
+                }
+            }
+            if !head.keep_alive {
+                return End::Announced;
+            }
+        }
+        match fill(rd, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) if buf.is_empty() => return End::Lost("closed by the backend".into()),
+            Ok(false) => return End::Lost("closed in the middle of a response".into()),
+            Err(e) => return End::Lost(e),
+        }
+    }
+}
+
+/// Pass a body that is not all here yet to the client as it arrives. A client that went away
+/// does not stop the reading: the connection must stay in step for the requests behind.
+async fn relay_body(
+    framing: Framing,
+    buf: &mut BytesMut,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    tx: mpsc::Sender<Result<Bytes, ()>>,
+) -> Result<(), String> {
+    let mut tx = Some(tx);
+    let mut chunked = Chunked::new();
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    loop {
+        let (take, done) = match framing {
+            Framing::Length(_) => {
+                let t = (buf.len() as u64).min(left) as usize;
+                left -= t as u64;
+                (t, left == 0)
+            }
+            Framing::Chunked => chunked
+                .feed(buf)
+                .map_err(|_| "bad chunked body".to_string())?,
+            _ => (buf.len(), false),
+        };
+        if take > 0 {
+            let piece = buf.split_to(take).freeze();
+            if let Some(t) = &tx {
+                if t.send(Ok(piece)).await.is_err() {
+                    tx = None;
+                }
+            }
+        }
+        if done {
+            return Ok(());
+        }
+        match fill(rd, buf).await {
+            Ok(true) => {}
+            Ok(false) if matches!(framing, Framing::UntilClose) => return Ok(()),
+            Ok(false) | Err(_) => {
+                if let Some(t) = &tx {
+                    let _ = t.send(Err(())).await;
+                }
+                return Err("closed in the middle of a body".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_lose_hop_by_hop_headers_and_keep_their_framing() {
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=5\r\nContent-Length: 2\r\nX-Version: v1\r\n\r\nhi",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!h.keep_alive && matches!(h.framing, Framing::Length(2)));
+        assert_eq!(
+            &h.out[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Version: v1\r\n"
+        );
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.keep_alive && matches!(h.framing, Framing::Chunked));
+        assert!(h.out.ends_with(b"Transfer-Encoding: chunked\r\n"));
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(h.framing, Framing::None));
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive && matches!(h.framing, Framing::UntilClose));
+        let h = parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(h.interim);
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+            .unwrap()
+            .is_none());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        assert!(parse_head(b"HTTP/1.1 101 Switching\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn retry_safety_follows_what_is_known() {
+        assert!(Fail::Connect("x".into()).retryable(false));
+        assert!(Fail::Unsent.retryable(false));
+        assert!(Fail::Lost("x".into()).retryable(true));
+        assert!(!Fail::Lost("x".into()).retryable(false));
+        assert!(!Fail::Malformed("x".into()).retryable(true));
+    }
+}
