@@ -390,3 +390,169 @@ fn the_backends_file_is_watched() {
     assert_eq!(addrs(), vec![b.addr]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Send raw bytes to `addr` and read until the server closes.
+fn raw(addr: SocketAddr, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+#[test]
+fn bodies_and_framings_pass_through_the_http1_path() {
+    let b = backend("v1");
+    let lb = balancer(vec![b.addr], Algorithm::RoundRobin, 60_000);
+    // A chunked request body reaches the backend whole.
+    let r = raw(lb.addr, b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert_eq!(body_of(&r), "Wikipedia");
+    assert!(r.contains("x-scaletest-version: v1\r\n") && r.contains("connection: close\r\n"));
+    // Expect: 100-continue gets its interim answer before the body is sent.
+    let mut s = TcpStream::connect(lb.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(body_of(&out), "hello");
+    // A large body is streamed, a HEAD answer has none, an HTTP/1.0 client is closed after.
+    let r = raw(
+        lb.addr,
+        b"GET /bytes/300000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(body_of(&r).len(), 300_000);
+    let r = raw(
+        lb.addr,
+        b"HEAD /bytes/1000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        r.to_ascii_lowercase().contains("content-length: 1000\r\n") && body_of(&r).is_empty(),
+        "{r}"
+    );
+    let r = raw(lb.addr, b"GET /version HTTP/1.0\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && body_of(&r).starts_with("v1"),
+        "{r}"
+    );
+    // A chunked response stays chunked, and two requests in one write get two answers in order.
+    let t = testkit::Server::start(testkit::Behavior::Ok);
+    let lb2 = balancer(vec![t.addr], Algorithm::RoundRobin, 60_000);
+    let r = raw(lb2.addr, b"GET /chunked/10000 HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked\r\n"),
+        "{r}"
+    );
+    assert!(
+        r.ends_with("hello, world\n"),
+        "{}",
+        &r[r.len().saturating_sub(200)..]
+    );
+    assert_eq!(r.matches("HTTP/1.1 200 OK\r\n").count(), 2);
+    assert_eq!(t.paths().get("/chunked/10000"), Some(&1));
+    assert_eq!(t.last_forwarded_for().as_deref(), Some("127.0.0.1"));
+}
+
+#[test]
+fn bad_requests_get_their_status_and_the_connection_closes() {
+    let b = backend("v1");
+    let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
+        c.max_body = 1000
+    });
+    let status = |req: &[u8]| raw(lb.addr, req)[9..12].to_string();
+    assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), "400");
+    assert_eq!(
+        status(
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
+        "400"
+    );
+    assert_eq!(status(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), "501");
+    assert_eq!(
+        status(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n"),
+        "413"
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(20_000)
+    );
+    assert_eq!(status(big.as_bytes()), "431");
+    // None of them reached the backend.
+    assert_eq!(served(&lb, b.addr), 0);
+}
+
+#[test]
+fn a_slowloris_client_is_cut_off_while_others_are_served() {
+    let b = backend("v1");
+    let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
+        c.limits.header_timeout = Duration::from_millis(300)
+    });
+    let mut slow = TcpStream::connect(lb.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+    let t = Instant::now();
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    assert_eq!(r.total.status.get(&200), Some(&200));
+    // The slow client keeps trickling bytes and is still closed, without an answer.
+    let mut got = Vec::new();
+    loop {
+        let _ = slow.write_all(b"X-A: b\r\n");
+        let mut buf = [0u8; 64];
+        slow.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "slowloris still connected"
+        );
+    }
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+}
+
+#[test]
+fn a_slow_response_holds_up_no_request_sent_after_it() {
+    let b = backend("v1");
+    let lb = balancer(vec![b.addr], Algorithm::RoundRobin, 60_000);
+    let addr = lb.addr;
+    let slow = std::thread::spawn(move || {
+        raw(
+            addr,
+            b"GET /delay?ms=3000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+    });
+    let in_flight = || lb.backends.snapshot()[0].in_flight.load(Ordering::Relaxed);
+    wait_for("the slow request", || in_flight() == 1);
+    // Past the stall threshold its connection takes no more requests.
+    std::thread::sleep(balance::pipe::STALL * 5);
+    let t = Instant::now();
+    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 500);
+    assert_eq!(r.total.status.get(&200), Some(&500));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        Duration::from_micros(r.total.latency.max()) < Duration::from_secs(1),
+        "max {} µs",
+        r.total.latency.max()
+    );
+    let s = slow.join().unwrap();
+    assert!(s.starts_with("HTTP/1.1 200"), "the slow one completes: {s}");
+}
