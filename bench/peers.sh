@@ -10,7 +10,8 @@
 # open (open loop at RATES, achieved rate and tail), mem (RSS with 5,000 connections, and RSS
 # over a LONG-second run), serve (scaletest serve vs nginx, both driven by wrk), proxy
 # (scaletest balance vs haproxy 1 thread, each in front of two nginx, all on CPU 0, wrk on
-# CPU 1). Raw outputs go to $OUT (bench/out/<date>). Only 127.0.0.1 is used.
+# CPU 1), proxypaths (with proxy: the balance designs the default replaced, --pipeline 1 and
+# --hyper-only). Raw outputs go to $OUT (bench/out/<date>). Only 127.0.0.1 is used.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -67,7 +68,7 @@ CONF
 taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
 NGINX=$!
 cleanup() {
-  kill $NGINX ${SERVE:-} ${HAPROXY:-} ${BALANCE:-} 2>/dev/null
+  kill $NGINX ${SERVE:-} ${HAPROXY:-} ${BALANCE:-} ${BALANCE_NP:-} ${BALANCE_HY:-} 2>/dev/null
   pkill -f "nginx -p $RUN/b" 2>/dev/null
   wait 2>/dev/null; rm -rf "$RUN"
 }
@@ -90,8 +91,8 @@ if want serve; then
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$SERVE_PORT/" && break; sleep 0.1; done
 fi
 # The proxy scenario: two more nginx (1 worker) as backends, haproxy and scaletest balance.
-B1=18082; B2=18083; HAP=18081; BAL=18180
-if want proxy; then
+B1=18082; B2=18083; HAP=18081; BAL=18180; BAL_NP=18181; BAL_HY=18182
+if want proxy || want proxypaths; then
   for port in $B1 $B2; do
     mkdir -p "$RUN/b$port"
     cat > "$RUN/b$port.conf" <<CONF
@@ -129,9 +130,18 @@ CONF
   taskset -c "$SCPU" "$ST" balance --bind 127.0.0.1:$BAL --admin-bind 127.0.0.1:0 --threads 1 \
     --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 >"$RUN/balance.out" 2>&1 &
   BALANCE=$!
+  if want proxypaths; then
+    # The designs the default replaced: no pipelining, and hyper on both sides.
+    taskset -c "$SCPU" "$ST" balance --bind 127.0.0.1:$BAL_NP --admin-bind 127.0.0.1:0 --threads 1 \
+      --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 --pipeline 1 >"$RUN/balance-np.out" 2>&1 &
+    BALANCE_NP=$!
+    taskset -c "$SCPU" "$ST" balance --bind 127.0.0.1:$BAL_HY --admin-bind 127.0.0.1:0 --threads 1 \
+      --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 --hyper-only >"$RUN/balance-hy.out" 2>&1 &
+    BALANCE_HY=$!
+  fi
   sleep 1.5
   BPIDS="$(pgrep -f "nginx -p $RUN/b" | tr '\n' ' ') $(for p in $(pgrep -f "nginx -p $RUN/b"); do pgrep -P "$p"; done | tr '\n' ' ')"
-  pin_server $BPIDS "$HAPROXY" "$BALANCE"
+  pin_server $BPIDS "$HAPROXY" "$BALANCE" ${BALANCE_NP:-} ${BALANCE_HY:-}
 fi
 
 # ---------------------------------------------------------------- one measurement
@@ -191,6 +201,11 @@ for r in $(seq "$ROUNDS"); do
     if want proxy; then
       if [ "$who" = peer ]; then SPIDS="$BPIDS $HAPROXY"; measure "proxy-haproxy-r$r" proxy wrk-haproxy wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$HAP/"
       else SPIDS="$BPIDS $BALANCE"; measure "proxy-scaletest-r$r" proxy wrk-scaletest wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$BAL/"; fi
+      SPIDS=$ngpids
+    fi
+    if want proxypaths && [ "$who" = self ]; then
+      SPIDS="$BPIDS $BALANCE_NP"; measure "proxy-nopipe-r$r" proxy wrk-scaletest-pipeline1 wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$BAL_NP/"
+      SPIDS="$BPIDS $BALANCE_HY"; measure "proxy-hyper-r$r" proxy wrk-scaletest-hyper wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$BAL_HY/"
       SPIDS=$ngpids
     fi
   done

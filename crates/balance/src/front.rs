@@ -255,7 +255,8 @@ fn hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-fn parse_request(data: &[u8], peer: SocketAddr) -> Result<Option<Parsed>, Refuse> {
+/// `peer_ip` is the client's address as text, for `x-forwarded-for`.
+fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(data) {
@@ -361,7 +362,7 @@ fn parse_request(data: &[u8], peer: SocketAddr) -> Result<Option<Parsed>, Refuse
         up.put_slice(prev);
         up.put_slice(b", ");
     }
-    up.put_slice(peer.ip().to_string().as_bytes());
+    up.put_slice(peer_ip);
     up.put_slice(b"\r\n\r\n");
     let body = if chunked {
         ReqBody::Chunked
@@ -461,10 +462,11 @@ async fn client(
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(4096);
     let max_head = front.limits.max_header_bytes.max(8192);
+    let peer_ip = peer.ip().to_string();
     loop {
         let parsed = loop {
             if !buf.is_empty() {
-                match parse_request(&buf, peer) {
+                match parse_request(&buf, peer_ip.as_bytes()) {
                     Ok(Some(p)) => break p,
                     Ok(None) if buf.len() >= max_head => {
                         let r = local(431, "request head too large");
@@ -638,8 +640,8 @@ async fn forward(front: &Front, req: Outgoing, idempotent: bool) -> Reply {
 mod tests {
     use super::*;
 
-    fn peer() -> SocketAddr {
-        "10.1.2.3:5555".parse().unwrap()
+    fn peer() -> &'static [u8] {
+        b"10.1.2.3"
     }
 
     #[test]

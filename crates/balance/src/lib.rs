@@ -59,6 +59,9 @@ pub struct Config {
     pub backend_h2: bool,
     /// Most requests outstanding on one HTTP/1.1 backend connection (1: no pipelining).
     pub pipeline: usize,
+    /// Serve HTTP/1 clients with hyper and the hyper-util pool too (the design the
+    /// hand-written path replaced; kept so that benchmarks can compare the two).
+    pub hyper_only: bool,
     /// Client connection limits.
     pub limits: Limits,
     /// TLS towards clients.
@@ -163,7 +166,7 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
                             },
                         )
                     };
-                    if tls.is_none() && !cfg.backend_h2 {
+                    if tls.is_none() && !cfg.backend_h2 && !cfg.hyper_only {
                         // Cleartext HTTP/1 clients take the hand-written path to pipelined
                         // HTTP/1.1 backends; HTTP/2 clients still reach hyper through `make`.
                         let front = Rc::new(front::Front {

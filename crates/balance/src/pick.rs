@@ -59,10 +59,12 @@ pub fn pick(
                 .cloned()
         }
         Algorithm::PowerOfTwo => {
-            let eligible: Vec<&Arc<Backend>> = set.iter().filter(ok).collect();
-            match eligible.len() {
+            // Counted, then indexed, so that picking allocates nothing.
+            let m = set.iter().filter(ok).count();
+            let nth = |k: usize| set.iter().filter(ok).nth(k).expect("k < eligible count");
+            match m {
                 0 => None,
-                1 => Some(eligible[0].clone()),
+                1 => Some(nth(0).clone()),
                 m => {
                     let mut rng = rand::thread_rng();
                     let i = rng.gen_range(0..m);
@@ -70,7 +72,7 @@ pub fn pick(
                     if j >= i {
                         j += 1;
                     }
-                    let (a, b) = (eligible[i], eligible[j]);
+                    let (a, b) = (nth(i), nth(j));
                     let pick = if b.in_flight.load(Ordering::Relaxed)
                         < a.in_flight.load(Ordering::Relaxed)
                     {

@@ -58,7 +58,8 @@ fn balancer_with(
         connect_timeout: Duration::from_secs(1),
         max_body: 1 << 20,
         backend_h2: false,
-        pipeline: 8,
+        pipeline: 16,
+        hyper_only: false,
         limits: Limits::default(),
         tls: None,
     };

@@ -68,8 +68,12 @@ pub struct Args {
     /// Most requests in flight on one HTTP/1.1 connection to a backend (pipelining; 1 turns
     /// it off). A request joins a busy connection only while the oldest request on it is
     /// younger than 2 ms, so a slow response holds up few others.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=128))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=128))]
     pipeline: u64,
+    /// Serve HTTP/1 clients with hyper and hyper-util's pool instead of the hand-written
+    /// path (for benchmark comparisons).
+    #[arg(long, hide = true)]
+    hyper_only: bool,
     /// Worker threads [default: the CPUs this process may use].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: Option<u64>,
@@ -130,6 +134,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         max_body: a.max_body,
         backend_h2: a.backend_http2,
         pipeline: a.pipeline as usize,
+        hyper_only: a.hyper_only,
         limits: Limits::default(),
         tls,
     };
