@@ -220,6 +220,13 @@ async fn read_more(s: &mut TcpStream, buf: &mut BytesMut) -> bool {
     matches!(s.read_buf(buf).await, Ok(n) if n > 0)
 }
 
+/// [`read_more`] for a request body: each piece counts as activity for the sweeper.
+async fn read_body(s: &mut TcpStream, buf: &mut BytesMut, st: &ConnState) -> bool {
+    let ok = read_more(s, buf).await;
+    st.started.set(st.started.get() + 1);
+    ok
+}
+
 enum ReqBody {
     None,
     Length(usize),
@@ -484,7 +491,7 @@ async fn client(
                 return;
             }
         };
-        st.busy.set(true);
+        // A body that keeps arriving is activity; one that stops is cut off like a slow head.
         st.started.set(st.started.get() + 1);
         buf.advance(parsed.head_len);
         let Parsed {
@@ -513,7 +520,7 @@ async fn client(
                     return;
                 }
                 while buf.len() < n {
-                    if !read_more(&mut s, &mut buf).await {
+                    if !read_body(&mut s, &mut buf, st).await {
                         return;
                     }
                 }
@@ -545,12 +552,13 @@ async fn client(
                             return;
                         }
                     }
-                    if !read_more(&mut s, &mut buf).await {
+                    if !read_body(&mut s, &mut buf, st).await {
                         return;
                     }
                 }
             }
         }
+        st.busy.set(true);
         let req = Outgoing {
             bytes: upstream.freeze(),
             head_request,

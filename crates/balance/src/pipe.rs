@@ -247,13 +247,19 @@ impl Pool {
         map.retain(|addr, list| {
             let gone = !live.contains(addr);
             list.retain(|c| {
-                let unused = c.queue.borrow().is_empty()
+                let oldest = c.queue.borrow().front().map(|p| p.since);
+                let unused = oldest.is_none()
                     && (gone || now.duration_since(c.last_used.get()) >= self.cfg.idle);
-                if c.state.get() == State::Dead || unused {
+                // Retired after a timeout and still not answering (a black hole): its
+                // requests were answered 504 already; free what it holds.
+                let abandoned = c.state.get() == State::Closing
+                    && oldest.is_some_and(|t| now.duration_since(t) >= self.cfg.idle);
+                if c.state.get() == State::Dead || unused || abandoned {
                     c.state.set(State::Dead);
                     for t in c.tasks.borrow().iter() {
                         t.abort();
                     }
+                    c.fail_all(|| Fail::Lost("abandoned: the backend stopped answering".into()));
                     return false;
                 }
                 true

@@ -557,3 +557,44 @@ fn a_slow_response_holds_up_no_request_sent_after_it() {
     let s = slow.join().unwrap();
     assert!(s.starts_with("HTTP/1.1 200"), "the slow one completes: {s}");
 }
+
+#[test]
+fn stopping_finishes_in_flight_requests_and_closes_idle_connections() {
+    let b = backend("v1");
+    let lb = balancer(vec![b.addr], Algorithm::RoundRobin, 60_000);
+    let addr = lb.addr;
+    // A keep-alive connection that has been used and is now idle.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut first = Vec::new();
+    while !String::from_utf8_lossy(&first).ends_with("hello, world\n") {
+        let mut buf = [0u8; 512];
+        let n = idle.read(&mut buf).unwrap();
+        assert!(n > 0);
+        first.extend_from_slice(&buf[..n]);
+    }
+    // A slow request on a keep-alive connection is in flight when the balancer stops.
+    let slow =
+        std::thread::spawn(move || raw(addr, b"GET /delay?ms=400 HTTP/1.1\r\nHost: a\r\n\r\n"));
+    let in_flight = || lb.backends.snapshot()[0].in_flight.load(Ordering::Relaxed);
+    wait_for("the slow request", || in_flight() == 1);
+    lb.stop();
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        idle.read(&mut buf).unwrap(),
+        0,
+        "the idle connection is closed"
+    );
+    // The slow one completes, told that the connection closes (raw reads to the close).
+    let r = slow.join().unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("connection: close\r\n"),
+        "{r}"
+    );
+    wait_for("the listener to close", || {
+        TcpStream::connect(addr).is_err()
+    });
+    assert!(lb.wait(Duration::from_secs(5)));
+}
