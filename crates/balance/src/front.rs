@@ -14,7 +14,7 @@
 
 use crate::backends::{Backends, Health};
 use crate::pick::{pick, Algorithm};
-use crate::pipe::{Fail, Outgoing, Pool, Reply, ReplyBody};
+use crate::pipe::{put_headers, Fail, Outgoing, Pool, Reply, ReplyBody};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
@@ -351,19 +351,7 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
     } else {
         b" HTTP/1.1\r\n"
     });
-    for h in req.headers.iter() {
-        if hop_by_hop(h.name)
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-        {
-            continue;
-        }
-        up.put_slice(h.name.as_bytes());
-        up.put_slice(b": ");
-        up.put_slice(h.value);
-        up.put_slice(b"\r\n");
-    }
+    put_headers(&mut up, req.headers, hop_by_hop, &named);
     up.put_slice(b"x-forwarded-for: ");
     if let Some(prev) = xff {
         up.put_slice(prev);

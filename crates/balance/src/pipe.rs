@@ -369,6 +369,29 @@ fn hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Copy headers as `name: value` lines, leaving out those `skip` names and those the
+/// Connection header named (hop-by-hop either way). Shared by both directions of the relay.
+pub(crate) fn put_headers(
+    out: &mut BytesMut,
+    headers: &[httparse::Header<'_>],
+    skip: fn(&str) -> bool,
+    named: &[&[u8]],
+) {
+    for h in headers {
+        if skip(h.name)
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+        {
+            continue;
+        }
+        out.put_slice(h.name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(h.value);
+        out.put_slice(b"\r\n");
+    }
+}
+
 fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -433,19 +456,7 @@ fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, String> {
         out.put_u8(b' ');
         out.put_slice(resp.reason.unwrap_or("").as_bytes());
         out.put_slice(b"\r\n");
-        for h in resp.headers.iter() {
-            if hop_by_hop(h.name)
-                || named
-                    .iter()
-                    .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-            {
-                continue;
-            }
-            out.put_slice(h.name.as_bytes());
-            out.put_slice(b": ");
-            out.put_slice(h.value);
-            out.put_slice(b"\r\n");
-        }
+        put_headers(&mut out, resp.headers, hop_by_hop, &named);
     }
     Ok(Some(Head {
         len,
