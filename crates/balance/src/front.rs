@@ -14,7 +14,9 @@
 
 use crate::backends::{Backends, Health};
 use crate::pick::{pick, Algorithm};
-use crate::pipe::{put_headers, Fail, Outgoing, Pool, Reply, ReplyBody};
+use crate::pipe::{
+    connection_tokens, hop_by_hop, put_headers, Fail, Outgoing, Pool, Reply, ReplyBody,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
@@ -248,18 +250,12 @@ struct Parsed {
 /// A request the balancer answers itself.
 struct Refuse(u16, String);
 
-fn hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "upgrade",
-        "expect",
-        "x-forwarded-for",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+/// Request headers not copied to the backend: the hop-by-hop ones, and two the balancer
+/// replaces (it answers `Expect` itself and extends `x-forwarded-for`).
+fn not_forwarded(name: &str) -> bool {
+    hop_by_hop(name)
+        || name.eq_ignore_ascii_case("expect")
+        || name.eq_ignore_ascii_case("x-forwarded-for")
 }
 
 /// `peer_ip` is the client's address as text, for `x-forwarded-for`.
@@ -321,15 +317,7 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
         } else if n.eq_ignore_ascii_case("x-forwarded-for") {
             xff = Some(h.value);
         } else if n.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else {
-                    named.push(t);
-                }
-            }
+            connection_tokens(h.value, &mut keep_alive, &mut named);
         }
     }
     if !http10 && !host {
@@ -351,7 +339,7 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
     } else {
         b" HTTP/1.1\r\n"
     });
-    put_headers(&mut up, req.headers, hop_by_hop, &named);
+    put_headers(&mut up, req.headers, not_forwarded, &named);
     up.put_slice(b"x-forwarded-for: ");
     if let Some(prev) = xff {
         up.put_slice(prev);

@@ -357,7 +357,9 @@ struct Head {
     out: Bytes,
 }
 
-fn hop_by_hop(name: &str) -> bool {
+/// Headers that belong to one connection and are never relayed (RFC 9110 §7.6.1), besides
+/// those the Connection header names. Transfer-Encoding is relayed: bodies keep their framing.
+pub(crate) fn hop_by_hop(name: &str) -> bool {
     [
         "connection",
         "keep-alive",
@@ -367,6 +369,24 @@ fn hop_by_hop(name: &str) -> bool {
     ]
     .iter()
     .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Read a Connection header's tokens: `close` and `keep-alive` set `keep_alive`; any other
+/// token names a hop-by-hop header, collected in `named`.
+pub(crate) fn connection_tokens<'a>(
+    value: &'a [u8],
+    keep_alive: &mut bool,
+    named: &mut Vec<&'a [u8]>,
+) {
+    for t in value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+        if t.eq_ignore_ascii_case(b"close") {
+            *keep_alive = false;
+        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+            *keep_alive = true;
+        } else {
+            named.push(t);
+        }
+    }
 }
 
 /// Copy headers as `name: value` lines, leaving out those `skip` names and those the
@@ -424,15 +444,7 @@ fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, String> {
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else {
-                    named.push(t);
-                }
-            }
+            connection_tokens(h.value, &mut keep_alive, &mut named);
         }
     }
     let interim = (100..200).contains(&status);
