@@ -30,6 +30,8 @@ enum Command {
     Serve(Box<cmd::serve::Args>),
     /// Balance HTTP over backends (L7): health checks, safe retries, drain, admin API.
     Balance(Box<cmd::balance::Args>),
+    /// Load the Kubernetes API: object churn (open or closed loop) and informer timing.
+    Api(cmd::api::Args),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd::report::main(args),
         Command::Serve(args) => cmd::serve::main(*args),
         Command::Balance(args) => cmd::balance::main(*args),
+        Command::Api(args) => cmd::api::main(args),
     };
     match result {
         Ok(code) => code,

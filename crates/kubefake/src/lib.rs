@@ -1,5 +1,8 @@
 //! Test-only: an in-process fake of the Kubernetes API server, faithful where scaletest's
-//! control-plane tools depend on it. The HTTP layer (paths, watch streams, discovery) comes
-//! next; [`store`] holds the semantics.
+//! control-plane tools depend on it. Never part of the shipped binary.
 
+pub mod server;
 pub mod store;
+
+pub use server::{FakeApi, Options};
+pub use store::{ApiError, Resource};

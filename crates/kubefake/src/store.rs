@@ -95,6 +95,8 @@ pub struct Store {
     objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
     log: VecDeque<Event>,
     log_cap: usize,
+    /// Versions at or below this are no longer in the log.
+    floor: u64,
     names: u64,
 }
 
@@ -139,6 +141,7 @@ impl Store {
             objects: BTreeMap::new(),
             log: VecDeque::new(),
             log_cap: log_cap.max(1),
+            floor: 0,
             names: 0,
         }
     }
@@ -157,7 +160,9 @@ impl Store {
         };
         self.log.push_back(e.clone());
         while self.log.len() > self.log_cap {
-            self.log.pop_front();
+            if let Some(gone) = self.log.pop_front() {
+                self.floor = gone.rv;
+            }
         }
         e
     }
@@ -312,6 +317,23 @@ impl Store {
         Ok((o, e))
     }
 
+    /// Forget all history, as after an etcd compaction that passed every watcher: any
+    /// version handed out so far is then too old to watch from.
+    pub fn compact(&mut self) {
+        self.log.clear();
+        // A new version, so that a list taken now can be watched from.
+        self.rv += 1;
+        self.floor = self.rv;
+    }
+
+    /// Every object of a collection, in all namespaces (for cascading deletes).
+    pub fn keys(&self, r: &Resource) -> Vec<(String, String)> {
+        self.objects
+            .get(&r.key())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Objects of a collection (in `ns`, or everywhere when `None`) that match the selectors.
     pub fn list(&self, r: &Resource, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
         self.objects
@@ -330,13 +352,11 @@ impl Store {
     /// Changes after `rv` in a collection, oldest first; Gone when the log no longer reaches
     /// back that far.
     pub fn since(&self, coll: &str, rv: u64) -> Result<Vec<Event>, ApiError> {
-        if let Some(first) = self.log.front() {
-            if rv + 1 < first.rv {
-                return Err(ApiError::Gone(format!(
-                    "too old resource version: {rv} ({})",
-                    first.rv - 1
-                )));
-            }
+        if rv < self.floor {
+            return Err(ApiError::Gone(format!(
+                "too old resource version: {rv} ({})",
+                self.floor
+            )));
         }
         Ok(self
             .log
@@ -537,6 +557,11 @@ mod tests {
         assert_eq!(got, vec![5, 6]);
         assert!(s.since(&cm().key(), 3).is_ok());
         assert_eq!(s.since(&cm().key(), 2).unwrap_err().code(), 410);
+        // After a compaction even the newest version handed out is too old.
+        let now = s.rv();
+        s.compact();
+        assert_eq!(s.since(&cm().key(), now).unwrap_err().code(), 410);
+        assert!(s.since(&cm().key(), s.rv()).is_ok());
     }
 
     #[test]

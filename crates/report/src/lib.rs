@@ -11,4 +11,4 @@ pub mod format;
 pub mod runfile;
 pub mod table;
 
-pub use runfile::{RunFile, RunInfo, RUNFILE_VERSION};
+pub use runfile::{write_json_atomic, RunFile, RunInfo, RUNFILE_VERSION};

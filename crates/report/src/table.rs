@@ -46,7 +46,9 @@ fn q_ms(h: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
-fn latency_row(name: &str, h: &Histogram<u64>) -> Vec<String> {
+/// A row of the latency table (autocannon's columns: 2.5%, 50%, 97.5%, 99%, Avg, Stdev, Max),
+/// from a histogram in µs.
+pub fn latency_row(name: &str, h: &Histogram<u64>) -> Vec<String> {
     let mut row = vec![name.to_string()];
     for q in [0.025, 0.5, 0.975, 0.99] {
         row.push(ms(q_ms(h, q)));

@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments, their conversion into the library's typed
 //! configuration, and one call into the library.
 
+pub mod api;
 pub mod balance;
 pub mod load;
 pub mod report;

@@ -1,0 +1,552 @@
+//! `scaletest api churn` and `scaletest api watch`: flags → `kapi` configs → run → report.
+
+use super::{parse_duration, threads_or_cpus};
+use crate::Usage;
+use kapi::churn::{self, Lifetime, Mode};
+use kapi::output::{self, ApiInfo, ApiRun, Lifecycles};
+use kapi::stats::Recorder;
+use kapi::{watch, Target};
+use pace::{Arrival, RateShape};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const EXAMPLES: &str = "Examples:
+  scaletest api churn --rate 500 -d 60s --population 5000 --slo      open loop, Poisson arrivals
+  scaletest api churn --workers 20 --lifecycles 10000 --updates 3    closed loop
+  scaletest api churn --rate ramp:50..500 -d 5m --namespaces 10 --watch --json churn.json
+  scaletest api churn --resource wardle.example.com/v1alpha1/Flunder --template flunder.yaml --rate 100 -d 1m
+  scaletest api churn --cleanup                                       remove what any run left behind
+  scaletest api watch -A --metrics 127.0.0.1:9464                     time notifications of all ConfigMaps";
+
+/// Arguments of `scaletest api`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Object lifecycles (create → updates → delete), open loop (--rate) or closed loop.
+    #[command(after_help = EXAMPLES)]
+    Churn(Box<ChurnArgs>),
+    /// An informer with a work queue: notification latency, queue wait, relists.
+    #[command(after_help = EXAMPLES)]
+    Watch(Box<WatchArgs>),
+}
+
+/// How to reach the cluster.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context [default: its current context].
+    #[arg(long)]
+    context: Option<String>,
+    /// The resource: a core plural (configmaps), VERSION/Kind, or GROUP/VERSION/Kind
+    /// [default: configmaps, or what --template names].
+    #[arg(long)]
+    resource: Option<String>,
+    /// Per-call timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Worker threads [default: the CPUs this process may use, at most 4].
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: Option<u64>,
+    /// Write everything measured to this JSON file (histograms included).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ChurnArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Object template, YAML or JSON (name, namespace and labels are filled in)
+    /// [default: a ConfigMap with --size bytes of data].
+    #[arg(long, value_name = "FILE")]
+    template: Option<PathBuf>,
+    /// Bytes of data in the default ConfigMap.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    size: u64,
+    /// Open loop: lifecycles/s: R, ramp:FROM..TO (over -d), or steps:R1,R2,...@DURATION.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<RateShape>,
+    /// Open loop: gaps between lifecycle starts, poisson or uniform.
+    #[arg(long, default_value = "poisson", value_parser = parse_arrival)]
+    arrival: Arrival,
+    /// Seed for Poisson arrivals.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Open loop: objects to keep in existence (lifetime = population / rate) [default: a 10s
+    /// lifetime].
+    #[arg(long, conflicts_with = "lifetime", value_parser = clap::value_parser!(u64).range(1..))]
+    population: Option<u64>,
+    /// Open loop: how long each object lives.
+    #[arg(long, value_parser = parse_duration)]
+    lifetime: Option<Duration>,
+    /// Closed loop: concurrent workers, each running lifecycles back to back.
+    #[arg(short = 'w', long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    workers: Option<u64>,
+    /// Closed loop: stop after this many lifecycles in all.
+    #[arg(short = 'n', long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..))]
+    lifecycles: Option<u64>,
+    /// Open loop: how long lifecycles keep starting (each then lives out its lifetime).
+    /// Closed loop: a time limit.
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Patches per lifecycle.
+    #[arg(short = 'u', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    updates: u32,
+    /// Namespace for the objects [default: the kubeconfig context's].
+    #[arg(long, conflicts_with = "namespaces")]
+    namespace: Option<String>,
+    /// Create this many namespaces for the run and spread objects over them.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    namespaces: Option<u64>,
+    /// The run's id, in the `scaletest.dev/run` label of everything it makes [default: random].
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Client-side limit on API calls per second (off by default).
+    #[arg(long)]
+    qps: Option<f64>,
+    /// Burst for --qps.
+    #[arg(long, default_value_t = 10, requires = "qps")]
+    burst: u32,
+    /// Also run an informer on the objects (as `api watch` does) and report notifications.
+    #[arg(long)]
+    watch: bool,
+    /// Check p99 latencies against the Kubernetes API-call SLOs; exit 1 if one fails.
+    #[arg(long)]
+    slo: bool,
+    /// Do not churn: delete every object (of --resource) and namespace that runs made
+    /// (only --run-id's when given), then exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Namespace to watch [default: the kubeconfig context's].
+    #[arg(long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// Watch all namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Label selector.
+    #[arg(short = 'l', long, conflicts_with = "run_id")]
+    selector: Option<String>,
+    /// Only the objects of this churn run.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Stop after this long [default: until Ctrl-C].
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Work-queue workers.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    queue_workers: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+fn parse_rate(s: &str) -> Result<RateShape, String> {
+    s.parse().map_err(|e: pace::PaceError| e.to_string())
+}
+
+fn parse_arrival(s: &str) -> Result<Arrival, String> {
+    s.parse()
+}
+
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let threads = match &args.command {
+        Command::Churn(a) => a.cluster.threads,
+        Command::Watch(a) => a.cluster.threads,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads_or_cpus(threads).min(if threads.is_some() { 64 } else { 4 }))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match args.command {
+            Command::Churn(a) => churn_main(*a).await,
+            Command::Watch(a) => watch_main(*a).await,
+        }
+    })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Ctrl-C: the first stops the run gracefully (it reports), the second exits at once.
+fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
+fn kapi_error(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<kapi::Usage>() {
+        Ok(u) => Usage(u.0).into(),
+        Err(e) => e,
+    }
+}
+
+async fn target(
+    client: &kube::Client,
+    spec: Option<&str>,
+    template: Option<&serde_json::Value>,
+) -> anyhow::Result<Target> {
+    let from_template = template.and_then(kapi::template_gvk).map(|g| {
+        if g.group.is_empty() {
+            format!("{}/{}", g.version, g.kind)
+        } else {
+            format!("{}/{}/{}", g.group, g.version, g.kind)
+        }
+    });
+    let spec = spec
+        .map(str::to_string)
+        .or(from_template)
+        .unwrap_or_else(|| "configmaps".into());
+    kapi::resolve(client, &spec).await.map_err(kapi_error)
+}
+
+fn random_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..6)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+        .collect()
+}
+
+fn valid_label_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
+    // Flags first: bad usage never waits for a cluster.
+    let template = match &a.template {
+        Some(p) => Some(kapi::load_template(p).map_err(kapi_error)?),
+        None => None,
+    };
+    if let Some(id) = &a.run_id {
+        if !valid_label_value(id) {
+            return Err(Usage(format!(
+                "--run-id {id:?}: use 1-40 lowercase letters, digits and '-' (it goes into names and labels)"
+            ))
+            .into());
+        }
+    }
+    if let Some(q) = a.qps {
+        if !(q.is_finite() && q > 0.0) {
+            return Err(Usage("--qps must be > 0".into()).into());
+        }
+    }
+    let mode = if a.cleanup {
+        None
+    } else if let Some(shape) = &a.rate {
+        let Some(d) = a.duration else {
+            return Err(Usage("open loop (--rate) needs -d/--duration".into()).into());
+        };
+        let lifetime = match (a.population, a.lifetime) {
+            (Some(p), _) => Lifetime::Population(p as f64),
+            (None, Some(l)) => Lifetime::Fixed(l),
+            (None, None) => Lifetime::Fixed(Duration::from_secs(10)),
+        };
+        let _ = d;
+        Some(Mode::Open {
+            shape: shape.clone(),
+            arrival: a.arrival,
+            seed: a.seed,
+            lifetime,
+        })
+    } else {
+        if a.population.is_some() || a.lifetime.is_some() {
+            return Err(
+                Usage("--population and --lifetime are for open loop (--rate)".into()).into(),
+            );
+        }
+        if a.duration.is_none() && a.lifecycles.is_none() {
+            return Err(Usage(
+                "give --rate (open loop) with -d, or -d and/or -n/--lifecycles (closed loop)"
+                    .into(),
+            )
+            .into());
+        }
+        Some(Mode::Closed {
+            workers: a.workers.unwrap_or(10) as usize,
+            lifecycles: a.lifecycles,
+        })
+    };
+    let (client, default_ns) = kapi::connect(
+        a.cluster.kubeconfig.as_deref(),
+        a.cluster.context.as_deref(),
+        Some(a.cluster.timeout),
+    )
+    .await
+    .map_err(kapi_error)?;
+    let target = target(&client, a.cluster.resource.as_deref(), template.as_ref()).await?;
+    let Some(mode) = mode else {
+        let c = churn::cleanup(&client, &target, a.run_id.as_deref()).await?;
+        println!(
+            "removed {} {} and {} namespace(s){}",
+            c.objects,
+            target.display(),
+            c.namespaces,
+            a.run_id
+                .as_ref()
+                .map(|r| format!(" of run {r}"))
+                .unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let run_id = a.run_id.clone().unwrap_or_else(random_id);
+    let made_namespaces = match a.namespaces {
+        Some(n) if target.namespaced => {
+            churn::create_namespaces(&client, &run_id, n as usize).await?
+        }
+        _ => Vec::new(),
+    };
+    let namespaces = if !made_namespaces.is_empty() {
+        made_namespaces.clone()
+    } else {
+        vec![a.namespace.clone().unwrap_or(default_ns)]
+    };
+    let template = template.unwrap_or_else(|| churn::configmap_template(a.size as usize));
+    let cfg = churn::Config {
+        target: target.clone(),
+        template,
+        namespaces: namespaces.clone(),
+        mode: mode.clone(),
+        duration: a.duration,
+        updates: a.updates,
+        run_id: run_id.clone(),
+        limit: a.qps.map(|q| (q, a.burst)),
+    };
+    let mut info = ApiInfo {
+        command: "churn".into(),
+        resource: target.display(),
+        updates: Some(a.updates),
+        namespaces: if target.namespaced {
+            namespaces.clone()
+        } else {
+            Vec::new()
+        },
+        run_id: Some(run_id.clone()),
+        duration_s: a.duration.map(|d| d.as_secs_f64()),
+        qps: a.qps,
+        ..Default::default()
+    };
+    match &mode {
+        Mode::Open {
+            shape, lifetime, ..
+        } => {
+            info.mode = Some("open".into());
+            info.rate = Some(shape.to_string());
+            info.arrival = Some(format!("{:?}", a.arrival).to_lowercase());
+            match lifetime {
+                Lifetime::Population(p) => info.population = Some(*p),
+                Lifetime::Fixed(d) => info.lifetime_s = Some(d.as_secs_f64()),
+            }
+        }
+        Mode::Closed { workers, .. } => {
+            info.mode = Some("closed".into());
+            info.workers = Some(*workers);
+        }
+    }
+    let stop = stop_on_ctrl_c();
+    let started_unix = unix_now();
+    let rec = Arc::new(Recorder::default());
+    // The informer starts (and lists) before the first create, so that it sees every one.
+    let watcher = if a.watch {
+        let (wclient, _) = kapi::connect(
+            a.cluster.kubeconfig.as_deref(),
+            a.cluster.context.as_deref(),
+            None,
+        )
+        .await
+        .map_err(kapi_error)?;
+        let shared = watch::Shared::new();
+        let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
+        let wcfg = watch::Config {
+            target: target.clone(),
+            namespace: if namespaces.len() == 1 {
+                Some(namespaces[0].clone())
+            } else {
+                None
+            },
+            selector: Some(format!("{}={run_id}", kapi::LABEL_RUN)),
+            workers: 2,
+        };
+        let task = tokio::spawn(watch::run(wclient, wcfg, shared.clone(), wstop));
+        tokio::select! {
+            _ = shared.wait_synced() => {}
+            _ = tokio::time::sleep(a.cluster.timeout) => {
+                return Err(anyhow::anyhow!("the informer's initial list did not finish within {:?}", a.cluster.timeout));
+            }
+        }
+        Some((shared, wstop_tx, task))
+    } else {
+        None
+    };
+    let summary = churn::run(client.clone(), cfg, rec.clone(), stop.clone())
+        .await
+        .map_err(|e| Usage(e.to_string()))?;
+    let mut run = ApiRun::new(info, started_unix);
+    run.elapsed_s = summary.elapsed.as_secs_f64();
+    run.interrupted = summary.interrupted;
+    run.lifecycles = Some(Lifecycles {
+        started: summary.started,
+        completed: summary.completed,
+        failed: summary.failed,
+    });
+    if let Some((shared, wstop_tx, task)) = watcher {
+        // Wait (bounded) until the informer has seen every delete churn made.
+        let mut stopping = stop.clone();
+        tokio::select! {
+            _ = shared.wait_deletes(summary.deleted) => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                eprintln!("scaletest: the informer had not seen every delete 10s after the run");
+            }
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+        let _ = wstop_tx.send(true);
+        let _ = task.await;
+        run.watch = Some(shared.stats());
+    }
+    if !made_namespaces.is_empty() {
+        for ns in &made_namespaces {
+            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                kube::Api::all(client.clone());
+            if let Err(e) = api.delete(ns, &Default::default()).await {
+                eprintln!("scaletest: could not delete namespace {ns}: {e} (run --cleanup --run-id {run_id})");
+            }
+        }
+    }
+    let recorded = rec.snapshot();
+    run.calls = recorded.calls.into_values().collect();
+    if let Some(l) = recorded.lateness {
+        run.lateness = l;
+    }
+    run.check_slo();
+    finish(&run, a.cluster.json.as_ref(), a.slo)
+}
+
+/// JSON first (what was measured survives a closed stdout), then the report; the exit code.
+fn finish(run: &ApiRun, json: Option<&PathBuf>, slo: bool) -> anyhow::Result<ExitCode> {
+    if let Some(p) = json {
+        report::write_json_atomic(run, p)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(output::render(run, slo).as_bytes())?;
+    let ok_calls: u64 = run.calls.iter().map(|c| c.ok).sum();
+    if run.total_calls() > 0 && ok_calls == 0 {
+        eprintln!("scaletest: every API call failed");
+        return Ok(ExitCode::from(1));
+    }
+    if slo && !run.slo_pass() {
+        eprintln!("scaletest: SLO check failed");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(id) = &a.run_id {
+        if !valid_label_value(id) {
+            return Err(Usage(format!("--run-id {id:?}: not a churn run id")).into());
+        }
+    }
+    let metrics = match a.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let (client, default_ns) = kapi::connect(
+        a.cluster.kubeconfig.as_deref(),
+        a.cluster.context.as_deref(),
+        None,
+    )
+    .await
+    .map_err(kapi_error)?;
+    let target = target(&client, a.cluster.resource.as_deref(), None).await?;
+    let namespace = if a.all_namespaces || !target.namespaced {
+        None
+    } else {
+        Some(a.namespace.clone().unwrap_or(default_ns))
+    };
+    let selector = a.selector.clone().or_else(|| {
+        a.run_id
+            .as_ref()
+            .map(|r| format!("{}={r}", kapi::LABEL_RUN))
+    });
+    let info = ApiInfo {
+        command: "watch".into(),
+        resource: target.display(),
+        namespaces: namespace.iter().cloned().collect(),
+        run_id: a.run_id.clone(),
+        duration_s: a.duration.map(|d| d.as_secs_f64()),
+        ..Default::default()
+    };
+    let shared = watch::Shared::new();
+    if let Some(l) = metrics {
+        eprintln!(
+            "scaletest: metrics at http://{}/metrics",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(watch::serve_metrics(l, shared.clone()));
+    }
+    let stop = stop_on_ctrl_c();
+    let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
+    let started = std::time::Instant::now();
+    let started_unix = unix_now();
+    let cfg = watch::Config {
+        target,
+        namespace,
+        selector,
+        workers: a.queue_workers as usize,
+    };
+    let task = tokio::spawn(watch::run(client, cfg, shared.clone(), wstop));
+    let mut stopping = stop.clone();
+    match a.duration {
+        Some(d) => tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        },
+        None => {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
+    }
+    let _ = wstop_tx.send(true);
+    let _ = task.await;
+    let mut run = ApiRun::new(info, started_unix);
+    run.elapsed_s = started.elapsed().as_secs_f64();
+    run.interrupted = *stop.borrow();
+    run.watch = Some(shared.stats());
+    finish(&run, a.cluster.json.as_ref(), false)
+}

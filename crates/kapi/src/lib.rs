@@ -1,0 +1,195 @@
+//! Control-plane load: drive the Kubernetes API with object churn (`churn`) and time the
+//! notifications an informer gets (`watch`), through kube-rs against any cluster.
+//!
+//! Objects carry the run's label ([`LABEL_RUN`]) so that a run can be cleaned up even after a
+//! crash, and the client's wall-clock time of the call that last wrote them ([`ANN_SENT`]) so
+//! that a watcher in another process can time the notification.
+
+pub mod churn;
+pub mod output;
+pub mod stats;
+pub mod watch;
+
+use kube::core::{ApiResource, DynamicObject, GroupVersion, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::{Api, Client};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// Label on every object (and namespace) a churn run makes: the run's id.
+pub const LABEL_RUN: &str = "scaletest.dev/run";
+/// Annotation: the client's wall clock, ns since the Unix epoch, when the call that wrote this
+/// version started.
+pub const ANN_SENT: &str = "scaletest.dev/sent-at";
+/// Annotation: which operation of the lifecycle wrote this version (`create`, `update-1`, ...).
+pub const ANN_OP: &str = "scaletest.dev/op";
+
+/// An error the user can fix (bad flags, a resource the server does not have): exit code 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+/// The resource a run works on, as discovery described it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Group, version, kind, plural.
+    pub ar: ApiResource,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+}
+
+impl Target {
+    /// `configmaps`, or `flunders.wardle.example.com` for a non-core group.
+    pub fn display(&self) -> String {
+        if self.ar.group.is_empty() {
+            self.ar.plural.clone()
+        } else {
+            format!("{}.{}", self.ar.plural, self.ar.group)
+        }
+    }
+
+    /// The API for objects of this resource in `ns` (ignored when cluster-scoped), or in all
+    /// namespaces when `ns` is None.
+    pub fn api(&self, client: &Client, ns: Option<&str>) -> Api<DynamicObject> {
+        match ns {
+            Some(ns) if self.namespaced => Api::namespaced_with(client.clone(), ns, &self.ar),
+            _ => Api::all_with(client.clone(), &self.ar),
+        }
+    }
+}
+
+/// A client from `--kubeconfig` (and `--context`), or inferred as kubectl does: `$KUBECONFIG`,
+/// `~/.kube/config`, then the in-cluster service account. Returns the client and the default
+/// namespace of its context.
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<(Client, String)> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let mut config = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| Usage(format!("kubeconfig {}: {e}", p.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| Usage(format!("kubeconfig {}: {e}", p.display())))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| Usage(format!("kubeconfig: {e}")))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            Usage(format!(
+                "no cluster configured (give --kubeconfig, set KUBECONFIG, or run in a pod): {e}"
+            ))
+        })?,
+    };
+    if let Some(t) = timeout {
+        config.read_timeout = Some(t);
+        config.write_timeout = Some(t);
+        config.connect_timeout = Some(t);
+    }
+    let ns = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
+    Ok((client, ns))
+}
+
+/// Find a resource by what a user types: `configmaps` / `ConfigMap` (core v1), `v1/Kind`,
+/// `GROUP/VERSION/Kind` or `GROUP/VERSION/plural`, via the server's discovery documents.
+pub async fn resolve(client: &Client, spec: &str) -> anyhow::Result<Target> {
+    let parts: Vec<&str> = spec.split('/').collect();
+    let (group, version, name) = match parts.as_slice() {
+        [name] => ("", "v1", *name),
+        [version, name] => ("", *version, *name),
+        [group, version, name] => (*group, *version, *name),
+        _ => return Err(Usage(format!(
+            "--resource {spec:?}: give a plural (configmaps), VERSION/Kind or GROUP/VERSION/Kind"
+        ))
+        .into()),
+    };
+    if name.is_empty() || version.is_empty() {
+        return Err(Usage(format!("--resource {spec:?}: empty name or version")).into());
+    }
+    let gv = GroupVersion {
+        group: group.to_string(),
+        version: version.to_string(),
+    };
+    let found = kube::discovery::oneshot::pinned_group(client, &gv)
+        .await
+        .map_err(|e| discovery_error(spec, e))?;
+    let lower = name.to_ascii_lowercase();
+    let (ar, caps) = found
+        .versioned_resources(version)
+        .into_iter()
+        .find(|(ar, _)| {
+            ar.plural == name || ar.kind.eq_ignore_ascii_case(name) || ar.plural == lower
+        })
+        .ok_or_else(|| {
+            Usage(format!(
+                "--resource {spec:?}: the server has no such resource in {}",
+                if group.is_empty() {
+                    version.to_string()
+                } else {
+                    format!("{group}/{version}")
+                }
+            ))
+        })?;
+    Ok(Target {
+        ar,
+        namespaced: caps.scope == Scope::Namespaced,
+    })
+}
+
+fn discovery_error(spec: &str, e: kube::Error) -> anyhow::Error {
+    match &e {
+        kube::Error::Api(s) if s.code == 404 => Usage(format!(
+            "--resource {spec:?}: the server does not serve that group/version"
+        ))
+        .into(),
+        _ => anyhow::anyhow!("cannot reach the API server: {e}"),
+    }
+}
+
+/// The GVK a template object names, if it names one.
+pub fn template_gvk(template: &serde_json::Value) -> Option<GroupVersionKind> {
+    let api_version = template.get("apiVersion")?.as_str()?;
+    let kind = template.get("kind")?.as_str()?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    Some(GroupVersionKind::gvk(group, version, kind))
+}
+
+/// Wall-clock time now, ns since the Unix epoch (the value of [`ANN_SENT`]).
+pub fn wall_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Read an object template: YAML or JSON, one object with apiVersion and kind.
+pub fn load_template(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Usage(format!("template {}: {e}", path.display())))?;
+    let v: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+        Usage(format!(
+            "template {}: not YAML or JSON: {e}",
+            path.display()
+        ))
+    })?;
+    if !v.is_object() || template_gvk(&v).is_none() {
+        return Err(Usage(format!(
+            "template {}: must be one object with apiVersion and kind",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(v)
+}

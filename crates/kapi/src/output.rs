@@ -1,0 +1,328 @@
+//! The report of `api churn` / `api watch`: the same box tables and JSON habits as `load`
+//! (autocannon's latency columns; every histogram kept in the JSON), plus the check against
+//! the Kubernetes API-call latency SLOs.
+
+use crate::stats::{CallStats, Verb};
+use crate::watch::WatchStats;
+use hdrhistogram::Histogram;
+use hist::{histogram_codec, new_histogram};
+use report::format::{count, ms, trim};
+use report::table::{boxed, latency_row};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Format version of [`ApiRun`].
+pub const API_RUN_VERSION: u32 = 1;
+
+/// How a run was set up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiInfo {
+    /// `churn` or `watch`.
+    pub command: String,
+    /// The resource.
+    pub resource: String,
+    /// `open` or `closed` (churn).
+    pub mode: Option<String>,
+    /// Open loop: the rate shape, lifecycles/s.
+    pub rate: Option<String>,
+    /// Open loop: `uniform` or `poisson`.
+    pub arrival: Option<String>,
+    /// Open loop: the population asked for.
+    pub population: Option<f64>,
+    /// Open loop: a fixed lifetime, seconds.
+    pub lifetime_s: Option<f64>,
+    /// Closed loop: workers.
+    pub workers: Option<usize>,
+    /// Patches per lifecycle.
+    pub updates: Option<u32>,
+    /// Namespaces used.
+    pub namespaces: Vec<String>,
+    /// The run's label value.
+    pub run_id: Option<String>,
+    /// Requested duration, seconds.
+    pub duration_s: Option<f64>,
+    /// Client-side QPS limit.
+    pub qps: Option<f64>,
+}
+
+/// Lifecycle counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycles {
+    /// Whose create was attempted.
+    pub started: u64,
+    /// Whose every call succeeded.
+    pub completed: u64,
+    /// With a failed call.
+    pub failed: u64,
+}
+
+/// One (verb, resource) against its SLO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloCheck {
+    /// Verb.
+    pub verb: Verb,
+    /// Resource.
+    pub resource: String,
+    /// Measured p99, ms.
+    pub p99_ms: f64,
+    /// Allowed p99, ms.
+    pub limit_ms: f64,
+    /// p99 ≤ limit.
+    pub pass: bool,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiRun {
+    /// [`API_RUN_VERSION`].
+    pub version: u32,
+    /// `scaletest x.y.z`.
+    pub tool: String,
+    /// Start, seconds since the Unix epoch.
+    pub started_unix: f64,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+    /// Stopped early by Ctrl-C.
+    pub interrupted: bool,
+    /// Setup.
+    pub info: ApiInfo,
+    /// Churn: lifecycle counts.
+    pub lifecycles: Option<Lifecycles>,
+    /// Calls by verb and resource.
+    pub calls: Vec<CallStats>,
+    /// Open loop: start − intended start of every operation, µs.
+    #[serde(with = "histogram_codec")]
+    pub lateness: Histogram<u64>,
+    /// What an informer saw (watch, or churn --watch).
+    pub watch: Option<WatchStats>,
+    /// The SLO check of every (verb, resource).
+    pub slo: Vec<SloCheck>,
+}
+
+impl ApiRun {
+    /// An empty run record.
+    pub fn new(info: ApiInfo, started_unix: f64) -> ApiRun {
+        ApiRun {
+            version: API_RUN_VERSION,
+            tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),
+            started_unix,
+            elapsed_s: 0.0,
+            interrupted: false,
+            info,
+            lifecycles: None,
+            calls: Vec::new(),
+            lateness: new_histogram(),
+            watch: None,
+            slo: Vec::new(),
+        }
+    }
+
+    /// Fill `slo` from `calls`: p99 of answered calls against each verb's limit.
+    pub fn check_slo(&mut self) {
+        self.slo = self
+            .calls
+            .iter()
+            .filter(|c| !c.latency.is_empty())
+            .map(|c| {
+                let p99 = c.latency.value_at_quantile(0.99) as f64 / 1000.0;
+                let limit = c.verb.slo().as_secs_f64() * 1000.0;
+                SloCheck {
+                    verb: c.verb,
+                    resource: c.resource.clone(),
+                    p99_ms: p99,
+                    limit_ms: limit,
+                    pass: p99 <= limit,
+                }
+            })
+            .collect();
+    }
+
+    /// True when every checked (verb, resource) met its SLO.
+    pub fn slo_pass(&self) -> bool {
+        self.slo.iter().all(|s| s.pass)
+    }
+
+    /// All calls.
+    pub fn total_calls(&self) -> u64 {
+        self.calls
+            .iter()
+            .map(|c| c.answered + c.transport_errors)
+            .sum()
+    }
+}
+
+const LAT_COLS: [&str; 7] = ["2.5%", "50%", "97.5%", "99%", "Avg", "Stdev", "Max"];
+
+fn header(first: &str, extra: &[&str]) -> Vec<String> {
+    let mut h = vec![first.to_string()];
+    h.extend(LAT_COLS.iter().map(|c| c.to_string()));
+    h.extend(extra.iter().map(|c| c.to_string()));
+    h
+}
+
+fn watch_section(w: &WatchStats, s: &mut String) {
+    let mut rows = vec![header("Informer", &["Count"])];
+    for (name, h) in [
+        ("Notify create", &w.notify_create),
+        ("Notify update", &w.notify_update),
+        ("Queue wait", &w.queue_wait),
+    ] {
+        let mut row = latency_row(name, h);
+        row.push(count(h.len()));
+        rows.push(row);
+    }
+    *s += &boxed(&rows);
+    *s += "Notify: the informer's receipt time minus the writer's send time (wall clocks).\n";
+    let _ = writeln!(
+        s,
+        "{} add/update and {} delete notifications; {} coalesced in the queue, {} duplicates, {} \
+         foreign changes; {} relists, {} × 410 Gone, {} other watch errors\n",
+        count(w.applied),
+        count(w.deleted),
+        count(w.coalesced),
+        count(w.duplicates),
+        count(w.foreign),
+        count(w.relists),
+        count(w.gone),
+        count(w.errors)
+    );
+}
+
+/// The human report.
+pub fn render(run: &ApiRun, slo: bool) -> String {
+    let i = &run.info;
+    let mut s = String::new();
+    match i.command.as_str() {
+        "churn" => {
+            let mode = i.mode.as_deref().unwrap_or("closed");
+            let _ = write!(s, "Churning {} ({mode} loop", i.resource);
+            if mode == "open" {
+                let _ = write!(
+                    s,
+                    ", {} lifecycles/s, {} arrivals",
+                    i.rate.as_deref().unwrap_or("?"),
+                    i.arrival.as_deref().unwrap_or("poisson")
+                );
+                if let Some(p) = i.population {
+                    let _ = write!(s, ", population {}", trim(p, 0));
+                }
+                if let Some(l) = i.lifetime_s {
+                    let _ = write!(s, ", lifetime {}s", trim(l, 2));
+                }
+            } else {
+                let _ = write!(s, ", {} workers", i.workers.unwrap_or(1));
+            }
+            let _ = writeln!(
+                s,
+                ", {} update(s) each) in {} namespace(s), run {}",
+                i.updates.unwrap_or(0),
+                i.namespaces.len().max(1),
+                i.run_id.as_deref().unwrap_or("?")
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                s,
+                "Watching {} with an informer and a work queue",
+                i.resource
+            );
+        }
+    }
+    s.push('\n');
+    if !run.calls.is_empty() {
+        let mut rows = vec![header("Call", &["Calls", "Errors"])];
+        for c in &run.calls {
+            let mut row = latency_row(&format!("{} {}", c.verb.name(), c.resource), &c.latency);
+            row.push(count(c.answered + c.transport_errors));
+            row.push(count(c.errors()));
+            rows.push(row);
+        }
+        if !run.lateness.is_empty() {
+            let mut row = latency_row("Start lateness", &run.lateness);
+            row.push(count(run.lateness.len()));
+            row.push(String::new());
+            rows.push(row);
+        }
+        s += &boxed(&rows);
+        s += "Latency in ms, per answered call. ";
+        if !run.lateness.is_empty() {
+            s += "Start lateness: when each operation started minus when the schedule said.";
+        }
+        s += "\n\n";
+    }
+    if let Some(w) = &run.watch {
+        watch_section(w, &mut s);
+    }
+    let calls = run.total_calls();
+    if calls > 0 {
+        let _ = write!(
+            s,
+            "{} API calls in {}s ({}/s)",
+            count(calls),
+            trim(run.elapsed_s, 2),
+            trim(calls as f64 / run.elapsed_s.max(1e-9), 0)
+        );
+        if let Some(l) = &run.lifecycles {
+            let _ = write!(
+                s,
+                "; {} lifecycles: {} completed, {} failed",
+                count(l.started),
+                count(l.completed),
+                count(l.failed)
+            );
+        }
+        if run.interrupted {
+            s += " (interrupted)";
+        }
+        s.push('\n');
+    }
+    let throttled: u64 = run.calls.iter().map(CallStats::throttled).sum();
+    for c in &run.calls {
+        let parts: Vec<String> = c
+            .status
+            .iter()
+            .map(|(code, n)| format!("{} × {code}", count(*n)))
+            .chain(
+                (c.transport_errors > 0)
+                    .then(|| format!("{} × no answer", count(c.transport_errors))),
+            )
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {} {}: {}",
+                c.verb.name(),
+                c.resource,
+                parts.join(", ")
+            );
+        }
+    }
+    if throttled > 0 {
+        let _ = writeln!(
+            s,
+            "{} calls throttled (429, API Priority and Fairness)",
+            count(throttled)
+        );
+    }
+    if slo && !run.slo.is_empty() {
+        s.push('\n');
+        let mut rows = vec![vec![
+            "SLO (p99 over the run)".to_string(),
+            "p99".into(),
+            "Limit".into(),
+            "Result".into(),
+        ]];
+        for c in &run.slo {
+            rows.push(vec![
+                format!("{} {}", c.verb.name(), c.resource),
+                ms(c.p99_ms),
+                ms(c.limit_ms),
+                if c.pass { "pass" } else { "FAIL" }.into(),
+            ]);
+        }
+        s += &boxed(&rows);
+        s += "Kubernetes API-call SLOs: mutating and GET calls ≤ 1 s, LIST ≤ 5 s in a namespace, \
+              ≤ 30 s across the cluster (p99).\n";
+    }
+    s
+}

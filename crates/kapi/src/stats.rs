@@ -1,0 +1,274 @@
+//! What the control-plane tools measure: each API call's latency by (verb, resource) in HDR
+//! histograms, outcomes by HTTP status (429s apart), how late scheduled operations started,
+//! and the client-side rate limit they may wait for.
+
+use hdrhistogram::Histogram;
+use hist::{histogram_codec, new_histogram};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The verbs the Kubernetes API-call SLOs tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    /// POST of one object.
+    Create,
+    /// PATCH of one object.
+    Patch,
+    /// PUT of one object.
+    Update,
+    /// DELETE of one object.
+    Delete,
+    /// GET of one object.
+    Get,
+    /// LIST in one namespace.
+    ListNamespace,
+    /// LIST across the cluster (all namespaces, or a cluster-scoped resource).
+    ListCluster,
+}
+
+impl Verb {
+    /// Name as reported.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Create => "create",
+            Verb::Patch => "patch",
+            Verb::Update => "update",
+            Verb::Delete => "delete",
+            Verb::Get => "get",
+            Verb::ListNamespace => "list (namespace)",
+            Verb::ListCluster => "list (cluster)",
+        }
+    }
+
+    /// The p99 latency the Kubernetes API-call SLO allows for this verb.
+    pub fn slo(self) -> Duration {
+        match self {
+            Verb::Create | Verb::Patch | Verb::Update | Verb::Delete | Verb::Get => {
+                Duration::from_secs(1)
+            }
+            Verb::ListNamespace => Duration::from_secs(5),
+            Verb::ListCluster => Duration::from_secs(30),
+        }
+    }
+}
+
+/// How one call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Ok,
+    /// An error status from the API server.
+    Status(u16),
+    /// No HTTP answer: connect, reset, timeout, or an undecodable body.
+    Transport,
+}
+
+/// The calls of one (verb, resource).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallStats {
+    /// The verb.
+    pub verb: Verb,
+    /// The resource (plural, with its group when not core).
+    pub resource: String,
+    /// Calls that got an answer (any status): their latency is in `latency`.
+    pub answered: u64,
+    /// Calls answered 2xx.
+    pub ok: u64,
+    /// Error answers by HTTP status; 429 (API Priority and Fairness) is among them and also
+    /// reported on its own.
+    pub status: BTreeMap<u16, u64>,
+    /// Calls that got no HTTP answer.
+    pub transport_errors: u64,
+    /// Latency of answered calls, µs.
+    #[serde(with = "histogram_codec")]
+    pub latency: Histogram<u64>,
+}
+
+impl CallStats {
+    fn new(verb: Verb, resource: &str) -> CallStats {
+        CallStats {
+            verb,
+            resource: resource.to_string(),
+            answered: 0,
+            ok: 0,
+            status: BTreeMap::new(),
+            transport_errors: 0,
+            latency: new_histogram(),
+        }
+    }
+
+    /// Calls that failed (error status or no answer).
+    pub fn errors(&self) -> u64 {
+        self.status.values().sum::<u64>() + self.transport_errors
+    }
+
+    /// 429 answers.
+    pub fn throttled(&self) -> u64 {
+        self.status.get(&429).copied().unwrap_or(0)
+    }
+
+    /// Add another's counts (the same verb and resource).
+    pub fn merge(&mut self, o: &CallStats) {
+        self.answered += o.answered;
+        self.ok += o.ok;
+        self.transport_errors += o.transport_errors;
+        for (k, v) in &o.status {
+            *self.status.entry(*k).or_default() += v;
+        }
+        let _ = self.latency.add(&o.latency);
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+/// Everything one run recorded; shared by its tasks behind a mutex (held for a few
+/// hundred nanoseconds per call).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    inner: Mutex<Recorded>,
+}
+
+/// The recorded values.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// By (verb, resource).
+    pub calls: BTreeMap<(Verb, String), CallStats>,
+    /// Open loop: start − intended start of each operation, µs.
+    pub lateness: Option<Histogram<u64>>,
+}
+
+impl Recorder {
+    /// Record one call.
+    pub fn call(&self, verb: Verb, resource: &str, took: Duration, outcome: Outcome) {
+        let mut r = self.inner.lock().expect("recorder lock");
+        let c = r
+            .calls
+            .entry((verb, resource.to_string()))
+            .or_insert_with(|| CallStats::new(verb, resource));
+        match outcome {
+            Outcome::Ok => {
+                c.answered += 1;
+                c.ok += 1;
+                let _ = c.latency.record(us(took).max(1));
+            }
+            Outcome::Status(s) => {
+                c.answered += 1;
+                *c.status.entry(s).or_default() += 1;
+                let _ = c.latency.record(us(took).max(1));
+            }
+            Outcome::Transport => c.transport_errors += 1,
+        }
+    }
+
+    /// Record how late a scheduled operation started.
+    pub fn late(&self, by: Duration) {
+        let mut r = self.inner.lock().expect("recorder lock");
+        let _ = r.lateness.get_or_insert_with(new_histogram).record(us(by));
+    }
+
+    /// A copy of what was recorded so far.
+    pub fn snapshot(&self) -> Recorded {
+        self.inner.lock().expect("recorder lock").clone()
+    }
+}
+
+/// A client-side QPS/burst limit (a token bucket, as client-go's): each caller reserves a
+/// token and is told how long to wait for it, so waiters are served in order without polling.
+#[derive(Debug)]
+pub struct Limiter {
+    qps: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Limiter {
+    /// `qps` tokens per second, at most `burst` saved up (the bucket starts full).
+    pub fn new(qps: f64, burst: u32) -> Limiter {
+        let burst = f64::from(burst.max(1));
+        Limiter {
+            qps,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Reserve a token; returns how long to wait before using it.
+    pub fn reserve(&self, now: Instant) -> Duration {
+        let mut s = self.state.lock().expect("limiter lock");
+        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.qps).min(self.burst) - 1.0;
+        s.1 = s.1.max(now);
+        if s.0 >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-s.0 / self.qps)
+        }
+    }
+
+    /// Wait for a token.
+    pub async fn acquire(&self) {
+        let wait = self.reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_allows_a_burst_then_spaces_calls_by_one_over_qps() {
+        let l = Limiter::new(10.0, 3);
+        let t = Instant::now();
+        let waits: Vec<Duration> = (0..6).map(|_| l.reserve(t)).collect();
+        assert_eq!(&waits[..3], &[Duration::ZERO; 3]);
+        let ms: Vec<u128> = waits[3..].iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![100, 200, 300]);
+        // A second later the debt (3 tokens) is paid and 7 more accrued, capped at the burst.
+        let later = t + Duration::from_secs(1);
+        let w: Vec<Duration> = (0..4).map(|_| l.reserve(later)).collect();
+        assert_eq!(&w[..3], &[Duration::ZERO; 3]);
+        assert_eq!(w[3].as_millis(), 100);
+    }
+
+    #[test]
+    fn calls_are_kept_by_verb_and_resource_with_429_among_the_statuses() {
+        let r = Recorder::default();
+        r.call(
+            Verb::Create,
+            "configmaps",
+            Duration::from_millis(2),
+            Outcome::Ok,
+        );
+        r.call(
+            Verb::Create,
+            "configmaps",
+            Duration::from_millis(4),
+            Outcome::Status(429),
+        );
+        r.call(
+            Verb::Create,
+            "configmaps",
+            Duration::from_millis(4),
+            Outcome::Transport,
+        );
+        r.call(
+            Verb::Delete,
+            "configmaps",
+            Duration::from_millis(1),
+            Outcome::Ok,
+        );
+        let s = r.snapshot();
+        let c = &s.calls[&(Verb::Create, "configmaps".to_string())];
+        assert_eq!((c.answered, c.ok, c.errors(), c.throttled()), (2, 1, 2, 1));
+        assert_eq!(c.latency.len(), 2);
+        assert_eq!(s.calls.len(), 2);
+    }
+}

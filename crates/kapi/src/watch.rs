@@ -1,0 +1,457 @@
+//! An informer (kube-rs watcher + reflector) with a work queue, as a controller has, timing
+//! what it is told: notification latency (now − the writer's [`ANN_SENT`] time) for creates
+//! and updates, queue wait (dequeue − enqueue), and the counts seed 004's cm-logger kept:
+//! notifications coalesced in the queue, duplicates (a version seen twice, as after a relist),
+//! and relists after 410 Gone.
+
+use crate::{wall_ns, Target, ANN_OP, ANN_SENT};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use hist::{histogram_codec, new_histogram};
+use kube::core::DynamicObject;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram as PromHistogram};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch as signal, Notify};
+use tokio::time::Instant;
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The resource.
+    pub target: Target,
+    /// One namespace, or all when None.
+    pub namespace: Option<String>,
+    /// Label selector (e.g. one run's `scaletest.dev/run=ID`).
+    pub selector: Option<String>,
+    /// Work-queue workers.
+    pub workers: usize,
+}
+
+/// What a watch measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchStats {
+    /// Notification latency of creates, µs.
+    #[serde(with = "histogram_codec")]
+    pub notify_create: Histogram<u64>,
+    /// Notification latency of updates, µs.
+    #[serde(with = "histogram_codec")]
+    pub notify_update: Histogram<u64>,
+    /// Time keys waited in the work queue, µs.
+    #[serde(with = "histogram_codec")]
+    pub queue_wait: Histogram<u64>,
+    /// Add/update notifications (including those of the initial list and relists).
+    pub applied: u64,
+    /// Delete notifications.
+    pub deleted: u64,
+    /// Notifications whose key was already waiting in the queue (handled once).
+    pub coalesced: u64,
+    /// Notifications of a version already seen.
+    pub duplicates: u64,
+    /// Changes made by someone other than churn (no new send time).
+    pub foreign: u64,
+    /// Lists after the first (the watch could not resume).
+    pub relists: u64,
+    /// 410 Gone answers (an expired resourceVersion).
+    pub gone: u64,
+    /// Other watch errors (the watcher backs off and retries).
+    pub errors: u64,
+    /// Keys the queue workers processed.
+    pub processed: u64,
+}
+
+impl Default for WatchStats {
+    fn default() -> WatchStats {
+        WatchStats {
+            notify_create: new_histogram(),
+            notify_update: new_histogram(),
+            queue_wait: new_histogram(),
+            applied: 0,
+            deleted: 0,
+            coalesced: 0,
+            duplicates: 0,
+            foreign: 0,
+            relists: 0,
+            gone: 0,
+            errors: 0,
+            processed: 0,
+        }
+    }
+}
+
+/// Prometheus metrics of a watch.
+pub struct Metrics {
+    registry: Registry,
+    notifications: Family<Vec<(String, String)>, Counter>,
+    latency: Family<Vec<(String, String)>, PromHistogram>,
+    queue_wait: PromHistogram,
+    coalesced: Counter,
+    duplicates: Counter,
+    relists: Counter,
+    errors: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("scaletest_watch");
+        let notifications = Family::<Vec<(String, String)>, Counter>::default();
+        let latency = Family::<Vec<(String, String)>, PromHistogram>::new_with_constructor(|| {
+            PromHistogram::new(exponential_buckets(0.000_25, 2.0, 18))
+        });
+        let queue_wait = PromHistogram::new(exponential_buckets(0.000_01, 2.0, 22));
+        let (coalesced, duplicates, relists, errors) = Default::default();
+        registry.register(
+            "notifications",
+            "Notifications by type (create, update, delete, initial)",
+            notifications.clone(),
+        );
+        registry.register(
+            "notification_latency_seconds",
+            "Now minus the writer's send time, by operation",
+            latency.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time keys waited in the work queue",
+            queue_wait.clone(),
+        );
+        registry.register(
+            "coalesced",
+            "Notifications merged into a key already queued",
+            Counter::clone(&coalesced),
+        );
+        registry.register(
+            "duplicates",
+            "Notifications of a version already seen",
+            Counter::clone(&duplicates),
+        );
+        registry.register(
+            "relists",
+            "Lists after the first (410 Gone)",
+            Counter::clone(&relists),
+        );
+        registry.register("errors", "Watch errors", Counter::clone(&errors));
+        Metrics {
+            registry,
+            notifications,
+            latency,
+            queue_wait,
+            coalesced,
+            duplicates,
+            relists,
+            errors,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn label(kind: &str) -> Vec<(String, String)> {
+    vec![("type".to_string(), kind.to_string())]
+}
+
+/// A running watch's shared state: read by the report, the metrics endpoint and by
+/// `churn --watch` (to know when it has seen every delete).
+pub struct Shared {
+    stats: Mutex<WatchStats>,
+    /// Prometheus view of the same numbers.
+    pub metrics: Metrics,
+    deletes_seen: signal::Sender<u64>,
+    synced: signal::Sender<bool>,
+}
+
+impl Shared {
+    /// A fresh state.
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            stats: Mutex::new(WatchStats::default()),
+            metrics: Metrics::new(),
+            deletes_seen: signal::channel(0).0,
+            synced: signal::channel(false).0,
+        })
+    }
+
+    /// What was measured so far.
+    pub fn stats(&self) -> WatchStats {
+        self.stats.lock().expect("watch stats lock").clone()
+    }
+
+    /// Wait until `n` delete notifications have arrived.
+    pub async fn wait_deletes(&self, n: u64) {
+        let mut rx = self.deletes_seen.subscribe();
+        let _ = rx.wait_for(|seen| *seen >= n).await;
+    }
+
+    /// Wait until the initial list is in.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// The work queue: a key is queued at most once (later notifications coalesce into it), as in
+/// client-go's workqueue.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<(VecDeque<String>, HashMap<String, Instant>)>,
+    ready: Notify,
+}
+
+impl Queue {
+    /// Returns false when the key was already waiting.
+    fn add(&self, key: String) -> bool {
+        let mut s = self.state.lock().expect("queue lock");
+        if s.1.contains_key(&key) {
+            return false;
+        }
+        s.1.insert(key.clone(), Instant::now());
+        s.0.push_back(key);
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    async fn pop(&self) -> (String, Instant) {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut s = self.state.lock().expect("queue lock");
+                if let Some(k) = s.0.pop_front() {
+                    let t = s.1.remove(&k).unwrap_or_else(Instant::now);
+                    return (k, t);
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+/// Per object: the last version and the last send time seen, to tell duplicates and foreign
+/// changes from new churn operations.
+#[derive(Default)]
+struct Seen {
+    by_key: HashMap<String, (String, String)>,
+}
+
+fn key_of(o: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        o.metadata.namespace.as_deref().unwrap_or(""),
+        o.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn on_apply(shared: &Shared, seen: &mut Seen, o: &DynamicObject, initial: bool) {
+    let now = wall_ns();
+    let key = key_of(o);
+    let rv = o.metadata.resource_version.clone().unwrap_or_default();
+    let ann = o.metadata.annotations.as_ref();
+    let sent = ann
+        .and_then(|a| a.get(ANN_SENT))
+        .cloned()
+        .unwrap_or_default();
+    let op = ann
+        .and_then(|a| a.get(ANN_OP))
+        .map(String::as_str)
+        .unwrap_or("");
+    let m = &shared.metrics;
+    let mut st = shared.stats.lock().expect("watch stats lock");
+    st.applied += 1;
+    let prev = seen.by_key.get(&key);
+    if prev.is_some_and(|(prv, _)| *prv == rv) {
+        st.duplicates += 1;
+        m.duplicates.inc();
+        return;
+    }
+    let new_op = !sent.is_empty() && prev.is_none_or(|(_, ps)| *ps != sent);
+    if initial {
+        m.notifications.get_or_create(&label("initial")).inc();
+    }
+    if new_op && !initial {
+        let late = sent
+            .parse::<u128>()
+            .map(|s| now.saturating_sub(s))
+            .unwrap_or(0);
+        let late_us = (late / 1000).min(u128::from(u64::MAX)) as u64;
+        let kind = if op == "create" { "create" } else { "update" };
+        let h = if kind == "create" {
+            &mut st.notify_create
+        } else {
+            &mut st.notify_update
+        };
+        let _ = h.record(late_us.max(1));
+        m.notifications.get_or_create(&label(kind)).inc();
+        m.latency
+            .get_or_create(&label(kind))
+            .observe(late_us as f64 / 1e6);
+    } else if !new_op && !initial {
+        st.foreign += 1;
+        m.notifications.get_or_create(&label("foreign")).inc();
+    }
+    seen.by_key.insert(key, (rv, sent));
+}
+
+/// Watch until `stop` turns true. Records into `shared`.
+pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal::Receiver<bool>) {
+    let api = cfg.target.api(&client, cfg.namespace.as_deref());
+    let mut wc = watcher::Config::default();
+    if let Some(s) = &cfg.selector {
+        wc = wc.labels(s);
+    }
+    let writer = reflector::store::Writer::new(cfg.target.ar.clone());
+    let store: Store<DynamicObject> = writer.as_reader();
+    let queue = Arc::new(Queue::default());
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..cfg.workers.max(1) {
+        let (queue, store, shared, ar) = (
+            queue.clone(),
+            store.clone(),
+            shared.clone(),
+            cfg.target.ar.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                let (key, queued) = queue.pop().await;
+                let waited = queued.elapsed();
+                // The "work": look the object up in the informer's cache, as a controller does.
+                let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+                let mut r = ObjectRef::<DynamicObject>::new_with(name, ar.clone());
+                if !ns.is_empty() {
+                    r = r.within(ns);
+                }
+                let _ = store.get(&r);
+                shared.metrics.queue_wait.observe(waited.as_secs_f64());
+                let mut st = shared.stats.lock().expect("watch stats lock");
+                let _ = st.queue_wait.record(us(waited).max(1));
+                st.processed += 1;
+            }
+        });
+    }
+    let stream = reflector::reflector(writer, watcher(api, wc).default_backoff());
+    futures::pin_mut!(stream);
+    let mut seen = Seen::default();
+    let mut lists = 0u64;
+    let mut stop = stop;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            Ok(watcher::Event::Init) => {
+                lists += 1;
+                if lists > 1 {
+                    shared.stats.lock().expect("lock").relists += 1;
+                    shared.metrics.relists.inc();
+                }
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                on_apply(&shared, &mut seen, &o, lists == 1);
+                if lists > 1 {
+                    // Objects that changed while the watch was away are new to us.
+                    let _ = queue.add(key_of(&o));
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                shared.synced.send_replace(true);
+            }
+            Ok(watcher::Event::Apply(o)) => {
+                on_apply(&shared, &mut seen, &o, false);
+                if !queue.add(key_of(&o)) {
+                    shared.stats.lock().expect("lock").coalesced += 1;
+                    shared.metrics.coalesced.inc();
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                let key = key_of(&o);
+                seen.by_key.remove(&key);
+                shared.stats.lock().expect("lock").deleted += 1;
+                shared.deletes_seen.send_modify(|n| *n += 1);
+                shared
+                    .metrics
+                    .notifications
+                    .get_or_create(&label("delete"))
+                    .inc();
+                if !queue.add(key) {
+                    shared.stats.lock().expect("lock").coalesced += 1;
+                    shared.metrics.coalesced.inc();
+                }
+            }
+            Err(e) => {
+                let gone = matches!(&e, watcher::Error::WatchError(s) if s.code == 410)
+                    || matches!(&e, watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 410);
+                let mut st = shared.stats.lock().expect("lock");
+                if gone {
+                    st.gone += 1;
+                } else {
+                    st.errors += 1;
+                }
+                shared.metrics.errors.inc();
+            }
+        }
+    }
+    // Let the queue drain (bounded), so queue waits of the last notifications count.
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < drain_until {
+        if queue.state.lock().expect("queue lock").0.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    workers.abort_all();
+}
+
+/// Serve `/metrics` (Prometheus text format) on `listener` until the task is dropped.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((io, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let shared = shared.clone();
+                async move {
+                    let (code, body) = if req.uri().path() == "/metrics" {
+                        (200, shared.metrics.encode())
+                    } else {
+                        (404, "not found: try /metrics\n".to_string())
+                    };
+                    let mut resp =
+                        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("valid status");
+                    resp.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,894 @@
+//! The fake API over HTTP on loopback: the paths, verbs, list and watch wire formats and
+//! discovery documents that kube-rs (and kubectl) use, over the [`Store`]. Tests reach it
+//! through a kubeconfig it writes, exactly as they would reach a real API server.
+
+use crate::store::{ApiError, Event, Resource, Selectors, Store};
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::{body::Incoming, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// How the fake behaves where a real API server is configurable.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often an idle watch that asked for bookmarks gets one (the real server: about a minute).
+    pub bookmark_every: Duration,
+    /// How many changes the event log keeps for watches to resume from.
+    pub log_cap: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            bookmark_every: Duration::from_millis(500),
+            log_cap: 100_000,
+        }
+    }
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    resources: Mutex<Vec<Resource>>,
+    events: broadcast::Sender<Arc<Event>>,
+    calls: Mutex<BTreeMap<String, u64>>,
+    /// The next n mutating calls are answered with this status (as API Priority and Fairness
+    /// answers 429).
+    reject: Mutex<(u64, u16)>,
+    delays: Mutex<BTreeMap<String, Duration>>,
+    /// Bumped to end every open watch.
+    watch_gen: tokio::sync::watch::Sender<u64>,
+    opts: Options,
+    addr: SocketAddr,
+}
+
+/// A running fake API server; stops when dropped.
+pub struct FakeApi {
+    /// Where it listens (127.0.0.1, an ephemeral port).
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn core(version: &str, plural: &str, kind: &str, namespaced: bool) -> Resource {
+    Resource {
+        group: String::new(),
+        version: version.into(),
+        plural: plural.into(),
+        kind: kind.into(),
+        namespaced,
+    }
+}
+
+/// The built-in resources every fake serves.
+pub fn builtins() -> Vec<Resource> {
+    vec![
+        core("v1", "namespaces", "Namespace", false),
+        core("v1", "configmaps", "ConfigMap", true),
+        core("v1", "secrets", "Secret", true),
+        core("v1", "pods", "Pod", true),
+        core("v1", "nodes", "Node", false),
+        core("v1", "events", "Event", true),
+        Resource {
+            group: "coordination.k8s.io".into(),
+            version: "v1".into(),
+            plural: "leases".into(),
+            kind: "Lease".into(),
+            namespaced: true,
+        },
+    ]
+}
+
+fn namespaces() -> Resource {
+    core("v1", "namespaces", "Namespace", false)
+}
+
+impl FakeApi {
+    /// Start with the built-in resources and the `default` namespace.
+    pub fn start() -> FakeApi {
+        FakeApi::start_with(Options::default())
+    }
+
+    /// Start with options.
+    pub fn start_with(opts: Options) -> FakeApi {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let mut store = Store::new(opts.log_cap);
+        for ns in ["default", "kube-system"] {
+            store
+                .create(&namespaces(), "", json!({"metadata": {"name": ns}}))
+                .expect("fresh store");
+        }
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            resources: Mutex::new(builtins()),
+            events: broadcast::channel(1 << 16).0,
+            calls: Mutex::new(BTreeMap::new()),
+            reject: Mutex::new((0, 429)),
+            delays: Mutex::new(BTreeMap::new()),
+            watch_gen: tokio::sync::watch::channel(0).0,
+            opts,
+            addr,
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kubefake".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = accept_loop(listener, sh) => {}
+                    }
+                });
+            })
+            .expect("spawn kubefake");
+        FakeApi {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serve another resource type (a custom resource, say).
+    pub fn register(&self, r: Resource) {
+        self.shared.resources.lock().expect("lock").push(r);
+    }
+
+    /// Calls served so far, keyed "verb plural" ("create configmaps", "update pods/status").
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.shared.calls.lock().expect("lock").clone()
+    }
+
+    /// Calls of one key so far.
+    pub fn count(&self, key: &str) -> u64 {
+        self.calls().get(key).copied().unwrap_or(0)
+    }
+
+    /// Answer the next `n` mutating calls with `status` (429: as API Priority and Fairness does).
+    pub fn reject_next(&self, n: u64, status: u16) {
+        *self.shared.reject.lock().expect("lock") = (n, status);
+    }
+
+    /// Delay every call of a verb ("create", "list", ...) by `d`.
+    pub fn delay(&self, verb: &str, d: Duration) {
+        self.shared
+            .delays
+            .lock()
+            .expect("lock")
+            .insert(verb.into(), d);
+    }
+
+    /// Lose all watch history and end every open watch: watchers that resume get 410 Gone
+    /// and must list again.
+    pub fn expire_history(&self) {
+        self.shared.store.lock().expect("lock").compact();
+        self.shared.watch_gen.send_modify(|g| *g += 1);
+    }
+
+    /// The objects of a resource (by plural), everywhere.
+    pub fn objects(&self, plural: &str) -> Vec<Value> {
+        let Some(r) = self.find_plural(plural) else {
+            return Vec::new();
+        };
+        self.shared
+            .store
+            .lock()
+            .expect("lock")
+            .list(&r, None, &Selectors::default())
+    }
+
+    /// Create an object directly (test set-up).
+    pub fn create(&self, plural: &str, ns: &str, obj: Value) -> Result<Value, ApiError> {
+        let r = self
+            .find_plural(plural)
+            .ok_or_else(|| ApiError::NotFound(plural.into()))?;
+        let mut st = self.shared.store.lock().expect("lock");
+        let (o, e) = st.create(&r, ns, obj)?;
+        let _ = self.shared.events.send(Arc::new(e));
+        Ok(o)
+    }
+
+    fn find_plural(&self, plural: &str) -> Option<Resource> {
+        self.shared
+            .resources
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|r| r.plural == plural)
+            .cloned()
+    }
+
+    /// Write a kubeconfig for this server into `dir`; returns its path.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join(format!("kubeconfig-{}", self.addr.port()));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            self.url()
+        );
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((io, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = io.set_nodelay(true);
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let sh = sh.clone();
+                async move { Ok::<_, Infallible>(handle(sh, req).await) }
+            });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                    .await;
+        });
+    }
+}
+
+/// A whole JSON document, or a watch's stream of lines.
+pub enum Body {
+    /// One buffer.
+    Full(Option<Bytes>),
+    /// Newline-delimited JSON events until the sender is dropped.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+}
+
+fn reply(code: u16, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::Full(Some(Bytes::from(
+        serde_json::to_vec(v).expect("json"),
+    ))));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn status(code: u16, reason: &str, msg: &str) -> Response<Body> {
+    reply(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": msg, "reason": reason, "code": code}),
+    )
+}
+
+fn error(e: &ApiError) -> Response<Body> {
+    reply(e.code(), &e.status())
+}
+
+/// Where a request goes.
+struct Target {
+    r: Resource,
+    ns: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn find(shared: &Shared, group: &str, version: &str, plural: &str) -> Option<Resource> {
+    shared
+        .resources
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .cloned()
+}
+
+fn resource_list(shared: &Shared, group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<Resource> = shared
+        .resources
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .cloned()
+        .collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for r in &rs {
+        out.push(json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
+            "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}));
+        out.push(
+            json!({"name": format!("{}/status", r.plural), "singularName": "",
+            "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
+        );
+    }
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": rs[0].api_version(), "resources": out}))
+}
+
+fn groups(shared: &Shared) -> Vec<(String, Vec<String>)> {
+    let mut g: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in shared.resources.lock().expect("lock").iter() {
+        if !r.group.is_empty() {
+            let vs = g.entry(r.group.clone()).or_default();
+            if !vs.contains(&r.version) {
+                vs.push(r.version.clone());
+            }
+        }
+    }
+    g.into_iter().collect()
+}
+
+fn group_doc(name: &str, versions: &[String]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": vs,
+           "preferredVersion": vs[0]})
+}
+
+/// Discovery documents, or the resource a path names.
+fn route(shared: &Shared, path: &str) -> Result<Target, Response<Body>> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let not_found = || {
+        status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
+    let (group, version, rest) = match segs.as_slice() {
+        ["version"] => {
+            return Err(reply(
+                200,
+                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-scaletest-fake",
+                        "platform": "linux/amd64"}),
+            ))
+        }
+        ["api"] => {
+            return Err(reply(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                                    "serverAddress": shared.addr.to_string()}]}),
+            ))
+        }
+        ["apis"] => {
+            let gs: Vec<Value> = groups(shared)
+                .iter()
+                .map(|(n, vs)| group_doc(n, vs))
+                .collect();
+            return Err(reply(
+                200,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}),
+            ));
+        }
+        ["apis", g] => {
+            return Err(match groups(shared).iter().find(|(n, _)| n == g) {
+                Some((n, vs)) => reply(200, &group_doc(n, vs)),
+                None => not_found(),
+            })
+        }
+        ["api", "v1"] => {
+            return Err(resource_list(shared, "", "v1").map_or_else(not_found, |d| reply(200, &d)))
+        }
+        ["apis", g, v] => {
+            return Err(resource_list(shared, g, v).map_or_else(not_found, |d| reply(200, &d)))
+        }
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(not_found()),
+    };
+    let (r, ns, tail) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if !ns.is_empty() => {
+            match find(shared, group, version, plural) {
+                Some(r) if r.namespaced => (r, Some(ns.to_string()), tail),
+                _ => return Err(not_found()),
+            }
+        }
+        [plural, tail @ ..] => match find(shared, group, version, plural) {
+            Some(r) if !r.namespaced || tail.is_empty() => (r, None, tail),
+            _ => return Err(not_found()),
+        },
+        [] => return Err(not_found()),
+    };
+    let (name, status) = match tail {
+        [] => (None, false),
+        [name] => (Some(name.to_string()), false),
+        [name, "status"] => (Some(name.to_string()), true),
+        _ => return Err(not_found()),
+    };
+    if name.as_deref() == Some("") {
+        return Err(not_found());
+    }
+    Ok(Target {
+        r,
+        ns,
+        name,
+        status,
+    })
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+const MAX_BODY: usize = 3 << 20;
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let t = match route(&shared, req.uri().path()) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let q = query(&req);
+    let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (req.method(), t.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method",
+            )
+        }
+    };
+    let sub = if t.status { "/status" } else { "" };
+    *shared
+        .calls
+        .lock()
+        .expect("lock")
+        .entry(format!("{verb} {}{sub}", t.r.plural))
+        .or_default() += 1;
+    let delay = shared.delays.lock().expect("lock").get(verb).copied();
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    if matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    ) {
+        let mut rej = shared.reject.lock().expect("lock");
+        if rej.0 > 0 {
+            rej.0 -= 1;
+            let code = rej.1;
+            drop(rej);
+            let mut resp = if code == 429 {
+                status(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests, please try again later.",
+                )
+            } else {
+                status(code, "InternalError", "injected failure")
+            };
+            resp.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            return resp;
+        }
+    }
+    let sel = match Selectors::parse(
+        q.get("labelSelector").map(String::as_str),
+        q.get("fieldSelector").map(String::as_str),
+    ) {
+        Ok(s) => s,
+        Err(e) => return error(&e),
+    };
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let body = if matches!(verb, "create" | "update" | "patch") {
+        use http_body_util::BodyExt;
+        match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => match serde_json::from_slice::<Value>(&b.to_bytes()) {
+                Ok(v) => v,
+                Err(e) => return status(400, "BadRequest", &format!("invalid JSON body: {e}")),
+            },
+            Err(_) => {
+                return status(
+                    413,
+                    "RequestEntityTooLarge",
+                    "request entity too large (limit 3 MiB)",
+                )
+            }
+        }
+    } else {
+        Value::Null
+    };
+    let ns = t.ns.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    match verb {
+        "watch" => watch(&shared, &t, &q, sel),
+        "list" => list(&shared, &t, &q, &sel),
+        "get" => match shared.store.lock().expect("lock").get(&t.r, &ns, &name) {
+            Ok(o) => reply(200, &o),
+            Err(e) => error(&e),
+        },
+        "create" => {
+            if t.r.namespaced && t.ns.is_none() {
+                return status(
+                    405,
+                    "MethodNotAllowed",
+                    "create needs a namespace in the path",
+                );
+            }
+            if let Some(bns) = body.pointer("/metadata/namespace").and_then(Value::as_str) {
+                if t.r.namespaced && bns != ns {
+                    return status(
+                        400,
+                        "BadRequest",
+                        "the namespace of the object does not match the namespace on the request",
+                    );
+                }
+            }
+            let mut st = shared.store.lock().expect("lock");
+            if t.r.namespaced && st.get(&namespaces(), "", &ns).is_err() {
+                return status(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+            }
+            match st.create(&t.r, &ns, body) {
+                Ok((o, e)) => {
+                    let _ = shared.events.send(Arc::new(e));
+                    reply(201, &o)
+                }
+                Err(e) => error(&e),
+            }
+        }
+        "update" | "patch" => {
+            let patch = verb == "patch";
+            if patch {
+                match content_type.as_str() {
+                    "application/merge-patch+json"
+                    | "application/strategic-merge-patch+json"
+                    | "application/apply-patch+yaml" => {}
+                    other => {
+                        return status(
+                            415,
+                            "UnsupportedMediaType",
+                            &format!("the fake API does not support patches of type {other:?}"),
+                        )
+                    }
+                }
+            }
+            let mut st = shared.store.lock().expect("lock");
+            // Server-side apply of an object that does not exist creates it.
+            if content_type == "application/apply-patch+yaml"
+                && st.get(&t.r, &ns, &name).is_err()
+                && !t.status
+            {
+                let mut b = body;
+                b["metadata"]["name"] = json!(name);
+                return match st.create(&t.r, &ns, b) {
+                    Ok((o, e)) => {
+                        let _ = shared.events.send(Arc::new(e));
+                        reply(201, &o)
+                    }
+                    Err(e) => error(&e),
+                };
+            }
+            match st.update(&t.r, &ns, &name, body, patch, t.status) {
+                Ok((o, e)) => {
+                    let _ = shared.events.send(Arc::new(e));
+                    reply(200, &o)
+                }
+                Err(e) => error(&e),
+            }
+        }
+        "delete" => {
+            let mut st = shared.store.lock().expect("lock");
+            match st.delete(&t.r, &ns, &name) {
+                Ok((o, e)) => {
+                    let _ = shared.events.send(Arc::new(e));
+                    if t.r.plural == "namespaces" && t.r.group.is_empty() {
+                        cascade(&shared, &mut st, &name);
+                    }
+                    reply(200, &o)
+                }
+                Err(e) => error(&e),
+            }
+        }
+        _ => {
+            // deletecollection
+            let mut st = shared.store.lock().expect("lock");
+            let victims = st.list(&t.r, t.ns.as_deref(), &sel);
+            let mut items = Vec::new();
+            for v in victims {
+                let vns = v
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let vname = v
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if let Ok((o, e)) = st.delete(&t.r, &vns, &vname) {
+                    let _ = shared.events.send(Arc::new(e));
+                    items.push(o);
+                }
+            }
+            reply(
+                200,
+                &json!({"kind": format!("{}List", t.r.kind), "apiVersion": t.r.api_version(),
+                        "metadata": {"resourceVersion": st.rv().to_string()}, "items": items}),
+            )
+        }
+    }
+}
+
+/// Deleting a namespace deletes what is in it (at once; a real server does it in the background).
+fn cascade(shared: &Shared, st: &mut Store, ns: &str) {
+    let rs: Vec<Resource> = shared
+        .resources
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.namespaced)
+        .cloned()
+        .collect();
+    for r in rs {
+        for (ons, name) in st.keys(&r) {
+            if ons == ns {
+                if let Ok((_, e)) = st.delete(&r, &ons, &name) {
+                    let _ = shared.events.send(Arc::new(e));
+                }
+            }
+        }
+    }
+}
+
+fn list(
+    shared: &Shared,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+    sel: &Selectors,
+) -> Response<Body> {
+    let st = shared.store.lock().expect("lock");
+    let all = st.list(&t.r, t.ns.as_deref(), sel);
+    // Pages: the continue token is the list's version and the last key handed out.
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|&l| l > 0);
+    let (rv, after) = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(c) => match c.split_once('|') {
+            Some((rv, key)) => (rv.to_string(), Some(key.to_string())),
+            None => return status(400, "BadRequest", "invalid continue token"),
+        },
+        None => (st.rv().to_string(), None),
+    };
+    drop(st);
+    let key = |o: &Value| {
+        format!(
+            "{}/{}",
+            o.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        )
+    };
+    let mut items: Vec<Value> = all
+        .into_iter()
+        .filter(|o| after.as_ref().is_none_or(|a| key(o).as_str() > a.as_str()))
+        .collect();
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(l) = limit {
+        if items.len() > l {
+            items.truncate(l);
+            meta["continue"] = json!(format!("{rv}|{}", key(&items[l - 1])));
+            meta["remainingItemCount"] = json!(0);
+        }
+    }
+    reply(
+        200,
+        &json!({"kind": format!("{}List", t.r.kind), "apiVersion": t.r.api_version(),
+                "metadata": meta, "items": items}),
+    )
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("json");
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn in_scope(t: &Target, sel: &Selectors, o: &Value) -> bool {
+    let ns_ok = t.ns.as_ref().is_none_or(|want| {
+        o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(want.as_str())
+    });
+    ns_ok && sel.matches(o)
+}
+
+fn watch(
+    shared: &Arc<Shared>,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+    sel: Selectors,
+) -> Response<Body> {
+    let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
+    let send_initial = q.get("sendInitialEvents").map(String::as_str) == Some("true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(1800);
+    let from = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(v) => Some(v),
+            Err(_) => return status(400, "BadRequest", &format!("invalid resourceVersion {v:?}")),
+        },
+    };
+    let coll = t.r.key();
+    let (events, first, start_rv) = {
+        // Subscribing under the store's lock: nothing falls between the snapshot and the feed.
+        let st = shared.store.lock().expect("lock");
+        let events = shared.events.subscribe();
+        let start_rv = st.rv();
+        let first: Result<Vec<Bytes>, ApiError> = if from.is_none() || send_initial {
+            Ok(st
+                .list(&t.r, t.ns.as_deref(), &sel)
+                .iter()
+                .map(|o| line("ADDED", o))
+                .collect())
+        } else {
+            st.since(&coll, from.unwrap_or(0)).map(|evs| {
+                evs.iter()
+                    .filter(|e| in_scope(t, &sel, &e.object))
+                    .map(|e| line(e.kind, &e.object))
+                    .collect()
+            })
+        };
+        (events, first, start_rv)
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    let mut resp = Response::new(Body::Stream(rx));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    let first = match first {
+        Ok(f) => f,
+        Err(e) => {
+            // A watch from a version that is gone: 200, then one ERROR event, then the end.
+            let _ = tx.try_send(line("ERROR", &e.status()));
+            return resp;
+        }
+    };
+    let bookmark = {
+        let (kind, api_version) = (t.r.kind.clone(), t.r.api_version());
+        move |rv: u64, end: bool| {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            line(
+                "BOOKMARK",
+                &json!({"kind": kind, "apiVersion": api_version, "metadata": meta}),
+            )
+        }
+    };
+    let t = Target {
+        r: t.r.clone(),
+        ns: t.ns.clone(),
+        name: None,
+        status: false,
+    };
+    let every = shared.opts.bookmark_every;
+    let mut gen = shared.watch_gen.subscribe();
+    tokio::spawn(async move {
+        let mut events = events;
+        for l in first {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && bookmarks && tx.send(bookmark(start_rv, true)).await.is_err() {
+            return;
+        }
+        let mut seen = start_rv;
+        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(every);
+        tick.reset();
+        loop {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(e) => {
+                        seen = seen.max(e.rv);
+                        if e.coll == coll && in_scope(&t, &sel, &e.object)
+                            && tx.send(line(e.kind, &e.object)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let gone = ApiError::Gone("the watch fell behind".into());
+                        let _ = tx.send(line("ERROR", &gone.status())).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(bookmark(seen, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = gen.changed() => return,
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    resp
+}
