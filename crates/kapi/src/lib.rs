@@ -66,11 +66,13 @@ impl Target {
 
 /// A client from `--kubeconfig` (and `--context`), or inferred as kubectl does: `$KUBECONFIG`,
 /// `~/.kube/config`, then the in-cluster service account. Returns the client and the default
-/// namespace of its context.
+/// namespace of its context. `retry`: let kube-rs retry 429/503/504 (a watcher should; churn
+/// must not, or throttling would be hidden inside latencies).
 pub async fn connect(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
     timeout: Option<Duration>,
+    retry: bool,
 ) -> anyhow::Result<(Client, String)> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
@@ -98,6 +100,8 @@ pub async fn connect(
         config.write_timeout = Some(t);
         config.connect_timeout = Some(t);
     }
+    // kube-rs retries 429, 503 and 504 by default; a load tool must see and count them.
+    config.default_retry = retry;
     let ns = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
     Ok((client, ns))
@@ -111,10 +115,12 @@ pub async fn resolve(client: &Client, spec: &str) -> anyhow::Result<Target> {
         [name] => ("", "v1", *name),
         [version, name] => ("", *version, *name),
         [group, version, name] => (*group, *version, *name),
-        _ => return Err(Usage(format!(
+        _ => {
+            return Err(Usage(format!(
             "--resource {spec:?}: give a plural (configmaps), VERSION/Kind or GROUP/VERSION/Kind"
         ))
-        .into()),
+            .into())
+        }
     };
     if name.is_empty() || version.is_empty() {
         return Err(Usage(format!("--resource {spec:?}: empty name or version")).into());

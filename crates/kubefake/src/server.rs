@@ -179,8 +179,9 @@ impl FakeApi {
             .insert(verb.into(), d);
     }
 
-    /// Lose all watch history and end every open watch: watchers that resume get 410 Gone
-    /// and must list again.
+    /// Lose all watch history, as an etcd compaction past every watcher does: open watches get
+    /// an ERROR event with 410 Gone and end, and resuming from any earlier version gets 410 too,
+    /// so watchers must list again.
     pub fn expire_history(&self) {
         self.shared.store.lock().expect("lock").compact();
         self.shared.watch_gen.send_modify(|g| *g += 1);
@@ -377,52 +378,61 @@ fn group_doc(name: &str, versions: &[String]) -> Value {
 }
 
 /// Discovery documents, or the resource a path names.
-fn route(shared: &Shared, path: &str) -> Result<Target, Response<Body>> {
+/// What a path names; the Err side is a finished response (discovery documents, 404s).
+enum Routed {
+    Resource(Target),
+    Done(Response<Body>),
+}
+
+fn route(shared: &Shared, path: &str) -> Routed {
+    match route_inner(shared, path) {
+        Ok(t) => Routed::Resource(t),
+        Err(r) => Routed::Done(*r),
+    }
+}
+
+fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>>> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let not_found = || {
-        status(
+        Box::new(status(
             404,
             "NotFound",
             "the server could not find the requested resource",
-        )
+        ))
     };
+    let ok = |v: &Value| Box::new(reply(200, v));
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => {
-            return Err(reply(
-                200,
+            return Err(ok(
                 &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-scaletest-fake",
                         "platform": "linux/amd64"}),
             ))
         }
         ["api"] => {
-            return Err(reply(
-                200,
-                &json!({"kind": "APIVersions", "versions": ["v1"],
+            return Err(ok(&json!({"kind": "APIVersions", "versions": ["v1"],
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                                    "serverAddress": shared.addr.to_string()}]}),
-            ))
+                                                    "serverAddress": shared.addr.to_string()}]})))
         }
         ["apis"] => {
             let gs: Vec<Value> = groups(shared)
                 .iter()
                 .map(|(n, vs)| group_doc(n, vs))
                 .collect();
-            return Err(reply(
-                200,
+            return Err(ok(
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}),
             ));
         }
         ["apis", g] => {
             return Err(match groups(shared).iter().find(|(n, _)| n == g) {
-                Some((n, vs)) => reply(200, &group_doc(n, vs)),
+                Some((n, vs)) => ok(&group_doc(n, vs)),
                 None => not_found(),
             })
         }
         ["api", "v1"] => {
-            return Err(resource_list(shared, "", "v1").map_or_else(not_found, |d| reply(200, &d)))
+            return Err(resource_list(shared, "", "v1").map_or_else(not_found, |d| ok(&d)))
         }
         ["apis", g, v] => {
-            return Err(resource_list(shared, g, v).map_or_else(not_found, |d| reply(200, &d)))
+            return Err(resource_list(shared, g, v).map_or_else(not_found, |d| ok(&d)))
         }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -468,8 +478,8 @@ const MAX_BODY: usize = 3 << 20;
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let t = match route(&shared, req.uri().path()) {
-        Ok(t) => t,
-        Err(resp) => return resp,
+        Routed::Resource(t) => t,
+        Routed::Done(resp) => return resp,
     };
     let q = query(&req);
     let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
@@ -864,6 +874,13 @@ fn watch(
         tick.reset();
         loop {
             tokio::select! {
+                // Checked first: once history is gone, nothing more goes out on this stream.
+                biased;
+                _ = gen.changed() => {
+                    let gone = ApiError::Gone("the watch's history was compacted".into());
+                    let _ = tx.send(line("ERROR", &gone.status())).await;
+                    return;
+                }
                 e = events.recv() => match e {
                     Ok(e) => {
                         seen = seen.max(e.rv);
@@ -884,7 +901,6 @@ fn watch(
                         return;
                     }
                 }
-                _ = gen.changed() => return,
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
             }

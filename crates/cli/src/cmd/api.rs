@@ -303,6 +303,7 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         a.cluster.kubeconfig.as_deref(),
         a.cluster.context.as_deref(),
         Some(a.cluster.timeout),
+        false,
     )
     .await
     .map_err(kapi_error)?;
@@ -384,6 +385,7 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
             a.cluster.kubeconfig.as_deref(),
             a.cluster.context.as_deref(),
             None,
+            true,
         )
         .await
         .map_err(kapi_error)?;
@@ -491,6 +493,7 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         a.cluster.kubeconfig.as_deref(),
         a.cluster.context.as_deref(),
         None,
+        true,
     )
     .await
     .map_err(kapi_error)?;

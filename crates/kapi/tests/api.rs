@@ -1,0 +1,510 @@
+//! `kapi` through kube-rs's real client over HTTP: against the in-process fake API always, and
+//! also against a real cluster when `SCALETEST_KUBECONFIG` names one (tests that need the
+//! fake's fault injection run only against the fake).
+
+use kapi::churn::{self, Lifetime, Mode};
+use kapi::stats::{Recorder, Verb};
+use kapi::{watch, Target};
+use kubefake::{FakeApi, Resource};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cluster to test against: the fake (kept alive here) or a real one.
+struct Cluster {
+    name: &'static str,
+    kubeconfig: PathBuf,
+    fake: Option<FakeApi>,
+}
+
+fn fake() -> Cluster {
+    let api = FakeApi::start();
+    let dir = std::env::temp_dir().join("scaletest-kapi-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    Cluster {
+        name: "fake",
+        kubeconfig: api.kubeconfig(&dir),
+        fake: Some(api),
+    }
+}
+
+/// The fake, plus the real cluster when SCALETEST_KUBECONFIG is set.
+fn clusters() -> Vec<Cluster> {
+    let mut v = vec![fake()];
+    match std::env::var_os("SCALETEST_KUBECONFIG") {
+        Some(p) => v.push(Cluster {
+            name: "real",
+            kubeconfig: PathBuf::from(p),
+            fake: None,
+        }),
+        None => eprintln!("SCALETEST_KUBECONFIG not set: skipping the real-cluster run"),
+    }
+    v
+}
+
+async fn client(c: &Cluster) -> (kube::Client, String) {
+    kapi::connect(
+        Some(&c.kubeconfig),
+        None,
+        Some(Duration::from_secs(30)),
+        false,
+    )
+    .await
+    .expect("connect")
+}
+
+fn run_id(test: &str) -> String {
+    format!("t{}-{test}", std::process::id() % 100_000)
+}
+
+fn closed(
+    target: &Target,
+    ns: &str,
+    run_id: &str,
+    workers: usize,
+    n: u64,
+    u: u32,
+) -> churn::Config {
+    churn::Config {
+        target: target.clone(),
+        template: churn::configmap_template(64),
+        namespaces: vec![ns.to_string()],
+        mode: Mode::Closed {
+            workers,
+            lifecycles: Some(n),
+        },
+        duration: None,
+        updates: u,
+        run_id: run_id.to_string(),
+        limit: None,
+    }
+}
+
+fn no_stop() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+fn counts(s: &watch::WatchStats) -> String {
+    format!(
+        "applied {} deleted {} coalesced {} duplicates {} foreign {} relists {} gone {} errors {}",
+        s.applied, s.deleted, s.coalesced, s.duplicates, s.foreign, s.relists, s.gone, s.errors
+    )
+}
+
+fn calls(rec: &Recorder, verb: Verb, res: &str) -> (u64, u64) {
+    let s = rec.snapshot();
+    s.calls
+        .get(&(verb, res.to_string()))
+        .map_or((0, 0), |c| (c.ok, c.errors()))
+}
+
+async fn left_over(client: &kube::Client, target: &Target, run_id: &str) -> usize {
+    target
+        .api(client, None)
+        .list(&kube::api::ListParams::default().labels(&format!("{}={run_id}", kapi::LABEL_RUN)))
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_runs_exact_lifecycles_and_leaves_nothing() {
+    for c in clusters() {
+        let (client, ns) = client(&c).await;
+        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+        assert!(target.namespaced);
+        let id = run_id("closed");
+        let rec = Arc::new(Recorder::default());
+        let sum = churn::run(
+            client.clone(),
+            closed(&target, &ns, &id, 3, 20, 2),
+            rec.clone(),
+            no_stop(),
+        )
+        .await
+        .expect("run");
+        assert_eq!(
+            (sum.started, sum.completed, sum.failed, sum.deleted),
+            (20, 20, 0, 20),
+            "{}",
+            c.name
+        );
+        assert_eq!(calls(&rec, Verb::Create, "configmaps"), (20, 0));
+        assert_eq!(calls(&rec, Verb::Patch, "configmaps"), (40, 0));
+        assert_eq!(calls(&rec, Verb::Delete, "configmaps"), (20, 0));
+        assert!(
+            rec.snapshot().lateness.is_none(),
+            "closed loop has no schedule"
+        );
+        assert_eq!(left_over(&client, &target, &id).await, 0);
+        if let Some(f) = &c.fake {
+            // The server saw exactly these calls, and nothing else writing.
+            assert_eq!(f.count("create configmaps"), 20);
+            assert_eq!(f.count("patch configmaps"), 40);
+            assert_eq!(f.count("delete configmaps"), 20);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_follows_the_poisson_schedule_and_times_every_operation() {
+    for c in clusters() {
+        let (client, ns) = client(&c).await;
+        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+        let id = run_id("open");
+        let shape: pace::RateShape = "100".parse().expect("rate");
+        let d = Duration::from_millis(800);
+        // The same seed gives the same schedule: that many lifecycles must start.
+        let expected = pace::Pacer::new(shape.clone(), pace::Arrival::Poisson, Some(d), 7)
+            .expect("pacer")
+            .count() as u64;
+        let mut cfg = closed(&target, &ns, &id, 1, 1, 1);
+        cfg.mode = Mode::Open {
+            shape,
+            arrival: pace::Arrival::Poisson,
+            seed: 7,
+            lifetime: Lifetime::Fixed(Duration::from_millis(200)),
+        };
+        cfg.duration = Some(d);
+        let rec = Arc::new(Recorder::default());
+        let sum = churn::run(client.clone(), cfg, rec.clone(), no_stop())
+            .await
+            .expect("run");
+        assert!(expected > 40, "a sensible schedule ({expected})");
+        assert_eq!(
+            (sum.started, sum.completed),
+            (expected, expected),
+            "{}",
+            c.name
+        );
+        assert_eq!(calls(&rec, Verb::Create, "configmaps").0, expected);
+        assert_eq!(calls(&rec, Verb::Patch, "configmaps").0, expected);
+        assert_eq!(calls(&rec, Verb::Delete, "configmaps").0, expected);
+        // Each of create, patch and delete had a scheduled time and a measured lateness.
+        let late = rec.snapshot().lateness.expect("open loop records lateness");
+        assert_eq!(late.len(), 3 * expected);
+        // Every object lived ~200 ms, so the run lasted about d + 200 ms, not longer.
+        assert!(
+            sum.elapsed >= Duration::from_millis(200),
+            "{:?}",
+            sum.elapsed
+        );
+        assert_eq!(left_over(&client, &target, &id).await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_informer_is_told_of_every_create_update_and_delete() {
+    for c in clusters() {
+        let (client, ns) = client(&c).await;
+        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+        let id = run_id("watch");
+        let shared = watch::Shared::new();
+        let (wtx, wrx) = tokio::sync::watch::channel(false);
+        let wcfg = watch::Config {
+            target: target.clone(),
+            namespace: Some(ns.clone()),
+            selector: Some(format!("{}={id}", kapi::LABEL_RUN)),
+            workers: 2,
+        };
+        let task = tokio::spawn(watch::run(client.clone(), wcfg, shared.clone(), wrx));
+        shared.wait_synced().await;
+        let rec = Arc::new(Recorder::default());
+        let sum = churn::run(
+            client.clone(),
+            closed(&target, &ns, &id, 4, 30, 2),
+            rec,
+            no_stop(),
+        )
+        .await
+        .expect("run");
+        assert_eq!(sum.deleted, 30);
+        tokio::time::timeout(Duration::from_secs(20), shared.wait_deletes(30))
+            .await
+            .expect("every delete is notified");
+        wtx.send(true).expect("stop");
+        task.await.expect("watch ends");
+        let s = shared.stats();
+        assert_eq!(s.notify_create.len(), 30, "{}", c.name);
+        assert_eq!(s.notify_update.len(), 60);
+        assert_eq!((s.applied, s.deleted), (90, 30));
+        assert_eq!((s.duplicates, s.relists, s.foreign), (0, 0, 0));
+        // Every notification was either handled or coalesced into a queued key.
+        assert_eq!(s.processed + s.coalesced, 120);
+        assert_eq!(s.queue_wait.len(), s.processed);
+        let text = shared.metrics.encode();
+        assert!(
+            text.contains("scaletest_watch_notifications_total{type=\"create\"} 30"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_outlives_its_history_relists_and_misses_nothing() {
+    let c = fake();
+    let f = c.fake.as_ref().expect("fake");
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    let shared = watch::Shared::new();
+    let (wtx, wrx) = tokio::sync::watch::channel(false);
+    let wcfg = watch::Config {
+        target: target.clone(),
+        namespace: Some(ns.clone()),
+        selector: None,
+        workers: 1,
+    };
+    let task = tokio::spawn(watch::run(client.clone(), wcfg, shared.clone(), wrx));
+    shared.wait_synced().await;
+    let rec = Arc::new(Recorder::default());
+    churn::run(
+        client.clone(),
+        closed(&target, &ns, "before", 1, 3, 0),
+        rec.clone(),
+        no_stop(),
+    )
+    .await
+    .expect("run");
+    tokio::time::timeout(Duration::from_secs(10), shared.wait_deletes(3))
+        .await
+        .expect("deletes seen");
+    // The server forgets its history and drops the watch: resuming gets 410, then a relist.
+    f.expire_history();
+    f.create(
+        "configmaps",
+        &ns,
+        json!({"metadata": {"name": "after-expiry"}}),
+    )
+    .expect("create");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while shared.stats().relists == 0 || shared.stats().applied < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} {:?}",
+            counts(&shared.stats()),
+            f.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wtx.send(true).expect("stop");
+    task.await.expect("watch ends");
+    let s = shared.stats();
+    assert_eq!(s.relists, 1);
+    assert_eq!(s.gone, 1);
+    // 3 creates and 3 deletes before; the object made while the watch was away arrives with
+    // the relist (a change churn did not make: no send time).
+    assert_eq!(
+        (s.applied, s.deleted, s.foreign),
+        (4, 3, 1),
+        "{}",
+        counts(&s)
+    );
+    assert_eq!(s.notify_create.len(), 3);
+    assert!(f.count("list configmaps") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_errors_are_counted_by_status() {
+    let c = fake();
+    let f = c.fake.as_ref().expect("fake");
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    f.reject_next(3, 429);
+    let rec = Arc::new(Recorder::default());
+    let sum = churn::run(
+        client.clone(),
+        closed(&target, &ns, "throttled", 1, 5, 1),
+        rec.clone(),
+        no_stop(),
+    )
+    .await
+    .expect("run");
+    // The first three creates were refused: those lifecycles failed and made nothing more.
+    assert_eq!((sum.started, sum.completed, sum.failed), (5, 2, 3));
+    let s = rec.snapshot();
+    let create = &s.calls[&(Verb::Create, "configmaps".to_string())];
+    assert_eq!((create.ok, create.throttled(), create.errors()), (2, 3, 3));
+    assert_eq!(calls(&rec, Verb::Patch, "configmaps"), (2, 0));
+    assert_eq!(f.count("create configmaps"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_verb_fails_its_slo_and_the_others_pass() {
+    let c = fake();
+    let f = c.fake.as_ref().expect("fake");
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    f.delay("delete", Duration::from_millis(1100));
+    let rec = Arc::new(Recorder::default());
+    churn::run(
+        client.clone(),
+        closed(&target, &ns, "slow", 2, 2, 0),
+        rec.clone(),
+        no_stop(),
+    )
+    .await
+    .expect("run");
+    let mut run = kapi::output::ApiRun::new(Default::default(), 0.0);
+    run.calls = rec.snapshot().calls.into_values().collect();
+    run.check_slo();
+    let verdict: Vec<(Verb, bool)> = run.slo.iter().map(|s| (s.verb, s.pass)).collect();
+    assert_eq!(verdict, vec![(Verb::Create, true), (Verb::Delete, false)]);
+    assert!(!run.slo_pass());
+    let text = kapi::output::render(&run, true);
+    assert!(text.contains("FAIL"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_are_found_by_discovery_and_churned_from_a_template() {
+    let c = fake();
+    let f = c.fake.as_ref().expect("fake");
+    f.register(Resource {
+        group: "wardle.example.com".into(),
+        version: "v1alpha1".into(),
+        plural: "flunders".into(),
+        kind: "Flunder".into(),
+        namespaced: true,
+    });
+    let (client, ns) = client(&c).await;
+    let dir = std::env::temp_dir().join(format!("scaletest-flunder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("flunder.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: wardle.example.com/v1alpha1\nkind: Flunder\nmetadata:\n  labels:\n    app: x\nspec:\n  reference: y\n",
+    )
+    .expect("write");
+    let template = kapi::load_template(&path).expect("template");
+    let target = kapi::resolve(&client, "wardle.example.com/v1alpha1/Flunder")
+        .await
+        .expect("resolve");
+    assert_eq!(
+        (target.ar.plural.as_str(), target.namespaced),
+        ("flunders", true)
+    );
+    assert_eq!(target.display(), "flunders.wardle.example.com");
+    let mut cfg = closed(&target, &ns, "flunders", 2, 6, 1);
+    cfg.template = template;
+    let rec = Arc::new(Recorder::default());
+    let sum = churn::run(client.clone(), cfg, rec.clone(), no_stop())
+        .await
+        .expect("run");
+    assert_eq!(sum.completed, 6);
+    assert_eq!(
+        calls(&rec, Verb::Create, "flunders.wardle.example.com"),
+        (6, 0)
+    );
+    assert_eq!(f.count("create flunders"), 6);
+    // Unknown resources are the user's to fix.
+    for bad in [
+        "wardle.example.com/v1alpha1/Nope",
+        "nope.example.com/v1/Thing",
+        "a/b/c/d",
+    ] {
+        let e = kapi::resolve(&client, bad).await.expect_err(bad);
+        assert!(e.downcast_ref::<kapi::Usage>().is_some(), "{bad}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_only_what_the_named_run_left_behind() {
+    for c in clusters() {
+        let (client, ns) = client(&c).await;
+        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+        let id = run_id("crashed");
+        let made = churn::create_namespaces(&client, &id, 2)
+            .await
+            .expect("namespaces");
+        let api = |n: &str| target.api(&client, Some(n));
+        // As a crashed run leaves them: labelled objects in its namespaces and in the default.
+        for (i, n) in made.iter().chain([&ns]).enumerate() {
+            let o: kube::core::DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("left-{i}"), "labels": {kapi::LABEL_RUN: id}}}))
+            .expect("object");
+            api(n)
+                .create(&Default::default(), &o)
+                .await
+                .expect("create");
+        }
+        let other: kube::core::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{id}-other"), "labels": {kapi::LABEL_RUN: "someone-else"}}}))
+        .expect("object");
+        api(&ns)
+            .create(&Default::default(), &other)
+            .await
+            .expect("create");
+        let cleaned = churn::cleanup(&client, &target, Some(&id))
+            .await
+            .expect("cleanup");
+        assert_eq!((cleaned.objects, cleaned.namespaces), (3, 2), "{}", c.name);
+        assert_eq!(left_over(&client, &target, &id).await, 0);
+        // The other run's object is still there.
+        api(&ns)
+            .get(&format!("{id}-other"))
+            .await
+            .expect("untouched");
+        api(&ns)
+            .delete(&format!("{id}-other"), &Default::default())
+            .await
+            .expect("tidy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_pages_lists_and_enforces_optimistic_concurrency_through_kube_rs() {
+    let c = fake();
+    let (client, ns) = client(&c).await;
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), &ns);
+    for i in 0..5 {
+        let cm = serde_json::from_value(
+            json!({"metadata": {"name": format!("p{i}"), "labels": {"page": "yes"}}}),
+        )
+        .expect("cm");
+        api.create(&Default::default(), &cm).await.expect("create");
+    }
+    let mut names = Vec::new();
+    let mut lp = kube::api::ListParams::default().labels("page=yes").limit(2);
+    loop {
+        let page = api.list(&lp).await.expect("list");
+        names.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    // A replace with a stale resourceVersion is refused with 409.
+    let mut cm = api.get("p0").await.expect("get");
+    api.patch(
+        "p0",
+        &Default::default(),
+        &kube::api::Patch::Merge(json!({"data": {"a": "1"}})),
+    )
+    .await
+    .expect("patch");
+    cm.data = Some([("b".to_string(), "2".to_string())].into());
+    match api.replace("p0", &Default::default(), &cm).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
+        other => panic!("expected 409, got {other:?}"),
+    }
+    // Status subresource and field selectors on a Lease-like path work too.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client, &ns);
+    let l = serde_json::from_value(
+        json!({"metadata": {"name": "node-1"}, "spec": {"holderIdentity": "node-1"}}),
+    )
+    .expect("lease");
+    leases.create(&Default::default(), &l).await.expect("lease");
+    let found = leases
+        .list(&kube::api::ListParams::default().fields("metadata.name=node-1"))
+        .await
+        .expect("list");
+    assert_eq!(found.items.len(), 1);
+}
