@@ -185,8 +185,11 @@ pub fn load_template(path: &Path) -> anyhow::Result<serde_json::Value> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Usage(format!("template {}: {e}", path.display())))?;
     let v: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+        // The parser draws the spot over several lines; the first says it all.
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or("").trim_start_matches("error: ");
         Usage(format!(
-            "template {}: not YAML or JSON: {e}",
+            "template {}: not YAML or JSON: {first}",
             path.display()
         ))
     })?;

@@ -1,0 +1,408 @@
+//! `scaletest api churn` / `api watch` as a user runs them: against the in-process fake API
+//! through a kubeconfig (and a real cluster with SCALETEST_KUBECONFIG), exit codes, one-line
+//! errors, the report, the JSON, cleanup, and a separate watch process with /metrics.
+
+use kubefake::FakeApi;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scaletest"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run scaletest")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("st-api-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// The fake, plus the real cluster's kubeconfig when SCALETEST_KUBECONFIG is set.
+fn kubeconfigs(fake: &FakeApi, dir: &Path) -> Vec<(PathBuf, bool)> {
+    let mut v = vec![(fake.kubeconfig(dir), true)];
+    match std::env::var_os("SCALETEST_KUBECONFIG") {
+        Some(p) => v.push((PathBuf::from(p), false)),
+        None => eprintln!("SCALETEST_KUBECONFIG not set: skipping the real-cluster run"),
+    }
+    v
+}
+
+#[test]
+fn bad_usage_gets_one_line_and_exit_code_2() {
+    let fake = FakeApi::start();
+    let dir = tmpdir("usage");
+    let kc = fake.kubeconfig(&dir);
+    let kc = kc.to_str().expect("utf-8 path");
+    let bad_template = dir.join("bad.yaml");
+    std::fs::write(&bad_template, "just: [unclosed").expect("write");
+    let no_kind = dir.join("nokind.yaml");
+    std::fs::write(&no_kind, "metadata: {name: x}\n").expect("write");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["api", "churn", "--rate", "10"], "needs -d/--duration"),
+        (
+            vec!["api", "churn", "--rate", "10", "-d", "1s", "-w", "3"],
+            "cannot be used with",
+        ),
+        (vec!["api", "churn"], "give --rate"),
+        (
+            vec!["api", "churn", "-n", "5", "--lifetime", "1s"],
+            "open loop",
+        ),
+        (vec!["api", "churn", "--rate", "0", "-d", "1s"], "rate"),
+        (
+            vec!["api", "churn", "-n", "1", "--run-id", "Bad_ID"],
+            "--run-id",
+        ),
+        (vec!["api", "churn", "-n", "1", "--qps", "0"], "--qps"),
+        (
+            vec![
+                "api",
+                "churn",
+                "-n",
+                "1",
+                "--template",
+                bad_template.to_str().expect("path"),
+            ],
+            "not YAML or JSON",
+        ),
+        (
+            vec![
+                "api",
+                "churn",
+                "-n",
+                "1",
+                "--template",
+                no_kind.to_str().expect("path"),
+            ],
+            "apiVersion and kind",
+        ),
+        (
+            vec!["api", "churn", "-n", "1", "--kubeconfig", "/nonexistent/kc"],
+            "kubeconfig",
+        ),
+        (
+            vec![
+                "api",
+                "churn",
+                "-n",
+                "1",
+                "--kubeconfig",
+                kc,
+                "--resource",
+                "widgets",
+            ],
+            "no such resource",
+        ),
+        (
+            vec![
+                "api",
+                "churn",
+                "-n",
+                "1",
+                "--kubeconfig",
+                kc,
+                "--resource",
+                "x.example.com/v1/Widget",
+            ],
+            "does not serve",
+        ),
+        (
+            vec!["api", "watch", "-A", "--namespace", "x"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Created nothing.
+    assert_eq!(fake.count("create configmaps"), 0);
+}
+
+#[test]
+fn an_unreachable_api_server_is_one_line_and_exit_code_1() {
+    let dir = tmpdir("unreachable");
+    let kc = dir.join("kc");
+    // A port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .expect("write");
+    let out = run(&[
+        "api",
+        "churn",
+        "-n",
+        "1",
+        "--kubeconfig",
+        kc.to_str().expect("path"),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach the API server"), "{err}");
+}
+
+#[test]
+fn churn_reports_every_call_writes_json_and_passes_the_slo() {
+    let fake = FakeApi::start();
+    let dir = tmpdir("churn");
+    for (kc, is_fake) in kubeconfigs(&fake, &dir) {
+        let json = dir.join("churn.json");
+        let out = run(&[
+            "api",
+            "churn",
+            "--kubeconfig",
+            kc.to_str().expect("path"),
+            "-w",
+            "4",
+            "-n",
+            "40",
+            "-u",
+            "2",
+            "--namespaces",
+            "3",
+            "--watch",
+            "--slo",
+            "--json",
+            json.to_str().expect("path"),
+            "--run-id",
+            "clichurn",
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        for want in [
+            "create configmaps",
+            "patch configmaps",
+            "delete configmaps",
+            "Notify create",
+            "pass",
+        ] {
+            assert!(stdout.contains(want), "{want}: {stdout}");
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+        let ok = |verb: &str| {
+            v["calls"]
+                .as_array()
+                .expect("calls")
+                .iter()
+                .find(|c| c["verb"] == verb)
+                .map(|c| c["ok"].as_u64().expect("ok"))
+        };
+        assert_eq!(
+            (ok("create"), ok("patch"), ok("delete")),
+            (Some(40), Some(80), Some(40))
+        );
+        assert_eq!(v["lifecycles"]["completed"], 40);
+        assert_eq!(v["info"]["namespaces"].as_array().map(Vec::len), Some(3));
+        assert_eq!(v["watch"]["applied"], 120);
+        assert_eq!(v["watch"]["deleted"], 40);
+        assert!(v["slo"]
+            .as_array()
+            .expect("slo")
+            .iter()
+            .all(|s| s["pass"] == true));
+        if is_fake {
+            assert_eq!(fake.count("create configmaps"), 40);
+            assert_eq!(fake.count("create namespaces"), 3);
+            // The run's namespaces are gone again, and so is every object.
+            assert_eq!(fake.count("delete namespaces"), 3);
+            assert!(fake.objects("configmaps").is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_failing_slo_exits_1_and_cleanup_removes_a_crashed_runs_objects() {
+    let fake = FakeApi::start();
+    let dir = tmpdir("slo");
+    let kc = fake.kubeconfig(&dir);
+    let kc = kc.to_str().expect("path");
+    fake.delay("create", std::time::Duration::from_millis(1050));
+    let out = run(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        kc,
+        "-w",
+        "1",
+        "-n",
+        "1",
+        "-u",
+        "0",
+        "--slo",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(text(&out.stderr).contains("SLO check failed"));
+    fake.delay("create", std::time::Duration::ZERO);
+    // As if a run had crashed: its labelled objects are still there.
+    for i in 0..3 {
+        fake.create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": format!("st-crashed-{i}"),
+                                            "labels": {"scaletest.dev/run": "crashed"}}}),
+        )
+        .expect("create");
+    }
+    let out = run(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        kc,
+        "--cleanup",
+        "--run-id",
+        "crashed",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("removed 3 configmaps"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(fake.objects("configmaps").is_empty());
+}
+
+#[test]
+fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
+    let fake = FakeApi::start();
+    let dir = tmpdir("watchproc");
+    let kc = fake.kubeconfig(&dir);
+    let kc = kc.to_str().expect("path");
+    let json = dir.join("watch.json");
+    let mut watch = testkit::Proc(
+        bin()
+            .args([
+                "api",
+                "watch",
+                "--kubeconfig",
+                kc,
+                "--run-id",
+                "sep",
+                "--metrics",
+                "127.0.0.1:0",
+                "--json",
+                json.to_str().expect("path"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn watch"),
+    );
+    // The metrics address is announced on stderr once the watch is set up.
+    let mut err = BufReader::new(watch.0.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("read");
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+        .to_string();
+    // Wait for its initial list, so that it sees every create.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fake.count("watch configmaps") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = run(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        kc,
+        "--rate",
+        "200",
+        "-d",
+        "500ms",
+        "--lifetime",
+        "100ms",
+        "--run-id",
+        "sep",
+        "--json",
+        dir.join("churn.json").to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Start lateness"), "{stdout}");
+    let churn: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("churn.json")).expect("json"))
+            .expect("parse");
+    let n = churn["lifecycles"]["completed"]
+        .as_u64()
+        .expect("completed");
+    assert!(n > 50, "{n}");
+    // The watch process sees every delete; read its counter from /metrics.
+    let metrics = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        body
+    };
+    let want = format!("scaletest_watch_notifications_total{{type=\"delete\"}} {n}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let body = metrics();
+        if body.contains(&want) {
+            assert!(
+                body.contains(&format!(
+                    "scaletest_watch_notifications_total{{type=\"create\"}} {n}"
+                )),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want} never appeared: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Ctrl-C: the watch reports and writes its JSON.
+    let pid = watch.0.id() as i32;
+    assert_eq!(unsafe_free_kill(pid), 0);
+    let status = watch.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("watch json")).expect("parse");
+    assert_eq!(v["watch"]["deleted"].as_u64(), Some(n));
+    assert_eq!(v["watch"]["relists"], 0);
+}
+
+/// SIGINT through the `kill` command (the workspace forbids unsafe code).
+fn unsafe_free_kill(pid: i32) -> i32 {
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .code()
+        .unwrap_or(-1)
+}
