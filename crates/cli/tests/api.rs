@@ -166,6 +166,7 @@ fn an_unreachable_api_server_is_one_line_and_exit_code_1() {
 fn churn_reports_every_call_writes_json_and_passes_the_slo() {
     let fake = FakeApi::start();
     let dir = tmpdir("churn");
+    let run_id = format!("cli{}", std::process::id() % 100_000);
     for (kc, is_fake) in kubeconfigs(&fake, &dir) {
         let json = dir.join("churn.json");
         let out = run(&[
@@ -186,7 +187,7 @@ fn churn_reports_every_call_writes_json_and_passes_the_slo() {
             "--json",
             json.to_str().expect("path"),
             "--run-id",
-            "clichurn",
+            &run_id,
         ]);
         let stdout = text(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
@@ -222,6 +223,12 @@ fn churn_reports_every_call_writes_json_and_passes_the_slo() {
             .expect("slo")
             .iter()
             .all(|s| s["pass"] == true));
+        // `scaletest report` prints it again, and merges two runs into one.
+        let j = json.to_str().expect("path");
+        let out = run(&["report", j, j]);
+        let again = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(again.contains("80 lifecycles: 80 completed"), "{again}");
         if is_fake {
             assert_eq!(fake.count("create configmaps"), 40);
             assert_eq!(fake.count("create namespaces"), 3);

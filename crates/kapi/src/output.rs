@@ -142,6 +142,61 @@ impl ApiRun {
         self.slo.iter().all(|s| s.pass)
     }
 
+    /// Read a run file written by `--json`.
+    pub fn read(path: &std::path::Path) -> Result<ApiRun, String> {
+        let name = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+        let run: ApiRun =
+            serde_json::from_str(&text).map_err(|e| format!("{name}: not an api run file: {e}"))?;
+        if run.version != API_RUN_VERSION {
+            return Err(format!(
+                "{name}: api run file version {} (this build reads {API_RUN_VERSION})",
+                run.version
+            ));
+        }
+        Ok(run)
+    }
+
+    /// Merge runs that happened at the same time (several churn processes): calls, lateness,
+    /// lifecycles and informer counts add up; the SLO is checked again on the sums.
+    pub fn merge(runs: &[ApiRun]) -> Option<ApiRun> {
+        let mut out = runs.first()?.clone();
+        for r in &runs[1..] {
+            out.elapsed_s = out.elapsed_s.max(r.elapsed_s);
+            out.interrupted |= r.interrupted;
+            for c in &r.calls {
+                match out
+                    .calls
+                    .iter_mut()
+                    .find(|o| o.verb == c.verb && o.resource == c.resource)
+                {
+                    Some(o) => o.merge(c),
+                    None => out.calls.push(c.clone()),
+                }
+            }
+            let _ = out.lateness.add(&r.lateness);
+            out.lifecycles = match (out.lifecycles, r.lifecycles) {
+                (Some(a), Some(b)) => Some(Lifecycles {
+                    started: a.started + b.started,
+                    completed: a.completed + b.completed,
+                    failed: a.failed + b.failed,
+                }),
+                (a, b) => a.or(b),
+            };
+            out.watch = match (out.watch.take(), &r.watch) {
+                (Some(mut a), Some(b)) => {
+                    a.merge(b);
+                    Some(a)
+                }
+                (a, b) => a.or_else(|| b.clone()),
+            };
+        }
+        out.calls
+            .sort_by(|a, b| (a.verb, &a.resource).cmp(&(b.verb, &b.resource)));
+        out.check_slo();
+        Some(out)
+    }
+
     /// All calls.
     pub fn total_calls(&self) -> u64 {
         self.calls

@@ -87,6 +87,24 @@ impl Default for WatchStats {
     }
 }
 
+impl WatchStats {
+    /// Add another watch's measurements.
+    pub fn merge(&mut self, o: &WatchStats) {
+        let _ = self.notify_create.add(&o.notify_create);
+        let _ = self.notify_update.add(&o.notify_update);
+        let _ = self.queue_wait.add(&o.queue_wait);
+        self.applied += o.applied;
+        self.deleted += o.deleted;
+        self.coalesced += o.coalesced;
+        self.duplicates += o.duplicates;
+        self.foreign += o.foreign;
+        self.relists += o.relists;
+        self.gone += o.gone;
+        self.errors += o.errors;
+        self.processed += o.processed;
+    }
+}
+
 /// Prometheus metrics of a watch.
 pub struct Metrics {
     registry: Registry,

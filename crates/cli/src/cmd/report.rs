@@ -12,7 +12,7 @@ use std::process::ExitCode;
     after_help = "Examples:\n  scaletest load http://127.0.0.1:8080/ -d 10s --json run.json && scaletest report run.json\n  scaletest report bot1.json bot2.json --percentiles"
 )]
 pub struct Args {
-    /// Run files written by `scaletest load --json`.
+    /// Run files written by `scaletest load --json` or `scaletest api ... --json`.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Also print the full percentile spectrum (p50 … p99.999).
@@ -20,7 +20,31 @@ pub struct Args {
     percentiles: bool,
 }
 
+/// An `api churn` / `api watch` run file (rather than a `load` one)?
+fn is_api_run(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("calls").is_some() && v.get("total").is_none())
+}
+
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let api = args.files.iter().filter(|p| is_api_run(p)).count();
+    if api > 0 {
+        if api < args.files.len() {
+            return Err(Usage("cannot merge `load` run files with `api` run files".into()).into());
+        }
+        let runs = args
+            .files
+            .iter()
+            .map(|p| kapi::output::ApiRun::read(p).map_err(Usage))
+            .collect::<Result<Vec<_>, _>>()?;
+        let run = kapi::output::ApiRun::merge(&runs).expect("clap requires at least one file");
+        let mut out = std::io::stdout().lock();
+        out.write_all(kapi::output::render(&run, !run.slo.is_empty()).as_bytes())?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let runs = args
         .files
         .iter()
