@@ -39,17 +39,30 @@ impl Progress {
 
     /// One second of the run is complete.
     pub fn update(&self, p: &load::Progress) {
-        if let Some(b) = &self.0 {
-            b.set_position(p.elapsed.as_secs());
-            use report::format::count;
-            b.set_message(format!(
+        use report::format::count;
+        self.set(
+            p.elapsed,
+            format!(
                 "{} req/s, {} errors in the last second; {} done, {} errors",
                 count(p.last.requests),
                 count(p.last.errors),
                 count(p.responses),
                 count(p.errors)
-            ));
+            ),
+        );
+    }
+
+    /// Move to `elapsed` and show `msg`.
+    pub fn set(&self, elapsed: Duration, msg: String) {
+        if let Some(b) = &self.0 {
+            b.set_position(elapsed.as_secs());
+            b.set_message(msg);
         }
+    }
+
+    /// Whether anything is shown (stderr is a terminal).
+    pub fn shown(&self) -> bool {
+        self.0.is_some()
     }
 
     /// Remove the line before the report is printed.

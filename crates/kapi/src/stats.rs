@@ -171,6 +171,14 @@ impl Recorder {
         let _ = r.lateness.get_or_insert_with(new_histogram).record(us(by));
     }
 
+    /// Calls and failed calls so far (cheap: for a progress line).
+    pub fn totals(&self) -> (u64, u64) {
+        let r = self.inner.lock().expect("recorder lock");
+        r.calls.values().fold((0, 0), |(n, e), c| {
+            (n + c.answered + c.transport_errors, e + c.errors())
+        })
+    }
+
     /// A copy of what was recorded so far.
     pub fn snapshot(&self) -> Recorded {
         self.inner.lock().expect("recorder lock").clone()

@@ -457,54 +457,114 @@ async fn cleanup_removes_only_what_the_named_run_left_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fake_pages_lists_and_enforces_optimistic_concurrency_through_kube_rs() {
+async fn lists_page_stale_writes_conflict_and_field_selectors_match() {
+    for c in clusters() {
+        let (client, ns) = client(&c).await;
+        let id = run_id("pages");
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client.clone(), &ns);
+        for i in 0..5 {
+            let cm = serde_json::from_value(
+                json!({"metadata": {"name": format!("{id}-p{i}"), "labels": {"page": id}}}),
+            )
+            .expect("cm");
+            api.create(&Default::default(), &cm).await.expect("create");
+        }
+        let mut names = Vec::new();
+        let mut lp = kube::api::ListParams::default()
+            .labels(&format!("page={id}"))
+            .limit(2);
+        let mut pages = 0;
+        loop {
+            let page = api.list(&lp).await.expect("list");
+            pages += 1;
+            names.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
+            match page.metadata.continue_ {
+                Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+                _ => break,
+            }
+        }
+        let want: Vec<String> = (0..5).map(|i| format!("{id}-p{i}")).collect();
+        assert_eq!((names, pages), (want, 3), "{}", c.name);
+        // A replace with a stale resourceVersion is refused with 409.
+        let p0 = format!("{id}-p0");
+        let mut cm = api.get(&p0).await.expect("get");
+        api.patch(
+            &p0,
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"data": {"a": "1"}})),
+        )
+        .await
+        .expect("patch");
+        cm.data = Some([("b".to_string(), "2".to_string())].into());
+        match api.replace(&p0, &Default::default(), &cm).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
+            other => panic!("expected 409, got {other:?}"),
+        }
+        // Leases, found by a field selector.
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client.clone(), &ns);
+        let lease = format!("{id}-node-1");
+        let l = serde_json::from_value(
+            json!({"metadata": {"name": lease}, "spec": {"holderIdentity": lease}}),
+        )
+        .expect("lease");
+        leases.create(&Default::default(), &l).await.expect("lease");
+        let found = leases
+            .list(&kube::api::ListParams::default().fields(&format!("metadata.name={lease}")))
+            .await
+            .expect("list");
+        assert_eq!(found.items.len(), 1);
+        leases
+            .delete(&lease, &Default::default())
+            .await
+            .expect("tidy");
+        api.delete_collection(
+            &Default::default(),
+            &kube::api::ListParams::default().labels(&format!("page={id}")),
+        )
+        .await
+        .expect("tidy");
+        assert!(api.list(&lp.continue_token("")).await.is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_subresource_changes_only_status() {
     let c = fake();
     let (client, ns) = client(&c).await;
-    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-        kube::Api::namespaced(client.clone(), &ns);
-    for i in 0..5 {
-        let cm = serde_json::from_value(
-            json!({"metadata": {"name": format!("p{i}"), "labels": {"page": "yes"}}}),
-        )
-        .expect("cm");
-        api.create(&Default::default(), &cm).await.expect("create");
-    }
-    let mut names = Vec::new();
-    let mut lp = kube::api::ListParams::default().labels("page=yes").limit(2);
-    loop {
-        let page = api.list(&lp).await.expect("list");
-        names.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
-        match page.metadata.continue_ {
-            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
-            _ => break,
-        }
-    }
-    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
-    // A replace with a stale resourceVersion is refused with 409.
-    let mut cm = api.get("p0").await.expect("get");
-    api.patch(
-        "p0",
-        &Default::default(),
-        &kube::api::Patch::Merge(json!({"data": {"a": "1"}})),
-    )
-    .await
-    .expect("patch");
-    cm.data = Some([("b".to_string(), "2".to_string())].into());
-    match api.replace("p0", &Default::default(), &cm).await {
-        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
-        other => panic!("expected 409, got {other:?}"),
-    }
-    // Status subresource and field selectors on a Lease-like path work too.
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(client, &ns);
-    let l = serde_json::from_value(
-        json!({"metadata": {"name": "node-1"}, "spec": {"holderIdentity": "node-1"}}),
-    )
-    .expect("lease");
-    leases.create(&Default::default(), &l).await.expect("lease");
-    let found = leases
-        .list(&kube::api::ListParams::default().fields("metadata.name=node-1"))
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, &ns);
+    let p = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"nodeName": "hollow-1", "containers": [{"name": "c", "image": "i"}]}}))
+    .expect("pod");
+    pods.create(&Default::default(), &p).await.expect("create");
+    let patch = json!({"status": {"phase": "Running"}, "spec": {"nodeName": "elsewhere"}});
+    let after = pods
+        .patch_status("p", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("patch status");
+    let phase = after.status.and_then(|s| s.phase);
+    let node = after.spec.and_then(|s| s.node_name);
+    assert_eq!(
+        (phase.as_deref(), node.as_deref()),
+        (Some("Running"), Some("hollow-1"))
+    );
+    // And the main resource leaves status alone; the pod is found by spec.nodeName.
+    let found = pods
+        .list(&kube::api::ListParams::default().fields("spec.nodeName=hollow-1"))
         .await
         .expect("list");
     assert_eq!(found.items.len(), 1);
+    let again = pods
+        .patch(
+            "p",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Failed"}})),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(
+        again.status.and_then(|s| s.phase).as_deref(),
+        Some("Running")
+    );
 }

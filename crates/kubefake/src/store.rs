@@ -270,9 +270,14 @@ impl Store {
                 merge_patch(&mut next, &body);
             } else {
                 next = body;
-                if let Some(s) = current.get("status") {
-                    // The main resource does not change status (status subresource semantics).
-                    next["status"] = s.clone();
+            }
+            // The main resource does not change status (status subresource semantics).
+            match current.get("status") {
+                Some(s) => next["status"] = s.clone(),
+                None => {
+                    if let Some(o) = next.as_object_mut() {
+                        o.remove("status");
+                    }
                 }
             }
             // Identity fields stay what they were.

@@ -1,6 +1,7 @@
 //! `scaletest api churn` and `scaletest api watch`: flags → `kapi` configs → run → report.
 
 use super::{parse_duration, threads_or_cpus};
+use crate::progress::Progress;
 use crate::Usage;
 use kapi::churn::{self, Lifetime, Mode};
 use kapi::output::{self, ApiInfo, ApiRun, Lifecycles};
@@ -412,9 +413,36 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let summary = churn::run(client.clone(), cfg, rec.clone(), stop.clone())
-        .await
-        .map_err(|e| Usage(e.to_string()))?;
+    let progress = Arc::new(Progress::new(a.duration));
+    let ticker = progress.shown().then(|| {
+        let (progress, rec) = (progress.clone(), rec.clone());
+        tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (calls, errors) = rec.totals();
+                progress.set(
+                    start.elapsed(),
+                    format!(
+                        "{} calls/s; {} calls, {} errors",
+                        calls - last,
+                        calls,
+                        errors
+                    ),
+                );
+                last = calls;
+            }
+        })
+    });
+    let summary = churn::run(client.clone(), cfg, rec.clone(), stop.clone()).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    progress.finish();
+    let summary = summary.map_err(|e| Usage(e.to_string()))?;
     let mut run = ApiRun::new(info, started_unix);
     run.elapsed_s = summary.elapsed.as_secs_f64();
     run.interrupted = summary.interrupted;
