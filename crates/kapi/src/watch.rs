@@ -50,7 +50,7 @@ pub struct WatchStats {
     pub queue_wait: Histogram<u64>,
     /// Add/update notifications (including those of the initial list and relists).
     pub applied: u64,
-    /// Delete notifications.
+    /// Delete notifications (and deletions a relist revealed).
     pub deleted: u64,
     /// Notifications whose key was already waiting in the queue (handled once).
     pub coalesced: u64,
@@ -366,6 +366,7 @@ pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal:
     futures::pin_mut!(stream);
     let mut seen = Seen::default();
     let mut lists = 0u64;
+    let mut listed = std::collections::HashSet::new();
     let mut stop = stop;
     loop {
         let ev = tokio::select! {
@@ -376,12 +377,14 @@ pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal:
         match ev {
             Ok(watcher::Event::Init) => {
                 lists += 1;
+                listed.clear();
                 if lists > 1 {
                     shared.stats.lock().expect("lock").relists += 1;
                     shared.metrics.relists.inc();
                 }
             }
             Ok(watcher::Event::InitApply(o)) => {
+                listed.insert(key_of(&o));
                 on_apply(&shared, &mut seen, &o, lists == 1);
                 if lists > 1 {
                     // Objects that changed while the watch was away are new to us.
@@ -389,6 +392,20 @@ pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal:
                 }
             }
             Ok(watcher::Event::InitDone) => {
+                // What a relist no longer has was deleted while the watch was away: that is
+                // how the informer learns of it (the reflector's store drops it too).
+                let gone: Vec<String> = seen
+                    .by_key
+                    .keys()
+                    .filter(|k| !listed.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    seen.by_key.remove(&k);
+                    shared.stats.lock().expect("lock").deleted += 1;
+                    shared.deletes_seen.send_modify(|n| *n += 1);
+                    let _ = queue.add(k);
+                }
                 shared.synced.send_replace(true);
             }
             Ok(watcher::Event::Apply(o)) => {

@@ -269,11 +269,22 @@ async fn a_watch_that_outlives_its_history_relists_and_misses_nothing() {
     )
     .await
     .expect("run");
+    f.create("configmaps", &ns, json!({"metadata": {"name": "doomed"}}))
+        .expect("create");
     tokio::time::timeout(Duration::from_secs(10), shared.wait_deletes(3))
         .await
         .expect("deletes seen");
-    // The server forgets its history and drops the watch: resuming gets 410, then a relist.
+    while shared.stats().applied < 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The server forgets its history and drops the watch: resuming gets 410, then a relist,
+    // which brings the object made and reveals the one deleted while the watch was away.
     f.expire_history();
+    target
+        .api(&client, Some(&ns))
+        .delete("doomed", &Default::default())
+        .await
+        .expect("delete");
     f.create(
         "configmaps",
         &ns,
@@ -281,7 +292,7 @@ async fn a_watch_that_outlives_its_history_relists_and_misses_nothing() {
     )
     .expect("create");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while shared.stats().relists == 0 || shared.stats().applied < 4 {
+    while shared.stats().relists == 0 || shared.stats().deleted < 4 || shared.stats().foreign < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{} {:?}",
@@ -293,16 +304,11 @@ async fn a_watch_that_outlives_its_history_relists_and_misses_nothing() {
     wtx.send(true).expect("stop");
     task.await.expect("watch ends");
     let s = shared.stats();
-    assert_eq!(s.relists, 1);
-    assert_eq!(s.gone, 1);
-    // 3 creates and 3 deletes before; the object made while the watch was away arrives with
-    // the relist (a change churn did not make: no send time).
-    assert_eq!(
-        (s.applied, s.deleted, s.foreign),
-        (4, 3, 1),
-        "{}",
-        counts(&s)
-    );
+    assert_eq!((s.relists, s.gone), (1, 1));
+    // Before: 3 creates and 3 deletes by churn, and "doomed" (made without churn, so a
+    // foreign change). After: "after-expiry" (foreign) arrives with the relist, and the relist
+    // reveals that "doomed" is gone.
+    assert_eq!((s.deleted, s.foreign), (4, 2), "{}", counts(&s));
     assert_eq!(s.notify_create.len(), 3);
     assert!(f.count("list configmaps") >= 2);
 }
