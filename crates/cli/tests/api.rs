@@ -25,6 +25,14 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
+/// A fake API server, a directory for the test's files, and the path of its kubeconfig.
+fn fake_api(test: &str) -> (FakeApi, PathBuf, String) {
+    let fake = FakeApi::start();
+    let dir = tmpdir(test);
+    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+    (fake, dir, kc)
+}
+
 /// The fake, plus the real cluster's kubeconfig when SCALETEST_KUBECONFIG is set.
 fn kubeconfigs(fake: &FakeApi, dir: &Path) -> Vec<(PathBuf, bool)> {
     let mut v = vec![(fake.kubeconfig(dir), true)];
@@ -37,10 +45,8 @@ fn kubeconfigs(fake: &FakeApi, dir: &Path) -> Vec<(PathBuf, bool)> {
 
 #[test]
 fn bad_usage_gets_one_line_and_exit_code_2() {
-    let fake = FakeApi::start();
-    let dir = tmpdir("usage");
-    let kc = fake.kubeconfig(&dir);
-    let kc = kc.to_str().expect("utf-8 path");
+    let (fake, dir, kc) = fake_api("usage");
+    let kc = kc.as_str();
     let bad_template = dir.join("bad.yaml");
     std::fs::write(&bad_template, "just: [unclosed").expect("write");
     let no_kind = dir.join("nokind.yaml");
@@ -241,10 +247,8 @@ fn churn_reports_every_call_writes_json_and_passes_the_slo() {
 
 #[test]
 fn a_failing_slo_exits_1_and_cleanup_removes_a_crashed_runs_objects() {
-    let fake = FakeApi::start();
-    let dir = tmpdir("slo");
-    let kc = fake.kubeconfig(&dir);
-    let kc = kc.to_str().expect("path");
+    let (fake, _dir, kc) = fake_api("slo");
+    let kc = kc.as_str();
     fake.delay("create", std::time::Duration::from_millis(1050));
     let out = run(&[
         "api",
@@ -294,10 +298,8 @@ fn a_failing_slo_exits_1_and_cleanup_removes_a_crashed_runs_objects() {
 
 #[test]
 fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
-    let fake = FakeApi::start();
-    let dir = tmpdir("watchproc");
-    let kc = fake.kubeconfig(&dir);
-    let kc = kc.to_str().expect("path");
+    let (fake, dir, kc) = fake_api("watchproc");
+    let kc = kc.as_str();
     let json = dir.join("watch.json");
     let mut watch = testkit::Proc(
         bin()

@@ -156,6 +156,24 @@ struct WatchArgs {
     metrics: Option<std::net::SocketAddr>,
 }
 
+impl ClusterArgs {
+    /// A client for the cluster these flags name (see `kapi::connect`).
+    async fn connect(
+        &self,
+        timeout: Option<Duration>,
+        retry: bool,
+    ) -> anyhow::Result<(kube::Client, String)> {
+        kapi::connect(
+            self.kubeconfig.as_deref(),
+            self.context.as_deref(),
+            timeout,
+            retry,
+        )
+        .await
+        .map_err(kapi_error)
+    }
+}
+
 fn parse_rate(s: &str) -> Result<RateShape, String> {
     s.parse().map_err(|e: pace::PaceError| e.to_string())
 }
@@ -300,14 +318,7 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
             lifecycles: a.lifecycles,
         })
     };
-    let (client, default_ns) = kapi::connect(
-        a.cluster.kubeconfig.as_deref(),
-        a.cluster.context.as_deref(),
-        Some(a.cluster.timeout),
-        false,
-    )
-    .await
-    .map_err(kapi_error)?;
+    let (client, default_ns) = a.cluster.connect(Some(a.cluster.timeout), false).await?;
     let target = target(&client, a.cluster.resource.as_deref(), template.as_ref()).await?;
     let Some(mode) = mode else {
         let c = churn::cleanup(&client, &target, a.run_id.as_deref()).await?;
@@ -382,14 +393,7 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
     let rec = Arc::new(Recorder::default());
     // The informer starts (and lists) before the first create, so that it sees every one.
     let watcher = if a.watch {
-        let (wclient, _) = kapi::connect(
-            a.cluster.kubeconfig.as_deref(),
-            a.cluster.context.as_deref(),
-            None,
-            true,
-        )
-        .await
-        .map_err(kapi_error)?;
+        let (wclient, _) = a.cluster.connect(None, true).await?;
         let shared = watch::Shared::new();
         let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
         let wcfg = watch::Config {
@@ -517,14 +521,7 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let (client, default_ns) = kapi::connect(
-        a.cluster.kubeconfig.as_deref(),
-        a.cluster.context.as_deref(),
-        None,
-        true,
-    )
-    .await
-    .map_err(kapi_error)?;
+    let (client, default_ns) = a.cluster.connect(None, true).await?;
     let target = target(&client, a.cluster.resource.as_deref(), None).await?;
     let namespace = if a.all_namespaces || !target.namespaced {
         None
