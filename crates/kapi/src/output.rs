@@ -142,12 +142,10 @@ impl ApiRun {
         self.slo.iter().all(|s| s.pass)
     }
 
-    /// Read a run file written by `--json`.
-    pub fn read(path: &std::path::Path) -> Result<ApiRun, String> {
-        let name = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    /// Parse a run file written by `--json`; `name` is for messages.
+    pub fn from_json(name: &str, text: &str) -> Result<ApiRun, String> {
         let run: ApiRun =
-            serde_json::from_str(&text).map_err(|e| format!("{name}: not an api run file: {e}"))?;
+            serde_json::from_str(text).map_err(|e| format!("{name}: not an api run file: {e}"))?;
         if run.version != API_RUN_VERSION {
             return Err(format!(
                 "{name}: api run file version {} (this build reads {API_RUN_VERSION})",

@@ -285,15 +285,14 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
     let mode = if a.cleanup {
         None
     } else if let Some(shape) = &a.rate {
-        let Some(d) = a.duration else {
+        if a.duration.is_none() {
             return Err(Usage("open loop (--rate) needs -d/--duration".into()).into());
-        };
+        }
         let lifetime = match (a.population, a.lifetime) {
             (Some(p), _) => Lifetime::Population(p as f64),
             (None, Some(l)) => Lifetime::Fixed(l),
             (None, None) => Lifetime::Fixed(Duration::from_secs(10)),
         };
-        let _ = d;
         Some(Mode::Open {
             shape: shape.clone(),
             arrival: a.arrival,
@@ -335,10 +334,15 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let run_id = a.run_id.clone().unwrap_or_else(random_id);
+    if a.namespaces.is_some() && !target.namespaced {
+        return Err(Usage(format!(
+            "--namespaces: {} is cluster-scoped",
+            target.display()
+        ))
+        .into());
+    }
     let made_namespaces = match a.namespaces {
-        Some(n) if target.namespaced => {
-            churn::create_namespaces(&client, &run_id, n as usize).await?
-        }
+        Some(n) => churn::create_namespaces(&client, &run_id, n as usize).await?,
         _ => Vec::new(),
     };
     let namespaces = if !made_namespaces.is_empty() {
@@ -470,9 +474,8 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         run.watch = Some(shared.stats());
     }
     if !made_namespaces.is_empty() {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
         for ns in &made_namespaces {
-            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
-                kube::Api::all(client.clone());
             if let Err(e) = api.delete(ns, &Default::default()).await {
                 eprintln!("scaletest: could not delete namespace {ns}: {e} (run --cleanup --run-id {run_id})");
             }

@@ -21,23 +21,32 @@ pub struct Args {
 }
 
 /// An `api churn` / `api watch` run file (rather than a `load` one)?
-fn is_api_run(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v.get("calls").is_some() && v.get("total").is_none())
+fn is_api_run(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|v| v.get("calls").is_some() && v.get("total").is_none())
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let api = args.files.iter().filter(|p| is_api_run(p)).count();
+    let texts = args
+        .files
+        .iter()
+        .map(|p| {
+            let name = p.display().to_string();
+            std::fs::read_to_string(p)
+                .map(|t| (name.clone(), t))
+                .map_err(|e| {
+                    Usage(report::runfile::RunFileError::Io(name, e.to_string()).to_string())
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let api = texts.iter().filter(|(_, t)| is_api_run(t)).count();
     if api > 0 {
-        if api < args.files.len() {
+        if api < texts.len() {
             return Err(Usage("cannot merge `load` run files with `api` run files".into()).into());
         }
-        let runs = args
-            .files
+        let runs = texts
             .iter()
-            .map(|p| kapi::output::ApiRun::read(p).map_err(Usage))
+            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(Usage))
             .collect::<Result<Vec<_>, _>>()?;
         let run = kapi::output::ApiRun::merge(&runs).expect("clap requires at least one file");
         let mut out = std::io::stdout().lock();
@@ -45,10 +54,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let runs = args
-        .files
+    let runs = texts
         .iter()
-        .map(|p| RunFile::read(p).map_err(|e| Usage(e.to_string())))
+        .map(|(n, t)| RunFile::from_json(n, t).map_err(|e| Usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let run = RunFile::merge(&runs).expect("clap requires at least one file");
     let mut out = std::io::stdout().lock();
