@@ -574,3 +574,24 @@ async fn the_status_subresource_changes_only_status() {
         Some("Running")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_side_limit_spaces_calls_at_its_rate_after_the_burst() {
+    let c = fake();
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    // 10 lifecycles × 2 calls = 20 calls at 100/s with a burst of 5: at least 150 ms.
+    let mut cfg = closed(&target, &ns, "limited", 4, 10, 0);
+    cfg.limit = Some((100.0, 5));
+    let rec = Arc::new(Recorder::default());
+    let sum = churn::run(client.clone(), cfg, rec.clone(), no_stop())
+        .await
+        .expect("run");
+    assert_eq!(sum.completed, 10);
+    assert!(
+        sum.elapsed >= Duration::from_millis(150),
+        "{:?}",
+        sum.elapsed
+    );
+    assert_eq!(rec.totals(), (20, 0));
+}

@@ -1,0 +1,143 @@
+//! The fake's wire format where kube-rs does not show it: watch replay, bookmarks, ERROR 410,
+//! generateName and discovery, read as raw HTTP.
+
+use kubefake::{FakeApi, Options};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Send one request; read until `done` says the bytes so far suffice (or 10 s pass).
+fn exchange(api: &FakeApi, req: &str, done: impl Fn(&str) -> bool) -> String {
+    let mut s = TcpStream::connect(api.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !done(&String::from_utf8_lossy(&got)) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n")
+}
+
+/// The JSON events in a (chunked) watch response, in order.
+fn events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v.get("type").is_some())
+        .collect()
+}
+
+fn rv(o: &Value) -> u64 {
+    o["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("resourceVersion")
+}
+
+#[test]
+fn a_watch_replays_from_its_version_then_sends_bookmarks() {
+    let api = FakeApi::start_with(Options {
+        bookmark_every: Duration::from_millis(50),
+        ..Options::default()
+    });
+    let a = api
+        .create("configmaps", "default", json!({"metadata": {"name": "a"}}))
+        .expect("a");
+    api.create("configmaps", "default", json!({"metadata": {"name": "b"}}))
+        .expect("b");
+    api.create(
+        "configmaps",
+        "kube-system",
+        json!({"metadata": {"name": "elsewhere"}}),
+    )
+    .expect("c");
+    let path = format!(
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds=5",
+        rv(&a)
+    );
+    let text = exchange(&api, &get(&path), |t| t.contains("BOOKMARK"));
+    let ev = events(&text);
+    // Only what came after a, only in this namespace; then a bookmark at the newest version.
+    assert_eq!(ev[0]["type"], "ADDED", "{text}");
+    assert_eq!(ev[0]["object"]["metadata"]["name"], "b");
+    let bm = ev
+        .iter()
+        .find(|e| e["type"] == "BOOKMARK")
+        .expect("bookmark");
+    assert_eq!(bm["object"]["kind"], "ConfigMap");
+    assert!(rv(&bm["object"]) >= rv(&ev[0]["object"]));
+    assert!(!text.contains("elsewhere"));
+}
+
+#[test]
+fn a_watch_from_a_compacted_version_gets_an_error_event_with_410() {
+    let api = FakeApi::start();
+    let a = api
+        .create("configmaps", "default", json!({"metadata": {"name": "a"}}))
+        .expect("a");
+    api.expire_history();
+    let path = format!("/api/v1/configmaps?watch=true&resourceVersion={}", rv(&a));
+    let text = exchange(&api, &get(&path), |t| t.contains("ERROR"));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let ev = events(&text);
+    assert_eq!(ev.len(), 1, "{text}");
+    assert_eq!(ev[0]["type"], "ERROR");
+    assert_eq!(ev[0]["object"]["code"], 410);
+    assert_eq!(ev[0]["object"]["reason"], "Expired");
+}
+
+#[test]
+fn generate_name_conflicts_and_discovery_over_http() {
+    let api = FakeApi::start();
+    let post = |body: &str| {
+        format!(
+            "POST /apis/coordination.k8s.io/v1/namespaces/default/leases HTTP/1.1\r\nHost: fake\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Whole responses: read until the server closes (Connection: close).
+    let done = |_: &str| false;
+    let made = exchange(
+        &api,
+        &post(r#"{"metadata":{"generateName":"hollow-"}}"#),
+        done,
+    );
+    assert!(made.starts_with("HTTP/1.1 201"), "{made}");
+    // The body is chunked: its JSON is the one line that parses.
+    let obj: Value = made
+        .lines()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .expect("a JSON body");
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(name.starts_with("hollow-") && name.len() > 7, "{made}");
+    let again = exchange(
+        &api,
+        &post(&format!(r#"{{"metadata":{{"name":"{name}"}}}}"#)),
+        done,
+    );
+    assert!(again.starts_with("HTTP/1.1 409"), "{again}");
+    assert!(again.contains("AlreadyExists"));
+    // A namespaced create in a namespace that does not exist is 404, as on a real server.
+    let nowhere = post("{}").replace("namespaces/default", "namespaces/nowhere");
+    assert!(exchange(&api, &nowhere, done).starts_with("HTTP/1.1 404"));
+    let groups = exchange(&api, &get("/apis"), done);
+    assert!(groups.contains("coordination.k8s.io/v1"), "{groups}");
+    let resources = exchange(&api, &get("/apis/coordination.k8s.io/v1"), done);
+    assert!(resources.contains(r#""name":"leases""#), "{resources}");
+    assert!(exchange(&api, &get("/apis/nope.example.com/v1"), done).starts_with("HTTP/1.1 404"));
+}
