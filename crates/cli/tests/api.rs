@@ -238,6 +238,11 @@ fn churn_reports_every_call_writes_json_and_passes_the_slo() {
         if is_fake {
             assert_eq!(fake.count("create configmaps"), 40);
             assert_eq!(fake.count("create namespaces"), 3);
+            // Spread round-robin over the run's namespaces.
+            let per_ns: Vec<u64> = (0..3)
+                .map(|i| fake.count(&format!("create configmaps in scaletest-{run_id}-{i}")))
+                .collect();
+            assert_eq!(per_ns, [14, 13, 13]);
             // The run's namespaces are gone again, and so is every object.
             assert_eq!(fake.count("delete namespaces"), 3);
             assert!(fake.objects("configmaps").is_empty());

@@ -155,7 +155,8 @@ impl FakeApi {
         self.shared.resources.lock().expect("lock").push(r);
     }
 
-    /// Calls served so far, keyed "verb plural" ("create configmaps", "update pods/status").
+    /// Calls served so far, keyed "verb plural" ("create configmaps", "update pods/status"),
+    /// and for namespaced paths also "verb plural in namespace".
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.shared.calls.lock().expect("lock").clone()
     }
@@ -501,12 +502,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     let sub = if t.status { "/status" } else { "" };
-    *shared
-        .calls
-        .lock()
-        .expect("lock")
-        .entry(format!("{verb} {}{sub}", t.r.plural))
-        .or_default() += 1;
+    {
+        let mut calls = shared.calls.lock().expect("lock");
+        *calls
+            .entry(format!("{verb} {}{sub}", t.r.plural))
+            .or_default() += 1;
+        if let Some(ns) = &t.ns {
+            *calls
+                .entry(format!("{verb} {}{sub} in {ns}", t.r.plural))
+                .or_default() += 1;
+        }
+    }
     let delay = shared.delays.lock().expect("lock").get(verb).copied();
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
