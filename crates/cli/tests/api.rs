@@ -420,3 +420,75 @@ fn unsafe_free_kill(pid: i32) -> i32 {
         .code()
         .unwrap_or(-1)
 }
+
+#[test]
+fn ctrl_c_deletes_what_the_run_made_then_reports_and_writes_json() {
+    let (fake, dir, kc) = fake_api("ctrlc");
+    let json = dir.join("interrupted.json");
+    let mut churn = testkit::Proc(
+        bin()
+            .args([
+                "api",
+                "churn",
+                "--kubeconfig",
+                &kc,
+                "--rate",
+                "100",
+                "-d",
+                "60s",
+                "--lifetime",
+                "50s",
+                "--json",
+                json.to_str().expect("path"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn churn"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fake.count("create configmaps") < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "churn never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!fake.objects("configmaps").is_empty());
+    let started = std::time::Instant::now();
+    assert_eq!(unsafe_free_kill(churn.0.id() as i32), 0);
+    let out = churn.0.wait_with_output_ref();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(out.0, Some(0), "{}", out.2);
+    assert!(out.1.contains("(interrupted)"), "{}", out.1);
+    // Every object the run made was deleted on the way out, and the JSON says so.
+    assert!(fake.objects("configmaps").is_empty());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(v["interrupted"], true);
+    // Lifecycles were cut short, not failed.
+    assert_eq!(v["lifecycles"]["failed"], 0);
+    assert!(v["lifecycles"]["cut_short"].as_u64() >= Some(20), "{v}");
+    let created = fake.count("create configmaps");
+    assert_eq!(fake.count("delete configmaps"), created);
+}
+
+/// Wait for a child whose pipes are still ours: (exit code, stdout, stderr).
+trait WaitOutput {
+    fn wait_with_output_ref(&mut self) -> (Option<i32>, String, String);
+}
+
+impl WaitOutput for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(mut o) = self.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let code = self.wait().expect("wait").code();
+        (code, out, err)
+    }
+}

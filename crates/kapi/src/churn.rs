@@ -80,12 +80,33 @@ pub struct Summary {
     pub completed: u64,
     /// Lifecycles with at least one failed call.
     pub failed: u64,
+    /// Lifecycles a stopping run (Ctrl-C) cut short: their object was deleted early, or never
+    /// made.
+    pub cut_short: u64,
     /// Successful deletes (a watcher in the same process waits to see this many).
     pub deleted: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// Stopped early (Ctrl-C): lifecycles in progress skipped to their delete.
     pub interrupted: bool,
+}
+
+/// How a lifecycle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Completed,
+    Failed,
+    CutShort,
+}
+
+impl Summary {
+    fn count(&mut self, end: End) {
+        match end {
+            End::Completed => self.completed += 1,
+            End::Failed => self.failed += 1,
+            End::CutShort => self.cut_short += 1,
+        }
+    }
 }
 
 struct Ctx {
@@ -192,7 +213,7 @@ async fn due(ctx: &Ctx, at: Option<Instant>) -> bool {
 }
 
 /// One object's life. `plan` is (create time, lifetime) in open loop; None runs back to back.
-async fn lifecycle(ctx: Arc<Ctx>, seq: u64, plan: Option<(Instant, Duration)>) -> bool {
+async fn lifecycle(ctx: Arc<Ctx>, seq: u64, plan: Option<(Instant, Duration)>) -> End {
     let c = &ctx.cfg;
     let ns = &c.namespaces[(seq % c.namespaces.len() as u64) as usize];
     let name = object_name(&c.run_id, seq);
@@ -201,11 +222,11 @@ async fn lifecycle(ctx: Arc<Ctx>, seq: u64, plan: Option<(Instant, Duration)>) -
     let at =
         |k: u32| plan.map(|(t0, life)| t0 + life.mul_f64(f64::from(k) / f64::from(c.updates + 1)));
     if !due(&ctx, at(0)).await {
-        return false;
+        return End::CutShort;
     }
     let obj: DynamicObject = match serde_json::from_value(build(&ctx, &name, ns)) {
         Ok(o) => o,
-        Err(_) => return false,
+        Err(_) => return End::Failed,
     };
     if timed(
         &ctx.rec,
@@ -216,7 +237,7 @@ async fn lifecycle(ctx: Arc<Ctx>, seq: u64, plan: Option<(Instant, Duration)>) -
     .await
     .is_none()
     {
-        return false;
+        return End::Failed;
     }
     let mut ok = true;
     let mut stopping = false;
@@ -251,7 +272,11 @@ async fn lifecycle(ctx: Arc<Ctx>, seq: u64, plan: Option<(Instant, Duration)>) -
     if deleted {
         ctx.deleted.fetch_add(1, Ordering::Relaxed);
     }
-    ok && deleted && !stopping
+    match (ok && deleted, stopping) {
+        (true, false) => End::Completed,
+        (true, true) => End::CutShort,
+        (false, _) => End::Failed,
+    }
 }
 
 /// Run churn until its schedule, duration or lifecycle count is done, or `stop` turns true.
@@ -275,10 +300,8 @@ pub async fn run(
     let start = Instant::now();
     let mut sum = Summary::default();
     let mut tasks = tokio::task::JoinSet::new();
-    let tally = |s: &mut Summary, r: Result<bool, tokio::task::JoinError>| match r {
-        Ok(true) => s.completed += 1,
-        _ => s.failed += 1,
-    };
+    let tally =
+        |s: &mut Summary, r: Result<End, tokio::task::JoinError>| s.count(r.unwrap_or(End::Failed));
     match mode {
         Mode::Open {
             shape,
@@ -319,7 +342,7 @@ pub async fn run(
             for _ in 0..workers.max(1) {
                 let (ctx, next) = (ctx.clone(), next.clone());
                 loops.spawn(async move {
-                    let (mut done, mut failed, mut started) = (0u64, 0u64, 0u64);
+                    let mut part = Summary::default();
                     loop {
                         if *ctx.stop.borrow() || deadline.is_some_and(|d| Instant::now() >= d) {
                             break;
@@ -328,21 +351,18 @@ pub async fn run(
                         if lifecycles.is_some_and(|n| seq >= n) {
                             break;
                         }
-                        started += 1;
-                        if lifecycle(ctx.clone(), seq, None).await {
-                            done += 1;
-                        } else {
-                            failed += 1;
-                        }
+                        part.started += 1;
+                        part.count(lifecycle(ctx.clone(), seq, None).await);
                     }
-                    (started, done, failed)
+                    part
                 });
             }
             while let Some(r) = loops.join_next().await {
-                if let Ok((s, d, f)) = r {
-                    sum.started += s;
-                    sum.completed += d;
-                    sum.failed += f;
+                if let Ok(p) = r {
+                    sum.started += p.started;
+                    sum.completed += p.completed;
+                    sum.failed += p.failed;
+                    sum.cut_short += p.cut_short;
                 }
             }
             sum.elapsed = start.elapsed();

@@ -54,6 +54,9 @@ pub struct Lifecycles {
     pub completed: u64,
     /// With a failed call.
     pub failed: u64,
+    /// Cut short by Ctrl-C (their objects deleted early).
+    #[serde(default)]
+    pub cut_short: u64,
 }
 
 /// One (verb, resource) against its SLO.
@@ -178,6 +181,7 @@ impl ApiRun {
                     started: a.started + b.started,
                     completed: a.completed + b.completed,
                     failed: a.failed + b.failed,
+                    cut_short: a.cut_short + b.cut_short,
                 }),
                 (a, b) => a.or(b),
             };
@@ -323,6 +327,9 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
                 count(l.completed),
                 count(l.failed)
             );
+            if l.cut_short > 0 {
+                let _ = write!(s, ", {} cut short", count(l.cut_short));
+            }
         }
         if run.interrupted {
             s += " (interrupted)";

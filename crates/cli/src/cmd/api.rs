@@ -458,6 +458,7 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         started: summary.started,
         completed: summary.completed,
         failed: summary.failed,
+        cut_short: summary.cut_short,
     });
     if let Some((shared, wstop_tx, task)) = watcher {
         // Wait (bounded) until the informer has seen every delete churn made.
