@@ -564,6 +564,32 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         workers: a.queue_workers as usize,
     };
     let task = tokio::spawn(watch::run(client, cfg, shared.clone(), wstop));
+    let progress = Arc::new(Progress::new(a.duration));
+    let ticker = progress.shown().then(|| {
+        let (progress, shared) = (progress.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let w = shared.stats();
+                let p99 = |h: &hdrhistogram::Histogram<u64>| {
+                    report::format::ms(h.value_at_quantile(0.99) as f64 / 1000.0)
+                };
+                progress.set(
+                    started.elapsed(),
+                    format!(
+                        "{} creates (p99 {}), {} updates (p99 {}), {} deletes; {} relists",
+                        w.notify_create.len(),
+                        p99(&w.notify_create),
+                        w.notify_update.len(),
+                        p99(&w.notify_update),
+                        w.deleted,
+                        w.relists
+                    ),
+                );
+            }
+        })
+    });
     let mut stopping = stop.clone();
     match a.duration {
         Some(d) => tokio::select! {
@@ -576,6 +602,10 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = wstop_tx.send(true);
     let _ = task.await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    progress.finish();
     let mut run = ApiRun::new(info, started_unix);
     run.elapsed_s = started.elapsed().as_secs_f64();
     run.interrupted = *stop.borrow();
