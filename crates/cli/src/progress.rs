@@ -2,7 +2,8 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A progress line, or nothing when stderr is not a terminal.
 pub struct Progress(Option<ProgressBar>);
@@ -61,7 +62,7 @@ impl Progress {
     }
 
     /// Whether anything is shown (stderr is a terminal).
-    pub fn shown(&self) -> bool {
+    fn shown(&self) -> bool {
         self.0.is_some()
     }
 
@@ -70,5 +71,43 @@ impl Progress {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
         }
+    }
+}
+
+/// A progress line refreshed once a second from `msg`, for runs with no per-second callback of
+/// their own; `finish` removes it.
+pub struct Ticking {
+    progress: Arc<Progress>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Ticking {
+    /// Start (inside a tokio runtime); nothing runs when stderr is not a terminal.
+    pub fn start(
+        duration: Option<Duration>,
+        mut msg: impl FnMut() -> String + Send + 'static,
+    ) -> Ticking {
+        let progress = Arc::new(Progress::new(duration));
+        let task = progress.shown().then(|| {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    progress.set(start.elapsed(), msg());
+                }
+            })
+        });
+        Ticking { progress, task }
+    }
+
+    /// Stop refreshing and remove the line.
+    pub fn finish(self) {
+        if let Some(t) = self.task {
+            t.abort();
+        }
+        self.progress.finish();
     }
 }

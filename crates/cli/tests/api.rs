@@ -15,6 +15,30 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run scaletest")
 }
 
+/// Start scaletest with its output piped; killed when dropped.
+fn spawn(args: &[&str]) -> testkit::Proc {
+    testkit::Proc(
+        bin()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn scaletest"),
+    )
+}
+
+/// Poll `ready` (another process's state) until it holds; fail after 20 s.
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 20 s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -306,25 +330,18 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
     let (fake, dir, kc) = fake_api("watchproc");
     let kc = kc.as_str();
     let json = dir.join("watch.json");
-    let mut watch = testkit::Proc(
-        bin()
-            .args([
-                "api",
-                "watch",
-                "--kubeconfig",
-                kc,
-                "--run-id",
-                "sep",
-                "--metrics",
-                "127.0.0.1:0",
-                "--json",
-                json.to_str().expect("path"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn watch"),
-    );
+    let mut watch = spawn(&[
+        "api",
+        "watch",
+        "--kubeconfig",
+        kc,
+        "--run-id",
+        "sep",
+        "--metrics",
+        "127.0.0.1:0",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
     // The metrics address is announced on stderr once the watch is set up.
     let mut err = BufReader::new(watch.0.stderr.take().expect("stderr"));
     let mut line = String::new();
@@ -337,14 +354,7 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
         .to_string();
     // Wait for its initial list, so that it sees every create.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while fake.count("watch configmaps") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the watch never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the watch to start", || fake.count("watch configmaps") > 0);
     let out = run(&[
         "api",
         "churn",
@@ -382,24 +392,14 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         body
     };
     let want = format!("scaletest_watch_notifications_total{{type=\"delete\"}} {n}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let body = metrics();
-        if body.contains(&want) {
-            assert!(
-                body.contains(&format!(
-                    "scaletest_watch_notifications_total{{type=\"create\"}} {n}"
-                )),
-                "{body}"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{want} never appeared: {body}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until(&want, || metrics().contains(&want));
+    let body = metrics();
+    assert!(
+        body.contains(&format!(
+            "scaletest_watch_notifications_total{{type=\"create\"}} {n}"
+        )),
+        "{body}"
+    );
     // Ctrl-C: the watch reports and writes its JSON.
     let pid = watch.0.id() as i32;
     assert_eq!(unsafe_free_kill(pid), 0);
@@ -425,39 +425,27 @@ fn unsafe_free_kill(pid: i32) -> i32 {
 fn ctrl_c_deletes_what_the_run_made_then_reports_and_writes_json() {
     let (fake, dir, kc) = fake_api("ctrlc");
     let json = dir.join("interrupted.json");
-    let mut churn = testkit::Proc(
-        bin()
-            .args([
-                "api",
-                "churn",
-                "--kubeconfig",
-                &kc,
-                "--rate",
-                "100",
-                "-d",
-                "60s",
-                "--lifetime",
-                "50s",
-                "--json",
-                json.to_str().expect("path"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn churn"),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while fake.count("create configmaps") < 20 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "churn never got going"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let mut churn = spawn(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        &kc,
+        "--rate",
+        "100",
+        "-d",
+        "60s",
+        "--lifetime",
+        "50s",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    wait_until("churn to get going", || {
+        fake.count("create configmaps") >= 20
+    });
     assert!(!fake.objects("configmaps").is_empty());
     let started = std::time::Instant::now();
     assert_eq!(unsafe_free_kill(churn.0.id() as i32), 0);
-    let out = churn.0.wait_with_output_ref();
+    let out = finish(&mut churn.0);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(out.0, Some(0), "{}", out.2);
     assert!(out.1.contains("(interrupted)"), "{}", out.1);
@@ -474,21 +462,15 @@ fn ctrl_c_deletes_what_the_run_made_then_reports_and_writes_json() {
 }
 
 /// Wait for a child whose pipes are still ours: (exit code, stdout, stderr).
-trait WaitOutput {
-    fn wait_with_output_ref(&mut self) -> (Option<i32>, String, String);
-}
-
-impl WaitOutput for std::process::Child {
-    fn wait_with_output_ref(&mut self) -> (Option<i32>, String, String) {
-        use std::io::Read;
-        let (mut out, mut err) = (String::new(), String::new());
-        if let Some(mut o) = self.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        if let Some(mut e) = self.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        let code = self.wait().expect("wait").code();
-        (code, out, err)
+fn finish(child: &mut std::process::Child) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
     }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let code = child.wait().expect("wait").code();
+    (code, out, err)
 }

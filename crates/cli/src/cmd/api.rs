@@ -1,7 +1,7 @@
 //! `scaletest api churn` and `scaletest api watch`: flags → `kapi` configs → run → report.
 
 use super::{parse_duration, threads_or_cpus};
-use crate::progress::Progress;
+use crate::progress::Ticking;
 use crate::Usage;
 use kapi::churn::{self, Lifetime, Mode};
 use kapi::output::{self, ApiInfo, ApiRun, Lifecycles};
@@ -421,34 +421,22 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let progress = Arc::new(Progress::new(a.duration));
-    let ticker = progress.shown().then(|| {
-        let (progress, rec) = (progress.clone(), rec.clone());
-        tokio::spawn(async move {
-            let start = std::time::Instant::now();
-            let mut last = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let (calls, errors) = rec.totals();
-                progress.set(
-                    start.elapsed(),
-                    format!(
-                        "{} calls/s; {} calls, {} errors",
-                        calls - last,
-                        calls,
-                        errors
-                    ),
-                );
-                last = calls;
-            }
+    let progress = {
+        let rec = rec.clone();
+        let mut last = 0;
+        Ticking::start(a.duration, move || {
+            let (calls, errors) = rec.totals();
+            let msg = format!(
+                "{} calls/s; {} calls, {} errors",
+                calls - last,
+                calls,
+                errors
+            );
+            last = calls;
+            msg
         })
-    });
+    };
     let summary = churn::run(client.clone(), cfg, rec.clone(), stop.clone()).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
     progress.finish();
     let summary = summary.map_err(|e| Usage(e.to_string()))?;
     let mut run = ApiRun::new(info, started_unix);
@@ -564,32 +552,24 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         workers: a.queue_workers as usize,
     };
     let task = tokio::spawn(watch::run(client, cfg, shared.clone(), wstop));
-    let progress = Arc::new(Progress::new(a.duration));
-    let ticker = progress.shown().then(|| {
-        let (progress, shared) = (progress.clone(), shared.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let w = shared.stats();
-                let p99 = |h: &hdrhistogram::Histogram<u64>| {
-                    report::format::ms(h.value_at_quantile(0.99) as f64 / 1000.0)
-                };
-                progress.set(
-                    started.elapsed(),
-                    format!(
-                        "{} creates (p99 {}), {} updates (p99 {}), {} deletes; {} relists",
-                        w.notify_create.len(),
-                        p99(&w.notify_create),
-                        w.notify_update.len(),
-                        p99(&w.notify_update),
-                        w.deleted,
-                        w.relists
-                    ),
-                );
-            }
+    let progress = {
+        let shared = shared.clone();
+        Ticking::start(a.duration, move || {
+            let w = shared.stats();
+            let p99 = |h: &hdrhistogram::Histogram<u64>| {
+                report::format::ms(h.value_at_quantile(0.99) as f64 / 1000.0)
+            };
+            format!(
+                "{} creates (p99 {}), {} updates (p99 {}), {} deletes; {} relists",
+                w.notify_create.len(),
+                p99(&w.notify_create),
+                w.notify_update.len(),
+                p99(&w.notify_update),
+                w.deleted,
+                w.relists
+            )
         })
-    });
+    };
     let mut stopping = stop.clone();
     match a.duration {
         Some(d) => tokio::select! {
@@ -602,9 +582,6 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = wstop_tx.send(true);
     let _ = task.await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
     progress.finish();
     let mut run = ApiRun::new(info, started_unix);
     run.elapsed_s = started.elapsed().as_secs_f64();
