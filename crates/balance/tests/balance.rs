@@ -86,6 +86,7 @@ fn load(url: &str, protocol: Protocol, n: u64) -> load::RunResult {
         max_requests: Some(n),
         timeout: Duration::from_secs(5),
         threads: 1,
+        live: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

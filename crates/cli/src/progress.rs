@@ -45,8 +45,8 @@ impl Progress {
             p.elapsed,
             format!(
                 "{} req/s, {} errors in the last second; {} done, {} errors",
-                count(p.last.requests),
-                count(p.last.errors),
+                count(p.snapshot.responses),
+                count(p.snapshot.error_count()),
                 count(p.responses),
                 count(p.errors)
             ),

@@ -61,6 +61,16 @@ pub struct Snapshot {
     /// Open loop: every send's delay from its intended time to its start, in µs.
     #[serde(with = "histogram_codec")]
     pub lateness: Histogram<u64>,
+    /// Answers by the answering server's version (its `x-scaletest-version` header; answers
+    /// without one are not counted here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, u64>,
+    /// Sends the schedule asked for in this interval (open loop; closed loop: = `sent`).
+    #[serde(default)]
+    pub intended: u64,
+    /// Requests actually sent (started) in this interval: the achieved send rate.
+    #[serde(default)]
+    pub sent: u64,
 }
 
 impl Default for Snapshot {
@@ -78,6 +88,9 @@ impl Default for Snapshot {
             capped: 0,
             unsent: 0,
             lateness: new_histogram(),
+            versions: BTreeMap::new(),
+            intended: 0,
+            sent: 0,
         }
     }
 }
@@ -91,6 +104,16 @@ impl Snapshot {
     /// Requests that ended, successfully or not.
     pub fn completed(&self) -> u64 {
         self.responses + self.error_count()
+    }
+
+    /// Answers with a 1xx, 2xx or 3xx status: what a user would call a success.
+    pub fn ok(&self) -> u64 {
+        self.status.range(..400).map(|(_, n)| n).sum()
+    }
+
+    /// Requests that failed: transport errors plus answers with a 4xx or 5xx status.
+    pub fn failed(&self) -> u64 {
+        self.error_count() + (self.responses - self.ok().min(self.responses))
     }
 
     /// Length of the interval in seconds.
@@ -128,17 +151,26 @@ impl Snapshot {
         self.lateness
             .add(&other.lateness)
             .expect("auto-resizing histograms merge");
+        for (k, v) in &other.versions {
+            match self.versions.get_mut(k) {
+                Some(n) => *n += v,
+                None => {
+                    self.versions.insert(k.clone(), *v);
+                }
+            }
+        }
+        self.intended += other.intended;
+        self.sent += other.sent;
+    }
+
+    /// The corrected-latency percentile `q` (0..=1) in ms; 0 when nothing was recorded.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.latency, q)
     }
 
     /// The per-second summary of this snapshot (used for the Req/Sec and Bytes/Sec rows).
     pub fn sample(&self, second: u32) -> SecondSample {
-        let q = |p: f64| {
-            if self.latency.is_empty() {
-                0.0
-            } else {
-                self.latency.value_at_quantile(p) as f64 / 1000.0
-            }
-        };
+        let q = |p: f64| self.quantile_ms(p);
         SecondSample {
             second,
             seconds: self.seconds(),
@@ -149,6 +181,83 @@ impl Snapshot {
             p99_ms: q(0.99),
             max_ms: self.latency.max() as f64 / 1000.0,
         }
+    }
+}
+
+/// Percentile `q` (0..=1) of a µs histogram, in ms; 0 for an empty histogram.
+pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Snapshots of many sources (workers, loadbots) merged interval by interval: the one merge the
+/// load engine's controller and the aggregator share. An interval is keyed by its number (a
+/// second of the run, or a wall-clock second) and counts how many reports it holds, so the
+/// owner can decide when it is complete.
+#[derive(Debug, Default, Clone)]
+pub struct Intervals {
+    open: BTreeMap<u64, (u32, Snapshot)>,
+}
+
+impl Intervals {
+    /// Empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Merge one source's report for interval `key`; returns how many reports it now holds.
+    pub fn add(&mut self, key: u64, snap: &Snapshot) -> u32 {
+        let e = self
+            .open
+            .entry(key)
+            .or_insert_with(|| (0, Snapshot::default()));
+        e.0 += 1;
+        e.1.merge(snap);
+        e.0
+    }
+
+    /// The oldest interval, if it holds at least `reports` reports: removed and returned.
+    pub fn pop_complete(&mut self, reports: u32) -> Option<(u64, Snapshot)> {
+        let e = self.open.first_entry()?;
+        if e.get().0 < reports {
+            return None;
+        }
+        let (k, (_, s)) = e.remove_entry();
+        Some((k, s))
+    }
+
+    /// Remove and return every interval with a key below `key`, oldest first.
+    pub fn pop_before(&mut self, key: u64) -> Vec<(u64, u32, Snapshot)> {
+        let keep = self.open.split_off(&key);
+        let old = std::mem::replace(&mut self.open, keep);
+        old.into_iter().map(|(k, (n, s))| (k, n, s)).collect()
+    }
+
+    /// An interval still open: its report count and merged snapshot.
+    pub fn get(&self, key: u64) -> Option<(u32, &Snapshot)> {
+        self.open.get(&key).map(|(n, s)| (*n, s))
+    }
+
+    /// Keys of the intervals still open, oldest first.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.open.keys().copied()
+    }
+
+    /// Everything still open merged into one snapshot, and emptied.
+    pub fn drain_all(&mut self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (_, (_, x)) in std::mem::take(&mut self.open) {
+            s.merge(&x);
+        }
+        s
+    }
+
+    /// No interval open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
     }
 }
 
@@ -193,6 +302,9 @@ mod tests {
         *s.status.entry(200).or_default() += 90;
         *s.status.entry(500 + seed as u16 % 3).or_default() += seed;
         *s.errors.entry(format!("e{}", seed % 2)).or_default() += 10;
+        *s.versions.entry(format!("v{}", seed % 2)).or_default() += 90;
+        s.sent = 100 + seed;
+        s.intended = 101 + seed;
         s
     }
 
@@ -213,6 +325,32 @@ mod tests {
         assert_eq!(ab_c, cba);
         assert_eq!(ab_c.latency.len(), 300);
         assert_eq!((ab_c.start, ab_c.end), (1.0, 4.0));
+        assert_eq!(ab_c.versions["v1"], 180);
+        assert_eq!(ab_c.versions["v0"], 90);
+        assert_eq!((ab_c.sent, ab_c.intended), (306, 309));
+    }
+
+    #[test]
+    fn ok_and_failed_split_answers_by_status() {
+        let s = snap(2);
+        // 90 × 200 and 2 × 502, plus 10 transport errors.
+        assert_eq!(s.ok(), 90);
+        assert_eq!(s.failed(), 12);
+    }
+
+    #[test]
+    fn intervals_complete_when_every_source_reported() {
+        let mut iv = Intervals::new();
+        assert_eq!(iv.add(0, &snap(1)), 1);
+        assert_eq!(iv.add(1, &snap(2)), 1);
+        assert!(iv.pop_complete(2).is_none());
+        assert_eq!(iv.add(0, &snap(3)), 2);
+        let (k, s) = iv.pop_complete(2).unwrap();
+        assert_eq!((k, s.latency.len()), (0, 200));
+        // Interval 1 is not complete: it stays.
+        assert!(iv.pop_complete(2).is_none());
+        assert_eq!(iv.pop_before(5).len(), 1);
+        assert!(iv.is_empty());
     }
 
     #[test]

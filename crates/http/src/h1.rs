@@ -3,7 +3,7 @@
 
 use crate::chunked::Chunked;
 use crate::stream::Stream;
-use crate::{ErrorClass, Request, Response};
+use crate::{ErrorClass, Request, Response, VersionTag, VERSION_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Read buffer per connection: small, so that thousands of idle connections cost little; it
@@ -30,6 +30,7 @@ enum Body {
 
 struct Head {
     status: u16,
+    version: VersionTag,
     len: usize,
     body: Body,
     keep_alive: bool,
@@ -48,8 +49,11 @@ fn parse_head(data: &[u8], is_head_request: bool) -> Result<Option<Head>, ErrorC
     let mut keep_alive = resp.version == Some(1);
     let mut length = None;
     let mut chunked = false;
+    let mut version = VersionTag::default();
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        if h.name.eq_ignore_ascii_case(VERSION_HEADER) {
+            version = VersionTag::new(h.value.trim_ascii());
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
@@ -87,6 +91,7 @@ fn parse_head(data: &[u8], is_head_request: bool) -> Result<Option<Head>, ErrorC
     };
     Ok(Some(Head {
         status,
+        version,
         len,
         body,
         keep_alive,
@@ -166,6 +171,7 @@ impl H1Conn {
         self.start += head.len;
         let response = Response {
             status: head.status,
+            version: head.version,
         };
         match head.body {
             Body::None => {}
@@ -235,7 +241,14 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert!(!h.keep_alive && h.status == 500);
+        assert!(!h.keep_alive && h.status == 500 && h.version.is_empty());
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nX-Scaletest-Version:  v2 \r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.version.as_bytes(), b"v2");
         let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false)
             .unwrap()
             .unwrap();

@@ -1,7 +1,7 @@
 //! HTTP/2 client connections (h2 crate): one connection, many concurrent streams.
 
 use crate::stream::Stream;
-use crate::{ErrorClass, Request, Response};
+use crate::{ErrorClass, Request, Response, VersionTag, VERSION_HEADER};
 use bytes::Bytes;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -62,12 +62,16 @@ impl H2Conn {
         }
         let resp = resp.await.map_err(|e| classify(&e))?;
         let status = resp.status().as_u16();
+        let version = resp
+            .headers()
+            .get(VERSION_HEADER)
+            .map_or_else(VersionTag::default, |v| VersionTag::new(v.as_bytes()));
         let mut body = resp.into_body();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(|e| classify(&e))?;
             let _ = body.flow_control().release_capacity(chunk.len());
         }
-        Ok(Response { status })
+        Ok(Response { status, version })
     }
 
     fn fail(&self, e: &h2::Error) -> ErrorClass {

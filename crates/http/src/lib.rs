@@ -62,6 +62,57 @@ pub struct Connector {
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
+    /// The answering server's version, from its [`VERSION_HEADER`] (empty when absent).
+    pub version: VersionTag,
+}
+
+/// The response header in which a server names its version (`scaletest serve` sends it), so a
+/// rolling update can be watched from the client side.
+pub const VERSION_HEADER: &str = "x-scaletest-version";
+
+/// A short header value held inline, so reading it costs no allocation per response. Longer
+/// values are cut at [`VersionTag::MAX`] bytes (version labels are short).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VersionTag {
+    len: u8,
+    bytes: [u8; VersionTag::MAX],
+}
+
+impl VersionTag {
+    /// Longest value kept, in bytes.
+    pub const MAX: usize = 31;
+
+    /// A tag holding `value` (cut at [`VersionTag::MAX`] bytes).
+    pub fn new(value: &[u8]) -> VersionTag {
+        let n = value.len().min(Self::MAX);
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..n].copy_from_slice(&value[..n]);
+        VersionTag {
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// No version header was sent.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The value as text (invalid UTF-8 replaced).
+    pub fn to_text(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
+    }
+}
+
+impl std::fmt::Debug for VersionTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_text())
+    }
 }
 
 impl Connector {

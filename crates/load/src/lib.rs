@@ -14,17 +14,19 @@
 
 mod clock;
 mod recorder;
+pub mod spec;
 pub mod targets;
 mod worker;
 
-use hist::{SecondSample, Snapshot};
+use hist::{Intervals, SecondSample, Snapshot};
 use pace::{Arrival, RateShape};
 use st_http::{Connector, Request};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
+
+pub use spec::{Spec, SpecError, Target};
 
 /// How requests are paced.
 #[derive(Debug, Clone)]
@@ -67,30 +69,79 @@ pub struct Config {
     pub timeout: Duration,
     /// Worker threads.
     pub threads: usize,
+    /// What a long-running caller (a loadbot) changes or needs while the run goes on.
+    pub live: Live,
 }
 
-/// Ends a run early from outside (Ctrl-C). Cloning shares the signal.
+/// Options for runs that live long and change while they run (loadbots).
 #[derive(Clone, Default)]
-pub struct Shutdown(Arc<(AtomicBool, Notify)>);
+pub struct Live {
+    /// Cut intervals at wall-clock second boundaries (the first interval is then partial), so
+    /// that intervals of many processes line up; [`Progress::wall_second`] names each.
+    pub wall_clock_ticks: bool,
+    /// Open loop: a handle through which the total rate can be changed during the run.
+    pub rate: Option<RateControl>,
+}
+
+/// Changes an open-loop run's total rate while it runs: from the moment of the change the
+/// schedule continues at the new rate (a constant), without touching requests in flight.
+#[derive(Clone)]
+pub struct RateControl(Arc<watch::Sender<f64>>);
+
+impl RateControl {
+    /// A control whose rate starts at `rate` (requests/s over all workers).
+    pub fn new(rate: f64) -> Self {
+        RateControl(Arc::new(watch::channel(rate).0))
+    }
+    /// Set a new total rate (> 0).
+    pub fn set(&self, rate: f64) {
+        if rate.is_finite() && rate > 0.0 {
+            self.0.send_replace(rate);
+        }
+    }
+    /// The rate asked for now.
+    pub fn get(&self) -> f64 {
+        *self.0.borrow()
+    }
+    pub(crate) fn subscribe(&self) -> watch::Receiver<f64> {
+        self.0.subscribe()
+    }
+}
+
+/// Ends a run early from outside (Ctrl-C, SIGTERM). Cloning shares the signal.
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<(AtomicU8, Notify)>);
+
+const FINISH: u8 = 1;
+const ABORT: u8 = 2;
 
 impl Shutdown {
     /// A signal that has not fired.
     pub fn new() -> Self {
         Self::default()
     }
-    /// Ask the run to stop now; it still reports what it measured.
+    /// Ask the run to stop now, dropping what is in flight; it still reports what it measured.
     pub fn trigger(&self) {
-        self.0 .0.store(true, Ordering::SeqCst);
+        self.raise(ABORT);
+    }
+    /// Ask the run to end gracefully: start nothing new and let requests in flight finish (up
+    /// to the drain limit), as at the end of its duration.
+    pub fn finish(&self) {
+        self.raise(FINISH);
+    }
+    fn raise(&self, level: u8) {
+        self.0 .0.fetch_max(level, Ordering::SeqCst);
         self.0 .1.notify_waiters();
     }
     /// Whether [`Shutdown::trigger`] was called.
     pub fn is_triggered(&self) -> bool {
-        self.0 .0.load(Ordering::SeqCst)
+        self.0 .0.load(Ordering::SeqCst) >= ABORT
     }
-    async fn wait(&self) {
+    /// Wait until the signal reaches `level` or more.
+    async fn wait_for(&self, level: u8) {
         loop {
             let n = self.0 .1.notified();
-            if self.is_triggered() {
+            if self.0 .0.load(Ordering::SeqCst) >= level {
                 return;
             }
             n.await;
@@ -113,19 +164,36 @@ pub struct RunResult {
     pub peak_lanes: usize,
     /// Requests still in flight when the run ended (not counted as errors).
     pub in_flight_at_end: u64,
+    /// Every interval, in order (the last may be partial); `series` is their summary.
+    pub intervals: Vec<Snapshot>,
+    /// Unix time of the start, in seconds.
+    pub started_unix: f64,
+    /// The wall-clock (Unix) second of interval 0.
+    pub first_wall_second: u64,
 }
 
-/// Progress after each second of the run, for live displays.
+/// Progress after each interval of the run, for live displays and loadbots.
 #[derive(Debug, Clone)]
-pub struct Progress {
-    /// Seconds since start.
+pub struct Progress<'a> {
+    /// Seconds since start (at the end of this interval).
     pub elapsed: Duration,
-    /// The second just completed.
-    pub last: SecondSample,
+    /// Number of this interval (0 is the first).
+    pub second: u32,
+    /// The Unix second this interval belongs to (exact with [`Live::wall_clock_ticks`]).
+    pub wall_second: u64,
+    /// What was measured in it, histograms included.
+    pub snapshot: &'a Snapshot,
     /// Completed requests so far.
     pub responses: u64,
     /// Errors so far.
     pub errors: u64,
+}
+
+impl Progress<'_> {
+    /// The per-second summary of this interval.
+    pub fn sample(&self) -> SecondSample {
+        self.snapshot.sample(self.second)
+    }
 }
 
 /// A run that could not start.
@@ -137,6 +205,14 @@ pub enum LoadError {
     /// A worker thread could not be started.
     #[error("cannot start worker thread: {0}")]
     Thread(String),
+}
+
+/// When the run started, and the instant interval 0 is counted from (equal to the start unless
+/// ticks follow the wall clock).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Start {
+    pub start: Instant,
+    pub epoch: Instant,
 }
 
 /// Longest wait for in-flight requests after the duration ends.
@@ -204,7 +280,7 @@ pub async fn run(
     if cfg.requests.is_empty() {
         return Err(LoadError::Config("no requests to send".into()));
     }
-    if cfg.duration.is_none() && cfg.max_requests.is_none() {
+    if cfg.duration.is_none() && cfg.max_requests.is_none() && cfg.live.rate.is_none() {
         return Err(LoadError::Config(
             "a run needs a duration or a request count".into(),
         ));
@@ -220,7 +296,7 @@ pub async fn run(
         targets: cfg.requests.len(),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (start_tx, start_rx) = watch::channel(None::<Instant>);
+    let (start_tx, start_rx) = watch::channel(None::<Start>);
     let (stop_tx, stop_rx) = watch::channel(Phase::Run);
     let mut handles = Vec::new();
     for index in 0..threads {
@@ -252,11 +328,23 @@ pub async fn run(
         }
     }
     let start = Instant::now();
-    let _ = start_tx.send(Some(start));
+    let now_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Interval k ends at epoch + k + 1 s: with wall-clock ticks the epoch is the start of the
+    // current Unix second, so every process cuts its intervals at the same instants.
+    let (epoch, first_wall_second) = if cfg.live.wall_clock_ticks {
+        let into = Duration::from_nanos(now_unix.subsec_nanos() as u64);
+        (start.checked_sub(into).unwrap_or(start), now_unix.as_secs())
+    } else {
+        (start, now_unix.as_secs())
+    };
+    let _ = start_tx.send(Some(Start { start, epoch }));
     let deadline = cfg.duration.map(|d| start + d);
 
     let mut total = Snapshot::default();
-    let mut pending: BTreeMap<u32, (usize, Snapshot)> = BTreeMap::new();
+    let mut pending = Intervals::new();
+    let mut intervals = Vec::new();
     let mut series = Vec::new();
     let mut done = 0;
     let mut peak_lanes = 0;
@@ -268,7 +356,8 @@ pub async fn run(
         let msg = tokio::select! {
             m = rx.recv() => m,
             _ = sleep_opt(deadline), if !draining => { draining = true; let _ = stop_tx.send(Phase::Drain); continue; }
-            _ = shutdown.wait(), if !interrupted => {
+            _ = shutdown.wait_for(FINISH), if !draining => { draining = true; let _ = stop_tx.send(Phase::Drain); continue; }
+            _ = shutdown.wait_for(ABORT), if !interrupted => {
                 interrupted = true; let _ = stop_tx.send(Phase::Abort); continue;
             }
         };
@@ -277,25 +366,20 @@ pub async fn run(
             Some(Msg::Ready) => {}
             Some(Msg::Interval { second, snap }) => {
                 total.merge(&snap);
-                let e = pending
-                    .entry(second)
-                    .or_insert_with(|| (0, Snapshot::default()));
-                e.0 += 1;
-                e.1.merge(&snap);
-                // A second is final once every worker has reported it.
-                while let Some(entry) = pending.first_entry() {
-                    if entry.get().0 < threads {
-                        break;
-                    }
-                    let (sec, (_, s)) = entry.remove_entry();
-                    let sample = s.sample(sec);
+                pending.add(second as u64, &snap);
+                // An interval is final once every worker has reported it.
+                while let Some((sec, s)) = pending.pop_complete(threads as u32) {
+                    let sec = sec as u32;
                     progress(&Progress {
-                        elapsed: Duration::from_secs(sec as u64 + 1),
-                        last: sample.clone(),
+                        elapsed: Duration::from_secs_f64(s.end),
+                        second: sec,
+                        wall_second: first_wall_second + sec as u64,
+                        snapshot: &s,
                         responses: total.responses,
                         errors: total.error_count(),
                     });
-                    series.push(sample);
+                    series.push(s.sample(sec));
+                    intervals.push(s);
                 }
             }
             Some(Msg::Done {
@@ -316,16 +400,22 @@ pub async fn run(
         let _ = h.join();
     }
     // Seconds some worker had not finished, and the final partial interval.
-    let mut tail = Snapshot::default();
-    for (_, (_, s)) in pending {
-        tail.merge(&s);
-    }
+    let mut tail = pending.drain_all();
     for s in &finals {
         tail.merge(s);
     }
     if tail.completed() > 0 && tail.seconds() > 0.0 {
         let second = series.last().map_or(0, |s: &SecondSample| s.second + 1);
+        progress(&Progress {
+            elapsed,
+            second,
+            wall_second: first_wall_second + second as u64,
+            snapshot: &tail,
+            responses: total.responses,
+            errors: total.error_count(),
+        });
         series.push(tail.sample(second));
+        intervals.push(tail);
     }
     total.start = 0.0;
     total.end = elapsed.as_secs_f64();
@@ -336,6 +426,9 @@ pub async fn run(
         interrupted,
         peak_lanes,
         in_flight_at_end,
+        intervals,
+        started_unix: now_unix.as_secs_f64(),
+        first_wall_second,
     })
 }
 

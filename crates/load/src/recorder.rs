@@ -3,7 +3,7 @@
 
 use hdrhistogram::Histogram;
 use hist::{new_histogram, Snapshot};
-use st_http::{ByteCounter, ErrorClass};
+use st_http::{ByteCounter, ErrorClass, VersionTag};
 use std::time::Duration;
 
 const STATUS_SLOTS: usize = 1000;
@@ -18,6 +18,10 @@ pub(crate) struct Recorder {
     capped: u64,
     unsent: u64,
     lateness: Histogram<u64>,
+    /// Answers per server version: a handful of versions at most, so a linear scan beats a map.
+    versions: Vec<(VersionTag, u64)>,
+    intended: u64,
+    sent: u64,
     bytes: ByteCounter,
     bytes_taken: u64,
     interval_start: f64,
@@ -40,6 +44,9 @@ impl Recorder {
             capped: 0,
             unsent: 0,
             lateness: new_histogram(),
+            versions: Vec::new(),
+            intended: 0,
+            sent: 0,
             bytes,
             bytes_taken: 0,
             interval_start: 0.0,
@@ -47,11 +54,33 @@ impl Recorder {
     }
 
     /// A complete response. `latency` is from the intended send, `service` from the actual one.
-    pub(crate) fn response(&mut self, status: u16, latency: Duration, service: Duration) {
+    pub(crate) fn response(
+        &mut self,
+        status: u16,
+        version: VersionTag,
+        latency: Duration,
+        service: Duration,
+    ) {
         self.responses += 1;
+        if !version.is_empty() {
+            match self.versions.iter_mut().find(|(v, _)| *v == version) {
+                Some((_, n)) => *n += 1,
+                None => self.versions.push((version, 1)),
+            }
+        }
         self.status[(status as usize).min(STATUS_SLOTS - 1)] += 1;
         let _ = self.latency.record(micros(latency));
         let _ = self.service.record(micros(service));
+    }
+
+    /// A request is being sent now.
+    pub(crate) fn sent(&mut self) {
+        self.sent += 1;
+    }
+
+    /// The schedule asked for a send (open loop; the closed loop has no schedule).
+    pub(crate) fn intended(&mut self) {
+        self.intended += 1;
     }
 
     pub(crate) fn error(&mut self, class: ErrorClass) {
@@ -87,8 +116,15 @@ impl Recorder {
             capped: std::mem::take(&mut self.capped),
             unsent: std::mem::take(&mut self.unsent),
             lateness: std::mem::replace(&mut self.lateness, new_histogram()),
+            sent: std::mem::take(&mut self.sent),
+            intended: std::mem::take(&mut self.intended),
             ..Default::default()
         };
+        for (v, n) in &mut self.versions {
+            if *n > 0 {
+                *s.versions.entry(v.to_text()).or_default() += std::mem::take(n);
+            }
+        }
         self.bytes_taken = bytes;
         self.interval_start = end;
         for (code, n) in self.status.iter_mut().enumerate() {

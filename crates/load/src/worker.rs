@@ -8,7 +8,7 @@
 
 use crate::clock::PreciseTimer;
 use crate::recorder::Recorder;
-use crate::{Config, LoadError, Mode, Msg, Phase, Shared};
+use crate::{Config, LoadError, Mode, Msg, Phase, Shared, Start};
 use pace::Pacer;
 use st_http::{ByteCounter, Connector, ErrorClass, Lane, Request, Response};
 use std::cell::{Cell, RefCell};
@@ -33,8 +33,8 @@ const BEHIND: Duration = Duration::from_millis(1);
 /// Open loop: headroom over the lanes Little's law asks for (rate × recent service time).
 const HEADROOM: f64 = 2.0;
 
-/// Open loop: the time over which service times are averaged for that estimate.
-const SERVICE_WINDOW: f64 = 1.0;
+/// Open loop with a live rate: a wait longer than this also watches for a rate change.
+const WATCH_GAP: Duration = Duration::from_millis(5);
 
 pub(crate) struct Plan {
     connector: Connector,
@@ -44,6 +44,8 @@ pub(crate) struct Plan {
     timeout: Duration,
     drain: Duration,
     open: Option<(Pacer, usize)>,
+    /// Open loop: live changes of the total rate, and this worker's share of it.
+    rate: Option<(watch::Receiver<f64>, f64)>,
 }
 
 impl Plan {
@@ -77,6 +79,10 @@ impl Plan {
             streams: cfg.streams.max(1),
             timeout: cfg.timeout,
             drain: cfg.timeout.min(crate::DRAIN_MAX),
+            rate: match (&open, &cfg.live.rate) {
+                (Some(_), Some(control)) => Some((control.subscribe(), 1.0 / threads as f64)),
+                _ => None,
+            },
             open,
         })
     }
@@ -94,6 +100,8 @@ struct Ctx {
     holding: Cell<bool>,
     /// Set when the run is draining: start no new request.
     stopping: Cell<bool>,
+    /// Closed loop: every send is also an intended one (there is no schedule).
+    closed: bool,
     /// Signalled whenever a request ends, for the drain.
     request_done: Notify,
     warmed: Cell<usize>,
@@ -116,6 +124,13 @@ impl Ctx {
         sent: Instant,
     ) -> Duration {
         self.in_flight.set(self.in_flight.get() + 1);
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.sent();
+            if self.closed {
+                rec.intended();
+            }
+        }
         let r = tokio::time::timeout(
             self.timeout,
             lane.send(&self.connector, &self.requests[index], &self.bytes),
@@ -126,9 +141,12 @@ impl Ctx {
         let done = Instant::now();
         let mut rec = self.rec.borrow_mut();
         match r {
-            Ok(Ok(Response { status })) => {
-                rec.response(status, done - intended.unwrap_or(sent), done - sent)
-            }
+            Ok(Ok(Response { status, version })) => rec.response(
+                status,
+                version,
+                done - intended.unwrap_or(sent),
+                done - sent,
+            ),
             Ok(Err(class)) => rec.error(class),
             Err(_) => rec.error(ErrorClass::RequestTimeout),
         }
@@ -147,7 +165,7 @@ pub(crate) fn main(
     plan: Plan,
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
-    start_rx: watch::Receiver<Option<Instant>>,
+    start_rx: watch::Receiver<Option<Start>>,
     stop_rx: watch::Receiver<Phase>,
 ) {
     let bytes: ByteCounter = Rc::new(Cell::new(0));
@@ -161,6 +179,7 @@ pub(crate) fn main(
         in_flight: Cell::new(0),
         holding: Cell::new(false),
         stopping: Cell::new(false),
+        closed: plan.open.is_none(),
         request_done: Notify::new(),
         warmed: Cell::new(0),
         warm_done: Notify::new(),
@@ -189,7 +208,7 @@ async fn drive(
     plan: Plan,
     ctx: Rc<Ctx>,
     tx: mpsc::UnboundedSender<Msg>,
-    mut start_rx: watch::Receiver<Option<Instant>>,
+    mut start_rx: watch::Receiver<Option<Start>>,
     mut stop_rx: watch::Receiver<Phase>,
 ) {
     let protocol = plan.connector.protocol();
@@ -230,11 +249,18 @@ async fn drive(
             let (ctx, pool, schedule) = (ctx.clone(), pool.clone(), schedule.clone());
             let streams = plan.streams;
             let mut srx = start_rx.clone();
+            let rate = plan.rate;
             work.spawn_local(async move {
-                let Some(start) = started(&mut srx).await else {
+                let Some(Start { start, .. }) = started(&mut srx).await else {
                     return;
                 };
-                dispatch(&ctx, &pool, &schedule, start, cap, protocol, streams).await;
+                let d = Dispatch {
+                    start,
+                    cap,
+                    protocol,
+                    streams,
+                };
+                dispatch(&ctx, &pool, &schedule, d, rate).await;
             });
         }
     }
@@ -246,21 +272,23 @@ async fn drive(
     // once the start is given, lanes may record before this task runs again.
     ctx.rec.borrow_mut().take(0.0);
     let _ = tx.send(Msg::Ready);
-    let Some(start) = started(&mut start_rx).await else {
+    let Some(Start { start, epoch }) = started(&mut start_rx).await else {
         return;
     };
 
+    // Interval k ends at epoch + k + 1 s; its end is stored in seconds since the start.
     let mut second = 0u32;
     let mut tick = || {
-        let snap = ctx.rec.borrow_mut().take((second + 1) as f64);
+        let end = epoch + Duration::from_secs(second as u64 + 1);
+        let snap = ctx.rec.borrow_mut().take((end - start).as_secs_f64());
         let _ = tx.send(Msg::Interval {
             second,
             snap: Box::new(snap),
         });
         second += 1;
-        start + Duration::from_secs(second as u64 + 1)
+        epoch + Duration::from_secs(second as u64 + 1)
     };
-    let mut next_tick = start + Duration::from_secs(1);
+    let mut next_tick = epoch + Duration::from_secs(1);
     let mut phase = Phase::Run;
     // Run: until the work is done or the controller says drain or abort.
     while phase == Phase::Run {
@@ -316,8 +344,8 @@ async fn drive(
     });
 }
 
-/// The run's start instant, once the controller gives it; `None` if the controller is gone.
-async fn started(rx: &mut watch::Receiver<Option<Instant>>) -> Option<Instant> {
+/// The run's start, once the controller gives it; `None` if the controller is gone.
+async fn started(rx: &mut watch::Receiver<Option<Start>>) -> Option<Start> {
     rx.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s)
 }
 
@@ -335,11 +363,9 @@ struct Pool {
     groups: Cell<usize>,
     /// Connections added on demand that have not finished connecting.
     opening: Cell<usize>,
-    /// Moving average of recent service times, in seconds (Little's law input), over about
-    /// [`SERVICE_WINDOW`]: one stall of our own must not look like a slow server.
+    /// Moving average of recent service times, in seconds (Little's law input): each answer
+    /// moves it 1/32 of the way, so one stall of our own does not look like a slow server.
     service_s: Cell<f64>,
-    /// Weight of one sample in that average: 1 / (rate × window), set by the dispatcher.
-    alpha: Cell<f64>,
     free: Notify,
 }
 
@@ -414,28 +440,67 @@ impl Pool {
     }
 }
 
-async fn dispatch(
-    ctx: &Rc<Ctx>,
-    pool: &Rc<Pool>,
-    schedule: &RefCell<Option<Pacer>>,
+/// What the open-loop dispatcher works with.
+struct Dispatch {
     start: Instant,
     cap: usize,
     protocol: st_http::Protocol,
     streams: usize,
+}
+
+async fn dispatch(
+    ctx: &Rc<Ctx>,
+    pool: &Rc<Pool>,
+    schedule: &RefCell<Option<Pacer>>,
+    d: Dispatch,
+    mut rate: Option<(watch::Receiver<f64>, f64)>,
 ) {
+    let Dispatch {
+        start,
+        cap,
+        protocol,
+        streams,
+    } = d;
     let mut timer = PreciseTimer::new();
     // Lanes made on demand are spawned here; they live until the worker ends.
     let mut grown: JoinSet<()> = JoinSet::new();
     loop {
-        let Some(offset) = schedule.borrow_mut().as_mut().and_then(|p| p.next()) else {
+        let Some(mut offset) = schedule.borrow_mut().as_mut().and_then(|p| p.next()) else {
             break;
         };
         let Some(index) = ctx.shared.claim() else {
             break;
         };
         ctx.holding.set(true);
+        // A live rate change restarts the schedule from now at the new rate; the send just
+        // taken from the old schedule is replaced by the new schedule's first. Only a long
+        // gap is worth watching for a change during the wait; a short one checks after it.
+        loop {
+            if let Some((rx, share)) = rate.as_mut() {
+                if rx.has_changed().unwrap_or(false) {
+                    let total = *rx.borrow_and_update();
+                    if let Some(p) = schedule.borrow_mut().as_mut() {
+                        p.restart_at(start.elapsed(), total * *share);
+                        offset = p.next().unwrap_or(offset);
+                    }
+                }
+            }
+            let at = start + offset;
+            match rate.as_mut() {
+                Some((rx, _)) if at.saturating_duration_since(Instant::now()) > WATCH_GAP => {
+                    tokio::select! {
+                        _ = timer.sleep_until(at) => break,
+                        r = rx.changed() => if r.is_err() { rate = None },
+                    }
+                }
+                _ => {
+                    timer.sleep_until(at).await;
+                    break;
+                }
+            }
+        }
         let intended = start + offset;
-        timer.sleep_until(intended).await;
+        ctx.rec.borrow_mut().intended();
         // Behind schedule means this thread is short of CPU; more connections would only cost
         // more of it. Grow only when on time and every lane is busy: then the server is slow.
         // But a lane count below what Little's law asks for is a shortage whatever the clock.
@@ -443,7 +508,6 @@ async fn dispatch(
             .borrow()
             .as_ref()
             .map_or(0.0, |p| p.rate_at(offset));
-        pool.alpha.set(1.0 / (rate * SERVICE_WINDOW).max(1.0));
         let needed = rate * pool.service_s.get() * HEADROOM;
         // With no answer seen yet there is no estimate: growing is the safe guess.
         let short = pool.service_s.get() == 0.0 || (pool.slots.get() as f64) < needed;

@@ -60,6 +60,7 @@ impl Run {
             max_requests: self.requests,
             timeout: self.timeout,
             threads: self.threads,
+            live: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -251,6 +251,8 @@ pub struct Pacer {
     total: f64,
     /// Cumulative count position: k for uniform, Σ Eᵢ for Poisson.
     position: f64,
+    /// Where the current shape starts, in seconds from the run's start (moved by a restart).
+    origin: f64,
     rng: SmallRng,
 }
 
@@ -273,6 +275,7 @@ impl Pacer {
             end,
             total: end.unwrap_or(f64::INFINITY),
             position: 0.0,
+            origin: 0.0,
             rng: SmallRng::seed_from_u64(seed),
         };
         if arrival == Arrival::Poisson {
@@ -289,7 +292,25 @@ impl Pacer {
 
     /// The scheduled rate (requests/s) at `offset` into the run.
     pub fn rate_at(&self, offset: Duration) -> f64 {
-        self.shape.rate_at(offset.as_secs_f64(), self.total)
+        if offset.as_secs_f64() < self.origin {
+            return 0.0;
+        }
+        self.shape
+            .rate_at(offset.as_secs_f64() - self.origin, self.total)
+    }
+
+    /// From `at` (an offset from the run's start) on, send at a constant `rate` instead: the
+    /// schedule restarts there (a live rate change). A rate ≤ 0 is ignored.
+    pub fn restart_at(&mut self, at: Duration, rate: f64) {
+        if !(rate.is_finite() && rate > 0.0) {
+            return;
+        }
+        self.origin = at.as_secs_f64();
+        self.shape = RateShape::Constant { rate };
+        self.position = match self.arrival {
+            Arrival::Uniform => 0.0,
+            Arrival::Poisson => self.exp1(),
+        };
     }
 }
 
@@ -299,7 +320,7 @@ impl Iterator for Pacer {
 
     /// The intended time of the next send, or `None` once the schedule has passed its end.
     fn next(&mut self) -> Option<Duration> {
-        let t = self.shape.time_of_count(self.position, self.total);
+        let t = self.origin + self.shape.time_of_count(self.position, self.total);
         if let Some(end) = self.end {
             if t >= end {
                 return None;
@@ -328,6 +349,27 @@ mod tests {
         std::iter::from_fn(|| p.next())
             .map(|d| d.as_secs_f64())
             .collect()
+    }
+
+    #[test]
+    fn a_restart_continues_from_that_moment_at_the_new_rate() {
+        let mut p = Pacer::new(
+            "10".parse().unwrap(),
+            Arrival::Uniform,
+            Some(Duration::from_secs(4)),
+            1,
+        )
+        .unwrap();
+        let first: Vec<f64> = (0..10).map(|_| p.next().unwrap().as_secs_f64()).collect();
+        assert!((first[9] - 0.9).abs() < 1e-9);
+        p.restart_at(Duration::from_secs(2), 100.0);
+        assert_eq!(p.rate_at(Duration::from_secs(3)), 100.0);
+        let rest: Vec<f64> = std::iter::from_fn(|| p.next())
+            .map(|d| d.as_secs_f64())
+            .collect();
+        // 2 s at 100/s until the schedule's end at 4 s, starting exactly at 2 s.
+        assert_eq!(rest.len(), 200);
+        assert!((rest[0] - 2.0).abs() < 1e-9 && (rest[1] - 2.01).abs() < 1e-9);
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! module here.
 
 pub mod format;
+pub mod point;
 pub mod runfile;
 pub mod table;
 
-pub use runfile::{write_json_atomic, RunFile, RunInfo, RUNFILE_VERSION};
+pub use runfile::{
+    write_json_atomic, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo, Summary,
+    RUNFILE_VERSION,
+};

@@ -1,13 +1,22 @@
 //! The JSON run file: everything a run measured, including the HDR histograms (V2 compressed,
-//! base64) and the per-second series, so runs can be re-reported, merged and compared later.
+//! base64) of the whole run and of every second, so runs can be re-reported, merged with exact
+//! per-second percentiles, and compared later. An aggregator's results add a [`Fleet`] part
+//! (offered rate and coverage per second, events, bots) and a [`Summary`].
+//!
+//! Version 2 added the per-second histograms (`intervals`); version 1 files (summaries per
+//! second only) still read, and merge as before (a merged per-second percentile of version 1
+//! files is the larger of the two, an upper bound).
 
 use hist::{SecondSample, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 
-/// The format version this build writes and reads.
-pub const RUNFILE_VERSION: u32 = 1;
+/// The format version this build writes.
+pub const RUNFILE_VERSION: u32 = 2;
+
+/// The oldest format version this build reads.
+pub const RUNFILE_OLDEST: u32 = 1;
 
 /// How a run was set up, for headers and for comparing runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,8 +72,110 @@ pub struct RunFile {
     pub in_flight_at_end: u64,
     /// Everything measured.
     pub total: Snapshot,
-    /// One sample per second (the last may be shorter: see its `seconds`).
+    /// One summary per second (the last may be shorter: see its `seconds`); derived from
+    /// `intervals` when the file has them, kept for readers that want no histograms.
     pub series: Vec<SecondSample>,
+    /// Version 2: what was measured in each second, histograms included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<Snapshot>,
+    /// Aggregator results: the cluster-wide view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Fleet>,
+    /// Aggregator results: the figures `GET /api/summary` answers, final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+}
+
+/// What an aggregator adds to a run: per second, what was asked for and who reported; the
+/// events of the run; and the bots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// One entry per element of `RunFile::intervals`, same order.
+    pub seconds: Vec<FleetSecond>,
+    /// Bot joined / stale / gone, load changed, posted events.
+    pub events: Vec<Event>,
+    /// Every bot that took part.
+    pub bots: Vec<BotRecord>,
+}
+
+/// The cluster-wide extras of one second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetSecond {
+    /// The Unix second.
+    pub t: u64,
+    /// Requests/s the bots were asked for (the offered rate); 0 for closed-loop load.
+    pub offered: f64,
+    /// Bots that reported this second.
+    pub reported: u32,
+    /// Bots live in this second.
+    pub live: u32,
+}
+
+/// Something that happened during a run, drawn as a marker on every chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix time in seconds.
+    pub t: f64,
+    /// `bot_joined`, `bot_stale`, `bot_gone`, `bot_back`, `bot_left`, `load`, `posted`, `run`.
+    pub kind: String,
+    /// Human-readable text.
+    pub text: String,
+}
+
+/// A bot as the aggregator saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BotRecord {
+    /// Id the aggregator gave it.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// scaletest version it runs.
+    pub version: String,
+    /// `live`, `stale`, `gone` or `left`.
+    pub state: String,
+    /// Unix time it registered.
+    pub joined: f64,
+    /// Unix time of its last push.
+    pub last_seen: f64,
+    /// Answers it reported.
+    pub responses: u64,
+    /// Failed requests it reported.
+    pub errors: u64,
+    /// Requests/s it is asked for now.
+    pub rate: f64,
+    /// Its clock minus the aggregator's, ms (positive: the bot is ahead).
+    pub skew_ms: f64,
+    /// Intervals it dropped from its buffer while the aggregator was unreachable.
+    pub dropped: u64,
+}
+
+/// The figures scripts read: whole run, cumulative.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Answered requests (any status).
+    pub requests: u64,
+    /// Failed requests (transport errors and 4xx/5xx answers).
+    pub errors: u64,
+    /// Answers with a 1xx–3xx status.
+    pub ok: u64,
+    /// Bots live now.
+    pub live: u32,
+    /// Bots stale now (no report for 3 s).
+    pub stale: u32,
+    /// Bots gone (no report for 30 s) or left.
+    pub gone: u32,
+    /// Corrected latency, whole run, ms.
+    pub p50_ms: f64,
+    /// Corrected latency, whole run, ms.
+    pub p99_ms: f64,
+    /// Answers by server version.
+    pub versions: std::collections::BTreeMap<String, u64>,
+    /// Seconds the run has lasted.
+    pub elapsed_s: f64,
 }
 
 /// A run file that cannot be read.
@@ -76,8 +187,8 @@ pub enum RunFileError {
     /// Not a run file.
     #[error("{0} is not a scaletest run file: {1}")]
     Parse(String, String),
-    /// Written by a different format version.
-    #[error("{0} has run file version {1}; this scaletest reads version {RUNFILE_VERSION}")]
+    /// Written by a format version this build does not read.
+    #[error("{0} has run file version {1}; this scaletest reads versions {RUNFILE_OLDEST} to {RUNFILE_VERSION}")]
     Version(String, u64),
 }
 
@@ -87,11 +198,29 @@ impl RunFile {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| RunFileError::Parse(name.into(), e.to_string()))?;
         match v.get("version").and_then(|v| v.as_u64()) {
-            Some(n) if n == RUNFILE_VERSION as u64 => {}
+            Some(n) if (RUNFILE_OLDEST as u64..=RUNFILE_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(RunFileError::Version(name.into(), n)),
             None => return Err(RunFileError::Parse(name.into(), "no version field".into())),
         }
-        serde_json::from_value(v).map_err(|e| RunFileError::Parse(name.into(), e.to_string()))
+        let mut run: RunFile = serde_json::from_value(v)
+            .map_err(|e| RunFileError::Parse(name.into(), e.to_string()))?;
+        if let Some(f) = &run.fleet {
+            if f.seconds.len() != run.intervals.len() {
+                return Err(RunFileError::Parse(
+                    name.into(),
+                    "fleet.seconds and intervals differ in length".into(),
+                ));
+            }
+        }
+        if !run.intervals.is_empty() {
+            run.series = series_of(&run.intervals);
+        }
+        Ok(run)
+    }
+
+    /// Whether per-second histograms are kept (version 2), so per-second percentiles are exact.
+    pub fn has_intervals(&self) -> bool {
+        !self.intervals.is_empty()
     }
 
     /// Read and parse a run file.
@@ -109,10 +238,23 @@ impl RunFile {
     }
 
     /// Merge runs that happened at the same time (e.g. several loadbots): totals add up, and
-    /// the per-second series add up second by second.
+    /// the seconds merge second by second. When every run has its per-second histograms, the
+    /// merged per-second percentiles are exact; otherwise they are upper bounds.
     pub fn merge(runs: &[RunFile]) -> Option<RunFile> {
         let mut out = runs.first()?.clone();
+        let exact = runs.iter().all(|r| r.has_intervals());
+        if !exact {
+            out.intervals.clear();
+        }
         for r in &runs[1..] {
+            if exact {
+                for (i, s) in r.intervals.iter().enumerate() {
+                    match out.intervals.get_mut(i) {
+                        Some(o) => o.merge(s),
+                        None => out.intervals.push(s.clone()),
+                    }
+                }
+            }
             out.total.merge(&r.total);
             out.elapsed_s = out.elapsed_s.max(r.elapsed_s);
             out.interrupted |= r.interrupted;
@@ -141,8 +283,23 @@ impl RunFile {
             }
         }
         out.series.sort_by_key(|s| s.second);
+        if exact {
+            out.series = series_of(&out.intervals);
+        }
+        // Per-bot extras do not merge meaningfully across runs.
+        out.fleet = None;
+        out.summary = None;
         Some(out)
     }
+}
+
+/// The per-second summaries of per-second snapshots.
+pub fn series_of(intervals: &[Snapshot]) -> Vec<SecondSample> {
+    intervals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.sample(i as u32))
+        .collect()
 }
 
 /// Write `value` as pretty JSON to `path` atomically: a temporary file beside it, then a rename,

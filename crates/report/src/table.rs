@@ -377,6 +377,9 @@ mod tests {
             in_flight_at_end: 0,
             total,
             series,
+            intervals: Vec::new(),
+            fleet: None,
+            summary: None,
         }
     }
 
@@ -414,17 +417,61 @@ mod tests {
         let text =
             std::fs::read_to_string(&p)
                 .unwrap()
-                .replacen("\"version\": 1", "\"version\": 99", 1);
-        let e = RunFile::from_json("x", &text).unwrap_err().to_string();
+                .replacen("\"version\": 2", "\"version\": 99", 1);
+        let e = RunFile::from_json("x", &text)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("version 99"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn merging_runs_adds_totals_and_seconds() {
-        let m = RunFile::merge(&[run(), run()]).unwrap();
-        assert_eq!(m.total.responses, 2000);
-        assert_eq!(m.series[0].requests, 600);
+    fn merging_version_1_runs_adds_counts_and_bounds_percentiles() {
+        let mut b = run();
+        b.series[0].requests = 100;
+        b.series[0].p99_ms = 7.0;
+        b.total.responses = 400;
+        let m = RunFile::merge(&[run(), b]).unwrap();
+        assert_eq!(m.total.responses, 1400);
+        assert_eq!(m.series[0].requests, 400);
+        // Without histograms the merged p99 can only be the larger one.
+        assert_eq!(m.series[0].p99_ms, 7.0);
         assert_eq!(m.total.latency.len(), 2000);
+    }
+
+    #[test]
+    fn merging_version_2_runs_gives_exact_per_second_percentiles() {
+        // Run a: second 0 answers 1..=99 ms once each; run b: 100 answers of 500 ms.
+        let second = |values: &[u64]| {
+            let mut s = Snapshot {
+                end: 1.0,
+                ..Default::default()
+            };
+            for v in values {
+                s.latency.record(v * 1000).unwrap();
+                s.responses += 1;
+                *s.status.entry(200).or_default() += 1;
+            }
+            s
+        };
+        let mut a = run();
+        a.intervals = vec![second(&(1..=99).collect::<Vec<_>>())];
+        let mut b = run();
+        b.intervals = vec![second(&[500; 100]), second(&[3])];
+        let m = RunFile::merge(&[a, b]).unwrap();
+        assert_eq!(m.intervals.len(), 2);
+        assert_eq!(m.series[0].requests, 199);
+        // 199 samples: the median (rank 100) is the first 500 ms answer, as is the p99; the
+        // larger-of-two rule would have said 500 for both too, so check p50 of a lone run's
+        // half: rank 50 of 199 is 50 ms.
+        assert_eq!(m.series[0].p50_ms.round(), 500.0);
+        let p25 = m.intervals[0].quantile_ms(0.25);
+        assert!((p25 - 50.0).abs() < 0.1, "{p25}");
+        assert_eq!(m.series[1].requests, 1);
+        // A version 2 file read back gets its series from its intervals.
+        let text = serde_json::to_string(&m).unwrap();
+        let back = RunFile::from_json("m", &text).unwrap();
+        assert_eq!(back.series, m.series);
     }
 }

@@ -4,14 +4,11 @@ use super::parse_duration;
 use crate::progress::Progress;
 use crate::Usage;
 use anyhow::Context as _;
-use bytes::Bytes;
-use load::{Config, Mode, Shutdown};
-use pace::{Arrival, RateShape};
+use load::{Config, Mode, Shutdown, Spec, Target};
+use pace::Arrival;
 use report::{RunFile, RunInfo, RUNFILE_VERSION};
-use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const EXAMPLES: &str = "Examples:
@@ -43,7 +40,7 @@ pub struct Args {
     requests: Option<u64>,
     /// Open loop: total requests/s: R, ramp:FROM..TO (over -d), or steps:R1,R2,...@DURATION.
     #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
-    rate: Option<RateShape>,
+    rate: Option<String>,
     /// Open loop: gaps between sends, uniform or poisson.
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]
     arrival: Arrival,
@@ -91,212 +88,106 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
-fn parse_rate(s: &str) -> Result<RateShape, String> {
-    s.parse().map_err(|e: pace::PaceError| e.to_string())
+fn parse_rate(s: &str) -> Result<String, String> {
+    s.parse::<pace::RateShape>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_arrival(s: &str) -> Result<Arrival, String> {
     s.parse()
 }
 
-fn parse_header(h: &str) -> Result<(String, String), Usage> {
-    match h.split_once(':') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => Err(Usage(format!(
-            "invalid header {h:?}: expected \"Name: value\""
-        ))),
-    }
+fn read_body(path: &Path) -> Result<String, Usage> {
+    let raw = std::fs::read(path)
+        .map_err(|e| Usage(format!("cannot read body file {}: {e}", path.display())))?;
+    String::from_utf8(raw)
+        .map_err(|_| Usage(format!("body file {} is not UTF-8 text", path.display())))
 }
 
-fn read_body(path: &Path) -> Result<Bytes, Usage> {
-    std::fs::read(path)
-        .map(Bytes::from)
-        .map_err(|e| Usage(format!("cannot read body file {}: {e}", path.display())))
-}
-
-/// The requests to send, all on one origin.
-fn build_requests(a: &Args) -> Result<(Origin, Vec<Request>), Usage> {
-    let headers = a
-        .headers
-        .iter()
-        .map(|h| parse_header(h))
-        .collect::<Result<Vec<_>, _>>()?;
+/// The flags as a load spec (files read here, so the spec carries their content).
+pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
     let body = match (&a.body, &a.body_file) {
-        (Some(b), _) => Bytes::from(b.clone()),
-        (None, Some(p)) => read_body(p)?,
-        (None, None) => Bytes::new(),
+        (Some(b), _) => Some(b.clone()),
+        (None, Some(p)) => Some(read_body(p)?),
+        (None, None) => None,
     };
-    let bad = |e: &dyn std::fmt::Display| Usage(e.to_string());
-    let Some(path) = &a.targets else {
-        let url = a
-            .url
-            .as_deref()
-            .ok_or_else(|| Usage("give a target URL or --targets FILE".into()))?;
-        let (origin, path) = Origin::parse(url).map_err(|e| bad(&e))?;
-        let req = Request::new(&origin, &a.method, &path, &headers, body).map_err(|e| bad(&e))?;
-        return Ok((origin, vec![req]));
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Usage(format!("cannot read targets file {}: {e}", path.display())))?;
-    let specs = load::targets::parse_targets(&text)
-        .map_err(|e| Usage(format!("{}: {e}", path.display())))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut origin: Option<Origin> = None;
-    let mut reqs = Vec::new();
-    for t in specs {
-        let at =
-            |e: &dyn std::fmt::Display| Usage(format!("{} line {}: {e}", path.display(), t.line));
-        let (o, p) = Origin::parse(&t.url).map_err(|e| at(&e))?;
-        if let Some(first) = &origin {
-            if !first.same_as(&o) {
-                return Err(at(&format!(
-                    "all targets must share one origin; {} differs from {}",
-                    o.url(),
-                    first.url()
-                )));
-            }
+    let mut targets = Vec::new();
+    if let Some(path) = &a.targets {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Usage(format!("cannot read targets file {}: {e}", path.display())))?;
+        let specs = load::targets::parse_targets(&text)
+            .map_err(|e| Usage(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for t in specs {
+            targets.push(Target {
+                method: t.method,
+                url: t.url,
+                headers: t.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect(),
+                body: t.body_file.map(|f| read_body(&dir.join(f))).transpose()?,
+            });
         }
-        let mut h = headers.clone();
-        h.extend(t.headers.iter().cloned());
-        let b = match &t.body_file {
-            Some(f) => read_body(&dir.join(f))?,
-            None => body.clone(),
-        };
-        reqs.push(Request::new(&o, &t.method, &p, &h, b).map_err(|e| at(&e))?);
-        origin.get_or_insert(o);
     }
-    Ok((origin.expect("parse_targets returns at least one"), reqs))
+    Ok(Spec {
+        url: a.url.clone(),
+        targets,
+        method: a.method.clone(),
+        headers: a.headers.clone(),
+        body,
+        rate: a.rate.clone(),
+        arrival: a.arrival,
+        max_connections: a.max_connections,
+        connections: a.connections,
+        streams: a.streams,
+        http2: a.http2,
+        insecure: a.insecure,
+        cacert: a.cacert.clone(),
+        timeout_s: a.timeout.as_secs_f64(),
+        duration_s: match (a.duration, a.requests) {
+            (None, None) => Some(10.0),
+            (d, _) => d.map(|d| d.as_secs_f64()),
+        },
+        requests: a.requests,
+        threads: a.threads,
+        seed: a.seed,
+    })
 }
 
-/// Raise the soft open-file limit to the hard one (every connection is a descriptor) and
-/// return it.
-fn open_file_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) => {
-            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-                hard
-            } else {
-                soft
-            }
-        }
-        Err(_) => 1024,
+/// How a run was set up, for the report's header and the run file.
+pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
+    let max_connections = match &cfg.mode {
+        Mode::Open {
+            max_connections, ..
+        } => Some(*max_connections),
+        Mode::Closed => None,
+    };
+    let open = max_connections.is_some();
+    RunInfo {
+        url: spec.display_url(),
+        targets: cfg.requests.len(),
+        mode: if open { "open" } else { "closed" }.into(),
+        protocol: if spec.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
+        connections: cfg.connections,
+        streams: cfg.streams,
+        max_connections,
+        rate: open
+            .then(|| spec.rate_shape().ok().flatten().map(|s| s.to_string()))
+            .flatten(),
+        arrival: open.then(|| format!("{:?}", spec.arrival).to_lowercase()),
+        target_rate: spec.mean_rate(cfg.duration),
+        threads: cfg.threads,
+        duration_s: cfg.duration.map(|d| d.as_secs_f64()),
+        requests: cfg.max_requests,
+        timeout_s: cfg.timeout.as_secs_f64(),
     }
 }
 
 fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
-    let (origin, requests) = build_requests(a)?;
-    let protocol = if a.http2 {
-        Protocol::Http2
-    } else {
-        Protocol::Http1
-    };
-    if a.streams > 1 && protocol != Protocol::Http2 {
-        return Err(Usage(
-            "--streams needs --http2 (HTTP/1.1 carries one request at a time)".into(),
-        ));
-    }
-    let tls = TlsOptions {
-        insecure: a.insecure,
-        ca_file: a.cacert.clone(),
-    };
-    let connector = Connector::new(origin.clone(), protocol, &tls, a.timeout)
+    let spec = spec(a)?;
+    let cfg = spec
+        .build(load::Live::default())
         .map_err(|e| Usage(e.to_string()))?;
-    let duration = match (a.duration, a.requests) {
-        (None, None) => Some(Duration::from_secs(10)),
-        (d, _) => d,
-    };
-    // Leave room for the process's own descriptors.
-    let fd_room = open_file_limit().saturating_sub(64);
-    let connections = a.connections;
-    let mode = match &a.rate {
-        None => {
-            if connections > fd_room {
-                return Err(Usage(format!(
-                    "-c {connections} exceeds the open-file limit ({fd_room} usable)"
-                )));
-            }
-            Mode::Closed
-        }
-        Some(shape) => {
-            let max = a
-                .max_connections
-                .unwrap_or(10_000.min(fd_room).max(connections));
-            if max > fd_room {
-                return Err(Usage(format!(
-                    "--max-connections {max} exceeds the open-file limit ({fd_room} usable)"
-                )));
-            }
-            if max < connections {
-                return Err(Usage(format!(
-                    "--max-connections {max} is below -c {connections}"
-                )));
-            }
-            if matches!(shape, RateShape::Ramp { .. }) && a.duration.is_none() {
-                return Err(Usage("a ramp rate needs -d/--duration to ramp over".into()));
-            }
-            Mode::Open {
-                shape: shape.clone(),
-                arrival: a.arrival,
-                max_connections: max as usize,
-                seed: a.seed,
-            }
-        }
-    };
-    let threads = super::threads_or_cpus(a.threads);
-    let (rate, arrival, max_connections, target_rate) = match &mode {
-        Mode::Open {
-            shape,
-            arrival,
-            max_connections,
-            ..
-        } => {
-            let secs = duration.unwrap_or(Duration::from_secs(1)).as_secs_f64();
-            // Mean scheduled rate: sample the shape finely over the run.
-            let steps = 1000;
-            let mean = (0..steps)
-                .map(|i| shape.rate_at((i as f64 + 0.5) * secs / steps as f64, secs))
-                .sum::<f64>()
-                / steps as f64;
-            (
-                Some(shape.to_string()),
-                Some(format!("{arrival:?}").to_lowercase()),
-                Some(*max_connections),
-                Some(mean),
-            )
-        }
-        Mode::Closed => (None, None, None, None),
-    };
-    let info = RunInfo {
-        url: a
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("{}{}", origin.url(), requests[0].path)),
-        targets: requests.len(),
-        mode: if rate.is_some() { "open" } else { "closed" }.into(),
-        protocol: if a.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
-        connections: connections as usize,
-        streams: a.streams as usize,
-        max_connections,
-        rate,
-        arrival,
-        target_rate,
-        threads,
-        duration_s: duration.map(|d| d.as_secs_f64()),
-        requests: a.requests,
-        timeout_s: a.timeout.as_secs_f64(),
-    };
-    let cfg = Config {
-        connector,
-        requests: Arc::new(requests),
-        mode,
-        connections: connections as usize,
-        streams: a.streams as usize,
-        duration,
-        max_requests: a.requests,
-        timeout: a.timeout,
-        threads,
-    };
+    let info = run_info(&spec, &cfg);
     Ok((cfg, info))
 }
 
@@ -336,6 +227,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         in_flight_at_end: r.in_flight_at_end,
         total: r.total,
         series: r.series,
+        intervals: r.intervals,
+        fleet: None,
+        summary: None,
     };
     // The JSON first: what was measured must survive a closed stdout.
     if let Some(path) = &args.json {

@@ -1,0 +1,442 @@
+//! The load spec: what to send and how, as plain data (serde), checked here once.
+//!
+//! `scaletest load` turns its flags into a [`Spec`]; a loadbot receives one from the aggregator
+//! as JSON. Both get the same [`Spec::build`], so a spec the CLI would reject is rejected with
+//! the same one-line reason wherever it comes from. Files (targets, bodies) are read by the
+//! caller: a spec holds their content, so it means the same on every machine.
+
+use crate::{Config, Live, Mode};
+use bytes::Bytes;
+use pace::{Arrival, RateShape};
+use serde::{Deserialize, Serialize};
+use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One request of a spec (a line group of a vegeta targets file, with its body read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// HTTP method.
+    #[serde(default = "get")]
+    pub method: String,
+    /// Absolute URL; every target of a spec shares one origin.
+    pub url: String,
+    /// Headers of this target (after the spec's own).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Body of this target (the spec's body when absent).
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn one() -> u64 {
+    1
+}
+fn fifty() -> u64 {
+    50
+}
+fn thirty() -> f64 {
+    30.0
+}
+
+/// What to send and how. Field names follow `scaletest load`'s flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Target URL (or give `targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Requests used round-robin, all on one origin (instead of `url`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
+    /// Method for `url`.
+    #[serde(default = "get")]
+    pub method: String,
+    /// Headers, "Name: value", for every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Request body for every request without its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Open loop: total requests/s, as `--rate` takes it (`1000`, `ramp:A..B`, `steps:…@10s`).
+    /// Absent: closed loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Open loop: `uniform` or `poisson`.
+    #[serde(default = "uniform")]
+    pub arrival: Arrival,
+    /// Open loop: most connections to open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// Connections (closed loop: all of them; open loop: opened before the start).
+    #[serde(default = "fifty")]
+    pub connections: u64,
+    /// Streams per HTTP/2 connection.
+    #[serde(default = "one")]
+    pub streams: u64,
+    /// HTTP/2 (ALPN h2 over TLS, h2c over http).
+    #[serde(default)]
+    pub http2: bool,
+    /// Do not verify the server's certificate.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Trust these CA certificates (a PEM file on the machine that runs the load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+    /// Per-request timeout in seconds, connect included.
+    #[serde(default = "thirty")]
+    pub timeout_s: f64,
+    /// Stop after this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Stop after this many requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// Worker threads (default: the CPUs this process may use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u64>,
+    /// Seed for Poisson arrivals.
+    #[serde(default = "one")]
+    pub seed: u64,
+}
+
+fn uniform() -> Arrival {
+    Arrival::Uniform
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            url: None,
+            targets: Vec::new(),
+            method: get(),
+            headers: Vec::new(),
+            body: None,
+            rate: None,
+            arrival: Arrival::Uniform,
+            max_connections: None,
+            connections: fifty(),
+            streams: 1,
+            http2: false,
+            insecure: false,
+            cacert: None,
+            timeout_s: thirty(),
+            duration_s: None,
+            requests: None,
+            threads: None,
+            seed: 1,
+        }
+    }
+}
+
+/// A spec that cannot be run: one line saying why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+fn bad(e: impl std::fmt::Display) -> SpecError {
+    SpecError(e.to_string())
+}
+
+/// Parse "Name: value".
+pub fn parse_header(h: &str) -> Result<(String, String), SpecError> {
+    match h.split_once(':') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(SpecError(format!(
+            "invalid header {h:?}: expected \"Name: value\""
+        ))),
+    }
+}
+
+/// Raise the soft open-file limit to the hard one (every connection is a descriptor) and
+/// return it.
+pub fn open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, SpecError> {
+    if v.is_finite() && v > 0.0 {
+        Duration::try_from_secs_f64(v).map_err(|e| SpecError(format!("{name}: {e}")))
+    } else {
+        Err(SpecError(format!("{name} must be > 0, got {v}")))
+    }
+}
+
+impl Spec {
+    /// The rate shape, if this is an open-loop spec.
+    pub fn rate_shape(&self) -> Result<Option<RateShape>, SpecError> {
+        self.rate
+            .as_deref()
+            .map(|r| r.parse::<RateShape>().map_err(bad))
+            .transpose()
+    }
+
+    /// The same spec with a constant total rate of `rate` requests/s (open loop).
+    pub fn with_rate(&self, rate: f64) -> Spec {
+        Spec {
+            rate: Some(format!("{rate}")),
+            ..self.clone()
+        }
+    }
+
+    /// The URL reports show: `url`, or the first target's.
+    pub fn display_url(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| self.targets.first().map(|t| t.url.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Check everything and build the engine's configuration. `live` runs (loadbots) may have
+    /// neither a duration nor a request count: they run until told to stop.
+    pub fn build(&self, live: Live) -> Result<Config, SpecError> {
+        let headers = self
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = Bytes::from(self.body.clone().unwrap_or_default());
+        let (origin, requests) = match (&self.url, self.targets.is_empty()) {
+            (Some(_), false) => return Err(SpecError("give a URL or targets, not both".into())),
+            (None, true) => return Err(SpecError("give a target URL or --targets FILE".into())),
+            (Some(url), true) => {
+                let (origin, path) = Origin::parse(url).map_err(bad)?;
+                let req =
+                    Request::new(&origin, &self.method, &path, &headers, body).map_err(bad)?;
+                (origin, vec![req])
+            }
+            (None, false) => {
+                let mut origin: Option<Origin> = None;
+                let mut reqs = Vec::new();
+                for (i, t) in self.targets.iter().enumerate() {
+                    let at =
+                        |e: &dyn std::fmt::Display| SpecError(format!("target {}: {e}", i + 1));
+                    let (o, p) = Origin::parse(&t.url).map_err(|e| at(&e))?;
+                    if let Some(first) = &origin {
+                        if !first.same_as(&o) {
+                            return Err(at(&format!(
+                                "all targets must share one origin; {} differs from {}",
+                                o.url(),
+                                first.url()
+                            )));
+                        }
+                    }
+                    let mut h = headers.clone();
+                    for line in &t.headers {
+                        h.push(parse_header(line).map_err(|e| at(&e))?);
+                    }
+                    let b = t.body.clone().map_or_else(|| body.clone(), Bytes::from);
+                    reqs.push(Request::new(&o, &t.method, &p, &h, b).map_err(|e| at(&e))?);
+                    origin.get_or_insert(o);
+                }
+                (origin.expect("targets is not empty"), reqs)
+            }
+        };
+        let protocol = if self.http2 {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        };
+        if self.streams == 0 || self.streams > 1000 {
+            return Err(SpecError(format!(
+                "streams must be 1..=1000, got {}",
+                self.streams
+            )));
+        }
+        if self.streams > 1 && protocol != Protocol::Http2 {
+            return Err(SpecError(
+                "--streams needs --http2 (HTTP/1.1 carries one request at a time)".into(),
+            ));
+        }
+        if self.connections == 0 {
+            return Err(SpecError("connections must be ≥ 1".into()));
+        }
+        let timeout = seconds("timeout", self.timeout_s)?;
+        let duration = self
+            .duration_s
+            .map(|d| seconds("duration", d))
+            .transpose()?;
+        if self.requests == Some(0) {
+            return Err(SpecError("the request count must be ≥ 1".into()));
+        }
+        let tls = TlsOptions {
+            insecure: self.insecure,
+            ca_file: self.cacert.clone(),
+        };
+        let connector = Connector::new(origin, protocol, &tls, timeout).map_err(bad)?;
+        // Leave room for the process's own descriptors.
+        let fd_room = open_file_limit().saturating_sub(64);
+        let connections = self.connections;
+        let mode = match self.rate_shape()? {
+            None => {
+                if connections > fd_room {
+                    return Err(SpecError(format!(
+                        "-c {connections} exceeds the open-file limit ({fd_room} usable)"
+                    )));
+                }
+                Mode::Closed
+            }
+            Some(shape) => {
+                let max = self
+                    .max_connections
+                    .unwrap_or(10_000.min(fd_room).max(connections));
+                if max > fd_room {
+                    return Err(SpecError(format!(
+                        "--max-connections {max} exceeds the open-file limit ({fd_room} usable)"
+                    )));
+                }
+                if max < connections {
+                    return Err(SpecError(format!(
+                        "--max-connections {max} is below -c {connections}"
+                    )));
+                }
+                if matches!(shape, RateShape::Ramp { .. }) && duration.is_none() {
+                    return Err(SpecError(
+                        "a ramp rate needs -d/--duration to ramp over".into(),
+                    ));
+                }
+                Mode::Open {
+                    shape,
+                    arrival: self.arrival,
+                    max_connections: max as usize,
+                    seed: self.seed,
+                }
+            }
+        };
+        if duration.is_none() && self.requests.is_none() && live.rate.is_none() {
+            return Err(SpecError(
+                "a run needs a duration or a request count".into(),
+            ));
+        }
+        if live.rate.is_some() && !matches!(mode, Mode::Open { .. }) {
+            return Err(SpecError("a live rate needs an open-loop spec".into()));
+        }
+        let threads = match self.threads {
+            Some(0) => return Err(SpecError("threads must be ≥ 1".into())),
+            Some(t) => t.min(1024) as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Config {
+            connector,
+            requests: Arc::new(requests),
+            mode,
+            connections: connections as usize,
+            streams: self.streams as usize,
+            duration,
+            max_requests: self.requests,
+            timeout,
+            threads,
+            live,
+        })
+    }
+
+    /// The mean total rate the schedule asks for over `duration` (open loop), or `None`.
+    pub fn mean_rate(&self, duration: Option<Duration>) -> Option<f64> {
+        let shape = self.rate_shape().ok()??;
+        let secs = duration.unwrap_or(Duration::from_secs(1)).as_secs_f64();
+        // Sample the shape finely over the run.
+        let steps = 1000;
+        Some(
+            (0..steps)
+                .map(|i| shape.rate_at((i as f64 + 0.5) * secs / steps as f64, secs))
+                .sum::<f64>()
+                / steps as f64,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<Config, SpecError> {
+        let s: Spec = serde_json::from_str(json).map_err(bad)?;
+        s.build(Live::default())
+    }
+
+    #[test]
+    fn a_minimal_json_spec_builds_with_the_cli_defaults() {
+        let c = spec(r#"{"url":"http://127.0.0.1:9/","duration_s":1}"#).unwrap();
+        assert_eq!((c.connections, c.streams), (50, 1));
+        assert!(matches!(c.mode, Mode::Closed));
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        let c =
+            spec(r#"{"url":"http://127.0.0.1:9/","rate":"ramp:10..20","duration_s":2}"#).unwrap();
+        assert!(matches!(c.mode, Mode::Open { .. }));
+    }
+
+    #[test]
+    fn bad_specs_get_the_cli_reasons() {
+        let cases = [
+            (r#"{"duration_s":1}"#, "give a target URL"),
+            (r#"{"url":"ftp://x/","duration_s":1}"#, "scheme"),
+            (
+                r#"{"url":"http://127.0.0.1:9/","streams":4,"duration_s":1}"#,
+                "--streams needs --http2",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1:9/","rate":"0","duration_s":1}"#,
+                "rate must be",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1:9/","rate":"ramp:1..2"}"#,
+                "ramp",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1:9/"}"#,
+                "duration or a request count",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1:9/","headers":["nocolon"],"duration_s":1}"#,
+                "invalid header",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1:9/","rate":"10","max_connections":1,"connections":5,"duration_s":1}"#,
+                "below -c",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1:9/","timeout_s":-1,"duration_s":1}"#,
+                "timeout",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1:9/","bogus":1}"#,
+                "unknown field",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = spec(json)
+                .err()
+                .unwrap_or_else(|| panic!("{json} was accepted"));
+            assert!(e.0.contains(want), "{json}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_live_rate_needs_an_open_loop_and_no_duration() {
+        let s: Spec =
+            serde_json::from_str(r#"{"url":"http://127.0.0.1:9/","rate":"100"}"#).unwrap();
+        let live = Live {
+            rate: Some(crate::RateControl::new(100.0)),
+            wall_clock_ticks: true,
+        };
+        assert!(s.build(live.clone()).is_ok());
+        let closed = Spec { rate: None, ..s };
+        assert!(closed.build(live).is_err());
+    }
+}
