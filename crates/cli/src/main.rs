@@ -32,6 +32,10 @@ enum Command {
     Balance(Box<cmd::balance::Args>),
     /// Load the Kubernetes API: object churn (open or closed loop) and informer timing.
     Api(cmd::api::Args),
+    /// Run a loadbot: take load from an aggregator, push per-second histograms to it.
+    Bot(cmd::bot::Args),
+    /// Aggregate loadbots: merge their histograms live, split the load, web UI, reports.
+    Aggregate(Box<cmd::aggregate::Args>),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -74,6 +78,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::main(*args),
         Command::Balance(args) => cmd::balance::main(*args),
         Command::Api(args) => cmd::api::main(args),
+        Command::Bot(args) => cmd::bot::main(args),
+        Command::Aggregate(args) => cmd::aggregate::main(*args),
     };
     match result {
         Ok(code) => code,
@@ -91,5 +97,14 @@ fn main() -> ExitCode {
                 1
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -137,6 +137,14 @@ impl Shutdown {
     pub fn is_triggered(&self) -> bool {
         self.0 .0.load(Ordering::SeqCst) >= ABORT
     }
+    /// Whether [`Shutdown::finish`] (or [`Shutdown::trigger`]) was called.
+    pub fn is_finishing(&self) -> bool {
+        self.0 .0.load(Ordering::SeqCst) >= FINISH
+    }
+    /// Wait until [`Shutdown::finish`] (or [`Shutdown::trigger`]) is called.
+    pub async fn finishing(&self) {
+        self.wait_for(FINISH).await
+    }
     /// Wait until the signal reaches `level` or more.
     async fn wait_for(&self, level: u8) {
         loop {

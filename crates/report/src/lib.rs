@@ -17,3 +17,4 @@ pub use runfile::{
     write_json_atomic, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo, Summary,
     RUNFILE_VERSION,
 };
+pub mod html;

@@ -105,32 +105,46 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
     let t = &run.total;
     let open = i.mode == "open";
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "Running {} load test @ {}{}",
-        if open { "open-loop" } else { "closed-loop" },
-        i.url,
-        planned(i)
-    );
-    if open {
+    if let Some(f) = &run.fleet {
         let _ = writeln!(
             s,
-            "rate {} ({} arrivals), {} connections to start, up to {}, {}, {} thread(s)",
-            i.rate.as_deref().unwrap_or("?"),
-            i.arrival.as_deref().unwrap_or("uniform"),
-            i.connections,
-            i.max_connections.unwrap_or(0),
-            proto(i),
-            i.threads
+            "Aggregated {} load test @ {}: {} bot(s), {}, {}",
+            if open { "open-loop" } else { "closed-loop" },
+            i.url,
+            f.bots.len(),
+            i.rate
+                .clone()
+                .unwrap_or_else(|| format!("{} connections per bot", i.connections)),
+            proto(i)
         );
     } else {
         let _ = writeln!(
             s,
-            "{} connections, {}, {} thread(s)",
-            i.connections,
-            proto(i),
-            i.threads
+            "Running {} load test @ {}{}",
+            if open { "open-loop" } else { "closed-loop" },
+            i.url,
+            planned(i)
         );
+        if open {
+            let _ = writeln!(
+                s,
+                "rate {} ({} arrivals), {} connections to start, up to {}, {}, {} thread(s)",
+                i.rate.as_deref().unwrap_or("?"),
+                i.arrival.as_deref().unwrap_or("uniform"),
+                i.connections,
+                i.max_connections.unwrap_or(0),
+                proto(i),
+                i.threads
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{} connections, {}, {} thread(s)",
+                i.connections,
+                proto(i),
+                i.threads
+            );
+        }
     }
     if i.targets > 1 {
         let _ = writeln!(s, "{} targets, round-robin", i.targets);
@@ -185,7 +199,24 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
             ""
         }
     );
-    if open {
+    if let Some(f) = &run.fleet {
+        let n = f.seconds.len().max(1) as f64;
+        let offered = f.seconds.iter().map(|x| x.offered).sum::<f64>() / n;
+        let (reported, live) = f.seconds.iter().fold((0u64, 0u64), |a, x| {
+            (a.0 + x.reported as u64, a.1 + x.live as u64)
+        });
+        let _ = writeln!(
+            s,
+            "offered {}/s on average, sent {}/s; bots reported {} of their live seconds",
+            trim(offered, 1),
+            trim(t.sent as f64 / n, 1),
+            if live > 0 {
+                format!("{}%", trim(100.0 * reported as f64 / live as f64, 1))
+            } else {
+                "–".into()
+            }
+        );
+    } else if open {
         // Sends over the sending window: the drain after it sends nothing.
         let window = i.duration_s.map_or(run.elapsed_s, |d| d.min(run.elapsed_s));
         let achieved = if window > 0.0 {
@@ -251,6 +282,21 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         .sum();
     if non2xx > 0 {
         let _ = writeln!(s, "{} non-2xx responses", count(non2xx));
+    }
+    if !t.versions.is_empty() {
+        let all: u64 = t.versions.values().sum();
+        let v: Vec<String> = t
+            .versions
+            .iter()
+            .map(|(k, n)| {
+                format!(
+                    "{k}: {} ({}%)",
+                    count(*n),
+                    trim(100.0 * *n as f64 / all as f64, 1)
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "server versions: {}", v.join(", "));
     }
     let errors: Vec<String> = t
         .errors
@@ -336,6 +382,8 @@ mod tests {
         total.status.insert(200, 990);
         total.status.insert(503, 10);
         total.errors.insert("reset".into(), 2);
+        total.versions.insert("v1".into(), 750);
+        total.versions.insert("v2".into(), 250);
         let series = (0..3)
             .map(|s| SecondSample {
                 second: s,
@@ -402,6 +450,10 @@ mod tests {
         assert!(s.contains("1,000 requests in 3.1s, 13 kB read"), "{s}");
         assert!(s.contains("status codes: 200: 990, 503: 10"), "{s}");
         assert!(s.contains("errors: reset: 2"), "{s}");
+        assert!(
+            s.contains("server versions: v1: 750 (75%), v2: 250 (25%)"),
+            "{s}"
+        );
         assert!(s.contains("Service"), "{s}");
         assert!(s.contains("99.999%"), "{s}");
     }

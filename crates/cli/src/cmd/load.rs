@@ -98,6 +98,21 @@ fn parse_arrival(s: &str) -> Result<Arrival, String> {
     s.parse()
 }
 
+impl Args {
+    /// `-n` was given.
+    pub(crate) fn has_requests(&self) -> bool {
+        self.requests.is_some()
+    }
+    /// `-d`, if given.
+    pub(crate) fn duration(&self) -> Option<Duration> {
+        self.duration
+    }
+    /// `--percentiles` was given.
+    pub(crate) fn percentiles(&self) -> bool {
+        self.percentiles
+    }
+}
+
 fn read_body(path: &Path) -> Result<String, Usage> {
     let raw = std::fs::read(path)
         .map_err(|e| Usage(format!("cannot read body file {}: {e}", path.display())))?;

@@ -1,8 +1,10 @@
 //! One module per subcommand: its clap arguments, their conversion into the library's typed
 //! configuration, and one call into the library.
 
+pub mod aggregate;
 pub mod api;
 pub mod balance;
+pub mod bot;
 pub mod load;
 pub mod report;
 pub mod serve;

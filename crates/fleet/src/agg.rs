@@ -1,0 +1,663 @@
+//! `scaletest aggregate`: the HTTP face of [`State`]: the bots' API, the control and read APIs,
+//! the live stream, the web UI, `/metrics`, and the run directory written every second.
+//!
+//! One thread with a single-threaded runtime serves everything (ingest is cheap: a push is
+//! decoded outside the lock and merged under it), so "bots per core" is what it measures.
+//! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
+//! earlier ones (`revision`) and events (`event`), and saves the run ([`Store`]).
+//!
+//! The end of a run ([`Running::finish`], `POST /api/finish`, the `--run-for` deadline):
+//! bots are told the run is over, the aggregator waits until each live bot has drained and
+//! pushed its last interval (or [`FLUSH_WAIT`]), closes every second, and writes
+//! `results.json` and `report.html`.
+
+use crate::state::{self, LoadRequest, Plan, Refused, State};
+use crate::store::{Store, StoreError};
+use crate::wire::{Ack, Push, Register, MAX_BODY};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use load::Spec;
+use report::{RunFile, RunInfo};
+use st_http::server::{self, Limits, Phase, Stats};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, watch};
+
+/// After the end of a run, the longest wait for bots to drain and push their last interval.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
+/// Longest hold of an assignment long-poll.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// An aggregator's configuration, validated.
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Bearer token for writes (and for bots).
+    pub token: String,
+    /// The run directory.
+    pub out: PathBuf,
+    /// The load spec bots get.
+    pub spec: Spec,
+    /// How it is split at the start.
+    pub plan: Plan,
+    /// End the run after this long.
+    pub run_for: Option<Duration>,
+    /// Windows and limits.
+    pub state: state::Config,
+}
+
+/// An aggregator that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AggError {
+    /// The run directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The address cannot be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// A thread or runtime could not be made.
+    #[error("cannot start: {0}")]
+    Start(std::io::Error),
+}
+
+/// What a finished run left.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run.
+    pub run: RunFile,
+    /// Where results.json was written.
+    pub results: PathBuf,
+    /// Where report.html was written.
+    pub report: PathBuf,
+    /// A file could not be written (the run is still returned).
+    pub write_error: Option<String>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    token: String,
+    instance: String,
+    /// The newest assignment generation: long-polls wait on it.
+    generation: watch::Sender<u64>,
+    /// SSE frames for the UI.
+    stream: broadcast::Sender<Bytes>,
+    /// Set to end the run.
+    finish: watch::Sender<bool>,
+}
+
+/// A running aggregator.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The picked-up run, when `--out` held an unfinished one.
+    pub resumed: bool,
+    shared: Arc<Shared>,
+    thread: std::thread::JoinHandle<Outcome>,
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A new random token or id: 128 bits, hex.
+pub fn random_hex() -> String {
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        // No /dev/urandom: time and pid are unique enough for an id, weak for a token.
+        let seed = now_unix().to_bits() ^ u64::from(std::process::id()) << 32;
+        b[..8].copy_from_slice(&seed.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bind, pick up or start the run, and serve.
+pub fn start(cfg: Config) -> Result<Running, AggError> {
+    let (mut store, loaded) = Store::open(&cfg.out)?;
+    let now = now_unix();
+    let resumed = loaded.is_some();
+    let mut state = match loaded {
+        Some(l) => State::restore(cfg.state.clone(), l.saved, l.closed, now),
+        None => State::new(
+            cfg.state.clone(),
+            random_hex()[..12].to_string(),
+            now,
+            cfg.spec.clone(),
+            cfg.plan,
+        ),
+    };
+    store.save(&[], &state.saved())?;
+    let listeners = server::bind(cfg.bind, 1).map_err(|e| AggError::Bind(cfg.bind, e))?;
+    let addr = listeners[0].local_addr().map_err(AggError::Start)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AggError::Start)?;
+    let _ = state.tick(now);
+    let shared = Arc::new(Shared {
+        generation: watch::channel(state.generation()).0,
+        state: Mutex::new(state),
+        token: cfg.token.clone(),
+        instance: random_hex()[..12].to_string(),
+        stream: broadcast::channel(1024).0,
+        finish: watch::channel(false).0,
+    });
+    let sh = shared.clone();
+    let listener = listeners
+        .into_iter()
+        .next()
+        .expect("bind returns one listener");
+    let thread = std::thread::Builder::new()
+        .name("aggregate".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, serve(sh, cfg, store, listener))
+        })
+        .map_err(AggError::Start)?;
+    Ok(Running {
+        addr,
+        resumed,
+        shared,
+        thread,
+    })
+}
+
+/// Ends a run from another thread (a signal handler).
+#[derive(Clone)]
+pub struct Finisher(Arc<Shared>);
+
+impl Finisher {
+    /// End the run (as `POST /api/finish` does).
+    pub fn finish(&self) {
+        self.0.finish.send_replace(true);
+    }
+}
+
+impl Running {
+    /// End the run (as `POST /api/finish` does).
+    pub fn finish(&self) {
+        self.shared.finish.send_replace(true);
+    }
+
+    /// A handle that ends the run.
+    pub fn finisher(&self) -> Finisher {
+        Finisher(self.shared.clone())
+    }
+
+    /// Wait for the run to end and its results to be written.
+    pub fn wait(self) -> Outcome {
+        match self.thread.join() {
+            Ok(o) => o,
+            Err(_) => panic!("the aggregator thread panicked"),
+        }
+    }
+}
+
+async fn serve(
+    sh: Arc<Shared>,
+    cfg: Config,
+    mut store: Store,
+    listener: std::net::TcpListener,
+) -> Outcome {
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let limits = Limits {
+        max_connections: 50_000,
+        idle_timeout: Duration::from_secs(120),
+        ..Limits::default()
+    };
+    let stats = Arc::new(Stats::default());
+    let make = {
+        let sh = sh.clone();
+        move |_peer: SocketAddr, _activity: Arc<server::Activity>| {
+            let sh = sh.clone();
+            hyper::service::service_fn(move |req| {
+                let sh = sh.clone();
+                async move { Ok::<_, Infallible>(handle(&sh, req).await) }
+            })
+        }
+    };
+    let server =
+        tokio::task::spawn_local(server::serve(listener, None, limits, stats, phase_rx, make));
+    let deadline = cfg.run_for.map(|d| Instant::now() + d);
+    let mut finish_rx = sh.finish.subscribe();
+    // Tick just after each wall-clock second.
+    loop {
+        let now = now_unix();
+        let next = now.floor() + 1.02 - now;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(next)) => {}
+            _ = finish_rx.wait_for(|f| *f) => break,
+            _ = sleep_until_opt(deadline) => break,
+        }
+        tick(&sh, &mut store);
+    }
+    // The end: bots idle and flush; then close everything.
+    let finished_at = now_unix();
+    {
+        let mut st = sh.state.lock().expect("state lock");
+        st.finish(finished_at);
+        sh.generation.send_replace(st.generation());
+    }
+    let flush_deadline = Instant::now() + FLUSH_WAIT;
+    while Instant::now() < flush_deadline {
+        if sh.state.lock().expect("state lock").all_flushed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tick(&sh, &mut store);
+    let now = now_unix();
+    let (run, write_error) = {
+        let mut st = sh.state.lock().expect("state lock");
+        let closed = st.close_all();
+        let saved = st.saved();
+        let mut err = store.save(&closed, &saved).err().map(|e| e.to_string());
+        let run = st.results(now, run_info(&st.spec, st.plan));
+        let results = store.dir().join("results.json");
+        if let Err(e) = report::write_json_atomic(&run, &results) {
+            err.get_or_insert(format!("{}: {e}", results.display()));
+        }
+        (run, err)
+    };
+    let report = store.dir().join("report.html");
+    let mut write_error = write_error;
+    if let Err(e) = crate::store::write_atomic(&report, report::html::render(&run).as_bytes()) {
+        write_error.get_or_insert(e.to_string());
+    }
+    phase_tx.send_replace(Phase::Stopping);
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Outcome {
+        run,
+        results: store.dir().join("results.json"),
+        report,
+        write_error,
+    }
+}
+
+/// How the run was set up, for the report header.
+fn run_info(spec: &Spec, plan: Plan) -> RunInfo {
+    RunInfo {
+        url: spec.display_url(),
+        targets: spec.targets.len().max(1),
+        mode: if matches!(plan, Plan::Connections { .. }) {
+            "closed"
+        } else {
+            "open"
+        }
+        .into(),
+        protocol: if spec.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
+        connections: spec.connections as usize,
+        streams: spec.streams as usize,
+        rate: match plan {
+            Plan::Total { rate } => Some(format!("{rate}/s in total")),
+            Plan::PerBot { rate } => Some(format!("{rate}/s per bot")),
+            _ => None,
+        },
+        timeout_s: spec.timeout_s,
+        ..Default::default()
+    }
+}
+
+async fn sleep_until_opt(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn tick(sh: &Shared, store: &mut Store) {
+    let now = now_unix();
+    let (t, saved) = {
+        let mut st = sh.state.lock().expect("state lock");
+        let t = st.tick(now);
+        sh.generation.send_replace(st.generation());
+        (t, st.saved())
+    };
+    for p in &t.points {
+        let _ = sh.stream.send(sse("point", &p));
+    }
+    for p in &t.revisions {
+        let _ = sh.stream.send(sse("revision", &p));
+    }
+    for e in &t.events {
+        let _ = sh.stream.send(sse("event", &e));
+    }
+    if let Err(e) = store.save(&t.closed, &saved) {
+        // Keep serving: the run is in memory and the next second tries again.
+        let _ = sh.stream.send(sse(
+            "event",
+            &report::Event {
+                t: now,
+                kind: "error".into(),
+                text: format!("cannot save the run: {e}"),
+            },
+        ));
+    }
+}
+
+fn sse<T: serde::Serialize>(event: &str, data: &T) -> Bytes {
+    let json = serde_json::to_string(data).expect("serializable");
+    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+}
+
+fn full(code: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn json<T: serde::Serialize>(code: StatusCode, v: &T) -> Response<Body> {
+    full(
+        code,
+        "application/json",
+        serde_json::to_vec(v).expect("serializable"),
+    )
+}
+
+fn error(code: u16, why: &str) -> Response<Body> {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = json(code, &serde_json::json!({ "error": why }));
+    if code == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn refused(r: Refused) -> Response<Body> {
+    error(r.0, &r.1)
+}
+
+/// Compare without an early exit, so timing does not tell how much of a token was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()))
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| v.to_string())
+    })
+}
+
+async fn body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, Response<Body>> {
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(error(413, &format!("body over {limit} bytes"))),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| error(400, &format!("bad JSON: {e}")))
+}
+
+async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let now = now_unix();
+    // Reads: no token.
+    if method == Method::GET {
+        match path.as_str() {
+            "/" | "/index.html" => {
+                return full(StatusCode::OK, "text/html; charset=utf-8", crate::ui::INDEX)
+            }
+            "/assets/app.js" => {
+                return full(
+                    StatusCode::OK,
+                    "text/javascript; charset=utf-8",
+                    crate::ui::APP_JS,
+                )
+            }
+            "/assets/app.css" => {
+                return full(
+                    StatusCode::OK,
+                    "text/css; charset=utf-8",
+                    crate::ui::APP_CSS,
+                )
+            }
+            "/assets/uplot.js" => {
+                return full(
+                    StatusCode::OK,
+                    "text/javascript; charset=utf-8",
+                    report::assets::UPLOT_JS,
+                )
+            }
+            "/assets/uplot.css" => {
+                return full(
+                    StatusCode::OK,
+                    "text/css; charset=utf-8",
+                    report::assets::UPLOT_CSS,
+                )
+            }
+            "/healthz" => return full(StatusCode::OK, "text/plain", "ok\n"),
+            "/metrics" => {
+                let st = sh.state.lock().expect("state lock");
+                return full(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    crate::metrics::encode(&st),
+                );
+            }
+            "/api/summary" => {
+                let st = sh.state.lock().expect("state lock");
+                let mut v = serde_json::to_value(st.summary(now)).expect("serializable");
+                v["run_id"] = st.run_id.clone().into();
+                v["started_unix"] = st.started_unix.into();
+                v["finished"] = st.finished.into();
+                v["offered"] = st.offered().into();
+                v["plan"] = serde_json::to_value(st.plan).expect("serializable");
+                v["spec"] = serde_json::to_value(&st.spec).expect("serializable");
+                return json(StatusCode::OK, &v);
+            }
+            "/api/series" => {
+                let since = query(&req, "since")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let st = sh.state.lock().expect("state lock");
+                let points = st.points_since(since, 600);
+                return json(StatusCode::OK, &serde_json::json!({ "points": points }));
+            }
+            "/api/events" => {
+                let st = sh.state.lock().expect("state lock");
+                return json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "events": st.events() }),
+                );
+            }
+            "/api/bots" => {
+                let num =
+                    |k: &str, d: usize| query(&req, k).and_then(|v| v.parse().ok()).unwrap_or(d);
+                let sort = query(&req, "sort").unwrap_or_default();
+                let desc = query(&req, "dir").as_deref() == Some("desc");
+                let st = sh.state.lock().expect("state lock");
+                let (total, bots) = st.bots_page(num("offset", 0), num("limit", 50), &sort, desc);
+                return json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "total": total, "bots": bots }),
+                );
+            }
+            "/api/load" => {
+                let st = sh.state.lock().expect("state lock");
+                return json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "plan": st.plan, "spec": st.spec, "offered": st.offered() }),
+                );
+            }
+            "/api/stream" => return stream(sh),
+            _ => {}
+        }
+    }
+    if !authorized(&req, &sh.token) {
+        if path.starts_with("/api/") {
+            return error(401, "missing or wrong bearer token");
+        }
+        return error(404, "not found");
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        (Method::POST, ["api", "bots"]) => {
+            let r: Register = match body(req, 64 << 10).await {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let mut st = sh.state.lock().expect("state lock");
+            let out = st.register(now, &r, &sh.instance);
+            sh.generation.send_replace(st.generation());
+            match out {
+                Ok(reg) => json(StatusCode::OK, &reg),
+                Err(e) => refused(e),
+            }
+        }
+        (Method::POST, ["api", "bots", id, "snapshots"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return error(404, "no such bot");
+            };
+            let p: Push = match body(req, MAX_BODY).await {
+                Ok(p) => p,
+                Err(e) => return e,
+            };
+            let mut st = sh.state.lock().expect("state lock");
+            let out = st.push(now, id, p);
+            sh.generation.send_replace(st.generation());
+            match out {
+                Ok((hwm, generation)) => json(
+                    StatusCode::OK,
+                    &Ack {
+                        hwm,
+                        generation,
+                        instance: sh.instance.clone(),
+                    },
+                ),
+                Err(e) => refused(e),
+            }
+        }
+        (Method::DELETE, ["api", "bots", id]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return error(404, "no such bot");
+            };
+            let mut st = sh.state.lock().expect("state lock");
+            let out = st.deregister(now, id);
+            sh.generation.send_replace(st.generation());
+            match out {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
+                Err(e) => refused(e),
+            }
+        }
+        (Method::GET, ["api", "bots", id, "assignment"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return error(404, "no such bot");
+            };
+            let after: u64 = query(&req, "after")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut rx = sh.generation.subscribe();
+            let deadline = Instant::now() + LONG_POLL;
+            loop {
+                {
+                    let st = sh.state.lock().expect("state lock");
+                    match st.assignment(id) {
+                        None => return error(404, &format!("unknown bot {id}: register first")),
+                        Some(a) if a.generation != after || Instant::now() >= deadline => {
+                            return json(StatusCode::OK, a)
+                        }
+                        Some(_) => {}
+                    }
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return error(503, "shutting down") },
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
+        }
+        (Method::PUT, ["api", "load"]) => {
+            let r: LoadRequest = match body(req, 256 << 10).await {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let mut st = sh.state.lock().expect("state lock");
+            if st.finished {
+                return error(409, "the run is finished");
+            }
+            let out = st.set_load(now, &r);
+            sh.generation.send_replace(st.generation());
+            match out {
+                Ok(()) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "ok": true, "offered": st.offered() }),
+                ),
+                Err(e) => refused(e),
+            }
+        }
+        (Method::POST, ["api", "events"]) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Posted {
+                text: String,
+            }
+            let p: Posted = match body(req, 4096).await {
+                Ok(p) => p,
+                Err(e) => return e,
+            };
+            let mut st = sh.state.lock().expect("state lock");
+            match st.post_event(now, &p.text) {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
+                Err(e) => refused(e),
+            }
+        }
+        (Method::POST, ["api", "finish"]) => {
+            sh.finish.send_replace(true);
+            json(StatusCode::OK, &serde_json::json!({ "ok": true }))
+        }
+        _ => error(404, "not found"),
+    }
+}
+
+/// The live stream: SSE frames from the ticker, with a comment every 15 s to keep proxies
+/// from closing an idle stream. A client too slow to keep up skips frames (the page
+/// refetches the series when it notices a gap).
+fn stream(sh: &Arc<Shared>) -> Response<Body> {
+    let rx = sh.stream.subscribe();
+    let s = futures::stream::unfold(rx, |mut rx| async move {
+        let r = tokio::time::timeout(Duration::from_secs(15), rx.recv()).await;
+        let frame = match r {
+            Ok(Ok(b)) => b,
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                Bytes::from_static(b"event: lagged\ndata: {}\n\n")
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}

@@ -1,0 +1,1031 @@
+//! The aggregator's state, with no I/O and no clock of its own (every call gets `now`, Unix
+//! seconds), so every rule here is tested directly.
+//!
+//! - **Intervals**: bots' snapshots merge by wall-clock second ([`hist::Intervals`], the merge
+//!   the load engine's controller uses too). A second is published (a [`Point`] for the UI)
+//!   once it has ended and bots had [`PUBLISH_DELAY`] to report it; a snapshot arriving later
+//!   still lands in its own second (a *revision*), for [`Config::late_window`] seconds while
+//!   the second is kept decoded, and after that by decoding its packed copy, up to
+//!   [`Config::max_late`]. Seconds older than the late window are *closed*: packed (their JSON,
+//!   histograms compressed) for the results and the journal.
+//! - **No double count**: each bot's intervals arrive in order, so one number per bot, its
+//!   high-water mark, tells what has been counted; a retried push at or below it is ignored.
+//! - **Bots**: live while they push (every second, even when idle), stale after 3 s without
+//!   ([`Config::stale_after`]), gone after 30 s ([`Config::gone_after`]);
+//!   a total rate is re-split over the live bots whenever that set changes.
+
+use crate::wire::{Assignment, Interval, Push, Register, Registered};
+use hist::{Intervals, Snapshot};
+use load::Spec;
+use report::point::Point;
+use report::{BotRecord, Event, FleetSecond, Summary};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A second is published this long after it ends (bots push ~0.25 s after a second ends).
+pub const PUBLISH_DELAY: f64 = 1.5;
+/// Clock skew above this is warned about (intervals are cut by the bots' clocks).
+pub const SKEW_WARN_S: f64 = 1.0;
+/// Events kept in memory (and in the results); older ones are counted, not kept.
+const MAX_EVENTS: usize = 20_000;
+
+/// Limits and windows.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Seconds a second stays decoded for late snapshots (≥ 60).
+    pub late_window: u64,
+    /// Oldest interval accepted, in seconds before now (late: from a bot's buffer).
+    pub max_late: u64,
+    /// Most bots registered at once.
+    pub max_bots: usize,
+    /// A bot with no push for this long (seconds) is stale: its share of a total rate moves
+    /// to the others.
+    pub stale_after: f64,
+    /// A bot with no push for this long is gone.
+    pub gone_after: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            late_window: 60,
+            max_late: 15 * 60,
+            max_bots: 20_000,
+            stale_after: 3.0,
+            gone_after: 30.0,
+        }
+    }
+}
+
+/// How the load is split over the bots.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Plan {
+    /// No load.
+    Idle,
+    /// A total open-loop rate, split evenly over the live bots.
+    Total {
+        /// Requests/s over all bots.
+        rate: f64,
+    },
+    /// Every live bot sends at this rate (seed 000: 1,000 req/s each).
+    PerBot {
+        /// Requests/s per bot.
+        rate: f64,
+    },
+    /// Every bot runs a closed loop with this many connections.
+    Connections {
+        /// Connections per bot.
+        per_bot: u64,
+    },
+}
+
+/// `PUT /api/load` body: one of the three ways to say how much load, and optionally a new spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    /// Total requests/s over all live bots.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Requests/s per bot.
+    #[serde(default)]
+    pub per_bot_rate: Option<f64>,
+    /// Closed loop, connections per bot.
+    #[serde(default)]
+    pub connections_per_bot: Option<u64>,
+    /// Stop the load (bots idle).
+    #[serde(default)]
+    pub idle: bool,
+    /// A new load spec (target, method, headers, …); its own rate/connections are ignored.
+    #[serde(default)]
+    pub spec: Option<Spec>,
+}
+
+/// A bot as the state knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bot {
+    /// What the UI and results show.
+    pub record: BotRecord,
+    /// Highest interval counted.
+    pub hwm: u64,
+    /// Its assignment now.
+    pub assignment: Assignment,
+    /// Aggregator time of its last contact (push or registration).
+    pub seen: f64,
+    /// The bot said it is idle with everything pushed, following this generation.
+    #[serde(default)]
+    pub flushed: Option<u64>,
+}
+
+/// A second still decoded.
+#[derive(Debug, Clone, Default)]
+struct Open {
+    published: bool,
+    /// Got data since it was published: send a revision.
+    dirty: bool,
+    offered: f64,
+    live: u32,
+}
+
+/// A closed second: packed, with its point for the UI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Closed {
+    /// The merged snapshot as JSON (histograms compressed).
+    pub packed: String,
+    /// Offered rate, coverage.
+    pub fleet: FleetSecond,
+}
+
+/// Why a request was refused: an HTTP status and one line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused(pub u16, pub String);
+
+/// What happened in a tick, for the live stream.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Newly published seconds.
+    pub points: Vec<Point>,
+    /// Published seconds that changed.
+    pub revisions: Vec<Point>,
+    /// New events.
+    pub events: Vec<Event>,
+    /// Seconds closed in this tick (for the journal), oldest first.
+    pub closed: Vec<(u64, Closed)>,
+}
+
+/// Everything the aggregator knows.
+pub struct State {
+    cfg: Config,
+    /// This run.
+    pub run_id: String,
+    /// Unix time the run started.
+    pub started_unix: f64,
+    /// The load spec bots get (rate/connections replaced by their share).
+    pub spec: Spec,
+    /// How the load is split.
+    pub plan: Plan,
+    /// The run has ended.
+    pub finished: bool,
+    bots: BTreeMap<u64, Bot>,
+    next_id: u64,
+    generation: u64,
+    intervals: Intervals,
+    open: BTreeMap<u64, Open>,
+    closed: BTreeMap<u64, Closed>,
+    /// Points of closed seconds (the UI's history).
+    history: BTreeMap<u64, Point>,
+    total: Snapshot,
+    events: Vec<Event>,
+    events_dropped: u64,
+    new_events: Vec<Event>,
+    /// Closed seconds revised by a late snapshot since the last tick.
+    late_closed: Vec<u64>,
+    /// An empty snapshot, for open seconds nobody reported yet.
+    empty: Snapshot,
+    /// Snapshots ignored as already counted.
+    pub duplicates: u64,
+    /// Pushes refused.
+    pub refused: u64,
+    /// Snapshots accepted.
+    pub accepted: u64,
+}
+
+/// What is persisted besides the closed seconds (see `store`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    /// This run.
+    pub run_id: String,
+    /// Unix time the run started.
+    pub started_unix: f64,
+    /// The load spec.
+    pub spec: Spec,
+    /// The split.
+    pub plan: Plan,
+    /// The bots.
+    pub bots: Vec<Bot>,
+    /// Next bot id.
+    pub next_id: u64,
+    /// Assignment generation counter.
+    pub generation: u64,
+    /// Seconds still open, packed.
+    pub open: Vec<(u64, Closed)>,
+    /// Events.
+    pub events: Vec<Event>,
+}
+
+fn pack(s: &Snapshot) -> String {
+    serde_json::to_string(s).expect("a snapshot serializes")
+}
+
+fn unpack(p: &str) -> Snapshot {
+    serde_json::from_str(p).unwrap_or_default()
+}
+
+impl State {
+    /// A new run.
+    pub fn new(cfg: Config, run_id: String, now: f64, spec: Spec, plan: Plan) -> State {
+        let mut s = State {
+            cfg,
+            run_id,
+            started_unix: now,
+            spec,
+            plan,
+            finished: false,
+            bots: BTreeMap::new(),
+            next_id: 1,
+            generation: 0,
+            intervals: Intervals::new(),
+            open: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            history: BTreeMap::new(),
+            total: Snapshot::default(),
+            events: Vec::new(),
+            events_dropped: 0,
+            new_events: Vec::new(),
+            late_closed: Vec::new(),
+            empty: Snapshot::default(),
+            duplicates: 0,
+            refused: 0,
+            accepted: 0,
+        };
+        s.event(now, "run", format!("run {} started", s.run_id));
+        s
+    }
+
+    /// Pick up a run from what was saved and the closed seconds of the journal.
+    pub fn restore(cfg: Config, saved: Saved, closed: BTreeMap<u64, Closed>, now: f64) -> State {
+        let mut s = State::new(
+            cfg,
+            saved.run_id,
+            saved.started_unix,
+            saved.spec,
+            saved.plan,
+        );
+        s.events = saved.events;
+        s.new_events.clear();
+        s.next_id = saved.next_id;
+        s.generation = saved.generation;
+        for b in saved.bots {
+            s.bots.insert(b.record.id, b);
+        }
+        for (t, c) in closed {
+            let snap = unpack(&c.packed);
+            s.total.merge(&snap);
+            s.history.insert(t, Point::of(t, &snap, Some(&c.fleet)));
+            s.closed.insert(t, c);
+        }
+        for (t, c) in saved.open {
+            if s.closed.contains_key(&t) {
+                // Closed in the journal after this was saved: the journal's copy is complete.
+                continue;
+            }
+            let snap = unpack(&c.packed);
+            s.total.merge(&snap);
+            s.intervals.add(t, &snap);
+            s.open.insert(
+                t,
+                Open {
+                    published: false,
+                    dirty: false,
+                    offered: c.fleet.offered,
+                    live: c.fleet.live,
+                },
+            );
+        }
+        // The restarted aggregator has not heard from anyone yet; nobody goes stale for the
+        // downtime itself.
+        for b in s.bots.values_mut() {
+            if b.record.state == "live" || b.record.state == "stale" {
+                b.seen = now;
+            }
+        }
+        s.event(
+            now,
+            "run",
+            "aggregator restarted; run picked up from disk".into(),
+        );
+        s
+    }
+
+    /// What to persist now (the closed seconds are in the journal already).
+    pub fn saved(&self) -> Saved {
+        Saved {
+            run_id: self.run_id.clone(),
+            started_unix: self.started_unix,
+            spec: self.spec.clone(),
+            plan: self.plan,
+            bots: self.bots.values().cloned().collect(),
+            next_id: self.next_id,
+            generation: self.generation,
+            open: self
+                .open
+                .iter()
+                .map(|(t, o)| {
+                    let (reported, snap) = self.intervals.get(*t).unwrap_or((0, &self.empty));
+                    (
+                        *t,
+                        Closed {
+                            packed: pack(snap),
+                            fleet: FleetSecond {
+                                t: *t,
+                                offered: o.offered,
+                                reported,
+                                live: o.live,
+                            },
+                        },
+                    )
+                })
+                .collect(),
+            events: self.events.clone(),
+        }
+    }
+
+    fn event(&mut self, now: f64, kind: &str, text: String) {
+        let e = Event {
+            t: now,
+            kind: kind.into(),
+            text,
+        };
+        if self.events.len() >= MAX_EVENTS {
+            self.events.remove(0);
+            self.events_dropped += 1;
+        }
+        self.events.push(e.clone());
+        self.new_events.push(e);
+    }
+
+    /// Post an event from outside (`POST /api/events`).
+    pub fn post_event(&mut self, now: f64, text: &str) -> Result<(), Refused> {
+        let text = text.trim();
+        if text.is_empty() || text.len() > 500 || text.contains('\n') {
+            return Err(Refused(
+                400,
+                "an event is one line of 1 to 500 bytes".into(),
+            ));
+        }
+        self.event(now, "posted", text.to_string());
+        Ok(())
+    }
+
+    /// A bot registers (or registers again with its old id).
+    pub fn register(
+        &mut self,
+        now: f64,
+        r: &Register,
+        instance: &str,
+    ) -> Result<Registered, Refused> {
+        if r.name.len() > 128 || r.host.len() > 256 || r.version.len() > 64 {
+            return Err(Refused(400, "name, host or version too long".into()));
+        }
+        let known = r.id.filter(|id| self.bots.contains_key(id));
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let active = self
+                    .bots
+                    .values()
+                    .filter(|b| b.record.state != "gone" && b.record.state != "left")
+                    .count();
+                if self.bots.len() >= self.cfg.max_bots {
+                    // Forget the oldest gone bot to make room, or refuse.
+                    let old = self
+                        .bots
+                        .iter()
+                        .filter(|(_, b)| b.record.state == "gone" || b.record.state == "left")
+                        .min_by(|a, b| a.1.record.last_seen.total_cmp(&b.1.record.last_seen))
+                        .map(|(id, _)| *id);
+                    match old {
+                        Some(id) if active < self.cfg.max_bots => {
+                            self.bots.remove(&id);
+                        }
+                        _ => {
+                            return Err(Refused(
+                                429,
+                                format!("{} bots registered: the limit", self.cfg.max_bots),
+                            ))
+                        }
+                    }
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                id
+            }
+        };
+        let skew_ms = (r.clock_unix - now) * 1000.0;
+        let bot = self.bots.entry(id).or_insert_with(|| Bot {
+            record: BotRecord {
+                id,
+                joined: now,
+                ..Default::default()
+            },
+            hwm: 0,
+            assignment: Assignment {
+                generation: 0,
+                spec: None,
+                finished: false,
+            },
+            seen: now,
+            flushed: None,
+        });
+        let was = std::mem::replace(&mut bot.record.state, "live".into());
+        bot.record.name = r.name.clone();
+        bot.record.host = r.host.clone();
+        bot.record.pid = r.pid;
+        bot.record.version = r.version.clone();
+        bot.record.skew_ms = skew_ms;
+        bot.record.last_seen = now;
+        bot.seen = now;
+        let hwm = bot.hwm;
+        let name = r.name.clone();
+        if known.is_some() && was == "live" {
+            self.event(
+                now,
+                "bot_back",
+                format!("bot {name} (#{id}) registered again"),
+            );
+        } else if known.is_some() {
+            self.event(now, "bot_back", format!("bot {name} (#{id}) is back"));
+        } else {
+            self.event(now, "bot_joined", format!("bot {name} (#{id}) joined"));
+        }
+        if skew_ms.abs() > SKEW_WARN_S * 1000.0 {
+            self.event(
+                now,
+                "skew",
+                format!("bot {name} (#{id}) clock is {skew_ms:.0} ms off the aggregator's"),
+            );
+        }
+        self.resplit(now);
+        Ok(Registered {
+            id,
+            hwm,
+            instance: instance.to_string(),
+        })
+    }
+
+    /// A bot leaves (SIGTERM, after its last push).
+    pub fn deregister(&mut self, now: f64, id: u64) -> Result<(), Refused> {
+        let bot = self
+            .bots
+            .get_mut(&id)
+            .ok_or_else(|| Refused(404, format!("unknown bot {id}")))?;
+        bot.record.state = "left".into();
+        bot.record.rate = 0.0;
+        let name = bot.record.name.clone();
+        self.event(now, "bot_left", format!("bot {name} (#{id}) left"));
+        self.resplit(now);
+        Ok(())
+    }
+
+    /// A bot's push: check, count what is new, ignore what was counted. Returns the bot's
+    /// high-water mark and assignment generation.
+    pub fn push(&mut self, now: f64, id: u64, p: Push) -> Result<(u64, u64), Refused> {
+        let refuse = |s: &mut State, code: u16, why: String| {
+            s.refused += 1;
+            Err(Refused(code, why))
+        };
+        if !self.bots.contains_key(&id) {
+            return refuse(self, 404, format!("unknown bot {id}: register first"));
+        }
+        if let Err(e) = p.check() {
+            return refuse(self, 400, e);
+        }
+        let oldest = (now - self.cfg.max_late as f64).max(self.started_unix - 5.0);
+        let newest = now + 10.0;
+        if let Some(i) = p
+            .intervals
+            .iter()
+            .find(|i| (i.t as f64) < oldest.floor() || (i.t as f64) > newest)
+        {
+            return refuse(
+                self,
+                422,
+                format!(
+                    "interval {} is outside the accepted window {:.0}..{:.0} (bot clock skew?)",
+                    i.t, oldest, newest
+                ),
+            );
+        }
+        let bot = self.bots.get_mut(&id).expect("checked above");
+        let back = bot.record.state != "live";
+        let hwm = bot.hwm;
+        bot.seen = now;
+        bot.record.last_seen = now;
+        bot.record.skew_ms = (p.clock_unix - now) * 1000.0;
+        bot.record.dropped = p.dropped;
+        bot.flushed = (p.idle && p.generation == bot.assignment.generation).then_some(p.generation);
+        if back {
+            bot.record.state = "live".into();
+        }
+        let mut fresh: Vec<Interval> = Vec::new();
+        for i in p.intervals {
+            if i.t <= hwm {
+                self.duplicates += 1;
+            } else {
+                fresh.push(i);
+            }
+        }
+        let bot = self.bots.get_mut(&id).expect("checked above");
+        if let Some(last) = fresh.last() {
+            bot.hwm = last.t;
+        }
+        for i in &fresh {
+            bot.record.responses += i.snap.responses;
+            bot.record.errors += i.snap.failed();
+        }
+        let (hwm, generation, name) = (bot.hwm, bot.assignment.generation, bot.record.name.clone());
+        for i in fresh {
+            self.add(now, i.t, &i.snap);
+        }
+        if back {
+            self.event(now, "bot_back", format!("bot {name} (#{id}) is back"));
+            self.resplit(now);
+        }
+        Ok((hwm, generation))
+    }
+
+    fn add(&mut self, now: f64, t: u64, snap: &Snapshot) {
+        self.accepted += 1;
+        self.total.merge(snap);
+        if let Some(c) = self.closed.get_mut(&t) {
+            // Past the late window: merge into the packed copy.
+            let mut s = unpack(&c.packed);
+            s.merge(snap);
+            c.fleet.reported += 1;
+            c.packed = pack(&s);
+            self.history.insert(t, Point::of(t, &s, Some(&c.fleet)));
+            self.late_closed.push(t);
+            return;
+        }
+        self.intervals.add(t, snap);
+        let live = self.live_count();
+        let offered = self.offered();
+        let o = self.open.entry(t).or_insert_with(|| Open {
+            offered,
+            live,
+            ..Default::default()
+        });
+        if o.published {
+            o.dirty = true;
+        }
+        let _ = now;
+    }
+
+    fn live_count(&self) -> u32 {
+        self.bots
+            .values()
+            .filter(|b| b.record.state == "live")
+            .count() as u32
+    }
+
+    /// The total rate asked of the live bots now, requests/s.
+    pub fn offered(&self) -> f64 {
+        self.bots
+            .values()
+            .filter(|b| b.record.state == "live")
+            .map(|b| b.record.rate)
+            .sum()
+    }
+
+    /// Set how the load is split (and optionally what it is); bots get new assignments.
+    pub fn set_load(&mut self, now: f64, req: &LoadRequest) -> Result<(), Refused> {
+        let given = [
+            req.rate.is_some(),
+            req.per_bot_rate.is_some(),
+            req.connections_per_bot.is_some(),
+            req.idle,
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if given > 1 {
+            return Err(Refused(
+                400,
+                "give one of rate, per_bot_rate, connections_per_bot or idle".into(),
+            ));
+        }
+        let plan = if req.idle {
+            Plan::Idle
+        } else if let Some(r) = req.rate {
+            Plan::Total { rate: r }
+        } else if let Some(r) = req.per_bot_rate {
+            Plan::PerBot { rate: r }
+        } else if let Some(c) = req.connections_per_bot {
+            Plan::Connections { per_bot: c }
+        } else if req.spec.is_some() {
+            self.plan
+        } else {
+            return Err(Refused(
+                400,
+                "give one of rate, per_bot_rate, connections_per_bot, idle or spec".into(),
+            ));
+        };
+        match plan {
+            Plan::Total { rate } | Plan::PerBot { rate } if !(rate.is_finite() && rate > 0.0) => {
+                return Err(Refused(
+                    400,
+                    format!("rate must be a number > 0, got {rate}"),
+                ));
+            }
+            Plan::Connections { per_bot: 0 } => {
+                return Err(Refused(400, "connections per bot must be ≥ 1".into()));
+            }
+            _ => {}
+        }
+        let spec = req.spec.clone().unwrap_or_else(|| self.spec.clone());
+        // The same checks `scaletest load` makes, on what one bot would run.
+        if let Some(s) = bot_spec(&spec, plan, 1) {
+            s.build(load::Live {
+                wall_clock_ticks: true,
+                rate: s.rate.as_ref().map(|_| load::RateControl::new(1.0)),
+            })
+            .map_err(|e| Refused(400, e.to_string()))?;
+        }
+        self.spec = spec;
+        self.plan = plan;
+        self.event(now, "load", describe(plan));
+        self.resplit(now);
+        Ok(())
+    }
+
+    /// End the run: bots idle and are told the run is over.
+    pub fn finish(&mut self, now: f64) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.plan = Plan::Idle;
+        self.event(now, "run", "run finished".into());
+        self.resplit(now);
+    }
+
+    /// Give every live bot its share; bump the generation of those whose share changed.
+    fn resplit(&mut self, now: f64) {
+        let _ = now;
+        let live = self.live_count().max(1);
+        let finished = self.finished;
+        let (plan, spec) = (self.plan, self.spec.clone());
+        let mut generation = self.generation;
+        for b in self.bots.values_mut() {
+            if b.record.state != "live" {
+                continue;
+            }
+            let spec = bot_spec(&spec, plan, live);
+            let rate = match plan {
+                Plan::Total { rate } => rate / live as f64,
+                Plan::PerBot { rate } => rate,
+                _ => 0.0,
+            };
+            b.record.rate = rate;
+            if b.assignment.spec != spec || b.assignment.finished != finished {
+                generation += 1;
+                b.assignment = Assignment {
+                    generation,
+                    spec,
+                    finished,
+                };
+            }
+        }
+        self.generation = generation;
+    }
+
+    /// Every live bot is idle under its current assignment with everything pushed (after
+    /// [`State::finish`]: nothing more will come).
+    pub fn all_flushed(&self) -> bool {
+        self.bots
+            .values()
+            .filter(|b| b.record.state == "live")
+            .all(|b| b.flushed == Some(b.assignment.generation))
+    }
+
+    /// The newest assignment generation handed out.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A bot's assignment.
+    pub fn assignment(&self, id: u64) -> Option<&Assignment> {
+        self.bots.get(&id).map(|b| &b.assignment)
+    }
+
+    /// Once a second: bot states, publishing, closing. `now` is Unix seconds.
+    pub fn tick(&mut self, now: f64) -> Tick {
+        let mut out = Tick::default();
+        // Bot states.
+        let mut changed = false;
+        let mut notes = Vec::new();
+        let (stale_after, gone_after) = (self.cfg.stale_after, self.cfg.gone_after);
+        for b in self.bots.values_mut() {
+            let quiet = now - b.seen;
+            let state = b.record.state.as_str();
+            let next = match state {
+                "live" if quiet >= stale_after => "stale",
+                "stale" if quiet >= gone_after => "gone",
+                _ => continue,
+            };
+            b.record.state = next.into();
+            if next == "stale" {
+                b.record.rate = 0.0;
+            }
+            changed = true;
+            notes.push((
+                format!("bot_{next}"),
+                format!(
+                    "bot {} (#{}) is {next}: no report for {quiet:.0} s",
+                    b.record.name, b.record.id
+                ),
+            ));
+        }
+        for (k, t) in notes {
+            self.event(now, &k, t);
+        }
+        if changed {
+            self.resplit(now);
+        }
+        // Publish seconds that ended long enough ago; revise published ones that changed.
+        let due = (now - PUBLISH_DELAY).floor() as u64;
+        let live = self.live_count();
+        let offered = self.offered();
+        let keys: Vec<u64> = self.open.keys().copied().collect();
+        for t in keys {
+            let o = self.open.get_mut(&t).expect("key from the map");
+            if !o.published && t < due {
+                o.published = true;
+                let (reported, snap) = self.intervals.get(t).unwrap_or((0, &self.empty));
+                out.points.push(Point::of(
+                    t,
+                    snap,
+                    Some(&FleetSecond {
+                        t,
+                        offered: o.offered,
+                        reported,
+                        live: o.live,
+                    }),
+                ));
+            } else if o.dirty {
+                o.dirty = false;
+                let (reported, snap) = self.intervals.get(t).unwrap_or((0, &self.empty));
+                out.revisions.push(Point::of(
+                    t,
+                    snap,
+                    Some(&FleetSecond {
+                        t,
+                        offered: o.offered,
+                        reported,
+                        live: o.live,
+                    }),
+                ));
+            }
+        }
+        let mut revised_closed = Vec::new();
+        for t in std::mem::take(&mut self.late_closed) {
+            if let (Some(p), Some(c)) = (self.history.get(&t), self.closed.get(&t)) {
+                out.revisions.push(p.clone());
+                revised_closed.push((t, c.clone()));
+            }
+        }
+        // Make sure a second exists for every second while bots are live, even one nobody
+        // reported (coverage 0 is worth seeing).
+        if live > 0 && !self.finished {
+            let t = (now - 1.0).floor() as u64;
+            self.open.entry(t).or_insert_with(|| Open {
+                offered,
+                live,
+                ..Default::default()
+            });
+        }
+        // Close seconds past the late window.
+        let cut = (now as u64).saturating_sub(self.cfg.late_window);
+        out.closed = revised_closed;
+        out.closed.extend(self.close_before(cut));
+        out.events = std::mem::take(&mut self.new_events);
+        out
+    }
+
+    /// Close every second (the run is over).
+    pub fn close_all(&mut self) -> Vec<(u64, Closed)> {
+        self.close_before(u64::MAX)
+    }
+
+    /// Bots by state: live, stale, gone (or left).
+    pub fn bot_counts(&self) -> (u32, u32, u32) {
+        let mut c = (0, 0, 0);
+        for b in self.bots.values() {
+            match b.record.state.as_str() {
+                "live" => c.0 += 1,
+                "stale" => c.1 += 1,
+                _ => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    /// Whole-run figures.
+    pub fn summary(&self, now: f64) -> Summary {
+        let (live, stale, gone) = self.bot_counts();
+        Summary {
+            requests: self.total.responses,
+            errors: self.total.failed(),
+            ok: self.total.ok(),
+            live,
+            stale,
+            gone,
+            p50_ms: self.total.quantile_ms(0.5),
+            p99_ms: self.total.quantile_ms(0.99),
+            versions: self.total.versions.clone(),
+            elapsed_s: (now - self.started_unix).max(0.0),
+        }
+    }
+
+    /// Everything measured so far, merged.
+    pub fn total(&self) -> &Snapshot {
+        &self.total
+    }
+
+    /// Published seconds after `since`, oldest first, at most `limit` (the newest ones).
+    pub fn points_since(&self, since: u64, limit: usize) -> Vec<Point> {
+        let mut out: Vec<Point> = self
+            .history
+            .range(since.saturating_add(1)..)
+            .map(|(_, p)| p.clone())
+            .collect();
+        for (t, o) in self.open.range(since.saturating_add(1)..) {
+            if o.published {
+                let (reported, snap) = self.intervals.get(*t).unwrap_or((0, &self.empty));
+                out.push(Point::of(
+                    *t,
+                    snap,
+                    Some(&FleetSecond {
+                        t: *t,
+                        offered: o.offered,
+                        reported,
+                        live: o.live,
+                    }),
+                ));
+            }
+        }
+        let skip = out.len().saturating_sub(limit);
+        out.drain(..skip);
+        out
+    }
+
+    /// One page of the bots table, sorted by `sort` (a column name), and the number of bots.
+    pub fn bots_page(
+        &self,
+        offset: usize,
+        limit: usize,
+        sort: &str,
+        desc: bool,
+    ) -> (usize, Vec<BotRecord>) {
+        let mut v: Vec<&BotRecord> = self.bots.values().map(|b| &b.record).collect();
+        let key = |a: &&BotRecord, b: &&BotRecord| match sort {
+            "name" => a.name.cmp(&b.name),
+            "state" => a.state.cmp(&b.state),
+            "responses" => a.responses.cmp(&b.responses),
+            "errors" => a.errors.cmp(&b.errors),
+            "rate" => a.rate.total_cmp(&b.rate),
+            "last_seen" => a.last_seen.total_cmp(&b.last_seen),
+            "skew_ms" => a.skew_ms.total_cmp(&b.skew_ms),
+            _ => a.id.cmp(&b.id),
+        };
+        v.sort_by(|a, b| {
+            let o = key(a, b).then(a.id.cmp(&b.id));
+            if desc {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+        let total = v.len();
+        let page = v
+            .into_iter()
+            .skip(offset)
+            .take(limit.min(1000))
+            .cloned()
+            .collect();
+        (total, page)
+    }
+
+    /// The events log.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The run as a run file (after [`State::close_all`], every second is in it). Seconds
+    /// from the first to the last with data, gaps filled with empty ones.
+    pub fn results(&self, now: f64, info: report::RunInfo) -> report::RunFile {
+        let (first, last) = match (self.closed.keys().next(), self.closed.keys().last()) {
+            (Some(a), Some(b)) => (*a, *b),
+            _ => (0, 0),
+        };
+        let mut intervals = Vec::new();
+        let mut seconds = Vec::new();
+        if !self.closed.is_empty() {
+            for t in first..=last {
+                match self.closed.get(&t) {
+                    Some(c) => {
+                        let mut s = unpack(&c.packed);
+                        s.start = (t - first) as f64;
+                        s.end = s.start + 1.0;
+                        intervals.push(s);
+                        seconds.push(c.fleet);
+                    }
+                    None => {
+                        intervals.push(Snapshot {
+                            start: (t - first) as f64,
+                            end: (t - first) as f64 + 1.0,
+                            ..Default::default()
+                        });
+                        seconds.push(FleetSecond {
+                            t,
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+        let mut total = self.total.clone();
+        total.start = 0.0;
+        total.end = intervals.len() as f64;
+        report::RunFile {
+            version: report::RUNFILE_VERSION,
+            tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),
+            started_unix: self.started_unix,
+            info,
+            elapsed_s: (now - self.started_unix).max(0.0),
+            interrupted: false,
+            peak_lanes: 0,
+            in_flight_at_end: 0,
+            total,
+            series: report::runfile::series_of(&intervals),
+            intervals,
+            fleet: Some(report::Fleet {
+                seconds,
+                events: self.events.clone(),
+                bots: self.bots.values().map(|b| b.record.clone()).collect(),
+            }),
+            summary: Some(self.summary(now)),
+        }
+    }
+
+    fn close_before(&mut self, cut: u64) -> Vec<(u64, Closed)> {
+        let mut out = Vec::new();
+        let mut held: BTreeMap<u64, (u32, Snapshot)> = self
+            .intervals
+            .pop_before(cut)
+            .into_iter()
+            .map(|(t, n, s)| (t, (n, s)))
+            .collect();
+        let keep = self.open.split_off(&cut);
+        let old = std::mem::replace(&mut self.open, keep);
+        for t in old.keys() {
+            held.entry(*t).or_default();
+        }
+        for (t, (reported, snap)) in held {
+            let o = old.get(&t).cloned().unwrap_or_default();
+            let fleet = FleetSecond {
+                t,
+                offered: o.offered,
+                reported,
+                live: o.live,
+            };
+            self.history.insert(t, Point::of(t, &snap, Some(&fleet)));
+            let c = Closed {
+                packed: pack(&snap),
+                fleet,
+            };
+            self.closed.insert(t, c.clone());
+            out.push((t, c));
+        }
+        out
+    }
+}
+
+fn describe(plan: Plan) -> String {
+    match plan {
+        Plan::Idle => "load: idle".into(),
+        Plan::Total { rate } => format!("load: {rate} req/s in total"),
+        Plan::PerBot { rate } => format!("load: {rate} req/s per bot"),
+        Plan::Connections { per_bot } => format!("load: {per_bot} connections per bot"),
+    }
+}
+
+/// What one of `live` bots runs under `plan`: the spec with its share of the load and no end
+/// of its own (the aggregator ends the run).
+pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
+    let base = Spec {
+        duration_s: None,
+        requests: None,
+        ..spec.clone()
+    };
+    match plan {
+        Plan::Idle => None,
+        Plan::Total { rate } => Some(base.with_rate(rate / live.max(1) as f64)),
+        Plan::PerBot { rate } => Some(base.with_rate(rate)),
+        Plan::Connections { per_bot } => Some(Spec {
+            rate: None,
+            connections: per_bot,
+            ..base
+        }),
+    }
+}

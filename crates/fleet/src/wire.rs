@@ -1,0 +1,215 @@
+//! What bots and the aggregator say to each other, as JSON over HTTP. Every type here is
+//! checked on arrival ([`Push::check`]): a body that fails a check changes nothing.
+
+use hist::Snapshot;
+use load::Spec;
+use serde::{Deserialize, Serialize};
+
+/// Largest request body the aggregator reads (a push of many buffered intervals).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// Most intervals in one push; a bot with more buffered sends several pushes.
+pub const MAX_BATCH: usize = 60;
+
+/// `POST /api/bots`: a bot introduces itself (again, after an aggregator restart, with the id
+/// it had).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// The id this bot had, when it registers again.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Its name (unique names make the bots table readable; not required).
+    pub name: String,
+    /// Host it runs on.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// scaletest version.
+    pub version: String,
+    /// The bot's clock when it sent this, Unix seconds (for the skew check).
+    pub clock_unix: f64,
+}
+
+/// Answer to [`Register`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The bot's id from now on.
+    pub id: u64,
+    /// Highest interval of this bot already counted: the bot re-sends only newer ones.
+    pub hwm: u64,
+    /// Identifies this aggregator process; a change tells bots it restarted.
+    pub instance: String,
+}
+
+/// One interval of one bot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interval {
+    /// The Unix second it covers.
+    pub t: u64,
+    /// What the bot measured in it.
+    pub snap: Snapshot,
+}
+
+/// `POST /api/bots/{id}/snapshots`: intervals in increasing order of `t`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    /// The bot's clock when it sent this, Unix seconds.
+    pub clock_unix: f64,
+    /// Intervals the bot dropped from its buffer so far (the aggregator was unreachable).
+    #[serde(default)]
+    pub dropped: u64,
+    /// The intervals, oldest first, at most [`MAX_BATCH`].
+    pub intervals: Vec<Interval>,
+    /// The assignment generation the bot is following.
+    #[serde(default)]
+    pub generation: u64,
+    /// No load is running and everything measured is in this push (or was pushed before).
+    #[serde(default)]
+    pub idle: bool,
+}
+
+/// Answer to [`Push`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Highest interval of this bot counted so far (everything up to it may be forgotten).
+    pub hwm: u64,
+    /// Generation of the bot's assignment: when it differs from the bot's, fetch it.
+    pub generation: u64,
+    /// This aggregator process.
+    pub instance: String,
+}
+
+/// `GET /api/bots/{id}/assignment?after=G`: what the bot should run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Changes with every new assignment.
+    pub generation: u64,
+    /// The load to run (its rate or connections are this bot's share); `None`: idle.
+    pub spec: Option<Spec>,
+    /// The run is over: idle (and exit, when the bot was asked to).
+    #[serde(default)]
+    pub finished: bool,
+}
+
+/// Most keys in a snapshot's maps (statuses, error classes, versions).
+const MAX_KEYS: usize = 256;
+
+impl Push {
+    /// Structural checks that need no state: order, batch size, and each snapshot's own
+    /// consistency (counts that must agree do).
+    pub fn check(&self) -> Result<(), String> {
+        if self.intervals.len() > MAX_BATCH {
+            return Err(format!(
+                "{} intervals in one push; at most {MAX_BATCH}",
+                self.intervals.len()
+            ));
+        }
+        if !self.clock_unix.is_finite() {
+            return Err("clock_unix is not a number".into());
+        }
+        for w in self.intervals.windows(2) {
+            if w[1].t <= w[0].t {
+                return Err(format!(
+                    "intervals out of order: {} after {}",
+                    w[1].t, w[0].t
+                ));
+            }
+        }
+        for i in &self.intervals {
+            check_snapshot(&i.snap).map_err(|e| format!("interval {}: {e}", i.t))?;
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot whose parts agree with each other.
+pub fn check_snapshot(s: &Snapshot) -> Result<(), String> {
+    let statuses: u64 = s.status.values().fold(0u64, |a, b| a.saturating_add(*b));
+    if statuses != s.responses {
+        return Err(format!(
+            "status counts sum to {statuses}, responses is {}",
+            s.responses
+        ));
+    }
+    if s.latency.len() != s.responses || s.service.len() != s.responses {
+        return Err(format!(
+            "latency histograms hold {} and {} values for {} responses",
+            s.latency.len(),
+            s.service.len(),
+            s.responses
+        ));
+    }
+    let versions: u64 = s.versions.values().fold(0u64, |a, b| a.saturating_add(*b));
+    if versions > s.responses {
+        return Err("more answers by version than responses".into());
+    }
+    if s.status.len() > MAX_KEYS || s.errors.len() > MAX_KEYS || s.versions.len() > MAX_KEYS {
+        return Err("too many distinct statuses, errors or versions".into());
+    }
+    if s.errors
+        .keys()
+        .chain(s.versions.keys())
+        .any(|k| k.len() > 64)
+    {
+        return Err("an error class or version name is over 64 bytes".into());
+    }
+    if !(s.start.is_finite() && s.end.is_finite()) {
+        return Err("interval bounds are not numbers".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(n: u64) -> Snapshot {
+        let mut s = Snapshot {
+            end: 1.0,
+            responses: n,
+            ..Default::default()
+        };
+        s.status.insert(200, n);
+        for i in 0..n {
+            s.latency.record(100 + i).unwrap();
+            s.service.record(50 + i).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn consistent_pushes_pass_and_inconsistent_ones_say_why() {
+        let ok = Push {
+            clock_unix: 1.0,
+            dropped: 0,
+            intervals: vec![
+                Interval {
+                    t: 5,
+                    snap: snap(3),
+                },
+                Interval {
+                    t: 6,
+                    snap: snap(1),
+                },
+            ],
+            generation: 0,
+            idle: false,
+        };
+        assert!(ok.check().is_ok());
+        let mut p = ok.clone();
+        p.intervals.swap(0, 1);
+        assert!(p.check().unwrap_err().contains("out of order"));
+        let mut p = ok.clone();
+        p.intervals[0].snap.responses = 4;
+        assert!(p.check().unwrap_err().contains("status counts"));
+        let mut p = ok.clone();
+        p.intervals[0].snap.versions.insert("v1".into(), 9);
+        assert!(p.check().unwrap_err().contains("by version"));
+        let mut p = ok;
+        p.intervals[1].snap.latency.record(1).unwrap();
+        assert!(p.check().unwrap_err().contains("histograms"));
+    }
+}

@@ -1,0 +1,391 @@
+//! Bots and the aggregator in one process, on loopback, against `scaletest serve` (and
+//! `scaletest balance`): exact totals, per-version counts, live rate changes, bad input.
+
+use fleet::agg::{self, Config as AggConfig};
+use fleet::bot;
+use fleet::state::{self, Plan};
+use load::{Shutdown, Spec};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-123";
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "st-fleet-{name}-{}-{}",
+        std::process::id(),
+        agg::random_hex()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn server(label: &str) -> serve::Running {
+    serve::start(serve::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        body_size: 13,
+        version_label: label.into(),
+        limits: st_http::server::Limits::default(),
+        bounds: serve::Bounds::default(),
+        tls: None,
+    })
+    .unwrap()
+}
+
+fn aggregator(
+    out: &std::path::Path,
+    url: &str,
+    plan: Plan,
+    run_for: Option<Duration>,
+) -> agg::Running {
+    agg::start(AggConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token: TOKEN.into(),
+        out: out.to_path_buf(),
+        spec: Spec {
+            url: Some(url.into()),
+            connections: 2,
+            timeout_s: 5.0,
+            ..Spec::default()
+        },
+        plan,
+        run_for,
+        state: state::Config::default(),
+    })
+    .unwrap()
+}
+
+struct Bot {
+    #[allow(dead_code)]
+    stop: Shutdown,
+    thread: std::thread::JoinHandle<bot::Outcome>,
+}
+
+fn start_bot(addr: SocketAddr, name: &str) -> Bot {
+    let stop = Shutdown::new();
+    let s = stop.clone();
+    let cfg = bot::Config {
+        aggregator: format!("http://{addr}"),
+        token: TOKEN.into(),
+        name: name.into(),
+        threads: Some(1),
+        exit_when_finished: true,
+        outbox: bot::OUTBOX,
+    };
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, bot::run(cfg, s)).unwrap()
+    });
+    Bot { stop, thread }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the status and the body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: good enough for JSON, which has no bare CRLF lines.
+    let body = if out
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.split("\r\n")
+            .skip(1)
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .join("")
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (code, body) = http(addr, "GET", path, None, "");
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `scaletest_requests_total{code="200"}` and friends from a server's /metrics, summed.
+fn served(addr: SocketAddr) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", None, "");
+    text.lines()
+        .filter(|l| l.starts_with("scaletest_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn three_bots_count_exactly_what_the_server_answered() {
+    let srv = server("v1");
+    let out = tmpdir("exact");
+    let a = aggregator(
+        &out,
+        &format!("http://{}/", srv.addr),
+        Plan::Total { rate: 300.0 },
+        None,
+    );
+    let before = served(srv.addr);
+    let bots: Vec<Bot> = (0..3)
+        .map(|i| start_bot(a.addr, &format!("b{i}")))
+        .collect();
+    wait_until(
+        "3 live bots and 600 answers",
+        Duration::from_secs(20),
+        || {
+            let s = json(a.addr, "/api/summary");
+            s["live"] == 3 && s["requests"].as_u64().unwrap() >= 600
+        },
+    );
+    // Each live bot was given a third of the total.
+    let b = json(a.addr, "/api/bots?sort=name");
+    assert_eq!(b["total"], 3);
+    for bot in b["bots"].as_array().unwrap() {
+        assert_eq!(bot["rate"], 100.0, "{bot}");
+    }
+    let (code, _) = http(a.addr, "POST", "/api/finish", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    let outcome = a.wait();
+    for b in bots {
+        b.thread.join().unwrap();
+    }
+    let run = outcome.run;
+    let answered = served(srv.addr) - before;
+    // /metrics scrapes are answered too: the two made above (before the run and now).
+    assert_eq!(run.total.responses, answered - 1, "aggregator vs server");
+    assert_eq!(run.total.failed(), 0);
+    assert_eq!(run.total.versions["v1"], run.total.responses);
+    let summary = run.summary.clone().unwrap();
+    assert_eq!(summary.requests, run.total.responses);
+    // The series adds up to the total, and the seconds in the middle heard from all 3 bots.
+    let per_second: u64 = run.intervals.iter().map(|s| s.responses).sum();
+    assert_eq!(per_second, run.total.responses);
+    let fleet = run.fleet.as_ref().unwrap();
+    assert!(fleet.seconds.iter().any(|s| s.reported == 3 && s.live == 3));
+    assert!(fleet.events.iter().any(|e| e.kind == "bot_joined"));
+    // What was written reads back the same.
+    let back = report::RunFile::read(&outcome.results).unwrap();
+    assert_eq!(back.total.responses, run.total.responses);
+    assert!(std::fs::metadata(&outcome.report).unwrap().len() > 0);
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn answers_per_version_match_two_servers_behind_the_balancer() {
+    let (v1, v2) = (server("v1"), server("v2"));
+    let lb = balance::start(balance::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        backends: vec![v1.addr, v2.addr],
+        backends_file: None,
+        algorithm: balance::pick::Algorithm::RoundRobin,
+        admin_bind: "127.0.0.1:0".parse().unwrap(),
+        admin_token: "t".into(),
+        // No health checks during the run: the servers' counts are then the bots' requests.
+        health: balance::health::HealthConfig {
+            interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        max_body: 1 << 20,
+        backend_h2: false,
+        pipeline: 16,
+        hyper_only: false,
+        limits: st_http::server::Limits::default(),
+        tls: None,
+    })
+    .unwrap();
+    let out = tmpdir("versions");
+    let a = aggregator(
+        &out,
+        &format!("http://{}/", lb.addr),
+        Plan::Total { rate: 200.0 },
+        None,
+    );
+    // Let the balancer's first health checks pass before counting.
+    std::thread::sleep(Duration::from_millis(300));
+    let (b1, b2) = (served(v1.addr), served(v2.addr));
+    let bots: Vec<Bot> = (0..3)
+        .map(|i| start_bot(a.addr, &format!("b{i}")))
+        .collect();
+    wait_until("400 answers", Duration::from_secs(20), || {
+        json(a.addr, "/api/summary")["requests"].as_u64().unwrap() >= 400
+    });
+    a.finish();
+    let run = a.wait().run;
+    for b in bots {
+        b.thread.join().unwrap();
+    }
+    // Each server's count moved by the bots' requests plus our second scrape of the other.
+    let n1 = served(v1.addr) - b1 - 1;
+    let n2 = served(v2.addr) - b2 - 1;
+    assert_eq!(run.total.versions.get("v1").copied().unwrap_or(0), n1);
+    assert_eq!(run.total.versions.get("v2").copied().unwrap_or(0), n2);
+    assert!(n1 > 100 && n2 > 100, "round-robin spreads: {n1} / {n2}");
+    assert_eq!(run.total.responses, n1 + n2);
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn a_new_rate_takes_effect_within_a_second_or_two() {
+    let srv = server("v1");
+    let out = tmpdir("rate");
+    let a = aggregator(
+        &out,
+        &format!("http://{}/", srv.addr),
+        Plan::Total { rate: 100.0 },
+        None,
+    );
+    let bots: Vec<Bot> = (0..2)
+        .map(|i| start_bot(a.addr, &format!("b{i}")))
+        .collect();
+    wait_until("2 live bots", Duration::from_secs(10), || {
+        json(a.addr, "/api/summary")["live"] == 2
+    });
+    // Wait for a full second at 100/s.
+    wait_until("a second at 100/s", Duration::from_secs(10), || {
+        json(a.addr, "/api/series").as_object().unwrap()["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["reported"] == 2 && p["sent"].as_u64().unwrap() >= 95)
+    });
+    let (code, body) = http(a.addr, "PUT", "/api/load", Some(TOKEN), r#"{"rate": 400}"#);
+    assert_eq!(code, 200, "{body}");
+    let changed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // From the second after next (the change lands mid-second), both bots send at 200/s.
+    let target = changed + 2;
+    wait_until("the new rate", Duration::from_secs(10), || {
+        json(a.addr, &format!("/api/series?since={}", target - 1))["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["t"] == target)
+    });
+    let points = json(a.addr, &format!("/api/series?since={}", target - 1));
+    let p = &points["points"][0];
+    let sent = p["sent"].as_u64().unwrap();
+    assert!(
+        (390..=410).contains(&sent),
+        "sent {sent} in second {target}: {p}"
+    );
+    assert_eq!(p["offered"], 400.0);
+    a.finish();
+    a.wait();
+    for b in bots {
+        b.thread.join().unwrap();
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn bad_writes_change_nothing() {
+    let out = tmpdir("bad");
+    let a = aggregator(&out, "http://127.0.0.1:9/", Plan::Idle, None);
+    let reg = r#"{"name":"x","host":"h","pid":1,"version":"0","clock_unix":0}"#;
+    // No token, wrong token.
+    assert_eq!(http(a.addr, "POST", "/api/bots", None, reg).0, 401);
+    assert_eq!(http(a.addr, "POST", "/api/bots", Some("nope"), reg).0, 401);
+    assert_eq!(
+        http(a.addr, "PUT", "/api/load", None, r#"{"rate":5}"#).0,
+        401
+    );
+    let (code, body) = http(a.addr, "POST", "/api/bots", Some(TOKEN), reg);
+    assert_eq!(code, 200, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!("/api/bots/{id}/snapshots");
+    // Malformed JSON, a snapshot whose counts disagree, an unknown bot, an interval far in
+    // the future, an oversized body.
+    let bad_counts = format!(
+        r#"{{"clock_unix":0,"intervals":[{{"t":{now},"snap":{}}}]}}"#,
+        serde_json::to_string(&hist::Snapshot {
+            responses: 5,
+            ..Default::default()
+        })
+        .unwrap()
+    );
+    let future = format!(
+        r#"{{"clock_unix":0,"intervals":[{{"t":{},"snap":{}}}]}}"#,
+        now + 3600,
+        serde_json::to_string(&hist::Snapshot::default()).unwrap()
+    );
+    let huge = format!(
+        r#"{{"clock_unix":0,"intervals":[],"pad":"{}"}}"#,
+        "x".repeat(5 << 20)
+    );
+    for (p, body, want) in [
+        (path.as_str(), "{not json", 400),
+        (path.as_str(), bad_counts.as_str(), 400),
+        (
+            "/api/bots/999/snapshots",
+            r#"{"clock_unix":0,"intervals":[]}"#,
+            404,
+        ),
+        (path.as_str(), future.as_str(), 422),
+        (path.as_str(), huge.as_str(), 413),
+    ] {
+        let (code, text) = http(a.addr, "POST", p, Some(TOKEN), body);
+        assert_eq!(code, want, "{p}: {text}");
+        assert!(text.contains("error"), "{text}");
+    }
+    // A load spec that `scaletest load` would reject gets its reason.
+    let (code, text) = http(
+        a.addr,
+        "PUT",
+        "/api/load",
+        Some(TOKEN),
+        r#"{"rate": 10, "spec": {"url": "http://127.0.0.1:9/", "streams": 4}}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(text.contains("--streams needs --http2"), "{text}");
+    let s = json(a.addr, "/api/summary");
+    assert_eq!(s["requests"], 0);
+    assert_eq!(s["errors"], 0);
+    a.finish();
+    a.wait();
+    std::fs::remove_dir_all(out).unwrap();
+}
