@@ -539,6 +539,9 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 Ok(p) => p,
                 Err(e) => return e,
             };
+            if !p.instance.is_empty() && p.instance != sh.instance {
+                return error(409, "this aggregator restarted: register again");
+            }
             let mut st = sh.state.lock().expect("state lock");
             let out = st.push(now, id, p);
             sh.generation.send_replace(st.generation());

@@ -329,6 +329,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                 intervals: batch,
                 generation,
                 idle: idle && last_batch && acc.is_empty(),
+                instance: instance.clone(),
             };
             match agg
                 .call::<Ack>(
@@ -359,8 +360,9 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                         break;
                     }
                 }
-                Err(Fail::Status(404, _)) => {
-                    // It does not know us (restarted without our registration).
+                Err(Fail::Status(404 | 409, _)) => {
+                    // It does not know us, or it restarted: register again to learn what it
+                    // has, then re-send the rest in order.
                     id = None;
                     break;
                 }
@@ -477,6 +479,7 @@ fn apply(
     let live = Live {
         wall_clock_ticks: true,
         rate: rate.clone(),
+        until_stopped: true,
     };
     let config = match spec.build(live) {
         Ok(c) => c,

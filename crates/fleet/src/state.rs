@@ -638,6 +638,7 @@ impl State {
             s.build(load::Live {
                 wall_clock_ticks: true,
                 rate: s.rate.as_ref().map(|_| load::RateControl::new(1.0)),
+                until_stopped: true,
             })
             .map_err(|e| Refused(400, e.to_string()))?;
         }
@@ -1027,5 +1028,232 @@ pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
             connections: per_bot,
             ..base
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Interval;
+    use proptest::prelude::*;
+
+    fn spec() -> Spec {
+        Spec {
+            url: Some("http://127.0.0.1:9/".into()),
+            ..Spec::default()
+        }
+    }
+
+    fn state() -> State {
+        State::new(
+            Config::default(),
+            "r".into(),
+            1000.0,
+            spec(),
+            Plan::Total { rate: 300.0 },
+        )
+    }
+
+    fn reg(s: &mut State, now: f64, name: &str) -> u64 {
+        let r = Register {
+            id: None,
+            name: name.into(),
+            host: "h".into(),
+            pid: 1,
+            version: "0".into(),
+            clock_unix: now,
+        };
+        s.register(now, &r, "i").unwrap().id
+    }
+
+    fn snap(values: &[u64]) -> Snapshot {
+        let mut s = Snapshot {
+            end: 1.0,
+            ..Default::default()
+        };
+        for v in values {
+            s.latency.record(*v).unwrap();
+            s.service.record(*v).unwrap();
+            s.responses += 1;
+            *s.status.entry(200).or_default() += 1;
+        }
+        s
+    }
+
+    fn push(
+        s: &mut State,
+        now: f64,
+        id: u64,
+        t: u64,
+        values: &[u64],
+    ) -> Result<(u64, u64), Refused> {
+        s.push(
+            now,
+            id,
+            Push {
+                clock_unix: now,
+                dropped: 0,
+                intervals: vec![Interval {
+                    t,
+                    snap: snap(values),
+                }],
+                generation: 0,
+                idle: false,
+                instance: String::new(),
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Merged percentiles are the percentiles of all samples taken together, whatever
+        /// the split over bots and whether they arrive through the wire format.
+        #[test]
+        fn merged_percentiles_equal_those_of_all_samples(
+            per_bot in proptest::collection::vec(proptest::collection::vec(1u64..5_000_000, 0..200), 1..6)
+        ) {
+            let mut s = state();
+            let mut all = hist::new_histogram();
+            let ids: Vec<u64> = (0..per_bot.len()).map(|i| reg(&mut s, 1000.0, &format!("b{i}"))).collect();
+            for (id, values) in ids.iter().zip(&per_bot) {
+                // Through JSON, as a bot sends it.
+                let p = Push { clock_unix: 1001.0, dropped: 0, intervals: vec![Interval { t: 1000, snap: snap(values) }], generation: 0, idle: false, instance: String::new() };
+                let p: Push = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+                s.push(1001.0, *id, p).unwrap();
+                for v in values { all.record(*v).unwrap(); }
+            }
+            let t = s.tick(1002.6);
+            let point = &t.points.iter().find(|p| p.t == 1000).unwrap();
+            prop_assert_eq!(point.responses, all.len());
+            for (q, got) in [(0.5, point.latency.p50), (0.9, point.latency.p90), (0.99, point.latency.p99), (0.999, point.latency.p999)] {
+                let want = if all.is_empty() { 0.0 } else { all.value_at_quantile(q) as f64 / 1000.0 };
+                prop_assert_eq!(got, want);
+            }
+            prop_assert_eq!(s.total().latency.value_at_quantile(0.99), all.value_at_quantile(0.99));
+        }
+    }
+
+    #[test]
+    fn a_retried_push_is_counted_once() {
+        let mut s = state();
+        let id = reg(&mut s, 1000.0, "a");
+        assert_eq!(push(&mut s, 1001.2, id, 1000, &[5, 6]).unwrap().0, 1000);
+        assert_eq!(push(&mut s, 1001.3, id, 1000, &[5, 6]).unwrap().0, 1000);
+        assert_eq!(s.total().responses, 2);
+        assert_eq!(s.duplicates, 1);
+    }
+
+    #[test]
+    fn a_silent_bot_goes_stale_then_gone_and_its_share_moves() {
+        let mut s = state();
+        let (a, b, c) = (
+            reg(&mut s, 1000.0, "a"),
+            reg(&mut s, 1000.0, "b"),
+            reg(&mut s, 1000.0, "c"),
+        );
+        assert_eq!(s.offered(), 300.0);
+        assert_eq!(s.bots[&a].record.rate, 100.0);
+        let g = s.bots[&a].assignment.generation;
+        // b and c keep pushing; a falls silent.
+        for now in [1001.0, 1002.0, 1003.0] {
+            push(&mut s, now, b, now as u64 - 1, &[1]).unwrap();
+            push(&mut s, now, c, now as u64 - 1, &[1]).unwrap();
+            s.tick(now);
+        }
+        assert_eq!(s.bots[&a].record.state, "stale");
+        assert_eq!(s.bot_counts(), (2, 1, 0));
+        // The total holds: b and c now have 150 each, under a new generation.
+        assert_eq!(s.bots[&b].record.rate, 150.0);
+        assert_eq!(s.offered(), 300.0);
+        assert!(s.bots[&b].assignment.generation > g);
+        let spec = s.bots[&b].assignment.spec.clone().unwrap();
+        assert_eq!(spec.rate.as_deref(), Some("150"));
+        for now in 1004..=1031 {
+            push(&mut s, now as f64, b, now - 1, &[1]).unwrap();
+            push(&mut s, now as f64, c, now - 1, &[1]).unwrap();
+            s.tick(now as f64);
+        }
+        assert_eq!(s.bots[&a].record.state, "gone");
+        let kinds: Vec<&str> = s.events().iter().map(|e| e.kind.as_str()).collect();
+        assert!(
+            kinds.contains(&"bot_stale") && kinds.contains(&"bot_gone"),
+            "{kinds:?}"
+        );
+        // It comes back: live again, and the rate is split three ways again.
+        push(&mut s, 1032.0, a, 1031, &[1]).unwrap();
+        assert_eq!(s.bots[&a].record.state, "live");
+        assert_eq!(s.bots[&b].record.rate, 100.0);
+    }
+
+    #[test]
+    fn late_snapshots_land_in_their_own_second_and_revise_it() {
+        let mut s = state();
+        let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+        push(&mut s, 1001.2, a, 1000, &[10]).unwrap();
+        let t = s.tick(1002.6);
+        let p = t.points.iter().find(|p| p.t == 1000).unwrap();
+        assert_eq!((p.responses, p.reported), (1, 1));
+        // b's second 1000 arrives 20 s late: a revision of 1000, not part of 1020.
+        push(&mut s, 1020.0, b, 1000, &[20, 30]).unwrap();
+        let t = s.tick(1020.1);
+        let r = t.revisions.iter().find(|p| p.t == 1000).unwrap();
+        assert_eq!((r.responses, r.reported), (3, 2));
+        // 100 s late: past the late window, the closed second is revised from its packed copy.
+        s.tick(1070.0);
+        let c = reg(&mut s, 1100.0, "c");
+        push(&mut s, 1100.0, c, 1000, &[40]).unwrap();
+        let t = s.tick(1100.1);
+        assert!(t.closed.iter().any(|(k, _)| *k == 1000), "journaled again");
+        let r = t.revisions.iter().find(|p| p.t == 1000).unwrap();
+        assert_eq!((r.responses, r.reported), (4, 3));
+        // Older than max_late (15 min) is refused and changes nothing.
+        let e = push(&mut s, 2000.0, c, 1001, &[1]).unwrap_err();
+        assert_eq!(e.0, 422);
+        assert_eq!(s.total().responses, 4);
+    }
+
+    #[test]
+    fn a_restored_run_keeps_totals_and_high_water_marks() {
+        let mut s = state();
+        let a = reg(&mut s, 1000.0, "a");
+        for t in 1000..1070 {
+            push(&mut s, t as f64 + 1.2, a, t, &[t]).unwrap();
+            let tick = s.tick(t as f64 + 1.3);
+            let _ = tick;
+        }
+        let closed: BTreeMap<u64, Closed> = s.closed.clone();
+        let saved = s.saved();
+        let total = s.total().responses;
+        let r = State::restore(Config::default(), saved, closed, 1075.0);
+        assert_eq!(r.total().responses, total);
+        assert_eq!(r.bots[&a].hwm, 1069);
+        // What the bot sends again after the restart is not counted twice.
+        let mut r = r;
+        push(&mut r, 1075.0, a, 1069, &[1]).unwrap();
+        assert_eq!(r.total().responses, total);
+    }
+
+    #[test]
+    fn load_requests_are_checked_like_load_flags() {
+        let mut s = state();
+        let bad = |s: &mut State, json: &str| {
+            s.set_load(1.0, &serde_json::from_str(json).unwrap())
+                .unwrap_err()
+                .1
+        };
+        assert!(bad(&mut s, r#"{"rate": 0}"#).contains("> 0"));
+        assert!(bad(&mut s, r#"{"rate": 5, "per_bot_rate": 5}"#).contains("one of"));
+        assert!(bad(&mut s, r#"{}"#).contains("one of"));
+        assert!(bad(
+            &mut s,
+            r#"{"rate": 5, "spec": {"url": "http://127.0.0.1:9/", "http2": false, "streams": 3}}"#
+        )
+        .contains("--streams"));
+        s.set_load(
+            1.0,
+            &serde_json::from_str(r#"{"connections_per_bot": 4}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.plan, Plan::Connections { per_bot: 4 });
     }
 }

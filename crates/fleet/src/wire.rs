@@ -69,6 +69,12 @@ pub struct Push {
     /// No load is running and everything measured is in this push (or was pushed before).
     #[serde(default)]
     pub idle: bool,
+    /// The aggregator process the bot registered with. A restarted aggregator refuses the push
+    /// (409) without counting it, so the bot registers again and re-sends, oldest first, what
+    /// the new process had not saved: newer seconds first would move the high-water mark past
+    /// them.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Answer to [`Push`].
@@ -197,6 +203,7 @@ mod tests {
             ],
             generation: 0,
             idle: false,
+            instance: String::new(),
         };
         assert!(ok.check().is_ok());
         let mut p = ok.clone();

@@ -81,6 +81,8 @@ pub struct Live {
     pub wall_clock_ticks: bool,
     /// Open loop: a handle through which the total rate can be changed during the run.
     pub rate: Option<RateControl>,
+    /// Run until [`Shutdown`] says stop, with neither a duration nor a request count.
+    pub until_stopped: bool,
 }
 
 /// Changes an open-loop run's total rate while it runs: from the moment of the change the
@@ -288,7 +290,7 @@ pub async fn run(
     if cfg.requests.is_empty() {
         return Err(LoadError::Config("no requests to send".into()));
     }
-    if cfg.duration.is_none() && cfg.max_requests.is_none() && cfg.live.rate.is_none() {
+    if cfg.duration.is_none() && cfg.max_requests.is_none() && !cfg.live.until_stopped {
         return Err(LoadError::Config(
             "a run needs a duration or a request count".into(),
         ));

@@ -202,8 +202,8 @@ impl Spec {
             .unwrap_or_default()
     }
 
-    /// Check everything and build the engine's configuration. `live` runs (loadbots) may have
-    /// neither a duration nor a request count: they run until told to stop.
+    /// Check everything and build the engine's configuration. Runs `until_stopped` (loadbots)
+    /// may have neither a duration nor a request count.
     pub fn build(&self, live: Live) -> Result<Config, SpecError> {
         let headers = self
             .headers
@@ -318,7 +318,7 @@ impl Spec {
                 }
             }
         };
-        if duration.is_none() && self.requests.is_none() && live.rate.is_none() {
+        if duration.is_none() && self.requests.is_none() && !live.until_stopped {
             return Err(SpecError(
                 "a run needs a duration or a request count".into(),
             ));
@@ -434,6 +434,7 @@ mod tests {
         let live = Live {
             rate: Some(crate::RateControl::new(100.0)),
             wall_clock_ticks: true,
+            until_stopped: true,
         };
         assert!(s.build(live.clone()).is_ok());
         let closed = Spec { rate: None, ..s };

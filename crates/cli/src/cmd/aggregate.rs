@@ -106,6 +106,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         s.build(load::Live {
             wall_clock_ticks: true,
             rate: s.rate.as_ref().map(|_| load::RateControl::new(1.0)),
+            until_stopped: true,
         })
         .map_err(|e| Usage(e.to_string()))?;
     }

@@ -1,0 +1,361 @@
+//! Loadbots and the aggregator as real processes with real signals: a SIGKILLed bot goes
+//! stale then gone and the others take its rate; a SIGTERMed bot drains and leaves; an
+//! aggregator SIGKILLed mid-run and restarted on the same `--out` loses and doubles nothing.
+
+use report::RunFile;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::Proc;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scaletest"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("st-cli-fleet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Start a child that prints "listening on http://ADDR" first; its address. The rest of its
+/// stdout is collected in the background and returned by the handle.
+fn spawn(args: &[&str]) -> (Proc, SocketAddr, std::thread::JoinHandle<String>) {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    (Proc(child), addr, rest)
+}
+
+fn bot(agg: SocketAddr, token: &Path, name: &str) -> Proc {
+    Proc(
+        bin()
+            .args([
+                "bot",
+                "--aggregator",
+                &format!("http://{agg}"),
+                "--token-file",
+            ])
+            .arg(token)
+            .args(["--name", name, "-t", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (code, body) = http(addr, "GET", path, None);
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Requests a `scaletest serve` answered, from its /metrics (this scrape included).
+fn served(addr: SocketAddr) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", None);
+    text.lines()
+        .filter(|l| l.starts_with("scaletest_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn server() -> (Proc, SocketAddr) {
+    let (p, a, _) = spawn(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
+    (p, a)
+}
+
+fn wait_exit(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = p.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &p.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn a_killed_bot_goes_stale_then_gone_and_the_others_take_its_rate() {
+    let (_srv, srv) = server();
+    let dir = tmpdir("kill");
+    let out = dir.join("run");
+    let url = format!("http://{srv}/");
+    let (mut agg, addr, _rest) = spawn(&[
+        "aggregate",
+        &url,
+        "--rate",
+        "300",
+        "--out",
+        out.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+        "--stale-after",
+        "1s",
+        "--gone-after",
+        "3s",
+    ]);
+    let token = out.join("token");
+    let tok = std::fs::read_to_string(&token).unwrap();
+    let mut bots: Vec<Proc> = (0..3)
+        .map(|i| bot(addr, &token, &format!("b{i}")))
+        .collect();
+    wait_until("3 live bots", Duration::from_secs(15), || {
+        json(addr, "/api/summary")["live"] == 3
+    });
+    wait_until("answers", Duration::from_secs(10), || {
+        json(addr, "/api/summary")["requests"].as_u64().unwrap() > 300
+    });
+    signal(&bots[0], "-KILL");
+    wait_exit(&mut bots[0], Duration::from_secs(5));
+    wait_until("a stale bot", Duration::from_secs(10), || {
+        json(addr, "/api/summary")["stale"] == 1
+    });
+    // Its share moved: the two live bots get 150/s each, the offered total holds.
+    let b = json(addr, "/api/bots?sort=name");
+    let rates: Vec<f64> = b["bots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["state"] == "live")
+        .map(|x| x["rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, vec![150.0, 150.0], "{b}");
+    assert_eq!(json(addr, "/api/summary")["offered"], 300.0);
+    wait_until("a gone bot", Duration::from_secs(10), || {
+        json(addr, "/api/summary")["gone"] == 1
+    });
+    // The others keep sending at the full rate: a full second after the split has ~300 sent.
+    let now = json(addr, "/api/summary")["started_unix"].as_f64().unwrap();
+    let _ = now;
+    wait_until(
+        "a full-rate second from two bots",
+        Duration::from_secs(10),
+        || {
+            json(addr, "/api/series")["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .take(3)
+                .any(|p| p["reported"] == 2 && (285..=315).contains(&p["sent"].as_u64().unwrap()))
+        },
+    );
+    let events = json(addr, "/api/events");
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"bot_stale") && kinds.contains(&"bot_gone"),
+        "{kinds:?}"
+    );
+    assert_eq!(http(addr, "POST", "/api/finish", Some(tok.trim())).0, 200);
+    assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
+    let run = RunFile::read(&out.join("results.json")).unwrap();
+    assert_eq!(
+        run.total.errors.values().sum::<u64>(),
+        0,
+        "nothing else broke"
+    );
+    drop(bots);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
+    let (_srv, srv) = server();
+    let dir = tmpdir("restart");
+    let out = dir.join("run");
+    let url = format!("http://{srv}/");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let before = served(srv);
+    let args = |bind: &str| -> Vec<String> {
+        [
+            "aggregate",
+            "--rate",
+            "200",
+            "--out",
+            out.to_str().unwrap(),
+            "--bind",
+            bind,
+            "--token-file",
+            token.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut first = args("127.0.0.1:0");
+    first.insert(1, url.clone());
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let (mut agg, addr, _rest) = spawn(&first);
+    let mut bots: Vec<Proc> = (0..2)
+        .map(|i| bot(addr, &token, &format!("b{i}")))
+        .collect();
+    wait_until("answers", Duration::from_secs(15), || {
+        json(addr, "/api/summary")["requests"].as_u64().unwrap() > 400
+    });
+    // Kill the aggregator mid-run; the bots keep the load going and buffer.
+    signal(&agg, "-KILL");
+    wait_exit(&mut agg, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
+    // Restart on the same address and directory, with no load flags: the run is picked up.
+    let again = args(&addr.to_string());
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    let (mut agg, addr2, _rest) = spawn(&again);
+    assert_eq!(addr2, addr);
+    wait_until("both bots back", Duration::from_secs(15), || {
+        json(addr, "/api/summary")["live"] == 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // SIGTERM one bot: it drains, pushes its last second, leaves and exits 0.
+    signal(&bots[0], "-TERM");
+    assert!(wait_exit(&mut bots[0], Duration::from_secs(10)).success());
+    wait_until("the bot left", Duration::from_secs(5), || {
+        json(addr, "/api/bots?sort=name")["bots"][0]["state"] == "left"
+    });
+    assert_eq!(http(addr, "POST", "/api/finish", Some("s3cret")).0, 200);
+    assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
+    drop(bots);
+    let run = RunFile::read(&out.join("results.json")).unwrap();
+    // Every answer counted exactly once (this scrape and the first are answers too).
+    let answered = served(srv) - before - 1;
+    if run.total.responses != answered {
+        for (s, f) in run
+            .intervals
+            .iter()
+            .zip(&run.fleet.as_ref().unwrap().seconds)
+        {
+            eprintln!(
+                "{} {} {} {} {}",
+                f.t, s.responses, s.sent, f.reported, f.live
+            );
+        }
+        for e in &run.fleet.as_ref().unwrap().events {
+            eprintln!("{:.1} {} {}", e.t, e.kind, e.text);
+        }
+    }
+    assert_eq!(run.total.responses, answered);
+    assert_eq!(run.total.errors.values().sum::<u64>(), 0);
+    // No gap: every second from the first to the last has answers.
+    let fleet = run.fleet.as_ref().unwrap();
+    let n = run.intervals.len();
+    assert!(n >= 8, "{n} seconds");
+    for (i, s) in run.intervals.iter().enumerate() {
+        // The first and last seconds are partial.
+        if i > 0 && i + 1 < n {
+            assert!(
+                s.responses > 50,
+                "second {} has {} answers",
+                fleet.seconds[i].t,
+                s.responses
+            );
+        }
+    }
+    let kinds: Vec<&str> = fleet.events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"bot_left"), "{kinds:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn aggregate_and_bot_usage_errors_are_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["bot", "--aggregator", "http://127.0.0.1:1"],
+            "give --token or --token-file",
+        ),
+        (
+            &["bot", "--aggregator", "ftp://x", "--token", "t"],
+            "expected http://HOST:PORT",
+        ),
+        (
+            &[
+                "aggregate",
+                "http://127.0.0.1:1/",
+                "--rate",
+                "5",
+                "--streams",
+                "4",
+                "--out",
+                "/tmp/st-agg-bad",
+            ],
+            "--streams needs --http2",
+        ),
+        (
+            &["aggregate", "http://127.0.0.1:1/", "-n", "5"],
+            "-n does not apply",
+        ),
+        (&["aggregate", "--token", "a b"], "no spaces"),
+    ];
+    for (args, want) in cases {
+        let o = bin().args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+}
