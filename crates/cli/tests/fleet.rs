@@ -359,3 +359,57 @@ fn aggregate_and_bot_usage_errors_are_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_bot_buffers_while_the_aggregator_is_down_and_counts_what_it_dropped() {
+    let (_srv, srv) = server();
+    let dir = tmpdir("buffer");
+    let out = dir.join("run");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let url = format!("http://{srv}/");
+    let common = [
+        "--rate",
+        "50",
+        "--out",
+        out.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+    ];
+    let mut first = vec!["aggregate", url.as_str(), "--bind", "127.0.0.1:0"];
+    first.extend(common);
+    let (mut agg, addr, _rest) = spawn(&first);
+    let _bot = Proc(
+        bin()
+            .args([
+                "bot",
+                "--aggregator",
+                &format!("http://{addr}"),
+                "--token-file",
+            ])
+            .arg(&token)
+            .args(["--name", "small", "-t", "1", "--buffer", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("a live bot", Duration::from_secs(15), || {
+        json(addr, "/api/summary")["live"] == 1
+    });
+    signal(&agg, "-KILL");
+    wait_exit(&mut agg, Duration::from_secs(5));
+    // Six seconds down with room for two: about four seconds dropped, oldest first.
+    std::thread::sleep(Duration::from_secs(6));
+    let bind = addr.to_string();
+    let mut again = vec!["aggregate", "--bind", bind.as_str()];
+    again.extend(common);
+    let (mut agg, _, _rest) = spawn(&again);
+    wait_until("the bot's drop count", Duration::from_secs(15), || {
+        let b = json(addr, "/api/bots");
+        b["bots"][0]["dropped"].as_u64().unwrap_or(0) >= 3
+    });
+    assert_eq!(http(addr, "POST", "/api/finish", Some("s3cret")).0, 200);
+    assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -209,7 +209,6 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
     let mut poller: Option<tokio::task::JoinHandle<()>> = None;
     let mut finished = false;
     let mut backoff = Duration::from_millis(200);
-    let stopping = stop.clone();
     loop {
         // (Re-)register when needed.
         if id.is_none() {
@@ -253,7 +252,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                     return Err(BotError::Refused(why));
                 }
                 Err(_) => {
-                    if stopping.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE)
+                    if stop.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE)
                     {
                         break;
                     }
@@ -352,9 +351,6 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                     while retained.len() > RETAIN {
                         retained.pop_front();
                     }
-                    if ack.generation != generation {
-                        // The long-poll will bring it; nothing to do here.
-                    }
                     if outbox.is_empty() {
                         delivered_all = true;
                         break;
@@ -382,7 +378,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
         // time to deliver).
         let done_asked = stop_at.is_some() || (finished && cfg.exit_when_finished);
         let out_of_time =
-            stopping.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE);
+            stop.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE);
         if done_asked && current.is_none() && finishing.is_empty() && (delivered_all || out_of_time)
         {
             {

@@ -120,6 +120,9 @@ pub struct Bot {
 /// A second still decoded.
 #[derive(Debug, Clone, Default)]
 struct Open {
+    /// Its snapshot packed for saving, until it changes (saving every open second every second
+    /// would spend most of the ingest budget on re-compressing unchanged histograms).
+    packed: Option<String>,
     published: bool,
     /// Got data since it was published: send a revision.
     dirty: bool,
@@ -285,6 +288,7 @@ impl State {
             s.open.insert(
                 t,
                 Open {
+                    packed: None,
                     published: false,
                     dirty: false,
                     offered: c.fleet.offered,
@@ -308,7 +312,13 @@ impl State {
     }
 
     /// What to persist now (the closed seconds are in the journal already).
-    pub fn saved(&self) -> Saved {
+    pub fn saved(&mut self) -> Saved {
+        for (t, o) in self.open.iter_mut() {
+            if o.packed.is_none() {
+                let (_, snap) = self.intervals.get(*t).unwrap_or((0, &self.empty));
+                o.packed = Some(pack(snap));
+            }
+        }
         Saved {
             run_id: self.run_id.clone(),
             started_unix: self.started_unix,
@@ -321,11 +331,11 @@ impl State {
                 .open
                 .iter()
                 .map(|(t, o)| {
-                    let (reported, snap) = self.intervals.get(*t).unwrap_or((0, &self.empty));
+                    let reported = self.intervals.get(*t).map_or(0, |x| x.0);
                     (
                         *t,
                         Closed {
-                            packed: pack(snap),
+                            packed: o.packed.clone().expect("packed above"),
                             fleet: FleetSecond {
                                 t: *t,
                                 offered: o.offered,
@@ -565,6 +575,7 @@ impl State {
             live,
             ..Default::default()
         });
+        o.packed = None;
         if o.published {
             o.dirty = true;
         }

@@ -389,3 +389,58 @@ fn bad_writes_change_nothing() {
     a.wait();
     std::fs::remove_dir_all(out).unwrap();
 }
+
+#[test]
+fn closed_loop_bots_and_posted_events() {
+    let srv = server("v1");
+    let out = tmpdir("closed");
+    let a = aggregator(
+        &out,
+        &format!("http://{}/", srv.addr),
+        Plan::Connections { per_bot: 2 },
+        None,
+    );
+    let bots: Vec<Bot> = (0..2)
+        .map(|i| start_bot(a.addr, &format!("b{i}")))
+        .collect();
+    wait_until("answers from 2 bots", Duration::from_secs(15), || {
+        let s = json(a.addr, "/api/summary");
+        s["live"] == 2 && s["requests"].as_u64().unwrap() > 200
+    });
+    let (code, body) = http(
+        a.addr,
+        "POST",
+        "/api/events",
+        Some(TOKEN),
+        r#"{"text": "rollout started: v2"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        http(
+            a.addr,
+            "POST",
+            "/api/events",
+            Some(TOKEN),
+            r#"{"text": ""}"#
+        )
+        .0,
+        400
+    );
+    let events = json(a.addr, "/api/events");
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "posted" && e["text"] == "rollout started: v2"));
+    a.finish();
+    let run = a.wait().run;
+    for b in bots {
+        b.thread.join().unwrap();
+    }
+    assert_eq!(run.info.mode, "closed");
+    assert!(run.total.responses > 200);
+    assert_eq!(run.total.failed(), 0);
+    // Closed loop: every send was also an intended one.
+    assert_eq!(run.total.sent, run.total.intended);
+    std::fs::remove_dir_all(out).unwrap();
+}

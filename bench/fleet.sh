@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Loadbots and the aggregator on this machine (issue: "How fast"). Only 127.0.0.1 is used.
+#
+#   bash bench/fleet.sh                   # both scenarios, ROUNDS=3
+#   ONLY=ingest BOTS="1000 10000" bash bench/fleet.sh
+#
+# ingest: the aggregator pinned to CPU 0 (one thread serves everything), simulated bots
+#   (crates/fleet/examples/ingest.rs) pinned to CPU 1, each pushing one realistic snapshot a
+#   second (the per-second intervals of a real 1,000 req/s run) over real HTTP. Reported: the
+#   aggregator's CPU (utime+stime from /proc over the pushing window, % of one core), its peak
+#   RSS, and refused/failed pushes and push latency. Goals: 1,000 bots ≤ 5 % of a core;
+#   10,000 bots/s sustained on one core (all pushes accepted, latency bounded).
+# bot: a bot against `scaletest load` at the same rate, same run: `scaletest serve` on CPU 1,
+#   the generator on CPU 0, RATE req/s for DUR s, CPU per request from /proc; then closed loop
+#   (-c 50), throughput ratio. Goals: < 1 % more CPU per request; ≥ 0.97× throughput.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DUR=${DUR:-20}
+BOTS=${BOTS:-"1000 10000"}
+RATE=${RATE:-10000}
+ONLY=${ONLY:-}
+OUT=${OUT:-bench/out/fleet-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+log() { echo "[$(date +%T)] $*" >&2; }
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+log "building (release)"
+cargo build --release -q -p scaletest -p fleet --example ingest || exit 1
+ST=$PWD/target/release/scaletest
+INGEST=$PWD/target/release/examples/ingest
+RUN=$(mktemp -d)
+PIDS=()
+cleanup() { kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$RUN"; }
+trap cleanup EXIT
+
+# CPU seconds (user+system) a process has used so far.
+cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
+# Start a process that prints "listening on http://ADDR" and echo ADDR.
+addr_of() { for _ in $(seq 100); do a=$(grep -o 'http://[0-9.:]*' "$1" | head -1); [ -n "$a" ] && { echo "${a#http://}"; return; }; sleep 0.1; done; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+taskset -c 1 "$ST" serve --bind 127.0.0.1:0 --threads 1 >"$RUN/serve.out" 2>&1 &
+PIDS+=($!); SRV=$(addr_of "$RUN/serve.out")
+
+if want ingest; then
+  log "a realistic snapshot: 1,000 req/s against scaletest serve for 12 s"
+  taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
+  for n in $BOTS; do
+    for r in $(seq "$ROUNDS"); do
+      rm -rf "$RUN/agg"
+      taskset -c 0 "$ST" aggregate --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n --max-bots $((n + 10)) >"$RUN/agg.out" 2>&1 &
+      AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")
+      taskset -c 1 "$INGEST" "http://$A" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
+      SIM=$!
+      # Registration and the first seconds are warm-up; measure the middle of the run.
+      sleep 5; c0=$(cpu $AGG); t0=$(date +%s.%N)
+      sleep $((DUR - 8)); c1=$(cpu $AGG); t1=$(date +%s.%N)
+      rss=$(awk '/VmHWM/ {print $2}' /proc/$AGG/status)
+      wait $SIM
+      pct=$(echo "($c1 - $c0) / ($t1 - $t0) * 100" | bc -l)
+      printf 'ingest\tbots=%s\tround=%s\tcpu_pct=%.2f\trss_kb=%s\t%s\n' "$n" "$r" "$pct" "$rss" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
+      kill $AGG; wait $AGG 2>/dev/null
+    done
+    printf 'ingest\tbots=%s\tmedian_cpu_pct=%.2f\n' "$n" "$(grep "bots=$n	" "$OUT/results.tsv" | grep -o 'cpu_pct=[0-9.]*' | cut -d= -f2 | median)" | tee -a "$OUT/summary.tsv"
+  done
+fi
+
+if want bot; then
+  for r in $(seq "$ROUNDS"); do
+    # scaletest load: open loop at RATE; CPU from the process's own accounting (time).
+    lcpu=$( { /usr/bin/time -f '%U %S' taskset -c 0 "$ST" load "http://$SRV/" --rate "$RATE" -d "${DUR}s" -c 20 -t 1 --json "$RUN/l.json" >/dev/null; } 2>&1 | tail -1 | awk '{print $1+$2}')
+    lreq=$(python3 -c "import json;r=json.load(open('$RUN/l.json'));print(r['total']['responses'])")
+    # A bot at the same rate, driven by an aggregator on CPU 1 (with the server).
+    rm -rf "$RUN/agg"
+    taskset -c 1 "$ST" aggregate "http://$SRV/" --per-bot-rate "$RATE" -c 20 --run-for "$((DUR + 2))s" --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n >"$RUN/agg.out" 2>&1 &
+    AGG=$!; A=$(addr_of "$RUN/agg.out")
+    bcpu=$( { /usr/bin/time -f '%U %S' taskset -c 0 "$ST" bot --aggregator "http://$A" --token t0k3n -t 1 --exit-when-finished >/dev/null; } 2>&1 | tail -1 | awk '{print $1+$2}')
+    wait $AGG
+    breq=$(python3 -c "import json;r=json.load(open('$RUN/agg/results.json'));print(r['total']['responses'])")
+    printf 'bot-open\tround=%s\tload_req=%s\tload_cpu_s=%s\tload_us_per_req=%.3f\tbot_req=%s\tbot_cpu_s=%s\tbot_us_per_req=%.3f\n' \
+      "$r" "$lreq" "$lcpu" "$(echo "$lcpu*1000000/$lreq" | bc -l)" "$breq" "$bcpu" "$(echo "$bcpu*1000000/$breq" | bc -l)" | tee -a "$OUT/results.tsv"
+    # Closed loop, 50 connections: throughput.
+    # Both: the mean of the full seconds in the middle of the run.
+    lrps=$(taskset -c 0 "$ST" load "http://$SRV/" -c 50 -d "${DUR}s" -t 1 --json "$RUN/c.json" >/dev/null; python3 -c "
+import json;r=json.load(open('$RUN/c.json'))
+full=[s for s in r['series'][1:-1] if s['seconds']>=0.999]
+print(sum(s['requests'] for s in full)/len(full))")
+    rm -rf "$RUN/agg"
+    taskset -c 1 "$ST" aggregate "http://$SRV/" -c 50 --run-for "$((DUR + 2))s" --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n >"$RUN/agg.out" 2>&1 &
+    AGG=$!; A=$(addr_of "$RUN/agg.out")
+    taskset -c 0 "$ST" bot --aggregator "http://$A" --token t0k3n -t 1 --exit-when-finished >/dev/null 2>&1
+    wait $AGG
+    brps=$(python3 -c "
+import json;r=json.load(open('$RUN/agg/results.json'))
+full=[s for s in r['series'][1:-1] if s['seconds']>=0.999]
+print(sum(s['requests'] for s in full)/len(full))")
+    printf 'bot-closed\tround=%s\tload_rps=%.0f\tbot_rps=%.0f\tratio=%.3f\n' "$r" "$lrps" "$brps" "$(echo "$brps/$lrps" | bc -l)" | tee -a "$OUT/results.tsv"
+  done
+fi
+log "results in $OUT"
