@@ -7,6 +7,7 @@
 //! Both take a [`RunFile`], the one record every reader shares, so a new format only adds a
 //! module here.
 
+pub mod assets;
 pub mod format;
 pub mod point;
 pub mod runfile;
