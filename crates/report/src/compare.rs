@@ -184,12 +184,25 @@ pub fn html(a: &RunFile, b: &RunFile, names: [&str; 2]) -> String {
         html::esc(names[0]),
         html::esc(names[1])
     );
-    for ((k, va), (_, vb)) in fa.iter().zip(&fb) {
+    // Rows by name: one run may have a fact the other lacks (bots, for an aggregator's run).
+    let mut keys: Vec<&str> = fa.iter().map(|(k, _)| *k).collect();
+    keys.extend(
+        fb.iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !fa.iter().any(|(a, _)| a == k)),
+    );
+    let fact = |facts: &[(&str, String)], key: &str| {
+        facts
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("–".to_string(), |(_, v)| html::esc(v))
+    };
+    for k in keys {
         body += &format!(
             "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
             html::esc(k),
-            html::esc(va),
-            html::esc(vb)
+            fact(&fa, k),
+            fact(&fb, k)
         );
     }
     body += "</table></header><main><div class=\"charts\" id=\"charts\"></div>";
@@ -271,6 +284,20 @@ mod tests {
         let page = html(&a, &b, ["<a>", "b.json"]);
         assert!(page.contains("&lt;a&gt;") && !page.contains("<a>"));
         assert!(page.contains("│ Latency p99.9 │"));
+        // Facts line up by name although only the first run has bots.
+        let answers = |r: &RunFile| {
+            format!(
+                "{}, {} failed",
+                count(r.total.responses),
+                count(r.total.failed())
+            )
+        };
+        assert!(page.contains(&format!(
+            "<tr><th>Answers</th><td>{}</td><td>{}</td></tr>",
+            answers(&a),
+            answers(&b)
+        )));
+        assert!(page.contains("<tr><th>Bots</th><td>4</td><td>–</td></tr>"));
         let open = "<script type=\"application/json\" id=\"data\">";
         let start = page.find(open).unwrap() + open.len();
         let end = start + page[start..].find("</script>").unwrap();
