@@ -47,6 +47,29 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// A Unix time as `2026-11-29 04:00:00 UTC` (no time-zone database needed, so reports are the
+/// same wherever they are rendered).
+pub fn utc(unix: f64) -> String {
+    let secs = unix.max(0.0).floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date, in 400-year eras starting on 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +85,13 @@ mod tests {
         assert_eq!(bytes(116_200_000.0), "116 MB");
         assert_eq!(count(803_214), "803,214");
         assert_eq!(count(12), "12");
+    }
+
+    #[test]
+    fn utc_dates_match_known_days() {
+        assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000.5), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc(4_107_542_399.0), "2100-02-28 23:59:59 UTC");
     }
 }

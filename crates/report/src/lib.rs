@@ -3,18 +3,24 @@
 //! - [`table`]: the autocannon tables of seed 002 (Latency; Req/Sec and Bytes/Sec over
 //!   per-second samples), the summary line, status and error counts, and `--percentiles`.
 //! - [`runfile`]: the versioned JSON run file, written atomically, read back for `report`.
+//! - [`html`]: one self-contained HTML page per run (charts with event markers, the percentile
+//!   spectrum, the tables); [`compare`]: two runs side by side, as text or HTML.
+//! - [`point`]: one second as charts draw it, shared with the aggregator's live UI;
+//!   [`assets`]: the embedded chart library; [`example`]: a synthetic run for tests and docs.
 //!
-//! Both take a [`RunFile`], the one record every reader shares, so a new format only adds a
+//! All take a [`RunFile`], the one record every reader shares, so a new format only adds a
 //! module here.
 
 pub mod assets;
+pub mod compare;
+pub mod example;
 pub mod format;
+pub mod html;
 pub mod point;
 pub mod runfile;
 pub mod table;
 
 pub use runfile::{
-    write_json_atomic, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo, Summary,
-    RUNFILE_VERSION,
+    write_bytes_atomic, write_json_atomic, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo,
+    Summary, RUNFILE_VERSION,
 };
-pub mod html;

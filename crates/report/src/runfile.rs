@@ -305,6 +305,22 @@ pub fn series_of(intervals: &[Snapshot]) -> Vec<SecondSample> {
 /// Write `value` as pretty JSON to `path` atomically: a temporary file beside it, then a rename,
 /// so a reader never sees half a file and an earlier file survives a failed write.
 pub fn write_json_atomic<T: serde::Serialize>(value: &T, path: &Path) -> std::io::Result<()> {
+    write_atomic_with(path, |f| {
+        serde_json::to_writer_pretty(&mut *f, value)?;
+        f.write_all(b"\n")
+    })
+}
+
+/// Write `bytes` to `path` atomically, as [`write_json_atomic`] does.
+pub fn write_bytes_atomic(bytes: &[u8], path: &Path) -> std::io::Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// A temporary file beside `path`, filled by `fill`, synced, then renamed over `path`.
+fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -316,8 +332,7 @@ pub fn write_json_atomic<T: serde::Serialize>(value: &T, path: &Path) -> std::io
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, value)?;
-        f.write_all(b"\n")?;
+        fill(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -65,7 +65,7 @@ pub fn latency_row(name: &str, h: &Histogram<u64>) -> Vec<String> {
 }
 
 /// Nearest-rank percentile, mean, standard deviation and minimum of per-second values.
-fn sample_stats(values: &[f64]) -> ([f64; 4], f64, f64, f64) {
+pub(crate) fn sample_stats(values: &[f64]) -> ([f64; 4], f64, f64, f64) {
     if values.is_empty() {
         return ([0.0; 4], 0.0, 0.0, 0.0);
     }
@@ -85,7 +85,7 @@ fn sample_stats(values: &[f64]) -> ([f64; 4], f64, f64, f64) {
 /// Per-second rates used for the Req/Sec and Bytes/Sec rows. A short final sample is left out
 /// when there are full seconds, since its rate is not comparable; a run shorter than a second
 /// still gets its one sample.
-fn per_second(run: &RunFile) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn per_second(run: &RunFile) -> (Vec<f64>, Vec<f64>) {
     let full: Vec<_> = run.series.iter().filter(|s| s.seconds >= 0.999).collect();
     let use_: Vec<_> = if full.is_empty() {
         run.series.iter().collect()

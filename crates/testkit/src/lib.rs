@@ -5,7 +5,9 @@
 //! - [`Server::start`] with a [`Behavior`]: answers over HTTP/1.1 and HTTP/2 (h2c by prior
 //!   knowledge, or TLS with ALPN when given a [`TestCert`]).
 //! - [`Misbehaving::start`]: refuses, resets, stalls or sends garbage, for error classes.
+//! - [`browser`]: a headless Chromium over the DevTools Protocol, for the HTML pages.
 
+pub mod browser;
 mod misbehave;
 pub use misbehave::{Misbehaving, Misbehavior};
 
