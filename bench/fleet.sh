@@ -26,7 +26,7 @@ want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 log() { echo "[$(date +%T)] $*" >&2; }
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 log "building (release)"
-cargo build --release -q -p scaletest -p fleet --example ingest || exit 1
+{ cargo build --release -q -p scaletest && cargo build --release -q -p fleet --example ingest; } || exit 1
 ST=$PWD/target/release/scaletest
 INGEST=$PWD/target/release/examples/ingest
 RUN=$(mktemp -d)

@@ -544,7 +544,13 @@ impl State {
             bot.record.errors += i.snap.failed();
         }
         let (hwm, generation, name) = (bot.hwm, bot.assignment.generation, bot.record.name.clone());
-        for i in fresh {
+        for mut i in fresh {
+            // A bot's interval bounds count from its own run's start; on the aggregator's
+            // timeline the second starts at t (seconds since the run began) and keeps the
+            // bot's length (short for a bot's first or last second).
+            let len = i.snap.seconds().clamp(0.0, 1.0);
+            i.snap.start = (i.t as f64 - self.started_unix.floor()).max(0.0);
+            i.snap.end = i.snap.start + len;
             self.add(now, i.t, &i.snap);
         }
         if back {
@@ -1142,6 +1148,19 @@ mod tests {
             }
             prop_assert_eq!(s.total().latency.value_at_quantile(0.99), all.value_at_quantile(0.99));
         }
+    }
+
+    #[test]
+    fn seconds_of_bots_with_different_run_starts_stay_one_second_long() {
+        let mut s = state();
+        let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+        let mut old = snap(&[1]);
+        (old.start, old.end) = (99.0, 100.0);
+        s.push(1001.2, a, Push { clock_unix: 0.0, dropped: 0, intervals: vec![Interval { t: 1000, snap: old }], generation: 0, idle: false, instance: String::new() }).unwrap();
+        push(&mut s, 1001.2, b, 1000, &[2]).unwrap();
+        let t = s.tick(1002.6);
+        let p = t.points.iter().find(|p| p.t == 1000).unwrap();
+        assert_eq!((p.seconds, p.responses), (1.0, 2));
     }
 
     #[test]
