@@ -65,7 +65,7 @@ fn main() {
         run.intervals
             .into_iter()
             .filter(|s| s.responses > 0 && s.seconds() > 0.99)
-            .map(|s| serde_json::to_string(&s).unwrap())
+            .map(|s| serde_json::to_string(&hist::sparse::WireSnapshot::from(&s)).unwrap())
             .collect(),
     );
     assert!(!snaps.is_empty(), "the run file has no full seconds");

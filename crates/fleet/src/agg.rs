@@ -265,7 +265,7 @@ async fn serve(
         let closed = st.close_all();
         let saved = st.saved();
         let mut err = store.save(&closed, &saved).err().map(|e| e.to_string());
-        let run = st.results(now, run_info(&st.spec, st.plan));
+        let run = st.results(now, run_info(&st.spec, st.ran));
         let results = store.dir().join("results.json");
         if let Err(e) = report::write_json_atomic(&run, &results) {
             err.get_or_insert(format!("{}: {e}", results.display()));
@@ -323,7 +323,9 @@ fn tick(sh: &Shared, store: &mut Store) {
     let (t, saved) = {
         let mut st = sh.state.lock().expect("state lock");
         let t = st.tick(now);
-        sh.generation.send_replace(st.generation());
+        let g = st.generation();
+        sh.generation
+            .send_if_modified(|old| std::mem::replace(old, g) != g);
         (t, st.saved())
     };
     for p in &t.points {
@@ -524,8 +526,9 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => return e,
             };
             let mut st = sh.state.lock().expect("state lock");
+            // No wake-up for the others: the new bot's first long-poll gets its assignment,
+            // and the rest are re-split at the next tick.
             let out = st.register(now, &r, &sh.instance);
-            sh.generation.send_replace(st.generation());
             match out {
                 Ok(reg) => json(StatusCode::OK, &reg),
                 Err(e) => refused(e),
@@ -544,7 +547,6 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             }
             let mut st = sh.state.lock().expect("state lock");
             let out = st.push(now, id, p);
-            sh.generation.send_replace(st.generation());
             match out {
                 Ok((hwm, generation)) => json(
                     StatusCode::OK,
@@ -563,7 +565,6 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             };
             let mut st = sh.state.lock().expect("state lock");
             let out = st.deregister(now, id);
-            sh.generation.send_replace(st.generation());
             match out {
                 Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
                 Err(e) => refused(e),

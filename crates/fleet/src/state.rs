@@ -15,6 +15,7 @@
 //!   a total rate is re-split over the live bots whenever that set changes.
 
 use crate::wire::{Assignment, Interval, Push, Register, Registered};
+use hist::sparse::WireSnapshot;
 use hist::{Intervals, Snapshot};
 use load::Spec;
 use report::point::Point;
@@ -167,6 +168,8 @@ pub struct State {
     pub spec: Spec,
     /// How the load is split.
     pub plan: Plan,
+    /// The last plan that was not idle (what the run's results describe).
+    pub ran: Plan,
     /// The run has ended.
     pub finished: bool,
     bots: BTreeMap<u64, Bot>,
@@ -185,6 +188,13 @@ pub struct State {
     late_closed: Vec<u64>,
     /// An empty snapshot, for open seconds nobody reported yet.
     empty: Snapshot,
+    /// Live bots, and the rate they are asked for: kept current so that a push costs nothing
+    /// per bot (with 10,000 bots, counting them on every push was most of the CPU).
+    live_cache: u32,
+    offered_cache: f64,
+    /// The set of live bots changed: re-split at the next tick (once a second, not once per
+    /// joining bot: with N bots joining, N re-splits of N bots each).
+    split_dirty: bool,
     /// Snapshots ignored as already counted.
     pub duplicates: u64,
     /// Pushes refused.
@@ -233,6 +243,7 @@ impl State {
             started_unix: now,
             spec,
             plan,
+            ran: plan,
             finished: false,
             bots: BTreeMap::new(),
             next_id: 1,
@@ -247,6 +258,9 @@ impl State {
             new_events: Vec::new(),
             late_closed: Vec::new(),
             empty: Snapshot::default(),
+            live_cache: 0,
+            offered_cache: 0.0,
+            split_dirty: false,
             duplicates: 0,
             refused: 0,
             accepted: 0,
@@ -465,7 +479,9 @@ impl State {
                 format!("bot {name} (#{id}) clock is {skew_ms:.0} ms off the aggregator's"),
             );
         }
-        self.resplit(now);
+        if was != "live" {
+            self.joined_live(id);
+        }
         Ok(Registered {
             id,
             hwm,
@@ -479,11 +495,15 @@ impl State {
             .bots
             .get_mut(&id)
             .ok_or_else(|| Refused(404, format!("unknown bot {id}")))?;
-        bot.record.state = "left".into();
-        bot.record.rate = 0.0;
+        let was = std::mem::replace(&mut bot.record.state, "left".into());
+        let rate = std::mem::take(&mut bot.record.rate);
         let name = bot.record.name.clone();
+        if was == "live" {
+            self.live_cache -= 1;
+            self.offered_cache -= rate;
+            self.split_dirty = true;
+        }
         self.event(now, "bot_left", format!("bot {name} (#{id}) left"));
-        self.resplit(now);
         Ok(())
     }
 
@@ -548,32 +568,36 @@ impl State {
             // A bot's interval bounds count from its own run's start; on the aggregator's
             // timeline the second starts at t (seconds since the run began) and keeps the
             // bot's length (short for a bot's first or last second).
-            let len = i.snap.seconds().clamp(0.0, 1.0);
+            let len = (i.snap.end - i.snap.start).clamp(0.0, 1.0);
             i.snap.start = (i.t as f64 - self.started_unix.floor()).max(0.0);
             i.snap.end = i.snap.start + len;
             self.add(now, i.t, &i.snap);
         }
         if back {
             self.event(now, "bot_back", format!("bot {name} (#{id}) is back"));
-            self.resplit(now);
+            self.joined_live(id);
         }
         Ok((hwm, generation))
     }
 
-    fn add(&mut self, now: f64, t: u64, snap: &Snapshot) {
+    fn add(&mut self, now: f64, t: u64, snap: &WireSnapshot) {
         self.accepted += 1;
-        self.total.merge(snap);
+        // Checked on arrival (counts agree, values are numbers): the merge cannot fail, and
+        // if it did the second would only miss this bot, never count it twice.
+        let _ = snap.merge_into(&mut self.total);
         if let Some(c) = self.closed.get_mut(&t) {
             // Past the late window: merge into the packed copy.
             let mut s = unpack(&c.packed);
-            s.merge(snap);
+            let _ = snap.merge_into(&mut s);
             c.fleet.reported += 1;
             c.packed = pack(&s);
             self.history.insert(t, Point::of(t, &s, Some(&c.fleet)));
             self.late_closed.push(t);
             return;
         }
-        self.intervals.add(t, snap);
+        self.intervals.add_with(t, |s| {
+            let _ = snap.merge_into(s);
+        });
         let live = self.live_count();
         let offered = self.offered();
         let o = self.open.entry(t).or_insert_with(|| Open {
@@ -589,19 +613,39 @@ impl State {
     }
 
     fn live_count(&self) -> u32 {
-        self.bots
-            .values()
-            .filter(|b| b.record.state == "live")
-            .count() as u32
+        self.live_cache
     }
 
     /// The total rate asked of the live bots now, requests/s.
     pub fn offered(&self) -> f64 {
-        self.bots
-            .values()
-            .filter(|b| b.record.state == "live")
-            .map(|b| b.record.rate)
-            .sum()
+        self.offered_cache
+    }
+
+    /// A bot became live (joined, came back): it gets its share now, computed with the live
+    /// count including it; everyone else is re-split at the next tick.
+    fn joined_live(&mut self, id: u64) {
+        self.live_cache += 1;
+        self.split_dirty = true;
+        let live = self.live_cache;
+        let (plan, finished) = (self.plan, self.finished);
+        let spec = bot_spec(&self.spec, plan, live);
+        let rate = match plan {
+            Plan::Total { rate } => rate / live as f64,
+            Plan::PerBot { rate } => rate,
+            _ => 0.0,
+        };
+        if let Some(b) = self.bots.get_mut(&id) {
+            b.record.rate = rate;
+            if b.assignment.spec != spec || b.assignment.finished != finished {
+                self.generation += 1;
+                b.assignment = Assignment {
+                    generation: self.generation,
+                    spec,
+                    finished,
+                };
+            }
+        }
+        self.offered_cache += rate;
     }
 
     /// Set how the load is split (and optionally what it is); bots get new assignments.
@@ -661,6 +705,9 @@ impl State {
         }
         self.spec = spec;
         self.plan = plan;
+        if plan != Plan::Idle {
+            self.ran = plan;
+        }
         self.event(now, "load", describe(plan));
         self.resplit(now);
         Ok(())
@@ -680,7 +727,12 @@ impl State {
     /// Give every live bot its share; bump the generation of those whose share changed.
     fn resplit(&mut self, now: f64) {
         let _ = now;
-        let live = self.live_count().max(1);
+        let live = (self
+            .bots
+            .values()
+            .filter(|b| b.record.state == "live")
+            .count() as u32)
+            .max(1);
         let finished = self.finished;
         let (plan, spec) = (self.plan, self.spec.clone());
         let mut generation = self.generation;
@@ -705,6 +757,14 @@ impl State {
             }
         }
         self.generation = generation;
+        let live: Vec<&Bot> = self
+            .bots
+            .values()
+            .filter(|b| b.record.state == "live")
+            .collect();
+        self.live_cache = live.len() as u32;
+        self.offered_cache = live.iter().map(|b| b.record.rate).sum();
+        self.split_dirty = false;
     }
 
     /// Every live bot is idle under its current assignment with everything pushed (after
@@ -757,7 +817,7 @@ impl State {
         for (k, t) in notes {
             self.event(now, &k, t);
         }
-        if changed {
+        if changed || self.split_dirty {
             self.resplit(now);
         }
         // Publish seconds that ended long enough ago; revise published ones that changed.
@@ -1112,7 +1172,7 @@ mod tests {
                 dropped: 0,
                 intervals: vec![Interval {
                     t,
-                    snap: snap(values),
+                    snap: (&snap(values)).into(),
                 }],
                 generation: 0,
                 idle: false,
@@ -1134,7 +1194,7 @@ mod tests {
             let ids: Vec<u64> = (0..per_bot.len()).map(|i| reg(&mut s, 1000.0, &format!("b{i}"))).collect();
             for (id, values) in ids.iter().zip(&per_bot) {
                 // Through JSON, as a bot sends it.
-                let p = Push { clock_unix: 1001.0, dropped: 0, intervals: vec![Interval { t: 1000, snap: snap(values) }], generation: 0, idle: false, instance: String::new() };
+                let p = Push { clock_unix: 1001.0, dropped: 0, intervals: vec![Interval { t: 1000, snap: (&snap(values)).into() }], generation: 0, idle: false, instance: String::new() };
                 let p: Push = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
                 s.push(1001.0, *id, p).unwrap();
                 for v in values { all.record(*v).unwrap(); }
@@ -1156,7 +1216,22 @@ mod tests {
         let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
         let mut old = snap(&[1]);
         (old.start, old.end) = (99.0, 100.0);
-        s.push(1001.2, a, Push { clock_unix: 0.0, dropped: 0, intervals: vec![Interval { t: 1000, snap: old }], generation: 0, idle: false, instance: String::new() }).unwrap();
+        s.push(
+            1001.2,
+            a,
+            Push {
+                clock_unix: 0.0,
+                dropped: 0,
+                intervals: vec![Interval {
+                    t: 1000,
+                    snap: (&old).into(),
+                }],
+                generation: 0,
+                idle: false,
+                instance: String::new(),
+            },
+        )
+        .unwrap();
         push(&mut s, 1001.2, b, 1000, &[2]).unwrap();
         let t = s.tick(1002.6);
         let p = t.points.iter().find(|p| p.t == 1000).unwrap();
@@ -1181,6 +1256,9 @@ mod tests {
             reg(&mut s, 1000.0, "b"),
             reg(&mut s, 1000.0, "c"),
         );
+        // Each joined with its share at that moment; the next tick re-splits evenly.
+        assert_eq!(s.bots[&a].record.rate, 300.0);
+        s.tick(1000.0);
         assert_eq!(s.offered(), 300.0);
         assert_eq!(s.bots[&a].record.rate, 100.0);
         let g = s.bots[&a].assignment.generation;
@@ -1209,10 +1287,12 @@ mod tests {
             kinds.contains(&"bot_stale") && kinds.contains(&"bot_gone"),
             "{kinds:?}"
         );
-        // It comes back: live again, and the rate is split three ways again.
+        // It comes back: live again, and at the next tick the rate is split three ways again.
         push(&mut s, 1032.0, a, 1031, &[1]).unwrap();
         assert_eq!(s.bots[&a].record.state, "live");
+        s.tick(1032.1);
         assert_eq!(s.bots[&b].record.rate, 100.0);
+        assert_eq!(s.offered(), 300.0);
     }
 
     #[test]

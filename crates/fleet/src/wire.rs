@@ -1,7 +1,7 @@
 //! What bots and the aggregator say to each other, as JSON over HTTP. Every type here is
 //! checked on arrival ([`Push::check`]): a body that fails a check changes nothing.
 
-use hist::Snapshot;
+use hist::sparse::WireSnapshot;
 use load::Spec;
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +48,8 @@ pub struct Registered {
 pub struct Interval {
     /// The Unix second it covers.
     pub t: u64,
-    /// What the bot measured in it.
-    pub snap: Snapshot,
+    /// What the bot measured in it (histograms as their buckets: see `hist::sparse`).
+    pub snap: WireSnapshot,
 }
 
 /// `POST /api/bots/{id}/snapshots`: intervals in increasing order of `t`.
@@ -132,7 +132,7 @@ impl Push {
 }
 
 /// A snapshot whose parts agree with each other.
-pub fn check_snapshot(s: &Snapshot) -> Result<(), String> {
+pub fn check_snapshot(s: &WireSnapshot) -> Result<(), String> {
     let statuses: u64 = s.status.values().fold(0u64, |a, b| a.saturating_add(*b));
     if statuses != s.responses {
         return Err(format!(
@@ -140,11 +140,10 @@ pub fn check_snapshot(s: &Snapshot) -> Result<(), String> {
             s.responses
         ));
     }
-    if s.latency.len() != s.responses || s.service.len() != s.responses {
+    let (lat, svc) = (s.latency.total(), s.service.total());
+    if lat != s.responses || svc != s.responses {
         return Err(format!(
-            "latency histograms hold {} and {} values for {} responses",
-            s.latency.len(),
-            s.service.len(),
+            "latency histograms hold {lat} and {svc} values for {} responses",
             s.responses
         ));
     }
@@ -172,6 +171,8 @@ pub fn check_snapshot(s: &Snapshot) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    use hist::Snapshot;
+
     fn snap(n: u64) -> Snapshot {
         let mut s = Snapshot {
             end: 1.0,
@@ -194,11 +195,11 @@ mod tests {
             intervals: vec![
                 Interval {
                     t: 5,
-                    snap: snap(3),
+                    snap: (&snap(3)).into(),
                 },
                 Interval {
                     t: 6,
-                    snap: snap(1),
+                    snap: (&snap(1)).into(),
                 },
             ],
             generation: 0,
@@ -216,7 +217,7 @@ mod tests {
         p.intervals[0].snap.versions.insert("v1".into(), 9);
         assert!(p.check().unwrap_err().contains("by version"));
         let mut p = ok;
-        p.intervals[1].snap.latency.record(1).unwrap();
+        p.intervals[1].snap.latency.0.push((1_000_000, 1));
         assert!(p.check().unwrap_err().contains("histograms"));
     }
 }

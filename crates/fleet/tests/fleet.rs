@@ -342,7 +342,7 @@ fn bad_writes_change_nothing() {
     // the future, an oversized body.
     let bad_counts = format!(
         r#"{{"clock_unix":0,"intervals":[{{"t":{now},"snap":{}}}]}}"#,
-        serde_json::to_string(&hist::Snapshot {
+        serde_json::to_string(&hist::sparse::WireSnapshot {
             responses: 5,
             ..Default::default()
         })
@@ -351,7 +351,7 @@ fn bad_writes_change_nothing() {
     let future = format!(
         r#"{{"clock_unix":0,"intervals":[{{"t":{},"snap":{}}}]}}"#,
         now + 3600,
-        serde_json::to_string(&hist::Snapshot::default()).unwrap()
+        serde_json::to_string(&hist::sparse::WireSnapshot::default()).unwrap()
     );
     let huge = format!(
         r#"{{"clock_unix":0,"intervals":[],"pad":"{}"}}"#,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod histogram_codec;
+pub mod sparse;
 
 /// A send that starts more than this many µs after its intended time counts as late.
 pub const LATE_US: u64 = 1000;
@@ -123,6 +124,21 @@ impl Snapshot {
 
     /// Add `other` into `self`. The interval becomes the union of both.
     pub fn merge(&mut self, other: &Snapshot) {
+        self.merge_counts(other);
+        // Auto-resizing histograms of equal precision always merge.
+        self.latency
+            .add(&other.latency)
+            .expect("auto-resizing histograms merge");
+        self.service
+            .add(&other.service)
+            .expect("auto-resizing histograms merge");
+        self.lateness
+            .add(&other.lateness)
+            .expect("auto-resizing histograms merge");
+    }
+
+    /// [`Snapshot::merge`] without the histograms (for [`sparse`], which adds those itself).
+    pub(crate) fn merge_counts(&mut self, other: &Snapshot) {
         if self.completed() == 0 && self.end == 0.0 && self.start == 0.0 {
             self.start = other.start;
             self.end = other.end;
@@ -136,21 +152,16 @@ impl Snapshot {
             *self.status.entry(*k).or_default() += v;
         }
         for (k, v) in &other.errors {
-            *self.errors.entry(k.clone()).or_default() += v;
+            match self.errors.get_mut(k) {
+                Some(n) => *n += v,
+                None => {
+                    self.errors.insert(k.clone(), *v);
+                }
+            }
         }
-        // Auto-resizing histograms of equal precision always merge.
-        self.latency
-            .add(&other.latency)
-            .expect("auto-resizing histograms merge");
-        self.service
-            .add(&other.service)
-            .expect("auto-resizing histograms merge");
         self.late += other.late;
         self.capped += other.capped;
         self.unsent += other.unsent;
-        self.lateness
-            .add(&other.lateness)
-            .expect("auto-resizing histograms merge");
         for (k, v) in &other.versions {
             match self.versions.get_mut(k) {
                 Some(n) => *n += v,
@@ -210,12 +221,17 @@ impl Intervals {
 
     /// Merge one source's report for interval `key`; returns how many reports it now holds.
     pub fn add(&mut self, key: u64, snap: &Snapshot) -> u32 {
+        self.add_with(key, |s| s.merge(snap))
+    }
+
+    /// As [`Intervals::add`], with the merge done by `merge` (e.g. from [`sparse::WireSnapshot`]).
+    pub fn add_with(&mut self, key: u64, merge: impl FnOnce(&mut Snapshot)) -> u32 {
         let e = self
             .open
             .entry(key)
             .or_insert_with(|| (0, Snapshot::default()));
         e.0 += 1;
-        e.1.merge(snap);
+        merge(&mut e.1);
         e.0
     }
 

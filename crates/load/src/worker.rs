@@ -100,6 +100,8 @@ struct Ctx {
     holding: Cell<bool>,
     /// Set when the run is draining: start no new request.
     stopping: Cell<bool>,
+    /// When the drain began: the open-loop schedule still sends what was due before it.
+    stopped_at: Cell<Option<Instant>>,
     /// Closed loop: every send is also an intended one (there is no schedule).
     closed: bool,
     /// Signalled whenever a request ends, for the drain.
@@ -179,6 +181,7 @@ pub(crate) fn main(
         in_flight: Cell::new(0),
         holding: Cell::new(false),
         stopping: Cell::new(false),
+        stopped_at: Cell::new(None),
         closed: plan.open.is_none(),
         request_done: Notify::new(),
         warmed: Cell::new(0),
@@ -302,6 +305,7 @@ async fn drive(
     // the ones a cut would hide), up to the drain limit.
     if phase == Phase::Drain {
         ctx.stopping.set(true);
+        ctx.stopped_at.set(Some(Instant::now()));
         let limit = Instant::now() + plan.drain;
         loop {
             if work.is_empty() && ctx.in_flight.get() == 0 {
@@ -464,10 +468,16 @@ async fn dispatch(
     let mut timer = PreciseTimer::new();
     // Lanes made on demand are spawned here; they live until the worker ends.
     let mut grown: JoinSet<()> = JoinSet::new();
+    // Draining: sends due before the drain began still go (at the end of a duration that is
+    // all of them); a live run ended from outside sends nothing due after that moment.
+    let past_stop = |at: Instant| ctx.stopped_at.get().is_some_and(|s| at >= s);
     loop {
         let Some(mut offset) = schedule.borrow_mut().as_mut().and_then(|p| p.next()) else {
             break;
         };
+        if past_stop(start + offset) {
+            break;
+        }
         let Some(index) = ctx.shared.claim() else {
             break;
         };
@@ -498,6 +508,10 @@ async fn dispatch(
                     break;
                 }
             }
+        }
+        if past_stop(start + offset) {
+            ctx.holding.set(false);
+            break;
         }
         let intended = start + offset;
         ctx.rec.borrow_mut().intended();
