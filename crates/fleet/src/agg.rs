@@ -350,6 +350,13 @@ fn tick(sh: &Shared, store: &mut Store) {
     }
 }
 
+/// Wake the assignment long-polls if an assignment changed.
+fn notify(sh: &Shared, st: &State) {
+    let g = st.generation();
+    sh.generation
+        .send_if_modified(|old| std::mem::replace(old, g) != g);
+}
+
 fn sse<T: serde::Serialize>(event: &str, data: &T) -> Bytes {
     let json = serde_json::to_string(data).expect("serializable");
     Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
@@ -526,9 +533,10 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => return e,
             };
             let mut st = sh.state.lock().expect("state lock");
-            // No wake-up for the others: the new bot's first long-poll gets its assignment,
-            // and the rest are re-split at the next tick.
+            // The new bot's first long-poll gets its assignment; the others are woken only
+            // if their share changed (a small fleet is re-split at once).
             let out = st.register(now, &r, &sh.instance);
+            notify(sh, &st);
             match out {
                 Ok(reg) => json(StatusCode::OK, &reg),
                 Err(e) => refused(e),
@@ -547,6 +555,7 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             }
             let mut st = sh.state.lock().expect("state lock");
             let out = st.push(now, id, p);
+            notify(sh, &st);
             match out {
                 Ok((hwm, generation)) => json(
                     StatusCode::OK,
@@ -565,6 +574,7 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             };
             let mut st = sh.state.lock().expect("state lock");
             let out = st.deregister(now, id);
+            notify(sh, &st);
             match out {
                 Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ok": true })),
                 Err(e) => refused(e),

@@ -27,6 +27,9 @@ use std::collections::BTreeMap;
 pub const PUBLISH_DELAY: f64 = 1.5;
 /// Clock skew above this is warned about (intervals are cut by the bots' clocks).
 pub const SKEW_WARN_S: f64 = 1.0;
+/// Up to this many bots, a joining bot re-splits everyone at once (its cost is per bot);
+/// beyond, the re-split waits for the next tick.
+const IMMEDIATE_SPLIT: usize = 1000;
 /// Events kept in memory (and in the results); older ones are counted, not kept.
 const MAX_EVENTS: usize = 20_000;
 
@@ -180,7 +183,9 @@ pub struct State {
     closed: BTreeMap<u64, Closed>,
     /// Points of closed seconds (the UI's history).
     history: BTreeMap<u64, Point>,
-    total: Snapshot,
+    /// Everything in closed seconds (an open second joins it when it closes: merging every
+    /// push into a run total too would double the ingest cost).
+    closed_total: Snapshot,
     events: Vec<Event>,
     events_dropped: u64,
     new_events: Vec<Event>,
@@ -252,7 +257,7 @@ impl State {
             open: BTreeMap::new(),
             closed: BTreeMap::new(),
             history: BTreeMap::new(),
-            total: Snapshot::default(),
+            closed_total: Snapshot::default(),
             events: Vec::new(),
             events_dropped: 0,
             new_events: Vec::new(),
@@ -287,7 +292,7 @@ impl State {
         }
         for (t, c) in closed {
             let snap = unpack(&c.packed);
-            s.total.merge(&snap);
+            s.closed_total.merge(&snap);
             s.history.insert(t, Point::of(t, &snap, Some(&c.fleet)));
             s.closed.insert(t, c);
         }
@@ -297,7 +302,6 @@ impl State {
                 continue;
             }
             let snap = unpack(&c.packed);
-            s.total.merge(&snap);
             s.intervals.add(t, &snap);
             s.open.insert(
                 t,
@@ -499,9 +503,9 @@ impl State {
         let rate = std::mem::take(&mut bot.record.rate);
         let name = bot.record.name.clone();
         if was == "live" {
-            self.live_cache -= 1;
-            self.offered_cache -= rate;
-            self.split_dirty = true;
+            // A bot leaving is rare: its share moves to the others now.
+            let _ = rate;
+            self.resplit(now);
         }
         self.event(now, "bot_left", format!("bot {name} (#{id}) left"));
         Ok(())
@@ -584,8 +588,8 @@ impl State {
         self.accepted += 1;
         // Checked on arrival (counts agree, values are numbers): the merge cannot fail, and
         // if it did the second would only miss this bot, never count it twice.
-        let _ = snap.merge_into(&mut self.total);
         if let Some(c) = self.closed.get_mut(&t) {
+            let _ = snap.merge_into(&mut self.closed_total);
             // Past the late window: merge into the packed copy.
             let mut s = unpack(&c.packed);
             let _ = snap.merge_into(&mut s);
@@ -624,6 +628,11 @@ impl State {
     /// A bot became live (joined, came back): it gets its share now, computed with the live
     /// count including it; everyone else is re-split at the next tick.
     fn joined_live(&mut self, id: u64) {
+        if self.bots.len() <= IMMEDIATE_SPLIT {
+            // Few bots: re-split everyone now, so the offered total holds at once.
+            self.resplit(0.0);
+            return;
+        }
         self.live_cache += 1;
         self.split_dirty = true;
         let live = self.live_cache;
@@ -900,24 +909,31 @@ impl State {
 
     /// Whole-run figures.
     pub fn summary(&self, now: f64) -> Summary {
+        let total = self.total();
         let (live, stale, gone) = self.bot_counts();
         Summary {
-            requests: self.total.responses,
-            errors: self.total.failed(),
-            ok: self.total.ok(),
+            requests: total.responses,
+            errors: total.failed(),
+            ok: total.ok(),
             live,
             stale,
             gone,
-            p50_ms: self.total.quantile_ms(0.5),
-            p99_ms: self.total.quantile_ms(0.99),
-            versions: self.total.versions.clone(),
+            p50_ms: total.quantile_ms(0.5),
+            p99_ms: total.quantile_ms(0.99),
+            versions: total.versions.clone(),
             elapsed_s: (now - self.started_unix).max(0.0),
         }
     }
 
     /// Everything measured so far, merged.
-    pub fn total(&self) -> &Snapshot {
-        &self.total
+    pub fn total(&self) -> Snapshot {
+        let mut t = self.closed_total.clone();
+        for k in self.intervals.keys() {
+            if let Some((_, s)) = self.intervals.get(k) {
+                t.merge(s);
+            }
+        }
+        t
     }
 
     /// Published seconds after `since`, oldest first, at most `limit` (the newest ones).
@@ -1022,7 +1038,7 @@ impl State {
                 }
             }
         }
-        let mut total = self.total.clone();
+        let mut total = self.total();
         total.start = 0.0;
         total.end = intervals.len() as f64;
         report::RunFile {
@@ -1068,6 +1084,7 @@ impl State {
                 live: o.live,
             };
             self.history.insert(t, Point::of(t, &snap, Some(&fleet)));
+            self.closed_total.merge(&snap);
             let c = Closed {
                 packed: pack(&snap),
                 fleet,
@@ -1256,9 +1273,7 @@ mod tests {
             reg(&mut s, 1000.0, "b"),
             reg(&mut s, 1000.0, "c"),
         );
-        // Each joined with its share at that moment; the next tick re-splits evenly.
-        assert_eq!(s.bots[&a].record.rate, 300.0);
-        s.tick(1000.0);
+        // A small fleet is re-split as each bot joins: the total holds at once.
         assert_eq!(s.offered(), 300.0);
         assert_eq!(s.bots[&a].record.rate, 100.0);
         let g = s.bots[&a].assignment.generation;
@@ -1287,7 +1302,7 @@ mod tests {
             kinds.contains(&"bot_stale") && kinds.contains(&"bot_gone"),
             "{kinds:?}"
         );
-        // It comes back: live again, and at the next tick the rate is split three ways again.
+        // It comes back: live again, and the rate is split three ways again.
         push(&mut s, 1032.0, a, 1031, &[1]).unwrap();
         assert_eq!(s.bots[&a].record.state, "live");
         s.tick(1032.1);

@@ -137,41 +137,30 @@ impl Snapshot {
             .expect("auto-resizing histograms merge");
     }
 
-    /// [`Snapshot::merge`] without the histograms (for [`sparse`], which adds those itself).
-    pub(crate) fn merge_counts(&mut self, other: &Snapshot) {
-        if self.completed() == 0 && self.end == 0.0 && self.start == 0.0 {
-            self.start = other.start;
-            self.end = other.end;
-        } else {
-            self.start = self.start.min(other.start);
-            self.end = self.end.max(other.end);
-        }
+    /// [`Snapshot::merge`] without the histograms.
+    fn merge_counts(&mut self, other: &Snapshot) {
+        self.merge_bounds(other.start, other.end);
         self.responses += other.responses;
         self.bytes += other.bytes;
-        for (k, v) in &other.status {
-            *self.status.entry(*k).or_default() += v;
-        }
-        for (k, v) in &other.errors {
-            match self.errors.get_mut(k) {
-                Some(n) => *n += v,
-                None => {
-                    self.errors.insert(k.clone(), *v);
-                }
-            }
-        }
+        add_map(&mut self.status, &other.status);
+        add_map(&mut self.errors, &other.errors);
         self.late += other.late;
         self.capped += other.capped;
         self.unsent += other.unsent;
-        for (k, v) in &other.versions {
-            match self.versions.get_mut(k) {
-                Some(n) => *n += v,
-                None => {
-                    self.versions.insert(k.clone(), *v);
-                }
-            }
-        }
+        add_map(&mut self.versions, &other.versions);
         self.intended += other.intended;
         self.sent += other.sent;
+    }
+
+    /// The interval becomes the union of both (an empty snapshot takes the other's bounds).
+    pub(crate) fn merge_bounds(&mut self, start: f64, end: f64) {
+        if self.completed() == 0 && self.end == 0.0 && self.start == 0.0 {
+            self.start = start;
+            self.end = end;
+        } else {
+            self.start = self.start.min(start);
+            self.end = self.end.max(end);
+        }
     }
 
     /// The corrected-latency percentile `q` (0..=1) in ms; 0 when nothing was recorded.
@@ -191,6 +180,18 @@ impl Snapshot {
             p50_ms: q(0.5),
             p99_ms: q(0.99),
             max_ms: self.latency.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Add every count of `from` into `into`.
+pub(crate) fn add_map<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+    for (k, v) in from {
+        match into.get_mut(k) {
+            Some(n) => *n += v,
+            None => {
+                into.insert(k.clone(), *v);
+            }
         }
     }
 }

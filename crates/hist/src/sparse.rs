@@ -201,37 +201,23 @@ impl WireSnapshot {
         self.errors.values().sum::<u64>() + self.responses.saturating_sub(ok)
     }
 
-    /// Add this into `s`, as [`Snapshot::merge`] would add the snapshot it came from.
+    /// Add this into `s`, as [`Snapshot::merge`] would add the snapshot it came from. Nothing
+    /// is allocated beyond what `s`'s maps and histograms grow by.
     pub fn merge_into(&self, s: &mut Snapshot) -> Result<(), String> {
-        let mut other = Snapshot {
-            start: self.start,
-            end: self.end,
-            responses: self.responses,
-            bytes: self.bytes,
-            status: self.status.clone(),
-            errors: self.errors.clone(),
-            late: self.late,
-            capped: self.capped,
-            unsent: self.unsent,
-            versions: self.versions.clone(),
-            intended: self.intended,
-            sent: self.sent,
-            ..Snapshot::default()
-        };
-        // Counters and bounds through the one merge; histograms straight into the target.
-        std::mem::swap(&mut other.latency, &mut s.latency);
-        std::mem::swap(&mut other.service, &mut s.service);
-        std::mem::swap(&mut other.lateness, &mut s.lateness);
-        let r = (|| {
-            self.latency.add_into(&mut other.latency)?;
-            self.service.add_into(&mut other.service)?;
-            self.lateness.add_into(&mut other.lateness)
-        })();
-        std::mem::swap(&mut other.latency, &mut s.latency);
-        std::mem::swap(&mut other.service, &mut s.service);
-        std::mem::swap(&mut other.lateness, &mut s.lateness);
-        r?;
-        s.merge_counts(&other);
+        self.latency.add_into(&mut s.latency)?;
+        self.service.add_into(&mut s.service)?;
+        self.lateness.add_into(&mut s.lateness)?;
+        s.merge_bounds(self.start, self.end);
+        s.responses += self.responses;
+        s.bytes += self.bytes;
+        crate::add_map(&mut s.status, &self.status);
+        crate::add_map(&mut s.errors, &self.errors);
+        s.late += self.late;
+        s.capped += self.capped;
+        s.unsent += self.unsent;
+        crate::add_map(&mut s.versions, &self.versions);
+        s.intended += self.intended;
+        s.sent += self.sent;
         Ok(())
     }
 
