@@ -12,11 +12,10 @@
 //! connection a few times per header timeout and closes those that started no request in that
 //! time (slowloris, idle keep-alive), and, once the balancer stops, those with nothing in flight.
 
-use crate::backends::{Backends, Health};
-use crate::pick::{pick, Algorithm};
-use crate::pipe::{
-    connection_tokens, hop_by_hop, put_headers, Fail, Outgoing, Pool, Reply, ReplyBody,
-};
+use crate::backends::Backends;
+use crate::pick::Algorithm;
+use crate::pipe::{connection_tokens, hop_by_hop, put_headers, Outgoing, Pool, Reply, ReplyBody};
+use crate::retry::{self, Fail, Refused};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
@@ -247,9 +246,6 @@ struct Parsed {
     body: ReqBody,
 }
 
-/// A request the balancer answers itself.
-struct Refuse(u16, String);
-
 /// Request headers not copied to the backend: the hop-by-hop ones, and two the balancer
 /// replaces (it answers `Expect` itself and extends `x-forwarded-for`).
 fn not_forwarded(name: &str) -> bool {
@@ -259,20 +255,20 @@ fn not_forwarded(name: &str) -> bool {
 }
 
 /// `peer_ip` is the client's address as text, for `x-forwarded-for`.
-fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> {
+fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refused> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(data) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refuse(431, "too many request headers".into()))
+            return Err(Refused(431, "too many request headers".into()))
         }
-        Err(e) => return Err(Refuse(400, format!("malformed request: {e}"))),
+        Err(e) => return Err(Refused(400, format!("malformed request: {e}"))),
     };
     let method = req.method.unwrap_or("GET");
     if method == "CONNECT" {
-        return Err(Refuse(501, "CONNECT is not supported".into()));
+        return Err(Refused(501, "CONNECT is not supported".into()));
     }
     let http10 = req.version == Some(0);
     let mut target = req.path.unwrap_or("/");
@@ -296,15 +292,15 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| Refuse(400, "bad content-length".into()))?;
+                .ok_or_else(|| Refused(400, "bad content-length".into()))?;
             if length.is_some_and(|l| l != v) {
-                return Err(Refuse(400, "conflicting content-length".into()));
+                return Err(Refused(400, "conflicting content-length".into()));
             }
             length = Some(v);
         } else if n.eq_ignore_ascii_case("transfer-encoding") {
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
             if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(Refuse(
+                return Err(Refused(
                     400,
                     "a request transfer-encoding must end in chunked".into(),
                 ));
@@ -321,11 +317,14 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
         }
     }
     if !http10 && !host {
-        return Err(Refuse(400, "HTTP/1.1 request without a Host header".into()));
+        return Err(Refused(
+            400,
+            "HTTP/1.1 request without a Host header".into(),
+        ));
     }
     if chunked && length.is_some() {
         // Request smuggling territory (RFC 9112 §6.3): refuse rather than guess.
-        return Err(Refuse(
+        return Err(Refused(
             400,
             "both transfer-encoding and content-length".into(),
         ));
@@ -359,10 +358,7 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
         head_len,
         upstream: up,
         head_request: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        ),
+        idempotent: retry::idempotent(method.as_bytes()),
         http10,
         keep_alive,
         expect_continue,
@@ -457,7 +453,7 @@ async fn client(
                         return;
                     }
                     Ok(None) => {}
-                    Err(Refuse(code, why)) => {
+                    Err(Refused(code, why)) => {
                         respond(&mut s, &mut out, local(code, &why), true, false).await;
                         return;
                     }
@@ -555,69 +551,39 @@ fn too_large(max: usize) -> String {
     format!("request body over the balancer's limit of {max} bytes")
 }
 
-/// Decrements a backend's in-flight count however the attempt ends.
-struct InFlight<'a>(&'a crate::backends::Backend);
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Send a request to a backend, and once more to another when that is safe (see `pipe::Fail`).
+/// Send a request to a backend, and once more to another when the policy says so
+/// ([`crate::retry`]).
 async fn forward(front: &Front, req: Outgoing, idempotent: bool) -> Reply {
-    let mut tried = None;
-    for attempt in 0..2 {
-        let set = front.backends.snapshot();
-        let Some(b) = pick(front.algorithm, &set, &front.turn, tried) else {
-            return local(503, "no backend available");
-        };
-        b.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(&b);
-        let (rx, conn) = front.pool.submit(
-            b.addr,
-            Outgoing {
-                bytes: req.bytes.clone(),
-                head_request: req.head_request,
-                exclusive: req.exclusive,
-            },
-        );
-        let result = tokio::time::timeout(front.timeout, rx).await;
-        drop(guard);
-        let fail = match result {
-            Ok(Ok(Ok(reply))) => {
-                b.requests.fetch_add(1, Ordering::Relaxed);
-                return reply;
+    let sent = retry::attempt(
+        &front.backends,
+        front.algorithm,
+        &front.turn,
+        idempotent,
+        |b| {
+            let (rx, conn) = front.pool.submit(
+                b.addr,
+                Outgoing {
+                    bytes: req.bytes.clone(),
+                    head_request: req.head_request,
+                    exclusive: req.exclusive,
+                },
+            );
+            async move {
+                match tokio::time::timeout(front.timeout, rx).await {
+                    Ok(Ok(r)) => r,
+                    // The connection was closed under the request (the balancer is stopping).
+                    Ok(Err(_)) => Err(Fail::Lost("connection closed by the balancer".into())),
+                    Err(_) => {
+                        // Whatever is queued behind it would wait as long.
+                        conn.retire();
+                        Err(Fail::Timeout(front.timeout))
+                    }
+                }
             }
-            Ok(Ok(Err(fail))) => fail,
-            // The connection was closed under the request (the balancer is stopping).
-            Ok(Err(_)) => Fail::Lost("connection closed by the balancer".into()),
-            Err(_) => {
-                b.errors.fetch_add(1, Ordering::Relaxed);
-                // Whatever is queued behind it would wait as long.
-                conn.retire();
-                return local(
-                    504,
-                    &format!(
-                        "backend {} did not answer within {:?}",
-                        b.addr, front.timeout
-                    ),
-                );
-            }
-        };
-        b.errors.fetch_add(1, Ordering::Relaxed);
-        if fail.is_connect() {
-            // Passive ejection: the health checker brings it back.
-            b.set_health(Health::Down);
-            b.ok_streak.store(0, Ordering::Relaxed);
-        }
-        if attempt == 0 && fail.retryable(idempotent) {
-            b.retried.fetch_add(1, Ordering::Relaxed);
-            tried = Some(b.addr);
-            continue;
-        }
-        return local(502, &format!("backend {} failed: {fail}", b.addr));
-    }
-    local(502, "no backend could take the request")
+        },
+    )
+    .await;
+    sent.unwrap_or_else(|Refused(code, why)| local(code, &why))
 }
 
 #[cfg(test)]
@@ -657,7 +623,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_a_reason() {
         let code = |r: &[u8]| match parse_request(r, peer()) {
-            Err(Refuse(c, _)) => c,
+            Err(Refused(c, _)) => c,
             Ok(Some(_)) => 200,
             Ok(None) => 0,
         };

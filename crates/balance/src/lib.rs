@@ -1,13 +1,16 @@
 //! `scaletest balance`: an L7 load balancer for HTTP/1.1 and HTTP/2, built to roll backends
 //! under full load without failing a request.
 //!
-//! Flow, one module per step: accept (`st_http::server`, shared with `serve`) → pick
-//! ([`pick`]: round-robin, least-requests, power of two choices) → forward ([`forward`]:
-//! pooled keep-alive connections, `x-forwarded-for`, timeouts) → retry (in `forward`: once, on
-//! another backend, only when safe). The backend set ([`backends`]) changes from flags, a
-//! watched file and the admin API ([`admin`]), and backend health from active checks of
-//! `/readyz` ([`health`]) and passive ejection on connect errors; none of that touches the
-//! request path except through the swapped set and per-backend atomics.
+//! Flow, one module per step. Cleartext HTTP/1 clients, the main case, take the hand-written
+//! path: [`front`] (parse, rewrite the head once) → [`pick`] (round-robin, least-requests, power
+//! of two choices) → [`pipe`] (pipelined HTTP/1.1 connections to the backends). HTTP/2 and TLS
+//! clients, and every client when the backends speak h2c, take the hyper path: accept
+//! (`st_http::server`, shared with `serve`) → [`pick`] → [`forward`] (hyper-util's pool). Both
+//! paths retry by one policy ([`retry`]: once, on another backend, only when safe). The
+//! backend set ([`backends`]) changes from flags, a watched file and the admin API ([`admin`]),
+//! and backend health from active checks of `/readyz` ([`health`]) and passive ejection on
+//! connect errors; none of that touches the request path except through the swapped set and
+//! per-backend atomics.
 
 pub mod admin;
 pub mod backends;
@@ -16,6 +19,7 @@ pub mod front;
 pub mod health;
 pub mod pick;
 pub mod pipe;
+pub mod retry;
 
 use backends::Backends;
 use forward::Forwarder;

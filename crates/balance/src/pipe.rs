@@ -11,11 +11,12 @@
 //! idle connection or opens a new one. A non-idempotent request (and an HTTP/1.0 one) travels
 //! alone: it is sent on an idle connection and nothing is queued behind it (RFC 9112 §9.3.2).
 //!
-//! Failures carry what is known about the request, so the caller can retry only when that is
-//! safe: never sent (connect failed), announced unprocessed (the response before it said
-//! `Connection: close`, after which a server must not process more), or lost after sending
-//! with no response byte (safe to resend only for idempotent methods).
+//! Failures ([`crate::retry::Fail`]) carry what is known about the request, so that the retry
+//! policy can tell: never sent (connect failed), announced unprocessed (the response before it
+//! said `Connection: close`, after which a server must not process more), lost after sending
+//! with no response byte, or answered with something that is not HTTP.
 
+use crate::retry::Fail;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use st_http::Chunked;
 use std::cell::{Cell, RefCell};
@@ -55,46 +56,6 @@ pub struct Outgoing {
     pub head_request: bool,
     /// Travels alone: non-idempotent, or HTTP/1.0.
     pub exclusive: bool,
-}
-
-/// Why a request got no response.
-#[derive(Debug)]
-pub enum Fail {
-    /// The connection could not be made: nothing was sent.
-    Connect(String),
-    /// The backend closed the connection (announced) before this request: not processed.
-    Unsent,
-    /// The connection ended after the request was sent, before any response byte.
-    Lost(String),
-    /// The backend's response was not valid HTTP/1.1.
-    Malformed(String),
-}
-
-impl Fail {
-    /// Whether sending the request again elsewhere is safe.
-    pub fn retryable(&self, idempotent: bool) -> bool {
-        match self {
-            Fail::Connect(_) | Fail::Unsent => true,
-            Fail::Lost(_) => idempotent,
-            Fail::Malformed(_) => false,
-        }
-    }
-
-    /// A connect failure (the backend is ejected until its health check passes).
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Fail::Connect(_))
-    }
-}
-
-impl std::fmt::Display for Fail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Fail::Connect(e) => write!(f, "connect: {e}"),
-            Fail::Unsent => f.write_str("connection closed by the backend before the request"),
-            Fail::Lost(e) => write!(f, "connection lost before the response: {e}"),
-            Fail::Malformed(e) => write!(f, "malformed response: {e}"),
-        }
-    }
 }
 
 /// A response on its way to the client.
@@ -885,14 +846,5 @@ mod tests {
             assert!(reply.as_ref().is_ok_and(|r| r.close_delimited));
             assert_eq!(body(Ok(reply)).await, "to the end");
         });
-    }
-
-    #[test]
-    fn retry_safety_follows_what_is_known() {
-        assert!(Fail::Connect("x".into()).retryable(false));
-        assert!(Fail::Unsent.retryable(false));
-        assert!(Fail::Lost("x".into()).retryable(true));
-        assert!(!Fail::Lost("x".into()).retryable(false));
-        assert!(!Fail::Malformed("x".into()).retryable(true));
     }
 }

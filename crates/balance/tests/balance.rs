@@ -187,6 +187,41 @@ fn a_refused_connection_is_retried_on_another_backend_and_ejects_it() {
 }
 
 #[test]
+fn a_malformed_answer_is_retried_elsewhere_for_idempotent_methods_only_on_both_paths() {
+    for hyper_only in [false, true] {
+        let bad = testkit::Misbehaving::start(testkit::Misbehavior::Garbage);
+        let good = testkit::Server::start(testkit::Behavior::Ok);
+        let lb = balancer_with(
+            vec![bad.addr, good.addr],
+            Algorithm::RoundRobin,
+            60_000,
+            |c| c.hyper_only = hyper_only,
+        );
+        let path = if hyper_only { "hyper" } else { "pipelined" };
+        // Round robin starts at the first backend: each request below tries `bad` first.
+        let r = raw(
+            lb.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+        // (Health checks go to /readyz: only "/" counts.)
+        let root = || good.paths().get("/").copied().unwrap_or(0);
+        assert_eq!(root(), 1, "{path}");
+        // The second request goes to `good` in turn; the third tries `bad` first again.
+        raw(
+            lb.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        let r = raw(
+            lb.addr,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 502"), "{path}: {r}");
+        assert_eq!(root(), 2, "{path}: the POST reached a second backend");
+    }
+}
+
+#[test]
 fn health_checks_eject_a_dead_backend_and_bring_it_back() {
     let a = backend("a");
     let b = backend("b");
