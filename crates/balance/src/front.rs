@@ -430,6 +430,25 @@ async fn respond(
     }
 }
 
+/// How long a refused client may go on sending before its connection is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Answer a request the balancer refuses, then close without losing the answer: the client
+/// may still be sending (a 200 kB head, a body over the limit), and closing a socket with
+/// unread input resets the connection, which can destroy the answer before the client reads
+/// it. So send FIN and discard input until the client closes too, for at most [`LINGER`]
+/// (what nginx calls a lingering close).
+async fn refuse(mut s: TcpStream, out: &mut BytesMut, reply: Reply, http10: bool) {
+    if !respond(&mut s, out, reply, true, http10).await || s.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 /// Serve one HTTP/1 client connection.
 async fn client(
     front: &Front,
@@ -449,13 +468,11 @@ async fn client(
                     Ok(Some(p)) => break p,
                     Ok(None) if buf.len() >= max_head => {
                         let r = local(431, "request head too large");
-                        respond(&mut s, &mut out, r, true, false).await;
-                        return;
+                        return refuse(s, &mut out, r, false).await;
                     }
                     Ok(None) => {}
                     Err(Refused(code, why)) => {
-                        respond(&mut s, &mut out, local(code, &why), true, false).await;
-                        return;
+                        return refuse(s, &mut out, local(code, &why), false).await;
                     }
                 }
             }
@@ -482,8 +499,7 @@ async fn client(
             ReqBody::Length(n) => {
                 if n > front.max_body {
                     let r = local(413, &too_large(front.max_body));
-                    respond(&mut s, &mut out, r, true, http10).await;
-                    return;
+                    return refuse(s, &mut out, r, http10).await;
                 }
                 if expect_continue
                     && buf.len() < n
@@ -509,8 +525,7 @@ async fn client(
                         Ok((n, done)) => {
                             if upstream.len() + n > front.max_body + 64 * 1024 {
                                 let r = local(413, &too_large(front.max_body));
-                                respond(&mut s, &mut out, r, true, http10).await;
-                                return;
+                                return refuse(s, &mut out, r, http10).await;
                             }
                             upstream.put_slice(&buf[..n]);
                             buf.advance(n);
@@ -520,8 +535,7 @@ async fn client(
                         }
                         Err(_) => {
                             let r = local(400, "malformed chunked request body");
-                            respond(&mut s, &mut out, r, true, http10).await;
-                            return;
+                            return refuse(s, &mut out, r, http10).await;
                         }
                     }
                     if !read_body(&mut s, &mut buf, st).await {

@@ -529,6 +529,49 @@ fn bad_requests_get_their_status_and_the_connection_closes() {
     assert_eq!(served(&lb, b.addr), 0);
 }
 
+/// Send `req` while reading the answer (the server may answer and stop reading before the
+/// whole request is written); the answer, up to the server's close.
+fn raw_while_sending(addr: SocketAddr, req: Vec<u8>) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&req);
+    });
+    let mut out = Vec::new();
+    let read = s.read_to_end(&mut out);
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(read.is_ok(), "{read:?} after {text:?}");
+    text
+}
+
+#[test]
+fn a_request_head_over_the_limits_gets_431_not_a_reset() {
+    let b = backend("v1");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(200_000)
+    );
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        "A: b\r\n".repeat(5000)
+    );
+    for hyper_only in [false, true] {
+        let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
+            c.hyper_only = hyper_only
+        });
+        for (what, req) in [("200 kB header", &big), ("5,000 header lines", &many)] {
+            let r = raw_while_sending(lb.addr, req.clone().into_bytes());
+            assert!(
+                r.starts_with("HTTP/1.1 431"),
+                "hyper_only={hyper_only}, {what}: {r:?}"
+            );
+        }
+        assert_eq!(served(&lb, b.addr), 0);
+    }
+}
+
 #[test]
 fn a_slowloris_client_is_cut_off_while_others_are_served() {
     let b = backend("v1");
