@@ -1,4 +1,4 @@
-//! HTTP plumbing shared by every scaletest component that talks HTTP; nothing else opens sockets.
+//! HTTP plumbing shared by every scaletest component that talks HTTP.
 //!
 //! Client side (used by the load engine, later by loadbots):
 //! - [`Origin`]: a validated `scheme://host:port` with its resolved socket address.
@@ -9,8 +9,13 @@
 //! - [`ErrorClass`]: how a failed request is counted. A failure is data, not an `Err` to
 //!   propagate: the engine counts it and carries on.
 //!
-//! Server side (used by `serve`, later by `balance`): [`server`] binds SO_REUSEPORT listeners
-//! and runs the accept loop with its limits and graceful drain; [`tls`] builds server configs.
+//! HTTP/1.1 on the wire ([`wire`], with [`Chunked`]): response heads, body framing and chunked
+//! bodies, for the client here and the balancer's upstream connections alike.
+//!
+//! Server side (used by `serve` and `balance`): [`server`] binds SO_REUSEPORT listeners and runs
+//! the accept loop with its limits and graceful drain; [`tls`] builds server configs. Not every
+//! socket is opened here: the balancer's own HTTP/1 client side and upstream connections, its
+//! health checks, and `kapi`'s watch metrics server open theirs.
 
 mod chunked;
 mod error;
@@ -21,6 +26,7 @@ mod request;
 pub mod server;
 mod stream;
 pub mod tls;
+pub mod wire;
 
 pub use chunked::{BadChunk, Chunked};
 pub use error::ErrorClass;
