@@ -27,12 +27,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 /// What a worker thread needs to serve HTTP/1 clients.
@@ -61,7 +61,6 @@ struct ConnState {
 struct Registry {
     conns: RefCell<HashMap<u64, Rc<ConnState>>>,
     next: Cell<u64>,
-    ended: Notify,
     stopping: Cell<bool>,
 }
 
@@ -69,14 +68,11 @@ struct Registry {
 struct Registered {
     id: u64,
     reg: Rc<Registry>,
-    stats: Arc<Stats>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         self.reg.conns.borrow_mut().remove(&self.id);
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
-        self.reg.ended.notify_one();
     }
 }
 
@@ -87,7 +83,7 @@ pub async fn serve<F, S, B>(
     listener: std::net::TcpListener,
     front: Rc<Front>,
     stats: Arc<Stats>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     make: F,
 ) -> io::Result<()>
 where
@@ -99,62 +95,49 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let make = Rc::new(make);
     let reg = Rc::new(Registry {
         conns: RefCell::new(HashMap::new()),
         next: Cell::new(0),
-        ended: Notify::new(),
         stopping: Cell::new(false),
     });
     let sweeper = tokio::task::spawn_local(sweep(reg.clone(), front.clone()));
     let phases = phase.clone();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    if stats.open.load(Ordering::Relaxed) >= front.limits.max_connections {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    stats.open.fetch_add(1, Ordering::Relaxed);
-                    let id = reg.next.get();
-                    reg.next.set(id + 1);
-                    let st = Rc::new(ConnState::default());
-                    reg.conns.borrow_mut().insert(id, st.clone());
-                    let guard = Registered { id, reg: reg.clone(), stats: stats.clone() };
-                    let (front, make, phase) = (front.clone(), make.clone(), phases.clone());
-                    let st2 = st.clone();
-                    let task = tokio::task::spawn_local(async move {
-                        let _guard = guard;
-                        let _ = stream.set_nodelay(true);
-                        if opens_with_h2_preface(&stream).await {
-                            st2.hyper.set(true);
-                            let activity = Arc::new(Activity::default());
-                            let svc = make(peer, activity.clone());
-                            server::serve_connection(TokioIo::new(stream), svc, &front.limits, activity, phase).await;
-                        } else {
-                            client(&front, stream, peer, &st2, &phase).await;
-                        }
-                    });
-                    *st.abort.borrow_mut() = Some(task.abort_handle());
+    let conns = server::accept(
+        listener,
+        &front.limits,
+        &stats,
+        phase,
+        |stream, peer, open| {
+            let id = reg.next.get();
+            reg.next.set(id + 1);
+            let st = Rc::new(ConnState::default());
+            reg.conns.borrow_mut().insert(id, st.clone());
+            let registered = Registered {
+                id,
+                reg: reg.clone(),
+            };
+            let (front, make, phase) = (front.clone(), make.clone(), phases.clone());
+            let st2 = st.clone();
+            let task = tokio::task::spawn_local(async move {
+                let _guards = (open, registered);
+                if opens_with_h2_preface(&stream).await {
+                    st2.hyper.set(true);
+                    let activity = Arc::new(Activity::default());
+                    let svc = make(peer, activity.clone());
+                    let io = TokioIo::new(stream);
+                    server::serve_connection(io, svc, &front.limits, activity, phase).await;
+                } else {
+                    client(&front, stream, peer, &st2, &phase).await;
                 }
-                // Out of descriptors or similar: give the system a moment rather than spin.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            r = phase.wait_for(|p| *p == Phase::Stopping) => { let _ = r; break; }
-        }
-    }
-    drop(listener);
+            });
+            *st.abort.borrow_mut() = Some(task.abort_handle());
+        },
+    )
+    .await?;
     reg.stopping.set(true);
     close_quiet(&reg, true, Instant::now(), Duration::MAX);
-    loop {
-        let ended = reg.ended.notified();
-        if reg.conns.borrow().is_empty() {
-            break;
-        }
-        ended.await;
-    }
+    conns.finished().await;
     sweeper.abort();
     Ok(())
 }

@@ -12,8 +12,9 @@
 //! HTTP/1.1 on the wire ([`wire`], with [`Chunked`]): response heads, body framing and chunked
 //! bodies, for the client here and the balancer's upstream connections alike.
 //!
-//! Server side (used by `serve` and `balance`): [`server`] binds SO_REUSEPORT listeners and runs
-//! the accept loop with its limits and graceful drain; [`tls`] builds server configs. Not every
+//! Server side (used by `serve` and `balance`): [`runner`] starts the threads and runtimes and
+//! moves them through their phases; [`server`] binds SO_REUSEPORT listeners and runs the accept
+//! loop with its limits and graceful drain; [`tls`] builds server configs. Not every
 //! socket is opened here: the balancer's own HTTP/1 client side and upstream connections, its
 //! health checks, and `kapi`'s watch metrics server open theirs.
 
@@ -23,6 +24,7 @@ mod h1;
 mod h2lane;
 mod origin;
 mod request;
+pub mod runner;
 pub mod server;
 mod stream;
 pub mod tls;
