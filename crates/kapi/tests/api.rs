@@ -412,7 +412,7 @@ async fn custom_resources_are_found_by_discovery_and_churned_from_a_template() {
         "a/b/c/d",
     ] {
         let e = kapi::resolve(&client, bad).await.expect_err(bad);
-        assert!(e.downcast_ref::<kapi::Usage>().is_some(), "{bad}: {e}");
+        assert!(matches!(e, kapi::Error::Usage(_)), "{bad}: {e}");
     }
 }
 

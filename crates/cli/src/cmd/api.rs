@@ -208,22 +208,18 @@ fn unix_now() -> f64 {
 /// Ctrl-C: the first stops the run gracefully (it reports), the second exits at once.
 fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
-            let _ = tx.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
+    super::on_ctrl_c(move || {
+        eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
+        let _ = tx.send(true);
     });
     rx
 }
 
-fn kapi_error(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<kapi::Usage>() {
-        Ok(u) => Usage(u.0).into(),
-        Err(e) => e,
+/// kapi's errors that are the user's to fix exit 2, like the CLI's own.
+fn kapi_error(e: kapi::Error) -> anyhow::Error {
+    match e {
+        kapi::Error::Usage(why) => Usage(why).into(),
+        e => e.into(),
     }
 }
 
