@@ -92,6 +92,7 @@ pub struct Running {
     /// The backend set (tests and embedders may change it directly).
     pub backends: Arc<Backends>,
     servers: Servers,
+    file_errors: Option<tokio::sync::mpsc::Receiver<BalanceError>>,
 }
 
 fn read_file(p: &PathBuf) -> Result<Vec<SocketAddr>, BalanceError> {
@@ -120,6 +121,7 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
         worker(c.clone(), b.clone(), tls.clone(), w)
     })?;
     // The control thread: admin API, health checks, file watch.
+    let (file_tx, file_errors) = tokio::sync::mpsc::channel(16);
     let token = Arc::new(cfg.admin_token.clone());
     let (b, health_cfg, file, h2) = (
         backends.clone(),
@@ -130,7 +132,7 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
     servers
         .per_thread("balance-control", admin, Arc::default(), move |w| {
             let health = tokio::spawn(health::run(b.clone(), health_cfg.clone(), h2));
-            let watch = tokio::spawn(watch_file(b.clone(), file.clone()));
+            let watch = tokio::spawn(watch_file(b.clone(), file.clone(), file_tx.clone()));
             let (b, token) = (b.clone(), token.clone());
             let make = move |_peer: SocketAddr, _a: Arc<server::Activity>| {
                 let (b, token) = (b.clone(), token.clone());
@@ -154,6 +156,7 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
         admin_addr,
         backends,
         servers,
+        file_errors: Some(file_errors),
     })
 }
 
@@ -210,8 +213,13 @@ async fn worker(
     }
 }
 
-/// Re-read the backends file when its modification time changes.
-async fn watch_file(backends: Arc<Backends>, file: Option<PathBuf>) {
+/// Re-read the backends file when its modification time changes. A file that cannot be used
+/// keeps the current set, and the error goes to `errors` (see [`Running::file_errors`]).
+async fn watch_file(
+    backends: Arc<Backends>,
+    file: Option<PathBuf>,
+    errors: tokio::sync::mpsc::Sender<BalanceError>,
+) {
     let Some(path) = file else { return };
     let mut seen = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -224,14 +232,22 @@ async fn watch_file(backends: Arc<Backends>, file: Option<PathBuf>) {
                 Ok(addrs) => {
                     backends.replace_all(&addrs);
                 }
-                // A half-written or wrong file keeps the current set.
-                Err(e) => eprintln!("scaletest balance: {e}; keeping the current backends"),
+                // Nobody reading, or too many unread: the set is kept either way.
+                Err(e) => {
+                    let _ = errors.try_send(e);
+                }
             }
         }
     }
 }
 
 impl Running {
+    /// Errors re-reading the backends file (each time it changed into something unusable and
+    /// the current set was kept), for the caller to report; `None` after the first call.
+    pub fn file_errors(&mut self) -> Option<tokio::sync::mpsc::Receiver<BalanceError>> {
+        self.file_errors.take()
+    }
+
     /// Close the listeners and let every connection finish.
     pub fn stop(&self) {
         self.servers.set_phase(Phase::Stopping);

@@ -380,16 +380,24 @@ fn backends_speak_h2c_when_asked_and_get_x_forwarded_for() {
     let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 50, |c| {
         c.backend_h2 = true
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // Health checks reached the backend (and kept it up: rise and fall are 2).
+    let checks = || b.paths().get("/readyz").copied().unwrap_or(0);
+    wait_for("three health checks", || checks() >= 3);
     let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100), "{:?}", r.total.errors);
     assert_eq!(health(&lb, b.addr), Some(Health::Up));
-    // Every request and every health check arrived over HTTP/2.
+    // Every request and every health check arrived over HTTP/2: counted at the backend, each
+    // one by the version it came in.
+    let checked = checks();
+    let versions = b.versions();
     assert_eq!(
-        b.versions().keys().collect::<Vec<_>>(),
-        vec!["HTTP/2.0"],
-        "{:?}",
-        b.versions()
+        versions.keys().collect::<Vec<_>>(),
+        ["HTTP/2.0"],
+        "{versions:?}"
+    );
+    assert!(
+        versions["HTTP/2.0"] >= 100 + checked,
+        "{versions:?} {checked}"
     );
     assert_eq!(b.paths().get("/"), Some(&100), "{:?}", b.paths());
     assert_eq!(b.last_forwarded_for().as_deref(), Some("127.0.0.1"));
@@ -402,9 +410,10 @@ fn the_backends_file_is_watched() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("backends.txt");
     std::fs::write(&file, format!("# the pool\n{}\n", a.addr)).unwrap();
-    let lb = balancer_with(vec![], Algorithm::RoundRobin, 60_000, |c| {
+    let mut lb = balancer_with(vec![], Algorithm::RoundRobin, 60_000, |c| {
         c.backends_file = Some(file.clone())
     });
+    let mut errors = lb.file_errors().unwrap();
     let addrs = || {
         lb.backends
             .snapshot()
@@ -423,7 +432,15 @@ fn the_backends_file_is_watched() {
     // A broken file keeps the current set.
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&file, "not an address\n").unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    let mut error = None;
+    wait_for("the file's error", || {
+        error = errors.try_recv().ok();
+        error.is_some()
+    });
+    assert!(
+        error.unwrap().to_string().contains("not an address"),
+        "the error names the bad line"
+    );
     assert_eq!(addrs(), vec![b.addr]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
