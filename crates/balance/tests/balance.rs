@@ -3,14 +3,13 @@
 use balance::backends::Health;
 use balance::health::HealthConfig;
 use balance::pick::Algorithm;
-use bytes::Bytes;
 use st_http::server::Limits;
-use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
+use st_http::Protocol;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testsupport::closed_loop;
 
 fn backend(label: &str) -> serve::Running {
     backend_on("127.0.0.1:0".parse().unwrap(), label)
@@ -67,35 +66,6 @@ fn balancer_with(
     balance::start(cfg).unwrap()
 }
 
-fn load(url: &str, protocol: Protocol, n: u64) -> load::RunResult {
-    let (origin, path) = Origin::parse(url).unwrap();
-    let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).unwrap();
-    let cfg = load::Config {
-        connector: Connector::new(
-            origin,
-            protocol,
-            &TlsOptions::default(),
-            Duration::from_secs(5),
-        )
-        .unwrap(),
-        requests: Arc::new(vec![req]),
-        mode: load::Mode::Closed,
-        connections: 4,
-        streams: if protocol == Protocol::Http2 { 4 } else { 1 },
-        duration: None,
-        max_requests: Some(n),
-        timeout: Duration::from_secs(5),
-        threads: 1,
-        live: Default::default(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(load::run(cfg, load::Shutdown::new(), |_| {}))
-        .unwrap()
-}
-
 fn served(b: &balance::Running, addr: SocketAddr) -> u64 {
     b.backends
         .snapshot()
@@ -104,15 +74,8 @@ fn served(b: &balance::Running, addr: SocketAddr) -> u64 {
         .map_or(0, |x| x.requests.load(Ordering::Relaxed))
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_for(what: &str, ready: impl FnMut() -> bool) {
+    testsupport::wait_until(what, Duration::from_secs(10), ready)
 }
 
 fn health(b: &balance::Running, addr: SocketAddr) -> Option<Health> {
@@ -135,7 +98,7 @@ fn requests_spread_over_three_backends() {
         (Algorithm::LeastRequests, 250),
     ] {
         let lb = balancer(addrs.clone(), alg, 60_000);
-        let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 3000);
+        let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 3000);
         assert_eq!(
             r.total.status.get(&200),
             Some(&3000),
@@ -153,7 +116,7 @@ fn requests_spread_over_three_backends() {
 fn http2_clients_are_balanced_too() {
     let (a, b) = (backend("a"), backend("b"));
     let lb = balancer(vec![a.addr, b.addr], Algorithm::RoundRobin, 60_000);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http2, 400);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http2, 400);
     assert_eq!(r.total.status.get(&200), Some(&400), "{:?}", r.total.errors);
     assert_eq!(served(&lb, a.addr) + served(&lb, b.addr), 400);
 }
@@ -166,7 +129,7 @@ fn a_refused_connection_is_retried_on_another_backend_and_ejects_it() {
     drop(dead);
     // Health checks far apart: only the passive ejection and the retry act here.
     let lb = balancer(vec![dead_addr, live.addr], Algorithm::RoundRobin, 60_000);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
     assert_eq!(
         r.total.status.get(&200),
         Some(&200),
@@ -230,13 +193,13 @@ fn health_checks_eject_a_dead_backend_and_bring_it_back() {
     b.stop();
     assert_eq!(b.wait(Duration::from_secs(5)), 0);
     wait_for("b down", || health(&lb, b_addr) == Some(Health::Down));
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100));
     // The same address comes back.
     let _b2 = backend_on(b_addr, "b2");
     wait_for("b up", || health(&lb, b_addr) == Some(Health::Up));
     let before = served(&lb, b_addr);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100));
     assert!(served(&lb, b_addr) > before);
 }
@@ -251,7 +214,7 @@ fn a_backend_whose_readyz_says_503_gets_no_new_requests() {
         health(&lb, b.addr) == Some(Health::Draining)
     });
     let before = served(&lb, b.addr);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
     assert_eq!(r.total.status.get(&200), Some(&200));
     assert_eq!(served(&lb, b.addr), before);
 }
@@ -330,7 +293,7 @@ fn the_admin_api_needs_the_token_and_changes_the_set() {
         .0,
         200
     );
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
     assert_eq!(r.total.status.get(&200), Some(&50));
     assert_eq!(served(&lb, a.addr), 0, "a drained backend got requests");
     assert_eq!(
@@ -369,7 +332,7 @@ fn the_admin_api_needs_the_token_and_changes_the_set() {
 #[test]
 fn with_no_backend_clients_get_503() {
     let lb = balancer(vec![], Algorithm::PowerOfTwo, 60_000);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
     assert_eq!(r.total.status.get(&503), Some(&5));
 }
 
@@ -383,7 +346,7 @@ fn backends_speak_h2c_when_asked_and_get_x_forwarded_for() {
     // Health checks reached the backend (and kept it up: rise and fall are 2).
     let checks = || b.paths().get("/readyz").copied().unwrap_or(0);
     wait_for("three health checks", || checks() >= 3);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100), "{:?}", r.total.errors);
     assert_eq!(health(&lb, b.addr), Some(Health::Up));
     // Every request and every health check arrived over HTTP/2: counted at the backend, each
@@ -426,7 +389,7 @@ fn the_backends_file_is_watched() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&file, format!("{}\n", b.addr)).unwrap();
     wait_for("the new set", || addrs() == vec![b.addr]);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
     assert_eq!(r.total.status.get(&200), Some(&50));
     assert_eq!(served(&lb, b.addr), 50);
     // A broken file keeps the current set.
@@ -600,7 +563,7 @@ fn a_slowloris_client_is_cut_off_while_others_are_served() {
         .unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
     let t = Instant::now();
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
     assert_eq!(r.total.status.get(&200), Some(&200));
     // The slow client keeps trickling bytes and is still closed, without an answer.
     let mut got = Vec::new();
@@ -642,7 +605,7 @@ fn a_slow_response_holds_up_no_request_sent_after_it() {
     // Past the stall threshold its connection takes no more requests.
     std::thread::sleep(balance::pipe::STALL * 5);
     let t = Instant::now();
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 500);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 500);
     assert_eq!(r.total.status.get(&200), Some(&500));
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(

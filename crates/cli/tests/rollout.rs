@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::Proc;
+use testsupport::Bin;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scaletest"))
-}
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
 /// Start a child and read the address from its "listening on http://ADDR ..." line.
 fn spawn(args: &[&str]) -> (Proc, SocketAddr, String) {
-    let mut child = bin()
+    let mut child = SCALETEST
+        .command()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -130,7 +130,8 @@ fn balancer(name: &str, backends: &[SocketAddr]) -> Setup {
 
 fn load(s: &Setup, name: &str, secs: u32) -> Proc {
     let json = s.dir.join(format!("{name}.json"));
-    bin()
+    SCALETEST
+        .command()
         .args([
             "load",
             &format!("http://{}/", s.lb_addr),

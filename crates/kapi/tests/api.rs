@@ -274,7 +274,13 @@ async fn a_watch_that_outlives_its_history_relists_and_misses_nothing() {
     tokio::time::timeout(Duration::from_secs(10), shared.wait_deletes(3))
         .await
         .expect("deletes seen");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while shared.stats().applied < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "four notifications applied: {}",
+            counts(&shared.stats())
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The server forgets its history and drops the watch: resuming gets 410, then a relist,

@@ -1,75 +1,10 @@
 //! The load engine against the project's own test servers on loopback.
 
-use bytes::Bytes;
-use load::{Config, Mode, RunResult, Shutdown};
-use pace::{Arrival, RateShape};
-use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
-use std::sync::Arc;
+use load::RunResult;
+use st_http::Protocol;
 use std::time::Duration;
 use testkit::{Behavior, Misbehaving, Misbehavior, Server, TestCert};
-
-struct Run {
-    url: String,
-    protocol: Protocol,
-    tls: TlsOptions,
-    mode: Mode,
-    connections: usize,
-    streams: usize,
-    duration: Option<Duration>,
-    requests: Option<u64>,
-    timeout: Duration,
-    threads: usize,
-}
-
-impl Run {
-    fn new(url: &str) -> Run {
-        Run {
-            url: url.to_string(),
-            protocol: Protocol::Http1,
-            tls: TlsOptions::default(),
-            mode: Mode::Closed,
-            connections: 4,
-            streams: 1,
-            duration: None,
-            requests: None,
-            timeout: Duration::from_secs(5),
-            threads: 2,
-        }
-    }
-
-    fn open(mut self, rate: f64, max_connections: usize) -> Run {
-        self.mode = Mode::Open {
-            shape: RateShape::Constant { rate },
-            arrival: Arrival::Uniform,
-            max_connections,
-            seed: 1,
-        };
-        self
-    }
-
-    fn go(self) -> RunResult {
-        let (origin, path) = Origin::parse(&self.url).unwrap();
-        let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).unwrap();
-        let cfg = Config {
-            connector: Connector::new(origin, self.protocol, &self.tls, self.timeout).unwrap(),
-            requests: Arc::new(vec![req]),
-            mode: self.mode,
-            connections: self.connections,
-            streams: self.streams,
-            duration: self.duration,
-            max_requests: self.requests,
-            timeout: self.timeout,
-            threads: self.threads,
-            live: Default::default(),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(load::run(cfg, Shutdown::new(), |_| {}))
-            .unwrap()
-    }
-}
+use testsupport::Run;
 
 fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
