@@ -95,8 +95,9 @@ impl PreciseTimer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn wakes_within_a_fraction_of_a_millisecond() {
+    /// How late each of `n` waits woke (gaps from 0.1 to 2 ms), sorted; `precise`: with the
+    /// timerfd, else with tokio's timer.
+    fn lateness(precise: bool, n: u32) -> Vec<Duration> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -104,12 +105,31 @@ mod tests {
         rt.block_on(async {
             let mut t = PreciseTimer::new();
             assert!(t.fd.is_some(), "timerfd available on Linux");
-            let start = Instant::now();
-            for k in 1..=20u32 {
-                let d = start + Duration::from_micros(1500) * k;
-                t.sleep_until(d).await;
-                assert!(Instant::now() >= d);
+            if !precise {
+                t.fd = None;
             }
-        });
+            let mut late = Vec::new();
+            let mut at = Instant::now();
+            for k in 0..n {
+                at += Duration::from_micros(100 + u64::from(k * 397 % 1900));
+                t.sleep_until(at).await;
+                let now = Instant::now();
+                assert!(now >= at, "woke early");
+                late.push(now - at);
+            }
+            late.sort();
+            late
+        })
+    }
+
+    /// The bound the name promises, over many wakes. Not the p99: on a shared 2-core machine
+    /// under builds, preemption alone put the p99 anywhere from 0.3 to 2.1 ms (as far out as
+    /// tokio's timer goes), while the p95 stayed under 110 µs with the timerfd and near 1.9 ms
+    /// with tokio's timer (1 ms ticks, rounded up): the p95 is what tells the two apart.
+    #[test]
+    fn wakes_within_a_fraction_of_a_millisecond() {
+        let late = lateness(true, 500);
+        let p95 = late[late.len() * 95 / 100];
+        assert!(p95 < Duration::from_micros(500), "p95 lateness {p95:?}");
     }
 }
