@@ -637,3 +637,63 @@ mod tests {
         assert_eq!(code(many.as_bytes()), 431);
     }
 }
+
+/// Arbitrary bytes from a client: no panic, and a request, a wait or a refusal that fits them.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn request_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just(b"Host: a".to_vec()),
+            Just(b"Content-Length: 3".to_vec()),
+            Just(b"Transfer-Encoding: chunked".to_vec()),
+            Just(b"Connection: close, X-A".to_vec()),
+            Just(b"X-Forwarded-For: 1.2.3.4".to_vec()),
+            Just(b"Expect: 100-continue".to_vec()),
+            "[ -~]{0,40}".prop_map(String::into_bytes),
+            vec(any::<u8>(), 0..40),
+        ];
+        prop_oneof![
+            vec(any::<u8>(), 0..2048),
+            (
+                "(GET|POST|HEAD|PUT|CONNECT|[A-Z]{1,8})",
+                "(/|/[ -~]{0,30}|http://h/x|https://h)",
+                "HTTP/1\\.[01]",
+                vec(line, 0..120),
+                any::<bool>(),
+            )
+                .prop_map(|(m, t, v, lines, end)| {
+                    let mut b = format!("{m} {t} {v}\r\n").into_bytes();
+                    for l in lines {
+                        b.extend_from_slice(&l);
+                        b.extend_from_slice(b"\r\n");
+                    }
+                    if end {
+                        b.extend_from_slice(b"\r\n");
+                    }
+                    b
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_request_head_parses_waits_or_is_refused(data in request_bytes()) {
+            match parse_request(&data, b"10.0.0.1") {
+                Ok(Some(p)) => {
+                    prop_assert!(p.head_len <= data.len());
+                    // What the backend gets is a head of its own, ending in a blank line.
+                    prop_assert!(p.upstream.ends_with(b"\r\n\r\n"));
+                    prop_assert!(p.upstream.windows(17).any(|w| w == b"x-forwarded-for: "));
+                }
+                Ok(None) => {}
+                Err(Refused(code, why)) => {
+                    prop_assert!([400, 431, 501].contains(&code), "{} {}", code, why);
+                }
+            }
+        }
+    }
+}

@@ -344,3 +344,115 @@ mod tests {
         );
     }
 }
+
+/// Arbitrary bytes from outside: no panic, and a head, a wait or an error that fits them.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Bytes, or something shaped like a head (a status line, header-ish lines, CRLFs), so
+    /// that the cases reach past the first byte.
+    fn head_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just(b"Content-Length: 5".to_vec()),
+            Just(b"Transfer-Encoding: chunked".to_vec()),
+            Just(b"Connection: close".to_vec()),
+            "[ -~]{0,40}".prop_map(String::into_bytes),
+            vec(any::<u8>(), 0..40),
+        ];
+        prop_oneof![
+            vec(any::<u8>(), 0..2048),
+            ("[0-9]{3}", vec(line, 0..120), any::<bool>()).prop_map(|(code, lines, end)| {
+                let mut b = format!("HTTP/1.1 {code} X\r\n").into_bytes();
+                for l in lines {
+                    b.extend_from_slice(&l);
+                    b.extend_from_slice(b"\r\n");
+                }
+                if end {
+                    b.extend_from_slice(b"\r\n");
+                }
+                b
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_response_head_parses_waits_or_fails(data in head_bytes(), head_request: bool) {
+            let mut h = headers();
+            let mut seen = 0;
+            match parse_response(&data, head_request, &mut h, |_| seen += 1) {
+                Ok(Some(r)) => {
+                    prop_assert!(r.len <= data.len());
+                    prop_assert_eq!(seen, r.headers.len());
+                    prop_assert!(r.headers.len() <= MAX_HEADERS);
+                    prop_assert!(!(r.keep_alive && r.framing == Framing::UntilClose));
+                }
+                Ok(None) => prop_assert!(data.len() <= MAX_HEAD),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn a_body_never_takes_more_than_it_is_given(
+            pieces in vec(vec(any::<u8>(), 0..64), 0..64),
+            framing in prop_oneof![
+                Just(Framing::Chunked),
+                Just(Framing::UntilClose),
+                Just(Framing::None),
+                any::<u64>().prop_map(Framing::Length),
+            ],
+        ) {
+            let mut body = BodyFraming::new(framing);
+            for p in &pieces {
+                match body.feed(p) {
+                    Ok((n, done)) => {
+                        prop_assert!(n <= p.len());
+                        if done {
+                            break;
+                        }
+                        prop_assert_eq!(n, p.len(), "an unfinished body takes all it is given");
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+
+        #[test]
+        fn a_chunked_body_ends_exactly_where_it_was_written_to_end(
+            chunks in vec(vec(any::<u8>(), 1..300), 0..8),
+            cuts in vec(any::<usize>(), 0..8),
+            after in vec(any::<u8>(), 0..16),
+        ) {
+            let mut wire = Vec::new();
+            for c in &chunks {
+                wire.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                wire.extend_from_slice(c);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let end = wire.len();
+            wire.extend_from_slice(&after);
+            // Fed in pieces cut at arbitrary places.
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+            at.push(wire.len());
+            at.sort();
+            let mut body = BodyFraming::new(Framing::Chunked);
+            let (mut from, mut taken, mut done) = (0, 0, false);
+            for to in at {
+                let (n, d) = body.feed(&wire[from..to]).expect("valid chunked");
+                taken += n;
+                from += n;
+                if d {
+                    done = true;
+                    break;
+                }
+                prop_assert_eq!(from, to);
+            }
+            prop_assert!(done);
+            prop_assert_eq!(taken, end);
+        }
+    }
+}
