@@ -2,6 +2,9 @@
 //! through a kubeconfig (and a real cluster with SCALETEST_KUBECONFIG), exit codes, one-line
 //! errors, the report, the JSON, cleanup, and a separate watch process with /metrics.
 
+// Tests and examples may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 use kubefake::FakeApi;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

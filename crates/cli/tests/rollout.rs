@@ -1,6 +1,9 @@
 //! The demo's promise, with real processes and real signals: a rolling update of every backend
 //! behind `scaletest balance` under constant open-loop load, with zero failed requests.
 
+// Tests and examples may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 use report::RunFile;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -159,6 +162,7 @@ fn result(s: &Setup, name: &str, mut child: Proc) -> RunFile {
 }
 
 /// The two tests each run a load generator, a balancer and servers: one at a time.
+#[allow(clippy::disallowed_types)] // tests, not the data plane
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The balancer's view of its backends, for failure messages.

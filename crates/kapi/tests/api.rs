@@ -2,6 +2,9 @@
 //! also against a real cluster when `SCALETEST_KUBECONFIG` names one (tests that need the
 //! fake's fault injection run only against the fake).
 
+// Tests and examples may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 use kapi::churn::{self, Lifetime, Mode};
 use kapi::stats::{Recorder, Verb};
 use kapi::{watch, Target};

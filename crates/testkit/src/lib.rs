@@ -6,6 +6,9 @@
 //!   knowledge, or TLS with ALPN when given a [`TestCert`]).
 //! - [`Misbehaving::start`]: refuses, resets, stalls or sends garbage, for error classes.
 
+// Test-only: what a test server saw is counted under a lock; speed does not matter here.
+#![allow(clippy::disallowed_types)]
+
 mod misbehave;
 pub use misbehave::{Misbehaving, Misbehavior};
 
