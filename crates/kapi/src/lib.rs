@@ -10,6 +10,7 @@
 
 pub mod churn;
 pub mod output;
+pub mod session;
 pub mod stats;
 pub mod watch;
 
@@ -42,6 +43,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Something did not happen in time (an informer's first list).
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl Error {

@@ -4,9 +4,9 @@ use super::{parse_duration, threads_or_cpus};
 use crate::progress::Ticking;
 use crate::Usage;
 use kapi::churn::{self, Lifetime, Mode};
-use kapi::output::{self, ApiInfo, ApiRun, Lifecycles};
+use kapi::output::{self, ApiInfo, ApiRun};
 use kapi::stats::Recorder;
-use kapi::{watch, Target};
+use kapi::{session, watch, Target};
 use pace::{Arrival, RateShape};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -330,43 +330,10 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let run_id = a.run_id.clone().unwrap_or_else(random_id);
-    if a.namespaces.is_some() && !target.namespaced {
-        return Err(Usage(format!(
-            "--namespaces: {} is cluster-scoped",
-            target.display()
-        ))
-        .into());
-    }
-    let made_namespaces = match a.namespaces {
-        Some(n) => churn::create_namespaces(&client, &run_id, n as usize).await?,
-        _ => Vec::new(),
-    };
-    let namespaces = if !made_namespaces.is_empty() {
-        made_namespaces.clone()
-    } else {
-        vec![a.namespace.clone().unwrap_or(default_ns)]
-    };
-    let template = template.unwrap_or_else(|| churn::configmap_template(a.size as usize));
-    let cfg = churn::Config {
-        target: target.clone(),
-        template,
-        namespaces: namespaces.clone(),
-        mode: mode.clone(),
-        duration: a.duration,
-        updates: a.updates,
-        run_id: run_id.clone(),
-        limit: a.qps.map(|q| (q, a.burst)),
-    };
     let mut info = ApiInfo {
         command: "churn".into(),
         resource: target.display(),
         updates: Some(a.updates),
-        namespaces: if target.namespaced {
-            namespaces.clone()
-        } else {
-            Vec::new()
-        },
-        run_id: Some(run_id.clone()),
         duration_s: a.duration.map(|d| d.as_secs_f64()),
         qps: a.qps,
         ..Default::default()
@@ -388,35 +355,28 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
             info.workers = Some(*workers);
         }
     }
+    let watch = match a.watch {
+        true => Some(a.cluster.connect(None, true).await?.0),
+        false => None,
+    };
+    let session = session::Session {
+        client,
+        target,
+        template: template.unwrap_or_else(|| churn::configmap_template(a.size as usize)),
+        mode,
+        duration: a.duration,
+        updates: a.updates,
+        run_id,
+        limit: a.qps.map(|q| (q, a.burst)),
+        make_namespaces: a.namespaces.map(|n| n as usize),
+        namespace: a.namespace.clone().unwrap_or(default_ns),
+        watch,
+        sync_timeout: a.cluster.timeout,
+        info,
+    };
     let stop = stop_on_ctrl_c();
     let started_unix = unix_now();
     let rec = Arc::new(Recorder::default());
-    // The informer starts (and lists) before the first create, so that it sees every one.
-    let watcher = if a.watch {
-        let (wclient, _) = a.cluster.connect(None, true).await?;
-        let shared = watch::Shared::new();
-        let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
-        let wcfg = watch::Config {
-            target: target.clone(),
-            namespace: if namespaces.len() == 1 {
-                Some(namespaces[0].clone())
-            } else {
-                None
-            },
-            selector: Some(format!("{}={run_id}", kapi::LABEL_RUN)),
-            workers: 2,
-        };
-        let task = tokio::spawn(watch::run(wclient, wcfg, shared.clone(), wstop));
-        tokio::select! {
-            _ = shared.wait_synced() => {}
-            _ = tokio::time::sleep(a.cluster.timeout) => {
-                return Err(anyhow::anyhow!("the informer's initial list did not finish within {:?}", a.cluster.timeout));
-            }
-        }
-        Some((shared, wstop_tx, task))
-    } else {
-        None
-    };
     let progress = {
         let rec = rec.clone();
         let mut last = 0;
@@ -432,44 +392,11 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
             msg
         })
     };
-    let summary = churn::run(client.clone(), cfg, rec.clone(), stop.clone()).await;
+    let outcome = session::run(session, rec, stop, started_unix).await;
     progress.finish();
-    let summary = summary.map_err(|e| Usage(e.to_string()))?;
-    let mut run = ApiRun::new(info, started_unix);
-    run.elapsed_s = summary.elapsed.as_secs_f64();
-    run.interrupted = summary.interrupted;
-    run.lifecycles = Some(Lifecycles {
-        started: summary.started,
-        completed: summary.completed,
-        failed: summary.failed,
-        cut_short: summary.cut_short,
-    });
-    if let Some((shared, wstop_tx, task)) = watcher {
-        // Wait (bounded) until the informer has seen every delete churn made.
-        let mut stopping = stop.clone();
-        tokio::select! {
-            _ = shared.wait_deletes(summary.deleted) => {}
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {
-                eprintln!("scaletest: the informer had not seen every delete 10s after the run");
-            }
-            _ = stopping.wait_for(|s| *s) => {}
-        }
-        let _ = wstop_tx.send(true);
-        let _ = task.await;
-        run.watch = Some(shared.stats());
-    }
-    if !made_namespaces.is_empty() {
-        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-        for ns in &made_namespaces {
-            if let Err(e) = api.delete(ns, &Default::default()).await {
-                eprintln!("scaletest: could not delete namespace {ns}: {e} (run --cleanup --run-id {run_id})");
-            }
-        }
-    }
-    let recorded = rec.snapshot();
-    run.calls = recorded.calls.into_values().collect();
-    if let Some(l) = recorded.lateness {
-        run.lateness = l;
+    let session::Outcome { mut run, warnings } = outcome.map_err(kapi_error)?;
+    for w in warnings {
+        eprintln!("scaletest: {w}");
     }
     run.check_slo();
     finish(&run, a.cluster.json.as_ref(), a.slo)
