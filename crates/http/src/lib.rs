@@ -14,9 +14,11 @@
 //!
 //! Server side (used by `serve` and `balance`): [`runner`] starts the threads and runtimes and
 //! moves them through their phases; [`server`] binds SO_REUSEPORT listeners and runs the accept
-//! loop with its limits and graceful drain; [`tls`] builds server configs. Not every
-//! socket is opened here: the balancer's own HTTP/1 client side and upstream connections, its
-//! health checks, and `kapi`'s watch metrics server open theirs.
+//! loop with its limits and graceful drain; [`tls`] builds server configs. Every
+//! server accepts through [`server::accept`] (`serve`, `balance` with its own HTTP/1 client
+//! side and admin API, `kapi`'s watch metrics); client sockets are opened here for the load
+//! engine, and by the balancer itself (pipelined upstream connections, hyper-util's pool,
+//! health checks) and by kube-rs.
 
 mod chunked;
 mod error;

@@ -429,11 +429,9 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let metrics = match a.metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?,
-        ),
+        Some(addr) => {
+            Some(st_http::runner::bind(addr, 1).map_err(|e| anyhow::anyhow!("--metrics: {e}"))?)
+        }
         None => None,
     };
     let (client, default_ns) = a.cluster.connect(None, true).await?;
@@ -457,12 +455,13 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let shared = watch::Shared::new();
-    if let Some(l) = metrics {
-        eprintln!(
-            "scaletest: metrics at http://{}/metrics",
-            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-        );
-        tokio::spawn(watch::serve_metrics(l, shared.clone()));
+    // The metrics server stops when this function returns (and drops the sender).
+    let (_metrics_phase, phase) = tokio::sync::watch::channel(st_http::server::Phase::Serving);
+    if let Some((listeners, addr)) = metrics {
+        eprintln!("scaletest: metrics at http://{addr}/metrics");
+        for l in listeners {
+            tokio::spawn(watch::serve_metrics(l, shared.clone(), phase.clone()));
+        }
     }
     let stop = stop_on_ctrl_c();
     let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
