@@ -663,18 +663,13 @@ mod properties {
                 "(/|/[ -~]{0,30}|http://h/x|https://h)",
                 "HTTP/1\\.[01]",
                 vec(line, 0..120),
-                any::<bool>(),
+                1..3usize,
             )
-                .prop_map(|(m, t, v, lines, end)| {
-                    let mut b = format!("{m} {t} {v}\r\n").into_bytes();
-                    for l in lines {
-                        b.extend_from_slice(&l);
-                        b.extend_from_slice(b"\r\n");
-                    }
-                    if end {
-                        b.extend_from_slice(b"\r\n");
-                    }
-                    b
+                .prop_map(|(m, t, v, mut lines, ends)| {
+                    // CRLF-joined; two empty lines at the end make a complete head.
+                    lines.insert(0, format!("{m} {t} {v}").into_bytes());
+                    lines.extend(std::iter::repeat_n(Vec::new(), ends));
+                    lines.join(&b"\r\n"[..])
                 }),
         ]
     }

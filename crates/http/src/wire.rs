@@ -364,16 +364,11 @@ mod properties {
         ];
         prop_oneof![
             vec(any::<u8>(), 0..2048),
-            ("[0-9]{3}", vec(line, 0..120), any::<bool>()).prop_map(|(code, lines, end)| {
-                let mut b = format!("HTTP/1.1 {code} X\r\n").into_bytes();
-                for l in lines {
-                    b.extend_from_slice(&l);
-                    b.extend_from_slice(b"\r\n");
-                }
-                if end {
-                    b.extend_from_slice(b"\r\n");
-                }
-                b
+            ("[0-9]{3}", vec(line, 0..120), 1..3usize).prop_map(|(code, mut lines, ends)| {
+                // Lines joined by CRLF: one empty line at the end leaves the head open, two end it.
+                lines.insert(0, format!("HTTP/1.1 {code} X").into_bytes());
+                lines.extend(std::iter::repeat_n(Vec::new(), ends));
+                lines.join(&b"\r\n"[..])
             }),
         ]
     }
