@@ -285,3 +285,42 @@ fn open_loop_over_http2_grows_stream_slots() {
     assert_eq!(r.total.responses, 1000);
     assert_eq!(server.versions().get("HTTP/2.0"), Some(&1000));
 }
+
+/// A server that switches every connection to another protocol and then says nothing more,
+/// as a WebSocket server would; counts the connections it accepted.
+fn switching_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n\x81\x00");
+                // Hold the connection open until the client closes it.
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[test]
+fn a_101_is_counted_and_its_connection_not_reused() {
+    let (url, accepted) = switching_server();
+    let mut run = Run::new(&url);
+    run.connections = 1;
+    run.threads = 1;
+    run.requests = Some(5);
+    run.timeout = Duration::from_secs(2);
+    let r = run.go();
+    assert_eq!(r.total.status.get(&101), Some(&5), "{:?}", r.total.errors);
+    assert!(r.total.errors.is_empty(), "{:?}", r.total.errors);
+    // After a 101 the connection speaks something else: each request needs a new one.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
