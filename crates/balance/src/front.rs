@@ -17,10 +17,8 @@ use crate::pick::Algorithm;
 use crate::pipe::{connection_tokens, hop_by_hop, put_headers, Outgoing, Pool, Reply, ReplyBody};
 use crate::retry::{self, Fail, Refused};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use hyper::body::{Body, Incoming};
-use hyper::service::Service;
 use hyper_util::rt::TokioIo;
-use st_http::server::{self, Activity, Limits, Phase, Stats};
+use st_http::server::{self, Activity, ConnService, Limits, Phase, Stats};
 use st_http::Chunked;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -79,7 +77,7 @@ impl Drop for Registered {
 /// Accept and serve connections until the phase is `Stopping` and every connection has
 /// finished. `make` builds the hyper service for connections that speak HTTP/2. Must run
 /// inside a `LocalSet`.
-pub async fn serve<F, S, B>(
+pub async fn serve<F, S>(
     listener: std::net::TcpListener,
     front: Rc<Front>,
     stats: Arc<Stats>,
@@ -88,12 +86,7 @@ pub async fn serve<F, S, B>(
 ) -> io::Result<()>
 where
     F: Fn(SocketAddr, Arc<Activity>) -> S + 'static,
-    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService,
 {
     let make = Rc::new(make);
     let reg = Rc::new(Registry {

@@ -143,6 +143,34 @@ impl Activity {
     }
 }
 
+/// An error a service or body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A hyper service for one connection, as [`serve`] and [`serve_connection`] take it (any
+/// `Service` whose futures and bodies can move between threads qualifies).
+pub trait ConnService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+    /// The response body.
+    type Body: Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> ConnService for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+{
+    type Body = B;
+}
+
 /// Until the phase is `Stopping` (or its sender is gone).
 pub async fn stopping(phase: &mut watch::Receiver<Phase>) {
     // The guard `wait_for` returns is dropped here, not held across the caller's awaits.
@@ -221,7 +249,7 @@ pub async fn accept(
 /// Accept and serve connections from `listener` with hyper until the phase is `Stopping` and
 /// every connection has finished. `make` builds the service for one connection. Runs on the
 /// current tokio runtime.
-pub async fn serve<F, S, B>(
+pub async fn serve<F, S>(
     listener: std::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
@@ -231,12 +259,7 @@ pub async fn serve<F, S, B>(
 ) -> io::Result<()>
 where
     F: Fn(SocketAddr, Arc<Activity>) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService,
 {
     let limits = Arc::new(limits);
     let phases = phase.clone();
@@ -265,7 +288,7 @@ where
 
 /// Serve one accepted connection with hyper (HTTP/1.1 or HTTP/2), with the quiet-connection
 /// timeouts and the graceful close on `Stopping` that [`serve`] gives its connections.
-pub async fn serve_connection<I, S, B>(
+pub async fn serve_connection<I, S>(
     io: I,
     svc: S,
     limits: &Limits,
@@ -273,12 +296,7 @@ pub async fn serve_connection<I, S, B>(
     mut phase: watch::Receiver<Phase>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService,
 {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper's own header timer costs a timer per request; the check below does the same job
