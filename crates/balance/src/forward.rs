@@ -344,6 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn to_h2c_backends_requests_go_over_http2_with_forwarded_headers() {
+        let b = testkit::Server::start(testkit::Behavior::Ok);
+        let f = Forwarder {
+            client: upstream(true, Duration::from_secs(1)),
+            h2: true,
+            ..forwarder(&[b.addr], Duration::from_secs(5))
+        };
+        for _ in 0..3 {
+            assert_eq!(send(&f, "GET"), (200, "hello, world\n".to_string()));
+        }
+        assert_eq!(b.versions().get("HTTP/2.0"), Some(&3), "{:?}", b.versions());
+        assert_eq!(b.last_forwarded_for().as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
     fn no_answer_in_time_is_504_and_not_retried() {
         let bad = Misbehaving::start(Misbehavior::Stall);
         let good = testkit::Server::start(testkit::Behavior::Ok);
