@@ -91,11 +91,14 @@ fn requests_spread_over_three_backends() {
     let bs: Vec<_> = (0..3).map(|i| backend(&format!("b{i}"))).collect();
     let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
     // Round-robin is exact; the adaptive ones follow load, so a backend the scheduler slows
-    // down gets fewer: they only have to spread within 25%.
+    // down gets fewer. On a busy 2-core machine one backend got 704 or 1303 of 3000 (before
+    // and after the retry rework alike), so each must get at least half its share and at most
+    // half again; sending all to one backend still fails. That they avoid a busy backend is
+    // pick.rs's unit test.
     for (alg, tolerance) in [
         (Algorithm::RoundRobin, 0),
-        (Algorithm::PowerOfTwo, 250),
-        (Algorithm::LeastRequests, 250),
+        (Algorithm::PowerOfTwo, 500),
+        (Algorithm::LeastRequests, 500),
     ] {
         let lb = balancer(addrs.clone(), alg, 60_000);
         let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 3000);
