@@ -122,14 +122,24 @@ mod tests {
         })
     }
 
-    /// The bound the name promises, over many wakes. Not the p99: on a shared 2-core machine
-    /// under builds, preemption alone put the p99 anywhere from 0.3 to 2.1 ms (as far out as
-    /// tokio's timer goes), while the p95 stayed under 110 µs with the timerfd and near 1.9 ms
-    /// with tokio's timer (1 ms ticks, rounded up): the p95 is what tells the two apart.
+    /// The bound the name promises, over many wakes. Not the p99 or even the p95: on this
+    /// shared 2-core machine at load average 5, preemption alone put the p95 anywhere from
+    /// 0.07 to 3 ms, as far out as tokio's timer goes. The p90 stayed under 100 µs with the
+    /// timerfd and near 1.8 ms with tokio's timer (1 ms ticks, rounded up). Noise only ever
+    /// makes wakes later while the fallback's lateness is systematic, so the best of three
+    /// rounds is taken: a broken timer fails all three.
     #[test]
     fn wakes_within_a_fraction_of_a_millisecond() {
-        let late = lateness(true, 500);
-        let p95 = late[late.len() * 95 / 100];
-        assert!(p95 < Duration::from_micros(500), "p95 lateness {p95:?}");
+        let bound = Duration::from_micros(500);
+        let mut p90s = Vec::new();
+        for _ in 0..3 {
+            let late = lateness(true, 300);
+            let p90 = late[late.len() * 9 / 10];
+            if p90 < bound {
+                return;
+            }
+            p90s.push(p90);
+        }
+        panic!("p90 lateness of three rounds {p90s:?}, none under {bound:?}");
     }
 }
