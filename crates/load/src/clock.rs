@@ -123,24 +123,23 @@ mod tests {
     }
 
     /// The bound the name promises, over many wakes: the median under a quarter of a
-    /// millisecond and the p90 under one. Not the p99 or even the p95: on this shared 2-core
-    /// machine at load average 5, preemption alone put the p95 anywhere from 0.07 to 3 ms
-    /// (as far out as tokio's timer goes), while the median stayed near 50 µs and the p90
-    /// mostly under 100 µs with the timerfd; tokio's timer (1 ms ticks, rounded up) has a
-    /// median near 0.9 ms and a p90 near 1.8 ms. Noise only ever makes wakes later while the
-    /// fallback's lateness is systematic, so the best of three rounds is taken: a broken timer
-    /// fails all three.
+    /// millisecond. Not a high percentile: on this shared 2-core machine with two CPU hogs,
+    /// preemption alone put the p90 anywhere from 0.1 to 2.1 ms and the p95 up to 3 ms (as far
+    /// out as tokio's timer goes), while the median stayed between 30 and 70 µs with the
+    /// timerfd; tokio's timer (1 ms ticks, rounded up) has a median near 0.9 ms. Noise only
+    /// ever makes wakes later while the fallback's lateness is systematic, so the best of three
+    /// rounds is taken: a broken timer fails all three.
     #[test]
     fn wakes_within_a_fraction_of_a_millisecond() {
-        let mut rounds = Vec::new();
+        let mut medians = Vec::new();
         for _ in 0..3 {
             let late = lateness(true, 300);
-            let (p50, p90) = (late[late.len() / 2], late[late.len() * 9 / 10]);
-            if p50 < Duration::from_micros(250) && p90 < Duration::from_millis(1) {
+            let p50 = late[late.len() / 2];
+            if p50 < Duration::from_micros(250) {
                 return;
             }
-            rounds.push((p50, p90));
+            medians.push(p50);
         }
-        panic!("(p50, p90) lateness of three rounds {rounds:?}: none under (250 µs, 1 ms)");
+        panic!("median lateness of three rounds {medians:?}: none under 250 µs");
     }
 }
