@@ -1,18 +1,15 @@
-//! Forwarding one request: pick a backend, send over a pooled keep-alive connection, and retry
-//! once on another backend when that is safe.
-//!
-//! The retry rule: a request is moved to another backend when its connection failed before
-//! anything was sent (connect refused or timed out: safe for any method), or when it failed
-//! before any response byte arrived and the method is idempotent (the keep-alive race with a
-//! backend that is closing). hyper's pool already resends a request that was canceled before
-//! it was written. A draining backend's `Connection: close` or GOAWAY is handled by the pool
-//! and never reaches the client as an error.
+//! The hyper path: forward one request (from an HTTP/2 or TLS client, or any client when the
+//! backends speak h2c) over hyper-util's pooled keep-alive connections, with the retry policy
+//! of [`crate::retry`]. hyper's pool itself resends a request canceled before it was written,
+//! and handles a draining backend's `Connection: close` or GOAWAY without an error reaching
+//! the client.
 
-use crate::backends::{Backend, Backends, Health};
-use crate::pick::{pick, Algorithm};
+use crate::backends::Backends;
+use crate::pick::Algorithm;
+use crate::retry::{self, Fail, Refused};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -21,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -123,18 +120,25 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// Decrements a backend's in-flight count however the attempt ends.
-struct InFlight<'a>(&'a Backend);
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+/// What the pool's error says about the request, for the retry policy. hyper-util has already
+/// resent a request canceled before it was written, so what reaches here was sent, unless the
+/// connection was never made.
+fn failure(e: &hyper_util::client::legacy::Error) -> Fail {
+    let source = std::error::Error::source(e);
+    let why = match source {
+        Some(s) => format!("{e}: {s}"),
+        None => e.to_string(),
+    };
+    if e.is_connect() {
+        return Fail::Connect(why);
+    }
+    let parse = source
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(|h| h.is_parse() || h.is_parse_status());
+    if parse {
+        Fail::Malformed(why)
+    } else {
+        Fail::Lost(why)
     }
 }
 
@@ -186,7 +190,11 @@ impl Forwarder {
     }
 
     /// Forward one client request.
-    pub async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn forward<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<ProxyBody>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (parts, body) = req.into_parts();
         // Bodies are read whole (bounded) so that a retry can send them again.
         let body = match Limited::new(body, self.max_body).collect().await {
@@ -205,54 +213,157 @@ impl Forwarder {
             }
             Err(_) => return local(StatusCode::BAD_REQUEST, "could not read the request body"),
         };
-        let mut tried = None;
-        for attempt in 0..2 {
-            let set = self.backends.snapshot();
-            let Some(b) = pick(self.algorithm, &set, &self.turn, tried) else {
-                return local(StatusCode::SERVICE_UNAVAILABLE, "no backend available");
-            };
-            b.in_flight.fetch_add(1, Ordering::Relaxed);
-            let guard = InFlight(&b);
-            let up = self.upstream_request(&parts, &body, b.addr, peer);
-            let result = tokio::time::timeout(self.timeout, self.client.request(up)).await;
-            drop(guard);
-            match result {
-                Ok(Ok(resp)) => {
-                    b.requests.fetch_add(1, Ordering::Relaxed);
-                    let (mut rp, rb) = resp.into_parts();
-                    strip_hop_by_hop(&mut rp.headers);
-                    return Response::from_parts(rp, ProxyBody::Upstream(rb));
-                }
-                Ok(Err(e)) => {
-                    b.errors.fetch_add(1, Ordering::Relaxed);
-                    let connect = e.is_connect();
-                    if connect {
-                        // Passive ejection: the health checker brings it back.
-                        b.set_health(Health::Down);
-                        b.ok_streak.store(0, Ordering::Relaxed);
+        let idempotent = retry::idempotent(parts.method.as_str().as_bytes());
+        let sent = retry::attempt(
+            &self.backends,
+            self.algorithm,
+            &self.turn,
+            idempotent,
+            |b| {
+                let up = self.upstream_request(&parts, &body, b.addr, peer);
+                async move {
+                    match tokio::time::timeout(self.timeout, self.client.request(up)).await {
+                        Ok(Ok(resp)) => Ok(resp),
+                        Ok(Err(e)) => Err(failure(&e)),
+                        Err(_) => Err(Fail::Timeout(self.timeout)),
                     }
-                    if attempt == 0 && (connect || idempotent(&parts.method)) {
-                        b.retried.fetch_add(1, Ordering::Relaxed);
-                        tried = Some(b.addr);
-                        continue;
-                    }
-                    return local(
-                        StatusCode::BAD_GATEWAY,
-                        &format!("backend {} failed: {e}", b.addr),
-                    );
                 }
-                Err(_) => {
-                    b.errors.fetch_add(1, Ordering::Relaxed);
-                    return local(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &format!(
-                            "backend {} did not answer within {:?}",
-                            b.addr, self.timeout
-                        ),
-                    );
-                }
+            },
+        )
+        .await;
+        match sent {
+            Ok(resp) => {
+                let (mut rp, rb) = resp.into_parts();
+                strip_hop_by_hop(&mut rp.headers);
+                Response::from_parts(rp, ProxyBody::Upstream(rb))
             }
+            Err(Refused(code, why)) => local(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+                &why,
+            ),
         }
-        local(StatusCode::BAD_GATEWAY, "no backend could take the request")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::Health;
+    use testkit::{Misbehaving, Misbehavior};
+
+    fn forwarder(addrs: &[SocketAddr], timeout: Duration) -> Forwarder {
+        Forwarder {
+            backends: Arc::new(Backends::new(addrs)),
+            algorithm: Algorithm::RoundRobin,
+            turn: AtomicUsize::new(0),
+            client: upstream(false, Duration::from_secs(1)),
+            timeout,
+            max_body: 1024,
+            h2: false,
+        }
+    }
+
+    /// Send `method /` through `f`; the status and the body.
+    fn send(f: &Forwarder, method: &str) -> (u16, String) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let req = Request::builder()
+                .method(method)
+                .uri("/")
+                .header("host", "h")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap();
+            let r = f.forward(req, "10.0.0.1:9".parse().unwrap()).await;
+            let code = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (code, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
+
+    #[test]
+    fn the_backend_gets_the_head_without_hop_by_hop_headers_and_with_forwarded_for() {
+        let f = forwarder(&[], Duration::from_secs(1));
+        let (parts, _) = Request::builder()
+            .method("PUT")
+            .uri("http://client.example/p?q=1")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("keep-alive", "5")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let to: SocketAddr = "127.0.0.1:81".parse().unwrap();
+        let r = f.upstream_request(&parts, &Bytes::new(), to, "10.0.0.1:9".parse().unwrap());
+        assert_eq!(r.uri(), "http://127.0.0.1:81/p?q=1");
+        assert_eq!(r.method(), "PUT");
+        let h = r.headers();
+        assert!(h.get("connection").is_none() && h.get("x-hop").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");
+        assert_eq!(h["host"], "client.example");
+        assert_eq!(h["accept"], "*/*");
+        // To h2c backends the client's host travels as x-forwarded-host.
+        let f = Forwarder { h2: true, ..f };
+        let r = f.upstream_request(&parts, &Bytes::new(), to, "10.0.0.1:9".parse().unwrap());
+        assert!(r.headers().get("host").is_none());
+        assert_eq!(r.headers()["x-forwarded-host"], "client.example");
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried_elsewhere_for_any_method_and_ejects_the_backend() {
+        let bad = Misbehaving::start(Misbehavior::Refuse);
+        let good = testkit::Server::start(testkit::Behavior::Ok);
+        let f = forwarder(&[bad.addr, good.addr], Duration::from_secs(5));
+        assert_eq!(send(&f, "POST").0, 200);
+        assert_eq!(good.hits(), 1);
+        let set = f.backends.snapshot();
+        assert_eq!(set[0].health(), Health::Down);
+        assert_eq!(set[0].retried.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_request_the_backend_may_have_seen_is_retried_only_if_idempotent() {
+        for how in [Misbehavior::Reset, Misbehavior::Garbage] {
+            let bad = Misbehaving::start(how);
+            let good = testkit::Server::start(testkit::Behavior::Ok);
+            // Round robin from the first: every request tries `bad` first.
+            let f = forwarder(&[bad.addr, good.addr], Duration::from_secs(5));
+            let (code, why) = send(&f, "POST");
+            assert_eq!(code, 502, "{how:?}: {why}");
+            assert_eq!(good.hits(), 0, "{how:?}: a POST was sent twice");
+            f.turn.store(0, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(send(&f, "GET").0, 200, "{how:?}");
+            assert_eq!(good.hits(), 1, "{how:?}");
+            assert_eq!(f.backends.snapshot()[0].health(), Health::Up, "{how:?}");
+        }
+    }
+
+    #[test]
+    fn to_h2c_backends_requests_go_over_http2_with_forwarded_headers() {
+        let b = testkit::Server::start(testkit::Behavior::Ok);
+        let f = Forwarder {
+            client: upstream(true, Duration::from_secs(1)),
+            h2: true,
+            ..forwarder(&[b.addr], Duration::from_secs(5))
+        };
+        for _ in 0..3 {
+            assert_eq!(send(&f, "GET"), (200, "hello, world\n".to_string()));
+        }
+        assert_eq!(b.versions().get("HTTP/2.0"), Some(&3), "{:?}", b.versions());
+        assert_eq!(b.last_forwarded_for().as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn no_answer_in_time_is_504_and_not_retried() {
+        let bad = Misbehaving::start(Misbehavior::Stall);
+        let good = testkit::Server::start(testkit::Behavior::Ok);
+        let f = forwarder(&[bad.addr, good.addr], Duration::from_millis(200));
+        assert_eq!(send(&f, "GET").0, 504);
+        assert_eq!(good.hits(), 0);
     }
 }

@@ -12,28 +12,25 @@
 //! connection a few times per header timeout and closes those that started no request in that
 //! time (slowloris, idle keep-alive), and, once the balancer stops, those with nothing in flight.
 
-use crate::backends::{Backends, Health};
-use crate::pick::{pick, Algorithm};
-use crate::pipe::{
-    connection_tokens, hop_by_hop, put_headers, Fail, Outgoing, Pool, Reply, ReplyBody,
-};
+use crate::backends::Backends;
+use crate::pick::Algorithm;
+use crate::pipe::{connection_tokens, hop_by_hop, put_headers, Outgoing, Pool, Reply, ReplyBody};
+use crate::retry::{self, Fail, Refused};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use hyper::body::{Body, Incoming};
-use hyper::service::Service;
 use hyper_util::rt::TokioIo;
-use st_http::server::{self, Activity, Limits, Phase, Stats};
+use st_http::server::{self, Activity, ConnService, Limits, Phase, Stats};
 use st_http::Chunked;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 /// What a worker thread needs to serve HTTP/1 clients.
@@ -62,7 +59,6 @@ struct ConnState {
 struct Registry {
     conns: RefCell<HashMap<u64, Rc<ConnState>>>,
     next: Cell<u64>,
-    ended: Notify,
     stopping: Cell<bool>,
 }
 
@@ -70,92 +66,71 @@ struct Registry {
 struct Registered {
     id: u64,
     reg: Rc<Registry>,
-    stats: Arc<Stats>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         self.reg.conns.borrow_mut().remove(&self.id);
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
-        self.reg.ended.notify_one();
     }
 }
 
 /// Accept and serve connections until the phase is `Stopping` and every connection has
 /// finished. `make` builds the hyper service for connections that speak HTTP/2. Must run
 /// inside a `LocalSet`.
-pub async fn serve<F, S, B>(
+pub async fn serve<F, S>(
     listener: std::net::TcpListener,
     front: Rc<Front>,
     stats: Arc<Stats>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     make: F,
 ) -> io::Result<()>
 where
     F: Fn(SocketAddr, Arc<Activity>) -> S + 'static,
-    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService,
 {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let make = Rc::new(make);
     let reg = Rc::new(Registry {
         conns: RefCell::new(HashMap::new()),
         next: Cell::new(0),
-        ended: Notify::new(),
         stopping: Cell::new(false),
     });
     let sweeper = tokio::task::spawn_local(sweep(reg.clone(), front.clone()));
     let phases = phase.clone();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    if stats.open.load(Ordering::Relaxed) >= front.limits.max_connections {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    stats.open.fetch_add(1, Ordering::Relaxed);
-                    let id = reg.next.get();
-                    reg.next.set(id + 1);
-                    let st = Rc::new(ConnState::default());
-                    reg.conns.borrow_mut().insert(id, st.clone());
-                    let guard = Registered { id, reg: reg.clone(), stats: stats.clone() };
-                    let (front, make, phase) = (front.clone(), make.clone(), phases.clone());
-                    let st2 = st.clone();
-                    let task = tokio::task::spawn_local(async move {
-                        let _guard = guard;
-                        let _ = stream.set_nodelay(true);
-                        if opens_with_h2_preface(&stream).await {
-                            st2.hyper.set(true);
-                            let activity = Arc::new(Activity::default());
-                            let svc = make(peer, activity.clone());
-                            server::serve_connection(TokioIo::new(stream), svc, &front.limits, activity, phase).await;
-                        } else {
-                            client(&front, stream, peer, &st2, &phase).await;
-                        }
-                    });
-                    *st.abort.borrow_mut() = Some(task.abort_handle());
+    let conns = server::accept(
+        listener,
+        &front.limits,
+        &stats,
+        phase,
+        |stream, peer, open| {
+            let id = reg.next.get();
+            reg.next.set(id + 1);
+            let st = Rc::new(ConnState::default());
+            reg.conns.borrow_mut().insert(id, st.clone());
+            let registered = Registered {
+                id,
+                reg: reg.clone(),
+            };
+            let (front, make, phase) = (front.clone(), make.clone(), phases.clone());
+            let st2 = st.clone();
+            let task = tokio::task::spawn_local(async move {
+                let _guards = (open, registered);
+                if opens_with_h2_preface(&stream).await {
+                    st2.hyper.set(true);
+                    let activity = Arc::new(Activity::default());
+                    let svc = make(peer, activity.clone());
+                    let io = TokioIo::new(stream);
+                    server::serve_connection(io, svc, &front.limits, activity, phase).await;
+                } else {
+                    client(&front, stream, peer, &st2, &phase).await;
                 }
-                // Out of descriptors or similar: give the system a moment rather than spin.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            r = phase.wait_for(|p| *p == Phase::Stopping) => { let _ = r; break; }
-        }
-    }
-    drop(listener);
+            });
+            *st.abort.borrow_mut() = Some(task.abort_handle());
+        },
+    )
+    .await?;
     reg.stopping.set(true);
     close_quiet(&reg, true, Instant::now(), Duration::MAX);
-    loop {
-        let ended = reg.ended.notified();
-        if reg.conns.borrow().is_empty() {
-            break;
-        }
-        ended.await;
-    }
+    conns.finished().await;
     sweeper.abort();
     Ok(())
 }
@@ -247,9 +222,6 @@ struct Parsed {
     body: ReqBody,
 }
 
-/// A request the balancer answers itself.
-struct Refuse(u16, String);
-
 /// Request headers not copied to the backend: the hop-by-hop ones, and two the balancer
 /// replaces (it answers `Expect` itself and extends `x-forwarded-for`).
 fn not_forwarded(name: &str) -> bool {
@@ -259,20 +231,20 @@ fn not_forwarded(name: &str) -> bool {
 }
 
 /// `peer_ip` is the client's address as text, for `x-forwarded-for`.
-fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> {
+fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refused> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(data) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refuse(431, "too many request headers".into()))
+            return Err(Refused(431, "too many request headers".into()))
         }
-        Err(e) => return Err(Refuse(400, format!("malformed request: {e}"))),
+        Err(e) => return Err(Refused(400, format!("malformed request: {e}"))),
     };
     let method = req.method.unwrap_or("GET");
     if method == "CONNECT" {
-        return Err(Refuse(501, "CONNECT is not supported".into()));
+        return Err(Refused(501, "CONNECT is not supported".into()));
     }
     let http10 = req.version == Some(0);
     let mut target = req.path.unwrap_or("/");
@@ -296,15 +268,15 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| Refuse(400, "bad content-length".into()))?;
+                .ok_or_else(|| Refused(400, "bad content-length".into()))?;
             if length.is_some_and(|l| l != v) {
-                return Err(Refuse(400, "conflicting content-length".into()));
+                return Err(Refused(400, "conflicting content-length".into()));
             }
             length = Some(v);
         } else if n.eq_ignore_ascii_case("transfer-encoding") {
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
             if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(Refuse(
+                return Err(Refused(
                     400,
                     "a request transfer-encoding must end in chunked".into(),
                 ));
@@ -321,11 +293,14 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
         }
     }
     if !http10 && !host {
-        return Err(Refuse(400, "HTTP/1.1 request without a Host header".into()));
+        return Err(Refused(
+            400,
+            "HTTP/1.1 request without a Host header".into(),
+        ));
     }
     if chunked && length.is_some() {
         // Request smuggling territory (RFC 9112 §6.3): refuse rather than guess.
-        return Err(Refuse(
+        return Err(Refused(
             400,
             "both transfer-encoding and content-length".into(),
         ));
@@ -359,10 +334,7 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refuse> 
         head_len,
         upstream: up,
         head_request: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        ),
+        idempotent: retry::idempotent(method.as_bytes()),
         http10,
         keep_alive,
         expect_continue,
@@ -434,6 +406,25 @@ async fn respond(
     }
 }
 
+/// How long a refused client may go on sending before its connection is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Answer a request the balancer refuses, then close without losing the answer: the client
+/// may still be sending (a 200 kB head, a body over the limit), and closing a socket with
+/// unread input resets the connection, which can destroy the answer before the client reads
+/// it. So send FIN and discard input until the client closes too, for at most [`LINGER`]
+/// (what nginx calls a lingering close).
+async fn refuse(mut s: TcpStream, out: &mut BytesMut, reply: Reply, http10: bool) {
+    if !respond(&mut s, out, reply, true, http10).await || s.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 /// Serve one HTTP/1 client connection.
 async fn client(
     front: &Front,
@@ -453,13 +444,11 @@ async fn client(
                     Ok(Some(p)) => break p,
                     Ok(None) if buf.len() >= max_head => {
                         let r = local(431, "request head too large");
-                        respond(&mut s, &mut out, r, true, false).await;
-                        return;
+                        return refuse(s, &mut out, r, false).await;
                     }
                     Ok(None) => {}
-                    Err(Refuse(code, why)) => {
-                        respond(&mut s, &mut out, local(code, &why), true, false).await;
-                        return;
+                    Err(Refused(code, why)) => {
+                        return refuse(s, &mut out, local(code, &why), false).await;
                     }
                 }
             }
@@ -486,8 +475,7 @@ async fn client(
             ReqBody::Length(n) => {
                 if n > front.max_body {
                     let r = local(413, &too_large(front.max_body));
-                    respond(&mut s, &mut out, r, true, http10).await;
-                    return;
+                    return refuse(s, &mut out, r, http10).await;
                 }
                 if expect_continue
                     && buf.len() < n
@@ -513,8 +501,7 @@ async fn client(
                         Ok((n, done)) => {
                             if upstream.len() + n > front.max_body + 64 * 1024 {
                                 let r = local(413, &too_large(front.max_body));
-                                respond(&mut s, &mut out, r, true, http10).await;
-                                return;
+                                return refuse(s, &mut out, r, http10).await;
                             }
                             upstream.put_slice(&buf[..n]);
                             buf.advance(n);
@@ -524,8 +511,7 @@ async fn client(
                         }
                         Err(_) => {
                             let r = local(400, "malformed chunked request body");
-                            respond(&mut s, &mut out, r, true, http10).await;
-                            return;
+                            return refuse(s, &mut out, r, http10).await;
                         }
                     }
                     if !read_body(&mut s, &mut buf, st).await {
@@ -555,69 +541,39 @@ fn too_large(max: usize) -> String {
     format!("request body over the balancer's limit of {max} bytes")
 }
 
-/// Decrements a backend's in-flight count however the attempt ends.
-struct InFlight<'a>(&'a crate::backends::Backend);
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Send a request to a backend, and once more to another when that is safe (see `pipe::Fail`).
+/// Send a request to a backend, and once more to another when the policy says so
+/// ([`crate::retry`]).
 async fn forward(front: &Front, req: Outgoing, idempotent: bool) -> Reply {
-    let mut tried = None;
-    for attempt in 0..2 {
-        let set = front.backends.snapshot();
-        let Some(b) = pick(front.algorithm, &set, &front.turn, tried) else {
-            return local(503, "no backend available");
-        };
-        b.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(&b);
-        let (rx, conn) = front.pool.submit(
-            b.addr,
-            Outgoing {
-                bytes: req.bytes.clone(),
-                head_request: req.head_request,
-                exclusive: req.exclusive,
-            },
-        );
-        let result = tokio::time::timeout(front.timeout, rx).await;
-        drop(guard);
-        let fail = match result {
-            Ok(Ok(Ok(reply))) => {
-                b.requests.fetch_add(1, Ordering::Relaxed);
-                return reply;
+    let sent = retry::attempt(
+        &front.backends,
+        front.algorithm,
+        &front.turn,
+        idempotent,
+        |b| {
+            let (rx, conn) = front.pool.submit(
+                b.addr,
+                Outgoing {
+                    bytes: req.bytes.clone(),
+                    head_request: req.head_request,
+                    exclusive: req.exclusive,
+                },
+            );
+            async move {
+                match tokio::time::timeout(front.timeout, rx).await {
+                    Ok(Ok(r)) => r,
+                    // The connection was closed under the request (the balancer is stopping).
+                    Ok(Err(_)) => Err(Fail::Lost("connection closed by the balancer".into())),
+                    Err(_) => {
+                        // Whatever is queued behind it would wait as long.
+                        conn.retire();
+                        Err(Fail::Timeout(front.timeout))
+                    }
+                }
             }
-            Ok(Ok(Err(fail))) => fail,
-            // The connection was closed under the request (the balancer is stopping).
-            Ok(Err(_)) => Fail::Lost("connection closed by the balancer".into()),
-            Err(_) => {
-                b.errors.fetch_add(1, Ordering::Relaxed);
-                // Whatever is queued behind it would wait as long.
-                conn.retire();
-                return local(
-                    504,
-                    &format!(
-                        "backend {} did not answer within {:?}",
-                        b.addr, front.timeout
-                    ),
-                );
-            }
-        };
-        b.errors.fetch_add(1, Ordering::Relaxed);
-        if fail.is_connect() {
-            // Passive ejection: the health checker brings it back.
-            b.set_health(Health::Down);
-            b.ok_streak.store(0, Ordering::Relaxed);
-        }
-        if attempt == 0 && fail.retryable(idempotent) {
-            b.retried.fetch_add(1, Ordering::Relaxed);
-            tried = Some(b.addr);
-            continue;
-        }
-        return local(502, &format!("backend {} failed: {fail}", b.addr));
-    }
-    local(502, "no backend could take the request")
+        },
+    )
+    .await;
+    sent.unwrap_or_else(|Refused(code, why)| local(code, &why))
 }
 
 #[cfg(test)]
@@ -657,7 +613,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_a_reason() {
         let code = |r: &[u8]| match parse_request(r, peer()) {
-            Err(Refuse(c, _)) => c,
+            Err(Refused(c, _)) => c,
             Ok(Some(_)) => 200,
             Ok(None) => 0,
         };
@@ -672,5 +628,60 @@ mod tests {
         assert_eq!(code(b"GET / HTTP/1.1\r\nHost: x\r\n"), 0);
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(101));
         assert_eq!(code(many.as_bytes()), 431);
+    }
+}
+
+/// Arbitrary bytes from a client: no panic, and a request, a wait or a refusal that fits them.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn request_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just(b"Host: a".to_vec()),
+            Just(b"Content-Length: 3".to_vec()),
+            Just(b"Transfer-Encoding: chunked".to_vec()),
+            Just(b"Connection: close, X-A".to_vec()),
+            Just(b"X-Forwarded-For: 1.2.3.4".to_vec()),
+            Just(b"Expect: 100-continue".to_vec()),
+            "[ -~]{0,40}".prop_map(String::into_bytes),
+            vec(any::<u8>(), 0..40),
+        ];
+        prop_oneof![
+            vec(any::<u8>(), 0..2048),
+            (
+                "(GET|POST|HEAD|PUT|CONNECT|[A-Z]{1,8})",
+                "(/|/[ -~]{0,30}|http://h/x|https://h)",
+                "HTTP/1\\.[01]",
+                vec(line, 0..120),
+                1..3usize,
+            )
+                .prop_map(|(m, t, v, mut lines, ends)| {
+                    // CRLF-joined; two empty lines at the end make a complete head.
+                    lines.insert(0, format!("{m} {t} {v}").into_bytes());
+                    lines.extend(std::iter::repeat_n(Vec::new(), ends));
+                    lines.join(&b"\r\n"[..])
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_request_head_parses_waits_or_is_refused(data in request_bytes()) {
+            match parse_request(&data, b"10.0.0.1") {
+                Ok(Some(p)) => {
+                    prop_assert!(p.head_len <= data.len());
+                    // What the backend gets is a head of its own, ending in a blank line.
+                    prop_assert!(p.upstream.ends_with(b"\r\n\r\n"));
+                    prop_assert!(p.upstream.windows(17).any(|w| w == b"x-forwarded-for: "));
+                }
+                Ok(None) => {}
+                Err(Refused(code, why)) => {
+                    prop_assert!([400, 431, 501].contains(&code), "{} {}", code, why);
+                }
+            }
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! `scaletest balance`: an L7 load balancer for HTTP/1.1 and HTTP/2, built to roll backends
 //! under full load without failing a request.
 //!
-//! Flow, one module per step: accept (`st_http::server`, shared with `serve`) → pick
-//! ([`pick`]: round-robin, least-requests, power of two choices) → forward ([`forward`]:
-//! pooled keep-alive connections, `x-forwarded-for`, timeouts) → retry (in `forward`: once, on
-//! another backend, only when safe). The backend set ([`backends`]) changes from flags, a
-//! watched file and the admin API ([`admin`]), and backend health from active checks of
-//! `/readyz` ([`health`]) and passive ejection on connect errors; none of that touches the
-//! request path except through the swapped set and per-backend atomics.
+//! Flow, one module per step. Cleartext HTTP/1 clients, the main case, take the hand-written
+//! path: [`front`] (parse, rewrite the head once) → [`pick`] (round-robin, least-requests, power
+//! of two choices) → [`pipe`] (pipelined HTTP/1.1 connections to the backends). HTTP/2 and TLS
+//! clients, and every client when the backends speak h2c, take the hyper path: accept
+//! (`st_http::server`, shared with `serve`) → [`pick`] → [`forward`] (hyper-util's pool). Both
+//! paths retry by one policy ([`retry`]: once, on another backend, only when safe). The
+//! backend set ([`backends`]) changes from flags, a watched file and the admin API ([`admin`]),
+//! and backend health from active checks of `/readyz` ([`health`]) and passive ejection on
+//! connect errors; none of that touches the request path except through the swapped set and
+//! per-backend atomics.
 
 pub mod admin;
 pub mod backends;
@@ -16,19 +19,20 @@ pub mod front;
 pub mod health;
 pub mod pick;
 pub mod pipe;
+pub mod retry;
 
 use backends::Backends;
 use forward::Forwarder;
 use health::HealthConfig;
 use pick::Algorithm;
-use st_http::server::{self, Limits, Phase, Stats};
+use st_http::runner::{self, Servers, StartError, Worker};
+use st_http::server::{self, Limits, Phase};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use std::time::Duration;
 
 /// A validated balancer configuration.
 #[derive(Clone)]
@@ -74,12 +78,9 @@ pub enum BalanceError {
     /// The backends file is unreadable or wrong.
     #[error("backends file {0}: {1}")]
     File(PathBuf, String),
-    /// An address cannot be bound.
-    #[error("cannot listen on {0}: {1}")]
-    Bind(SocketAddr, std::io::Error),
-    /// A thread or runtime could not be made.
-    #[error("cannot start: {0}")]
-    Start(std::io::Error),
+    /// The listeners or threads could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 /// A running balancer.
@@ -90,8 +91,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The backend set (tests and embedders may change it directly).
     pub backends: Arc<Backends>,
-    phase: watch::Sender<Phase>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    servers: Servers,
+    file_errors: Option<tokio::sync::mpsc::Receiver<BalanceError>>,
 }
 
 fn read_file(p: &PathBuf) -> Result<Vec<SocketAddr>, BalanceError> {
@@ -111,142 +112,114 @@ pub fn start(cfg: Config) -> Result<Running, BalanceError> {
         }
     }
     let backends = Arc::new(Backends::new(&initial));
-    let listeners =
-        server::bind(cfg.bind, cfg.threads).map_err(|e| BalanceError::Bind(cfg.bind, e))?;
-    let addr = listeners[0].local_addr().map_err(BalanceError::Start)?;
-    let admin =
-        server::bind(cfg.admin_bind, 1).map_err(|e| BalanceError::Bind(cfg.admin_bind, e))?;
-    let admin_addr = admin[0].local_addr().map_err(BalanceError::Start)?;
-    let (phase, _) = watch::channel(Phase::Serving);
-    let stats = Arc::new(Stats::default());
+    let (listeners, addr) = runner::bind(cfg.bind, cfg.threads)?;
+    let (admin, admin_addr) = runner::bind(cfg.admin_bind, 1)?;
     let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let mut threads = Vec::new();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(BalanceError::Start)
-    };
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let rt = runtime()?;
-        let (cfg, backends, stats, rx, tls) = (
-            cfg.clone(),
-            backends.clone(),
-            stats.clone(),
-            phase.subscribe(),
-            tls.clone(),
-        );
-        let t = std::thread::Builder::new()
-            .name(format!("balance-{i}"))
-            .spawn(move || {
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async move {
-                    // One pool per thread: connections stay on the thread that made them.
-                    let cfg_backends = backends.clone();
-                    let fwd = Arc::new(Forwarder {
-                        backends,
-                        algorithm: cfg.algorithm,
-                        turn: AtomicUsize::new(i),
-                        client: forward::upstream(cfg.backend_h2, cfg.connect_timeout),
-                        timeout: cfg.timeout,
-                        max_body: cfg.max_body,
-                        h2: cfg.backend_h2,
-                    });
-                    let make = move |peer: SocketAddr, activity: Arc<server::Activity>| {
-                        let fwd = fwd.clone();
-                        hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                let (fwd, activity) = (fwd.clone(), activity.clone());
-                                async move {
-                                    activity.begin(req.version() == http::Version::HTTP_2);
-                                    let r = fwd.forward(req, peer).await;
-                                    activity.end();
-                                    Ok::<_, std::convert::Infallible>(r)
-                                }
-                            },
-                        )
-                    };
-                    if tls.is_none() && !cfg.backend_h2 && !cfg.hyper_only {
-                        // Cleartext HTTP/1 clients take the hand-written path to pipelined
-                        // HTTP/1.1 backends; HTTP/2 clients still reach hyper through `make`.
-                        let front = Rc::new(front::Front {
-                            backends: cfg_backends,
-                            algorithm: cfg.algorithm,
-                            turn: AtomicUsize::new(i),
-                            pool: pipe::Pool::new(pipe::PipeConfig {
-                                depth: cfg.pipeline.max(1),
-                                max_conns: 1024,
-                                connect_timeout: cfg.connect_timeout,
-                                idle: Duration::from_secs(30),
-                            }),
-                            timeout: cfg.timeout,
-                            max_body: cfg.max_body,
-                            limits: cfg.limits.clone(),
-                        });
-                        let _ = front::serve(listener, front, stats, rx, make).await;
-                    } else {
-                        let _ =
-                            server::serve(listener, tls, cfg.limits.clone(), stats, rx, make).await;
-                    }
-                })
-            })
-            .map_err(BalanceError::Start)?;
-        threads.push(t);
-    }
+    let mut servers = Servers::new();
+    let (c, b) = (cfg.clone(), backends.clone());
+    servers.per_thread("balance", listeners, Arc::default(), move |w| {
+        worker(c.clone(), b.clone(), tls.clone(), w)
+    })?;
     // The control thread: admin API, health checks, file watch.
-    let rt = runtime()?;
-    let (backends2, rx, token) = (
+    let (file_tx, file_errors) = tokio::sync::mpsc::channel(16);
+    let token = Arc::new(cfg.admin_token.clone());
+    let (b, health_cfg, file, h2) = (
         backends.clone(),
-        phase.subscribe(),
-        Arc::new(cfg.admin_token.clone()),
-    );
-    let (health_cfg, file, h2) = (
         cfg.health.clone(),
         cfg.backends_file.clone(),
         cfg.backend_h2,
     );
-    let admin_listener = admin.into_iter().next().expect("one admin listener");
-    let t = std::thread::Builder::new()
-        .name("balance-control".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let health = tokio::spawn(health::run(backends2.clone(), health_cfg, h2));
-                let watch = tokio::spawn(watch_file(backends2.clone(), file));
-                let make = |_peer: SocketAddr, _a: Arc<server::Activity>| {
-                    let (b, token) = (backends2.clone(), token.clone());
-                    hyper::service::service_fn(move |req| {
-                        let (b, token) = (b.clone(), token.clone());
-                        async move {
-                            Ok::<_, std::convert::Infallible>(admin::handle(&b, &token, req).await)
-                        }
-                    })
-                };
-                let _ = server::serve(
-                    admin_listener,
-                    None,
-                    Limits::default(),
-                    Arc::new(Stats::default()),
-                    rx,
-                    make,
-                )
-                .await;
+    servers
+        .per_thread("balance-control", admin, Arc::default(), move |w| {
+            let health = tokio::spawn(health::run(b.clone(), health_cfg.clone(), h2));
+            let watch = tokio::spawn(watch_file(b.clone(), file.clone(), file_tx.clone()));
+            let (b, token) = (b.clone(), token.clone());
+            let make = move |_peer: SocketAddr, _a: Arc<server::Activity>| {
+                let (b, token) = (b.clone(), token.clone());
+                hyper::service::service_fn(move |req| {
+                    let (b, token) = (b.clone(), token.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(admin::handle(&b, &token, req).await)
+                    }
+                })
+            };
+            async move {
+                let limits = Limits::default();
+                let _ = server::serve(w.listener, None, limits, w.stats, w.phase, make).await;
                 health.abort();
                 watch.abort();
-            })
+            }
         })
-        .map_err(BalanceError::Start)?;
-    threads.push(t);
+        ?;
     Ok(Running {
         addr,
         admin_addr,
         backends,
-        phase,
-        threads,
+        servers,
+        file_errors: Some(file_errors),
     })
 }
 
-/// Re-read the backends file when its modification time changes.
-async fn watch_file(backends: Arc<Backends>, file: Option<PathBuf>) {
+/// One worker thread: its own upstream pools, and the client side that fits the config.
+async fn worker(
+    cfg: Config,
+    backends: Arc<Backends>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    w: Worker,
+) {
+    let i = w.index;
+    // One pool per thread: connections stay on the thread that made them.
+    let fwd = Arc::new(Forwarder {
+        backends: backends.clone(),
+        algorithm: cfg.algorithm,
+        turn: AtomicUsize::new(i),
+        client: forward::upstream(cfg.backend_h2, cfg.connect_timeout),
+        timeout: cfg.timeout,
+        max_body: cfg.max_body,
+        h2: cfg.backend_h2,
+    });
+    let make = move |peer: SocketAddr, activity: Arc<server::Activity>| {
+        let fwd = fwd.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (fwd, activity) = (fwd.clone(), activity.clone());
+            async move {
+                activity.begin(req.version() == http::Version::HTTP_2);
+                let r = fwd.forward(req, peer).await;
+                activity.end();
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        })
+    };
+    if tls.is_none() && !cfg.backend_h2 && !cfg.hyper_only {
+        // Cleartext HTTP/1 clients take the hand-written path to pipelined HTTP/1.1
+        // backends; HTTP/2 clients still reach hyper through `make`.
+        let front = Rc::new(front::Front {
+            backends,
+            algorithm: cfg.algorithm,
+            turn: AtomicUsize::new(i),
+            pool: pipe::Pool::new(pipe::PipeConfig {
+                depth: cfg.pipeline.max(1),
+                max_conns: 1024,
+                connect_timeout: cfg.connect_timeout,
+                idle: Duration::from_secs(30),
+            }),
+            timeout: cfg.timeout,
+            max_body: cfg.max_body,
+            limits: cfg.limits.clone(),
+        });
+        let _ = front::serve(w.listener, front, w.stats, w.phase, make).await;
+    } else {
+        let _ = server::serve(w.listener, tls, cfg.limits.clone(), w.stats, w.phase, make).await;
+    }
+}
+
+/// Re-read the backends file when its modification time changes. A file that cannot be used
+/// keeps the current set, and the error goes to `errors` (see [`Running::file_errors`]).
+async fn watch_file(
+    backends: Arc<Backends>,
+    file: Option<PathBuf>,
+    errors: tokio::sync::mpsc::Sender<BalanceError>,
+) {
     let Some(path) = file else { return };
     let mut seen = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -259,21 +232,29 @@ async fn watch_file(backends: Arc<Backends>, file: Option<PathBuf>) {
                 Ok(addrs) => {
                     backends.replace_all(&addrs);
                 }
-                // A half-written or wrong file keeps the current set.
-                Err(e) => eprintln!("scaletest balance: {e}; keeping the current backends"),
+                // Nobody reading, or too many unread: the set is kept either way.
+                Err(e) => {
+                    let _ = errors.try_send(e);
+                }
             }
         }
     }
 }
 
 impl Running {
+    /// Errors re-reading the backends file (each time it changed into something unusable and
+    /// the current set was kept), for the caller to report; `None` after the first call.
+    pub fn file_errors(&mut self) -> Option<tokio::sync::mpsc::Receiver<BalanceError>> {
+        self.file_errors.take()
+    }
+
     /// Close the listeners and let every connection finish.
     pub fn stop(&self) {
-        self.phase.send_replace(Phase::Stopping);
+        self.servers.set_phase(Phase::Stopping);
     }
 
     /// Wait for the threads after [`Running::stop`], up to `timeout`; true if all finished.
     pub fn wait(self, timeout: Duration) -> bool {
-        server::join_until(self.threads, Instant::now() + timeout)
+        self.servers.wait(timeout)
     }
 }

@@ -11,13 +11,14 @@
 //! idle connection or opens a new one. A non-idempotent request (and an HTTP/1.0 one) travels
 //! alone: it is sent on an idle connection and nothing is queued behind it (RFC 9112 §9.3.2).
 //!
-//! Failures carry what is known about the request, so the caller can retry only when that is
-//! safe: never sent (connect failed), announced unprocessed (the response before it said
-//! `Connection: close`, after which a server must not process more), or lost after sending
-//! with no response byte (safe to resend only for idempotent methods).
+//! Failures ([`crate::retry::Fail`]) carry what is known about the request, so that the retry
+//! policy can tell: never sent (connect failed), announced unprocessed (the response before it
+//! said `Connection: close`, after which a server must not process more), lost after sending
+//! with no response byte, or answered with something that is not HTTP.
 
+use crate::retry::Fail;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use st_http::Chunked;
+use st_http::wire::{self, BodyFraming, Framing};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,9 +31,6 @@ use tokio::task::AbortHandle;
 
 /// A busy connection whose oldest request has waited this long takes no more requests.
 pub const STALL: Duration = Duration::from_millis(2);
-/// The largest response head accepted from a backend.
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
 
 /// How the upstream connections behave.
 #[derive(Debug, Clone, Copy)]
@@ -55,46 +53,6 @@ pub struct Outgoing {
     pub head_request: bool,
     /// Travels alone: non-idempotent, or HTTP/1.0.
     pub exclusive: bool,
-}
-
-/// Why a request got no response.
-#[derive(Debug)]
-pub enum Fail {
-    /// The connection could not be made: nothing was sent.
-    Connect(String),
-    /// The backend closed the connection (announced) before this request: not processed.
-    Unsent,
-    /// The connection ended after the request was sent, before any response byte.
-    Lost(String),
-    /// The backend's response was not valid HTTP/1.1.
-    Malformed(String),
-}
-
-impl Fail {
-    /// Whether sending the request again elsewhere is safe.
-    pub fn retryable(&self, idempotent: bool) -> bool {
-        match self {
-            Fail::Connect(_) | Fail::Unsent => true,
-            Fail::Lost(_) => idempotent,
-            Fail::Malformed(_) => false,
-        }
-    }
-
-    /// A connect failure (the backend is ejected until its health check passes).
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Fail::Connect(_))
-    }
-}
-
-impl std::fmt::Display for Fail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Fail::Connect(e) => write!(f, "connect: {e}"),
-            Fail::Unsent => f.write_str("connection closed by the backend before the request"),
-            Fail::Lost(e) => write!(f, "connection lost before the response: {e}"),
-            Fail::Malformed(e) => write!(f, "malformed response: {e}"),
-        }
-    }
 }
 
 /// A response on its way to the client.
@@ -339,14 +297,6 @@ enum End {
     Malformed(String),
 }
 
-#[derive(Clone, Copy)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
 struct Head {
     len: usize,
     status: u16,
@@ -412,70 +362,40 @@ pub(crate) fn put_headers(
     }
 }
 
+/// Parse a backend's response head (the wire rules are `st_http::wire`'s) and write the head
+/// the client gets, in the same pass over the headers.
 fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(data) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if data.len() > MAX_HEAD => {
-            return Err(format!("response head over {MAX_HEAD} bytes"))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.code.unwrap_or(0);
-    let mut keep_alive = resp.version == Some(1);
-    let mut length = None;
-    let mut chunked = false;
+    let mut headers = wire::headers();
     let mut named: Vec<&[u8]> = Vec::new();
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or("bad content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length".into());
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            connection_tokens(h.value, &mut keep_alive, &mut named);
+    let mut ignored = true;
+    let head = wire::parse_response(data, head_request, &mut headers, |h| {
+        if h.name.eq_ignore_ascii_case("connection") {
+            connection_tokens(h.value, &mut ignored, &mut named);
         }
-    }
-    let interim = (100..200).contains(&status);
-    if status == 101 {
+    })
+    .map_err(|e| e.to_string())?;
+    let Some(head) = head else { return Ok(None) };
+    if head.status == 101 {
+        // The client's Upgrade never reaches a backend (it is hop-by-hop), and the balancer
+        // relays no other protocol.
         return Err("the backend switched protocols, which the balancer does not relay".into());
     }
-    let framing = if head_request || interim || status == 204 || status == 304 {
-        Framing::None
-    } else if chunked {
-        Framing::Chunked
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        keep_alive = false;
-        Framing::UntilClose
-    };
-    let mut out = BytesMut::with_capacity(len + 16);
-    if !interim {
+    let mut out = BytesMut::new();
+    if !head.interim {
+        out.reserve(head.len + 16);
         out.put_slice(b"HTTP/1.1 ");
-        out.put_slice(status.to_string().as_bytes());
+        out.put_slice(head.status.to_string().as_bytes());
         out.put_u8(b' ');
-        out.put_slice(resp.reason.unwrap_or("").as_bytes());
+        out.put_slice(head.reason.as_bytes());
         out.put_slice(b"\r\n");
-        put_headers(&mut out, resp.headers, hop_by_hop, &named);
+        put_headers(&mut out, head.headers, hop_by_hop, &named);
     }
     Ok(Some(Head {
-        len,
-        status,
-        interim,
-        keep_alive,
-        framing,
+        len: head.len,
+        status: head.status,
+        interim: head.interim,
+        keep_alive: head.keep_alive,
+        framing: head.framing,
         out: out.freeze(),
     }))
 }
@@ -526,32 +446,28 @@ async fn read_responses(c: &Conn, rd: &mut tokio::net::tcp::OwnedReadHalf) -> En
                 body: ReplyBody::Done(Bytes::new()),
                 close_delimited: matches!(head.framing, Framing::UntilClose),
             };
-            // The common case: the whole body is here already.
-            let whole = match head.framing {
-                Framing::None => Some(0),
-                Framing::Length(n) if n <= buf.len() as u64 => Some(n as usize),
-                Framing::Chunked => match Chunked::new().feed(&buf) {
-                    Ok((n, true)) => Some(n),
-                    Ok((_, false)) => None,
-                    Err(_) => {
-                        let _ = p.tx.send(Err(Fail::Malformed("bad chunked body".into())));
-                        return End::Malformed("bad chunked body".into());
-                    }
-                },
-                _ => None,
-            };
-            if let Some(n) = whole {
-                reply.body = ReplyBody::Done(buf.split_to(n).freeze());
-                let _ = p.tx.send(Ok(reply));
-            } else {
-                let (tx, rx) = mpsc::channel(8);
-                reply.body = ReplyBody::Stream(rx);
-                let _ = p.tx.send(Ok(reply));
-                if let Err(e) = relay_body(head.framing, &mut buf, rd, tx).await {
-                    return End::Lost(e);
+            let mut body = BodyFraming::new(head.framing);
+            match body.feed(&buf) {
+                // The common case: the whole body is here already.
+                Ok((n, true)) => {
+                    reply.body = ReplyBody::Done(buf.split_to(n).freeze());
+                    let _ = p.tx.send(Ok(reply));
                 }
-                if matches!(head.framing, Framing::UntilClose) {
-                    return End::Lost("closed after a close-delimited body".into());
+                Ok((n, false)) => {
+                    let (tx, rx) = mpsc::channel(8);
+                    reply.body = ReplyBody::Stream(rx);
+                    let _ = p.tx.send(Ok(reply));
+                    let first = buf.split_to(n).freeze();
+                    if let Err(e) = relay_body(body, first, &mut buf, rd, tx).await {
+                        return End::Lost(e);
+                    }
+                    if head.framing == Framing::UntilClose {
+                        return End::Lost("closed after a close-delimited body".into());
+                    }
+                }
+                Err(_) => {
+                    let _ = p.tx.send(Err(Fail::Malformed("bad chunked body".into())));
+                    return End::Malformed("bad chunked body".into());
                 }
             }
             if !head.keep_alive {
@@ -567,34 +483,20 @@ async fn read_responses(c: &Conn, rd: &mut tokio::net::tcp::OwnedReadHalf) -> En
     }
 }
 
-/// Pass a body that is not all here yet to the client as it arrives. A client that went away
-/// does not stop the reading: the connection must stay in step for the requests behind.
+/// Pass a body that is not all here yet to the client as it arrives, starting with `first`,
+/// the part that was. A client that went away does not stop the reading: the connection must
+/// stay in step for the requests behind.
 async fn relay_body(
-    framing: Framing,
+    mut body: BodyFraming,
+    first: Bytes,
     buf: &mut BytesMut,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     tx: mpsc::Sender<Result<Bytes, ()>>,
 ) -> Result<(), String> {
     let mut tx = Some(tx);
-    let mut chunked = Chunked::new();
-    let mut left = match framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
+    let (mut piece, mut done) = (first, false);
     loop {
-        let (take, done) = match framing {
-            Framing::Length(_) => {
-                let t = (buf.len() as u64).min(left) as usize;
-                left -= t as u64;
-                (t, left == 0)
-            }
-            Framing::Chunked => chunked
-                .feed(buf)
-                .map_err(|_| "bad chunked body".to_string())?,
-            _ => (buf.len(), false),
-        };
-        if take > 0 {
-            let piece = buf.split_to(take).freeze();
+        if !piece.is_empty() {
             if let Some(t) = &tx {
                 if t.send(Ok(piece)).await.is_err() {
                     tx = None;
@@ -606,7 +508,7 @@ async fn relay_body(
         }
         match fill(rd, buf).await {
             Ok(true) => {}
-            Ok(false) if matches!(framing, Framing::UntilClose) => return Ok(()),
+            Ok(false) if body.until_close() => return Ok(()),
             Ok(false) | Err(_) => {
                 if let Some(t) = &tx {
                     let _ = t.send(Err(())).await;
@@ -614,6 +516,8 @@ async fn relay_body(
                 return Err("closed in the middle of a body".into());
             }
         }
+        let (take, end) = body.feed(buf).map_err(|_| "bad chunked body".to_string())?;
+        (piece, done) = (buf.split_to(take).freeze(), end);
     }
 }
 
@@ -885,14 +789,5 @@ mod tests {
             assert!(reply.as_ref().is_ok_and(|r| r.close_delimited));
             assert_eq!(body(Ok(reply)).await, "to the end");
         });
-    }
-
-    #[test]
-    fn retry_safety_follows_what_is_known() {
-        assert!(Fail::Connect("x".into()).retryable(false));
-        assert!(Fail::Unsent.retryable(false));
-        assert!(Fail::Lost("x".into()).retryable(true));
-        assert!(!Fail::Lost("x".into()).retryable(false));
-        assert!(!Fail::Malformed("x".into()).retryable(true));
     }
 }

@@ -3,14 +3,13 @@
 use balance::backends::Health;
 use balance::health::HealthConfig;
 use balance::pick::Algorithm;
-use bytes::Bytes;
 use st_http::server::Limits;
-use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
+use st_http::Protocol;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testsupport::closed_loop;
 
 fn backend(label: &str) -> serve::Running {
     backend_on("127.0.0.1:0".parse().unwrap(), label)
@@ -67,35 +66,6 @@ fn balancer_with(
     balance::start(cfg).unwrap()
 }
 
-fn load(url: &str, protocol: Protocol, n: u64) -> load::RunResult {
-    let (origin, path) = Origin::parse(url).unwrap();
-    let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).unwrap();
-    let cfg = load::Config {
-        connector: Connector::new(
-            origin,
-            protocol,
-            &TlsOptions::default(),
-            Duration::from_secs(5),
-        )
-        .unwrap(),
-        requests: Arc::new(vec![req]),
-        mode: load::Mode::Closed,
-        connections: 4,
-        streams: if protocol == Protocol::Http2 { 4 } else { 1 },
-        duration: None,
-        max_requests: Some(n),
-        timeout: Duration::from_secs(5),
-        threads: 1,
-        live: Default::default(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(load::run(cfg, load::Shutdown::new(), |_| {}))
-        .unwrap()
-}
-
 fn served(b: &balance::Running, addr: SocketAddr) -> u64 {
     b.backends
         .snapshot()
@@ -104,15 +74,8 @@ fn served(b: &balance::Running, addr: SocketAddr) -> u64 {
         .map_or(0, |x| x.requests.load(Ordering::Relaxed))
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_for(what: &str, ready: impl FnMut() -> bool) {
+    testsupport::wait_until(what, Duration::from_secs(10), ready)
 }
 
 fn health(b: &balance::Running, addr: SocketAddr) -> Option<Health> {
@@ -128,14 +91,17 @@ fn requests_spread_over_three_backends() {
     let bs: Vec<_> = (0..3).map(|i| backend(&format!("b{i}"))).collect();
     let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
     // Round-robin is exact; the adaptive ones follow load, so a backend the scheduler slows
-    // down gets fewer: they only have to spread within 25%.
+    // down gets fewer. On a busy 2-core machine one backend got 704 or 1303 of 3000 (before
+    // and after the retry rework alike), so each must get at least half its share and at most
+    // half again; sending all to one backend still fails. That they avoid a busy backend is
+    // pick.rs's unit test.
     for (alg, tolerance) in [
         (Algorithm::RoundRobin, 0),
-        (Algorithm::PowerOfTwo, 250),
-        (Algorithm::LeastRequests, 250),
+        (Algorithm::PowerOfTwo, 500),
+        (Algorithm::LeastRequests, 500),
     ] {
         let lb = balancer(addrs.clone(), alg, 60_000);
-        let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 3000);
+        let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 3000);
         assert_eq!(
             r.total.status.get(&200),
             Some(&3000),
@@ -153,7 +119,7 @@ fn requests_spread_over_three_backends() {
 fn http2_clients_are_balanced_too() {
     let (a, b) = (backend("a"), backend("b"));
     let lb = balancer(vec![a.addr, b.addr], Algorithm::RoundRobin, 60_000);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http2, 400);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http2, 400);
     assert_eq!(r.total.status.get(&200), Some(&400), "{:?}", r.total.errors);
     assert_eq!(served(&lb, a.addr) + served(&lb, b.addr), 400);
 }
@@ -166,7 +132,7 @@ fn a_refused_connection_is_retried_on_another_backend_and_ejects_it() {
     drop(dead);
     // Health checks far apart: only the passive ejection and the retry act here.
     let lb = balancer(vec![dead_addr, live.addr], Algorithm::RoundRobin, 60_000);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
     assert_eq!(
         r.total.status.get(&200),
         Some(&200),
@@ -187,6 +153,41 @@ fn a_refused_connection_is_retried_on_another_backend_and_ejects_it() {
 }
 
 #[test]
+fn a_malformed_answer_is_retried_elsewhere_for_idempotent_methods_only_on_both_paths() {
+    for hyper_only in [false, true] {
+        let bad = testkit::Misbehaving::start(testkit::Misbehavior::Garbage);
+        let good = testkit::Server::start(testkit::Behavior::Ok);
+        let lb = balancer_with(
+            vec![bad.addr, good.addr],
+            Algorithm::RoundRobin,
+            60_000,
+            |c| c.hyper_only = hyper_only,
+        );
+        let path = if hyper_only { "hyper" } else { "pipelined" };
+        // Round robin starts at the first backend: each request below tries `bad` first.
+        let r = raw(
+            lb.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+        // (Health checks go to /readyz: only "/" counts.)
+        let root = || good.paths().get("/").copied().unwrap_or(0);
+        assert_eq!(root(), 1, "{path}");
+        // The second request goes to `good` in turn; the third tries `bad` first again.
+        raw(
+            lb.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        let r = raw(
+            lb.addr,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 502"), "{path}: {r}");
+        assert_eq!(root(), 2, "{path}: the POST reached a second backend");
+    }
+}
+
+#[test]
 fn health_checks_eject_a_dead_backend_and_bring_it_back() {
     let a = backend("a");
     let b = backend("b");
@@ -195,13 +196,13 @@ fn health_checks_eject_a_dead_backend_and_bring_it_back() {
     b.stop();
     assert_eq!(b.wait(Duration::from_secs(5)), 0);
     wait_for("b down", || health(&lb, b_addr) == Some(Health::Down));
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100));
     // The same address comes back.
     let _b2 = backend_on(b_addr, "b2");
     wait_for("b up", || health(&lb, b_addr) == Some(Health::Up));
     let before = served(&lb, b_addr);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100));
     assert!(served(&lb, b_addr) > before);
 }
@@ -216,7 +217,7 @@ fn a_backend_whose_readyz_says_503_gets_no_new_requests() {
         health(&lb, b.addr) == Some(Health::Draining)
     });
     let before = served(&lb, b.addr);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
     assert_eq!(r.total.status.get(&200), Some(&200));
     assert_eq!(served(&lb, b.addr), before);
 }
@@ -295,7 +296,7 @@ fn the_admin_api_needs_the_token_and_changes_the_set() {
         .0,
         200
     );
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
     assert_eq!(r.total.status.get(&200), Some(&50));
     assert_eq!(served(&lb, a.addr), 0, "a drained backend got requests");
     assert_eq!(
@@ -334,7 +335,7 @@ fn the_admin_api_needs_the_token_and_changes_the_set() {
 #[test]
 fn with_no_backend_clients_get_503() {
     let lb = balancer(vec![], Algorithm::PowerOfTwo, 60_000);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
     assert_eq!(r.total.status.get(&503), Some(&5));
 }
 
@@ -345,16 +346,24 @@ fn backends_speak_h2c_when_asked_and_get_x_forwarded_for() {
     let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 50, |c| {
         c.backend_h2 = true
     });
-    std::thread::sleep(Duration::from_millis(200));
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
+    // Health checks reached the backend (and kept it up: rise and fall are 2).
+    let checks = || b.paths().get("/readyz").copied().unwrap_or(0);
+    wait_for("three health checks", || checks() >= 3);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 100);
     assert_eq!(r.total.status.get(&200), Some(&100), "{:?}", r.total.errors);
     assert_eq!(health(&lb, b.addr), Some(Health::Up));
-    // Every request and every health check arrived over HTTP/2.
+    // Every request and every health check arrived over HTTP/2: counted at the backend, each
+    // one by the version it came in.
+    let checked = checks();
+    let versions = b.versions();
     assert_eq!(
-        b.versions().keys().collect::<Vec<_>>(),
-        vec!["HTTP/2.0"],
-        "{:?}",
-        b.versions()
+        versions.keys().collect::<Vec<_>>(),
+        ["HTTP/2.0"],
+        "{versions:?}"
+    );
+    assert!(
+        versions["HTTP/2.0"] >= 100 + checked,
+        "{versions:?} {checked}"
     );
     assert_eq!(b.paths().get("/"), Some(&100), "{:?}", b.paths());
     assert_eq!(b.last_forwarded_for().as_deref(), Some("127.0.0.1"));
@@ -367,9 +376,10 @@ fn the_backends_file_is_watched() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("backends.txt");
     std::fs::write(&file, format!("# the pool\n{}\n", a.addr)).unwrap();
-    let lb = balancer_with(vec![], Algorithm::RoundRobin, 60_000, |c| {
+    let mut lb = balancer_with(vec![], Algorithm::RoundRobin, 60_000, |c| {
         c.backends_file = Some(file.clone())
     });
+    let mut errors = lb.file_errors().unwrap();
     let addrs = || {
         lb.backends
             .snapshot()
@@ -382,13 +392,21 @@ fn the_backends_file_is_watched() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&file, format!("{}\n", b.addr)).unwrap();
     wait_for("the new set", || addrs() == vec![b.addr]);
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 50);
     assert_eq!(r.total.status.get(&200), Some(&50));
     assert_eq!(served(&lb, b.addr), 50);
     // A broken file keeps the current set.
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&file, "not an address\n").unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    let mut error = None;
+    wait_for("the file's error", || {
+        error = errors.try_recv().ok();
+        error.is_some()
+    });
+    assert!(
+        error.unwrap().to_string().contains("not an address"),
+        "the error names the bad line"
+    );
     assert_eq!(addrs(), vec![b.addr]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -494,6 +512,49 @@ fn bad_requests_get_their_status_and_the_connection_closes() {
     assert_eq!(served(&lb, b.addr), 0);
 }
 
+/// Send `req` while reading the answer (the server may answer and stop reading before the
+/// whole request is written); the answer, up to the server's close.
+fn raw_while_sending(addr: SocketAddr, req: Vec<u8>) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&req);
+    });
+    let mut out = Vec::new();
+    let read = s.read_to_end(&mut out);
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(read.is_ok(), "{read:?} after {text:?}");
+    text
+}
+
+#[test]
+fn a_request_head_over_the_limits_gets_431_not_a_reset() {
+    let b = backend("v1");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(200_000)
+    );
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        "A: b\r\n".repeat(5000)
+    );
+    for hyper_only in [false, true] {
+        let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
+            c.hyper_only = hyper_only
+        });
+        for (what, req) in [("200 kB header", &big), ("5,000 header lines", &many)] {
+            let r = raw_while_sending(lb.addr, req.clone().into_bytes());
+            assert!(
+                r.starts_with("HTTP/1.1 431"),
+                "hyper_only={hyper_only}, {what}: {r:?}"
+            );
+        }
+        assert_eq!(served(&lb, b.addr), 0);
+    }
+}
+
 #[test]
 fn a_slowloris_client_is_cut_off_while_others_are_served() {
     let b = backend("v1");
@@ -505,7 +566,7 @@ fn a_slowloris_client_is_cut_off_while_others_are_served() {
         .unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
     let t = Instant::now();
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 200);
     assert_eq!(r.total.status.get(&200), Some(&200));
     // The slow client keeps trickling bytes and is still closed, without an answer.
     let mut got = Vec::new();
@@ -547,7 +608,7 @@ fn a_slow_response_holds_up_no_request_sent_after_it() {
     // Past the stall threshold its connection takes no more requests.
     std::thread::sleep(balance::pipe::STALL * 5);
     let t = Instant::now();
-    let r = load(&format!("http://{}/", lb.addr), Protocol::Http1, 500);
+    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 500);
     assert_eq!(r.total.status.get(&200), Some(&500));
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(

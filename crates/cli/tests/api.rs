@@ -2,52 +2,19 @@
 //! through a kubeconfig (and a real cluster with SCALETEST_KUBECONFIG), exit codes, one-line
 //! errors, the report, the JSON, cleanup, and a separate watch process with /metrics.
 
+// Tests and examples may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 use kubefake::FakeApi;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+use testsupport::wait_until;
+use testsupport::{text, tmpdir, Bin};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scaletest"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run scaletest")
-}
-
-/// Start scaletest with its output piped; killed when dropped.
-fn spawn(args: &[&str]) -> testkit::Proc {
-    testkit::Proc(
-        bin()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn scaletest"),
-    )
-}
-
-/// Poll `ready` (another process's state) until it holds; fail after 20 s.
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "waited 20 s for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("st-api-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
+/// How long to wait for another process.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A fake API server, a directory for the test's files, and the path of its kubeconfig.
 fn fake_api(test: &str) -> (FakeApi, PathBuf, String) {
@@ -150,7 +117,7 @@ fn bad_usage_gets_one_line_and_exit_code_2() {
         ),
     ];
     for (args, want) in cases {
-        let out = run(&args);
+        let out = SCALETEST.run(&args);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
@@ -178,7 +145,7 @@ fn an_unreachable_api_server_is_one_line_and_exit_code_1() {
         ),
     )
     .expect("write");
-    let out = run(&[
+    let out = SCALETEST.run(&[
         "api",
         "churn",
         "-n",
@@ -199,7 +166,7 @@ fn churn_reports_every_call_writes_json_and_passes_the_slo() {
     let run_id = format!("cli{}", std::process::id() % 100_000);
     for (kc, is_fake) in kubeconfigs(&fake, &dir) {
         let json = dir.join("churn.json");
-        let out = run(&[
+        let out = SCALETEST.run(&[
             "api",
             "churn",
             "--kubeconfig",
@@ -255,7 +222,7 @@ fn churn_reports_every_call_writes_json_and_passes_the_slo() {
             .all(|s| s["pass"] == true));
         // `scaletest report` prints it again, and merges two runs into one.
         let j = json.to_str().expect("path");
-        let out = run(&["report", j, j]);
+        let out = SCALETEST.run(&["report", j, j]);
         let again = text(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert!(again.contains("80 lifecycles: 80 completed"), "{again}");
@@ -279,7 +246,7 @@ fn a_failing_slo_exits_1_and_cleanup_removes_a_crashed_runs_objects() {
     let (fake, _dir, kc) = fake_api("slo");
     let kc = kc.as_str();
     fake.delay("create", std::time::Duration::from_millis(1050));
-    let out = run(&[
+    let out = SCALETEST.run(&[
         "api",
         "churn",
         "--kubeconfig",
@@ -307,7 +274,7 @@ fn a_failing_slo_exits_1_and_cleanup_removes_a_crashed_runs_objects() {
         )
         .expect("create");
     }
-    let out = run(&[
+    let out = SCALETEST.run(&[
         "api",
         "churn",
         "--kubeconfig",
@@ -330,7 +297,7 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
     let (fake, dir, kc) = fake_api("watchproc");
     let kc = kc.as_str();
     let json = dir.join("watch.json");
-    let mut watch = spawn(&[
+    let mut watch = SCALETEST.spawn(&[
         "api",
         "watch",
         "--kubeconfig",
@@ -354,8 +321,10 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
         .to_string();
     // Wait for its initial list, so that it sees every create.
-    wait_until("the watch to start", || fake.count("watch configmaps") > 0);
-    let out = run(&[
+    wait_until("the watch to start", WAIT, || {
+        fake.count("watch configmaps") > 0
+    });
+    let out = SCALETEST.run(&[
         "api",
         "churn",
         "--kubeconfig",
@@ -392,7 +361,7 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         body
     };
     let want = format!("scaletest_watch_notifications_total{{type=\"delete\"}} {n}");
-    wait_until(&want, || metrics().contains(&want));
+    wait_until(&want, WAIT, || metrics().contains(&want));
     let body = metrics();
     assert!(
         body.contains(&format!(
@@ -425,7 +394,7 @@ fn unsafe_free_kill(pid: i32) -> i32 {
 fn ctrl_c_deletes_what_the_run_made_then_reports_and_writes_json() {
     let (fake, dir, kc) = fake_api("ctrlc");
     let json = dir.join("interrupted.json");
-    let mut churn = spawn(&[
+    let mut churn = SCALETEST.spawn(&[
         "api",
         "churn",
         "--kubeconfig",
@@ -439,7 +408,7 @@ fn ctrl_c_deletes_what_the_run_made_then_reports_and_writes_json() {
         "--json",
         json.to_str().expect("path"),
     ]);
-    wait_until("churn to get going", || {
+    wait_until("churn to get going", WAIT, || {
         fake.count("create configmaps") >= 20
     });
     assert!(!fake.objects("configmaps").is_empty());

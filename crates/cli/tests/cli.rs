@@ -1,28 +1,12 @@
 //! The `scaletest` binary: exit codes, one-line errors, report and JSON output, Ctrl-C.
 
 use report::RunFile;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{Behavior, Server};
+use testsupport::{text, tmpdir, Bin};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scaletest"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("run scaletest")
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("st-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
 #[test]
 fn bad_input_gets_one_line_and_exit_code_2() {
@@ -76,7 +60,7 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (&["report", "/nonexistent.json"], "cannot read"),
     ];
     for (args, want) in cases {
-        let o = run(args);
+        let o = SCALETEST.run(args);
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
@@ -108,7 +92,7 @@ fn json_output_parses_back_and_matches_the_printed_report() {
     let server = Server::start(Behavior::Delay(Duration::from_millis(2)));
     let dir = tmpdir("json");
     let json = dir.join("run.json");
-    let o = run(&[
+    let o = SCALETEST.run(&[
         "load",
         &server.url("/"),
         "-c",
@@ -138,7 +122,7 @@ fn json_output_parses_back_and_matches_the_printed_report() {
     let spectrum = row(&out, "Latency");
     assert!(!spectrum.is_empty());
     // And `report` renders the same tables from the file.
-    let again = run(&["report", json.to_str().unwrap(), "--percentiles"]);
+    let again = SCALETEST.run(&["report", json.to_str().unwrap(), "--percentiles"]);
     assert_eq!(again.status.code(), Some(0));
     let again = text(&again.stdout);
     assert_eq!(row(&again, "Latency"), printed);
@@ -157,7 +141,7 @@ fn a_targets_file_is_used_round_robin_with_headers_and_bodies() {
     );
     let tf = dir.join("targets.txt");
     std::fs::write(&tf, targets).unwrap();
-    let o = run(&[
+    let o = SCALETEST.run(&[
         "load",
         "--targets",
         tf.to_str().unwrap(),
@@ -178,7 +162,7 @@ fn a_targets_file_is_used_round_robin_with_headers_and_bodies() {
         format!("GET {}a\n\nGET http://127.0.0.2:9/\n", server.url("/")),
     )
     .unwrap();
-    let o = run(&["load", "--targets", tf.to_str().unwrap(), "-n", "1"]);
+    let o = SCALETEST.run(&["load", "--targets", tf.to_str().unwrap(), "-n", "1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         text(&o.stderr).contains("one origin"),
@@ -191,7 +175,7 @@ fn a_targets_file_is_used_round_robin_with_headers_and_bodies() {
 #[test]
 fn an_unreachable_target_is_reported_and_exits_1() {
     let s = testkit::Misbehaving::start(testkit::Misbehavior::Refuse);
-    let o = run(&["load", &s.url(), "-n", "10", "-c", "1"]);
+    let o = SCALETEST.run(&["load", &s.url(), "-n", "10", "-c", "1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o.stdout).contains("errors: connect_refused: 10"),
@@ -207,7 +191,7 @@ fn an_unreachable_target_is_reported_and_exits_1() {
 #[test]
 fn open_loop_report_names_corrected_and_uncorrected_latency() {
     let server = Server::start(Behavior::Ok);
-    let o = run(&[
+    let o = SCALETEST.run(&[
         "load",
         &server.url("/"),
         "--rate",
@@ -230,7 +214,8 @@ fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
     let server = Server::start(Behavior::Ok);
     let dir = tmpdir("sigint");
     let json = dir.join("run.json");
-    let child = bin()
+    let child = SCALETEST
+        .command()
         .args([
             "load",
             &server.url("/"),
@@ -271,7 +256,8 @@ fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
 fn serve_drains_on_sigterm_and_exits_0() {
     use std::io::{BufRead, BufReader, Read, Write};
     let mut child = testkit::Proc(
-        bin()
+        SCALETEST
+            .command()
             .args([
                 "serve",
                 "--bind",

@@ -284,22 +284,28 @@ fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
     let run = RunFile::read(&out.join("results.json")).unwrap();
     // Every answer counted exactly once (this scrape and the first are answers too).
     let answered = served(srv) - before - 1;
-    if run.total.responses != answered {
-        for (s, f) in run
+    // On a mismatch, the seconds and events say where it went.
+    let dump = || {
+        let f = run.fleet.as_ref().unwrap();
+        let secs: Vec<String> = run
             .intervals
             .iter()
-            .zip(&run.fleet.as_ref().unwrap().seconds)
-        {
-            eprintln!(
-                "{} {} {} {} {}",
-                f.t, s.responses, s.sent, f.reported, f.live
-            );
-        }
-        for e in &run.fleet.as_ref().unwrap().events {
-            eprintln!("{:.1} {} {}", e.t, e.kind, e.text);
-        }
-    }
-    assert_eq!(run.total.responses, answered);
+            .zip(&f.seconds)
+            .map(|(s, x)| {
+                format!(
+                    "{} {} {} {}/{}",
+                    x.t, s.responses, s.sent, x.reported, x.live
+                )
+            })
+            .collect();
+        let events: Vec<String> = f
+            .events
+            .iter()
+            .map(|e| format!("{:.1} {}", e.t, e.text))
+            .collect();
+        format!("{}\n{}", secs.join("\n"), events.join("\n"))
+    };
+    assert_eq!(run.total.responses, answered, "{}", dump());
     assert_eq!(run.total.errors.values().sum::<u64>(), 0);
     // No gap: every second from the first to the last has answers.
     let fleet = run.fleet.as_ref().unwrap();

@@ -1,6 +1,9 @@
 //! The demo's promise, with real processes and real signals: a rolling update of every backend
 //! behind `scaletest balance` under constant open-loop load, with zero failed requests.
 
+// Tests and examples may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 use report::RunFile;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,14 +11,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::Proc;
+use testsupport::Bin;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scaletest"))
-}
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
 /// Start a child and read the address from its "listening on http://ADDR ..." line.
 fn spawn(args: &[&str]) -> (Proc, SocketAddr, String) {
-    let mut child = bin()
+    let mut child = SCALETEST
+        .command()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -130,7 +133,8 @@ fn balancer(name: &str, backends: &[SocketAddr]) -> Setup {
 
 fn load(s: &Setup, name: &str, secs: u32) -> Proc {
     let json = s.dir.join(format!("{name}.json"));
-    bin()
+    SCALETEST
+        .command()
         .args([
             "load",
             &format!("http://{}/", s.lb_addr),
@@ -158,6 +162,7 @@ fn result(s: &Setup, name: &str, mut child: Proc) -> RunFile {
 }
 
 /// The two tests each run a load generator, a balancer and servers: one at a time.
+#[allow(clippy::disallowed_types)] // tests, not the data plane
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The balancer's view of its backends, for failure messages.

@@ -49,6 +49,9 @@ pub struct Config {
     pub exit_when_finished: bool,
     /// Seconds kept while the aggregator is unreachable ([`OUTBOX`] by default).
     pub outbox: usize,
+    /// Told of what goes wrong while the bot carries on (a refused push, a load that cannot
+    /// run): the library reports, the caller decides where it goes.
+    pub warn: fn(&str),
 }
 
 /// A bot that could not run.
@@ -366,7 +369,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                 }
                 Err(Fail::Status(code, why)) if (400..500).contains(&code) && code != 429 => {
                     // A push it will never take: drop the batch rather than loop forever.
-                    eprintln!("scaletest bot: the aggregator refused a push: {why}");
+                    (cfg.warn)(&format!("the aggregator refused a push: {why}"));
                     let n = p.intervals.len().max(1);
                     for _ in 0..n {
                         outbox.pop_front();
@@ -481,20 +484,21 @@ fn apply(
     let config = match spec.build(live) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("scaletest bot: cannot run the assigned load: {e}");
+            (cfg.warn)(&format!("cannot run the assigned load: {e}"));
             return;
         }
     };
     let shutdown = Shutdown::new();
     let tx = snaps.clone();
     let sd = shutdown.clone();
+    let warn = cfg.warn;
     let done = tokio::task::spawn_local(async move {
         let r = load::run(config, sd, move |p| {
             let _ = tx.send((p.wall_second, p.snapshot.clone()));
         })
         .await;
         if let Err(e) = r {
-            eprintln!("scaletest bot: the load stopped: {e}");
+            warn(&format!("the load stopped: {e}"));
         }
     });
     *current = Some(Running {

@@ -74,6 +74,7 @@ fn start_bot(addr: SocketAddr, name: &str) -> Bot {
         threads: Some(1),
         exit_when_finished: true,
         outbox: bot::OUTBOX,
+        warn: |m| panic!("bot: {m}"),
     };
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

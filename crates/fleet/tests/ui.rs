@@ -64,6 +64,7 @@ fn the_live_page_shows_qps_and_its_rate_control_changes_the_bots_rate() {
                 threads: Some(1),
                 exit_when_finished: true,
                 outbox: bot::OUTBOX,
+                warn: |m| panic!("bot: {m}"),
             };
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()

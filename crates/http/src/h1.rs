@@ -1,8 +1,8 @@
-//! The HTTP/1.1 client connection: write the prepared bytes, parse the head with httparse, and
-//! skip the body by its framing. One request at a time (no pipelining), keep-alive by default.
+//! The HTTP/1.1 client connection: write the prepared bytes, read the head and skip the body by
+//! its framing ([`crate::wire`]). One request at a time (no pipelining), keep-alive by default.
 
-use crate::chunked::Chunked;
 use crate::stream::Stream;
+use crate::wire::{self, BodyFraming, Framing};
 use crate::{ErrorClass, Request, Response, VersionTag, VERSION_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -10,7 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// grows to [`MAX_BUF`] for a large head, or to skip a large body in fewer reads.
 const BUF: usize = 8 * 1024;
 const MAX_BUF: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
 
 /// An open HTTP/1.1 connection.
 pub struct H1Conn {
@@ -21,81 +20,32 @@ pub struct H1Conn {
     end: usize,
 }
 
-enum Body {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
 struct Head {
     status: u16,
     version: VersionTag,
     len: usize,
-    body: Body,
+    body: Framing,
     keep_alive: bool,
     interim: bool,
 }
 
+/// The head at the start of `data`, with the server's version tag, read in the same pass.
 fn parse_head(data: &[u8], is_head_request: bool) -> Result<Option<Head>, ErrorClass> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(data) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(ErrorClass::Malformed),
-    };
-    let status = resp.code.ok_or(ErrorClass::Malformed)?;
-    let mut keep_alive = resp.version == Some(1);
-    let mut length = None;
-    let mut chunked = false;
+    let mut headers = wire::headers();
     let mut version = VersionTag::default();
-    for h in resp.headers.iter() {
+    let head = wire::parse_response(data, is_head_request, &mut headers, |h| {
         if h.name.eq_ignore_ascii_case(VERSION_HEADER) {
             version = VersionTag::new(h.value.trim_ascii());
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(ErrorClass::Malformed)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ErrorClass::Malformed);
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let t = token.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
         }
-    }
-    let interim = (100..200).contains(&status) && status != 101;
-    let body = if is_head_request || interim || status == 204 || status == 304 {
-        Body::None
-    } else if chunked {
-        Body::Chunked
-    } else if let Some(n) = length {
-        Body::Length(n)
-    } else {
-        keep_alive = false;
-        Body::UntilClose
-    };
-    Ok(Some(Head {
-        status,
+    })
+    .map_err(|_| ErrorClass::Malformed)?;
+    Ok(head.map(|h| Head {
+        status: h.status,
         version,
-        len,
-        body,
-        keep_alive,
-        interim,
+        len: h.len,
+        body: h.framing,
+        keep_alive: h.keep_alive,
+        interim: h.interim,
     }))
 }
 
@@ -173,43 +123,26 @@ impl H1Conn {
             status: head.status,
             version: head.version,
         };
-        match head.body {
-            Body::None => {}
-            Body::Length(mut left) => loop {
-                let avail = (self.end - self.start) as u64;
-                let take = avail.min(left);
-                self.start += take as usize;
-                left -= take;
-                if left == 0 {
+        let mut body = BodyFraming::new(head.body);
+        loop {
+            let (n, done) = body
+                .feed(&self.buf[self.start..self.end])
+                .map_err(|_| ErrorClass::Malformed)?;
+            self.start += n;
+            if done {
+                break;
+            }
+            if matches!(head.body, Framing::Length(n) if n > self.buf.len() as u64)
+                && self.buf.len() < MAX_BUF
+            {
+                // A large body is skipped in fewer reads.
+                self.grow();
+            }
+            if !self.fill().await? {
+                if head.body == Framing::UntilClose {
                     break;
                 }
-                if left > self.buf.len() as u64 && self.buf.len() < MAX_BUF {
-                    self.grow();
-                }
-                if !self.fill().await? {
-                    return Err(ErrorClass::Reset);
-                }
-            },
-            Body::Chunked => {
-                let mut dec = Chunked::new();
-                loop {
-                    let (n, done) = dec
-                        .feed(&self.buf[self.start..self.end])
-                        .map_err(|_| ErrorClass::Malformed)?;
-                    self.start += n;
-                    if done {
-                        break;
-                    }
-                    if !self.fill().await? {
-                        return Err(ErrorClass::Reset);
-                    }
-                }
-            }
-            Body::UntilClose => {
-                self.start = self.end;
-                while self.fill().await? {
-                    self.start = self.end;
-                }
+                return Err(ErrorClass::Reset);
             }
         }
         Ok((response, head.keep_alive))
@@ -226,7 +159,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            matches!(h.body, Body::Length(13)) && h.keep_alive && h.status == 200 && h.len == 39
+            matches!(h.body, Framing::Length(13)) && h.keep_alive && h.status == 200 && h.len == 39
         );
         let h = parse_head(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
@@ -234,7 +167,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert!(matches!(h.body, Body::Chunked));
+        assert!(matches!(h.body, Framing::Chunked));
         let h = parse_head(
             b"HTTP/1.1 500 X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
             false,
@@ -252,14 +185,22 @@ mod tests {
         let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false)
             .unwrap()
             .unwrap();
-        assert!(matches!(h.body, Body::UntilClose) && !h.keep_alive);
+        assert!(matches!(h.body, Framing::UntilClose) && !h.keep_alive);
         let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
             .unwrap()
             .unwrap();
-        assert!(matches!(h.body, Body::None));
+        assert!(matches!(h.body, Framing::None));
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-", false)
             .unwrap()
             .is_none());
+        // A 101 is the last HTTP/1.1 on the connection: counted, no body, then closed.
+        let h = parse_head(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.status == 101 && !h.interim && h.body == Framing::None && !h.keep_alive);
         assert!(parse_head(b"garbage\r\n\r\n", false).is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     }

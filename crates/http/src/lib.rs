@@ -1,4 +1,4 @@
-//! HTTP plumbing shared by every scaletest component that talks HTTP; nothing else opens sockets.
+//! HTTP plumbing shared by every scaletest component that talks HTTP.
 //!
 //! Client side (used by the load engine, later by loadbots):
 //! - [`Origin`]: a validated `scheme://host:port` with its resolved socket address.
@@ -9,8 +9,16 @@
 //! - [`ErrorClass`]: how a failed request is counted. A failure is data, not an `Err` to
 //!   propagate: the engine counts it and carries on.
 //!
-//! Server side (used by `serve`, later by `balance`): [`server`] binds SO_REUSEPORT listeners
-//! and runs the accept loop with its limits and graceful drain; [`tls`] builds server configs.
+//! HTTP/1.1 on the wire ([`wire`], with [`Chunked`]): response heads, body framing and chunked
+//! bodies, for the client here and the balancer's upstream connections alike.
+//!
+//! Server side (used by `serve` and `balance`): [`runner`] starts the threads and runtimes and
+//! moves them through their phases; [`server`] binds SO_REUSEPORT listeners and runs the accept
+//! loop with its limits and graceful drain; [`tls`] builds server configs. Every
+//! server accepts through [`server::accept`] (`serve`, `balance` with its own HTTP/1 client
+//! side and admin API, `kapi`'s watch metrics); client sockets are opened here for the load
+//! engine, and by the balancer itself (pipelined upstream connections, hyper-util's pool,
+//! health checks) and by kube-rs.
 
 mod chunked;
 mod error;
@@ -18,9 +26,11 @@ mod h1;
 mod h2lane;
 mod origin;
 mod request;
+pub mod runner;
 pub mod server;
 mod stream;
 pub mod tls;
+pub mod wire;
 
 pub use chunked::{BadChunk, Chunked};
 pub use error::ErrorClass;

@@ -1,8 +1,10 @@
 //! Server side of the HTTP plumbing: listening sockets, the accept loop with its limits, and the
 //! graceful drain that `serve` and `balance` share.
 //!
-//! Each worker thread owns one SO_REUSEPORT listener on the same address and its own runtime
-//! (the kernel spreads connections, nothing is shared on the hot path). Connections are served
+//! Each worker thread ([`crate::runner`]) owns one SO_REUSEPORT listener on the same address and
+//! its own runtime (the kernel spreads connections, nothing is shared on the hot path). [`accept`]
+//! is the one accept loop (connection limit, open count, stop on `Stopping`); [`serve`] runs it
+//! with hyper, and the balancer runs it with its own HTTP/1 client side. Connections are served
 //! by hyper (HTTP/1.1 and HTTP/2, h2c by prior knowledge or TLS with ALPN). Limits bound what a
 //! client can hold: open connections, time to send a request head (slowloris; for HTTP/1.1 it
 //! also bounds keep-alive idle time), header size (431), idle time, and HTTP/2 streams.
@@ -20,8 +22,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
 
 /// Where a server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -141,72 +143,152 @@ impl Activity {
     }
 }
 
-/// Accept and serve connections from `listener` until the phase is `Stopping` and every
-/// connection has finished. `make` builds the service for one connection. Runs on the
-/// current tokio runtime.
-pub async fn serve<F, S, B>(
-    listener: std::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    limits: Limits,
-    stats: Arc<Stats>,
-    mut phase: watch::Receiver<Phase>,
-    make: F,
-) -> io::Result<()>
+/// An error a service or body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A hyper service for one connection, as [`serve`] and [`serve_connection`] take it (any
+/// `Service` whose futures and bodies can move between threads qualifies).
+pub trait ConnService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+    /// The response body.
+    type Body: Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> ConnService for S
 where
-    F: Fn(SocketAddr, Arc<Activity>) -> S,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
+    type Body = B;
+}
+
+/// Until the phase is `Stopping` (or its sender is gone).
+pub async fn stopping(phase: &mut watch::Receiver<Phase>) {
+    // The guard `wait_for` returns is dropped here, not held across the caller's awaits.
+    let _ = phase.wait_for(|p| *p == Phase::Stopping).await;
+}
+
+/// The connections one accept loop handed out, so that its owner can wait for them to finish.
+#[derive(Debug, Default)]
+pub struct Conns {
+    open: AtomicUsize,
+    ended: Notify,
+}
+
+impl Conns {
+    /// Wait until every connection handed out has finished (its [`Open`] was dropped).
+    pub async fn finished(&self) {
+        // One waiter (the loop's owner): a notification sent while it checks is kept for it.
+        while self.open.load(Ordering::Acquire) > 0 {
+            self.ended.notified().await;
+        }
+    }
+}
+
+/// One accepted connection, counted open (in [`Stats`] and in its loop's [`Conns`]) until it
+/// is dropped: keep it in the connection's task.
+#[derive(Debug)]
+pub struct Open {
+    stats: Arc<Stats>,
+    conns: Arc<Conns>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        if self.conns.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conns.ended.notify_one();
+        }
+    }
+}
+
+/// The accept loop every server here runs: accept from `listener` until the phase is
+/// `Stopping`, close a connection over the limit at once, and hand every other one to
+/// `conn` (which spawns its task). Then the listener is closed; the connections are not
+/// waited for: that is what the returned [`Conns`] is for.
+pub async fn accept(
+    listener: std::net::TcpListener,
+    limits: &Limits,
+    stats: &Arc<Stats>,
+    mut phase: watch::Receiver<Phase>,
+    mut conn: impl FnMut(TcpStream, SocketAddr, Open),
+) -> io::Result<Arc<Conns>> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let limits = Arc::new(limits);
-    // Connections subscribe from this one; `phase` itself is busy in the select below.
-    let phases = phase.clone();
-    let mut conns = JoinSet::new();
+    let conns = Arc::new(Conns::default());
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     if stats.open.load(Ordering::Relaxed) >= limits.max_connections {
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        drop(stream);
                         continue;
                     }
                     stats.open.fetch_add(1, Ordering::Relaxed);
-                    let activity = Arc::new(Activity::default());
-                    let svc = make(peer, activity.clone());
-                    let (tls, limits, stats, phase) = (tls.clone(), limits.clone(), stats.clone(), phases.clone());
-                    conns.spawn(async move {
-                        let _ = stream.set_nodelay(true);
-                        match tls {
-                            None => serve_connection(TokioIo::new(stream), svc, &limits, activity, phase).await,
-                            Some(acceptor) => {
-                                if let Ok(Ok(s)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                                    serve_connection(TokioIo::new(s), svc, &limits, activity, phase).await;
-                                }
-                            }
-                        }
-                        stats.open.fetch_sub(1, Ordering::Relaxed);
-                    });
+                    conns.open.fetch_add(1, Ordering::AcqRel);
+                    let _ = stream.set_nodelay(true);
+                    conn(stream, peer, Open { stats: stats.clone(), conns: conns.clone() });
                 }
                 // Out of descriptors or similar: give the system a moment rather than spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             },
-            r = phase.wait_for(|p| *p == Phase::Stopping) => { let _ = r; break; }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stopping(&mut phase) => break,
         }
     }
-    drop(listener);
-    while conns.join_next().await.is_some() {}
+    Ok(conns)
+}
+
+/// Accept and serve connections from `listener` with hyper until the phase is `Stopping` and
+/// every connection has finished. `make` builds the service for one connection. Runs on the
+/// current tokio runtime.
+pub async fn serve<F, S>(
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    stats: Arc<Stats>,
+    phase: watch::Receiver<Phase>,
+    make: F,
+) -> io::Result<()>
+where
+    F: Fn(SocketAddr, Arc<Activity>) -> S,
+    S: ConnService,
+{
+    let limits = Arc::new(limits);
+    let phases = phase.clone();
+    let conns = accept(listener, &limits, &stats, phase, |stream, peer, open| {
+        let activity = Arc::new(Activity::default());
+        let svc = make(peer, activity.clone());
+        let (tls, limits, phase) = (tls.clone(), limits.clone(), phases.clone());
+        tokio::spawn(async move {
+            let _open = open;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), svc, &limits, activity, phase).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    if let Ok(Ok(s)) = tokio::time::timeout(limits.header_timeout, handshake).await
+                    {
+                        serve_connection(TokioIo::new(s), svc, &limits, activity, phase).await;
+                    }
+                }
+            }
+        });
+    })
+    .await?;
+    conns.finished().await;
     Ok(())
 }
 
 /// Serve one accepted connection with hyper (HTTP/1.1 or HTTP/2), with the quiet-connection
 /// timeouts and the graceful close on `Stopping` that [`serve`] gives its connections.
-pub async fn serve_connection<I, S, B>(
+pub async fn serve_connection<I, S>(
     io: I,
     svc: S,
     limits: &Limits,
@@ -214,12 +296,7 @@ pub async fn serve_connection<I, S, B>(
     mut phase: watch::Receiver<Phase>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService,
 {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper's own header timer costs a timer per request; the check below does the same job
@@ -277,23 +354,6 @@ pub async fn serve_connection<I, S, B>(
 
 /// After a quiet connection is asked to close, how long it has before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// Wait for server threads to finish until `deadline`; joins them and returns true if all did.
-/// Threads still running are left to end with the process.
-pub fn join_until(threads: Vec<std::thread::JoinHandle<()>>, deadline: Instant) -> bool {
-    for t in &threads {
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    if !threads.iter().all(|t| t.is_finished()) {
-        return false;
-    }
-    for t in threads {
-        let _ = t.join();
-    }
-    true
-}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 //! schedule is recorded as well, so a slow client is told apart from a slow server.
 
 use crate::stats::{Limiter, Outcome, Recorder, Verb};
-use crate::{wall_ns, Target, ANN_OP, ANN_SENT, LABEL_RUN};
+use crate::{wall_ns, Error, Target, ANN_OP, ANN_SENT, LABEL_RUN};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::Client;
@@ -385,17 +385,26 @@ pub async fn create_namespaces(
     client: &Client,
     run_id: &str,
     n: usize,
-) -> anyhow::Result<Vec<String>> {
-    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+) -> Result<Vec<String>, Error> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
     let mut names = Vec::new();
     for i in 0..n {
         let name = format!("scaletest-{run_id}-{i}");
-        let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(
-            json!({"metadata": {"name": name, "labels": {LABEL_RUN: run_id}}}),
-        )?;
+        let ns = Namespace {
+            metadata: kube::core::ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(LABEL_RUN.to_string(), run_id.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         api.create(&PostParams::default(), &ns)
             .await
-            .map_err(|e| anyhow::anyhow!("creating namespace {name}: {e}"))?;
+            .map_err(|source| Error::Api {
+                what: format!("creating namespace {name}"),
+                source,
+            })?;
         names.push(name);
     }
     Ok(names)
@@ -416,7 +425,7 @@ pub async fn cleanup(
     client: &Client,
     target: &Target,
     run_id: Option<&str>,
-) -> anyhow::Result<Cleaned> {
+) -> Result<Cleaned, Error> {
     let sel = match run_id {
         Some(id) => format!("{LABEL_RUN}={id}"),
         None => LABEL_RUN.to_string(),
@@ -424,10 +433,10 @@ pub async fn cleanup(
     let lp = ListParams::default().labels(&sel);
     let mut out = Cleaned::default();
     let all = target.api(client, None);
-    let list = all
-        .list(&lp)
-        .await
-        .map_err(|e| anyhow::anyhow!("listing {}: {e}", target.display()))?;
+    let list = all.list(&lp).await.map_err(|source| Error::Api {
+        what: format!("listing {}", target.display()),
+        source,
+    })?;
     for o in list.items {
         let ns = o.metadata.namespace.clone();
         let name = o.metadata.name.clone().unwrap_or_default();
@@ -435,20 +444,30 @@ pub async fn cleanup(
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => out.objects += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(anyhow::anyhow!("deleting {name}: {e}")),
+            Err(source) => {
+                return Err(Error::Api {
+                    what: format!("deleting {name}"),
+                    source,
+                })
+            }
         }
     }
     let nsapi: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-    let list = nsapi
-        .list(&lp)
-        .await
-        .map_err(|e| anyhow::anyhow!("listing namespaces: {e}"))?;
+    let list = nsapi.list(&lp).await.map_err(|source| Error::Api {
+        what: "listing namespaces".into(),
+        source,
+    })?;
     for n in list.items {
         let name = n.metadata.name.unwrap_or_default();
         match nsapi.delete(&name, &DeleteParams::default()).await {
             Ok(_) => out.namespaces += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(anyhow::anyhow!("deleting namespace {name}: {e}")),
+            Err(source) => {
+                return Err(Error::Api {
+                    what: format!("deleting namespace {name}"),
+                    source,
+                })
+            }
         }
     }
     Ok(out)

@@ -5,8 +5,12 @@
 //! crash, and the client's wall-clock time of the call that last wrote them ([`ANN_SENT`]) so
 //! that a watcher in another process can time the notification.
 
+// Control plane, not data plane: a few hundred calls a second record under a lock.
+#![allow(clippy::disallowed_types)]
+
 pub mod churn;
 pub mod output;
+pub mod session;
 pub mod stats;
 pub mod watch;
 
@@ -24,16 +28,34 @@ pub const ANN_SENT: &str = "scaletest.dev/sent-at";
 /// Annotation: which operation of the lifecycle wrote this version (`create`, `update-1`, ...).
 pub const ANN_OP: &str = "scaletest.dev/op";
 
-/// An error the user can fix (bad flags, a resource the server does not have): exit code 2.
-#[derive(Debug)]
-pub struct Usage(pub String);
+/// Why a control-plane operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The user's to fix: a kubeconfig, a template, a resource the server does not have.
+    #[error("{0}")]
+    Usage(String),
+    /// A call to the API server (or making the client) failed.
+    #[error("{what}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// What kube-rs said.
+        #[source]
+        source: kube::Error,
+    },
+    /// Something did not happen in time (an informer's first list).
+    #[error("{0}")]
+    Timeout(String),
+}
 
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Error {
+    fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Api { what, source }
     }
 }
-impl std::error::Error for Usage {}
+
+use Error::Usage;
 
 /// The resource a run works on, as discovery described it.
 #[derive(Debug, Clone)]
@@ -73,7 +95,7 @@ pub async fn connect(
     context: Option<&str>,
     timeout: Option<Duration>,
     retry: bool,
-) -> anyhow::Result<(Client, String)> {
+) -> Result<(Client, String), Error> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -103,13 +125,13 @@ pub async fn connect(
     // kube-rs retries 429, 503 and 504 by default; a load tool must see and count them.
     config.default_retry = retry;
     let ns = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
+    let client = Client::try_from(config).map_err(Error::api("kube client"))?;
     Ok((client, ns))
 }
 
 /// Find a resource by what a user types: `configmaps` / `ConfigMap` (core v1), `v1/Kind`,
 /// `GROUP/VERSION/Kind` or `GROUP/VERSION/plural`, via the server's discovery documents.
-pub async fn resolve(client: &Client, spec: &str) -> anyhow::Result<Target> {
+pub async fn resolve(client: &Client, spec: &str) -> Result<Target, Error> {
     let parts: Vec<&str> = spec.split('/').collect();
     let (group, version, name) = match parts.as_slice() {
         [name] => ("", "v1", *name),
@@ -118,12 +140,11 @@ pub async fn resolve(client: &Client, spec: &str) -> anyhow::Result<Target> {
         _ => {
             return Err(Usage(format!(
             "--resource {spec:?}: give a plural (configmaps), VERSION/Kind or GROUP/VERSION/Kind"
-        ))
-            .into())
+        )))
         }
     };
     if name.is_empty() || version.is_empty() {
-        return Err(Usage(format!("--resource {spec:?}: empty name or version")).into());
+        return Err(Usage(format!("--resource {spec:?}: empty name or version")));
     }
     let gv = GroupVersion {
         group: group.to_string(),
@@ -155,13 +176,12 @@ pub async fn resolve(client: &Client, spec: &str) -> anyhow::Result<Target> {
     })
 }
 
-fn discovery_error(spec: &str, e: kube::Error) -> anyhow::Error {
+fn discovery_error(spec: &str, e: kube::Error) -> Error {
     match &e {
         kube::Error::Api(s) if s.code == 404 => Usage(format!(
             "--resource {spec:?}: the server does not serve that group/version"
-        ))
-        .into(),
-        _ => anyhow::anyhow!("cannot reach the API server: {e}"),
+        )),
+        _ => Error::api("cannot reach the API server")(e),
     }
 }
 
@@ -181,7 +201,7 @@ pub fn wall_ns() -> u128 {
 }
 
 /// Read an object template: YAML or JSON, one object with apiVersion and kind.
-pub fn load_template(path: &Path) -> anyhow::Result<serde_json::Value> {
+pub fn load_template(path: &Path) -> Result<serde_json::Value, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Usage(format!("template {}: {e}", path.display())))?;
     let v: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
@@ -197,8 +217,7 @@ pub fn load_template(path: &Path) -> anyhow::Result<serde_json::Value> {
         return Err(Usage(format!(
             "template {}: must be one object with apiVersion and kind",
             path.display()
-        ))
-        .into());
+        )));
     }
     Ok(v)
 }

@@ -17,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram as PromHistogram};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+use st_http::server::{self, Phase};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -454,39 +455,44 @@ pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal:
     workers.abort_all();
 }
 
-/// Serve `/metrics` (Prometheus text format) on `listener` until the task is dropped.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((io, _)) = listener.accept().await else {
-            continue;
-        };
+/// Serve `/metrics` (Prometheus text format) on `listener`, on the shared accept loop with its
+/// limits (`st_http::server`), until `phase` is `Stopping` or its sender is gone.
+pub async fn serve_metrics(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    phase: signal::Receiver<Phase>,
+) {
+    let make = move |_peer, _activity| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let shared = shared.clone();
-                async move {
-                    let (code, body) = if req.uri().path() == "/metrics" {
-                        (200, shared.metrics.encode())
-                    } else {
-                        (404, "not found: try /metrics\n".to_string())
-                    };
-                    let mut resp =
-                        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-                    *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("valid status");
-                    resp.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static(
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        ),
-                    );
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
-                .await;
-        });
-    }
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let shared = shared.clone();
+            async move {
+                let (code, body) = if req.uri().path() == "/metrics" {
+                    (200, shared.metrics.encode())
+                } else {
+                    (404, "not found: try /metrics\n".to_string())
+                };
+                let mut resp =
+                    hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("valid status");
+                resp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let stats = Arc::new(server::Stats::default());
+    let _ = server::serve(
+        listener,
+        None,
+        server::Limits::default(),
+        stats,
+        phase,
+        make,
+    )
+    .await;
 }

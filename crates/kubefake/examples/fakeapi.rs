@@ -2,6 +2,9 @@
 //! `cargo run --release -p kubefake --example fakeapi -- KUBECONFIG_PATH`. It writes a
 //! kubeconfig there and serves until killed. It registers the wardle Flunder custom resource.
 
+// Tests and examples may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 fn main() {
     let path = std::env::args()
         .nth(1)

@@ -1,6 +1,9 @@
 //! Test-only: an in-process fake of the Kubernetes API server, faithful where scaletest's
 //! control-plane tools depend on it. Never part of the shipped binary.
 
+// Test-only: the fake API server keeps its store under a lock, as a real one serializes writes.
+#![allow(clippy::disallowed_types)]
+
 pub mod server;
 pub mod store;
 

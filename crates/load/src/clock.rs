@@ -95,8 +95,9 @@ impl PreciseTimer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn wakes_within_a_fraction_of_a_millisecond() {
+    /// How late each of `n` waits woke (gaps from 0.1 to 2 ms), sorted; `precise`: with the
+    /// timerfd, else with tokio's timer.
+    fn lateness(precise: bool, n: u32) -> Vec<Duration> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -104,12 +105,41 @@ mod tests {
         rt.block_on(async {
             let mut t = PreciseTimer::new();
             assert!(t.fd.is_some(), "timerfd available on Linux");
-            let start = Instant::now();
-            for k in 1..=20u32 {
-                let d = start + Duration::from_micros(1500) * k;
-                t.sleep_until(d).await;
-                assert!(Instant::now() >= d);
+            if !precise {
+                t.fd = None;
             }
-        });
+            let mut late = Vec::new();
+            let mut at = Instant::now();
+            for k in 0..n {
+                at += Duration::from_micros(100 + u64::from(k * 397 % 1900));
+                t.sleep_until(at).await;
+                let now = Instant::now();
+                assert!(now >= at, "woke early");
+                late.push(now - at);
+            }
+            late.sort();
+            late
+        })
+    }
+
+    /// The bound the name promises, over many wakes: the median under a quarter of a
+    /// millisecond. Not a high percentile: on this shared 2-core machine with two CPU hogs,
+    /// preemption alone put the p90 anywhere from 0.1 to 2.1 ms and the p95 up to 3 ms (as far
+    /// out as tokio's timer goes), while the median stayed between 30 and 70 µs with the
+    /// timerfd; tokio's timer (1 ms ticks, rounded up) has a median near 0.9 ms. Noise only
+    /// ever makes wakes later while the fallback's lateness is systematic, so the best of three
+    /// rounds is taken: a broken timer fails all three.
+    #[test]
+    fn wakes_within_a_fraction_of_a_millisecond() {
+        let mut medians = Vec::new();
+        for _ in 0..3 {
+            let late = lateness(true, 300);
+            let p50 = late[late.len() / 2];
+            if p50 < Duration::from_micros(250) {
+                return;
+            }
+            medians.push(p50);
+        }
+        panic!("median lateness of three rounds {medians:?}: none under 250 µs");
     }
 }

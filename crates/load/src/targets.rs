@@ -107,3 +107,42 @@ mod tests {
         assert!(parse_targets("http://h/").is_err());
     }
 }
+
+/// Arbitrary text as a targets file: no panic, and targets or an error that fit it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn file() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            Just("GET http://127.0.0.1:1/a".to_string()),
+            Just("POST http://h/".to_string()),
+            Just("X-A: b".to_string()),
+            Just("@body.json".to_string()),
+            Just("# note".to_string()),
+            Just(String::new()),
+            "[ -~]{0,30}",
+            any::<String>(),
+        ];
+        prop_oneof![any::<String>(), vec(line, 0..60).prop_map(|l| l.join("\n")),]
+    }
+
+    proptest! {
+        #[test]
+        fn a_targets_file_parses_or_names_its_line(text in file()) {
+            let lines = text.lines().count();
+            match parse_targets(&text) {
+                Ok(targets) => {
+                    prop_assert!(targets.len() <= lines);
+                    for t in &targets {
+                        prop_assert!(t.line >= 1 && t.line <= lines);
+                        prop_assert!(!t.method.is_empty() && t.method.chars().all(|c| c.is_ascii_uppercase()));
+                    }
+                }
+                Err(e) => prop_assert!(e.starts_with("line ") || e.contains("no target"), "{}", e),
+            }
+        }
+    }
+}

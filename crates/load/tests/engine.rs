@@ -1,75 +1,10 @@
 //! The load engine against the project's own test servers on loopback.
 
-use bytes::Bytes;
-use load::{Config, Mode, RunResult, Shutdown};
-use pace::{Arrival, RateShape};
-use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
-use std::sync::Arc;
+use load::RunResult;
+use st_http::Protocol;
 use std::time::Duration;
 use testkit::{Behavior, Misbehaving, Misbehavior, Server, TestCert};
-
-struct Run {
-    url: String,
-    protocol: Protocol,
-    tls: TlsOptions,
-    mode: Mode,
-    connections: usize,
-    streams: usize,
-    duration: Option<Duration>,
-    requests: Option<u64>,
-    timeout: Duration,
-    threads: usize,
-}
-
-impl Run {
-    fn new(url: &str) -> Run {
-        Run {
-            url: url.to_string(),
-            protocol: Protocol::Http1,
-            tls: TlsOptions::default(),
-            mode: Mode::Closed,
-            connections: 4,
-            streams: 1,
-            duration: None,
-            requests: None,
-            timeout: Duration::from_secs(5),
-            threads: 2,
-        }
-    }
-
-    fn open(mut self, rate: f64, max_connections: usize) -> Run {
-        self.mode = Mode::Open {
-            shape: RateShape::Constant { rate },
-            arrival: Arrival::Uniform,
-            max_connections,
-            seed: 1,
-        };
-        self
-    }
-
-    fn go(self) -> RunResult {
-        let (origin, path) = Origin::parse(&self.url).unwrap();
-        let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).unwrap();
-        let cfg = Config {
-            connector: Connector::new(origin, self.protocol, &self.tls, self.timeout).unwrap(),
-            requests: Arc::new(vec![req]),
-            mode: self.mode,
-            connections: self.connections,
-            streams: self.streams,
-            duration: self.duration,
-            max_requests: self.requests,
-            timeout: self.timeout,
-            threads: self.threads,
-            live: Default::default(),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(load::run(cfg, Shutdown::new(), |_| {}))
-            .unwrap()
-    }
-}
+use testsupport::Run;
 
 fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
@@ -349,4 +284,43 @@ fn open_loop_over_http2_grows_stream_slots() {
     let r = run.go();
     assert_eq!(r.total.responses, 1000);
     assert_eq!(server.versions().get("HTTP/2.0"), Some(&1000));
+}
+
+/// A server that switches every connection to another protocol and then says nothing more,
+/// as a WebSocket server would; counts the connections it accepted.
+fn switching_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n\x81\x00");
+                // Hold the connection open until the client closes it.
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[test]
+fn a_101_is_counted_and_its_connection_not_reused() {
+    let (url, accepted) = switching_server();
+    let mut run = Run::new(&url);
+    run.connections = 1;
+    run.threads = 1;
+    run.requests = Some(5);
+    run.timeout = Duration::from_secs(2);
+    let r = run.go();
+    assert_eq!(r.total.status.get(&101), Some(&5), "{:?}", r.total.errors);
+    assert!(r.total.errors.is_empty(), "{:?}", r.total.errors);
+    // After a 101 the connection speaks something else: each request needs a new one.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
 }

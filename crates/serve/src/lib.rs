@@ -1,8 +1,8 @@
 //! `scaletest serve`: the target service of the demo and of every benchmark.
 //!
-//! [`start`] validates nothing (the CLI did), binds one SO_REUSEPORT listener per thread,
-//! and serves [`routes::handle`] on `st_http::server`'s accept loop, one single-threaded runtime
-//! per thread. [`Running`] drives the graceful shutdown: [`Running::drain`] turns `/readyz` to
+//! [`start`] validates nothing (the CLI did) and starts `st_http::runner`'s threads (one
+//! SO_REUSEPORT listener, one single-threaded runtime each), which serve [`routes::handle`] on
+//! `st_http::server`'s accept loop. [`Running`] drives the graceful shutdown: [`Running::drain`] turns `/readyz` to
 //! 503 at once while everything is still served, [`Running::stop`] closes the listeners and
 //! asks connections to finish, and [`Running::wait`] waits for them up to a timeout.
 
@@ -12,12 +12,12 @@ pub mod routes;
 
 use bytes::Bytes;
 use http::HeaderValue;
+use st_http::runner::{self, Servers, StartError};
 use st_http::server::{self, Limits, Phase, Stats};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 pub use routes::Bounds;
 
@@ -57,12 +57,9 @@ pub enum ServeError {
     /// The version label cannot be an HTTP header value.
     #[error("--version-label {0:?} must be printable ASCII")]
     Label(String),
-    /// The address cannot be bound.
-    #[error("cannot listen on {0}: {1}")]
-    Bind(SocketAddr, std::io::Error),
-    /// A thread or runtime could not be made.
-    #[error("cannot start: {0}")]
-    Start(std::io::Error),
+    /// The listeners or threads could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 /// A running server.
@@ -71,17 +68,14 @@ pub struct Running {
     pub addr: SocketAddr,
     state: Arc<State>,
     stats: Arc<Stats>,
-    phase: watch::Sender<Phase>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    servers: Servers,
 }
 
 /// Bind and start serving.
 pub fn start(cfg: Config) -> Result<Running, ServeError> {
     let version = HeaderValue::from_str(&cfg.version_label)
         .map_err(|_| ServeError::Label(cfg.version_label.clone()))?;
-    let listeners =
-        server::bind(cfg.bind, cfg.threads).map_err(|e| ServeError::Bind(cfg.bind, e))?;
-    let addr = listeners[0].local_addr().map_err(ServeError::Start)?;
+    let (listeners, addr) = runner::bind(cfg.bind, cfg.threads)?;
     let stats = Arc::new(Stats::default());
     let chunk = routes::chunk();
     let body = if cfg.body_size <= 13 {
@@ -98,54 +92,38 @@ pub fn start(cfg: Config) -> Result<Running, ServeError> {
         bounds: cfg.bounds.clone(),
         metrics: metrics::Metrics::new(stats.clone()),
     });
-    let (phase, _) = watch::channel(Phase::Serving);
     let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ServeError::Start)?;
-        let (state, stats, rx, tls, limits) = (
-            state.clone(),
-            stats.clone(),
-            phase.subscribe(),
-            tls.clone(),
-            cfg.limits.clone(),
-        );
-        let t = std::thread::Builder::new()
-            .name(format!("serve-{i}"))
-            .spawn(move || {
-                rt.block_on(async move {
-                    let make = |_peer: SocketAddr, activity: Arc<server::Activity>| {
-                        let state = state.clone();
-                        hyper::service::service_fn(move |req| {
-                            let (state, activity) = (state.clone(), activity.clone());
-                            async move {
-                                let t0 = Instant::now();
-                                activity.begin(req.version() == http::Version::HTTP_2);
-                                state.metrics.begin();
-                                let resp = routes::handle(&state, req).await;
-                                state
-                                    .metrics
-                                    .end(resp.status().as_u16(), t0.elapsed().as_secs_f64());
-                                activity.end();
-                                Ok::<_, std::convert::Infallible>(resp)
-                            }
-                        })
-                    };
-                    let _ = server::serve(listener, tls, limits, stats, rx, make).await;
-                })
+    let mut servers = Servers::new();
+    let (st, limits) = (state.clone(), cfg.limits.clone());
+    servers.per_thread("serve", listeners, stats.clone(), move |w| {
+        let state = st.clone();
+        let make = move |_peer: SocketAddr, activity: Arc<server::Activity>| {
+            let state = state.clone();
+            hyper::service::service_fn(move |req| {
+                let (state, activity) = (state.clone(), activity.clone());
+                async move {
+                    let t0 = Instant::now();
+                    activity.begin(req.version() == http::Version::HTTP_2);
+                    state.metrics.begin();
+                    let resp = routes::handle(&state, req).await;
+                    state
+                        .metrics
+                        .end(resp.status().as_u16(), t0.elapsed().as_secs_f64());
+                    activity.end();
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             })
-            .map_err(ServeError::Start)?;
-        threads.push(t);
-    }
+        };
+        let (tls, limits) = (tls.clone(), limits.clone());
+        async move {
+            let _ = server::serve(w.listener, tls, limits, w.stats, w.phase, make).await;
+        }
+    })?;
     Ok(Running {
         addr,
         state,
         stats,
-        phase,
-        threads,
+        servers,
     })
 }
 
@@ -153,13 +131,13 @@ impl Running {
     /// Start draining: `/readyz` answers 503 from now on; everything else is still served.
     pub fn drain(&self) {
         self.state.ready.store(false, Ordering::SeqCst);
-        self.phase.send_replace(Phase::Draining);
+        self.servers.set_phase(Phase::Draining);
     }
 
     /// Close the listeners and ask every connection to finish what it has and close.
     pub fn stop(&self) {
         self.state.ready.store(false, Ordering::SeqCst);
-        self.phase.send_replace(Phase::Stopping);
+        self.servers.set_phase(Phase::Stopping);
     }
 
     /// Connections open now.
@@ -171,7 +149,7 @@ impl Running {
     /// how many connections were still open when it gave up (0: a clean stop).
     pub fn wait(self, timeout: Duration) -> usize {
         let open = self.stats.clone();
-        if server::join_until(self.threads, Instant::now() + timeout) {
+        if self.servers.wait(timeout) {
             0
         } else {
             open.open.load(Ordering::Relaxed).max(1)

@@ -1,14 +1,14 @@
 //! `scaletest serve` in-process on an ephemeral loopback port: endpoints, limits, hostile
 //! clients, TLS and HTTP/2, graceful shutdown.
 
-use bytes::Bytes;
 use serve::{Bounds, Config, Running};
 use st_http::server::Limits;
-use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
+use st_http::Protocol;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testsupport::closed_loop;
 
 fn config() -> Config {
     Config {
@@ -250,37 +250,10 @@ fn graceful_shutdown_finishes_in_flight_requests_and_then_refuses() {
     assert!(TcpStream::connect(addr).is_err(), "listener still open");
 }
 
-fn load(url: &str, protocol: Protocol, n: u64) -> load::RunResult {
-    let (origin, path) = Origin::parse(url).unwrap();
-    let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).unwrap();
-    let tls = TlsOptions {
-        insecure: true,
-        ca_file: None,
-    };
-    let cfg = load::Config {
-        connector: Connector::new(origin, protocol, &tls, Duration::from_secs(5)).unwrap(),
-        requests: Arc::new(vec![req]),
-        mode: load::Mode::Closed,
-        connections: 4,
-        streams: if protocol == Protocol::Http2 { 8 } else { 1 },
-        duration: None,
-        max_requests: Some(n),
-        timeout: Duration::from_secs(5),
-        threads: 1,
-        live: Default::default(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(load::run(cfg, load::Shutdown::new(), |_| {}))
-        .unwrap()
-}
-
 #[test]
 fn http2_and_tls_serve_exact_counts() {
     let s = start(config());
-    let r = load(&format!("http://{}/", s.addr), Protocol::Http2, 300);
+    let r = closed_loop(&format!("http://{}/", s.addr), Protocol::Http2, 300);
     assert_eq!(
         (r.total.responses, r.total.status.get(&200)),
         (300, Some(&300))
@@ -291,7 +264,7 @@ fn http2_and_tls_serve_exact_counts() {
     ));
     let t = start(cfg);
     for p in [Protocol::Http1, Protocol::Http2] {
-        let r = load(&format!("https://{}/", t.addr), p, 300);
+        let r = closed_loop(&format!("https://{}/", t.addr), p, 300);
         assert_eq!(
             (r.total.responses, r.total.status.get(&200)),
             (300, Some(&300)),

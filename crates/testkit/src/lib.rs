@@ -7,6 +7,10 @@
 //! - [`Misbehaving::start`]: refuses, resets, stalls or sends garbage, for error classes.
 //! - [`browser`]: a headless Chromium over the DevTools Protocol, for the HTML pages.
 
+// Test-only: what a test server saw is counted under a lock, and a skipped browser test says
+// so on stderr; speed does not matter here.
+#![allow(clippy::disallowed_types, clippy::disallowed_macros)]
+
 pub mod browser;
 mod misbehave;
 pub use misbehave::{Misbehaving, Misbehavior};

@@ -4,9 +4,9 @@ use super::{parse_duration, threads_or_cpus};
 use crate::progress::Ticking;
 use crate::Usage;
 use kapi::churn::{self, Lifetime, Mode};
-use kapi::output::{self, ApiInfo, ApiRun, Lifecycles};
+use kapi::output::{self, ApiInfo, ApiRun};
 use kapi::stats::Recorder;
-use kapi::{watch, Target};
+use kapi::{session, watch, Target};
 use pace::{Arrival, RateShape};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -208,22 +208,18 @@ fn unix_now() -> f64 {
 /// Ctrl-C: the first stops the run gracefully (it reports), the second exits at once.
 fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
-            let _ = tx.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
+    super::on_ctrl_c(move || {
+        eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
+        let _ = tx.send(true);
     });
     rx
 }
 
-fn kapi_error(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<kapi::Usage>() {
-        Ok(u) => Usage(u.0).into(),
-        Err(e) => e,
+/// kapi's errors that are the user's to fix exit 2, like the CLI's own.
+fn kapi_error(e: kapi::Error) -> anyhow::Error {
+    match e {
+        kapi::Error::Usage(why) => Usage(why).into(),
+        e => e.into(),
     }
 }
 
@@ -334,43 +330,10 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let run_id = a.run_id.clone().unwrap_or_else(random_id);
-    if a.namespaces.is_some() && !target.namespaced {
-        return Err(Usage(format!(
-            "--namespaces: {} is cluster-scoped",
-            target.display()
-        ))
-        .into());
-    }
-    let made_namespaces = match a.namespaces {
-        Some(n) => churn::create_namespaces(&client, &run_id, n as usize).await?,
-        _ => Vec::new(),
-    };
-    let namespaces = if !made_namespaces.is_empty() {
-        made_namespaces.clone()
-    } else {
-        vec![a.namespace.clone().unwrap_or(default_ns)]
-    };
-    let template = template.unwrap_or_else(|| churn::configmap_template(a.size as usize));
-    let cfg = churn::Config {
-        target: target.clone(),
-        template,
-        namespaces: namespaces.clone(),
-        mode: mode.clone(),
-        duration: a.duration,
-        updates: a.updates,
-        run_id: run_id.clone(),
-        limit: a.qps.map(|q| (q, a.burst)),
-    };
     let mut info = ApiInfo {
         command: "churn".into(),
         resource: target.display(),
         updates: Some(a.updates),
-        namespaces: if target.namespaced {
-            namespaces.clone()
-        } else {
-            Vec::new()
-        },
-        run_id: Some(run_id.clone()),
         duration_s: a.duration.map(|d| d.as_secs_f64()),
         qps: a.qps,
         ..Default::default()
@@ -392,35 +355,28 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
             info.workers = Some(*workers);
         }
     }
+    let watch = match a.watch {
+        true => Some(a.cluster.connect(None, true).await?.0),
+        false => None,
+    };
+    let session = session::Session {
+        client,
+        target,
+        template: template.unwrap_or_else(|| churn::configmap_template(a.size as usize)),
+        mode,
+        duration: a.duration,
+        updates: a.updates,
+        run_id,
+        limit: a.qps.map(|q| (q, a.burst)),
+        make_namespaces: a.namespaces.map(|n| n as usize),
+        namespace: a.namespace.clone().unwrap_or(default_ns),
+        watch,
+        sync_timeout: a.cluster.timeout,
+        info,
+    };
     let stop = stop_on_ctrl_c();
     let started_unix = unix_now();
     let rec = Arc::new(Recorder::default());
-    // The informer starts (and lists) before the first create, so that it sees every one.
-    let watcher = if a.watch {
-        let (wclient, _) = a.cluster.connect(None, true).await?;
-        let shared = watch::Shared::new();
-        let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
-        let wcfg = watch::Config {
-            target: target.clone(),
-            namespace: if namespaces.len() == 1 {
-                Some(namespaces[0].clone())
-            } else {
-                None
-            },
-            selector: Some(format!("{}={run_id}", kapi::LABEL_RUN)),
-            workers: 2,
-        };
-        let task = tokio::spawn(watch::run(wclient, wcfg, shared.clone(), wstop));
-        tokio::select! {
-            _ = shared.wait_synced() => {}
-            _ = tokio::time::sleep(a.cluster.timeout) => {
-                return Err(anyhow::anyhow!("the informer's initial list did not finish within {:?}", a.cluster.timeout));
-            }
-        }
-        Some((shared, wstop_tx, task))
-    } else {
-        None
-    };
     let progress = {
         let rec = rec.clone();
         let mut last = 0;
@@ -436,44 +392,11 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
             msg
         })
     };
-    let summary = churn::run(client.clone(), cfg, rec.clone(), stop.clone()).await;
+    let outcome = session::run(session, rec, stop, started_unix).await;
     progress.finish();
-    let summary = summary.map_err(|e| Usage(e.to_string()))?;
-    let mut run = ApiRun::new(info, started_unix);
-    run.elapsed_s = summary.elapsed.as_secs_f64();
-    run.interrupted = summary.interrupted;
-    run.lifecycles = Some(Lifecycles {
-        started: summary.started,
-        completed: summary.completed,
-        failed: summary.failed,
-        cut_short: summary.cut_short,
-    });
-    if let Some((shared, wstop_tx, task)) = watcher {
-        // Wait (bounded) until the informer has seen every delete churn made.
-        let mut stopping = stop.clone();
-        tokio::select! {
-            _ = shared.wait_deletes(summary.deleted) => {}
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {
-                eprintln!("scaletest: the informer had not seen every delete 10s after the run");
-            }
-            _ = stopping.wait_for(|s| *s) => {}
-        }
-        let _ = wstop_tx.send(true);
-        let _ = task.await;
-        run.watch = Some(shared.stats());
-    }
-    if !made_namespaces.is_empty() {
-        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-        for ns in &made_namespaces {
-            if let Err(e) = api.delete(ns, &Default::default()).await {
-                eprintln!("scaletest: could not delete namespace {ns}: {e} (run --cleanup --run-id {run_id})");
-            }
-        }
-    }
-    let recorded = rec.snapshot();
-    run.calls = recorded.calls.into_values().collect();
-    if let Some(l) = recorded.lateness {
-        run.lateness = l;
+    let session::Outcome { mut run, warnings } = outcome.map_err(kapi_error)?;
+    for w in warnings {
+        eprintln!("scaletest: {w}");
     }
     run.check_slo();
     finish(&run, a.cluster.json.as_ref(), a.slo)
@@ -506,11 +429,9 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let metrics = match a.metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?,
-        ),
+        Some(addr) => {
+            Some(st_http::runner::bind(addr, 1).map_err(|e| anyhow::anyhow!("--metrics: {e}"))?)
+        }
         None => None,
     };
     let (client, default_ns) = a.cluster.connect(None, true).await?;
@@ -534,12 +455,13 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let shared = watch::Shared::new();
-    if let Some(l) = metrics {
-        eprintln!(
-            "scaletest: metrics at http://{}/metrics",
-            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-        );
-        tokio::spawn(watch::serve_metrics(l, shared.clone()));
+    // The metrics server stops when this function returns (and drops the sender).
+    let (_metrics_phase, phase) = tokio::sync::watch::channel(st_http::server::Phase::Serving);
+    if let Some((listeners, addr)) = metrics {
+        eprintln!("scaletest: metrics at http://{addr}/metrics");
+        for l in listeners {
+            tokio::spawn(watch::serve_metrics(l, shared.clone(), phase.clone()));
+        }
     }
     let stop = stop_on_ctrl_c();
     let (wstop_tx, wstop) = tokio::sync::watch::channel(false);

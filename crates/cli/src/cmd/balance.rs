@@ -138,7 +138,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         limits: Limits::default(),
         tls,
     };
-    let running = balance::start(cfg).map_err(|e| match e {
+    let mut running = balance::start(cfg).map_err(|e| match e {
         balance::BalanceError::File(..) => anyhow::Error::new(Usage(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
@@ -157,8 +157,17 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut file_errors = running.file_errors();
     rt.block_on(async {
-        super::Signals::new()?.recv().await;
+        let mut signals = super::Signals::new()?;
+        loop {
+            tokio::select! {
+                _ = signals.recv() => break,
+                Some(e) = async { file_errors.as_mut()?.recv().await } => {
+                    eprintln!("scaletest balance: {e}; keeping the current backends");
+                }
+            }
+        }
         anyhow::Ok(())
     })?;
     running.stop();

@@ -58,6 +58,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         threads: args.threads,
         exit_when_finished: args.exit_when_finished,
         outbox: args.buffer as usize,
+        warn: |m| eprintln!("scaletest bot: {m}"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

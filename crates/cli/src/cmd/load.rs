@@ -218,19 +218,15 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(cfg.duration);
     let result = rt.block_on(async {
         let s = shutdown.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                s.trigger();
-                // A second Ctrl-C means "now".
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
+        super::on_ctrl_c(move || s.trigger());
         load::run(cfg, shutdown.clone(), |p| progress.update(p)).await
     });
     progress.finish();
-    let r = result.map_err(|e| Usage(e.to_string()))?;
+    let r = result.map_err(|e| match e {
+        // A worker thread that cannot start is the machine's problem, not the flags' (exit 1).
+        load::LoadError::Thread(_) => anyhow::Error::new(e),
+        e => Usage(e.to_string()).into(),
+    })?;
     let run = RunFile {
         version: RUNFILE_VERSION,
         tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),

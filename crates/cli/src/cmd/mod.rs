@@ -11,6 +11,19 @@ pub mod serve;
 
 use std::time::Duration;
 
+/// Ctrl-C: the first calls `stop` (the run ends early and still reports), a second exits at
+/// once with 130. Call inside a tokio runtime.
+pub(crate) fn on_ctrl_c(stop: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
 /// TLS towards clients, shared by the servers (`serve`, `balance`).
 #[derive(clap::Args)]
 pub(crate) struct ServerTls {

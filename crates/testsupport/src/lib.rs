@@ -1,0 +1,158 @@
+//! Test-only helpers shared by the integration tests of several crates: a load run as the
+//! engine's tests, `serve`'s and `balance`'s drive it ([`Run`], [`closed_loop`]), the
+//! `scaletest` binary as the CLI tests run it ([`Bin`], [`text`], [`tmpdir`]), and waiting for
+//! an event with a deadline ([`wait_until`]). It sits above `load` (which `testkit` cannot
+//! depend on: `load` uses `testkit` in its own tests) and is never part of the binary.
+
+use bytes::Bytes;
+use load::{Config, Mode, RunResult, Shutdown};
+use pace::{Arrival, RateShape};
+use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A load run of GETs to one URL, set up field by field.
+pub struct Run {
+    /// The URL every request goes to.
+    pub url: String,
+    /// HTTP/1.1 or HTTP/2.
+    pub protocol: Protocol,
+    /// Client TLS options.
+    pub tls: TlsOptions,
+    /// Closed or open loop.
+    pub mode: Mode,
+    /// Connections (closed loop) or starting connections (open loop).
+    pub connections: usize,
+    /// Streams per HTTP/2 connection.
+    pub streams: usize,
+    /// How long to run.
+    pub duration: Option<Duration>,
+    /// How many requests to send.
+    pub requests: Option<u64>,
+    /// Per-request timeout (and connect timeout).
+    pub timeout: Duration,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+impl Run {
+    /// Closed loop over HTTP/1.1: 4 connections, 2 threads, 5 s timeout, no end set.
+    pub fn new(url: &str) -> Run {
+        Run {
+            url: url.to_string(),
+            protocol: Protocol::Http1,
+            tls: TlsOptions::default(),
+            mode: Mode::Closed,
+            connections: 4,
+            streams: 1,
+            duration: None,
+            requests: None,
+            timeout: Duration::from_secs(5),
+            threads: 2,
+        }
+    }
+
+    /// Open loop at a constant `rate` (uniform arrivals), with at most `max_connections`.
+    pub fn open(mut self, rate: f64, max_connections: usize) -> Run {
+        self.mode = Mode::Open {
+            shape: RateShape::Constant { rate },
+            arrival: Arrival::Uniform,
+            max_connections,
+            seed: 1,
+        };
+        self
+    }
+
+    /// Run it to the end on a runtime of its own.
+    pub fn go(self) -> RunResult {
+        let (origin, path) = Origin::parse(&self.url).expect("a valid URL");
+        let req = Request::new(&origin, "GET", &path, &[], Bytes::new()).expect("a request");
+        let cfg = Config {
+            connector: Connector::new(origin, self.protocol, &self.tls, self.timeout)
+                .expect("a connector"),
+            requests: Arc::new(vec![req]),
+            mode: self.mode,
+            connections: self.connections,
+            streams: self.streams,
+            duration: self.duration,
+            max_requests: self.requests,
+            timeout: self.timeout,
+            threads: self.threads,
+            live: Default::default(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(load::run(cfg, Shutdown::new(), |_| {}))
+            .expect("the run starts")
+    }
+}
+
+/// `n` GETs to `url`, closed loop on one thread: 4 connections (8 streams each over HTTP/2),
+/// any certificate trusted.
+pub fn closed_loop(url: &str, protocol: Protocol, n: u64) -> RunResult {
+    Run {
+        protocol,
+        tls: TlsOptions {
+            insecure: true,
+            ca_file: None,
+        },
+        streams: if protocol == Protocol::Http2 { 8 } else { 1 },
+        requests: Some(n),
+        threads: 1,
+        ..Run::new(url)
+    }
+    .go()
+}
+
+/// A binary under test, by path (`Bin(env!("CARGO_BIN_EXE_scaletest"))`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bin(pub &'static str);
+
+impl Bin {
+    /// A command for it.
+    pub fn command(self) -> Command {
+        Command::new(self.0)
+    }
+
+    /// Run it with `args` to the end.
+    pub fn run(self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run the binary")
+    }
+
+    /// Start it with its output piped; killed when dropped.
+    pub fn spawn(self, args: &[&str]) -> testkit::Proc {
+        testkit::Proc(
+            self.command()
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the binary"),
+        )
+    }
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fresh-enough directory for one test's files (named by the test and this process).
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("st-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Poll `ready` until it holds; fail the test, naming `what`, after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
