@@ -252,8 +252,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                     return Err(BotError::Refused(why));
                 }
                 Err(_) => {
-                    if stop.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE)
-                    {
+                    if stop.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE) {
                         break;
                     }
                     tokio::time::sleep(backoff).await;
@@ -377,8 +376,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
         // Exit: stopped (SIGTERM) or told the run is over, once idle and delivered (or out of
         // time to deliver).
         let done_asked = stop_at.is_some() || (finished && cfg.exit_when_finished);
-        let out_of_time =
-            stop.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE);
+        let out_of_time = stop.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE);
         if done_asked && current.is_none() && finishing.is_empty() && (delivered_all || out_of_time)
         {
             {

@@ -1156,7 +1156,19 @@ mod tests {
         let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
         let mut old = snap(&[1]);
         (old.start, old.end) = (99.0, 100.0);
-        s.push(1001.2, a, Push { clock_unix: 0.0, dropped: 0, intervals: vec![Interval { t: 1000, snap: old }], generation: 0, idle: false, instance: String::new() }).unwrap();
+        s.push(
+            1001.2,
+            a,
+            Push {
+                clock_unix: 0.0,
+                dropped: 0,
+                intervals: vec![Interval { t: 1000, snap: old }],
+                generation: 0,
+                idle: false,
+                instance: String::new(),
+            },
+        )
+        .unwrap();
         push(&mut s, 1001.2, b, 1000, &[2]).unwrap();
         let t = s.tick(1002.6);
         let p = t.points.iter().find(|p| p.t == 1000).unwrap();

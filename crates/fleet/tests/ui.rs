@@ -15,7 +15,11 @@ const TOKEN: &str = "ui-token-42";
 
 fn summary(addr: SocketAddr) -> serde_json::Value {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /api/summary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /api/summary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
@@ -72,7 +76,8 @@ fn the_live_page_shows_qps_and_its_rate_control_changes_the_bots_rate() {
         })
         .collect();
     let page = browser.page().unwrap();
-    page.goto(&format!("http://{}/#token={TOKEN}", a.addr)).unwrap();
+    page.goto(&format!("http://{}/#token={TOKEN}", a.addr))
+        .unwrap();
     page.wait_until(
         "Number((document.querySelector('#qps-now')||{}).textContent||'0') > 0",
         Duration::from_secs(20),
@@ -83,7 +88,10 @@ fn the_live_page_shows_qps_and_its_rate_control_changes_the_bots_rate() {
     page.click("#rate-apply").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while summary(a.addr)["offered"] != 300.0 {
-        assert!(Instant::now() < deadline, "the rate control did not reach the aggregator");
+        assert!(
+            Instant::now() < deadline,
+            "the rate control did not reach the aggregator"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // And the bots send it: the page's QPS climbs past 250.
