@@ -706,7 +706,7 @@ impl Demo<'_> {
             let from_l = self.load;
             let to_l = p.load.unwrap_or(from_l);
             let mut desc = format!(
-                "phase {}/{n}: {} ({} s)",
+                "phase {}/{n}: {} ({:.1} s)",
                 i + 1,
                 p.name,
                 p.duration.as_secs_f64()
