@@ -59,12 +59,15 @@ pub fn pick(
                 .cloned()
         }
         Algorithm::PowerOfTwo => {
-            // Counted, then indexed, so that picking allocates nothing.
+            // Counted, then indexed, so that picking allocates nothing. The health checker
+            // may change a backend's eligibility between the count and the index, so an
+            // index past the end falls back to the first eligible one (or none).
             let m = set.iter().filter(ok).count();
-            let nth = |k: usize| set.iter().filter(ok).nth(k).expect("k < eligible count");
+            let first = || set.iter().find(ok);
+            let nth = |k: usize| set.iter().filter(ok).nth(k);
             match m {
                 0 => None,
-                1 => Some(nth(0).clone()),
+                1 => first().cloned(),
                 m => {
                     let mut rng = rand::thread_rng();
                     let i = rng.gen_range(0..m);
@@ -72,7 +75,11 @@ pub fn pick(
                     if j >= i {
                         j += 1;
                     }
-                    let (a, b) = (nth(i), nth(j));
+                    let (a, b) = match (nth(i), nth(j)) {
+                        (Some(a), Some(b)) => (a, b),
+                        (Some(x), None) | (None, Some(x)) => return Some(x.clone()),
+                        (None, None) => return first().cloned(),
+                    };
                     let pick = if b.in_flight.load(Ordering::Relaxed)
                         < a.in_flight.load(Ordering::Relaxed)
                     {

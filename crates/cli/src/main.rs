@@ -39,6 +39,10 @@ enum Command {
     Bot(cmd::bot::Args),
     /// Aggregate loadbots: merge their histograms live, split the load, web UI, reports.
     Aggregate(Box<cmd::aggregate::Args>),
+    /// Run the whole data-plane demo on loopback: servers, balancer, bots, aggregator and UI.
+    Demo(cmd::demo::Args),
+    /// Act on a running demo: scale, rollout, rate, status.
+    Ctl(cmd::ctl::Args),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -83,6 +87,8 @@ fn main() -> ExitCode {
         Command::Api(args) => cmd::api::main(args),
         Command::Bot(args) => cmd::bot::main(args),
         Command::Aggregate(args) => cmd::aggregate::main(*args),
+        Command::Demo(args) => cmd::demo::main(args),
+        Command::Ctl(args) => cmd::ctl::main(args),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,8 @@ pub mod aggregate;
 pub mod api;
 pub mod balance;
 pub mod bot;
+pub mod ctl;
+pub mod demo;
 pub mod load;
 pub mod report;
 pub mod serve;

@@ -1,0 +1,335 @@
+//! `scaletest demo` and `scaletest ctl` as a user runs them: the real binary, real child
+//! processes on loopback, small rates. Children are found in /proc by the run directory the
+//! demo puts in their environment (`SCALETEST_DEMO_RUN`).
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scaletest"))
+}
+
+/// The tests each run a whole demo: one at a time, so that they do not starve each other.
+// The demos run one at a time (each is several processes on two cores); a test lock is fine.
+#[allow(clippy::disallowed_types)]
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("st-demo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// About 17 s: every kind of phase, at rates a debug build on a shared machine keeps up with.
+const SMALL: &str = r#"
+name = "small"
+[[phase]]
+name = "warm-up"
+duration = 3
+rate = 200
+servers = 1
+bots = 1
+[[phase]]
+name = "scale-up"
+duration = 5
+rate = 400
+servers = 3
+bots = 2
+[[phase]]
+name = "rolling-update"
+duration = 6
+rollout = "v2"
+checks = { max_failed = 0 }
+[[phase]]
+name = "scale-down"
+duration = 3
+rate = 200
+servers = 1
+bots = 1
+"#;
+
+/// Live processes (not zombies) whose environment names a run under `dir`, with their
+/// command lines.
+fn children_of(dir: &Path) -> Vec<(u32, String)> {
+    let marker = format!("SCALETEST_DEMO_RUN={}", dir.display());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // A zombie's environ reads empty: it runs nothing.
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env
+            .split(|b| *b == 0)
+            .any(|v| v.starts_with(marker.as_bytes()))
+        {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+fn count(dir: &Path, sub: &str) -> usize {
+    children_of(dir)
+        .iter()
+        .filter(|(_, c)| c.contains(&format!("scaletest {sub} ")))
+        .count()
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    use std::io::Write;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The running demo's addresses, from RUN/demo.json.
+fn demo_json(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("latest").join("demo.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn addr_of(v: &serde_json::Value) -> SocketAddr {
+    v.as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmp("small");
+    let scenario = dir.join("small.toml");
+    std::fs::write(&scenario, SMALL).unwrap();
+    let out = bin()
+        .args(["demo", "--headless", "--scenario"])
+        .arg(&scenario)
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    assert!(text.starts_with("run directory: "), "{text}");
+    for (i, name) in ["warm-up", "scale-up", "rolling-update", "scale-down"]
+        .iter()
+        .enumerate()
+    {
+        let head = format!("== phase {}/4: {name} — ", i + 1);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("no {head:?} in\n{text}"));
+        assert!(line.ends_with(": ok"), "{line}");
+        if *name == "rolling-update" {
+            assert!(line.contains(" 0 failed,"), "{line}");
+        }
+    }
+    assert!(text.contains("cores for 1M req/s"), "{text}");
+    assert!(text.contains("every phase met its checks"), "{text}");
+    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
+    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
+    // Both versions answered, and the run ended on v2 only.
+    assert!(
+        r.total.versions.contains_key("v1"),
+        "{:?}",
+        r.total.versions
+    );
+    assert!(
+        r.total.versions.contains_key("v2"),
+        "{:?}",
+        r.total.versions
+    );
+    let last = r.intervals.iter().rev().find(|s| s.responses > 0).unwrap();
+    assert_eq!(last.versions.keys().collect::<Vec<_>>(), vec!["v2"]);
+    let events: Vec<&str> = r
+        .fleet
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.text.as_str())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("phase 3/4: rolling-update")),
+        "{events:?}"
+    );
+    let html = std::fs::read_to_string(run.join("results/report.html")).unwrap();
+    assert!(html.contains("<html"), "not a page");
+    assert!(run.join("logs/balancer.log").exists());
+    assert!(children_of(&dir).is_empty(), "{:?}", children_of(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_sigkill_of_the_demo_leaves_no_child_running() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmp("kill");
+    let mut demo = bin()
+        .args(["demo", "--headless", "--keep", "--duration", "60s", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // servers, balancer, aggregator and a bot.
+    wait_for("the demo's children", Duration::from_secs(30), || {
+        count(&dir, "bot") == 1 && count(&dir, "aggregate") == 1
+    });
+    assert!(count(&dir, "serve") >= 1 && count(&dir, "balance") == 1);
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    wait_for("every child to be gone", Duration::from_secs(10), || {
+        children_of(&dir).is_empty()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn ctl(dir: &Path, args: &[&str]) -> String {
+    let out = bin()
+        .args(["ctl", "--timeout", "60s", "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmp("ctl");
+    let scenario = dir.join("one.toml");
+    std::fs::write(
+        &scenario,
+        "[[phase]]\nname = \"steady\"\nduration = 2\nrate = 100\nservers = 1\nbots = 1\n",
+    )
+    .unwrap();
+    let mut demo = testkit::Proc(
+        bin()
+            .args(["demo", "--headless", "--keep", "--scenario"])
+            .arg(&scenario)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("demo.json", Duration::from_secs(30), || {
+        dir.join("latest/demo.json").exists()
+    });
+    let info = demo_json(&dir);
+    let (lb, agg) = (addr_of(&info["balancer"]), addr_of(&info["aggregator"]));
+
+    let reply = ctl(&dir, &["scale", "servers=3"]);
+    assert!(reply.contains("servers: 3"), "{reply}");
+    assert_eq!(count(&dir, "serve"), 3);
+
+    let reply = ctl(&dir, &["rollout", "v3"]);
+    assert!(reply.contains("done: rollout v3"), "{reply}");
+    let serves: Vec<String> = children_of(&dir)
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.contains("scaletest serve "))
+        .collect();
+    assert_eq!(serves.len(), 3, "{serves:?}");
+    assert!(
+        serves.iter().all(|c| c.contains("--version-label v3 ")),
+        "{serves:?}"
+    );
+    for _ in 0..5 {
+        assert!(get(lb, "/version").ends_with("v3\n"));
+    }
+
+    ctl(&dir, &["scale", "bots=2"]);
+    assert_eq!(count(&dir, "bot"), 2);
+    ctl(&dir, &["rate", "300"]);
+    let status = ctl(&dir, &["status"]);
+    assert!(status.contains("load: 300 req/s"), "{status}");
+    assert!(status.contains("bots: 2"), "{status}");
+
+    let events = get(agg, "/api/events");
+    for e in [
+        "ctl: scale servers=3",
+        "ctl: rollout v3",
+        "ctl: scale bots=2",
+        "ctl: rate 300",
+    ] {
+        assert!(events.contains(e), "{e:?} not in {events}");
+    }
+    // Ctrl-C: an orderly end, the results written, every child gone.
+    let pid = demo.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = demo.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(dir.join("latest/results/results.json").exists());
+    assert!(children_of(&dir).is_empty(), "{:?}", children_of(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_scenario_with_a_bad_field_gets_one_line_naming_it_and_exit_2() {
+    let dir = tmp("bad");
+    let scenario = dir.join("bad.toml");
+    std::fs::write(
+        &scenario,
+        "[[phase]]\nduration = 5\nrate = 100\nreplicas = 3\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["demo", "--headless", "--scenario"])
+        .arg(&scenario)
+        .arg("--dir")
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("`replicas`"),
+        "{err}"
+    );
+    // Checked before anything started.
+    assert!(!dir.join("runs").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,194 @@
+//! Per-phase results, cut from the aggregator's run file after the run: the seconds whose
+//! middle falls in a phase's time range are merged (exact percentiles: the histograms are
+//! merged, not the percentiles), checked against the phase's checks, and printed with
+//! `report`'s autocannon tables.
+
+use crate::scenario::{Checks, Load};
+use report::RunFile;
+
+/// What a phase did, and whether it met its checks.
+pub struct PhaseResult {
+    /// Its name.
+    pub name: String,
+    /// The phase's seconds only.
+    pub run: RunFile,
+    /// Failed requests (transport errors and 4xx/5xx).
+    pub failed: u64,
+    /// p99 of the corrected latency, ms.
+    pub p99_ms: f64,
+    /// Each check not met, as a sentence.
+    pub missed: Vec<String>,
+}
+
+/// The part of `run` from `start` to `end` (Unix seconds), described by `load`.
+pub fn slice(run: &RunFile, start: f64, end: f64, load: Option<Load>) -> RunFile {
+    let mut out = run.clone();
+    let mut intervals = Vec::new();
+    let mut seconds = Vec::new();
+    if let Some(f) = &run.fleet {
+        for (i, s) in f.seconds.iter().enumerate() {
+            let mid = s.t as f64 + 0.5;
+            if mid >= start && mid < end {
+                if let Some(snap) = run.intervals.get(i) {
+                    let mut snap = snap.clone();
+                    snap.start = intervals.len() as f64;
+                    snap.end = snap.start + 1.0;
+                    intervals.push(snap);
+                    seconds.push(*s);
+                }
+            }
+        }
+    }
+    let mut total = hist::Snapshot::default();
+    for s in &intervals {
+        total.merge(s);
+    }
+    total.start = 0.0;
+    total.end = intervals.len() as f64;
+    out.elapsed_s = intervals.len() as f64;
+    out.started_unix = seconds.first().map_or(start, |s| s.t as f64);
+    out.total = total;
+    out.series = report::runfile::series_of(&intervals);
+    out.intervals = intervals;
+    out.in_flight_at_end = 0;
+    if let Some(f) = &mut out.fleet {
+        f.seconds = seconds;
+        f.events.retain(|e| e.t >= start && e.t < end);
+    }
+    match load {
+        Some(Load::Rate(r)) => {
+            out.info.mode = "open".into();
+            out.info.rate = Some(format!("{r}/s in total"));
+        }
+        Some(Load::Connections(c)) => {
+            out.info.mode = "closed".into();
+            out.info.rate = None;
+            out.info.connections = c as usize;
+        }
+        None => {}
+    }
+    out
+}
+
+/// Cut, measure and check one phase.
+pub fn evaluate(
+    run: &RunFile,
+    name: &str,
+    start: f64,
+    end: f64,
+    load: Option<Load>,
+    checks: &Checks,
+) -> PhaseResult {
+    let part = slice(run, start, end, load);
+    let failed = part.total.failed();
+    let p99_ms = part.total.quantile_ms(0.99);
+    let mut missed = Vec::new();
+    if part.total.responses == 0 {
+        missed.push("no responses at all".to_string());
+    }
+    if let Some(m) = checks.max_failed {
+        if failed > m {
+            missed.push(format!("{failed} failed requests > max_failed {m}"));
+        }
+    }
+    if let Some(m) = checks.max_p99_ms {
+        if p99_ms > m {
+            missed.push(format!("p99 {p99_ms} ms > max_p99_ms {m}"));
+        }
+    }
+    PhaseResult {
+        name: name.to_string(),
+        run: part,
+        failed,
+        p99_ms,
+        missed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use report::{Fleet, FleetSecond};
+
+    fn second(ok: u64, failed: u64, lat_us: u64) -> hist::Snapshot {
+        let mut s = hist::Snapshot {
+            responses: ok,
+            ..Default::default()
+        };
+        s.status.insert(200, ok);
+        if failed > 0 {
+            s.errors.insert("reset".into(), failed);
+        }
+        for _ in 0..ok {
+            s.latency.record(lat_us).unwrap();
+        }
+        s
+    }
+
+    fn run() -> RunFile {
+        let intervals = vec![
+            second(10, 0, 1000),
+            second(10, 2, 2000),
+            second(10, 0, 50_000),
+        ];
+        RunFile {
+            version: report::RUNFILE_VERSION,
+            tool: "t".into(),
+            started_unix: 100.0,
+            info: Default::default(),
+            elapsed_s: 3.0,
+            interrupted: false,
+            peak_lanes: 0,
+            in_flight_at_end: 0,
+            total: hist::Snapshot::default(),
+            series: Vec::new(),
+            intervals,
+            fleet: Some(Fleet {
+                seconds: (100..103)
+                    .map(|t| FleetSecond {
+                        t,
+                        ..Default::default()
+                    })
+                    .collect(),
+                events: Vec::new(),
+                bots: Vec::new(),
+            }),
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn a_phase_gets_the_seconds_whose_middle_it_holds() {
+        let r = run();
+        let a = evaluate(
+            &r,
+            "a",
+            100.2,
+            102.0,
+            None,
+            &Checks {
+                max_failed: Some(0),
+                max_p99_ms: None,
+            },
+        );
+        assert_eq!(a.run.total.responses, 20);
+        assert_eq!(a.failed, 2);
+        assert_eq!(a.missed.len(), 1, "{:?}", a.missed);
+        let b = evaluate(
+            &r,
+            "b",
+            102.0,
+            103.0,
+            None,
+            &Checks {
+                max_failed: Some(0),
+                max_p99_ms: Some(10.0),
+            },
+        );
+        assert_eq!(b.failed, 0);
+        assert!(b.p99_ms > 49.0);
+        assert!(b.missed[0].contains("max_p99_ms"), "{:?}", b.missed);
+        let empty = evaluate(&r, "c", 200.0, 210.0, None, &Checks::default());
+        assert_eq!(empty.missed, vec!["no responses at all".to_string()]);
+    }
+}

@@ -1,0 +1,348 @@
+//! Scenarios: a TOML list of phases, checked into typed values before any child is started.
+//!
+//! ```toml
+//! name = "mine"
+//! [[phase]]
+//! name = "warm-up"
+//! duration = "10s"          # or a number of seconds
+//! rate = 1000               # total req/s over the bots (or `connections`: a closed loop)
+//! servers = 1               # replicas wanted by the end of the phase (unset: unchanged)
+//! bots = 1
+//! rollout = "v2"            # replace every server not on this version, one at a time
+//! [phase.checks]
+//! max_failed = 0
+//! max_p99_ms = 50
+//! ```
+//!
+//! Replica and rate changes are spread over the phase in steps of one replica, so
+//! "servers 1 → 4, bots 1 → 4, rate 1000 → 4000" is three steps; a rollout replaces one
+//! server per step.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A scenario file that cannot be used; one line, naming the field when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ScenarioError(pub String);
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Shown in the header and the results.
+    pub name: String,
+    /// In order.
+    pub phases: Vec<Phase>,
+}
+
+/// What the load is in a phase.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Open loop, total requests/s over all bots.
+    Rate(f64),
+    /// Closed loop, connections in total (split over the bots, rounded up).
+    Connections(u64),
+}
+
+/// One phase, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// Shown in events and tables.
+    pub name: String,
+    /// Planned length (a rollout may take longer).
+    pub duration: Duration,
+    /// The load by the end of the phase; `None`: unchanged.
+    pub load: Option<Load>,
+    /// Server replicas by the end of the phase; `None`: unchanged.
+    pub servers: Option<u32>,
+    /// Loadbots by the end of the phase; `None`: unchanged.
+    pub bots: Option<u32>,
+    /// Replace every server not on this version.
+    pub rollout: Option<String>,
+    /// What the phase must meet.
+    pub checks: Checks,
+}
+
+/// A phase's pass conditions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// Most failed requests (transport errors and 4xx/5xx answers).
+    pub max_failed: Option<u64>,
+    /// Highest p99 of the corrected latency, in ms.
+    pub max_p99_ms: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    phase: Vec<RawPhase>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(f64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhase {
+    name: Option<String>,
+    duration: RawDuration,
+    rate: Option<f64>,
+    connections: Option<u64>,
+    servers: Option<u32>,
+    bots: Option<u32>,
+    rollout: Option<String>,
+    #[serde(default)]
+    checks: Checks,
+}
+
+/// Most replicas of one kind: every one is a process on this machine.
+pub const MAX_REPLICAS: u32 = 64;
+/// Highest total rate a scenario may ask for.
+pub const MAX_RATE: f64 = 5_000_000.0;
+/// Longest phase.
+pub const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
+
+impl Scenario {
+    /// Parse and check a scenario file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let raw: RawScenario = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!(" line {}", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            ScenarioError(format!(
+                "{origin}{line}: {}",
+                e.message().trim().replace('\n', " ")
+            ))
+        })?;
+        if raw.phase.is_empty() {
+            return Err(ScenarioError(format!(
+                "{origin}: no phases (add [[phase]] tables)"
+            )));
+        }
+        let mut phases = Vec::new();
+        for (i, p) in raw.phase.into_iter().enumerate() {
+            let name = p.name.unwrap_or_else(|| format!("phase {}", i + 1));
+            let at = |field: &str, why: String| {
+                ScenarioError(format!(
+                    "{origin}: phase {} ({name}): {field}: {why}",
+                    i + 1
+                ))
+            };
+            let duration = match p.duration {
+                RawDuration::Secs(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+                RawDuration::Secs(s) => return Err(at("duration", format!("{s} is not > 0"))),
+                RawDuration::Text(t) => humantime::parse_duration(&t)
+                    .map_err(|e| at("duration", format!("{t:?}: {e}")))?,
+            };
+            if duration.is_zero() || duration > MAX_PHASE {
+                return Err(at("duration", "must be > 0 and at most 24h".into()));
+            }
+            let load = match (p.rate, p.connections) {
+                (Some(_), Some(_)) => {
+                    return Err(at("rate", "give rate or connections, not both".into()))
+                }
+                (Some(r), None) if r.is_finite() && r > 0.0 && r <= MAX_RATE => Some(Load::Rate(r)),
+                (Some(r), None) => {
+                    return Err(at("rate", format!("{r} is not in (0, {MAX_RATE}]")))
+                }
+                (None, Some(c)) if (1..=100_000).contains(&c) => Some(Load::Connections(c)),
+                (None, Some(c)) => {
+                    return Err(at("connections", format!("{c} is not in 1..=100000")))
+                }
+                (None, None) => None,
+            };
+            for (field, v) in [("servers", p.servers), ("bots", p.bots)] {
+                if let Some(n) = v {
+                    if !(1..=MAX_REPLICAS).contains(&n) {
+                        return Err(at(field, format!("{n} is not in 1..={MAX_REPLICAS}")));
+                    }
+                }
+            }
+            if let Some(v) = &p.rollout {
+                check_version(v).map_err(|why| at("rollout", why))?;
+            }
+            if let Some(m) = p.checks.max_p99_ms {
+                if !(m.is_finite() && m > 0.0) {
+                    return Err(at("checks.max_p99_ms", format!("{m} is not > 0")));
+                }
+            }
+            phases.push(Phase {
+                name,
+                duration,
+                load,
+                servers: p.servers,
+                bots: p.bots,
+                rollout: p.rollout,
+                checks: p.checks,
+            });
+        }
+        if phases[0].load.is_none() {
+            return Err(ScenarioError(format!(
+                "{origin}: phase 1 ({}): rate: the first phase needs a rate or connections",
+                phases[0].name
+            )));
+        }
+        Ok(Scenario {
+            name: raw.name.unwrap_or_else(|| origin.to_string()),
+            phases,
+        })
+    }
+
+    /// A built-in scenario by name: `default` or `lb-replicas`.
+    pub fn builtin(name: &str) -> Option<Scenario> {
+        let text = match name {
+            "default" => DEFAULT,
+            "lb-replicas" => LB_REPLICAS,
+            _ => return None,
+        };
+        Some(Scenario::parse(text, name).expect("built-in scenarios are valid"))
+    }
+
+    /// Every phase's duration times `factor` (`--duration` on the default scenario).
+    pub fn scaled(mut self, factor: f64) -> Scenario {
+        for p in &mut self.phases {
+            p.duration = p.duration.mul_f64(factor).max(Duration::from_secs(1));
+        }
+        self
+    }
+
+    /// Planned length of the whole scenario.
+    pub fn planned(&self) -> Duration {
+        self.phases.iter().map(|p| p.duration).sum()
+    }
+}
+
+/// A version label goes on a command line and in headers: short, plain characters.
+pub fn check_version(v: &str) -> Result<(), String> {
+    if v.is_empty()
+        || v.len() > 32
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!(
+            "{v:?} is not a version label (1–32 of A-Z a-z 0-9 . _ -)"
+        ));
+    }
+    Ok(())
+}
+
+/// The built-in demo of seeds 000 and 003 at one machine's scale: 100 s in all.
+pub const DEFAULT: &str = r#"
+name = "default"
+
+[[phase]]
+name = "warm-up"
+duration = "15s"
+rate = 1000
+servers = 1
+bots = 1
+
+[[phase]]
+name = "scale-up"
+duration = "30s"
+rate = 4000
+servers = 4
+bots = 4
+
+[[phase]]
+name = "rolling-update"
+duration = "30s"
+rollout = "v2"
+checks = { max_failed = 0 }
+
+[[phase]]
+name = "scale-down"
+duration = "25s"
+rate = 1000
+servers = 1
+bots = 1
+"#;
+
+/// Seed 002's experiment: one URL over 2, 5 and 10 replicas, 30 connections, 30 s each.
+pub const LB_REPLICAS: &str = r#"
+name = "lb-replicas"
+
+[[phase]]
+name = "2 replicas"
+duration = "30s"
+connections = 30
+servers = 2
+bots = 1
+
+[[phase]]
+name = "5 replicas"
+duration = "30s"
+servers = 5
+
+[[phase]]
+name = "10 replicas"
+duration = "30s"
+servers = 10
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_scenarios_parse() {
+        let d = Scenario::builtin("default").unwrap();
+        assert_eq!(d.phases.len(), 4);
+        assert_eq!(d.phases[2].rollout.as_deref(), Some("v2"));
+        assert_eq!(d.phases[2].checks.max_failed, Some(0));
+        assert_eq!(d.planned(), Duration::from_secs(100));
+        let l = Scenario::builtin("lb-replicas").unwrap();
+        assert_eq!(l.phases[0].load, Some(Load::Connections(30)));
+        assert_eq!(l.phases[2].servers, Some(10));
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_its_line() {
+        let e = Scenario::parse("[[phase]]\nduration = 5\nrat = 10\n", "s.toml").unwrap_err();
+        assert!(e.0.starts_with("s.toml line 3: "), "{e}");
+        assert!(e.0.contains("`rat`"), "{e}");
+        assert!(!e.0.contains('\n'));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_phase_and_field() {
+        let e = Scenario::parse(
+            "[[phase]]\nname = \"a\"\nduration = \"5x\"\nrate = 1\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("phase 1 (a): duration"), "{e}");
+        let e =
+            Scenario::parse("[[phase]]\nduration = 5\nrate = 1\nservers = 0\n", "s").unwrap_err();
+        assert!(e.0.contains("servers: 0 is not in"), "{e}");
+        let e = Scenario::parse(
+            "[[phase]]\nduration = 5\nrate = 1\nrollout = \"v 2\"\n",
+            "s",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("rollout:"), "{e}");
+        let e = Scenario::parse("[[phase]]\nduration = 5\n", "s").unwrap_err();
+        assert!(e.0.contains("needs a rate"), "{e}");
+    }
+
+    #[test]
+    fn scaling_keeps_phases_at_least_a_second() {
+        let d = Scenario::builtin("default").unwrap().scaled(0.2);
+        assert_eq!(d.planned(), Duration::from_secs(20));
+        let tiny = Scenario::builtin("default").unwrap().scaled(0.001);
+        assert!(tiny
+            .phases
+            .iter()
+            .all(|p| p.duration >= Duration::from_secs(1)));
+    }
+}
