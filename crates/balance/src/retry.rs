@@ -66,13 +66,8 @@ impl Fail {
     }
 }
 
-/// Methods that may be sent twice (RFC 9110 §9.2.2).
-pub fn idempotent(method: &[u8]) -> bool {
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
-    )
-}
+/// Methods that may be sent twice (RFC 9110 §9.2.2): the one list, in `st_http`.
+pub use st_http::idempotent;
 
 /// Counts a request in flight at a backend (for least-requests) however the attempt ends.
 pub(crate) struct InFlight<'a>(&'a Backend);

@@ -46,6 +46,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// Methods that may be sent twice (RFC 9110 §9.2.2): retried after a connection failure that
+/// the server may not have seen.
+pub fn idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
+    )
+}
+
 /// Bytes read from the network, counted at the socket by the lanes of one worker thread.
 pub type ByteCounter = Rc<Cell<u64>>;
 
@@ -282,12 +291,23 @@ impl Lane {
     ) -> Result<Response, ErrorClass> {
         match self {
             Lane::H1(slot) => {
-                let mut c = match slot.take() {
-                    Some(c) => c,
-                    None => conn.connect_h1(bytes).await?,
+                let (mut c, reused) = match slot.take() {
+                    Some(c) => (c, true),
+                    None => (conn.connect_h1(bytes).await?, false),
                 };
+                let mut r = c.request(req).await;
+                // A kept-alive connection the server had closed while idle (its keep-alive
+                // timeout): nothing came back, so the server never took the request. Send it
+                // once more on a new connection, as HTTP clients do for idempotent requests;
+                // counting it as a failure would report the generator's stale connection.
+                if reused
+                    && matches!(r, Err(ErrorClass::Reset))
+                    && idempotent(req.method.as_str().as_bytes())
+                {
+                    c = conn.connect_h1(bytes).await?;
+                    r = c.request(req).await;
+                }
                 // The connection goes back into the slot only if it stays usable.
-                let r = c.request(req).await;
                 if r.as_ref().is_ok_and(|(_, keep)| *keep) {
                     *slot = Some(c);
                 }

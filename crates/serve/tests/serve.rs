@@ -278,3 +278,20 @@ fn http2_and_tls_serve_exact_counts() {
         "{m}"
     );
 }
+
+#[test]
+fn a_kept_alive_connection_the_server_closed_while_idle_is_not_a_failed_request() {
+    // The server closes connections idle for 150 ms; the client sends every 400 ms on one
+    // connection, so every send after the first finds its connection closed by the server.
+    let mut cfg = config();
+    cfg.threads = 1;
+    cfg.limits.header_timeout = Duration::from_millis(150);
+    let s = start(cfg);
+    let mut run = testsupport::Run::new(&format!("http://{}/", s.addr)).open(2.5, 1);
+    run.connections = 1;
+    run.threads = 1;
+    run.duration = Some(Duration::from_secs(2));
+    let r = run.go();
+    assert_eq!(r.total.error_count(), 0, "{:?}", r.total.errors);
+    assert_eq!(r.total.responses, 5);
+}
