@@ -396,17 +396,8 @@ fn refused(r: Refused) -> Response<Body> {
     error(r.0, &r.1)
 }
 
-/// Compare without an early exit, so timing does not tell how much of a token was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    req.headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()))
+    st_http::server::bearer_ok(req.headers(), token)
 }
 
 fn query(req: &Request<Incoming>, key: &str) -> Option<String> {

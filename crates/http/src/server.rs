@@ -355,6 +355,20 @@ pub async fn serve_connection<I, S>(
 /// After a quiet connection is asked to close, how long it has before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Whether `headers` carry `Authorization: Bearer <token>` (control endpoints of serve's
+/// peers: the balancer's admin API, the aggregator's writes). Compared without an early exit,
+/// so that timing does not tell how much of a token was right.
+pub fn bearer_ok(headers: &http::HeaderMap, token: &str) -> bool {
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    };
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,17 +60,8 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let a = &args.load;
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => t.trim().to_string(),
-        (None, Some(p)) => std::fs::read_to_string(p)
-            .map_err(|e| Usage(format!("cannot read --token-file {}: {e}", p.display())))?
-            .trim()
-            .to_string(),
-        (None, None) => fleet::agg::random_hex(),
-    };
-    if token.is_empty() || token.contains(char::is_whitespace) {
-        return Err(Usage("the token must be non-empty with no spaces".into()).into());
-    }
+    let token =
+        super::token_from(&args.token, &args.token_file)?.unwrap_or_else(fleet::agg::random_hex);
     if a.has_requests() {
         return Err(Usage(
             "-n does not apply to aggregate: a run ends with --run-for, Ctrl-C or POST /api/finish"

@@ -37,14 +37,8 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => t.trim().to_string(),
-        (None, Some(p)) => std::fs::read_to_string(p)
-            .map_err(|e| Usage(format!("cannot read --token-file {}: {e}", p.display())))?
-            .trim()
-            .to_string(),
-        (None, None) => return Err(Usage("give --token or --token-file".into()).into()),
-    };
+    let token = super::token_from(&args.token, &args.token_file)?
+        .ok_or_else(|| Usage("give --token or --token-file".into()))?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "bot".into());

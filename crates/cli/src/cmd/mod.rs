@@ -92,6 +92,27 @@ impl Signals {
     }
 }
 
+/// A bearer token from `--token` or `--token-file` (trimmed), if either was given.
+pub(crate) fn token_from(
+    token: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<String>, crate::Usage> {
+    let t = match (token, file) {
+        (Some(t), _) => t.trim().to_string(),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map_err(|e| crate::Usage(format!("cannot read --token-file {}: {e}", p.display())))?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if t.is_empty() || t.contains(char::is_whitespace) {
+        return Err(crate::Usage(
+            "the token must be non-empty with no spaces".into(),
+        ));
+    }
+    Ok(Some(t))
+}
+
 /// `--threads`, or the CPUs this process may use (which respects `taskset`).
 pub(crate) fn threads_or_cpus(threads: Option<u64>) -> usize {
     threads
