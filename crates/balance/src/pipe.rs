@@ -589,7 +589,12 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, f);
+        // A test that waits for a connection that never comes fails instead of hanging CI.
+        tokio::task::LocalSet::new()
+            .block_on(&rt, async {
+                tokio::time::timeout(Duration::from_secs(30), f).await
+            })
+            .expect("the test did not finish within 30 s");
     }
 
     /// Read from `s` until `n` request heads have arrived; returns the bytes.

@@ -24,12 +24,15 @@ fn tmpdir(name: &str) -> PathBuf {
 /// Start a child that prints "listening on http://ADDR" first; its address. The rest of its
 /// stdout is collected in the background and returned by the handle.
 fn spawn(args: &[&str]) -> (Proc, SocketAddr, std::thread::JoinHandle<String>) {
-    let mut child = bin()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Owned by a Proc at once: a panic below must not leave the child running.
+    let mut child = Proc(
+        bin()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -47,7 +50,7 @@ fn spawn(args: &[&str]) -> (Proc, SocketAddr, std::thread::JoinHandle<String>) {
         let _ = out.read_to_string(&mut s);
         s
     });
-    (Proc(child), addr, rest)
+    (child, addr, rest)
 }
 
 fn bot(agg: SocketAddr, token: &Path, name: &str) -> Proc {
