@@ -7,7 +7,11 @@
 //! and per-bot snapshots can be summed in any grouping. The JSON codec stores each histogram as
 //! HDR V2 compressed + base64 (`histogram_codec`), which other HDR tools can decode too.
 //!
-//! Recording happens in the load engine; reports and (later) the aggregator only read.
+//! Loadbots send snapshots in [`sparse`]'s form (histograms as their non-empty buckets), which
+//! the aggregator merges without decoding whole histograms; [`Intervals`] is the one
+//! per-interval merge the engine's controller and the aggregator share.
+//!
+//! Recording happens in the load engine; reports and the aggregator only merge and read.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
