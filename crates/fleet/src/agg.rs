@@ -15,6 +15,7 @@
 // contended on the hot path of any load.
 #![allow(clippy::disallowed_types)]
 
+use crate::now_unix;
 use crate::state::{self, LoadRequest, Plan, Refused, State};
 use crate::store::{Store, StoreError};
 use crate::wire::{Ack, Push, Register, MAX_BODY};
@@ -29,7 +30,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 /// After the end of a run, the longest wait for bots to drain and push their last interval.
@@ -106,12 +107,6 @@ pub struct Running {
     pub resumed: bool,
     shared: Arc<Shared>,
     thread: std::thread::JoinHandle<Outcome>,
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A new random token or id: 128 bits, hex.

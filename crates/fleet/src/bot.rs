@@ -14,6 +14,7 @@
 //! A push that is retried is never counted twice: the aggregator ignores seconds at or below
 //! the bot's high-water mark.
 
+use crate::now_unix;
 use crate::wire::{Ack, Assignment, Interval, Push, Register, Registered, MAX_BATCH};
 use bytes::Bytes;
 use hist::{Intervals, Snapshot};
@@ -22,7 +23,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use load::{Live, RateControl, Shutdown, Spec};
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Seconds kept while the aggregator is unreachable (15 minutes).
@@ -156,13 +157,8 @@ impl Agg {
     }
 }
 
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn host_name() -> String {
+/// This machine's host name (for the bots table), or "unknown".
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

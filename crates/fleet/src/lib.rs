@@ -17,3 +17,10 @@ pub mod state;
 pub mod store;
 pub mod ui;
 pub mod wire;
+
+/// The wall clock as Unix seconds: what bots and the aggregator cut their seconds by.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -39,9 +39,7 @@ pub struct Args {
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let token = super::token_from(&args.token, &args.token_file)?
         .ok_or_else(|| Usage("give --token or --token-file".into()))?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "bot".into());
+    let host = fleet::bot::host_name();
     let cfg = fleet::bot::Config {
         aggregator: args.aggregator.clone(),
         token,
