@@ -9,7 +9,8 @@
 #   second (the per-second intervals of a real 1,000 req/s run) over real HTTP. Reported: the
 #   aggregator's CPU (utime+stime from /proc over the pushing window, % of one core), its peak
 #   RSS, and refused/failed pushes and push latency. Goals: 1,000 bots ≤ 5 % of a core;
-#   10,000 bots/s sustained on one core (all pushes accepted, latency bounded).
+#   10,000 bots/s sustained on one core (all pushes accepted, latency bounded). In the same
+#   run, nginx answering the same pushes (read and reply, nothing merged) gives the floor.
 # bot: a bot against `scaletest load` at the same rate, same run: `scaletest serve` on CPU 1,
 #   the generator on CPU 0, RATE req/s for DUR s, CPU per request from /proc; then closed loop
 #   (-c 50), throughput ratio. Goals: < 1 % more CPU per request; ≥ 0.97× throughput.
@@ -44,6 +45,27 @@ taskset -c 1 "$ST" serve --bind 127.0.0.1:0 --threads 1 >"$RUN/serve.out" 2>&1 &
 PIDS+=($!); SRV=$(addr_of "$RUN/serve.out")
 
 if want ingest; then
+  command -v nginx >/dev/null || { echo "bench/fleet.sh: needs nginx (apt-get install nginx)" >&2; exit 1; }
+  NGPORT=${NGPORT:-18089}
+  mkdir -p "$RUN/ng"
+  cat >"$RUN/ng/nginx.conf" <<CONF
+worker_processes 1;
+error_log $RUN/ng/error.log;
+pid $RUN/ng/nginx.pid;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $RUN/ng; proxy_temp_path $RUN/ng; fastcgi_temp_path $RUN/ng;
+  uwsgi_temp_path $RUN/ng; scgi_temp_path $RUN/ng;
+  client_max_body_size 4m; client_body_buffer_size 256k; keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGPORT;
+    default_type application/json;
+    location = /api/bots { return 200 '{"id":1,"hwm":0,"instance":"x"}'; }
+    location /api/bots/ { return 200 '{"hwm":0,"generation":1,"instance":"x"}'; }
+  }
+}
+CONF
   log "a realistic snapshot: 1,000 req/s against scaletest serve for 12 s"
   taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
   for n in $BOTS; do
@@ -62,7 +84,25 @@ if want ingest; then
       printf 'ingest\tbots=%s\tround=%s\tcpu_pct=%.2f\trss_kb=%s\t%s\n' "$n" "$r" "$pct" "$rss" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
       kill $AGG; wait $AGG 2>/dev/null
     done
-    printf 'ingest\tbots=%s\tmedian_cpu_pct=%.2f\n' "$n" "$(grep "bots=$n	" "$OUT/results.tsv" | grep -o 'cpu_pct=[0-9.]*' | cut -d= -f2 | median)" | tee -a "$OUT/summary.tsv"
+    # The floor, same run: nginx (1 worker, CPU 0) answering the same pushes with a fixed
+    # body, i.e. reading the bytes and replying, nothing merged. The loopback's TCP work for
+    # both ends is charged to the sending process, so no HTTP server goes below this here.
+    for r in $(seq "$ROUNDS"); do
+      taskset -c 0 nginx -p "$RUN/ng" -c "$RUN/ng/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
+      NG=$!
+      for _ in $(seq 50); do W=$(pgrep -P $NG | head -1); [ -n "$W" ] && break; sleep 0.1; done
+      taskset -c 1 "$INGEST" "http://127.0.0.1:$NGPORT" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
+      SIM=$!
+      sleep 5; c0=$(cpu "$W"); t0=$(date +%s.%N)
+      sleep $((DUR - 8)); c1=$(cpu "$W"); t1=$(date +%s.%N)
+      wait $SIM
+      pct=$(echo "($c1 - $c0) / ($t1 - $t0) * 100" | bc -l)
+      printf 'ingest-nginx\tbots=%s\tround=%s\tcpu_pct=%.2f\t%s\n' "$n" "$r" "$pct" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
+      kill $NG; wait $NG 2>/dev/null
+    done
+    agg=$(grep "^ingest	bots=$n	" "$OUT/results.tsv" | grep -o 'cpu_pct=[0-9.]*' | cut -d= -f2 | median)
+    ng=$(grep "^ingest-nginx	bots=$n	" "$OUT/results.tsv" | grep -o 'cpu_pct=[0-9.]*' | cut -d= -f2 | median)
+    printf 'ingest\tbots=%s\tmedian_cpu_pct=%.2f\tnginx_floor_cpu_pct=%.2f\tratio=%.2f\n' "$n" "$agg" "$ng" "$(echo "$agg / $ng" | bc -l)" | tee -a "$OUT/summary.tsv"
   done
 fi
 

@@ -333,3 +333,90 @@ fn a_scenario_with_a_bad_field_gets_one_line_naming_it_and_exit_2() {
     assert!(!dir.join("runs").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same layout with haproxy in place of `scaletest balance` (for the max-rate
+/// comparison): fixed servers, the run ends with the highest rate sustained.
+#[test]
+fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
+    if !Path::new("/usr/sbin/haproxy").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy is not installed; .ci/run installs it"
+        );
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmp("haproxy");
+    let scenario = dir.join("steps.toml");
+    std::fs::write(
+        &scenario,
+        "sustain_p99_ms = 1000\n[[phase]]\nname = \"a\"\nduration = 3\nrate = 100\nservers = 2\nbots = 1\n\
+         [[phase]]\nname = \"b\"\nduration = 3\nrate = 200\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["demo", "--headless", "--balancer", "haproxy", "--scenario"])
+        .arg(&scenario)
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    assert!(
+        text.contains("balancer: haproxy http://127.0.0.1:"),
+        "{text}"
+    );
+    for head in ["== phase 1/2: a — ", "== phase 2/2: b — "] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(head))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains(" 0 failed,") && line.ends_with(": ok"),
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains(
+            "highest rate sustained through haproxy with p99 < 1000 ms and no failures: "
+        ),
+        "{text}"
+    );
+    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
+    let cfg = std::fs::read_to_string(run.join("haproxy.cfg")).unwrap();
+    assert_eq!(cfg.matches(" check inter 100ms").count(), 2, "{cfg}");
+    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
+    assert_eq!(r.total.failed(), 0);
+    assert!(r.total.responses >= 600, "{}", r.total.responses);
+    assert!(children_of(&dir).is_empty(), "{:?}", children_of(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn haproxy_refuses_a_scenario_that_changes_servers_before_anything_starts() {
+    let dir = tmp("haproxy-refused");
+    let out = bin()
+        .args([
+            "demo",
+            "--headless",
+            "--balancer",
+            "haproxy",
+            "--scenario",
+            "default",
+            "--dir",
+        ])
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("fixed set of servers") || err.contains("not installed"),
+        "{err}"
+    );
+    assert!(!dir.join("runs").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,5 +22,5 @@ pub mod run;
 pub mod scenario;
 pub mod supervise;
 
-pub use run::{prepare_run_dir, run, Config, DemoError, Outcome, Sizing};
+pub use run::{prepare_run_dir, run, Balancer, Config, DemoError, Outcome, Sizing};
 pub use scenario::{Load, Scenario, ScenarioError};

@@ -18,6 +18,29 @@ pub struct PhaseResult {
     pub p99_ms: f64,
     /// Each check not met, as a sentence.
     pub missed: Vec<String>,
+    /// The load at the phase's end.
+    pub load: Option<Load>,
+    /// Responses per second over the phase's seconds.
+    pub achieved: f64,
+}
+
+/// Of the open-loop phases, the one with the highest rate served with p99 under `p99_ms`,
+/// no failed request, and at least 95 % of the rate asked (a layout that falls behind is
+/// not sustaining its rate, however low its latency): (phase name, responses/s).
+pub fn sustained(phases: &[PhaseResult], p99_ms: f64) -> Option<(&str, f64)> {
+    phases
+        .iter()
+        .filter(|p| match p.load {
+            Some(Load::Rate(r)) => {
+                p.run.total.responses > 0
+                    && p.failed == 0
+                    && p.p99_ms < p99_ms
+                    && p.achieved >= 0.95 * r
+            }
+            _ => false,
+        })
+        .map(|p| (p.name.as_str(), p.achieved))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// The part of `run` from `start` to `end` (Unix seconds), described by `load`.
@@ -96,12 +119,19 @@ pub fn evaluate(
             missed.push(format!("p99 {p99_ms} ms > max_p99_ms {m}"));
         }
     }
+    let achieved = if part.elapsed_s > 0.0 {
+        part.total.responses as f64 / part.elapsed_s
+    } else {
+        0.0
+    };
     PhaseResult {
         name: name.to_string(),
         run: part,
         failed,
         p99_ms,
         missed,
+        load,
+        achieved,
     }
 }
 
@@ -190,5 +220,41 @@ mod tests {
         assert!(b.missed[0].contains("max_p99_ms"), "{:?}", b.missed);
         let empty = evaluate(&r, "c", 200.0, 210.0, None, &Checks::default());
         assert_eq!(empty.missed, vec!["no responses at all".to_string()]);
+    }
+
+    #[test]
+    fn the_sustained_rate_is_the_highest_clean_phase_under_the_p99() {
+        let r = run();
+        let phase = |name: &str, start: f64, end: f64, rate: f64| {
+            evaluate(
+                &r,
+                name,
+                start,
+                end,
+                Some(Load::Rate(rate)),
+                &Checks::default(),
+            )
+        };
+        // Second 100: 10/s at 1 ms; second 101: 2 failures; second 102: 10/s at 50 ms.
+        let ps = vec![
+            phase("clean", 100.0, 101.0, 10.0),
+            phase("failing", 101.0, 102.0, 10.0),
+            phase("slow", 102.0, 103.0, 10.0),
+            phase("behind", 100.0, 101.0, 20.0),
+        ];
+        assert_eq!(ps[0].achieved, 10.0);
+        assert_eq!(sustained(&ps, 10.0), Some(("clean", 10.0)));
+        // A looser p99 admits the slow second; the failing one never counts.
+        assert_eq!(sustained(&ps[1..], 100.0), Some(("slow", 10.0)));
+        assert_eq!(sustained(&ps[1..], 10.0), None);
+        let closed = evaluate(
+            &r,
+            "c",
+            100.0,
+            101.0,
+            Some(Load::Connections(5)),
+            &Checks::default(),
+        );
+        assert_eq!(sustained(&[closed], 10.0), None, "closed loop asks no rate");
     }
 }

@@ -41,6 +41,29 @@ pub struct Config {
     pub stop: Arc<AtomicBool>,
     /// A server's drain delay after SIGTERM.
     pub drain_delay: Duration,
+    /// What spreads the load over the servers.
+    pub balancer: Balancer,
+}
+
+/// What spreads the load over the servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balancer {
+    /// `scaletest balance`: servers come and go through its admin API.
+    #[default]
+    Scaletest,
+    /// Debian's haproxy (one thread, round robin, the same 100 ms health checks on /readyz),
+    /// to compare the layout with it: a fixed set of servers, so no scaling or rollout.
+    Haproxy,
+}
+
+impl Balancer {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balancer::Scaletest => "scaletest",
+            Balancer::Haproxy => "haproxy",
+        }
+    }
 }
 
 /// A demo that could not run to its end.
@@ -61,6 +84,9 @@ pub enum DemoError {
     /// The aggregator's results could not be read.
     #[error("cannot read the results {0}: {1}")]
     Results(String, String),
+    /// The scenario asks for something this layout cannot do.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What a finished demo measured.
@@ -73,6 +99,9 @@ pub struct Outcome {
     pub report: PathBuf,
     /// CPU per request by role.
     pub sizing: Sizing,
+    /// The highest open-loop rate served with p99 under the scenario's `sustain_p99_ms` and
+    /// no failures (see [`phases::sustained`]): (phase, responses/s).
+    pub sustained: Option<(String, f64)>,
     /// Ctrl-C ended it early.
     pub interrupted: bool,
 }
@@ -218,6 +247,7 @@ struct Demo<'a> {
 
 /// Run the scenario; `out` gets the UI address first, then progress and the results.
 pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<Outcome, DemoError> {
+    check_layout(cfg.balancer, &cfg.scenario)?;
     let io = |p: &Path, e| DemoError::Io(p.display().to_string(), e);
     let logs = cfg.run_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| io(&logs, e))?;
@@ -264,6 +294,38 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<Outcome, DemoError> {
     let outcome = d.finish(spans, interrupted);
     let _ = std::fs::remove_file(&pid_file);
     outcome
+}
+
+/// Whether `balancer` can run `scenario`, before anything starts.
+pub fn check_layout(balancer: Balancer, scenario: &Scenario) -> Result<(), DemoError> {
+    if balancer == Balancer::Haproxy {
+        if let Some(p) = scenario.changes_servers() {
+            return Err(DemoError::Unsupported(format!(
+                "--balancer haproxy runs a fixed set of servers, but phase {:?} changes them \
+                 (servers or rollout); use the max-rate scenario or one without such changes",
+                p.name
+            )));
+        }
+        if which("haproxy").is_none() {
+            return Err(DemoError::Unsupported(
+                "--balancer haproxy: haproxy is not installed (apt-get install haproxy)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `name`'s path if it is an executable file on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| {
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    })
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -314,6 +376,61 @@ impl Demo<'_> {
             let s = self.start_server()?;
             self.servers.push(s);
         }
+        let url = self.start_balancer()?;
+        let mut args = strings(&["aggregate", &url, "--bind", "127.0.0.1:0"]);
+        args.extend(["--token-file".into(), self.token_file.display().to_string()]);
+        args.extend([
+            "--out".into(),
+            self.cfg.run_dir.join("results").display().to_string(),
+        ]);
+        match self.load {
+            Load::Rate(r) => args.extend(["--rate".into(), r.to_string()]),
+            Load::Connections(c) => {
+                let bots = first.bots.unwrap_or(1) as u64;
+                args.extend(["-c".into(), c.div_ceil(bots).to_string()])
+            }
+        }
+        let mut agg = self.child("aggregator", &args)?;
+        agg.wait_line("listening on", Duration::from_secs(10))?;
+        self.agg_addr = agg.addr;
+        self.agg = Some(agg);
+        let ui = format!("http://{}/#token={}", self.agg(), self.token);
+        if self.cfg.headless {
+            self.say(&format!("run directory: {}", self.cfg.run_dir.display()));
+        } else {
+            self.say(&format!("UI: {ui}"));
+            self.say(&format!("run directory: {}", self.cfg.run_dir.display()));
+        }
+        let admin = self
+            .lb_admin
+            .map(|a| format!("admin http://{a}"))
+            .unwrap_or_else(|| format!("{}", self.cfg.run_dir.join("haproxy.cfg").display()));
+        self.say(&format!(
+            "balancer: {} {url} ({admin}); ctl: scaletest ctl --dir {} status",
+            self.cfg.balancer.name(),
+            self.cfg.run_dir.display()
+        ));
+        let info = serde_json::json!({
+            "pid": std::process::id(),
+            "ui": ui,
+            "aggregator": self.agg().to_string(),
+            "balancer": url,
+            "balancer_kind": self.cfg.balancer.name(),
+            "admin": self.lb_admin.map(|a| a.to_string()),
+            "token_file": self.token_file,
+        });
+        let path = self.cfg.run_dir.join("demo.json");
+        std::fs::write(&path, info.to_string())
+            .map_err(|e| DemoError::Io(path.display().to_string(), e))?;
+        self.scale_bots(first.bots.unwrap_or(1))?;
+        Ok(())
+    }
+
+    /// Start the balancer in front of the servers; its URL.
+    fn start_balancer(&mut self) -> Result<String, Halt> {
+        if self.cfg.balancer == Balancer::Haproxy {
+            return self.start_haproxy();
+        }
         let mut args = strings(&[
             "balance",
             "--bind",
@@ -352,48 +469,56 @@ impl Demo<'_> {
         }
         let url = format!("http://{}/", lb.addr.expect("address read"));
         self.lb = Some(lb);
-        let mut args = strings(&["aggregate", &url, "--bind", "127.0.0.1:0"]);
-        args.extend(["--token-file".into(), self.token_file.display().to_string()]);
-        args.extend([
-            "--out".into(),
-            self.cfg.run_dir.join("results").display().to_string(),
-        ]);
-        match self.load {
-            Load::Rate(r) => args.extend(["--rate".into(), r.to_string()]),
-            Load::Connections(c) => {
-                let bots = first.bots.unwrap_or(1) as u64;
-                args.extend(["-c".into(), c.div_ceil(bots).to_string()])
+        Ok(url)
+    }
+
+    /// haproxy with the servers there are now; ready once it answers through them.
+    fn start_haproxy(&mut self) -> Result<String, Halt> {
+        let io = |p: &Path, e| DemoError::Io(p.display().to_string(), e);
+        // A free port: haproxy cannot report one it chose.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| io(Path::new("127.0.0.1:0"), e))?;
+        let mut cfg = format!(
+            "global\n  nbthread 1\n  maxconn 8000\n\
+             defaults\n  mode http\n  option http-keep-alive\n  timeout connect 2s\n\
+             \x20 timeout client 30s\n  timeout server 30s\n  timeout http-request 10s\n\
+             \x20 maxconn 8000\n\
+             frontend fe\n  bind {addr}\n  default_backend be\n\
+             backend be\n  balance roundrobin\n  option httpchk GET /readyz\n"
+        );
+        for s in &self.servers {
+            cfg += &format!(
+                "  server {} {} check inter 100ms\n",
+                s.child.name,
+                s.child.addr.expect("a started server has an address")
+            );
+        }
+        let path = self.cfg.run_dir.join("haproxy.cfg");
+        std::fs::write(&path, cfg).map_err(|e| io(&path, e))?;
+        let args = vec!["-db".to_string(), "-f".into(), path.display().to_string()];
+        let mut lb = Child::spawn(
+            "balancer",
+            Path::new("haproxy"),
+            &args,
+            self.logs.join("balancer.log"),
+            &self.cfg.run_dir.display().to_string(),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(api::call(addr, "GET", "/", None, ""), Ok((200, _))) {
+            lb.check()?;
+            if Instant::now() >= deadline {
+                return Err(DemoError::Timeout(format!(
+                    "haproxy did not answer on {addr} within 10 s (log: {})",
+                    lb.log.display()
+                ))
+                .into());
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let mut agg = self.child("aggregator", &args)?;
-        agg.wait_line("listening on", Duration::from_secs(10))?;
-        self.agg_addr = agg.addr;
-        self.agg = Some(agg);
-        let ui = format!("http://{}/#token={}", self.agg(), self.token);
-        if self.cfg.headless {
-            self.say(&format!("run directory: {}", self.cfg.run_dir.display()));
-        } else {
-            self.say(&format!("UI: {ui}"));
-            self.say(&format!("run directory: {}", self.cfg.run_dir.display()));
-        }
-        self.say(&format!(
-            "balancer: {url} (admin http://{}); ctl: scaletest ctl --dir {} status",
-            self.admin(),
-            self.cfg.run_dir.display()
-        ));
-        let info = serde_json::json!({
-            "pid": std::process::id(),
-            "ui": ui,
-            "aggregator": self.agg().to_string(),
-            "balancer": url,
-            "admin": self.admin().to_string(),
-            "token_file": self.token_file,
-        });
-        let path = self.cfg.run_dir.join("demo.json");
-        std::fs::write(&path, info.to_string())
-            .map_err(|e| DemoError::Io(path.display().to_string(), e))?;
-        self.scale_bots(first.bots.unwrap_or(1))?;
-        Ok(())
+        lb.addr = Some(addr);
+        self.lb = Some(lb);
+        Ok(format!("http://{addr}/"))
     }
 
     fn start_server(&mut self) -> Result<Server, Halt> {
@@ -636,6 +761,19 @@ impl Demo<'_> {
         if *c == Command::Status {
             return Ok(self.status());
         }
+        let fixed = match c {
+            Command::Scale {
+                servers: Some(_), ..
+            }
+            | Command::Rollout(_) => self.cfg.balancer == Balancer::Haproxy,
+            _ => false,
+        };
+        if fixed {
+            return Ok(format!(
+                "refused: {}: this demo runs haproxy, with a fixed set of servers",
+                c.text()
+            ));
+        }
         self.event(&format!("ctl: {}", c.text()))?;
         match c {
             Command::Scale { servers, bots } => {
@@ -664,10 +802,11 @@ impl Demo<'_> {
 
     fn status(&self) -> String {
         let mut s = format!(
-            "scenario {}, phase {}\nload: {}\nservers: {}\n",
+            "scenario {}, phase {}\nload: {}\nbalancer: {}\nservers: {}\n",
             self.cfg.scenario.name,
             self.phase,
             describe(self.load),
+            self.cfg.balancer.name(),
             self.servers.len()
         );
         for x in &self.servers {
@@ -836,10 +975,12 @@ impl Demo<'_> {
         }
         let run = report::RunFile::read(&results)
             .map_err(|e| DemoError::Results(results.display().to_string(), e.to_string()))?;
-        let phases = spans
+        let phases: Vec<PhaseResult> = spans
             .iter()
             .map(|s| phases::evaluate(&run, &s.name, s.start, s.end, s.load, &s.checks))
             .collect();
+        let sustained = phases::sustained(&phases, self.cfg.scenario.sustain_p99_ms)
+            .map(|(name, rate)| (name.to_string(), rate));
         let mut roles: Vec<(String, f64)> = Vec::new();
         for role in ["loadbot", "balancer", "server", "aggregator"] {
             let cpu = self
@@ -858,6 +999,7 @@ impl Demo<'_> {
                 requests: run.total.responses,
                 roles,
             },
+            sustained,
             interrupted,
         })
     }

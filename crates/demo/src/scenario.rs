@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! name = "mine"
+//! sustain_p99_ms = 10       # "highest rate sustained" counts phases with p99 under this
 //! [[phase]]
 //! name = "warm-up"
 //! duration = "10s"          # or a number of seconds
@@ -33,6 +34,9 @@ pub struct Scenario {
     pub name: String,
     /// In order.
     pub phases: Vec<Phase>,
+    /// The p99 (ms) under which an open-loop phase counts as sustained (see
+    /// [`crate::phases::sustained`]).
+    pub sustain_p99_ms: f64,
 }
 
 /// What the load is in a phase.
@@ -79,6 +83,8 @@ struct RawScenario {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
+    sustain_p99_ms: Option<f64>,
+    #[serde(default)]
     phase: Vec<RawPhase>,
 }
 
@@ -109,6 +115,10 @@ pub const MAX_REPLICAS: u32 = 64;
 pub const MAX_RATE: f64 = 5_000_000.0;
 /// Longest phase.
 pub const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
+/// The p99 under which a rate counts as sustained, unless the scenario says otherwise.
+pub const DEFAULT_SUSTAIN_P99_MS: f64 = 10.0;
+/// The built-in scenarios' names.
+pub const BUILTINS: &[&str] = &["default", "lb-replicas", "max-rate"];
 
 impl Scenario {
     /// Parse and check a scenario file's text; `origin` names it in errors.
@@ -191,17 +201,25 @@ impl Scenario {
                 phases[0].name
             )));
         }
+        let sustain_p99_ms = raw.sustain_p99_ms.unwrap_or(DEFAULT_SUSTAIN_P99_MS);
+        if !(sustain_p99_ms.is_finite() && sustain_p99_ms > 0.0) {
+            return Err(ScenarioError(format!(
+                "{origin}: sustain_p99_ms: {sustain_p99_ms} is not > 0"
+            )));
+        }
         Ok(Scenario {
             name: raw.name.unwrap_or_else(|| origin.to_string()),
             phases,
+            sustain_p99_ms,
         })
     }
 
-    /// A built-in scenario by name: `default` or `lb-replicas`.
+    /// A built-in scenario by name: one of [`BUILTINS`].
     pub fn builtin(name: &str) -> Option<Scenario> {
         let text = match name {
             "default" => DEFAULT,
             "lb-replicas" => LB_REPLICAS,
+            "max-rate" => MAX_RATE_SEARCH,
             _ => return None,
         };
         Some(Scenario::parse(text, name).expect("built-in scenarios are valid"))
@@ -213,6 +231,17 @@ impl Scenario {
             p.duration = p.duration.mul_f64(factor).max(Duration::from_secs(1));
         }
         self
+    }
+
+    /// The first phase that changes the servers after the start (replicas or a rollout), if
+    /// any: a balancer with a fixed set of servers cannot run it.
+    pub fn changes_servers(&self) -> Option<&Phase> {
+        let first = self.phases[0].servers;
+        self.phases.iter().enumerate().find_map(|(i, p)| {
+            let changes =
+                p.rollout.is_some() || (i > 0 && p.servers.is_some_and(|n| Some(n) != first));
+            changes.then_some(p)
+        })
     }
 
     /// Planned length of the whole scenario.
@@ -290,6 +319,67 @@ duration = "30s"
 servers = 10
 "#;
 
+/// The highest rate the layout sustains: two servers behind the balancer, two loadbots, the
+/// rate stepping up every 6 s. `phases::sustained` picks the highest step served with p99
+/// under `sustain_p99_ms`, no failures and at least 95 % of the rate asked. Servers are
+/// fixed, so `--balancer haproxy` runs it too (`bench/demo.sh` compares the two).
+pub const MAX_RATE_SEARCH: &str = r#"
+name = "max-rate"
+sustain_p99_ms = 10
+
+[[phase]]
+name = "2000/s"
+duration = "6s"
+rate = 2000
+servers = 2
+bots = 2
+
+[[phase]]
+name = "4000/s"
+duration = "6s"
+rate = 4000
+
+[[phase]]
+name = "6000/s"
+duration = "6s"
+rate = 6000
+
+[[phase]]
+name = "8000/s"
+duration = "6s"
+rate = 8000
+
+[[phase]]
+name = "10000/s"
+duration = "6s"
+rate = 10000
+
+[[phase]]
+name = "12000/s"
+duration = "6s"
+rate = 12000
+
+[[phase]]
+name = "14000/s"
+duration = "6s"
+rate = 14000
+
+[[phase]]
+name = "16000/s"
+duration = "6s"
+rate = 16000
+
+[[phase]]
+name = "20000/s"
+duration = "6s"
+rate = 20000
+
+[[phase]]
+name = "24000/s"
+duration = "6s"
+rate = 24000
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +394,14 @@ mod tests {
         let l = Scenario::builtin("lb-replicas").unwrap();
         assert_eq!(l.phases[0].load, Some(Load::Connections(30)));
         assert_eq!(l.phases[2].servers, Some(10));
+        assert!(d.changes_servers().is_some());
+        assert!(l.changes_servers().is_some());
+        let m = Scenario::builtin("max-rate").unwrap();
+        assert!(m.changes_servers().is_none(), "haproxy can run it");
+        assert_eq!(m.sustain_p99_ms, 10.0);
+        for name in BUILTINS {
+            assert!(Scenario::builtin(name).is_some(), "{name}");
+        }
     }
 
     #[test]

@@ -18,12 +18,15 @@ RUN/logs/, the run's results.json and report.html in RUN/results/. Ctrl-C ends t
 
 Scenarios: `default` (warm-up; servers and bots 1 → 4 with the rate stepping up; a rolling
 update v1 → v2 that must fail no request; scale down), `lb-replicas` (seed 002: 30 connections
-against 2, 5 and 10 replicas, 30 s each), or a TOML file of [[phase]] tables (see the README).
+against 2, 5 and 10 replicas, 30 s each), `max-rate` (2 servers, 2 bots, the rate stepping up
+every 6 s: the highest rate sustained with p99 under 10 ms), or a TOML file of [[phase]]
+tables (see the README). Every run ends with the highest rate it sustained.
 
 Examples:
   scaletest demo                                 the UI's address first, then 100 s of phases
   scaletest demo --headless --duration 30s       the default, scaled to 30 s, no UI
   scaletest demo --scenario lb-replicas --headless
+  scaletest demo --scenario max-rate --headless --balancer haproxy   the same layout with haproxy
   scaletest demo --scenario my.toml --keep       keep running afterwards for scaletest ctl
   scaletest ctl scale servers=8";
 
@@ -31,7 +34,7 @@ Examples:
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// A built-in scenario (default, lb-replicas) or a TOML file.
+    /// A built-in scenario (default, lb-replicas, max-rate) or a TOML file.
     #[arg(long, default_value = "default")]
     scenario: String,
     /// Scale the scenario's phases so that they add up to this long.
@@ -52,6 +55,10 @@ pub struct Args {
     /// Print the percentile spectrum under each phase's tables.
     #[arg(long)]
     percentiles: bool,
+    /// The balancer: scaletest (`scaletest balance`) or haproxy (for comparison; a fixed set
+    /// of servers, so scenarios that scale servers or roll out are refused).
+    #[arg(long, default_value = "scaletest", value_parser = ["scaletest", "haproxy"])]
+    balancer: String,
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -60,8 +67,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         None => {
             let text = std::fs::read_to_string(&args.scenario).map_err(|e| {
                 Usage(format!(
-                    "--scenario {}: not a built-in (default, lb-replicas) and not a readable file: {e}",
-                    args.scenario
+                    "--scenario {}: not a built-in ({}) and not a readable file: {e}",
+                    args.scenario,
+                    demo::scenario::BUILTINS.join(", ")
                 ))
             })?;
             demo::Scenario::parse(&text, &args.scenario).map_err(|e| Usage(e.to_string()))?
@@ -74,6 +82,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => scenario,
     };
+    let balancer = match args.balancer.as_str() {
+        "haproxy" => demo::Balancer::Haproxy,
+        _ => demo::Balancer::Scaletest,
+    };
+    demo::run::check_layout(balancer, &scenario).map_err(|e| Usage(e.to_string()))?;
     let bin = std::env::current_exe()?;
     let run_dir = demo::prepare_run_dir(&args.dir).map_err(|e| Usage(e.to_string()))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -86,6 +99,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         keep: args.keep,
         stop,
         drain_delay: args.drain_delay,
+        balancer,
     };
     let mut stdout = std::io::stdout();
     let outcome = demo::run(&cfg, &mut stdout)?;
@@ -113,6 +127,21 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         "\nCPU per request, from /proc (all roles share this machine's cores):"
     )?;
     out.write_all(outcome.sizing.table().as_bytes())?;
+    match &outcome.sustained {
+        Some((phase, rate)) => writeln!(
+            out,
+            "highest rate sustained through {} with p99 < {} ms and no failures: {:.0} req/s ({phase})",
+            cfg.balancer.name(),
+            cfg.scenario.sustain_p99_ms,
+            rate
+        )?,
+        None => writeln!(
+            out,
+            "highest rate sustained through {} with p99 < {} ms and no failures: none (no open-loop phase met it)",
+            cfg.balancer.name(),
+            cfg.scenario.sustain_p99_ms
+        )?,
+    }
     writeln!(out, "results: {}", outcome.results.display())?;
     writeln!(out, "report:  {}", outcome.report.display())?;
     let failed: Vec<&str> = outcome
