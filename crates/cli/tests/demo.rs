@@ -2,27 +2,19 @@
 //! processes on loopback, small rates. Children are found in /proc by the run directory the
 //! demo puts in their environment (`SCALETEST_DEMO_RUN`).
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::call::get;
+use testsupport::{tmpdir, wait_until, Bin};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scaletest"))
-}
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
 /// The tests each run a whole demo: one at a time, so that they do not starve each other.
 // The demos run one at a time (each is several processes on two cores); a test lock is fine.
 #[allow(clippy::disallowed_types)]
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("st-demo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// About 17 s: every kind of phase, at rates a debug build on a shared machine keeps up with.
 const SMALL: &str = r#"
@@ -84,27 +76,6 @@ fn count(dir: &Path, sub: &str) -> usize {
         .count()
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    use std::io::Write;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// The running demo's addresses, from RUN/demo.json.
 fn demo_json(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("latest").join("demo.json")).unwrap();
@@ -123,10 +94,11 @@ fn addr_of(v: &serde_json::Value) -> SocketAddr {
 #[test]
 fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tmp("small");
+    let dir = tmpdir("demo-small");
     let scenario = dir.join("small.toml");
     std::fs::write(&scenario, SMALL).unwrap();
-    let out = bin()
+    let out = SCALETEST
+        .command()
         .args(["demo", "--headless", "--scenario"])
         .arg(&scenario)
         .arg("--dir")
@@ -192,8 +164,9 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
 #[test]
 fn a_sigkill_of_the_demo_leaves_no_child_running() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tmp("kill");
-    let mut demo = bin()
+    let dir = tmpdir("demo-kill");
+    let mut demo = SCALETEST
+        .command()
         .args(["demo", "--headless", "--keep", "--duration", "60s", "--dir"])
         .arg(&dir)
         .stdout(Stdio::null())
@@ -201,20 +174,21 @@ fn a_sigkill_of_the_demo_leaves_no_child_running() {
         .spawn()
         .unwrap();
     // servers, balancer, aggregator and a bot.
-    wait_for("the demo's children", Duration::from_secs(30), || {
+    wait_until("the demo's children", Duration::from_secs(30), || {
         count(&dir, "bot") == 1 && count(&dir, "aggregate") == 1
     });
     assert!(count(&dir, "serve") >= 1 && count(&dir, "balance") == 1);
     demo.kill().unwrap();
     demo.wait().unwrap();
-    wait_for("every child to be gone", Duration::from_secs(10), || {
+    wait_until("every child to be gone", Duration::from_secs(10), || {
         children_of(&dir).is_empty()
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn ctl(dir: &Path, args: &[&str]) -> String {
-    let out = bin()
+    let out = SCALETEST
+        .command()
         .args(["ctl", "--timeout", "60s", "--dir"])
         .arg(dir)
         .args(args)
@@ -232,7 +206,7 @@ fn ctl(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tmp("ctl");
+    let dir = tmpdir("demo-ctl");
     let scenario = dir.join("one.toml");
     std::fs::write(
         &scenario,
@@ -240,7 +214,8 @@ fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
     )
     .unwrap();
     let mut demo = testkit::Proc(
-        bin()
+        SCALETEST
+            .command()
             .args(["demo", "--headless", "--keep", "--scenario"])
             .arg(&scenario)
             .arg("--dir")
@@ -250,7 +225,7 @@ fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
             .spawn()
             .unwrap(),
     );
-    wait_for("demo.json", Duration::from_secs(30), || {
+    wait_until("demo.json", Duration::from_secs(30), || {
         dir.join("latest/demo.json").exists()
     });
     let info = demo_json(&dir);
@@ -308,14 +283,15 @@ fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
 
 #[test]
 fn a_scenario_with_a_bad_field_gets_one_line_naming_it_and_exit_2() {
-    let dir = tmp("bad");
+    let dir = tmpdir("demo-bad");
     let scenario = dir.join("bad.toml");
     std::fs::write(
         &scenario,
         "[[phase]]\nduration = 5\nrate = 100\nreplicas = 3\n",
     )
     .unwrap();
-    let out = bin()
+    let out = SCALETEST
+        .command()
         .args(["demo", "--headless", "--scenario"])
         .arg(&scenario)
         .arg("--dir")
@@ -346,7 +322,7 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
         return;
     }
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tmp("haproxy");
+    let dir = tmpdir("demo-haproxy");
     let scenario = dir.join("steps.toml");
     std::fs::write(
         &scenario,
@@ -354,7 +330,8 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
          [[phase]]\nname = \"b\"\nduration = 3\nrate = 200\n",
     )
     .unwrap();
-    let out = bin()
+    let out = SCALETEST
+        .command()
         .args(["demo", "--headless", "--balancer", "haproxy", "--scenario"])
         .arg(&scenario)
         .arg("--dir")
@@ -396,8 +373,9 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
 
 #[test]
 fn haproxy_refuses_a_scenario_that_changes_servers_before_anything_starts() {
-    let dir = tmp("haproxy-refused");
-    let out = bin()
+    let dir = tmpdir("demo-haproxy-refused");
+    let out = SCALETEST
+        .command()
         .args([
             "demo",
             "--headless",

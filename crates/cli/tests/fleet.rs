@@ -3,59 +3,27 @@
 //! aggregator SIGKILLed mid-run and restarted on the same `--out` loses and doubles nothing.
 
 use report::RunFile;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::call::{call, get, json};
 use testkit::Proc;
+use testsupport::{tmpdir, wait_until, Bin};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scaletest"))
-}
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("st-cli-fleet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Start a child that prints "listening on http://ADDR" first; its address. The rest of its
-/// stdout is collected in the background and returned by the handle.
+/// A child that prints "listening on http://ADDR" first; its address, and the rest of its
+/// stdout once it exits.
 fn spawn(args: &[&str]) -> (Proc, SocketAddr, std::thread::JoinHandle<String>) {
-    // Owned by a Proc at once: a panic below must not leave the child running.
-    let mut child = Proc(
-        bin()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    (child, addr, rest)
+    let l = SCALETEST.listening(args);
+    (l.proc, l.addr, l.rest)
 }
 
 fn bot(agg: SocketAddr, token: &Path, name: &str) -> Proc {
     Proc(
-        bin()
+        SCALETEST
+            .command()
             .args([
                 "bot",
                 "--aggregator",
@@ -71,42 +39,9 @@ fn bot(agg: SocketAddr, token: &Path, name: &str) -> Proc {
     )
 }
 
-fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let (code, body) = http(addr, "GET", path, None);
-    assert_eq!(code, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Requests a `scaletest serve` answered, from its /metrics (this scrape included).
 fn served(addr: SocketAddr) -> u64 {
-    let (_, text) = http(addr, "GET", "/metrics", None);
+    let text = get(addr, "/metrics");
     text.lines()
         .filter(|l| l.starts_with("scaletest_requests_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -215,7 +150,10 @@ fn a_killed_bot_goes_stale_then_gone_and_the_others_take_its_rate() {
         kinds.contains(&"bot_stale") && kinds.contains(&"bot_gone"),
         "{kinds:?}"
     );
-    assert_eq!(http(addr, "POST", "/api/finish", Some(tok.trim())).0, 200);
+    assert_eq!(
+        call(addr, "POST", "/api/finish", Some(tok.trim()), "").status,
+        200
+    );
     assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
     let run = RunFile::read(&out.join("results.json")).unwrap();
     assert_eq!(
@@ -281,7 +219,10 @@ fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
     wait_until("the bot left", Duration::from_secs(5), || {
         json(addr, "/api/bots?sort=name")["bots"][0]["state"] == "left"
     });
-    assert_eq!(http(addr, "POST", "/api/finish", Some("s3cret")).0, 200);
+    assert_eq!(
+        call(addr, "POST", "/api/finish", Some("s3cret"), "").status,
+        200
+    );
     assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
     drop(bots);
     let run = RunFile::read(&out.join("results.json")).unwrap();
@@ -361,7 +302,7 @@ fn aggregate_and_bot_usage_errors_are_one_line() {
         (&["aggregate", "--token", "a b"], "no spaces"),
     ];
     for (args, want) in cases {
-        let o = bin().args(*args).output().unwrap();
+        let o = SCALETEST.command().args(*args).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
@@ -389,7 +330,8 @@ fn a_bot_buffers_while_the_aggregator_is_down_and_counts_what_it_dropped() {
     first.extend(common);
     let (mut agg, addr, _rest) = spawn(&first);
     let _bot = Proc(
-        bin()
+        SCALETEST
+            .command()
             .args([
                 "bot",
                 "--aggregator",
@@ -418,7 +360,10 @@ fn a_bot_buffers_while_the_aggregator_is_down_and_counts_what_it_dropped() {
         let b = json(addr, "/api/bots");
         b["bots"][0]["dropped"].as_u64().unwrap_or(0) >= 3
     });
-    assert_eq!(http(addr, "POST", "/api/finish", Some("s3cret")).0, 200);
+    assert_eq!(
+        call(addr, "POST", "/api/finish", Some("s3cret"), "").status,
+        200
+    );
     assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
     std::fs::remove_dir_all(dir).unwrap();
 }

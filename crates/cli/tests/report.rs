@@ -3,26 +3,13 @@
 
 use report::RunFile;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 use testkit::browser::Browser;
+use testsupport::{text, tmpdir, Bin};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scaletest"))
-        .args(args)
-        .output()
-        .expect("run scaletest")
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("st-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    Bin(env!("CARGO_BIN_EXE_scaletest")).run(args)
 }
 
 fn save(run: &RunFile, path: &Path) -> String {

@@ -5,49 +5,20 @@
 #![allow(clippy::disallowed_macros)]
 
 use report::RunFile;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::call::{call, get};
 use testkit::Proc;
 use testsupport::Bin;
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
-/// Start a child and read the address from its "listening on http://ADDR ..." line.
+/// Start a child; its address and its first line.
 fn spawn(args: &[&str]) -> (Proc, SocketAddr, String) {
-    let mut child = SCALETEST
-        .command()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split(|c: char| c.is_whitespace())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    // Keep reading in the background so that later output never blocks the child.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = out.read_line(&mut rest);
-        let _ = tx.send(rest);
-        let _ = out.read_to_string(&mut String::new());
-    });
-    let more = rx
-        .recv_timeout(Duration::from_millis(300))
-        .unwrap_or_default();
-    (Proc(child), addr, line + &more)
+    let l = SCALETEST.listening(args);
+    (l.proc, l.addr, l.first)
 }
 
 fn serve(label: &str) -> (Proc, SocketAddr) {
@@ -74,11 +45,7 @@ fn signal(child: &Proc, sig: &str) {
 }
 
 fn admin(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out[9..12].parse().unwrap()
+    call(addr, method, path, Some(token), body).status
 }
 
 struct Setup {
@@ -167,13 +134,8 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The balancer's view of its backends, for failure messages.
 fn backends_view(s: &Setup) -> String {
-    let mut c = TcpStream::connect(s.admin).unwrap();
-    write!(c, "GET /backends HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", s.token).unwrap();
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    out.split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
+    call(s.admin, "GET", "/backends", Some(&s.token), "")
+        .body
         .replace('\n', " ")
 }
 
@@ -253,11 +215,7 @@ fn a_rolling_update_under_load_fails_no_request() {
         "p99 {p_roll} ms during the rollout vs {p_steady} ms steady"
     );
     // Everything is on v2 now.
-    let mut c = TcpStream::connect(s.lb_addr).unwrap();
-    c.write_all(b"GET /version HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
+    let out = get(s.lb_addr, "/version");
     assert!(out.ends_with("v2\n"), "{out}");
     drop(v2);
     let _ = std::fs::remove_dir_all(&s.dir);

@@ -5,22 +5,12 @@ use fleet::agg::{self, Config as AggConfig};
 use fleet::bot;
 use fleet::state::{self, Plan};
 use load::{Shutdown, Spec};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
+use testkit::call::{call, json};
+use testsupport::{tmpdir, wait_until};
 
 const TOKEN: &str = "test-token-123";
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "st-fleet-{name}-{}-{}",
-        std::process::id(),
-        agg::random_hex()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn server(label: &str) -> serve::Running {
     serve::start(serve::Config {
@@ -87,7 +77,7 @@ fn start_bot(addr: SocketAddr, name: &str) -> Bot {
     Bot { stop, thread }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; the status and the body.
+/// One request; the status and the body.
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -95,50 +85,8 @@ fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    // Chunked bodies: good enough for JSON, which has no bare CRLF lines.
-    let body = if out
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.split("\r\n")
-            .skip(1)
-            .step_by(2)
-            .collect::<Vec<_>>()
-            .join("")
-    } else {
-        body
-    };
-    (status, body)
-}
-
-fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let (code, body) = http(addr, "GET", path, None, "");
-    assert_eq!(code, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let r = call(addr, method, path, token, body);
+    (r.status, r.body)
 }
 
 /// `scaletest_requests_total{code="200"}` and friends from a server's /metrics, summed.

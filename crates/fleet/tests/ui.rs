@@ -6,23 +6,15 @@ use fleet::agg::{self, Config as AggConfig};
 use fleet::bot;
 use fleet::state::{self, Plan};
 use load::{Shutdown, Spec};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use testkit::call::json;
 
 const TOKEN: &str = "ui-token-42";
 
 fn summary(addr: SocketAddr) -> serde_json::Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /api/summary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    json(addr, "/api/summary")
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Test-only helpers shared by the integration tests of several crates: a load run as the
 //! engine's tests, `serve`'s and `balance`'s drive it ([`Run`], [`closed_loop`]), the
-//! `scaletest` binary as the CLI tests run it ([`Bin`], [`text`], [`tmpdir`]), and waiting for
+//! `scaletest` binary as the CLI tests run it ([`Bin`], [`Bin::listening`], [`text`],
+//! [`tmpdir`]), and waiting for
 //! an event with a deadline ([`wait_until`]). It sits above `load` (which `testkit` cannot
 //! depend on: `load` uses `testkit` in its own tests) and is never part of the binary.
 
@@ -123,6 +124,42 @@ impl Bin {
         self.command().args(args).output().expect("run the binary")
     }
 
+    /// Start a server that prints "listening on http://ADDR ..." as its first line; its
+    /// address and that line. The rest of stdout is read in the background (so the child
+    /// never blocks on a full pipe) and returned by [`Listening::rest`]; stderr is dropped.
+    pub fn listening(self, args: &[&str]) -> Listening {
+        use std::io::{BufRead, BufReader, Read};
+        // Owned by a Proc at once: a panic below must not leave the child running.
+        let mut proc = testkit::Proc(
+            self.command()
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn the binary"),
+        );
+        let mut out = BufReader::new(proc.stdout.take().expect("piped stdout"));
+        let mut first = String::new();
+        out.read_line(&mut first).expect("read the first line");
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| c.is_whitespace() || c == '/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listening address in {first:?} ({args:?})"));
+        let rest = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        Listening {
+            proc,
+            addr,
+            first,
+            rest,
+        }
+    }
+
     /// Start it with its output piped; killed when dropped.
     pub fn spawn(self, args: &[&str]) -> testkit::Proc {
         testkit::Proc(
@@ -136,14 +173,27 @@ impl Bin {
     }
 }
 
+/// A started server (see [`Bin::listening`]).
+pub struct Listening {
+    /// The process; killed when dropped.
+    pub proc: testkit::Proc,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its first line.
+    pub first: String,
+    /// The rest of its stdout, once it has exited.
+    pub rest: std::thread::JoinHandle<String>,
+}
+
 /// Output bytes as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A fresh-enough directory for one test's files (named by the test and this process).
+/// An empty directory for one test's files (named by the test and this process).
 pub fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("st-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
