@@ -19,16 +19,7 @@
 
   // ---- formatting -------------------------------------------------------------------------
 
-  function short(v) {
-    if (v == null || !isFinite(v)) return "–";
-    const a = Math.abs(v);
-    if (a >= 1e6) return +(v / 1e6).toFixed(2) + "M";
-    if (a >= 1e4) return +(v / 1e3).toFixed(1) + "k";
-    if (a >= 100) return String(Math.round(v));
-    if (a >= 1) return String(+v.toFixed(2));
-    return String(+v.toPrecision(2));
-  }
-
+  const short = stCharts.short;
   const grouped = (n) => (n == null ? "–" : Math.round(n).toLocaleString("en-US"));
   const ms = (v) => (v == null ? "–" : short(v) + " ms");
 
@@ -140,42 +131,7 @@
     },
   ];
 
-  const eventColors = { load: "#1f77b4", posted: "#9467bd", run: "#333" };
-
-  // Events as dashed vertical lines, their text written down the line; a label that would
-  // overlap the one before is left out (the events list has them all).
-  function drawEvents(u) {
-    const r = uPlot.pxRatio;
-    const { left, top, width, height } = u.bbox;
-    const ctx = u.ctx;
-    ctx.save();
-    ctx.font = 11 * r + "px sans-serif";
-    ctx.textAlign = "left";
-    ctx.textBaseline = "bottom";
-    let lastLabel = -Infinity;
-    for (const e of events) {
-      const x = Math.round(u.valToPos(e.t, "x", true));
-      if (x < left || x > left + width) continue;
-      const color = eventColors[e.kind] || (e.kind.startsWith("bot_") ? "#8c564b" : "#555");
-      ctx.strokeStyle = color;
-      ctx.lineWidth = r;
-      ctx.setLineDash([4 * r, 3 * r]);
-      ctx.beginPath();
-      ctx.moveTo(x, top);
-      ctx.lineTo(x, top + height);
-      ctx.stroke();
-      if (x - lastLabel >= 14 * r) {
-        ctx.save();
-        ctx.translate(x + 2 * r, top + 4 * r);
-        ctx.rotate(Math.PI / 2);
-        ctx.fillStyle = color;
-        ctx.fillText(e.text.length > 40 ? e.text.slice(0, 39) + "…" : e.text, 0, 0);
-        ctx.restore();
-        lastLabel = x;
-      }
-    }
-    ctx.restore();
-  }
+  const drawEvents = stCharts.eventMarkers(() => events, 40);
 
   const charts = defs.map((def) => {
     const section = document.createElement("section");

@@ -444,6 +444,13 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     report::assets::UPLOT_JS,
                 )
             }
+            "/assets/charts.js" => {
+                return full(
+                    StatusCode::OK,
+                    "text/javascript; charset=utf-8",
+                    report::assets::CHARTS_JS,
+                )
+            }
             "/assets/uplot.css" => {
                 return full(
                     StatusCode::OK,

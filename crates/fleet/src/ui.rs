@@ -1,5 +1,6 @@
 //! The live web UI, embedded in the binary (nothing is fetched at run time); the chart
-//! library (uPlot) comes from `report::assets`, which the HTML report uses too.
+//! library (uPlot) and the chart helpers (`charts.js`) come from `report::assets`, which the
+//! HTML report uses too.
 
 /// The page.
 pub const INDEX: &str = include_str!("../assets/index.html");

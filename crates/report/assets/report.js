@@ -6,16 +6,7 @@
   const root = document.getElementById("charts");
   const plots = [];
 
-  // Short numbers for axes and legends: 1.2k, 3.4M, 0.25.
-  function short(v) {
-    if (v == null || !isFinite(v)) return "–";
-    const a = Math.abs(v);
-    if (a >= 1e6) return +(v / 1e6).toFixed(2) + "M";
-    if (a >= 1e4) return +(v / 1e3).toFixed(1) + "k";
-    if (a >= 100) return String(Math.round(v));
-    if (a >= 1) return String(+v.toFixed(2));
-    return String(+v.toPrecision(2));
-  }
+  const short = stCharts.short;
 
   // x = 1/(1-p) as a percentile: 1 → 0%, 10 → 90%, 1000 → 99.9%.
   function percentile(x) {
@@ -31,44 +22,7 @@
     return out;
   }
 
-  const eventColors = { load: "#1f77b4", posted: "#9467bd", run: "#333" };
-
-  // Vertical dashed lines with their text written down the line; a label that would overlap
-  // the previous one is left out (the events table below has them all).
-  function drawEvents(u) {
-    const r = uPlot.pxRatio;
-    const { left, top, width, height } = u.bbox;
-    const ctx = u.ctx;
-    ctx.save();
-    ctx.font = 11 * r + "px sans-serif";
-    // uPlot leaves its own alignment set from drawing the axes.
-    ctx.textAlign = "left";
-    ctx.textBaseline = "bottom";
-    let lastLabel = -Infinity;
-    for (const e of data.events) {
-      const x = Math.round(u.valToPos(e.t, "x", true));
-      if (x < left || x > left + width) continue;
-      const color = eventColors[e.kind] || (e.kind.startsWith("bot_") ? "#8c564b" : "#555");
-      ctx.strokeStyle = color;
-      ctx.lineWidth = r;
-      ctx.setLineDash([4 * r, 3 * r]);
-      ctx.beginPath();
-      ctx.moveTo(x, top);
-      ctx.lineTo(x, top + height);
-      ctx.stroke();
-      if (x - lastLabel >= 14 * r) {
-        const text = e.text.length > 48 ? e.text.slice(0, 47) + "…" : e.text;
-        ctx.save();
-        ctx.translate(x + 2 * r, top + 4 * r);
-        ctx.rotate(Math.PI / 2);
-        ctx.fillStyle = color;
-        ctx.fillText(text, 0, 0);
-        ctx.restore();
-        lastLabel = x;
-      }
-    }
-    ctx.restore();
-  }
+  const drawEvents = stCharts.eventMarkers(() => data.events, 48);
 
   function xAxis(chart) {
     if (chart.spectrum) {

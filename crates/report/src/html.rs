@@ -6,7 +6,7 @@
 //! run's histograms; the page script (`assets/report.js`) only draws the [`Page`] it is given
 //! as JSON. [`crate::compare`] builds its page from the same pieces.
 
-use crate::assets::{UPLOT_CSS, UPLOT_JS};
+use crate::assets::{CHARTS_JS, UPLOT_CSS, UPLOT_JS};
 use crate::format::{count, trim, utc};
 use crate::point::Point;
 use crate::runfile::{Event, RunFile};
@@ -471,7 +471,7 @@ pub(crate) fn document(title: &str, body: &str, page: &Page) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{}</title>\n<style>{UPLOT_CSS}</style>\n<style>{REPORT_CSS}</style></head>\n\
          <body>{body}\n<script type=\"application/json\" id=\"data\">{}</script>\n\
-         <script>{UPLOT_JS}</script>\n<script>{REPORT_JS}</script>\n</body></html>\n",
+         <script>{UPLOT_JS}</script>\n<script>{CHARTS_JS}</script>\n<script>{REPORT_JS}</script>\n</body></html>\n",
         esc(title),
         script_json(page)
     )
