@@ -22,9 +22,12 @@ log() { echo "[$(date +%T)] $*" >&2; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 command -v haproxy >/dev/null || { echo "bench/demo.sh: needs haproxy (apt-get install haproxy)" >&2; exit 1; }
-log "building (release)"
-cargo build --release -q -p scaletest || exit 1
-ST=$PWD/target/release/scaletest
+# ST names a prebuilt binary (then nothing is built).
+if [ -z "${ST:-}" ]; then
+  log "building (release)"
+  cargo build --release -q -p scaletest || exit 1
+fi
+ST=${ST:-$PWD/target/release/scaletest}
 RUN=$(mktemp -d)
 trap 'rm -rf "$RUN"' EXIT
 

@@ -11,6 +11,9 @@
 #   RSS, and refused/failed pushes and push latency. Goals: 1,000 bots ≤ 5 % of a core;
 #   10,000 bots/s sustained on one core (all pushes accepted, latency bounded). In the same
 #   run, nginx answering the same pushes (read and reply, nothing merged) gives the floor.
+# ui: the live page in headless Chromium (crates/fleet/examples/ui_probe.rs) while UI_BOTS
+#   simulated bots push: the main thread's timer lag and long tasks, how often the figures
+#   changed, a screenshot in OUT. Goal: the page stays responsive with 1,000 bots.
 # bot: a bot against `scaletest load` at the same rate, same run: `scaletest serve` on CPU 1,
 #   the generator on CPU 0, RATE req/s for DUR s, CPU per request from /proc; then closed loop
 #   (-c 50), throughput ratio. Goals: < 1 % more CPU per request; ≥ 0.97× throughput.
@@ -26,10 +29,15 @@ mkdir -p "$OUT"
 want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 log() { echo "[$(date +%T)] $*" >&2; }
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-log "building (release)"
-{ cargo build --release -q -p scaletest && cargo build --release -q -p fleet --example ingest; } || exit 1
-ST=$PWD/target/release/scaletest
-INGEST=$PWD/target/release/examples/ingest
+# ST and INGEST name prebuilt binaries (then nothing is built).
+if [ -z "${ST:-}" ]; then
+  log "building (release)"
+  { cargo build --release -q -p scaletest && cargo build --release -q -p fleet --example ingest --example ui_probe; } || exit 1
+fi
+ST=${ST:-$PWD/target/release/scaletest}
+INGEST=${INGEST:-$PWD/target/release/examples/ingest}
+PROBE=${PROBE:-$PWD/target/release/examples/ui_probe}
+UI_BOTS=${UI_BOTS:-1000}
 RUN=$(mktemp -d)
 PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$RUN"; }
@@ -104,6 +112,19 @@ CONF
     ng=$(grep "^ingest-nginx	bots=$n	" "$OUT/results.tsv" | grep -o 'cpu_pct=[0-9.]*' | cut -d= -f2 | median)
     printf 'ingest\tbots=%s\tmedian_cpu_pct=%.2f\tnginx_floor_cpu_pct=%.2f\tratio=%.2f\n' "$n" "$agg" "$ng" "$(echo "$agg / $ng" | bc -l)" | tee -a "$OUT/summary.tsv"
   done
+fi
+
+if want ui; then
+  [ -f "$RUN/real.json" ] || taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
+  rm -rf "$RUN/agg"
+  taskset -c 0 "$ST" aggregate --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n --max-bots $((UI_BOTS + 10)) >"$RUN/agg.out" 2>&1 &
+  AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")
+  taskset -c 1 "$INGEST" "http://$A" t0k3n "$UI_BOTS" $((DUR + 25)) "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
+  SIM=$!
+  sleep 8
+  "$PROBE" "http://$A" t0k3n "$DUR" "$OUT/ui-$UI_BOTS-bots.png" | tee -a "$OUT/results.tsv"
+  wait $SIM
+  kill $AGG; wait $AGG 2>/dev/null
 fi
 
 if want bot; then

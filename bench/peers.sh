@@ -12,6 +12,10 @@
 # (scaletest balance vs haproxy 1 thread, each in front of two nginx, all on CPU 0, wrk on
 # CPU 1), proxypaths (with proxy: the balance designs the default replaced, --pipeline 1 and
 # --hyper-only). Raw outputs go to $OUT (bench/out/<date>). Only 127.0.0.1 is used.
+#
+# A/B: AB=/path/to/another/scaletest also measures that binary (e.g. an older commit's release
+# build) in the same rounds, as tool "…-ab" (h1, serve and proxy), so a change between two
+# builds is seen apart from the machine's mood.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -41,9 +45,13 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-log "building scaletest (release)"
-cargo build --release -q -p scaletest || exit 1
-ST=$PWD/target/release/scaletest
+# ST names a prebuilt binary (then nothing is built).
+if [ -z "${ST:-}" ]; then
+  log "building scaletest (release)"
+  cargo build --release -q -p scaletest || exit 1
+fi
+ST=${ST:-$PWD/target/release/scaletest}
+AB=${AB:-}
 
 # ---------------------------------------------------------------- nginx target
 RUN=$(mktemp -d)
@@ -68,7 +76,7 @@ CONF
 taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
 NGINX=$!
 cleanup() {
-  kill $NGINX ${SERVE:-} ${HAPROXY:-} ${BALANCE:-} ${BALANCE_NP:-} ${BALANCE_HY:-} 2>/dev/null
+  kill $NGINX ${SERVE:-} ${SERVE_AB:-} ${HAPROXY:-} ${BALANCE:-} ${BALANCE_AB:-} ${BALANCE_NP:-} ${BALANCE_HY:-} 2>/dev/null
   pkill -f "nginx -p $RUN/b" 2>/dev/null
   wait 2>/dev/null; rm -rf "$RUN"
 }
@@ -89,6 +97,11 @@ if want serve; then
   taskset -c "$SCPU" "$ST" serve --bind 127.0.0.1:$SERVE_PORT --threads 1 >"$RUN/serve.out" 2>&1 &
   SERVE=$!
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$SERVE_PORT/" && break; sleep 0.1; done
+  if [ -n "$AB" ]; then
+    taskset -c "$SCPU" "$AB" serve --bind 127.0.0.1:$((SERVE_PORT + 1)) --threads 1 >"$RUN/serve-ab.out" 2>&1 &
+    SERVE_AB=$!
+    for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$((SERVE_PORT + 1))/" && break; sleep 0.1; done
+  fi
 fi
 # The proxy scenario: two more nginx (1 worker) as backends, haproxy and scaletest balance.
 B1=18082; B2=18083; HAP=18081; BAL=18180; BAL_NP=18181; BAL_HY=18182
@@ -130,6 +143,11 @@ CONF
   taskset -c "$SCPU" "$ST" balance --bind 127.0.0.1:$BAL --admin-bind 127.0.0.1:0 --threads 1 \
     --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 >"$RUN/balance.out" 2>&1 &
   BALANCE=$!
+  if [ -n "$AB" ]; then
+    taskset -c "$SCPU" "$AB" balance --bind 127.0.0.1:$((BAL + 10)) --admin-bind 127.0.0.1:0 --threads 1 \
+      --backend 127.0.0.1:$B1 --backend 127.0.0.1:$B2 >"$RUN/balance-ab.out" 2>&1 &
+    BALANCE_AB=$!
+  fi
   if want proxypaths; then
     # The designs the default replaced: no pipelining, and hyper on both sides.
     taskset -c "$SCPU" "$ST" balance --bind 127.0.0.1:$BAL_NP --admin-bind 127.0.0.1:0 --threads 1 \
@@ -141,7 +159,7 @@ CONF
   fi
   sleep 1.5
   BPIDS="$(pgrep -f "nginx -p $RUN/b" | tr '\n' ' ') $(for p in $(pgrep -f "nginx -p $RUN/b"); do pgrep -P "$p"; done | tr '\n' ' ')"
-  pin_server $BPIDS "$HAPROXY" "$BALANCE" ${BALANCE_NP:-} ${BALANCE_HY:-}
+  pin_server $BPIDS "$HAPROXY" "$BALANCE" ${BALANCE_AB:-} ${BALANCE_NP:-} ${BALANCE_HY:-}
 fi
 
 # ---------------------------------------------------------------- one measurement
@@ -164,7 +182,7 @@ measure() {
       reqs=$(awk '/^requests:/{print $8}' "$out")
       secs=$(awk '/^finished in/{gsub(/s,/,"",$3); print $3}' "$out")
       p50=n/a; p99=n/a ;;
-    scaletest)
+    scaletest*)
       reqs=$(awk '/ requests in /{gsub(/,/,"",$1); print $1}' "$out")
       secs=$(awk '/ requests in /{gsub(/s,/,"",$4); print $4}' "$out")
       p50=$(awk -F'│' '$2 ~ /^ Latency /{gsub(/ /,"",$4); print $4}' "$out" | head -1)
@@ -202,6 +220,11 @@ for r in $(seq "$ROUNDS"); do
       if [ "$who" = peer ]; then SPIDS="$BPIDS $HAPROXY"; measure "proxy-haproxy-r$r" proxy wrk-haproxy wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$HAP/"
       else SPIDS="$BPIDS $BALANCE"; measure "proxy-scaletest-r$r" proxy wrk-scaletest wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$BAL/"; fi
       SPIDS=$ngpids
+    fi
+    if [ -n "$AB" ] && [ "$who" = self ]; then
+      want h1 && measure "h1-ab-r$r" h1 scaletest-ab "$AB" load "$U1" -c 50 -d "${DUR}s"
+      if want serve; then SPIDS=$SERVE_AB; measure "serve-ab-r$r" serve wrk-scaletest-ab wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$((SERVE_PORT + 1))/"; SPIDS=$ngpids; fi
+      if want proxy; then SPIDS="$BPIDS $BALANCE_AB"; measure "proxy-ab-r$r" proxy wrk-scaletest-ab wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$((BAL + 10))/"; SPIDS=$ngpids; fi
     fi
     if want proxypaths && [ "$who" = self ]; then
       SPIDS="$BPIDS $BALANCE_NP"; measure "proxy-nopipe-r$r" proxy wrk-scaletest-pipeline1 wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$BAL_NP/"

@@ -202,6 +202,7 @@ async fn worker(
                 max_conns: 1024,
                 connect_timeout: cfg.connect_timeout,
                 idle: Duration::from_secs(30),
+                stall: pipe::STALL,
             }),
             timeout: cfg.timeout,
             max_body: cfg.max_body,

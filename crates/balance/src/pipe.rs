@@ -43,6 +43,8 @@ pub struct PipeConfig {
     pub connect_timeout: Duration,
     /// An unused connection is closed after this long.
     pub idle: Duration,
+    /// A busy connection whose oldest request has waited this long takes no more ([`STALL`]).
+    pub stall: Duration,
 }
 
 /// A request ready to go: its bytes as they go on the wire.
@@ -108,7 +110,7 @@ impl Conn {
         }
     }
 
-    fn takes(&self, req: &Outgoing, depth: usize, now: Instant) -> Option<usize> {
+    fn takes(&self, req: &Outgoing, cfg: &PipeConfig, now: Instant) -> Option<usize> {
         if self.state.get() != State::Open {
             return None;
         }
@@ -117,8 +119,8 @@ impl Conn {
             return Some(0);
         };
         let ok = !req.exclusive
-            && q.len() < depth
-            && now.duration_since(oldest.since) < STALL
+            && q.len() < cfg.depth
+            && now.duration_since(oldest.since) < cfg.stall
             && !q.iter().any(|p| p.exclusive);
         ok.then_some(q.len())
     }
@@ -156,7 +158,7 @@ impl Pool {
         list.retain(|c| c.state.get() != State::Dead);
         let mut best: Option<(usize, &Rc<Conn>)> = None;
         for c in list.iter() {
-            if let Some(n) = c.takes(&req, self.cfg.depth, now) {
+            if let Some(n) = c.takes(&req, &self.cfg, now) {
                 if best.is_none_or(|(m, _)| n < m) {
                     best = Some((n, c));
                 }
@@ -573,6 +575,9 @@ mod tests {
             max_conns: 64,
             connect_timeout: Duration::from_secs(2),
             idle: Duration::from_secs(30),
+            // Requests submitted back to back share a connection even on a loaded machine;
+            // the test of stalls sets its own.
+            stall: Duration::from_secs(1),
         }
     }
 
@@ -673,7 +678,10 @@ mod tests {
         local_test(async {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            let pool = Pool::new(cfg());
+            // A stall long enough that a loaded machine cannot make /a stale before /b is
+            // submitted (the three submits below are synchronous), short enough to wait out.
+            let stall = Duration::from_millis(300);
+            let pool = Pool::new(PipeConfig { stall, ..cfg() });
             let (a, _) = pool.submit(addr, get("/a"));
             let post = Outgoing {
                 bytes: Bytes::from_static(
@@ -703,7 +711,7 @@ mod tests {
                 "{gets}"
             );
             // Let the GET connection's oldest request go stale: the next one opens another.
-            tokio::time::sleep(STALL + Duration::from_millis(2)).await;
+            tokio::time::sleep(stall + Duration::from_millis(5)).await;
             let (c, _) = pool.submit(addr, get("/c"));
             let (mut s3, _) = l.accept().await.unwrap();
             assert!(read_requests(&mut s3, 1).await.starts_with("GET /c "));

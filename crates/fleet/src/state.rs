@@ -505,7 +505,7 @@ impl State {
         if was == "live" {
             // A bot leaving is rare: its share moves to the others now.
             let _ = rate;
-            self.resplit(now);
+            self.resplit();
         }
         self.event(now, "bot_left", format!("bot {name} (#{id}) left"));
         Ok(())
@@ -575,7 +575,7 @@ impl State {
             let len = (i.snap.end - i.snap.start).clamp(0.0, 1.0);
             i.snap.start = (i.t as f64 - self.started_unix.floor()).max(0.0);
             i.snap.end = i.snap.start + len;
-            self.add(now, i.t, &i.snap);
+            self.add(i.t, &i.snap);
         }
         if back {
             self.event(now, "bot_back", format!("bot {name} (#{id}) is back"));
@@ -584,7 +584,7 @@ impl State {
         Ok((hwm, generation))
     }
 
-    fn add(&mut self, now: f64, t: u64, snap: &WireSnapshot) {
+    fn add(&mut self, t: u64, snap: &WireSnapshot) {
         self.accepted += 1;
         // Checked on arrival (counts agree, values are numbers): the merge cannot fail, and
         // if it did the second would only miss this bot, never count it twice.
@@ -613,7 +613,6 @@ impl State {
         if o.published {
             o.dirty = true;
         }
-        let _ = now;
     }
 
     fn live_count(&self) -> u32 {
@@ -630,7 +629,7 @@ impl State {
     fn joined_live(&mut self, id: u64) {
         if self.bots.len() <= IMMEDIATE_SPLIT {
             // Few bots: re-split everyone now, so the offered total holds at once.
-            self.resplit(0.0);
+            self.resplit();
             return;
         }
         self.live_cache += 1;
@@ -718,7 +717,7 @@ impl State {
             self.ran = plan;
         }
         self.event(now, "load", describe(plan));
-        self.resplit(now);
+        self.resplit();
         Ok(())
     }
 
@@ -730,12 +729,11 @@ impl State {
         self.finished = true;
         self.plan = Plan::Idle;
         self.event(now, "run", "run finished".into());
-        self.resplit(now);
+        self.resplit();
     }
 
     /// Give every live bot its share; bump the generation of those whose share changed.
-    fn resplit(&mut self, now: f64) {
-        let _ = now;
+    fn resplit(&mut self) {
         let live = (self
             .bots
             .values()
@@ -827,7 +825,7 @@ impl State {
             self.event(now, &k, t);
         }
         if changed || self.split_dirty {
-            self.resplit(now);
+            self.resplit();
         }
         // Publish seconds that ended long enough ago; revise published ones that changed.
         let due = (now - PUBLISH_DELAY).floor() as u64;

@@ -205,10 +205,15 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         let (reported, live) = f.seconds.iter().fold((0u64, 0u64), |a, x| {
             (a.0 + x.reported as u64, a.1 + x.live as u64)
         });
+        // A closed loop offers no rate: only what was sent means anything.
+        let offered = if offered > 0.0 {
+            format!("offered {}/s on average, ", trim(offered, 1))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "offered {}/s on average, sent {}/s; bots reported {} of their live seconds",
-            trim(offered, 1),
+            "{offered}sent {}/s; bots reported {} of their live seconds",
             trim(t.sent as f64 / n, 1),
             if live > 0 {
                 format!("{}%", trim(100.0 * reported as f64 / live as f64, 1))
