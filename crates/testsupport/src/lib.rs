@@ -136,6 +136,32 @@ impl Bin {
     }
 }
 
+/// Start a server child (`serve`, `balance`, ...) whose first line on stdout is "listening
+/// on http(s)://ADDR ..."; the child (owned at once, so a panic never leaves it running) and
+/// ADDR. The rest of its stdout is drained in the background so that it never blocks.
+pub fn spawn_listening(mut cmd: Command) -> (testkit::Proc, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = testkit::Proc(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server"),
+    );
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read its first line");
+    let addr = line
+        .split("://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    std::thread::spawn(move || {
+        let _ = out.read_to_string(&mut String::new());
+    });
+    (child, addr)
+}
+
 /// Output bytes as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
