@@ -1,6 +1,8 @@
 //! The fake API over HTTP on loopback: the paths, verbs, list and watch wire formats and
-//! discovery documents that kube-rs (and kubectl) use, over the [`Store`]. Tests reach it
-//! through a kubeconfig it writes, exactly as they would reach a real API server.
+//! discovery documents that kube-rs (and kubectl) use, over the [`Store`]; a create or update
+//! whose body names another apiVersion or kind than its path is refused as the API server
+//! refuses it. Tests reach it through a kubeconfig it writes, exactly as they would reach a
+//! real API server.
 
 use crate::store::{ApiError, Event, Resource, Selectors, Store};
 use bytes::Bytes;
