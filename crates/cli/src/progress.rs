@@ -151,7 +151,7 @@ impl RateLog {
             a.3 + s.responses,
             a.4 + s.error_count(),
         );
-        if (p.second + 1) % self.every != 0 {
+        if !(p.second + 1).is_multiple_of(self.every) {
             return None;
         }
         let (secs, rx, tx, n, e) = std::mem::take(a);

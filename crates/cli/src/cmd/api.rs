@@ -526,28 +526,56 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
             )
         })
     };
-    until_done(a.duration, &stop).await;
-    let _ = wstop_tx.send(true);
-    let _ = task.await;
-    progress.finish();
-    let mut run = ApiRun::new(info, started_unix);
-    run.elapsed_s = started.elapsed().as_secs_f64();
-    run.interrupted = *stop.borrow();
+    let mut run = Watching {
+        stop,
+        wstop_tx,
+        progress,
+        started,
+        started_unix,
+    }
+    .until_done(a.duration, task, info)
+    .await;
     run.watch = Some(shared.stats());
     finish(&run, a.cluster.json.as_ref(), false)
 }
 
-/// Ctrl-C or the duration, whichever comes first.
-async fn until_done(duration: Option<Duration>, stop: &tokio::sync::watch::Receiver<bool>) {
-    let mut stopping = stop.clone();
-    match duration {
-        Some(d) => tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-        },
-        None => {
-            let _ = stopping.wait_for(|s| *s).await;
+/// A running watch (an informer or watch loops) and what ends it.
+struct Watching {
+    /// Ctrl-C.
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// Tells the watch task to stop.
+    wstop_tx: tokio::sync::watch::Sender<bool>,
+    progress: Ticking,
+    started: std::time::Instant,
+    started_unix: f64,
+}
+
+impl Watching {
+    /// Wait for the duration or Ctrl-C, whichever comes first; stop the task and wait for it;
+    /// the run's record so far.
+    async fn until_done(
+        self,
+        duration: Option<Duration>,
+        task: tokio::task::JoinHandle<()>,
+        info: ApiInfo,
+    ) -> ApiRun {
+        let mut stopping = self.stop.clone();
+        match duration {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            },
+            None => {
+                let _ = stopping.wait_for(|s| *s).await;
+            }
         }
+        let _ = self.wstop_tx.send(true);
+        let _ = task.await;
+        self.progress.finish();
+        let mut run = ApiRun::new(info, self.started_unix);
+        run.elapsed_s = self.started.elapsed().as_secs_f64();
+        run.interrupted = *self.stop.borrow();
+        run
     }
 }
 
@@ -607,13 +635,15 @@ async fn watchers_main(
             )
         })
     };
-    until_done(a.duration, &stop).await;
-    let _ = wstop_tx.send(true);
-    let _ = task.await;
-    progress.finish();
-    let mut run = ApiRun::new(info, started_unix);
-    run.elapsed_s = started.elapsed().as_secs_f64();
-    run.interrupted = *stop.borrow();
+    let mut run = Watching {
+        stop,
+        wstop_tx,
+        progress,
+        started,
+        started_unix,
+    }
+    .until_done(a.duration, task, info)
+    .await;
     run.calls = rec.snapshot().calls.into_values().collect();
     let w = shared.stats();
     let none_started = w.total.requests > 0 && w.established.is_empty();
