@@ -1,4 +1,5 @@
-//! Live progress on stderr, only when stderr is a terminal (indicatif).
+//! Live progress on stderr, only when stderr is a terminal (indicatif); and, when asked
+//! (`load --log-rates`), periodic rate lines on stderr for runs without one.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -40,17 +41,26 @@ impl Progress {
 
     /// One second of the run is complete.
     pub fn update(&self, p: &load::Progress) {
-        use report::format::count;
+        use report::format::{bytes, count};
         self.set(
             p.elapsed,
             format!(
-                "{} req/s, {} errors in the last second; {} done, {} errors",
+                "{} req/s, {}/s in, {} errors in the last second; {} done, {} errors",
                 count(p.snapshot.responses),
+                bytes(p.snapshot.bytes as f64),
                 count(p.snapshot.error_count()),
                 count(p.responses),
                 count(p.errors)
             ),
         );
+    }
+
+    /// A line of its own on stderr, above the progress line when there is one.
+    pub fn line(&self, msg: &str) {
+        match &self.0 {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
     }
 
     /// Move to `elapsed` and show `msg`.
@@ -109,5 +119,50 @@ impl Ticking {
             t.abort();
         }
         self.progress.finish();
+    }
+}
+
+/// `--log-rates`: every period, one line of what was sent and received per second over it
+/// (as go_httperf logs its transmit and receive rates), whether or not stderr is a terminal.
+pub struct RateLog {
+    every: u32,
+    /// Over the period so far: seconds, bytes read, bytes written, responses, errors.
+    acc: (f64, u64, u64, u64, u64),
+}
+
+impl RateLog {
+    /// A line every `every` (whole seconds, at least one: the engine reports per second).
+    pub fn new(every: Duration) -> RateLog {
+        RateLog {
+            every: every.as_secs_f64().round().max(1.0) as u32,
+            acc: Default::default(),
+        }
+    }
+
+    /// Add a second of the run; the line when a period is complete.
+    pub fn second(&mut self, p: &load::Progress) -> Option<String> {
+        use report::format::{bytes, count, trim};
+        let s = p.snapshot;
+        let a = &mut self.acc;
+        *a = (
+            a.0 + s.seconds(),
+            a.1 + s.bytes,
+            a.2 + s.bytes_sent,
+            a.3 + s.responses,
+            a.4 + s.error_count(),
+        );
+        if !(p.second + 1).is_multiple_of(self.every) {
+            return None;
+        }
+        let (secs, rx, tx, n, e) = std::mem::take(a);
+        let per = |v: u64| v as f64 / secs.max(1e-9);
+        Some(format!(
+            "scaletest: {}s: rx {}/s, tx {}/s, {} responses/s, {} errors/s",
+            trim(p.elapsed.as_secs_f64(), 0),
+            bytes(per(rx)),
+            bytes(per(tx)),
+            count(per(n).round() as u64),
+            trim(per(e), 1)
+        ))
     }
 }

@@ -309,17 +309,7 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         "--json",
         json.to_str().expect("path"),
     ]);
-    // The metrics address is announced on stderr once the watch is set up.
-    let mut err = BufReader::new(watch.0.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    err.read_line(&mut line).expect("read");
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .and_then(|s| s.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
-        .to_string();
+    let addr = metrics_addr(&mut watch.0);
     // Wait for its initial list, so that it sees every create.
     wait_until("the watch to start", WAIT, || {
         fake.count("watch configmaps") > 0
@@ -351,15 +341,7 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         .expect("completed");
     assert!(n > 50, "{n}");
     // The watch process sees every delete; read its counter from /metrics.
-    let metrics = || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).expect("connect metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("write");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("read");
-        body
-    };
+    let metrics = || scrape(&addr);
     let want = format!("scaletest_watch_notifications_total{{type=\"delete\"}} {n}");
     wait_until(&want, WAIT, || metrics().contains(&want));
     let body = metrics();
@@ -378,6 +360,30 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("watch json")).expect("parse");
     assert_eq!(v["watch"]["deleted"].as_u64(), Some(n));
     assert_eq!(v["watch"]["relists"], 0);
+}
+
+/// The metrics address a watch process announces on stderr once it is set up.
+fn metrics_addr(child: &mut std::process::Child) -> String {
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("read");
+    line.trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+        .to_string()
+}
+
+/// GET /metrics.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    body
 }
 
 /// SIGINT through the `kill` command (the workspace forbids unsafe code).
@@ -442,4 +448,208 @@ fn finish(child: &mut std::process::Child) -> (Option<i32>, String, String) {
     }
     let code = child.wait().expect("wait").code();
     (code, out, err)
+}
+
+fn flunders() -> kubefake::Resource {
+    kubefake::Resource {
+        group: "wardle.example.com".into(),
+        version: "v1alpha1".into(),
+        plural: "flunders".into(),
+        kind: "Flunder".into(),
+        namespaced: true,
+    }
+}
+
+#[test]
+fn a_custom_resource_without_a_template_is_churned_as_its_own_kind() {
+    let (fake, dir, kc) = fake_api("crnotemplate");
+    fake.register(flunders());
+    let json = dir.join("cr.json");
+    let out = SCALETEST.run(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        &kc,
+        "--resource",
+        "wardle.example.com/v1alpha1/Flunder",
+        "-n",
+        "6",
+        "-w",
+        "2",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Every create was a Flunder, so the fake (which refuses other kinds, as the API server
+    // does) took all of them.
+    assert_eq!(fake.count("create flunders"), 6);
+    assert_eq!(fake.count("delete flunders"), 6);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(v["lifecycles"]["completed"], 6, "{v}");
+    assert!(v["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .all(|c| c["status"].as_object().is_some_and(|m| m.is_empty())));
+    // A built-in kind with no default, and a template of another kind: refused before any
+    // create, naming --template.
+    let cm = dir.join("cm.yaml");
+    std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n").expect("write");
+    for args in [
+        vec!["--resource", "secrets"],
+        vec![
+            "--resource",
+            "wardle.example.com/v1alpha1/Flunder",
+            "--template",
+            cm.to_str().expect("path"),
+        ],
+    ] {
+        let mut all = vec!["api", "churn", "--kubeconfig", &kc, "-n", "2"];
+        all.extend(args.iter().copied());
+        let out = SCALETEST.run(&all);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("template"), "{err}");
+    }
+    assert_eq!(fake.count("create flunders"), 6);
+    assert_eq!(fake.count("create secrets"), 0);
+}
+
+#[test]
+fn the_api_servers_first_message_for_an_error_is_in_the_report_and_the_json() {
+    let (fake, dir, kc) = fake_api("errmsg");
+    // The run's first object is there already: its create gets 409 AlreadyExists.
+    fake.create(
+        "configmaps",
+        "default",
+        serde_json::json!({"metadata": {"name": "st-dup-0"}}),
+    )
+    .expect("create");
+    let json = dir.join("err.json");
+    let out = SCALETEST.run(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        &kc,
+        "-n",
+        "3",
+        "-w",
+        "1",
+        "--run-id",
+        "dup",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("create configmaps: 1 × 409"), "{stdout}");
+    assert!(
+        stdout.contains("first 409: AlreadyExists: configmaps \"st-dup-0\" already exists"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let create = v["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .find(|c| c["verb"] == "create")
+        .expect("creates");
+    assert_eq!(create["status"]["409"], 1, "{create}");
+    assert_eq!(create["messages"]["409"]["reason"], "AlreadyExists");
+    assert_eq!(
+        create["messages"]["409"]["message"],
+        "configmaps \"st-dup-0\" already exists"
+    );
+}
+
+#[test]
+fn watch_loops_see_every_event_once_resume_and_relist_after_410() {
+    let (fake, dir, kc) = fake_api("watchers");
+    let json = dir.join("watchers.json");
+    let mut watch = SCALETEST.spawn(&[
+        "api",
+        "watch",
+        "--kubeconfig",
+        &kc,
+        "--run-id",
+        "wl",
+        "--watchers",
+        "20",
+        "--watch-timeout",
+        "2s",
+        "--connections",
+        "2",
+        "-d",
+        "7s",
+        "--metrics",
+        "127.0.0.1:0",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    let addr = metrics_addr(&mut watch.0);
+    wait_until("20 watches", WAIT, || fake.count("watch configmaps") >= 20);
+    let churn = |lifecycles: u64| {
+        let out = SCALETEST.run(&[
+            "api",
+            "churn",
+            "--kubeconfig",
+            &kc,
+            "-n",
+            &lifecycles.to_string(),
+            "-w",
+            "2",
+            "--run-id",
+            "wl",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    let seen = |kind: &str, n: u64| {
+        let want = format!("scaletest_watchers_events_total{{type=\"{kind}\"}} {n}\n");
+        wait_until(&want, WAIT, || scrape(&addr).contains(&want));
+    };
+    churn(10);
+    seen("deleted", 200);
+    // History lost: open watches get an ERROR 410, and so does any resuming from before.
+    fake.expire_history();
+    wait_until("20 relists", WAIT, || {
+        scrape(&addr).contains("scaletest_watchers_relists_total 20\n")
+    });
+    churn(10);
+    seen("deleted", 400);
+    let (code, stdout, stderr) = finish(&mut watch.0);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("20 watch loops"), "{stdout}");
+    assert!(stdout.contains("relists after 20 × 410 Gone"), "{stdout}");
+    let run = kapi::output::ApiRun::from_json(
+        "watchers.json",
+        &std::fs::read_to_string(&json).expect("json"),
+    )
+    .expect("an api run file");
+    let w = run.watchers.expect("watch loop stats");
+    assert_eq!(w.protocol, "HTTP/2");
+    assert_eq!(
+        w.connections, 2,
+        "two connections carry all 20 watchers' streams"
+    );
+    assert!(w.total.requests >= 60, "{:?}", w.total);
+    assert_eq!((w.relists, w.gone), (20, 20));
+    assert_eq!(w.errors, [(410, 20)].into());
+    assert_eq!(w.messages[&410].reason, "Expired");
+    // Every watcher saw every create, update and delete of both runs, once.
+    assert_eq!(w.per_watcher.len(), 20);
+    for c in &w.per_watcher {
+        assert_eq!(
+            (c.added, c.modified, c.deleted, c.duplicates, c.lists),
+            (20, 20, 20, 0, 2),
+            "{c:?}"
+        );
+    }
+    assert_eq!(
+        (w.delivery_create.len(), w.delivery_update.len()),
+        (400, 400)
+    );
+    assert_eq!(w.failed_requests, 0);
 }

@@ -314,3 +314,148 @@ fn serve_drains_on_sigterm_and_exits_0() {
     assert_eq!(status.code(), Some(0));
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+/// The lines of an NSS key log with `label`: (client random, secret).
+fn key_lines(path: &std::path::Path, label: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            (f.next() == Some(label)).then(|| {
+                let random = f.next().unwrap_or("").to_string();
+                (random, f.next().unwrap_or("").to_string())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn sslkeylogfile_makes_client_and_server_log_their_tls_secrets_and_unset_logs_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmpdir("keylog");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (server_log, client_log) = (dir.join("server.keys"), dir.join("client.keys"));
+    let tls_pair = |log: Option<(&std::path::Path, &std::path::Path)>| {
+        let mut serve = SCALETEST.command();
+        serve
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+                "--tls-self-signed",
+            ])
+            .current_dir(&dir)
+            .env_remove("SSLKEYLOGFILE");
+        let mut load = SCALETEST.command();
+        load.current_dir(&dir).env_remove("SSLKEYLOGFILE");
+        if let Some((s, c)) = log {
+            serve.env("SSLKEYLOGFILE", s);
+            load.env("SSLKEYLOGFILE", c);
+        }
+        let testsupport::Listening {
+            proc: _server,
+            addr,
+            ..
+        } = testsupport::listening(serve);
+        let out = load
+            .args([
+                "load",
+                &format!("https://{addr}/"),
+                "-k",
+                "--http2",
+                "-c",
+                "2",
+                "-n",
+                "20",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    tls_pair(Some((&server_log, &client_log)));
+    // TLS 1.3 traffic secrets, one per connection: the client's two connections, and the
+    // server logged the same sessions (the same client randoms, the same secrets).
+    let client = key_lines(&client_log, "CLIENT_TRAFFIC_SECRET_0");
+    let server = key_lines(&server_log, "CLIENT_TRAFFIC_SECRET_0");
+    assert_eq!(client.len(), 2, "{client:?}");
+    for c in &client {
+        assert_eq!(c.0.len(), 64, "a 32-byte client random in hex: {c:?}");
+        assert!(server.contains(c), "{c:?} not in the server's {server:?}");
+    }
+    assert_eq!(
+        key_lines(&client_log, "SERVER_HANDSHAKE_TRAFFIC_SECRET").len(),
+        2
+    );
+    for f in [&server_log, &client_log] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    // Unset: nothing is written, anywhere in the working directory.
+    std::fs::remove_file(&server_log).unwrap();
+    std::fs::remove_file(&client_log).unwrap();
+    tls_pair(None);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // A key log that cannot be opened is one line and exit 2, not a silent run.
+    let out = SCALETEST
+        .command()
+        .args(["load", "https://127.0.0.1:1/", "-k", "-n", "1"])
+        .env("SSLKEYLOGFILE", "/nonexistent/dir/keys")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("SSLKEYLOGFILE /nonexistent/dir/keys"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_streaming_run_reports_bytes_per_second_in_the_json_and_in_rate_lines() {
+    let dir = tmpdir("byterates");
+    let json = dir.join("blocks.json");
+    let mut serve = SCALETEST.command();
+    serve.args(["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
+    let testsupport::Listening {
+        proc: _server,
+        addr,
+        ..
+    } = testsupport::listening(serve);
+    // Two streams, each 40 blocks of 16 KiB, one every 50 ms: 2 s per response, so the bytes
+    // arrive over the seconds, not when a response completes.
+    let out = SCALETEST.run(&[
+        "load",
+        &format!("http://{addr}/blocks?size=16384&n=40&periodMS=50"),
+        "-c",
+        "2",
+        "-d",
+        "3s",
+        "--log-rates",
+        "1s",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(": rx ")).collect();
+    assert!(lines.len() >= 2, "{err}");
+    // Two streams × 20 blocks/s × 16 KiB ≈ 655 kB/s in each full second.
+    assert!(lines[0].contains("kB/s, tx"), "{err}");
+    let run = RunFile::from_json("blocks.json", &std::fs::read_to_string(&json).unwrap()).unwrap();
+    let full: Vec<_> = run.series.iter().filter(|s| s.seconds >= 0.99).collect();
+    assert!(full.len() >= 2, "{:?}", run.series);
+    for s in &full {
+        assert!(
+            (400_000..900_000).contains(&s.bytes),
+            "second {}: {} bytes",
+            s.second,
+            s.bytes
+        );
+        // The requests themselves went out in the first second.
+        assert!(s.second == 0 || s.bytes_sent < 1000, "{s:?}");
+    }
+    assert!(run.series[0].bytes_sent > 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -76,6 +76,10 @@ pub struct Snapshot {
     /// Requests actually sent (started) in this interval: the achieved send rate.
     #[serde(default)]
     pub sent: u64,
+    /// Bytes written to the network in this interval (requests; over TLS, before encryption,
+    /// as `bytes` counts after decryption).
+    #[serde(default)]
+    pub bytes_sent: u64,
 }
 
 impl Default for Snapshot {
@@ -96,6 +100,7 @@ impl Default for Snapshot {
             versions: BTreeMap::new(),
             intended: 0,
             sent: 0,
+            bytes_sent: 0,
         }
     }
 }
@@ -154,6 +159,7 @@ impl Snapshot {
         add_map(&mut self.versions, &other.versions);
         self.intended += other.intended;
         self.sent += other.sent;
+        self.bytes_sent += other.bytes_sent;
     }
 
     /// The interval becomes the union of both (an empty snapshot takes the other's bounds).
@@ -181,6 +187,7 @@ impl Snapshot {
             requests: self.responses,
             errors: self.error_count(),
             bytes: self.bytes,
+            bytes_sent: self.bytes_sent,
             p50_ms: q(0.5),
             p99_ms: q(0.99),
             max_ms: self.latency.max() as f64 / 1000.0,
@@ -295,6 +302,9 @@ pub struct SecondSample {
     pub errors: u64,
     /// Bytes read in this second.
     pub bytes: u64,
+    /// Bytes written in this second.
+    #[serde(default)]
+    pub bytes_sent: u64,
     /// Median corrected latency in this second, ms.
     pub p50_ms: f64,
     /// 99th percentile corrected latency in this second, ms.

@@ -170,6 +170,9 @@ pub struct WireSnapshot {
     /// See [`Snapshot::sent`].
     #[serde(default)]
     pub sent: u64,
+    /// See [`Snapshot::bytes_sent`].
+    #[serde(default)]
+    pub bytes_sent: u64,
 }
 
 impl From<&Snapshot> for WireSnapshot {
@@ -190,6 +193,7 @@ impl From<&Snapshot> for WireSnapshot {
             versions: s.versions.clone(),
             intended: s.intended,
             sent: s.sent,
+            bytes_sent: s.bytes_sent,
         }
     }
 }
@@ -218,6 +222,7 @@ impl WireSnapshot {
         crate::add_map(&mut s.versions, &self.versions);
         s.intended += self.intended;
         s.sent += self.sent;
+        s.bytes_sent += self.bytes_sent;
         Ok(())
     }
 

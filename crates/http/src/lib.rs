@@ -55,8 +55,18 @@ pub fn idempotent(method: &[u8]) -> bool {
     )
 }
 
-/// Bytes read from the network, counted at the socket by the lanes of one worker thread.
-pub type ByteCounter = Rc<Cell<u64>>;
+/// Bytes read from and written to the network, counted at the socket by the lanes of one
+/// worker thread (over TLS: the plaintext, after decryption and before encryption).
+pub type ByteCounter = Rc<ByteCounts>;
+
+/// The counts behind a [`ByteCounter`].
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    /// Bytes read.
+    pub read: Cell<u64>,
+    /// Bytes written.
+    pub written: Cell<u64>,
+}
 
 /// Which HTTP version a connector speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! A connected socket, plain or TLS, that counts the bytes it reads.
+//! A connected socket, plain or TLS, that counts the bytes it reads and writes.
 
 use crate::ByteCounter;
 use std::io;
@@ -36,8 +36,8 @@ impl AsyncRead for Stream {
             Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
-        this.bytes
-            .set(this.bytes.get() + (buf.filled().len() - before) as u64);
+        let read = &this.bytes.read;
+        read.set(read.get() + (buf.filled().len() - before) as u64);
         r
     }
 }
@@ -48,10 +48,16 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        let r = match &mut this.inner {
             Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        };
+        if let Poll::Ready(Ok(n)) = &r {
+            let written = &this.bytes.written;
+            written.set(written.get() + *n as u64);
         }
+        r
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().inner {

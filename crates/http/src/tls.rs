@@ -1,5 +1,10 @@
-//! rustls client configuration: system-independent roots (webpki-roots), an extra CA file, or
-//! no verification at all (`--insecure`), with ALPN chosen by protocol.
+//! rustls configurations, client and server, made here and nowhere else: system-independent
+//! roots (webpki-roots), an extra CA file, or no verification at all (`--insecure`), with ALPN
+//! chosen by protocol; server configs from PEM files or self-signed.
+//!
+//! With `SSLKEYLOGFILE` set, every config logs its TLS secrets to that file in the NSS key log
+//! format (rustls `KeyLogFile`, appending; a new file is made with mode 0600), so that a capture
+//! of `load`, `serve` or `balance` traffic can be decrypted in Wireshark. Unset: nothing logged.
 
 use crate::Protocol;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,6 +31,38 @@ pub enum TlsError {
     /// The CA file holds no usable certificate.
     #[error("CA file {0} holds no usable PEM certificate")]
     NoCerts(PathBuf),
+    /// `SSLKEYLOGFILE` names a file that cannot be opened for appending.
+    #[error("{0}")]
+    KeyLog(String),
+}
+
+/// The `SSLKEYLOGFILE` key log, shared by every config of the process (one file handle, so
+/// lines from many connections never interleave), or None when the variable is unset.
+/// The file is made (mode 0600: it holds session secrets) and checked before rustls opens it,
+/// because rustls only logs a failure to open it, and a user who asked for a key log must
+/// hear that there will be none.
+pub fn key_log() -> Result<Option<Arc<dyn rustls::KeyLog>>, String> {
+    static LOG: std::sync::OnceLock<Result<Option<Arc<dyn rustls::KeyLog>>, String>> =
+        std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&path).map_err(|e| {
+            format!(
+                "SSLKEYLOGFILE {}: cannot open for appending: {e}",
+                std::path::Path::new(&path).display()
+            )
+        })?;
+        Ok(Some(
+            Arc::new(rustls::KeyLogFile::new()) as Arc<dyn rustls::KeyLog>
+        ))
+    })
+    .clone()
 }
 
 /// Build the client config for `protocol`: ALPN offers exactly that protocol.
@@ -65,6 +102,9 @@ pub fn client_config(
         Protocol::Http1 => vec![b"http/1.1".to_vec()],
         Protocol::Http2 => vec![b"h2".to_vec()],
     };
+    if let Some(log) = key_log().map_err(TlsError::KeyLog)? {
+        cfg.key_log = log;
+    }
     Ok(cfg)
 }
 
@@ -175,5 +215,8 @@ fn server_config(
             ServerTlsError(format!("certificate and key do not make a TLS config: {e}"))
         })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if let Some(log) = key_log().map_err(ServerTlsError)? {
+        cfg.key_log = log;
+    }
     Ok(cfg)
 }

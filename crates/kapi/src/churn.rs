@@ -3,7 +3,7 @@
 //! T workers. Every call is timed by verb; in open loop every operation's lateness against its
 //! schedule is recorded as well, so a slow client is told apart from a slow server.
 
-use crate::stats::{Limiter, Outcome, Recorder, Verb};
+use crate::stats::{Limiter, Recorder, Verb};
 use crate::{wall_ns, Error, Target, ANN_OP, ANN_SENT, LABEL_RUN};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
@@ -123,6 +123,44 @@ pub fn configmap_template(size: usize) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"payload": "x".repeat(size)}})
 }
 
+/// Whether `group` is one a custom resource (a CRD's, or an aggregated API's) may have: CRD
+/// groups must contain a dot, and those under k8s.io and kubernetes.io are the project's own.
+fn custom_group(group: &str) -> bool {
+    group.contains('.') && !group.ends_with(".k8s.io") && !group.ends_with(".kubernetes.io")
+}
+
+/// The object every lifecycle of a run on `target` creates: `template`, when it is of the
+/// target's kind; else a ConfigMap with `size` bytes of data, or for a custom resource the
+/// least object of its own apiVersion and kind (an empty `spec`, which a schema-less CRD
+/// takes). Another kind's body would only be refused by the server, call after call, so a
+/// template of another kind, or a built-in kind with no default, is a usage error.
+pub fn template_for(target: &Target, template: Option<Value>, size: usize) -> Result<Value, Error> {
+    let (api_version, kind) = (target.ar.api_version.as_str(), target.ar.kind.as_str());
+    if let Some(t) = template {
+        let field = |f: &str| t.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        let (tv, tk) = (field("apiVersion"), field("kind"));
+        if (tv.as_str(), tk.as_str()) != (api_version, kind) {
+            return Err(Error::Usage(format!(
+                "the template is a {tv} {tk} but the resource is {}: give a template of \
+                 apiVersion {api_version}, kind {kind}",
+                target.display()
+            )));
+        }
+        return Ok(t);
+    }
+    match (target.ar.group.as_str(), kind) {
+        ("", "ConfigMap") => Ok(configmap_template(size)),
+        (g, _) if custom_group(g) => {
+            Ok(json!({"apiVersion": api_version, "kind": kind, "spec": {}}))
+        }
+        _ => Err(Error::Usage(format!(
+            "{}: no default object for a built-in {kind}; give --template FILE (an object of \
+             apiVersion {api_version}, kind {kind})",
+            target.display()
+        ))),
+    }
+}
+
 /// The name of lifecycle `seq` of run `run_id`.
 pub fn object_name(run_id: &str, seq: u64) -> String {
     format!("st-{run_id}-{seq}")
@@ -164,8 +202,8 @@ fn build(ctx: &Ctx, name: &str, ns: &str) -> Value {
     o
 }
 
-/// Time one call and record its outcome.
-async fn timed<T>(
+/// Time one call and record its outcome (and, for a failure, what the server said).
+pub(crate) async fn timed<T>(
     rec: &Recorder,
     verb: Verb,
     resource: &str,
@@ -173,21 +211,8 @@ async fn timed<T>(
 ) -> Option<T> {
     let t0 = std::time::Instant::now();
     let r = call.await;
-    let took = t0.elapsed();
-    match r {
-        Ok(v) => {
-            rec.call(verb, resource, took, Outcome::Ok);
-            Some(v)
-        }
-        Err(kube::Error::Api(s)) => {
-            rec.call(verb, resource, took, Outcome::Status(s.code));
-            None
-        }
-        Err(_) => {
-            rec.call(verb, resource, took, Outcome::Transport);
-            None
-        }
-    }
+    rec.result(verb, resource, t0.elapsed(), &r);
+    r.ok()
 }
 
 /// Wait for an operation's time (open loop) and for the rate limit; record the lateness.

@@ -1,5 +1,6 @@
-//! Control-plane load: drive the Kubernetes API with object churn (`churn`) and time the
-//! notifications an informer gets (`watch`), through kube-rs against any cluster.
+//! Control-plane load: drive the Kubernetes API with object churn (`churn`), time the
+//! notifications an informer gets (`watch`), and load it with loops of watch requests
+//! (`watchers`), through kube-rs against any cluster.
 //!
 //! Objects carry the run's label ([`LABEL_RUN`]) so that a run can be cleaned up even after a
 //! crash, and the client's wall-clock time of the call that last wrote them ([`ANN_SENT`]) so
@@ -13,6 +14,7 @@ pub mod output;
 pub mod session;
 pub mod stats;
 pub mod watch;
+pub mod watchers;
 
 use kube::core::{ApiResource, DynamicObject, GroupVersion, GroupVersionKind};
 use kube::discovery::Scope;
@@ -96,6 +98,20 @@ pub async fn connect(
     timeout: Option<Duration>,
     retry: bool,
 ) -> Result<(Client, String), Error> {
+    let config = config(kubeconfig, context, timeout, retry).await?;
+    let ns = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(Error::api("kube client"))?;
+    Ok((client, ns))
+}
+
+/// The client configuration [`connect`] makes a client from (for clients of other shapes,
+/// such as [`watchers::clients`]).
+pub async fn config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    timeout: Option<Duration>,
+    retry: bool,
+) -> Result<kube::Config, Error> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -124,9 +140,7 @@ pub async fn connect(
     }
     // kube-rs retries 429, 503 and 504 by default; a load tool must see and count them.
     config.default_retry = retry;
-    let ns = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(Error::api("kube client"))?;
-    Ok((client, ns))
+    Ok(config)
 }
 
 /// Find a resource by what a user types: `configmaps` / `ConfigMap` (core v1), `v1/Kind`,

@@ -2,13 +2,15 @@
 //! (autocannon's latency columns; every histogram kept in the JSON), plus the check against
 //! the Kubernetes API-call latency SLOs.
 
-use crate::stats::{CallStats, Verb};
+use crate::stats::{CallStats, ErrorMessage, Verb};
 use crate::watch::WatchStats;
+use crate::watchers::LoopStats;
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use report::format::{count, ms, trim};
 use report::table::{boxed, latency_row};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Format version of [`ApiRun`].
@@ -98,6 +100,9 @@ pub struct ApiRun {
     pub lateness: Histogram<u64>,
     /// What an informer saw (watch, or churn --watch).
     pub watch: Option<WatchStats>,
+    /// What the watch loops measured (`watch --watchers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchers: Option<LoopStats>,
     /// The SLO check of every (verb, resource).
     pub slo: Vec<SloCheck>,
 }
@@ -116,6 +121,7 @@ impl ApiRun {
             calls: Vec::new(),
             lateness: new_histogram(),
             watch: None,
+            watchers: None,
             slo: Vec::new(),
         }
     }
@@ -197,6 +203,13 @@ impl ApiRun {
                 }
                 (a, b) => a.or_else(|| b.clone()),
             };
+            out.watchers = match (out.watchers.take(), &r.watchers) {
+                (Some(mut a), Some(b)) => {
+                    a.merge(b);
+                    Some(a)
+                }
+                (a, b) => a.or_else(|| b.clone()),
+            };
         }
         out.calls
             .sort_by(|a, b| (a.verb, &a.resource).cmp(&(b.verb, &b.resource)));
@@ -248,6 +261,81 @@ fn watch_section(w: &WatchStats, s: &mut String) {
         count(w.gone),
         count(w.errors)
     );
+    if !w.messages.is_empty() {
+        *s += "Watch errors:\n";
+        messages(&w.messages, s);
+        s.push('\n');
+    }
+}
+
+fn watchers_section(w: &LoopStats, elapsed_s: f64, s: &mut String) {
+    let mut rows = vec![header("Watch", &["Count"])];
+    for (name, h) in [
+        ("Established", &w.established),
+        ("First event", &w.first_event),
+        ("Delivery create", &w.delivery_create),
+        ("Delivery update", &w.delivery_update),
+    ] {
+        let mut row = latency_row(name, h);
+        row.push(count(h.len()));
+        rows.push(row);
+    }
+    *s += &boxed(&rows);
+    *s += "Established: watch request to response head; first event: to the first event or \
+           bookmark; delivery: receipt minus the writer's send time (wall clocks).\n";
+    let t = &w.total;
+    let (lo, mid, hi) = w.events_per_watcher();
+    let _ = writeln!(
+        s,
+        "{} watch requests ({}/s, {} failed); {} events ({} added, {} modified, {} deleted), \
+         {} bookmarks, {} duplicates; per watcher: min {}, median {}, max {} events",
+        count(t.requests),
+        trim(t.requests as f64 / elapsed_s.max(1e-9), 1),
+        count(w.failed_requests),
+        count(t.events()),
+        count(t.added),
+        count(t.modified),
+        count(t.deleted),
+        count(t.bookmarks),
+        count(t.duplicates),
+        count(lo),
+        count(mid),
+        count(hi)
+    );
+    let errors: Vec<String> = w
+        .errors
+        .iter()
+        .map(|(code, n)| match code {
+            0 => format!("{} × no answer", count(*n)),
+            c => format!("{} × {c}", count(*n)),
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "{} lists, {} relists after {} × 410 Gone; {} watches ended overdue; errors: {}",
+        count(t.lists),
+        count(w.relists),
+        count(w.gone),
+        count(w.overdue),
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(", ")
+        }
+    );
+    messages(&w.messages, s);
+    s.push('\n');
+}
+
+/// Under an error count: the server's first message of each status, one line each.
+fn messages(m: &BTreeMap<u16, ErrorMessage>, s: &mut String) {
+    for (code, m) in m {
+        let what = match code {
+            0 => "no answer".to_string(),
+            c => c.to_string(),
+        };
+        let _ = writeln!(s, "    first {what}: {}", m.line(200));
+    }
 }
 
 /// The human report.
@@ -282,13 +370,27 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
                 i.run_id.as_deref().unwrap_or("?")
             );
         }
-        _ => {
-            let _ = writeln!(
-                s,
-                "Watching {} with an informer and a work queue",
-                i.resource
-            );
-        }
+        _ => match &run.watchers {
+            Some(w) => {
+                let _ = writeln!(
+                    s,
+                    "Watching {} with {} watch loops (watches of {}s ± 10 %) over {} {} \
+                     connection(s)",
+                    i.resource,
+                    count(w.watchers as u64),
+                    trim(w.watch_timeout_s, 0),
+                    count(w.connections),
+                    w.protocol
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "Watching {} with an informer and a work queue",
+                    i.resource
+                );
+            }
+        },
     }
     s.push('\n');
     if !run.calls.is_empty() {
@@ -314,6 +416,9 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
     }
     if let Some(w) = &run.watch {
         watch_section(w, &mut s);
+    }
+    if let Some(w) = &run.watchers {
+        watchers_section(w, run.elapsed_s, &mut s);
     }
     let calls = run.total_calls();
     if calls > 0 {
@@ -360,6 +465,7 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
                 c.resource,
                 parts.join(", ")
             );
+            messages(&c.messages, &mut s);
         }
     }
     if throttled > 0 {

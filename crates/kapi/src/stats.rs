@@ -1,6 +1,7 @@
 //! What the control-plane tools measure: each API call's latency by (verb, resource) in HDR
-//! histograms, outcomes by HTTP status (429s apart), how late scheduled operations started,
-//! and the client-side rate limit they may wait for.
+//! histograms, outcomes by HTTP status (429s apart) with the API server's first message for
+//! each status, how late scheduled operations started, and the client-side rate limit they
+//! may wait for.
 
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
@@ -66,6 +67,69 @@ pub enum Outcome {
     Transport,
 }
 
+/// What the API server said the first time a kind of failure happened: its `Status`
+/// object's reason and message (or, with no HTTP answer, what the client saw).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    /// The `reason` (`BadRequest`, `TooManyRequests`, ...); empty with no HTTP answer.
+    pub reason: String,
+    /// The `message`.
+    pub message: String,
+}
+
+impl ErrorMessage {
+    /// The status (None: no HTTP answer) and what was said, from a kube-rs error.
+    pub fn of(e: &kube::Error) -> (Option<u16>, ErrorMessage) {
+        match e {
+            kube::Error::Api(s) => (
+                Some(s.code),
+                ErrorMessage {
+                    reason: s.reason.clone(),
+                    message: s.message.clone(),
+                },
+            ),
+            e => {
+                // The causes too: "HyperError: client error (Connect): tcp connect error: ...".
+                let mut message = e.to_string();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    let text = c.to_string();
+                    if !message.contains(&text) {
+                        message = format!("{message}: {text}");
+                    }
+                    cause = c.source();
+                }
+                (
+                    None,
+                    ErrorMessage {
+                        reason: String::new(),
+                        message,
+                    },
+                )
+            }
+        }
+    }
+
+    /// One line for a report: "BadRequest: the API version ...", cut at `max` characters.
+    pub fn line(&self, max: usize) -> String {
+        let s = if self.reason.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.reason, self.message)
+        };
+        let s = s.replace('\n', " ");
+        match s.char_indices().nth(max) {
+            Some((i, _)) => format!("{}…", &s[..i]),
+            None => s,
+        }
+    }
+}
+
+/// Keep `m` as the message of `status` (0: no HTTP answer) unless one is kept already.
+pub fn keep_first(into: &mut BTreeMap<u16, ErrorMessage>, status: Option<u16>, m: ErrorMessage) {
+    into.entry(status.unwrap_or(0)).or_insert(m);
+}
+
 /// The calls of one (verb, resource).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallStats {
@@ -82,6 +146,10 @@ pub struct CallStats {
     pub status: BTreeMap<u16, u64>,
     /// Calls that got no HTTP answer.
     pub transport_errors: u64,
+    /// The API server's first message for each error status (0: the first call with no HTTP
+    /// answer, what the client saw).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub messages: BTreeMap<u16, ErrorMessage>,
     /// Latency of answered calls, µs.
     #[serde(with = "histogram_codec")]
     pub latency: Histogram<u64>,
@@ -96,6 +164,7 @@ impl CallStats {
             ok: 0,
             status: BTreeMap::new(),
             transport_errors: 0,
+            messages: BTreeMap::new(),
             latency: new_histogram(),
         }
     }
@@ -117,6 +186,9 @@ impl CallStats {
         self.transport_errors += o.transport_errors;
         for (k, v) in &o.status {
             *self.status.entry(*k).or_default() += v;
+        }
+        for (k, m) in &o.messages {
+            keep_first(&mut self.messages, Some(*k), m.clone());
         }
         let _ = self.latency.add(&o.latency);
     }
@@ -162,6 +234,31 @@ impl Recorder {
                 let _ = c.latency.record(us(took).max(1));
             }
             Outcome::Transport => c.transport_errors += 1,
+        }
+    }
+
+    /// Record one call by its result, keeping the first message of each kind of failure.
+    pub fn result<T>(
+        &self,
+        verb: Verb,
+        resource: &str,
+        took: Duration,
+        r: &Result<T, kube::Error>,
+    ) {
+        let e = match r {
+            Ok(_) => return self.call(verb, resource, took, Outcome::Ok),
+            Err(e) => e,
+        };
+        let (status, m) = ErrorMessage::of(e);
+        self.call(
+            verb,
+            resource,
+            took,
+            status.map_or(Outcome::Transport, Outcome::Status),
+        );
+        let mut r = self.inner.lock().expect("recorder lock");
+        if let Some(c) = r.calls.get_mut(&(verb, resource.to_string())) {
+            keep_first(&mut c.messages, status, m);
         }
     }
 

@@ -4,6 +4,7 @@
 //! notifications coalesced in the queue, duplicates (a version seen twice, as after a relist),
 //! and relists after 410 Gone.
 
+use crate::stats::{keep_first, ErrorMessage};
 use crate::{wall_ns, Target, ANN_OP, ANN_SENT};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -18,7 +19,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram as Pr
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use st_http::server::{self, Phase};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch as signal, Notify};
@@ -67,6 +68,9 @@ pub struct WatchStats {
     pub errors: u64,
     /// Keys the queue workers processed.
     pub processed: u64,
+    /// The first message of each kind of watch error, by HTTP status (0: no HTTP answer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub messages: BTreeMap<u16, ErrorMessage>,
 }
 
 impl Default for WatchStats {
@@ -84,6 +88,7 @@ impl Default for WatchStats {
             gone: 0,
             errors: 0,
             processed: 0,
+            messages: BTreeMap::new(),
         }
     }
 }
@@ -103,6 +108,9 @@ impl WatchStats {
         self.gone += o.gone;
         self.errors += o.errors;
         self.processed += o.processed;
+        for (k, m) in &o.messages {
+            keep_first(&mut self.messages, Some(*k), m.clone());
+        }
     }
 }
 
@@ -327,6 +335,29 @@ fn on_apply(shared: &Shared, seen: &mut Seen, o: &DynamicObject, initial: bool) 
     seen.by_key.insert(key, (rv, sent));
 }
 
+/// A watcher error's HTTP status (None: no answer) and what was said.
+fn watch_error(e: &watcher::Error) -> (Option<u16>, ErrorMessage) {
+    match e {
+        watcher::Error::WatchError(s) => (
+            Some(s.code),
+            ErrorMessage {
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+        ),
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => ErrorMessage::of(e),
+        e => (
+            None,
+            ErrorMessage {
+                reason: String::new(),
+                message: e.to_string(),
+            },
+        ),
+    }
+}
+
 /// Watch until `stop` turns true. Records into `shared`.
 pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal::Receiver<bool>) {
     let api = cfg.target.api(&client, cfg.namespace.as_deref());
@@ -432,14 +463,14 @@ pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal:
                 }
             }
             Err(e) => {
-                let gone = matches!(&e, watcher::Error::WatchError(s) if s.code == 410)
-                    || matches!(&e, watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 410);
+                let (status, m) = watch_error(&e);
                 let mut st = shared.stats.lock().expect("lock");
-                if gone {
+                if status == Some(410) {
                     st.gone += 1;
                 } else {
                     st.errors += 1;
                 }
+                keep_first(&mut st.messages, status, m);
                 shared.metrics.errors.inc();
             }
         }
@@ -455,20 +486,24 @@ pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal:
     workers.abort_all();
 }
 
-/// Serve `/metrics` (Prometheus text format) on `listener`, on the shared accept loop with its
-/// limits (`st_http::server`), until `phase` is `Stopping` or its sender is gone.
+/// The OpenMetrics text of what is being measured, made at each scrape.
+pub type Encode = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serve `/metrics` (OpenMetrics text from `encode`: an informer's [`Metrics`], or the watch
+/// loops' numbers) on `listener`, on the shared accept loop with its limits
+/// (`st_http::server`), until `phase` is `Stopping` or its sender is gone.
 pub async fn serve_metrics(
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
+    encode: Encode,
     phase: signal::Receiver<Phase>,
 ) {
     let make = move |_peer, _activity| {
-        let shared = shared.clone();
+        let encode = encode.clone();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let shared = shared.clone();
+            let encode = encode.clone();
             async move {
                 let (code, body) = if req.uri().path() == "/metrics" {
-                    (200, shared.metrics.encode())
+                    (200, encode())
                 } else {
                     (404, "not found: try /metrics\n".to_string())
                 };

@@ -1,6 +1,8 @@
 //! The fake API over HTTP on loopback: the paths, verbs, list and watch wire formats and
-//! discovery documents that kube-rs (and kubectl) use, over the [`Store`]. Tests reach it
-//! through a kubeconfig it writes, exactly as they would reach a real API server.
+//! discovery documents that kube-rs (and kubectl) use, over the [`Store`]; a create or update
+//! whose body names another apiVersion or kind than its path is refused as the API server
+//! refuses it. Tests reach it through a kubeconfig it writes, exactly as they would reach a
+//! real API server.
 
 use crate::store::{ApiError, Event, Resource, Selectors, Store};
 use bytes::Bytes;
@@ -580,6 +582,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     } else {
         Value::Null
     };
+    if matches!(verb, "create" | "update") {
+        if let Err(refused) = check_type(&t.r, &body) {
+            return *refused;
+        }
+    }
     let ns = t.ns.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
     match verb {
@@ -698,6 +705,62 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                         "metadata": {"resourceVersion": st.rv().to_string()}, "items": items}),
             )
         }
+    }
+}
+
+/// A body's apiVersion and kind against the resource of the path, as the API server checks
+/// them when it decodes a create or update: either may be left out (the path's are assumed);
+/// another apiVersion is a 400 BadRequest; another kind is a 400 for a built-in type (it
+/// cannot be converted) and a 422 Invalid for a custom resource (its validation says so).
+fn check_type(r: &Resource, body: &Value) -> Result<(), Box<Response<Body>>> {
+    let expected = r.api_version();
+    let field = |f: &str| {
+        body.get(f)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let api_version = field("apiVersion").unwrap_or(&expected);
+    if api_version != expected {
+        return Err(Box::new(status(
+            400,
+            "BadRequest",
+            &format!(
+                "the API version in the data ({api_version}) does not match the expected API \
+                 version ({expected})"
+            ),
+        )));
+    }
+    match field("kind") {
+        Some(kind) if kind != r.kind => {
+            let builtin = builtins()
+                .iter()
+                .any(|b| (&b.group, &b.version, &b.plural) == (&r.group, &r.version, &r.plural));
+            Err(Box::new(if builtin {
+                status(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "{kind} in version \"{}\" cannot be handled as a {}: the kind in the data \
+                         does not match the resource",
+                        r.version, r.kind
+                    ),
+                )
+            } else {
+                let name = body
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                status(
+                    422,
+                    "Invalid",
+                    &format!(
+                        "{kind}.{} \"{name}\" is invalid: kind: Invalid value: \"{kind}\": must be {}",
+                        r.group, r.kind
+                    ),
+                )
+            }))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -141,3 +141,79 @@ fn generate_name_conflicts_and_discovery_over_http() {
     assert!(resources.contains(r#""name":"leases""#), "{resources}");
     assert!(exchange(&api, &get("/apis/nope.example.com/v1"), done).starts_with("HTTP/1.1 404"));
 }
+
+/// POST a JSON body; the response head and body.
+fn post(api: &FakeApi, path: &str, body: &Value) -> String {
+    let body = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: fake\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Connection: close: read to the end.
+    exchange(api, &req, |_| false)
+}
+
+#[test]
+fn a_body_of_another_kind_or_version_is_refused_as_the_api_server_refuses_it() {
+    let api = FakeApi::start();
+    api.register(kubefake::Resource {
+        group: "wardle.example.com".into(),
+        version: "v1alpha1".into(),
+        plural: "flunders".into(),
+        kind: "Flunder".into(),
+        namespaced: true,
+    });
+    let flunders = "/apis/wardle.example.com/v1alpha1/namespaces/default/flunders";
+    // A ConfigMap sent to flunders: its apiVersion is checked first (400).
+    let r = post(
+        &api,
+        flunders,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("\"reason\":\"BadRequest\""), "{r}");
+    assert!(
+        r.contains(
+            "the API version in the data (v1) does not match the expected API version \
+             (wardle.example.com/v1alpha1)"
+        ),
+        "{r}"
+    );
+    // The right version, another kind: a custom resource's validation refuses it (422).
+    let r = post(
+        &api,
+        flunders,
+        &json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Fischer",
+                "metadata": {"name": "a"}}),
+    );
+    assert!(r.starts_with("HTTP/1.1 422"), "{r}");
+    assert!(r.contains("must be Flunder"), "{r}");
+    // A built-in type cannot be handled as another (400).
+    let r = post(
+        &api,
+        "/api/v1/namespaces/default/configmaps",
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}}),
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.contains("Secret in version \\\"v1\\\" cannot be handled as a ConfigMap"),
+        "{r}"
+    );
+    assert!(api.objects("flunders").is_empty() && api.objects("configmaps").is_empty());
+    // Its own kind, or none (the path's is assumed), is created.
+    for (name, body) in [
+        (
+            "b",
+            json!({"apiVersion": "wardle.example.com/v1alpha1", "kind": "Flunder"}),
+        ),
+        ("c", json!({})),
+    ] {
+        let mut body = body;
+        body["metadata"] = json!({"name": name});
+        let r = post(&api, flunders, &body);
+        assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    }
+    assert_eq!(api.objects("flunders").len(), 2);
+    assert_eq!(api.count("create flunders"), 4);
+}

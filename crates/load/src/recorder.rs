@@ -23,7 +23,8 @@ pub(crate) struct Recorder {
     intended: u64,
     sent: u64,
     bytes: ByteCounter,
-    bytes_taken: u64,
+    /// Bytes (read, written) at the last `take`.
+    bytes_taken: (u64, u64),
     interval_start: f64,
 }
 
@@ -48,7 +49,7 @@ impl Recorder {
             intended: 0,
             sent: 0,
             bytes,
-            bytes_taken: 0,
+            bytes_taken: (0, 0),
             interval_start: 0.0,
         }
     }
@@ -104,12 +105,13 @@ impl Recorder {
     /// Take what was recorded since the last call as a snapshot ending at `end` (seconds since
     /// the run started), and start a new interval.
     pub(crate) fn take(&mut self, end: f64) -> Snapshot {
-        let bytes = self.bytes.get();
+        let bytes = (self.bytes.read.get(), self.bytes.written.get());
         let mut s = Snapshot {
             start: self.interval_start,
             end,
             responses: std::mem::take(&mut self.responses),
-            bytes: bytes - self.bytes_taken,
+            bytes: bytes.0 - self.bytes_taken.0,
+            bytes_sent: bytes.1 - self.bytes_taken.1,
             latency: std::mem::replace(&mut self.latency, new_histogram()),
             service: std::mem::replace(&mut self.service, new_histogram()),
             late: std::mem::take(&mut self.late),

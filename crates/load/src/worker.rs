@@ -170,7 +170,7 @@ pub(crate) fn main(
     start_rx: watch::Receiver<Option<Start>>,
     stop_rx: watch::Receiver<Phase>,
 ) {
-    let bytes: ByteCounter = Rc::new(Cell::new(0));
+    let bytes: ByteCounter = Rc::default();
     let ctx = Rc::new(Ctx {
         connector: plan.connector.clone(),
         requests: plan.requests.clone(),

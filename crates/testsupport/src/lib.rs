@@ -124,40 +124,11 @@ impl Bin {
         self.command().args(args).output().expect("run the binary")
     }
 
-    /// Start a server that prints "listening on http://ADDR ..." as its first line; its
-    /// address and that line. The rest of stdout is read in the background (so the child
-    /// never blocks on a full pipe) and returned by [`Listening::rest`]; stderr is dropped.
+    /// Start it with `args` as a server (see [`listening`]).
     pub fn listening(self, args: &[&str]) -> Listening {
-        use std::io::{BufRead, BufReader, Read};
-        // Owned by a Proc at once: a panic below must not leave the child running.
-        let mut proc = testkit::Proc(
-            self.command()
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn the binary"),
-        );
-        let mut out = BufReader::new(proc.stdout.take().expect("piped stdout"));
-        let mut first = String::new();
-        out.read_line(&mut first).expect("read the first line");
-        let addr = first
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| c.is_whitespace() || c == '/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no listening address in {first:?} ({args:?})"));
-        let rest = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        Listening {
-            proc,
-            addr,
-            first,
-            rest,
-        }
+        let mut cmd = self.command();
+        cmd.args(args);
+        listening(cmd)
     }
 
     /// Start it with its output piped; killed when dropped.
@@ -173,7 +144,7 @@ impl Bin {
     }
 }
 
-/// A started server (see [`Bin::listening`]).
+/// A started server (see [`listening`]).
 pub struct Listening {
     /// The process; killed when dropped.
     pub proc: testkit::Proc,
@@ -183,6 +154,40 @@ pub struct Listening {
     pub first: String,
     /// The rest of its stdout, once it has exited.
     pub rest: std::thread::JoinHandle<String>,
+}
+
+/// Start a server child (`serve`, `balance`, `aggregate`, ...) whose first line on stdout is
+/// "listening on http(s)://ADDR ..."; its address and that line. The child is owned at once
+/// (a panic never leaves it running); the rest of stdout is read in the background so it
+/// never blocks, and returned by [`Listening::rest`]; stderr is dropped.
+pub fn listening(mut cmd: Command) -> Listening {
+    use std::io::{BufRead, BufReader, Read};
+    let mut proc = testkit::Proc(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server"),
+    );
+    let mut out = BufReader::new(proc.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("read the first line");
+    let addr = first
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| c.is_whitespace() || c == '/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listening address in {first:?}"));
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    Listening {
+        proc,
+        addr,
+        first,
+        rest,
+    }
 }
 
 /// Output bytes as text.

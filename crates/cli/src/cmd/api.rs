@@ -6,7 +6,7 @@ use crate::Usage;
 use kapi::churn::{self, Lifetime, Mode};
 use kapi::output::{self, ApiInfo, ApiRun};
 use kapi::stats::Recorder;
-use kapi::{session, watch, Target};
+use kapi::{session, watch, watchers, Target};
 use pace::{Arrival, RateShape};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,8 @@ const EXAMPLES: &str = "Examples:
   scaletest api churn --rate ramp:50..500 -d 5m --namespaces 10 --watch --json churn.json
   scaletest api churn --resource wardle.example.com/v1alpha1/Flunder --template flunder.yaml --rate 100 -d 1m
   scaletest api churn --cleanup                                       remove what any run left behind
-  scaletest api watch -A --metrics 127.0.0.1:9464                     time notifications of all ConfigMaps";
+  scaletest api watch -A --metrics 127.0.0.1:9464                     time notifications of all ConfigMaps
+  scaletest api watch --watchers 500 --watch-timeout 60s -d 10m       load the server with watches";
 
 /// Arguments of `scaletest api`.
 #[derive(clap::Args)]
@@ -33,7 +34,8 @@ enum Command {
     /// Object lifecycles (create → updates → delete), open loop (--rate) or closed loop.
     #[command(after_help = EXAMPLES)]
     Churn(Box<ChurnArgs>),
-    /// An informer with a work queue: notification latency, queue wait, relists.
+    /// An informer with a work queue (notification latency, queue wait, relists), or with
+    /// --watchers N, N loops of watch requests as load.
     #[command(after_help = EXAMPLES)]
     Watch(Box<WatchArgs>),
 }
@@ -66,8 +68,9 @@ struct ClusterArgs {
 struct ChurnArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Object template, YAML or JSON (name, namespace and labels are filled in)
-    /// [default: a ConfigMap with --size bytes of data].
+    /// Object template, YAML or JSON, of the resource's kind (name, namespace and labels are
+    /// filled in) [default: a ConfigMap with --size bytes of data; for a custom resource, one
+    /// with an empty spec].
     #[arg(long, value_name = "FILE")]
     template: Option<PathBuf>,
     /// Bytes of data in the default ConfigMap.
@@ -154,6 +157,18 @@ struct WatchArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Watches as load: this many watchers, each a loop of time-limited watch requests that
+    /// resume from the last resourceVersion and list again on 410 Gone (instead of one
+    /// informer with a work queue).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    watchers: Option<u64>,
+    /// With --watchers: timeoutSeconds of each watch request (± 10 %, whole seconds).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "watchers")]
+    watch_timeout: Duration,
+    /// With --watchers: connections the watches share, as HTTP/2 streams [default: one per
+    /// 100 watchers]. A server without HTTP/2 gets one connection per watch.
+    #[arg(long, requires = "watchers", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    connections: Option<u64>,
 }
 
 impl ClusterArgs {
@@ -359,10 +374,12 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         true => Some(a.cluster.connect(None, true).await?.0),
         false => None,
     };
+    let session_target = target.clone();
     let session = session::Session {
         client,
         target,
-        template: template.unwrap_or_else(|| churn::configmap_template(a.size as usize)),
+        template: churn::template_for(&session_target, template, a.size as usize)
+            .map_err(kapi_error)?,
         mode,
         duration: a.duration,
         updates: a.updates,
@@ -454,15 +471,32 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         duration_s: a.duration.map(|d| d.as_secs_f64()),
         ..Default::default()
     };
-    let shared = watch::Shared::new();
     // The metrics server stops when this function returns (and drops the sender).
     let (_metrics_phase, phase) = tokio::sync::watch::channel(st_http::server::Phase::Serving);
-    if let Some((listeners, addr)) = metrics {
-        eprintln!("scaletest: metrics at http://{addr}/metrics");
-        for l in listeners {
-            tokio::spawn(watch::serve_metrics(l, shared.clone(), phase.clone()));
+    let serve_metrics = |encode: watch::Encode| {
+        if let Some((listeners, addr)) = metrics {
+            eprintln!("scaletest: metrics at http://{addr}/metrics");
+            for l in listeners {
+                tokio::spawn(watch::serve_metrics(l, encode.clone(), phase.clone()));
+            }
         }
+    };
+    if let Some(n) = a.watchers {
+        let cfg = watchers::Config {
+            target,
+            namespace,
+            selector,
+            watchers: n as usize,
+            timeout: a.watch_timeout,
+            seed: std::process::id().into(),
+        };
+        return watchers_main(a, cfg, info, serve_metrics).await;
     }
+    let shared = watch::Shared::new();
+    serve_metrics({
+        let shared = shared.clone();
+        Arc::new(move || shared.metrics.encode())
+    });
     let stop = stop_on_ctrl_c();
     let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
     let started = std::time::Instant::now();
@@ -492,22 +526,132 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
             )
         })
     };
-    let mut stopping = stop.clone();
-    match a.duration {
-        Some(d) => tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-        },
-        None => {
-            let _ = stopping.wait_for(|s| *s).await;
-        }
+    let mut run = Watching {
+        stop,
+        wstop_tx,
+        progress,
+        started,
+        started_unix,
     }
-    let _ = wstop_tx.send(true);
-    let _ = task.await;
-    progress.finish();
-    let mut run = ApiRun::new(info, started_unix);
-    run.elapsed_s = started.elapsed().as_secs_f64();
-    run.interrupted = *stop.borrow();
+    .until_done(a.duration, task, info)
+    .await;
     run.watch = Some(shared.stats());
     finish(&run, a.cluster.json.as_ref(), false)
+}
+
+/// A running watch (an informer or watch loops) and what ends it.
+struct Watching {
+    /// Ctrl-C.
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// Tells the watch task to stop.
+    wstop_tx: tokio::sync::watch::Sender<bool>,
+    progress: Ticking,
+    started: std::time::Instant,
+    started_unix: f64,
+}
+
+impl Watching {
+    /// Wait for the duration or Ctrl-C, whichever comes first; stop the task and wait for it;
+    /// the run's record so far.
+    async fn until_done(
+        self,
+        duration: Option<Duration>,
+        task: tokio::task::JoinHandle<()>,
+        info: ApiInfo,
+    ) -> ApiRun {
+        let mut stopping = self.stop.clone();
+        match duration {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            },
+            None => {
+                let _ = stopping.wait_for(|s| *s).await;
+            }
+        }
+        let _ = self.wstop_tx.send(true);
+        let _ = task.await;
+        self.progress.finish();
+        let mut run = ApiRun::new(info, self.started_unix);
+        run.elapsed_s = self.started.elapsed().as_secs_f64();
+        run.interrupted = *self.stop.borrow();
+        run
+    }
+}
+
+/// `api watch --watchers N`: the watch loops as load, reported like the rest.
+async fn watchers_main(
+    a: WatchArgs,
+    cfg: watchers::Config,
+    info: ApiInfo,
+    serve_metrics: impl FnOnce(watch::Encode),
+) -> anyhow::Result<ExitCode> {
+    let config = kapi::config(
+        a.cluster.kubeconfig.as_deref(),
+        a.cluster.context.as_deref(),
+        None,
+        false,
+    )
+    .await
+    .map_err(kapi_error)?;
+    let n = cfg.watchers;
+    let connections = a.connections.map_or(n.div_ceil(100), |c| c as usize);
+    let (clients, protocol, opened) = watchers::clients(&config, connections.min(n))
+        .await
+        .map_err(kapi_error)?;
+    let shared = watchers::Shared::new(&cfg, protocol, opened);
+    serve_metrics({
+        let shared = shared.clone();
+        Arc::new(move || shared.stats().encode_metrics())
+    });
+    let stop = stop_on_ctrl_c();
+    let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
+    let started = std::time::Instant::now();
+    let started_unix = unix_now();
+    let rec = Arc::new(Recorder::default());
+    let task = tokio::spawn(watchers::run(
+        clients,
+        cfg,
+        shared.clone(),
+        rec.clone(),
+        wstop,
+    ));
+    let progress = {
+        let shared = shared.clone();
+        Ticking::start(a.duration, move || {
+            let w = shared.stats();
+            format!(
+                "{} watch requests, {} events (delivery p99 {}), {} relists, {} errors",
+                w.total.requests,
+                w.total.events(),
+                report::format::ms(
+                    w.delivery_update
+                        .value_at_quantile(0.99)
+                        .max(w.delivery_create.value_at_quantile(0.99)) as f64
+                        / 1000.0
+                ),
+                w.relists,
+                w.errors.values().sum::<u64>()
+            )
+        })
+    };
+    let mut run = Watching {
+        stop,
+        wstop_tx,
+        progress,
+        started,
+        started_unix,
+    }
+    .until_done(a.duration, task, info)
+    .await;
+    run.calls = rec.snapshot().calls.into_values().collect();
+    let w = shared.stats();
+    let none_started = w.total.requests > 0 && w.established.is_empty();
+    run.watchers = Some(w);
+    let code = finish(&run, a.cluster.json.as_ref(), false)?;
+    if none_started {
+        eprintln!("scaletest: no watch request was answered");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(code)
 }

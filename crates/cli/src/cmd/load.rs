@@ -1,7 +1,7 @@
 //! `scaletest load`: flags → validated `load::Config` → `load::run` → report and JSON.
 
 use super::parse_duration;
-use crate::progress::Progress;
+use crate::progress::{Progress, RateLog};
 use crate::Usage;
 use anyhow::Context as _;
 use load::{Config, Mode, Shutdown, Spec, Target};
@@ -86,6 +86,10 @@ pub struct Args {
     /// Write everything measured to this JSON file (histograms included).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Every PERIOD (whole seconds), a line on stderr of the bytes received and sent per
+    /// second, responses and errors (for runs without a terminal, which show no progress line).
+    #[arg(long, value_name = "PERIOD", value_parser = parse_duration)]
+    log_rates: Option<Duration>,
 }
 
 fn parse_rate(s: &str) -> Result<String, String> {
@@ -216,10 +220,17 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let progress = Progress::new(cfg.duration);
+    let mut rates = args.log_rates.map(RateLog::new);
     let result = rt.block_on(async {
         let s = shutdown.clone();
         super::on_ctrl_c(move || s.trigger());
-        load::run(cfg, shutdown.clone(), |p| progress.update(p)).await
+        load::run(cfg, shutdown.clone(), |p| {
+            progress.update(p);
+            if let Some(line) = rates.as_mut().and_then(|r| r.second(p)) {
+                progress.line(&line);
+            }
+        })
+        .await
     });
     progress.finish();
     let r = result.map_err(|e| match e {
