@@ -107,6 +107,17 @@ pub struct ApiRun {
     pub slo: Vec<SloCheck>,
 }
 
+/// An api run file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiRunError {
+    /// Not an api run file.
+    #[error("{0}: not an api run file: {1}")]
+    Parse(String, String),
+    /// Written by another format version.
+    #[error("{0}: api run file version {1} (this build reads {API_RUN_VERSION})")]
+    Version(String, u64),
+}
+
 impl ApiRun {
     /// An empty run record.
     pub fn new(info: ApiInfo, started_unix: f64) -> ApiRun {
@@ -154,16 +165,12 @@ impl ApiRun {
     /// Parse a run file written by `--json`; `name` is for messages. The version is checked
     /// first (as `report::RunFile::from_json` does), so that a file from another version is
     /// called that rather than malformed.
-    pub fn from_json(name: &str, text: &str) -> Result<ApiRun, String> {
-        let bad = |e: &dyn std::fmt::Display| format!("{name}: not an api run file: {e}");
+    pub fn from_json(name: &str, text: &str) -> Result<ApiRun, ApiRunError> {
+        let bad = |e: &dyn std::fmt::Display| ApiRunError::Parse(name.into(), e.to_string());
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
         match v.get("version").and_then(|v| v.as_u64()) {
             Some(n) if n == u64::from(API_RUN_VERSION) => {}
-            Some(n) => {
-                return Err(format!(
-                    "{name}: api run file version {n} (this build reads {API_RUN_VERSION})"
-                ))
-            }
+            Some(n) => return Err(ApiRunError::Version(name.into(), n)),
             None => return Err(bad(&"no version field")),
         }
         serde_json::from_value(v).map_err(|e| bad(&e))
@@ -505,10 +512,15 @@ mod tests {
     #[test]
     fn a_file_of_another_version_is_named_so_whatever_its_shape() {
         let e = ApiRun::from_json("f", r#"{"version": 9, "calls": "a new shape"}"#).unwrap_err();
-        assert!(e.contains("version 9"), "{e}");
+        assert!(matches!(e, ApiRunError::Version(_, 9)), "{e}");
+        assert!(e.to_string().contains("version 9"), "{e}");
         let e = ApiRun::from_json("f", r#"{"calls": []}"#).unwrap_err();
-        assert!(e.contains("not an api run file: no version field"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not an api run file: no version field"),
+            "{e}"
+        );
         let e = ApiRun::from_json("f", "{").unwrap_err();
-        assert!(e.contains("not an api run file"), "{e}");
+        assert!(matches!(e, ApiRunError::Parse(..)), "{e}");
     }
 }

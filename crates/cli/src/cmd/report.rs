@@ -71,7 +71,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         let runs = texts
             .iter()
-            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(Usage))
+            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(|e| Usage(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let run = kapi::output::ApiRun::merge(&runs).expect("clap requires at least one file");
         let mut out = std::io::stdout().lock();
