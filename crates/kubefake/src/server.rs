@@ -36,10 +36,38 @@ impl Default for Options {
     }
 }
 
+/// Changes, one channel per collection: a watch is woken only by changes of what it watches
+/// (as the API server's watch cache dispatches per resource), so thousands of node watches are
+/// not woken by every lease renewal.
+#[derive(Default)]
+struct Feed {
+    by_coll: Mutex<BTreeMap<String, broadcast::Sender<Arc<Event>>>>,
+}
+
+impl Feed {
+    fn channel(&self, coll: &str) -> broadcast::Sender<Arc<Event>> {
+        self.by_coll
+            .lock()
+            .expect("lock")
+            .entry(coll.to_string())
+            .or_insert_with(|| broadcast::channel(1 << 16).0)
+            .clone()
+    }
+
+    fn send(&self, e: Arc<Event>) -> Result<usize, broadcast::error::SendError<Arc<Event>>> {
+        let tx = self.channel(&e.coll);
+        tx.send(e)
+    }
+
+    fn subscribe(&self, coll: &str) -> broadcast::Receiver<Arc<Event>> {
+        self.channel(coll).subscribe()
+    }
+}
+
 struct Shared {
     store: Mutex<Store>,
     resources: Mutex<Vec<Resource>>,
-    events: broadcast::Sender<Arc<Event>>,
+    events: Feed,
     calls: Mutex<BTreeMap<String, u64>>,
     /// The next n mutating calls are answered with this status (as API Priority and Fairness
     /// answers 429).
@@ -121,7 +149,7 @@ impl FakeApi {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             resources: Mutex::new(builtins()),
-            events: broadcast::channel(1 << 16).0,
+            events: Feed::default(),
             calls: Mutex::new(BTreeMap::new()),
             reject: Mutex::new((0, 429)),
             delays: Mutex::new(BTreeMap::new()),
@@ -883,7 +911,7 @@ fn watch(
     let (events, first, start_rv) = {
         // Subscribing under the store's lock: nothing falls between the snapshot and the feed.
         let st = shared.store.lock().expect("lock");
-        let events = shared.events.subscribe();
+        let events = shared.events.subscribe(&coll);
         let start_rv = st.rv();
         let first: Result<Vec<Bytes>, ApiError> = if from.is_none() || send_initial {
             Ok(st
