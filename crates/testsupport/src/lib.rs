@@ -165,3 +165,12 @@ pub async fn wait_until_async(what: &str, limit: Duration, mut ready: impl FnMut
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Send SIGINT (Ctrl-C) to a process through the `kill` command (the workspace forbids
+/// unsafe code); true when it was delivered.
+pub fn interrupt(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
