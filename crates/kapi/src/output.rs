@@ -215,7 +215,8 @@ impl ApiRun {
 
 const LAT_COLS: [&str; 7] = ["2.5%", "50%", "97.5%", "99%", "Avg", "Stdev", "Max"];
 
-fn header(first: &str, extra: &[&str]) -> Vec<String> {
+/// The header row of a latency table: `first`, the latency columns, then `extra`.
+pub fn header(first: &str, extra: &[&str]) -> Vec<String> {
     let mut h = vec![first.to_string()];
     h.extend(LAT_COLS.iter().map(|c| c.to_string()));
     h.extend(extra.iter().map(|c| c.to_string()));

@@ -126,23 +126,7 @@ pub fn now_rfc3339() -> String {
 
 /// `secs` since the Unix epoch as RFC 3339 (UTC, whole seconds).
 pub fn rfc3339(secs: u64) -> String {
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    report::format::rfc3339(secs as f64)
 }
 
 /// The list merge keys of a strategic merge patch for the fields the fake's users patch
@@ -697,14 +681,18 @@ impl Selectors {
 mod tests {
     use super::*;
 
-    fn cm() -> Resource {
+    fn core(plural: &str, kind: &str) -> Resource {
         Resource {
             group: String::new(),
             version: "v1".into(),
-            plural: "configmaps".into(),
-            kind: "ConfigMap".into(),
+            plural: plural.into(),
+            kind: kind.into(),
             namespaced: true,
         }
+    }
+
+    fn cm() -> Resource {
+        core("configmaps", "ConfigMap")
     }
 
     #[test]
@@ -819,13 +807,7 @@ mod tests {
     }
 
     fn pods() -> Resource {
-        Resource {
-            group: String::new(),
-            version: "v1".into(),
-            plural: "pods".into(),
-            kind: "Pod".into(),
-            namespaced: true,
-        }
+        core("pods", "Pod")
     }
 
     #[test]

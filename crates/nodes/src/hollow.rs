@@ -785,112 +785,82 @@ impl Hollow {
     /// services, endpointslices and node), or one of each for all nodes. Plus one informer on
     /// all pods, the instrument that times pod startup.
     pub(crate) fn start_watches(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
-        let q = |resource: &'static str, fields: Option<String>, labels: Option<&str>| Query {
+        // The instrument: one informer on all pods.
+        let h = self.clone();
+        self.watch::<Pod>(tasks, "pods (startup informer)", None, None, move |ev| {
+            h.observe(ev)
+        });
+        match self.cfg.watch {
+            WatchMode::PerNode => {
+                for i in 0..self.nodes.len() {
+                    let name = &self.nodes[i].name;
+                    let by_name = Some(format!("metadata.name={name}"));
+                    let h = self.clone();
+                    let pods = Some(format!("spec.nodeName={name}"));
+                    self.watch::<Pod>(tasks, "pods", pods, None, move |ev| h.on_pod(ev, Some(i)));
+                    self.watch::<Node>(tasks, "nodes", by_name.clone(), None, |_| {});
+                    self.watch::<Service>(tasks, "services", None, None, |_| {});
+                    self.proxy_watches(tasks, by_name);
+                }
+            }
+            WatchMode::Shared => {
+                let h = self.clone();
+                let bound = Some("spec.nodeName!=".to_string());
+                self.watch::<Pod>(tasks, "pods", bound, None, move |ev| h.on_pod(ev, None));
+                self.proxy_watches(tasks, None);
+            }
+        }
+    }
+
+    /// A kube-proxy's informers: services and endpointslices (those it serves), and its node
+    /// (`by_name`; none in shared mode).
+    fn proxy_watches(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        by_name: Option<String>,
+    ) {
+        if !self.cfg.proxy {
+            return;
+        }
+        const SERVICES: &str = "!service.kubernetes.io/service-proxy-name";
+        const SLICES: &str =
+            "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name";
+        self.watch::<Service>(tasks, "services (proxy)", None, Some(SERVICES), |_| {});
+        let h = self.clone();
+        self.watch::<EndpointSlice>(tasks, "endpointslices", None, Some(SLICES), move |ev| {
+            h.on_slice(ev)
+        });
+        if by_name.is_some() {
+            self.watch::<Node>(tasks, "nodes (proxy)", by_name, None, |_| {});
+        }
+    }
+
+    /// Start one informer (cluster-wide, with selectors) on a connection of the pool.
+    fn watch<K>(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        resource: &'static str,
+        fields: Option<String>,
+        labels: Option<&str>,
+        on: impl FnMut(Ev<K>) + Send + 'static,
+    ) where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K::DynamicType: Default,
+    {
+        let q = Query {
             resource,
             fields,
             labels: labels.map(str::to_string),
             timeout: self.cfg.watch_timeout,
         };
-        const PROXY_SERVICES: &str = "!service.kubernetes.io/service-proxy-name";
-        const PROXY_SLICES: &str =
-            "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name";
-        let tr = self.traffic.clone();
-        // The instrument: one informer on all pods.
-        {
-            let h = self.clone();
-            let api = Api::<Pod>::all(self.pool.watch());
-            tasks.spawn(reflect::run(
-                api,
-                q("pods (startup informer)", None, None),
-                tr.clone(),
-                self.stop.clone(),
-                move |ev| h.observe(ev),
-            ));
-        }
-        match self.cfg.watch {
-            WatchMode::PerNode => {
-                for i in 0..self.nodes.len() {
-                    let name = self.nodes[i].name.clone();
-                    let h = self.clone();
-                    let api = Api::<Pod>::all(self.pool.watch());
-                    let fields = Some(format!("spec.nodeName={name}"));
-                    tasks.spawn(reflect::run(
-                        api,
-                        q("pods", fields, None),
-                        tr.clone(),
-                        self.stop.clone(),
-                        move |ev| h.on_pod(ev, Some(i)),
-                    ));
-                    let by_name = Some(format!("metadata.name={name}"));
-                    tasks.spawn(reflect::run(
-                        Api::<Node>::all(self.pool.watch()),
-                        q("nodes", by_name.clone(), None),
-                        tr.clone(),
-                        self.stop.clone(),
-                        |_| {},
-                    ));
-                    tasks.spawn(reflect::run(
-                        Api::<Service>::all(self.pool.watch()),
-                        q("services", None, None),
-                        tr.clone(),
-                        self.stop.clone(),
-                        |_| {},
-                    ));
-                    if self.cfg.proxy {
-                        tasks.spawn(reflect::run(
-                            Api::<Service>::all(self.pool.watch()),
-                            q("services (proxy)", None, Some(PROXY_SERVICES)),
-                            tr.clone(),
-                            self.stop.clone(),
-                            |_| {},
-                        ));
-                        let h = self.clone();
-                        tasks.spawn(reflect::run(
-                            Api::<EndpointSlice>::all(self.pool.watch()),
-                            q("endpointslices", None, Some(PROXY_SLICES)),
-                            tr.clone(),
-                            self.stop.clone(),
-                            move |ev| h.on_slice(ev),
-                        ));
-                        tasks.spawn(reflect::run(
-                            Api::<Node>::all(self.pool.watch()),
-                            q("nodes (proxy)", by_name, None),
-                            tr.clone(),
-                            self.stop.clone(),
-                            |_| {},
-                        ));
-                    }
-                }
-            }
-            WatchMode::Shared => {
-                let h = self.clone();
-                let api = Api::<Pod>::all(self.pool.watch());
-                tasks.spawn(reflect::run(
-                    api,
-                    q("pods", Some("spec.nodeName!=".into()), None),
-                    tr.clone(),
-                    self.stop.clone(),
-                    move |ev| h.on_pod(ev, None),
-                ));
-                if self.cfg.proxy {
-                    tasks.spawn(reflect::run(
-                        Api::<Service>::all(self.pool.watch()),
-                        q("services (proxy)", None, Some(PROXY_SERVICES)),
-                        tr.clone(),
-                        self.stop.clone(),
-                        |_| {},
-                    ));
-                    let h = self.clone();
-                    tasks.spawn(reflect::run(
-                        Api::<EndpointSlice>::all(self.pool.watch()),
-                        q("endpointslices", None, Some(PROXY_SLICES)),
-                        tr.clone(),
-                        self.stop.clone(),
-                        move |ev| h.on_slice(ev),
-                    ));
-                }
-            }
-        }
+        let api = Api::<K>::all(self.pool.watch());
+        tasks.spawn(reflect::run(
+            api,
+            q,
+            self.traffic.clone(),
+            self.stop.clone(),
+            on,
+        ));
     }
 
     /// The startup informer: a pod on one of our nodes seen Running and Ready.

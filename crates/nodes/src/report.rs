@@ -4,6 +4,7 @@
 use crate::startup::{StartupStats, POD_STARTUP_SLO_S};
 use crate::traffic::WatchCount;
 use hdrhistogram::Histogram;
+use kapi::output::header;
 use kapi::stats::CallStats;
 use report::format::{count, ms, trim};
 use report::table::{boxed, latency_row};
@@ -142,15 +143,6 @@ impl NodesRun {
             .map(|c| c.answered + c.transport_errors)
             .sum()
     }
-}
-
-const LAT_COLS: [&str; 7] = ["2.5%", "50%", "97.5%", "99%", "Avg", "Stdev", "Max"];
-
-fn header(first: &str, extra: &[&str]) -> Vec<String> {
-    let mut h = vec![first.to_string()];
-    h.extend(LAT_COLS.iter().map(|c| c.to_string()));
-    h.extend(extra.iter().map(|c| c.to_string()));
-    h
 }
 
 fn row(name: &str, h: &Histogram<u64>) -> Vec<String> {
@@ -326,44 +318,46 @@ pub fn metrics(run: &NodesRun) -> String {
         "# TYPE scaletest_nodes_retried_429 counter\nscaletest_nodes_retried_429_total {}",
         run.retried_429
     );
-    let _ = writeln!(s, "# TYPE scaletest_pod_startup_latency_seconds summary");
     let st = &run.startup;
-    for (phase, h) in [
-        ("create_to_schedule", &st.create_to_schedule),
-        ("schedule_to_run", &st.schedule_to_run),
-        ("run_to_watch", &st.run_to_watch),
-        ("pod_startup", &st.pod_startup),
-    ] {
-        for q in [0.5, 0.9, 0.99] {
-            let _ = writeln!(
-                s,
-                "scaletest_pod_startup_latency_seconds{{phase=\"{phase}\",quantile=\"{q}\"}} {}",
-                h.value_at_quantile(q) as f64 / 1e6
-            );
+    let summaries: [(&str, &str, &Histogram<u64>); 5] = [
+        (
+            "scaletest_pod_startup_latency_seconds",
+            "phase=\"create_to_schedule\",",
+            &st.create_to_schedule,
+        ),
+        (
+            "scaletest_pod_startup_latency_seconds",
+            "phase=\"schedule_to_run\",",
+            &st.schedule_to_run,
+        ),
+        (
+            "scaletest_pod_startup_latency_seconds",
+            "phase=\"run_to_watch\",",
+            &st.run_to_watch,
+        ),
+        (
+            "scaletest_pod_startup_latency_seconds",
+            "phase=\"pod_startup\",",
+            &st.pod_startup,
+        ),
+        (
+            "scaletest_network_programming_latency_seconds",
+            "",
+            &st.network_programming,
+        ),
+    ];
+    let mut typed = std::collections::BTreeSet::new();
+    for (name, labels, h) in summaries {
+        if typed.insert(name) {
+            let _ = writeln!(s, "# TYPE {name} summary");
         }
-        let _ = writeln!(
-            s,
-            "scaletest_pod_startup_latency_seconds_count{{phase=\"{phase}\"}} {}",
-            h.len()
-        );
+        for q in [0.5, 0.9, 0.99] {
+            let v = h.value_at_quantile(q) as f64 / 1e6;
+            let _ = writeln!(s, "{name}{{{labels}quantile=\"{q}\"}} {v}");
+        }
+        let count_labels = labels.trim_end_matches(',');
+        let _ = writeln!(s, "{name}_count{{{count_labels}}} {}", h.len());
     }
-    let h = &st.network_programming;
-    let _ = writeln!(
-        s,
-        "# TYPE scaletest_network_programming_latency_seconds summary"
-    );
-    for q in [0.5, 0.9, 0.99] {
-        let _ = writeln!(
-            s,
-            "scaletest_network_programming_latency_seconds{{quantile=\"{q}\"}} {}",
-            h.value_at_quantile(q) as f64 / 1e6
-        );
-    }
-    let _ = writeln!(
-        s,
-        "scaletest_network_programming_latency_seconds_count {}",
-        h.len()
-    );
     s += "# EOF\n";
     s
 }

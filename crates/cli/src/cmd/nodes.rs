@@ -199,14 +199,7 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let stop = {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        super::on_ctrl_c(move || {
-            eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
-            let _ = tx.send(true);
-        });
-        rx
-    };
+    let stop = super::api::stop_on_ctrl_c();
     eprintln!("scaletest: registering {} hollow nodes", cfg.nodes);
     let started = nodes::start(cfg.clone(), pool, transport)
         .await
