@@ -251,6 +251,32 @@ fn watch_section(w: &WatchStats, s: &mut String) {
     );
 }
 
+/// One line per (verb, resource) with failures: `  create pods: 3 × 429, 1 × no answer`.
+pub fn failures(calls: &[CallStats]) -> String {
+    let mut s = String::new();
+    for c in calls {
+        let parts: Vec<String> = c
+            .status
+            .iter()
+            .map(|(code, n)| format!("{} × {code}", count(*n)))
+            .chain(
+                (c.transport_errors > 0)
+                    .then(|| format!("{} × no answer", count(c.transport_errors))),
+            )
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {} {}: {}",
+                c.verb.name(),
+                c.resource,
+                parts.join(", ")
+            );
+        }
+    }
+    s
+}
+
 /// The human report.
 pub fn render(run: &ApiRun, slo: bool) -> String {
     let i = &run.info;
@@ -343,26 +369,7 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
         s.push('\n');
     }
     let throttled: u64 = run.calls.iter().map(CallStats::throttled).sum();
-    for c in &run.calls {
-        let parts: Vec<String> = c
-            .status
-            .iter()
-            .map(|(code, n)| format!("{} × {code}", count(*n)))
-            .chain(
-                (c.transport_errors > 0)
-                    .then(|| format!("{} × no answer", count(c.transport_errors))),
-            )
-            .collect();
-        if !parts.is_empty() {
-            let _ = writeln!(
-                s,
-                "  {} {}: {}",
-                c.verb.name(),
-                c.resource,
-                parts.join(", ")
-            );
-        }
-    }
+    s += &failures(&run.calls);
     if throttled > 0 {
         let _ = writeln!(
             s,

@@ -53,6 +53,15 @@ struct PodSlot {
 }
 
 impl PodSlot {
+    /// A pod this kubelet does not run (finished, rejected, or only being deleted).
+    fn idle(terminating: bool) -> PodSlot {
+        PodSlot {
+            phase: None,
+            task: None,
+            terminating,
+        }
+    }
+
     fn active(&self) -> bool {
         matches!(self.phase, Some(PodPhase::Pending | PodPhase::Running)) && !self.terminating
     }
@@ -539,41 +548,20 @@ impl Hollow {
             return;
         }
         if deleting {
-            st.pods.insert(
-                uid,
-                PodSlot {
-                    phase: None,
-                    task: None,
-                    terminating: true,
-                },
-            );
+            st.pods.insert(uid, PodSlot::idle(true));
             drop(st);
             let h = self.clone();
             tokio::spawn(async move { h.terminate(i, p, None).await });
             return;
         }
         if terminal {
-            st.pods.insert(
-                uid,
-                PodSlot {
-                    phase: None,
-                    task: None,
-                    terminating: false,
-                },
-            );
+            st.pods.insert(uid, PodSlot::idle(false));
             return;
         }
         // Admission: the pods resource, as the kubelet's predicate admit handler checks it.
         let used = st.pods.values().filter(|s| s.active()).count() as u32;
         if used >= self.cfg.shape.pods {
-            st.pods.insert(
-                uid,
-                PodSlot {
-                    phase: None,
-                    task: None,
-                    terminating: false,
-                },
-            );
+            st.pods.insert(uid, PodSlot::idle(false));
             drop(st);
             self.pods.rejected.fetch_add(1, Ordering::Relaxed);
             let h = self.clone();

@@ -4,7 +4,7 @@
 use crate::startup::{StartupStats, POD_STARTUP_SLO_S};
 use crate::traffic::WatchCount;
 use hdrhistogram::Histogram;
-use kapi::output::header;
+use kapi::output::{failures, header};
 use kapi::stats::CallStats;
 use report::format::{count, ms, trim};
 use report::table::{boxed, latency_row};
@@ -223,26 +223,7 @@ pub fn render(run: &NodesRun) -> String {
             count(run.retried_429)
         );
     }
-    for c in &run.calls {
-        if c.errors() > 0 {
-            let parts: Vec<String> = c
-                .status
-                .iter()
-                .map(|(code, n)| format!("{} × {code}", count(*n)))
-                .chain(
-                    (c.transport_errors > 0)
-                        .then(|| format!("{} × no answer", count(c.transport_errors))),
-                )
-                .collect();
-            let _ = writeln!(
-                s,
-                "  {} {}: {}",
-                c.verb.name(),
-                c.resource,
-                parts.join(", ")
-            );
-        }
-    }
+    s += &failures(&run.calls);
     let st = &run.startup;
     if !st.pod_startup.is_empty() || !st.network_programming.is_empty() {
         s.push('\n');
