@@ -556,10 +556,13 @@ impl Store {
                 self.floor
             )));
         }
+        // The log is in version order: start at the first change after `rv` (a watch that
+        // resumes near the head must not scan the whole log under the store's lock).
+        let first = self.log.partition_point(|e| e.rv <= rv);
         Ok(self
             .log
-            .iter()
-            .filter(|e| e.rv > rv && e.coll == coll)
+            .range(first..)
+            .filter(|e| e.coll == coll)
             .cloned()
             .collect())
     }
