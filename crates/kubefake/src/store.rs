@@ -145,6 +145,15 @@ fn merge_key(field: &str) -> Option<&'static str> {
 /// merge as in a JSON merge patch, lists with a merge key (node and pod conditions by
 /// `type`, pod IPs by `ip`) merge item by item, other lists are replaced.
 pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    merge(target, patch, true)
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    merge(target, patch, false)
+}
+
+fn merge(target: &mut Value, patch: &Value, strategic: bool) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
@@ -152,10 +161,11 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
             }
             let t = target.as_object_mut().expect("made an object");
             for (k, v) in p {
-                if k.starts_with("$setElementOrder/") || k == "$retainKeys" {
+                if strategic && (k.starts_with("$setElementOrder/") || k == "$retainKeys") {
                     continue;
                 }
-                match (v, merge_key(k), t.get_mut(k)) {
+                let key = if strategic { merge_key(k) } else { None };
+                match (v, key, t.get_mut(k)) {
                     (Value::Null, _, _) => {
                         t.remove(k);
                     }
@@ -163,32 +173,12 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
                         for item in items {
                             let id = item.get(key);
                             match cur.iter_mut().find(|c| id.is_some() && c.get(key) == id) {
-                                Some(c) => strategic_merge(c, item),
+                                Some(c) => merge(c, item, true),
                                 None => cur.push(item.clone()),
                             }
                         }
                     }
-                    _ => strategic_merge(t.entry(k.clone()).or_insert(Value::Null), v),
-                }
-            }
-        }
-        _ => *target = patch.clone(),
-    }
-}
-
-/// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let t = target.as_object_mut().expect("made an object");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    _ => merge(t.entry(k.clone()).or_insert(Value::Null), v, strategic),
                 }
             }
         }

@@ -388,17 +388,7 @@ impl Hollow {
         };
         if let Some(l) = cached {
             let l = renew(l);
-            let r = self
-                .call(Verb::Update, "leases", |c| {
-                    let l = l.clone();
-                    let name = slot.name.clone();
-                    async move {
-                        Api::<Lease>::namespaced(c, LEASE_NS)
-                            .replace(&name, &PostParams::default(), &l)
-                            .await
-                    }
-                })
-                .await;
+            let r = self.put_lease(&slot.name, &l).await;
             match r {
                 Ok(l) => {
                     slot.st.lock().expect("lock").lease = Some(l);
@@ -417,16 +407,7 @@ impl Hollow {
         let lease = match got {
             Ok(l) => {
                 let l = renew(l);
-                self.call(Verb::Update, "leases", |c| {
-                    let l = l.clone();
-                    let name = slot.name.clone();
-                    async move {
-                        Api::<Lease>::namespaced(c, LEASE_NS)
-                            .replace(&name, &PostParams::default(), &l)
-                            .await
-                    }
-                })
-                .await
+                self.put_lease(&slot.name, &l).await
             }
             Err(e) if e.code() == Some(404) => {
                 let body = objects::lease(
@@ -451,6 +432,19 @@ impl Hollow {
         if let Ok(l) = lease {
             slot.st.lock().expect("lock").lease = Some(l);
         }
+    }
+
+    /// PUT a node's lease (an Update: the lease's resourceVersion makes it conditional).
+    async fn put_lease(&self, name: &str, l: &Lease) -> Result<Lease, CallError> {
+        self.call(Verb::Update, "leases", |c| {
+            let (l, name) = (l.clone(), name.to_string());
+            async move {
+                Api::<Lease>::namespaced(c, LEASE_NS)
+                    .replace(&name, &PostParams::default(), &l)
+                    .await
+            }
+        })
+        .await
     }
 
     /// The node-status loop: the status is computed every `status_update` (from the node
