@@ -43,6 +43,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Act on a running demo: scale, rollout, rate, status.
     Ctl(cmd::ctl::Args),
+    /// Run hollow nodes: simulated kubelets and kube-proxies, and pod startup latency.
+    Nodes(Box<cmd::nodes::Args>),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Aggregate(args) => cmd::aggregate::main(*args),
         Command::Demo(args) => cmd::demo::main(args),
         Command::Ctl(args) => cmd::ctl::main(args),
+        Command::Nodes(args) => cmd::nodes::main(*args),
     };
     match result {
         Ok(code) => code,

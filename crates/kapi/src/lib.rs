@@ -104,8 +104,8 @@ pub async fn connect(
     Ok((client, ns))
 }
 
-/// The client configuration [`connect`] makes a client from (for clients of other shapes,
-/// such as [`watchers::clients`]).
+/// The client configuration [`connect`] makes a client from, for callers that build clients
+/// of other shapes ([`watchers::clients`], the hollow nodes' HTTP/2 pool).
 pub async fn config(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
@@ -234,4 +234,48 @@ pub fn load_template(path: &Path) -> Result<serde_json::Value, Error> {
         )));
     }
     Ok(v)
+}
+
+/// Serve `/metrics` (OpenMetrics text from `render`, called per request) on `listener`, on the
+/// shared accept loop with its limits (`st_http::server`), until `phase` is `Stopping` or its
+/// sender is gone. Other paths get 404.
+pub async fn serve_text(
+    listener: std::net::TcpListener,
+    phase: tokio::sync::watch::Receiver<st_http::server::Phase>,
+    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+) {
+    use st_http::server;
+    let make = move |_peer, _activity| {
+        let render = render.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let render = render.clone();
+            async move {
+                let (code, body) = if req.uri().path() == "/metrics" {
+                    (200, render())
+                } else {
+                    (404, "not found: try /metrics\n".to_string())
+                };
+                let mut resp =
+                    hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("valid status");
+                resp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let stats = std::sync::Arc::new(server::Stats::default());
+    let _ = server::serve(
+        listener,
+        None,
+        server::Limits::default(),
+        stats,
+        phase,
+        make,
+    )
+    .await;
 }

@@ -235,7 +235,8 @@ impl ApiRun {
 
 const LAT_COLS: [&str; 7] = ["2.5%", "50%", "97.5%", "99%", "Avg", "Stdev", "Max"];
 
-fn header(first: &str, extra: &[&str]) -> Vec<String> {
+/// The header row of a latency table: `first`, the latency columns, then `extra`.
+pub fn header(first: &str, extra: &[&str]) -> Vec<String> {
     let mut h = vec![first.to_string()];
     h.extend(LAT_COLS.iter().map(|c| c.to_string()));
     h.extend(extra.iter().map(|c| c.to_string()));
@@ -343,6 +344,34 @@ fn messages(m: &BTreeMap<u16, ErrorMessage>, s: &mut String) {
         };
         let _ = writeln!(s, "    first {what}: {}", m.line(200));
     }
+}
+
+/// One line per (verb, resource) with failures, `  create pods: 3 × 429, 1 × no answer`,
+/// each followed by the server's first message for each status.
+pub fn failures(calls: &[CallStats]) -> String {
+    let mut s = String::new();
+    for c in calls {
+        let parts: Vec<String> = c
+            .status
+            .iter()
+            .map(|(code, n)| format!("{} × {code}", count(*n)))
+            .chain(
+                (c.transport_errors > 0)
+                    .then(|| format!("{} × no answer", count(c.transport_errors))),
+            )
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {} {}: {}",
+                c.verb.name(),
+                c.resource,
+                parts.join(", ")
+            );
+            messages(&c.messages, &mut s);
+        }
+    }
+    s
 }
 
 /// The human report.
@@ -454,27 +483,7 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
         s.push('\n');
     }
     let throttled: u64 = run.calls.iter().map(CallStats::throttled).sum();
-    for c in &run.calls {
-        let parts: Vec<String> = c
-            .status
-            .iter()
-            .map(|(code, n)| format!("{} × {code}", count(*n)))
-            .chain(
-                (c.transport_errors > 0)
-                    .then(|| format!("{} × no answer", count(c.transport_errors))),
-            )
-            .collect();
-        if !parts.is_empty() {
-            let _ = writeln!(
-                s,
-                "  {} {}: {}",
-                c.verb.name(),
-                c.resource,
-                parts.join(", ")
-            );
-            messages(&c.messages, &mut s);
-        }
-    }
+    s += &failures(&run.calls);
     if throttled > 0 {
         let _ = writeln!(
             s,

@@ -18,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram as PromHistogram};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use st_http::server::{self, Phase};
+use st_http::server::Phase;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -497,37 +497,5 @@ pub async fn serve_metrics(
     encode: Encode,
     phase: signal::Receiver<Phase>,
 ) {
-    let make = move |_peer, _activity| {
-        let encode = encode.clone();
-        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let encode = encode.clone();
-            async move {
-                let (code, body) = if req.uri().path() == "/metrics" {
-                    (200, encode())
-                } else {
-                    (404, "not found: try /metrics\n".to_string())
-                };
-                let mut resp =
-                    hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-                *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("valid status");
-                resp.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        })
-    };
-    let stats = Arc::new(server::Stats::default());
-    let _ = server::serve(
-        listener,
-        None,
-        server::Limits::default(),
-        stats,
-        phase,
-        make,
-    )
-    .await;
+    crate::serve_text(listener, phase, encode).await;
 }

@@ -1,6 +1,8 @@
 //! Run the fake API server as a process (for benchmarks and trying the tools by hand):
 //! `cargo run --release -p kubefake --example fakeapi -- KUBECONFIG_PATH`. It writes a
 //! kubeconfig there and serves until killed. It registers the wardle Flunder custom resource.
+//! With `FAKEAPI_CALLS=FILE` it writes its request log (calls by verb and resource, as
+//! [`kubefake::FakeApi::calls`]) to FILE as JSON every second, for benchmarks to read.
 
 // Tests and examples may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
@@ -20,7 +22,17 @@ fn main() {
     let written = api.kubeconfig(std::path::Path::new("."));
     std::fs::rename(&written, &path).expect("move the kubeconfig into place");
     println!("fake API at {} (kubeconfig {path})", api.url());
+    let calls = std::env::var_os("FAKEAPI_CALLS");
     loop {
-        std::thread::park();
+        match &calls {
+            Some(f) => {
+                let text = serde_json::to_string(&api.calls()).expect("json");
+                let tmp = std::path::PathBuf::from(f).with_extension("tmp");
+                std::fs::write(&tmp, text).expect("write the request log");
+                std::fs::rename(&tmp, f).expect("move the request log into place");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            None => std::thread::park(),
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! discovery documents that kube-rs (and kubectl) use, over the [`Store`]; a create or update
 //! whose body names another apiVersion or kind than its path is refused as the API server
 //! refuses it. Tests reach it through a kubeconfig it writes, exactly as they would reach a
-//! real API server.
+//! real API server. It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c; hyper's default
+//! limit of 200 concurrent streams per connection), so many watches can share a connection as
+//! over TLS with ALPN.
 
 use crate::store::{ApiError, Event, Resource, Selectors, Store};
 use bytes::Bytes;
@@ -36,10 +38,38 @@ impl Default for Options {
     }
 }
 
+/// Changes, one channel per collection: a watch is woken only by changes of what it watches
+/// (as the API server's watch cache dispatches per resource), so thousands of node watches are
+/// not woken by every lease renewal.
+#[derive(Default)]
+struct Feed {
+    by_coll: Mutex<BTreeMap<String, broadcast::Sender<Arc<Event>>>>,
+}
+
+impl Feed {
+    fn channel(&self, coll: &str) -> broadcast::Sender<Arc<Event>> {
+        self.by_coll
+            .lock()
+            .expect("lock")
+            .entry(coll.to_string())
+            .or_insert_with(|| broadcast::channel(1 << 16).0)
+            .clone()
+    }
+
+    fn send(&self, e: Arc<Event>) -> Result<usize, broadcast::error::SendError<Arc<Event>>> {
+        let tx = self.channel(&e.coll);
+        tx.send(e)
+    }
+
+    fn subscribe(&self, coll: &str) -> broadcast::Receiver<Arc<Event>> {
+        self.channel(coll).subscribe()
+    }
+}
+
 struct Shared {
     store: Mutex<Store>,
     resources: Mutex<Vec<Resource>>,
-    events: broadcast::Sender<Arc<Event>>,
+    events: Feed,
     calls: Mutex<BTreeMap<String, u64>>,
     /// The next n mutating calls are answered with this status (as API Priority and Fairness
     /// answers 429).
@@ -79,6 +109,14 @@ pub fn builtins() -> Vec<Resource> {
         core("v1", "pods", "Pod", true),
         core("v1", "nodes", "Node", false),
         core("v1", "events", "Event", true),
+        core("v1", "services", "Service", true),
+        Resource {
+            group: "discovery.k8s.io".into(),
+            version: "v1".into(),
+            plural: "endpointslices".into(),
+            kind: "EndpointSlice".into(),
+            namespaced: true,
+        },
         Resource {
             group: "coordination.k8s.io".into(),
             version: "v1".into(),
@@ -105,7 +143,7 @@ impl FakeApi {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let mut store = Store::new(opts.log_cap);
-        for ns in ["default", "kube-system"] {
+        for ns in ["default", "kube-system", "kube-node-lease"] {
             store
                 .create(&namespaces(), "", json!({"metadata": {"name": ns}}))
                 .expect("fresh store");
@@ -113,7 +151,7 @@ impl FakeApi {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             resources: Mutex::new(builtins()),
-            events: broadcast::channel(1 << 16).0,
+            events: Feed::default(),
             calls: Mutex::new(BTreeMap::new()),
             reject: Mutex::new((0, 429)),
             delays: Mutex::new(BTreeMap::new()),
@@ -320,6 +358,8 @@ struct Target {
     ns: Option<String>,
     name: Option<String>,
     status: bool,
+    /// `pods/NAME/binding`.
+    binding: bool,
 }
 
 fn find(shared: &Shared, group: &str, version: &str, plural: &str) -> Option<Resource> {
@@ -454,10 +494,13 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         },
         [] => return Err(not_found()),
     };
-    let (name, status) = match tail {
-        [] => (None, false),
-        [name] => (Some(name.to_string()), false),
-        [name, "status"] => (Some(name.to_string()), true),
+    let (name, status, binding) = match tail {
+        [] => (None, false, false),
+        [name] => (Some(name.to_string()), false, false),
+        [name, "status"] => (Some(name.to_string()), true, false),
+        [name, "binding"] if r.plural == "pods" && r.group.is_empty() => {
+            (Some(name.to_string()), false, true)
+        }
         _ => return Err(not_found()),
     };
     if name.as_deref() == Some("") {
@@ -468,6 +511,7 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         ns,
         name,
         status,
+        binding,
     })
 }
 
@@ -487,13 +531,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let q = query(&req);
     let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     let verb = match (req.method(), t.name.is_some()) {
-        (&Method::GET, true) => "get",
+        (&Method::POST, true) if t.binding => "create",
+        (&Method::GET, true) if !t.binding => "get",
         (&Method::GET, false) if is_watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, false) => "create",
-        (&Method::PUT, true) => "update",
-        (&Method::PATCH, true) => "patch",
-        (&Method::DELETE, true) => "delete",
+        (&Method::PUT, true) if !t.binding => "update",
+        (&Method::PATCH, true) if !t.binding => "patch",
+        (&Method::DELETE, true) if !t.binding => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => {
             return status(
@@ -503,7 +548,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             )
         }
     };
-    let sub = if t.status { "/status" } else { "" };
+    let sub = if t.status {
+        "/status"
+    } else if t.binding {
+        "/binding"
+    } else {
+        ""
+    };
     {
         let mut calls = shared.calls.lock().expect("lock");
         *calls
@@ -561,15 +612,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .unwrap_or("")
         .trim()
         .to_string();
-    let body = if matches!(verb, "create" | "update" | "patch") {
+    let body = if matches!(verb, "create" | "update" | "patch" | "delete") {
         use http_body_util::BodyExt;
         match http_body_util::Limited::new(req.into_body(), MAX_BODY)
             .collect()
             .await
         {
-            Ok(b) => match serde_json::from_slice::<Value>(&b.to_bytes()) {
-                Ok(v) => v,
-                Err(e) => return status(400, "BadRequest", &format!("invalid JSON body: {e}")),
+            Ok(b) => match b.to_bytes() {
+                // DELETE may come without DeleteOptions.
+                b if verb == "delete" && b.iter().all(u8::is_ascii_whitespace) => Value::Null,
+                b => match serde_json::from_slice::<Value>(&b) {
+                    Ok(v) => v,
+                    Err(e) => return status(400, "BadRequest", &format!("invalid JSON body: {e}")),
+                },
             },
             Err(_) => {
                 return status(
@@ -596,6 +651,34 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             Ok(o) => reply(200, &o),
             Err(e) => error(&e),
         },
+        "create" if t.binding => {
+            // A Binding names its pod and the node; the pod's name in the path wins only if
+            // they agree, as the API server checks.
+            let target = body.pointer("/target/name").and_then(Value::as_str);
+            let kind_ok = body
+                .get("kind")
+                .and_then(Value::as_str)
+                .is_none_or(|k| k == "Binding");
+            let named = body.pointer("/metadata/name").and_then(Value::as_str);
+            let Some(node) = target.filter(|n| !n.is_empty()) else {
+                return status(400, "BadRequest", "Binding: target.name is required");
+            };
+            if !kind_ok || named.is_some_and(|n| n != name) {
+                return status(400, "BadRequest", "expected a Binding for this pod");
+            }
+            let mut st = shared.store.lock().expect("lock");
+            match st.bind(&t.r, &ns, &name, node) {
+                Ok((_, e)) => {
+                    let _ = shared.events.send(Arc::new(e));
+                    reply(
+                        201,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                       "status": "Success", "code": 201}),
+                    )
+                }
+                Err(e) => error(&e),
+            }
+        }
         "create" => {
             if t.r.namespaced && t.ns.is_none() {
                 return status(
@@ -657,9 +740,27 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     Err(e) => error(&e),
                 };
             }
-            match st.update(&t.r, &ns, &name, body, patch, t.status) {
+            let strategic = content_type == "application/strategic-merge-patch+json";
+            match st.update_as(&t.r, &ns, &name, body, patch, t.status, strategic) {
                 Ok((o, e)) => {
                     let _ = shared.events.send(Arc::new(e));
+                    reply(200, &o)
+                }
+                Err(e) => error(&e),
+            }
+        }
+        "delete" if t.r.plural == "pods" && t.r.group.is_empty() => {
+            let grace = q
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse::<i64>().ok())
+                .or_else(|| body.get("gracePeriodSeconds").and_then(Value::as_i64));
+            let uid = body.pointer("/preconditions/uid").and_then(Value::as_str);
+            let mut st = shared.store.lock().expect("lock");
+            match st.delete_pod(&t.r, &ns, &name, grace, uid) {
+                Ok((o, e, _gone)) => {
+                    if let Some(e) = e {
+                        let _ = shared.events.send(Arc::new(e));
+                    }
                     reply(200, &o)
                 }
                 Err(e) => error(&e),
@@ -873,7 +974,7 @@ fn watch(
     let (events, first, start_rv) = {
         // Subscribing under the store's lock: nothing falls between the snapshot and the feed.
         let st = shared.store.lock().expect("lock");
-        let events = shared.events.subscribe();
+        let events = shared.events.subscribe(&coll);
         let start_rv = st.rv();
         let first: Result<Vec<Bytes>, ApiError> = if from.is_none() || send_initial {
             Ok(st
@@ -923,6 +1024,7 @@ fn watch(
         ns: t.ns.clone(),
         name: None,
         status: false,
+        binding: false,
     };
     let every = shared.opts.bookmark_every;
     let mut gen = shared.watch_gen.subscribe();

@@ -1,5 +1,8 @@
 //! The object store behind the fake API: one global resourceVersion counter, optimistic
-//! concurrency, generateName, selectors, JSON merge patches, and an event log that watches
+//! concurrency, generateName, selectors, JSON merge patches and strategic merge patches (lists
+//! with a merge key merge item by item), real creation timestamps, the pod rules a kubelet
+//! depends on (a new pod is Pending; `pods/binding` sets the node once; a bound pod's delete
+//! only marks it until its kubelet deletes it with grace 0), and an event log that watches
 //! replay from (410 Gone once a version has fallen out of it).
 
 use serde_json::{json, Map, Value};
@@ -113,8 +116,44 @@ fn meta_mut(o: &mut Value) -> &mut Map<String, Value> {
         .expect("metadata is an object")
 }
 
+/// The wall clock as the API server writes timestamps: RFC 3339, whole seconds, UTC.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// `secs` since the Unix epoch as RFC 3339 (UTC, whole seconds).
+pub fn rfc3339(secs: u64) -> String {
+    report::format::rfc3339(secs as f64)
+}
+
+/// The list merge keys of a strategic merge patch for the fields the fake's users patch
+/// (`patchMergeKey` in the Kubernetes API types); other lists are replaced whole, as their
+/// `patchStrategy` is not `merge`.
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "conditions" | "addresses" => Some("type"),
+        "podIPs" | "hostIPs" => Some("ip"),
+        "ownerReferences" => Some("uid"),
+        _ => None,
+    }
+}
+
+/// A strategic merge patch as the API server applies it to the fields the fake knows: maps
+/// merge as in a JSON merge patch, lists with a merge key (node and pod conditions by
+/// `type`, pod IPs by `ip`) merge item by item, other lists are replaced.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    merge(target, patch, true)
+}
+
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
+    merge(target, patch, false)
+}
+
+fn merge(target: &mut Value, patch: &Value, strategic: bool) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
@@ -122,10 +161,24 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             }
             let t = target.as_object_mut().expect("made an object");
             for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                if strategic && (k.starts_with("$setElementOrder/") || k == "$retainKeys") {
+                    continue;
+                }
+                let key = if strategic { merge_key(k) } else { None };
+                match (v, key, t.get_mut(k)) {
+                    (Value::Null, _, _) => {
+                        t.remove(k);
+                    }
+                    (Value::Array(items), Some(key), Some(Value::Array(cur))) => {
+                        for item in items {
+                            let id = item.get(key);
+                            match cur.iter_mut().find(|c| id.is_some() && c.get(key) == id) {
+                                Some(c) => merge(c, item, true),
+                                None => cur.push(item.clone()),
+                            }
+                        }
+                    }
+                    _ => merge(t.entry(k.clone()).or_insert(Value::Null), v, strategic),
                 }
             }
         }
@@ -215,8 +268,12 @@ impl Store {
             m.insert("namespace".into(), json!(ns));
         }
         m.insert("uid".into(), json!(format!("fake-uid-{}", self.rv + 1)));
-        m.insert("creationTimestamp".into(), json!("2026-01-01T00:00:00Z"));
+        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
         m.insert("generation".into(), json!(1));
+        if r.kind == "Pod" && r.group.is_empty() {
+            // The pod strategy drops a client's status: a new pod is Pending.
+            o["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
         self.bump(&mut o);
         self.objects
             .entry(coll.clone())
@@ -245,6 +302,26 @@ impl Store {
         patch: bool,
         status_only: bool,
     ) -> Result<(Value, Event), ApiError> {
+        self.update_as(r, ns, name, body, patch, status_only, false)
+    }
+
+    /// [`Store::update`], with `strategic`: apply a patch as a strategic merge patch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_as(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        body: Value,
+        patch: bool,
+        status_only: bool,
+        strategic: bool,
+    ) -> Result<(Value, Event), ApiError> {
+        let merge = if strategic {
+            strategic_merge
+        } else {
+            merge_patch
+        };
         let current = self.get(r, ns, name)?;
         let cur_rv = meta(&current, "resourceVersion");
         if let Some(want) = meta(&body, "resourceVersion") {
@@ -259,7 +336,7 @@ impl Store {
         if status_only {
             let status = if patch {
                 let mut s = current.get("status").cloned().unwrap_or(json!({}));
-                merge_patch(&mut s, body.get("status").unwrap_or(&Value::Null));
+                merge(&mut s, body.get("status").unwrap_or(&Value::Null));
                 s
             } else {
                 body.get("status").cloned().unwrap_or(Value::Null)
@@ -267,7 +344,7 @@ impl Store {
             next["status"] = status;
         } else {
             if patch {
-                merge_patch(&mut next, &body);
+                merge(&mut next, &body);
             } else {
                 next = body;
             }
@@ -322,6 +399,112 @@ impl Store {
         Ok((o, e))
     }
 
+    /// Delete as the API server deletes a pod: one bound to a node and not finished is only
+    /// marked (`deletionTimestamp` = now + grace, `deletionGracePeriodSeconds`), for its
+    /// kubelet to stop it and delete it again with grace 0; anything else (or grace 0) goes at
+    /// once. `uid`: the precondition of DeleteOptions (409 when it does not match). Returns the
+    /// object, the event, and whether it is gone.
+    pub fn delete_pod(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        grace: Option<i64>,
+        uid: Option<&str>,
+    ) -> Result<(Value, Option<Event>, bool), ApiError> {
+        let current = self.get(r, ns, name)?;
+        if let Some(want) = uid {
+            if meta(&current, "uid").as_deref() != Some(want) {
+                return Err(ApiError::Conflict(format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {}",
+                    meta(&current, "uid").unwrap_or_default()
+                )));
+            }
+        }
+        let bound = current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            current.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
+        let grace = grace.unwrap_or_else(|| {
+            current
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
+        });
+        if !bound || finished || grace <= 0 {
+            let (o, e) = self.delete(r, ns, name)?;
+            return Ok((o, Some(e), true));
+        }
+        if current.pointer("/metadata/deletionTimestamp").is_some() {
+            // Already terminating: a second graceful delete changes nothing.
+            return Ok((current, None, false));
+        }
+        let mut next = current;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let m = meta_mut(&mut next);
+        m.insert(
+            "deletionTimestamp".into(),
+            json!(rfc3339(secs + grace as u64)),
+        );
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        self.bump(&mut next);
+        let coll = r.key();
+        self.objects
+            .entry(coll.clone())
+            .or_default()
+            .insert((ns.to_string(), name.to_string()), next.clone());
+        let e = self.record(&coll, "MODIFIED", next.clone());
+        Ok((next, Some(e), false))
+    }
+
+    /// Bind a pod to a node (`pods/binding`): sets `spec.nodeName` and the `PodScheduled`
+    /// condition, as the API server's binding storage does; 409 when it is already bound.
+    pub fn bind(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        node: &str,
+    ) -> Result<(Value, Event), ApiError> {
+        let current = self.get(r, ns, name)?;
+        if current.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::Conflict(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        if let Some(n) = current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::Conflict(format!(
+                "pod {name} is already assigned to node \"{n}\""
+            )));
+        }
+        let mut next = current;
+        next["spec"]["nodeName"] = json!(node);
+        let cond = json!({"type": "PodScheduled", "status": "True",
+                          "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});
+        if !next.get("status").is_some_and(Value::is_object) {
+            next["status"] = json!({});
+        }
+        strategic_merge(&mut next["status"], &json!({"conditions": [cond]}));
+        self.bump(&mut next);
+        let coll = r.key();
+        self.objects
+            .entry(coll.clone())
+            .or_default()
+            .insert((ns.to_string(), name.to_string()), next.clone());
+        let e = self.record(&coll, "MODIFIED", next.clone());
+        Ok((next, e))
+    }
+
     /// Forget all history, as after an etcd compaction that passed every watcher: any
     /// version handed out so far is then too old to watch from.
     pub fn compact(&mut self) {
@@ -363,10 +546,13 @@ impl Store {
                 self.floor
             )));
         }
+        // The log is in version order: start at the first change after `rv` (a watch that
+        // resumes near the head must not scan the whole log under the store's lock).
+        let first = self.log.partition_point(|e| e.rv <= rv);
         Ok(self
             .log
-            .iter()
-            .filter(|e| e.rv > rv && e.coll == coll)
+            .range(first..)
+            .filter(|e| e.coll == coll)
             .cloned()
             .collect())
     }
@@ -488,14 +674,18 @@ impl Selectors {
 mod tests {
     use super::*;
 
-    fn cm() -> Resource {
+    fn core(plural: &str, kind: &str) -> Resource {
         Resource {
             group: String::new(),
             version: "v1".into(),
-            plural: "configmaps".into(),
-            kind: "ConfigMap".into(),
+            plural: plural.into(),
+            kind: kind.into(),
             namespaced: true,
         }
+    }
+
+    fn cm() -> Resource {
+        core("configmaps", "ConfigMap")
     }
 
     #[test]
@@ -607,5 +797,83 @@ mod tests {
             "PUT on the main resource keeps status"
         );
         assert_eq!(o["metadata"]["generation"], 2);
+    }
+
+    fn pods() -> Resource {
+        core("pods", "Pod")
+    }
+
+    #[test]
+    fn a_binding_sets_the_node_once_and_a_bound_pod_is_deleted_gracefully() {
+        let mut s = Store::new(100);
+        let (p, _) = s
+            .create(
+                &pods(),
+                "ns",
+                json!({"metadata": {"name": "p"}, "status": {"phase": "Running"}}),
+            )
+            .unwrap();
+        assert_eq!(
+            p["status"]["phase"], "Pending",
+            "the pod strategy resets status"
+        );
+        assert!(p["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
+        let (b, _) = s.bind(&pods(), "ns", "p", "n1").unwrap();
+        assert_eq!(b["spec"]["nodeName"], "n1");
+        assert_eq!(b["status"]["conditions"][0]["type"], "PodScheduled");
+        assert_eq!(s.bind(&pods(), "ns", "p", "n2").unwrap_err().code(), 409);
+        // Bound and not finished: marked, not removed; a wrong UID precondition is a 409.
+        assert_eq!(
+            s.delete_pod(&pods(), "ns", "p", None, Some("other"))
+                .unwrap_err()
+                .code(),
+            409
+        );
+        let (o, e, gone) = s.delete_pod(&pods(), "ns", "p", None, None).unwrap();
+        assert!(!gone && e.is_some());
+        assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], 30);
+        let (_, e, gone) = s.delete_pod(&pods(), "ns", "p", Some(30), None).unwrap();
+        assert!(
+            !gone && e.is_none(),
+            "a second graceful delete changes nothing"
+        );
+        let uid = o["metadata"]["uid"].as_str().unwrap().to_string();
+        let (_, _, gone) = s
+            .delete_pod(&pods(), "ns", "p", Some(0), Some(&uid))
+            .unwrap();
+        assert!(gone);
+        assert_eq!(s.get(&pods(), "ns", "p").unwrap_err().code(), 404);
+    }
+
+    #[test]
+    fn a_strategic_merge_patch_merges_conditions_by_type() {
+        let mut t = json!({"status": {"conditions": [
+            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "a"}, {"name": "b"}]}});
+        strategic_merge(
+            &mut t,
+            &json!({"status": {
+            "$setElementOrder/conditions": [{"type": "Ready"}],
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "Initialized", "status": "True"}],
+            "containerStatuses": [{"name": "a", "ready": true}]}}),
+        );
+        let types: Vec<&str> = t["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["PodScheduled", "Ready", "Initialized"]);
+        assert_eq!(t["status"]["conditions"][1]["status"], "True");
+        assert_eq!(
+            t["status"]["containerStatuses"].as_array().unwrap().len(),
+            1,
+            "no merge key: replaced"
+        );
+        assert!(t["status"].get("$setElementOrder/conditions").is_none());
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

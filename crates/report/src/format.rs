@@ -50,6 +50,19 @@ pub fn count(n: u64) -> String {
 /// A Unix time as `2026-11-29 04:00:00 UTC` (no time-zone database needed, so reports are the
 /// same wherever they are rendered).
 pub fn utc(unix: f64) -> String {
+    let ((year, month, day), (h, m, sec)) = civil(unix);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{sec:02} UTC")
+}
+
+/// A Unix time as RFC 3339 in UTC, whole seconds (`2026-11-29T04:00:00Z`), as Kubernetes
+/// writes timestamps.
+pub fn rfc3339(unix: f64) -> String {
+    let ((year, month, day), (h, m, sec)) = civil(unix);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}Z")
+}
+
+/// (year, month, day) and (hour, minute, second) of a Unix time, UTC.
+fn civil(unix: f64) -> ((i64, i64, i64), (i64, i64, i64)) {
     let secs = unix.max(0.0).floor() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days since 1970-01-01 to a civil date, in 400-year eras starting on 0000-03-01.
@@ -62,12 +75,7 @@ pub fn utc(unix: f64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    ((year, month, day), (rem / 3600, rem / 60 % 60, rem % 60))
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ fn unix_now() -> f64 {
 }
 
 /// Ctrl-C: the first stops the run gracefully (it reports), the second exits at once.
-fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+pub(crate) fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     super::on_ctrl_c(move || {
         eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");

@@ -8,6 +8,7 @@ pub mod bot;
 pub mod ctl;
 pub mod demo;
 pub mod load;
+pub mod nodes;
 pub mod report;
 pub mod serve;
 

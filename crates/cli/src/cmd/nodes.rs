@@ -1,0 +1,291 @@
+//! `scaletest nodes`: flags → `nodes::Config` → register, run until -d or Ctrl-C → report.
+
+use super::{parse_duration, threads_or_cpus};
+use crate::Usage;
+use nodes::client::{connections_for, Pool, Transport};
+use nodes::objects::{Shape, Taint};
+use nodes::{Config, Intervals, PodTiming, WatchMode};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EXAMPLES: &str = "Examples:
+  scaletest nodes --nodes 1000 -d 10m --json nodes.json      1,000 hollow kubelets and kube-proxies
+  scaletest nodes --nodes 5000 --watch shared --metrics 127.0.0.1:9465
+  scaletest nodes --nodes 100 --taint scaletest.dev/hollow=true:NoSchedule --max-pods 30
+  scaletest nodes --cleanup                                  delete every hollow node and its lease";
+
+/// Arguments of `scaletest nodes`.
+#[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Hollow nodes to run.
+    #[arg(short = 'n', long, required_unless_present = "cleanup",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    nodes: Option<u64>,
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context [default: its current context].
+    #[arg(long)]
+    context: Option<String>,
+    /// Node names: PREFIX0, PREFIX1, ...
+    #[arg(long, default_value = "hollow-node-")]
+    prefix: String,
+    /// CPU capacity of each node.
+    #[arg(long, default_value = "8")]
+    cpu: String,
+    /// Memory capacity of each node.
+    #[arg(long, default_value = "32Gi")]
+    memory: String,
+    /// Pod capacity of each node (the kubelet's maxPods).
+    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_pods: u32,
+    /// Extra node label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Node taint KEY[=VALUE]:EFFECT (repeatable), e.g. scaletest.dev/hollow=true:NoSchedule.
+    #[arg(long = "taint", value_name = "TAINT", value_parser = parse_taint)]
+    taints: Vec<Taint>,
+    /// Lease renewal period (the kubelet: nodeLeaseDurationSeconds/4).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lease_interval: Duration,
+    /// Lease duration written in each lease.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// Node status computation period (nodeStatusUpdateFrequency).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    status_interval: Duration,
+    /// Node status report period when nothing changed (nodeStatusReportFrequency).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    status_report: Duration,
+    /// From a pod's admission to Running and Ready.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    run_delay: Duration,
+    /// A Job's pod: from Running to Succeeded.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    job_duration: Duration,
+    /// No kube-proxy per node.
+    #[arg(long)]
+    no_proxy: bool,
+    /// Watches: per-node (as kubelets and kube-proxies watch) or shared (one of each for all
+    /// nodes: cheaper, not a kubelet's traffic).
+    #[arg(long, default_value = "per-node", value_parser = ["per-node", "shared"])]
+    watch: String,
+    /// Speak HTTP/1.1 (kube-rs's own client: one connection per watch) instead of HTTP/2.
+    #[arg(long)]
+    http1: bool,
+    /// HTTP/2: watches per connection.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    streams_per_connection: u64,
+    /// Do not post the events a kubelet posts.
+    #[arg(long)]
+    no_events: bool,
+    /// Stop after this long [default: until Ctrl-C].
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Per-call timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Write everything measured to this JSON file (histograms included).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Exit 1 when the pod startup p99 is over the 5 s SLO.
+    #[arg(long)]
+    slo: bool,
+    /// Delete the nodes and their leases when the run ends.
+    #[arg(long)]
+    remove_on_exit: bool,
+    /// Do not run: delete every hollow node (with --prefix: only those) and its lease, then exit.
+    #[arg(long)]
+    cleanup: bool,
+    /// Worker threads [default: the CPUs this process may use, at most 4].
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: Option<u64>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("label {s:?}: use KEY=VALUE")),
+    }
+}
+
+fn parse_taint(s: &str) -> Result<Taint, String> {
+    s.parse()
+}
+
+fn nodes_error(e: nodes::Error) -> anyhow::Error {
+    match e {
+        nodes::Error::Usage(why) => Usage(why).into(),
+        e => e.into(),
+    }
+}
+
+pub fn main(a: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads_or_cpus(a.threads).min(if a.threads.is_some() { 64 } else { 4 }))
+        .enable_all()
+        .build()?;
+    rt.block_on(run(a))
+}
+
+async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let kc = kapi::config(
+        a.kubeconfig.as_deref(),
+        a.context.as_deref(),
+        Some(a.timeout),
+        false,
+    )
+    .await
+    .map_err(|e| match e {
+        kapi::Error::Usage(why) => anyhow::Error::from(Usage(why)),
+        e => e.into(),
+    })?;
+    if a.cleanup {
+        let client = kube::Client::try_from(kc).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
+        let prefix = (a.prefix != "hollow-node-").then_some(a.prefix.as_str());
+        let c = nodes::cleanup(&client, prefix).await.map_err(nodes_error)?;
+        println!(
+            "removed {} hollow node(s) and {} lease(s)",
+            c.nodes, c.leases
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut cfg = Config::new(a.nodes.unwrap_or(1) as usize);
+    cfg.prefix = a.prefix.clone();
+    cfg.shape = Shape {
+        cpu: a.cpu.clone(),
+        memory: a.memory.clone(),
+        pods: a.max_pods,
+        labels: a.labels.iter().cloned().collect(),
+        taints: a.taints.clone(),
+    };
+    cfg.intervals = Intervals {
+        lease_renew: a.lease_interval,
+        lease_duration: a.lease_duration,
+        status_update: a.status_interval,
+        status_report: a.status_report,
+        ..Intervals::default()
+    };
+    cfg.pods = PodTiming {
+        run_delay: a.run_delay,
+        job_duration: a.job_duration,
+    };
+    cfg.proxy = !a.no_proxy;
+    cfg.watch = if a.watch == "shared" {
+        WatchMode::Shared
+    } else {
+        WatchMode::PerNode
+    };
+    cfg.events = !a.no_events;
+    cfg.call_timeout = a.timeout;
+    let transport = if a.http1 {
+        Transport::Http1
+    } else {
+        Transport::Http2 {
+            streams_per_connection: a.streams_per_connection as usize,
+        }
+    };
+    let conns = connections_for(cfg.watches(), a.streams_per_connection as usize);
+    let pool = Pool::new(&kc, transport, conns).map_err(nodes_error)?;
+    let metrics = match a.metrics {
+        Some(addr) => {
+            Some(st_http::runner::bind(addr, 1).map_err(|e| anyhow::anyhow!("--metrics: {e}"))?)
+        }
+        None => None,
+    };
+    let stop = super::api::stop_on_ctrl_c();
+    eprintln!("scaletest: registering {} hollow nodes", cfg.nodes);
+    let started = nodes::start(cfg.clone(), pool, transport)
+        .await
+        .map_err(nodes_error)?;
+    eprintln!(
+        "scaletest: {} hollow nodes registered; {} (Ctrl-C to stop)",
+        cfg.nodes,
+        a.duration
+            .map_or("until Ctrl-C".to_string(), |d| format!("for {d:?}"))
+    );
+    let started = Arc::new(started);
+    let (_metrics_phase, phase) = tokio::sync::watch::channel(st_http::server::Phase::Serving);
+    if let Some((listeners, addr)) = metrics {
+        eprintln!("scaletest: metrics at http://{addr}/metrics");
+        for l in listeners {
+            let r = started.clone();
+            tokio::spawn(kapi::serve_text(
+                l,
+                phase.clone(),
+                Arc::new(move || r.metrics()),
+            ));
+        }
+    }
+    let mut stopping = stop.clone();
+    match a.duration {
+        Some(d) => tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        },
+        None => {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
+    }
+    drop(_metrics_phase);
+    // The metrics server holds a reference until it sees the phase sender gone.
+    let mut started = started;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let running = loop {
+        match Arc::try_unwrap(started) {
+            Ok(r) => break Some(r),
+            Err(s) if std::time::Instant::now() < deadline => {
+                started = s;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => break None,
+        }
+    };
+    let Some(running) = running else {
+        return Err(anyhow::anyhow!("the metrics server did not stop"));
+    };
+    let names_left = running.names().len();
+    let run = running.stop(*stop.borrow()).await;
+    if let Some(p) = &a.json {
+        report::write_json_atomic(&run, p)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(nodes::report::render(&run).as_bytes())?;
+    if a.remove_on_exit {
+        let client = kube::Client::try_from(
+            kapi::config(
+                a.kubeconfig.as_deref(),
+                a.context.as_deref(),
+                Some(a.timeout),
+                false,
+            )
+            .await
+            .map_err(anyhow::Error::from)?,
+        )
+        .map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
+        let c = nodes::cleanup(&client, Some(&a.prefix))
+            .await
+            .map_err(nodes_error)?;
+        eprintln!(
+            "scaletest: removed {} hollow node(s) and {} lease(s)",
+            c.nodes, c.leases
+        );
+    } else {
+        eprintln!(
+            "scaletest: left {names_left} hollow nodes registered (NotReady once their leases expire); \
+             remove them with: scaletest nodes --cleanup"
+        );
+    }
+    if a.slo && run.slo.as_ref().is_some_and(|s| !s.pass) {
+        eprintln!("scaletest: pod startup SLO failed");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

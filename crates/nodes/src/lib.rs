@@ -1,0 +1,353 @@
+//! Hollow nodes: thousands of simulated kubelets and kube-proxies in one process, putting a
+//! real node's API traffic on a control plane without running a container (seed 001's
+//! Kubemark, at a fraction of its cost), and measuring pod startup latency.
+//!
+//! - [`client`]: a bounded pool of kube-rs clients over HTTP/2 connections; watches are
+//!   streams, never a connection each.
+//! - [`objects`]: the Node, Lease, status patches and events a kubelet writes.
+//! - [`hollow`]: registration, the one heartbeat scheduler (leases every 10 s, node status
+//!   every 10 s, patched every 5 min when unchanged), the pod lifecycle (admission, Pending →
+//!   Running and Ready, Jobs → Succeeded, deletion → grace-0 delete) and the watches.
+//! - [`reflect`]: client-go's reflector (list, watch with bookmarks, 5–10 min timeouts).
+//! - [`startup`]: pod startup latency phases and network programming latency.
+//! - [`report`]: the run record (JSON), the tables, the SLO check and `/metrics`.
+//! - [`traffic`]: everything sent, by verb and resource; 429s retried and counted.
+
+// Control plane, not data plane: per-node state and counters behind short locks.
+#![allow(clippy::disallowed_types)]
+
+pub mod client;
+pub mod hollow;
+pub mod objects;
+pub mod reflect;
+pub mod report;
+pub mod startup;
+pub mod traffic;
+
+use client::{Pool, Transport};
+use hollow::Hollow;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DeleteParams, ListParams};
+use kube::Api;
+use objects::{Shape, LABEL_HOLLOW, LEASE_NS};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch as signal;
+use traffic::{CallError, Traffic};
+
+/// Why hollow nodes could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The user's to fix: a name clash, a bad kubeconfig.
+    #[error("{0}")]
+    Usage(String),
+    /// The API server refused or could not be reached.
+    #[error("{0}")]
+    Api(String),
+}
+
+impl Error {
+    fn from_call(what: &str, e: CallError) -> Error {
+        match e.code() {
+            Some(401) => Error::Api(format!(
+                "{what}: unauthorized (401): check the kubeconfig's credentials"
+            )),
+            Some(403) => Error::Api(format!(
+                "{what}: forbidden (403), a missing RBAC permission: {e}"
+            )),
+            Some(_) => Error::Api(format!("{what}: {e}")),
+            None => Error::Api(format!("{what}: cannot reach the API server: {e}")),
+        }
+    }
+}
+
+/// The kubelet's and kube-proxy's periods (their configuration defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intervals {
+    /// Lease renewal: `nodeLeaseDurationSeconds` × 0.25 = 10 s.
+    pub lease_renew: Duration,
+    /// `nodeLeaseDurationSeconds`: 40 s.
+    pub lease_duration: Duration,
+    /// `nodeStatusUpdateFrequency`: 10 s.
+    pub status_update: Duration,
+    /// `nodeStatusReportFrequency`: 5 min.
+    pub status_report: Duration,
+    /// Jitter factor of every period (the kubelet's `wait.JitterUntil`: 0.04).
+    pub jitter: f64,
+}
+
+impl Default for Intervals {
+    fn default() -> Intervals {
+        Intervals {
+            lease_renew: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(40),
+            status_update: Duration::from_secs(10),
+            status_report: Duration::from_secs(300),
+            jitter: 0.04,
+        }
+    }
+}
+
+/// How long pods take on a hollow node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodTiming {
+    /// From admission to Running and Ready.
+    pub run_delay: Duration,
+    /// A Job's pod: from Running to Succeeded.
+    pub job_duration: Duration,
+}
+
+impl Default for PodTiming {
+    fn default() -> PodTiming {
+        PodTiming {
+            run_delay: Duration::from_secs(1),
+            job_duration: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Who watches what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// Each node watches as a kubelet and a kube-proxy do (faithful).
+    PerNode,
+    /// One watch of each kind for all nodes, filtered here (cheap; not a kubelet's traffic).
+    Shared,
+}
+
+impl WatchMode {
+    /// As reported.
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchMode::PerNode => "per-node",
+            WatchMode::Shared => "shared",
+        }
+    }
+}
+
+/// A run of hollow nodes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How many.
+    pub nodes: usize,
+    /// Node names: PREFIX0 … PREFIX(N-1).
+    pub prefix: String,
+    /// Capacity, labels, taints.
+    pub shape: Shape,
+    /// Heartbeat periods.
+    pub intervals: Intervals,
+    /// Pod delays.
+    pub pods: PodTiming,
+    /// Also a kube-proxy per node.
+    pub proxy: bool,
+    /// Watches per node or shared.
+    pub watch: WatchMode,
+    /// Watch timeouts drawn from [min, max) (client-go: 5–10 min).
+    pub watch_timeout: (Duration, Duration),
+    /// Post the events a kubelet posts.
+    pub events: bool,
+    /// Calls in flight at most.
+    pub inflight: usize,
+    /// First wait after a 429.
+    pub retry_wait: Duration,
+    /// Per-call timeout.
+    pub call_timeout: Duration,
+}
+
+impl Config {
+    /// `n` nodes named `hollow-node-0…` with the kubelet's defaults.
+    pub fn new(n: usize) -> Config {
+        Config {
+            nodes: n,
+            prefix: "hollow-node-".into(),
+            shape: Shape::default(),
+            intervals: Intervals::default(),
+            pods: PodTiming::default(),
+            proxy: true,
+            watch: WatchMode::PerNode,
+            watch_timeout: (Duration::from_secs(300), Duration::from_secs(600)),
+            events: true,
+            inflight: 256,
+            retry_wait: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Node `i`'s name.
+    pub fn node_name(&self, i: usize) -> String {
+        format!("{}{i}", self.prefix)
+    }
+
+    /// Long-lived watches this configuration opens (for sizing the connection pool).
+    pub fn watches(&self) -> usize {
+        1 + match self.watch {
+            WatchMode::PerNode => self.nodes * if self.proxy { 6 } else { 3 },
+            WatchMode::Shared => {
+                if self.proxy {
+                    3
+                } else {
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// Hollow nodes at work.
+pub struct Running {
+    hollow: Arc<Hollow>,
+    stop: signal::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+    started: Instant,
+    started_unix: f64,
+    transport: String,
+    connections: usize,
+}
+
+/// Register the nodes and start their kubelets and proxies. Fails (with nothing left behind)
+/// when the API server cannot be reached or refuses, or a node name is taken by a node that
+/// is not a hollow one.
+pub async fn start(cfg: Config, pool: Pool, transport: Transport) -> Result<Running, Error> {
+    if cfg.nodes == 0 {
+        return Err(Error::Usage("--nodes must be at least 1".into()));
+    }
+    let traffic = Arc::new(Traffic::new(cfg.inflight, cfg.retry_wait, cfg.call_timeout));
+    let (stop, stop_rx) = signal::channel(false);
+    let started = Instant::now();
+    let started_unix = objects::unix_now();
+    let connections = pool.len();
+    let hollow = Arc::new(Hollow::new(cfg, pool, traffic, stop_rx));
+    hollow.register().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(hollow.clone().heartbeats());
+    hollow.start_watches(&mut tasks);
+    Ok(Running {
+        hollow,
+        stop,
+        tasks,
+        started,
+        started_unix,
+        transport: transport.name(),
+        connections,
+    })
+}
+
+impl Running {
+    /// The nodes' names.
+    pub fn names(&self) -> Vec<String> {
+        self.hollow.names()
+    }
+
+    /// Everything measured so far.
+    pub fn report(&self) -> report::NodesRun {
+        let h = &self.hollow;
+        let p = &h.pods;
+        let mut run = report::NodesRun::new(self.started_unix);
+        run.elapsed_s = self.started.elapsed().as_secs_f64();
+        run.info = report::NodesInfo {
+            nodes: h.cfg.nodes,
+            prefix: h.cfg.prefix.clone(),
+            watch: h.cfg.watch.name().into(),
+            proxy: h.cfg.proxy,
+            transport: self.transport.clone(),
+            connections: self.connections,
+            lease_renew_s: h.cfg.intervals.lease_renew.as_secs_f64(),
+            status_update_s: h.cfg.intervals.status_update.as_secs_f64(),
+            status_report_s: h.cfg.intervals.status_report.as_secs_f64(),
+            pod_capacity: h.cfg.shape.pods,
+        };
+        run.calls = h.traffic.calls.snapshot().calls.into_values().collect();
+        run.watches = h.traffic.watch_counts();
+        run.retried_429 = h.traffic.retried_429.load(Ordering::Relaxed);
+        run.pods = report::Pods {
+            admitted: p.admitted.load(Ordering::Relaxed),
+            running: p.running.load(Ordering::Relaxed),
+            succeeded: p.succeeded.load(Ordering::Relaxed),
+            rejected: p.rejected.load(Ordering::Relaxed),
+            finalized: p.finalized.load(Ordering::Relaxed),
+            active: h.pods_active(),
+        };
+        run.leases_held = h.leases_held();
+        run.startup = h.startup.stats();
+        run.check_slo();
+        run
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn metrics(&self) -> String {
+        report::metrics(&self.report())
+    }
+
+    /// Stop every loop and watch (the nodes stay registered; their leases expire as a
+    /// stopped kubelet's do); returns the final report.
+    pub async fn stop(mut self, interrupted: bool) -> report::NodesRun {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                j = self.tasks.join_next() => if j.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+        let mut r = self.report();
+        r.interrupted = interrupted;
+        r
+    }
+}
+
+/// What `cleanup` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Nodes deleted.
+    pub nodes: usize,
+    /// Leases deleted.
+    pub leases: usize,
+}
+
+/// Delete every hollow node (label `scaletest.dev/hollow`, and the prefix when given) and its
+/// lease (only a lease held by that node); nothing else.
+pub async fn cleanup(client: &kube::Client, prefix: Option<&str>) -> Result<Cleaned, Error> {
+    let api_err = |what: &str| {
+        let what = what.to_string();
+        move |e: kube::Error| Error::from_call(&what, CallError(e))
+    };
+    let nodes = Api::<Node>::all(client.clone());
+    let leases = Api::<Lease>::namespaced(client.clone(), LEASE_NS);
+    let listed = nodes
+        .list(&ListParams::default().labels(LABEL_HOLLOW))
+        .await
+        .map_err(api_err("cannot list nodes"))?;
+    let mut out = Cleaned::default();
+    for n in listed.items {
+        let Some(name) = n.metadata.name else {
+            continue;
+        };
+        if prefix.is_some_and(|p| !name.starts_with(p)) {
+            continue;
+        }
+        match nodes.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => out.nodes += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(api_err("cannot delete a node")(e)),
+        }
+        match leases.get(&name).await {
+            Ok(l)
+                if l.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
+                    == Some(name.as_str()) =>
+            {
+                match leases.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => out.leases += 1,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(api_err("cannot delete a lease")(e)),
+                }
+            }
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(api_err("cannot read a lease")(e)),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,160 @@
+//! What the hollow nodes send, counted as the API server would log it: every call by verb and
+//! resource (latency and status, in `kapi`'s [`Recorder`]), every LIST and WATCH opened, and
+//! 429s retried with backoff as client-go retries them.
+
+use kapi::stats::{Outcome, Recorder, Verb};
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Counts and latencies of everything sent.
+#[derive(Debug)]
+pub struct Traffic {
+    /// Calls by (verb, resource).
+    pub calls: Recorder,
+    watches: Mutex<BTreeMap<&'static str, WatchCount>>,
+    /// 429 answers that were retried.
+    pub retried_429: AtomicU64,
+    inflight: Semaphore,
+    retry_wait: Duration,
+    timeout: Duration,
+}
+
+/// LIST and WATCH requests of one resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WatchCount {
+    /// LISTs (an informer's first, and after 410 Gone).
+    pub lists: u64,
+    /// WATCH requests opened.
+    pub watches: u64,
+    /// Watches that failed or ended with an error.
+    pub errors: u64,
+}
+
+/// A call that failed for good.
+#[derive(Debug)]
+pub struct CallError(pub kube::Error);
+
+impl Traffic {
+    /// `inflight`: calls at once at most; `retry_wait`: the first wait after a 429 (doubling,
+    /// with jitter; client-go waits the Retry-After the server sends, 1 s from APF);
+    /// `timeout`: per call.
+    pub fn new(inflight: usize, retry_wait: Duration, timeout: Duration) -> Traffic {
+        Traffic {
+            calls: Recorder::default(),
+            watches: Mutex::new(BTreeMap::new()),
+            retried_429: AtomicU64::new(0),
+            inflight: Semaphore::new(inflight.max(1)),
+            retry_wait,
+            timeout,
+        }
+    }
+
+    /// Count a LIST.
+    pub fn list(&self, resource: &'static str) {
+        self.watches
+            .lock()
+            .expect("lock")
+            .entry(resource)
+            .or_default()
+            .lists += 1;
+    }
+
+    /// Count a WATCH.
+    pub fn watch(&self, resource: &'static str) {
+        self.watches
+            .lock()
+            .expect("lock")
+            .entry(resource)
+            .or_default()
+            .watches += 1;
+    }
+
+    /// Count a failed watch.
+    pub fn watch_error(&self, resource: &'static str) {
+        self.watches
+            .lock()
+            .expect("lock")
+            .entry(resource)
+            .or_default()
+            .errors += 1;
+    }
+
+    /// LISTs and WATCHes so far.
+    pub fn watch_counts(&self) -> BTreeMap<String, WatchCount> {
+        self.watches
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
+    }
+
+    /// Make one call (`f` is called again for each retry): recorded by verb and resource;
+    /// a 429 is retried up to 10 times (client-go's limit), waiting longer each time.
+    pub async fn call<T, F, Fut>(&self, verb: Verb, resource: &str, f: F) -> Result<T, CallError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let _permit = self.inflight.acquire().await.expect("never closed");
+        let mut wait = self.retry_wait;
+        for attempt in 0.. {
+            let t = Instant::now();
+            let r = tokio::time::timeout(self.timeout, f()).await;
+            let took = t.elapsed();
+            match r {
+                Ok(Ok(v)) => {
+                    self.calls.call(verb, resource, took, Outcome::Ok);
+                    return Ok(v);
+                }
+                Ok(Err(kube::Error::Api(s))) => {
+                    self.calls
+                        .call(verb, resource, took, Outcome::Status(s.code));
+                    if s.code == 429 && attempt < 10 {
+                        self.retried_429.fetch_add(1, Ordering::Relaxed);
+                        let w = wait.mul_f64(rand::thread_rng().gen_range(1.0..1.2));
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                        tokio::time::sleep(w).await;
+                        continue;
+                    }
+                    return Err(CallError(kube::Error::Api(s)));
+                }
+                Ok(Err(e)) => {
+                    self.calls.call(verb, resource, took, Outcome::Transport);
+                    return Err(CallError(e));
+                }
+                Err(_) => {
+                    self.calls.call(verb, resource, took, Outcome::Transport);
+                    return Err(CallError(kube::Error::Service(
+                        format!("no answer in {:?}", self.timeout).into(),
+                    )));
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+impl CallError {
+    /// The HTTP status, when the server answered.
+    pub fn code(&self) -> Option<u16> {
+        match &self.0 {
+            kube::Error::Api(s) => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            kube::Error::Api(s) => write!(f, "{} ({})", s.message, s.code),
+            e => write!(f, "{e}"),
+        }
+    }
+}

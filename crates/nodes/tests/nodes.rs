@@ -1,0 +1,531 @@
+//! Hollow nodes against the in-process fake API server (over HTTP/2, as they reach a real
+//! one), with short intervals; and, when `SCALETEST_KUBECONFIG` names a cluster with a
+//! scheduler and controller-manager, a Deployment scheduled onto hollow nodes.
+
+// Tests may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use kubefake::FakeApi;
+use nodes::client::{connections_for, Pool, Transport};
+use nodes::{Config, Intervals, PodTiming, WatchMode};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use testsupport::wait_until_async as wait_until;
+
+const H2: Transport = Transport::Http2 {
+    streams_per_connection: 50,
+};
+
+fn fake() -> (FakeApi, std::path::PathBuf) {
+    let api = FakeApi::start();
+    let dir = std::env::temp_dir().join("scaletest-nodes-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kc = api.kubeconfig(&dir);
+    (api, kc)
+}
+
+async fn kube_config(kc: &Path) -> kube::Config {
+    kapi::config(Some(kc), None, Some(Duration::from_secs(10)), false)
+        .await
+        .expect("config")
+}
+
+/// A config with short intervals for tests.
+fn quick(n: usize, prefix: &str) -> Config {
+    let mut c = Config::new(n);
+    c.prefix = prefix.into();
+    c.intervals = Intervals {
+        lease_renew: Duration::from_millis(200),
+        lease_duration: Duration::from_secs(1),
+        status_update: Duration::from_millis(100),
+        status_report: Duration::from_millis(500),
+        jitter: 0.04,
+    };
+    c.pods = PodTiming {
+        run_delay: Duration::from_millis(300),
+        job_duration: Duration::from_millis(300),
+    };
+    c.retry_wait = Duration::from_millis(50);
+    c.call_timeout = Duration::from_secs(10);
+    c
+}
+
+async fn start(kc: &Path, cfg: Config) -> Result<nodes::Running, nodes::Error> {
+    let k = kube_config(kc).await;
+    let pool = Pool::new(&k, H2, connections_for(cfg.watches(), 50)).expect("pool");
+    nodes::start(cfg, pool, H2).await
+}
+
+fn pod(api: &FakeApi, name: &str) -> Option<Value> {
+    api.objects("pods")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == name)
+}
+
+fn new_pod(api: &FakeApi, name: &str, labels: Value, sent_ns: Option<u128>) {
+    let mut meta = json!({"name": name, "labels": labels});
+    if let Some(ns) = sent_ns {
+        meta["annotations"] = json!({(kapi::ANN_SENT): ns.to_string()});
+    }
+    api.create(
+        "pods",
+        "default",
+        json!({"metadata": meta, "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}),
+    )
+    .expect("create pod");
+}
+
+/// Play the scheduler: POST pods/NAME/binding.
+async fn bind(client: &kube::Client, name: &str, node: &str) -> Result<(), kube::Error> {
+    let body = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .create_subresource::<Value, Value>("binding", name, &PostParams::default(), &body)
+        .await
+        .map(|_| ())
+}
+
+async fn client(kc: &Path) -> kube::Client {
+    kube::Client::try_from(kube_config(kc).await).expect("client")
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_register_with_status_and_renew_leases_on_schedule() {
+    let (api, kc) = fake();
+    let running = start(&kc, quick(5, "hn-")).await.expect("start");
+    let nodes = api.objects("nodes");
+    assert_eq!(nodes.len(), 5);
+    let n = nodes
+        .iter()
+        .find(|n| n["metadata"]["name"] == "hn-3")
+        .expect("hn-3");
+    assert_eq!(n["metadata"]["labels"]["scaletest.dev/hollow"], "true");
+    assert_eq!(n["metadata"]["labels"]["kubernetes.io/hostname"], "hn-3");
+    assert_eq!(n["status"]["capacity"]["pods"], "110");
+    assert_eq!(n["status"]["allocatable"]["cpu"], "8");
+    let conds: Vec<(String, String)> = n["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().into(),
+                c["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conds,
+        [
+            ("MemoryPressure", "False"),
+            ("DiskPressure", "False"),
+            ("PIDPressure", "False"),
+            ("Ready", "True")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert_eq!(n["status"]["addresses"][0]["type"], "InternalIP");
+    assert_eq!(n["spec"]["podCIDR"], "10.0.3.0/24");
+    // Leases: created once each, then renewed by Update every 200 ms (±4 %).
+    wait_until("5 leases", Duration::from_secs(5), || {
+        api.objects("leases").len() == 5
+    })
+    .await;
+    let lease = &api.objects("leases")[0];
+    assert_eq!(lease["metadata"]["namespace"], "kube-node-lease");
+    assert_eq!(lease["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(lease["spec"]["holderIdentity"], lease["metadata"]["name"]);
+    let t0 = Instant::now();
+    let base = api.count("update leases");
+    wait_until("50 lease renewals", Duration::from_secs(10), || {
+        api.count("update leases") >= base + 50
+    })
+    .await;
+    let took = t0.elapsed();
+    // 50 renewals of 5 nodes = 10 periods of 200-208 ms: not faster, not much slower.
+    assert!(
+        took >= Duration::from_millis(1_700),
+        "renewed too often: 50 in {took:?}"
+    );
+    assert!(
+        took <= Duration::from_millis(3_500),
+        "renewed too rarely: 50 in {took:?}"
+    );
+    assert_eq!(
+        api.count("create leases"),
+        5,
+        "a lease is created once, then updated"
+    );
+    assert_eq!(
+        api.count("get leases"),
+        5,
+        "a GET before the first create only: renewals need none"
+    );
+    // Node status: patched at registration + every 500 ms when unchanged (computed every 100 ms).
+    let patches = api.count("patch nodes/status");
+    assert!(patches >= 5, "{patches} status patches");
+    let run = running.stop(false).await;
+    assert_eq!(run.leases_held, 5);
+    assert!(run.calls_of("update", "leases") >= 50);
+    // Watches: per node a kubelet's 3 and a proxy's 3, plus the startup informer.
+    assert_eq!(
+        api.count("watch pods"),
+        6,
+        "5 nodes' pod watches + the startup informer"
+    );
+    assert_eq!(api.count("watch endpointslices"), 5);
+    assert_eq!(
+        api.count("watch services"),
+        10,
+        "a kubelet's and a proxy's per node"
+    );
+    assert_eq!(api.count("watch nodes"), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_with_an_ip_jobs_succeed_and_deleted_pods_are_finalized() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let running = start(&kc, quick(2, "pl-")).await.expect("start");
+    new_pod(&api, "web", json!({"app": "web"}), None);
+    new_pod(
+        &api,
+        "job",
+        json!({"batch.kubernetes.io/job-name": "j"}),
+        None,
+    );
+    bind(&c, "web", "pl-0").await.expect("bind web");
+    bind(&c, "job", "pl-1").await.expect("bind job");
+    // A second binding is a conflict, as the API server says.
+    match bind(&c, "web", "pl-1").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
+        other => panic!("expected 409, got {other:?}"),
+    }
+    wait_until("web Running", Duration::from_secs(10), || {
+        pod(&api, "web").is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let web = pod(&api, "web").expect("web");
+    assert_eq!(web["status"]["podIP"], "10.0.0.1");
+    assert_eq!(web["status"]["hostIP"], "100.64.0.0");
+    let ready = web["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("Ready condition")
+        .clone();
+    assert_eq!(ready["status"], "True");
+    let sched = web["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "PodScheduled");
+    assert!(
+        sched,
+        "the binding's PodScheduled condition survives the kubelet's patches"
+    );
+    assert_eq!(web["status"]["containerStatuses"][0]["ready"], true);
+    wait_until("job Succeeded", Duration::from_secs(10), || {
+        pod(&api, "job").is_some_and(|p| phase(&p) == "Succeeded")
+    })
+    .await;
+    // Deleting: the API server marks it; the kubelet stops it and deletes with grace 0.
+    Api::<Pod>::namespaced(c.clone(), "default")
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_until("web finalized", Duration::from_secs(10), || {
+        pod(&api, "web").is_none()
+    })
+    .await;
+    wait_until("the kubelets' counts", Duration::from_secs(5), || {
+        running.report().pods.finalized == 1
+    })
+    .await;
+    let run = running.stop(false).await;
+    assert_eq!(
+        (
+            run.pods.admitted,
+            run.pods.running,
+            run.pods.succeeded,
+            run.pods.finalized
+        ),
+        (2, 2, 1, 1)
+    );
+    assert!(
+        run.calls_of("patch", "pods/status") >= 5,
+        "Pending, Running ×2, Succeeded, Failed"
+    );
+    assert_eq!(run.calls_of("delete", "pods"), 1);
+    assert!(api.count("create events") > 0, "kubelet events are posted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_over_capacity_are_rejected_as_admission_rejects_them() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let mut cfg = quick(1, "cap-");
+    cfg.shape.pods = 2;
+    let running = start(&kc, cfg).await.expect("start");
+    for name in ["a", "b", "c"] {
+        new_pod(&api, name, json!({}), None);
+        bind(&c, name, "cap-0").await.expect("bind");
+    }
+    wait_until("2 Running, 1 Failed", Duration::from_secs(10), || {
+        let ps: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .filter_map(|n| pod(&api, n))
+            .map(|p| phase(&p).to_string())
+            .collect();
+        ps.iter().filter(|p| *p == "Running").count() == 2
+            && ps.iter().filter(|p| *p == "Failed").count() == 1
+    })
+    .await;
+    let failed = ["a", "b", "c"]
+        .iter()
+        .filter_map(|n| pod(&api, n))
+        .find(|p| phase(p) == "Failed")
+        .unwrap();
+    assert_eq!(failed["status"]["reason"], "OutOfpods");
+    assert!(failed["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("used: 2, capacity: 2"));
+    wait_until("the kubelets' counts", Duration::from_secs(5), || {
+        running.report().pods.running == 2
+    })
+    .await;
+    let run = running.stop(false).await;
+    assert_eq!(
+        (run.pods.rejected, run.pods.running, run.pods.active),
+        (1, 2, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_latency_matches_the_known_delays() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let mut cfg = quick(1, "lat-");
+    cfg.pods.run_delay = Duration::from_millis(500);
+    let running = start(&kc, cfg).await.expect("start");
+    // Created now (a precise sent-at, as `api churn` writes), bound 800 ms later.
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    new_pod(&api, "p", json!({}), Some(sent));
+    tokio::time::sleep(Duration::from_millis(800)).await; // the scheduler's known delay
+    bind(&c, "p", "lat-0").await.expect("bind");
+    wait_until("the startup measured", Duration::from_secs(10), || {
+        !running.report().startup.pod_startup.is_empty()
+    })
+    .await;
+    let run = running.stop(false).await;
+    let s = |h: &hdrhistogram::Histogram<u64>| h.max() as f64 / 1e6;
+    let st = &run.startup;
+    let startup = s(&st.pod_startup);
+    assert!(
+        (1.3..1.8).contains(&startup),
+        "pod_startup {startup} s, expected 0.8 + 0.5 s and a little"
+    );
+    assert!(
+        s(&st.run_to_watch) < 0.3,
+        "running → seen {} s",
+        s(&st.run_to_watch)
+    );
+    // Scheduled is the binding's whole second: create → scheduled is within a second of 0.8 s.
+    assert!(
+        s(&st.create_to_schedule) <= 1.0 + 1e-3,
+        "{}",
+        s(&st.create_to_schedule)
+    );
+    let sum = s(&st.create_to_schedule) + s(&st.schedule_to_run) + s(&st.run_to_watch);
+    assert!(
+        (sum - startup).abs() < 0.01,
+        "the phases add up: {sum} vs {startup}"
+    );
+    let slo = run.slo.clone().expect("checked");
+    assert!(slo.pass && slo.pods == 1);
+    let text = nodes::report::render(&run);
+    assert!(
+        text.contains("pod_startup") && text.contains("Pod startup SLO"),
+        "{text}"
+    );
+    assert!(nodes::report::metrics(&run)
+        .contains("scaletest_pod_startup_latency_seconds_count{phase=\"pod_startup\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_hollow_nodes_and_their_leases_and_nothing_else() {
+    let (api, kc) = fake();
+    api.create("nodes", "", json!({"metadata": {"name": "real-node"}}))
+        .expect("node");
+    api.create(
+        "leases",
+        "kube-node-lease",
+        json!({"metadata": {"name": "real-node"}, "spec": {"holderIdentity": "real-node"}}),
+    )
+    .expect("lease");
+    let running = start(&kc, quick(3, "cl-")).await.expect("start");
+    wait_until("3 hollow leases", Duration::from_secs(5), || {
+        api.objects("leases").len() == 4
+    })
+    .await;
+    running.stop(false).await;
+    let c = client(&kc).await;
+    let cleaned = nodes::cleanup(&c, None).await.expect("cleanup");
+    assert_eq!((cleaned.nodes, cleaned.leases), (3, 3));
+    let names = |plural: &str| -> Vec<String> {
+        api.objects(plural)
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("nodes"), ["real-node"]);
+    assert_eq!(names("leases"), ["real-node"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_with_one_line_and_leaves_nothing_behind() {
+    let (api, kc) = fake();
+    // A name taken by a node that is not ours.
+    api.create("nodes", "", json!({"metadata": {"name": "bad-1"}}))
+        .expect("node");
+    let e = start(&kc, quick(3, "bad-")).await.err().expect("a clash");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, nodes::Error::Usage(_))
+            && msg.contains("\"bad-1\" exists and is not a hollow node"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    assert_eq!(api.objects("nodes").len(), 1, "nothing created");
+    assert_eq!(api.count("create nodes"), 0);
+    // No nodes.
+    let e = start(&kc, quick(0, "z-")).await.err().expect("0 nodes");
+    assert!(e.to_string().contains("at least 1"));
+    // An API server that is not there.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = std::env::temp_dir().join("scaletest-nodes-tests");
+    let kc2 = dir.join(format!("kubeconfig-gone-{}", gone.port()));
+    std::fs::write(&kc2, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: g\n  cluster:\n    server: http://{gone}\n\
+        contexts:\n- name: g\n  context:\n    cluster: g\n    user: g\ncurrent-context: g\nusers:\n- name: g\n  user: {{}}\n")).unwrap();
+    let e = start(&kc2, quick(2, "x-"))
+        .await
+        .err()
+        .expect("unreachable");
+    assert!(
+        e.to_string()
+            .starts_with("cannot list nodes: cannot reach the API server"),
+        "{e}"
+    );
+    // 429s (API Priority and Fairness) are retried with backoff and counted.
+    api.reject_next(3, 429);
+    let running = start(&kc, quick(2, "ok-")).await.expect("start after 429s");
+    let run = running.stop(false).await;
+    assert_eq!(run.retried_429, 3);
+    assert_eq!(
+        api.objects("nodes")
+            .iter()
+            .filter(|n| n["metadata"]["name"].as_str().unwrap().starts_with("ok-"))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_watch_mode_runs_pods_with_one_watch_for_all_nodes() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let mut cfg = quick(20, "sh-");
+    cfg.watch = WatchMode::Shared;
+    let running = start(&kc, cfg).await.expect("start");
+    new_pod(&api, "s", json!({}), None);
+    bind(&c, "s", "sh-17").await.expect("bind");
+    wait_until("s Running", Duration::from_secs(10), || {
+        pod(&api, "s").is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let run = running.stop(false).await;
+    assert_eq!(run.info.watch, "shared");
+    assert_eq!(
+        api.count("watch pods"),
+        2,
+        "the shared pod watch and the startup informer"
+    );
+    assert_eq!(api.count("watch nodes"), 0);
+}
+
+/// With SCALETEST_KUBECONFIG naming a cluster that runs a scheduler and controller-manager:
+/// a 3-replica Deployment lands on hollow nodes and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_runs_on_hollow_nodes_through_the_real_scheduler() {
+    let Some(kc) = std::env::var_os("SCALETEST_KUBECONFIG") else {
+        eprintln!("SCALETEST_KUBECONFIG not set: skipping the real-cluster run");
+        return;
+    };
+    let kc = std::path::PathBuf::from(kc);
+    let prefix = format!("st-hollow-{}-", std::process::id() % 100_000);
+    let mut cfg = Config::new(3);
+    cfg.prefix = prefix.clone();
+    cfg.pods.run_delay = Duration::from_millis(500);
+    let running = start(&kc, cfg).await.expect("start");
+    let c = client(&kc).await;
+    let name = format!("st-hollow-{}", std::process::id() % 100_000);
+    let dep: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"nodeSelector": {"scaletest.dev/hollow": "true"},
+                         "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}
+    }))
+    .unwrap();
+    let deps = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.clone(), "default");
+    deps.create(&PostParams::default(), &dep)
+        .await
+        .expect("deployment");
+    let pods = Api::<Pod>::namespaced(c.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&format!("app={name}")))
+            .await
+            .expect("list");
+        let on_hollow_running = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| n.starts_with(&prefix))
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            })
+            .count();
+        if on_hollow_running == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{on_hollow_running} of 3 pods Running on hollow nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = deps.delete(&name, &DeleteParams::default()).await;
+    let run = running.stop(false).await;
+    assert!(run.pods.running >= 3);
+    nodes::cleanup(&c, Some(&prefix)).await.expect("cleanup");
+}
