@@ -638,7 +638,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Value::Null
     };
     if matches!(verb, "create" | "update") {
-        if let Err(refused) = check_type(&t.r, &body) {
+        // pods/NAME/binding takes a v1 Binding, not a Pod.
+        let expected = if t.binding {
+            Resource {
+                kind: "Binding".into(),
+                ..t.r.clone()
+            }
+        } else {
+            t.r.clone()
+        };
+        if let Err(refused) = check_type(&expected, &body) {
             return *refused;
         }
     }
