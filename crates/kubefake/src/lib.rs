@@ -4,6 +4,9 @@
 // Test-only: the fake API server keeps its store under a lock, as a real one serializes writes.
 #![allow(clippy::disallowed_types)]
 
+pub mod apply;
+pub mod controllers;
+mod portforward;
 pub mod server;
 pub mod store;
 
