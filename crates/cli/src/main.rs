@@ -43,6 +43,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Act on a running demo: scale, rollout, rate, status.
     Ctl(cmd::ctl::Args),
+    /// The demo on a Kubernetes cluster: servers, loadbots and aggregator as pods.
+    K8s(cmd::k8s::Args),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Aggregate(args) => cmd::aggregate::main(*args),
         Command::Demo(args) => cmd::demo::main(args),
         Command::Ctl(args) => cmd::ctl::main(args),
+        Command::K8s(args) => cmd::k8s::main(args),
     };
     match result {
         Ok(code) => code,

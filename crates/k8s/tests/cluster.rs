@@ -1,0 +1,449 @@
+//! `k8s::cluster` through kube-rs's real client over HTTP against the in-process fake API, with
+//! `kubefake::controllers` playing the controller-manager's, scheduler's and kubelets' parts
+//! (the fake, like a real API server, only stores objects). The same sequence against a real
+//! cluster is in crates/cli/tests/k8s.rs (SCALETEST_KUBECONFIG).
+
+use k8s::cluster::{self, Change, Down, Target};
+use k8s::spec::{Changes, Spec};
+use kubefake::controllers::{Controllers, Fate};
+use kubefake::FakeApi;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Fake {
+    api: Arc<FakeApi>,
+    client: kube::Client,
+}
+
+async fn fake() -> Fake {
+    let api = Arc::new(FakeApi::start());
+    let dir = std::env::temp_dir().join("scaletest-k8s-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kc = api.kubeconfig(&dir);
+    let (client, _) = kapi::connect(Some(&kc), None, Some(Duration::from_secs(10)), false)
+        .await
+        .expect("connect");
+    Fake { api, client }
+}
+
+fn target(run: &str, timeout: Duration) -> Target {
+    Target {
+        run: run.into(),
+        namespace: format!("scaletest-{run}"),
+        timeout,
+    }
+}
+
+fn quiet(_: &str) {}
+
+/// `kind/name` of every object of a few kinds in `ns` (cluster-scoped: the namespace itself).
+fn inventory(api: &FakeApi, ns: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for plural in [
+        "namespaces",
+        "serviceaccounts",
+        "secrets",
+        "services",
+        "deployments",
+    ] {
+        for o in api.objects(plural) {
+            let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let in_ns = o["metadata"]["namespace"].as_str() == Some(ns);
+            if in_ns || (plural == "namespaces" && name == ns) {
+                out.insert(format!("{plural}/{name}"));
+            }
+        }
+    }
+    out
+}
+
+fn versions(api: &FakeApi, ns: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = [
+        "namespaces",
+        "serviceaccounts",
+        "secrets",
+        "services",
+        "deployments",
+    ]
+    .iter()
+    .flat_map(|p| api.objects(p))
+    .filter(|o| {
+        o["metadata"]["namespace"].as_str() == Some(ns)
+            || o["metadata"]["name"].as_str() == Some(ns)
+    })
+    .map(|o| {
+        (
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            ),
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    })
+    .collect();
+    v.sort();
+    v
+}
+
+fn deployment(api: &FakeApi, ns: &str, name: &str) -> Value {
+    api.objects("deployments")
+        .into_iter()
+        .find(|d| d["metadata"]["namespace"] == ns && d["metadata"]["name"] == name)
+        .expect("deployment")
+}
+
+fn pods(api: &FakeApi, ns: &str, component: &str) -> Vec<Value> {
+    api.objects("pods")
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["namespace"] == ns
+                && p["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_creates_exactly_the_runs_objects_and_a_second_up_writes_nothing() {
+    let f = fake().await;
+    let t = target("t1", Duration::from_secs(20));
+    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
+    let o = cluster::up(
+        &f.client,
+        &t,
+        Spec::new("t1"),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect("up");
+    assert!(
+        o.applied.iter().all(|a| a.change == Change::Created),
+        "{:?}",
+        o.applied
+    );
+    assert!(o.rollouts.iter().all(|r| r.done()));
+    let want: BTreeSet<String> = [
+        "namespaces/scaletest-t1",
+        "serviceaccounts/scaletest",
+        "secrets/aggregator-token",
+        "services/serve",
+        "services/aggregate",
+        "deployments/serve",
+        "deployments/aggregate",
+        "deployments/bot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(inventory(&f.api, &t.namespace), want);
+    // Every object the run made carries its label.
+    for plural in ["serviceaccounts", "secrets", "services", "deployments"] {
+        for o in f.api.objects(plural) {
+            if o["metadata"]["namespace"] == t.namespace.as_str() {
+                assert_eq!(o["metadata"]["labels"][kapi::LABEL_RUN], "t1", "{o}");
+            }
+        }
+    }
+    let before = versions(&f.api, &t.namespace);
+    let creates = f.api.count("create pods");
+    let again = cluster::up(
+        &f.client,
+        &t,
+        Spec::new("t1"),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect("up again");
+    assert!(
+        again.applied.iter().all(|a| a.change == Change::Unchanged),
+        "{:?}",
+        again.applied
+    );
+    assert_eq!(
+        versions(&f.api, &t.namespace),
+        before,
+        "a second up wrote something"
+    );
+    assert_eq!(f.api.count("create pods"), creates);
+    // The token survives: the Secret was not rewritten.
+    let st = cluster::status(&f.client, &t).await.expect("status");
+    assert_eq!(
+        st.pods
+            .get(&("serve".into(), "v1".into(), "Running, ready".into())),
+        Some(&1)
+    );
+    assert_eq!(
+        st.pods
+            .get(&("bot".into(), "-".into(), "Running, ready".into())),
+        Some(&1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_removes_only_the_runs_objects_and_a_missing_run_is_not_an_error() {
+    let f = fake().await;
+    let (a, b) = (
+        target("ra", Duration::from_secs(20)),
+        target("rb", Duration::from_secs(20)),
+    );
+    let _ca = Controllers::start(f.api.clone(), &a.namespace, Fate::Ready);
+    let _cb = Controllers::start(f.api.clone(), &b.namespace, Fate::Ready);
+    for t in [&a, &b] {
+        cluster::up(
+            &f.client,
+            t,
+            Spec::new(&t.run),
+            &Changes::default(),
+            &mut quiet,
+        )
+        .await
+        .expect("up");
+    }
+    f.api
+        .create(
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "keep"}}),
+        )
+        .expect("configmap");
+    let b_before = inventory(&f.api, &b.namespace);
+    match cluster::down(&f.client, &a).await.expect("down") {
+        Down::Deleted { objects } => assert!(objects >= 7, "{objects}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(inventory(&f.api, &a.namespace).is_empty());
+    assert!(pods(&f.api, &a.namespace, "serve").is_empty());
+    assert_eq!(inventory(&f.api, &b.namespace), b_before);
+    assert_eq!(
+        f.api
+            .objects("configmaps")
+            .iter()
+            .filter(|c| c["metadata"]["name"] == "keep")
+            .count(),
+        1
+    );
+    assert_eq!(
+        cluster::down(&f.client, &a).await.expect("down again"),
+        Down::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_and_rollout_change_the_right_fields() {
+    let f = fake().await;
+    let t = target("t3", Duration::from_secs(20));
+    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
+    cluster::up(
+        &f.client,
+        &t,
+        Spec::new("t3"),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect("up");
+    let agg_gen = deployment(&f.api, &t.namespace, "aggregate")["metadata"]["generation"].clone();
+    let serve_template = deployment(&f.api, &t.namespace, "serve")["spec"]["template"].clone();
+    let scaled = Changes {
+        servers: Some(5),
+        bots: Some(2),
+        ..Changes::default()
+    };
+    cluster::change(
+        &f.client,
+        &t,
+        &scaled,
+        &k8s::manifest::COMPONENTS,
+        &mut quiet,
+    )
+    .await
+    .expect("scale");
+    let serve = deployment(&f.api, &t.namespace, "serve");
+    assert_eq!(serve["spec"]["replicas"], 5);
+    assert_eq!(
+        serve["spec"]["template"], serve_template,
+        "scale changed the pod template"
+    );
+    assert_eq!(
+        deployment(&f.api, &t.namespace, "bot")["spec"]["replicas"],
+        2
+    );
+    assert_eq!(pods(&f.api, &t.namespace, "serve").len(), 5);
+    let mut lines = Vec::new();
+    let v2 = Changes {
+        version: Some("v2".into()),
+        ..Changes::default()
+    };
+    let o = cluster::change(&f.client, &t, &v2, &["serve"], &mut |l: &str| {
+        lines.push(l.to_string())
+    })
+    .await
+    .expect("rollout");
+    assert_eq!(o.spec.version, "v2");
+    let serve = deployment(&f.api, &t.namespace, "serve");
+    assert_eq!(serve["spec"]["replicas"], 5, "the rollout kept the scale");
+    assert_eq!(
+        serve["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    assert_eq!(
+        serve["spec"]["template"]["metadata"]["labels"][k8s::manifest::LABEL_VERSION],
+        "v2"
+    );
+    let args = serve["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("\"--version-label\",\"v2\""), "{args}");
+    let serving = pods(&f.api, &t.namespace, "serve");
+    assert_eq!(serving.len(), 5);
+    assert!(serving
+        .iter()
+        .all(|p| p["metadata"]["labels"][k8s::manifest::LABEL_VERSION] == "v2"));
+    // Progress was reported as it went, and the other components were not touched.
+    assert!(lines.iter().any(|l| l.contains("old")), "{lines:?}");
+    assert_eq!(
+        deployment(&f.api, &t.namespace, "aggregate")["metadata"]["generation"],
+        agg_gen
+    );
+    // The deployed spec is what the next command starts from.
+    let st = cluster::status(&f.client, &t).await.expect("status");
+    assert_eq!(
+        (st.spec.servers, st.spec.bots, st.spec.version.as_str()),
+        (5, 2, "v2")
+    );
+}
+
+async fn stuck(fate: Fate, expect: &[&str]) {
+    let f = fake().await;
+    let run = format!("s{}", expect[0].len());
+    let t = target(&run, Duration::from_millis(1500));
+    let _c = Controllers::start(f.api.clone(), &t.namespace, fate);
+    let started = Instant::now();
+    let e = cluster::up(
+        &f.client,
+        &t,
+        Spec::new(&run),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect_err("never ready");
+    let msg = e.to_string();
+    assert!(matches!(e, k8s::Error::NotReady(_)), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.starts_with("not ready after 1.5s: deployment "),
+        "{msg}"
+    );
+    for want in expect {
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_never_becomes_ready_names_the_pod_and_the_cause_in_bounded_time() {
+    stuck(
+        Fate::ImagePullBackOff,
+        &[
+            "ImagePullBackOff",
+            "Back-off pulling image \"scaletest:",
+            "container serve",
+        ],
+    )
+    .await;
+    stuck(
+        Fate::Unschedulable,
+        &["Pending, Unschedulable", "Insufficient cpu"],
+    )
+    .await;
+    stuck(
+        Fate::CrashLoop,
+        &["CrashLoopBackOff", "3 restarts", "its last log lines: starting | scaletest: cannot listen on 0.0.0.0:8080: Address in use"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_that_is_not_the_runs_is_never_touched() {
+    let f = fake().await;
+    f.api
+        .create(
+            "namespaces",
+            "",
+            json!({"metadata": {"name": "scaletest-x", "labels": {"team": "web"}}}),
+        )
+        .expect("namespace");
+    let t = target("x", Duration::from_secs(5));
+    let e = cluster::up(
+        &f.client,
+        &t,
+        Spec::new("x"),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect_err("not ours");
+    assert!(matches!(e, k8s::Error::Usage(_)), "{e}");
+    assert!(e.to_string().contains("not run x's"), "{e}");
+    let e = cluster::down(&f.client, &t).await.expect_err("not ours");
+    assert!(matches!(e, k8s::Error::Usage(_)), "{e}");
+    assert_eq!(inventory(&f.api, "scaletest-x").len(), 1);
+    let e = cluster::change(
+        &f.client,
+        &target("nope", Duration::from_secs(5)),
+        &Changes::default(),
+        &["serve"],
+        &mut quiet,
+    )
+    .await
+    .expect_err("not up");
+    assert!(e.to_string().contains("run nope is not up"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_is_one_line_naming_the_step() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join("scaletest-k8s-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join(format!("unreachable-{port}"));
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let (client, _) = kapi::connect(Some(&kc), None, Some(Duration::from_secs(2)), false)
+        .await
+        .expect("a client is made without a call");
+    let started = Instant::now();
+    let e = cluster::up(
+        &client,
+        &target("u", Duration::from_secs(5)),
+        Spec::new("u"),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect_err("unreachable");
+    let msg = e.to_string();
+    assert!(msg.starts_with("get namespace scaletest-u: "), "{msg}");
+    assert!(msg.to_lowercase().contains("connection refused"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
