@@ -109,7 +109,10 @@ impl Aggregator {
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(bytes)))
                 .map_err(|e| fail(e.to_string()))?;
-            let resp = send.send_request(req).await.map_err(|e| fail(e.to_string()))?;
+            let resp = send
+                .send_request(req)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
             let code = resp.status().as_u16();
             let body = resp
                 .into_body()
@@ -138,9 +141,13 @@ impl Aggregator {
 
     /// `POST /api/events`: a line on the UI's timeline.
     pub async fn event(&self, text: &str) -> Result<(), Error> {
-        self.call("POST", "/api/events", Some(serde_json::json!({ "text": text })))
-            .await
-            .map(|_| ())
+        self.call(
+            "POST",
+            "/api/events",
+            Some(serde_json::json!({ "text": text })),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `PUT /api/load`: a new total rate (0: the bots idle).
@@ -154,6 +161,50 @@ impl Aggregator {
     }
 }
 
+/// What the aggregator says now: the rate asked for, the last published second, the run so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    /// Requests/s the bots are asked for.
+    pub offered: f64,
+    /// Responses/s in the last published second.
+    pub rate: f64,
+    /// p99 latency (ms, from the intended send time) of that second.
+    pub p99_ms: f64,
+    /// Bots pushing.
+    pub bots: u64,
+    /// Responses over the run.
+    pub requests: u64,
+    /// Failed requests over the run.
+    pub errors: u64,
+}
+
+impl Aggregator {
+    /// `GET /api/summary` and the newest second of `GET /api/series`.
+    pub async fn live(&self) -> Result<Live, Error> {
+        let s = self.summary().await?;
+        let (_, series) = self.call("GET", "/api/series", None).await?;
+        let last = series["points"]
+            .as_array()
+            .and_then(|p| p.last())
+            .cloned()
+            .unwrap_or_default();
+        let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+        let secs = f(&last["seconds"]);
+        Ok(Live {
+            offered: f(&s["offered"]),
+            rate: if secs > 0.0 {
+                f(&last["responses"]) / secs
+            } else {
+                0.0
+            },
+            p99_ms: f(&last["latency"]["p99"]),
+            bots: s["live"].as_u64().unwrap_or(0),
+            requests: s["requests"].as_u64().unwrap_or(0),
+            errors: s["errors"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
 /// Serve the aggregator's UI on `bind` (127.0.0.1 by default in the CLI): each local
 /// connection gets its own port-forward, as `kubectl port-forward` does. Returns the bound
 /// address at once through `bound`, then runs until `stop` resolves.
@@ -163,7 +214,9 @@ pub async fn forward_ui(
     bound: impl FnOnce(SocketAddr),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| Error::Usage(format!("cannot listen on {bind}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| Error::Usage(format!("cannot listen on {bind}: {e}")))?;
     bound(listener.local_addr().unwrap_or(bind));
     tokio::pin!(stop);
     loop {

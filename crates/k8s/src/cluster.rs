@@ -1,6 +1,7 @@
 //! The calls that act on a cluster: `up` (server-side apply of every object, then wait until
 //! ready), `scale` and `rollout` (a changed spec applied the same way), `status`, and `down`
-//! (delete the run's namespace, wait until it is gone).
+//! (delete the run's namespace, wait until it is gone). `rollout` also posts its progress to
+//! the aggregator (see [`crate::aggregator`]).
 //!
 //! Every write is a server-side apply with field manager [`FIELD_MANAGER`] and `force` (a run's
 //! objects are scaletest's: a `kubectl scale` in between is taken back by the next command), so
@@ -8,6 +9,7 @@
 //! the Deployments (and on a deadline, their pods) every [`POLL`]; the verdicts are
 //! [`crate::wait`]'s.
 
+use crate::aggregator::Aggregator;
 use crate::manifest::{self, Objects, COMPONENTS, TOKEN_SECRET};
 use crate::spec::{Changes, Spec};
 use crate::wait::{self, Rollout};
@@ -189,6 +191,58 @@ pub async fn change(
         .ok_or_else(|| not_up(t))?
         .with(changes)?;
     deploy(client, t, spec, components, say).await
+}
+
+/// `rollout`: the servers to `version` (maxUnavailable 0), watched until done. Each progress
+/// line also goes to the aggregator's event log, so the UI marks the rollout; the second value
+/// says why they could not be posted (no ready aggregator, no port-forward), if so.
+pub async fn rollout(
+    client: &Client,
+    t: &Target,
+    version: &str,
+    say: &mut dyn FnMut(&str),
+) -> Result<(Outcome, Option<String>), Error> {
+    let spec = current(client, t).await?.ok_or_else(|| not_up(t))?;
+    let from = spec.version.clone();
+    let spec = spec.with(&Changes {
+        version: Some(version.to_string()),
+        ..Changes::default()
+    })?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (poster, mut warning) = match Aggregator::find(client, &spec).await {
+        Ok(agg) => (
+            Some(tokio::spawn(async move {
+                let mut failed: Option<String> = None;
+                while let Some(line) = rx.recv().await {
+                    if failed.is_none() {
+                        if let Err(e) = agg.event(&line).await {
+                            failed = Some(e.to_string());
+                        }
+                    }
+                }
+                failed
+            })),
+            None,
+        ),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let _ = tx.send(format!("rollout {from} → {version} started"));
+    let out = deploy(client, t, spec, &["serve"], &mut |l: &str| {
+        say(l);
+        let _ = tx.send(format!("rollout: {l}"));
+    })
+    .await;
+    let _ = tx.send(match &out {
+        Ok(_) => format!("rollout {from} → {version} done"),
+        Err(e) => format!("rollout {from} → {version} failed: {e}"),
+    });
+    drop(tx);
+    if let Some(p) = poster {
+        if let Ok(Some(e)) = p.await {
+            warning = Some(e);
+        }
+    }
+    Ok((out?, warning))
 }
 
 fn not_up(t: &Target) -> Error {

@@ -4,9 +4,10 @@
 //!
 //! Pure parts first, as in kube-rs: [`spec`] (what a run is, sizing from measured per-core
 //! figures), [`manifest`] (the typed k8s-openapi objects and their YAML), [`wait`] (rollout state
-//! and why pods are not serving). [`cluster`] is the only module that calls the API server:
-//! server-side apply with one field manager, polling until ready within a deadline, scale,
-//! rollout, status and teardown.
+//! and why pods are not serving). [`cluster`] calls the API server: server-side apply with one
+//! field manager, polling until ready within a deadline, scale, rollout, status and teardown;
+//! [`aggregator`] reaches the run's aggregator through the API server's port-forward (status,
+//! rollout events, rate, the UI on a local port).
 //!
 //! A run owns its namespace (`scaletest-RUN` unless told otherwise); every object carries the
 //! run's label ([`kapi::LABEL_RUN`]) and the namespace carries the run's [`spec::Spec`]
@@ -18,6 +19,7 @@
 //! assert!(yaml.contains("kind: Deployment"));
 //! ```
 
+pub mod aggregator;
 pub mod cluster;
 pub mod manifest;
 pub mod spec;

@@ -447,3 +447,181 @@ async fn an_unreachable_api_server_is_one_line_naming_the_step() {
     assert!(msg.to_lowercase().contains("connection refused"), "{msg}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// A real aggregator (in-process, on loopback) standing in for the run's aggregator pod: the
+/// fake's port-forward reaches it, as a kubelet would reach the pod's port.
+fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
+    let secret = f
+        .api
+        .objects("secrets")
+        .into_iter()
+        .find(|s| s["metadata"]["namespace"] == ns && s["metadata"]["name"] == "aggregator-token")
+        .expect("token secret");
+    let token = String::from_utf8(base64_decode(
+        secret["data"]["token"].as_str().expect("token"),
+    ))
+    .expect("utf-8");
+    let out = std::env::temp_dir().join(format!(
+        "scaletest-k8s-agg-{}-{}",
+        std::process::id(),
+        fleet::agg::random_hex()
+    ));
+    let running = fleet::agg::start(fleet::agg::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token,
+        out,
+        spec: load::Spec {
+            url: Some("http://127.0.0.1:9/".into()),
+            ..load::Spec::default()
+        },
+        plan: fleet::state::Plan::Idle,
+        run_for: None,
+        state: fleet::state::Config::default(),
+    })
+    .expect("aggregator");
+    for p in pods(&f.api, ns, "aggregate") {
+        f.api.forward(
+            ns,
+            p["metadata"]["name"].as_str().unwrap(),
+            k8s::manifest::AGGREGATE_PORT as u16,
+            running.addr,
+        );
+    }
+    running
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let v: k8s_openapi::ByteString = serde_json::from_value(json!(s)).expect("base64");
+    v.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregator_is_reached_through_a_port_forward_for_rate_events_status_and_ui() {
+    let f = fake().await;
+    let t = target("pf", Duration::from_secs(20));
+    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
+    let spec = cluster::up(
+        &f.client,
+        &t,
+        Spec::new("pf"),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect("up")
+    .spec;
+    let agg = aggregator_for(&f, &t.namespace);
+    let a = k8s::aggregator::Aggregator::find(&f.client, &spec)
+        .await
+        .expect("find");
+    let answer = a.set_rate(5000.0).await.expect("rate");
+    assert_eq!(
+        answer["offered"], 0.0,
+        "no bots registered: nothing offered yet"
+    );
+    let (_, load) = a.call("GET", "/api/load", None).await.expect("load");
+    assert_eq!(
+        load["plan"],
+        json!({"kind": "total", "rate": 5000.0}),
+        "{load}"
+    );
+    let live = a.live().await.expect("live");
+    assert_eq!((live.bots, live.requests), (0, 0));
+    // A rollout posts its progress as events.
+    let (o, warning) = cluster::rollout(&f.client, &t, "v2", &mut quiet)
+        .await
+        .expect("rollout");
+    assert_eq!(o.spec.version, "v2");
+    assert_eq!(warning, None);
+    let (_, events) = a.call("GET", "/api/events", None).await.expect("events");
+    let texts: Vec<String> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        texts.iter().any(|e| e == "rollout v1 → v2 started"),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|e| e.starts_with("rollout: serve ")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|e| e == "rollout v1 → v2 done"),
+        "{texts:?}"
+    );
+    // The UI on a local port, one port-forward per connection.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ui = tokio::spawn(k8s::aggregator::forward_ui(
+        a.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        move |addr| {
+            let _ = tx.send(addr);
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let addr = rx.await.expect("bound");
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut page = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut page))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(
+            page.starts_with("HTTP/1.1 200"),
+            "{}",
+            &page[..page.len().min(200)]
+        );
+        assert!(page.contains("<html"), "not the UI page");
+    }
+    let _ = stop_tx.send(());
+    ui.await.expect("join").expect("ui");
+    drop(agg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_port_that_refuses_is_one_line_naming_the_pod() {
+    let f = fake().await;
+    let t = target("pr", Duration::from_secs(20));
+    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
+    let spec = cluster::up(
+        &f.client,
+        &t,
+        Spec::new("pr"),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+    .expect("up")
+    .spec;
+    // No forward named: as if nothing listened on the pod's port.
+    let a = k8s::aggregator::Aggregator::find(&f.client, &spec)
+        .await
+        .expect("find");
+    let started = Instant::now();
+    let e = a.summary().await.expect_err("refused");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "GET /api/summary on the aggregator (pod {})",
+            a.pod
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(started.elapsed() < k8s::aggregator::CALL_TIMEOUT + Duration::from_secs(2));
+    let (_, warning) = cluster::rollout(&f.client, &t, "v2", &mut quiet)
+        .await
+        .expect("rollout");
+    assert!(warning.is_some_and(|w| w.contains("aggregator")));
+}

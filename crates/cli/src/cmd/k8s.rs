@@ -4,6 +4,7 @@
 
 use super::parse_duration;
 use crate::Usage;
+use k8s::aggregator::Aggregator;
 use k8s::cluster::{self, Target};
 use k8s::spec::{self, Changes, Figures, Spec};
 use std::io::Write;
@@ -16,7 +17,9 @@ const EXAMPLES: &str = "Examples:
   scaletest k8s up --rate 20000                         sized from the measured per-core figures
   scaletest k8s scale servers=100 bots=1000
   scaletest k8s rollout v2                              maxUnavailable 0, watched until done
-  scaletest k8s status
+  scaletest k8s status                                  pods, rollouts, the aggregator's rate and p99
+  scaletest k8s rate 50000                              through the aggregator, live
+  scaletest k8s ui                                      http://127.0.0.1:8089/
   scaletest k8s down
   scaletest k8s size --rate 1000000 --p99 10ms";
 
@@ -42,6 +45,12 @@ enum Command {
     /// Pods by component and version, and each Deployment's rollout.
     #[command(after_help = EXAMPLES)]
     Status(RunArgs),
+    /// Change the bots' total rate through the aggregator (0: idle), live.
+    #[command(after_help = EXAMPLES)]
+    Rate(RateArgs),
+    /// Forward the aggregator's live UI to a local port (through the API server).
+    #[command(after_help = EXAMPLES)]
+    Ui(UiArgs),
     /// Delete everything the run made (its namespace), and only that.
     #[command(after_help = EXAMPLES)]
     Down(RunArgs),
@@ -141,6 +150,23 @@ struct RolloutArgs {
     /// The new version label, e.g. v2.
     #[arg(value_name = "VERSION")]
     to: String,
+}
+
+#[derive(clap::Args)]
+struct RateArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Total requests/s over all bots (0: the bots idle).
+    rate: f64,
+}
+
+#[derive(clap::Args)]
+struct UiArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Local address for the UI.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    bind: std::net::SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -371,16 +397,59 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             };
             a.run.base()?.with(&changes).map_err(usage)?;
             let (rt, client) = a.run.connect()?;
-            let o = rt
-                .block_on(cluster::change(
-                    &client,
-                    &a.run.target(),
-                    &changes,
-                    &["serve"],
-                    &mut say,
-                ))
+            let (o, warning) = rt
+                .block_on(cluster::rollout(&client, &a.run.target(), &a.to, &mut say))
                 .map_err(usage)?;
+            if let Some(w) = warning {
+                eprintln!("scaletest: rollout events not posted to the aggregator: {w}");
+            }
             print_outcome("rollout", &o)
+        }
+        Command::Rate(a) => {
+            if !(a.rate.is_finite() && a.rate >= 0.0) {
+                return Err(Usage(format!("rate {}: give requests/s ≥ 0", a.rate)).into());
+            }
+            a.run.base()?;
+            let (rt, client) = a.run.connect()?;
+            let t = a.run.target();
+            let answer = rt
+                .block_on(async {
+                    let spec = cluster::status(&client, &t).await?.spec;
+                    let agg = Aggregator::find(&client, &spec).await?;
+                    agg.set_rate(a.rate).await
+                })
+                .map_err(usage)?;
+            say(&format!(
+                "rate: the bots of run {} are now asked for {} req/s in all",
+                t.run, answer["offered"]
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ui(a) => {
+            a.run.base()?;
+            let (rt, client) = a.run.connect()?;
+            let t = a.run.target();
+            let run = t.run.clone();
+            rt.block_on(async {
+                let spec = cluster::status(&client, &t).await?.spec;
+                let agg = Aggregator::find(&client, &spec).await?;
+                let pod = agg.pod.clone();
+                k8s::aggregator::forward_ui(
+                    agg,
+                    a.bind,
+                    |addr| {
+                        say(&format!(
+                            "ui: http://{addr}/ (run {run}, pod {pod}); Ctrl-C to stop"
+                        ))
+                    },
+                    async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    },
+                )
+                .await
+            })
+            .map_err(usage)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status(a) => {
             a.base()?;
@@ -416,6 +485,18 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(out, "pods {component:<10} {version:<8} {state:<24} {n}")?;
             }
             out.flush()?;
+            drop(out);
+            let live = rt.block_on(async {
+                let agg = Aggregator::find(&client, &st.spec).await?;
+                agg.live().await
+            });
+            say(&match live {
+                Ok(l) => format!(
+                    "aggregator: {:.0} req/s answered (asked {:.0}), p99 {:.2} ms in the last second; {} bots; {} requests, {} failed so far",
+                    l.rate, l.offered, l.p99_ms, l.bots, l.requests, l.errors
+                ),
+                Err(e) => format!("aggregator: not reachable ({e})"),
+            });
             Ok(ExitCode::SUCCESS)
         }
         Command::Down(a) => {
