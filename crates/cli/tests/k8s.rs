@@ -90,15 +90,7 @@ fn an_unreachable_api_server_is_one_line_and_exit_code_1_in_bounded_time() {
         .local_addr()
         .expect("addr")
         .port();
-    let kc = dir.join("kc");
-    std::fs::write(
-        &kc,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
-        ),
-    )
-    .expect("write");
+    let kc = kubefake::write_kubeconfig(&dir, "kc", &format!("http://127.0.0.1:{port}"));
     let started = Instant::now();
     let (code, _, err) = run(&[
         "k8s",

@@ -483,6 +483,21 @@ fn pod_state(p: &Pod) -> String {
     }
 }
 
+/// How many objects of a kind in `ns` match `lp`.
+async fn count<K>(client: &Client, ns: &str, lp: &ListParams) -> Result<usize, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let plural = K::plural(&K::DynamicType::default()).to_string();
+    Ok(Api::<K>::namespaced(client.clone(), ns)
+        .list(lp)
+        .await
+        .map_err(Error::api(format!("list {plural} in {ns}")))?
+        .items
+        .len())
+}
+
 /// What `down` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Down {
@@ -504,37 +519,11 @@ pub async fn down(client: &Client, t: &Target) -> Result<Down, Error> {
     let deadline = Instant::now() + t.timeout;
     let lp = ListParams::default().labels(&format!("{}={}", kapi::LABEL_RUN, t.run));
     let ns = &t.namespace;
-    let what = |k: &str| format!("list {k} in {ns}");
-    let objects = Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-        .map_err(Error::api(what("deployments")))?
-        .items
-        .len()
-        + Api::<Service>::namespaced(client.clone(), ns)
-            .list(&lp)
-            .await
-            .map_err(Error::api(what("services")))?
-            .items
-            .len()
-        + Api::<Secret>::namespaced(client.clone(), ns)
-            .list(&lp)
-            .await
-            .map_err(Error::api(what("secrets")))?
-            .items
-            .len()
-        + Api::<ServiceAccount>::namespaced(client.clone(), ns)
-            .list(&lp)
-            .await
-            .map_err(Error::api(what("serviceaccounts")))?
-            .items
-            .len()
-        + Api::<Pod>::namespaced(client.clone(), ns)
-            .list(&lp)
-            .await
-            .map_err(Error::api(what("pods")))?
-            .items
-            .len();
+    let objects = count::<Deployment>(client, ns, &lp).await?
+        + count::<Service>(client, ns, &lp).await?
+        + count::<Secret>(client, ns, &lp).await?
+        + count::<ServiceAccount>(client, ns, &lp).await?
+        + count::<Pod>(client, ns, &lp).await?;
     let api: Api<Namespace> = Api::all(client.clone());
     match api.delete(ns, &DeleteParams::background()).await {
         Ok(_) => {}

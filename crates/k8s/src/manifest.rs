@@ -279,7 +279,8 @@ fn serve(spec: &Spec) -> Deployment {
 }
 
 /// The aggregator: one pod (Recreate: two would split the bots), its run directory on an
-/// emptyDir so a restarted container picks the run up, the token from the Secret.
+/// emptyDir so a restarted container picks the run up, the token from the Secret. Nothing in
+/// it depends on the replica counts: scaling must not restart it (that would end the run).
 fn aggregate(spec: &Spec) -> Deployment {
     let port = AGGREGATE_PORT;
     let (vol, mount) = token_volume();
@@ -297,8 +298,6 @@ fn aggregate(spec: &Spec) -> Deployment {
             format!("{TOKEN_DIR}/token"),
             "--out".into(),
             "/var/lib/scaletest/run".into(),
-            "--max-bots".into(),
-            (spec.bots.max(1) as u64 * 2).max(100).to_string(),
         ],
         resources(spec.aggregator_cpu_m, 1024),
     );

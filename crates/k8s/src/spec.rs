@@ -124,10 +124,10 @@ impl Spec {
             )?;
             self.servers = s.servers;
             self.bots = s.bots;
-            self.rate = rate;
             self.server_cpu_m = s.server_cpu_m;
             self.bot_cpu_m = s.bot_cpu_m;
-            self.aggregator_cpu_m = s.aggregator_cpu_m;
+            // Only ever more: a changed aggregator Deployment restarts the aggregator.
+            self.aggregator_cpu_m = self.aggregator_cpu_m.max(s.aggregator_cpu_m);
         }
         let set = |slot: &mut String, v: &Option<String>| {
             if let Some(v) = v {
@@ -169,7 +169,8 @@ pub struct Changes {
     pub bots: Option<i32>,
     /// The aggregator's starting rate.
     pub rate: Option<f64>,
-    /// Size servers, bots and CPU for this rate (explicit servers/bots still win).
+    /// Size servers, bots and CPU for this rate (explicit servers/bots still win); the rate
+    /// itself is `rate`'s to set.
     pub size_for: Option<f64>,
     /// Fraction of a core's measured capacity to plan for (default [`DEFAULT_HEADROOM`]).
     pub headroom: Option<f64>,
@@ -326,7 +327,11 @@ mod tests {
                 ..Changes::default()
             })
             .unwrap();
-        assert_eq!((sized.servers, sized.bots, sized.rate), (32, 1000, 1e6));
+        assert_eq!((sized.servers, sized.bots, sized.rate), (32, 1000, 1000.0));
+        assert_eq!(
+            sized.aggregator_cpu_m, 500,
+            "sizing never shrinks the aggregator"
+        );
         for bad in [
             Changes {
                 servers: Some(-1),

@@ -38,6 +38,27 @@ fn target(run: &str, timeout: Duration) -> Target {
 
 fn quiet(_: &str) {}
 
+/// `up` of a run with default settings.
+async fn up(f: &Fake, t: &Target) -> Result<cluster::Outcome, k8s::Error> {
+    cluster::up(
+        &f.client,
+        t,
+        Spec::new(&t.run),
+        &Changes::default(),
+        &mut quiet,
+    )
+    .await
+}
+
+/// A fake, a run on it with the controllers playing along, and the run up.
+async fn up_ready(run: &str) -> (Fake, Target, Controllers, cluster::Outcome) {
+    let f = fake().await;
+    let t = target(run, Duration::from_secs(20));
+    let c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
+    let o = up(&f, &t).await.expect("up");
+    (f, t, c, o)
+}
+
 /// `kind/name` of every object of a few kinds in `ns` (cluster-scoped: the namespace itself).
 fn inventory(api: &FakeApi, ns: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -110,18 +131,7 @@ fn pods(api: &FakeApi, ns: &str, component: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_creates_exactly_the_runs_objects_and_a_second_up_writes_nothing() {
-    let f = fake().await;
-    let t = target("t1", Duration::from_secs(20));
-    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
-    let o = cluster::up(
-        &f.client,
-        &t,
-        Spec::new("t1"),
-        &Changes::default(),
-        &mut quiet,
-    )
-    .await
-    .expect("up");
+    let (f, t, _c, o) = up_ready("t1").await;
     assert!(
         o.applied.iter().all(|a| a.change == Change::Created),
         "{:?}",
@@ -152,15 +162,7 @@ async fn up_creates_exactly_the_runs_objects_and_a_second_up_writes_nothing() {
     }
     let before = versions(&f.api, &t.namespace);
     let creates = f.api.count("create pods");
-    let again = cluster::up(
-        &f.client,
-        &t,
-        Spec::new("t1"),
-        &Changes::default(),
-        &mut quiet,
-    )
-    .await
-    .expect("up again");
+    let again = up(&f, &t).await.expect("up again");
     assert!(
         again.applied.iter().all(|a| a.change == Change::Unchanged),
         "{:?}",
@@ -196,15 +198,7 @@ async fn down_removes_only_the_runs_objects_and_a_missing_run_is_not_an_error() 
     let _ca = Controllers::start(f.api.clone(), &a.namespace, Fate::Ready);
     let _cb = Controllers::start(f.api.clone(), &b.namespace, Fate::Ready);
     for t in [&a, &b] {
-        cluster::up(
-            &f.client,
-            t,
-            Spec::new(&t.run),
-            &Changes::default(),
-            &mut quiet,
-        )
-        .await
-        .expect("up");
+        up(&f, t).await.expect("up");
     }
     f.api
         .create(
@@ -237,18 +231,7 @@ async fn down_removes_only_the_runs_objects_and_a_missing_run_is_not_an_error() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_and_rollout_change_the_right_fields() {
-    let f = fake().await;
-    let t = target("t3", Duration::from_secs(20));
-    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
-    cluster::up(
-        &f.client,
-        &t,
-        Spec::new("t3"),
-        &Changes::default(),
-        &mut quiet,
-    )
-    .await
-    .expect("up");
+    let (f, t, _c, _) = up_ready("t3").await;
     let agg_gen = deployment(&f.api, &t.namespace, "aggregate")["metadata"]["generation"].clone();
     let serve_template = deployment(&f.api, &t.namespace, "serve")["spec"]["template"].clone();
     let scaled = Changes {
@@ -324,15 +307,7 @@ async fn stuck(fate: Fate, expect: &[&str]) {
     let t = target(&run, Duration::from_millis(1500));
     let _c = Controllers::start(f.api.clone(), &t.namespace, fate);
     let started = Instant::now();
-    let e = cluster::up(
-        &f.client,
-        &t,
-        Spec::new(&run),
-        &Changes::default(),
-        &mut quiet,
-    )
-    .await
-    .expect_err("never ready");
+    let e = up(&f, &t).await.expect_err("never ready");
     let msg = e.to_string();
     assert!(matches!(e, k8s::Error::NotReady(_)), "{msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
@@ -384,15 +359,7 @@ async fn a_namespace_that_is_not_the_runs_is_never_touched() {
         )
         .expect("namespace");
     let t = target("x", Duration::from_secs(5));
-    let e = cluster::up(
-        &f.client,
-        &t,
-        Spec::new("x"),
-        &Changes::default(),
-        &mut quiet,
-    )
-    .await
-    .expect_err("not ours");
+    let e = up(&f, &t).await.expect_err("not ours");
     assert!(matches!(e, k8s::Error::Usage(_)), "{e}");
     assert!(e.to_string().contains("not run x's"), "{e}");
     let e = cluster::down(&f.client, &t).await.expect_err("not ours");
@@ -420,15 +387,11 @@ async fn an_unreachable_api_server_is_one_line_naming_the_step() {
         .port();
     let dir = std::env::temp_dir().join("scaletest-k8s-tests");
     std::fs::create_dir_all(&dir).unwrap();
-    let kc = dir.join(format!("unreachable-{port}"));
-    std::fs::write(
-        &kc,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
+    let kc = kubefake::write_kubeconfig(
+        &dir,
+        &format!("unreachable-{port}"),
+        &format!("http://127.0.0.1:{port}"),
+    );
     let (client, _) = kapi::connect(Some(&kc), None, Some(Duration::from_secs(2)), false)
         .await
         .expect("a client is made without a call");
@@ -497,19 +460,8 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregator_is_reached_through_a_port_forward_for_rate_events_status_and_ui() {
-    let f = fake().await;
-    let t = target("pf", Duration::from_secs(20));
-    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
-    let spec = cluster::up(
-        &f.client,
-        &t,
-        Spec::new("pf"),
-        &Changes::default(),
-        &mut quiet,
-    )
-    .await
-    .expect("up")
-    .spec;
+    let (f, t, _c, o) = up_ready("pf").await;
+    let spec = o.spec;
     let agg = aggregator_for(&f, &t.namespace);
     let a = k8s::aggregator::Aggregator::find(&f.client, &spec)
         .await
@@ -591,19 +543,8 @@ async fn the_aggregator_is_reached_through_a_port_forward_for_rate_events_status
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_port_that_refuses_is_one_line_naming_the_pod() {
-    let f = fake().await;
-    let t = target("pr", Duration::from_secs(20));
-    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
-    let spec = cluster::up(
-        &f.client,
-        &t,
-        Spec::new("pr"),
-        &Changes::default(),
-        &mut quiet,
-    )
-    .await
-    .expect("up")
-    .spec;
+    let (f, t, _c, o) = up_ready("pr").await;
+    let spec = o.spec;
     // No forward named: as if nothing listened on the pod's port.
     let a = k8s::aggregator::Aggregator::find(&f.client, &spec)
         .await

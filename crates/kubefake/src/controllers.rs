@@ -71,6 +71,26 @@ fn pod_status(fate: Fate, container: &str, image: &str) -> Value {
     }
 }
 
+/// Objects of a kind in one namespace.
+fn in_ns(api: &FakeApi, plural: &str, ns: &str) -> Vec<Value> {
+    api.objects(plural)
+        .into_iter()
+        .filter(|o| s(o, "/metadata/namespace") == ns)
+        .collect()
+}
+
+/// The pods of a Deployment: owned by one of its ReplicaSets (`NAME-HASH`).
+fn owned<'a>(pods: &'a [Value], deployment: &str) -> Vec<&'a Value> {
+    let prefix = format!("{deployment}-");
+    pods.iter()
+        .filter(|p| {
+            s(p, "/metadata/ownerReferences/0/name")
+                .strip_prefix(&prefix)
+                .is_some_and(|r| !r.contains('-'))
+        })
+        .collect()
+}
+
 fn ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -83,15 +103,8 @@ fn ready(p: &Value) -> bool {
 /// One step of every Deployment in `ns`; returns whether anything changed.
 pub fn step(api: &FakeApi, ns: &str, fate: Fate) -> bool {
     let mut changed = false;
-    let pods: Vec<Value> = api
-        .objects("pods")
-        .into_iter()
-        .filter(|p| s(p, "/metadata/namespace") == ns)
-        .collect();
-    for d in api.objects("deployments") {
-        if s(&d, "/metadata/namespace") != ns {
-            continue;
-        }
+    let pods = in_ns(api, "pods", ns);
+    for d in in_ns(api, "deployments", ns) {
         let name = s(&d, "/metadata/name");
         let want = d
             .pointer("/spec/replicas")
@@ -99,15 +112,7 @@ pub fn step(api: &FakeApi, ns: &str, fate: Fate) -> bool {
             .unwrap_or(1) as usize;
         let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
         let h = hash(&template);
-        let owner = |p: &Value| s(p, "/metadata/ownerReferences/0/name");
-        let mine: Vec<&Value> = pods
-            .iter()
-            .filter(|p| {
-                owner(p)
-                    .strip_prefix(&format!("{name}-"))
-                    .is_some_and(|r| !r.contains('-'))
-            })
-            .collect();
+        let mine = owned(&pods, &name);
         let (new, old): (Vec<&Value>, Vec<&Value>) = mine
             .iter()
             .partition(|p| s(p, "/metadata/labels/pod-template-hash") == h);
@@ -143,25 +148,11 @@ pub fn step(api: &FakeApi, ns: &str, fate: Fate) -> bool {
         }
     }
     // Status from the pods as they are now.
-    let pods: Vec<Value> = api
-        .objects("pods")
-        .into_iter()
-        .filter(|p| s(p, "/metadata/namespace") == ns)
-        .collect();
-    for d in api.objects("deployments") {
-        if s(&d, "/metadata/namespace") != ns {
-            continue;
-        }
+    let pods = in_ns(api, "pods", ns);
+    for d in in_ns(api, "deployments", ns) {
         let name = s(&d, "/metadata/name");
         let h = hash(&d.pointer("/spec/template").cloned().unwrap_or(json!({})));
-        let mine: Vec<&Value> = pods
-            .iter()
-            .filter(|p| {
-                s(p, "/metadata/ownerReferences/0/name")
-                    .strip_prefix(&format!("{name}-"))
-                    .is_some_and(|r| !r.contains('-'))
-            })
-            .collect();
+        let mine = owned(&pods, &name);
         let updated = mine
             .iter()
             .filter(|p| s(p, "/metadata/labels/pod-template-hash") == h)

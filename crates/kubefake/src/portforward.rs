@@ -170,7 +170,7 @@ async fn relay<S>(
             m = source.next() => match m {
                 Some(Ok(Message::Binary(b))) if !b.is_empty() => {
                     let ch = b[0] as usize;
-                    if ch % 2 == 0 {
+                    if ch.is_multiple_of(2) {
                         if let Some(w) = writers.get_mut(ch / 2) {
                             if w.write_all(&b[1..]).await.is_err() {
                                 return;

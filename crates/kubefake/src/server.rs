@@ -285,16 +285,25 @@ impl FakeApi {
 
     /// Write a kubeconfig for this server into `dir`; returns its path.
     pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
-        let path = dir.join(format!("kubeconfig-{}", self.addr.port()));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            self.url()
-        );
-        std::fs::write(&path, text).expect("write kubeconfig");
-        path
+        write_kubeconfig(
+            dir,
+            &format!("kubeconfig-{}", self.addr.port()),
+            &self.url(),
+        )
     }
+}
+
+/// Write a kubeconfig named `file` in `dir` for an API server at `server` (no credentials,
+/// namespace `default`); returns its path. Tests also point one at a port nothing listens on.
+pub fn write_kubeconfig(dir: &std::path::Path, file: &str, server: &str) -> std::path::PathBuf {
+    let path = dir.join(file);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+         current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
 }
 
 impl Drop for FakeApi {

@@ -294,14 +294,19 @@ impl Store {
             next["apiVersion"] = json!(r.api_version());
             next["kind"] = json!(r.kind);
         }
-        self.bump(&mut next);
+        let e = self.replace(r, ns, name, &mut next);
+        Ok((next, e))
+    }
+
+    /// Store a new version of an existing object: a new resourceVersion and a MODIFIED event.
+    fn replace(&mut self, r: &Resource, ns: &str, name: &str, next: &mut Value) -> Event {
+        self.bump(next);
         let coll = r.key();
         self.objects
             .entry(coll.clone())
             .or_default()
             .insert((ns.to_string(), name.to_string()), next.clone());
-        let e = self.record(&coll, "MODIFIED", next.clone());
-        Ok((next, e))
+        self.record(&coll, "MODIFIED", next.clone())
     }
 
     /// Server-side apply by `manager` (see [`crate::apply`]): creates the object when it does
@@ -336,13 +341,7 @@ impl Store {
             "generation".into(),
             json!(if moved { generation + 1 } else { generation }),
         );
-        self.bump(&mut next);
-        let coll = r.key();
-        self.objects
-            .entry(coll.clone())
-            .or_default()
-            .insert((ns.to_string(), name.to_string()), next.clone());
-        let e = self.record(&coll, "MODIFIED", next.clone());
+        let e = self.replace(r, ns, name, &mut next);
         Ok((next, Some(e)))
     }
 

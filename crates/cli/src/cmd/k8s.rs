@@ -138,7 +138,8 @@ struct ScaleArgs {
     /// `servers=N` and/or `bots=M`.
     #[arg(value_name = "COMPONENT=N")]
     counts: Vec<String>,
-    /// Size servers and bots for this total rate (explicit counts win) and start bots at it.
+    /// Size servers and bots for this total rate (explicit counts win) and set it live through
+    /// the aggregator.
     #[arg(long)]
     rate: Option<f64>,
 }
@@ -260,7 +261,7 @@ fn print_outcome(verb: &str, o: &cluster::Outcome) -> anyhow::Result<ExitCode> {
         .filter(|a| a.change != cluster::Change::Unchanged)
         .count();
     say(&format!(
-        "{verb}: run {} in namespace {} ready ({} servers {}, {} bots, aggregator at {} req/s); {changed} of {} objects changed",
+        "{verb}: run {} in namespace {} ready ({} servers {}, {} bots, aggregator started at {} req/s); {changed} of {} objects changed",
         o.spec.run,
         o.spec.namespace,
         o.spec.servers,
@@ -368,9 +369,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             print_outcome("up", &o)
         }
         Command::Scale(a) => {
+            // The aggregator's Deployment is left alone (a change would restart it and end
+            // the run): --rate sizes the replicas, and the new rate goes to it live.
             let mut changes = Changes {
                 size_for: a.rate,
-                rate: a.rate,
                 ..Changes::default()
             };
             counts(&a.counts, &mut changes)?;
@@ -388,6 +390,21 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     &mut say,
                 ))
                 .map_err(usage)?;
+            if let Some(rate) = a.rate {
+                let set = rt.block_on(async {
+                    Aggregator::find(&client, &o.spec)
+                        .await?
+                        .set_rate(rate)
+                        .await
+                });
+                if let Err(e) = set {
+                    eprintln!("scaletest: scaled, but the rate was not changed: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                say(&format!(
+                    "scale: the bots are now asked for {rate} req/s in all"
+                ));
+            }
             print_outcome("scale", &o)
         }
         Command::Rollout(a) => {
