@@ -45,6 +45,8 @@ enum Command {
     Ctl(cmd::ctl::Args),
     /// Run hollow nodes: simulated kubelets and kube-proxies, and pod startup latency.
     Nodes(Box<cmd::nodes::Args>),
+    /// The demo on a Kubernetes cluster: servers, loadbots and aggregator as pods.
+    K8s(cmd::k8s::Args),
 }
 
 /// An error that is the user's to fix: printed as one line, exit code 2.
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::main(args),
         Command::Ctl(args) => cmd::ctl::main(args),
         Command::Nodes(args) => cmd::nodes::main(*args),
+        Command::K8s(args) => cmd::k8s::main(args),
     };
     match result {
         Ok(code) => code,

@@ -4,8 +4,11 @@
 // Test-only: the fake API server keeps its store under a lock, as a real one serializes writes.
 #![allow(clippy::disallowed_types)]
 
+pub mod apply;
+pub mod controllers;
+mod portforward;
 pub mod server;
 pub mod store;
 
-pub use server::{FakeApi, Options};
+pub use server::{write_kubeconfig, FakeApi, Options};
 pub use store::{ApiError, Resource};

@@ -66,8 +66,8 @@ impl Feed {
     }
 }
 
-struct Shared {
-    store: Mutex<Store>,
+pub(crate) struct Shared {
+    pub(crate) store: Mutex<Store>,
     resources: Mutex<Vec<Resource>>,
     events: Feed,
     calls: Mutex<BTreeMap<String, u64>>,
@@ -75,6 +75,10 @@ struct Shared {
     /// answers 429).
     reject: Mutex<(u64, u16)>,
     delays: Mutex<BTreeMap<String, Duration>>,
+    /// Container logs by (namespace, pod), as the kubelet would serve them (`pods/NAME/log`).
+    logs: Mutex<BTreeMap<(String, String), String>>,
+    /// Where a pod's port is reachable, by (namespace, pod, port) (`pods/NAME/portforward`).
+    pub(crate) forwards: Mutex<BTreeMap<(String, String, u16), SocketAddr>>,
     /// Bumped to end every open watch.
     watch_gen: tokio::sync::watch::Sender<u64>,
     opts: Options,
@@ -117,6 +121,14 @@ pub fn builtins() -> Vec<Resource> {
             kind: "EndpointSlice".into(),
             namespaced: true,
         },
+        core("v1", "serviceaccounts", "ServiceAccount", true),
+        Resource {
+            group: "apps".into(),
+            version: "v1".into(),
+            plural: "deployments".into(),
+            kind: "Deployment".into(),
+            namespaced: true,
+        },
         Resource {
             group: "coordination.k8s.io".into(),
             version: "v1".into(),
@@ -155,6 +167,8 @@ impl FakeApi {
             calls: Mutex::new(BTreeMap::new()),
             reject: Mutex::new((0, 429)),
             delays: Mutex::new(BTreeMap::new()),
+            logs: Mutex::new(BTreeMap::new()),
+            forwards: Mutex::new(BTreeMap::new()),
             watch_gen: tokio::sync::watch::channel(0).0,
             opts,
             addr,
@@ -220,6 +234,25 @@ impl FakeApi {
             .insert(verb.into(), d);
     }
 
+    /// Set what `GET pods/NAME/log` answers for a pod (playing the kubelet's part).
+    pub fn set_log(&self, ns: &str, pod: &str, text: &str) {
+        self.shared
+            .logs
+            .lock()
+            .expect("lock")
+            .insert((ns.into(), pod.into()), text.into());
+    }
+
+    /// Say where a pod's port is reachable, for `pods/NAME/portforward` (playing the kubelet's
+    /// part, which connects to the port inside the pod's network namespace).
+    pub fn forward(&self, ns: &str, pod: &str, port: u16, to: SocketAddr) {
+        self.shared
+            .forwards
+            .lock()
+            .expect("lock")
+            .insert((ns.into(), pod.into(), port), to);
+    }
+
     /// Lose all watch history, as an etcd compaction past every watcher does: open watches get
     /// an ERROR event with 410 Gone and end, and resuming from any earlier version gets 410 too,
     /// so watchers must list again.
@@ -251,6 +284,34 @@ impl FakeApi {
         Ok(o)
     }
 
+    /// Delete an object directly (playing a controller's part).
+    pub fn delete(&self, plural: &str, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let r = self
+            .find_plural(plural)
+            .ok_or_else(|| ApiError::NotFound(plural.into()))?;
+        let mut st = self.shared.store.lock().expect("lock");
+        let (o, e) = st.delete(&r, ns, name)?;
+        let _ = self.shared.events.send(Arc::new(e));
+        Ok(o)
+    }
+
+    /// Replace an object's status directly (playing a controller's or the kubelet's part).
+    pub fn set_status(
+        &self,
+        plural: &str,
+        ns: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ApiError> {
+        let r = self
+            .find_plural(plural)
+            .ok_or_else(|| ApiError::NotFound(plural.into()))?;
+        let mut st = self.shared.store.lock().expect("lock");
+        let (o, e) = st.update(&r, ns, name, json!({ "status": status }), false, true)?;
+        let _ = self.shared.events.send(Arc::new(e));
+        Ok(o)
+    }
+
     fn find_plural(&self, plural: &str) -> Option<Resource> {
         self.shared
             .resources
@@ -263,16 +324,25 @@ impl FakeApi {
 
     /// Write a kubeconfig for this server into `dir`; returns its path.
     pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
-        let path = dir.join(format!("kubeconfig-{}", self.addr.port()));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            self.url()
-        );
-        std::fs::write(&path, text).expect("write kubeconfig");
-        path
+        write_kubeconfig(
+            dir,
+            &format!("kubeconfig-{}", self.addr.port()),
+            &self.url(),
+        )
     }
+}
+
+/// Write a kubeconfig named `file` in `dir` for an API server at `server` (no credentials,
+/// namespace `default`); returns its path. Tests also point one at a port nothing listens on.
+pub fn write_kubeconfig(dir: &std::path::Path, file: &str, server: &str) -> std::path::PathBuf {
+    let path = dir.join(file);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+         current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
 }
 
 impl Drop for FakeApi {
@@ -300,7 +370,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             });
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
                     .await;
         });
     }
@@ -340,7 +410,7 @@ fn reply(code: u16, v: &Value) -> Response<Body> {
     r
 }
 
-fn status(code: u16, reason: &str, msg: &str) -> Response<Body> {
+pub(crate) fn status(code: u16, reason: &str, msg: &str) -> Response<Body> {
     reply(
         code,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -348,18 +418,22 @@ fn status(code: u16, reason: &str, msg: &str) -> Response<Body> {
     )
 }
 
-fn error(e: &ApiError) -> Response<Body> {
+pub(crate) fn error(e: &ApiError) -> Response<Body> {
     reply(e.code(), &e.status())
 }
 
 /// Where a request goes.
-struct Target {
-    r: Resource,
-    ns: Option<String>,
-    name: Option<String>,
+pub(crate) struct Target {
+    pub(crate) r: Resource,
+    pub(crate) ns: Option<String>,
+    pub(crate) name: Option<String>,
     status: bool,
     /// `pods/NAME/binding`.
     binding: bool,
+    /// `pods/NAME/log`.
+    log: bool,
+    /// `pods/NAME/portforward`.
+    portforward: bool,
 }
 
 fn find(shared: &Shared, group: &str, version: &str, plural: &str) -> Option<Resource> {
@@ -494,13 +568,14 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         },
         [] => return Err(not_found()),
     };
-    let (name, status, binding) = match tail {
-        [] => (None, false, false),
-        [name] => (Some(name.to_string()), false, false),
-        [name, "status"] => (Some(name.to_string()), true, false),
-        [name, "binding"] if r.plural == "pods" && r.group.is_empty() => {
-            (Some(name.to_string()), false, true)
-        }
+    let pod = r.plural == "pods" && r.group.is_empty();
+    let (name, status, binding, log, portforward) = match tail {
+        [] => (None, false, false, false, false),
+        [name] => (Some(name.to_string()), false, false, false, false),
+        [name, "status"] => (Some(name.to_string()), true, false, false, false),
+        [name, "binding"] if pod => (Some(name.to_string()), false, true, false, false),
+        [name, "log"] if pod => (Some(name.to_string()), false, false, true, false),
+        [name, "portforward"] if pod => (Some(name.to_string()), false, false, false, true),
         _ => return Err(not_found()),
     };
     if name.as_deref() == Some("") {
@@ -512,6 +587,8 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         name,
         status,
         binding,
+        log,
+        portforward,
     })
 }
 
@@ -529,6 +606,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Routed::Done(resp) => return resp,
     };
     let q = query(&req);
+    if t.log {
+        return pod_log(&shared, &t, &q, req.method());
+    }
+    if t.portforward {
+        return crate::portforward::upgrade(&shared, &t, &q, req);
+    }
     let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     let verb = match (req.method(), t.name.is_some()) {
         (&Method::POST, true) if t.binding => "create",
@@ -614,18 +697,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .to_string();
     let body = if matches!(verb, "create" | "update" | "patch" | "delete") {
         use http_body_util::BodyExt;
-        match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        let bytes = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
             .collect()
             .await
         {
-            Ok(b) => match b.to_bytes() {
-                // DELETE may come without DeleteOptions.
-                b if verb == "delete" && b.iter().all(u8::is_ascii_whitespace) => Value::Null,
-                b => match serde_json::from_slice::<Value>(&b) {
-                    Ok(v) => v,
-                    Err(e) => return status(400, "BadRequest", &format!("invalid JSON body: {e}")),
-                },
-            },
+            Ok(b) => b.to_bytes(),
             Err(_) => {
                 return status(
                     413,
@@ -633,6 +709,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     "request entity too large (limit 3 MiB)",
                 )
             }
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => v,
+            // DELETE may come without DeleteOptions.
+            Err(_) if verb == "delete" && bytes.iter().all(u8::is_ascii_whitespace) => Value::Null,
+            // An apply patch may be YAML (JSON is YAML too, and what kube-rs sends).
+            Err(_) if content_type == "application/apply-patch+yaml" => {
+                match std::str::from_utf8(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_saphyr::from_str::<Value>(t).map_err(|e| e.to_string()))
+                {
+                    Ok(v) => v,
+                    Err(e) => return status(400, "BadRequest", &format!("invalid YAML body: {e}")),
+                }
+            }
+            Err(e) => return status(400, "BadRequest", &format!("invalid JSON body: {e}")),
         }
     } else {
         Value::Null
@@ -733,22 +825,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     }
                 }
             }
-            let mut st = shared.store.lock().expect("lock");
-            // Server-side apply of an object that does not exist creates it.
-            if content_type == "application/apply-patch+yaml"
-                && st.get(&t.r, &ns, &name).is_err()
-                && !t.status
-            {
-                let mut b = body;
-                b["metadata"]["name"] = json!(name);
-                return match st.create(&t.r, &ns, b) {
-                    Ok((o, e)) => {
-                        let _ = shared.events.send(Arc::new(e));
-                        reply(201, &o)
-                    }
-                    Err(e) => error(&e),
-                };
+            if content_type == "application/apply-patch+yaml" && !t.status {
+                return server_side_apply(&shared, &t, &q, &ns, &name, body);
             }
+            let mut st = shared.store.lock().expect("lock");
             let strategic = content_type == "application/strategic-merge-patch+json";
             match st.update_as(&t.r, &ns, &name, body, patch, t.status, strategic) {
                 Ok((o, e)) => {
@@ -871,6 +951,111 @@ fn check_type(r: &Resource, body: &Value) -> Result<(), Box<Response<Body>>> {
             }))
         }
         _ => Ok(()),
+    }
+}
+
+/// `GET pods/NAME/log` (`tailLines` honoured): text/plain, as the kubelet's answer is relayed.
+fn pod_log(
+    shared: &Shared,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+    method: &Method,
+) -> Response<Body> {
+    if method != Method::GET {
+        return status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method",
+        );
+    }
+    let ns = t.ns.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    if let Err(e) = shared.store.lock().expect("lock").get(&t.r, &ns, &name) {
+        return error(&e);
+    }
+    let text = shared
+        .logs
+        .lock()
+        .expect("lock")
+        .get(&(ns, name))
+        .cloned()
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = q
+        .get("tailLines")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(lines.len())
+        .min(lines.len());
+    let mut out = lines[lines.len() - keep..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    let mut r = Response::new(Body::Full(Some(Bytes::from(out))));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: checked as the API server checks it (a field
+/// manager, the object's apiVersion, kind and name), then [`Store::apply`]; 201 when it
+/// created the object, 200 otherwise (also for a no-op, which writes nothing).
+fn server_side_apply(
+    shared: &Shared,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+    ns: &str,
+    name: &str,
+    body: Value,
+) -> Response<Body> {
+    let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+        return status(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
+    };
+    let force = q.get("force").map(String::as_str) == Some("true");
+    let field = |p: &str| body.pointer(p).and_then(Value::as_str).unwrap_or("");
+    if field("/apiVersion") != t.r.api_version() || field("/kind") != t.r.kind {
+        return status(
+            400,
+            "BadRequest",
+            &format!(
+                "the apply patch is for {} {}, not {} {}",
+                field("/apiVersion"),
+                field("/kind"),
+                t.r.api_version(),
+                t.r.kind
+            ),
+        );
+    }
+    if !field("/metadata/name").is_empty() && field("/metadata/name") != name {
+        return status(
+            400,
+            "BadRequest",
+            &format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                field("/metadata/name")
+            ),
+        );
+    }
+    let mut st = shared.store.lock().expect("lock");
+    if t.r.namespaced && st.get(&namespaces(), "", ns).is_err() {
+        return status(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+    }
+    let mut config = body;
+    config["metadata"]["name"] = json!(name);
+    let existed = st.get(&t.r, ns, name).is_ok();
+    match st.apply(&t.r, ns, name, &config, manager, force) {
+        Ok((o, e)) => {
+            if let Some(e) = e {
+                let _ = shared.events.send(Arc::new(e));
+            }
+            reply(if existed { 200 } else { 201 }, &o)
+        }
+        Err(e) => error(&e),
     }
 }
 
@@ -1034,6 +1219,8 @@ fn watch(
         name: None,
         status: false,
         binding: false,
+        log: false,
+        portforward: false,
     };
     let every = shared.opts.bookmark_every;
     let mut gen = shared.watch_gen.subscribe();

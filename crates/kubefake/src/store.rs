@@ -371,14 +371,55 @@ impl Store {
             next["apiVersion"] = json!(r.api_version());
             next["kind"] = json!(r.kind);
         }
-        self.bump(&mut next);
+        let e = self.replace(r, ns, name, &mut next);
+        Ok((next, e))
+    }
+
+    /// Store a new version of an existing object: a new resourceVersion and a MODIFIED event.
+    fn replace(&mut self, r: &Resource, ns: &str, name: &str, next: &mut Value) -> Event {
+        self.bump(next);
         let coll = r.key();
         self.objects
             .entry(coll.clone())
             .or_default()
             .insert((ns.to_string(), name.to_string()), next.clone());
-        let e = self.record(&coll, "MODIFIED", next.clone());
-        Ok((next, e))
+        self.record(&coll, "MODIFIED", next.clone())
+    }
+
+    /// Server-side apply by `manager` (see [`crate::apply`]): creates the object when it does
+    /// not exist; returns the stored object, and the event unless nothing changed.
+    pub fn apply(
+        &mut self,
+        r: &Resource,
+        ns: &str,
+        name: &str,
+        config: &Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<(Value, Option<Event>), ApiError> {
+        let current = self.get(r, ns, name).ok();
+        // The main resource's apply does not set status (status subresource semantics).
+        let mut config = config.clone();
+        if let Some(m) = config.as_object_mut() {
+            m.remove("status");
+        }
+        let mut next =
+            crate::apply::apply(current.as_ref(), &config, &r.api_version(), manager, force)?;
+        let Some(cur) = current else {
+            let (o, e) = self.create(r, ns, next)?;
+            return Ok((o, Some(e)));
+        };
+        if next == cur {
+            return Ok((cur, None));
+        }
+        let generation = cur["metadata"]["generation"].as_i64().unwrap_or(1);
+        let moved = crate::apply::spec_changed(&cur, &next);
+        meta_mut(&mut next).insert(
+            "generation".into(),
+            json!(if moved { generation + 1 } else { generation }),
+        );
+        let e = self.replace(r, ns, name, &mut next);
+        Ok((next, Some(e)))
     }
 
     /// Delete; returns the object as it was, with the deletion's version.

@@ -217,3 +217,40 @@ fn a_body_of_another_kind_or_version_is_refused_as_the_api_server_refuses_it() {
     assert_eq!(api.objects("flunders").len(), 2);
     assert_eq!(api.count("create flunders"), 4);
 }
+
+#[test]
+fn server_side_apply_takes_yaml_needs_a_field_manager_and_writes_nothing_twice() {
+    let api = FakeApi::start();
+    let patch = |query: &str, body: &str| {
+        format!(
+            "PATCH /api/v1/namespaces/default/configmaps/cfg{query} HTTP/1.1\r\nHost: fake\r\n\
+             Content-Type: application/apply-patch+yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let done = |_: &str| false;
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  k: v\n";
+    let body = |text: &str| -> Value {
+        text.lines()
+            .find_map(|l| {
+                serde_json::from_str::<Value>(l.trim())
+                    .ok()
+                    .filter(Value::is_object)
+            })
+            .expect("a JSON body")
+    };
+    let no_manager = exchange(&api, &patch("", yaml), done);
+    assert!(no_manager.starts_with("HTTP/1.1 422"), "{no_manager}");
+    assert!(no_manager.contains("fieldManager: Required value"));
+    let created = exchange(&api, &patch("?fieldManager=t", yaml), done);
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let first = body(&created);
+    assert_eq!(first["data"]["k"], "v");
+    assert_eq!(first["metadata"]["managedFields"][0]["manager"], "t");
+    let again = exchange(&api, &patch("?fieldManager=t", yaml), done);
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    assert_eq!(rv(&body(&again)), rv(&first), "a no-op apply wrote");
+    let wrong_kind = yaml.replace("kind: ConfigMap", "kind: Secret");
+    let refused = exchange(&api, &patch("?fieldManager=t", &wrong_kind), done);
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+}

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod bot;
 pub mod ctl;
 pub mod demo;
+pub mod k8s;
 pub mod load;
 pub mod nodes;
 pub mod report;

@@ -1,0 +1,536 @@
+//! `scaletest k8s`: flags → `k8s::spec::Changes` and a `k8s::cluster::Target` → one call into
+//! the `k8s` crate, then its outcome as lines on stdout. Exit codes: 2 for the user's to fix,
+//! 1 for a cluster that failed (unreachable, forbidden, not ready in time).
+
+use super::parse_duration;
+use crate::Usage;
+use k8s::aggregator::Aggregator;
+use k8s::cluster::{self, Target};
+use k8s::spec::{self, Changes, Figures, Spec};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const EXAMPLES: &str = "Examples:
+  scaletest k8s render > demo.yaml                      the manifests, for review or GitOps
+  scaletest k8s up --rate 20000                         sized from the measured per-core figures
+  scaletest k8s scale servers=100 bots=1000
+  scaletest k8s rollout v2                              maxUnavailable 0, watched until done
+  scaletest k8s status                                  pods, rollouts, the aggregator's rate and p99
+  scaletest k8s rate 50000                              through the aggregator, live
+  scaletest k8s ui                                      http://127.0.0.1:8089/
+  scaletest k8s down
+  scaletest k8s size --rate 1000000 --p99 10ms";
+
+/// Arguments of `scaletest k8s`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Apply the run (namespace, ServiceAccount, token Secret, Services, Deployments) and wait
+    /// until every pod is ready, or say which is not and why.
+    #[command(after_help = EXAMPLES)]
+    Up(UpArgs),
+    /// Change replicas: `servers=N`, `bots=M` (or --rate to size both), then wait.
+    #[command(after_help = EXAMPLES)]
+    Scale(ScaleArgs),
+    /// Roll the servers to a new version (maxUnavailable 0) and watch until done.
+    #[command(after_help = EXAMPLES)]
+    Rollout(RolloutArgs),
+    /// Pods by component and version, and each Deployment's rollout.
+    #[command(after_help = EXAMPLES)]
+    Status(RunArgs),
+    /// Change the bots' total rate through the aggregator (0: idle), live.
+    #[command(after_help = EXAMPLES)]
+    Rate(RateArgs),
+    /// Forward the aggregator's live UI to a local port (through the API server).
+    #[command(after_help = EXAMPLES)]
+    Ui(UiArgs),
+    /// Delete everything the run made (its namespace), and only that.
+    #[command(after_help = EXAMPLES)]
+    Down(RunArgs),
+    /// Print the run's manifests as YAML (no cluster needed).
+    #[command(after_help = EXAMPLES)]
+    Render(RenderArgs),
+    /// How many servers, bots and cores a rate needs, from measured per-core figures.
+    #[command(after_help = EXAMPLES)]
+    Size(SizeArgs),
+}
+
+/// Which run, on which cluster.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context [default: its current context].
+    #[arg(long)]
+    context: Option<String>,
+    /// The run's id (a DNS label); every object carries it.
+    #[arg(long, default_value = "demo")]
+    run: String,
+    /// The run's namespace [default: scaletest-RUN].
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Longest wait for readiness (or deletion), and bound on each API call.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// What `up` may set; anything not given keeps the deployed value (or the default).
+#[derive(clap::Args)]
+struct SpecArgs {
+    /// The image holding the scaletest binary [default: scaletest:VERSION].
+    #[arg(long)]
+    image: Option<String>,
+    /// imagePullPolicy: IfNotPresent, Always or Never [default: IfNotPresent].
+    #[arg(long)]
+    pull_policy: Option<String>,
+    /// Server replicas [default: 1, or sized by --rate].
+    #[arg(long)]
+    servers: Option<i32>,
+    /// Loadbot replicas [default: 1, or sized by --rate].
+    #[arg(long)]
+    bots: Option<i32>,
+    /// Total requests/s the bots start with; also sizes servers, bots and CPU.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// The version the servers report [default: v1].
+    #[arg(long)]
+    server_version: Option<String>,
+    /// Plan servers and bots at this fraction of their measured per-core capacity.
+    #[arg(long)]
+    headroom: Option<f64>,
+    /// How long a terminating server keeps answering, seconds [default: 5].
+    #[arg(long)]
+    drain_delay: Option<u32>,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// The run's id.
+    #[arg(long, default_value = "demo")]
+    run: String,
+    /// The run's namespace [default: scaletest-RUN].
+    #[arg(long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    spec: SpecArgs,
+}
+
+#[derive(clap::Args)]
+struct ScaleArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// `servers=N` and/or `bots=M`.
+    #[arg(value_name = "COMPONENT=N")]
+    counts: Vec<String>,
+    /// Size servers and bots for this total rate (explicit counts win) and set it live through
+    /// the aggregator.
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+#[derive(clap::Args)]
+struct RolloutArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The new version label, e.g. v2.
+    #[arg(value_name = "VERSION")]
+    to: String,
+}
+
+#[derive(clap::Args)]
+struct RateArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Total requests/s over all bots (0: the bots idle).
+    rate: f64,
+}
+
+#[derive(clap::Args)]
+struct UiArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Local address for the UI.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    bind: std::net::SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct SizeArgs {
+    /// Total requests/s.
+    #[arg(long)]
+    rate: f64,
+    /// The p99 latency target, e.g. 10ms (checked against what was measured).
+    #[arg(long)]
+    p99: Option<String>,
+    /// Plan at this fraction of a core's measured capacity.
+    #[arg(long, default_value_t = spec::DEFAULT_HEADROOM)]
+    headroom: f64,
+}
+
+fn usage(e: k8s::Error) -> anyhow::Error {
+    match e {
+        k8s::Error::Usage(m) => Usage(m).into(),
+        other => anyhow::Error::from(other),
+    }
+}
+
+impl SpecArgs {
+    fn changes(&self) -> Changes {
+        Changes {
+            image: self.image.clone(),
+            pull_policy: self.pull_policy.clone(),
+            version: self.server_version.clone(),
+            servers: self.servers,
+            bots: self.bots,
+            rate: self.rate,
+            size_for: self.rate,
+            headroom: self.headroom,
+            drain_delay_s: self.drain_delay,
+        }
+    }
+}
+
+impl RunArgs {
+    fn target(&self) -> Target {
+        Target {
+            run: self.run.clone(),
+            namespace: self
+                .namespace
+                .clone()
+                .unwrap_or_else(|| Spec::new(&self.run).namespace),
+            timeout: self.timeout,
+        }
+    }
+
+    fn base(&self) -> Result<Spec, Usage> {
+        let mut s = Spec::new(&self.run);
+        if let Some(ns) = &self.namespace {
+            s.namespace = ns.clone();
+        }
+        s.check().map_err(|e| Usage(e.to_string()))?;
+        Ok(s)
+    }
+
+    /// A runtime and a client; per-call timeouts are the command's timeout (at most 30 s).
+    fn connect(&self) -> anyhow::Result<(tokio::runtime::Runtime, kube::Client)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let per_call = self.timeout.min(Duration::from_secs(30));
+        let (client, _) = rt
+            .block_on(kapi::connect(
+                self.kubeconfig.as_deref(),
+                self.context.as_deref(),
+                Some(per_call),
+                false,
+            ))
+            .map_err(|e| match e {
+                kapi::Error::Usage(m) => anyhow::Error::from(Usage(m)),
+                other => anyhow::anyhow!("{other}"),
+            })?;
+        Ok((rt, client))
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn print_outcome(verb: &str, o: &cluster::Outcome) -> anyhow::Result<ExitCode> {
+    let changed = o
+        .applied
+        .iter()
+        .filter(|a| a.change != cluster::Change::Unchanged)
+        .count();
+    say(&format!(
+        "{verb}: run {} in namespace {} ready ({} servers {}, {} bots, aggregator started at {} req/s); {changed} of {} objects changed",
+        o.spec.run,
+        o.spec.namespace,
+        o.spec.servers,
+        o.spec.version,
+        o.spec.bots,
+        o.spec.rate,
+        o.applied.len()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `servers=N bots=M` → changes.
+fn counts(args: &[String], c: &mut Changes) -> Result<(), Usage> {
+    for a in args {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| Usage(format!("{a:?}: give servers=N or bots=M")))?;
+        let n: i32 = v
+            .parse()
+            .map_err(|_| Usage(format!("{a:?}: {v:?} is not a whole number")))?;
+        match k {
+            "servers" | "server" | "serve" => c.servers = Some(n),
+            "bots" | "bot" => c.bots = Some(n),
+            _ => return Err(Usage(format!("{a:?}: the components are servers and bots"))),
+        }
+    }
+    Ok(())
+}
+
+fn parse_ms(s: &str) -> Result<f64, Usage> {
+    let d = parse_duration(s).map_err(|e| Usage(format!("--p99: {e}")))?;
+    Ok(d.as_secs_f64() * 1e3)
+}
+
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Render(a) => {
+            let mut base = Spec::new(&a.run);
+            if let Some(ns) = &a.namespace {
+                base.namespace = ns.clone();
+            }
+            let spec = base.with(&a.spec.changes()).map_err(usage)?;
+            let yaml =
+                k8s::manifest::render(&k8s::manifest::objects(&spec, &fleet::agg::random_hex()));
+            let mut out = std::io::stdout().lock();
+            out.write_all(yaml.as_bytes())?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Size(a) => {
+            let f = Figures::MEASURED;
+            let s = spec::size(a.rate, &f, a.headroom).map_err(usage)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{} req/s at {:.0} % of measured capacity:",
+                a.rate,
+                a.headroom * 100.0
+            )?;
+            writeln!(
+                out,
+                "  servers     {:>6} × {} m CPU  ({:.0} req/s each; measured {:.2} µs CPU per response)",
+                s.servers, s.server_cpu_m, s.per_server, f.server_us_per_req
+            )?;
+            writeln!(
+                out,
+                "  bots        {:>6} × {} m CPU  ({:.0} req/s each; measured {:.2} µs CPU per request)",
+                s.bots, s.bot_cpu_m, s.per_bot, f.bot_us_per_req
+            )?;
+            writeln!(out, "  aggregator  {:>6} × {} m CPU", 1, s.aggregator_cpu_m)?;
+            writeln!(out, "  cores       {:>8.2}", s.cores)?;
+            if let Some(p) = &a.p99 {
+                let ms = parse_ms(p)?;
+                match spec::p99_warning(ms, &f) {
+                    Some(w) => writeln!(out, "warning: {w}")?,
+                    None => writeln!(
+                        out,
+                        "p99 {ms} ms: above the {} ms measured at a server's capacity",
+                        f.server_p99_ms
+                    )?,
+                }
+            }
+            writeln!(
+                out,
+                "apply: scaletest k8s up --rate {} (or scale --rate {} for a running run)",
+                a.rate, a.rate
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up(a) => {
+            let base = a.run.base()?;
+            let changes = a.spec.changes();
+            // Check the values before any call.
+            base.clone().with(&changes).map_err(usage)?;
+            let (rt, client) = a.run.connect()?;
+            let o = rt
+                .block_on(cluster::up(
+                    &client,
+                    &a.run.target(),
+                    base,
+                    &changes,
+                    &mut say,
+                ))
+                .map_err(usage)?;
+            print_outcome("up", &o)
+        }
+        Command::Scale(a) => {
+            // The aggregator's Deployment is left alone (a change would restart it and end
+            // the run): --rate sizes the replicas, and the new rate goes to it live.
+            let mut changes = Changes {
+                size_for: a.rate,
+                ..Changes::default()
+            };
+            counts(&a.counts, &mut changes)?;
+            if changes.servers.is_none() && changes.bots.is_none() && a.rate.is_none() {
+                return Err(Usage("give servers=N, bots=M or --rate".into()).into());
+            }
+            a.run.base()?.with(&changes).map_err(usage)?;
+            let (rt, client) = a.run.connect()?;
+            let o = rt
+                .block_on(cluster::change(
+                    &client,
+                    &a.run.target(),
+                    &changes,
+                    &k8s::manifest::COMPONENTS,
+                    &mut say,
+                ))
+                .map_err(usage)?;
+            if let Some(rate) = a.rate {
+                let set = rt.block_on(async {
+                    Aggregator::find(&client, &o.spec)
+                        .await?
+                        .set_rate(rate)
+                        .await
+                });
+                if let Err(e) = set {
+                    eprintln!("scaletest: scaled, but the rate was not changed: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                say(&format!(
+                    "scale: the bots are now asked for {rate} req/s in all"
+                ));
+            }
+            print_outcome("scale", &o)
+        }
+        Command::Rollout(a) => {
+            let changes = Changes {
+                version: Some(a.to.clone()),
+                ..Changes::default()
+            };
+            a.run.base()?.with(&changes).map_err(usage)?;
+            let (rt, client) = a.run.connect()?;
+            let (o, warning) = rt
+                .block_on(cluster::rollout(&client, &a.run.target(), &a.to, &mut say))
+                .map_err(usage)?;
+            if let Some(w) = warning {
+                eprintln!("scaletest: rollout events not posted to the aggregator: {w}");
+            }
+            print_outcome("rollout", &o)
+        }
+        Command::Rate(a) => {
+            if !(a.rate.is_finite() && a.rate >= 0.0) {
+                return Err(Usage(format!("rate {}: give requests/s ≥ 0", a.rate)).into());
+            }
+            a.run.base()?;
+            let (rt, client) = a.run.connect()?;
+            let t = a.run.target();
+            let answer = rt
+                .block_on(async {
+                    let spec = cluster::status(&client, &t).await?.spec;
+                    let agg = Aggregator::find(&client, &spec).await?;
+                    agg.set_rate(a.rate).await
+                })
+                .map_err(usage)?;
+            say(&format!(
+                "rate: the bots of run {} are now asked for {} req/s in all",
+                t.run, answer["offered"]
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ui(a) => {
+            a.run.base()?;
+            let (rt, client) = a.run.connect()?;
+            let t = a.run.target();
+            let run = t.run.clone();
+            rt.block_on(async {
+                let spec = cluster::status(&client, &t).await?.spec;
+                let agg = Aggregator::find(&client, &spec).await?;
+                let pod = agg.pod.clone();
+                k8s::aggregator::forward_ui(
+                    agg,
+                    a.bind,
+                    |addr| {
+                        say(&format!(
+                            "ui: http://{addr}/ (run {run}, pod {pod}); Ctrl-C to stop"
+                        ))
+                    },
+                    async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    },
+                )
+                .await
+            })
+            .map_err(usage)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(a) => {
+            a.base()?;
+            let (rt, client) = a.connect()?;
+            let st = rt
+                .block_on(cluster::status(&client, &a.target()))
+                .map_err(usage)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "run {} in namespace {}: image {}, servers {} at {}, bots {}, aggregator started at {} req/s",
+                st.spec.run,
+                st.spec.namespace,
+                st.spec.image,
+                st.spec.servers,
+                st.spec.version,
+                st.spec.bots,
+                st.spec.rate
+            )?;
+            for r in &st.rollouts {
+                writeln!(
+                    out,
+                    "deployment {}{}",
+                    r.line(),
+                    if r.done() {
+                        " (rolled out)"
+                    } else {
+                        " (rolling)"
+                    }
+                )?;
+            }
+            for ((component, version, state), n) in &st.pods {
+                writeln!(out, "pods {component:<10} {version:<8} {state:<24} {n}")?;
+            }
+            out.flush()?;
+            drop(out);
+            let live = rt.block_on(async {
+                let agg = Aggregator::find(&client, &st.spec).await?;
+                agg.live().await
+            });
+            say(&match live {
+                Ok(l) => format!(
+                    "aggregator: {:.0} req/s answered (asked {:.0}), p99 {:.2} ms in the last second; {} bots; {} requests, {} failed so far",
+                    l.rate, l.offered, l.p99_ms, l.bots, l.requests, l.errors
+                ),
+                Err(e) => format!("aggregator: not reachable ({e})"),
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down(a) => {
+            a.base()?;
+            let (rt, client) = a.connect()?;
+            let t = a.target();
+            match rt.block_on(cluster::down(&client, &t)).map_err(usage)? {
+                cluster::Down::NotFound => say(&format!(
+                    "down: run {} does not exist (no namespace {}): nothing to delete",
+                    t.run, t.namespace
+                )),
+                cluster::Down::Deleted { objects } => say(&format!(
+                    "down: run {} deleted: namespace {} and its {objects} labelled objects",
+                    t.run, t.namespace
+                )),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

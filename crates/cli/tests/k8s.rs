@@ -1,0 +1,243 @@
+//! `scaletest k8s` as a user runs it: exit codes and one-line errors, `render`'s YAML, and the
+//! whole up → scale → rollout → status → down sequence through a kubeconfig, against the
+//! in-process fake API (with `kubefake::controllers` playing the controllers' part) and, when
+//! SCALETEST_KUBECONFIG names a cluster with a scheduler and controller-manager (and nodes, e.g.
+//! hollow ones from `scaletest nodes`), against it too.
+
+// Tests and examples may print (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
+use kubefake::controllers::{Controllers, Fate};
+use kubefake::FakeApi;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testsupport::{text, tmpdir, Bin};
+
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = SCALETEST.run(args);
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_code_2() {
+    let fake = FakeApi::start();
+    let dir = tmpdir("k8s-usage");
+    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+    let kc = kc.as_str();
+    fake.create(
+        "namespaces",
+        "",
+        serde_json::json!({"metadata": {"name": "scaletest-theirs"}}),
+    )
+    .expect("namespace");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["k8s", "up", "--kubeconfig", "/nonexistent/kc"],
+            "kubeconfig /nonexistent/kc",
+        ),
+        (
+            vec!["k8s", "up", "--run", "Bad_Run", "--kubeconfig", kc],
+            "run \"Bad_Run\"",
+        ),
+        (
+            vec!["k8s", "up", "--servers=-3", "--kubeconfig", kc],
+            "servers=-3",
+        ),
+        (vec!["k8s", "scale", "--kubeconfig", kc], "give servers=N"),
+        (
+            vec!["k8s", "scale", "nodes=3", "--kubeconfig", kc],
+            "the components are servers and bots",
+        ),
+        (
+            vec!["k8s", "scale", "servers=2", "--kubeconfig", kc],
+            "run demo is not up",
+        ),
+        (
+            vec!["k8s", "rollout", "v 2", "--kubeconfig", kc],
+            "version \"v 2\"",
+        ),
+        (
+            vec!["k8s", "up", "--run", "theirs", "--kubeconfig", kc],
+            "namespace scaletest-theirs exists and is not run theirs's",
+        ),
+        (vec!["k8s", "size", "--rate", "0"], "rate 0"),
+        (
+            vec!["k8s", "size", "--rate", "10", "--p99", "soon"],
+            "--p99",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(
+        fake.count("patch namespaces"),
+        0,
+        "bad input applied something"
+    );
+}
+
+#[test]
+fn an_unreachable_api_server_is_one_line_and_exit_code_1_in_bounded_time() {
+    let dir = tmpdir("k8s-unreachable");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let kc = kubefake::write_kubeconfig(&dir, "kc", &format!("http://127.0.0.1:{port}"));
+    let started = Instant::now();
+    let (code, _, err) = run(&[
+        "k8s",
+        "up",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("get namespace scaletest-demo: "), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn render_prints_yaml_that_kubectl_style_tools_read_back() {
+    let (code, out, err) = run(&[
+        "k8s",
+        "render",
+        "--run",
+        "r1",
+        "--servers",
+        "3",
+        "--server-version",
+        "v7",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let objs = k8s::manifest::parse(&out).expect("parses");
+    let spec = k8s::manifest::spec_of(&objs.namespace).expect("spec");
+    assert_eq!(
+        (spec.run.as_str(), spec.servers, spec.version.as_str()),
+        ("r1", 3, "v7")
+    );
+    let token = String::from_utf8(objs.secret.data.as_ref().expect("data")["token"].0.clone())
+        .expect("utf-8");
+    // Rebuilt from the spec and token it carries, the objects are the same.
+    assert_eq!(k8s::manifest::objects(&spec, &token), objs);
+    assert_eq!(out.matches("kind: Deployment").count(), 3);
+}
+
+#[test]
+fn size_prints_replicas_and_cores_for_a_million_requests_a_second() {
+    let (code, out, err) = run(&["k8s", "size", "--rate", "1000000", "--p99", "10ms"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("servers         32 × 1000 m CPU"), "{out}");
+    assert!(out.contains("bots            84 × 1000 m CPU"), "{out}");
+    assert!(out.contains("cores         116.25"), "{out}");
+    assert!(out.contains("p99 10 ms: above"), "{out}");
+}
+
+/// The fake (with its controllers) or a real cluster.
+struct Cluster {
+    kubeconfig: PathBuf,
+    fake: Option<Arc<FakeApi>>,
+}
+
+fn clusters(dir: &std::path::Path) -> Vec<Cluster> {
+    let fake = Arc::new(FakeApi::start());
+    let mut v = vec![Cluster {
+        kubeconfig: fake.kubeconfig(dir),
+        fake: Some(fake),
+    }];
+    match std::env::var_os("SCALETEST_KUBECONFIG") {
+        Some(p) => v.push(Cluster {
+            kubeconfig: PathBuf::from(p),
+            fake: None,
+        }),
+        None => eprintln!("SCALETEST_KUBECONFIG not set: skipping the real-cluster run"),
+    }
+    v
+}
+
+#[test]
+fn up_scale_rollout_status_down_as_a_user_runs_them() {
+    let dir = tmpdir("k8s-sequence");
+    for c in clusters(&dir) {
+        let run_id = format!("seq{}", std::process::id() % 100_000);
+        let ns = format!("scaletest-{run_id}");
+        let _controllers = c
+            .fake
+            .as_ref()
+            .map(|f| Controllers::start(f.clone(), &ns, Fate::Ready));
+        let kc = c.kubeconfig.to_string_lossy().into_owned();
+        // Images are not pulled on hollow nodes or the fake; a real cluster needs the image.
+        let common = [
+            "--kubeconfig",
+            kc.as_str(),
+            "--run",
+            run_id.as_str(),
+            "--timeout",
+            "120s",
+        ];
+        let k8s = |cmd: &[&str]| {
+            let mut a = vec!["k8s"];
+            a.extend_from_slice(cmd);
+            a.extend_from_slice(&common);
+            run(&a)
+        };
+        let (code, out, err) = k8s(&["up"]);
+        assert_eq!(code, Some(0), "up: {out}{err}");
+        assert!(out.contains("deployment/serve created"), "{out}");
+        assert!(out.contains("up: run "), "{out}");
+        let (code, out, err) = k8s(&["up"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("0 of 8 objects changed"), "second up: {out}");
+        let (code, out, err) = k8s(&["scale", "servers=5"]);
+        assert_eq!(code, Some(0), "scale: {out}{err}");
+        assert!(out.contains("5 servers v1"), "{out}");
+        let (code, out, err) = k8s(&["rollout", "v2"]);
+        assert_eq!(code, Some(0), "rollout: {out}{err}");
+        let (code, out, err) = k8s(&["status"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains("deployment serve 5/5 updated, 5 ready, 5 available (rolled out)"),
+            "{out}"
+        );
+        assert!(
+            out.lines().any(|l| l.starts_with("pods serve")
+                && l.contains(" v2 ")
+                && l.contains("Running, ready")
+                && l.trim_end().ends_with(" 5")),
+            "{out}"
+        );
+        assert!(
+            !out.lines()
+                .any(|l| l.starts_with("pods serve") && l.contains(" v1 ")),
+            "{out}"
+        );
+        let (code, out, err) = k8s(&["down"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains(&format!("down: run {run_id} deleted")),
+            "{out}"
+        );
+        let (code, out, err) = k8s(&["down"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("does not exist"), "{out}");
+        if let Some(f) = &c.fake {
+            assert!(f
+                .objects("pods")
+                .iter()
+                .all(|p| p["metadata"]["namespace"] != ns.as_str()));
+            assert!(f
+                .objects("namespaces")
+                .iter()
+                .all(|n| n["metadata"]["name"] != ns.as_str()));
+        }
+    }
+}

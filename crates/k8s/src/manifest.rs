@@ -1,0 +1,557 @@
+//! The run as typed k8s-openapi objects, built from a [`Spec`] with no I/O: the namespace (which
+//! carries the spec), a ServiceAccount, the aggregator's token Secret, the server and aggregator
+//! Services, and three Deployments (`serve`, `aggregate`, `bot`), all running the one image with
+//! a different subcommand. [`render`] prints them as YAML; [`parse`] reads that back.
+//!
+//! No Role or RoleBinding: none of the pods calls the Kubernetes API (bots find the aggregator
+//! through its Service's DNS name), so the ServiceAccount gets no permissions and no token is
+//! mounted.
+
+use crate::spec::Spec;
+use crate::{Error, ANN_SPEC};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, Namespace,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use std::collections::BTreeMap;
+
+/// Label: which component a pod or object belongs to (`serve`, `aggregate`, `bot`).
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Label on server pods: the version they serve.
+pub const LABEL_VERSION: &str = "scaletest.dev/version";
+/// The three components, in the order `up` waits for them.
+pub const COMPONENTS: [&str; 3] = ["serve", "aggregate", "bot"];
+/// The server's port.
+pub const SERVE_PORT: i32 = 8080;
+/// The aggregator's port (API and UI).
+pub const AGGREGATE_PORT: i32 = 8089;
+/// The Secret holding the aggregator's bearer token (key `token`).
+pub const TOKEN_SECRET: &str = "aggregator-token";
+/// The ServiceAccount every pod runs as.
+pub const SERVICE_ACCOUNT: &str = "scaletest";
+const TOKEN_DIR: &str = "/etc/scaletest";
+const SHUTDOWN_S: u32 = 20;
+
+/// Every object of a run, in the order they are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objects {
+    /// The run's namespace, with the spec in [`ANN_SPEC`].
+    pub namespace: Namespace,
+    /// The pods' identity (no permissions).
+    pub service_account: ServiceAccount,
+    /// The aggregator's token.
+    pub secret: Secret,
+    /// `serve` and `aggregate`.
+    pub services: Vec<Service>,
+    /// `serve`, `aggregate`, `bot`.
+    pub deployments: Vec<Deployment>,
+}
+
+/// Labels every object of the run carries.
+pub fn run_labels(spec: &Spec) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "scaletest".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "scaletest".to_string(),
+        ),
+        (kapi::LABEL_RUN.to_string(), spec.run.clone()),
+    ])
+}
+
+fn selector(spec: &Spec, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (kapi::LABEL_RUN.to_string(), spec.run.clone()),
+        (LABEL_COMPONENT.to_string(), component.to_string()),
+    ])
+}
+
+fn meta(spec: &Spec, name: &str, component: Option<&str>) -> ObjectMeta {
+    let mut labels = run_labels(spec);
+    if let Some(c) = component {
+        labels.insert(LABEL_COMPONENT.into(), c.into());
+    }
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(spec.namespace.clone()),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The label selector string of a component's pods.
+pub fn pod_selector(spec: &Spec, component: &str) -> String {
+    selector(spec, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `CPU` and memory as request = limit (Guaranteed QoS: the per-core figures assume the core).
+fn resources(cpu_m: u32, mem_mi: u32) -> ResourceRequirements {
+    let q = BTreeMap::from([
+        ("cpu".to_string(), Quantity(format!("{cpu_m}m"))),
+        ("memory".to_string(), Quantity(format!("{mem_mi}Mi"))),
+    ]);
+    ResourceRequirements {
+        requests: Some(q.clone()),
+        limits: Some(q),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Probe::default()
+    }
+}
+
+fn container(spec: &Spec, name: &str, args: Vec<String>, res: ResourceRequirements) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some(spec.pull_policy.clone()),
+        args: Some(args),
+        resources: Some(res),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn token_volume() -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(TOKEN_SECRET.into()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: "token".into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    )
+}
+
+fn deployment(
+    spec: &Spec,
+    component: &str,
+    replicas: i32,
+    mut pod_labels: BTreeMap<String, String>,
+    pod: PodSpec,
+    strategy: DeploymentStrategy,
+) -> Deployment {
+    pod_labels.extend(selector(spec, component));
+    pod_labels.extend(run_labels(spec));
+    Deployment {
+        metadata: meta(spec, component, Some(component)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(spec, component)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(strategy),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(SERVICE_ACCOUNT.into()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..pod
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn service(spec: &Spec, component: &str, port: i32) -> Service {
+    Service {
+        metadata: meta(spec, component, Some(component)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(spec, component)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port,
+                target_port: Some(IntOrString::Int(port)),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The server Deployment: `serve` with its version label, readiness on `/readyz` (503 as soon
+/// as SIGTERM starts the drain, so the endpoint goes before the server does), liveness on
+/// `/healthz`, and a grace period that covers the drain delay and the shutdown timeout. No
+/// preStop hook is needed: the server itself keeps answering for the drain delay. Rolling
+/// updates never take a ready server away first (maxUnavailable 0).
+fn serve(spec: &Spec) -> Deployment {
+    let port = SERVE_PORT;
+    let mut c = container(
+        spec,
+        "serve",
+        vec![
+            "serve".into(),
+            "--bind".into(),
+            format!("0.0.0.0:{port}"),
+            "--version-label".into(),
+            spec.version.clone(),
+            "--drain-delay".into(),
+            format!("{}s", spec.drain_delay_s),
+            "--shutdown-timeout".into(),
+            format!("{SHUTDOWN_S}s"),
+        ],
+        resources(spec.server_cpu_m, 256),
+    );
+    c.ports = Some(vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: port,
+        ..ContainerPort::default()
+    }]);
+    c.readiness_probe = Some(http_probe("/readyz", port, 1, 1));
+    c.liveness_probe = Some(http_probe("/healthz", port, 10, 3));
+    deployment(
+        spec,
+        "serve",
+        spec.servers,
+        BTreeMap::from([(LABEL_VERSION.to_string(), spec.version.clone())]),
+        PodSpec {
+            containers: vec![c],
+            termination_grace_period_seconds: Some(i64::from(spec.drain_delay_s + SHUTDOWN_S + 5)),
+            ..PodSpec::default()
+        },
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_unavailable: Some(IntOrString::Int(0)),
+                max_surge: Some(IntOrString::String("25%".into())),
+            }),
+        },
+    )
+}
+
+/// The aggregator: one pod (Recreate: two would split the bots), its run directory on an
+/// emptyDir so a restarted container picks the run up, the token from the Secret. Nothing in
+/// it depends on the replica counts: scaling must not restart it (that would end the run).
+fn aggregate(spec: &Spec) -> Deployment {
+    let port = AGGREGATE_PORT;
+    let (vol, mount) = token_volume();
+    let mut c = container(
+        spec,
+        "aggregate",
+        vec![
+            "aggregate".into(),
+            format!("http://serve.{}.svc:{}/", spec.namespace, SERVE_PORT),
+            "--rate".into(),
+            format_rate(spec.rate),
+            "--bind".into(),
+            format!("0.0.0.0:{port}"),
+            "--token-file".into(),
+            format!("{TOKEN_DIR}/token"),
+            "--out".into(),
+            "/var/lib/scaletest/run".into(),
+        ],
+        resources(spec.aggregator_cpu_m, 1024),
+    );
+    c.ports = Some(vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: port,
+        ..ContainerPort::default()
+    }]);
+    c.readiness_probe = Some(http_probe("/healthz", port, 2, 2));
+    c.liveness_probe = Some(http_probe("/healthz", port, 10, 3));
+    c.volume_mounts = Some(vec![
+        mount,
+        VolumeMount {
+            name: "run".into(),
+            mount_path: "/var/lib/scaletest".into(),
+            ..VolumeMount::default()
+        },
+    ]);
+    deployment(
+        spec,
+        "aggregate",
+        1,
+        BTreeMap::new(),
+        PodSpec {
+            containers: vec![c],
+            volumes: Some(vec![
+                vol,
+                Volume {
+                    name: "run".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+            ]),
+            ..PodSpec::default()
+        },
+        DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        },
+    )
+}
+
+/// The loadbots: each registers with the aggregator's Service and takes its share of the rate;
+/// a bot that goes away is re-split by the aggregator, a new one takes a share.
+fn bot(spec: &Spec) -> Deployment {
+    let (vol, mount) = token_volume();
+    let mut c = container(
+        spec,
+        "bot",
+        vec![
+            "bot".into(),
+            "--aggregator".into(),
+            format!("http://aggregate.{}.svc:{AGGREGATE_PORT}", spec.namespace),
+            "--token-file".into(),
+            format!("{TOKEN_DIR}/token"),
+        ],
+        resources(spec.bot_cpu_m, 512),
+    );
+    c.volume_mounts = Some(vec![mount]);
+    deployment(
+        spec,
+        "bot",
+        spec.bots,
+        BTreeMap::new(),
+        PodSpec {
+            containers: vec![c],
+            volumes: Some(vec![vol]),
+            // A bot drains and pushes its last second on SIGTERM.
+            termination_grace_period_seconds: Some(30),
+            ..PodSpec::default()
+        },
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_unavailable: Some(IntOrString::String("25%".into())),
+                max_surge: Some(IntOrString::String("25%".into())),
+            }),
+        },
+    )
+}
+
+fn format_rate(r: f64) -> String {
+    if r.fract() == 0.0 {
+        format!("{}", r as u64)
+    } else {
+        format!("{r}")
+    }
+}
+
+/// Every object of a run with this spec and aggregator token.
+pub fn objects(spec: &Spec, token: &str) -> Objects {
+    let mut ns_meta = meta(spec, &spec.namespace, None);
+    ns_meta.namespace = None;
+    ns_meta.annotations = Some(BTreeMap::from([(
+        ANN_SPEC.to_string(),
+        serde_json::to_string(spec).expect("a spec serializes"),
+    )]));
+    Objects {
+        namespace: Namespace {
+            metadata: ns_meta,
+            ..Namespace::default()
+        },
+        service_account: ServiceAccount {
+            metadata: meta(spec, SERVICE_ACCOUNT, None),
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        },
+        secret: Secret {
+            metadata: meta(spec, TOKEN_SECRET, Some("aggregate")),
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                "token".to_string(),
+                ByteString(token.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        },
+        services: vec![
+            service(spec, "serve", SERVE_PORT),
+            service(spec, "aggregate", AGGREGATE_PORT),
+        ],
+        deployments: vec![serve(spec), aggregate(spec), bot(spec)],
+    }
+}
+
+impl Objects {
+    /// Every object as JSON, in apply order.
+    pub fn to_values(&self) -> Vec<serde_json::Value> {
+        let mut v = vec![
+            json(&self.namespace),
+            json(&self.service_account),
+            json(&self.secret),
+        ];
+        v.extend(self.services.iter().map(json));
+        v.extend(self.deployments.iter().map(json));
+        v
+    }
+}
+
+fn json<T: serde::Serialize>(o: &T) -> serde_json::Value {
+    serde_json::to_value(o).expect("k8s-openapi objects serialize")
+}
+
+/// The objects as a multi-document YAML stream (for review, `kubectl apply -f -`, GitOps).
+pub fn render(objs: &Objects) -> String {
+    let docs = objs.to_values();
+    serde_saphyr::to_string_multiple(&docs).expect("JSON values serialize as YAML")
+}
+
+/// Read [`render`]'s output back into typed objects.
+pub fn parse(yaml: &str) -> Result<Objects, Error> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml)
+        .map_err(|e| Error::Usage(format!("not YAML: {}", first_line(&e.to_string()))))?;
+    let mut namespace = None;
+    let mut service_account = None;
+    let mut secret = None;
+    let (mut services, mut deployments) = (Vec::new(), Vec::new());
+    for d in docs {
+        let kind = d["kind"].as_str().unwrap_or("").to_string();
+        let bad = |e: serde_json::Error| Error::Usage(format!("a {kind}: {e}"));
+        match kind.as_str() {
+            "Namespace" => namespace = Some(serde_json::from_value(d).map_err(bad)?),
+            "ServiceAccount" => service_account = Some(serde_json::from_value(d).map_err(bad)?),
+            "Secret" => secret = Some(serde_json::from_value(d).map_err(bad)?),
+            "Service" => services.push(serde_json::from_value(d).map_err(bad)?),
+            "Deployment" => deployments.push(serde_json::from_value(d).map_err(bad)?),
+            other => return Err(Error::Usage(format!("unexpected kind {other:?}"))),
+        }
+    }
+    let missing = |what: &str| Error::Usage(format!("no {what} in the YAML"));
+    Ok(Objects {
+        namespace: namespace.ok_or_else(|| missing("Namespace"))?,
+        service_account: service_account.ok_or_else(|| missing("ServiceAccount"))?,
+        secret: secret.ok_or_else(|| missing("Secret"))?,
+        services,
+        deployments,
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// The spec a namespace carries, if it is a run's.
+pub fn spec_of(ns: &Namespace) -> Option<Spec> {
+    let a = ns.metadata.annotations.as_ref()?.get(ANN_SPEC)?;
+    serde_json::from_str(a).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_yaml_reads_back_as_the_same_objects() {
+        let mut spec = Spec::new("demo");
+        spec.servers = 3;
+        spec.version = "1.0".into();
+        let objs = objects(&spec, "0123abcd");
+        let yaml = render(&objs);
+        assert!(yaml.contains("kind: Deployment"), "{yaml}");
+        assert_eq!(parse(&yaml).unwrap(), objs);
+        assert_eq!(spec_of(&objs.namespace), Some(spec));
+    }
+
+    #[test]
+    fn every_object_carries_the_run_and_servers_roll_with_none_unavailable() {
+        let spec = Spec::new("r1");
+        let objs = objects(&spec, "t");
+        for v in objs.to_values() {
+            assert_eq!(v["metadata"]["labels"][kapi::LABEL_RUN], "r1", "{v}");
+        }
+        let serve = &objs.deployments[0];
+        let s = serve.spec.as_ref().unwrap();
+        let ru = s
+            .strategy
+            .as_ref()
+            .unwrap()
+            .rolling_update
+            .as_ref()
+            .unwrap();
+        assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+        let pod = s.template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+        // The grace period covers the drain delay and the shutdown timeout.
+        assert!(
+            pod.termination_grace_period_seconds.unwrap()
+                > i64::from(spec.drain_delay_s + SHUTDOWN_S)
+        );
+        let labels = s
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels[LABEL_VERSION], "v1");
+        // The selector leaves the version out: a rollout changes the template, not the selector.
+        assert!(!s
+            .selector
+            .match_labels
+            .as_ref()
+            .unwrap()
+            .contains_key(LABEL_VERSION));
+    }
+}
