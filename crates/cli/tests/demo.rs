@@ -76,6 +76,25 @@ fn count(dir: &Path, sub: &str) -> usize {
         .count()
 }
 
+/// `scaletest demo --headless ARGS --scenario FILE --dir DIR` to its end, which must be exit 0;
+/// its stdout.
+fn headless_demo(args: &[&str], scenario: &Path, dir: &Path) -> String {
+    let out = SCALETEST
+        .command()
+        .args(["demo", "--headless"])
+        .args(args)
+        .arg("--scenario")
+        .arg(scenario)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    text
+}
+
 /// The running demo's addresses, from RUN/demo.json.
 fn demo_json(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("latest").join("demo.json")).unwrap();
@@ -97,17 +116,7 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
     let dir = tmpdir("demo-small");
     let scenario = dir.join("small.toml");
     std::fs::write(&scenario, SMALL).unwrap();
-    let out = SCALETEST
-        .command()
-        .args(["demo", "--headless", "--scenario"])
-        .arg(&scenario)
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    let text = headless_demo(&[], &scenario, &dir);
     assert!(text.starts_with("run directory: "), "{text}");
     for (i, name) in ["warm-up", "scale-up", "rolling-update", "scale-down"]
         .iter()
@@ -330,17 +339,7 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
          [[phase]]\nname = \"b\"\nduration = 3\nrate = 200\n",
     )
     .unwrap();
-    let out = SCALETEST
-        .command()
-        .args(["demo", "--headless", "--balancer", "haproxy", "--scenario"])
-        .arg(&scenario)
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    let text = headless_demo(&["--balancer", "haproxy"], &scenario, &dir);
     assert!(
         text.contains("balancer: haproxy http://127.0.0.1:"),
         "{text}"
