@@ -254,3 +254,31 @@ fn server_side_apply_takes_yaml_needs_a_field_manager_and_writes_nothing_twice()
     let refused = exchange(&api, &patch("?fieldManager=t", &wrong_kind), done);
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
 }
+
+#[test]
+fn pods_binding_takes_a_binding_and_refuses_another_kind() {
+    let api = FakeApi::start();
+    let pods = "/api/v1/namespaces/default/pods";
+    let r = post(
+        &api,
+        pods,
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    );
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    // A Pod body is not a Binding (the check that the merge of the two made every bind fail).
+    let r = post(
+        &api,
+        &format!("{pods}/p/binding"),
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = post(
+        &api,
+        &format!("{pods}/p/binding"),
+        &json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}),
+    );
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    assert_eq!(api.objects("pods")[0]["spec"]["nodeName"], "n1");
+}
