@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testkit::call::{call, get, json};
 use testkit::Proc;
+use testsupport::call::{call, get, json};
 use testsupport::{tmpdir, wait_until, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));

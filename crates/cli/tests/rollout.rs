@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testkit::call::{call, get};
 use testkit::Proc;
+use testsupport::call::{call, get};
 use testsupport::Bin;
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));

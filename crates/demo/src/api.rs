@@ -1,9 +1,8 @@
 //! The few control calls the demo makes to its own children (the aggregator's API, the
 //! balancer's admin API, a server's /readyz): one blocking HTTP/1.1 request per connection on
-//! loopback, with a deadline. Nothing here is on a load path.
+//! loopback, with a deadline (`st_http::blocking`). Nothing here is on a load path.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A control call that failed.
@@ -40,38 +39,9 @@ pub fn call(
     if !addr.ip().is_loopback() {
         return Err(fail("the demo talks to loopback only".into()));
     }
-    let mut s = TcpStream::connect_timeout(&addr, CALL).map_err(|e| fail(e.to_string()))?;
-    let _ = s.set_read_timeout(Some(CALL));
-    let _ = s.set_write_timeout(Some(CALL));
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
+    let r = st_http::blocking::call(addr, method, path, token, body, CALL)
         .map_err(|e| fail(e.to_string()))?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).map_err(|e| fail(e.to_string()))?;
-    let text = String::from_utf8_lossy(&out);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| fail("no complete response".into()))?;
-    let status: u16 = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| fail(format!("bad status line {:?}", head.lines().next())))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Ok((status, body))
+    Ok((r.status, r.body))
 }
 
 /// [`call`] that also wants a 2xx status.
@@ -92,25 +62,4 @@ pub fn ok(
         });
     }
     Ok(text)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(super::dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
-    }
 }

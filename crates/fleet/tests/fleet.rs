@@ -7,7 +7,7 @@ use fleet::state::{self, Plan};
 use load::{Shutdown, Spec};
 use std::net::SocketAddr;
 use std::time::Duration;
-use testkit::call::{call, json};
+use testsupport::call::{call, json};
 use testsupport::{tmpdir, wait_until};
 
 const TOKEN: &str = "test-token-123";

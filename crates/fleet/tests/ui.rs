@@ -9,7 +9,7 @@ use load::{Shutdown, Spec};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testkit::call::json;
+use testsupport::call::json;
 
 const TOKEN: &str = "ui-token-42";
 

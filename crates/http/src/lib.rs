@@ -20,6 +20,7 @@
 //! engine, and by the balancer itself (pipelined upstream connections, hyper-util's pool,
 //! health checks) and by kube-rs.
 
+pub mod blocking;
 mod chunked;
 mod error;
 mod h1;

@@ -6,14 +6,12 @@
 //!   knowledge, or TLS with ALPN when given a [`TestCert`]).
 //! - [`Misbehaving::start`]: refuses, resets, stalls or sends garbage, for error classes.
 //! - [`browser`]: a headless Chromium over the DevTools Protocol, for the HTML pages.
-//! - [`call`]: one blocking HTTP/1.1 request, for tests that poke an API or /metrics.
 
 // Test-only: what a test server saw is counted under a lock, and a skipped browser test says
 // so on stderr; speed does not matter here.
 #![allow(clippy::disallowed_types, clippy::disallowed_macros)]
 
 pub mod browser;
-pub mod call;
 mod misbehave;
 pub use misbehave::{Misbehaving, Misbehavior};
 

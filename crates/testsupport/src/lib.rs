@@ -229,3 +229,37 @@ pub fn interrupt(pid: u32) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Blocking HTTP calls for tests that poke an API or /metrics (over `st_http::blocking`); a
+/// failure to get any answer fails the test.
+pub mod call {
+    use serde_json::Value;
+    use st_http::blocking::Reply;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    /// `method path` with an optional bearer token and a JSON body; an answer within 10 s.
+    pub fn call(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Reply {
+        st_http::blocking::call(addr, method, path, token, body, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+    }
+
+    /// GET `path`; the body, which must come with a 200.
+    pub fn get(addr: SocketAddr, path: &str) -> String {
+        let r = call(addr, "GET", path, None, "");
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.body
+    }
+
+    /// GET `path` as JSON, which must come with a 200.
+    pub fn json(addr: SocketAddr, path: &str) -> Value {
+        let body = get(addr, path);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+}
