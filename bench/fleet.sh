@@ -48,6 +48,8 @@ cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
 # Start a process that prints "listening on http://ADDR" and echo ADDR.
 addr_of() { for _ in $(seq 100); do a=$(grep -o 'http://[0-9.:]*' "$1" | head -1); [ -n "$a" ] && { echo "${a#http://}"; return; }; sleep 0.1; done; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# Wait (up to 5 minutes) until the simulated bots say they have all registered.
+registered() { for _ in $(seq 3000); do grep -q "^registered" "$1" 2>/dev/null && return; kill -0 "$2" 2>/dev/null || return; sleep 0.1; done; }
 
 taskset -c 1 "$ST" serve --bind 127.0.0.1:0 --threads 1 >"$RUN/serve.out" 2>&1 &
 PIDS+=($!); SRV=$(addr_of "$RUN/serve.out")
@@ -83,9 +85,10 @@ CONF
       AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")
       taskset -c 1 "$INGEST" "http://$A" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
       SIM=$!
-      # Registration and the first seconds are warm-up; measure the middle of the run.
-      sleep 5; c0=$(cpu $AGG); t0=$(date +%s.%N)
-      sleep $((DUR - 8)); c1=$(cpu $AGG); t1=$(date +%s.%N)
+      # Registration and the first seconds are warm-up; measure the middle of the pushes.
+      registered "$RUN/ingest.out" $SIM
+      sleep 2; c0=$(cpu $AGG); t0=$(date +%s.%N)
+      sleep $((DUR - 4)); c1=$(cpu $AGG); t1=$(date +%s.%N)
       rss=$(awk '/VmHWM/ {print $2}' /proc/$AGG/status)
       wait $SIM
       pct=$(echo "($c1 - $c0) / ($t1 - $t0) * 100" | bc -l)
@@ -101,8 +104,9 @@ CONF
       for _ in $(seq 50); do W=$(pgrep -P $NG | head -1); [ -n "$W" ] && break; sleep 0.1; done
       taskset -c 1 "$INGEST" "http://127.0.0.1:$NGPORT" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
       SIM=$!
-      sleep 5; c0=$(cpu "$W"); t0=$(date +%s.%N)
-      sleep $((DUR - 8)); c1=$(cpu "$W"); t1=$(date +%s.%N)
+      registered "$RUN/ingest.out" $SIM
+      sleep 2; c0=$(cpu "$W"); t0=$(date +%s.%N)
+      sleep $((DUR - 4)); c1=$(cpu "$W"); t1=$(date +%s.%N)
       wait $SIM
       pct=$(echo "($c1 - $c0) / ($t1 - $t0) * 100" | bc -l)
       printf 'ingest-nginx\tbots=%s\tround=%s\tcpu_pct=%.2f\t%s\n' "$n" "$r" "$pct" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"

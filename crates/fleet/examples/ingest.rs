@@ -1,24 +1,32 @@
 //! Simulated bots for the aggregator's ingest benchmark (`bench/fleet.sh`): N bots register,
 //! then each pushes one realistic snapshot per second over real HTTP, spread evenly over the
-//! second, as N real bots would. The snapshots are the per-second intervals of a real run
-//! file (`scaletest load --json`), used in turn.
+//! second, as N real bots would: each bot on its own kept-alive connection. The snapshots are
+//! the per-second intervals of a real run file (`scaletest load --json`), used in turn.
 //!
 //! ```text
 //! cargo run --release -p fleet --example ingest -- http://127.0.0.1:8089 TOKEN BOTS SECONDS RUN.json
 //! ```
-//! Prints pushes sent, refused and failed, and the push latency p50/p99/max.
+//! Prints `registered N` once every bot has registered (pushes start at the next second), then
+//! at the end the pushes sent, refused and failed, pushes per second over the run, and the
+//! push latency p50/p99/max.
+//!
+//! The requests are written by hand on raw connections and the answers read with
+//! `st_http::wire`: with hyper's pooled client one core sent only about 4,000 pushes a second
+//! on this machine (`bench/fleet.sh`, 2026-11-29), too few to load an aggregator with 10,000
+//! bots. Here a push is one formatted buffer, one write and one read.
 
 // A benchmark tool: it prints, and counts latencies under a lock (off the measured process).
 #![allow(clippy::disallowed_types, clippy::disallowed_macros)]
 
-use bytes::Bytes;
 use fleet::wire::{Register, Registered};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use st_http::wire::{self, BodyFraming};
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn now_unix() -> f64 {
     SystemTime::now()
@@ -27,31 +35,95 @@ fn now_unix() -> f64 {
         .as_secs_f64()
 }
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+/// One bot's connection to the aggregator, kept alive across pushes (reopened after a close).
+struct Conn {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    req: Vec<u8>,
+    buf: Vec<u8>,
+}
 
-async fn call(
-    http: &Http,
-    method: &str,
-    url: String,
-    token: &str,
-    body: Vec<u8>,
-) -> Result<(u16, Bytes), String> {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = http.request(req).await.map_err(|e| e.to_string())?;
-    let code = resp.status().as_u16();
-    let b = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((code, b))
+impl Conn {
+    fn new(addr: SocketAddr) -> Conn {
+        Conn {
+            addr,
+            stream: None,
+            req: Vec::with_capacity(16 * 1024),
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// POST `body` to `path`; the status and the answer's body.
+    async fn post(
+        &mut self,
+        path: &str,
+        token: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
+        self.req.clear();
+        write!(
+            self.req,
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        self.req.extend_from_slice(body);
+        let r = self.exchange().await;
+        if r.is_err() {
+            self.stream = None;
+        }
+        r
+    }
+
+    async fn exchange(&mut self) -> Result<(u16, Vec<u8>), String> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            self.stream = Some(s);
+        }
+        let s = self.stream.as_mut().unwrap();
+        s.write_all(&self.req).await.map_err(|e| e.to_string())?;
+        self.buf.clear();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before an answer".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            let mut h = wire::headers();
+            let Some(head) = wire::parse_response(&self.buf, false, &mut h, |_| {})
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let (status, keep_alive, len) = (head.status, head.keep_alive, head.len);
+            let mut framing = BodyFraming::new(head.framing);
+            let mut at = len;
+            loop {
+                let (used, done) = framing
+                    .feed(&self.buf[at..])
+                    .map_err(|_| "a bad chunk".to_string())?;
+                at += used;
+                if done {
+                    let body = self.buf[len..at].to_vec();
+                    if !keep_alive {
+                        self.stream = None;
+                    }
+                    return Ok((status, body));
+                }
+                let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("closed in the body".into());
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
 }
 
 fn main() {
@@ -60,7 +132,12 @@ fn main() {
         eprintln!("usage: ingest AGGREGATOR_URL TOKEN BOTS SECONDS RUN.json");
         std::process::exit(2);
     }
-    let (base, token) = (a[1].trim_end_matches('/').to_string(), a[2].clone());
+    let base = a[1].trim_end_matches('/');
+    let addr: SocketAddr = base
+        .strip_prefix("http://")
+        .and_then(|h| h.parse().ok())
+        .expect("AGGREGATOR_URL: http://IP:PORT");
+    let token: Arc<str> = a[2].as_str().into();
     let bots: usize = a[3].parse().expect("BOTS");
     let seconds: u64 = a[4].parse().expect("SECONDS");
     let run = report::RunFile::read(std::path::Path::new(&a[5])).expect("a run file");
@@ -77,12 +154,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        let http: Http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(256)
-            .build(conn);
-        let mut ids = Vec::new();
+        let mut conns = Vec::with_capacity(bots);
         for i in 0..bots {
             let r = Register {
                 id: None,
@@ -92,41 +164,48 @@ fn main() {
                 version: "sim".into(),
                 clock_unix: now_unix(),
             };
-            let (code, b) = call(&http, "POST", format!("{base}/api/bots"), &token, serde_json::to_vec(&r).unwrap())
+            let mut c = Conn::new(addr);
+            let (code, b) = c
+                .post("/api/bots", &token, &serde_json::to_vec(&r).unwrap())
                 .await
                 .expect("register");
             assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
             let reg: Registered = serde_json::from_slice(&b).unwrap();
-            ids.push((reg.id, reg.instance));
+            conns.push((c, reg.id, reg.instance));
         }
+        println!("registered {bots}");
         let sent = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let lat = Arc::new(std::sync::Mutex::new(hist::new_histogram()));
         let start = now_unix().floor() + 1.0;
         let mut tasks = tokio::task::JoinSet::new();
-        for (k, (id, instance)) in ids.into_iter().enumerate() {
-            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        for (k, (mut conn, id, instance)) in conns.into_iter().enumerate() {
+            let token = token.clone();
             let (sent, refused, failed, lat) = (sent.clone(), refused.clone(), failed.clone(), lat.clone());
             let snaps = snaps.clone();
             let offset = (k as f64 / bots as f64) * 0.9 + 0.05;
             tasks.spawn(async move {
+                let path = format!("/api/bots/{id}/snapshots");
+                let mut body = Vec::with_capacity(16 * 1024);
                 for s in 0..seconds as usize {
                     let t = start as u64 + s as u64;
                     // The snapshot's JSON is encoded once; only the envelope is written per push.
-                    let body = format!(
+                    body.clear();
+                    write!(
+                        body,
                         r#"{{"clock_unix":{},"intervals":[{{"t":{t},"snap":{}}}],"instance":"{instance}"}}"#,
                         t as f64 + 1.25,
                         snaps[(k + s) % snaps.len()]
                     )
-                    .into_bytes();
+                    .unwrap();
                     let at = start + 1.0 + s as f64 + offset;
                     let wait = at - now_unix();
                     if wait > 0.0 {
                         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
                     }
                     let t0 = Instant::now();
-                    match call(&http, "POST", format!("{base}/api/bots/{id}/snapshots"), &token, body).await {
+                    match conn.post(&path, &token, &body).await {
                         Ok((200, _)) => {}
                         Ok(_) => {
                             refused.fetch_add(1, Ordering::Relaxed);
@@ -141,12 +220,14 @@ fn main() {
             });
         }
         while tasks.join_next().await.is_some() {}
+        let took = now_unix() - (start + 1.0);
         let l = lat.lock().unwrap();
+        let n = sent.load(Ordering::Relaxed);
         println!(
-            "bots {bots} seconds {seconds} pushes {} refused {} failed {} latency_ms p50 {:.2} p99 {:.2} max {:.2}",
-            sent.load(Ordering::Relaxed),
+            "bots {bots} seconds {seconds} pushes {n} refused {} failed {} per_s {:.0} latency_ms p50 {:.2} p99 {:.2} max {:.2}",
             refused.load(Ordering::Relaxed),
             failed.load(Ordering::Relaxed),
+            n as f64 / took,
             l.value_at_quantile(0.5) as f64 / 1000.0,
             l.value_at_quantile(0.99) as f64 / 1000.0,
             l.max() as f64 / 1000.0
