@@ -30,7 +30,8 @@ cargo build --release -q -p scaletest --bin scaletest && cargo build --release -
 BIN=target/release/scaletest
 FAKE=target/release/examples/fakeapi
 TCK=$(getconf CLK_TCK)
-pin() { if command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# `exec`: run in the background (`pin … &`), the process itself gets $!, for /proc and signals.
+pin() { if command -v taskset >/dev/null; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 calls() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({k:v for k,v in d.items() if " in " not in k}))' "$1"; }
