@@ -65,11 +65,11 @@ cpu = (int(t1) - int(t0)) / int(tck) / secs
 upd = (c1.get("update leases", 0) - c0.get("update leases", 0)) / secs
 print(f"{n}\t{watch}\t{int(rss)/1024:.1f}\t{int(hwm)/1024:.1f}\t{int(rss)/n:.1f}\t{cpu:.3f}\t{upd:.1f}")
 mins = secs / 60
-with open(sys.argv[0] if False else "/dev/stderr", "w") as e:
-    for k in sorted(c1):
-        d = c1[k] - c0.get(k, 0)
-        if d:
-            e.write(f"  {n} nodes: {k:<32} {d / n / mins:8.3f} per node per minute\n")
+# To the script's stderr, appended (opening /dev/stderr with "w" truncated a redirected log).
+for k in sorted(c1):
+    d = c1[k] - c0.get(k, 0)
+    if d:
+        sys.stderr.write(f"  {n} nodes: {k:<32} {d / n / mins:8.3f} per node per minute\n")
 PY
   log "$(tail -1 "$OUT/results.tsv")"
   # Leave nothing behind: the fake is gone with its objects.
