@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use testsupport::call::get;
-use testsupport::{tmpdir, wait_until, Bin};
+use testsupport::{interrupt, tmpdir, wait_until, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
@@ -277,12 +277,7 @@ fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
         assert!(events.contains(e), "{e:?} not in {events}");
     }
     // Ctrl-C: an orderly end, the results written, every child gone.
-    let pid = demo.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(interrupt(demo.id()));
     let status = demo.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(dir.join("latest/results/results.json").exists());

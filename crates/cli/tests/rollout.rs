@@ -7,11 +7,11 @@
 use report::RunFile;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use testkit::Proc;
 use testsupport::call::{call, get};
-use testsupport::Bin;
+use testsupport::{signal, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
@@ -34,14 +34,6 @@ fn serve(label: &str) -> (Proc, SocketAddr) {
         "500ms",
     ]);
     (c, a)
-}
-
-fn signal(child: &Proc, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
 }
 
 fn admin(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> u16 {
@@ -171,7 +163,7 @@ fn a_rolling_update_under_load_fails_no_request() {
             201
         );
         std::thread::sleep(Duration::from_millis(300));
-        signal(&old, "-TERM");
+        assert!(signal(old.id(), "TERM"));
         assert!(old.wait().unwrap().success(), "v1 did not exit cleanly");
         assert_eq!(
             admin(
@@ -229,7 +221,7 @@ fn a_backend_killed_by_sigkill_fails_only_requests_in_flight_on_it() {
     let s = balancer("kill", &bs.iter().map(|(_, a)| *a).collect::<Vec<_>>());
     let run = load(&s, "kill", 4);
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&bs[0].0, "-KILL");
+    assert!(signal(bs[0].0.id(), "KILL"));
     let r = result(&s, "kill", run);
     // Sends are all accounted for: answered, counted as errors, in flight at the end, or
     // (on a starved machine) never started — none lost.
