@@ -561,7 +561,7 @@ fn watch_loops_see_every_event_once_resume_and_relist_after_410() {
         "--connections",
         "2",
         "-d",
-        "7s",
+        "120s",
         "--metrics",
         "127.0.0.1:0",
         "--json",
@@ -597,6 +597,12 @@ fn watch_loops_see_every_event_once_resume_and_relist_after_410() {
     });
     churn(10);
     seen("deleted", 400);
+    // Ended by Ctrl-C once the events are in and each loop has renewed its watch a few
+    // times (a fixed duration ran out before the churns on a busy machine).
+    wait_until("60 watch requests", WAIT, || {
+        fake.count("watch configmaps") >= 60
+    });
+    assert!(interrupt(watch.0.id()));
     let (code, stdout, stderr) = finish(&mut watch.0);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("20 watch loops"), "{stdout}");
