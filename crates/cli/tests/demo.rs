@@ -285,6 +285,25 @@ fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `scaletest demo --headless ARGS --dir DIR/runs`, which must be refused before anything
+/// starts: exit 2, one line on stderr (returned), no run directory made.
+fn refused(args: &[&str], dir: &Path) -> String {
+    let out = SCALETEST
+        .command()
+        .arg("demo")
+        .arg("--headless")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!dir.join("runs").exists(), "a run began: {err}");
+    err
+}
+
 #[test]
 fn a_scenario_with_a_bad_field_gets_one_line_naming_it_and_exit_2() {
     let dir = tmpdir("demo-bad");
@@ -294,23 +313,12 @@ fn a_scenario_with_a_bad_field_gets_one_line_naming_it_and_exit_2() {
         "[[phase]]\nduration = 5\nrate = 100\nreplicas = 3\n",
     )
     .unwrap();
-    let out = SCALETEST
-        .command()
-        .args(["demo", "--headless", "--scenario"])
-        .arg(&scenario)
-        .arg("--dir")
-        .arg(dir.join("runs"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let scenario = scenario.to_str().unwrap();
+    let err = refused(&["--scenario", scenario], &dir);
     assert!(
         err.contains("line 4") && err.contains("`replicas`"),
         "{err}"
     );
-    // Checked before anything started.
-    assert!(!dir.join("runs").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -385,28 +393,11 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
 #[test]
 fn haproxy_refuses_a_scenario_that_changes_servers_before_anything_starts() {
     let dir = tmpdir("demo-haproxy-refused");
-    let out = SCALETEST
-        .command()
-        .args([
-            "demo",
-            "--headless",
-            "--balancer",
-            "haproxy",
-            "--scenario",
-            "default",
-            "--dir",
-        ])
-        .arg(dir.join("runs"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused(&["--balancer", "haproxy", "--scenario", "default"], &dir);
     // The scenario is checked first, so this holds whether haproxy is installed or not.
     assert!(
         err.contains("fixed set of servers") && err.contains("phase \"scale-up\""),
         "{err}"
     );
-    assert!(!dir.join("runs").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

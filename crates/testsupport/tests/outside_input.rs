@@ -97,6 +97,17 @@ fn snapshot_seed() -> serde_json::Value {
     serde_json::to_value(WireSnapshot::from(&s)).expect("a wire snapshot")
 }
 
+/// `seed` as text with bytes overwritten at `flips` (positions wrap) and cut short at `cut`.
+fn damaged(seed: &serde_json::Value, flips: &[(usize, u8)], cut: usize) -> String {
+    let mut text = seed.to_string().into_bytes();
+    for &(at, b) in flips {
+        let i = at % text.len();
+        text[i] = b;
+    }
+    text.truncate(cut % (text.len() + 1) + 1);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// LEB128, as the wire form writes its numbers.
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
@@ -141,13 +152,7 @@ proptest! {
         flips in vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
     ) {
-        let mut text = seed().to_string().into_bytes();
-        for (at, b) in flips {
-            let i = at % text.len();
-            text[i] = b;
-        }
-        text.truncate(cut % (text.len() + 1) + 1);
-        parse(&String::from_utf8_lossy(&text));
+        parse(&damaged(&seed(), &flips, cut));
     }
 
     #[test]
@@ -194,13 +199,7 @@ proptest! {
         flips in vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
     ) {
-        let mut text = snapshot_seed().to_string().into_bytes();
-        for (at, b) in flips {
-            let i = at % text.len();
-            text[i] = b;
-        }
-        text.truncate(cut % (text.len() + 1) + 1);
-        parse_snapshot(&String::from_utf8_lossy(&text));
+        parse_snapshot(&damaged(&snapshot_seed(), &flips, cut));
     }
 
     #[test]
