@@ -1,10 +1,11 @@
 //! The `scaletest` binary: exit codes, one-line errors, report and JSON output, Ctrl-C.
 
 use report::RunFile;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use testkit::{Behavior, Server};
-use testsupport::{text, tmpdir, Bin};
+use testsupport::call::{call, get};
+use testsupport::{interrupt, signal, text, tmpdir, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
@@ -236,11 +237,7 @@ fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
         assert!(Instant::now() < deadline, "no load arrived");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    assert!(interrupt(child.id()));
     let o = child.wait_with_output().unwrap();
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -254,65 +251,32 @@ fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
 
 #[test]
 fn serve_drains_on_sigterm_and_exits_0() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = testkit::Proc(
-        SCALETEST
-            .command()
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--threads",
-                "1",
-                "--drain-delay",
-                "300ms",
-                "--version-label",
-                "v2",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "listening on http://127.0.0.1:PORT (version v2, 1 threads)"
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let get = |path: &str| -> String {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
-    assert!(get("/version").ends_with("v2\n"));
-    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let mut serve = SCALETEST.listening(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--drain-delay",
+        "300ms",
+        "--version-label",
+        "v2",
+    ]);
+    let addr = serve.addr;
+    let status = |path: &str| call(addr, "GET", path, None, "").status;
+    assert_eq!(get(addr, "/version"), "v2\n");
+    assert_eq!(status("/readyz"), 200);
+    assert!(signal(serve.proc.id(), "TERM"));
     // During the drain delay: still serving, but not ready.
     let t = Instant::now();
     let mut saw_503 = false;
     while t.elapsed() < Duration::from_millis(250) && !saw_503 {
-        saw_503 = get("/readyz").starts_with("HTTP/1.1 503");
+        saw_503 = status("/readyz") == 503;
     }
     assert!(saw_503, "readiness did not turn 503");
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert!(std::net::TcpStream::connect(&addr).is_err());
+    let exit = serve.proc.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(std::net::TcpStream::connect(addr).is_err());
 }
 
 /// The lines of an NSS key log with `label`: (client random, secret).

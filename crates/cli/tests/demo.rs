@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use testsupport::call::get;
-use testsupport::{tmpdir, wait_until, Bin};
+use testsupport::{interrupt, tmpdir, wait_until, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
@@ -277,17 +277,31 @@ fn ctl_scale_and_rollout_change_what_runs_and_are_events_on_the_ui() {
         assert!(events.contains(e), "{e:?} not in {events}");
     }
     // Ctrl-C: an orderly end, the results written, every child gone.
-    let pid = demo.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(interrupt(demo.id()));
     let status = demo.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(dir.join("latest/results/results.json").exists());
     assert!(children_of(&dir).is_empty(), "{:?}", children_of(&dir));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scaletest demo --headless ARGS --dir DIR/runs`, which must be refused before anything
+/// starts: exit 2, one line on stderr (returned), no run directory made.
+fn refused(args: &[&str], dir: &Path) -> String {
+    let out = SCALETEST
+        .command()
+        .arg("demo")
+        .arg("--headless")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!dir.join("runs").exists(), "a run began: {err}");
+    err
 }
 
 #[test]
@@ -299,23 +313,12 @@ fn a_scenario_with_a_bad_field_gets_one_line_naming_it_and_exit_2() {
         "[[phase]]\nduration = 5\nrate = 100\nreplicas = 3\n",
     )
     .unwrap();
-    let out = SCALETEST
-        .command()
-        .args(["demo", "--headless", "--scenario"])
-        .arg(&scenario)
-        .arg("--dir")
-        .arg(dir.join("runs"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let scenario = scenario.to_str().unwrap();
+    let err = refused(&["--scenario", scenario], &dir);
     assert!(
         err.contains("line 4") && err.contains("`replicas`"),
         "{err}"
     );
-    // Checked before anything started.
-    assert!(!dir.join("runs").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -354,11 +357,28 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
             "{line}"
         );
     }
+    // The rate named is a phase's own, served in full (a: 100/s, b: 200/s; 95 % counts).
+    let sustained = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "highest rate sustained through haproxy with p99 < 1000 ms and no failures: ",
+            )
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let (rate, phase) = sustained
+        .strip_suffix(')')
+        .and_then(|s| s.split_once(" req/s ("))
+        .unwrap_or_else(|| panic!("no rate in {sustained:?}"));
+    let rate: f64 = rate.parse().unwrap_or_else(|_| panic!("{sustained:?}"));
+    let asked = match phase {
+        "a" => 100.0,
+        "b" => 200.0,
+        _ => panic!("{sustained:?}"),
+    };
     assert!(
-        text.contains(
-            "highest rate sustained through haproxy with p99 < 1000 ms and no failures: "
-        ),
-        "{text}"
+        (0.95 * asked..=1.05 * asked).contains(&rate),
+        "{sustained:?}"
     );
     let run = std::fs::canonicalize(dir.join("latest")).unwrap();
     let cfg = std::fs::read_to_string(run.join("haproxy.cfg")).unwrap();
@@ -373,27 +393,11 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
 #[test]
 fn haproxy_refuses_a_scenario_that_changes_servers_before_anything_starts() {
     let dir = tmpdir("demo-haproxy-refused");
-    let out = SCALETEST
-        .command()
-        .args([
-            "demo",
-            "--headless",
-            "--balancer",
-            "haproxy",
-            "--scenario",
-            "default",
-            "--dir",
-        ])
-        .arg(dir.join("runs"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused(&["--balancer", "haproxy", "--scenario", "default"], &dir);
+    // The scenario is checked first, so this holds whether haproxy is installed or not.
     assert!(
-        err.contains("fixed set of servers") || err.contains("not installed"),
+        err.contains("fixed set of servers") && err.contains("phase \"scale-up\""),
         "{err}"
     );
-    assert!(!dir.join("runs").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

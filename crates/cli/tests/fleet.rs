@@ -5,11 +5,11 @@
 use report::RunFile;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use testkit::Proc;
 use testsupport::call::{call, get, json};
-use testsupport::{tmpdir, wait_until, Bin};
+use testsupport::{signal, tmpdir, wait_until, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
@@ -64,15 +64,6 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &p.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 #[test]
 fn a_killed_bot_goes_stale_then_gone_and_the_others_take_its_rate() {
     let (_srv, srv) = server();
@@ -104,7 +95,7 @@ fn a_killed_bot_goes_stale_then_gone_and_the_others_take_its_rate() {
     wait_until("answers", Duration::from_secs(10), || {
         json(addr, "/api/summary")["requests"].as_u64().unwrap() > 300
     });
-    signal(&bots[0], "-KILL");
+    assert!(signal(bots[0].id(), "KILL"));
     wait_exit(&mut bots[0], Duration::from_secs(5));
     wait_until("a stale bot", Duration::from_secs(10), || {
         json(addr, "/api/summary")["stale"] == 1
@@ -201,7 +192,7 @@ fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
         json(addr, "/api/summary")["requests"].as_u64().unwrap() > 400
     });
     // Kill the aggregator mid-run; the bots keep the load going and buffer.
-    signal(&agg, "-KILL");
+    assert!(signal(agg.id(), "KILL"));
     wait_exit(&mut agg, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(3));
     // Restart on the same address and directory, with no load flags: the run is picked up.
@@ -214,7 +205,7 @@ fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
     });
     std::thread::sleep(Duration::from_secs(2));
     // SIGTERM one bot: it drains, pushes its last second, leaves and exits 0.
-    signal(&bots[0], "-TERM");
+    assert!(signal(bots[0].id(), "TERM"));
     assert!(wait_exit(&mut bots[0], Duration::from_secs(10)).success());
     wait_until("the bot left", Duration::from_secs(5), || {
         json(addr, "/api/bots?sort=name")["bots"][0]["state"] == "left"
@@ -348,7 +339,7 @@ fn a_bot_buffers_while_the_aggregator_is_down_and_counts_what_it_dropped() {
     wait_until("a live bot", Duration::from_secs(15), || {
         json(addr, "/api/summary")["live"] == 1
     });
-    signal(&agg, "-KILL");
+    assert!(signal(agg.id(), "KILL"));
     wait_exit(&mut agg, Duration::from_secs(5));
     // Six seconds down with room for two: about four seconds dropped, oldest first.
     std::thread::sleep(Duration::from_secs(6));

@@ -59,8 +59,8 @@ pub struct Snapshot {
     pub late: u64,
     /// Open loop: sends that waited for a free connection because the cap was reached.
     pub capped: u64,
-    /// Open loop: sends due before the run ended that never started (they were waiting for a
-    /// connection at the cap when the run ended).
+    /// Open loop: sends due before the run ended that never started (waiting for a connection
+    /// at the cap, for their lane to run or for its connection to open, when the run ended).
     #[serde(default)]
     pub unsent: u64,
     /// Open loop: every send's delay from its intended time to its start, in µs.

@@ -98,6 +98,9 @@ struct Ctx {
     in_flight: Cell<u64>,
     /// Open loop: the dispatcher has claimed a send and not yet handed it to a lane.
     holding: Cell<bool>,
+    /// Open loop: sends handed to a lane that has not started them yet (its task has not run,
+    /// or its connection is still opening); never started if the run ends now.
+    handed: Cell<u64>,
     /// Set when the run is draining: start no new request.
     stopping: Cell<bool>,
     /// When the drain began: the open-loop schedule still sends what was due before it.
@@ -180,6 +183,7 @@ pub(crate) fn main(
         shared,
         in_flight: Cell::new(0),
         holding: Cell::new(false),
+        handed: Cell::new(0),
         stopping: Cell::new(false),
         stopped_at: Cell::new(None),
         closed: plan.open.is_none(),
@@ -323,14 +327,16 @@ async fn drive(
     work.abort_all();
     lanes.abort_all();
     // Sends that were due before the end but never started (the run ended while they waited
-    // for a connection): not errors, not in flight, but not to be lost either.
+    // for a connection, or for their lane to run or connect): not errors, not in flight, but
+    // not to be lost either.
     if let Some(pacer) = schedule.borrow_mut().as_mut() {
         let cut = start.elapsed();
-        let due = pacer.take_while(|t| *t < cut).count() as u64 + u64::from(ctx.holding.get());
+        let claimed = u64::from(ctx.holding.get()) + ctx.handed.get();
+        let due = pacer.take_while(|t| *t < cut).count() as u64 + claimed;
         let unsent = ctx
             .shared
             .remaining()
-            .map_or(due, |left| due.min(left + u64::from(ctx.holding.get())));
+            .map_or(due, |left| due.min(left + claimed));
         ctx.rec.borrow_mut().unsent(unsent);
     }
     let in_flight = ctx.in_flight.get();
@@ -429,6 +435,8 @@ impl Pool {
                             pool.opening.set(pool.opening.get() - 1);
                         }
                     }
+                    // In flight from here (counted on the exchange's first poll, in this turn).
+                    ctx.handed.set(ctx.handed.get() - 1);
                     let took = ctx
                         .exchange_from(&mut lane, index, Some(intended), sent)
                         .await;
@@ -543,6 +551,7 @@ async fn dispatch(
             .borrow_mut()
             .send_delay(Instant::now() - intended, capped);
         slot.job.set(Some((intended, index)));
+        ctx.handed.set(ctx.handed.get() + 1);
         slot.wake.notify_one();
         ctx.holding.set(false);
     }

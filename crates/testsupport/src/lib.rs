@@ -1,8 +1,8 @@
 //! Test-only helpers shared by the integration tests of several crates: a load run as the
 //! engine's tests, `serve`'s and `balance`'s drive it ([`Run`], [`closed_loop`]), the
 //! `scaletest` binary as the CLI tests run it ([`Bin`], [`Bin::listening`], [`text`],
-//! [`tmpdir`]), and waiting for
-//! an event with a deadline ([`wait_until`]). It sits above `load` (which `testkit` cannot
+//! [`tmpdir`]), waiting for an event with a deadline ([`wait_until`]), signals ([`signal`]) and
+//! HTTP calls to a server under test ([`call`]). It sits above `load` (which `testkit` cannot
 //! depend on: `load` uses `testkit` in its own tests) and is never part of the binary.
 
 use bytes::Bytes;
@@ -221,13 +221,18 @@ pub async fn wait_until_async(what: &str, limit: Duration, mut ready: impl FnMut
     }
 }
 
-/// Send SIGINT (Ctrl-C) to a process through the `kill` command (the workspace forbids
-/// unsafe code); true when it was delivered.
-pub fn interrupt(pid: u32) -> bool {
+/// Send signal `sig` ("INT", "TERM", "KILL", ...) to a process through the `kill` command
+/// (the workspace forbids unsafe code); true when it was delivered.
+pub fn signal(pid: u32, sig: &str) -> bool {
     Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{sig}"), &pid.to_string()])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Send SIGINT (Ctrl-C) to a process (see [`signal`]).
+pub fn interrupt(pid: u32) -> bool {
+    signal(pid, "INT")
 }
 
 /// Blocking HTTP calls for tests that poke an API or /metrics (over `st_http::blocking`); a
@@ -261,5 +266,29 @@ pub mod call {
     pub fn json(addr: SocketAddr, path: &str) -> Value {
         let body = get(addr, path);
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    /// Write `request` as it stands on a new connection and read until the server closes; the
+    /// answer as text. For the tests that must write the bytes themselves (malformed or
+    /// oversized heads, pipelining, framings `call` never sends). The request is written
+    /// while the answer is read, so a server that answers early and stops reading cannot
+    /// stall it; a reset instead of an orderly close fails the test.
+    pub fn raw(addr: SocketAddr, request: &[u8]) -> String {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        let mut w = s.try_clone().expect("a second handle");
+        let request = request.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&request);
+        });
+        let mut out = Vec::new();
+        let read = s.read_to_end(&mut out);
+        let _ = writer.join();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(read.is_ok(), "{read:?} after {text:?}");
+        text
     }
 }

@@ -497,10 +497,7 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         let shared = shared.clone();
         Arc::new(move || shared.metrics.encode())
     });
-    let stop = stop_on_ctrl_c();
-    let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
-    let started = std::time::Instant::now();
-    let started_unix = unix_now();
+    let (watching, wstop) = Watching::start();
     let cfg = watch::Config {
         target,
         namespace,
@@ -526,15 +523,7 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
             )
         })
     };
-    let mut run = Watching {
-        stop,
-        wstop_tx,
-        progress,
-        started,
-        started_unix,
-    }
-    .until_done(a.duration, task, info)
-    .await;
+    let mut run = watching.until_done(a.duration, task, progress, info).await;
     run.watch = Some(shared.stats());
     finish(&run, a.cluster.json.as_ref(), false)
 }
@@ -545,18 +534,30 @@ struct Watching {
     stop: tokio::sync::watch::Receiver<bool>,
     /// Tells the watch task to stop.
     wstop_tx: tokio::sync::watch::Sender<bool>,
-    progress: Ticking,
     started: std::time::Instant,
     started_unix: f64,
 }
 
 impl Watching {
-    /// Wait for the duration or Ctrl-C, whichever comes first; stop the task and wait for it;
-    /// the run's record so far.
+    /// Ctrl-C handled and the clock started; the receiver the watch task stops on.
+    fn start() -> (Watching, tokio::sync::watch::Receiver<bool>) {
+        let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
+        let watching = Watching {
+            stop: stop_on_ctrl_c(),
+            wstop_tx,
+            started: std::time::Instant::now(),
+            started_unix: unix_now(),
+        };
+        (watching, wstop)
+    }
+
+    /// Wait for the duration or Ctrl-C, whichever comes first; stop the task and wait for it,
+    /// then the progress line; the run's record so far.
     async fn until_done(
         self,
         duration: Option<Duration>,
         task: tokio::task::JoinHandle<()>,
+        progress: Ticking,
         info: ApiInfo,
     ) -> ApiRun {
         let mut stopping = self.stop.clone();
@@ -571,7 +572,7 @@ impl Watching {
         }
         let _ = self.wstop_tx.send(true);
         let _ = task.await;
-        self.progress.finish();
+        progress.finish();
         let mut run = ApiRun::new(info, self.started_unix);
         run.elapsed_s = self.started.elapsed().as_secs_f64();
         run.interrupted = *self.stop.borrow();
@@ -604,10 +605,7 @@ async fn watchers_main(
         let shared = shared.clone();
         Arc::new(move || shared.stats().encode_metrics())
     });
-    let stop = stop_on_ctrl_c();
-    let (wstop_tx, wstop) = tokio::sync::watch::channel(false);
-    let started = std::time::Instant::now();
-    let started_unix = unix_now();
+    let (watching, wstop) = Watching::start();
     let rec = Arc::new(Recorder::default());
     let task = tokio::spawn(watchers::run(
         clients,
@@ -635,15 +633,7 @@ async fn watchers_main(
             )
         })
     };
-    let mut run = Watching {
-        stop,
-        wstop_tx,
-        progress,
-        started,
-        started_unix,
-    }
-    .until_done(a.duration, task, info)
-    .await;
+    let mut run = watching.until_done(a.duration, task, progress, info).await;
     run.calls = rec.snapshot().calls.into_values().collect();
     let w = shared.stats();
     let none_started = w.total.requests > 0 && w.established.is_empty();
