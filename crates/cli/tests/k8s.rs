@@ -230,6 +230,13 @@ fn up_scale_rollout_status_down_as_a_user_runs_them() {
         assert!(out.contains("5 servers v1"), "{out}");
         let (code, out, err) = k8s(&["rollout", "v2"]);
         assert_eq!(code, Some(0), "rollout: {out}{err}");
+        // It watched the rollout until done (every replica updated and available, no old one).
+        assert!(
+            out.lines().any(|l| l
+                .trim_end()
+                .ends_with("serve 5/5 updated, 5 ready, 5 available")),
+            "rollout: {out}"
+        );
         // A rollout is done (as `kubectl rollout status` says) once every replica is updated
         // and available; replaced v1 pods may still be Terminating on a real cluster (their
         // grace period, a kubelet's confirmation), so wait for them to go.
