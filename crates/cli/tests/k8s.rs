@@ -107,6 +107,34 @@ fn an_unreachable_api_server_is_one_line_and_exit_code_1_in_bounded_time() {
 }
 
 #[test]
+fn an_unauthorized_or_forbidden_caller_is_one_line_and_exit_code_1() {
+    let fake = FakeApi::start();
+    fake.require_token("right");
+    fake.forbid("patch", "namespaces");
+    let dir = tmpdir("k8s-auth");
+    for (token, want) in [
+        (
+            "wrong",
+            "get namespace scaletest-demo: unauthorized (check the kubeconfig's credentials)",
+        ),
+        (
+            "right",
+            "apply namespace/scaletest-demo: forbidden: namespaces \"scaletest-demo\" is forbidden",
+        ),
+    ] {
+        let kc = kubefake::write_kubeconfig_with_token(&dir, token, &fake.url(), Some(token));
+        let (code, _, err) = run(&["k8s", "up", "--kubeconfig", kc.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    assert!(fake
+        .objects("namespaces")
+        .iter()
+        .all(|n| n["metadata"]["name"] != "scaletest-demo"));
+}
+
+#[test]
 fn render_prints_yaml_that_kubectl_style_tools_read_back() {
     let (code, out, err) = run(&[
         "k8s",
@@ -202,8 +230,37 @@ fn up_scale_rollout_status_down_as_a_user_runs_them() {
         assert!(out.contains("5 servers v1"), "{out}");
         let (code, out, err) = k8s(&["rollout", "v2"]);
         assert_eq!(code, Some(0), "rollout: {out}{err}");
-        let (code, out, err) = k8s(&["status"]);
-        assert_eq!(code, Some(0), "{err}");
+        // It watched the rollout until done (every replica updated and available, no old one).
+        assert!(
+            out.lines().any(|l| l
+                .trim_end()
+                .ends_with("serve 5/5 updated, 5 ready, 5 available")),
+            "rollout: {out}"
+        );
+        // A rollout is done (as `kubectl rollout status` says) once every replica is updated
+        // and available; replaced v1 pods may still be Terminating on a real cluster (their
+        // grace period, a kubelet's confirmation), so wait for them to go.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let out = loop {
+            let (code, out, err) = k8s(&["status"]);
+            assert_eq!(code, Some(0), "{err}");
+            let old = out
+                .lines()
+                .filter(|l| l.starts_with("pods serve") && l.contains(" v1 "))
+                .collect::<Vec<_>>();
+            if old.is_empty() {
+                break out;
+            }
+            assert!(
+                old.iter().all(|l| l.contains(" Terminating ")),
+                "v1 pods after the rollout that are not going: {out}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "v1 pods still terminating: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
         assert!(
             out.contains("deployment serve 5/5 updated, 5 ready, 5 available (rolled out)"),
             "{out}"
@@ -213,11 +270,6 @@ fn up_scale_rollout_status_down_as_a_user_runs_them() {
                 && l.contains(" v2 ")
                 && l.contains("Running, ready")
                 && l.trim_end().ends_with(" 5")),
-            "{out}"
-        );
-        assert!(
-            !out.lines()
-                .any(|l| l.starts_with("pods serve") && l.contains(" v1 ")),
             "{out}"
         );
         let (code, out, err) = k8s(&["down"]);

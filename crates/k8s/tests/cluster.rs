@@ -411,6 +411,98 @@ async fn an_unreachable_api_server_is_one_line_naming_the_step() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_or_forbidden_caller_gets_one_line_naming_the_object_and_the_cause() {
+    let api = Arc::new(FakeApi::start());
+    api.require_token("right");
+    let dir = std::env::temp_dir().join("scaletest-k8s-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let as_user = |token: &str| {
+        kubefake::write_kubeconfig_with_token(
+            &dir,
+            &format!("kc-{}-{token}", api.addr.port()),
+            &api.url(),
+            Some(token),
+        )
+    };
+    let t = target("auth", Duration::from_secs(5));
+    let (wrong, _) = kapi::connect(
+        Some(&as_user("wrong")),
+        None,
+        Some(Duration::from_secs(5)),
+        false,
+    )
+    .await
+    .expect("client");
+    let f = Fake {
+        api: api.clone(),
+        client: wrong,
+    };
+    let e = up(&f, &t).await.expect_err("unauthorized");
+    assert!(matches!(e, k8s::Error::Api { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "get namespace scaletest-auth: unauthorized (check the kubeconfig's credentials): Unauthorized"
+    );
+    // The right credentials, without the permission to write Deployments.
+    let (right, _) = kapi::connect(
+        Some(&as_user("right")),
+        None,
+        Some(Duration::from_secs(5)),
+        false,
+    )
+    .await
+    .expect("client");
+    let f = Fake { api, client: right };
+    f.api.forbid("patch", "deployments");
+    let e = up(&f, &t).await.expect_err("forbidden");
+    let msg = e.to_string();
+    assert!(matches!(e, k8s::Error::Api { .. }), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(
+        msg,
+        "apply deployment/serve: forbidden: deployments \"serve\" is forbidden: User \
+         \"system:anonymous\" cannot patch resource \"deployments\" in API group \"apps\" in \
+         the namespace \"scaletest-auth\""
+    );
+    assert!(f.api.objects("deployments").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_never_becomes_ready_names_the_pod_and_keeps_the_old_servers() {
+    let (f, t, c, _) = up_ready("rn").await;
+    *c.fate.lock().expect("lock") = Fate::CrashLoop;
+    let short = Target {
+        timeout: Duration::from_millis(1500),
+        ..t.clone()
+    };
+    let started = Instant::now();
+    let e = cluster::rollout(&f.client, &short, "v2", &mut quiet)
+        .await
+        .expect_err("never ready");
+    let msg = e.to_string();
+    assert!(matches!(e, k8s::Error::NotReady(_)), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(
+        msg.starts_with("not ready after 1.5s: deployment scaletest-rn/serve (1/1 updated, 1 ready, 1 available, 1 old): pod serve-"),
+        "{msg}"
+    );
+    assert!(msg.contains("CrashLoopBackOff"), "{msg}");
+    assert!(msg.contains("its last log lines: starting | "), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // maxUnavailable 0: the v1 server still serves next to the crash-looping v2 one.
+    let serving: Vec<Value> = pods(&f.api, &t.namespace, "serve");
+    assert_eq!(serving.len(), 2);
+    let ready_v1 = serving.iter().filter(|p| {
+        p["metadata"]["labels"][k8s::manifest::LABEL_VERSION] == "v1"
+            && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    });
+    assert_eq!(ready_v1.count(), 1);
+}
+
 /// A real aggregator (in-process, on loopback) standing in for the run's aggregator pod: the
 /// fake's port-forward reaches it, as a kubelet would reach the pod's port.
 fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {

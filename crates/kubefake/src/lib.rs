@@ -10,5 +10,5 @@ mod portforward;
 pub mod server;
 pub mod store;
 
-pub use server::{write_kubeconfig, FakeApi, Options};
+pub use server::{write_kubeconfig, write_kubeconfig_with_token, FakeApi, Options};
 pub use store::{ApiError, Resource};

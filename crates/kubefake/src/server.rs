@@ -79,6 +79,10 @@ pub(crate) struct Shared {
     logs: Mutex<BTreeMap<(String, String), String>>,
     /// Where a pod's port is reachable, by (namespace, pod, port) (`pods/NAME/portforward`).
     pub(crate) forwards: Mutex<BTreeMap<(String, String, u16), SocketAddr>>,
+    /// The bearer token every request must carry, once one is required (401 otherwise).
+    token: Mutex<Option<String>>,
+    /// "verb plural" pairs the caller may not do (403, as RBAC answers).
+    forbidden: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// Bumped to end every open watch.
     watch_gen: tokio::sync::watch::Sender<u64>,
     opts: Options,
@@ -169,6 +173,8 @@ impl FakeApi {
             delays: Mutex::new(BTreeMap::new()),
             logs: Mutex::new(BTreeMap::new()),
             forwards: Mutex::new(BTreeMap::new()),
+            token: Mutex::new(None),
+            forbidden: Mutex::new(Default::default()),
             watch_gen: tokio::sync::watch::channel(0).0,
             opts,
             addr,
@@ -232,6 +238,22 @@ impl FakeApi {
             .lock()
             .expect("lock")
             .insert(verb.into(), d);
+    }
+
+    /// From now on, answer every request that does not carry `Authorization: Bearer TOKEN`
+    /// with 401 Unauthorized, as the API server's authentication does (before any routing).
+    pub fn require_token(&self, token: &str) {
+        *self.shared.token.lock().expect("lock") = Some(token.to_string());
+    }
+
+    /// From now on, answer `verb` ("get", "list", "patch", ...) on `plural` with 403
+    /// Forbidden and RBAC's message, as for a user without that permission.
+    pub fn forbid(&self, verb: &str, plural: &str) {
+        self.shared
+            .forbidden
+            .lock()
+            .expect("lock")
+            .insert((verb.to_string(), plural.to_string()));
     }
 
     /// Set what `GET pods/NAME/log` answers for a pod (playing the kubelet's part).
@@ -335,11 +357,26 @@ impl FakeApi {
 /// Write a kubeconfig named `file` in `dir` for an API server at `server` (no credentials,
 /// namespace `default`); returns its path. Tests also point one at a port nothing listens on.
 pub fn write_kubeconfig(dir: &std::path::Path, file: &str, server: &str) -> std::path::PathBuf {
+    write_kubeconfig_with_token(dir, file, server, None)
+}
+
+/// [`write_kubeconfig`] whose user sends `token` as a bearer token (see
+/// [`FakeApi::require_token`]).
+pub fn write_kubeconfig_with_token(
+    dir: &std::path::Path,
+    file: &str,
+    server: &str,
+    token: Option<&str>,
+) -> std::path::PathBuf {
     let path = dir.join(file);
+    let user = match token {
+        Some(t) => format!("\n    token: {t}\n"),
+        None => " {}\n".to_string(),
+    };
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
          contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-         current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+         current-context: fake\nusers:\n- name: fake\n  user:{user}"
     );
     std::fs::write(&path, text).expect("write kubeconfig");
     path
@@ -416,6 +453,29 @@ pub(crate) fn status(code: u16, reason: &str, msg: &str) -> Response<Body> {
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": msg, "reason": reason, "code": code}),
     )
+}
+
+/// RBAC's refusal, worded and shaped as the API server words it.
+fn forbidden(verb: &str, t: &Target, sub: &str) -> Response<Body> {
+    let group = t.r.group.as_str();
+    let what = match &t.name {
+        Some(n) => format!("{}{sub} \"{n}\"", t.r.plural),
+        None => format!("{}{sub}", t.r.plural),
+    };
+    let scope = match &t.ns {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_string(),
+    };
+    let msg = format!(
+        "{what} is forbidden: User \"system:anonymous\" cannot {verb} resource \"{}{sub}\" in API group \"{group}\" {scope}",
+        t.r.plural
+    );
+    let mut body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": msg, "reason": "Forbidden", "details": {"kind": t.r.plural}, "code": 403});
+    if let Some(n) = &t.name {
+        body["details"]["name"] = json!(n);
+    }
+    reply(403, &body)
 }
 
 pub(crate) fn error(e: &ApiError) -> Response<Body> {
@@ -601,6 +661,16 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
 const MAX_BODY: usize = 3 << 20;
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let want = shared.token.lock().expect("lock").clone();
+    if let Some(token) = want {
+        let got = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if got != Some(format!("Bearer {token}").as_str()) {
+            return status(401, "Unauthorized", "Unauthorized");
+        }
+    }
     let t = match route(&shared, req.uri().path()) {
         Routed::Resource(t) => t,
         Routed::Done(resp) => return resp,
@@ -648,6 +718,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 .entry(format!("{verb} {}{sub} in {ns}", t.r.plural))
                 .or_default() += 1;
         }
+    }
+    if shared
+        .forbidden
+        .lock()
+        .expect("lock")
+        .contains(&(verb.to_string(), t.r.plural.clone()))
+    {
+        return forbidden(verb, &t, sub);
     }
     let delay = shared.delays.lock().expect("lock").get(verb).copied();
     if let Some(d) = delay {
