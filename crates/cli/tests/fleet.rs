@@ -358,3 +358,26 @@ fn a_bot_buffers_while_the_aggregator_is_down_and_counts_what_it_dropped() {
     assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_bot_that_never_reached_its_aggregator_leaves_on_the_first_sigterm() {
+    // An "aggregator" that closes every connection unanswered: registration keeps failing.
+    let closer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closer.set_nonblocking(true).unwrap();
+    let dir = tmpdir("unreached");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let mut b = bot(closer.local_addr().unwrap(), &token, "lonely");
+    let mut attempts = 0;
+    wait_until("two failed registrations", Duration::from_secs(15), || {
+        while let Ok((c, _)) = closer.accept() {
+            drop(c);
+            attempts += 1;
+        }
+        attempts >= 2
+    });
+    assert!(b.try_wait().unwrap().is_none(), "the bot gave up by itself");
+    assert!(signal(b.id(), "TERM"));
+    let status = wait_exit(&mut b, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+}

@@ -251,10 +251,25 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                     return Err(BotError::Refused(why));
                 }
                 Err(_) => {
-                    if stop.is_triggered() || stop_at.is_some_and(|t| t.elapsed() > STOP_GRACE) {
+                    // SIGTERM while the aggregator cannot be reached: the load stops as it
+                    // would registered, and delivery gets the same grace.
+                    if stop_at.is_none() && stop.is_finishing() {
+                        stop_at = Some(Instant::now());
+                        if let Some(r) = current.take() {
+                            r.shutdown.finish();
+                            finishing.push(r);
+                        }
+                    }
+                    // A bot that never registered ran no load: nothing to deliver, it exits.
+                    let give_up =
+                        stop_at.is_some_and(|t| last_id.is_none() || t.elapsed() > STOP_GRACE);
+                    if stop.is_triggered() || give_up {
                         break;
                     }
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.finishing(), if stop_at.is_none() => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
