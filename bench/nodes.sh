@@ -39,7 +39,8 @@ printf "nodes\twatch\trss_mib\thwm_mib\tkib_per_node\tcpu_cores\tlease_updates_p
 for N in $SIZES; do
   KC="$OUT/kubeconfig-$N"
   CALLS="$OUT/calls-$N.json"
-  FAKEAPI_CALLS="$CALLS" pin "$FCPU" "$FAKE" "$KC" > "$OUT/fake-$N.log" 2>&1 &
+  # Bookmarks once a minute, as the API server sends them (the fake's default is for tests).
+  FAKEAPI_BOOKMARK_S=60 FAKEAPI_CALLS="$CALLS" pin "$FCPU" "$FAKE" "$KC" > "$OUT/fake-$N.log" 2>&1 &
   FPID=$!
   for _ in $(seq 100); do [ -s "$KC" ] && [ -s "$CALLS" ] && break; sleep 0.1; done
   pin "$NCPU" "$BIN" nodes --nodes "$N" --kubeconfig "$KC" --watch "$WATCH" --threads 2 \

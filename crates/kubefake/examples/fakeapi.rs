@@ -2,7 +2,9 @@
 //! `cargo run --release -p kubefake --example fakeapi -- KUBECONFIG_PATH`. It writes a
 //! kubeconfig there and serves until killed. It registers the wardle Flunder custom resource.
 //! With `FAKEAPI_CALLS=FILE` it writes its request log (calls by verb and resource, as
-//! [`kubefake::FakeApi::calls`]) to FILE as JSON every second, for benchmarks to read.
+//! [`kubefake::FakeApi::calls`]) to FILE as JSON every second, for benchmarks to read. With
+//! `FAKEAPI_BOOKMARK_S=S` an idle watch gets a bookmark every S seconds (the API server sends
+//! one about every minute; the fake's default is shorter, for tests).
 
 // Tests and examples may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
@@ -11,7 +13,14 @@ fn main() {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "kubeconfig-fake".into());
-    let api = kubefake::FakeApi::start();
+    let mut opts = kubefake::Options::default();
+    if let Some(s) = std::env::var("FAKEAPI_BOOKMARK_S")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        opts.bookmark_every = std::time::Duration::from_secs_f64(s);
+    }
+    let api = kubefake::FakeApi::start_with(opts);
     api.register(kubefake::Resource {
         group: "wardle.example.com".into(),
         version: "v1alpha1".into(),
