@@ -4,7 +4,9 @@
 //! refuses it. Tests reach it through a kubeconfig it writes, exactly as they would reach a
 //! real API server. It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c; hyper's default
 //! limit of 200 concurrent streams per connection), so many watches can share a connection as
-//! over TLS with ALPN.
+//! over TLS with ALPN. Watches are fed as the API server's watch cache feeds them: per
+//! collection, pod watches of one node (`spec.nodeName=X`) by that node's pods only, each event
+//! encoded once for all its watches.
 
 use crate::store::{ApiError, Event, Resource, Selectors, Store};
 use bytes::Bytes;

@@ -1,6 +1,7 @@
 //! What the hollow nodes send, counted as the API server would log it: every call by verb and
 //! resource (latency and status, in `kapi`'s [`Recorder`]), every LIST and WATCH opened, and
-//! 429s retried with backoff as client-go retries them.
+//! 429s retried with backoff as client-go retries them. Calls in flight are bounded, events in
+//! a lane of their own so that a burst of them never delays a status patch.
 
 use kapi::stats::{Outcome, Recorder, Verb};
 use rand::Rng;
