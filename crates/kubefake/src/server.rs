@@ -4,7 +4,9 @@
 //! refuses it. Tests reach it through a kubeconfig it writes, exactly as they would reach a
 //! real API server. It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c; hyper's default
 //! limit of 200 concurrent streams per connection), so many watches can share a connection as
-//! over TLS with ALPN.
+//! over TLS with ALPN. Watches are fed as the API server's watch cache feeds them: per
+//! collection, pod watches of one node (`spec.nodeName=X`) by that node's pods only, each event
+//! encoded once for all its watches.
 
 use crate::store::{ApiError, Event, Resource, Selectors, Store};
 use bytes::Bytes;
@@ -38,16 +40,46 @@ impl Default for Options {
     }
 }
 
-/// Changes, one channel per collection: a watch is woken only by changes of what it watches
-/// (as the API server's watch cache dispatches per resource), so thousands of node watches are
-/// not woken by every lease renewal.
+/// A change on its way to the watches: serialized once, however many watches send it (as the
+/// API server's watch cache caches an event's encoding).
+struct Dispatched {
+    e: Event,
+    line: std::sync::OnceLock<Bytes>,
+}
+
+impl Dispatched {
+    fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| line(self.e.kind, &self.e.object))
+            .clone()
+    }
+}
+
+/// The field a collection's watches are indexed by, as the API server's watch cache indexes
+/// them ("triggers"): pods by `spec.nodeName`, so a kubelet's watch is woken by its own
+/// node's pods only.
+fn trigger_field(coll: &str) -> Option<&'static str> {
+    (coll == "/v1/pods").then_some("spec.nodeName")
+}
+
+type Sender = broadcast::Sender<Arc<Dispatched>>;
+
+/// A node's share of a collection's changes is small: a short ring per trigger value.
+const TRIGGER_RING: usize = 512;
+
+/// Changes, one channel per collection, and one per trigger value for the indexed ones: a
+/// watch is woken only by changes of what it watches (as the API server's watch cache
+/// dispatches per resource and by trigger), so thousands of node watches are not woken by
+/// every lease renewal, nor by every other node's pods.
 #[derive(Default)]
 struct Feed {
-    by_coll: Mutex<BTreeMap<String, broadcast::Sender<Arc<Event>>>>,
+    by_coll: Mutex<BTreeMap<String, Sender>>,
+    /// Created when a watch subscribes: (collection, trigger value).
+    by_trigger: Mutex<BTreeMap<(String, String), Sender>>,
 }
 
 impl Feed {
-    fn channel(&self, coll: &str) -> broadcast::Sender<Arc<Event>> {
+    fn channel(&self, coll: &str) -> Sender {
         self.by_coll
             .lock()
             .expect("lock")
@@ -56,13 +88,40 @@ impl Feed {
             .clone()
     }
 
-    fn send(&self, e: Arc<Event>) -> Result<usize, broadcast::error::SendError<Arc<Event>>> {
-        let tx = self.channel(&e.coll);
-        tx.send(e)
+    fn send(&self, e: Event) {
+        let e = Arc::new(Dispatched {
+            e,
+            line: Default::default(),
+        });
+        if let Some(field) = trigger_field(&e.e.coll) {
+            // The object's value of the trigger field (a pod's node never changes once set).
+            let value = field
+                .split('.')
+                .try_fold(&e.e.object, |v, k| v.get(k))
+                .and_then(Value::as_str);
+            if let Some(v) = value {
+                let key = (e.e.coll.clone(), v.to_string());
+                if let Some(tx) = self.by_trigger.lock().expect("lock").get(&key) {
+                    let _ = tx.send(e.clone());
+                }
+            }
+        }
+        let _ = self.channel(&e.e.coll).send(e);
     }
 
-    fn subscribe(&self, coll: &str) -> broadcast::Receiver<Arc<Event>> {
-        self.channel(coll).subscribe()
+    /// The changes of `coll`; only those whose trigger field has the value `trigger` when
+    /// given (the watch's field selector requires it).
+    fn subscribe(&self, coll: &str, trigger: Option<&str>) -> broadcast::Receiver<Arc<Dispatched>> {
+        match trigger {
+            Some(v) => self
+                .by_trigger
+                .lock()
+                .expect("lock")
+                .entry((coll.to_string(), v.to_string()))
+                .or_insert_with(|| broadcast::channel(TRIGGER_RING).0)
+                .subscribe(),
+            None => self.channel(coll).subscribe(),
+        }
     }
 }
 
@@ -226,7 +285,8 @@ impl FakeApi {
         self.calls().get(key).copied().unwrap_or(0)
     }
 
-    /// Answer the next `n` mutating calls with `status` (429: as API Priority and Fairness does).
+    /// Answer the next `n` mutating calls with `status` (429: as API Priority and Fairness does;
+    /// 403: as the authorizer does when RBAC does not allow the call).
     pub fn reject_next(&self, n: u64, status: u16) {
         *self.shared.reject.lock().expect("lock") = (n, status);
     }
@@ -302,7 +362,7 @@ impl FakeApi {
             .ok_or_else(|| ApiError::NotFound(plural.into()))?;
         let mut st = self.shared.store.lock().expect("lock");
         let (o, e) = st.create(&r, ns, obj)?;
-        let _ = self.shared.events.send(Arc::new(e));
+        self.shared.events.send(e);
         Ok(o)
     }
 
@@ -313,7 +373,7 @@ impl FakeApi {
             .ok_or_else(|| ApiError::NotFound(plural.into()))?;
         let mut st = self.shared.store.lock().expect("lock");
         let (o, e) = st.delete(&r, ns, name)?;
-        let _ = self.shared.events.send(Arc::new(e));
+        self.shared.events.send(e);
         Ok(o)
     }
 
@@ -330,7 +390,7 @@ impl FakeApi {
             .ok_or_else(|| ApiError::NotFound(plural.into()))?;
         let mut st = self.shared.store.lock().expect("lock");
         let (o, e) = st.update(&r, ns, name, json!({ "status": status }), false, true)?;
-        let _ = self.shared.events.send(Arc::new(e));
+        self.shared.events.send(e);
         Ok(o)
     }
 
@@ -740,19 +800,35 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             rej.0 -= 1;
             let code = rej.1;
             drop(rej);
-            let mut resp = if code == 429 {
-                status(
+            let mut resp = match code {
+                429 => status(
                     429,
                     "TooManyRequests",
                     "Too many requests, please try again later.",
-                )
-            } else {
-                status(code, "InternalError", "injected failure")
+                ),
+                // As the authorizer words it when RBAC allows no rule for the request.
+                403 => {
+                    let scope = match &t.ns {
+                        Some(ns) => format!("in the namespace \"{ns}\""),
+                        None => "at the cluster scope".into(),
+                    };
+                    status(
+                        403,
+                        "Forbidden",
+                        &format!(
+                            "{}{sub} is forbidden: User \"scaletest\" cannot {verb} resource \"{}{sub}\" in API group \"{}\" {scope}",
+                            t.r.plural, t.r.plural, t.r.group
+                        ),
+                    )
+                }
+                _ => status(code, "InternalError", "injected failure"),
             };
-            resp.headers_mut().insert(
-                hyper::header::RETRY_AFTER,
-                hyper::header::HeaderValue::from_static("1"),
-            );
+            if code == 429 {
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+            }
             return resp;
         }
     }
@@ -848,7 +924,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             let mut st = shared.store.lock().expect("lock");
             match st.bind(&t.r, &ns, &name, node) {
                 Ok((_, e)) => {
-                    let _ = shared.events.send(Arc::new(e));
+                    shared.events.send(e);
                     reply(
                         201,
                         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -881,7 +957,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             }
             match st.create(&t.r, &ns, body) {
                 Ok((o, e)) => {
-                    let _ = shared.events.send(Arc::new(e));
+                    shared.events.send(e);
                     reply(201, &o)
                 }
                 Err(e) => error(&e),
@@ -910,7 +986,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             let strategic = content_type == "application/strategic-merge-patch+json";
             match st.update_as(&t.r, &ns, &name, body, patch, t.status, strategic) {
                 Ok((o, e)) => {
-                    let _ = shared.events.send(Arc::new(e));
+                    shared.events.send(e);
                     reply(200, &o)
                 }
                 Err(e) => error(&e),
@@ -926,7 +1002,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             match st.delete_pod(&t.r, &ns, &name, grace, uid) {
                 Ok((o, e, _gone)) => {
                     if let Some(e) = e {
-                        let _ = shared.events.send(Arc::new(e));
+                        shared.events.send(e);
                     }
                     reply(200, &o)
                 }
@@ -937,7 +1013,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             let mut st = shared.store.lock().expect("lock");
             match st.delete(&t.r, &ns, &name) {
                 Ok((o, e)) => {
-                    let _ = shared.events.send(Arc::new(e));
+                    shared.events.send(e);
                     if t.r.plural == "namespaces" && t.r.group.is_empty() {
                         cascade(&shared, &mut st, &name);
                     }
@@ -963,7 +1039,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     .unwrap_or("")
                     .to_string();
                 if let Ok((o, e)) = st.delete(&t.r, &vns, &vname) {
-                    let _ = shared.events.send(Arc::new(e));
+                    shared.events.send(e);
                     items.push(o);
                 }
             }
@@ -1129,7 +1205,7 @@ fn server_side_apply(
     match st.apply(&t.r, ns, name, &config, manager, force) {
         Ok((o, e)) => {
             if let Some(e) = e {
-                let _ = shared.events.send(Arc::new(e));
+                shared.events.send(e);
             }
             reply(if existed { 200 } else { 201 }, &o)
         }
@@ -1151,7 +1227,7 @@ fn cascade(shared: &Shared, st: &mut Store, ns: &str) {
         for (ons, name) in st.keys(&r) {
             if ons == ns {
                 if let Ok((_, e)) = st.delete(&r, &ons, &name) {
-                    let _ = shared.events.send(Arc::new(e));
+                    shared.events.send(e);
                 }
             }
         }
@@ -1246,7 +1322,8 @@ fn watch(
     let (events, first, start_rv) = {
         // Subscribing under the store's lock: nothing falls between the snapshot and the feed.
         let st = shared.store.lock().expect("lock");
-        let events = shared.events.subscribe(&coll);
+        let trigger = trigger_field(&coll).and_then(|f| sel.field_equals(f));
+        let events = shared.events.subscribe(&coll, trigger);
         let start_rv = st.rv();
         let first: Result<Vec<Bytes>, ApiError> = if from.is_none() || send_initial {
             Ok(st
@@ -1327,10 +1404,10 @@ fn watch(
                     return;
                 }
                 e = events.recv() => match e {
-                    Ok(e) => {
-                        seen = seen.max(e.rv);
-                        if e.coll == coll && in_scope(&t, &sel, &e.object)
-                            && tx.send(line(e.kind, &e.object)).await.is_err() {
+                    Ok(d) => {
+                        seen = seen.max(d.e.rv);
+                        if d.e.coll == coll && in_scope(&t, &sel, &d.e.object)
+                            && tx.send(d.line()).await.is_err() {
                             return;
                         }
                     }

@@ -709,6 +709,14 @@ impl Selectors {
         self.labels.iter().all(|t| term_matches(t, label))
             && self.fields.iter().all(|t| term_matches(t, field))
     }
+
+    /// The value the field selector requires `field` to equal (`field=value`), if it does.
+    pub fn field_equals(&self, field: &str) -> Option<&str> {
+        self.fields.iter().find_map(|t| match t {
+            Term::Eq(k, v) if k == field => Some(v.as_str()),
+            _ => None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,13 @@ async fn main() {
     while running.report().pods.running < p as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Events are posted in the background (as a kubelet's broadcaster posts them): wait for
+    // the three of each start (Pulled, Created, Started) before cutting the window.
+    let events = |c: &BTreeMap<String, u64>| c.get("create events").copied().unwrap_or(0);
+    let e0 = events(&before);
+    while api.count("create events") < e0 + 3 * p as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let started = api.calls();
     for i in 0..p {
         pods.delete(&format!("f{i}"), &DeleteParams::default())
@@ -95,6 +102,10 @@ async fn main() {
             .expect("delete");
     }
     while running.report().pods.finalized < p as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e1 = events(&started);
+    while api.count("create events") < e1 + p as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let done = api.calls();

@@ -620,13 +620,22 @@ impl Hollow {
         .is_ok()
     }
 
-    async fn pod_events(&self, i: usize, p: &Pod, which: &[(&str, &str)]) {
+    /// Post a pod's container events in the background: a kubelet's event recorder queues
+    /// them for its broadcaster and never waits for them, so they do not delay its status
+    /// patches.
+    fn pod_events(
+        self: &Arc<Self>,
+        i: usize,
+        p: &Pod,
+        which: &'static [(&'static str, &'static str)],
+    ) {
         if !self.cfg.events {
             return;
         }
         let Some((uid, ns, name)) = pod_key(p) else {
             return;
         };
+        let mut evs = Vec::new();
         for (cname, image) in containers(p) {
             for (reason, what) in which {
                 let msg = match *what {
@@ -637,7 +646,7 @@ impl Hollow {
                 };
                 let involved = json!({"kind": "Pod", "namespace": ns, "name": name, "uid": uid,
                     "apiVersion": "v1", "fieldPath": format!("spec.containers{{{cname}}}")});
-                let ev = objects::event(
+                evs.push(objects::event(
                     &ns,
                     involved,
                     reason,
@@ -645,10 +654,15 @@ impl Hollow {
                     false,
                     &self.nodes[i].name,
                     objects::unix_now(),
-                );
-                self.post_event(ev).await;
+                ));
             }
         }
+        let h = self.clone();
+        tokio::spawn(async move {
+            for ev in evs {
+                h.post_event(ev).await;
+            }
+        });
     }
 
     /// An admitted pod: Pending (containers being created), Running and Ready after the run
@@ -675,8 +689,7 @@ impl Hollow {
                 ("Created", "created"),
                 ("Started", "started"),
             ],
-        )
-        .await;
+        );
         let now = objects::unix_now();
         self.startup.running(&uid, now);
         let running = objects::pod_status(PodPhase::Running, &uid, &cs, &host, &ip, started, now);
@@ -730,7 +743,7 @@ impl Hollow {
             return;
         };
         if matches!(was, Some(PodPhase::Pending | PodPhase::Running)) {
-            self.pod_events(i, &p, &[("Killing", "killing")]).await;
+            self.pod_events(i, &p, &[("Killing", "killing")]);
             let now = objects::unix_now();
             let cs = containers(&p);
             let st = objects::pod_status(

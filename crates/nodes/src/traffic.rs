@@ -1,6 +1,7 @@
 //! What the hollow nodes send, counted as the API server would log it: every call by verb and
 //! resource (latency and status, in `kapi`'s [`Recorder`]), every LIST and WATCH opened, and
-//! 429s retried with backoff as client-go retries them.
+//! 429s retried with backoff as client-go retries them. Calls in flight are bounded, events in
+//! a lane of their own so that a burst of them never delays a status patch.
 
 use kapi::stats::{Outcome, Recorder, Verb};
 use rand::Rng;
@@ -20,6 +21,9 @@ pub struct Traffic {
     /// 429 answers that were retried.
     pub retried_429: AtomicU64,
     inflight: Semaphore,
+    /// Events have their own lane, as a kubelet's event broadcaster has its own queue: a
+    /// burst of events never holds up the status manager's calls.
+    events: Semaphore,
     retry_wait: Duration,
     timeout: Duration,
 }
@@ -40,7 +44,8 @@ pub struct WatchCount {
 pub struct CallError(pub kube::Error);
 
 impl Traffic {
-    /// `inflight`: calls at once at most; `retry_wait`: the first wait after a 429 (doubling,
+    /// `inflight`: calls at once at most (plus a quarter of that for events, in their own
+    /// lane); `retry_wait`: the first wait after a 429 (doubling,
     /// with jitter; client-go waits the Retry-After the server sends, 1 s from APF);
     /// `timeout`: per call.
     pub fn new(inflight: usize, retry_wait: Duration, timeout: Duration) -> Traffic {
@@ -49,6 +54,7 @@ impl Traffic {
             watches: Mutex::new(BTreeMap::new()),
             retried_429: AtomicU64::new(0),
             inflight: Semaphore::new(inflight.max(1)),
+            events: Semaphore::new((inflight / 4).max(1)),
             retry_wait,
             timeout,
         }
@@ -101,7 +107,12 @@ impl Traffic {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
-        let _permit = self.inflight.acquire().await.expect("never closed");
+        let lane = if resource == "events" {
+            &self.events
+        } else {
+            &self.inflight
+        };
+        let _permit = lane.acquire().await.expect("never closed");
         let mut wait = self.retry_wait;
         for attempt in 0.. {
             let t = Instant::now();

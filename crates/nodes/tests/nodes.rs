@@ -5,6 +5,7 @@
 // Tests may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
@@ -172,9 +173,13 @@ async fn nodes_register_with_status_and_renew_leases_on_schedule() {
     // Node status: patched at registration + every 500 ms when unchanged (computed every 100 ms).
     let patches = api.count("patch nodes/status");
     assert!(patches >= 5, "{patches} status patches");
+    // The fake counts a renewal when it arrives, the nodes when its answer does.
+    wait_until("50 renewals answered", Duration::from_secs(5), || {
+        running.report().calls_of("update", "leases") >= 50
+    })
+    .await;
     let run = running.stop(false).await;
     assert_eq!(run.leases_held, 5);
-    assert!(run.calls_of("update", "leases") >= 50);
     // Watches: per node a kubelet's 3 and a proxy's 3, plus the startup informer.
     assert_eq!(
         api.count("watch pods"),
@@ -238,15 +243,52 @@ async fn pods_run_with_an_ip_jobs_succeed_and_deleted_pods_are_finalized() {
         pod(&api, "job").is_some_and(|p| phase(&p) == "Succeeded")
     })
     .await;
-    // Deleting: the API server marks it; the kubelet stops it and deletes with grace 0.
-    Api::<Pod>::namespaced(c.clone(), "default")
+    // Deleting: the API server only marks it (deletionTimestamp); the kubelet stops its
+    // containers, writes their final status and deletes it with grace 0. A watch sees each
+    // step, as a controller waiting for the pod to go would.
+    let pods = Api::<Pod>::namespaced(c.clone(), "default");
+    let marked = pods
         .delete("web", &DeleteParams::default())
         .await
-        .expect("delete");
-    wait_until("web finalized", Duration::from_secs(10), || {
-        pod(&api, "web").is_none()
-    })
-    .await;
+        .expect("delete")
+        .left()
+        .expect("a bound, running pod is only marked for deletion");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    let from = marked.metadata.resource_version.clone().expect("version");
+    let wp = kube::api::WatchParams::default()
+        .fields("metadata.name=web")
+        .timeout(10);
+    let events = pods.watch(&wp, &from).await.expect("watch web");
+    let mut history: Vec<(&str, Pod)> = Vec::new();
+    futures::pin_mut!(events);
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the kubelet acts on the deletion in time")
+    {
+        match ev.expect("watch event") {
+            kube::api::WatchEvent::Modified(p) => history.push(("MODIFIED", p)),
+            kube::api::WatchEvent::Deleted(p) => {
+                history.push(("DELETED", p));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let (last, gone) = history.last().expect("events");
+    assert_eq!(*last, "DELETED", "web is deleted by its kubelet");
+    let st = gone.status.as_ref().expect("status");
+    assert_eq!(
+        st.phase.as_deref(),
+        Some("Failed"),
+        "the kubelet's final status (containers killed) is written before the delete"
+    );
+    let cs = &st.container_statuses.as_ref().expect("container statuses")[0];
+    assert!(cs
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .is_some());
+    assert!(pod(&api, "web").is_none());
     wait_until("the kubelets' counts", Duration::from_secs(5), || {
         running.report().pods.finalized == 1
     })
@@ -261,11 +303,17 @@ async fn pods_run_with_an_ip_jobs_succeed_and_deleted_pods_are_finalized() {
         ),
         (2, 2, 1, 1)
     );
-    assert!(
-        run.calls_of("patch", "pods/status") >= 5,
-        "Pending, Running ×2, Succeeded, Failed"
+    assert_eq!(
+        run.calls_of("patch", "pods/status"),
+        6,
+        "Pending and Running ×2, Succeeded (the Job's), Failed (web's, killed)"
     );
-    assert_eq!(run.calls_of("delete", "pods"), 1);
+    assert_eq!(
+        run.calls_of("delete", "pods"),
+        1,
+        "the kubelet's grace-0 delete"
+    );
+    assert_eq!(api.count("delete pods"), 2, "ours, then the kubelet's");
     assert!(api.count("create events") > 0, "kubelet events are posted");
 }
 
@@ -432,6 +480,27 @@ async fn bad_input_fails_with_one_line_and_leaves_nothing_behind() {
             .starts_with("cannot list nodes: cannot reach the API server"),
         "{e}"
     );
+    // A missing RBAC permission: creating nodes is forbidden (the first create is refused,
+    // the others were allowed): one line naming it, and the nodes created are deleted again.
+    api.reject_next(1, 403);
+    let e = start(&kc, quick(4, "rbac-"))
+        .await
+        .err()
+        .expect("forbidden");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("cannot register nodes: forbidden (403), a missing RBAC permission")
+            && msg.contains("cannot create resource \"nodes\""),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    wait_until("nothing left behind", Duration::from_secs(5), || {
+        !api.objects("nodes")
+            .iter()
+            .chain(api.objects("leases").iter())
+            .any(|n| n["metadata"]["name"].as_str().unwrap().starts_with("rbac-"))
+    })
+    .await;
     // 429s (API Priority and Fairness) are retried with backoff and counted.
     api.reject_next(3, 429);
     let running = start(&kc, quick(2, "ok-")).await.expect("start after 429s");
