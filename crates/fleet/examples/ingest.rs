@@ -12,9 +12,9 @@
 //! [`WARM_UP`] seconds.
 //!
 //! The requests are written by hand on raw connections and the answers read with
-//! `st_http::wire`: with hyper's pooled client one core sent only about 4,000 pushes a second
-//! on this machine (`bench/fleet.sh`, 2026-11-29), too few to load an aggregator with 10,000
-//! bots. Here a push is one formatted buffer, one write and one read.
+//! `st_http::wire`: with hyper's pooled client on one thread, 10,000 bots' pushes queued for
+//! about a second on this machine (BENCHMARKS.md, 2026-11-29 05:49), too slow to load an
+//! aggregator with 10,000 bots. Here a push is one formatted buffer, one write and one read.
 
 // A benchmark tool: it prints, and counts latencies under a lock (off the measured process).
 #![allow(clippy::disallowed_types, clippy::disallowed_macros)]
