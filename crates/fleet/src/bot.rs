@@ -255,10 +255,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                     // would registered, and delivery gets the same grace.
                     if stop_at.is_none() && stop.is_finishing() {
                         stop_at = Some(Instant::now());
-                        if let Some(r) = current.take() {
-                            r.shutdown.finish();
-                            finishing.push(r);
-                        }
+                        wind_down(&mut current, &mut finishing);
                     }
                     // A bot that never registered ran no load: nothing to deliver, it exits.
                     let give_up =
@@ -302,10 +299,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
             }
             _ = stop.finishing(), if stop_at.is_none() => {
                 stop_at = Some(Instant::now());
-                if let Some(r) = current.take() {
-                    r.shutdown.finish();
-                    finishing.push(r);
-                }
+                wind_down(&mut current, &mut finishing);
                 continue;
             }
         }
@@ -411,10 +405,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
             }
         }
         if done_asked {
-            if let Some(r) = current.take() {
-                r.shutdown.finish();
-                finishing.push(r);
-            }
+            wind_down(&mut current, &mut finishing);
         }
     }
     if let Some(p) = poller {
@@ -448,6 +439,14 @@ async fn poll(agg: std::rc::Rc<Agg>, id: u64, tx: mpsc::UnboundedSender<Assignme
     }
 }
 
+/// Ask the running load (if any) to finish gracefully; it drains among `finishing`.
+fn wind_down(current: &mut Option<Running>, finishing: &mut Vec<Running>) {
+    if let Some(r) = current.take() {
+        r.shutdown.finish();
+        finishing.push(r);
+    }
+}
+
 /// Make the running load match the assignment.
 fn apply(
     a: &Assignment,
@@ -457,10 +456,7 @@ fn apply(
     snaps: &mpsc::UnboundedSender<(u64, Snapshot)>,
 ) {
     let Some(spec) = &a.spec else {
-        if let Some(r) = current.take() {
-            r.shutdown.finish();
-            finishing.push(r);
-        }
+        wind_down(current, finishing);
         return;
     };
     if let Some(r) = current.as_mut() {
@@ -475,10 +471,7 @@ fn apply(
             return;
         }
     }
-    if let Some(r) = current.take() {
-        r.shutdown.finish();
-        finishing.push(r);
-    }
+    wind_down(current, finishing);
     let spec = Spec {
         threads: spec.threads.or(cfg.threads),
         ..spec.clone()
