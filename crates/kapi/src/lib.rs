@@ -10,6 +10,8 @@
 #![allow(clippy::disallowed_types)]
 
 pub mod churn;
+pub mod conn;
+pub mod events;
 pub mod output;
 pub mod session;
 pub mod stats;

@@ -18,14 +18,14 @@
 //! the server's first message.
 //!
 //! Watches share a bounded number of connections: [`clients`] makes one kube client per
-//! connection, each on its own hyper pool that speaks HTTP/2 (ALPN h2 over TLS, prior knowledge
-//! over http://), so every watch of a client is a stream on its one connection. A server that
+//! connection ([`crate::conn`]), each speaking HTTP/2 when the server does, so every watch of
+//! a client is a stream on its one connection; the stream is read by [`crate::events`]. A server that
 //! only speaks HTTP/1.1 gets one connection per concurrent watch, as it must; the report says
 //! which protocol was used and how many connections were opened.
 
+use crate::conn::Connector;
 use crate::stats::{keep_first, ErrorMessage, Recorder, Verb};
 use crate::{wall_ns, Error, Target, ANN_OP, ANN_SENT};
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use kube::api::{ListParams, WatchEvent, WatchParams};
@@ -35,11 +35,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch as signal;
 use tokio::time::Instant;
@@ -361,85 +358,6 @@ impl Shared {
     }
 }
 
-/// A connector that counts the connections it opens.
-#[derive(Clone)]
-struct Counting<C> {
-    inner: C,
-    opened: Arc<AtomicU64>,
-}
-
-impl<C> tower::Service<http::Uri> for Counting<C>
-where
-    C: tower::Service<http::Uri>,
-    C::Future: Send + 'static,
-{
-    type Response = C::Response;
-    type Error = C::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, C::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let opened = self.opened.clone();
-        let f = self.inner.call(uri);
-        Box::pin(async move {
-            let c = f.await?;
-            opened.fetch_add(1, Ordering::Relaxed);
-            Ok(c)
-        })
-    }
-}
-
-/// A kube client on a hyper pool of its own: HTTP/2 (`h2`: ALPN h2 and http/1.1 over TLS,
-/// the server choosing; prior knowledge over http://), or HTTP/1.1. Auth and headers as
-/// kube's own client does them (`ConfigExt`); kube-rs's retries off.
-fn client(config: &kube::Config, h2: bool, opened: Arc<AtomicU64>) -> Result<Client, Error> {
-    use kube::client::ConfigExt;
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(config.connect_timeout);
-    let tls = config
-        .rustls_client_config()
-        .map_err(Error::api("TLS configuration"))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let connector = Counting {
-        inner: if h2 {
-            https.enable_all_versions().wrap_connector(http)
-        } else {
-            https.enable_http1().wrap_connector(http)
-        },
-        opened,
-    };
-    let mut b = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
-    b.timer(hyper_util::rt::TokioTimer::new())
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        // A dead connection under many quiet watches is found by pings, not by waiting.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_timeout(Duration::from_secs(10))
-        .http2_keep_alive_while_idle(true)
-        .http2_adaptive_window(true);
-    if h2 && config.cluster_url.scheme_str() == Some("http") {
-        b.http2_only(true);
-    }
-    let hyper = b.build(connector);
-    let service = tower::ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer().map_err(Error::api("credentials"))?)
-        .layer(
-            config
-                .extra_headers_layer()
-                .map_err(Error::api("headers"))?,
-        )
-        .map_err(tower::BoxError::from)
-        .service(hyper);
-    Ok(Client::new(service, config.default_namespace.clone()))
-}
-
 /// `n` clients, each to hold one connection, and the protocol they speak: HTTP/2 when the
 /// server takes it (each client's first request, GET /version, opens its connection and
 /// tells), else HTTP/1.1. The counter counts connections opened.
@@ -447,7 +365,7 @@ pub async fn clients(
     config: &kube::Config,
     n: usize,
 ) -> Result<(Vec<Client>, &'static str, Arc<AtomicU64>), Error> {
-    let opened = Arc::new(AtomicU64::new(0));
+    let conn = Connector::new(config)?;
     let probe = |c: Client| async move {
         let req = http::Request::get("/version")
             .body(kube::client::Body::empty())
@@ -458,13 +376,13 @@ pub async fn clients(
             Err(_) => Err("no answer in 10 s".to_string()),
         }
     };
-    let first = probe(client(config, true, opened.clone())?).await;
+    let first = probe(conn.client(true)?).await;
     let (h2, first) = match first {
         Ok((c, v)) if v == http::Version::HTTP_2 => (true, c),
         // The server did not take HTTP/2 (over TLS it chose http/1.1; over http:// it
         // refused the preface): HTTP/1.1 it is.
         _ => {
-            let c = client(config, false, opened.clone())?;
+            let c = conn.client(false)?;
             let (c, _) = probe(c).await.map_err(|e| {
                 Error::Usage(format!("cannot reach the API server for watches: {e}"))
             })?;
@@ -473,7 +391,7 @@ pub async fn clients(
     };
     let mut out = vec![first];
     for _ in 1..n.max(1) {
-        let c = client(config, h2, opened.clone())?;
+        let c = conn.client(h2)?;
         if h2 {
             // Open its connection now, so that its watchers share it from the first.
             let c = probe(c)
@@ -485,7 +403,7 @@ pub async fn clients(
             out.push(c);
         }
     }
-    Ok((out, if h2 { "HTTP/2" } else { "HTTP/1.1" }, opened))
+    Ok((out, if h2 { "HTTP/2" } else { "HTTP/1.1" }, conn.opened))
 }
 
 fn us(d: Duration) -> u64 {
@@ -614,7 +532,7 @@ impl Watcher {
         self.shared.count(self.i, |w| w.requests += 1);
         let t0 = Instant::now();
         let started = tokio::select! {
-            r = self.api.watch(&wp, &from) => r,
+            r = Box::pin(crate::events::watch(&self.api, &wp, &from)) => r,
             _ = self.stop.wait_for(|s| *s) => return false,
         };
         let stream = match started {
@@ -635,7 +553,7 @@ impl Watcher {
             let _ = s.established.record(us(took).max(1));
         });
         self.backoff = Duration::from_millis(200);
-        futures::pin_mut!(stream);
+        let mut stream = stream;
         let overdue = tokio::time::sleep(Duration::from_secs(u64::from(secs)) + OVERDUE);
         tokio::pin!(overdue);
         let mut first = true;

@@ -1333,8 +1333,7 @@ fn watch(
                 .collect())
         } else {
             st.since(&coll, from.unwrap_or(0)).map(|evs| {
-                evs.iter()
-                    .filter(|e| in_scope(t, &sel, &e.object))
+                evs.filter(|e| in_scope(t, &sel, &e.object))
                     .map(|e| line(e.kind, &e.object))
                     .collect()
             })

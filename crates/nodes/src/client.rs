@@ -1,16 +1,12 @@
 //! Clients for thousands of hollow nodes: a bounded pool of kube-rs clients, each over ONE
-//! HTTP/2 connection (ALPN `h2` over TLS, prior knowledge over `http://`), so that every
-//! watch is a stream and never a connection of its own. kube-rs's stock client negotiates
-//! HTTP/1.1 only, where each open watch holds a connection; `Transport::Http1` keeps that
-//! client for servers that do not speak HTTP/2.
+//! HTTP/2 connection ([`kapi::conn`]: ALPN over TLS, prior knowledge over `http://`), so that
+//! every watch is a stream and never a connection of its own. kube-rs's stock client
+//! negotiates HTTP/1.1 only, where each open watch holds a connection; `Transport::Http1`
+//! keeps that client for servers that do not speak HTTP/2.
 
 use crate::Error;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use kube::client::ConfigExt;
 use kube::Client;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 /// How the clients reach the API server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +61,14 @@ impl Pool {
             Transport::Http2 {
                 streams_per_connection,
             } => {
+                let conn = kapi::conn::Connector::new(config)
+                    .map_err(|e| Error::Usage(format!("kube client: {e}")))?;
                 let mut v = Vec::new();
                 for _ in 0..connections.max(1) {
-                    v.push(h2_client(config)?);
+                    v.push(
+                        conn.client(true)
+                            .map_err(|e| Error::Usage(format!("kube client: {e}")))?,
+                    );
                 }
                 (v, streams_per_connection.max(1))
             }
@@ -121,38 +122,4 @@ impl Pool {
 /// Connections HTTP/2 needs for `watches` long-lived streams, plus one for calls.
 pub fn connections_for(watches: usize, streams_per_connection: usize) -> usize {
     1 + watches.div_ceil(streams_per_connection.max(1))
-}
-
-/// One kube-rs client over one HTTP/2 connection, with the config's TLS, auth and headers.
-fn h2_client(config: &kube::Config) -> Result<Client, Error> {
-    let bad = |e: &dyn std::fmt::Display| Error::Usage(format!("kube client: {e}"));
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(config.connect_timeout.or(Some(Duration::from_secs(30))));
-    let tls = config.rustls_client_config().map_err(|e| bad(&e))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http2()
-        .wrap_connector(http);
-    let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(hyper_util::rt::TokioTimer::new())
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            // Keep the one connection alive through quiet minutes.
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_while_idle(true)
-            .pool_idle_timeout(None)
-            .build(https);
-    let service = tower::ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer().map_err(|e| bad(&e))?)
-        .layer(config.extra_headers_layer().map_err(|e| bad(&e))?)
-        .map_err(|e: hyper_util::client::legacy::Error| {
-            Box::new(e) as Box<dyn std::error::Error + Send + Sync>
-        })
-        .service(client);
-    Ok(Client::new(service, config.default_namespace.clone()))
 }

@@ -3,9 +3,14 @@
 //! with bookmarks and a timeout drawn between 5 and 10 minutes (client-go's `minWatchTimeout`
 //! × [1, 2)), resumed from the last version seen; a 410 Gone lists again, other failures back
 //! off (0.8 s doubling to 30 s, as client-go's reflector).
+//!
+//! Tens of thousands of these run at once (six per node in per-node mode), so each is kept
+//! small at rest: the stream is [`kapi::events`] (no idle read buffer), and the list and
+//! watch calls are boxed so the task's resting size is the open stream's. Lists and watches
+//! being opened wait for a turn ([`Traffic::opening`]), so thousands starting together are
+//! not all in flight at once.
 
 use crate::traffic::Traffic;
-use futures::StreamExt;
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::Api;
 use rand::Rng;
@@ -66,8 +71,13 @@ pub async fn run<K, F>(
                     lp = lp.labels(l);
                 }
                 traffic.list(q.resource);
+                // Boxed, as the watch below: the task at rest (one per watch, tens of
+                // thousands) then holds only the open stream, not room for these calls.
                 let listed = tokio::select! {
-                    r = api.list(&lp) => r,
+                    r = Box::pin(async {
+                        let _turn = traffic.opening().await;
+                        api.list(&lp).await
+                    }) => r,
                     _ = stop.wait_for(|s| *s) => return,
                 };
                 match listed {
@@ -99,16 +109,18 @@ pub async fn run<K, F>(
                 }
                 traffic.watch(q.resource);
                 let opened = tokio::select! {
-                    r = api.watch(&wp, &from) => r,
+                    r = Box::pin(async {
+                        let _turn = traffic.opening().await;
+                        kapi::events::watch(&api, &wp, &from).await
+                    }) => r,
                     _ = stop.wait_for(|s| *s) => return,
                 };
                 match opened {
-                    Ok(stream) => {
-                        futures::pin_mut!(stream);
+                    Ok(mut events) => {
                         let mut healthy = true;
                         loop {
                             let ev = tokio::select! {
-                                ev = stream.next() => ev,
+                                ev = events.next() => ev,
                                 _ = stop.wait_for(|s| *s) => return,
                             };
                             match ev {
