@@ -314,6 +314,11 @@ async fn pods_run_with_an_ip_jobs_succeed_and_deleted_pods_are_finalized() {
         "the kubelet's grace-0 delete"
     );
     assert_eq!(api.count("delete pods"), 2, "ours, then the kubelet's");
+    assert_eq!(
+        api.count("delete pods gracePeriodSeconds=0"),
+        1,
+        "the kubelet's delete asks for grace 0 (ours asks for none)"
+    );
     assert!(api.count("create events") > 0, "kubelet events are posted");
 }
 
