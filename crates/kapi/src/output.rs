@@ -16,6 +16,30 @@ use std::fmt::Write as _;
 /// Format version of [`ApiRun`].
 pub const API_RUN_VERSION: u32 = 1;
 
+/// The largest whole number an api run file may hold: 2^48 (about 281 trillion), far past any
+/// count a run makes, and low enough that merging thousands of files adds their counts
+/// without overflow. A larger one is damage, and the file is refused.
+pub const MAX_COUNT: u64 = 1 << 48;
+
+/// Where in `v` (a JSON pointer, built in `at`) the first whole number over [`MAX_COUNT`] is.
+fn count_too_large(v: &serde_json::Value, at: &mut String) -> bool {
+    let mut inside = |key: &dyn std::fmt::Display, v: &serde_json::Value| {
+        let len = at.len();
+        let _ = write!(at, "/{key}");
+        let found = count_too_large(v, at);
+        if !found {
+            at.truncate(len);
+        }
+        found
+    };
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().is_some_and(|n| n > MAX_COUNT),
+        serde_json::Value::Array(a) => a.iter().enumerate().any(|(i, v)| inside(&i, v)),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| inside(k, v)),
+        _ => false,
+    }
+}
+
 /// How a run was set up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApiInfo {
@@ -164,7 +188,7 @@ impl ApiRun {
 
     /// Parse a run file written by `--json`; `name` is for messages. The version is checked
     /// first (as `report::RunFile::from_json` does), so that a file from another version is
-    /// called that rather than malformed.
+    /// called that rather than malformed. A number over [`MAX_COUNT`] is refused.
     pub fn from_json(name: &str, text: &str) -> Result<ApiRun, ApiRunError> {
         let bad = |e: &dyn std::fmt::Display| ApiRunError::Parse(name.into(), e.to_string());
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
@@ -172,6 +196,10 @@ impl ApiRun {
             Some(n) if n == u64::from(API_RUN_VERSION) => {}
             Some(n) => return Err(ApiRunError::Version(name.into(), n)),
             None => return Err(bad(&"no version field")),
+        }
+        let mut at = String::new();
+        if count_too_large(&v, &mut at) {
+            return Err(bad(&format!("{at}: a number over {MAX_COUNT}")));
         }
         serde_json::from_value(v).map_err(|e| bad(&e))
     }
@@ -531,5 +559,21 @@ mod tests {
         );
         let e = ApiRun::from_json("f", "{").unwrap_err();
         assert!(matches!(e, ApiRunError::Parse(..)), "{e}");
+    }
+
+    #[test]
+    fn a_count_no_run_makes_is_refused_with_where_it_is() {
+        let mut v = serde_json::to_value(ApiRun::new(ApiInfo::default(), 0.0)).unwrap();
+        v["lifecycles"] = serde_json::to_value(Lifecycles::default()).unwrap();
+        v["lifecycles"]["failed"] = MAX_COUNT.into();
+        assert!(ApiRun::from_json("f", &v.to_string()).is_ok());
+        v["lifecycles"]["failed"] = (MAX_COUNT + 1).into();
+        let e = ApiRun::from_json("f", &v.to_string()).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "not an api run file: /lifecycles/failed: a number over 281474976710656"
+            ),
+            "{e}"
+        );
     }
 }
