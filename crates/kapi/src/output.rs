@@ -8,6 +8,7 @@ use crate::watchers::LoopStats;
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use report::format::{count, ms, trim};
+use report::runfile::MAX_COUNT;
 use report::table::{boxed, latency_row};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,30 +16,6 @@ use std::fmt::Write as _;
 
 /// Format version of [`ApiRun`].
 pub const API_RUN_VERSION: u32 = 1;
-
-/// The largest whole number an api run file may hold: 2^48 (about 281 trillion), far past any
-/// count a run makes, and low enough that merging thousands of files adds their counts
-/// without overflow. A larger one is damage, and the file is refused.
-pub const MAX_COUNT: u64 = 1 << 48;
-
-/// Where in `v` (a JSON pointer, built in `at`) the first whole number over [`MAX_COUNT`] is.
-fn count_too_large(v: &serde_json::Value, at: &mut String) -> bool {
-    let mut inside = |key: &dyn std::fmt::Display, v: &serde_json::Value| {
-        let len = at.len();
-        let _ = write!(at, "/{key}");
-        let found = count_too_large(v, at);
-        if !found {
-            at.truncate(len);
-        }
-        found
-    };
-    match v {
-        serde_json::Value::Number(n) => n.as_u64().is_some_and(|n| n > MAX_COUNT),
-        serde_json::Value::Array(a) => a.iter().enumerate().any(|(i, v)| inside(&i, v)),
-        serde_json::Value::Object(o) => o.iter().any(|(k, v)| inside(k, v)),
-        _ => false,
-    }
-}
 
 /// How a run was set up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -188,7 +165,8 @@ impl ApiRun {
 
     /// Parse a run file written by `--json`; `name` is for messages. The version is checked
     /// first (as `report::RunFile::from_json` does), so that a file from another version is
-    /// called that rather than malformed. A number over [`MAX_COUNT`] is refused.
+    /// called that rather than malformed. A number over [`MAX_COUNT`] (the bound of every run
+    /// file) is refused.
     pub fn from_json(name: &str, text: &str) -> Result<ApiRun, ApiRunError> {
         let bad = |e: &dyn std::fmt::Display| ApiRunError::Parse(name.into(), e.to_string());
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
@@ -197,8 +175,7 @@ impl ApiRun {
             Some(n) => return Err(ApiRunError::Version(name.into(), n)),
             None => return Err(bad(&"no version field")),
         }
-        let mut at = String::new();
-        if count_too_large(&v, &mut at) {
+        if let Some(at) = report::runfile::count_over_max(&v) {
             return Err(bad(&format!("{at}: a number over {MAX_COUNT}")));
         }
         serde_json::from_value(v).map_err(|e| bad(&e))
@@ -571,7 +548,7 @@ mod tests {
         let e = ApiRun::from_json("f", &v.to_string()).unwrap_err();
         assert!(
             e.to_string().ends_with(
-                "not an api run file: /lifecycles/failed: a number over 281474976710656"
+                "not an api run file: /lifecycles/failed: a number over 9007199254740992"
             ),
             "{e}"
         );

@@ -2,10 +2,11 @@
 //! edits, a bot that is not ours): whatever the bytes, `report::RunFile::from_json`,
 //! `kapi::output::ApiRun::from_json` and the aggregator's reading of a
 //! `hist::sparse::WireSnapshot` give a value or an error, never panic, and never allocate much
-//! more than the input's size (a damaged histogram header must not ask for gigabytes). An api
-//! run file that reads is also merged and rendered, as `scaletest report` does with it. Here
-//! rather than in `report`, `kapi` and `hist` so that the seeds are built only from public
-//! types, under one counting allocator.
+//! more than the input's size (a damaged histogram header must not ask for gigabytes). A run
+//! file that reads is also merged and rendered, as `scaletest report` does with it, and a
+//! number no run makes is refused rather than overflowing those sums. Here rather than in
+//! `report`, `kapi` and `hist` so that the seeds are built only from public types, under one
+//! counting allocator.
 
 // Counting allocations needs a global allocator, which is unsafe to implement.
 #![allow(unsafe_code)]
@@ -71,9 +72,14 @@ fn bounded(text: &str, read: impl FnOnce(&str)) {
     );
 }
 
+/// Read a run file as `scaletest report` does: parse, merge (here with itself), render.
 fn parse(text: &str) {
     bounded(text, |t| {
-        let _ = RunFile::from_json("f", t);
+        if let Ok(run) = RunFile::from_json("f", t) {
+            let merged = RunFile::merge(&[run.clone(), run]).expect("two runs");
+            let mut out = Vec::new();
+            report::table::write_report(&merged, true, &mut out).expect("into a Vec");
+        }
     });
 }
 
@@ -222,6 +228,28 @@ fn seed() -> serde_json::Value {
     })
 }
 
+/// The counters of [`seed`] that merging and rendering add up, as JSON pointers.
+const RUN_COUNTS: [&str; 8] = [
+    "/total/responses",
+    "/total/bytes",
+    "/total/status/200",
+    "/total/errors/timeout",
+    "/intervals/0/responses",
+    "/intervals/0/status/503",
+    "/intervals/0/errors/connect_refused",
+    "/peak_lanes",
+];
+
+/// [`seed`] with every count of [`RUN_COUNTS`] set (status and error keys added).
+fn seed_counting(counts: &[u64]) -> serde_json::Value {
+    let mut v = seed();
+    for (pointer, n) in RUN_COUNTS.iter().zip(counts) {
+        let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
+        v.pointer_mut(parent).expect("a parent")[key] = (*n).into();
+    }
+    v
+}
+
 #[test]
 fn the_seed_is_a_run_file() {
     let text = seed().to_string();
@@ -263,6 +291,20 @@ proptest! {
     }
 
     #[test]
+    fn run_files_with_any_counts_merge_and_render_or_are_refused(
+        counts in vec(
+            prop_oneof![any::<u64>(), Just(u64::MAX), 0..=report::runfile::MAX_COUNT],
+            RUN_COUNTS.len(),
+        ),
+    ) {
+        let text = seed_counting(&counts).to_string();
+        // Counts a run can make are read (and then merged and rendered); others refused.
+        let fits = counts.iter().all(|n| *n <= report::runfile::MAX_COUNT);
+        prop_assert_eq!(RunFile::from_json("f", &text).is_ok(), fits);
+        parse(&text);
+    }
+
+    #[test]
     fn any_bytes_give_an_api_run_or_an_error(bytes in vec(any::<u8>(), 0..4096)) {
         parse_api(&String::from_utf8_lossy(&bytes));
     }
@@ -300,7 +342,7 @@ proptest! {
     #[test]
     fn api_runs_with_any_counts_merge_and_render_or_are_refused(
         counts in vec(
-            prop_oneof![any::<u64>(), Just(u64::MAX), 0..=kapi::output::MAX_COUNT],
+            prop_oneof![any::<u64>(), Just(u64::MAX), 0..=report::runfile::MAX_COUNT],
             API_COUNTS.len(),
         ),
     ) {
@@ -310,7 +352,7 @@ proptest! {
         }
         let text = v.to_string();
         // Counts a run can make are read (and then merged and rendered); others refused.
-        let fits = counts.iter().all(|n| *n <= kapi::output::MAX_COUNT);
+        let fits = counts.iter().all(|n| *n <= report::runfile::MAX_COUNT);
         prop_assert_eq!(ApiRun::from_json("f", &text).is_ok(), fits);
         parse_api(&text);
     }
