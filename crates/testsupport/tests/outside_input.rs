@@ -228,7 +228,7 @@ fn seed() -> serde_json::Value {
     })
 }
 
-/// The counters of [`seed`] that merging and rendering add up, as JSON pointers.
+/// Counters of [`seed`] that merging and rendering add up, as JSON pointers.
 const RUN_COUNTS: [&str; 8] = [
     "/total/responses",
     "/total/bytes",
@@ -240,14 +240,27 @@ const RUN_COUNTS: [&str; 8] = [
     "/peak_lanes",
 ];
 
-/// [`seed`] with every count of [`RUN_COUNTS`] set (status and error keys added).
-fn seed_counting(counts: &[u64]) -> serde_json::Value {
-    let mut v = seed();
-    for (pointer, n) in RUN_COUNTS.iter().zip(counts) {
+/// `seed` as text with the count at each of `pointers` set to the one of `counts` (a missing
+/// map key is added).
+fn with_counts(mut seed: serde_json::Value, pointers: &[&str], counts: &[u64]) -> String {
+    for (pointer, n) in pointers.iter().zip(counts) {
         let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
-        v.pointer_mut(parent).expect("a parent")[key] = (*n).into();
+        seed.pointer_mut(parent).expect("a parent")[key] = (*n).into();
     }
-    v
+    seed.to_string()
+}
+
+/// `n` counts: any, the largest, or one a run can make.
+fn counts(n: usize) -> impl Strategy<Value = Vec<u64>> {
+    vec(
+        prop_oneof![any::<u64>(), Just(u64::MAX), 0..=report::runfile::MAX_COUNT],
+        n,
+    )
+}
+
+/// Whether every count is one a run can make (and a file holding them must be read).
+fn all_fit(counts: &[u64]) -> bool {
+    counts.iter().all(|n| *n <= report::runfile::MAX_COUNT)
 }
 
 #[test]
@@ -292,15 +305,11 @@ proptest! {
 
     #[test]
     fn run_files_with_any_counts_merge_and_render_or_are_refused(
-        counts in vec(
-            prop_oneof![any::<u64>(), Just(u64::MAX), 0..=report::runfile::MAX_COUNT],
-            RUN_COUNTS.len(),
-        ),
+        counts in counts(RUN_COUNTS.len()),
     ) {
-        let text = seed_counting(&counts).to_string();
+        let text = with_counts(seed(), &RUN_COUNTS, &counts);
         // Counts a run can make are read (and then merged and rendered); others refused.
-        let fits = counts.iter().all(|n| *n <= report::runfile::MAX_COUNT);
-        prop_assert_eq!(RunFile::from_json("f", &text).is_ok(), fits);
+        prop_assert_eq!(RunFile::from_json("f", &text).is_ok(), all_fit(&counts));
         parse(&text);
     }
 
@@ -341,19 +350,10 @@ proptest! {
 
     #[test]
     fn api_runs_with_any_counts_merge_and_render_or_are_refused(
-        counts in vec(
-            prop_oneof![any::<u64>(), Just(u64::MAX), 0..=report::runfile::MAX_COUNT],
-            API_COUNTS.len(),
-        ),
+        counts in counts(API_COUNTS.len()),
     ) {
-        let mut v = api_seed();
-        for (pointer, n) in API_COUNTS.iter().zip(&counts) {
-            *v.pointer_mut(pointer).expect("a count") = (*n).into();
-        }
-        let text = v.to_string();
-        // Counts a run can make are read (and then merged and rendered); others refused.
-        let fits = counts.iter().all(|n| *n <= report::runfile::MAX_COUNT);
-        prop_assert_eq!(ApiRun::from_json("f", &text).is_ok(), fits);
+        let text = with_counts(api_seed(), &API_COUNTS, &counts);
+        prop_assert_eq!(ApiRun::from_json("f", &text).is_ok(), all_fit(&counts));
         parse_api(&text);
     }
 
