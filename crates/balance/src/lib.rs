@@ -72,6 +72,34 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+impl Config {
+    /// A balancer in front of `backends`, its admin API guarded by `admin_token`, on ephemeral
+    /// loopback ports (clients and admin API), one worker thread, and otherwise the defaults of
+    /// `scaletest balance`: p2c, health checks of `/readyz` every second, 30 s per request,
+    /// 2 s to connect, 8 MiB bodies, HTTP/1.1 to the backends pipelined 16 deep, cleartext.
+    pub fn new(backends: Vec<SocketAddr>, admin_token: impl Into<String>) -> Config {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Config {
+            bind: loopback,
+            threads: 1,
+            backends,
+            backends_file: None,
+            algorithm: Algorithm::PowerOfTwo,
+            admin_bind: loopback,
+            admin_token: admin_token.into(),
+            health: HealthConfig::default(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            max_body: 8 << 20,
+            backend_h2: false,
+            pipeline: 16,
+            hyper_only: false,
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+}
+
 /// A balancer that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BalanceError {

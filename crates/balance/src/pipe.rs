@@ -804,3 +804,109 @@ mod tests {
         });
     }
 }
+
+/// Arbitrary bytes from a backend: no panic, and a head, a wait or an error that fits them;
+/// the head written for the client is a head of its own, without one hop-by-hop header.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Bytes, or a response head with the headers the rewriting treats specially (Connection
+    /// and what it names, the fixed hop-by-hop set) among arbitrary ones.
+    fn response_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let special = prop_oneof![
+            Just(b"Connection: close, X-A".to_vec()),
+            Just(b"connection: keep-alive,x-b , ,".to_vec()),
+            Just(b"X-A: 1".to_vec()),
+            Just(b"x-b: 2".to_vec()),
+            Just(b"Keep-Alive: timeout=5".to_vec()),
+            Just(b"Proxy-Connection: close".to_vec()),
+            Just(b"TE: trailers".to_vec()),
+            Just(b"Upgrade: h2c".to_vec()),
+            Just(b"Content-Length: 5".to_vec()),
+            Just(b"Transfer-Encoding: chunked".to_vec()),
+        ];
+        // Mostly valid lines, so that many heads parse and their rewriting is checked.
+        let line = prop_oneof![
+            40 => special,
+            20 => "[A-Za-z][A-Za-z0-9-]{0,11}:[ \t]?[ -~]{0,20}".prop_map(String::into_bytes),
+            1 => "[ -~]{0,40}".prop_map(String::into_bytes),
+            1 => vec(any::<u8>(), 0..40),
+        ];
+        prop_oneof![
+            1 => vec(any::<u8>(), 0..2048),
+            3 => (
+                "HTTP/1\\.[01]",
+                "(1[0-9][0-9]|101|[2-5][0-9][0-9]|[2-5][0-9][0-9]|0[0-9][0-9]|[0-9]{1,4})",
+                "[ -~]{0,12}",
+                vec(line, 0..12),
+                prop_oneof![1 => Just(1), 3 => Just(2)],
+            )
+                .prop_map(|(v, code, reason, mut lines, ends)| {
+                    // CRLF-joined; two empty lines at the end make a complete head.
+                    lines.insert(0, format!("{v} {code} {reason}").into_bytes());
+                    lines.extend(std::iter::repeat_n(Vec::new(), ends));
+                    lines.join(&b"\r\n"[..])
+                }),
+        ]
+    }
+
+    /// The names the Connection headers of the complete head at the start of `data` list.
+    fn connection_named(data: &[u8]) -> Vec<String> {
+        let mut headers = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut headers);
+        let _ = r.parse(data);
+        r.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(|t| String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_backend_head_parses_waits_or_fails_and_is_rewritten_clean(
+            data in response_bytes(),
+            head_request: bool,
+        ) {
+            match parse_head(&data, head_request) {
+                Ok(Some(h)) => {
+                    prop_assert!(h.len <= data.len());
+                    prop_assert_ne!(h.status, 101);
+                    if h.interim {
+                        prop_assert!(h.out.is_empty());
+                        return Ok(());
+                    }
+                    // With the blank line the relay adds, the client's head parses on its own.
+                    let mut out = h.out.to_vec();
+                    out.extend_from_slice(b"\r\n");
+                    let mut headers = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+                    let mut r = httparse::Response::new(&mut headers);
+                    let n = r.parse(&out);
+                    prop_assert!(
+                        matches!(n, Ok(httparse::Status::Complete(n)) if n == out.len()),
+                        "{:?} from {:?}",
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(&data)
+                    );
+                    prop_assert_eq!(r.code, Some(h.status));
+                    let named = connection_named(&data);
+                    for kept in r.headers.iter() {
+                        prop_assert!(!hop_by_hop(kept.name), "{} relayed", kept.name);
+                        prop_assert!(
+                            !named.contains(&kept.name.to_ascii_lowercase()),
+                            "{} relayed though Connection named it",
+                            kept.name
+                        );
+                    }
+                }
+                Ok(None) => prop_assert!(data.len() <= wire::MAX_HEAD),
+                Err(e) => prop_assert!(!e.is_empty()),
+            }
+        }
+    }
+}

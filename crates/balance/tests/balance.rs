@@ -40,28 +40,16 @@ fn balancer_with(
     tweak: impl FnOnce(&mut balance::Config),
 ) -> balance::Running {
     let mut cfg = balance::Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        threads: 1,
-        backends,
-        backends_file: None,
         algorithm: alg,
-        admin_bind: "127.0.0.1:0".parse().unwrap(),
-        admin_token: "secret-token".into(),
         health: HealthConfig {
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(500),
-            rise: 2,
-            fall: 2,
-            path: "/readyz".into(),
+            ..Default::default()
         },
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
         max_body: 1 << 20,
-        backend_h2: false,
-        pipeline: 16,
-        hyper_only: false,
-        limits: Limits::default(),
-        tls: None,
+        ..balance::Config::new(backends, "secret-token")
     };
     tweak(&mut cfg);
     balance::start(cfg).unwrap()

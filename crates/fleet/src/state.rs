@@ -1225,6 +1225,189 @@ mod tests {
         }
     }
 
+    /// A push as the aggregator takes it from a request body: parsed, then counted (true) or
+    /// refused with a 4xx; and the state still ticks and totals.
+    fn ingest(s: &mut State, id: u64, body: &[u8]) -> Result<bool, TestCaseError> {
+        let mut counted = false;
+        if let Ok(p) = serde_json::from_slice::<Push>(body) {
+            match s.push(1001.0, id, p) {
+                Ok(_) => counted = true,
+                Err(Refused(code, why)) => {
+                    prop_assert!((400..500).contains(&code), "{} {}", code, why)
+                }
+            }
+        }
+        let _ = s.tick(1002.6);
+        let _ = s.total();
+        Ok(counted)
+    }
+
+    /// A push of two seconds with a few hundred values each, as JSON.
+    fn push_seed() -> serde_json::Value {
+        let values: Vec<u64> = (1..300).map(|i| i * 7919 % 100_003 + 1).collect();
+        let intervals = [1000, 1001]
+            .map(|t| Interval {
+                t,
+                snap: (&snap(&values)).into(),
+            })
+            .to_vec();
+        let p = Push {
+            clock_unix: 1001.0,
+            dropped: 0,
+            intervals,
+            generation: 0,
+            idle: false,
+            instance: String::new(),
+        };
+        serde_json::to_value(p).unwrap()
+    }
+
+    /// A consistent snapshot (it passes [`Push::check`]) whose every count is `n`.
+    fn counted(n: u64) -> WireSnapshot {
+        let h = hist::sparse::Buckets(vec![(1000, n)]);
+        WireSnapshot {
+            start: 0.0,
+            end: 1.0,
+            responses: n,
+            bytes: n,
+            status: [(200, n)].into(),
+            errors: [("timeout".to_string(), n)].into(),
+            latency: h.clone(),
+            service: h.clone(),
+            late: n,
+            capped: n,
+            unsent: n,
+            lateness: h,
+            versions: [("v1".to_string(), n)].into(),
+            intended: n,
+            sent: n,
+            bytes_sent: n,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_pushed_are_counted_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut s = state();
+            let id = reg(&mut s, 1000.0, "a");
+            ingest(&mut s, id, &bytes)?;
+        }
+
+        #[test]
+        fn a_damaged_push_is_counted_or_refused(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in proptest::option::of(any::<usize>()),
+        ) {
+            let mut s = state();
+            let id = reg(&mut s, 1000.0, "a");
+            ingest(&mut s, id, testsupport::damaged(&push_seed(), &flips, cut).as_bytes())?;
+        }
+
+        /// A run directory damaged on disk (by hand, or a crash the journal's torn-line rule
+        /// does not cover) restores or is refused; it never panics.
+        #[test]
+        fn a_damaged_run_directory_restores_or_is_refused(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in proptest::option::of(any::<usize>()),
+        ) {
+            // Built once: a minute and a half of pushes and ticks is not cheap.
+            static SEED: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+            restart(&testsupport::damaged(SEED.get_or_init(saved_seed), &flips, cut));
+        }
+
+        /// Counts a bot may claim, however large: those a second can hold add up (two bots,
+        /// the same second, then the run's total), the others are refused.
+        #[test]
+        fn pushes_of_any_counts_are_counted_or_refused(
+            counts in proptest::collection::vec(
+                prop_oneof![any::<u64>(), Just(u64::MAX), 0..=crate::wire::MAX_COUNT],
+                2,
+            ),
+        ) {
+            let mut s = state();
+            let mut want = 0;
+            for (i, n) in counts.into_iter().enumerate() {
+                let id = reg(&mut s, 1000.0, &format!("b{i}"));
+                let p = Push {
+                    clock_unix: 1001.0,
+                    dropped: n,
+                    intervals: vec![Interval { t: 1000, snap: counted(n) }],
+                    generation: 0,
+                    idle: false,
+                    instance: String::new(),
+                };
+                let took = ingest(&mut s, id, &serde_json::to_vec(&p).unwrap())?;
+                // Refused exactly when past what a second can hold.
+                prop_assert_eq!(took, n <= crate::wire::MAX_COUNT, "{}", n);
+                want += if took { n } else { 0 };
+            }
+            prop_assert_eq!(s.total().responses, want);
+        }
+    }
+
+    /// A run directory's state and journal after 90 s of one bot, as JSON: what a restarted
+    /// aggregator reads back (the journal's seconds past the late window, the rest open).
+    fn saved_seed() -> serde_json::Value {
+        let mut s = state();
+        let a = reg(&mut s, 1000.0, "a");
+        let mut closed = Vec::new();
+        for t in 1000..1090 {
+            push(&mut s, t as f64 + 1.2, a, t, &[t, t + 7]).unwrap();
+            closed.extend(s.tick(t as f64 + 1.3).closed);
+        }
+        serde_json::json!({"saved": s.saved(), "closed": closed})
+    }
+
+    /// Restart from `text` as `Store::open` reads it: anything that parses is restored, ticks
+    /// and totals.
+    fn restart(text: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return;
+        };
+        let (Ok(saved), Ok(closed)) = (
+            serde_json::from_value::<Saved>(v["saved"].clone()),
+            serde_json::from_value::<Vec<(u64, Closed)>>(v["closed"].clone()),
+        ) else {
+            return;
+        };
+        let mut r = State::restore(
+            Config::default(),
+            saved,
+            closed.into_iter().collect(),
+            1095.0,
+        );
+        let _ = r.tick(1096.0);
+        let _ = r.total();
+        let _ = r.saved();
+    }
+
+    #[test]
+    fn the_saved_seed_restores() {
+        let v = saved_seed();
+        let saved: Saved = serde_json::from_value(v["saved"].clone()).unwrap();
+        let closed: Vec<(u64, Closed)> = serde_json::from_value(v["closed"].clone()).unwrap();
+        assert!(
+            closed.len() >= 20 && !saved.open.is_empty(),
+            "{}",
+            closed.len()
+        );
+        let r = State::restore(
+            Config::default(),
+            saved,
+            closed.into_iter().collect(),
+            1095.0,
+        );
+        assert_eq!(r.total().responses, 180);
+    }
+
+    #[test]
+    fn the_push_seed_is_counted() {
+        let mut s = state();
+        let id = reg(&mut s, 1000.0, "a");
+        assert!(ingest(&mut s, id, push_seed().to_string().as_bytes()).unwrap());
+        assert_eq!(s.total().responses, 2 * 299);
+    }
+
     #[test]
     fn seconds_of_bots_with_different_run_starts_stay_one_second_long() {
         let mut s = state();

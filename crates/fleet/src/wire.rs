@@ -103,6 +103,11 @@ pub struct Assignment {
 /// Most keys in a snapshot's maps (statuses, error classes, versions).
 const MAX_KEYS: usize = 256;
 
+/// The most of anything one bot's second may count (requests, bytes, answers of a status):
+/// about a trillion, far past any real second, and low enough that the aggregator's sums over
+/// millions of bot-seconds cannot overflow.
+pub const MAX_COUNT: u64 = 1 << 40;
+
 impl Push {
     /// Structural checks that need no state: order, batch size, and each snapshot's own
     /// consistency (counts that must agree do).
@@ -150,6 +155,26 @@ pub fn check_snapshot(s: &WireSnapshot) -> Result<(), String> {
     let versions: u64 = s.versions.values().fold(0u64, |a, b| a.saturating_add(*b));
     if versions > s.responses {
         return Err("more answers by version than responses".into());
+    }
+    let counts = [
+        s.responses,
+        s.bytes,
+        s.late,
+        s.capped,
+        s.unsent,
+        s.intended,
+        s.sent,
+        s.bytes_sent,
+        s.lateness.total(),
+    ];
+    if counts
+        .into_iter()
+        .chain(s.status.values().copied())
+        .chain(s.errors.values().copied())
+        .chain(s.versions.values().copied())
+        .any(|n| n > MAX_COUNT)
+    {
+        return Err(format!("a count over {MAX_COUNT} in one second"));
     }
     if s.status.len() > MAX_KEYS || s.errors.len() > MAX_KEYS || s.versions.len() > MAX_KEYS {
         return Err("too many distinct statuses, errors or versions".into());
@@ -216,8 +241,11 @@ mod tests {
         let mut p = ok.clone();
         p.intervals[0].snap.versions.insert("v1".into(), 9);
         assert!(p.check().unwrap_err().contains("by version"));
-        let mut p = ok;
+        let mut p = ok.clone();
         p.intervals[1].snap.latency.0.push((1_000_000, 1));
         assert!(p.check().unwrap_err().contains("histograms"));
+        let mut p = ok;
+        p.intervals[0].snap.bytes = MAX_COUNT + 1;
+        assert!(p.check().unwrap_err().contains("a count over"));
     }
 }

@@ -157,26 +157,13 @@ fn three_bots_count_exactly_what_the_server_answered() {
 fn answers_per_version_match_two_servers_behind_the_balancer() {
     let (v1, v2) = (server("v1"), server("v2"));
     let lb = balance::start(balance::Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        threads: 1,
-        backends: vec![v1.addr, v2.addr],
-        backends_file: None,
         algorithm: balance::pick::Algorithm::RoundRobin,
-        admin_bind: "127.0.0.1:0".parse().unwrap(),
-        admin_token: "t".into(),
         // No health checks during the run: the servers' counts are then the bots' requests.
         health: balance::health::HealthConfig {
             interval: Duration::from_secs(3600),
             ..Default::default()
         },
-        timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(1),
-        max_body: 1 << 20,
-        backend_h2: false,
-        pipeline: 16,
-        hyper_only: false,
-        limits: st_http::server::Limits::default(),
-        tls: None,
+        ..balance::Config::new(vec![v1.addr, v2.addr], "t")
     })
     .unwrap();
     let out = tmpdir("versions");

@@ -94,6 +94,11 @@ pub fn parse_response<'h, 'b>(
         Err(e) => return Err(HeadError::Invalid(e)),
     };
     let status = resp.code.unwrap_or(0);
+    // httparse takes any three digits; below 100 is no status (RFC 9110 §15), and hyper, the
+    // balancer's other path, refuses it too. Relayed, "000" would become "HTTP/1.1 0".
+    if status < 100 {
+        return Err(HeadError::Invalid(httparse::Error::Status));
+    }
     let mut keep_alive = resp.version == Some(1);
     let mut length = None;
     let mut chunked = false;
@@ -295,6 +300,14 @@ mod tests {
             ),
             Err(HeadError::ConflictingLength)
         );
+        for low in ["000", "099"] {
+            let head = format!("HTTP/1.1 {low} X\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(
+                parse(head.as_bytes(), false),
+                Err(HeadError::Invalid(httparse::Error::Status)),
+                "{head}"
+            );
+        }
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD));
         assert_eq!(parse(long.as_bytes(), false), Err(HeadError::TooLarge));
         let many = format!(

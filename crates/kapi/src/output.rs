@@ -8,6 +8,7 @@ use crate::watchers::LoopStats;
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use report::format::{count, ms, trim};
+use report::runfile::MAX_COUNT;
 use report::table::{boxed, latency_row};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -164,7 +165,8 @@ impl ApiRun {
 
     /// Parse a run file written by `--json`; `name` is for messages. The version is checked
     /// first (as `report::RunFile::from_json` does), so that a file from another version is
-    /// called that rather than malformed.
+    /// called that rather than malformed. A number over [`MAX_COUNT`] (the bound of every run
+    /// file) is refused.
     pub fn from_json(name: &str, text: &str) -> Result<ApiRun, ApiRunError> {
         let bad = |e: &dyn std::fmt::Display| ApiRunError::Parse(name.into(), e.to_string());
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
@@ -172,6 +174,9 @@ impl ApiRun {
             Some(n) if n == u64::from(API_RUN_VERSION) => {}
             Some(n) => return Err(ApiRunError::Version(name.into(), n)),
             None => return Err(bad(&"no version field")),
+        }
+        if let Some(at) = report::runfile::count_over_max(&v) {
+            return Err(bad(&format!("{at}: a number over {MAX_COUNT}")));
         }
         serde_json::from_value(v).map_err(|e| bad(&e))
     }
@@ -531,5 +536,21 @@ mod tests {
         );
         let e = ApiRun::from_json("f", "{").unwrap_err();
         assert!(matches!(e, ApiRunError::Parse(..)), "{e}");
+    }
+
+    #[test]
+    fn a_count_no_run_makes_is_refused_with_where_it_is() {
+        let mut v = serde_json::to_value(ApiRun::new(ApiInfo::default(), 0.0)).unwrap();
+        v["lifecycles"] = serde_json::to_value(Lifecycles::default()).unwrap();
+        v["lifecycles"]["failed"] = MAX_COUNT.into();
+        assert!(ApiRun::from_json("f", &v.to_string()).is_ok());
+        v["lifecycles"]["failed"] = (MAX_COUNT + 1).into();
+        let e = ApiRun::from_json("f", &v.to_string()).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "not an api run file: /lifecycles/failed: a number over 9007199254740992"
+            ),
+            "{e}"
+        );
     }
 }

@@ -390,6 +390,14 @@ impl Pool {
         });
     }
 
+    /// Fewer lanes than Little's law asks for at `rate` (requests/s): rate × the average
+    /// service time × [`HEADROOM`]. With no answer seen yet there is no estimate, and growing
+    /// is the safe guess.
+    fn short_of_lanes(&self, rate: f64) -> bool {
+        let service = self.service_s.get();
+        service == 0.0 || (self.slots.get() as f64) < rate * service * HEADROOM
+    }
+
     /// Add one connection's worth of lanes, all idle. Returns how many lanes were added.
     fn add_group(
         self: &Rc<Self>,
@@ -530,9 +538,7 @@ async fn dispatch(
             .borrow()
             .as_ref()
             .map_or(0.0, |p| p.rate_at(offset));
-        let needed = rate * pool.service_s.get() * HEADROOM;
-        // With no answer seen yet there is no estimate: growing is the safe guess.
-        let short = pool.service_s.get() == 0.0 || (pool.slots.get() as f64) < needed;
+        let short = pool.short_of_lanes(rate);
         let on_time = Instant::now() - intended < BEHIND || short;
         let mut capped = false;
         let slot = loop {
@@ -560,4 +566,47 @@ async fn dispatch(
         pool.free.notified().await;
     }
     grown.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The growth rule: each answer moves the service-time average 1/32 of the way, and lanes
+    /// are short below rate × average × 2.
+    #[test]
+    fn lanes_are_short_below_twice_what_littles_law_asks_for() {
+        let pool = Pool::default();
+        assert!(pool.short_of_lanes(100.0), "no estimate yet: grow");
+        pool.observe(Duration::from_millis(100));
+        assert_eq!(
+            pool.service_s.get(),
+            0.1,
+            "the first answer is the estimate"
+        );
+        // 100/s × 0.1 s × 2 = 20 lanes.
+        pool.slots.set(19);
+        assert!(pool.short_of_lanes(100.0));
+        pool.slots.set(20);
+        assert!(!pool.short_of_lanes(100.0));
+        // One stall of 3.3 s moves the average by 0.1 s, not to 3.3 s.
+        pool.observe(Duration::from_millis(3300));
+        assert!(
+            (pool.service_s.get() - 0.2).abs() < 1e-12,
+            "{}",
+            pool.service_s.get()
+        );
+        assert!(pool.short_of_lanes(100.0), "now 40 lanes are asked for");
+        pool.slots.set(40);
+        assert!(!pool.short_of_lanes(100.0));
+        // Fast answers bring it back down, 1/32 of the gap at a time.
+        for _ in 0..32 * 8 {
+            pool.observe(Duration::from_millis(100));
+        }
+        assert!(
+            (pool.service_s.get() - 0.1).abs() < 0.001,
+            "{}",
+            pool.service_s.get()
+        );
+    }
 }

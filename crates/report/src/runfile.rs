@@ -18,6 +18,34 @@ pub const RUNFILE_VERSION: u32 = 2;
 /// The oldest format version this build reads.
 pub const RUNFILE_OLDEST: u32 = 1;
 
+/// The largest whole number a run file (of `load` or `api`) may hold: 2^53, the largest the
+/// HTML report's JavaScript holds exactly and far past any count a run makes; merging up to
+/// 1,024 files then adds their counts without overflow. A larger one is damage.
+pub const MAX_COUNT: u64 = 1 << 53;
+
+/// Where in `v` the first whole number over [`MAX_COUNT`] is, as a JSON pointer.
+pub fn count_over_max(v: &serde_json::Value) -> Option<String> {
+    fn find(v: &serde_json::Value, at: &mut String) -> bool {
+        let mut inside = |key: &dyn std::fmt::Display, v: &serde_json::Value| {
+            let len = at.len();
+            at.push_str(&format!("/{key}"));
+            let found = find(v, at);
+            if !found {
+                at.truncate(len);
+            }
+            found
+        };
+        match v {
+            serde_json::Value::Number(n) => n.as_u64().is_some_and(|n| n > MAX_COUNT),
+            serde_json::Value::Array(a) => a.iter().enumerate().any(|(i, v)| inside(&i, v)),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| inside(k, v)),
+            _ => false,
+        }
+    }
+    let mut at = String::new();
+    find(v, &mut at).then_some(at)
+}
+
 /// How a run was set up, for headers and for comparing runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -193,7 +221,8 @@ pub enum RunFileError {
 }
 
 impl RunFile {
-    /// Parse a run file, checking its version first so that the error names the real problem.
+    /// Parse a run file, checking its version first so that the error names the real problem;
+    /// a number over [`MAX_COUNT`] is refused.
     pub fn from_json(name: &str, text: &str) -> Result<RunFile, RunFileError> {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| RunFileError::Parse(name.into(), e.to_string()))?;
@@ -201,6 +230,10 @@ impl RunFile {
             Some(n) if (RUNFILE_OLDEST as u64..=RUNFILE_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(RunFileError::Version(name.into(), n)),
             None => return Err(RunFileError::Parse(name.into(), "no version field".into())),
+        }
+        if let Some(at) = count_over_max(&v) {
+            let why = format!("{at}: a number over {MAX_COUNT}");
+            return Err(RunFileError::Parse(name.into(), why));
         }
         let mut run: RunFile = serde_json::from_value(v)
             .map_err(|e| RunFileError::Parse(name.into(), e.to_string()))?;

@@ -1,8 +1,9 @@
 //! Test-only helpers shared by the integration tests of several crates: a load run as the
 //! engine's tests, `serve`'s and `balance`'s drive it ([`Run`], [`closed_loop`]), the
 //! `scaletest` binary as the CLI tests run it ([`Bin`], [`Bin::listening`], [`text`],
-//! [`tmpdir`]), waiting for an event with a deadline ([`wait_until`]), signals ([`signal`]) and
-//! HTTP calls to a server under test ([`call`]). It sits above `load` (which `testkit` cannot
+//! [`tmpdir`]), waiting for an event or an exit with a deadline ([`wait_until`], [`exited`]),
+//! signals ([`signal`]), damaged input for property tests ([`damaged`]) and HTTP calls to a
+//! server under test ([`call`]). It sits above `load` (which `testkit` cannot
 //! depend on: `load` uses `testkit` in its own tests) and is never part of the binary.
 
 use bytes::Bytes;
@@ -203,6 +204,23 @@ pub fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
+/// `seed` as text with bytes overwritten at `flips` (positions wrap), and cut short at `cut`
+/// if given (wrapping; at least one byte is kept): a file or a request body damaged in
+/// transit or by hand, for property tests of the readers of outside input. Give `cut` only
+/// in some cases (`proptest::option::of`): a cut file rarely parses, so damage deep inside a
+/// file that does is reached only uncut.
+pub fn damaged(seed: &serde_json::Value, flips: &[(usize, u8)], cut: Option<usize>) -> String {
+    let mut text = seed.to_string().into_bytes();
+    for &(at, b) in flips {
+        let i = at % text.len();
+        text[i] = b;
+    }
+    if let Some(cut) = cut {
+        text.truncate(cut % (text.len() + 1) + 1);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// Poll `ready` until it holds; fail the test, naming `what`, after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -210,6 +228,16 @@ pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) 
         assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Wait for `child` to exit and return its status; fail the test after `limit`.
+pub fn exited(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the process to exit", limit, || {
+        status = child.try_wait().expect("wait for the child");
+        status.is_some()
+    });
+    status.expect("checked by wait_until")
 }
 
 /// [`wait_until`] inside a tokio runtime: checks every 10 ms without blocking its thread.

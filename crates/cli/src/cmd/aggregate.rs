@@ -126,6 +126,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     if args.token.is_none() && args.token_file.is_none() {
         write_token(&token_path, &token)?;
     }
+    // SIGTERM handled before the address is announced: a supervisor may send it at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut signals = rt.block_on(async { super::Signals::new() })?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{}", running.addr)?;
@@ -147,12 +152,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         )?;
         out.flush()?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let finisher = running.finisher();
     let outcome = rt.block_on(async {
-        let mut signals = super::Signals::new()?;
         tokio::spawn(async move {
             signals.recv().await;
             finisher.finish();

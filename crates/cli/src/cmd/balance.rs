@@ -142,6 +142,11 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         balance::BalanceError::File(..) => anyhow::Error::new(Usage(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
+    // SIGTERM handled before the address is announced: a supervisor may send it at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut signals = rt.block_on(async { super::Signals::new() })?;
     let scheme = a.tls.scheme();
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -154,12 +159,8 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     drop(out);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut file_errors = running.file_errors();
     rt.block_on(async {
-        let mut signals = super::Signals::new()?;
         loop {
             tokio::select! {
                 _ = signals.recv() => break,

@@ -84,6 +84,11 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         serve::ServeError::Label(_) => anyhow::Error::new(Usage(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
+    // SIGTERM handled before the address is announced: a supervisor may send it at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut signals = rt.block_on(async { super::Signals::new() })?;
     let scheme = a.tls.scheme();
     // One line on stdout that scripts (and tests) read for the real address.
     let mut out = std::io::stdout().lock();
@@ -95,11 +100,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     out.flush()?;
     drop(out);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        let mut signals = super::Signals::new()?;
         signals.recv().await;
         eprintln!(
             "draining: /readyz answers 503; serving for {:?} more",
