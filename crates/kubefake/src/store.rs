@@ -98,8 +98,12 @@ pub struct Store {
     objects: BTreeMap<String, BTreeMap<(String, String), Value>>,
     log: VecDeque<Event>,
     log_cap: usize,
-    /// Versions at or below this are no longer in the log.
+    /// Versions below this are too old for every collection (after a compaction).
     floor: u64,
+    /// Per collection: its changes at or below this version have left the log. As the API
+    /// server's watch cache keeps a window per resource, a quiet collection's watch may
+    /// resume from an old version even while a busy one (leases) cycles the shared log.
+    dropped: BTreeMap<String, u64>,
     names: u64,
 }
 
@@ -195,6 +199,7 @@ impl Store {
             log: VecDeque::new(),
             log_cap: log_cap.max(1),
             floor: 0,
+            dropped: BTreeMap::new(),
             names: 0,
         }
     }
@@ -214,7 +219,7 @@ impl Store {
         self.log.push_back(e.clone());
         while self.log.len() > self.log_cap {
             if let Some(gone) = self.log.pop_front() {
-                self.floor = gone.rv;
+                self.dropped.insert(gone.coll, gone.rv);
             }
         }
         e
@@ -593,10 +598,10 @@ impl Store {
         coll: &'a str,
         rv: u64,
     ) -> Result<impl Iterator<Item = &'a Event> + 'a, ApiError> {
-        if rv < self.floor {
+        let floor = self.floor.max(self.dropped.get(coll).copied().unwrap_or(0));
+        if rv < floor {
             return Err(ApiError::Gone(format!(
-                "too old resource version: {rv} ({})",
-                self.floor
+                "too old resource version: {rv} ({floor})"
             )));
         }
         // The log is in version order: start at the first change after `rv` (a watch that
@@ -808,6 +813,27 @@ mod tests {
         s.compact();
         assert_eq!(s.since(&cm().key(), now).err().map(|e| e.code()), Some(410));
         assert!(s.since(&cm().key(), s.rv()).is_ok());
+    }
+
+    #[test]
+    fn a_quiet_collection_resumes_from_an_old_version_while_a_busy_one_cycles_the_log() {
+        let mut s = Store::new(3);
+        let quiet = core("pods", "Pod");
+        s.create(&quiet, "ns", json!({"metadata": {"name": "p"}}))
+            .unwrap();
+        let old = s.rv();
+        for i in 0..5 {
+            s.create(&cm(), "ns", json!({"metadata": {"name": format!("o{i}")}}))
+                .unwrap();
+        }
+        // The pod's change has left the log, but nothing of pods after `old` has: as a
+        // resource's own watch-cache window, pods can still be watched from `old`.
+        assert_eq!(s.since(&quiet.key(), old).map(|e| e.count()).ok(), Some(0));
+        assert_eq!(
+            s.since(&quiet.key(), old - 1).err().map(|e| e.code()),
+            Some(410)
+        );
+        assert_eq!(s.since(&cm().key(), old).err().map(|e| e.code()), Some(410));
     }
 
     #[test]
