@@ -84,11 +84,6 @@ impl Connector {
             .service(hyper);
         Ok(Client::new(service, config.default_namespace.clone()))
     }
-
-    /// Connections opened so far.
-    pub fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
-    }
 }
 
 /// A connector that counts the connections it opens.

@@ -17,11 +17,11 @@
 //! compared as integers, as etcd issues them), 410s, relists, and errors by HTTP status with
 //! the server's first message.
 //!
-//! Watches share a bounded number of connections: [`clients`] makes one kube client per
-//! connection ([`crate::conn`]), each speaking HTTP/2 when the server does, so every watch of
-//! a client is a stream on its one connection; the stream is read by [`crate::events`]. A server that
-//! only speaks HTTP/1.1 gets one connection per concurrent watch, as it must; the report says
-//! which protocol was used and how many connections were opened.
+//! Watches share a bounded number of connections: [`clients`] makes one kube client per connection
+//! ([`crate::conn`]), each speaking HTTP/2 when the server does, so every watch of a client is a
+//! stream on its one connection; the stream is read by [`crate::events`]. A server that only speaks
+//! HTTP/1.1 gets one connection per concurrent watch, as it must; the report says which protocol
+//! was used and how many connections were opened.
 
 use crate::conn::Connector;
 use crate::stats::{keep_first, ErrorMessage, Recorder, Verb};
@@ -535,7 +535,7 @@ impl Watcher {
             r = Box::pin(crate::events::watch(&self.api, &wp, &from)) => r,
             _ = self.stop.wait_for(|s| *s) => return false,
         };
-        let stream = match started {
+        let mut stream = match started {
             Ok(s) => s,
             Err(e) => {
                 let (status, m) = ErrorMessage::of(&e);
@@ -553,7 +553,6 @@ impl Watcher {
             let _ = s.established.record(us(took).max(1));
         });
         self.backoff = Duration::from_millis(200);
-        let mut stream = stream;
         let overdue = tokio::time::sleep(Duration::from_secs(u64::from(secs)) + OVERDUE);
         tokio::pin!(overdue);
         let mut first = true;

@@ -61,15 +61,11 @@ impl Pool {
             Transport::Http2 {
                 streams_per_connection,
             } => {
-                let conn = kapi::conn::Connector::new(config)
-                    .map_err(|e| Error::Usage(format!("kube client: {e}")))?;
-                let mut v = Vec::new();
-                for _ in 0..connections.max(1) {
-                    v.push(
-                        conn.client(true)
-                            .map_err(|e| Error::Usage(format!("kube client: {e}")))?,
-                    );
-                }
+                let bad = |e: kapi::Error| Error::Usage(format!("kube client: {e}"));
+                let conn = kapi::conn::Connector::new(config).map_err(bad)?;
+                let v = (0..connections.max(1))
+                    .map(|_| conn.client(true).map_err(bad))
+                    .collect::<Result<Vec<_>, _>>()?;
                 (v, streams_per_connection.max(1))
             }
         };
