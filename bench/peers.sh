@@ -11,7 +11,8 @@
 # over a LONG-second run), serve (scaletest serve vs nginx, both driven by wrk), proxy
 # (scaletest balance vs haproxy 1 thread, each in front of two nginx, all on CPU 0, wrk on
 # CPU 1), proxypaths (with proxy: the balance designs the default replaced, --pipeline 1 and
-# --hyper-only). Raw outputs go to $OUT (bench/out/<date>). Only 127.0.0.1 is used.
+# --hyper-only), servepaths (with serve: `serve --hyper-only`, the path the quick answers
+# replaced). Raw outputs go to $OUT (bench/out/<date>). Only 127.0.0.1 is used.
 #
 # A/B: AB=/path/to/another/scaletest also measures that binary (e.g. an older commit's release
 # build) in the same rounds, as tool "…-ab" (h1, serve and proxy), so a change between two
@@ -76,7 +77,7 @@ CONF
 taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
 NGINX=$!
 cleanup() {
-  kill $NGINX ${SERVE:-} ${SERVE_AB:-} ${HAPROXY:-} ${BALANCE:-} ${BALANCE_AB:-} ${BALANCE_NP:-} ${BALANCE_HY:-} 2>/dev/null
+  kill $NGINX ${SERVE:-} ${SERVE_AB:-} ${SERVE_HY:-} ${HAPROXY:-} ${BALANCE:-} ${BALANCE_AB:-} ${BALANCE_NP:-} ${BALANCE_HY:-} 2>/dev/null
   pkill -f "nginx -p $RUN/b" 2>/dev/null
   wait 2>/dev/null; rm -rf "$RUN"
 }
@@ -101,6 +102,11 @@ if want serve; then
     taskset -c "$SCPU" "$AB" serve --bind 127.0.0.1:$((SERVE_PORT + 1)) --threads 1 >"$RUN/serve-ab.out" 2>&1 &
     SERVE_AB=$!
     for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$((SERVE_PORT + 1))/" && break; sleep 0.1; done
+  fi
+  if want servepaths; then
+    taskset -c "$SCPU" "$ST" serve --bind 127.0.0.1:$((SERVE_PORT + 2)) --threads 1 --hyper-only >"$RUN/serve-hy.out" 2>&1 &
+    SERVE_HY=$!
+    for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$((SERVE_PORT + 2))/" && break; sleep 0.1; done
   fi
 fi
 # The proxy scenario: two more nginx (1 worker) as backends, haproxy and scaletest balance.
@@ -225,6 +231,10 @@ for r in $(seq "$ROUNDS"); do
       want h1 && measure "h1-ab-r$r" h1 scaletest-ab "$AB" load "$U1" -c 50 -d "${DUR}s"
       if want serve; then SPIDS=$SERVE_AB; measure "serve-ab-r$r" serve wrk-scaletest-ab wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$((SERVE_PORT + 1))/"; SPIDS=$ngpids; fi
       if want proxy; then SPIDS="$BPIDS $BALANCE_AB"; measure "proxy-ab-r$r" proxy wrk-scaletest-ab wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$((BAL + 10))/"; SPIDS=$ngpids; fi
+    fi
+    if want servepaths && want serve && [ "$who" = self ]; then
+      SPIDS=$SERVE_HY; measure "serve-hyper-r$r" serve wrk-scaletest-hyper wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$((SERVE_PORT + 2))/"
+      SPIDS=$ngpids
     fi
     if want proxypaths && [ "$who" = self ]; then
       SPIDS="$BPIDS $BALANCE_NP"; measure "proxy-nopipe-r$r" proxy wrk-scaletest-pipeline1 wrk -t1 -c50 -d"${DUR}s" --latency "http://127.0.0.1:$BAL_NP/"

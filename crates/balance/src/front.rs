@@ -5,33 +5,29 @@
 //! requests, so that a retry can resend them. BENCHMARKS.md keeps the comparison with the
 //! hyper path that this replaces for HTTP/1.
 //!
-//! Connections that open with the HTTP/2 preface go to hyper (`st_http::server`), as do TLS
-//! clients and everything when the backends speak h2c (see `lib.rs`).
-//!
-//! Timeouts cost no timer per request on the client side: a sweeper per thread looks at every
-//! connection a few times per header timeout and closes those that started no request in that
-//! time (slowloris, idle keep-alive), and, once the balancer stops, those with nothing in flight.
+//! Connections are accepted and swept by [`st_http::front`] (no timer per request: the
+//! sweeper closes connections that start no request within the header timeout, and once the
+//! balancer stops, those with nothing in flight). Connections that open with the HTTP/2
+//! preface go to hyper there, as do TLS clients and everything when the backends speak h2c
+//! (see `lib.rs`).
 
 use crate::backends::Backends;
 use crate::pick::Algorithm;
 use crate::pipe::{connection_tokens, hop_by_hop, put_headers, Outgoing, Pool, Reply, ReplyBody};
 use crate::retry::{self, Fail, Refused};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use hyper_util::rt::TokioIo;
-use st_http::server::{self, Activity, ConnService, Limits, Phase, Stats};
+use st_http::front::{read_more, Conn};
+use st_http::server::{Activity, ConnService, Limits, Phase, Stats};
 use st_http::Chunked;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 
 /// What a worker thread needs to serve HTTP/1 clients.
 pub struct Front {
@@ -44,39 +40,9 @@ pub struct Front {
     pub(crate) limits: Limits,
 }
 
-/// What the sweeper knows of one client connection.
-#[derive(Default)]
-struct ConnState {
-    started: Cell<u64>,
-    busy: Cell<bool>,
-    /// Served by hyper, which keeps its own timeouts.
-    hyper: Cell<bool>,
-    seen: Cell<u64>,
-    quiet_since: Cell<Option<Instant>>,
-    abort: RefCell<Option<AbortHandle>>,
-}
-
-struct Registry {
-    conns: RefCell<HashMap<u64, Rc<ConnState>>>,
-    next: Cell<u64>,
-    stopping: Cell<bool>,
-}
-
-/// Removes a connection from the registry however its task ends (finished or aborted).
-struct Registered {
-    id: u64,
-    reg: Rc<Registry>,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.reg.conns.borrow_mut().remove(&self.id);
-    }
-}
-
 /// Accept and serve connections until the phase is `Stopping` and every connection has
-/// finished. `make` builds the hyper service for connections that speak HTTP/2. Must run
-/// inside a `LocalSet`.
+/// finished, on [`st_http::front`]'s loop and sweeper. `make` builds the hyper service for
+/// connections that speak HTTP/2. Must run inside a `LocalSet`.
 pub async fn serve<F, S>(
     listener: std::net::TcpListener,
     front: Rc<Front>,
@@ -88,119 +54,30 @@ where
     F: Fn(SocketAddr, Arc<Activity>) -> S + 'static,
     S: ConnService,
 {
-    let make = Rc::new(make);
-    let reg = Rc::new(Registry {
-        conns: RefCell::new(HashMap::new()),
-        next: Cell::new(0),
-        stopping: Cell::new(false),
-    });
-    let sweeper = tokio::task::spawn_local(sweep(reg.clone(), front.clone()));
     let phases = phase.clone();
-    let conns = server::accept(
-        listener,
-        &front.limits,
-        &stats,
-        phase,
-        |stream, peer, open| {
-            let id = reg.next.get();
-            reg.next.set(id + 1);
-            let st = Rc::new(ConnState::default());
-            reg.conns.borrow_mut().insert(id, st.clone());
-            let registered = Registered {
-                id,
-                reg: reg.clone(),
-            };
-            let (front, make, phase) = (front.clone(), make.clone(), phases.clone());
-            let st2 = st.clone();
-            let task = tokio::task::spawn_local(async move {
-                let _guards = (open, registered);
-                if opens_with_h2_preface(&stream).await {
-                    st2.hyper.set(true);
-                    let activity = Arc::new(Activity::default());
-                    let svc = make(peer, activity.clone());
-                    let io = TokioIo::new(stream);
-                    server::serve_connection(io, svc, &front.limits, activity, phase).await;
-                } else {
-                    client(&front, stream, peer, &st2, &phase).await;
-                }
-            });
-            *st.abort.borrow_mut() = Some(task.abort_handle());
-        },
-    )
-    .await?;
-    reg.stopping.set(true);
-    close_quiet(&reg, true, Instant::now(), Duration::MAX);
-    conns.finished().await;
-    sweeper.abort();
-    Ok(())
-}
-
-/// Whether the client's first bytes are the HTTP/2 connection preface (`PRI * HTTP/2.0`).
-async fn opens_with_h2_preface(s: &TcpStream) -> bool {
-    let mut p = [0u8; 3];
-    for _ in 0..100 {
-        match s.peek(&mut p).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) if p[..n] != b"PRI"[..n] => return false,
-            Ok(3) => return true,
-            // A prefix of "PRI" so far: wait for more (rare; the sweeper bounds it).
-            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+    let f = front.clone();
+    let clients = move |s, peer, conn: Rc<Conn>| {
+        let (front, phase) = (f.clone(), phases.clone());
+        async move {
+            client(&front, s, peer, &conn, &phase).await;
+            None
         }
-    }
-    false
-}
-
-/// Close connections that started no request for the header timeout, or, once stopping, that
-/// have nothing in flight.
-fn close_quiet(reg: &Registry, stopping: bool, now: Instant, limit: Duration) {
-    for st in reg.conns.borrow().values() {
-        if st.hyper.get() {
-            continue;
+    };
+    let tick = {
+        let front = front.clone();
+        move || {
+            let live: Vec<SocketAddr> = front.backends.snapshot().iter().map(|b| b.addr).collect();
+            front.pool.sweep(&live);
         }
-        let idle = !st.busy.get();
-        let started = st.started.get();
-        let close = if stopping && idle {
-            true
-        } else if !idle || started != st.seen.get() || st.quiet_since.get().is_none() {
-            st.seen.set(started);
-            st.quiet_since.set(Some(now));
-            false
-        } else {
-            st.quiet_since
-                .get()
-                .is_some_and(|q| now.duration_since(q) >= limit)
-        };
-        if close {
-            if let Some(a) = st.abort.borrow().as_ref() {
-                a.abort();
-            }
-        }
-    }
-}
-
-async fn sweep(reg: Rc<Registry>, front: Rc<Front>) {
-    let limit = front.limits.header_timeout;
-    let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    loop {
-        tokio::time::sleep(tick).await;
-        close_quiet(&reg, reg.stopping.get(), Instant::now(), limit);
-        let live: Vec<SocketAddr> = front.backends.snapshot().iter().map(|b| b.addr).collect();
-        front.pool.sweep(&live);
-    }
-}
-
-/// Read more bytes; false when the client closed or failed.
-async fn read_more(s: &mut TcpStream, buf: &mut BytesMut) -> bool {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(4096);
-    }
-    matches!(s.read_buf(buf).await, Ok(n) if n > 0)
+    };
+    let limits = front.limits.clone();
+    st_http::front::serve(listener, limits, stats, phase, make, clients, tick).await
 }
 
 /// [`read_more`] for a request body: each piece counts as activity for the sweeper.
-async fn read_body(s: &mut TcpStream, buf: &mut BytesMut, st: &ConnState) -> bool {
+async fn read_body(s: &mut TcpStream, buf: &mut BytesMut, st: &Conn) -> bool {
     let ok = read_more(s, buf).await;
-    st.started.set(st.started.get() + 1);
+    st.started();
     ok
 }
 
@@ -430,7 +307,7 @@ async fn client(
     front: &Front,
     mut s: TcpStream,
     peer: SocketAddr,
-    st: &ConnState,
+    st: &Conn,
     phase: &watch::Receiver<Phase>,
 ) {
     let mut buf = BytesMut::with_capacity(4096);
@@ -457,7 +334,7 @@ async fn client(
             }
         };
         // A body that keeps arriving is activity; one that stops is cut off like a slow head.
-        st.started.set(st.started.get() + 1);
+        st.started();
         buf.advance(parsed.head_len);
         let Parsed {
             mut upstream,
@@ -520,7 +397,7 @@ async fn client(
                 }
             }
         }
-        st.busy.set(true);
+        st.busy(true);
         let req = Outgoing {
             bytes: upstream.freeze(),
             head_request,
@@ -529,7 +406,7 @@ async fn client(
         let reply = forward(front, req, idempotent).await;
         let close = !keep_alive || reply.close_delimited || *phase.borrow() == Phase::Stopping;
         let ok = respond(&mut s, &mut out, reply, close, http10).await;
-        st.busy.set(false);
+        st.busy(false);
         if close || !ok {
             let _ = s.shutdown().await;
             return;

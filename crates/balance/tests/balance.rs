@@ -25,6 +25,7 @@ fn backend_on(bind: SocketAddr, label: &str) -> serve::Running {
         limits: Limits::default(),
         bounds: serve::Bounds::default(),
         tls: None,
+        hyper_only: false,
     })
     .unwrap()
 }

@@ -21,6 +21,7 @@ fn server(label: &str) -> serve::Running {
         limits: st_http::server::Limits::default(),
         bounds: serve::Bounds::default(),
         tls: None,
+        hyper_only: false,
     })
     .unwrap()
 }

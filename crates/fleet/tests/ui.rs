@@ -30,6 +30,7 @@ fn the_live_page_shows_qps_and_its_rate_control_changes_the_bots_rate() {
         limits: st_http::server::Limits::default(),
         bounds: serve::Bounds::default(),
         tls: None,
+        hyper_only: false,
     })
     .unwrap();
     let out = std::env::temp_dir().join(format!("st-fleet-ui-{}", agg::random_hex()));

@@ -1,10 +1,14 @@
 //! `scaletest serve`: the target service of the demo and of every benchmark.
 //!
 //! [`start`] validates nothing (the CLI did) and starts `st_http::runner`'s threads (one
-//! SO_REUSEPORT listener, one single-threaded runtime each), which serve [`routes::handle`] on
-//! `st_http::server`'s accept loop. [`Running`] drives the graceful shutdown: [`Running::drain`] turns `/readyz` to
-//! 503 at once while everything is still served, [`Running::stop`] closes the listeners and
-//! asks connections to finish, and [`Running::wait`] waits for them up to a timeout.
+//! SO_REUSEPORT listener, one single-threaded runtime each). Cleartext connections start on
+//! `st_http::quick`, which answers bodiless GETs and HEADs of the routes `routes::fixed` names
+//! itself and hands everything else to hyper and [`routes::handle`]; TLS connections (and all
+//! with `hyper_only`) go to hyper on `st_http::server`'s accept loop from the start.
+//!
+//! [`Running`] drives the graceful shutdown: [`Running::drain`] turns `/readyz` to 503 at once
+//! while everything is still served, [`Running::stop`] closes the listeners and asks
+//! connections to finish, and [`Running::wait`] waits for them up to a timeout.
 
 pub mod body;
 pub mod metrics;
@@ -12,9 +16,11 @@ pub mod routes;
 
 use bytes::Bytes;
 use http::HeaderValue;
+use st_http::quick;
 use st_http::runner::{self, Servers, StartError};
 use st_http::server::{self, Limits, Phase, Stats};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,14 +44,20 @@ pub struct Config {
     pub bounds: Bounds,
     /// TLS (ALPN h2 and http/1.1); cleartext serves HTTP/1.1 and h2c.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve cleartext HTTP/1.1 with hyper only, without the quick path (for comparisons).
+    pub hyper_only: bool,
 }
 
 /// What every request handler reads.
 pub struct State {
     body: Bytes,
     chunk: Bytes,
-    label: String,
+    /// The version label and a newline: `/version`'s body.
+    label_line: Bytes,
     version: HeaderValue,
+    /// The quick path's header lines for plain and for text answers.
+    plain_head: Vec<u8>,
+    text_head: Vec<u8>,
     ready: AtomicBool,
     bounds: Bounds,
     metrics: metrics::Metrics,
@@ -86,7 +98,14 @@ pub fn start(cfg: Config) -> Result<Running, ServeError> {
     let state = Arc::new(State {
         body,
         chunk,
-        label: cfg.version_label.clone(),
+        label_line: Bytes::from(format!("{}\n", cfg.version_label)),
+        plain_head: format!("x-scaletest-version: {}\r\n", cfg.version_label).into_bytes(),
+        text_head: format!(
+            "content-type: {}\r\nx-scaletest-version: {}\r\n",
+            routes::TEXT,
+            cfg.version_label
+        )
+        .into_bytes(),
         version,
         ready: AtomicBool::new(true),
         bounds: cfg.bounds.clone(),
@@ -94,7 +113,7 @@ pub fn start(cfg: Config) -> Result<Running, ServeError> {
     });
     let tls = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let mut servers = Servers::new();
-    let (st, limits) = (state.clone(), cfg.limits.clone());
+    let (st, limits, hyper_only) = (state.clone(), cfg.limits.clone(), cfg.hyper_only);
     servers.per_thread("serve", listeners, stats.clone(), move |w| {
         let state = st.clone();
         let make = move |_peer: SocketAddr, activity: Arc<server::Activity>| {
@@ -115,8 +134,12 @@ pub fn start(cfg: Config) -> Result<Running, ServeError> {
             })
         };
         let (tls, limits) = (tls.clone(), limits.clone());
+        let quick = (tls.is_none() && !hyper_only).then(|| Rc::new(Quick(st.clone())));
         async move {
-            let _ = server::serve(w.listener, tls, limits, w.stats, w.phase, make).await;
+            let _ = match quick {
+                Some(q) => quick::serve(w.listener, limits, w.stats, w.phase, make, q).await,
+                None => server::serve(w.listener, tls, limits, w.stats, w.phase, make).await,
+            };
         }
     })?;
     Ok(Running {
@@ -125,6 +148,29 @@ pub fn start(cfg: Config) -> Result<Running, ServeError> {
         stats,
         servers,
     })
+}
+
+/// The quick path's answers: [`routes::fixed`], with the header lines made once.
+struct Quick(Arc<State>);
+
+impl quick::Responder for Quick {
+    fn answer(&self, target: &str) -> Option<quick::Answer<'_>> {
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let f = routes::fixed(&self.0, path)?;
+        Some(quick::Answer {
+            status: f.status,
+            headers: if f.text {
+                &self.0.text_head
+            } else {
+                &self.0.plain_head
+            },
+            body: f.body,
+        })
+    }
+
+    fn answered(&self, status: u16, took: Duration) {
+        self.0.metrics.answered(status, took.as_secs_f64());
+    }
 }
 
 impl Running {

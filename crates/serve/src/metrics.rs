@@ -80,6 +80,12 @@ impl Metrics {
     /// A request was answered with `code` after `seconds`.
     pub fn end(&self, code: u16, seconds: f64) {
         self.in_flight.dec();
+        self.answered(code, seconds);
+    }
+
+    /// A request was answered with `code` after `seconds`, without counting as in flight (the
+    /// quick path answers as it reads).
+    pub fn answered(&self, code: u16, seconds: f64) {
         self.latency.observe(seconds);
         match self.codes.get(code as usize) {
             Some(slot) => slot

@@ -43,16 +43,44 @@ impl Default for Bounds {
 
 type Resp = Response<ServeBody>;
 
+/// The content type of text answers.
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
+
 fn text(state: &State, code: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(ServeBody::bytes(body));
     *r.status_mut() = code;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
     r.headers_mut()
         .insert("x-scaletest-version", state.version.clone());
     r
+}
+
+/// An answer that needs nothing but the path. The quick path (`st_http::quick`) sends these
+/// without hyper, and [`handle`] through it; both take them from here.
+pub(crate) struct Fixed<'a> {
+    pub status: StatusCode,
+    /// Sent with the text content type ([`TEXT`]); otherwise with none (as nginx's `return
+    /// 200`, for the benchmark path).
+    pub text: bool,
+    pub body: &'a Bytes,
+}
+
+static OK: Bytes = Bytes::from_static(b"ok\n");
+static READY: Bytes = Bytes::from_static(b"ready\n");
+static DRAINING: Bytes = Bytes::from_static(b"draining\n");
+
+/// The fixed answer for `path`, if it has one.
+pub(crate) fn fixed<'a>(state: &'a State, path: &str) -> Option<Fixed<'a>> {
+    let (status, text, body) = match path {
+        "/" => (StatusCode::OK, false, &state.body),
+        "/version" => (StatusCode::OK, true, &state.label_line),
+        "/healthz" => (StatusCode::OK, true, &OK),
+        "/readyz" if state.ready.load(Ordering::Relaxed) => (StatusCode::OK, true, &READY),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, true, &DRAINING),
+        _ => return None,
+    };
+    Some(Fixed { status, text, body })
 }
 
 fn bad(state: &State, why: String) -> Resp {
@@ -86,23 +114,17 @@ fn param<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
 pub async fn handle(state: &State, req: Request<Incoming>) -> Resp {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
+    if let Some(f) = fixed(state, path) {
+        if f.text {
+            return text(state, f.status, f.body.clone());
+        }
+        let mut r = Response::new(ServeBody::bytes(f.body.clone()));
+        *r.status_mut() = f.status;
+        r.headers_mut()
+            .insert("x-scaletest-version", state.version.clone());
+        return r;
+    }
     match path {
-        "/" => {
-            // The benchmark path: one header, no content type (as nginx's `return 200`).
-            let mut r = Response::new(ServeBody::bytes(state.body.clone()));
-            r.headers_mut()
-                .insert("x-scaletest-version", state.version.clone());
-            r
-        }
-        "/version" => text(state, StatusCode::OK, format!("{}\n", state.label)),
-        "/healthz" => text(state, StatusCode::OK, "ok\n"),
-        "/readyz" => {
-            if state.ready.load(Ordering::Relaxed) {
-                text(state, StatusCode::OK, "ready\n")
-            } else {
-                text(state, StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            }
-        }
         "/metrics" => {
             let mut r = text(state, StatusCode::OK, state.metrics.render());
             r.headers_mut().insert(

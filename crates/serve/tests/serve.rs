@@ -25,6 +25,7 @@ fn config() -> Config {
         limits: Limits::default(),
         bounds: Bounds::default(),
         tls: None,
+        hyper_only: false,
     }
 }
 
@@ -280,4 +281,46 @@ fn a_kept_alive_connection_the_server_closed_while_idle_is_not_a_failed_request(
     let r = run.go();
     assert_eq!(r.total.error_count(), 0, "{:?}", r.total.errors);
     assert_eq!(r.total.responses, 5);
+}
+
+#[test]
+fn quick_answers_are_the_answers_hyper_gives() {
+    // The default server answers these targets on st_http's quick path; `hyper_only` sends
+    // everything through hyper. Heads are compared as sets of lines, without the date.
+    let quick = start(config());
+    let mut cfg = config();
+    cfg.hyper_only = true;
+    let hyper = start(cfg);
+    let norm = |r: st_http::blocking::Reply| {
+        let mut lines: Vec<String> = r
+            .head
+            .lines()
+            .filter(|l| !l.starts_with("date: "))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        (r.status, lines, r.body)
+    };
+    for phase in ["serving", "draining"] {
+        for target in ["/", "/?a=b", "/version", "/healthz", "/readyz"] {
+            for method in ["GET", "HEAD"] {
+                let q = norm(call(quick.addr, method, target, None, ""));
+                let h = norm(call(hyper.addr, method, target, None, ""));
+                assert_eq!(q, h, "{method} {target} while {phase}");
+            }
+        }
+        quick.drain();
+        hyper.drain();
+    }
+    // Counted alike: 18 answers 200, and /readyz's two 503s while draining.
+    for s in [&quick, &hyper] {
+        let m = get(s.addr, "/metrics").body;
+        for want in [
+            "scaletest_requests_total{code=\"200\"} 18\n",
+            "scaletest_requests_total{code=\"503\"} 2\n",
+            "scaletest_request_duration_seconds_count 20\n",
+        ] {
+            assert!(m.contains(want), "{want} missing in\n{m}");
+        }
+    }
 }

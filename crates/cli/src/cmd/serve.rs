@@ -60,6 +60,10 @@ pub struct Args {
     /// Largest request head in bytes (at least 8192); larger ones get 431.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(8192..=1 << 20))]
     max_header_bytes: u64,
+    /// Serve HTTP/1.1 with hyper only, without the quick path for fixed answers (for
+    /// benchmark comparisons).
+    #[arg(long, hide = true)]
+    hyper_only: bool,
 }
 
 pub fn main(a: Args) -> anyhow::Result<ExitCode> {
@@ -79,6 +83,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         },
         bounds: serve::Bounds::default(),
         tls,
+        hyper_only: a.hyper_only,
     };
     let running = serve::start(cfg).map_err(|e| match e {
         serve::ServeError::Label(_) => anyhow::Error::new(Usage(e.to_string())),

@@ -1,0 +1,326 @@
+//! Quick answers: a cleartext HTTP/1.1 connection whose requests are bodiless GETs and HEADs
+//! that a [`Responder`] answers from what it holds is served here, without hyper; the first
+//! request it does not answer (or anything else: a body, an upgrade, HTTP/1.0, a malformed or
+//! oversized head, the HTTP/2 preface) hands the connection to hyper for the rest of its life,
+//! with that request's bytes ([`crate::front`]). Hand-written because it is `serve`'s hot
+//! path: hyper's per-request work cost about a fifth of the server's CPU against nginx
+//! (BENCHMARKS.md keeps the comparison; `scaletest serve --hyper-only` is the other path).
+//!
+//! Pipelined requests are answered in one write. Once the server stops, the request in hand
+//! is answered with `Connection: close` and the connection closed.
+
+use crate::front::{self, read_more, Conn, Handoff};
+use crate::server::{Activity, ConnService, Limits, Phase, Stats};
+use bytes::{Buf, BufMut, BytesMut};
+use http::StatusCode;
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// A response the quick path sends: `Content-Length` and `Date` are added to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The status (1xx, 204 and 304 are not sent here: their framing differs).
+    pub status: StatusCode,
+    /// Further header lines, in wire form: `name: value\r\n` each.
+    pub headers: &'a [u8],
+    /// The body (not sent for HEAD; its length still is).
+    pub body: &'a [u8],
+}
+
+/// What a server answers on the quick path.
+pub trait Responder: 'static {
+    /// The answer to a bodiless GET or HEAD of `target` (origin form: path and query), or
+    /// `None` to hand the connection to hyper from this request on.
+    fn answer(&self, target: &str) -> Option<Answer<'_>>;
+
+    /// A request was answered with `status`, `took` after its bytes were read; called before
+    /// the response is written.
+    fn answered(&self, status: u16, took: Duration);
+}
+
+/// Accept and serve connections until the phase is `Stopping` and every connection has
+/// finished: quick answers from `responder`, hyper (services from `make`) for the rest. Must
+/// run inside a `LocalSet`.
+pub async fn serve<F, S, R>(
+    listener: std::net::TcpListener,
+    limits: Limits,
+    stats: Arc<Stats>,
+    phase: watch::Receiver<Phase>,
+    make: F,
+    responder: Rc<R>,
+) -> io::Result<()>
+where
+    F: Fn(SocketAddr, Arc<Activity>) -> S + 'static,
+    S: ConnService,
+    R: Responder,
+{
+    let max_head = limits.max_header_bytes.max(8192);
+    let clients = move |s, _peer, conn: Rc<Conn>| {
+        let r = responder.clone();
+        async move { client(&*r, s, &conn, max_head).await }
+    };
+    front::serve(listener, limits, stats, phase, make, clients, || {}).await
+}
+
+/// Above this, a body is written from where it is rather than copied behind its head.
+const COPY_BODY: usize = 16 * 1024;
+
+async fn client<R: Responder>(r: &R, mut s: TcpStream, conn: &Conn, max_head: usize) -> Handoff {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = BytesMut::with_capacity(4096);
+    let mut answered: Vec<u16> = Vec::new();
+    loop {
+        conn.busy(false);
+        if !read_more(&mut s, &mut buf).await {
+            return None;
+        }
+        conn.busy(true);
+        let t0 = Instant::now();
+        let date = DATE.with(|d| d.borrow_mut().now());
+        let stopping = conn.stopping();
+        let mut closing = false;
+        let handoff = loop {
+            let (head_len, head, target) = match parse(&buf) {
+                Parsed::Quick {
+                    len,
+                    head,
+                    close,
+                    target,
+                } => {
+                    closing = stopping || close;
+                    (len, head, target)
+                }
+                Parsed::Partial if buf.len() < max_head => break false,
+                // hyper answers it (431 for a head too large, 400 for a malformed one).
+                Parsed::Partial | Parsed::Other => break true,
+            };
+            let Some(a) = r.answer(target).filter(|a| sendable(a.status)) else {
+                break true;
+            };
+            conn.started();
+            put_head(&mut out, &a, &date, closing);
+            answered.push(a.status.as_u16());
+            if !head {
+                if a.body.len() <= COPY_BODY {
+                    out.put_slice(a.body);
+                } else {
+                    report(r, &mut answered, t0);
+                    if s.write_all(&out).await.is_err() || s.write_all(a.body).await.is_err() {
+                        return None;
+                    }
+                    out.clear();
+                }
+            }
+            buf.advance(head_len);
+            if closing {
+                buf.clear();
+                break false;
+            }
+        };
+        report(r, &mut answered, t0);
+        if !out.is_empty() {
+            if s.write_all(&out).await.is_err() {
+                return None;
+            }
+            out.clear();
+        }
+        if handoff {
+            return Some((s, buf));
+        }
+        if closing {
+            let _ = s.shutdown().await;
+            return None;
+        }
+    }
+}
+
+/// Tell the responder of the answers made since `t0`, before they are written (as hyper's
+/// services count a response when they hand it over).
+fn report<R: Responder>(r: &R, answered: &mut Vec<u16>, t0: Instant) {
+    if answered.is_empty() {
+        return;
+    }
+    let took = t0.elapsed();
+    for status in answered.drain(..) {
+        r.answered(status, took);
+    }
+}
+
+/// Statuses whose message always has a body framed by `Content-Length`.
+fn sendable(status: StatusCode) -> bool {
+    status.as_u16() >= 200 && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED
+}
+
+enum Parsed<'b> {
+    /// A complete bodiless HTTP/1.1 GET or HEAD (`head`) of an origin-form target; `close`:
+    /// it asked for `Connection: close`.
+    Quick {
+        len: usize,
+        head: bool,
+        close: bool,
+        target: &'b str,
+    },
+    /// Not all of a head yet.
+    Partial,
+    /// Anything else: hyper's.
+    Other,
+}
+
+fn parse(data: &[u8]) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let head = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Parsed::Other,
+    };
+    if req.version != Some(1) {
+        return Parsed::Other;
+    }
+    let target = match req.path {
+        Some(t) if t.starts_with('/') => t,
+        _ => return Parsed::Other,
+    };
+    let mut close = false;
+    for h in req.headers.iter() {
+        let n = h.name;
+        let plain = if n.eq_ignore_ascii_case("content-length") {
+            h.value == b"0"
+        } else if n.eq_ignore_ascii_case("connection") {
+            close |= h.value.eq_ignore_ascii_case(b"close");
+            close || h.value.eq_ignore_ascii_case(b"keep-alive")
+        } else {
+            !(n.eq_ignore_ascii_case("transfer-encoding")
+                || n.eq_ignore_ascii_case("expect")
+                || n.eq_ignore_ascii_case("upgrade"))
+        };
+        if !plain {
+            return Parsed::Other;
+        }
+    }
+    Parsed::Quick {
+        len,
+        head,
+        close,
+        target,
+    }
+}
+
+/// The status line and headers of `a`, as hyper writes them (lower-case names).
+fn put_head(out: &mut BytesMut, a: &Answer<'_>, date: &[u8; 29], close: bool) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(a.status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(a.status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    out.put_slice(a.headers);
+    out.put_slice(b"content-length: ");
+    out.put_slice(itoa::Buffer::new().format(a.body.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"date: ");
+    out.put_slice(date);
+    out.put_slice(b"\r\n\r\n");
+}
+
+/// `Date` text, made again when the second changes (as hyper caches it).
+struct Date {
+    second: u64,
+    text: [u8; 29],
+}
+
+impl Date {
+    fn now(&mut self) -> [u8; 29] {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second {
+            self.second = second;
+            let t = httpdate::fmt_http_date(now);
+            if t.len() == 29 {
+                self.text.copy_from_slice(t.as_bytes());
+            }
+        }
+        self.text
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<Date> = const { RefCell::new(Date { second: 0, text: [b' '; 29] }) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Bytes shaped like request heads, valid or not: methods, targets, versions, the headers
+    /// the quick path looks at (with values it takes and values it leaves), line ends, noise.
+    fn headish() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop_oneof![
+            Just(b"GET ".to_vec()),
+            Just(b"HEAD ".to_vec()),
+            Just(b"POST ".to_vec()),
+            "/[a-z0-9/?=&%]{0,12}".prop_map(String::into_bytes),
+            Just(b"http://h/x".to_vec()),
+            Just(b" HTTP/1.1".to_vec()),
+            Just(b" HTTP/1.0".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"Host: t\r\n".to_vec()),
+            Just(b"Content-Length: 0\r\n".to_vec()),
+            Just(b"content-length: 5\r\n".to_vec()),
+            Just(b"Connection: close\r\n".to_vec()),
+            Just(b"Connection: Keep-Alive\r\n".to_vec()),
+            Just(b"Connection: upgrade\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"Expect: 100-continue\r\n".to_vec()),
+            vec(any::<u8>(), 0..8),
+        ];
+        vec(token, 0..24).prop_map(|ts| ts.concat())
+    }
+
+    proptest! {
+        /// Whatever arrives: no panic, and a request taken is a whole, bodiless HTTP/1.1 GET
+        /// or HEAD of an origin-form target within the bytes given.
+        #[test]
+        fn only_bodiless_gets_and_heads_are_taken(data in headish()) {
+            if let Parsed::Quick { len, head, close, target } = parse(&data) {
+                prop_assert!(len <= data.len());
+                prop_assert!(data[..len].ends_with(b"\n\n") || data[..len].ends_with(b"\r\n\r\n"));
+                prop_assert!(target.starts_with('/'));
+                prop_assert_eq!(head, data.starts_with(b"HEAD "));
+                prop_assert!(head || data.starts_with(b"GET "));
+                let text = String::from_utf8_lossy(&data[..len]).to_ascii_lowercase();
+                prop_assert!(!text.contains("transfer-encoding") && !text.contains("expect:"));
+                prop_assert!(!text.contains("content-length: 5") && !text.contains("upgrade"));
+                prop_assert!(!close || text.contains("connection: close"));
+            }
+        }
+
+        /// A request cut anywhere before its end is partial; whole, it is taken as sent.
+        #[test]
+        fn a_request_cut_short_is_partial(path in "/[a-z0-9/?=&]{0,40}", cut in any::<usize>()) {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+            prop_assert!(matches!(parse(&req.as_bytes()[..cut % req.len()]), Parsed::Partial));
+            let whole = parse(req.as_bytes());
+            let taken = matches!(whole, Parsed::Quick { len, target, close: false, head: false }
+                if len == req.len() && target == path);
+            prop_assert!(taken);
+        }
+    }
+}
