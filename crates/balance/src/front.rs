@@ -16,7 +16,7 @@ use crate::pick::Algorithm;
 use crate::pipe::{connection_tokens, hop_by_hop, put_headers, Outgoing, Pool, Reply, ReplyBody};
 use crate::retry::{self, Fail, Refused};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use st_http::front::{read_more, Conn};
+use st_http::front::{close_lingering, read_more, Conn};
 use st_http::server::{Activity, ConnService, Limits, Phase, Stats};
 use st_http::Chunked;
 use std::io;
@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -283,23 +283,12 @@ async fn respond(
     }
 }
 
-/// How long a refused client may go on sending before its connection is dropped.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// Answer a request the balancer refuses, then close without losing the answer: the client
-/// may still be sending (a 200 kB head, a body over the limit), and closing a socket with
-/// unread input resets the connection, which can destroy the answer before the client reads
-/// it. So send FIN and discard input until the client closes too, for at most [`LINGER`]
-/// (what nginx calls a lingering close).
+/// Answer a request the balancer refuses, then close without losing the answer (the client
+/// may still be sending: a 200 kB head, a body over the limit): a lingering close.
 async fn refuse(mut s: TcpStream, out: &mut BytesMut, reply: Reply, http10: bool) {
-    if !respond(&mut s, out, reply, true, http10).await || s.shutdown().await.is_err() {
-        return;
+    if respond(&mut s, out, reply, true, http10).await {
+        close_lingering(s).await;
     }
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER, async {
-        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
 }
 
 /// Serve one HTTP/1 client connection.

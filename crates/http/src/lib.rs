@@ -15,8 +15,8 @@
 //! Server side (used by `serve` and `balance`): [`runner`] starts the threads and runtimes and
 //! moves them through their phases; [`server`] binds SO_REUSEPORT listeners and runs the accept
 //! loop with its limits and graceful drain, serving connections with hyper; [`front`] runs
-//! hand-written HTTP/1 connections (the sweeper's timeouts, the hand-off to hyper), on which
-//! [`quick`] answers `serve`'s fixed routes and `balance` its clients; [`tls`] builds server
+//! hand-written HTTP/1 connections (the sweeper's timeouts, the hand-off to hyper): the
+//! balancer's client side, and [`quick`], `serve`'s fixed answers; [`tls`] builds server
 //! configs. Every server accepts through [`server::accept`] (`serve`, `balance` with its own
 //! HTTP/1 client side and admin API, `kapi`'s watch metrics); client sockets are opened here for the load
 //! engine, and by the balancer itself (pipelined upstream connections, hyper-util's pool,

@@ -6,8 +6,10 @@
 //! path: hyper's per-request work cost about a fifth of the server's CPU against nginx
 //! (BENCHMARKS.md keeps the comparison; `scaletest serve --hyper-only` is the other path).
 //!
-//! Pipelined requests are answered in one write. Once the server stops, the request in hand
-//! is answered with `Connection: close` and the connection closed.
+//! Pipelined requests are answered in one write (up to 64 KiB of answers at a time); a client
+//! that does not take its answers within the header timeout is cut off. A request answered
+//! here once the server stops gets `Connection: close`, and the connection a lingering close;
+//! one handed over then is hyper's to answer and close.
 
 use crate::front::{self, read_more, Conn, Handoff};
 use crate::server::{Activity, ConnService, Limits, Phase, Stats};
@@ -62,9 +64,10 @@ where
     R: Responder,
 {
     let max_head = limits.max_header_bytes.max(8192);
+    let write_limit = limits.header_timeout;
     let clients = move |s, _peer, conn: Rc<Conn>| {
         let r = responder.clone();
-        async move { client(&*r, s, &conn, max_head).await }
+        async move { client(&*r, s, &conn, max_head, write_limit).await }
     };
     front::serve(listener, limits, stats, phase, make, clients, || {}).await
 }
@@ -72,7 +75,18 @@ where
 /// Above this, a body is written from where it is rather than copied behind its head.
 const COPY_BODY: usize = 16 * 1024;
 
-async fn client<R: Responder>(r: &R, mut s: TcpStream, conn: &Conn, max_head: usize) -> Handoff {
+/// Answers waiting in `out` are written once they reach this (pipelined requests).
+const OUT_MAX: usize = 64 * 1024;
+
+/// `write_limit`: how long writing one batch of answers may take (a client that does not
+/// read is cut off like one that does not send).
+async fn client<R: Responder>(
+    r: &R,
+    mut s: TcpStream,
+    conn: &Conn,
+    max_head: usize,
+    write_limit: Duration,
+) -> Handoff {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(4096);
     let mut answered: Vec<u16> = Vec::new();
@@ -81,6 +95,7 @@ async fn client<R: Responder>(r: &R, mut s: TcpStream, conn: &Conn, max_head: us
         if !read_more(&mut s, &mut buf).await {
             return None;
         }
+        // Busy until the answers are written: a stop does not cut an answer short.
         conn.busy(true);
         let t0 = Instant::now();
         let date = DATE.with(|d| d.borrow_mut().now());
@@ -107,16 +122,17 @@ async fn client<R: Responder>(r: &R, mut s: TcpStream, conn: &Conn, max_head: us
             conn.started();
             put_head(&mut out, &a, &date, closing);
             answered.push(a.status.as_u16());
-            if !head {
-                if a.body.len() <= COPY_BODY {
-                    out.put_slice(a.body);
-                } else {
-                    report(r, &mut answered, t0);
-                    if s.write_all(&out).await.is_err() || s.write_all(a.body).await.is_err() {
-                        return None;
-                    }
-                    out.clear();
+            let big = !head && a.body.len() > COPY_BODY;
+            if !head && !big {
+                out.put_slice(a.body);
+            }
+            if big || out.len() >= OUT_MAX {
+                report(r, &mut answered, t0);
+                let body = if big { a.body } else { &[] };
+                if !write_out(&mut s, &out, body, write_limit).await {
+                    return None;
                 }
+                out.clear();
             }
             buf.advance(head_len);
             if closing {
@@ -126,7 +142,7 @@ async fn client<R: Responder>(r: &R, mut s: TcpStream, conn: &Conn, max_head: us
         };
         report(r, &mut answered, t0);
         if !out.is_empty() {
-            if s.write_all(&out).await.is_err() {
+            if !write_out(&mut s, &out, &[], write_limit).await {
                 return None;
             }
             out.clear();
@@ -135,10 +151,30 @@ async fn client<R: Responder>(r: &R, mut s: TcpStream, conn: &Conn, max_head: us
             return Some((s, buf));
         }
         if closing {
-            let _ = s.shutdown().await;
+            front::close_lingering(s).await;
             return None;
         }
     }
+}
+
+/// Write `head` and then `body`, within `limit`; false if the connection failed or the
+/// client did not take it in time. The usual case is one write that takes it all, so the
+/// timer is set only when the socket is full.
+async fn write_out(s: &mut TcpStream, head: &[u8], body: &[u8], limit: Duration) -> bool {
+    let mut at = 0;
+    if body.is_empty() {
+        match s.try_write(head) {
+            Ok(n) if n == head.len() => return true,
+            Ok(n) => at = n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+    }
+    let rest = async {
+        s.write_all(&head[at..]).await?;
+        s.write_all(body).await
+    };
+    matches!(tokio::time::timeout(limit, rest).await, Ok(Ok(())))
 }
 
 /// Tell the responder of the answers made since `t0`, before they are written (as hyper's
@@ -190,7 +226,7 @@ fn parse(data: &[u8]) -> Parsed<'_> {
         return Parsed::Other;
     }
     let target = match req.path {
-        Some(t) if t.starts_with('/') => t,
+        Some(t) if t.starts_with('/') && plain_target(t) => t,
         _ => return Parsed::Other,
     };
     let mut close = false;
@@ -199,8 +235,10 @@ fn parse(data: &[u8]) -> Parsed<'_> {
         let plain = if n.eq_ignore_ascii_case("content-length") {
             h.value == b"0"
         } else if n.eq_ignore_ascii_case("connection") {
-            close |= h.value.eq_ignore_ascii_case(b"close");
-            close || h.value.eq_ignore_ascii_case(b"keep-alive")
+            // One token of the two this path knows; lists and others are hyper's.
+            let c = h.value.eq_ignore_ascii_case(b"close");
+            close |= c;
+            c || h.value.eq_ignore_ascii_case(b"keep-alive")
         } else {
             !(n.eq_ignore_ascii_case("transfer-encoding")
                 || n.eq_ignore_ascii_case("expect")
@@ -216,6 +254,15 @@ fn parse(data: &[u8]) -> Parsed<'_> {
         close,
         target,
     }
+}
+
+/// Whether every byte of `target` is one that hyper's URI parser takes in a path and query,
+/// and it is short enough for it: anything else is left to hyper, which refuses it (400, 414).
+fn plain_target(target: &str) -> bool {
+    target.len() < 65_534
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/?=&%+:@!$'()*,;".contains(&b))
 }
 
 /// The status line and headers of `a`, as hyper writes them (lower-case names).

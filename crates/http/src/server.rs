@@ -4,8 +4,10 @@
 //! Each worker thread ([`crate::runner`]) owns one SO_REUSEPORT listener on the same address and
 //! its own runtime (the kernel spreads connections, nothing is shared on the hot path). [`accept`]
 //! is the one accept loop (connection limit, open count, stop on `Stopping`); [`serve`] runs it
-//! with hyper, and the balancer runs it with its own HTTP/1 client side. Connections are served
-//! by hyper (HTTP/1.1 and HTTP/2, h2c by prior knowledge or TLS with ALPN). Limits bound what a
+//! with hyper for every connection (HTTP/1.1 and HTTP/2, h2c by prior knowledge or TLS with
+//! ALPN), and [`crate::front`] runs it for hand-written HTTP/1 connections (the balancer's
+//! client side, `serve`'s quick answers), which hand HTTP/2 and what they do not answer to
+//! [`serve_connection`] here. Limits bound what a
 //! client can hold: open connections, time to send a request head (slowloris; for HTTP/1.1 it
 //! also bounds keep-alive idle time), header size (431), idle time, and HTTP/2 streams.
 //!
@@ -325,7 +327,10 @@ pub async fn serve_connection<I, S>(
         let limit = activity.quiet_limit(limits);
         let next_look =
             drop_at.unwrap_or_else(|| Instant::now() + (limit / 4).max(Duration::from_millis(10)));
+        // The connection first: one handed over with a request already read (`front`) is
+        // read before a stop asks it to close, so that request is answered, not dropped.
         tokio::select! {
+            biased;
             _ = conn.as_mut() => break,
             r = phase.wait_for(|p| *p == Phase::Stopping), if !closing => {
                 let _ = r;

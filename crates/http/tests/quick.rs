@@ -44,19 +44,28 @@ impl Responder for Fixed {
 
 struct Server {
     addr: SocketAddr,
+    stats: Arc<Stats>,
     servers: Servers,
     quick: Arc<AtomicU64>,
     hyper: Arc<AtomicU64>,
 }
 
-/// One thread serving quick answers, and hyper answering `hyper METHOD TARGET BODY`.
 fn start() -> Server {
+    start_with(Limits {
+        header_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    })
+}
+
+/// One thread serving quick answers, and hyper answering `hyper METHOD TARGET BODY`.
+fn start_with(limits: Limits) -> Server {
     let (listeners, addr) = runner::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
     let (quick, hyper) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut servers = Servers::new();
     let (q, h) = (quick.clone(), hyper.clone());
+    let stats = Arc::new(Stats::default());
     servers
-        .per_thread("quick", listeners, Arc::new(Stats::default()), move |w| {
+        .per_thread("quick", listeners, stats.clone(), move |w| {
             let h = h.clone();
             let make = move |_peer: SocketAddr, _activity: Arc<Activity>| {
                 let h = h.clone();
@@ -79,11 +88,8 @@ fn start() -> Server {
             let responder = Rc::new(Fixed {
                 answered: q.clone(),
             });
+            let limits = limits.clone();
             async move {
-                let limits = Limits {
-                    header_timeout: Duration::from_secs(5),
-                    ..Limits::default()
-                };
                 quick::serve(w.listener, limits, w.stats, w.phase, make, responder)
                     .await
                     .unwrap();
@@ -92,6 +98,7 @@ fn start() -> Server {
         .unwrap();
     Server {
         addr,
+        stats,
         servers,
         quick,
         hyper,
@@ -151,11 +158,16 @@ fn pipelined_requests_it_answers_never_reach_hyper() {
     for (head_request, body_len) in [(false, 6), (true, 0), (false, 6), (false, BIG)] {
         let (head, body) = response(&mut c, &mut pending, head_request);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        // HEAD too tells the length of what GET sends.
+        let len = if body_len == BIG { BIG } else { 6 };
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {len}\r\n")),
+            "{head}"
+        );
         assert!(head.contains("\r\nx-path: quick\r\n"), "{head}");
         assert!(head.contains("\r\ndate: "), "{head}");
         assert_eq!(body.len(), body_len, "{head}");
     }
-    // HEAD still tells the length of what GET would send.
     assert_eq!(s.quick.load(Ordering::Relaxed), 4);
     assert_eq!(s.hyper.load(Ordering::Relaxed), 0);
 }
@@ -208,6 +220,10 @@ fn the_first_request_it_does_not_answer_hands_the_connection_to_hyper() {
             b"GET /q HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
             "hyper GET /q ",
         ),
+        (
+            b"GET /q HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, close\r\n\r\n",
+            "hyper GET /q ",
+        ),
     ] {
         let before = s.hyper.load(Ordering::Relaxed);
         let mut c = connect(s.addr);
@@ -216,6 +232,13 @@ fn the_first_request_it_does_not_answer_hands_the_connection_to_hyper() {
         assert_eq!(body, want, "{head}");
         assert_eq!(s.hyper.load(Ordering::Relaxed), before + 1);
     }
+    // A target hyper's URI parser refuses: refused as hyper refuses it, not answered.
+    let mut c = connect(s.addr);
+    c.write_all(b"GET /q?a<b HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut all = String::new();
+    let _ = c.read_to_string(&mut all);
+    assert!(all.starts_with("HTTP/1.1 400 "), "{all}");
     assert_eq!(s.quick.load(Ordering::Relaxed), 1);
 }
 
@@ -270,4 +293,36 @@ fn stopping_closes_idle_connections_and_the_server_finishes() {
     assert_eq!(c.read(&mut buf).unwrap_or(0), 0);
     assert!(s.servers.wait(Duration::from_secs(5)));
     assert!(TcpStream::connect(s.addr).is_err(), "listener still open");
+}
+
+#[test]
+fn a_client_that_does_not_read_its_answers_is_cut_off() {
+    let s = start_with(Limits {
+        header_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    let c = connect(s.addr);
+    // 20 MB of answers asked for at once, none read: the socket fills and the write stalls.
+    let asks = "GET /big HTTP/1.1\r\nHost: t\r\n\r\n".repeat(200);
+    (&c).write_all(asks.as_bytes()).unwrap();
+    let open = || s.stats.open.load(Ordering::Relaxed);
+    let t = Instant::now();
+    while open() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "never accepted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    while open() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the stalled connection is still open"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Cut off by the write limit, not at once.
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(c);
 }

@@ -169,7 +169,7 @@ impl quick::Responder for Quick {
     }
 
     fn answered(&self, status: u16, took: Duration) {
-        self.0.metrics.answered(status, took.as_secs_f64());
+        self.0.metrics.quick(status, took.as_secs_f64());
     }
 }
 

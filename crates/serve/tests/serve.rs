@@ -286,41 +286,63 @@ fn a_kept_alive_connection_the_server_closed_while_idle_is_not_a_failed_request(
 #[test]
 fn quick_answers_are_the_answers_hyper_gives() {
     // The default server answers these targets on st_http's quick path; `hyper_only` sends
-    // everything through hyper. Heads are compared as sets of lines, without the date.
+    // everything through hyper. Answers are compared as sets of lines, without the date.
     let quick = start(config());
     let mut cfg = config();
     cfg.hyper_only = true;
     let hyper = start(cfg);
-    let norm = |r: st_http::blocking::Reply| {
-        let mut lines: Vec<String> = r
-            .head
+    let lines = |text: &str| {
+        let mut l: Vec<String> = text
             .lines()
             .filter(|l| !l.starts_with("date: "))
             .map(String::from)
             .collect();
-        lines.sort();
-        (r.status, lines, r.body)
+        l.sort();
+        l
     };
     for phase in ["serving", "draining"] {
         for target in ["/", "/?a=b", "/version", "/healthz", "/readyz"] {
             for method in ["GET", "HEAD"] {
-                let q = norm(call(quick.addr, method, target, None, ""));
-                let h = norm(call(hyper.addr, method, target, None, ""));
-                assert_eq!(q, h, "{method} {target} while {phase}");
+                // Asking for the close (as control calls do), and kept alive then closed.
+                let once = |a| {
+                    let r = call(a, method, target, None, "");
+                    (r.status, lines(&r.head), r.body)
+                };
+                assert_eq!(
+                    once(quick.addr),
+                    once(hyper.addr),
+                    "{method} {target}, {phase}"
+                );
+                let two = format!(
+                    "{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n\
+                     {method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                );
+                let (q, h) = (
+                    raw(quick.addr, two.as_bytes()),
+                    raw(hyper.addr, two.as_bytes()),
+                );
+                assert_eq!(
+                    lines(&q),
+                    lines(&h),
+                    "{method} {target} kept alive, {phase}"
+                );
+                assert_eq!(q.matches("HTTP/1.1 ").count(), 2, "{q}");
             }
         }
         quick.drain();
         hyper.drain();
     }
-    // Counted alike: 18 answers 200, and /readyz's two 503s while draining.
-    for s in [&quick, &hyper] {
+    // Counted alike (54 answers 200, /readyz's six 503s while draining), and the quick path
+    // answered all of them on the default server.
+    for (s, quick_answers) in [(&quick, 60), (&hyper, 0)] {
         let m = get(s.addr, "/metrics").body;
         for want in [
-            "scaletest_requests_total{code=\"200\"} 18\n",
-            "scaletest_requests_total{code=\"503\"} 2\n",
-            "scaletest_request_duration_seconds_count 20\n",
+            "scaletest_requests_total{code=\"200\"} 54\n".to_string(),
+            "scaletest_requests_total{code=\"503\"} 6\n".to_string(),
+            "scaletest_request_duration_seconds_count 60\n".to_string(),
+            format!("scaletest_quick_answers_total {quick_answers}\n"),
         ] {
-            assert!(m.contains(want), "{want} missing in\n{m}");
+            assert!(m.contains(&want), "{want} missing in\n{m}");
         }
     }
 }
