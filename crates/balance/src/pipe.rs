@@ -5,10 +5,14 @@
 //! of the event loop and one read bring back every response ready, which is what puts the
 //! balancer well ahead of one-request-per-connection proxies (see BENCHMARKS.md).
 //!
+//! So a request goes first to a connection whose write is still pending in this turn (it joins
+//! that write), then to the one with the fewest requests outstanding (an idle one first).
+//!
 //! Pipelining has one hazard, head-of-line blocking: a slow response delays those queued behind
 //! it. So a request joins a busy connection only if that connection has fewer than `depth`
 //! requests outstanding and its oldest one has waited less than [`STALL`]; otherwise it takes an
-//! idle connection or opens a new one. A non-idempotent request (and an HTTP/1.0 one) travels
+//! idle connection or opens a new one. Requests of one turn may still wait behind each other
+//! (at most `depth` share a connection; `--pipeline 1` turns sharing off). A non-idempotent request (and an HTTP/1.0 one) travels
 //! alone: it is sent on an idle connection and nothing is queued behind it (RFC 9112 §9.3.2).
 //!
 //! Failures ([`crate::retry::Fail`]) carry what is known about the request, so that the retry
@@ -156,11 +160,15 @@ impl Pool {
         let mut map = self.conns.borrow_mut();
         let list = map.entry(addr).or_default();
         list.retain(|c| c.state.get() != State::Dead);
-        let mut best: Option<(usize, &Rc<Conn>)> = None;
+        // A connection whose writer has not yet run in this turn comes first: the request
+        // joins a write that happens anyway (one send, one receive for several requests);
+        // then the one with the fewest requests outstanding.
+        let mut best: Option<((bool, usize), &Rc<Conn>)> = None;
         for c in list.iter() {
             if let Some(n) = c.takes(&req, &self.cfg, now) {
-                if best.is_none_or(|(m, _)| n < m) {
-                    best = Some((n, c));
+                let key = (c.out.borrow().is_empty(), n);
+                if best.is_none_or(|(m, _)| key < m) {
+                    best = Some((key, c));
                 }
             }
         }
@@ -670,6 +678,48 @@ mod tests {
             assert!(tokio::time::timeout(Duration::from_millis(50), l.accept())
                 .await
                 .is_err());
+        });
+    }
+
+    #[test]
+    fn a_request_joins_the_write_pending_in_its_turn_before_an_idle_connection() {
+        local_test(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let pool = Pool::new(cfg());
+            // Two connections, then both idle: a POST travels alone, so the GET opens another.
+            let post = Outgoing {
+                bytes: Bytes::from_static(
+                    b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                ),
+                head_request: false,
+                exclusive: true,
+            };
+            let (p, cp) = pool.submit(addr, post);
+            let (g, cg) = pool.submit(addr, get("/g"));
+            assert!(!Rc::ptr_eq(&cp, &cg));
+            for _ in 0..2 {
+                let (mut s, _) = l.accept().await.unwrap();
+                read_requests(&mut s, 1).await;
+                s.write_all(ok("w").as_bytes()).await.unwrap();
+                // Keep the connection open for the rest of the test.
+                tokio::task::spawn_local(async move {
+                    let mut sink = [0u8; 1024];
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                });
+            }
+            assert_eq!(
+                (body(p.await).await, body(g.await).await),
+                ("w".into(), "w".into())
+            );
+            // Both idle now; two requests of one turn go out in one write on one of them.
+            let (_x, cx) = pool.submit(addr, get("/x"));
+            let (_y, cy) = pool.submit(addr, get("/y"));
+            assert!(
+                Rc::ptr_eq(&cx, &cy),
+                "the second request took the other idle connection"
+            );
+            assert_eq!(pool.open_to(addr), 2);
         });
     }
 

@@ -480,14 +480,15 @@ fn a_slowloris_client_is_cut_off_while_others_are_served() {
 
 #[test]
 fn a_slow_response_holds_up_no_request_sent_after_it() {
-    // The slow answer takes 10 s (well inside the balancer's timeout): every request sent
-    // after it must be answered while it is still outstanding, however busy the machine.
+    // The slow answer takes 8 s (well inside the balancer's timeout, and inside the 10 s the
+    // test client waits for a read): every request sent after it must be answered while it
+    // is still outstanding, however busy the machine.
     let b = backend("v1");
     let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
         c.timeout = Duration::from_secs(30)
     });
     let addr = lb.addr;
-    let slow = std::thread::spawn(move || call(addr, "GET", "/delay?ms=10000", None, ""));
+    let slow = std::thread::spawn(move || call(addr, "GET", "/delay?ms=8000", None, ""));
     let in_flight = || lb.backends.snapshot()[0].in_flight.load(Ordering::Relaxed);
     wait_for("the slow request", || in_flight() == 1);
     // Past the stall threshold its connection takes no more requests.

@@ -66,8 +66,9 @@ pub struct Args {
     #[arg(long)]
     backend_http2: bool,
     /// Most requests in flight on one HTTP/1.1 connection to a backend (pipelining; 1 turns
-    /// it off). A request joins a busy connection only while the oldest request on it is
-    /// younger than 2 ms, so a slow response holds up few others.
+    /// it off). Requests that arrive together go out in one write; a request joins a busy
+    /// connection only while the oldest request on it is younger than 2 ms, so a slow
+    /// response holds up few others.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=128))]
     pipeline: u64,
     /// Serve HTTP/1 clients with hyper and hyper-util's pool instead of the hand-written
