@@ -9,6 +9,7 @@ use kubefake::controllers::{Controllers, Fate};
 use kubefake::FakeApi;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -231,7 +232,7 @@ async fn down_removes_only_the_runs_objects_and_a_missing_run_is_not_an_error() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_and_rollout_change_the_right_fields() {
-    let (f, t, _c, _) = up_ready("t3").await;
+    let (f, t, c, _) = up_ready("t3").await;
     let agg_gen = deployment(&f.api, &t.namespace, "aggregate")["metadata"]["generation"].clone();
     let serve_template = deployment(&f.api, &t.namespace, "serve")["spec"]["template"].clone();
     let scaled = Changes {
@@ -264,11 +265,18 @@ async fn scale_and_rollout_change_the_right_fields() {
         version: Some("v2".into()),
         ..Changes::default()
     };
+    // One controller step per look, so that the looks see the rollout under way (left to
+    // themselves, the controllers can finish it between two looks).
+    c.paused.store(true, Ordering::Relaxed);
     let o = cluster::change(&f.client, &t, &v2, &["serve"], &mut |l: &str| {
+        if l.starts_with("serve ") {
+            kubefake::controllers::step(&f.api, &t.namespace, Fate::Ready);
+        }
         lines.push(l.to_string())
     })
     .await
     .expect("rollout");
+    c.paused.store(false, Ordering::Relaxed);
     assert_eq!(o.spec.version, "v2");
     let serve = deployment(&f.api, &t.namespace, "serve");
     assert_eq!(serve["spec"]["replicas"], 5, "the rollout kept the scale");

@@ -173,6 +173,8 @@ pub fn step(api: &FakeApi, ns: &str, fate: Fate) -> bool {
 /// be changed while it runs.
 pub struct Controllers {
     stop: Arc<AtomicBool>,
+    /// While set, no step is taken (a test that must see a rollout mid-way holds it there).
+    pub paused: Arc<AtomicBool>,
     /// How new pods turn out from now on.
     pub fate: Arc<Mutex<Fate>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -182,17 +184,21 @@ impl Controllers {
     /// Start playing the controllers for `ns`.
     pub fn start(api: Arc<FakeApi>, ns: &str, fate: Fate) -> Controllers {
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let fate = Arc::new(Mutex::new(fate));
-        let (st, f, ns) = (stop.clone(), fate.clone(), ns.to_string());
+        let (st, p, f, ns) = (stop.clone(), paused.clone(), fate.clone(), ns.to_string());
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
-                let now = *f.lock().expect("lock");
-                step(&api, &ns, now);
+                if !p.load(Ordering::Relaxed) {
+                    let now = *f.lock().expect("lock");
+                    step(&api, &ns, now);
+                }
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
         Controllers {
             stop,
+            paused,
             fate,
             thread: Some(thread),
         }
