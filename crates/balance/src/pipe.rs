@@ -597,6 +597,15 @@ mod tests {
         }
     }
 
+    /// A POST: it travels alone.
+    fn post() -> Outgoing {
+        Outgoing {
+            bytes: Bytes::from_static(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+            head_request: false,
+            exclusive: true,
+        }
+    }
+
     fn local_test(f: impl std::future::Future<Output = ()>) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -688,14 +697,7 @@ mod tests {
             let addr = l.local_addr().unwrap();
             let pool = Pool::new(cfg());
             // Two connections, then both idle: a POST travels alone, so the GET opens another.
-            let post = Outgoing {
-                bytes: Bytes::from_static(
-                    b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-                ),
-                head_request: false,
-                exclusive: true,
-            };
-            let (p, cp) = pool.submit(addr, post);
+            let (p, cp) = pool.submit(addr, post());
             let (g, cg) = pool.submit(addr, get("/g"));
             assert!(!Rc::ptr_eq(&cp, &cg));
             for _ in 0..2 {
@@ -733,14 +735,7 @@ mod tests {
             let stall = Duration::from_millis(300);
             let pool = Pool::new(PipeConfig { stall, ..cfg() });
             let (a, _) = pool.submit(addr, get("/a"));
-            let post = Outgoing {
-                bytes: Bytes::from_static(
-                    b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-                ),
-                head_request: false,
-                exclusive: true,
-            };
-            let (p, _) = pool.submit(addr, post);
+            let (p, _) = pool.submit(addr, post());
             // Behind the POST nothing may queue: this GET joins the first connection.
             let (b, _) = pool.submit(addr, get("/b"));
             let (mut s1, _) = l.accept().await.unwrap();
