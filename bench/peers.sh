@@ -202,6 +202,7 @@ measure() {
 }
 
 U1=http://127.0.0.1:$H1/
+UA=$("$ST" --version 2>/dev/null | awk '{print "scaletest/" $2}')
 U2=https://127.0.0.1:$H2/
 for r in $(seq "$ROUNDS"); do
   log "round $r/$ROUNDS"
@@ -209,7 +210,9 @@ for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then order="peer self"; else order="self peer"; fi
   for who in $order; do
     if want h1; then
-      if [ "$who" = peer ]; then measure "h1-wrk-r$r" h1 wrk wrk -t1 -c50 -d"${DUR}s" --latency "$U1"
+      # wrk sends scaletest's User-Agent too: nginx scans that header (browser detection,
+      # ngx_strstrn), so the two generators must send the same bytes.
+      if [ "$who" = peer ]; then measure "h1-wrk-r$r" h1 wrk wrk -t1 -c50 -d"${DUR}s" --latency -H "User-Agent: $UA" "$U1"
       else measure "h1-scaletest-r$r" h1 scaletest "$ST" load "$U1" -c 50 -d "${DUR}s"; fi
     fi
     if want h2; then
