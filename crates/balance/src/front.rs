@@ -54,12 +54,11 @@ where
     F: Fn(SocketAddr, Arc<Activity>) -> S + 'static,
     S: ConnService,
 {
-    let phases = phase.clone();
     let f = front.clone();
     let clients = move |s, peer, conn: Rc<Conn>| {
-        let (front, phase) = (f.clone(), phases.clone());
+        let front = f.clone();
         async move {
-            client(&front, s, peer, &conn, &phase).await;
+            client(&front, s, peer, &conn).await;
             None
         }
     };
@@ -292,13 +291,7 @@ async fn refuse(mut s: TcpStream, out: &mut BytesMut, reply: Reply, http10: bool
 }
 
 /// Serve one HTTP/1 client connection.
-async fn client(
-    front: &Front,
-    mut s: TcpStream,
-    peer: SocketAddr,
-    st: &Conn,
-    phase: &watch::Receiver<Phase>,
-) {
+async fn client(front: &Front, mut s: TcpStream, peer: SocketAddr, st: &Conn) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(4096);
     let max_head = front.limits.max_header_bytes.max(8192);
@@ -393,7 +386,7 @@ async fn client(
             exclusive: !idempotent || http10,
         };
         let reply = forward(front, req, idempotent).await;
-        let close = !keep_alive || reply.close_delimited || *phase.borrow() == Phase::Stopping;
+        let close = !keep_alive || reply.close_delimited || st.stopping();
         let ok = respond(&mut s, &mut out, reply, close, http10).await;
         st.busy(false);
         if close || !ok {

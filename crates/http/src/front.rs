@@ -28,7 +28,6 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 /// What the sweeper knows of one connection; its loop reports through it.
-#[derive(Default)]
 pub struct Conn {
     started: Cell<u64>,
     busy: Cell<bool>,
@@ -37,7 +36,7 @@ pub struct Conn {
     seen: Cell<u64>,
     quiet_since: Cell<Option<Instant>>,
     abort: RefCell<Option<AbortHandle>>,
-    stopping: Rc<Cell<bool>>,
+    phase: watch::Receiver<Phase>,
 }
 
 impl Conn {
@@ -54,7 +53,7 @@ impl Conn {
 
     /// Whether the server is stopping: answer what is in hand with `Connection: close`.
     pub fn stopping(&self) -> bool {
-        self.stopping.get()
+        *self.phase.borrow() == Phase::Stopping
     }
 }
 
@@ -62,7 +61,8 @@ impl Conn {
 struct Registry {
     conns: RefCell<HashMap<u64, Rc<Conn>>>,
     next: Cell<u64>,
-    stopping: Rc<Cell<bool>>,
+    /// The accept loop has ended: the sweeper closes every idle connection.
+    stopping: Cell<bool>,
 }
 
 /// Removes a connection from the registry however its task ends (finished or aborted).
@@ -104,7 +104,7 @@ where
     let reg = Rc::new(Registry {
         conns: RefCell::new(HashMap::new()),
         next: Cell::new(0),
-        stopping: Rc::new(Cell::new(false)),
+        stopping: Cell::new(false),
     });
     let sweeper = tokio::task::spawn_local(sweep(reg.clone(), limits.header_timeout, tick));
     let phases = phase.clone();
@@ -112,8 +112,13 @@ where
         let id = reg.next.get();
         reg.next.set(id + 1);
         let conn = Rc::new(Conn {
-            stopping: reg.stopping.clone(),
-            ..Conn::default()
+            started: Cell::new(0),
+            busy: Cell::new(false),
+            hyper: Cell::new(false),
+            seen: Cell::new(0),
+            quiet_since: Cell::new(None),
+            abort: RefCell::new(None),
+            phase: phases.clone(),
         });
         reg.conns.borrow_mut().insert(id, conn.clone());
         let registered = Registered {
