@@ -12,8 +12,9 @@
 //! it. So a request joins a busy connection only if that connection has fewer than `depth`
 //! requests outstanding and its oldest one has waited less than [`STALL`]; otherwise it takes an
 //! idle connection or opens a new one. Requests of one turn may still wait behind each other
-//! (at most `depth` share a connection; `--pipeline 1` turns sharing off). A non-idempotent request (and an HTTP/1.0 one) travels
-//! alone: it is sent on an idle connection and nothing is queued behind it (RFC 9112 §9.3.2).
+//! (at most `depth` share a connection; `--pipeline 1` turns sharing off). A non-idempotent
+//! request (and an HTTP/1.0 one) travels alone: it is sent on an idle connection and nothing
+//! is queued behind it (RFC 9112 §9.3.2).
 //!
 //! Failures ([`crate::retry::Fail`]) carry what is known about the request, so that the retry
 //! policy can tell: never sent (connect failed), announced unprocessed (the response before it
