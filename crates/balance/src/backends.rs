@@ -31,7 +31,7 @@ pub struct Backend {
     pub(crate) fail_streak: AtomicU32,
     /// Requests answered by it.
     pub requests: AtomicU64,
-    /// Requests that failed on it (before retries).
+    /// Requests that failed by its own doing (before retries; the rule is [`crate::retry`]'s).
     pub errors: AtomicU64,
     /// Requests moved from it to another backend.
     pub retried: AtomicU64,

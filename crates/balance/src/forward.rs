@@ -7,8 +7,10 @@
 use crate::backends::Backends;
 use crate::pick::Algorithm;
 use crate::retry::{self, Fail, Refused};
+use crate::target;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{self, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
@@ -87,6 +89,10 @@ impl Body for ProxyBody {
     }
 }
 
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
 fn local(code: StatusCode, why: &str) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Local(Full::new(Bytes::from(format!("{why}\n")))));
     *r.status_mut() = code;
@@ -130,30 +136,53 @@ fn failure(e: &hyper_util::client::legacy::Error) -> Fail {
         None => e.to_string(),
     };
     if e.is_connect() {
-        return Fail::Connect(why);
+        return if from_the_wire(e) {
+            Fail::Connect(why)
+        } else {
+            Fail::Canceled(why)
+        };
     }
-    let parse = source
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(|h| h.is_parse() || h.is_parse_status());
-    if parse {
-        Fail::Malformed(why)
-    } else {
-        Fail::Lost(why)
+    match source.and_then(|s| s.downcast_ref::<hyper::Error>()) {
+        // hyper would not send it (a head HTTP/2 cannot carry, say): nothing was sent.
+        Some(h) if h.is_user() => Fail::Unsendable(why),
+        Some(h) if h.is_parse() || h.is_parse_status() => Fail::Malformed(why),
+        _ => Fail::Lost(why),
     }
 }
 
+/// Whether an error came from a connection: an I/O or HTTP error under it. hyper-util
+/// also reports as a connect error a request that waited for the connection another request
+/// was opening when that request went away (HTTP/2's one connection at a time): the pool's
+/// own "request was canceled", with neither under it.
+fn from_the_wire(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<std::io::Error>() || e.is::<hyper::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl Forwarder {
+    /// The request to `to`: its address is the URI's authority, put there whole (a target
+    /// glued to it as text could change the port: `http://IP:PORT*`).
     fn upstream_request(
         &self,
         parts: &http::request::Parts,
+        target: &PathAndQuery,
         body: &Bytes,
         to: SocketAddr,
         peer: SocketAddr,
     ) -> Request<Full<Bytes>> {
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = format!("http://{to}{pq}")
-            .parse()
-            .expect("an address and a valid path make a URI");
+        let mut up = uri::Parts::default();
+        up.scheme = Some(uri::Scheme::HTTP);
+        up.authority = Some(
+            uri::Authority::try_from(to.to_string()).expect("a socket address is an authority"),
+        );
+        up.path_and_query = Some(target.clone());
+        let uri = Uri::from_parts(up).expect("scheme, authority and path make a URI");
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
         if !headers.contains_key(header::HOST) {
@@ -196,6 +225,21 @@ impl Forwarder {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
+        let given = target::Given {
+            absolute: parts.uri.scheme().is_some(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .filter(|p| !p.is_empty()),
+        };
+        let target = match target::upstream(parts.method.as_str().as_bytes(), given).and_then(|t| {
+            t.parse::<PathAndQuery>()
+                .map_err(|e| Refused(400, format!("bad request target: {e}")))
+        }) {
+            Ok(t) => t,
+            Err(Refused(code, why)) => return local(status(code), &why),
+        };
         // Bodies are read whole (bounded) so that a retry can send them again.
         let body = match Limited::new(body, self.max_body).collect().await {
             Ok(b) => b.to_bytes(),
@@ -220,7 +264,7 @@ impl Forwarder {
             &self.turn,
             idempotent,
             |b| {
-                let up = self.upstream_request(&parts, &body, b.addr, peer);
+                let up = self.upstream_request(&parts, &target, &body, b.addr, peer);
                 async move {
                     match tokio::time::timeout(self.timeout, self.client.request(up)).await {
                         Ok(Ok(resp)) => Ok(resp),
@@ -237,10 +281,7 @@ impl Forwarder {
                 strip_hop_by_hop(&mut rp.headers);
                 Response::from_parts(rp, ProxyBody::Upstream(rb))
             }
-            Err(Refused(code, why)) => local(
-                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
-                &why,
-            ),
+            Err(Refused(code, why)) => local(status(code), &why),
         }
     }
 }
@@ -298,8 +339,25 @@ mod tests {
             .unwrap()
             .into_parts();
         let to: SocketAddr = "127.0.0.1:81".parse().unwrap();
-        let r = f.upstream_request(&parts, &Bytes::new(), to, "10.0.0.1:9".parse().unwrap());
+        let pq = PathAndQuery::from_static("/p?q=1");
+        let r = f.upstream_request(
+            &parts,
+            &pq,
+            &Bytes::new(),
+            to,
+            "10.0.0.1:9".parse().unwrap(),
+        );
         assert_eq!(r.uri(), "http://127.0.0.1:81/p?q=1");
+        let star = PathAndQuery::from_static("*");
+        let r = f.upstream_request(
+            &parts,
+            &star,
+            &Bytes::new(),
+            to,
+            "10.0.0.1:9".parse().unwrap(),
+        );
+        assert_eq!(r.uri().port_u16(), Some(81));
+        assert_eq!(r.uri().path_and_query().unwrap(), "*");
         assert_eq!(r.method(), "PUT");
         let h = r.headers();
         assert!(h.get("connection").is_none() && h.get("x-hop").is_none());
@@ -309,7 +367,13 @@ mod tests {
         assert_eq!(h["accept"], "*/*");
         // To h2c backends the client's host travels as x-forwarded-host.
         let f = Forwarder { h2: true, ..f };
-        let r = f.upstream_request(&parts, &Bytes::new(), to, "10.0.0.1:9".parse().unwrap());
+        let r = f.upstream_request(
+            &parts,
+            &pq,
+            &Bytes::new(),
+            to,
+            "10.0.0.1:9".parse().unwrap(),
+        );
         assert!(r.headers().get("host").is_none());
         assert_eq!(r.headers()["x-forwarded-host"], "client.example");
     }

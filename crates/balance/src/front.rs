@@ -15,6 +15,7 @@ use crate::backends::Backends;
 use crate::pick::Algorithm;
 use crate::pipe::{connection_tokens, hop_by_hop, put_headers, Outgoing, Pool, Reply, ReplyBody};
 use crate::retry::{self, Fail, Refused};
+use crate::target;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use st_http::front::{close_lingering, read_more, Conn};
 use st_http::server::{Activity, ConnService, Limits, Phase, Stats};
@@ -119,18 +120,8 @@ fn parse_request(data: &[u8], peer_ip: &[u8]) -> Result<Option<Parsed>, Refused>
         Err(e) => return Err(Refused(400, format!("malformed request: {e}"))),
     };
     let method = req.method.unwrap_or("GET");
-    if method == "CONNECT" {
-        return Err(Refused(501, "CONNECT is not supported".into()));
-    }
+    let target = target::upstream(method.as_bytes(), target::split(req.path.unwrap_or("/")))?;
     let http10 = req.version == Some(0);
-    let mut target = req.path.unwrap_or("/");
-    if let Some(rest) = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-    {
-        // Absolute form: the backend gets the path.
-        target = rest.find('/').map_or("/", |i| &rest[i..]);
-    }
     let mut keep_alive = !http10;
     let mut length: Option<usize> = None;
     let mut chunked = false;
@@ -421,7 +412,7 @@ async fn forward(front: &Front, req: Outgoing, idempotent: bool) -> Reply {
                 match tokio::time::timeout(front.timeout, rx).await {
                     Ok(Ok(r)) => r,
                     // The connection was closed under the request (the balancer is stopping).
-                    Ok(Err(_)) => Err(Fail::Lost("connection closed by the balancer".into())),
+                    Ok(Err(_)) => Err(Fail::Abandoned("connection closed by the balancer".into())),
                     Err(_) => {
                         // Whatever is queued behind it would wait as long.
                         conn.retire();

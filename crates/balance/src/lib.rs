@@ -6,7 +6,9 @@
 //! of two choices) → [`pipe`] (pipelined HTTP/1.1 connections to the backends). HTTP/2 and TLS
 //! clients, and every client when the backends speak h2c, take the hyper path: accept
 //! (`st_http::server`, shared with `serve`) → [`pick`] → [`forward`] (hyper-util's pool). Both
-//! paths retry by one policy ([`retry`]: once, on another backend, only when safe). The
+//! paths refuse the targets they cannot forward by one rule ([`target`]) and retry by one
+//! policy ([`retry`]: once, on another backend, only when safe; only the backend's own
+//! failures count against it). The
 //! backend set ([`backends`]) changes from flags, a watched file and the admin API ([`admin`]),
 //! and backend health from active checks of `/readyz` ([`health`]) and passive ejection on
 //! connect errors; none of that touches the request path except through the swapped set and
@@ -20,6 +22,7 @@ pub mod health;
 pub mod pick;
 pub mod pipe;
 pub mod retry;
+pub mod target;
 
 use backends::Backends;
 use forward::Forwarder;

@@ -8,8 +8,17 @@
 //!   elsewhere only if the method is idempotent, which makes a second copy harmless;
 //! - no answer within the timeout: never (the request has had its time), 504.
 //!
-//! A request is tried at most twice, the second time on another backend. A connect failure
-//! also ejects the backend until its health check passes again.
+//! A request is tried at most twice, the second time on another backend when the first
+//! failed by the backend's doing.
+//!
+//! And one rule for blame: only what the backend's own address did counts against it (its
+//! `errors`, and passive ejection). A connection to it that could not be made ejects it until
+//! its health check passes again; a connection lost, a malformed answer or no answer in time
+//! count as its errors. What the request or the balancer caused never does: a request that
+//! cannot be sent as it is, an attempt the balancer abandoned, a backend's announced close
+//! (well-behaved HTTP), a wait for a connection that another request gave up. Requests refused before any attempt (a target that cannot be
+//! forwarded: [`crate::target`]; a body over the limit; a malformed request; a client gone
+//! before its request was whole) never reach a backend at all.
 
 use crate::backends::{Backend, Backends, Health};
 use crate::pick::{pick, Algorithm};
@@ -36,6 +45,17 @@ pub enum Fail {
     /// No response within the request timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The request cannot be sent as it is (the client library refused it): not the
+    /// backend's doing, and no other backend would take it either.
+    #[error("the request cannot be forwarded: {0}")]
+    Unsendable(String),
+    /// The balancer ended the attempt itself (it is stopping, or the backend was removed).
+    #[error("abandoned by the balancer: {0}")]
+    Abandoned(String),
+    /// The request waited for a connection another request was opening, and that request
+    /// went away (its client did): nothing was sent, and nothing said about the backend.
+    #[error("the connection it waited for was canceled: {0}")]
+    Canceled(String),
 }
 
 /// What to do after a failed attempt.
@@ -45,6 +65,8 @@ pub struct Decision {
     pub retry: bool,
     /// Take the backend out of the set until its health check passes.
     pub eject: bool,
+    /// Count the failure against the backend (its `errors`).
+    pub blame: bool,
     /// The status to answer with when not retrying.
     pub status: u16,
 }
@@ -52,16 +74,28 @@ pub struct Decision {
 impl Fail {
     /// Whether the backend may have processed the request.
     pub fn maybe_seen(&self) -> bool {
-        !matches!(self, Fail::Connect(_) | Fail::Unsent)
+        !matches!(
+            self,
+            Fail::Connect(_) | Fail::Unsent | Fail::Unsendable(_) | Fail::Canceled(_)
+        )
     }
 
     /// The policy: what to do after this failure on attempt `attempt` (0 is the first).
     pub fn decide(&self, idempotent: bool, attempt: u32) -> Decision {
         let timeout = matches!(self, Fail::Timeout(_));
+        let unsendable = matches!(self, Fail::Unsendable(_));
         Decision {
-            retry: attempt == 0 && !timeout && (idempotent || !self.maybe_seen()),
+            retry: attempt == 0 && !timeout && !unsendable && (idempotent || !self.maybe_seen()),
             eject: matches!(self, Fail::Connect(_)),
-            status: if timeout { 504 } else { 502 },
+            blame: matches!(
+                self,
+                Fail::Connect(_) | Fail::Lost(_) | Fail::Malformed(_) | Fail::Timeout(_)
+            ),
+            status: match self {
+                Fail::Timeout(_) => 504,
+                Fail::Unsendable(_) => 400,
+                _ => 502,
+            },
         }
     }
 }
@@ -117,8 +151,10 @@ where
             }
             Err(f) => f,
         };
-        b.errors.fetch_add(1, Ordering::Relaxed);
         let d = fail.decide(idempotent, n);
+        if d.blame {
+            b.errors.fetch_add(1, Ordering::Relaxed);
+        }
         if d.eject {
             b.set_health(Health::Down);
             b.ok_streak.store(0, Ordering::Relaxed);
@@ -130,7 +166,9 @@ where
             ));
         }
         b.retried.fetch_add(1, Ordering::Relaxed);
-        tried = Some(b.addr);
+        // Elsewhere when the backend failed it; a backend not to blame may take it again
+        // (it may be the only one).
+        tried = d.blame.then_some(b.addr);
     }
     Err(Refused(502, "no backend could take the request".into()))
 }
@@ -143,26 +181,36 @@ mod tests {
     fn one_table_decides_for_both_paths() {
         let d = Duration::from_secs(1);
         let s = String::new;
-        // (failure, idempotent, attempt) → (retry, eject, status)
-        let table: &[(Fail, bool, u32, bool, bool, u16)] = &[
-            (Fail::Connect(s()), false, 0, true, true, 502),
-            (Fail::Connect(s()), true, 0, true, true, 502),
-            (Fail::Connect(s()), true, 1, false, true, 502),
-            (Fail::Unsent, false, 0, true, false, 502),
-            (Fail::Unsent, true, 1, false, false, 502),
-            (Fail::Lost(s()), true, 0, true, false, 502),
-            (Fail::Lost(s()), false, 0, false, false, 502),
-            (Fail::Lost(s()), true, 1, false, false, 502),
-            (Fail::Malformed(s()), true, 0, true, false, 502),
-            (Fail::Malformed(s()), false, 0, false, false, 502),
-            (Fail::Timeout(d), true, 0, false, false, 504),
-            (Fail::Timeout(d), false, 0, false, false, 504),
+        // (failure, idempotent, attempt) → (retry, eject, blame, status)
+        let table: &[(Fail, bool, u32, bool, bool, bool, u16)] = &[
+            // The backend's own address: it could not be reached, or read.
+            (Fail::Connect(s()), false, 0, true, true, true, 502),
+            (Fail::Connect(s()), true, 0, true, true, true, 502),
+            (Fail::Connect(s()), true, 1, false, true, true, 502),
+            (Fail::Lost(s()), true, 0, true, false, true, 502),
+            (Fail::Lost(s()), false, 0, false, false, true, 502),
+            (Fail::Lost(s()), true, 1, false, false, true, 502),
+            (Fail::Malformed(s()), true, 0, true, false, true, 502),
+            (Fail::Malformed(s()), false, 0, false, false, true, 502),
+            (Fail::Timeout(d), true, 0, false, false, true, 504),
+            (Fail::Timeout(d), false, 0, false, false, true, 504),
+            // A close the backend announced is HTTP working as it should.
+            (Fail::Unsent, false, 0, true, false, false, 502),
+            (Fail::Unsent, true, 1, false, false, false, 502),
+            // The request's or the balancer's doing: never the backend's.
+            (Fail::Unsendable(s()), true, 0, false, false, false, 400),
+            (Fail::Unsendable(s()), false, 0, false, false, false, 400),
+            (Fail::Abandoned(s()), true, 0, true, false, false, 502),
+            (Fail::Abandoned(s()), false, 0, false, false, false, 502),
+            (Fail::Canceled(s()), false, 0, true, false, false, 502),
+            (Fail::Canceled(s()), true, 1, false, false, false, 502),
         ];
-        for (fail, idem, attempt, retry, eject, status) in table {
+        for (fail, idem, attempt, retry, eject, blame, status) in table {
             let got = fail.decide(*idem, *attempt);
             let want = Decision {
                 retry: *retry,
                 eject: *eject,
+                blame: *blame,
                 status: *status,
             };
             assert_eq!(got, want, "{fail:?} idempotent={idem} attempt={attempt}");

@@ -2,8 +2,8 @@
 //! engine's tests, `serve`'s and `balance`'s drive it ([`Run`], [`closed_loop`]), the
 //! `scaletest` binary as the CLI tests run it ([`Bin`], [`Bin::listening`], [`text`],
 //! [`tmpdir`]), waiting for an event or an exit with a deadline ([`wait_until`], [`exited`]),
-//! signals ([`signal`]), damaged input for property tests ([`damaged`]) and HTTP calls to a
-//! server under test ([`call`]). It sits above `load` (which `testkit` cannot
+//! signals ([`signal`]), damaged input for property tests ([`damaged`]), HTTP calls to a
+//! server under test ([`call`]) and arbitrary client requests ([`anyreq`]). It sits above `load` (which `testkit` cannot
 //! depend on: `load` uses `testkit` in its own tests) and is never part of the binary.
 
 use bytes::Bytes;
@@ -262,6 +262,8 @@ pub fn signal(pid: u32, sig: &str) -> bool {
 pub fn interrupt(pid: u32) -> bool {
     signal(pid, "INT")
 }
+
+pub mod anyreq;
 
 /// Blocking HTTP calls for tests that poke an API or /metrics (over `st_http::blocking`); a
 /// failure to get any answer fails the test.
