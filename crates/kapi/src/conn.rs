@@ -74,9 +74,13 @@ impl Connector {
         use hyper_util::client::legacy::connect::Connection as _;
         let failed = |what: &str| {
             let what = what.to_string();
-            move |e: tower::BoxError| Error::Api {
-                what: "cannot reach the API server".into(),
-                source: kube::Error::Service(format!("{what}: {e}").into()),
+            move |e: tower::BoxError| {
+                let source = kube::Error::Service(e);
+                let (_, said) = crate::stats::ErrorMessage::of(&source);
+                Error::Api {
+                    what: format!("cannot reach the API server: {what}: {}", said.message),
+                    source,
+                }
             }
         };
         let url = &self.config.cluster_url;
