@@ -58,6 +58,19 @@ fn bad_input_gets_one_line_a_nonzero_exit_and_leaves_nothing() {
             "cannot reach the API server",
         ),
         (
+            vec![
+                "nodes",
+                "--nodes",
+                "3",
+                "--kubeconfig",
+                &kc,
+                "--streams-per-connection",
+                "0",
+            ],
+            2,
+            "invalid value '0' for '--streams-per-connection <N>': 0 is not in 1..=10000",
+        ),
+        (
             vec!["nodes", "--nodes", "3", "--taint", "k=v:Sometimes"],
             2,
             "the effect must be",
@@ -89,6 +102,8 @@ fn ctrl_c_stops_reports_and_cleanup_removes_what_was_left() {
         &kc,
         "--lease-interval",
         "200ms",
+        "--streams-per-connection",
+        "250",
         "--json",
         json_path.to_str().expect("path"),
     ]);
@@ -116,6 +131,18 @@ fn ctrl_c_stops_reports_and_cleanup_removes_what_was_left() {
     assert!(
         stderr.contains("left 4 hollow nodes registered"),
         "{stderr}"
+    );
+    // More streams than the fake's 100 (kube-apiserver v1.28.7's) allow: one line, once.
+    let warned = "scaletest: --streams-per-connection 250: the server allows 100 streams per \
+                  HTTP/2 connection; using 90, a tenth below its limit\n";
+    assert_eq!(stderr.matches(warned).count(), 1, "{stderr}");
+    // 25 watches on one connection; 320 calls at once on 4 of their own.
+    assert!(
+        stdout.contains(
+            "over 5 connections: http/2 (the server allows 100 streams per connection): \
+             ≤ 90 watches on each of 1 connections, calls on 4 of their own (≤ 90 streams each)"
+        ),
+        "{stdout}"
     );
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json")).expect("parse");

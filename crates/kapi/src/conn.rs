@@ -38,9 +38,13 @@ impl Connector {
         })
     }
 
-    /// A client on a connection of its own: HTTP/2 when `h2` (and the server agrees over
-    /// TLS), else HTTP/1.1.
-    pub fn client(&self, h2: bool) -> Result<Client, Error> {
+    /// The connector every client of this kubeconfig dials through: TCP, then TLS (ALPN h2
+    /// and http/1.1 when `h2`, else http/1.1) or cleartext, counted.
+    fn connector(
+        &self,
+        h2: bool,
+    ) -> Counting<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>
+    {
         let config = &self.config;
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
@@ -49,14 +53,83 @@ impl Connector {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(self.tls.clone())
             .https_or_http();
-        let connector = Counting {
+        Counting {
             inner: if h2 {
                 https.enable_all_versions().wrap_connector(http)
             } else {
                 https.enable_http1().wrap_connector(http)
             },
             opened: self.opened.clone(),
+        }
+    }
+
+    /// The number of concurrent streams the server allows on one HTTP/2 connection (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; `usize::MAX` when it sets none), read on one
+    /// connection of its own through the same connector, then closed; `None` when the server
+    /// speaks HTTP/1.1 only (ALPN over TLS). hyper-util's pool hides its connections' settings,
+    /// so the clients cannot tell. A server's SETTINGS is the first frame it sends, so once
+    /// any answer to one request has arrived (a 401 or 404 will do; the request carries no
+    /// credentials) the limit is known.
+    pub async fn max_streams(&self) -> Result<Option<usize>, Error> {
+        use hyper_util::client::legacy::connect::Connection as _;
+        let failed = |what: &str| {
+            let what = what.to_string();
+            move |e: tower::BoxError| {
+                let source = kube::Error::Service(e);
+                let (_, said) = crate::stats::ErrorMessage::of(&source);
+                Error::Api {
+                    what: format!("cannot reach the API server: {what}: {}", said.message),
+                    source,
+                }
+            }
         };
+        let url = &self.config.cluster_url;
+        let cleartext = url.scheme_str() == Some("http");
+        let wait = self.config.read_timeout.unwrap_or(Duration::from_secs(30));
+        let mut connector = self.connector(true);
+        let io = tower::ServiceExt::oneshot(&mut connector, url.clone())
+            .await
+            .map_err(failed(&format!("connect to {url}")))?;
+        if !cleartext && !io.connected().is_negotiated_h2() {
+            return Ok(None);
+        }
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .handshake::<_, http_body_util::Empty<bytes::Bytes>>(io)
+                .await
+                .map_err(|e| failed("HTTP/2 handshake")(e.into()))?;
+        let path = format!("{}/version", url.path().trim_end_matches('/'));
+        let uri = http::Uri::builder()
+            .scheme(url.scheme_str().unwrap_or("https"))
+            .authority(url.authority().map_or("localhost", |a| a.as_str()))
+            .path_and_query(path)
+            .build()
+            .map_err(|e| failed("the /version URL")(e.into()))?;
+        let req = http::Request::get(uri)
+            .body(http_body_util::Empty::new())
+            .map_err(|e| failed("the /version request")(e.into()))?;
+        let mut conn = std::pin::pin!(conn);
+        let answered = tokio::time::timeout(wait, async {
+            tokio::select! {
+                r = send.send_request(req) => r.map(|_| ()).map_err(tower::BoxError::from),
+                r = &mut conn => Err(match r {
+                    Ok(()) => "the server closed the connection".into(),
+                    Err(e) => e.into(),
+                }),
+            }
+        })
+        .await
+        .map_err(|_| failed("HTTP/2 SETTINGS")(format!("no answer in {wait:?}").into()))?;
+        answered.map_err(failed("GET /version over HTTP/2"))?;
+        Ok(Some(conn.current_max_send_streams()))
+    }
+
+    /// A client on a connection of its own: HTTP/2 when `h2` (and the server agrees over
+    /// TLS), else HTTP/1.1.
+    pub fn client(&self, h2: bool) -> Result<Client, Error> {
+        let config = &self.config;
+        let connector = self.connector(h2);
         let mut b =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
         b.timer(hyper_util::rt::TokioTimer::new())

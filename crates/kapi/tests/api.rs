@@ -604,3 +604,47 @@ async fn the_client_side_limit_spaces_calls_at_its_rate_after_the_burst() {
     );
     assert_eq!(rec.totals(), (20, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_reads_the_stream_limit_the_server_advertises() {
+    let dir = std::env::temp_dir().join("scaletest-kapi-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // The fake copies kube-apiserver v1.28.7 (100); 250 as servers before 1.28.3 advertise.
+    for (opts, want) in [
+        (kubefake::Options::default(), 100),
+        (
+            kubefake::Options {
+                max_concurrent_streams: 250,
+                ..Default::default()
+            },
+            250,
+        ),
+    ] {
+        let api = FakeApi::start_with(opts);
+        let kc = api.kubeconfig(&dir);
+        let config = kapi::config(Some(&kc), None, Some(Duration::from_secs(10)), false)
+            .await
+            .expect("config");
+        let conn = kapi::conn::Connector::new(&config).expect("connector");
+        assert_eq!(conn.max_streams().await.expect("probe"), Some(want));
+        assert_eq!(conn.opened.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+    // Nothing listening: one error, not a hang.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let kc = kubefake::write_kubeconfig(&dir, "gone", &format!("http://{gone}"));
+    let config = kapi::config(Some(&kc), None, Some(Duration::from_secs(10)), false)
+        .await
+        .expect("config");
+    let e = kapi::conn::Connector::new(&config)
+        .expect("connector")
+        .max_streams()
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        format!("{e}").contains("cannot reach the API server"),
+        "{e}"
+    );
+}

@@ -4,7 +4,9 @@
 //! With `FAKEAPI_CALLS=FILE` it writes its request log (calls by verb and resource, as
 //! [`kubefake::FakeApi::calls`]) to FILE as JSON every second, for benchmarks to read. With
 //! `FAKEAPI_BOOKMARK_S=S` an idle watch gets a bookmark every S seconds (the API server sends
-//! one about every minute; the fake's default is shorter, for tests).
+//! one about every minute; the fake's default is shorter, for tests). With
+//! `FAKEAPI_STREAMS=N` it advertises N concurrent HTTP/2 streams per connection instead of
+//! kube-apiserver v1.28.7's 100 (250: servers before 1.28.3 / 1.27.7 / 1.26.10).
 
 // Tests and examples may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
@@ -19,6 +21,12 @@ fn main() {
         .and_then(|s| s.parse::<f64>().ok())
     {
         opts.bookmark_every = std::time::Duration::from_secs_f64(s);
+    }
+    if let Some(n) = std::env::var("FAKEAPI_STREAMS")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+    {
+        opts.max_concurrent_streams = n;
     }
     let api = kubefake::FakeApi::start_with(opts);
     api.register(kubefake::Resource {

@@ -2,9 +2,12 @@
 //! discovery documents that kube-rs (and kubectl) use, over the [`Store`]; a create or update
 //! whose body names another apiVersion or kind than its path is refused as the API server
 //! refuses it. Tests reach it through a kubeconfig it writes, exactly as they would reach a
-//! real API server. It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c; hyper's default
-//! limit of 200 concurrent streams per connection), so many watches can share a connection as
-//! over TLS with ALPN. Watches are fed as the API server's watch cache feeds them: per
+//! real API server. It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c), so many watches
+//! can share a connection as over TLS with ALPN, with kube-apiserver v1.28.7's HTTP/2 SETTINGS:
+//! 100 concurrent streams per connection (as every server ≥ 1.28.3 / 1.27.7 / 1.26.10; older
+//! ones allowed 250: [`Options::max_concurrent_streams`] chooses), its stream and connection
+//! windows, frame and header-list sizes. A client that opens a 101st stream waits, as on the
+//! real server. Watches are fed as the API server's watch cache feeds them: per
 //! collection, pod watches of one node (`spec.nodeName=X`) by that node's pods only, each event
 //! encoded once for all its watches.
 
@@ -29,6 +32,11 @@ pub struct Options {
     pub bookmark_every: Duration,
     /// How many changes the event log keeps for watches to resume from.
     pub log_cap: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised on every connection: 100, as
+    /// kube-apiserver v1.28.7 (and every server ≥ 1.28.3 / 1.27.7 / 1.26.10) advertises by
+    /// default; 250 for older servers (Go's default), 1000 for aggregated API servers or a
+    /// raised `--http2-max-streams-per-connection`.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Options {
@@ -36,9 +44,21 @@ impl Default for Options {
         Options {
             bookmark_every: Duration::from_millis(500),
             log_cap: 100_000,
+            max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
         }
     }
 }
+
+/// kube-apiserver v1.28.7's HTTP/2 SETTINGS (`nghttp -v`, docs/hollow-nodes.md), copied where
+/// hyper lets a server set them: MAX_CONCURRENT_STREAMS (the default of
+/// [`Options::max_concurrent_streams`]), INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE,
+/// MAX_HEADER_LIST_SIZE, and the connection window its first WINDOW_UPDATE (26148865) raises
+/// from 65535 to 25 MiB. HEADER_TABLE_SIZE 4096 is the protocol's default, which hyper keeps.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+const H2_INITIAL_WINDOW: u32 = 262_144;
+const H2_MAX_FRAME: u32 = 262_144;
+const H2_MAX_HEADER_LIST: u32 = 1_048_896;
+const H2_CONNECTION_WINDOW: u32 = 65_535 + 26_148_865;
 
 /// A change on its way to the watches: serialized once, however many watches send it (as the
 /// API server's watch cache caches an event's encoding).
@@ -460,15 +480,23 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         };
         let _ = io.set_nodelay(true);
         let sh = shared.clone();
+        let streams = shared.opts.max_concurrent_streams;
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let sh = sh.clone();
                 async move { Ok::<_, Infallible>(handle(sh, req).await) }
             });
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
-                    .await;
+            let mut b =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            b.http2()
+                .max_concurrent_streams(streams)
+                .initial_stream_window_size(H2_INITIAL_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .max_frame_size(H2_MAX_FRAME)
+                .max_header_list_size(H2_MAX_HEADER_LIST);
+            let _ = b
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
+                .await;
         });
     }
 }

@@ -33,6 +33,16 @@ impl Resource {
         }
     }
 
+    /// As the API server names it in error messages: `configmaps`,
+    /// `leases.coordination.k8s.io` (its `GroupResource`).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
     /// The key of its collection.
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.group, self.version, self.plural)
@@ -262,7 +272,7 @@ impl Store {
         {
             return Err(ApiError::AlreadyExists(format!(
                 "{} \"{name}\" already exists",
-                r.plural
+                r.qualified()
             )));
         }
         o["apiVersion"] = json!(r.api_version());
@@ -294,7 +304,7 @@ impl Store {
             .get(&r.key())
             .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
             .cloned()
-            .ok_or_else(|| ApiError::NotFound(format!("{} \"{name}\" not found", r.plural)))
+            .ok_or_else(|| ApiError::NotFound(format!("{} \"{name}\" not found", r.qualified())))
     }
 
     /// Replace (`patch` false: PUT) or merge-patch an object, or only its status.
@@ -332,8 +342,9 @@ impl Store {
         if let Some(want) = meta(&body, "resourceVersion") {
             if Some(&want) != cur_rv.as_ref() {
                 return Err(ApiError::Conflict(format!(
-                    "the object has been modified; please apply your changes to the latest version and try again (have {}, got {want})",
-                    cur_rv.unwrap_or_default()
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been \
+                     modified; please apply your changes to the latest version and try again",
+                    r.qualified()
                 )));
             }
         }
@@ -439,7 +450,7 @@ impl Store {
             .objects
             .get_mut(&coll)
             .and_then(|m| m.remove(&(ns.to_string(), name.to_string())))
-            .ok_or_else(|| ApiError::NotFound(format!("{} \"{name}\" not found", r.plural)))?;
+            .ok_or_else(|| ApiError::NotFound(format!("{} \"{name}\" not found", r.qualified())))?;
         self.bump(&mut o);
         let e = self.record(&coll, "DELETED", o.clone());
         Ok((o, e))

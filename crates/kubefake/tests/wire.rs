@@ -282,3 +282,66 @@ fn pods_binding_takes_a_binding_and_refuses_another_kind() {
     assert!(r.starts_with("HTTP/1.1 201"), "{r}");
     assert_eq!(api.objects("pods")[0]["spec"]["nodeName"], "n1");
 }
+
+/// The messages of /work/shared/k8s-reference/error-bodies.txt (kube-apiserver v1.28.7):
+/// group resources named `plural.group`, a stale update's Conflict worded as the server words it.
+#[test]
+fn error_messages_are_worded_as_kube_apiserver_words_them() {
+    let api = FakeApi::start();
+    let body = |text: &str| -> Value {
+        let start = text.find('{').expect("a JSON body");
+        serde_json::from_str(text[start..].trim_end_matches(['\r', '\n', '0'])).expect("json")
+    };
+    let missing = exchange(
+        &api,
+        &get("/apis/coordination.k8s.io/v1/namespaces/default/leases/nope"),
+        |_| false,
+    );
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert_eq!(
+        body(&missing)["message"],
+        "leases.coordination.k8s.io \"nope\" not found"
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ref-a"}});
+    post(&api, "/api/v1/namespaces/default/configmaps", &cm);
+    let again = post(&api, "/api/v1/namespaces/default/configmaps", &cm);
+    assert!(again.starts_with("HTTP/1.1 409"), "{again}");
+    assert_eq!(
+        body(&again)["message"],
+        "configmaps \"ref-a\" already exists"
+    );
+    let stale = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "ref-a", "resourceVersion": "1"}})
+    .to_string();
+    let req = format!(
+        "PUT /api/v1/namespaces/default/configmaps/ref-a HTTP/1.1\r\nHost: fake\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{stale}",
+        stale.len()
+    );
+    let conflict = exchange(&api, &req, |_| false);
+    assert!(conflict.starts_with("HTTP/1.1 409"), "{conflict}");
+    assert_eq!(
+        body(&conflict)["message"],
+        "Operation cannot be fulfilled on configmaps \"ref-a\": the object has been modified; \
+         please apply your changes to the latest version and try again"
+    );
+}
+
+/// watch.txt (kube-apiserver v1.28.7): a watch's response headers come at once, before any
+/// event, on a quiet collection.
+#[test]
+fn a_watch_on_a_quiet_collection_gets_its_headers_at_once() {
+    let api = FakeApi::start_with(Options {
+        bookmark_every: Duration::from_secs(60),
+        ..Options::default()
+    });
+    let t = Instant::now();
+    let head = exchange(
+        &api,
+        &get("/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true"),
+        |s| s.contains("\r\n\r\n"),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(events(&head).is_empty(), "{head}");
+}

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::Api;
 use kubefake::FakeApi;
-use nodes::client::{connections_for, Pool, Transport};
+use nodes::client::{Pool, Transport};
 use nodes::reflect::{self, Ev, Query};
 use nodes::traffic::Traffic;
 use nodes::{Config, WatchMode};
@@ -76,10 +76,12 @@ async fn main() {
     };
     let run_delay = cfg.pods.run_delay;
     let t = Transport::Http2 {
-        streams_per_connection: 100,
+        streams_per_connection: None,
     };
-    let pool = Pool::new(&config, t, connections_for(cfg.watches(), 100)).expect("pool");
-    let running = nodes::start(cfg, pool, t).await.expect("start");
+    let pool = Pool::connect(&config, t, cfg.watches(), cfg.calls_at_once())
+        .await
+        .expect("pool");
+    let running = nodes::start(cfg, pool).await.expect("start");
     let client = kube::Client::try_from(config).expect("client");
     // The example's own informer: when each pod is first seen Running and Ready.
     let marks = Arc::new(Mutex::new(Marks::default()));

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use kubefake::FakeApi;
-use nodes::client::{connections_for, Pool, Transport};
+use nodes::client::{Pool, Transport};
 use nodes::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -40,10 +40,12 @@ async fn main() {
         .expect("config");
     let cfg = Config::new(n);
     let t = Transport::Http2 {
-        streams_per_connection: 100,
+        streams_per_connection: None,
     };
-    let pool = Pool::new(&config, t, connections_for(cfg.watches(), 100)).expect("pool");
-    let running = nodes::start(cfg, pool, t).await.expect("start");
+    let pool = Pool::connect(&config, t, cfg.watches(), cfg.calls_at_once())
+        .await
+        .expect("pool");
+    let running = nodes::start(cfg, pool).await.expect("start");
     eprintln!("{n} nodes registered; warming up {warmup}s, then measuring {minutes} min");
     tokio::time::sleep(Duration::from_secs(warmup)).await;
     let before = api.calls();

@@ -3,119 +3,264 @@
 //! every watch is a stream and never a connection of its own. kube-rs's stock client
 //! negotiates HTTP/1.1 only, where each open watch holds a connection; `Transport::Http1`
 //! keeps that client for servers that do not speak HTTP/2.
+//!
+//! Watches and short calls never share a connection. A server caps the streams open at once
+//! on a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`: 100 on kube-apiserver ≥ 1.28.3 /
+//! 1.27.7 / 1.26.10, 250 before, 1000 on aggregated API servers), and a request over the cap
+//! is not sent at all until a stream ends: behind watches that is minutes. So the pool reads
+//! the cap once on a probe connection ([`kapi::conn::Connector::max_streams`]), fills watch
+//! connections to a tenth below it ([`budget`]), and gives calls connections of their own,
+//! enough for every call the traffic lanes let through at once, each call holding one of its
+//! connection's stream permits. A call that finds no permit free waits, and is counted apart
+//! ([`StreamWaits`]).
 
 use crate::Error;
 use kube::Client;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How the clients reach the API server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// HTTP/2, `streams_per_connection` watches per connection at most.
+    /// HTTP/2: watches fill connections of their own, calls have others.
     Http2 {
-        /// Long-lived streams (watches) per connection; below the server's limit (the Go
-        /// server's default is 250, hyper's 200) so that calls always find a free stream.
-        streams_per_connection: usize,
+        /// Long-lived streams (watches) per connection; `None`: the server's limit less a
+        /// tenth ([`budget`]), which is also the most this may be.
+        streams_per_connection: Option<usize>,
     },
     /// kube-rs's own client: HTTP/1.1, a connection per concurrent request (and per watch).
     Http1,
 }
 
-impl Transport {
-    /// As reported.
-    pub fn name(&self) -> String {
-        match self {
-            Transport::Http2 {
-                streams_per_connection,
-            } => format!("http/2 (≤ {streams_per_connection} watches per connection)"),
-            Transport::Http1 => "http/1.1 (a connection per watch)".into(),
-        }
-    }
+/// Watches per connection when the server names no limit (and over HTTP/1.1, where the
+/// figure only sizes the pool).
+pub const DEFAULT_STREAMS: usize = 100;
+
+/// Streams to use on a connection whose server allows `limit` at once: a tenth fewer (at least
+/// one fewer), so that a stream still closing, or a server whose limit is lowered, never makes
+/// a request wait; at least 1.
+pub fn budget(limit: usize) -> usize {
+    limit.saturating_sub((limit / 10).max(1)).max(1)
 }
 
-/// Clients to share: calls go round-robin over all of them, watches fill one connection after
-/// another.
+/// Calls that found no free stream on their connection.
+#[derive(Debug, Default)]
+pub struct StreamWaits {
+    /// Calls that waited for a stream (then were sent, or not).
+    pub waited: AtomicU64,
+    /// Of those, calls that got none within the per-call timeout: never sent.
+    pub none: AtomicU64,
+}
+
+/// One connection for calls, and its stream permits.
+struct CallConn {
+    client: Client,
+    streams: Arc<Semaphore>,
+}
+
+/// A connection's stream, held for one call; its permit goes back when this is dropped.
+pub struct Stream {
+    /// The client to make the call with.
+    pub client: Client,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Clients to share: watches fill their connections one after another, calls go round-robin
+/// over connections of their own and take a stream permit each.
 pub struct Pool {
-    clients: Vec<Client>,
+    calls: Vec<CallConn>,
+    watch_clients: Vec<Client>,
     next_call: AtomicUsize,
     watches: AtomicUsize,
     per_conn: usize,
+    /// Calls that waited for a stream.
+    pub waits: StreamWaits,
+    described: String,
+    warning: Option<String>,
 }
 
 impl Pool {
-    /// A pool over `connections` connections (one for `Http1`: its client pools by itself).
-    pub fn new(
+    /// A pool for `watches` long-lived watches and `calls` calls at once at most (see
+    /// [`crate::Config::watches`] and [`crate::Config::calls_at_once`]). Over HTTP/2 it first reads the server's stream limit on a
+    /// connection of its own; fails when the server cannot be reached.
+    pub async fn connect(
         config: &kube::Config,
         transport: Transport,
-        connections: usize,
+        watches: usize,
+        calls: usize,
     ) -> Result<Pool, Error> {
-        let (clients, per_conn) = match transport {
+        let bad = |e: kapi::Error| Error::Usage(format!("kube client: {e}"));
+        let streams_per_connection = match transport {
             Transport::Http1 => {
                 let mut c = config.clone();
                 // A watch is quiet for minutes between events; the read timeout must not end it.
                 c.read_timeout = None;
                 let client =
                     Client::try_from(c).map_err(|e| Error::Usage(format!("kube client: {e}")))?;
-                (vec![client], usize::MAX)
+                return Ok(Pool::of(vec![client], "http/1.1 (a connection per watch)"));
             }
             Transport::Http2 {
                 streams_per_connection,
-            } => {
-                let bad = |e: kapi::Error| Error::Usage(format!("kube client: {e}"));
-                let conn = kapi::conn::Connector::new(config).map_err(bad)?;
-                let v = (0..connections.max(1))
-                    .map(|_| conn.client(true).map_err(bad))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (v, streams_per_connection.max(1))
+            } => streams_per_connection,
+        };
+        let conn = kapi::conn::Connector::new(config).map_err(bad)?;
+        let limit = conn
+            .max_streams()
+            .await
+            .map_err(|e| Error::Api(e.to_string()))?;
+        let (per_conn, call_budget, warning, limit_text) = match limit {
+            // ALPN chose HTTP/1.1: hyper's pool opens a connection per request at once.
+            None => (
+                streams_per_connection.unwrap_or(DEFAULT_STREAMS),
+                Semaphore::MAX_PERMITS,
+                None,
+                "the server chose HTTP/1.1".to_string(),
+            ),
+            Some(limit) if limit > 1_000_000 => (
+                streams_per_connection.unwrap_or(DEFAULT_STREAMS),
+                streams_per_connection.unwrap_or(DEFAULT_STREAMS),
+                None,
+                "the server sets no stream limit".to_string(),
+            ),
+            Some(limit) => {
+                let most = budget(limit);
+                let warning = streams_per_connection.filter(|&n| n > most).map(|n| {
+                    format!(
+                        "--streams-per-connection {n}: the server allows {limit} streams per \
+                         HTTP/2 connection; using {most}, a tenth below its limit"
+                    )
+                });
+                (
+                    streams_per_connection.unwrap_or(most).min(most),
+                    most,
+                    warning,
+                    format!("the server allows {limit} streams per connection"),
+                )
             }
         };
+        let per_conn = per_conn.max(1);
+        let watch_conns = watches.div_ceil(per_conn).max(1);
+        let call_conns = calls.max(1).div_ceil(call_budget).max(1);
+        let client = || conn.client(true).map_err(bad);
+        let watch_clients = (0..watch_conns)
+            .map(|_| client())
+            .collect::<Result<Vec<_>, _>>()?;
+        let calls = (0..call_conns)
+            .map(|_| {
+                Ok(CallConn {
+                    client: client()?,
+                    streams: Arc::new(Semaphore::new(call_budget)),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let budget_text = if call_budget == Semaphore::MAX_PERMITS {
+            String::new()
+        } else {
+            format!(" (≤ {call_budget} streams each)")
+        };
         Ok(Pool {
-            clients,
+            described: format!(
+                "http/2 ({limit_text}): ≤ {per_conn} watches on each of {watch_conns} \
+                 connections, calls on {call_conns} of their own{budget_text}"
+            ),
+            calls,
+            watch_clients,
             next_call: AtomicUsize::new(0),
             watches: AtomicUsize::new(0),
             per_conn,
+            waits: StreamWaits::default(),
+            warning,
         })
     }
 
-    /// A pool of existing clients (tests; or one client shared with other work).
-    pub fn of(clients: Vec<Client>) -> Pool {
+    /// A pool of existing clients (tests; or one client shared with other work): calls and
+    /// watches on all of them, no stream budget.
+    pub fn of(clients: Vec<Client>, described: &str) -> Pool {
+        let calls = clients
+            .iter()
+            .map(|c| CallConn {
+                client: c.clone(),
+                streams: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            })
+            .collect();
         Pool {
-            clients,
+            calls,
+            watch_clients: clients,
             next_call: AtomicUsize::new(0),
             watches: AtomicUsize::new(0),
             per_conn: usize::MAX,
+            waits: StreamWaits::default(),
+            described: described.into(),
+            warning: None,
         }
     }
 
-    /// The client for the next short call.
-    pub fn call(&self) -> Client {
-        let i = self.next_call.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        self.clients[i].clone()
+    /// A stream for the next short call, if one is free now: round-robin, then any
+    /// connection with a permit left.
+    pub fn try_call(&self) -> Option<Stream> {
+        let start = self.next_call.fetch_add(1, Ordering::Relaxed);
+        (0..self.calls.len()).find_map(|k| {
+            let c = &self.calls[(start + k) % self.calls.len()];
+            c.streams.clone().try_acquire_owned().ok().map(|p| Stream {
+                client: c.client.clone(),
+                _permit: p,
+            })
+        })
+    }
+
+    /// A stream for the next short call, waiting for one when all are taken.
+    pub async fn call(&self) -> Stream {
+        if let Some(s) = self.try_call() {
+            return s;
+        }
+        let i = self.next_call.fetch_add(1, Ordering::Relaxed) % self.calls.len();
+        let c = &self.calls[i];
+        let p = c
+            .streams
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        Stream {
+            client: c.client.clone(),
+            _permit: p,
+        }
     }
 
     /// The client for one more long-lived watch.
     pub fn watch(&self) -> Client {
         let n = self.watches.fetch_add(1, Ordering::Relaxed);
         let i = if self.per_conn == usize::MAX {
-            n % self.clients.len()
+            n % self.watch_clients.len()
         } else {
-            (n / self.per_conn) % self.clients.len()
+            (n / self.per_conn) % self.watch_clients.len()
         };
-        self.clients[i].clone()
+        self.watch_clients[i].clone()
     }
 
-    /// Connections (HTTP/2) or clients (HTTP/1.1).
+    /// Connections (HTTP/2: for watches and for calls) or clients (HTTP/1.1).
     pub fn len(&self) -> usize {
-        self.clients.len()
+        if self.per_conn == usize::MAX {
+            self.watch_clients.len()
+        } else {
+            self.watch_clients.len() + self.calls.len()
+        }
     }
 
     /// Never: a pool has at least one client.
     pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
+        self.watch_clients.is_empty()
     }
-}
 
-/// Connections HTTP/2 needs for `watches` long-lived streams, plus one for calls.
-pub fn connections_for(watches: usize, streams_per_connection: usize) -> usize {
-    1 + watches.div_ceil(streams_per_connection.max(1))
+    /// As reported: the protocol, the server's limit, how the connections are used.
+    pub fn describe(&self) -> &str {
+        &self.described
+    }
+
+    /// One line for the user when `--streams-per-connection` asked for more streams than
+    /// the server allows with headroom.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
+    }
 }

@@ -86,7 +86,7 @@ struct NodeSlot {
 /// The running hollow nodes.
 pub struct Hollow {
     pub(crate) cfg: Config,
-    pool: Pool,
+    pub(crate) pool: Pool,
     pub(crate) traffic: Arc<Traffic>,
     nodes: Vec<NodeSlot>,
     by_name: HashMap<String, usize>,
@@ -149,9 +149,7 @@ impl Hollow {
         F: Fn(kube::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
     {
-        self.traffic
-            .call(verb, resource, || f(self.pool.call()))
-            .await
+        self.traffic.call(&self.pool, verb, resource, &f).await
     }
 
     /// Check for clashes, then create every node (or adopt one a previous run left). Nothing

@@ -3,7 +3,8 @@
 //! Kubemark, at a fraction of its cost), and measuring pod startup latency.
 //!
 //! - [`client`]: a bounded pool of kube-rs clients over HTTP/2 connections; watches are
-//!   streams, never a connection each.
+//!   streams, never a connection each, and short calls have connections of their own, below
+//!   the stream limit the server advertises.
 //! - [`objects`]: the Node, Lease, status patches and events a kubelet writes.
 //! - [`hollow`]: registration, the one heartbeat scheduler (leases every 10 s, node status
 //!   every 10 s, patched every 5 min when unchanged), the pod lifecycle (admission, Pending →
@@ -24,7 +25,7 @@ pub mod report;
 pub mod startup;
 pub mod traffic;
 
-use client::{Pool, Transport};
+use client::Pool;
 use hollow::Hollow;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -180,6 +181,11 @@ impl Config {
         format!("{}{i}", self.prefix)
     }
 
+    /// Calls at once (for sizing the pool's call connections): the traffic lanes' total.
+    pub fn calls_at_once(&self) -> usize {
+        traffic::calls_at_once(self.inflight)
+    }
+
     /// Long-lived watches this configuration opens (for sizing the connection pool).
     pub fn watches(&self) -> usize {
         1 + match self.watch {
@@ -209,7 +215,7 @@ pub struct Running {
 /// Register the nodes and start their kubelets and proxies. Fails (with nothing left behind)
 /// when the API server cannot be reached or refuses, or a node name is taken by a node that
 /// is not a hollow one.
-pub async fn start(cfg: Config, pool: Pool, transport: Transport) -> Result<Running, Error> {
+pub async fn start(cfg: Config, pool: Pool) -> Result<Running, Error> {
     if cfg.nodes == 0 {
         return Err(Error::Usage("--nodes must be at least 1".into()));
     }
@@ -218,6 +224,7 @@ pub async fn start(cfg: Config, pool: Pool, transport: Transport) -> Result<Runn
     let started = Instant::now();
     let started_unix = objects::unix_now();
     let connections = pool.len();
+    let transport = pool.describe().to_string();
     let hollow = Arc::new(Hollow::new(cfg, pool, traffic, stop_rx));
     hollow.register().await?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -229,7 +236,7 @@ pub async fn start(cfg: Config, pool: Pool, transport: Transport) -> Result<Runn
         tasks,
         started,
         started_unix,
-        transport: transport.name(),
+        transport,
         connections,
     })
 }
@@ -261,6 +268,10 @@ impl Running {
         run.calls = h.traffic.calls.snapshot().calls.into_values().collect();
         run.watches = h.traffic.watch_counts();
         run.retried_429 = h.traffic.retried_429.load(Ordering::Relaxed);
+        run.stream_waits = report::StreamWaits {
+            waited: h.pool.waits.waited.load(Ordering::Relaxed),
+            none: h.pool.waits.none.load(Ordering::Relaxed),
+        };
         run.pods = report::Pods {
             admitted: p.admitted.load(Ordering::Relaxed),
             running: p.running.load(Ordering::Relaxed),

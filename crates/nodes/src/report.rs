@@ -57,6 +57,16 @@ pub struct Pods {
     pub active: u64,
 }
 
+/// Calls that waited for an HTTP/2 stream: the call connections saturated. A call that got
+/// none was never sent, so it is in no call count (not a "no answer").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamWaits {
+    /// Calls that waited for a stream.
+    pub waited: u64,
+    /// Of those, calls that got none within the per-call timeout.
+    pub none: u64,
+}
+
 /// The pod-startup SLO verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartupSlo {
@@ -91,6 +101,9 @@ pub struct NodesRun {
     pub watches: BTreeMap<String, WatchCount>,
     /// 429 answers retried.
     pub retried_429: u64,
+    /// Calls that found every HTTP/2 stream of their connections taken (absent before).
+    #[serde(default)]
+    pub stream_waits: StreamWaits,
     /// Nodes holding a lease.
     pub leases_held: usize,
     /// Pods.
@@ -114,6 +127,7 @@ impl NodesRun {
             calls: Vec::new(),
             watches: BTreeMap::new(),
             retried_429: 0,
+            stream_waits: StreamWaits::default(),
             leases_held: 0,
             pods: Pods::default(),
             startup: StartupStats::default(),
@@ -157,7 +171,7 @@ pub fn render(run: &NodesRun) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} hollow nodes ({}…), watches {}, kube-proxy {}, over {} × {}",
+        "{} hollow nodes ({}…), watches {}, kube-proxy {}, over {} connections: {}",
         count(i.nodes as u64),
         i.prefix,
         i.watch,
@@ -221,6 +235,16 @@ pub fn render(run: &NodesRun) -> String {
             s,
             "{} calls throttled (429) and retried",
             count(run.retried_429)
+        );
+    }
+    let w = &run.stream_waits;
+    if w.waited > 0 {
+        let _ = writeln!(
+            s,
+            "{} calls waited for an HTTP/2 stream (every stream of their connections taken); \
+             {} got none within the per-call timeout and were not sent",
+            count(w.waited),
+            count(w.none)
         );
     }
     s += &failures(&run.calls);
@@ -298,6 +322,16 @@ pub fn metrics(run: &NodesRun) -> String {
         s,
         "# TYPE scaletest_nodes_retried_429 counter\nscaletest_nodes_retried_429_total {}",
         run.retried_429
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE scaletest_nodes_stream_waits counter\nscaletest_nodes_stream_waits_total {}",
+        run.stream_waits.waited
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE scaletest_nodes_stream_waits_unsent counter\nscaletest_nodes_stream_waits_unsent_total {}",
+        run.stream_waits.none
     );
     let st = &run.startup;
     let summaries: [(&str, &str, &Histogram<u64>); 5] = [

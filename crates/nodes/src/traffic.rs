@@ -1,8 +1,10 @@
 //! What the hollow nodes send, counted as the API server would log it: every call by verb and
 //! resource (latency and status, in `kapi`'s [`Recorder`]), every LIST and WATCH opened, and
 //! 429s retried with backoff as client-go retries them. Calls in flight are bounded, events in
-//! a lane of their own so that a burst of them never delays a status patch.
+//! a lane of their own so that a burst of them never delays a status patch; each attempt holds
+//! a stream of the pool's call connections, and one that waits for it is counted apart.
 
+use crate::client::Pool;
 use kapi::stats::{Outcome, Recorder, Verb};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -33,6 +35,17 @@ pub struct Traffic {
     timeout: Duration,
 }
 
+/// The events lane's calls at once: a quarter of the others'.
+fn events_lane(inflight: usize) -> usize {
+    (inflight / 4).max(1)
+}
+
+/// Calls the lanes of [`Traffic::new`]`(inflight, ..)` let through at once (LISTs and WATCHes
+/// apart): the streams the pool's call connections need.
+pub fn calls_at_once(inflight: usize) -> usize {
+    inflight.max(1) + events_lane(inflight)
+}
+
 /// LIST and WATCH requests of one resource.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WatchCount {
@@ -59,7 +72,7 @@ impl Traffic {
             watches: Mutex::new(BTreeMap::new()),
             retried_429: AtomicU64::new(0),
             inflight: Semaphore::new(inflight.max(1)),
-            events: Semaphore::new((inflight / 4).max(1)),
+            events: Semaphore::new(events_lane(inflight)),
             opening: Semaphore::new(inflight.max(1)),
             retry_wait,
             timeout,
@@ -111,11 +124,21 @@ impl Traffic {
             .collect()
     }
 
-    /// Make one call (`f` is called again for each retry): recorded by verb and resource;
-    /// a 429 is retried up to 10 times (client-go's limit), waiting longer each time.
-    pub async fn call<T, F, Fut>(&self, verb: Verb, resource: &str, f: F) -> Result<T, CallError>
+    /// Make one call (`f` is called again for each retry, with the client of a stream of
+    /// `pool` held for that attempt): recorded by verb and resource; a 429 is retried up to
+    /// 10 times (client-go's limit), waiting longer each time. A call that finds no stream
+    /// free waits for one, counted in the pool's
+    /// [`StreamWaits`](crate::client::StreamWaits); one that gets none within
+    /// the timeout was never sent, so it is not recorded as a call.
+    pub async fn call<T, F, Fut>(
+        &self,
+        pool: &Pool,
+        verb: Verb,
+        resource: &str,
+        f: F,
+    ) -> Result<T, CallError>
     where
-        F: Fn() -> Fut,
+        F: Fn(kube::Client) -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
         let lane = if resource == "events" {
@@ -127,7 +150,26 @@ impl Traffic {
         let mut wait = self.retry_wait;
         for attempt in 0.. {
             let t = Instant::now();
-            let r = tokio::time::timeout(self.timeout, f()).await;
+            let stream = match pool.try_call() {
+                Some(s) => s,
+                None => {
+                    let w = &pool.waits;
+                    w.waited.fetch_add(1, Ordering::Relaxed);
+                    match tokio::time::timeout(self.timeout, pool.call()).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            w.none.fetch_add(1, Ordering::Relaxed);
+                            return Err(CallError(kube::Error::Service(
+                                format!("no HTTP/2 stream free in {:?}: not sent", self.timeout)
+                                    .into(),
+                            )));
+                        }
+                    }
+                }
+            };
+            let left = self.timeout.saturating_sub(t.elapsed());
+            let r = tokio::time::timeout(left, f(stream.client.clone())).await;
+            drop(stream);
             let took = t.elapsed();
             match r {
                 Ok(Ok(v)) => {

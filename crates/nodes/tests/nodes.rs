@@ -7,10 +7,11 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kapi::stats::Verb;
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use kubefake::FakeApi;
-use nodes::client::{connections_for, Pool, Transport};
+use nodes::client::{Pool, Transport};
 use nodes::{Config, Intervals, PodTiming, WatchMode};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use testsupport::wait_until_async as wait_until;
 
 const H2: Transport = Transport::Http2 {
-    streams_per_connection: 50,
+    streams_per_connection: Some(50),
 };
 
 fn fake() -> (FakeApi, std::path::PathBuf) {
@@ -57,8 +58,8 @@ fn quick(n: usize, prefix: &str) -> Config {
 
 async fn start(kc: &Path, cfg: Config) -> Result<nodes::Running, nodes::Error> {
     let k = kube_config(kc).await;
-    let pool = Pool::new(&k, H2, connections_for(cfg.watches(), 50)).expect("pool");
-    nodes::start(cfg, pool, H2).await
+    let pool = Pool::connect(&k, H2, cfg.watches(), cfg.calls_at_once()).await?;
+    nodes::start(cfg, pool).await
 }
 
 fn pod(api: &FakeApi, name: &str) -> Option<Value> {
@@ -480,10 +481,14 @@ async fn bad_input_fails_with_one_line_and_leaves_nothing_behind() {
         .await
         .err()
         .expect("unreachable");
+    // Found by the pool's probe of the server's HTTP/2 stream limit, before any call.
+    let msg = e.to_string();
     assert!(
-        e.to_string()
-            .starts_with("cannot list nodes: cannot reach the API server"),
-        "{e}"
+        msg.starts_with(&format!(
+            "cannot reach the API server: connect to http://{gone}/: "
+        )) && msg.contains("Connection refused")
+            && !msg.contains('\n'),
+        "{msg}"
     );
     // A missing RBAC permission: creating nodes is forbidden (the first create is refused,
     // the others were allowed): one line naming it, and the nodes created are deleted again.
@@ -541,6 +546,139 @@ async fn shared_watch_mode_runs_pods_with_one_watch_for_all_nodes() {
         "the shared pod watch and the startup informer"
     );
     assert_eq!(api.count("watch nodes"), 0);
+}
+
+/// Issue 21: kube-apiserver ≥ 1.28.3 allows 100 streams per HTTP/2 connection, and so does
+/// the fake. 40 nodes with proxies open 241 watches, 100 per connection at the flag's default:
+/// no call may wait behind them, so every lease is renewed and a bound pod runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_never_wait_behind_watches_at_the_real_servers_stream_limit() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let n = 40;
+    let cfg = quick(n, "full-");
+    let watches = cfg.watches();
+    assert_eq!(watches, 241, "6 per node and the startup informer");
+    let k = kube_config(&kc).await;
+    // The flag's old default: more than the server's 100 less a tenth.
+    let t = Transport::Http2 {
+        streams_per_connection: Some(100),
+    };
+    let pool = Pool::connect(&k, t, watches, cfg.calls_at_once())
+        .await
+        .expect("pool");
+    assert_eq!(
+        pool.warning(),
+        Some(
+            "--streams-per-connection 100: the server allows 100 streams per HTTP/2 \
+             connection; using 90, a tenth below its limit"
+        )
+    );
+    // 241 watches at 90 a connection; 256 calls and 64 events at once at 90 a connection.
+    assert_eq!(pool.len(), 3 + 4);
+    let running = nodes::start(cfg, pool).await.expect("start");
+    // Every watch open (the fake counts one when its request arrives).
+    wait_until("every watch open", Duration::from_secs(10), || {
+        let opened: u64 = api
+            .calls()
+            .iter()
+            .filter(|(k, _)| k.starts_with("watch ") && !k.contains(" in "))
+            .map(|(_, v)| v)
+            .sum();
+        opened == watches as u64
+    })
+    .await;
+    // From here on, every lease renewed twice: two renewTimes after the one first seen.
+    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    wait_until("every lease renewed twice", Duration::from_secs(10), || {
+        for l in api.objects("leases") {
+            let name = l["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let t = l["spec"]["renewTime"].as_str().unwrap_or("").to_string();
+            seen.entry(name).or_default().insert(t);
+        }
+        seen.len() == n && seen.values().all(|ts| ts.len() >= 3)
+    })
+    .await;
+    new_pod(&api, "w", json!({}), None);
+    bind(&c, "w", "full-39").await.expect("bind");
+    wait_until("w Running", Duration::from_secs(10), || {
+        pod(&api, "w").is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let run = running.stop(false).await;
+    assert_eq!(run.leases_held, n);
+    assert_eq!(run.stream_waits, Default::default(), "no call waited");
+    assert_eq!(run.info.connections, 7);
+}
+
+/// A call that finds every stream of the call connections taken waits and is counted apart:
+/// sent once a stream frees, or never sent (and in no call count) when none frees in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_waits_for_a_stream_is_counted_apart_from_no_answer() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use nodes::traffic::Traffic;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    // 2 streams per connection: 1 to use; a pool sized for 1 call at once: one connection.
+    let api = FakeApi::start_with(kubefake::Options {
+        max_concurrent_streams: 2,
+        ..Default::default()
+    });
+    let dir = std::env::temp_dir().join("scaletest-nodes-tests");
+    let k = kube_config(&api.kubeconfig(&dir)).await;
+    let t = Transport::Http2 {
+        streams_per_connection: None,
+    };
+    let pool = Arc::new(Pool::connect(&k, t, 1, 1).await.expect("pool"));
+    assert_eq!(
+        pool.describe(),
+        "http/2 (the server allows 2 streams per connection): ≤ 1 watches on each of 1 \
+         connections, calls on 1 of their own (≤ 1 streams each)"
+    );
+    api.delay("get", Duration::from_secs(1));
+    let patient = Arc::new(Traffic::new(
+        8,
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    ));
+    let hasty = Traffic::new(8, Duration::from_millis(50), Duration::from_millis(200));
+    let get = |c: kube::Client| async move { Api::<Namespace>::all(c).get("default").await };
+    let first = tokio::spawn({
+        let (pool, patient) = (pool.clone(), patient.clone());
+        async move { patient.call(&pool, Verb::Get, "namespaces", get).await }
+    });
+    wait_until(
+        "the first call at the server",
+        Duration::from_secs(5),
+        || api.count("get namespaces") == 1,
+    )
+    .await;
+    // Waits, then is sent after the first.
+    let second = tokio::spawn({
+        let (pool, patient) = (pool.clone(), patient.clone());
+        async move { patient.call(&pool, Verb::Get, "namespaces", get).await }
+    });
+    // Waits 200 ms of the first's second: never sent.
+    let e = hasty
+        .call(&pool, Verb::Get, "namespaces", get)
+        .await
+        .expect_err("no stream in 200 ms");
+    assert_eq!(
+        e.to_string(),
+        "ServiceError: no HTTP/2 stream free in 200ms: not sent"
+    );
+    assert!(first.await.expect("join").is_ok());
+    assert!(second.await.expect("join").is_ok());
+    assert_eq!(pool.waits.waited.load(Relaxed), 2);
+    assert_eq!(pool.waits.none.load(Relaxed), 1);
+    assert_eq!(
+        api.count("get namespaces"),
+        2,
+        "the one that waited in vain was not sent"
+    );
+    assert_eq!(patient.calls.totals(), (2, 0));
+    assert_eq!(hasty.calls.totals(), (0, 0), "not a call with no answer");
 }
 
 /// With SCALETEST_KUBECONFIG naming a cluster that runs a scheduler and controller-manager:

@@ -2,7 +2,7 @@
 
 use super::{parse_duration, threads_or_cpus};
 use crate::Usage;
-use nodes::client::{connections_for, Pool, Transport};
+use nodes::client::{Pool, Transport};
 use nodes::objects::{Shape, Taint};
 use nodes::{Config, Intervals, PodTiming, WatchMode};
 use std::path::PathBuf;
@@ -76,9 +76,10 @@ pub struct Args {
     /// Speak HTTP/1.1 (kube-rs's own client: one connection per watch) instead of HTTP/2.
     #[arg(long)]
     http1: bool,
-    /// HTTP/2: watches per connection.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    streams_per_connection: u64,
+    /// HTTP/2: watches per connection, at most the server's stream limit less a tenth
+    /// [default: that] (short calls have connections of their own).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    streams_per_connection: Option<u64>,
     /// Do not post the events a kubelet posts.
     #[arg(long)]
     no_events: bool,
@@ -188,11 +189,15 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Transport::Http1
     } else {
         Transport::Http2 {
-            streams_per_connection: a.streams_per_connection as usize,
+            streams_per_connection: a.streams_per_connection.map(|n| n as usize),
         }
     };
-    let conns = connections_for(cfg.watches(), a.streams_per_connection as usize);
-    let pool = Pool::new(&kc, transport, conns).map_err(nodes_error)?;
+    let pool = Pool::connect(&kc, transport, cfg.watches(), cfg.calls_at_once())
+        .await
+        .map_err(nodes_error)?;
+    if let Some(w) = pool.warning() {
+        eprintln!("scaletest: {w}");
+    }
     let metrics = match a.metrics {
         Some(addr) => {
             Some(st_http::runner::bind(addr, 1).map_err(|e| anyhow::anyhow!("--metrics: {e}"))?)
@@ -201,9 +206,7 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let stop = super::api::stop_on_ctrl_c();
     eprintln!("scaletest: registering {} hollow nodes", cfg.nodes);
-    let started = nodes::start(cfg.clone(), pool, transport)
-        .await
-        .map_err(nodes_error)?;
+    let started = nodes::start(cfg.clone(), pool).await.map_err(nodes_error)?;
     eprintln!(
         "scaletest: {} hollow nodes registered; {} (Ctrl-C to stop)",
         cfg.nodes,
