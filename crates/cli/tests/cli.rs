@@ -59,6 +59,23 @@ fn bad_input_gets_one_line_and_exit_code_2() {
             "unexpected argument",
         ),
         (&["report", "/nonexistent.json"], "cannot read"),
+        (
+            &["load", "http://127.0.0.1:1/", "--threshold", "p99<50"],
+            "threshold \"p99<50\": \"50\": a latency needs a unit",
+        ),
+        (
+            &["load", "http://127.0.0.1:1/", "--threshold", "latency<5ms"],
+            "unknown metric \"latency\"",
+        ),
+        (
+            &["aggregate", "http://127.0.0.1:1/", "--threshold", "p99"],
+            "threshold \"p99\": no comparison",
+        ),
+        (&["demo", "--threshold", "error_rate<200%"], "at most 100%"),
+        (
+            &["load", "http://127.0.0.1:1/", "--abort-on-fail"],
+            "--threshold",
+        ),
     ];
     for (args, want) in cases {
         let o = SCALETEST.run(args);
@@ -247,6 +264,78 @@ fn ctrl_c_ends_the_run_and_still_reports_and_writes_json() {
     assert!(file.total.responses >= 100);
     assert!(file.elapsed_s < 30.0);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `load --threshold` against a server answering in 5 ms: the verdict lines after the tables,
+/// the JSON's verdicts, and the exit code (1 when any fails).
+#[test]
+fn thresholds_judge_the_run_and_set_the_exit_code() {
+    let srv = serve_draining("0s");
+    let url = format!("http://{}/delay?ms=5", srv.addr);
+    let dir = tmpdir("thresholds");
+    let json = dir.join("run.json");
+    let run = |thresholds: &[&str]| {
+        let mut args = vec!["load", &url, "-n", "200", "-c", "4"];
+        for t in thresholds {
+            args.extend(["--threshold", t]);
+        }
+        args.extend(["--json", json.to_str().unwrap()]);
+        SCALETEST.run(&args)
+    };
+    let o = run(&["p99<1ms", "failed==0", "requests==200"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let p99 = RunFile::read(&json).unwrap().total.quantile_ms(0.99);
+    assert!(p99 >= 5.0, "{p99}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("p99<1ms"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.starts_with("FAIL "), "{line}");
+    let shown = format!("measured {}", report::format::ms(p99));
+    assert!(line.ends_with(&shown), "{line}");
+    assert!(out.contains("pass failed==0"), "{out}");
+    assert!(out.contains("1 of 3 thresholds failed"), "{out}");
+    // The verdict lines come after the tables.
+    assert!(
+        out.find("p99<1ms").unwrap() > out.find("Latency").unwrap(),
+        "{out}"
+    );
+    let v = &RunFile::read(&json).unwrap().verdicts;
+    assert_eq!(v.len(), 3);
+    assert_eq!((v[0].threshold.as_str(), v[0].pass), ("p99<1ms", false));
+    assert_eq!(v[0].measured, Some(p99));
+    assert_eq!((v[2].measured, v[2].pass), (Some(200.0), true));
+    let o = run(&["p99<50ms", "error_rate<0.1%"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("all 2 thresholds passed"));
+}
+
+/// `--abort-on-fail` stops the run once a count is past its bound, and says which.
+#[test]
+fn abort_on_fail_stops_at_the_first_threshold_that_cannot_pass() {
+    let srv = serve_draining("0s");
+    let url = format!("http://{}/status/503", srv.addr);
+    let t0 = Instant::now();
+    let o = SCALETEST.run(&[
+        "load",
+        &url,
+        "-d",
+        "30s",
+        "-c",
+        "2",
+        "--threshold",
+        "status_5xx<10",
+        "--abort-on-fail",
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert!(
+        out.contains("stopped after second 1: threshold status_5xx<10 can no longer pass"),
+        "{out}"
+    );
+    assert!(out.contains("FAIL status_5xx<10"), "{out}");
 }
 
 /// `scaletest serve` on an ephemeral port, version `v2`, draining for `delay` on SIGTERM.

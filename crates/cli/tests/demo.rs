@@ -35,7 +35,7 @@ bots = 2
 name = "rolling-update"
 duration = 6
 rollout = "v2"
-checks = { max_failed = 0 }
+checks = { max_failed = 0, thresholds = ["error_rate==0", "status_5xx==0"] }
 [[phase]]
 name = "scale-down"
 duration = 3
@@ -116,8 +116,11 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
     let dir = tmpdir("demo-small");
     let scenario = dir.join("small.toml");
     std::fs::write(&scenario, SMALL).unwrap();
-    let text = headless_demo(&[], &scenario, &dir);
+    let whole = ["--threshold", "failed==0", "--threshold", "requests>=1000"];
+    let text = headless_demo(&whole, &scenario, &dir);
     assert!(text.starts_with("run directory: "), "{text}");
+    assert!(text.contains("pass failed==0"), "{text}");
+    assert!(text.contains("all 2 thresholds passed"), "{text}");
     for (i, name) in ["warm-up", "scale-up", "rolling-update", "scale-down"]
         .iter()
         .enumerate()
@@ -147,6 +150,13 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
         "{:?}",
         r.total.versions
     );
+    // The whole run's thresholds, judged by the aggregator into results.json.
+    let judged: Vec<(&str, bool)> = r
+        .verdicts
+        .iter()
+        .map(|v| (v.threshold.as_str(), v.pass))
+        .collect();
+    assert_eq!(judged, [("failed==0", true), ("requests>=1000", true)]);
     let last = r.intervals.iter().rev().find(|s| s.responses > 0).unwrap();
     assert_eq!(last.versions.keys().collect::<Vec<_>>(), vec!["v2"]);
     let events: Vec<&str> = r
@@ -317,6 +327,16 @@ fn a_scenario_with_a_bad_field_gets_one_line_naming_it_and_exit_2() {
     let err = refused(&["--scenario", scenario], &dir);
     assert!(
         err.contains("line 4") && err.contains("`replicas`"),
+        "{err}"
+    );
+    std::fs::write(
+        scenario,
+        "[[phase]]\nduration = 5\nrate = 100\nchecks = { thresholds = [\"p99<5\"] }\n",
+    )
+    .unwrap();
+    let err = refused(&["--scenario", scenario], &dir);
+    assert!(
+        err.contains("threshold \"p99<5\"") && err.contains("needs a unit"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

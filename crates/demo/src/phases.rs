@@ -3,7 +3,8 @@
 //! merged, not the percentiles), checked against the phase's checks, and printed with
 //! `report`'s autocannon tables.
 
-use crate::scenario::{Checks, Load};
+use crate::scenario::Load;
+use report::threshold::{self, Threshold};
 use report::RunFile;
 
 /// What a phase did, and whether it met its checks.
@@ -100,24 +101,18 @@ pub fn evaluate(
     start: f64,
     end: f64,
     load: Option<Load>,
-    checks: &Checks,
+    checks: &[Threshold],
 ) -> PhaseResult {
-    let part = slice(run, start, end, load);
+    let mut part = slice(run, start, end, load);
     let failed = part.total.failed();
     let p99_ms = part.total.quantile_ms(0.99);
     let mut missed = Vec::new();
     if part.total.responses == 0 {
         missed.push("no responses at all".to_string());
     }
-    if let Some(m) = checks.max_failed {
-        if failed > m {
-            missed.push(format!("{failed} failed requests > max_failed {m}"));
-        }
-    }
-    if let Some(m) = checks.max_p99_ms {
-        if p99_ms > m {
-            missed.push(format!("p99 {p99_ms} ms > max_p99_ms {m}"));
-        }
+    part.verdicts = threshold::judge(checks, &part);
+    for v in part.verdicts.iter().filter(|v| !v.pass) {
+        missed.push(format!("{} (measured {})", v.threshold, v.shown));
     }
     let achieved = if part.elapsed_s > 0.0 {
         part.total.responses as f64 / part.elapsed_s
@@ -139,6 +134,10 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use report::{Fleet, FleetSecond};
+
+    fn th(s: &str) -> Threshold {
+        s.parse().unwrap()
+    }
 
     fn second(ok: u64, failed: u64, lat_us: u64) -> hist::Snapshot {
         let mut s = hist::Snapshot {
@@ -184,23 +183,14 @@ mod tests {
                 bots: Vec::new(),
             }),
             summary: None,
+            verdicts: Vec::new(),
         }
     }
 
     #[test]
     fn a_phase_gets_the_seconds_whose_middle_it_holds() {
         let r = run();
-        let a = evaluate(
-            &r,
-            "a",
-            100.2,
-            102.0,
-            None,
-            &Checks {
-                max_failed: Some(0),
-                max_p99_ms: None,
-            },
-        );
+        let a = evaluate(&r, "a", 100.2, 102.0, None, &[th("failed<=0")]);
         assert_eq!(a.run.total.responses, 20);
         assert_eq!(a.failed, 2);
         assert_eq!(a.missed.len(), 1, "{:?}", a.missed);
@@ -210,15 +200,17 @@ mod tests {
             102.0,
             103.0,
             None,
-            &Checks {
-                max_failed: Some(0),
-                max_p99_ms: Some(10.0),
-            },
+            &[th("failed<=0"), th("p99<=10ms")],
         );
         assert_eq!(b.failed, 0);
         assert!(b.p99_ms > 49.0);
-        assert!(b.missed[0].contains("max_p99_ms"), "{:?}", b.missed);
-        let empty = evaluate(&r, "c", 200.0, 210.0, None, &Checks::default());
+        assert_eq!(b.missed.len(), 1, "{:?}", b.missed);
+        assert!(
+            b.missed[0].starts_with("p99<=10ms (measured 5"),
+            "{:?}",
+            b.missed
+        );
+        let empty = evaluate(&r, "c", 200.0, 210.0, None, &[]);
         assert_eq!(empty.missed, vec!["no responses at all".to_string()]);
     }
 
@@ -226,14 +218,7 @@ mod tests {
     fn the_sustained_rate_is_the_highest_clean_phase_under_the_p99() {
         let r = run();
         let phase = |name: &str, start: f64, end: f64, rate: f64| {
-            evaluate(
-                &r,
-                name,
-                start,
-                end,
-                Some(Load::Rate(rate)),
-                &Checks::default(),
-            )
+            evaluate(&r, name, start, end, Some(Load::Rate(rate)), &[])
         };
         // Second 100: 10/s at 1 ms; second 101: 2 failures; second 102: 10/s at 50 ms.
         let ps = vec![
@@ -247,14 +232,7 @@ mod tests {
         // A looser p99 admits the slow second; the failing one never counts.
         assert_eq!(sustained(&ps[1..], 100.0), Some(("slow", 10.0)));
         assert_eq!(sustained(&ps[1..], 10.0), None);
-        let closed = evaluate(
-            &r,
-            "c",
-            100.0,
-            101.0,
-            Some(Load::Connections(5)),
-            &Checks::default(),
-        );
+        let closed = evaluate(&r, "c", 100.0, 101.0, Some(Load::Connections(5)), &[]);
         assert_eq!(sustained(&[closed], 10.0), None, "closed loop asks no rate");
     }
 }

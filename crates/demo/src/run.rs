@@ -43,6 +43,8 @@ pub struct Config {
     pub drain_delay: Duration,
     /// What spreads the load over the servers.
     pub balancer: Balancer,
+    /// Thresholds on the whole run (the aggregator judges them into results.json).
+    pub thresholds: Vec<report::threshold::Threshold>,
 }
 
 /// What spreads the load over the servers.
@@ -104,12 +106,16 @@ pub struct Outcome {
     pub sustained: Option<(String, f64)>,
     /// Ctrl-C ended it early.
     pub interrupted: bool,
+    /// The whole run's thresholds, as the aggregator judged them.
+    pub verdicts: Vec<report::threshold::Verdict>,
 }
 
 impl Outcome {
-    /// Every phase met its checks and the run was not interrupted.
+    /// Every phase met its checks, the whole run its thresholds, and it was not interrupted.
     pub fn passed(&self) -> bool {
-        !self.interrupted && self.phases.iter().all(|p| p.missed.is_empty())
+        !self.interrupted
+            && self.phases.iter().all(|p| p.missed.is_empty())
+            && report::threshold::all_pass(&self.verdicts)
     }
 }
 
@@ -221,7 +227,7 @@ struct Span {
     start: f64,
     end: f64,
     load: Option<Load>,
-    checks: crate::scenario::Checks,
+    checks: Vec<report::threshold::Threshold>,
 }
 
 struct Demo<'a> {
@@ -389,6 +395,9 @@ impl Demo<'_> {
                 let bots = first.bots.unwrap_or(1) as u64;
                 args.extend(["-c".into(), c.div_ceil(bots).to_string()])
             }
+        }
+        for t in &self.cfg.thresholds {
+            args.extend(["--threshold".into(), t.to_string()]);
         }
         let mut agg = self.child("aggregator", &args)?;
         agg.wait_line("listening on", Duration::from_secs(10))?;
@@ -917,7 +926,7 @@ impl Demo<'_> {
                 start,
                 end: now_unix(),
                 load: Some(self.load),
-                checks: p.checks,
+                checks: p.checks.clone(),
             });
         }
         if self.cfg.keep {
@@ -1001,6 +1010,7 @@ impl Demo<'_> {
             },
             sustained,
             interrupted,
+            verdicts: run.verdicts.clone(),
         })
     }
 }

@@ -11,14 +11,16 @@
 //! bots = 1
 //! rollout = "v2"            # replace every server not on this version, one at a time
 //! [phase.checks]
-//! max_failed = 0
-//! max_p99_ms = 50
+//! max_failed = 0            # shorthand of the threshold failed<=0
+//! max_p99_ms = 50           # shorthand of p99<=50ms
+//! thresholds = ["error_rate<0.1%", "p99.9<200ms"]   # any `--threshold` expression
 //! ```
 //!
 //! Replica and rate changes are spread over the phase in steps of one replica, so
 //! "servers 1 → 4, bots 1 → 4, rate 1000 → 4000" is three steps; a rollout replaces one
 //! server per step.
 
+use report::threshold::Threshold;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -63,18 +65,21 @@ pub struct Phase {
     pub bots: Option<u32>,
     /// Replace every server not on this version.
     pub rollout: Option<String>,
-    /// What the phase must meet.
-    pub checks: Checks,
+    /// What the phase must meet, as thresholds on its seconds ([`report::threshold`]).
+    pub checks: Vec<Threshold>,
 }
 
-/// A phase's pass conditions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+/// A phase's pass conditions as written; [`Scenario::parse`] turns them into thresholds.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Checks {
-    /// Most failed requests (transport errors and 4xx/5xx answers).
-    pub max_failed: Option<u64>,
-    /// Highest p99 of the corrected latency, in ms.
-    pub max_p99_ms: Option<f64>,
+struct Checks {
+    /// Most failed requests (transport errors and 4xx/5xx answers): `failed<=N`.
+    max_failed: Option<u64>,
+    /// Highest p99 of the corrected latency, in ms: `p99<=Mms`.
+    max_p99_ms: Option<f64>,
+    /// Any threshold expressions.
+    #[serde(default)]
+    thresholds: Vec<Threshold>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +112,12 @@ struct RawPhase {
     rollout: Option<String>,
     #[serde(default)]
     checks: Checks,
+}
+
+/// A threshold made from a checked number: it always parses.
+fn threshold(text: String) -> Threshold {
+    text.parse()
+        .unwrap_or_else(|e| unreachable!("a threshold from checked numbers: {e}"))
 }
 
 /// Most replicas of one kind: every one is a process on this machine.
@@ -180,11 +191,17 @@ impl Scenario {
             if let Some(v) = &p.rollout {
                 check_version(v).map_err(|why| at("rollout", why))?;
             }
+            let mut checks = Vec::new();
+            if let Some(m) = p.checks.max_failed {
+                checks.push(threshold(format!("failed<={m}")));
+            }
             if let Some(m) = p.checks.max_p99_ms {
                 if !(m.is_finite() && m > 0.0) {
                     return Err(at("checks.max_p99_ms", format!("{m} is not > 0")));
                 }
+                checks.push(threshold(format!("p99<={m}ms")));
             }
+            checks.extend(p.checks.thresholds);
             phases.push(Phase {
                 name,
                 duration,
@@ -192,7 +209,7 @@ impl Scenario {
                 servers: p.servers,
                 bots: p.bots,
                 rollout: p.rollout,
-                checks: p.checks,
+                checks,
             });
         }
         if phases[0].load.is_none() {
@@ -389,7 +406,7 @@ mod tests {
         let d = Scenario::builtin("default").unwrap();
         assert_eq!(d.phases.len(), 4);
         assert_eq!(d.phases[2].rollout.as_deref(), Some("v2"));
-        assert_eq!(d.phases[2].checks.max_failed, Some(0));
+        assert_eq!(d.phases[2].checks, vec![threshold("failed<=0".into())]);
         assert_eq!(d.planned(), Duration::from_secs(100));
         let l = Scenario::builtin("lb-replicas").unwrap();
         assert_eq!(l.phases[0].load, Some(Load::Connections(30)));

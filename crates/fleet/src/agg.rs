@@ -24,6 +24,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use load::Spec;
+use report::threshold::Threshold;
 use report::{RunFile, RunInfo};
 use st_http::server::{self, Limits, Phase, Stats};
 use std::convert::Infallible;
@@ -58,6 +59,10 @@ pub struct Config {
     pub run_for: Option<Duration>,
     /// Windows and limits.
     pub state: state::Config,
+    /// Pass/fail checks on the run's totals, judged at the end (results.json's verdicts).
+    pub thresholds: Vec<Threshold>,
+    /// End the run as soon as a threshold can no longer pass.
+    pub abort_on_fail: bool,
 }
 
 /// An aggregator that could not start.
@@ -242,6 +247,14 @@ async fn serve(
             _ = sleep_until_opt(deadline) => break,
         }
         tick(&sh, &mut store);
+        if cfg.abort_on_fail {
+            let mut st = sh.state.lock().expect("state lock");
+            let total = st.total();
+            if let Some(t) = cfg.thresholds.iter().find(|t| t.failed_for_good(&total)) {
+                st.threshold_failed(now_unix(), &t.to_string());
+                break;
+            }
+        }
     }
     // The end: bots idle and flush; then close everything.
     let finished_at = now_unix();
@@ -264,7 +277,8 @@ async fn serve(
         let closed = st.close_all();
         let saved = st.saved();
         let mut err = store.save(&closed, &saved).err().map(|e| e.to_string());
-        let run = st.results(now, run_info(&st.spec, st.ran));
+        let mut run = st.results(now, run_info(&st.spec, st.ran));
+        run.verdicts = report::threshold::judge(&cfg.thresholds, &run);
         let results = store.dir().join("results.json");
         if let Err(e) = report::write_json_atomic(&run, &results) {
             err.get_or_insert(format!("{}: {e}", results.display()));

@@ -382,6 +382,15 @@ impl State {
         self.new_events.push(e);
     }
 
+    /// A threshold that can no longer pass ended the run (`--abort-on-fail`).
+    pub fn threshold_failed(&mut self, now: f64, threshold: &str) {
+        self.event(
+            now,
+            "threshold",
+            format!("threshold {threshold} can no longer pass: the run ends"),
+        );
+    }
+
     /// Post an event from outside (`POST /api/events`).
     pub fn post_event(&mut self, now: f64, text: &str) -> Result<(), Refused> {
         let text = text.trim();
@@ -1057,6 +1066,7 @@ impl State {
                 bots: self.bots.values().map(|b| b.record.clone()).collect(),
             }),
             summary: Some(self.summary(now)),
+            verdicts: Vec::new(),
         }
     }
 

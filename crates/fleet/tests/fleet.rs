@@ -32,6 +32,17 @@ fn aggregator(
     plan: Plan,
     run_for: Option<Duration>,
 ) -> agg::Running {
+    aggregator_judging(out, url, plan, run_for, &[])
+}
+
+/// [`aggregator`] with `--threshold`s.
+fn aggregator_judging(
+    out: &std::path::Path,
+    url: &str,
+    plan: Plan,
+    run_for: Option<Duration>,
+    thresholds: &[&str],
+) -> agg::Running {
     agg::start(AggConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: TOKEN.into(),
@@ -45,6 +56,8 @@ fn aggregator(
         plan,
         run_for,
         state: state::Config::default(),
+        thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
+        abort_on_fail: false,
     })
     .unwrap()
 }
@@ -151,6 +164,46 @@ fn three_bots_count_exactly_what_the_server_answered() {
     let back = report::RunFile::read(&outcome.results).unwrap();
     assert_eq!(back.total.responses, run.total.responses);
     assert!(std::fs::metadata(&outcome.report).unwrap().len() > 0);
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// `aggregate --threshold`: judged on the merged histograms at the end, into results.json;
+/// the count a threshold measures is the bots' own counts added up.
+#[test]
+fn thresholds_are_judged_on_the_merged_run() {
+    let srv = server("v1");
+    let out = tmpdir("thresholds");
+    let a = aggregator_judging(
+        &out,
+        &format!("http://{}/delay?ms=5", srv.addr),
+        Plan::Total { rate: 200.0 },
+        None,
+        &["p99<1ms", "p99<50ms", "requests>=1", "failed==0"],
+    );
+    let bots: Vec<Bot> = (0..2)
+        .map(|i| start_bot(a.addr, &format!("b{i}")))
+        .collect();
+    wait_until("300 answers", Duration::from_secs(20), || {
+        json(a.addr, "/api/summary")["requests"].as_u64().unwrap() >= 300
+    });
+    let (code, _) = http(a.addr, "POST", "/api/finish", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    let outcome = a.wait();
+    let measured_by_bots: u64 = bots
+        .into_iter()
+        .map(|b| b.thread.join().unwrap().responses)
+        .sum();
+    let run = outcome.run;
+    let v = &run.verdicts;
+    let p99 = run.total.quantile_ms(0.99);
+    assert!(p99 >= 5.0, "{p99}");
+    assert_eq!((v[0].pass, v[0].measured), (false, Some(p99)), "{v:?}");
+    assert!(v[1].pass, "{v:?}");
+    assert_eq!(v[2].measured, Some(measured_by_bots as f64), "{v:?}");
+    assert_eq!(run.total.completed(), measured_by_bots);
+    assert!(v[3].pass, "{v:?}");
+    let back = report::RunFile::read(&outcome.results).unwrap();
+    assert_eq!(&back.verdicts, v);
     std::fs::remove_dir_all(out).unwrap();
 }
 

@@ -46,6 +46,8 @@ fn the_live_page_shows_qps_and_its_rate_control_changes_the_bots_rate() {
         plan: Plan::Total { rate: 100.0 },
         run_for: None,
         state: state::Config::default(),
+        thresholds: vec![],
+        abort_on_fail: false,
     })
     .unwrap();
     let bots: Vec<_> = (0..2)

@@ -540,6 +540,8 @@ fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
         plan: fleet::state::Plan::Idle,
         run_for: None,
         state: fleet::state::Config::default(),
+        thresholds: vec![],
+        abort_on_fail: false,
     })
     .expect("aggregator");
     for p in pods(&f.api, ns, "aggregate") {

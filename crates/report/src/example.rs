@@ -165,5 +165,6 @@ pub fn rolling_update(seconds: u32) -> RunFile {
         intervals,
         fleet: Some(fleet),
         summary: Some(summary),
+        verdicts: Vec::new(),
     }
 }

@@ -5,6 +5,7 @@
 //! - [`runfile`]: the versioned JSON run file, written atomically, read back for `report`.
 //! - [`html`]: one self-contained HTML page per run (charts with event markers, the percentile
 //!   spectrum, the tables); [`compare`]: two runs side by side, as text or HTML.
+//! - [`threshold`]: `--threshold` expressions and their verdicts on a run's totals.
 //! - [`point`]: one second as charts draw it, shared with the aggregator's live UI;
 //!   [`assets`]: the embedded chart library; [`example`]: a synthetic run for tests and docs.
 //!
@@ -19,6 +20,7 @@ pub mod html;
 pub mod point;
 pub mod runfile;
 pub mod table;
+pub mod threshold;
 
 pub use runfile::{
     write_bytes_atomic, write_json_atomic, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo,

@@ -112,6 +112,9 @@ pub struct RunFile {
     /// Aggregator results: the figures `GET /api/summary` answers, final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// The verdicts of the run's `--threshold`s, on its totals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<crate::threshold::Verdict>,
 }
 
 /// What an aggregator adds to a run: per second, what was asked for and who reported; the
@@ -322,6 +325,7 @@ impl RunFile {
         // Per-bot extras do not merge meaningfully across runs.
         out.fleet = None;
         out.summary = None;
+        out.verdicts.clear();
         Some(out)
     }
 }

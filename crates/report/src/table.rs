@@ -435,6 +435,7 @@ mod tests {
             intervals: Vec::new(),
             fleet: None,
             summary: None,
+            verdicts: Vec::new(),
         }
     }
 

@@ -117,6 +117,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 .max(args.stale_after.as_secs_f64()),
             ..Default::default()
         },
+        thresholds: a.thresholds().to_vec(),
+        abort_on_fail: a.abort_on_fail(),
     };
     let running = fleet::agg::start(cfg).map_err(|e| match e {
         fleet::agg::AggError::Start(_) => anyhow::Error::from(e),
@@ -164,13 +166,19 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let mut out = std::io::stdout().lock();
     report::table::write_report(&outcome.run, a.percentiles(), &mut out)?;
+    report::threshold::write_verdicts(&outcome.run.verdicts, &mut out)?;
     writeln!(out, "results: {}", outcome.results.display())?;
     writeln!(out, "report:  {}", outcome.report.display())?;
     out.flush()?;
     if let Some(e) = outcome.write_error {
         anyhow::bail!("cannot write the results: {e}");
     }
-    Ok(ExitCode::SUCCESS)
+    // No answers is not a failure here (an idle aggregator); a failed threshold is.
+    Ok(if report::threshold::all_pass(&outcome.run.verdicts) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn write_token(path: &std::path::Path, token: &str) -> anyhow::Result<()> {

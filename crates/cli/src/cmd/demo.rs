@@ -1,6 +1,6 @@
 //! `scaletest demo`: flags → a validated `demo::Scenario` and `demo::Config` → `demo::run`,
 //! with Ctrl-C turned into an early, orderly end; then the per-phase tables, checks and
-//! sizing. Exit 0 only if every phase met its checks.
+//! sizing. Exit 0 only if every phase met its checks and the run its `--threshold`s.
 
 use super::parse_duration;
 use crate::Usage;
@@ -59,6 +59,10 @@ pub struct Args {
     /// of servers, so scenarios that scale servers or roll out are refused).
     #[arg(long, default_value = "scaletest", value_parser = ["scaletest", "haproxy"])]
     balancer: String,
+    /// A pass/fail check on the whole run's totals (repeatable; as `load --threshold`;
+    /// per phase: `thresholds = [...]` in the scenario's [phase.checks]). Any failed: exit 1.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<report::threshold::Threshold>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -100,6 +104,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         stop,
         drain_delay: args.drain_delay,
         balancer,
+        thresholds: args.thresholds.clone(),
     };
     let mut stdout = std::io::stdout();
     let outcome = demo::run(&cfg, &mut stdout)?;
@@ -144,12 +149,16 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     writeln!(out, "results: {}", outcome.results.display())?;
     writeln!(out, "report:  {}", outcome.report.display())?;
-    let failed: Vec<&str> = outcome
+    report::threshold::write_verdicts(&outcome.verdicts, &mut out)?;
+    let mut failed: Vec<&str> = outcome
         .phases
         .iter()
         .filter(|p| !p.missed.is_empty())
         .map(|p| p.name.as_str())
         .collect();
+    if !report::threshold::all_pass(&outcome.verdicts) {
+        failed.push("the whole run");
+    }
     if outcome.interrupted {
         writeln!(out, "interrupted")?;
         return Ok(ExitCode::from(130));

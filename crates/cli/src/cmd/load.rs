@@ -6,7 +6,9 @@ use crate::Usage;
 use anyhow::Context as _;
 use load::{Config, Mode, Shutdown, Spec, Target};
 use pace::Arrival;
+use report::threshold::{self, Threshold};
 use report::{RunFile, RunInfo, RUNFILE_VERSION};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -90,6 +92,15 @@ pub struct Args {
     /// second, responses and errors (for runs without a terminal, which show no progress line).
     #[arg(long, value_name = "PERIOD", value_parser = parse_duration)]
     log_rates: Option<Duration>,
+    /// A pass/fail check on the run's totals (repeatable): p99<50ms, p99.9<=0.2s, mean<10ms,
+    /// max<1s, error_rate<0.1%, rps>=9000 (successful answers/s), failed==0, errors==0,
+    /// requests>=1000, status_5xx<10, status_503==0. Any failed: exit 1.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<Threshold>,
+    /// Stop the run as soon as a threshold can no longer pass (a count past its bound);
+    /// latency and rate thresholds are judged at the end.
+    #[arg(long)]
+    abort_on_fail: bool,
 }
 
 fn parse_rate(s: &str) -> Result<String, String> {
@@ -115,6 +126,14 @@ impl Args {
     pub(crate) fn percentiles(&self) -> bool {
         self.percentiles
     }
+    /// The `--threshold`s.
+    pub(crate) fn thresholds(&self) -> &[Threshold] {
+        &self.thresholds
+    }
+    /// `--abort-on-fail` was given.
+    pub(crate) fn abort_on_fail(&self) -> bool {
+        self.abort_on_fail
+    }
 }
 
 fn read_body(path: &Path) -> Result<String, Usage> {
@@ -126,6 +145,11 @@ fn read_body(path: &Path) -> Result<String, Usage> {
 
 /// The flags as a load spec (files read here, so the spec carries their content).
 pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
+    if a.abort_on_fail && a.thresholds.is_empty() {
+        return Err(Usage(
+            "--abort-on-fail needs at least one --threshold".into(),
+        ));
+    }
     let body = match (&a.body, &a.body_file) {
         (Some(b), _) => Some(b.clone()),
         (None, Some(p)) => Some(read_body(p)?),
@@ -221,6 +245,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .map_or(0.0, |d| d.as_secs_f64());
     let progress = Progress::new(cfg.duration);
     let mut rates = args.log_rates.map(RateLog::new);
+    // --abort-on-fail: the totals so far, and the threshold that stopped the run.
+    let mut so_far = hist::Snapshot::default();
+    let mut aborted: Option<(String, u32)> = None;
     let result = rt.block_on(async {
         let s = shutdown.clone();
         super::on_ctrl_c(move || s.trigger());
@@ -228,6 +255,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             progress.update(p);
             if let Some(line) = rates.as_mut().and_then(|r| r.second(p)) {
                 progress.line(&line);
+            }
+            if args.abort_on_fail && aborted.is_none() {
+                so_far.merge(p.snapshot);
+                if let Some(t) = args.thresholds.iter().find(|t| t.failed_for_good(&so_far)) {
+                    aborted = Some((t.to_string(), p.second + 1));
+                    shutdown.trigger();
+                }
             }
         })
         .await
@@ -238,7 +272,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         load::LoadError::Thread(_) => anyhow::Error::new(e),
         e => Usage(e.to_string()).into(),
     })?;
-    let run = RunFile {
+    let mut run = RunFile {
         version: RUNFILE_VERSION,
         tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),
         started_unix,
@@ -252,7 +286,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         intervals: r.intervals,
         fleet: None,
         summary: None,
+        verdicts: Vec::new(),
     };
+    run.verdicts = threshold::judge(&args.thresholds, &run);
     // The JSON first: what was measured must survive a closed stdout.
     if let Some(path) = &args.json {
         run.write_atomic(path)
@@ -260,9 +296,25 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     report::table::write_report(&run, args.percentiles, &mut out)?;
+    if let Some((t, second)) = &aborted {
+        writeln!(
+            out,
+            "\nstopped after second {second}: threshold {t} can no longer pass"
+        )?;
+    }
+    threshold::write_verdicts(&run.verdicts, &mut out)?;
+    out.flush()?;
+    Ok(exit_code(&run))
+}
+
+/// 1 when a threshold failed or no request got a response.
+pub(crate) fn exit_code(run: &RunFile) -> ExitCode {
+    if !threshold::all_pass(&run.verdicts) {
+        return ExitCode::from(1);
+    }
     if run.total.responses == 0 {
         eprintln!("scaletest: no request got a response");
-        return Ok(ExitCode::from(1));
+        return ExitCode::from(1);
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
