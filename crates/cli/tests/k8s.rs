@@ -293,3 +293,91 @@ fn up_scale_rollout_status_down_as_a_user_runs_them() {
         }
     }
 }
+
+/// `k8s rollout`'s verdict, as seed 003 asks of a rollout under load: the requests of the
+/// rollout's seconds, read from the aggregator (here a process of this test behind the fake's
+/// port-forward, fed by a bot loading a local `serve`). Without failures it exits 0; with the
+/// server killed (no drain) before the next rollout, its failed requests make it exit 1.
+#[test]
+fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
+    let dir = tmpdir("k8s-verdict");
+    let fake = Arc::new(FakeApi::start());
+    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+    let run_id = format!("vd{}", std::process::id() % 100_000);
+    let ns = format!("scaletest-{run_id}");
+    let _controllers = Controllers::start(fake.clone(), &ns, Fate::Ready);
+    let k8s = |cmd: &[&str]| {
+        let mut a = vec!["k8s"];
+        a.extend_from_slice(cmd);
+        a.extend_from_slice(&["--kubeconfig", &kc, "--run", &run_id, "--timeout", "60s"]);
+        run(&a)
+    };
+    let (code, out, err) = k8s(&["up"]);
+    assert_eq!(code, Some(0), "up: {out}{err}");
+    // The run's token, for an aggregator of our own.
+    let secret = fake
+        .objects("secrets")
+        .into_iter()
+        .find(|s| s["metadata"]["namespace"] == ns.as_str())
+        .expect("the token Secret");
+    let token: k8s_openapi::ByteString =
+        serde_json::from_value(secret["data"]["token"].clone()).expect("base64");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, &token.0).unwrap();
+    let token_file = token_file.to_string_lossy().into_owned();
+    let srv = SCALETEST.listening(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
+    let out_dir = dir.join("agg").to_string_lossy().into_owned();
+    let agg = SCALETEST.listening(&[
+        "aggregate",
+        &format!("http://{}/", srv.addr),
+        "--rate",
+        "200",
+        "--bind",
+        "127.0.0.1:0",
+        "--token-file",
+        &token_file,
+        "--out",
+        &out_dir,
+    ]);
+    for p in fake.objects("pods") {
+        if p["metadata"]["namespace"] == ns.as_str()
+            && p["metadata"]["labels"]["app.kubernetes.io/component"] == "aggregate"
+        {
+            let pod = p["metadata"]["name"].as_str().unwrap();
+            fake.forward(&ns, pod, k8s::manifest::AGGREGATE_PORT as u16, agg.addr);
+        }
+    }
+    let agg_url = format!("http://{}", agg.addr);
+    let _bot = SCALETEST.spawn(&["bot", "--aggregator", &agg_url, "--token-file", &token_file]);
+    testsupport::wait_until("the bot's first answers", Duration::from_secs(20), || {
+        testsupport::call::json(agg.addr, "/api/summary")["requests"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 100
+    });
+    let (code, out, err) = k8s(&["rollout", "v2", "--threshold", "p99<5s"]);
+    assert_eq!(code, Some(0), "rollout: {out}{err}");
+    let window = out
+        .lines()
+        .find(|l| l.starts_with("rollout from "))
+        .unwrap_or_else(|| panic!("no window line: {out}"));
+    assert!(window.contains(", 0 failed, "), "{window}");
+    assert!(out.contains("pass failed==0"), "{out}");
+    assert!(out.contains("pass p99<5s"), "{out}");
+    assert!(out.contains("answers by version: v1 "), "{out}");
+    // The server dies without a drain: what the bot sends during the next rollout fails.
+    let mut srv = srv;
+    assert!(testsupport::signal(srv.proc.id(), "KILL"));
+    let _ = srv.proc.wait();
+    let (code, out, err) = k8s(&["rollout", "v3"]);
+    assert_eq!(code, Some(1), "rollout: {out}{err}");
+    assert!(out.contains("FAIL failed==0"), "{out}");
+    // `check` judges the whole run the same way: it holds the failures too.
+    let (code, out, err) = k8s(&["check", "--threshold", "requests>=100"]);
+    assert_eq!(code, Some(0), "check: {out}{err}");
+    assert!(out.contains("pass requests>=100"), "{out}");
+    let (code, out, _) = k8s(&["check"]);
+    assert_eq!(code, Some(1), "check: {out}");
+    assert!(out.contains("FAIL failed==0"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -500,6 +500,23 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 let points = st.points_since(since, 600);
                 return json(StatusCode::OK, &serde_json::json!({ "points": points }));
             }
+            "/api/window" => {
+                let num = |k: &str| query(&req, k).and_then(|v| v.parse::<u64>().ok());
+                let (Some(from), Some(to)) = (num("from"), num("to")) else {
+                    return error(400, "give from and to, Unix seconds");
+                };
+                if to <= from || to - from > 7 * 24 * 3600 {
+                    return error(400, "a window is from < to, at most a week");
+                }
+                let st = sh.state.lock().expect("state lock");
+                let (snapshot, settled) = st.window(from, to, now);
+                return json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "from": from, "to": to, "settled": settled, "snapshot": snapshot,
+                    }),
+                );
+            }
             "/api/events" => {
                 let st = sh.state.lock().expect("state lock");
                 return json(

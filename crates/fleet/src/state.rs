@@ -932,6 +932,25 @@ impl State {
         }
     }
 
+    /// What was measured in the Unix seconds `from..to`, merged (exact percentiles), and
+    /// whether the window has settled by `now`: every second in it ended at least the
+    /// publishing delay ago, so the bots' pushes for it have arrived.
+    pub fn window(&self, from: u64, to: u64, now: f64) -> (Snapshot, bool) {
+        let mut w = Snapshot::default();
+        for c in self.closed.range(from..to).map(|(_, c)| c) {
+            w.merge(&unpack(&c.packed));
+        }
+        for t in self.intervals.keys().filter(|t| (from..to).contains(t)) {
+            if let Some((_, s)) = self.intervals.get(t) {
+                w.merge(s);
+            }
+        }
+        w.start = 0.0;
+        w.end = to.saturating_sub(from) as f64;
+        let settled = (to as f64) <= (now - PUBLISH_DELAY).floor();
+        (w, settled)
+    }
+
     /// Everything measured so far, merged.
     pub fn total(&self) -> Snapshot {
         let mut t = self.closed_total.clone();

@@ -9,11 +9,12 @@
 //! the Deployments (and on a deadline, their pods) every [`POLL`]; the verdicts are
 //! [`crate::wait`]'s.
 
-use crate::aggregator::Aggregator;
+use crate::aggregator::{Aggregator, Window};
 use crate::manifest::{self, Objects, COMPONENTS, TOKEN_SECRET};
 use crate::spec::{Changes, Spec};
 use crate::wait::{self, Rollout};
 use crate::{Error, ANN_SPEC};
+use fleet::now_unix;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
@@ -193,45 +194,65 @@ pub async fn change(
     deploy(client, t, spec, components, say).await
 }
 
-/// `rollout`: the servers to `version` (maxUnavailable 0), watched until done. Each progress
-/// line also goes to the aggregator's event log, so the UI marks the rollout; the second value
-/// says why they could not be posted (no ready aggregator, no port-forward), if so.
+/// What a rollout did: the Deployments' outcome, the window of seconds it took as the
+/// aggregator measured them (`None` when the aggregator could not be asked: the reason is in
+/// `warning`), and a warning for anything that did not stop it.
+#[derive(Debug)]
+pub struct Rolled {
+    /// The apply and wait.
+    pub outcome: Outcome,
+    /// The requests of the rollout's seconds.
+    pub window: Option<Window>,
+    /// Events not posted, or the window not read.
+    pub warning: Option<String>,
+}
+
+/// Roll the servers to `version` (and `image`, when given), posting its progress to the
+/// aggregator as events, then read what the aggregator measured during it.
 pub async fn rollout(
     client: &Client,
     t: &Target,
     version: &str,
+    image: Option<&str>,
     say: &mut dyn FnMut(&str),
-) -> Result<(Outcome, Option<String>), Error> {
+) -> Result<Rolled, Error> {
     let spec = current(client, t).await?.ok_or_else(|| not_up(t))?;
     let from = spec.version.clone();
     let spec = spec.with(&Changes {
         version: Some(version.to_string()),
+        server_image: image.map(str::to_string),
         ..Changes::default()
     })?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let (poster, mut warning) = match Aggregator::find(client, &spec).await {
-        Ok(agg) => (
-            Some(tokio::spawn(async move {
-                let mut failed: Option<String> = None;
-                while let Some(line) = rx.recv().await {
-                    if failed.is_none() {
-                        if let Err(e) = agg.event(&line).await {
-                            failed = Some(e.to_string());
+    let found = Aggregator::find(client, &spec).await;
+    let (poster, mut warning) = match &found {
+        Ok(agg) => {
+            let agg = agg.clone();
+            (
+                Some(tokio::spawn(async move {
+                    let mut failed: Option<String> = None;
+                    while let Some(line) = rx.recv().await {
+                        if failed.is_none() {
+                            if let Err(e) = agg.event(&line).await {
+                                failed = Some(e.to_string());
+                            }
                         }
                     }
-                }
-                failed
-            })),
-            None,
-        ),
+                    failed
+                })),
+                None,
+            )
+        }
         Err(e) => (None, Some(e.to_string())),
     };
+    let started = now_unix().floor() as u64;
     let _ = tx.send(format!("rollout {from} → {version} started"));
     let out = deploy(client, t, spec, &["serve"], &mut |l: &str| {
         say(l);
         let _ = tx.send(format!("rollout: {l}"));
     })
     .await;
+    let ended = now_unix().ceil() as u64;
     let _ = tx.send(match &out {
         Ok(_) => format!("rollout {from} → {version} done"),
         Err(e) => format!("rollout {from} → {version} failed: {e}"),
@@ -239,11 +260,28 @@ pub async fn rollout(
     drop(tx);
     if let Some(p) = poster {
         if let Ok(Some(e)) = p.await {
-            warning = Some(e);
+            warning = Some(format!("rollout events not posted to the aggregator: {e}"));
         }
     }
-    Ok((out?, warning))
+    let outcome = out?;
+    let mut window = None;
+    if let Ok(agg) = &found {
+        say("rollout: waiting for the aggregator to hear every second of it");
+        match agg.window(started, ended.max(started + 1), SETTLE).await {
+            Ok(w) => window = Some(w),
+            Err(e) => warning = Some(format!("the rollout's requests were not read: {e}")),
+        }
+    }
+    Ok(Rolled {
+        outcome,
+        window,
+        warning,
+    })
 }
+
+/// The longest a verdict waits for the aggregator to hear the last seconds of a window
+/// (it publishes a second 1.5 s after it ends).
+pub const SETTLE: Duration = Duration::from_secs(15);
 
 fn not_up(t: &Target) -> Error {
     Error::Usage(format!(

@@ -251,6 +251,9 @@ fn serve(spec: &Spec) -> Deployment {
         ],
         resources(spec.server_cpu_m, 256),
     );
+    // `rollout --image` changes the servers' image alone: the aggregator and the bots keep
+    // theirs (a new aggregator pod would start an empty run).
+    c.image = Some(spec.server_image().to_string());
     c.ports = Some(vec![ContainerPort {
         name: Some("http".into()),
         container_port: port,

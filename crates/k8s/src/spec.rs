@@ -34,6 +34,9 @@ pub struct Spec {
     pub aggregator_cpu_m: u32,
     /// `serve --drain-delay`, seconds: how long a terminating server keeps answering.
     pub drain_delay_s: u32,
+    /// The servers' own image, once `rollout --image` set one (`None`: `image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_image: Option<String>,
 }
 
 /// Default image: what `scripts/image.sh` builds and `kind load image-archive` loads.
@@ -55,7 +58,13 @@ impl Spec {
             bot_cpu_m: 1000,
             aggregator_cpu_m: 500,
             drain_delay_s: 5,
+            server_image: None,
         }
+    }
+
+    /// The image the servers run.
+    pub fn server_image(&self) -> &str {
+        self.server_image.as_deref().unwrap_or(&self.image)
     }
 
     /// Check every field; the first problem as one line.
@@ -73,8 +82,13 @@ impl Spec {
                 self.namespace
             ));
         }
-        if self.image.is_empty() || self.image.contains(char::is_whitespace) {
-            return bad(format!("image {:?}: give an image reference", self.image));
+        for image in [Some(&self.image), self.server_image.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if image.is_empty() || image.contains(char::is_whitespace) {
+                return bad(format!("image {image:?}: give an image reference"));
+            }
         }
         if !matches!(
             self.pull_policy.as_str(),
@@ -137,6 +151,9 @@ impl Spec {
         set(&mut self.image, &c.image);
         set(&mut self.pull_policy, &c.pull_policy);
         set(&mut self.version, &c.version);
+        if let Some(i) = &c.server_image {
+            self.server_image = Some(i.clone());
+        }
         if let Some(n) = c.servers {
             self.servers = n;
         }
@@ -163,6 +180,8 @@ pub struct Changes {
     pub pull_policy: Option<String>,
     /// The server version.
     pub version: Option<String>,
+    /// The servers' image alone (`rollout --image`).
+    pub server_image: Option<String>,
     /// Server replicas.
     pub servers: Option<i32>,
     /// Bot replicas.

@@ -485,7 +485,7 @@ async fn a_rollout_that_never_becomes_ready_names_the_pod_and_keeps_the_old_serv
         ..t.clone()
     };
     let started = Instant::now();
-    let e = cluster::rollout(&f.client, &short, "v2", &mut quiet)
+    let e = cluster::rollout(&f.client, &short, "v2", None, &mut quiet)
         .await
         .expect_err("never ready");
     let msg = e.to_string();
@@ -582,11 +582,29 @@ async fn the_aggregator_is_reached_through_a_port_forward_for_rate_events_status
     let live = a.live().await.expect("live");
     assert_eq!((live.bots, live.requests), (0, 0));
     // A rollout posts its progress as events.
-    let (o, warning) = cluster::rollout(&f.client, &t, "v2", &mut quiet)
-        .await
-        .expect("rollout");
-    assert_eq!(o.spec.version, "v2");
-    assert_eq!(warning, None);
+    let r = cluster::rollout(
+        &f.client,
+        &t,
+        "v2",
+        Some("registry.example/web:2"),
+        &mut quiet,
+    )
+    .await
+    .expect("rollout");
+    assert_eq!(r.outcome.spec.version, "v2");
+    assert_eq!(r.outcome.spec.server_image(), "registry.example/web:2");
+    assert_eq!(r.outcome.spec.image, k8s::spec::DEFAULT_IMAGE);
+    let image = |name: &str| {
+        deployment(&f.api, &t.namespace, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    assert_eq!(image("serve"), "registry.example/web:2");
+    assert_eq!(image("aggregate"), k8s::spec::DEFAULT_IMAGE);
+    assert_eq!(r.warning, None);
+    // The rollout's seconds as the aggregator measured them (an idle one: nothing).
+    let w = r.window.expect("the rollout's window");
+    assert!(w.settled && w.to > w.from, "{w:?}");
+    assert_eq!(w.total.completed(), 0);
     let (_, events) = a.call("GET", "/api/events", None).await.expect("events");
     let texts: Vec<String> = events["events"]
         .as_array()
@@ -663,8 +681,9 @@ async fn a_pod_port_that_refuses_is_one_line_naming_the_pod() {
     );
     assert!(!msg.contains('\n'), "{msg}");
     assert!(started.elapsed() < k8s::aggregator::CALL_TIMEOUT + Duration::from_secs(2));
-    let (_, warning) = cluster::rollout(&f.client, &t, "v2", &mut quiet)
+    let r = cluster::rollout(&f.client, &t, "v2", None, &mut quiet)
         .await
         .expect("rollout");
-    assert!(warning.is_some_and(|w| w.contains("aggregator")));
+    assert!(r.warning.is_some_and(|w| w.contains("aggregator")));
+    assert!(r.window.is_none());
 }

@@ -4,9 +4,10 @@
 
 use super::parse_duration;
 use crate::Usage;
-use k8s::aggregator::Aggregator;
+use k8s::aggregator::{Aggregator, Window};
 use k8s::cluster::{self, Target};
 use k8s::spec::{self, Changes, Figures, Spec};
+use report::threshold::Threshold;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +17,10 @@ const EXAMPLES: &str = "Examples:
   scaletest k8s render > demo.yaml                      the manifests, for review or GitOps
   scaletest k8s up --rate 20000                         sized from the measured per-core figures
   scaletest k8s scale servers=100 bots=1000
-  scaletest k8s rollout v2                              maxUnavailable 0, watched until done
+  scaletest k8s rollout v2 --image registry.example/scaletest:2 --threshold 'p99<50ms'
+                                                        maxUnavailable 0, watched, judged: exit 1 on a failed request
+  scaletest k8s check --during 'kubectl -n shop rollout restart deploy/web && kubectl -n shop rollout status deploy/web'
+  scaletest k8s check --since 5m --threshold 'error_rate<0.1%' --threshold 'p99<20ms'
   scaletest k8s status                                  pods, rollouts, the aggregator's rate and p99
   scaletest k8s rate 50000                              through the aggregator, live
   scaletest k8s ui                                      http://127.0.0.1:8089/
@@ -39,9 +43,14 @@ enum Command {
     /// Change replicas: `servers=N`, `bots=M` (or --rate to size both), then wait.
     #[command(after_help = EXAMPLES)]
     Scale(ScaleArgs),
-    /// Roll the servers to a new version (maxUnavailable 0) and watch until done.
+    /// Roll the servers to a new version (maxUnavailable 0), watch until done, and judge the
+    /// requests of its seconds: exit 1 if any failed or a threshold failed.
     #[command(after_help = EXAMPLES)]
     Rollout(RolloutArgs),
+    /// Judge the run (or its last --since, or the seconds a --during command took) against
+    /// thresholds, from the aggregator's merged histograms: exit 1 if any failed.
+    #[command(after_help = EXAMPLES)]
+    Check(CheckArgs),
     /// Pods by component and version, and each Deployment's rollout.
     #[command(after_help = EXAMPLES)]
     Status(RunArgs),
@@ -151,6 +160,30 @@ struct RolloutArgs {
     /// The new version label, e.g. v2.
     #[arg(value_name = "VERSION")]
     to: String,
+    /// The servers' new image (a real rollout changes the image; without it only the
+    /// version label changes).
+    #[arg(long)]
+    image: Option<String>,
+    /// A pass/fail check on the rollout's seconds (repeatable; as `load --threshold`);
+    /// `failed==0` is always checked. Any failed: exit 1.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<Threshold>,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Judge the last DURATION of the run [default: the whole run].
+    #[arg(long, value_parser = super::parse_duration, conflicts_with = "during")]
+    since: Option<std::time::Duration>,
+    /// Run this shell command (e.g. `kubectl rollout restart deploy/web && kubectl rollout
+    /// status deploy/web`) and judge the seconds it took; its failure is exit 1 too.
+    #[arg(long, value_name = "COMMAND")]
+    during: Option<String>,
+    /// A pass/fail check (repeatable; as `load --threshold`) [default: failed==0].
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<Threshold>,
 }
 
 #[derive(clap::Args)]
@@ -202,6 +235,7 @@ impl SpecArgs {
             size_for: self.rate,
             headroom: self.headroom,
             drain_delay_s: self.drain_delay,
+            server_image: None,
         }
     }
 }
@@ -271,6 +305,119 @@ fn print_outcome(verb: &str, o: &cluster::Outcome) -> anyhow::Result<ExitCode> {
         o.applied.len()
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rollout`: roll, then the verdict on the rollout's seconds.
+fn rollout(a: RolloutArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
+    let changes = Changes {
+        version: Some(a.to.clone()),
+        server_image: a.image.clone(),
+        ..Changes::default()
+    };
+    a.run.base()?.with(&changes).map_err(usage)?;
+    let (rt, client) = a.run.connect()?;
+    let r = rt
+        .block_on(cluster::rollout(
+            &client,
+            &a.run.target(),
+            &a.to,
+            a.image.as_deref(),
+            say,
+        ))
+        .map_err(usage)?;
+    if let Some(w) = &r.warning {
+        eprintln!("scaletest: {w}");
+    }
+    print_outcome("rollout", &r.outcome)?;
+    match &r.window {
+        Some(w) => Ok(verdict(w, "rollout", &with_no_failed(&a.thresholds))?),
+        None if a.thresholds.is_empty() => Ok(ExitCode::SUCCESS),
+        None => {
+            eprintln!("scaletest: no verdict: the aggregator could not be asked");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The thresholds given, and `failed==0` unless one already checks `failed`.
+fn with_no_failed(given: &[Threshold]) -> Vec<Threshold> {
+    let mut t = given.to_vec();
+    if !t
+        .iter()
+        .any(|t| t.to_string().trim_start().starts_with("failed"))
+    {
+        t.insert(0, "failed==0".parse().expect("a fixed threshold parses"));
+    }
+    t
+}
+
+/// Print a window's figures and verdicts; exit 1 when one failed.
+fn verdict(w: &Window, what: &str, thresholds: &[Threshold]) -> std::io::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out)?;
+    for line in w.describe(what) {
+        writeln!(out, "{line}")?;
+    }
+    let verdicts = w.judge(thresholds);
+    report::threshold::write_verdicts(&verdicts, &mut out)?;
+    out.flush()?;
+    Ok(if report::threshold::all_pass(&verdicts) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `check`: the window (whole run, --since, or --during's command), judged.
+fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
+    a.run.base()?;
+    let thresholds = if a.thresholds.is_empty() {
+        with_no_failed(&[])
+    } else {
+        a.thresholds.clone()
+    };
+    let (rt, client) = a.run.connect()?;
+    let t = a.run.target();
+    let agg = rt
+        .block_on(async {
+            let spec = cluster::status(&client, &t).await?.spec;
+            Aggregator::find(&client, &spec).await
+        })
+        .map_err(usage)?;
+    let now = || fleet::now_unix();
+    let (from, to, ran) = match (&a.during, a.since) {
+        (Some(cmd), _) => {
+            let from = now().floor() as u64;
+            say(&format!("check: running {cmd}"));
+            let status = std::process::Command::new("sh").args(["-c", cmd]).status();
+            let to = (now().ceil() as u64).max(from + 1);
+            let ok = match status {
+                Ok(s) if s.success() => true,
+                Ok(s) => {
+                    eprintln!("scaletest: the --during command failed ({s})");
+                    false
+                }
+                Err(e) => return Err(Usage(format!("--during {cmd:?}: {e}")).into()),
+            };
+            (from, to, ok)
+        }
+        (None, since) => {
+            let summary = rt.block_on(agg.summary()).map_err(usage)?;
+            let started = summary["started_unix"].as_f64().unwrap_or(0.0).floor() as u64;
+            // The seconds the aggregator has heard in full.
+            let to = (now() - fleet::state::PUBLISH_DELAY).floor() as u64;
+            let from = match since {
+                Some(d) => to.saturating_sub(d.as_secs().max(1)).max(started),
+                None => started,
+            };
+            (from, to.max(from + 1), true)
+        }
+    };
+    let w = rt
+        .block_on(agg.window(from, to, cluster::SETTLE))
+        .map_err(usage)?;
+    let code = verdict(&w, "check", &thresholds)?;
+    Ok(if ran { code } else { ExitCode::from(1) })
 }
 
 /// `servers=N bots=M` → changes.
@@ -407,21 +554,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             }
             print_outcome("scale", &o)
         }
-        Command::Rollout(a) => {
-            let changes = Changes {
-                version: Some(a.to.clone()),
-                ..Changes::default()
-            };
-            a.run.base()?.with(&changes).map_err(usage)?;
-            let (rt, client) = a.run.connect()?;
-            let (o, warning) = rt
-                .block_on(cluster::rollout(&client, &a.run.target(), &a.to, &mut say))
-                .map_err(usage)?;
-            if let Some(w) = warning {
-                eprintln!("scaletest: rollout events not posted to the aggregator: {w}");
-            }
-            print_outcome("rollout", &o)
-        }
+        Command::Rollout(a) => rollout(a, &mut say),
+        Command::Check(a) => check(a, &mut say),
         Command::Rate(a) => {
             if !(a.rate.is_finite() && a.rate >= 0.0) {
                 return Err(Usage(format!("rate {}: give requests/s ≥ 0", a.rate)).into());
