@@ -582,6 +582,8 @@ pub(crate) struct Target {
     log: bool,
     /// `pods/NAME/portforward`.
     portforward: bool,
+    /// `serviceaccounts/NAME/token` (a TokenRequest).
+    token: bool,
 }
 
 fn find(shared: &Shared, group: &str, version: &str, plural: &str) -> Option<Resource> {
@@ -717,6 +719,8 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         [] => return Err(not_found()),
     };
     let pod = r.plural == "pods" && r.group.is_empty();
+    let sa = r.plural == "serviceaccounts" && r.group.is_empty();
+    let token = matches!(tail, [_, "token"]) && sa;
     let (name, status, binding, log, portforward) = match tail {
         [] => (None, false, false, false, false),
         [name] => (Some(name.to_string()), false, false, false, false),
@@ -724,6 +728,7 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         [name, "binding"] if pod => (Some(name.to_string()), false, true, false, false),
         [name, "log"] if pod => (Some(name.to_string()), false, false, true, false),
         [name, "portforward"] if pod => (Some(name.to_string()), false, false, false, true),
+        [name, "token"] if sa => (Some(name.to_string()), false, false, false, false),
         _ => return Err(not_found()),
     };
     if name.as_deref() == Some("") {
@@ -737,6 +742,7 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         binding,
         log,
         portforward,
+        token,
     })
 }
 
@@ -771,15 +777,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         return crate::portforward::upgrade(&shared, &t, &q, req);
     }
     let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let sub_only = t.binding || t.token;
     let verb = match (req.method(), t.name.is_some()) {
-        (&Method::POST, true) if t.binding => "create",
-        (&Method::GET, true) if !t.binding => "get",
+        (&Method::POST, true) if sub_only => "create",
+        (&Method::GET, true) if !sub_only => "get",
         (&Method::GET, false) if is_watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, false) => "create",
-        (&Method::PUT, true) if !t.binding => "update",
-        (&Method::PATCH, true) if !t.binding => "patch",
-        (&Method::DELETE, true) if !t.binding => "delete",
+        (&Method::PUT, true) if !sub_only => "update",
+        (&Method::PATCH, true) if !sub_only => "patch",
+        (&Method::DELETE, true) if !sub_only => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => {
             return status(
@@ -793,6 +800,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         "/status"
     } else if t.binding {
         "/binding"
+    } else if t.token {
+        "/token"
     } else {
         ""
     };
@@ -911,6 +920,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     } else {
         Value::Null
     };
+    if t.token {
+        return token_request(&shared, &t, body);
+    }
     if matches!(verb, "create" | "update") {
         // pods/NAME/binding takes a v1 Binding, not a Pod.
         let expected = if t.binding {
@@ -1144,6 +1156,52 @@ fn check_type(r: &Resource, body: &Value) -> Result<(), Box<Response<Body>>> {
         }
         _ => Ok(()),
     }
+}
+
+/// `POST serviceaccounts/NAME/token`: a TokenRequest's answer in the shape of
+/// kube-apiserver v1.28.7's (`authentication.k8s.io/v1` TokenRequest, 201: the request's spec
+/// with the server's defaults, `status.token` and `status.expirationTimestamp`); 404 when the
+/// service account does not exist, as the real server answers. The token is not a signed JWT
+/// and the bound object is not checked.
+fn token_request(shared: &Shared, t: &Target, body: Value) -> Response<Body> {
+    let ns = t.ns.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    if let Err(e) = shared.store.lock().expect("lock").get(&t.r, &ns, &name) {
+        return error(&e);
+    }
+    if body
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "TokenRequest")
+    {
+        return status(400, "BadRequest", "expected a TokenRequest");
+    }
+    let mut spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let seconds = spec
+        .get("expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    spec["expirationSeconds"] = json!(seconds);
+    if spec
+        .get("audiences")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+    {
+        // The server's --api-audiences (its --service-account-issuer when unset).
+        spec["audiences"] = json!(["https://kubernetes.default.svc.cluster.local"]);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expires = crate::store::rfc3339(now + seconds.max(0) as u64);
+    let token = format!("kubefake.{ns}.{name}.{now}");
+    reply(
+        201,
+        &json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": expires}}),
+    )
 }
 
 /// `GET pods/NAME/log` (`tailLines` honoured): text/plain, as the kubelet's answer is relayed.
@@ -1413,6 +1471,7 @@ fn watch(
         binding: false,
         log: false,
         portforward: false,
+        token: false,
     };
     let every = shared.opts.bookmark_every;
     let mut gen = shared.watch_gen.subscribe();
