@@ -5,7 +5,9 @@
 //! - [`client`]: a bounded pool of kube-rs clients over HTTP/2 connections; watches are
 //!   streams, never a connection each, and short calls have connections of their own, below
 //!   the stream limit the server advertises.
-//! - [`objects`]: the Node, Lease, status patches and events a kubelet writes.
+//! - [`objects`]: the Node, Lease, status patches and events a kubelet writes, and what a
+//!   pod makes its kubelet fetch (token, Secrets, ConfigMaps).
+//! - [`profile`]: the kubelet release played (`--kubelet-version`, 1.28–1.33): what differs.
 //! - [`hollow`]: registration, the one heartbeat scheduler (leases every 10 s, node status
 //!   every 10 s, patched every 5 min when unchanged), the pod lifecycle (admission, Pending →
 //!   Running and Ready, Jobs → Succeeded, deletion → grace-0 delete) and the watches.
@@ -20,6 +22,7 @@
 pub mod client;
 pub mod hollow;
 pub mod objects;
+pub mod profile;
 pub mod reflect;
 pub mod report;
 pub mod startup;
@@ -155,6 +158,8 @@ pub struct Config {
     pub retry_wait: Duration,
     /// Per-call timeout.
     pub call_timeout: Duration,
+    /// The kubelet release played.
+    pub kubelet: profile::KubeletVersion,
 }
 
 impl Config {
@@ -173,6 +178,7 @@ impl Config {
             inflight: 256,
             retry_wait: Duration::from_secs(1),
             call_timeout: Duration::from_secs(30),
+            kubelet: profile::KubeletVersion::default(),
         }
     }
 

@@ -80,6 +80,10 @@ pub struct Args {
     /// [default: that] (short calls have connections of their own).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     streams_per_connection: Option<u64>,
+    /// The kubelet release to play, 1.28 … 1.33: what it sends differs (docs/hollow-nodes.md).
+    #[arg(long, value_name = "VERSION", default_value_t = nodes::profile::KubeletVersion::default(),
+          value_parser = parse_kubelet_version)]
+    kubelet_version: nodes::profile::KubeletVersion,
     /// Do not post the events a kubelet posts.
     #[arg(long)]
     no_events: bool,
@@ -114,6 +118,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
         _ => Err(format!("label {s:?}: use KEY=VALUE")),
     }
+}
+
+fn parse_kubelet_version(s: &str) -> Result<nodes::profile::KubeletVersion, String> {
+    s.parse()
 }
 
 fn parse_taint(s: &str) -> Result<Taint, String> {
@@ -184,6 +192,7 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
         WatchMode::PerNode
     };
     cfg.events = !a.no_events;
+    cfg.kubelet = a.kubelet_version;
     cfg.call_timeout = a.timeout;
     let transport = if a.http1 {
         Transport::Http1
