@@ -53,6 +53,10 @@ struct PodSlot {
     /// The Secrets and ConfigMaps (in `ns`) this pod holds a reflector of.
     refs: Vec<ObjectRef>,
     ns: String,
+    /// Name, containers and IP (for the kubelet endpoint's `/pods` and `containerLogs`).
+    name: String,
+    containers: Vec<(String, String)>,
+    ip: String,
 }
 
 impl PodSlot {
@@ -64,6 +68,9 @@ impl PodSlot {
             terminating,
             refs: Vec::new(),
             ns: String::new(),
+            name: String::new(),
+            containers: Vec::new(),
+            ip: String::new(),
         }
     }
 
@@ -106,6 +113,8 @@ pub struct Hollow {
     pub(crate) startup: Startup,
     pub(crate) pods: PodCounts,
     stop: signal::Receiver<bool>,
+    /// The kubelet endpoint every node advertises, when there is one.
+    endpoint: Option<objects::Endpoint>,
 }
 
 fn pod_key(p: &Pod) -> Option<(String, String, String)> {
@@ -126,6 +135,7 @@ impl Hollow {
         pool: Pool,
         traffic: Arc<Traffic>,
         stop: signal::Receiver<bool>,
+        endpoint: Option<objects::Endpoint>,
     ) -> Hollow {
         let nodes: Vec<NodeSlot> = (0..cfg.nodes)
             .map(|i| NodeSlot {
@@ -149,7 +159,63 @@ impl Hollow {
             startup: Startup::default(),
             pods: PodCounts::default(),
             stop,
+            endpoint,
         }
+    }
+
+    /// The pods the hollow kubelets run (admitted, not finished), as a kubelet's `/pods`
+    /// lists them: metadata, node, containers, phase and IPs.
+    pub(crate) fn kubelet_pods(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let st = n.st.lock().expect("lock");
+            for (uid, s) in &st.pods {
+                let Some(phase) = s.phase.filter(|_| !s.name.is_empty()) else {
+                    continue;
+                };
+                let phase = match phase {
+                    PodPhase::Pending => "Pending",
+                    PodPhase::Running | PodPhase::Terminating => "Running",
+                    PodPhase::Succeeded => "Succeeded",
+                    PodPhase::Killed => "Failed",
+                };
+                let cs: Vec<Value> = s
+                    .containers
+                    .iter()
+                    .map(|(name, image)| json!({"name": name, "image": image}))
+                    .collect();
+                let host = self.host_ip(i);
+                out.push(
+                    json!({"metadata": {"name": s.name, "namespace": s.ns, "uid": uid},
+                    "spec": {"nodeName": n.name, "containers": cs},
+                    "status": {"phase": phase, "hostIP": host, "podIP": s.ip,
+                               "podIPs": [{"ip": s.ip}]}}),
+                );
+            }
+        }
+        out
+    }
+
+    /// The node that runs pod `ns/name`, and the pod's container names.
+    pub(crate) fn pod_on(&self, ns: &str, name: &str) -> Option<(String, Vec<String>)> {
+        self.nodes.iter().find_map(|n| {
+            let st = n.st.lock().expect("lock");
+            st.pods
+                .values()
+                .find(|s| s.phase.is_some() && s.ns == ns && s.name == name)
+                .map(|s| {
+                    let cs = s.containers.iter().map(|(c, _)| c.clone()).collect();
+                    (n.name.clone(), cs)
+                })
+        })
+    }
+
+    /// Node `i`'s address as its pods' hostIP: the kubelet endpoint's, or its own
+    /// unroutable one.
+    fn host_ip(&self, i: usize) -> String {
+        self.endpoint
+            .as_ref()
+            .map_or_else(|| objects::node_ip(i), |e| e.ip.to_string())
     }
 
     /// Node names.
@@ -201,7 +267,7 @@ impl Hollow {
                         i,
                         &h.cfg.shape,
                         started,
-                        None,
+                        h.endpoint.as_ref(),
                         &h.cfg.kubelet.node_info(),
                     );
                     let node: Node = serde_json::from_value(body).expect("a valid Node");
@@ -617,7 +683,10 @@ impl Hollow {
         }
         let h = self.clone();
         let uid2 = uid.clone();
-        let task = tokio::spawn(async move { h.life(i, p, ip).await });
+        let task = {
+            let (p, ip) = (p.clone(), ip.clone());
+            tokio::spawn(async move { h.life(i, p, ip).await })
+        };
         st.pods.insert(
             uid2,
             PodSlot {
@@ -625,7 +694,10 @@ impl Hollow {
                 task: Some(task.abort_handle()),
                 terminating: false,
                 refs: refs.objects,
+                name: p.metadata.name.clone().unwrap_or_default(),
+                containers: containers(&p),
                 ns,
+                ip,
             },
         );
     }
@@ -782,7 +854,7 @@ impl Hollow {
         };
         let t0 = Instant::now();
         let started = objects::unix_now();
-        let host = objects::node_ip(i);
+        let host = self.host_ip(i);
         let cs = containers(&p);
         let pending =
             objects::pod_status(PodPhase::Pending, &uid, &cs, &host, &ip, started, started);
@@ -863,7 +935,7 @@ impl Hollow {
                 } else {
                     PodPhase::Killed
                 };
-                let st = objects::pod_status(phase, &uid, &cs, &objects::node_ip(i), "", now, now);
+                let st = objects::pod_status(phase, &uid, &cs, &self.host_ip(i), "", now, now);
                 self.sync_status(&ns, &name, st).await;
             }
         }

@@ -221,7 +221,10 @@ async fn pods_run_with_an_ip_jobs_succeed_and_deleted_pods_are_finalized() {
     .await;
     let web = pod(&api, "web").expect("web");
     assert_eq!(web["status"]["podIP"], "10.0.0.1");
-    assert_eq!(web["status"]["hostIP"], "100.64.0.0");
+    assert_eq!(
+        web["status"]["hostIP"], "127.0.0.1",
+        "the node's InternalIP"
+    );
     let ready = web["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -918,5 +921,89 @@ async fn newer_kubelets_do_not_get_their_node() {
     let after = api.calls();
     let d = |key: &str| delta(&before, &after, key);
     assert_eq!((d("get pods"), d("patch pods/status")), (1, 1));
+    running.stop(false).await;
+}
+
+/// Issue 21 item 4: the nodes' one kubelet endpoint answers what the API server proxies to a
+/// kubelet. `kubectl logs` is kube-rs's `Api::logs` through kubefake's `pods/NAME/log`, which
+/// dials the node's advertised address and port over HTTPS as kube-apiserver does; exec, which
+/// the fake does not route, is asked of the endpoint directly (the API server relays a
+/// kubelet's refusal of the upgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_reaches_the_hollow_kubelet_and_exec_says_the_node_is_hollow() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let running = start(&kc, quick(2, "ep-")).await.expect("start");
+    let port = running.endpoint().expect("an endpoint").port;
+    let node = api
+        .objects("nodes")
+        .into_iter()
+        .find(|n| n["metadata"]["name"] == "ep-1")
+        .expect("ep-1");
+    assert_eq!(
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        port
+    );
+    assert_eq!(
+        node["status"]["addresses"],
+        json!([{"type": "InternalIP", "address": "127.0.0.1"},
+               {"type": "Hostname", "address": "127.0.0.1"}])
+    );
+    new_pod(&api, "web", json!({}), None);
+    bind(&c, "web", "ep-1").await.expect("bind");
+    wait_until("web Running", Duration::from_secs(10), || {
+        pod(&api, "web").is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(c.clone(), "default");
+    let log = pods
+        .logs("web", &kube::api::LogParams::default())
+        .await
+        .expect("logs through the fake's proxy");
+    assert!(
+        log.starts_with("hollow node ep-1: pod default/web, container c is hollow\n"),
+        "{log}"
+    );
+    assert_eq!(api.count("get pods/log"), 0, "not an object call");
+    // A container the pod does not have: the API server's 400.
+    let e = pods
+        .logs(
+            "web",
+            &kube::api::LogParams {
+                container: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("no such container");
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 400
+            && s.message == "container nope is not valid for pod web"),
+        "{e:?}"
+    );
+    let get = |path: &'static str| kubefake::server::kubelet_get("127.0.0.1", port, path);
+    let (code, body) = get("/exec/default/web/c?command=ls").await.expect("exec");
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            501,
+            "hollow node: exec/attach/port-forward are not supported\n"
+        )
+    );
+    for p in [
+        "/attach/default/web/c",
+        "/portForward/default/web",
+        "/run/default/web/c",
+    ] {
+        assert_eq!(get(p).await.expect("answer").0, 501, "{p}");
+    }
+    assert_eq!(get("/healthz").await.expect("healthz"), (200, "ok".into()));
+    let (code, list) = get("/pods").await.expect("pods");
+    let list: Value = serde_json::from_str(&list).expect("a PodList");
+    assert_eq!((code, list["kind"].as_str()), (200, Some("PodList")));
+    assert_eq!(list["items"][0]["metadata"]["name"], "web");
+    assert_eq!(list["items"][0]["spec"]["nodeName"], "ep-1");
+    let (code, _) = get("/containerLogs/default/other/c").await.expect("404");
+    assert_eq!(code, 404);
     running.stop(false).await;
 }
