@@ -71,6 +71,16 @@ fn bad_input_gets_one_line_a_nonzero_exit_and_leaves_nothing() {
             "invalid value '0' for '--streams-per-connection <N>': 0 is not in 1..=10000",
         ),
         (
+            vec!["nodes", "--nodes", "3", "--kubelet-version", "1.27"],
+            2,
+            "invalid value '1.27' for '--kubelet-version <VERSION>': modelled versions are 1.28–1.33",
+        ),
+        (
+            vec!["nodes", "--nodes", "3", "--node-ip", "node-1"],
+            2,
+            "invalid value 'node-1' for '--node-ip <ADDR>': invalid IP address syntax",
+        ),
+        (
             vec!["nodes", "--nodes", "3", "--taint", "k=v:Sometimes"],
             2,
             "the effect must be",

@@ -188,12 +188,24 @@ pub fn server_config_from_files(
 /// A server config with a fresh self-signed certificate for `localhost` and `127.0.0.1`;
 /// returns the certificate's PEM too, for clients that want to trust it.
 pub fn self_signed_server_config() -> Result<(rustls::ServerConfig, String), ServerTlsError> {
-    let ck = rcgen::generate_simple_self_signed(vec![
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "::1".into(),
-    ])
-    .map_err(|e| ServerTlsError(format!("cannot make a certificate: {e}")))?;
+    self_signed_server_config_for(&[])
+}
+
+/// [`self_signed_server_config`] whose certificate also names `extra` (host names or IP
+/// addresses: a hollow kubelet's `--node-ip`).
+pub fn self_signed_server_config_for(
+    extra: &[String],
+) -> Result<(rustls::ServerConfig, String), ServerTlsError> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    names.extend(
+        extra
+            .iter()
+            .filter(|e| !names.contains(e))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let ck = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| ServerTlsError(format!("cannot make a certificate: {e}")))?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
     Ok((
         server_config(vec![ck.cert.der().clone()], key)?,

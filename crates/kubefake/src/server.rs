@@ -582,6 +582,8 @@ pub(crate) struct Target {
     log: bool,
     /// `pods/NAME/portforward`.
     portforward: bool,
+    /// `serviceaccounts/NAME/token` (a TokenRequest).
+    token: bool,
 }
 
 fn find(shared: &Shared, group: &str, version: &str, plural: &str) -> Option<Resource> {
@@ -717,6 +719,8 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         [] => return Err(not_found()),
     };
     let pod = r.plural == "pods" && r.group.is_empty();
+    let sa = r.plural == "serviceaccounts" && r.group.is_empty();
+    let token = matches!(tail, [_, "token"]) && sa;
     let (name, status, binding, log, portforward) = match tail {
         [] => (None, false, false, false, false),
         [name] => (Some(name.to_string()), false, false, false, false),
@@ -724,6 +728,7 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         [name, "binding"] if pod => (Some(name.to_string()), false, true, false, false),
         [name, "log"] if pod => (Some(name.to_string()), false, false, true, false),
         [name, "portforward"] if pod => (Some(name.to_string()), false, false, false, true),
+        [name, "token"] if sa => (Some(name.to_string()), false, false, false, false),
         _ => return Err(not_found()),
     };
     if name.as_deref() == Some("") {
@@ -737,6 +742,7 @@ fn route_inner(shared: &Shared, path: &str) -> Result<Target, Box<Response<Body>
         binding,
         log,
         portforward,
+        token,
     })
 }
 
@@ -765,21 +771,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     };
     let q = query(&req);
     if t.log {
-        return pod_log(&shared, &t, &q, req.method());
+        return pod_log(&shared, &t, &q, req.method()).await;
     }
     if t.portforward {
         return crate::portforward::upgrade(&shared, &t, &q, req);
     }
     let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let sub_only = t.binding || t.token;
     let verb = match (req.method(), t.name.is_some()) {
-        (&Method::POST, true) if t.binding => "create",
-        (&Method::GET, true) if !t.binding => "get",
+        (&Method::POST, true) if sub_only => "create",
+        (&Method::GET, true) if !sub_only => "get",
         (&Method::GET, false) if is_watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, false) => "create",
-        (&Method::PUT, true) if !t.binding => "update",
-        (&Method::PATCH, true) if !t.binding => "patch",
-        (&Method::DELETE, true) if !t.binding => "delete",
+        (&Method::PUT, true) if !sub_only => "update",
+        (&Method::PATCH, true) if !sub_only => "patch",
+        (&Method::DELETE, true) if !sub_only => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => {
             return status(
@@ -793,6 +800,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         "/status"
     } else if t.binding {
         "/binding"
+    } else if t.token {
+        "/token"
     } else {
         ""
     };
@@ -911,6 +920,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     } else {
         Value::Null
     };
+    if t.token {
+        return token_request(&shared, &t, body);
+    }
     if matches!(verb, "create" | "update") {
         // pods/NAME/binding takes a v1 Binding, not a Pod.
         let expected = if t.binding {
@@ -1146,8 +1158,64 @@ fn check_type(r: &Resource, body: &Value) -> Result<(), Box<Response<Body>>> {
     }
 }
 
-/// `GET pods/NAME/log` (`tailLines` honoured): text/plain, as the kubelet's answer is relayed.
-fn pod_log(
+/// `POST serviceaccounts/NAME/token`: a TokenRequest's answer in the shape of
+/// kube-apiserver v1.28.7's (`authentication.k8s.io/v1` TokenRequest, 201: the request's spec
+/// with the server's defaults, `status.token` and `status.expirationTimestamp`); 404 when the
+/// service account does not exist, as the real server answers. The token is not a signed JWT
+/// and the bound object is not checked.
+fn token_request(shared: &Shared, t: &Target, body: Value) -> Response<Body> {
+    let ns = t.ns.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    if let Err(e) = shared.store.lock().expect("lock").get(&t.r, &ns, &name) {
+        return error(&e);
+    }
+    if body
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "TokenRequest")
+    {
+        return status(400, "BadRequest", "expected a TokenRequest");
+    }
+    let mut spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let seconds = spec
+        .get("expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    spec["expirationSeconds"] = json!(seconds);
+    if spec
+        .get("audiences")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+    {
+        // The server's --api-audiences (its --service-account-issuer when unset).
+        spec["audiences"] = json!(["https://kubernetes.default.svc.cluster.local"]);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expires = crate::store::rfc3339(now + seconds.max(0) as u64);
+    let token = format!("kubefake.{ns}.{name}.{now}");
+    reply(
+        201,
+        &json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": expires}}),
+    )
+}
+
+/// `GET pods/NAME/log`, as kube-apiserver v1.28.7 serves it (`pod.LogLocation`): the pod
+/// (404), its container (`container`, or its only one; 400 otherwise), then the kubelet's
+/// `/containerLogs/NS/POD/CONTAINER` at the node's address, chosen in the server's default
+/// `--kubelet-preferred-address-types` order (Hostname, InternalDNS, InternalIP, ExternalDNS,
+/// ExternalIP), on `daemonEndpoints.kubeletEndpoint.Port` (10250 when unset), over HTTPS
+/// without verifying the kubelet's certificate (as with `--kubelet-certificate-authority`
+/// unset), the query passed on. The kubelet's answer is relayed: 2xx as text/plain (read
+/// whole: `follow` does not stream), 404 as NotFound, 400 as BadRequest, other codes as
+/// InternalError, a failed dial as a 500. An unbound pod has an empty log. A pod whose log
+/// the fake's own controllers set ([`FakeApi::set_log`], playing a kubelet of their own) is
+/// answered from that, `tailLines` honoured.
+async fn pod_log(
     shared: &Shared,
     t: &Target,
     q: &BTreeMap<String, String>,
@@ -1162,16 +1230,174 @@ fn pod_log(
     }
     let ns = t.ns.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
-    if let Err(e) = shared.store.lock().expect("lock").get(&t.r, &ns, &name) {
-        return error(&e);
-    }
-    let text = shared
+    let pod = match shared.store.lock().expect("lock").get(&t.r, &ns, &name) {
+        Ok(p) => p,
+        Err(e) => return error(&e),
+    };
+    let set = shared
         .logs
         .lock()
         .expect("lock")
-        .get(&(ns, name))
-        .cloned()
+        .get(&(ns.clone(), name.clone()))
+        .cloned();
+    if let Some(text) = set {
+        return plain(200, tail(&text, q));
+    }
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
+    let container = match q.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if containers.contains(c) => c.clone(),
+        Some(c) => {
+            return status(
+                400,
+                "BadRequest",
+                &format!("container {c} is not valid for pod {name}"),
+            )
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return status(
+                400,
+                "BadRequest",
+                &format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                ),
+            )
+        }
+    };
+    let Some(node) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+    else {
+        return plain(200, String::new());
+    };
+    let nodes = core("v1", "nodes", "Node", false);
+    let node = match shared.store.lock().expect("lock").get(&nodes, "", &node) {
+        Ok(n) => n,
+        Err(e) => return error(&e),
+    };
+    let Some(host) = kubelet_address(&node) else {
+        return status(
+            500,
+            "InternalError",
+            &format!(
+                "Internal error occurred: no preferred addresses found; known addresses: {}",
+                node.pointer("/status/addresses")
+                    .cloned()
+                    .unwrap_or(json!([]))
+            ),
+        );
+    };
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .filter(|p| (1..=65535).contains(p))
+        .unwrap_or(10250) as u16;
+    let query = {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in q.iter().filter(|(k, _)| k.as_str() != "container") {
+            query.append_pair(k, v);
+        }
+        query.finish()
+    };
+    let path = format!(
+        "/containerLogs/{ns}/{name}/{container}{}{query}",
+        if query.is_empty() { "" } else { "?" }
+    );
+    match kubelet_get(&host, port, &path).await {
+        Ok((code, body)) if (200..300).contains(&code) => plain(200, body),
+        Ok((404, body)) => status(404, "NotFound", body.trim_end()),
+        Ok((400, body)) => status(400, "BadRequest", body.trim_end()),
+        Ok((code, body)) => status(
+            500,
+            "InternalError",
+            &format!("the kubelet answered {code}: {}", body.trim_end()),
+        ),
+        Err(e) => status(
+            500,
+            "InternalError",
+            &format!("Get \"https://{host}:{port}{path}\": {e}"),
+        ),
+    }
+}
+
+/// The address kube-apiserver dials for a node's kubelet with its default
+/// `--kubelet-preferred-address-types`: the first address of the first type present.
+pub(crate) fn kubelet_address(node: &Value) -> Option<String> {
+    let addrs = node.pointer("/status/addresses")?.as_array()?;
+    [
+        "Hostname",
+        "InternalDNS",
+        "InternalIP",
+        "ExternalDNS",
+        "ExternalIP",
+    ]
+    .iter()
+    .find_map(|ty| {
+        addrs
+            .iter()
+            .find(|a| a.get("type").and_then(Value::as_str) == Some(ty))
+            .and_then(|a| a.get("address").and_then(Value::as_str))
+            .map(str::to_string)
+    })
+}
+
+/// One GET to a kubelet over HTTPS, its certificate not verified, as the API server makes it
+/// (also for tests that ask a kubelet endpoint directly); (status, body).
+pub async fn kubelet_get(host: &str, port: u16, path: &str) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let opts = st_http::tls::TlsOptions {
+        insecure: true,
+        ca_file: None,
+    };
+    let tls =
+        st_http::tls::client_config(&opts, st_http::Protocol::Http1).map_err(|e| e.to_string())?;
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls: {e}"))?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let code = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    };
+    // The API server's kubelet client timeout (`HTTPTimeout`, 5 s) for the dial.
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| "i/o timeout".to_string())?
+}
+
+/// The last `tailLines` lines of `text`.
+fn tail(text: &str, q: &BTreeMap<String, String>) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let keep = q
         .get("tailLines")
@@ -1182,7 +1408,12 @@ fn pod_log(
     if !out.is_empty() {
         out.push('\n');
     }
-    let mut r = Response::new(Body::Full(Some(Bytes::from(out))));
+    out
+}
+
+fn plain(code: u16, text: String) -> Response<Body> {
+    let mut r = Response::new(Body::Full(Some(Bytes::from(text))));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain"),
@@ -1413,6 +1644,7 @@ fn watch(
         binding: false,
         log: false,
         portforward: false,
+        token: false,
     };
     let every = shared.opts.bookmark_every;
     let mut gen = shared.watch_gen.subscribe();

@@ -118,7 +118,8 @@ fn generate_name_conflicts_and_discovery_over_http() {
     // The body is chunked: its JSON is the one line that parses.
     let obj: Value = made
         .lines()
-        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .find(Value::is_object)
         .expect("a JSON body");
     let name = obj["metadata"]["name"]
         .as_str()
@@ -344,4 +345,52 @@ fn a_watch_on_a_quiet_collection_gets_its_headers_at_once() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(events(&head).is_empty(), "{head}");
+}
+
+/// A kubelet's TokenRequest for a pod's projected token: 404 for a service account that does
+/// not exist (as the API server answers), else 201 with the TokenRequest in
+/// `authentication.k8s.io/v1`'s shape: the spec with the server's defaults and a status with
+/// the token and its expiry.
+#[test]
+fn a_token_request_is_answered_with_a_token_and_its_expiry() {
+    let api = FakeApi::start();
+    let path = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3607,
+                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u"}}});
+    let r = post(&api, path, &req);
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    assert!(
+        r.contains(r#""message":"serviceaccounts \"default\" not found""#),
+        "{r}"
+    );
+    api.create(
+        "serviceaccounts",
+        "default",
+        json!({"metadata": {"name": "default"}}),
+    )
+    .expect("service account");
+    let r = post(&api, path, &req);
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let body: Value = r
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .find(Value::is_object)
+        .expect("a JSON body");
+    assert_eq!(body["kind"], "TokenRequest");
+    assert_eq!(body["apiVersion"], "authentication.k8s.io/v1");
+    assert_eq!(body["metadata"]["name"], "default");
+    assert_eq!(body["spec"]["expirationSeconds"], 3607);
+    assert_eq!(body["spec"]["boundObjectRef"]["name"], "p");
+    assert_eq!(
+        body["spec"]["audiences"],
+        json!(["https://kubernetes.default.svc.cluster.local"])
+    );
+    assert!(!body["status"]["token"].as_str().unwrap_or("").is_empty());
+    let expires = body["status"]["expirationTimestamp"].as_str().unwrap_or("");
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{expires}");
+    assert_eq!(api.count("create serviceaccounts/token"), 2);
+    // Only POST: a token is not an object to GET.
+    let r = exchange(&api, &get(path), |_| false);
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
 }

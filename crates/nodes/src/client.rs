@@ -12,12 +12,14 @@
 //! connections to a tenth below it ([`budget`]), and gives calls connections of their own,
 //! enough for every call the traffic lanes let through at once, each call holding one of its
 //! connection's stream permits. A call that finds no permit free waits, and is counted apart
-//! ([`StreamWaits`]).
+//! ([`StreamWaits`]). Watches that come and go (a kubelet's reflector per Secret or
+//! ConfigMap its pods mount, [`Pool::object_watch`]) take a stream permit on connections of
+//! their own, opened as they are needed.
 
 use crate::Error;
 use kube::Client;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How the clients reach the API server.
@@ -71,6 +73,9 @@ pub struct Stream {
 pub struct Pool {
     calls: Vec<CallConn>,
     watch_clients: Vec<Client>,
+    /// Connections for watches that come and go, opened as needed (HTTP/2 with a limit).
+    object_conns: Mutex<Vec<CallConn>>,
+    connector: Option<kapi::conn::Connector>,
     next_call: AtomicUsize,
     watches: AtomicUsize,
     per_conn: usize,
@@ -159,7 +164,10 @@ impl Pool {
         } else {
             format!(" (≤ {call_budget} streams each)")
         };
+        let connector = (call_budget != Semaphore::MAX_PERMITS).then_some(conn);
         Ok(Pool {
+            object_conns: Mutex::new(Vec::new()),
+            connector,
             described: format!(
                 "http/2 ({limit_text}): ≤ {per_conn} watches on each of {watch_conns} \
                  connections, calls on {call_conns} of their own{budget_text}"
@@ -187,6 +195,8 @@ impl Pool {
         Pool {
             calls,
             watch_clients: clients,
+            object_conns: Mutex::new(Vec::new()),
+            connector: None,
             next_call: AtomicUsize::new(0),
             watches: AtomicUsize::new(0),
             per_conn: usize::MAX,
@@ -239,12 +249,53 @@ impl Pool {
         self.watch_clients[i].clone()
     }
 
-    /// Connections (HTTP/2: for watches and for calls) or clients (HTTP/1.1).
+    /// A stream for a watch that comes and goes (a kubelet's reflector of one Secret or
+    /// ConfigMap), held as long as the watch runs: on a connection of such watches with a
+    /// permit free, or on a new one (at most as many streams as on a watch connection).
+    /// Without a stream limit (HTTP/1.1, HTTP/2 without one): the watch clients in turn.
+    pub fn object_watch(&self) -> Stream {
+        let unlimited = || {
+            let n = self.watches.fetch_add(1, Ordering::Relaxed);
+            Stream {
+                client: self.watch_clients[n % self.watch_clients.len()].clone(),
+                _permit: Arc::new(Semaphore::new(1))
+                    .try_acquire_owned()
+                    .expect("a fresh permit"),
+            }
+        };
+        let Some(connector) = &self.connector else {
+            return unlimited();
+        };
+        let mut conns = self.object_conns.lock().expect("lock");
+        for c in conns.iter() {
+            if let Ok(p) = c.streams.clone().try_acquire_owned() {
+                return Stream {
+                    client: c.client.clone(),
+                    _permit: p,
+                };
+            }
+        }
+        let Ok(client) = connector.client(true) else {
+            return unlimited();
+        };
+        let streams = Arc::new(Semaphore::new(self.per_conn.max(1)));
+        let p = streams.clone().try_acquire_owned().expect("a fresh permit");
+        conns.push(CallConn {
+            client: client.clone(),
+            streams,
+        });
+        Stream { client, _permit: p }
+    }
+
+    /// Connections (HTTP/2: for watches, for calls, and for watches that come and go) or
+    /// clients (HTTP/1.1).
     pub fn len(&self) -> usize {
         if self.per_conn == usize::MAX {
             self.watch_clients.len()
         } else {
-            self.watch_clients.len() + self.calls.len()
+            self.watch_clients.len()
+                + self.calls.len()
+                + self.object_conns.lock().expect("lock").len()
         }
     }
 

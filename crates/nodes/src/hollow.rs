@@ -8,13 +8,13 @@
 //! previous heartbeat is still in flight skips a beat, as the kubelet's loops run serially.
 
 use crate::client::Pool;
-use crate::objects::{self, PodPhase, LABEL_HOLLOW, LEASE_NS};
+use crate::objects::{self, ObjectRef, PodPhase, LABEL_HOLLOW, LEASE_NS};
 use crate::reflect::{self, Ev, Query};
 use crate::startup::Startup;
 use crate::traffic::{CallError, Traffic};
 use crate::{Config, Error, WatchMode};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kapi::stats::Verb;
@@ -50,6 +50,13 @@ struct PodSlot {
     phase: Option<PodPhase>,
     task: Option<AbortHandle>,
     terminating: bool,
+    /// The Secrets and ConfigMaps (in `ns`) this pod holds a reflector of.
+    refs: Vec<ObjectRef>,
+    ns: String,
+    /// Name, containers and IP (for the kubelet endpoint's `/pods` and `containerLogs`).
+    name: String,
+    containers: Vec<(String, String)>,
+    ip: String,
 }
 
 impl PodSlot {
@@ -59,12 +66,23 @@ impl PodSlot {
             phase: None,
             task: None,
             terminating,
+            refs: Vec::new(),
+            ns: String::new(),
+            name: String::new(),
+            containers: Vec::new(),
+            ip: String::new(),
         }
     }
 
     fn active(&self) -> bool {
         matches!(self.phase, Some(PodPhase::Pending | PodPhase::Running)) && !self.terminating
     }
+}
+
+/// A reflector of one Secret or ConfigMap, shared by the node's pods that name it.
+struct ObjectWatch {
+    pods: u32,
+    task: AbortHandle,
 }
 
 #[derive(Default)]
@@ -74,6 +92,8 @@ struct NodeState {
     last_report: f64,
     pods: HashMap<String, PodSlot>,
     ips: u32,
+    /// By (kind, namespace, name): the kubelet's watch-based Secret and ConfigMap managers.
+    objects: HashMap<(&'static str, String, String), ObjectWatch>,
 }
 
 struct NodeSlot {
@@ -93,6 +113,8 @@ pub struct Hollow {
     pub(crate) startup: Startup,
     pub(crate) pods: PodCounts,
     stop: signal::Receiver<bool>,
+    /// The kubelet endpoint every node advertises, when there is one.
+    endpoint: Option<objects::Endpoint>,
 }
 
 fn pod_key(p: &Pod) -> Option<(String, String, String)> {
@@ -113,6 +135,7 @@ impl Hollow {
         pool: Pool,
         traffic: Arc<Traffic>,
         stop: signal::Receiver<bool>,
+        endpoint: Option<objects::Endpoint>,
     ) -> Hollow {
         let nodes: Vec<NodeSlot> = (0..cfg.nodes)
             .map(|i| NodeSlot {
@@ -136,7 +159,63 @@ impl Hollow {
             startup: Startup::default(),
             pods: PodCounts::default(),
             stop,
+            endpoint,
         }
+    }
+
+    /// The pods the hollow kubelets run (admitted, not finished), as a kubelet's `/pods`
+    /// lists them: metadata, node, containers, phase and IPs.
+    pub(crate) fn kubelet_pods(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let st = n.st.lock().expect("lock");
+            for (uid, s) in &st.pods {
+                let Some(phase) = s.phase.filter(|_| !s.name.is_empty()) else {
+                    continue;
+                };
+                let phase = match phase {
+                    PodPhase::Pending => "Pending",
+                    PodPhase::Running | PodPhase::Terminating => "Running",
+                    PodPhase::Succeeded => "Succeeded",
+                    PodPhase::Killed => "Failed",
+                };
+                let cs: Vec<Value> = s
+                    .containers
+                    .iter()
+                    .map(|(name, image)| json!({"name": name, "image": image}))
+                    .collect();
+                let host = self.host_ip(i);
+                out.push(
+                    json!({"metadata": {"name": s.name, "namespace": s.ns, "uid": uid},
+                    "spec": {"nodeName": n.name, "containers": cs},
+                    "status": {"phase": phase, "hostIP": host, "podIP": s.ip,
+                               "podIPs": [{"ip": s.ip}]}}),
+                );
+            }
+        }
+        out
+    }
+
+    /// The node that runs pod `ns/name`, and the pod's container names.
+    pub(crate) fn pod_on(&self, ns: &str, name: &str) -> Option<(String, Vec<String>)> {
+        self.nodes.iter().find_map(|n| {
+            let st = n.st.lock().expect("lock");
+            st.pods
+                .values()
+                .find(|s| s.phase.is_some() && s.ns == ns && s.name == name)
+                .map(|s| {
+                    let cs = s.containers.iter().map(|(c, _)| c.clone()).collect();
+                    (n.name.clone(), cs)
+                })
+        })
+    }
+
+    /// Node `i`'s address as its pods' hostIP: the kubelet endpoint's, or its own
+    /// unroutable one.
+    fn host_ip(&self, i: usize) -> String {
+        self.endpoint
+            .as_ref()
+            .map_or_else(|| objects::node_ip(i), |e| e.ip.to_string())
     }
 
     /// Node names.
@@ -183,7 +262,14 @@ impl Hollow {
             .map(|i| {
                 let h = self.clone();
                 async move {
-                    let body = objects::node(&h.nodes[i].name, i, &h.cfg.shape, started);
+                    let body = objects::node(
+                        &h.nodes[i].name,
+                        i,
+                        &h.cfg.shape,
+                        started,
+                        h.endpoint.as_ref(),
+                        &h.cfg.kubelet.node_info(),
+                    );
                     let node: Node = serde_json::from_value(body).expect("a valid Node");
                     let r = h
                         .call(Verb::Create, "nodes", |c| {
@@ -448,9 +534,21 @@ impl Hollow {
     /// The node-status loop: the status is computed every `status_update` (from the node
     /// informer's copy, no GET) and patched when it changed or `status_report` has passed.
     /// A hollow node's status changes only in its heartbeat times, so in steady state this is
-    /// one PATCH per `status_report`.
+    /// one PATCH per `status_report`. Kubelets before 1.31 GET their Node first, every time
+    /// ([`KubeletVersion::gets_own_node`](crate::profile::KubeletVersion::gets_own_node)).
     async fn node_status(&self, i: usize) {
         let slot = &self.nodes[i];
+        if self.cfg.kubelet.gets_own_node() {
+            let got = self
+                .call(Verb::Get, "nodes", |c| {
+                    let name = slot.name.clone();
+                    async move { Api::<Node>::all(c).get(&name).await }
+                })
+                .await;
+            if got.is_err() {
+                return;
+            }
+        }
         let now = objects::unix_now();
         let due = {
             let st = slot.st.lock().expect("lock");
@@ -490,11 +588,14 @@ impl Hollow {
                     return;
                 };
                 if let Some((uid, _, _)) = pod_key(&p) {
-                    if let Some(s) = self.nodes[i].st.lock().expect("lock").pods.remove(&uid) {
+                    let mut st = self.nodes[i].st.lock().expect("lock");
+                    if let Some(s) = st.pods.remove(&uid) {
                         if let Some(t) = s.task {
                             t.abort();
                         }
+                        release_objects(&mut st, &s.ns, &s.refs);
                     }
+                    drop(st);
                     self.startup.forget(&uid);
                 }
             }
@@ -575,17 +676,99 @@ impl Hollow {
             .map(|t| t.0.as_nanosecond() as f64 / 1e9);
         self.startup.admitted(&uid, create, scheduled);
         self.pods.admitted.fetch_add(1, Ordering::Relaxed);
+        let refs = objects::pod_refs(&p);
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        for (kind, name) in &refs.objects {
+            self.hold_object(&mut st, kind, &ns, name);
+        }
         let h = self.clone();
         let uid2 = uid.clone();
-        let task = tokio::spawn(async move { h.life(i, p, ip).await });
+        let task = {
+            let (p, ip) = (p.clone(), ip.clone());
+            tokio::spawn(async move { h.life(i, p, ip).await })
+        };
         st.pods.insert(
             uid2,
             PodSlot {
                 phase: Some(PodPhase::Pending),
                 task: Some(task.abort_handle()),
                 terminating: false,
+                refs: refs.objects,
+                name: p.metadata.name.clone().unwrap_or_default(),
+                containers: containers(&p),
+                ns,
+                ip,
             },
         );
+    }
+
+    /// One more pod of this node names a Secret or ConfigMap: the first starts the kubelet's
+    /// reflector of it (a LIST and WATCH with `metadata.name=NAME` in its namespace, as the
+    /// watch-based managers of `configMapAndSecretChangeDetectionStrategy: Watch`, the
+    /// default, run one per object); it stops when the last such pod is gone.
+    fn hold_object(&self, st: &mut NodeState, kind: &'static str, ns: &str, name: &str) {
+        let key = (kind, ns.to_string(), name.to_string());
+        if let Some(w) = st.objects.get_mut(&key) {
+            w.pods += 1;
+            return;
+        }
+        let q = Query {
+            resource: kind,
+            fields: Some(format!("metadata.name={name}")),
+            labels: None,
+            timeout: self.cfg.watch_timeout,
+        };
+        let stream = self.pool.object_watch();
+        let (traffic, stop) = (self.traffic.clone(), self.stop.clone());
+        let ns = ns.to_string();
+        let task = if kind == "secrets" {
+            tokio::spawn(async move {
+                let api = Api::<Secret>::namespaced(stream.client.clone(), &ns);
+                reflect::run(api, q, traffic, stop, |_| {}).await;
+                drop(stream);
+            })
+        } else {
+            tokio::spawn(async move {
+                let api = Api::<ConfigMap>::namespaced(stream.client.clone(), &ns);
+                reflect::run(api, q, traffic, stop, |_| {}).await;
+                drop(stream);
+            })
+        };
+        st.objects.insert(
+            key,
+            ObjectWatch {
+                pods: 1,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    /// The service-account tokens a starting pod's projected volumes need, each a
+    /// TokenRequest bound to the pod (the kubelet's token manager; its answer is not waited
+    /// on further: a hollow pod mounts nothing).
+    async fn request_tokens(&self, p: &Pod) {
+        let Some((uid, ns, name)) = pod_key(p) else {
+            return;
+        };
+        let refs = objects::pod_refs(p);
+        for t in &refs.tokens {
+            let body = objects::token_request(t, &name, &uid);
+            let _ = self
+                .call(Verb::Create, "serviceaccounts/token", |c| {
+                    let (ns, sa, body) = (ns.clone(), refs.service_account.clone(), body.clone());
+                    async move {
+                        Api::<ServiceAccount>::namespaced(c, &ns)
+                            .create_subresource::<Value, Value>(
+                                "token",
+                                &sa,
+                                &PostParams::default(),
+                                &body,
+                            )
+                            .await
+                    }
+                })
+                .await;
+        }
     }
 
     fn set_phase(&self, i: usize, uid: &str, phase: PodPhase) {
@@ -671,13 +854,14 @@ impl Hollow {
         };
         let t0 = Instant::now();
         let started = objects::unix_now();
-        let host = objects::node_ip(i);
+        let host = self.host_ip(i);
         let cs = containers(&p);
         let pending =
             objects::pod_status(PodPhase::Pending, &uid, &cs, &host, &ip, started, started);
         if !self.sync_status(&ns, &name, pending).await {
             return;
         }
+        self.request_tokens(&p).await;
         tokio::time::sleep_until(t0 + self.cfg.pods.run_delay).await;
         self.pod_events(
             i,
@@ -740,20 +924,28 @@ impl Hollow {
         let Some((uid, ns, name)) = pod_key(&p) else {
             return;
         };
+        let syncs = self.cfg.kubelet.deletion_syncs();
         if matches!(was, Some(PodPhase::Pending | PodPhase::Running)) {
             self.pod_events(i, &p, &[("Killing", "killing")]);
-            let now = objects::unix_now();
             let cs = containers(&p);
-            let st = objects::pod_status(
-                PodPhase::Killed,
-                &uid,
-                &cs,
-                &objects::node_ip(i),
-                "",
-                now,
-                now,
-            );
-            self.sync_status(&ns, &name, st).await;
+            for k in 1..=syncs.status_patches {
+                let now = objects::unix_now();
+                let phase = if k < syncs.status_patches {
+                    PodPhase::Terminating
+                } else {
+                    PodPhase::Killed
+                };
+                let st = objects::pod_status(phase, &uid, &cs, &self.host_ip(i), "", now, now);
+                self.sync_status(&ns, &name, st).await;
+            }
+        }
+        if syncs.get_before_delete {
+            let _ = self
+                .call(Verb::Get, "pods", |c| {
+                    let (ns, name) = (ns.clone(), name.clone());
+                    async move { Api::<Pod>::namespaced(c, &ns).get(&name).await }
+                })
+                .await;
         }
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -915,6 +1107,21 @@ impl Hollow {
             .iter()
             .filter(|n| n.st.lock().expect("lock").lease.is_some())
             .count()
+    }
+}
+
+/// A pod is gone: its holds on Secret and ConfigMap reflectors are released; a reflector no
+/// pod holds stops.
+fn release_objects(st: &mut NodeState, ns: &str, refs: &[ObjectRef]) {
+    for (kind, name) in refs {
+        let key = (*kind, ns.to_string(), name.clone());
+        if let Some(w) = st.objects.get_mut(&key) {
+            w.pods -= 1;
+            if w.pods == 0 {
+                w.task.abort();
+                st.objects.remove(&key);
+            }
+        }
     }
 }
 

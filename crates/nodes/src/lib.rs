@@ -5,10 +5,14 @@
 //! - [`client`]: a bounded pool of kube-rs clients over HTTP/2 connections; watches are
 //!   streams, never a connection each, and short calls have connections of their own, below
 //!   the stream limit the server advertises.
-//! - [`objects`]: the Node, Lease, status patches and events a kubelet writes.
+//! - [`objects`]: the Node, Lease, status patches and events a kubelet writes, and what a
+//!   pod makes its kubelet fetch (token, Secrets, ConfigMaps).
+//! - [`profile`]: the kubelet release played (`--kubelet-version`, 1.28–1.33): what differs.
 //! - [`hollow`]: registration, the one heartbeat scheduler (leases every 10 s, node status
 //!   every 10 s, patched every 5 min when unchanged), the pod lifecycle (admission, Pending →
 //!   Running and Ready, Jobs → Succeeded, deletion → grace-0 delete) and the watches.
+//! - [`endpoint`]: the one HTTPS kubelet endpoint of every node of the process (`--node-ip`):
+//!   `/healthz`, `/pods`, `containerLogs`, and a clear 501 for exec, attach, port-forward.
 //! - [`reflect`]: client-go's reflector (list, watch with bookmarks, 5–10 min timeouts).
 //! - [`startup`]: pod startup latency phases and network programming latency.
 //! - [`report`]: the run record (JSON), the tables, the SLO check and `/metrics`.
@@ -18,8 +22,10 @@
 #![allow(clippy::disallowed_types)]
 
 pub mod client;
+pub mod endpoint;
 pub mod hollow;
 pub mod objects;
+pub mod profile;
 pub mod reflect;
 pub mod report;
 pub mod startup;
@@ -155,6 +161,12 @@ pub struct Config {
     pub retry_wait: Duration,
     /// Per-call timeout.
     pub call_timeout: Duration,
+    /// The kubelet release played.
+    pub kubelet: profile::KubeletVersion,
+    /// Where the one kubelet endpoint of every node listens (`--node-ip`), advertised as each
+    /// Node's addresses and kubelet port; `None`: no endpoint, 100.64.0.0/10 addresses and
+    /// port 10250 where nothing answers.
+    pub node_ip: Option<std::net::IpAddr>,
 }
 
 impl Config {
@@ -173,6 +185,8 @@ impl Config {
             inflight: 256,
             retry_wait: Duration::from_secs(1),
             call_timeout: Duration::from_secs(30),
+            kubelet: profile::KubeletVersion::default(),
+            node_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         }
     }
 
@@ -210,6 +224,8 @@ pub struct Running {
     started_unix: f64,
     transport: String,
     connections: usize,
+    endpoint: Option<objects::Endpoint>,
+    endpoint_phase: tokio::sync::watch::Sender<st_http::server::Phase>,
 }
 
 /// Register the nodes and start their kubelets and proxies. Fails (with nothing left behind)
@@ -225,9 +241,31 @@ pub async fn start(cfg: Config, pool: Pool) -> Result<Running, Error> {
     let started_unix = objects::unix_now();
     let connections = pool.len();
     let transport = pool.describe().to_string();
-    let hollow = Arc::new(Hollow::new(cfg, pool, traffic, stop_rx));
-    hollow.register().await?;
+    let listener = cfg.node_ip.map(endpoint::bind).transpose()?;
+    let endpoint = match &listener {
+        Some(l) => Some(objects::Endpoint {
+            ip: cfg.node_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            port: l
+                .local_addr()
+                .map_err(|e| Error::Usage(format!("kubelet endpoint: {e}")))?
+                .port(),
+        }),
+        None => None,
+    };
+    let hollow = Arc::new(Hollow::new(cfg, pool, traffic, stop_rx, endpoint.clone()));
+    let (endpoint_phase, phase) = tokio::sync::watch::channel(st_http::server::Phase::Serving);
     let mut tasks = tokio::task::JoinSet::new();
+    if let (Some(l), Some(e)) = (listener, &endpoint) {
+        let (h, ip) = (hollow.clone(), e.ip);
+        tasks.spawn(async move {
+            let _ = endpoint::serve(l, ip, h, phase).await;
+        });
+    }
+    if let Err(e) = hollow.register().await {
+        let _ = endpoint_phase.send(st_http::server::Phase::Stopping);
+        tasks.abort_all();
+        return Err(e);
+    }
     tasks.spawn(hollow.clone().heartbeats());
     hollow.start_watches(&mut tasks);
     Ok(Running {
@@ -238,10 +276,17 @@ pub async fn start(cfg: Config, pool: Pool) -> Result<Running, Error> {
         started_unix,
         transport,
         connections,
+        endpoint,
+        endpoint_phase,
     })
 }
 
 impl Running {
+    /// The kubelet endpoint every node advertises, when there is one.
+    pub fn endpoint(&self) -> Option<&objects::Endpoint> {
+        self.endpoint.as_ref()
+    }
+
     /// The nodes' names.
     pub fn names(&self) -> Vec<String> {
         self.hollow.names()
@@ -295,6 +340,7 @@ impl Running {
     /// stopped kubelet's do); returns the final report.
     pub async fn stop(mut self, interrupted: bool) -> report::NodesRun {
         let _ = self.stop.send(true);
+        let _ = self.endpoint_phase.send(st_http::server::Phase::Stopping);
         let deadline = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(deadline);
         loop {

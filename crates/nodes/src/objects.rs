@@ -101,7 +101,9 @@ pub fn parse_time(s: &str) -> Option<f64> {
         .map(|t| t.as_nanosecond() as f64 / 1e9)
 }
 
-/// Node `idx`'s internal IP: 100.64.0.0/10 (shared address space, never routed here).
+/// Node `idx`'s own address when the nodes have no kubelet endpoint: 100.64.0.0/10 (shared
+/// address space, never routed here). Pods' host IPs stay these in every case (see
+/// [`Endpoint`]).
 pub fn node_ip(idx: usize) -> String {
     let i = idx as u32;
     format!(
@@ -157,8 +159,30 @@ fn conditions(now: &str, since: &str) -> Value {
     ])
 }
 
+/// Where the API server reaches every hollow kubelet of the process: one HTTPS listener
+/// (`crate::endpoint`), advertised as each Node's InternalIP and Hostname address and its
+/// `daemonEndpoints.kubeletEndpoint.Port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `--node-ip`.
+    pub ip: std::net::IpAddr,
+    /// The listener's port.
+    pub port: u16,
+}
+
 /// The Node a hollow kubelet registers (status included, as a kubelet's registration is).
-pub fn node(name: &str, idx: usize, shape: &Shape, started: f64) -> Value {
+/// With an `endpoint`, its addresses are the endpoint's IP: the InternalIP, and the Hostname
+/// address too (kube-apiserver dials the Hostname address first with its default
+/// `--kubelet-preferred-address-types`, and a hollow node's name resolves nowhere); without,
+/// 100.64.0.0/10 and port 10250, where nothing answers.
+pub fn node(
+    name: &str,
+    idx: usize,
+    shape: &Shape,
+    started: f64,
+    endpoint: Option<&Endpoint>,
+    kubelet_version: &str,
+) -> Value {
     let mut labels = BTreeMap::from([
         ("kubernetes.io/hostname".to_string(), name.to_string()),
         ("kubernetes.io/os".into(), "linux".into()),
@@ -187,6 +211,18 @@ pub fn node(name: &str, idx: usize, shape: &Shape, started: f64) -> Value {
     if !taints.is_empty() {
         spec["taints"] = json!(taints);
     }
+    let (addresses, port) = match endpoint {
+        Some(e) => (
+            json!([{"type": "InternalIP", "address": e.ip.to_string()},
+                   {"type": "Hostname", "address": e.ip.to_string()}]),
+            e.port,
+        ),
+        None => (
+            json!([{"type": "InternalIP", "address": node_ip(idx)},
+                   {"type": "Hostname", "address": name}]),
+            10250,
+        ),
+    };
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels, "annotations": {
@@ -196,13 +232,12 @@ pub fn node(name: &str, idx: usize, shape: &Shape, started: f64) -> Value {
         "status": {
             "capacity": resources, "allocatable": resources,
             "conditions": conditions(&now, &now),
-            "addresses": [{"type": "InternalIP", "address": node_ip(idx)},
-                          {"type": "Hostname", "address": name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "addresses": addresses,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
             "nodeInfo": {"machineID": format!("{idx:032x}"), "systemUUID": format!("hollow-{idx}"),
                 "bootID": format!("hollow-boot-{idx}"), "kernelVersion": "6.1.0-hollow",
                 "osImage": "scaletest hollow node", "containerRuntimeVersion": "fake://1.0.0",
-                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0",
+                "kubeletVersion": kubelet_version, "kubeProxyVersion": kubelet_version,
                 "operatingSystem": "linux", "architecture": "amd64"},
         }
     })
@@ -242,6 +277,9 @@ pub enum PodPhase {
     Running,
     /// A Job's pod that finished.
     Succeeded,
+    /// Deleted: containers killed, the phase not yet final (kubelet 1.28's first status
+    /// patch of a deletion).
+    Terminating,
     /// Stopped on deletion.
     Killed,
 }
@@ -285,6 +323,7 @@ pub fn pod_status(
         PodPhase::Pending => ("Pending", false, false, Some("ContainersNotReady")),
         PodPhase::Running => ("Running", true, true, None),
         PodPhase::Succeeded => ("Succeeded", false, false, Some("PodCompleted")),
+        PodPhase::Terminating => ("Running", false, false, Some("ContainersNotReady")),
         PodPhase::Killed => ("Failed", false, false, Some("PodCompleted")),
     };
     let statuses: Vec<Value> = cs
@@ -295,8 +334,10 @@ pub fn pod_status(
                 PodPhase::Running => json!({"running": {"startedAt": t}}),
                 PodPhase::Succeeded => json!({"terminated": {"exitCode": 0, "reason": "Completed",
                                               "startedAt": t0, "finishedAt": t}}),
-                PodPhase::Killed => json!({"terminated": {"exitCode": 137, "reason": "Error",
-                                            "startedAt": t0, "finishedAt": t}}),
+                PodPhase::Killed | PodPhase::Terminating => {
+                    json!({"terminated": {"exitCode": 137, "reason": "Error",
+                                            "startedAt": t0, "finishedAt": t}})
+                }
             };
             let mut s = json!({"name": name, "image": image, "imageID": "",
                 "ready": ready, "started": running, "restartCount": 0, "state": state});
@@ -335,6 +376,132 @@ pub fn pod_status(
         status["podIPs"] = json!([{"ip": pod_ip}]);
     }
     json!({"metadata": {"uid": uid}, "status": status})
+}
+
+/// A Secret or ConfigMap a kubelet fetches for a pod: (`secrets` or `configmaps`, name), in
+/// the pod's namespace.
+pub type ObjectRef = (&'static str, String);
+
+/// What a pod makes its kubelet fetch before its containers start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodRefs {
+    /// The pod's service account (`default` when unnamed).
+    pub service_account: String,
+    /// Service-account token requests (`create serviceaccounts/token`): one per projected
+    /// `serviceAccountToken` source; one for the default `kube-api-access-*` volume, which the
+    /// API server's ServiceAccount admission adds unless `automountServiceAccountToken` is false
+    /// (counted here when the pod does not carry it, as a pod created against kubefake, which
+    /// runs no admission, does not).
+    pub tokens: Vec<TokenSource>,
+    /// Secrets and ConfigMaps it names, each once: volumes, projected sources, `env` and
+    /// `envFrom` of every container, image pull secrets (`podutil.VisitPodSecretNames` /
+    /// `VisitPodConfigmapNames`), and `kube-root-ca.crt` of the default volume.
+    pub objects: Vec<ObjectRef>,
+}
+
+/// A projected service-account token the kubelet requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenSource {
+    /// `audience` (empty: the API server's).
+    pub audience: String,
+    /// `expirationSeconds` (the default volume's: 3607).
+    pub expiration_seconds: i64,
+}
+
+/// The root CA ConfigMap of every namespace, part of the default service-account volume.
+pub const ROOT_CA: &str = "kube-root-ca.crt";
+
+/// What `p` makes its kubelet fetch (see [`PodRefs`]).
+pub fn pod_refs(p: &k8s_openapi::api::core::v1::Pod) -> PodRefs {
+    use std::collections::BTreeSet;
+    let Some(spec) = p.spec.as_ref() else {
+        return PodRefs::default();
+    };
+    let mut objects: BTreeSet<ObjectRef> = BTreeSet::new();
+    let mut tokens = Vec::new();
+    let mut add = |kind: &'static str, name: Option<&String>| {
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            objects.insert((kind, n.clone()));
+        }
+    };
+    for v in spec.volumes.iter().flatten() {
+        if let Some(s) = &v.secret {
+            add("secrets", s.secret_name.as_ref());
+        }
+        if let Some(c) = &v.config_map {
+            add("configmaps", Some(&c.name));
+        }
+        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(s) = &src.secret {
+                add("secrets", Some(&s.name));
+            }
+            if let Some(c) = &src.config_map {
+                add("configmaps", Some(&c.name));
+            }
+            if let Some(t) = &src.service_account_token {
+                tokens.push(TokenSource {
+                    audience: t.audience.clone().unwrap_or_default(),
+                    expiration_seconds: t.expiration_seconds.unwrap_or(3600),
+                });
+            }
+        }
+    }
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for c in containers {
+        for e in c.env_from.iter().flatten() {
+            add("configmaps", e.config_map_ref.as_ref().map(|r| &r.name));
+            add("secrets", e.secret_ref.as_ref().map(|r| &r.name));
+        }
+        for e in c.env.iter().flatten() {
+            let from = e.value_from.as_ref();
+            add(
+                "configmaps",
+                from.and_then(|f| f.config_map_key_ref.as_ref())
+                    .map(|r| &r.name),
+            );
+            add(
+                "secrets",
+                from.and_then(|f| f.secret_key_ref.as_ref())
+                    .map(|r| &r.name),
+            );
+        }
+    }
+    for s in spec.image_pull_secrets.iter().flatten() {
+        add("secrets", Some(&s.name));
+    }
+    let has_token_volume = !tokens.is_empty();
+    if !has_token_volume && spec.automount_service_account_token != Some(false) {
+        // The volume admission adds: a token (3607 s), kube-root-ca.crt, the namespace.
+        tokens.push(TokenSource {
+            audience: String::new(),
+            expiration_seconds: 3607,
+        });
+        objects.insert(("configmaps", ROOT_CA.to_string()));
+    }
+    PodRefs {
+        service_account: spec
+            .service_account_name
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        tokens,
+        objects: objects.into_iter().collect(),
+    }
+}
+
+/// The TokenRequest a kubelet's token manager sends for a pod's projected token, bound to
+/// the pod.
+pub fn token_request(t: &TokenSource, pod: &str, uid: &str) -> Value {
+    let mut spec = json!({"expirationSeconds": t.expiration_seconds,
+        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid}});
+    if !t.audience.is_empty() {
+        spec["audiences"] = json!([t.audience]);
+    }
+    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+           "metadata": {"creationTimestamp": null}, "spec": spec})
 }
 
 /// The status a kubelet's admission gives a pod that does not fit: Failed, `OutOfpods`.
@@ -388,6 +555,50 @@ mod tests {
         );
         assert!("k:Sometimes".parse::<Taint>().is_err());
         assert!("novalue".parse::<Taint>().is_err());
+    }
+
+    #[test]
+    fn a_pods_refs_are_what_the_kubelet_fetches_for_it() {
+        let p =
+            |v: Value| -> k8s_openapi::api::core::v1::Pod { serde_json::from_value(v).unwrap() };
+        // No volume, automount not false: the default volume admission would add.
+        let r = pod_refs(&p(json!({"spec": {"containers": [{"name": "c"}]}})));
+        assert_eq!(r.service_account, "default");
+        assert_eq!(r.tokens.len(), 1);
+        assert_eq!(r.objects, [("configmaps", ROOT_CA.to_string())]);
+        let r = pod_refs(&p(json!({"spec": {"automountServiceAccountToken": false,
+            "containers": [{"name": "c"}]}})));
+        assert!(r.tokens.is_empty() && r.objects.is_empty());
+        // The volume as admission writes it, plus a mounted secret, env and envFrom refs.
+        let r = pod_refs(&p(json!({"spec": {"serviceAccountName": "sa",
+            "volumes": [
+                {"name": "kube-api-access-x", "projected": {"sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt"}},
+                    {"downwardAPI": {}}]}},
+                {"name": "s", "secret": {"secretName": "db"}}],
+            "imagePullSecrets": [{"name": "pull"}],
+            "containers": [{"name": "c",
+                "envFrom": [{"configMapRef": {"name": "env"}}],
+                "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}}]}]}})));
+        assert_eq!(r.service_account, "sa");
+        assert_eq!(
+            r.tokens,
+            [TokenSource {
+                audience: String::new(),
+                expiration_seconds: 3607
+            }]
+        );
+        let names: Vec<String> = r.objects.iter().map(|(k, n)| format!("{k}/{n}")).collect();
+        assert_eq!(
+            names,
+            [
+                "configmaps/env",
+                "configmaps/kube-root-ca.crt",
+                "secrets/db",
+                "secrets/pull"
+            ]
+        );
     }
 
     #[test]

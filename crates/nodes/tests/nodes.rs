@@ -221,7 +221,10 @@ async fn pods_run_with_an_ip_jobs_succeed_and_deleted_pods_are_finalized() {
     .await;
     let web = pod(&api, "web").expect("web");
     assert_eq!(web["status"]["podIP"], "10.0.0.1");
-    assert_eq!(web["status"]["hostIP"], "100.64.0.0");
+    assert_eq!(
+        web["status"]["hostIP"], "127.0.0.1",
+        "the node's InternalIP"
+    );
     let ready = web["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -740,4 +743,267 @@ async fn a_deployment_runs_on_hollow_nodes_through_the_real_scheduler() {
     let run = running.stop(false).await;
     assert!(run.pods.running >= 3);
     nodes::cleanup(&c, Some(&prefix)).await.expect("cleanup");
+}
+
+/// Calls of `key` in the fake's request log between two snapshots.
+fn delta(
+    a: &std::collections::BTreeMap<String, u64>,
+    b: &std::collections::BTreeMap<String, u64>,
+    key: &str,
+) -> u64 {
+    b.get(key).copied().unwrap_or(0) - a.get(key).copied().unwrap_or(0)
+}
+
+/// Issue 21 item 3: `--kubelet-version 1.28` sends what kubelet 1.28.7 sent in kubemark
+/// (/work/shared/k8s-reference/README.md), counted in the fake's request log.
+///
+/// Steady state, with every period 50 times shorter (lease and status 200 ms, report 6 s:
+/// a "minute" is 1.2 s): per node per minute within 10 % of update leases 5.82, get nodes
+/// 5.80, patch nodes/status 0.20. Per pod, exactly: start 2 GET pods, 2 patch pods/status,
+/// 1 create serviceaccounts/token, and one list + watch of kube-root-ca.crt per node and
+/// namespace (a second pod of the same node and namespace adds none; a mounted Secret adds
+/// its own); deletion 3 GET pods, 2 patch pods/status, 1 delete with grace 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_1_28_sends_what_kubelet_1_28_7_sends() {
+    let (api, kc) = fake();
+    api.create(
+        "serviceaccounts",
+        "default",
+        json!({"metadata": {"name": "default"}}),
+    )
+    .expect("the default service account");
+    let c = client(&kc).await;
+    let n = 30;
+    let mut cfg = quick(n, "k128-");
+    cfg.kubelet = "1.28".parse().expect("a modelled version");
+    cfg.intervals = Intervals {
+        lease_renew: Duration::from_millis(200),
+        lease_duration: Duration::from_millis(800),
+        status_update: Duration::from_millis(200),
+        status_report: Duration::from_secs(6),
+        jitter: 0.04,
+    };
+    let minute = 1.2;
+    let running = start(&kc, cfg).await.expect("start");
+    wait_until("every lease written", Duration::from_secs(10), || {
+        api.objects("leases").len() == n
+    })
+    .await;
+    let before = api.calls();
+    let t0 = Instant::now();
+    // 10 of the kubelet's minutes of lease renewals: 60 per node.
+    let want = before.get("update leases").copied().unwrap_or(0) + 60 * n as u64;
+    wait_until("10 minutes of renewals", Duration::from_secs(30), || {
+        api.count("update leases") >= want
+    })
+    .await;
+    let after = api.calls();
+    let minutes = t0.elapsed().as_secs_f64() / minute;
+    let per_node_minute = |key: &str| delta(&before, &after, key) as f64 / n as f64 / minutes;
+    for (key, reference) in [
+        ("update leases", 5.82),
+        ("get nodes", 5.80),
+        ("patch nodes/status", 0.20),
+    ] {
+        let got = per_node_minute(key);
+        eprintln!("{key}: {got:.3} per node per minute (kubelet 1.28.7: {reference})");
+        assert!(
+            (got / reference - 1.0).abs() <= 0.10,
+            "{key}: {got:.3} per node per minute, kubelet 1.28.7: {reference}"
+        );
+    }
+    // Pods: one on each of 10 nodes, a second on node 0 (same namespace: no new root-CA
+    // reflector), and one on node 1 that mounts the Secret "db".
+    let mut names = Vec::new();
+    for k in 0..12 {
+        let name = format!("p{k}");
+        let mut spec =
+            json!({"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]});
+        if k == 11 {
+            spec["volumes"] = json!([{"name": "db", "secret": {"secretName": "db"}}]);
+        }
+        api.create(
+            "pods",
+            "default",
+            json!({"metadata": {"name": name}, "spec": spec}),
+        )
+        .expect("pod");
+        names.push((
+            name,
+            format!(
+                "k128-{}",
+                [k, 0, 1][(k >= 10) as usize + (k == 11) as usize]
+            ),
+        ));
+    }
+    let before = api.calls();
+    for (name, node) in &names {
+        bind(&c, name, node).await.expect("bind");
+    }
+    wait_until("12 pods Running", Duration::from_secs(10), || {
+        running.report().pods.running == 12
+    })
+    .await;
+    wait_until(
+        "the reflectors' watches open",
+        Duration::from_secs(10),
+        || api.count("watch configmaps") >= 10 && api.count("watch secrets") >= 1,
+    )
+    .await;
+    let started = api.calls();
+    let d = |key: &str| delta(&before, &started, key);
+    assert_eq!(d("get pods"), 24, "2 GETs per pod start");
+    assert_eq!(d("patch pods/status"), 24, "Pending, then Running");
+    assert_eq!(d("create serviceaccounts/token"), 12, "one token per pod");
+    assert_eq!(
+        (d("list configmaps"), d("watch configmaps")),
+        (10, 10),
+        "kube-root-ca.crt: once per node and namespace"
+    );
+    assert_eq!(
+        (d("list secrets"), d("watch secrets")),
+        (1, 1),
+        "the mounted Secret"
+    );
+    let pods = Api::<Pod>::namespaced(c.clone(), "default");
+    for (name, _) in &names {
+        pods.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    wait_until("12 pods finalized", Duration::from_secs(10), || {
+        running.report().pods.finalized == 12
+    })
+    .await;
+    let done = api.calls();
+    let d = |key: &str| delta(&started, &done, key);
+    assert_eq!(d("get pods"), 36, "3 GETs per deletion");
+    assert_eq!(d("patch pods/status"), 24, "2 status patches per deletion");
+    assert_eq!(
+        d("delete pods gracePeriodSeconds=0"),
+        12,
+        "1 delete with grace 0"
+    );
+    let run = running.stop(false).await;
+    assert_eq!(run.pods.finalized, 12);
+}
+
+/// Kubelets from 1.31 on read their Node from the informer: no GET of it in steady state;
+/// a deletion costs 1 GET, 1 status patch and the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_kubelets_do_not_get_their_node() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let cfg = quick(3, "k133-");
+    assert_eq!(cfg.kubelet.to_string(), "1.33", "the newest by default");
+    let running = start(&kc, cfg).await.expect("start");
+    let base = api.count("update leases");
+    wait_until("30 renewals", Duration::from_secs(10), || {
+        api.count("update leases") >= base + 30
+    })
+    .await;
+    assert_eq!(api.count("get nodes"), 0);
+    new_pod(&api, "q", json!({}), None);
+    bind(&c, "q", "k133-2").await.expect("bind");
+    wait_until("q Running", Duration::from_secs(10), || {
+        running.report().pods.running == 1
+    })
+    .await;
+    let before = api.calls();
+    Api::<Pod>::namespaced(c, "default")
+        .delete("q", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_until("q finalized", Duration::from_secs(10), || {
+        running.report().pods.finalized == 1
+    })
+    .await;
+    let after = api.calls();
+    let d = |key: &str| delta(&before, &after, key);
+    assert_eq!((d("get pods"), d("patch pods/status")), (1, 1));
+    running.stop(false).await;
+}
+
+/// Issue 21 item 4: the nodes' one kubelet endpoint answers what the API server proxies to a
+/// kubelet. `kubectl logs` is kube-rs's `Api::logs` through kubefake's `pods/NAME/log`, which
+/// dials the node's advertised address and port over HTTPS as kube-apiserver does; exec, which
+/// the fake does not route, is asked of the endpoint directly (the API server relays a
+/// kubelet's refusal of the upgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_reaches_the_hollow_kubelet_and_exec_says_the_node_is_hollow() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let running = start(&kc, quick(2, "ep-")).await.expect("start");
+    let port = running.endpoint().expect("an endpoint").port;
+    let node = api
+        .objects("nodes")
+        .into_iter()
+        .find(|n| n["metadata"]["name"] == "ep-1")
+        .expect("ep-1");
+    assert_eq!(
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        port
+    );
+    assert_eq!(
+        node["status"]["addresses"],
+        json!([{"type": "InternalIP", "address": "127.0.0.1"},
+               {"type": "Hostname", "address": "127.0.0.1"}])
+    );
+    new_pod(&api, "web", json!({}), None);
+    bind(&c, "web", "ep-1").await.expect("bind");
+    wait_until("web Running", Duration::from_secs(10), || {
+        pod(&api, "web").is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(c.clone(), "default");
+    let log = pods
+        .logs("web", &kube::api::LogParams::default())
+        .await
+        .expect("logs through the fake's proxy");
+    assert!(
+        log.starts_with("hollow node ep-1: pod default/web, container c is hollow\n"),
+        "{log}"
+    );
+    assert_eq!(api.count("get pods/log"), 0, "not an object call");
+    // A container the pod does not have: the API server's 400.
+    let e = pods
+        .logs(
+            "web",
+            &kube::api::LogParams {
+                container: Some("nope".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("no such container");
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 400
+            && s.message == "container nope is not valid for pod web"),
+        "{e:?}"
+    );
+    let get = |path: &'static str| kubefake::server::kubelet_get("127.0.0.1", port, path);
+    let (code, body) = get("/exec/default/web/c?command=ls").await.expect("exec");
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            501,
+            "hollow node: exec/attach/port-forward are not supported\n"
+        )
+    );
+    for p in [
+        "/attach/default/web/c",
+        "/portForward/default/web",
+        "/run/default/web/c",
+    ] {
+        assert_eq!(get(p).await.expect("answer").0, 501, "{p}");
+    }
+    assert_eq!(get("/healthz").await.expect("healthz"), (200, "ok".into()));
+    let (code, list) = get("/pods").await.expect("pods");
+    let list: Value = serde_json::from_str(&list).expect("a PodList");
+    assert_eq!((code, list["kind"].as_str()), (200, Some("PodList")));
+    assert_eq!(list["items"][0]["metadata"]["name"], "web");
+    assert_eq!(list["items"][0]["spec"]["nodeName"], "ep-1");
+    let (code, _) = get("/containerLogs/default/other/c").await.expect("404");
+    assert_eq!(code, 404);
+    running.stop(false).await;
 }

@@ -80,6 +80,15 @@ pub struct Args {
     /// [default: that] (short calls have connections of their own).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     streams_per_connection: Option<u64>,
+    /// The kubelet release to play, 1.28 … 1.33: what it sends differs (docs/hollow-nodes.md).
+    #[arg(long, value_name = "VERSION", default_value_t = nodes::profile::KubeletVersion::default(),
+          value_parser = parse_kubelet_version)]
+    kubelet_version: nodes::profile::KubeletVersion,
+    /// The address of the nodes' one kubelet endpoint (HTTPS: logs, /pods, /healthz), each
+    /// Node's InternalIP [default: 127.0.0.1 when the API server is on loopback, else this
+    /// host's address toward the API server].
+    #[arg(long, value_name = "ADDR")]
+    node_ip: Option<std::net::IpAddr>,
     /// Do not post the events a kubelet posts.
     #[arg(long)]
     no_events: bool,
@@ -114,6 +123,39 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
         _ => Err(format!("label {s:?}: use KEY=VALUE")),
     }
+}
+
+/// 127.0.0.1 when the API server is on loopback (or named `localhost`), else the local
+/// address this host reaches it from (a UDP socket connected toward it: nothing is sent);
+/// 127.0.0.1 when that cannot be found.
+async fn default_node_ip(host: Option<&str>, port: Option<u16>) -> std::net::IpAddr {
+    let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let host = host.unwrap_or("localhost").trim_matches(['[', ']']);
+    let port = port.unwrap_or(443);
+    if host == "localhost" {
+        return loopback;
+    }
+    let Ok(Some(addr)) = tokio::net::lookup_host((host, port))
+        .await
+        .map(|mut a| a.next())
+    else {
+        return loopback;
+    };
+    if addr.ip().is_loopback() {
+        return loopback;
+    }
+    let any: std::net::SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(addr).and_then(|_| s.local_addr()))
+        .map_or(loopback, |a| a.ip())
+}
+
+fn parse_kubelet_version(s: &str) -> Result<nodes::profile::KubeletVersion, String> {
+    s.parse()
 }
 
 fn parse_taint(s: &str) -> Result<Taint, String> {
@@ -184,6 +226,11 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
         WatchMode::PerNode
     };
     cfg.events = !a.no_events;
+    cfg.kubelet = a.kubelet_version;
+    cfg.node_ip = Some(match a.node_ip {
+        Some(ip) => ip,
+        None => default_node_ip(kc.cluster_url.host(), kc.cluster_url.port_u16()).await,
+    });
     cfg.call_timeout = a.timeout;
     let transport = if a.http1 {
         Transport::Http1
@@ -207,6 +254,12 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let stop = super::api::stop_on_ctrl_c();
     eprintln!("scaletest: registering {} hollow nodes", cfg.nodes);
     let started = nodes::start(cfg.clone(), pool).await.map_err(nodes_error)?;
+    if let Some(e) = started.endpoint() {
+        eprintln!(
+            "scaletest: kubelet endpoint (every node's) at https://{}/",
+            std::net::SocketAddr::new(e.ip, e.port)
+        );
+    }
     eprintln!(
         "scaletest: {} hollow nodes registered; {} (Ctrl-C to stop)",
         cfg.nodes,
