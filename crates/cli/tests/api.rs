@@ -29,7 +29,10 @@ fn kubeconfigs(fake: &FakeApi, dir: &Path) -> Vec<(PathBuf, bool)> {
     let mut v = vec![(fake.kubeconfig(dir), true)];
     match std::env::var_os("SCALETEST_KUBECONFIG") {
         Some(p) => v.push((PathBuf::from(p), false)),
-        None => eprintln!("SCALETEST_KUBECONFIG not set: skipping the real-cluster run"),
+        None => eprintln!(
+            "SKIPPED: the real-cluster pass of this test (the fake's ran) because \
+             SCALETEST_KUBECONFIG is not set"
+        ),
     }
     v
 }
