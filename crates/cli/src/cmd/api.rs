@@ -123,7 +123,9 @@ struct ChurnArgs {
     /// Also run an informer on the objects (as `api watch` does) and report notifications.
     #[arg(long)]
     watch: bool,
-    /// Check p99 latencies against the Kubernetes API-call SLOs; exit 1 if one fails.
+    /// Check p99 latencies against an approximation of the Kubernetes API-call SLOs; exit 1 if
+    /// one fails. One p99 per verb and resource over the whole run, custom resources included;
+    /// the SLI is a p99 per 5-minute window and leaves out custom resources and aggregated APIs.
     #[arg(long)]
     slo: bool,
     /// Do not churn: delete every object (of --resource) and namespace that runs made
