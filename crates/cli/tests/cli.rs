@@ -88,6 +88,43 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     }
 }
 
+/// A value out of bounds is told the bound that holds: "at least 1" where there is no upper
+/// bound of its own (clap's ranges would print u64::MAX), the open-file limit for connections.
+#[test]
+fn out_of_bounds_values_are_told_their_real_limits() {
+    const U: &str = "http://127.0.0.1:1/";
+    let cases: &[(&[&str], &str)] = &[
+        (&["load", U, "-c", "0"], "must be at least 1"),
+        (&["load", U, "-n", "0"], "must be at least 1"),
+        (
+            &["load", U, "--rate", "10", "--max-connections", "0"],
+            "must be at least 1",
+        ),
+        (
+            &["load", U, "-c", "4000000000"],
+            "exceeds the open-file limit",
+        ),
+        (&["serve", "--max-connections", "0"], "must be at least 1"),
+        (&["api", "churn", "-n", "0"], "must be at least 1"),
+        (
+            &["api", "churn", "--rate", "5", "--population", "0"],
+            "must be at least 1",
+        ),
+        (
+            &["k8s", "size", "--rate", "2e9"],
+            "give requests/s above 0, at most 1000000000",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = SCALETEST.run(args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains(&u64::MAX.to_string()), "{args:?}: {err}");
+    }
+}
+
 /// Parse "│ Latency │ a │ b │ ..." into its cells.
 fn row(report: &str, name: &str) -> Vec<String> {
     let line = report

@@ -187,7 +187,10 @@ fn clusters(dir: &std::path::Path) -> Vec<Cluster> {
             kubeconfig: PathBuf::from(p),
             fake: None,
         }),
-        None => eprintln!("SCALETEST_KUBECONFIG not set: skipping the real-cluster run"),
+        None => eprintln!(
+            "SKIPPED: the real-cluster pass of this test (the fake's ran) because \
+             SCALETEST_KUBECONFIG is not set"
+        ),
     }
     v
 }

@@ -1,5 +1,8 @@
 //! The demo's promise, with real processes and real signals: a rolling update of every backend
-//! behind `scaletest balance` under constant open-loop load, with zero failed requests.
+//! behind `scaletest balance` under constant open-loop load, with zero failed requests. Its
+//! capacity checks (what was left unsent, the p99) need a load generator that kept its
+//! schedule; when it did not, the test says SKIPPED, and in CI it rolls again (up to
+//! `CI_ATTEMPTS` times) and fails if the checks never ran.
 
 // Tests and examples may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
@@ -135,11 +138,36 @@ fn p99_ms(r: &RunFile) -> f64 {
     r.total.latency.value_at_quantile(0.99) as f64 / 1000.0
 }
 
+/// Rollouts tried until the load generator keeps its schedule (then the capacity checks run):
+/// in CI, where they must run, up to this many; elsewhere one.
+const CI_ATTEMPTS: u32 = 3;
+
 #[test]
 fn a_rolling_update_under_load_fails_no_request() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let in_ci = std::env::var_os("CI").is_some();
+    let attempts = if in_ci { CI_ATTEMPTS } else { 1 };
+    for attempt in 1..=attempts {
+        if roll_once(attempt) {
+            return;
+        }
+    }
+    assert!(
+        !in_ci,
+        "the load generator kept its schedule in none of {attempts} rollouts, so their capacity \
+         checks never ran; in CI they must"
+    );
+}
+
+/// One rolling update of two v1 backends to v2 under 2,000 req/s: the correctness checks
+/// always, the capacity checks when the load generator kept its schedule. True when the
+/// capacity checks ran.
+fn roll_once(attempt: u32) -> bool {
     let v1: Vec<(Proc, SocketAddr)> = (0..2).map(|_| serve("v1")).collect();
-    let s = balancer("roll", &v1.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    let s = balancer(
+        &format!("roll{attempt}"),
+        &v1.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+    );
     // Steady state first, for the latency comparison.
     let steady = result(&s, "steady", load(&s, "steady", 3));
     assert_eq!(steady.total.error_count(), 0, "{:?}", steady.total.errors);
@@ -222,7 +250,8 @@ fn a_rolling_update_under_load_fails_no_request() {
          flight at the end; p99 send delay {send_delay_ms} ms",
         r.total.responses, r.total.unsent, r.in_flight_at_end
     );
-    if send_delay_ms < 10.0 {
+    let kept_schedule = send_delay_ms < 10.0;
+    if kept_schedule {
         // At most 1 % left: 20 in flight on a quiet machine, more beside other builds.
         assert!(
             r.total.unsent + r.in_flight_at_end <= 160,
@@ -234,12 +263,20 @@ fn a_rolling_update_under_load_fails_no_request() {
             p_roll <= 5.0 * p_steady.max(1.0),
             "p99 {p_roll} ms during the rollout vs {p_steady} ms steady"
         );
+        eprintln!("capacity checks ran (rollout {attempt})");
+    } else {
+        eprintln!(
+            "SKIPPED: the capacity checks of rollout {attempt} (unsent + in flight at most 1 %, \
+             p99 at most 5 × steady) because the load generator's p99 send delay was \
+             {send_delay_ms} ms, not under 10 ms: it was starved of CPU"
+        );
     }
     // Everything is on v2 now.
     let out = get(s.lb_addr, "/version");
     assert!(out.ends_with("v2\n"), "{out}");
     drop(v2);
     let _ = std::fs::remove_dir_all(&s.dir);
+    kept_schedule
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Per-phase results, cut from the aggregator's run file after the run: the seconds whose
-//! middle falls in a phase's time range are merged (exact percentiles: the histograms are
-//! merged, not the percentiles), checked against the phase's checks, and printed with
+//! middle falls in a phase's time range are merged (percentiles of all samples, within 0.1 %:
+//! the histograms are merged, not the percentiles), checked against the phase's checks, and printed with
 //! `report`'s autocannon tables.
 
 use crate::scenario::Load;

@@ -1,10 +1,11 @@
 //! Loadbots and the aggregator: the data plane of seed 000's "one million requests per
-//! second" demo, with the numbers right.
+//! second" demo.
 //!
 //! - [`bot`]: `scaletest bot`, a long-running load generator on the `load` engine that takes
 //!   its load spec from the aggregator and pushes one [`hist::Snapshot`] per wall-clock second.
 //! - [`agg`]: `scaletest aggregate`, which merges the bots' snapshots second by second
-//!   ([`state`]: exact cluster-wide percentiles from merged histograms, coverage, bots live /
+//!   ([`state`]: cluster-wide percentiles of all samples from merged histograms, within
+//!   0.1 % as the histograms keep 3 significant digits; coverage, bots live /
 //!   stale / gone with their share of a total rate re-split), serves the live UI ([`ui`]), the
 //!   read and control APIs and `/metrics` ([`metrics`]), saves the run as it goes ([`store`])
 //!   and writes `results.json` and `report.html` at the end.

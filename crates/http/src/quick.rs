@@ -338,7 +338,33 @@ mod tests {
             Just(b"Expect: 100-continue\r\n".to_vec()),
             vec(any::<u8>(), 0..8),
         ];
-        vec(token, 0..24).prop_map(|ts| ts.concat())
+        let noise = vec(token, 0..24).prop_map(|ts| ts.concat());
+        // A request line, some of those headers and an end: enough of these are taken that the
+        // checks of what is taken run (noise alone is almost never a whole request).
+        let header = prop_oneof![
+            Just(&b"Host: t\r\n"[..]),
+            Just(&b"Content-Length: 0\r\n"[..]),
+            Just(&b"content-length: 5\r\n"[..]),
+            Just(&b"Connection: close\r\n"[..]),
+            Just(&b"Connection: Keep-Alive\r\n"[..]),
+            Just(&b"Connection: upgrade\r\n"[..]),
+            Just(&b"Transfer-Encoding: chunked\r\n"[..]),
+            Just(&b"Expect: 100-continue\r\n"[..]),
+        ];
+        let request = (
+            prop_oneof![Just("GET "), Just("HEAD "), Just("POST ")],
+            "/[a-z0-9/?=&%]{0,12}",
+            prop_oneof![Just(" HTTP/1.1\r\n"), Just(" HTTP/1.0\r\n")],
+            vec(header, 0..4),
+            prop_oneof![Just("\r\n"), Just("\n"), Just("")],
+        )
+            .prop_map(|(method, target, version, headers, end)| {
+                let mut b = [method, &target, version].concat().into_bytes();
+                headers.iter().for_each(|h| b.extend_from_slice(h));
+                b.extend_from_slice(end.as_bytes());
+                b
+            });
+        prop_oneof![noise, request]
     }
 
     proptest! {

@@ -111,7 +111,10 @@ impl Spec {
             }
         }
         if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1e9) {
-            return bad(format!("rate {}: give requests/s > 0", self.rate));
+            return bad(format!(
+                "rate {}: give requests/s above 0, at most 1000000000",
+                self.rate
+            ));
         }
         for (what, m) in [
             ("server CPU", self.server_cpu_m),
@@ -270,7 +273,9 @@ pub struct Sizing {
 /// one core measured.
 pub fn size(rate: f64, f: &Figures, headroom: f64) -> Result<Sizing, Error> {
     if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
-        return Err(Error::Usage(format!("rate {rate}: give requests/s > 0")));
+        return Err(Error::Usage(format!(
+            "rate {rate}: give requests/s above 0, at most 1000000000"
+        )));
     }
     if !(headroom > 0.0 && headroom <= 1.0) {
         return Err(Error::Usage(format!(
@@ -326,6 +331,17 @@ mod tests {
         assert_eq!((small.servers, small.bots), (1, 1));
         assert!(size(0.0, &Figures::MEASURED, 0.5).is_err());
         assert!(size(1.0, &Figures::MEASURED, 1.5).is_err());
+    }
+
+    #[test]
+    fn a_rate_out_of_bounds_is_told_both_bounds() {
+        for rate in [0.0, 2e9] {
+            let e = size(rate, &Figures::MEASURED, 0.5).unwrap_err().to_string();
+            assert!(
+                e.contains("give requests/s above 0, at most 1000000000"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

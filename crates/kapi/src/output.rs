@@ -1,6 +1,7 @@
 //! The report of `api churn` / `api watch`: the same box tables and JSON habits as `load`
-//! (autocannon's latency columns; every histogram kept in the JSON), plus the check against
-//! the Kubernetes API-call latency SLOs.
+//! (autocannon's latency columns; every histogram kept in the JSON), plus an approximate check
+//! against the Kubernetes API-call latency SLOs (one p99 over the whole run, custom resources
+//! included, where the SLI is a p99 per 5-minute window without them).
 
 use crate::stats::{CallStats, ErrorMessage, Verb};
 use crate::watch::WatchStats;
@@ -499,7 +500,7 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
     if slo && !run.slo.is_empty() {
         s.push('\n');
         let mut rows = vec![vec![
-            "SLO (p99 over the run)".to_string(),
+            "SLO, approximated (p99 over the run)".to_string(),
             "p99".into(),
             "Limit".into(),
             "Result".into(),
@@ -513,8 +514,10 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
             ]);
         }
         s += &boxed(&rows);
-        s += "Kubernetes API-call SLOs: mutating and GET calls ≤ 1 s, LIST ≤ 5 s in a namespace, \
-              ≤ 30 s across the cluster (p99).\n";
+        s += "An approximation of the Kubernetes API-call SLOs (mutating and GET calls ≤ 1 s, \
+              LIST ≤ 5 s in a namespace, ≤ 30 s across the cluster): one p99 per verb and \
+              resource over the whole run, custom resources included; the SLI is a p99 per \
+              5-minute window without custom resources and aggregated APIs.\n";
     }
     s
 }

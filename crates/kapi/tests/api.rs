@@ -41,7 +41,10 @@ fn clusters() -> Vec<Cluster> {
             kubeconfig: PathBuf::from(p),
             fake: None,
         }),
-        None => eprintln!("SCALETEST_KUBECONFIG not set: skipping the real-cluster run"),
+        None => eprintln!(
+            "SKIPPED: the real-cluster pass of this test (the fake's ran) because \
+             SCALETEST_KUBECONFIG is not set"
+        ),
     }
     v
 }

@@ -270,7 +270,7 @@ pub fn render(run: &NodesRun) -> String {
     if let Some(slo) = &run.slo {
         let _ = writeln!(
             s,
-            "Pod startup SLO (p99 ≤ {}s): p99 {} over {} pods: {}",
+            "Pod startup SLO, approximated (p99 ≤ {}s over the run, not per cluster-day): p99 {} over {} pods: {}",
             trim(slo.limit_s, 0),
             ms(slo.p99_s * 1000.0),
             count(slo.pods),

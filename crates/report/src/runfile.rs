@@ -1,6 +1,7 @@
 //! The JSON run file: everything a run measured, including the HDR histograms (V2 compressed,
-//! base64) of the whole run and of every second, so runs can be re-reported, merged with exact
-//! per-second percentiles, and compared later. An aggregator's results add a [`Fleet`] part
+//! base64) of the whole run and of every second, so runs can be re-reported, merged into
+//! per-second percentiles of all samples (the merge loses nothing; the histograms keep 3
+//! significant digits), and compared later. An aggregator's results add a [`Fleet`] part
 //! (offered rate and coverage per second, events, bots) and a [`Summary`].
 //!
 //! Version 2 added the per-second histograms (`intervals`); version 1 files (summaries per

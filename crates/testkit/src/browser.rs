@@ -431,7 +431,10 @@ fn first_line(s: &str) -> &str {
 /// this is not CI, where it must be. Panics if an installed Chromium fails to start.
 pub fn for_test() -> Option<Browser> {
     if !Path::new(CHROMIUM).exists() && std::env::var_os("CI").is_none() {
-        eprintln!("skipped: {CHROMIUM} is not installed (apt-get install chromium)");
+        eprintln!(
+            "SKIPPED: this test's browser checks because {CHROMIUM} is not installed \
+             (apt-get install chromium; in CI, where CI is set, this is a failure)"
+        );
         return None;
     }
     Some(Browser::launch().unwrap_or_else(|e| panic!("{e}")))

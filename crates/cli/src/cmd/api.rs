@@ -1,6 +1,6 @@
 //! `scaletest api churn` and `scaletest api watch`: flags → `kapi` configs → run → report.
 
-use super::{parse_duration, threads_or_cpus};
+use super::{at_least_one, parse_duration, threads_or_cpus};
 use crate::progress::Ticking;
 use crate::Usage;
 use kapi::churn::{self, Lifetime, Mode};
@@ -87,7 +87,7 @@ struct ChurnArgs {
     seed: u64,
     /// Open loop: objects to keep in existence (lifetime = population / rate) [default: a 10s
     /// lifetime].
-    #[arg(long, conflicts_with = "lifetime", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, conflicts_with = "lifetime", value_parser = at_least_one)]
     population: Option<u64>,
     /// Open loop: how long each object lives.
     #[arg(long, value_parser = parse_duration)]
@@ -96,7 +96,7 @@ struct ChurnArgs {
     #[arg(short = 'w', long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     workers: Option<u64>,
     /// Closed loop: stop after this many lifecycles in all.
-    #[arg(short = 'n', long, conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'n', long, conflicts_with = "rate", value_parser = at_least_one)]
     lifecycles: Option<u64>,
     /// Open loop: how long lifecycles keep starting (each then lives out its lifetime).
     /// Closed loop: a time limit.
@@ -123,7 +123,9 @@ struct ChurnArgs {
     /// Also run an informer on the objects (as `api watch` does) and report notifications.
     #[arg(long)]
     watch: bool,
-    /// Check p99 latencies against the Kubernetes API-call SLOs; exit 1 if one fails.
+    /// Check p99 latencies against an approximation of the Kubernetes API-call SLOs; exit 1 if
+    /// one fails. One p99 per verb and resource over the whole run, custom resources included;
+    /// the SLI is a p99 per 5-minute window and leaves out custom resources and aggregated APIs.
     #[arg(long)]
     slo: bool,
     /// Do not churn: delete every object (of --resource) and namespace that runs made

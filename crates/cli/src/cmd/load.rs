@@ -1,6 +1,6 @@
 //! `scaletest load`: flags → validated `load::Config` → `load::run` → report and JSON.
 
-use super::parse_duration;
+use super::{at_least_one, parse_duration};
 use crate::progress::{Progress, RateLog};
 use crate::Usage;
 use anyhow::Context as _;
@@ -28,8 +28,9 @@ const EXAMPLES: &str = "Examples:
 pub struct Args {
     /// Target URL, http:// or https:// (omit when --targets is given).
     url: Option<String>,
-    /// Connections. Open loop: opened before the start; more are added up to --max-connections.
-    #[arg(short = 'c', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Connections: 1 to the hard open-file limit (`ulimit -Hn`) less 64. Open loop: opened
+    /// before the start; more are added up to --max-connections.
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = at_least_one)]
     connections: u64,
     /// Concurrent streams per HTTP/2 connection (needs --http2 or an h2 TLS target).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -38,7 +39,7 @@ pub struct Args {
     #[arg(short = 'd', long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Stop after sending this many requests (whichever of -d and -n comes first).
-    #[arg(short = 'n', long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'n', long, value_parser = at_least_one)]
     requests: Option<u64>,
     /// Open loop: total requests/s: R, ramp:FROM..TO (over -d), or steps:R1,R2,...@DURATION.
     #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
@@ -46,8 +47,9 @@ pub struct Args {
     /// Open loop: gaps between sends, uniform or poisson.
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]
     arrival: Arrival,
-    /// Open loop: most connections to open; sends that find all busy are reported late.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Open loop: most connections to open, up to the hard open-file limit less 64 [default:
+    /// 10000 or that limit if lower, not below -c]; sends that find all busy are reported late.
+    #[arg(long, value_parser = at_least_one)]
     max_connections: Option<u64>,
     /// Seed for Poisson arrivals (runs with the same seed send on the same schedule).
     #[arg(long, default_value_t = 1)]

@@ -122,6 +122,16 @@ pub(crate) fn threads_or_cpus(threads: Option<u64>) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// A count of at least 1 with no upper bound of its own (clap's `range(1..)` would name
+/// u64::MAX as one): "0" gets "must be at least 1".
+pub(crate) fn at_least_one(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A duration as users write it: `30s`, `2m`, `500ms`, or plain seconds; must be > 0.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match s.parse::<f64>() {

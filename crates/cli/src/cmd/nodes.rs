@@ -104,7 +104,8 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    /// Exit 1 when the pod startup p99 is over the 5 s SLO.
+    /// Exit 1 when the pod startup p99 is over the 5 s SLO (one p99 over the run: an
+    /// approximation of the SLO's p99 per cluster-day).
     #[arg(long)]
     slo: bool,
     /// Delete the nodes and their leases when the run ends.

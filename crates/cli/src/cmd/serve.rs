@@ -2,7 +2,7 @@
 //! SIGTERM/SIGINT: readiness 503 at once, keep serving for --drain-delay, stop accepting,
 //! finish in-flight requests within --shutdown-timeout, exit 0.
 
-use super::{parse_duration, parse_duration_or_zero};
+use super::{at_least_one, parse_duration, parse_duration_or_zero};
 use crate::Usage;
 use st_http::server::Limits;
 use std::io::Write;
@@ -49,7 +49,7 @@ pub struct Args {
     #[command(flatten)]
     tls: super::ServerTls,
     /// Most open client connections; more are closed at once.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     max_connections: u64,
     /// Time a client has to send a request head (slowloris); also bounds HTTP/1.1 keep-alive idle time.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
