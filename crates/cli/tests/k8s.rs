@@ -297,6 +297,181 @@ fn up_scale_rollout_status_down_as_a_user_runs_them() {
     }
 }
 
+/// The run's aggregator token (from its Secret in the fake), in a file for an aggregator and
+/// bots of this test.
+fn token_file(fake: &FakeApi, ns: &str, dir: &std::path::Path) -> String {
+    let secret = fake
+        .objects("secrets")
+        .into_iter()
+        .find(|s| s["metadata"]["namespace"] == ns)
+        .expect("the token Secret");
+    let token: k8s_openapi::ByteString =
+        serde_json::from_value(secret["data"]["token"].clone()).expect("base64");
+    let path = dir.join("token");
+    std::fs::write(&path, &token.0).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Point the fake's port-forward of the run's aggregator pods at `to`.
+fn forward_aggregator(fake: &FakeApi, ns: &str, to: std::net::SocketAddr) {
+    for p in fake.objects("pods") {
+        if p["metadata"]["namespace"] == ns
+            && p["metadata"]["labels"]["app.kubernetes.io/component"] == "aggregate"
+        {
+            let pod = p["metadata"]["name"].as_str().unwrap();
+            fake.forward(ns, pod, k8s::manifest::AGGREGATE_PORT as u16, to);
+        }
+    }
+}
+
+/// `render --target`: the user's service, no `serve` of ours, the bots aimed at it through the
+/// aggregator's arguments, the load per bot; and what does not fit a target is refused.
+#[test]
+fn render_with_a_target_has_no_servers_and_loads_the_target_per_bot() {
+    let (code, out, err) = run(&[
+        "k8s",
+        "render",
+        "--target",
+        "http://web.shop.svc:8080/",
+        "--per-bot-rate",
+        "1000",
+        "-H",
+        "Host: shop.example",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let objs = k8s::manifest::parse(&out).expect("parses");
+    let names: Vec<String> = objs
+        .deployments
+        .iter()
+        .map(|d| d.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["aggregate", "bot"]);
+    assert!(objs
+        .services
+        .iter()
+        .all(|s| s.metadata.name.as_deref() != Some("serve")));
+    let args = objs.deployments[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let at = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].as_str())
+    };
+    assert_eq!(args[1], "http://web.shop.svc:8080/", "{args:?}");
+    assert_eq!(at("--per-bot-rate"), Some("1000"), "{args:?}");
+    assert_eq!(at("-H"), Some("Host: shop.example"), "{args:?}");
+    assert_eq!(at("--rate"), None, "{args:?}");
+    for (args, want) in [
+        (vec!["--target", "ftp://web/"], "unsupported scheme"),
+        (
+            vec!["--target", "http://web/", "--servers", "3"],
+            "has no servers",
+        ),
+        (vec!["-H", "Host: x"], "apply to --target"),
+        (
+            vec!["--target", "http://web/", "-H", "nocolon"],
+            "invalid header",
+        ),
+        (vec!["--per-bot-rate", "0"], "per-bot rate 0"),
+    ] {
+        let mut a = vec!["k8s", "render"];
+        a.extend(args.iter().copied());
+        let (code, _, err) = run(&a);
+        assert_eq!(code, Some(2), "{a:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{a:?}: {err}");
+        assert!(err.contains(want), "{a:?}: {err}");
+    }
+}
+
+/// Seed 000's move on a cluster: with `--per-bot-rate`, `scale bots=N` adds load. The
+/// aggregator runs here with the arguments `up` gave its Deployment, behind the fake's
+/// port-forward, and one bot process stands for each bot pod.
+#[test]
+fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
+    let dir = tmpdir("k8s-per-bot");
+    let fake = Arc::new(FakeApi::start());
+    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+    let run_id = format!("pb{}", std::process::id() % 100_000);
+    let ns = format!("scaletest-{run_id}");
+    let _controllers = Controllers::start(fake.clone(), &ns, Fate::Ready);
+    let k8s = |cmd: &[&str]| {
+        let mut a = vec!["k8s"];
+        a.extend_from_slice(cmd);
+        a.extend_from_slice(&["--kubeconfig", &kc, "--run", &run_id, "--timeout", "60s"]);
+        run(&a)
+    };
+    let srv = SCALETEST.listening(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
+    let target = format!("http://{}/", srv.addr);
+    let (code, out, err) = k8s(&["up", "--target", &target, "--per-bot-rate", "50"]);
+    assert_eq!(code, Some(0), "up: {out}{err}");
+    assert!(!out.contains("deployment/serve"), "{out}");
+    let token = token_file(&fake, &ns, &dir);
+    let out_dir = dir.join("agg").to_string_lossy().into_owned();
+    // The Deployment's own arguments, with this machine's address, token and directory.
+    let dep = fake
+        .objects("deployments")
+        .into_iter()
+        .find(|d| d["metadata"]["namespace"] == ns.as_str() && d["metadata"]["name"] == "aggregate")
+        .expect("the aggregate Deployment");
+    let mut args: Vec<String> =
+        serde_json::from_value(dep["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+            .unwrap();
+    for (flag, value) in [
+        ("--bind", "127.0.0.1:0"),
+        ("--token-file", &token),
+        ("--out", &out_dir),
+    ] {
+        let i = args.iter().position(|a| a == flag).unwrap() + 1;
+        args[i] = value.to_string();
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agg = SCALETEST.listening(&args);
+    forward_aggregator(&fake, &ns, agg.addr);
+    let agg_url = format!("http://{}", agg.addr);
+    let bot = || SCALETEST.spawn(&["bot", "--aggregator", &agg_url, "--token-file", &token]);
+    let offered = || {
+        testsupport::call::json(agg.addr, "/api/load")["offered"]
+            .as_f64()
+            .unwrap()
+    };
+    let mut bots = vec![bot()];
+    testsupport::wait_until("one bot's 50 req/s", Duration::from_secs(20), || {
+        offered() == 50.0
+    });
+    let (code, out, err) = k8s(&["scale", "bots=4"]);
+    assert_eq!(code, Some(0), "scale: {out}{err}");
+    let replicas = fake
+        .objects("deployments")
+        .into_iter()
+        .find(|d| d["metadata"]["namespace"] == ns.as_str() && d["metadata"]["name"] == "bot")
+        .expect("the bot Deployment")["spec"]["replicas"]
+        .as_u64();
+    assert_eq!(replicas, Some(4));
+    bots.extend((0..3).map(|_| bot()));
+    testsupport::wait_until("4 bots' 200 req/s", Duration::from_secs(20), || {
+        offered() == 200.0
+    });
+    // What `status` reports of the aggregator, through the port-forward.
+    let (code, out, err) = k8s(&["status"]);
+    assert_eq!(code, Some(0), "status: {out}{err}");
+    assert!(
+        out.contains("(asked 200)") && out.contains("; 4 bots;"),
+        "{out}"
+    );
+    drop(bots);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `k8s rollout`'s verdict, as seed 003 asks of a rollout under load: the requests of the
 /// rollout's seconds, read from the aggregator (here a process of this test behind the fake's
 /// port-forward, fed by a bot loading a local `serve`). Without failures it exits 0; with the
@@ -317,17 +492,7 @@ fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
     };
     let (code, out, err) = k8s(&["up"]);
     assert_eq!(code, Some(0), "up: {out}{err}");
-    // The run's token, for an aggregator of our own.
-    let secret = fake
-        .objects("secrets")
-        .into_iter()
-        .find(|s| s["metadata"]["namespace"] == ns.as_str())
-        .expect("the token Secret");
-    let token: k8s_openapi::ByteString =
-        serde_json::from_value(secret["data"]["token"].clone()).expect("base64");
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, &token.0).unwrap();
-    let token_file = token_file.to_string_lossy().into_owned();
+    let token_file = token_file(&fake, &ns, &dir);
     let srv = SCALETEST.listening(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
     let out_dir = dir.join("agg").to_string_lossy().into_owned();
     let agg = SCALETEST.listening(&[
@@ -342,14 +507,7 @@ fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
         "--out",
         &out_dir,
     ]);
-    for p in fake.objects("pods") {
-        if p["metadata"]["namespace"] == ns.as_str()
-            && p["metadata"]["labels"]["app.kubernetes.io/component"] == "aggregate"
-        {
-            let pod = p["metadata"]["name"].as_str().unwrap();
-            fake.forward(&ns, pod, k8s::manifest::AGGREGATE_PORT as u16, agg.addr);
-        }
-    }
+    forward_aggregator(&fake, &ns, agg.addr);
     let agg_url = format!("http://{}", agg.addr);
     let _bot = SCALETEST.spawn(&["bot", "--aggregator", &agg_url, "--token-file", &token_file]);
     testsupport::wait_until("the bot's first answers", Duration::from_secs(20), || {

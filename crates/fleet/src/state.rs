@@ -1152,6 +1152,28 @@ pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
     }
 }
 
+/// Whether bots can run `spec` under `plan`: what one bot will run must be something
+/// `scaletest load` would run (the aggregator's flags and `k8s up --target` both ask here).
+pub fn check_plan(spec: &Spec, plan: Plan) -> Result<(), load::SpecError> {
+    if let Plan::PerBot { rate } | Plan::Total { rate } = plan {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(load::SpecError(format!(
+                "a rate must be a number > 0, got {rate}"
+            )));
+        }
+    }
+    match bot_spec(spec, plan, 1) {
+        Some(s) => s
+            .build(load::Live {
+                wall_clock_ticks: true,
+                rate: s.rate.as_ref().map(|_| load::RateControl::new(1.0)),
+                until_stopped: true,
+            })
+            .map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,18 @@ pub enum OriginError {
     Resolve(String, String),
 }
 
+/// A URL's parts short of its address (see [`Origin::check`]).
+struct Parts {
+    scheme: Scheme,
+    /// As written (IPv6 in brackets).
+    host: String,
+    bare: String,
+    port: u16,
+    authority: String,
+    server_name: ServerName<'static>,
+    path: String,
+}
+
 /// Where requests go: scheme, host, port, resolved once before the run.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -46,8 +58,35 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// Check a URL as [`Origin::parse`] does, without resolving its host: for URLs that
+    /// resolve only where the load runs (a Service's name in a cluster).
+    pub fn check(text: &str) -> Result<(), OriginError> {
+        Self::split(text).map(|_| ())
+    }
+
     /// Parse a URL into its origin and its path-and-query.
     pub fn parse(text: &str) -> Result<(Origin, String), OriginError> {
+        let p = Self::split(text)?;
+        let addr = (p.bare.as_str(), p.port)
+            .to_socket_addrs()
+            .map_err(|e| OriginError::Resolve(p.host.clone(), e.to_string()))?
+            .next()
+            .ok_or_else(|| OriginError::Resolve(p.host.clone(), "no addresses".into()))?;
+        Ok((
+            Origin {
+                scheme: p.scheme,
+                host: p.bare,
+                port: p.port,
+                addr,
+                authority: p.authority,
+                server_name: p.server_name,
+            },
+            p.path,
+        ))
+    }
+
+    /// Everything of a URL but its address.
+    fn split(text: &str) -> Result<Parts, OriginError> {
         let url = url::Url::parse(text)
             .map_err(|e| OriginError::Parse(text.to_string(), e.to_string()))?;
         let scheme = match url.scheme() {
@@ -66,11 +105,6 @@ impl Origin {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let addr = (bare.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| OriginError::Resolve(host.to_string(), e.to_string()))?
-            .next()
-            .ok_or_else(|| OriginError::Resolve(host.to_string(), "no addresses".into()))?;
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
@@ -82,17 +116,15 @@ impl Origin {
             path.push('?');
             path.push_str(q);
         }
-        Ok((
-            Origin {
-                scheme,
-                host: bare,
-                port,
-                addr,
-                authority,
-                server_name,
-            },
+        Ok(Parts {
+            scheme,
+            host: host.to_string(),
+            bare,
+            port,
+            authority,
+            server_name,
             path,
-        ))
+        })
     }
 
     /// Whether two origins are the same place (targets files must stay on one origin).

@@ -175,8 +175,22 @@ pub async fn up(
     changes: &Changes,
     say: &mut dyn FnMut(&str),
 ) -> Result<Outcome, Error> {
-    let spec = current(client, t).await?.unwrap_or(base).with(changes)?;
-    deploy(client, t, spec, &COMPONENTS, say).await
+    let deployed = current(client, t).await?;
+    if let (Some(d), Some(c)) = (&deployed, &changes.target) {
+        if d.target.as_ref() != Some(c) {
+            return Err(Error::Usage(format!(
+                "run {} was started {}: `k8s down` it first to change what it loads",
+                t.run,
+                match &d.target {
+                    Some(x) => format!("with --target {}", x.url),
+                    None => "without --target (it loads its own servers)".into(),
+                }
+            )));
+        }
+    }
+    let spec = deployed.unwrap_or(base).with(changes)?;
+    let components = spec.components();
+    deploy(client, t, spec, components, say).await
 }
 
 /// `scale` and `rollout`: like `up`, for a run that must exist; waits for `components`.
@@ -191,7 +205,13 @@ pub async fn change(
         .await?
         .ok_or_else(|| not_up(t))?
         .with(changes)?;
-    deploy(client, t, spec, components, say).await
+    let has = spec.components();
+    let components: Vec<&str> = components
+        .iter()
+        .copied()
+        .filter(|c| has.contains(c))
+        .collect();
+    deploy(client, t, spec, &components, say).await
 }
 
 /// What a rollout did: the Deployments' outcome, the window of seconds it took as the
@@ -217,6 +237,12 @@ pub async fn rollout(
     say: &mut dyn FnMut(&str),
 ) -> Result<Rolled, Error> {
     let spec = current(client, t).await?.ok_or_else(|| not_up(t))?;
+    if let Some(target) = &spec.target {
+        return Err(Error::Usage(format!(
+            "run {} loads {}: it has no servers to roll; roll your own Deployment and judge it with `k8s check --during 'kubectl rollout …'`",
+            t.run, target.url
+        )));
+    }
     let from = spec.version.clone();
     let spec = spec.with(&Changes {
         version: Some(version.to_string()),

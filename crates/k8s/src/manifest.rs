@@ -290,18 +290,7 @@ fn aggregate(spec: &Spec) -> Deployment {
     let mut c = container(
         spec,
         "aggregate",
-        vec![
-            "aggregate".into(),
-            format!("http://serve.{}.svc:{}/", spec.namespace, SERVE_PORT),
-            "--rate".into(),
-            format_rate(spec.rate),
-            "--bind".into(),
-            format!("0.0.0.0:{port}"),
-            "--token-file".into(),
-            format!("{TOKEN_DIR}/token"),
-            "--out".into(),
-            "/var/lib/scaletest/run".into(),
-        ],
+        aggregate_args(spec),
         resources(spec.aggregator_cpu_m, 1024),
     );
     c.ports = Some(vec![ContainerPort {
@@ -341,6 +330,43 @@ fn aggregate(spec: &Spec) -> Deployment {
             rolling_update: None,
         },
     )
+}
+
+/// `scaletest aggregate`'s arguments: the target (the run's `serve`, or the user's service
+/// with its request options) and the load (a total rate, or one per bot).
+fn aggregate_args(spec: &Spec) -> Vec<String> {
+    let mut args = vec!["aggregate".to_string()];
+    match &spec.target {
+        None => args.push(format!(
+            "http://serve.{}.svc:{}/",
+            spec.namespace, SERVE_PORT
+        )),
+        Some(t) => {
+            args.push(t.url.clone());
+            for h in &t.headers {
+                args.extend(["-H".into(), h.clone()]);
+            }
+            if t.insecure {
+                args.push("--insecure".into());
+            }
+            if t.http2 {
+                args.push("--http2".into());
+            }
+        }
+    }
+    match spec.per_bot_rate {
+        Some(r) => args.extend(["--per-bot-rate".into(), format_rate(r)]),
+        None => args.extend(["--rate".into(), format_rate(spec.rate)]),
+    }
+    args.extend([
+        "--bind".into(),
+        format!("0.0.0.0:{AGGREGATE_PORT}"),
+        "--token-file".into(),
+        format!("{TOKEN_DIR}/token"),
+        "--out".into(),
+        "/var/lib/scaletest/run".into(),
+    ]);
+    args
 }
 
 /// The loadbots: each registers with the aggregator's Service and takes its share of the rate;
@@ -417,11 +443,18 @@ pub fn objects(spec: &Spec, token: &str) -> Objects {
             )])),
             ..Secret::default()
         },
-        services: vec![
-            service(spec, "serve", SERVE_PORT),
-            service(spec, "aggregate", AGGREGATE_PORT),
-        ],
-        deployments: vec![serve(spec), aggregate(spec), bot(spec)],
+        // A run with a target loads the user's service: it has no servers of its own.
+        services: match spec.target {
+            None => vec![
+                service(spec, "serve", SERVE_PORT),
+                service(spec, "aggregate", AGGREGATE_PORT),
+            ],
+            Some(_) => vec![service(spec, "aggregate", AGGREGATE_PORT)],
+        },
+        deployments: match spec.target {
+            None => vec![serve(spec), aggregate(spec), bot(spec)],
+            Some(_) => vec![aggregate(spec), bot(spec)],
+        },
     }
 }
 

@@ -37,6 +37,44 @@ pub struct Spec {
     /// The servers' own image, once `rollout --image` set one (`None`: `image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_image: Option<String>,
+    /// The user's own service, loaded instead of `serve` (`up --target`): no servers are
+    /// deployed, only the bots and the aggregator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+    /// Requests/s per bot (seed 000: the load grows with `scale bots=N`); `None`: `rate` is
+    /// the total over the bots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_bot_rate: Option<f64>,
+}
+
+/// What the bots load when it is not the run's own `serve`: a URL and the request options
+/// `scaletest load` takes for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    /// Any URL `scaletest load` accepts (http:// or https://), e.g. a Service's DNS name.
+    pub url: String,
+    /// Headers, "Name: value" (a Host header for a virtual host, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Do not verify the target's TLS certificate.
+    #[serde(default)]
+    pub insecure: bool,
+    /// HTTP/2 (ALPN h2 over TLS, h2c over http://).
+    #[serde(default)]
+    pub http2: bool,
+}
+
+impl TargetSpec {
+    /// The load spec a bot gets (its rate set by the aggregator).
+    pub fn load_spec(&self) -> load::Spec {
+        load::Spec {
+            url: Some(self.url.clone()),
+            headers: self.headers.clone(),
+            insecure: self.insecure,
+            http2: self.http2,
+            ..load::Spec::default()
+        }
+    }
 }
 
 /// Default image: what `scripts/image.sh` builds and `kind load image-archive` loads.
@@ -59,6 +97,25 @@ impl Spec {
             aggregator_cpu_m: 500,
             drain_delay_s: 5,
             server_image: None,
+            target: None,
+            per_bot_rate: None,
+        }
+    }
+
+    /// The Deployments this run has, in flow order.
+    pub fn components(&self) -> &'static [&'static str] {
+        if self.target.is_some() {
+            &["aggregate", "bot"]
+        } else {
+            &crate::manifest::COMPONENTS
+        }
+    }
+
+    /// The aggregator's plan: a rate per bot, or a total split over them.
+    pub fn plan(&self) -> fleet::state::Plan {
+        match self.per_bot_rate {
+            Some(rate) => fleet::state::Plan::PerBot { rate },
+            None => fleet::state::Plan::Total { rate: self.rate },
         }
     }
 
@@ -128,6 +185,26 @@ impl Spec {
         if self.drain_delay_s > 600 {
             return bad(format!("drain delay {}s: at most 600", self.drain_delay_s));
         }
+        if let Some(r) = self.per_bot_rate {
+            if !(r.is_finite() && r > 0.0 && r <= 1e9) {
+                return bad(format!("per-bot rate {r}: above 0, at most 1000000000"));
+            }
+        }
+        if let Some(t) = &self.target {
+            if self.servers != 0 {
+                return bad(format!(
+                    "servers={}: a run with a target loads {} and has no servers",
+                    self.servers, t.url
+                ));
+            }
+            if self.server_image.is_some() {
+                return bad("a run with a target has no servers to give an image".into());
+            }
+            // The aggregator checks the rest where the name resolves (inside the cluster).
+            t.load_spec()
+                .check_unresolved()
+                .map_err(|e| Error::Usage(format!("target {}: {e}", t.url)))?;
+        }
         Ok(())
     }
 
@@ -157,6 +234,13 @@ impl Spec {
         if let Some(i) = &c.server_image {
             self.server_image = Some(i.clone());
         }
+        if let Some(t) = &c.target {
+            self.target = Some(t.clone());
+        }
+        if self.target.is_some() {
+            // Sizing planned servers for the rate; a run with a target has none of its own.
+            self.servers = 0;
+        }
         if let Some(n) = c.servers {
             self.servers = n;
         }
@@ -168,6 +252,9 @@ impl Spec {
         }
         if let Some(d) = c.drain_delay_s {
             self.drain_delay_s = d;
+        }
+        if let Some(r) = c.per_bot_rate {
+            self.per_bot_rate = Some(r);
         }
         self.check()?;
         Ok(self)
@@ -185,6 +272,10 @@ pub struct Changes {
     pub version: Option<String>,
     /// The servers' image alone (`rollout --image`).
     pub server_image: Option<String>,
+    /// The user's own service to load (`up --target`).
+    pub target: Option<TargetSpec>,
+    /// Requests/s per bot.
+    pub per_bot_rate: Option<f64>,
     /// Server replicas.
     pub servers: Option<i32>,
     /// Bot replicas.

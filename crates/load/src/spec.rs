@@ -143,6 +143,20 @@ fn bad(e: impl std::fmt::Display) -> SpecError {
     SpecError(e.to_string())
 }
 
+impl Spec {
+    /// What [`Spec::build`] checks of the URL and headers, short of resolving the host:
+    /// for a target that resolves only where the bots run (a Service's name in a cluster).
+    pub fn check_unresolved(&self) -> Result<(), SpecError> {
+        if let Some(url) = &self.url {
+            Origin::check(url).map_err(bad)?;
+        }
+        for h in &self.headers {
+            parse_header(h)?;
+        }
+        Ok(())
+    }
+}
+
 /// Parse "Name: value".
 pub fn parse_header(h: &str) -> Result<(String, String), SpecError> {
     match h.split_once(':') {

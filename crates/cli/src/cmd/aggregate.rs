@@ -92,15 +92,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             return Err(Usage(format!("--per-bot-rate must be a number > 0, got {r}")).into());
         }
     }
-    if let Some(s) = fleet::state::bot_spec(&spec, plan, 1) {
-        // What one bot will run must be something `scaletest load` would run.
-        s.build(load::Live {
-            wall_clock_ticks: true,
-            rate: s.rate.as_ref().map(|_| load::RateControl::new(1.0)),
-            until_stopped: true,
-        })
-        .map_err(|e| Usage(e.to_string()))?;
-    }
+    fleet::state::check_plan(&spec, plan).map_err(|e| Usage(e.to_string()))?;
     let cfg = fleet::agg::Config {
         bind: args.bind,
         token: token.clone(),

@@ -6,7 +6,7 @@ use super::parse_duration;
 use crate::Usage;
 use k8s::aggregator::{Aggregator, Window};
 use k8s::cluster::{self, Target};
-use k8s::spec::{self, Changes, Figures, Spec};
+use k8s::spec::{self, Changes, Figures, Spec, TargetSpec};
 use report::threshold::Threshold;
 use std::io::Write;
 use std::path::PathBuf;
@@ -118,6 +118,23 @@ struct SpecArgs {
     /// How long a terminating server keeps answering, seconds [default: 5].
     #[arg(long)]
     drain_delay: Option<u32>,
+    /// Load your own service at this URL instead of deploying `serve` (any URL `load`
+    /// takes, e.g. http://web.shop.svc:8080/): only the bots and the aggregator run.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// With --target: a request header, "Name: value" (repeatable; e.g. a Host header).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// With --target: do not verify its TLS certificate.
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// With --target: speak HTTP/2 (ALPN h2 over TLS, h2c over http://).
+    #[arg(long)]
+    http2: bool,
+    /// Requests/s for every bot, so that `k8s scale bots=N` adds load (seed 000), instead of
+    /// a total --rate split over the bots.
+    #[arg(long, value_name = "R", conflicts_with = "rate")]
+    per_bot_rate: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -224,8 +241,14 @@ fn usage(e: k8s::Error) -> anyhow::Error {
 }
 
 impl SpecArgs {
-    fn changes(&self) -> Changes {
-        Changes {
+    fn changes(&self) -> Result<Changes, Usage> {
+        if self.target.is_none() && (!self.headers.is_empty() || self.insecure || self.http2) {
+            return Err(Usage(
+                "-H, --insecure and --http2 apply to --target URL (the run's own servers need none)"
+                    .into(),
+            ));
+        }
+        Ok(Changes {
             image: self.image.clone(),
             pull_policy: self.pull_policy.clone(),
             version: self.server_version.clone(),
@@ -236,7 +259,14 @@ impl SpecArgs {
             headroom: self.headroom,
             drain_delay_s: self.drain_delay,
             server_image: None,
-        }
+            target: self.target.as_ref().map(|url| TargetSpec {
+                url: url.clone(),
+                headers: self.headers.clone(),
+                insecure: self.insecure,
+                http2: self.http2,
+            }),
+            per_bot_rate: self.per_bot_rate,
+        })
     }
 }
 
@@ -295,13 +325,18 @@ fn print_outcome(verb: &str, o: &cluster::Outcome) -> anyhow::Result<ExitCode> {
         .filter(|a| a.change != cluster::Change::Unchanged)
         .count();
     say(&format!(
-        "{verb}: run {} in namespace {} ready ({} servers {}, {} bots, aggregator started at {} req/s); {changed} of {} objects changed",
+        "{verb}: run {} in namespace {} ready ({}, {} bots, aggregator started at {}); {changed} of {} objects changed",
         o.spec.run,
         o.spec.namespace,
-        o.spec.servers,
-        o.spec.version,
+        match &o.spec.target {
+            Some(t) => format!("loading {}", t.url),
+            None => format!("{} servers {}", o.spec.servers, o.spec.version),
+        },
         o.spec.bots,
-        o.spec.rate,
+        match o.spec.per_bot_rate {
+            Some(r) => format!("{r} req/s per bot"),
+            None => format!("{} req/s", o.spec.rate),
+        },
         o.applied.len()
     ));
     Ok(ExitCode::SUCCESS)
@@ -450,7 +485,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(ns) = &a.namespace {
                 base.namespace = ns.clone();
             }
-            let spec = base.with(&a.spec.changes()).map_err(usage)?;
+            let spec = base.with(&a.spec.changes()?).map_err(usage)?;
             let yaml =
                 k8s::manifest::render(&k8s::manifest::objects(&spec, &fleet::agg::random_hex()));
             let mut out = std::io::stdout().lock();
@@ -500,7 +535,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Up(a) => {
             let base = a.run.base()?;
-            let changes = a.spec.changes();
+            let changes = a.spec.changes()?;
             // Check the values before any call.
             base.clone().with(&changes).map_err(usage)?;
             let (rt, client) = a.run.connect()?;
