@@ -461,13 +461,60 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
     testsupport::wait_until("4 bots' 200 req/s", Duration::from_secs(20), || {
         offered() == 200.0
     });
-    // What `status` reports of the aggregator, through the port-forward.
+    // What `status` reports of the aggregator, through the port-forward, and a row per pod.
     let (code, out, err) = k8s(&["status"]);
     assert_eq!(code, Some(0), "status: {out}{err}");
     assert!(
         out.contains("(asked 200)") && out.contains("; 4 bots;"),
         "{out}"
     );
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("bot-") || l.starts_with("aggregate-"))
+        .collect();
+    assert_eq!(rows.len(), 5, "{out}");
+    assert!(rows.iter().all(|r| r.contains("Running, ready")), "{out}");
+    assert!(out.contains("cluster: Kubernetes v"), "{out}");
+    // `up` records the cluster's version in the run's events (the first `up` ran before this
+    // test's aggregator was behind the port-forward: it said so on stderr).
+    let (code, out, err) = k8s(&["up"]);
+    assert_eq!(code, Some(0), "up: {out}{err}");
+    assert!(out.contains("0 of 6 objects changed"), "{out}");
+    assert!(err.is_empty(), "{err}");
+    let events = testsupport::call::json(agg.addr, "/api/events");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("cluster: Kubernetes v")),
+        "{events}"
+    );
+    // `logs`: each line prefixed with its pod.
+    // The fake's controllers play the kubelet: they set what each pod logged.
+    let bot_pods: Vec<String> = fake
+        .objects("pods")
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["namespace"] == ns.as_str()
+                && p["metadata"]["labels"]["app.kubernetes.io/component"] == "bot"
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bot_pods.len(), 4);
+    for p in &bot_pods {
+        fake.set_log(&ns, p, &format!("one\ntwo\nthree {p}\n"));
+    }
+    let (code, out, err) = k8s(&["logs", "bot", "--tail", "2"]);
+    assert_eq!(code, Some(0), "logs: {out}{err}");
+    let want: Vec<String> = bot_pods
+        .iter()
+        .flat_map(|p| [format!("[pod/{p}] two"), format!("[pod/{p}] three {p}")])
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want, "{out}");
     drop(bots);
     let _ = std::fs::remove_dir_all(&dir);
 }

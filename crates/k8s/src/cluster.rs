@@ -10,7 +10,7 @@
 //! [`crate::wait`]'s.
 
 use crate::aggregator::{Aggregator, Window};
-use crate::manifest::{self, Objects, COMPONENTS, TOKEN_SECRET};
+use crate::manifest::{self, Objects, TOKEN_SECRET};
 use crate::spec::{Changes, Spec};
 use crate::wait::{self, Rollout};
 use crate::{Error, ANN_SPEC};
@@ -478,6 +478,77 @@ pub struct Status {
     pub rollouts: Vec<Rollout>,
     /// Pods by (component, version, state): `("serve", "v2", "Running, ready") → 5`.
     pub pods: BTreeMap<(String, String, String), usize>,
+    /// One row per pod, by component then name.
+    pub rows: Vec<PodRow>,
+    /// The API server's version (`GET /version`), if it answered.
+    pub cluster_version: Option<String>,
+}
+
+/// One pod as `status` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodRow {
+    /// Its name.
+    pub name: String,
+    /// `serve`, `aggregate` or `bot`.
+    pub component: String,
+    /// The node it is bound to, or "-".
+    pub node: String,
+    /// The server version it reports (servers), or "-".
+    pub version: String,
+    /// Phase and readiness, or what is wrong.
+    pub state: String,
+    /// Container restarts.
+    pub restarts: i32,
+    /// Seconds since it was created.
+    pub age_s: u64,
+}
+
+/// The API server's version as `kubectl version` names it: `Kubernetes v1.28.7 (linux/amd64)`.
+pub async fn cluster_version(client: &Client) -> Result<String, Error> {
+    let v = client
+        .apiserver_version()
+        .await
+        .map_err(Error::api("GET /version".to_string()))?;
+    Ok(format!("Kubernetes {} ({})", v.git_version, v.platform))
+}
+
+/// The last `tail` lines of every container of the run's pods of `component` (all when
+/// `None`), each line prefixed with `[pod/NAME]`; a pod whose log cannot be read gets one
+/// line saying why.
+pub async fn logs(
+    client: &Client,
+    t: &Target,
+    component: Option<&str>,
+    tail: i64,
+    previous: bool,
+) -> Result<Vec<String>, Error> {
+    let spec = current(client, t).await?.ok_or_else(|| not_up(t))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &spec.namespace);
+    let mut selector = format!("{}={}", kapi::LABEL_RUN, spec.run);
+    if let Some(c) = component {
+        selector.push_str(&format!(",{}={c}", manifest::LABEL_COMPONENT));
+    }
+    let mut list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::api(format!("list pods in {}", spec.namespace)))?
+        .items;
+    list.sort_by_key(|p| p.name_any());
+    let mut out = Vec::new();
+    for p in &list {
+        let name = p.name_any();
+        let lp = LogParams {
+            previous,
+            tail_lines: Some(tail),
+            ..LogParams::default()
+        };
+        match pods.logs(&name, &lp).await {
+            Ok(text) => out.extend(text.lines().map(|l| format!("[pod/{name}] {l}"))),
+            Err(kube::Error::Api(e)) => out.push(format!("[pod/{name}] (no log: {})", e.message)),
+            Err(e) => out.push(format!("[pod/{name}] (no log: {e})")),
+        }
+    }
+    Ok(out)
 }
 
 /// `status`: the Deployments and pods of a run that must exist.
@@ -485,7 +556,7 @@ pub async fn status(client: &Client, t: &Target) -> Result<Status, Error> {
     let spec = current(client, t).await?.ok_or_else(|| not_up(t))?;
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &spec.namespace);
     let mut rollouts = Vec::new();
-    for c in COMPONENTS {
+    for c in spec.components() {
         if let Some(d) = deps
             .get_opt(c)
             .await
@@ -500,6 +571,8 @@ pub async fn status(client: &Client, t: &Target) -> Result<Status, Error> {
         .await
         .map_err(Error::api(format!("list pods in {}", spec.namespace)))?;
     let mut counts = BTreeMap::new();
+    let mut rows = Vec::new();
+    let now = now_unix();
     for p in &list.items {
         let l = p.labels();
         let component = l
@@ -510,14 +583,39 @@ pub async fn status(client: &Client, t: &Target) -> Result<Status, Error> {
             .get(manifest::LABEL_VERSION)
             .cloned()
             .unwrap_or_else(|| "-".into());
-        *counts
-            .entry((component, version, pod_state(p)))
-            .or_insert(0) += 1;
+        let state = pod_state(p);
+        let restarts = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum());
+        let created = p
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| t.0.as_second() as f64);
+        rows.push(PodRow {
+            name: p.name_any(),
+            component: component.clone(),
+            node: p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| "-".into()),
+            version: version.clone(),
+            state: state.clone(),
+            restarts,
+            age_s: (now - created).max(0.0) as u64,
+        });
+        *counts.entry((component, version, state)).or_insert(0) += 1;
     }
+    rows.sort_by(|a, b| (&a.component, &a.name).cmp(&(&b.component, &b.name)));
     Ok(Status {
         spec,
         rollouts,
         pods: counts,
+        rows,
+        cluster_version: cluster_version(client).await.ok(),
     })
 }
 

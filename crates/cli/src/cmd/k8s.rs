@@ -22,6 +22,7 @@ const EXAMPLES: &str = "Examples:
   scaletest k8s check --during 'kubectl -n shop rollout restart deploy/web && kubectl -n shop rollout status deploy/web'
   scaletest k8s check --since 5m --threshold 'error_rate<0.1%' --threshold 'p99<20ms'
   scaletest k8s status                                  pods, rollouts, the aggregator's rate and p99
+  scaletest k8s logs serve --tail 20                    each line prefixed with its pod
   scaletest k8s rate 50000                              through the aggregator, live
   scaletest k8s ui                                      http://127.0.0.1:8089/
   scaletest k8s down
@@ -47,6 +48,10 @@ enum Command {
     /// requests of its seconds: exit 1 if any failed or a threshold failed.
     #[command(after_help = EXAMPLES)]
     Rollout(RolloutArgs),
+    /// The last lines of the run's pods' logs (of one component: serve, aggregate or bot),
+    /// each prefixed with its pod.
+    #[command(after_help = EXAMPLES)]
+    Logs(LogsArgs),
     /// Judge the run (or its last --since, or the seconds a --during command took) against
     /// thresholds, from the aggregator's merged histograms: exit 1 if any failed.
     #[command(after_help = EXAMPLES)]
@@ -185,6 +190,21 @@ struct RolloutArgs {
     /// `failed==0` is always checked. Any failed: exit 1.
     #[arg(long = "threshold", value_name = "EXPR")]
     thresholds: Vec<Threshold>,
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// serve, aggregate or bot [default: all].
+    #[arg(value_parser = ["serve", "aggregate", "bot"])]
+    component: Option<String>,
+    /// Lines per pod, from the end.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    tail: i64,
+    /// The previous container's log (after a crash).
+    #[arg(long)]
+    previous: bool,
 }
 
 #[derive(clap::Args)]
@@ -455,6 +475,16 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
     Ok(if ran { code } else { ExitCode::from(1) })
 }
 
+/// An age as kubectl shows it: 45s, 3m12s, 2h5m, 3d4h.
+fn age(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// `servers=N bots=M` → changes.
 fn counts(args: &[String], c: &mut Changes) -> Result<(), Usage> {
     for a in args {
@@ -548,6 +578,17 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     &mut say,
                 ))
                 .map_err(usage)?;
+            // The cluster's version goes into the run's events (results.json keeps them).
+            let recorded = rt.block_on(async {
+                let v = cluster::cluster_version(&client).await?;
+                Aggregator::find(&client, &o.spec)
+                    .await?
+                    .event(&format!("cluster: {v}"))
+                    .await
+            });
+            if let Err(e) = recorded {
+                eprintln!("scaletest: the cluster's version is not in the run's events: {e}");
+            }
             print_outcome("up", &o)
         }
         Command::Scale(a) => {
@@ -591,6 +632,24 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Rollout(a) => rollout(a, &mut say),
         Command::Check(a) => check(a, &mut say),
+        Command::Logs(a) => {
+            a.run.base()?;
+            let (rt, client) = a.run.connect()?;
+            let lines = rt
+                .block_on(cluster::logs(
+                    &client,
+                    &a.run.target(),
+                    a.component.as_deref(),
+                    a.tail,
+                    a.previous,
+                ))
+                .map_err(usage)?;
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                writeln!(out, "{l}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rate(a) => {
             if !(a.rate.is_finite() && a.rate >= 0.0) {
                 return Err(Usage(format!("rate {}: give requests/s ≥ 0", a.rate)).into());
@@ -669,6 +728,43 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             }
             for ((component, version, state), n) in &st.pods {
                 writeln!(out, "pods {component:<10} {version:<8} {state:<24} {n}")?;
+            }
+            if !st.rows.is_empty() {
+                let w = st
+                    .rows
+                    .iter()
+                    .map(|r| r.name.len())
+                    .max()
+                    .unwrap_or(3)
+                    .max(3);
+                let wn = st
+                    .rows
+                    .iter()
+                    .map(|r| r.node.len())
+                    .max()
+                    .unwrap_or(4)
+                    .max(4);
+                writeln!(
+                    out,
+                    "{:<w$}  {:<9}  {:<wn$}  {:<7}  {:<24}  {:>8}  age",
+                    "pod", "component", "node", "version", "state", "restarts"
+                )?;
+                for r in &st.rows {
+                    writeln!(
+                        out,
+                        "{:<w$}  {:<9}  {:<wn$}  {:<7}  {:<24}  {:>8}  {}",
+                        r.name,
+                        r.component,
+                        r.node,
+                        r.version,
+                        r.state,
+                        r.restarts,
+                        age(r.age_s)
+                    )?;
+                }
+            }
+            if let Some(v) = &st.cluster_version {
+                writeln!(out, "cluster: {v}")?;
             }
             out.flush()?;
             drop(out);
