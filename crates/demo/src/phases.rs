@@ -181,6 +181,7 @@ mod tests {
                     .collect(),
                 events: Vec::new(),
                 bots: Vec::new(),
+                previous_runs: Vec::new(),
             }),
             summary: None,
             verdicts: Vec::new(),

@@ -181,6 +181,7 @@ fn main() {
                 pid: i as u32,
                 version: "sim".into(),
                 clock_unix: now_unix(),
+                previous_run: None,
             };
             let mut c = Conn::new(addr);
             let (code, b) = c

@@ -197,6 +197,9 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
     // When SIGTERM came: the last delivery is bounded by STOP_GRACE from then.
     let mut stop_at: Option<Instant> = None;
     let mut instance = String::new();
+    // The run it was in: said when registering again, so that a new aggregator on an empty
+    // directory knows the run restarted.
+    let mut run = String::new();
     let mut acc = Intervals::new();
     // Seconds up to this one have been moved to the outbox.
     let mut moved: u64 = 0;
@@ -218,6 +221,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 clock_unix: now_unix(),
+                previous_run: (!run.is_empty()).then(|| run.clone()),
             };
             match agg
                 .call::<Registered>(
@@ -237,6 +241,7 @@ pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
                     id = Some(reg.id);
                     last_id = Some(reg.id);
                     instance = reg.instance;
+                    run = reg.run;
                     backoff = Duration::from_millis(200);
                     if let Some(p) = poller.take() {
                         p.abort();

@@ -187,6 +187,8 @@ pub struct State {
     /// push into a run total too would double the ingest cost).
     closed_total: Snapshot,
     events: Vec<Event>,
+    /// Runs the bots were in before this one (they said so registering): it restarted.
+    previous_runs: Vec<String>,
     events_dropped: u64,
     new_events: Vec<Event>,
     /// Closed seconds revised by a late snapshot since the last tick.
@@ -229,6 +231,9 @@ pub struct Saved {
     pub open: Vec<(u64, Closed)>,
     /// Events.
     pub events: Vec<Event>,
+    /// Runs the bots were in before this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_runs: Vec<String>,
 }
 
 fn pack(s: &Snapshot) -> String {
@@ -259,6 +264,7 @@ impl State {
             history: BTreeMap::new(),
             closed_total: Snapshot::default(),
             events: Vec::new(),
+            previous_runs: Vec::new(),
             events_dropped: 0,
             new_events: Vec::new(),
             late_closed: Vec::new(),
@@ -284,6 +290,7 @@ impl State {
             saved.plan,
         );
         s.events = saved.events;
+        s.previous_runs = saved.previous_runs;
         s.new_events.clear();
         s.next_id = saved.next_id;
         s.generation = saved.generation;
@@ -365,6 +372,7 @@ impl State {
                 })
                 .collect(),
             events: self.events.clone(),
+            previous_runs: self.previous_runs.clone(),
         }
     }
 
@@ -495,10 +503,24 @@ impl State {
         if was != "live" {
             self.joined_live(id);
         }
+        if let Some(prev) = r.previous_run.as_ref().filter(|p| **p != self.run_id) {
+            if !self.previous_runs.contains(prev) && self.previous_runs.len() < 16 {
+                self.previous_runs.push(prev.clone());
+                self.event(
+                    now,
+                    "restarted",
+                    format!(
+                        "the run restarted: bot {name} (#{id}) was in run {prev}, which this aggregator does not have (a new pod or an empty --out); what was measured before {} is not in this run",
+                        report::format::utc(self.started_unix)
+                    ),
+                );
+            }
+        }
         Ok(Registered {
             id,
             hwm,
             instance: instance.to_string(),
+            run: self.run_id.clone(),
         })
     }
 
@@ -1083,6 +1105,7 @@ impl State {
                 seconds,
                 events: self.events.clone(),
                 bots: self.bots.values().map(|b| b.record.clone()).collect(),
+                previous_runs: self.previous_runs.clone(),
             }),
             summary: Some(self.summary(now)),
             verdicts: Vec::new(),
@@ -1205,8 +1228,53 @@ mod tests {
             pid: 1,
             version: "0".into(),
             clock_unix: now,
+            previous_run: None,
         };
         s.register(now, &r, "i").unwrap().id
+    }
+
+    /// Bots that were in another run say so: this aggregator's run restarted (a new pod on an
+    /// empty directory), once in the events and in the results; their own run is no news.
+    #[test]
+    fn a_bot_from_an_earlier_run_marks_the_run_as_restarted() {
+        let mut s = state();
+        let now = 1000.0;
+        let reg = |s: &mut State, name: &str, prev: Option<&str>| {
+            let r = Register {
+                id: None,
+                name: name.into(),
+                host: "h".into(),
+                pid: 1,
+                version: "0".into(),
+                clock_unix: now,
+                previous_run: prev.map(str::to_string),
+            };
+            s.register(now, &r, "i").unwrap()
+        };
+        let own = s.run_id.clone();
+        assert_eq!(reg(&mut s, "a", Some(&own)).run, own);
+        assert_eq!(reg(&mut s, "b", None).run, own);
+        reg(&mut s, "c", Some("old-run"));
+        reg(&mut s, "d", Some("old-run"));
+        let restarted: Vec<&Event> = s
+            .events()
+            .iter()
+            .filter(|e| e.kind == "restarted")
+            .collect();
+        assert_eq!(restarted.len(), 1, "{restarted:?}");
+        assert!(
+            restarted[0].text.contains("was in run old-run"),
+            "{}",
+            restarted[0].text
+        );
+        let run = s.results(now, report::RunInfo::default());
+        assert_eq!(
+            run.fleet.unwrap().previous_runs,
+            vec!["old-run".to_string()]
+        );
+        // It survives a restore from the saved state.
+        let saved = s.saved();
+        assert_eq!(saved.previous_runs, vec!["old-run".to_string()]);
     }
 
     fn snap(values: &[u64]) -> Snapshot {

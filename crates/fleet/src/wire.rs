@@ -29,6 +29,10 @@ pub struct Register {
     pub version: String,
     /// The bot's clock when it sent this, Unix seconds (for the skew check).
     pub clock_unix: f64,
+    /// The run it was in before, when it registers again: an aggregator whose run differs
+    /// knows the run restarted (a new aggregator pod on an empty directory, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_run: Option<String>,
 }
 
 /// Answer to [`Register`].
@@ -40,6 +44,10 @@ pub struct Registered {
     pub hwm: u64,
     /// Identifies this aggregator process; a change tells bots it restarted.
     pub instance: String,
+    /// The run this aggregator is measuring (kept across its restarts from the same
+    /// directory; a new one on an empty directory starts a new run).
+    #[serde(default)]
+    pub run: String,
 }
 
 /// One interval of one bot.

@@ -128,6 +128,10 @@ pub struct Fleet {
     pub events: Vec<Event>,
     /// Every bot that took part.
     pub bots: Vec<BotRecord>,
+    /// Runs the bots had been in before this one: the run restarted without what those
+    /// measured (a new aggregator pod on an empty directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_runs: Vec<String>,
 }
 
 /// The cluster-wide extras of one second.
