@@ -52,9 +52,14 @@
     else points.splice(i, 0, p);
   }
 
+  // Insert an event once: the stream may repeat one that /api/events already gave after a
+  // (re)connect.
   function addEvent(e) {
     let i = events.length;
     while (i > 0 && events[i - 1].t > e.t) i--;
+    for (let j = i - 1; j >= 0 && events[j].t === e.t; j--) {
+      if (events[j].kind === e.kind && events[j].text === e.text) return;
+    }
     events.splice(i, 0, e);
     eventsChanged = true;
   }
