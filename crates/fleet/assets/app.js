@@ -1,10 +1,11 @@
-// The aggregator's live page: figures, charts of the last five minutes with event markers, the
-// bots table and the rate control. Plain JavaScript over the aggregator's JSON API and its
+// The aggregator's live page: figures (availability and the thresholds' live verdicts among
+// them), charts of the run with event markers (from its start, the last five minutes once it
+// is longer), the bots table and the rate control. Plain JavaScript over the aggregator's JSON API and its
 // Server-Sent Events stream; uPlot draws the charts. Nothing else is loaded.
 (function () {
   "use strict";
 
-  const SHOWN_S = 300; // the charts show the last five minutes
+  const SHOWN_S = 300; // the charts show the run, at most its last five minutes
   const KEPT_S = 600; // points older than ten minutes are dropped
   const MAX_EVENTS = 1000;
   const BOTS_PAGE = 50;
@@ -22,6 +23,15 @@
   const short = stCharts.short;
   const grouped = (n) => (n == null ? "–" : Math.round(n).toLocaleString("en-US"));
   const ms = (v) => (v == null ? "–" : short(v) + " ms");
+
+  // A share in %, never rounded up to 100 (one failure in a million still shows).
+  function percent(part, whole) {
+    if (!(whole > 0)) return "–";
+    if (part >= whole) return "100%";
+    const p = (100 * part) / whole;
+    const scale = p >= 99 ? 1000 : 10;
+    return String(Math.floor(p * scale) / scale) + "%";
+  }
 
   function duration(s) {
     s = Math.max(0, Math.floor(s));
@@ -52,9 +62,14 @@
     else points.splice(i, 0, p);
   }
 
+  // Insert an event once: the stream may repeat one that /api/events already gave after a
+  // (re)connect.
   function addEvent(e) {
     let i = events.length;
     while (i > 0 && events[i - 1].t > e.t) i--;
+    for (let j = i - 1; j >= 0 && events[j].t === e.t; j--) {
+      if (events[j].kind === e.kind && events[j].text === e.text) return;
+    }
     events.splice(i, 0, e);
     eventsChanged = true;
   }
@@ -131,7 +146,15 @@
     },
   ];
 
-  const drawEvents = stCharts.eventMarkers(() => events, 40);
+  // The run's first second (the summary's, else the oldest point's) and the newest one.
+  function runStart() {
+    if (summary) return Math.floor(summary.started_unix);
+    return points.length ? points[0].t : null;
+  }
+  function nowS() {
+    return summary ? summary.started_unix + summary.elapsed_s : Date.now() / 1000;
+  }
+  let drawnStart = null;
 
   const charts = defs.map((def) => {
     const section = document.createElement("section");
@@ -155,18 +178,20 @@
         height: 220,
         cursor: { sync: { key: "live" } },
         scales: {
-          // A fixed five-minute window ending at the newest second, so the charts scroll
-          // steadily instead of stretching the first few seconds across the width.
+          // From the run's start to the newest second, so a fresh run fills the width; once
+          // the run is longer than five minutes, its last five, scrolling steadily.
           x: {
             time: true,
             range: (u, min, max) => {
-              const end = max != null ? max : Math.floor(Date.now() / 1000);
-              return [end - SHOWN_S + 1, end];
+              const end = max != null ? max : Math.floor(nowS());
+              const start = runStart();
+              const from = Math.max(start == null ? -Infinity : start, end - SHOWN_S + 1);
+              return [Math.min(from, end - 1), end];
             },
           },
           y: log ? { distr: 3, log: 10 } : { range: (u, min, max) => [0, max > 0 ? max * 1.05 : 1] },
         },
-        axes: [{}, { label: unit, size: 56, values: (u, splits) => splits.map(short) }],
+        axes: [{ incrs: stCharts.secondIncrs }, { label: unit, size: 56, values: (u, splits) => splits.map(short) }],
         series: [{ label: "Time" }].concat(
           lines.map((s) => ({
             label: s.label,
@@ -177,7 +202,7 @@
             value: (u, v) => (v == null ? "–" : short(v) + " " + unit),
           })),
         ),
-        hooks: { draw: [drawEvents] },
+        plugins: [stCharts.eventMarkers(() => events, 40)],
       },
       [[]].concat(lines.map(() => [])),
       c.section,
@@ -185,6 +210,7 @@
   }
 
   function drawCharts() {
+    drawnStart = runStart();
     const newest = points.length ? points[points.length - 1].t : 0;
     const win = points.slice(indexOf(newest - SHOWN_S + 1));
     const xs = win.map((p) => p.t);
@@ -235,6 +261,12 @@
     $("target").textContent = spec.url || (spec.targets && spec.targets[0] && spec.targets[0].url) || "";
     $("offered-now").textContent = s.offered > 0 ? grouped(s.offered) : "–";
     $("p99-run").textContent = ms(s.p99_ms);
+    // Successful answers over ended requests (errors counts every failed one).
+    const ended = s.ok + s.errors;
+    const avail = $("availability");
+    avail.textContent = percent(s.ok, ended);
+    avail.classList.toggle("bad", ended > 0 && s.ok < ended);
+    drawVerdicts(s.verdicts || []);
     $("errors").textContent = grouped(s.errors);
     $("requests").textContent = grouped(s.requests);
     $("bots-live").textContent = s.live;
@@ -245,6 +277,29 @@
     if (!input.value && document.activeElement !== input && s.offered > 0) {
       input.value = Math.round(s.offered);
     }
+  }
+
+  // The thresholds judged on the run so far: one chip each, green or red.
+  function drawVerdicts(verdicts) {
+    const box = $("verdicts");
+    box.hidden = verdicts.length === 0;
+    const failed = verdicts.filter((v) => !v.pass).length;
+    $("verdicts-head").textContent = failed ? failed + " of " + verdicts.length + " thresholds failing" : "thresholds passing";
+    $("verdicts-list").replaceChildren(
+      ...verdicts.map((v) => {
+        const chip = document.createElement("li");
+        chip.className = "verdict " + (v.pass ? "pass" : "fail");
+        chip.title = (v.pass ? "passing: " : "failing: ") + v.threshold + ", measured " + v.shown;
+        const what = document.createElement("span");
+        what.className = "threshold";
+        what.textContent = (v.pass ? "✓ " : "✗ ") + v.threshold;
+        const measured = document.createElement("span");
+        measured.className = "measured";
+        measured.textContent = v.shown;
+        chip.append(what, " · ", measured);
+        return chip;
+      }),
+    );
   }
 
   function drawEventList() {
@@ -417,6 +472,8 @@
       summary = await getJSON("/api/summary");
       if (summary.finished) setStatus("finished", "finished");
       drawFigures();
+      // The charts start at the run's start, known from the first summary.
+      if (runStart() !== drawnStart) redraw();
     } catch (e) {
       setStatus("error", "cannot read the summary: " + e.message);
     }
@@ -479,7 +536,14 @@
   // ---- start ----------------------------------------------------------------------------------
 
   // For tests and the console: the live state, read-only by convention.
-  window.scaletest = { points: points, events: events };
+  window.scaletest = {
+    points: points,
+    events: events,
+    plots: () => charts.map((c) => c.plot),
+    get summary() {
+      return summary;
+    },
+  };
 
   loadSummary();
   loadBots();

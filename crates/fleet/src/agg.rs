@@ -5,6 +5,8 @@
 //! decoded outside the lock and merged under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
 //! earlier ones (`revision`) and events (`event`), and saves the run ([`Store`]).
+//! `GET /api/summary` merges the run's seconds once per call for its figures and the
+//! thresholds' live `verdicts` (the same [`Threshold::judge`] as at the end).
 //!
 //! The end of a run ([`Running::finish`], `POST /api/finish`, the `--run-for` deadline):
 //! bots are told the run is over, the aggregator waits until each live bot has drained and
@@ -59,7 +61,8 @@ pub struct Config {
     pub run_for: Option<Duration>,
     /// Windows and limits.
     pub state: state::Config,
-    /// Pass/fail checks on the run's totals, judged at the end (results.json's verdicts).
+    /// Pass/fail checks on the run's totals, judged at the end (results.json's verdicts) and
+    /// on the totals so far at each `GET /api/summary` (its `verdicts`, the live page's header).
     pub thresholds: Vec<Threshold>,
     /// End the run as soon as a threshold can no longer pass.
     pub abort_on_fail: bool,
@@ -102,6 +105,8 @@ struct Shared {
     stream: broadcast::Sender<Bytes>,
     /// Set to end the run.
     finish: watch::Sender<bool>,
+    /// Judged on the totals so far for `/api/summary`, and at the end for results.json.
+    thresholds: Vec<Threshold>,
 }
 
 /// A running aggregator.
@@ -158,6 +163,7 @@ pub fn start(cfg: Config) -> Result<Running, AggError> {
         instance: random_hex()[..12].to_string(),
         stream: broadcast::channel(1024).0,
         finish: watch::channel(false).0,
+        thresholds: cfg.thresholds.clone(),
     });
     let sh = shared.clone();
     let listener = listeners
@@ -483,7 +489,16 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             }
             "/api/summary" => {
                 let st = sh.state.lock().expect("state lock");
-                let mut v = serde_json::to_value(st.summary(now)).expect("serializable");
+                // One merge of the run's seconds serves the figures and the verdicts.
+                let total = st.total();
+                let summary = st.summary_of(now, &total);
+                let verdicts: Vec<_> = sh
+                    .thresholds
+                    .iter()
+                    .map(|t| t.judge(&total, summary.elapsed_s))
+                    .collect();
+                let mut v = serde_json::to_value(summary).expect("serializable");
+                v["verdicts"] = serde_json::to_value(verdicts).expect("serializable");
                 v["run_id"] = st.run_id.clone().into();
                 v["started_unix"] = st.started_unix.into();
                 v["finished"] = st.finished.into();

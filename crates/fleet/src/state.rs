@@ -938,7 +938,12 @@ impl State {
 
     /// Whole-run figures.
     pub fn summary(&self, now: f64) -> Summary {
-        let total = self.total();
+        self.summary_of(now, &self.total())
+    }
+
+    /// Whole-run figures from `total`, this state's [`State::total`] (for a caller that
+    /// needs the total too: it is merged once).
+    pub fn summary_of(&self, now: f64, total: &Snapshot) -> Summary {
         let (live, stale, gone) = self.bot_counts();
         Summary {
             requests: total.responses,

@@ -207,6 +207,55 @@ fn thresholds_are_judged_on_the_merged_run() {
     std::fs::remove_dir_all(out).unwrap();
 }
 
+/// The thresholds' live state: `/api/summary`'s `verdicts`, judged on the totals so far, move
+/// from fail to pass as answers arrive, and measure what the summary counts.
+#[test]
+fn the_summary_judges_thresholds_on_the_run_so_far() {
+    let srv = server("v1");
+    let out = tmpdir("live-verdicts");
+    let a = aggregator_judging(
+        &out,
+        &format!("http://{}/", srv.addr),
+        Plan::Total { rate: 200.0 },
+        None,
+        &["requests>=150", "failed==0", "p99<10s"],
+    );
+    let s = json(a.addr, "/api/summary");
+    let v = s["verdicts"].as_array().expect("verdicts in the summary");
+    let texts: Vec<&str> = v.iter().map(|v| v["threshold"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["requests>=150", "failed==0", "p99<10s"]);
+    // Nothing ended yet: too few requests, no failure, no latency to judge.
+    assert_eq!(v[0]["pass"], false, "{v:?}");
+    assert_eq!(v[1]["pass"], true, "{v:?}");
+    assert_eq!(
+        (&v[2]["pass"], v[2]["shown"].as_str()),
+        (&false.into(), Some("no answers"))
+    );
+    let bot = start_bot(a.addr, "b0");
+    let mut last = serde_json::Value::Null;
+    wait_until("requests>=150 passes", Duration::from_secs(20), || {
+        last = json(a.addr, "/api/summary");
+        last["verdicts"][0]["pass"] == true
+    });
+    let v = &last["verdicts"];
+    let ended = last["ok"].as_u64().unwrap() + last["errors"].as_u64().unwrap();
+    assert!(ended >= 150, "{last}");
+    assert_eq!(v[0]["measured"].as_f64(), Some(ended as f64), "{last}");
+    assert_eq!(v[1]["pass"], true, "{last}");
+    assert_eq!(v[2]["pass"], true, "{last}");
+    assert!(v[2]["measured"].as_f64().unwrap() > 0.0, "{last}");
+    let (code, _) = http(a.addr, "POST", "/api/finish", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    let outcome = a.wait();
+    bot.thread.join().unwrap();
+    assert!(
+        outcome.run.verdicts.iter().all(|v| v.pass),
+        "{:?}",
+        outcome.run.verdicts
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}
+
 #[test]
 fn answers_per_version_match_two_servers_behind_the_balancer() {
     let (v1, v2) = (server("v1"), server("v2"));

@@ -22,8 +22,6 @@
     return out;
   }
 
-  const drawEvents = stCharts.eventMarkers(() => data.events, 48);
-
   function xAxis(chart) {
     if (chart.spectrum) {
       return {
@@ -33,8 +31,8 @@
       };
     }
     // Whole seconds: a short run should not get ticks at 0.5 s.
-    const incrs = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
-    return data.time ? {} : { label: "seconds since start", incrs: incrs };
+    const incrs = stCharts.secondIncrs;
+    return data.time ? { incrs: incrs } : { label: "seconds since start", incrs: incrs };
   }
 
   function options(chart, width) {
@@ -75,7 +73,7 @@
         })),
       ),
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
-      hooks: chart.spectrum || !data.events.length ? {} : { draw: [drawEvents] },
+      plugins: chart.spectrum || !data.events.length ? [] : [stCharts.eventMarkers(() => data.events, 48)],
     };
   }
 
