@@ -138,6 +138,29 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
             assert!(line.contains(" 0 failed,"), "{line}");
         }
     }
+    // Each phase's own servers, bots and load: in the line under its name, and in its
+    // table's header (the bots live in its seconds, the rate offered in them).
+    let after = |head: &str| {
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(head));
+        (lines.nth(1).unwrap_or(""), lines.next().unwrap_or(""))
+    };
+    let (ran, header) = after("== phase 1/4: warm-up");
+    assert_eq!(ran, "ran: servers 1, bots 1, load 200 req/s", "{text}");
+    // A phase's seconds are those whose middle falls in it: the next phase's first step may
+    // show in its last one.
+    assert!(
+        header.contains(": 1 bot(s), 200 req/s in total,")
+            || header.contains(": 1–2 bots, 200 → 300 req/s in total,"),
+        "{header}"
+    );
+    let (ran, header) = after("== phase 2/4: scale-up");
+    assert_eq!(
+        ran, "ran: servers 1→3, bots 1→2, load 200 req/s → 400 req/s",
+        "{text}"
+    );
+    // Its seconds see the steps taken (the first at its start, the bot joining within it).
+    assert!(header.contains(" 400 req/s in total,"), "{header}");
+    assert!(!header.contains("4 bot"), "{header}");
     assert!(text.contains("cores for 1M req/s"), "{text}");
     assert!(text.contains("every phase met its checks"), "{text}");
     let run = std::fs::canonicalize(dir.join("latest")).unwrap();

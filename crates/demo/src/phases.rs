@@ -23,6 +23,8 @@ pub struct PhaseResult {
     pub load: Option<Load>,
     /// Responses per second over the phase's seconds.
     pub achieved: f64,
+    /// What the phase ran (servers, bots, load), as the demo set it; empty when unknown.
+    pub ran: String,
 }
 
 /// Of the open-loop phases, the one with the highest rate served with p99 under `p99_ms`,
@@ -127,6 +129,7 @@ pub fn evaluate(
         missed,
         load,
         achieved,
+        ran: String::new(),
     }
 }
 

@@ -228,6 +228,8 @@ struct Span {
     end: f64,
     load: Option<Load>,
     checks: Vec<report::threshold::Threshold>,
+    /// What it ran: servers, bots and load from its start to its end.
+    ran: String,
 }
 
 struct Demo<'a> {
@@ -870,6 +872,26 @@ impl Demo<'_> {
                 desc += &format!(", rolling update to {v}");
             }
             self.event(&desc)?;
+            let span_of = |a: u32, b: u32| {
+                if a == b {
+                    format!("{b}")
+                } else {
+                    format!("{a}→{b}")
+                }
+            };
+            let ran = format!(
+                "servers {}, bots {}, load {}{}",
+                span_of(from_s, to_s),
+                span_of(from_b, to_b),
+                if from_l == to_l {
+                    describe(to_l)
+                } else {
+                    format!("{} → {}", describe(from_l), describe(to_l))
+                },
+                p.rollout
+                    .as_ref()
+                    .map_or(String::new(), |v| format!(", rolling update to {v}"))
+            );
             let steps = from_s.abs_diff(to_s).max(from_b.abs_diff(to_b));
             let steps = if steps == 0 && from_l != to_l {
                 1
@@ -927,6 +949,7 @@ impl Demo<'_> {
                 end: now_unix(),
                 load: Some(self.load),
                 checks: p.checks.clone(),
+                ran,
             });
         }
         if self.cfg.keep {
@@ -940,6 +963,12 @@ impl Demo<'_> {
                 end: now_unix(),
                 load: Some(self.load),
                 checks: Default::default(),
+                ran: format!(
+                    "servers {}, bots {}, load {} (as ctl left them)",
+                    self.servers.len(),
+                    self.bots.len(),
+                    describe(self.load)
+                ),
             });
             return r;
         }
@@ -986,7 +1015,10 @@ impl Demo<'_> {
             .map_err(|e| DemoError::Results(results.display().to_string(), e.to_string()))?;
         let phases: Vec<PhaseResult> = spans
             .iter()
-            .map(|s| phases::evaluate(&run, &s.name, s.start, s.end, s.load, &s.checks))
+            .map(|s| PhaseResult {
+                ran: s.ran.clone(),
+                ..phases::evaluate(&run, &s.name, s.start, s.end, s.load, &s.checks)
+            })
             .collect();
         let sustained = phases::sustained(&phases, self.cfg.scenario.sustain_p99_ms)
             .map(|(name, rate)| (name.to_string(), rate));

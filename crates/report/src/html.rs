@@ -400,7 +400,13 @@ fn v1_charts(run: &RunFile) -> Vec<Chart> {
 /// The run's setup and outcome as (name, value) pairs for a header.
 pub(crate) fn run_facts(run: &RunFile) -> Vec<(&'static str, String)> {
     let i = &run.info;
-    let load = if i.mode == "open" {
+    let fleet_load = run
+        .fleet
+        .as_ref()
+        .and_then(|f| f.load_text().map(|l| format!("{l}, {}", f.bots_text())));
+    let load = if let Some(l) = fleet_load {
+        l
+    } else if i.mode == "open" {
         format!(
             "open loop, rate {} ({} arrivals), up to {} connections",
             i.rate.as_deref().unwrap_or("?"),

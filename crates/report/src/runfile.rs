@@ -134,6 +134,48 @@ pub struct Fleet {
     pub previous_runs: Vec<String>,
 }
 
+impl Fleet {
+    /// The offered load as it ran: `1000 req/s in total`, or its steps in order
+    /// (`1000 → 2000 → 4000 → 1000 req/s in total`; more than six: the first, the highest and
+    /// the last, with the count of changes); `None` for a closed loop (nothing offered).
+    pub fn load_text(&self) -> Option<String> {
+        let mut steps: Vec<f64> = Vec::new();
+        for s in self.seconds.iter().filter(|s| s.offered > 0.0) {
+            if steps.last() != Some(&s.offered) {
+                steps.push(s.offered);
+            }
+        }
+        let rate = |r: f64| crate::format::trim(r, 1);
+        let text = match steps.as_slice() {
+            [] => return None,
+            [one] => format!("{} req/s in total", rate(*one)),
+            s if s.len() <= 6 => format!(
+                "{} req/s in total",
+                s.iter().map(|r| rate(*r)).collect::<Vec<_>>().join(" → ")
+            ),
+            s => format!(
+                "{} → … → {} req/s in total ({} changes, highest {})",
+                rate(s[0]),
+                rate(s[s.len() - 1]),
+                s.len() - 1,
+                rate(s.iter().copied().fold(0.0, f64::max))
+            ),
+        };
+        Some(text)
+    }
+
+    /// The bots live over the run: `2 bot(s)`, or `1–4 bots` when it changed.
+    pub fn bots_text(&self) -> String {
+        let live = self.seconds.iter().map(|s| s.live).filter(|n| *n > 0);
+        let (lo, hi) = live.fold((u32::MAX, 0), |(lo, hi), n| (lo.min(n), hi.max(n)));
+        match (lo, hi) {
+            (_, 0) => format!("{} bot(s)", self.bots.len()),
+            (lo, hi) if lo == hi => format!("{hi} bot(s)"),
+            (lo, hi) => format!("{lo}–{hi} bots"),
+        }
+    }
+}
+
 /// The cluster-wide extras of one second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetSecond {

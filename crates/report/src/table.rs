@@ -108,12 +108,11 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
     if let Some(f) = &run.fleet {
         let _ = writeln!(
             s,
-            "Aggregated {} load test @ {}: {} bot(s), {}, {}",
+            "Aggregated {} load test @ {}: {}, {}, {}",
             if open { "open-loop" } else { "closed-loop" },
             i.url,
-            f.bots.len(),
-            i.rate
-                .clone()
+            f.bots_text(),
+            f.load_text()
                 .unwrap_or_else(|| format!("{} connections per bot", i.connections)),
             proto(i)
         );

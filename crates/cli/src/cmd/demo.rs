@@ -125,6 +125,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 format!("MISSED: {}", p.missed.join("; "))
             }
         )?;
+        if !p.ran.is_empty() {
+            writeln!(out, "ran: {}", p.ran)?;
+        }
         report::table::write_report(&p.run, args.percentiles, &mut out)?;
     }
     writeln!(
