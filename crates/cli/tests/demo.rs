@@ -206,6 +206,66 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `[search]`: after the phases the rate keeps stepping up, each step judged on the
+/// aggregator's seconds; here every step is sustained (a lenient p99), so the search stops at
+/// `until_rate` and the highest rate sustained is its last step.
+#[test]
+fn a_search_steps_the_rate_up_until_its_cap_and_reports_the_last_that_held() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("demo-search");
+    let scenario = dir.join("search.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "search"
+sustain_p99_ms = 5000
+[[phase]]
+name = "200/s"
+duration = 3
+rate = 200
+servers = 1
+bots = 1
+[search]
+factor = 2
+until_rate = 800
+duration = 4
+"#,
+    )
+    .unwrap();
+    let text = headless_demo(&[], &scenario, &dir);
+    for (i, name) in ["400/s", "800/s"].iter().enumerate() {
+        let head = format!("== phase {}/3: {name} — ", i + 2);
+        assert!(
+            text.lines().any(|l| l.starts_with(&head)),
+            "no {head:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains("1600/s —"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("highest rate sustained"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with("(800/s)"), "{line}");
+    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
+    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
+    let events: Vec<&str> = r
+        .fleet
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.text.as_str())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("search: 1600/s would pass until_rate 800")),
+        "{events:?}"
+    );
+    assert!(children_of(&dir).is_empty(), "{:?}", children_of(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_sigkill_of_the_demo_leaves_no_child_running() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

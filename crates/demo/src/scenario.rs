@@ -39,6 +39,21 @@ pub struct Scenario {
     /// The p99 (ms) under which an open-loop phase counts as sustained (see
     /// [`crate::phases::sustained`]).
     pub sustain_p99_ms: f64,
+    /// After the phases, keep stepping the rate up until a step is not sustained.
+    pub search: Option<Search>,
+}
+
+/// `[search]`: after the listed phases, steps of `duration` at the last rate × `factor`, then
+/// × `factor` again, … until a step is not sustained (see [`crate::phases::sustains`]) or the
+/// rate would pass `until_rate`: the ceiling is found, not assumed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Search {
+    /// Each step's rate over the last one's (> 1).
+    pub factor: f64,
+    /// The highest rate tried.
+    pub until_rate: f64,
+    /// Each step's length.
+    pub duration: Duration,
 }
 
 /// What the load is in a phase.
@@ -91,6 +106,16 @@ struct RawScenario {
     sustain_p99_ms: Option<f64>,
     #[serde(default)]
     phase: Vec<RawPhase>,
+    #[serde(default)]
+    search: Option<RawSearch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSearch {
+    factor: f64,
+    until_rate: f64,
+    duration: RawDuration,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +123,23 @@ struct RawScenario {
 enum RawDuration {
     Secs(f64),
     Text(String),
+}
+
+impl RawDuration {
+    /// A phase's length: > 0 and at most [`MAX_PHASE`].
+    fn get(self) -> Result<Duration, String> {
+        let d = match self {
+            RawDuration::Secs(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+            RawDuration::Secs(s) => return Err(format!("{s} is not > 0")),
+            RawDuration::Text(t) => {
+                humantime::parse_duration(&t).map_err(|e| format!("{t:?}: {e}"))?
+            }
+        };
+        if d.is_zero() || d > MAX_PHASE {
+            return Err("must be > 0 and at most 24h".into());
+        }
+        Ok(d)
+    }
 }
 
 #[derive(Deserialize)]
@@ -158,15 +200,7 @@ impl Scenario {
                     i + 1
                 ))
             };
-            let duration = match p.duration {
-                RawDuration::Secs(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
-                RawDuration::Secs(s) => return Err(at("duration", format!("{s} is not > 0"))),
-                RawDuration::Text(t) => humantime::parse_duration(&t)
-                    .map_err(|e| at("duration", format!("{t:?}: {e}")))?,
-            };
-            if duration.is_zero() || duration > MAX_PHASE {
-                return Err(at("duration", "must be > 0 and at most 24h".into()));
-            }
+            let duration = p.duration.get().map_err(|why| at("duration", why))?;
             let load = match (p.rate, p.connections) {
                 (Some(_), Some(_)) => {
                     return Err(at("rate", "give rate or connections, not both".into()))
@@ -224,10 +258,40 @@ impl Scenario {
                 "{origin}: sustain_p99_ms: {sustain_p99_ms} is not > 0"
             )));
         }
+        let search = match raw.search {
+            None => None,
+            Some(r) => {
+                let at = |field: &str, why: String| {
+                    ScenarioError(format!("{origin}: search: {field}: {why}"))
+                };
+                let last = phases.iter().rev().find_map(|p| p.load);
+                let Some(Load::Rate(last)) = last else {
+                    return Err(at(
+                        "rate",
+                        "the last load before a search must be a rate".into(),
+                    ));
+                };
+                if !(r.factor.is_finite() && r.factor > 1.0 && r.factor <= 4.0) {
+                    return Err(at("factor", format!("{} is not in (1, 4]", r.factor)));
+                }
+                if !(r.until_rate.is_finite() && r.until_rate > last && r.until_rate <= MAX_RATE) {
+                    return Err(at(
+                        "until_rate",
+                        format!("{} is not in ({last}, {MAX_RATE}]", r.until_rate),
+                    ));
+                }
+                Some(Search {
+                    factor: r.factor,
+                    until_rate: r.until_rate,
+                    duration: r.duration.get().map_err(|why| at("duration", why))?,
+                })
+            }
+        };
         Ok(Scenario {
             name: raw.name.unwrap_or_else(|| origin.to_string()),
             phases,
             sustain_p99_ms,
+            search,
         })
     }
 
@@ -246,6 +310,9 @@ impl Scenario {
     pub fn scaled(mut self, factor: f64) -> Scenario {
         for p in &mut self.phases {
             p.duration = p.duration.mul_f64(factor).max(Duration::from_secs(1));
+        }
+        if let Some(s) = &mut self.search {
+            s.duration = s.duration.mul_f64(factor).max(Duration::from_secs(1));
         }
         self
     }
@@ -337,7 +404,8 @@ servers = 10
 "#;
 
 /// The highest rate the layout sustains: two servers behind the balancer, two loadbots, the
-/// rate stepping up every 6 s. `phases::sustained` picks the highest step served with p99
+/// rate stepping up every 6 s, and past 24,000/s by a quarter each step until a step is not
+/// sustained (or 1,000,000/s). `phases::sustained` picks the highest step served with p99
 /// under `sustain_p99_ms`, no failures and at least 95 % of the rate asked. Servers are
 /// fixed, so `--balancer haproxy` runs it too (`bench/demo.sh` compares the two).
 pub const MAX_RATE_SEARCH: &str = r#"
@@ -395,6 +463,12 @@ rate = 20000
 name = "24000/s"
 duration = "6s"
 rate = 24000
+
+# Then 30000/s, 37500/s, … until a step is not sustained: the ceiling, whatever the machine.
+[search]
+factor = 1.25
+until_rate = 1000000
+duration = "6s"
 "#;
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ RUN/logs/, the run's results.json and report.html in RUN/results/. Ctrl-C ends t
 Scenarios: `default` (warm-up; servers and bots 1 → 4 with the rate stepping up; a rolling
 update v1 → v2 that must fail no request; scale down), `lb-replicas` (seed 002: 30 connections
 against 2, 5 and 10 replicas, 30 s each), `max-rate` (2 servers, 2 bots, the rate stepping up
-every 6 s: the highest rate sustained with p99 under 10 ms), or a TOML file of [[phase]]
-tables (see the README). Every run ends with the highest rate it sustained.
+every 6 s to 24,000/s, then by a quarter each step until one is not sustained: the highest
+rate sustained with p99 under 10 ms), or a TOML file of [[phase]] tables and an optional
+[search] (see the README). Every run ends with the highest rate it sustained.
 
 Examples:
   scaletest demo                                 the UI's address first, then 100 s of phases
