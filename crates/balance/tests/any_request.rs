@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Duration;
-use testsupport::anyreq::{self, AnyRequest, Client, Leave, Target};
+use testsupport::anyreq::{self, plain_get, AnyRequest, Client, Leave, Target};
 
 fn backend() -> SocketAddr {
     // One backend for every case: it must keep serving whatever the balancer sent it.
@@ -46,18 +46,6 @@ fn balancer(backend_h2: bool) -> balance::Running {
     .unwrap()
 }
 
-fn get(client: Client) -> AnyRequest {
-    AnyRequest {
-        client,
-        method: "GET".into(),
-        target: Target::Origin("/".into()),
-        host: true,
-        headers: vec![],
-        body: anyreq::Body::None,
-        leave: Leave::AfterAnswer,
-    }
-}
-
 /// Send `seq` through a new balancer, then check the backend and an ordinary GET.
 fn unharmed(backend_h2: bool, seq: &[AnyRequest]) -> Result<(), TestCaseError> {
     let lb = balancer(backend_h2);
@@ -66,7 +54,7 @@ fn unharmed(backend_h2: bool, seq: &[AnyRequest]) -> Result<(), TestCaseError> {
     }
     for client in [Client::Http11, Client::Http2] {
         prop_assert_eq!(
-            anyreq::send(lb.addr, &get(client)),
+            anyreq::send(lb.addr, &plain_get(client)),
             Some(200),
             "{:?}",
             client
@@ -89,11 +77,15 @@ fn options_asterisk_is_forwarded_as_asterisk_and_harms_nothing() {
             let options = AnyRequest {
                 method: "OPTIONS".into(),
                 target: Target::Asterisk,
-                ..get(client)
+                ..plain_get(client)
             };
             let what = format!("h2c backend {backend_h2}, client {client:?}");
             assert_eq!(anyreq::send(lb.addr, &options), Some(404), "{what}");
-            assert_eq!(anyreq::send(lb.addr, &get(client)), Some(200), "{what}");
+            assert_eq!(
+                anyreq::send(lb.addr, &plain_get(client)),
+                Some(200),
+                "{what}"
+            );
             let b = &lb.backends.snapshot()[0];
             assert_eq!(b.health(), Health::Up, "{what}");
             assert_eq!(b.errors.load(Ordering::Relaxed), 0, "{what}");
@@ -116,7 +108,7 @@ fn targets_that_cannot_be_forwarded_are_refused_by_the_balancer() {
                 let r = AnyRequest {
                     method: method.to_string(),
                     target: target.clone(),
-                    ..get(client)
+                    ..plain_get(client)
                 };
                 let got = anyreq::send(lb.addr, &r);
                 // HTTP/2 has no `GET h:443`: h2 sends a path of "/" for it.
@@ -152,7 +144,7 @@ fn the_shapes_found_before_harm_nothing() {
                 client: Client::Http10,
                 host: false,
                 leave: Leave::AfterSending,
-                ..get(Client::Http10)
+                ..plain_get(Client::Http10)
             },
         ),
         // CONNECT on the hyper path.
@@ -162,7 +154,7 @@ fn the_shapes_found_before_harm_nothing() {
                 method: "CONNECT".into(),
                 host: false,
                 body: anyreq::Body::Length(vec![0]),
-                ..get(Client::Http11)
+                ..plain_get(Client::Http11)
             },
         ),
     ];

@@ -98,6 +98,12 @@ fn headless_demo(args: &[&str], scenario: &Path, dir: &Path) -> String {
     text
 }
 
+/// The texts of a run's events.
+fn event_texts(r: &report::RunFile) -> Vec<&str> {
+    let f = r.fleet.as_ref().expect("an aggregated run");
+    f.events.iter().map(|e| e.text.as_str()).collect()
+}
+
 /// The running demo's addresses, from RUN/demo.json.
 fn demo_json(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("latest").join("demo.json")).unwrap();
@@ -185,14 +191,7 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
     assert_eq!(judged, [("failed==0", true), ("requests>=1000", true)]);
     let last = r.intervals.iter().rev().find(|s| s.responses > 0).unwrap();
     assert_eq!(last.versions.keys().collect::<Vec<_>>(), vec!["v2"]);
-    let events: Vec<&str> = r
-        .fleet
-        .as_ref()
-        .unwrap()
-        .events
-        .iter()
-        .map(|e| e.text.as_str())
-        .collect();
+    let events = event_texts(&r);
     assert!(
         events
             .iter()
@@ -248,14 +247,7 @@ duration = 4
     assert!(line.ends_with("(800/s)"), "{line}");
     let run = std::fs::canonicalize(dir.join("latest")).unwrap();
     let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
-    let events: Vec<&str> = r
-        .fleet
-        .as_ref()
-        .unwrap()
-        .events
-        .iter()
-        .map(|e| e.text.as_str())
-        .collect();
+    let events = event_texts(&r);
     assert!(
         events
             .iter()

@@ -297,6 +297,51 @@ fn up_scale_rollout_status_down_as_a_user_runs_them() {
     }
 }
 
+/// A run on the in-process fake (its controllers playing the cluster's), and `k8s` commands
+/// for it as a user types them.
+struct FakeRun {
+    dir: PathBuf,
+    fake: Arc<FakeApi>,
+    kc: String,
+    run_id: String,
+    ns: String,
+    _controllers: Controllers,
+}
+
+impl FakeRun {
+    fn new(tag: &str, prefix: &str) -> FakeRun {
+        let dir = tmpdir(tag);
+        let fake = Arc::new(FakeApi::start());
+        let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+        let run_id = format!("{prefix}{}", std::process::id() % 100_000);
+        let ns = format!("scaletest-{run_id}");
+        let controllers = Controllers::start(fake.clone(), &ns, Fate::Ready);
+        FakeRun {
+            dir,
+            fake,
+            kc,
+            run_id,
+            ns,
+            _controllers: controllers,
+        }
+    }
+
+    /// `scaletest k8s CMD… --kubeconfig … --run … --timeout 60s`: exit code, stdout, stderr.
+    fn k8s(&self, cmd: &[&str]) -> (Option<i32>, String, String) {
+        let mut a = vec!["k8s"];
+        a.extend_from_slice(cmd);
+        a.extend_from_slice(&[
+            "--kubeconfig",
+            &self.kc,
+            "--run",
+            &self.run_id,
+            "--timeout",
+            "60s",
+        ]);
+        run(&a)
+    }
+}
+
 /// The run's aggregator token (from its Secret in the fake), in a file for an aggregator and
 /// bots of this test.
 fn token_file(fake: &FakeApi, ns: &str, dir: &std::path::Path) -> String {
@@ -398,24 +443,15 @@ fn render_with_a_target_has_no_servers_and_loads_the_target_per_bot() {
 /// port-forward, and one bot process stands for each bot pod.
 #[test]
 fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
-    let dir = tmpdir("k8s-per-bot");
-    let fake = Arc::new(FakeApi::start());
-    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
-    let run_id = format!("pb{}", std::process::id() % 100_000);
-    let ns = format!("scaletest-{run_id}");
-    let _controllers = Controllers::start(fake.clone(), &ns, Fate::Ready);
-    let k8s = |cmd: &[&str]| {
-        let mut a = vec!["k8s"];
-        a.extend_from_slice(cmd);
-        a.extend_from_slice(&["--kubeconfig", &kc, "--run", &run_id, "--timeout", "60s"]);
-        run(&a)
-    };
+    let f = FakeRun::new("k8s-per-bot", "pb");
+    let (dir, fake, ns) = (&f.dir, &f.fake, &f.ns);
+    let k8s = |cmd: &[&str]| f.k8s(cmd);
     let srv = SCALETEST.listening(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
     let target = format!("http://{}/", srv.addr);
     let (code, out, err) = k8s(&["up", "--target", &target, "--per-bot-rate", "50"]);
     assert_eq!(code, Some(0), "up: {out}{err}");
     assert!(!out.contains("deployment/serve"), "{out}");
-    let token = token_file(&fake, &ns, &dir);
+    let token = token_file(fake, ns, dir);
     let out_dir = dir.join("agg").to_string_lossy().into_owned();
     // The Deployment's own arguments, with this machine's address, token and directory.
     let dep = fake
@@ -436,7 +472,7 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agg = SCALETEST.listening(&args);
-    forward_aggregator(&fake, &ns, agg.addr);
+    forward_aggregator(fake, ns, agg.addr);
     let agg_url = format!("http://{}", agg.addr);
     let bot = || SCALETEST.spawn(&["bot", "--aggregator", &agg_url, "--token-file", &token]);
     let offered = || {
@@ -506,7 +542,7 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
         .collect();
     assert_eq!(bot_pods.len(), 4);
     for p in &bot_pods {
-        fake.set_log(&ns, p, &format!("one\ntwo\nthree {p}\n"));
+        fake.set_log(ns, p, &format!("one\ntwo\nthree {p}\n"));
     }
     let (code, out, err) = k8s(&["logs", "bot", "--tail", "2"]);
     assert_eq!(code, Some(0), "logs: {out}{err}");
@@ -516,7 +552,7 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
         .collect();
     assert_eq!(out.lines().collect::<Vec<_>>(), want, "{out}");
     drop(bots);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `k8s rollout`'s verdict, as seed 003 asks of a rollout under load: the requests of the
@@ -525,21 +561,12 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
 /// server killed (no drain) before the next rollout, its failed requests make it exit 1.
 #[test]
 fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
-    let dir = tmpdir("k8s-verdict");
-    let fake = Arc::new(FakeApi::start());
-    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
-    let run_id = format!("vd{}", std::process::id() % 100_000);
-    let ns = format!("scaletest-{run_id}");
-    let _controllers = Controllers::start(fake.clone(), &ns, Fate::Ready);
-    let k8s = |cmd: &[&str]| {
-        let mut a = vec!["k8s"];
-        a.extend_from_slice(cmd);
-        a.extend_from_slice(&["--kubeconfig", &kc, "--run", &run_id, "--timeout", "60s"]);
-        run(&a)
-    };
+    let f = FakeRun::new("k8s-verdict", "vd");
+    let (dir, fake, ns) = (&f.dir, &f.fake, &f.ns);
+    let k8s = |cmd: &[&str]| f.k8s(cmd);
     let (code, out, err) = k8s(&["up"]);
     assert_eq!(code, Some(0), "up: {out}{err}");
-    let token_file = token_file(&fake, &ns, &dir);
+    let token_file = token_file(fake, ns, dir);
     let srv = SCALETEST.listening(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
     let out_dir = dir.join("agg").to_string_lossy().into_owned();
     let agg = SCALETEST.listening(&[
@@ -554,7 +581,7 @@ fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
         "--out",
         &out_dir,
     ]);
-    forward_aggregator(&fake, &ns, agg.addr);
+    forward_aggregator(fake, ns, agg.addr);
     let agg_url = format!("http://{}", agg.addr);
     let _bot = SCALETEST.spawn(&["bot", "--aggregator", &agg_url, "--token-file", &token_file]);
     testsupport::wait_until("the bot's first answers", Duration::from_secs(20), || {
@@ -587,5 +614,5 @@ fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
     let (code, out, _) = k8s(&["check"]);
     assert_eq!(code, Some(1), "check: {out}");
     assert!(out.contains("FAIL failed==0"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

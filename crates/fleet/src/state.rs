@@ -1226,6 +1226,11 @@ mod tests {
     }
 
     fn reg(s: &mut State, now: f64, name: &str) -> u64 {
+        register(s, now, name, None).id
+    }
+
+    /// A new bot named `name` that was in run `previous` before.
+    fn register(s: &mut State, now: f64, name: &str, previous: Option<&str>) -> Registered {
         let r = Register {
             id: None,
             name: name.into(),
@@ -1233,9 +1238,9 @@ mod tests {
             pid: 1,
             version: "0".into(),
             clock_unix: now,
-            previous_run: None,
+            previous_run: previous.map(str::to_string),
         };
-        s.register(now, &r, "i").unwrap().id
+        s.register(now, &r, "i").unwrap()
     }
 
     /// Bots that were in another run say so: this aggregator's run restarted (a new pod on an
@@ -1244,18 +1249,7 @@ mod tests {
     fn a_bot_from_an_earlier_run_marks_the_run_as_restarted() {
         let mut s = state();
         let now = 1000.0;
-        let reg = |s: &mut State, name: &str, prev: Option<&str>| {
-            let r = Register {
-                id: None,
-                name: name.into(),
-                host: "h".into(),
-                pid: 1,
-                version: "0".into(),
-                clock_unix: now,
-                previous_run: prev.map(str::to_string),
-            };
-            s.register(now, &r, "i").unwrap()
-        };
+        let reg = |s: &mut State, name: &str, prev: Option<&str>| register(s, now, name, prev);
         let own = s.run_id.clone();
         assert_eq!(reg(&mut s, "a", Some(&own)).run, own);
         assert_eq!(reg(&mut s, "b", None).run, own);

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use testsupport::anyreq::{self, AnyRequest, Client, Leave, Target};
+use testsupport::anyreq::{self, plain_get, AnyRequest, Client};
 
 fn server(hyper_only: bool) -> serve::Running {
     serve::start(serve::Config {
@@ -41,18 +41,6 @@ fn keep_alive_get(s: &mut TcpStream) -> Result<u16, String> {
         .get(9..12)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{:?}", String::from_utf8_lossy(&buf)))
-}
-
-fn get(client: Client) -> AnyRequest {
-    AnyRequest {
-        client,
-        method: "GET".into(),
-        target: Target::Origin("/".into()),
-        host: true,
-        headers: vec![],
-        body: anyreq::Body::None,
-        leave: Leave::AfterAnswer,
-    }
 }
 
 fn unharmed(hyper_only: bool, seq: &[AnyRequest]) -> Result<(), TestCaseError> {
@@ -89,7 +77,12 @@ fn unharmed(hyper_only: bool, seq: &[AnyRequest]) -> Result<(), TestCaseError> {
         answered
     );
     for client in [Client::Http11, Client::Http2] {
-        prop_assert_eq!(anyreq::send(addr, &get(client)), Some(200), "{:?}", client);
+        prop_assert_eq!(
+            anyreq::send(addr, &plain_get(client)),
+            Some(200),
+            "{:?}",
+            client
+        );
     }
     Ok(())
 }

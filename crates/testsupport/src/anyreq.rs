@@ -188,6 +188,20 @@ pub fn any_request() -> impl Strategy<Value = AnyRequest> {
         )
 }
 
+/// An ordinary `GET /` with a Host, waiting for the answer: the request that must still
+/// work after any others.
+pub fn plain_get(client: Client) -> AnyRequest {
+    AnyRequest {
+        client,
+        method: "GET".into(),
+        target: Target::Origin("/".into()),
+        host: true,
+        headers: vec![],
+        body: Body::None,
+        leave: Leave::AfterAnswer,
+    }
+}
+
 /// How long to wait for an answer: the servers under test answer at once or refuse.
 const WAIT: Duration = Duration::from_secs(5);
 
