@@ -78,14 +78,21 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         ),
     ];
     for (args, want) in cases {
-        let o = SCALETEST.run(args);
-        let err = text(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert!(o.stdout.is_empty(), "{args:?}");
+        refused(args, want);
     }
+}
+
+/// `scaletest ARGS` is refused: exit 2, nothing on stdout, one line on stderr that says
+/// `want` (no panic); that line.
+fn refused(args: &[&str], want: &str) -> String {
+    let o = SCALETEST.run(args);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(o.stdout.is_empty(), "{args:?}");
+    err
 }
 
 /// A value out of bounds is told the bound that holds: "at least 1" where there is no upper
@@ -116,11 +123,7 @@ fn out_of_bounds_values_are_told_their_real_limits() {
         ),
     ];
     for (args, want) in cases {
-        let o = SCALETEST.run(args);
-        let err = text(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        let err = refused(args, want);
         assert!(!err.contains(&u64::MAX.to_string()), "{args:?}: {err}");
     }
 }
