@@ -1,7 +1,8 @@
 //! The calls that act on a cluster: `up` (server-side apply of every object, then wait until
-//! ready), `scale` and `rollout` (a changed spec applied the same way), `status`, and `down`
-//! (delete the run's namespace, wait until it is gone). `rollout` also posts its progress to
-//! the aggregator (see [`crate::aggregator`]).
+//! ready), `scale` and `rollout` (a changed spec applied the same way), `status` (with a row
+//! per pod and the cluster's version), `logs`, and `down` (delete the run's namespace, wait
+//! until it is gone). `rollout` also posts its progress to the aggregator and reads what it
+//! measured in the rollout's seconds (see [`crate::aggregator`]).
 //!
 //! Every write is a server-side apply with field manager [`FIELD_MANAGER`] and `force` (a run's
 //! objects are scaletest's: a `kubectl scale` in between is taken back by the next command), so

@@ -7,7 +7,11 @@
 //! and why pods are not serving). [`cluster`] calls the API server: server-side apply with one
 //! field manager, polling until ready within a deadline, scale, rollout, status and teardown;
 //! [`aggregator`] reaches the run's aggregator through the API server's port-forward (status,
-//! rollout events, rate, the UI on a local port).
+//! rollout events, rate, a window of seconds judged against thresholds: the rollout's verdict
+//! and `check`, the UI on a local port).
+//!
+//! A run loads its own `serve` Deployment, or with [`spec::TargetSpec`] the user's service
+//! (`up --target URL`): then only the bots and the aggregator run.
 //!
 //! A run owns its namespace (`scaletest-RUN` unless told otherwise); every object carries the
 //! run's label ([`kapi::LABEL_RUN`]) and the namespace carries the run's [`spec::Spec`]
