@@ -134,6 +134,31 @@ struct Open {
     live: u32,
 }
 
+impl Open {
+    /// The second's cluster-wide extras. A bot that reported a second was live in it, and a
+    /// second bots reported while the aggregator's offered rate read 0 (its first seconds
+    /// after a restart, before the bots' shares were split again: their retained outboxes
+    /// re-sent it) was offered what the plan asks of the bots that reported it: coverage
+    /// never passes 100 % and offered follows the plan through a restart.
+    fn fleet(&self, t: u64, reported: u32, plan: Plan) -> FleetSecond {
+        let offered = if self.offered == 0.0 && reported > 0 {
+            match plan {
+                Plan::Total { rate } => rate,
+                Plan::PerBot { rate } => rate * reported as f64,
+                Plan::Connections { .. } | Plan::Idle => 0.0,
+            }
+        } else {
+            self.offered
+        };
+        FleetSecond {
+            t,
+            offered,
+            reported,
+            live: self.live.max(reported),
+        }
+    }
+}
+
 /// A closed second: packed, with its point for the UI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Closed {
@@ -308,8 +333,7 @@ impl State {
                 // Closed in the journal after this was saved: the journal's copy is complete.
                 continue;
             }
-            let snap = unpack(&c.packed);
-            s.intervals.add(t, &snap);
+            s.intervals.restore(t, c.fleet.reported, unpack(&c.packed));
             s.open.insert(
                 t,
                 Open {
@@ -361,12 +385,7 @@ impl State {
                         *t,
                         Closed {
                             packed: o.packed.clone().expect("packed above"),
-                            fleet: FleetSecond {
-                                t: *t,
-                                offered: o.offered,
-                                reported,
-                                live: o.live,
-                            },
+                            fleet: o.fleet(*t, reported, self.ran),
                         },
                     )
                 })
@@ -868,29 +887,13 @@ impl State {
             if !o.published && t < due {
                 o.published = true;
                 let (reported, snap) = self.intervals.get(t).unwrap_or((0, &self.empty));
-                out.points.push(Point::of(
-                    t,
-                    snap,
-                    Some(&FleetSecond {
-                        t,
-                        offered: o.offered,
-                        reported,
-                        live: o.live,
-                    }),
-                ));
+                out.points
+                    .push(Point::of(t, snap, Some(&o.fleet(t, reported, self.ran))));
             } else if o.dirty {
                 o.dirty = false;
                 let (reported, snap) = self.intervals.get(t).unwrap_or((0, &self.empty));
-                out.revisions.push(Point::of(
-                    t,
-                    snap,
-                    Some(&FleetSecond {
-                        t,
-                        offered: o.offered,
-                        reported,
-                        live: o.live,
-                    }),
-                ));
+                out.revisions
+                    .push(Point::of(t, snap, Some(&o.fleet(t, reported, self.ran))));
             }
         }
         let mut revised_closed = Vec::new();
@@ -999,16 +1002,7 @@ impl State {
         for (t, o) in self.open.range(since.saturating_add(1)..) {
             if o.published {
                 let (reported, snap) = self.intervals.get(*t).unwrap_or((0, &self.empty));
-                out.push(Point::of(
-                    *t,
-                    snap,
-                    Some(&FleetSecond {
-                        t: *t,
-                        offered: o.offered,
-                        reported,
-                        live: o.live,
-                    }),
-                ));
+                out.push(Point::of(*t, snap, Some(&o.fleet(*t, reported, self.ran))));
             }
         }
         let skip = out.len().saturating_sub(limit);
@@ -1132,12 +1126,7 @@ impl State {
         }
         for (t, (reported, snap)) in held {
             let o = old.get(&t).cloned().unwrap_or_default();
-            let fleet = FleetSecond {
-                t,
-                offered: o.offered,
-                reported,
-                live: o.live,
-            };
+            let fleet = o.fleet(t, reported, self.ran);
             self.history.insert(t, Point::of(t, &snap, Some(&fleet)));
             self.closed_total.merge(&snap);
             let c = Closed {
@@ -1655,6 +1644,40 @@ mod tests {
         let mut r = r;
         push(&mut r, 1075.0, a, 1069, &[1]).unwrap();
         assert_eq!(r.total().responses, total);
+    }
+
+    /// Issue 27's restart: the seconds a restarted aggregator hears before the bots register
+    /// again (their retained outboxes re-sent) follow the plan, and no second has more bots
+    /// reporting than live.
+    #[test]
+    fn after_a_restart_offered_follows_the_plan_and_coverage_stays_within_100_percent() {
+        let mut s = state();
+        let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+        for t in 1000..1010 {
+            for id in [a, b] {
+                push(&mut s, t as f64 + 1.2, id, t, &[t]).unwrap();
+            }
+            let _ = s.tick(t as f64 + 1.3);
+        }
+        let closed: BTreeMap<u64, Closed> = s.closed.clone();
+        let saved = s.saved();
+        // Down from 1010 to 1014; the bots re-send 1010.. and go on.
+        let mut r = State::restore(Config::default(), saved, closed, 1015.0);
+        for t in 1010..1020 {
+            for id in [a, b] {
+                push(&mut r, (t as f64 + 1.2).max(1015.0), id, t, &[t]).unwrap();
+            }
+            let _ = r.tick((t as f64 + 1.3).max(1015.1));
+        }
+        r.finish(1021.0);
+        r.close_all();
+        let run = r.results(1021.0, report::RunInfo::default());
+        let f = run.fleet.unwrap();
+        for s in f.seconds.iter().filter(|s| s.reported > 0) {
+            assert!(s.reported <= s.live, "{s:?}");
+            assert_eq!(s.offered, 300.0, "{s:?}");
+        }
+        assert_eq!(f.seconds.iter().filter(|s| s.reported == 2).count(), 20);
     }
 
     #[test]

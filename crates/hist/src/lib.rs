@@ -231,6 +231,12 @@ impl Intervals {
         Self::default()
     }
 
+    /// Put back interval `key` as it was saved: `snap` merged from `reports` reports (a
+    /// restart must not count them as one).
+    pub fn restore(&mut self, key: u64, reports: u32, snap: Snapshot) {
+        self.open.insert(key, (reports, snap));
+    }
+
     /// Merge one source's report for interval `key`; returns how many reports it now holds.
     pub fn add(&mut self, key: u64, snap: &Snapshot) -> u32 {
         self.add_with(key, |s| s.merge(snap))
