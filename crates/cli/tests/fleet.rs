@@ -381,3 +381,70 @@ fn a_bot_that_never_reached_its_aggregator_leaves_on_the_first_sigterm() {
     let status = wait_exit(&mut b, Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
 }
+
+/// An aggregator that starts on an empty directory while bots were in another run (a new pod
+/// on an emptyDir, say) learns it from the bots registering again, and says so: an event and
+/// the earlier run in results.json.
+#[test]
+fn a_new_aggregator_on_an_empty_directory_says_the_run_restarted() {
+    let (_srv, srv) = server();
+    let dir = tmpdir("restarted");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let url = format!("http://{srv}/");
+    let out1 = dir.join("one").to_string_lossy().into_owned();
+    let out2 = dir.join("two").to_string_lossy().into_owned();
+    let tok = token.to_string_lossy().into_owned();
+    let args = |out: &str, bind: &str| {
+        vec![
+            "aggregate".to_string(),
+            url.clone(),
+            "--rate".into(),
+            "50".into(),
+            "--bind".into(),
+            bind.to_string(),
+            "--out".into(),
+            out.to_string(),
+            "--token-file".into(),
+            tok.clone(),
+        ]
+    };
+    let first = args(&out1, "127.0.0.1:0");
+    let (mut agg, addr, _rest) = spawn(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    let _bot = SCALETEST.spawn(&[
+        "bot",
+        "--aggregator",
+        &format!("http://{addr}"),
+        "--token-file",
+        &tok,
+    ]);
+    wait_until("a live bot", Duration::from_secs(15), || {
+        json(addr, "/api/summary")["live"] == 1
+    });
+    let run = json(addr, "/api/summary")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(signal(agg.id(), "KILL"));
+    wait_exit(&mut agg, Duration::from_secs(5));
+    let second = args(&out2, &addr.to_string());
+    let (mut agg, _, _rest) = spawn(&second.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_until("the restart event", Duration::from_secs(20), || {
+        let e = json(addr, "/api/events");
+        e["events"].as_array().unwrap().iter().any(|e| {
+            e["kind"] == "restarted"
+                && e["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("was in run {run}"))
+        })
+    });
+    assert_eq!(
+        call(addr, "POST", "/api/finish", Some("s3cret-token"), "").status,
+        200
+    );
+    assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
+    let r = RunFile::read(Path::new(&out2).join("results.json").as_path()).unwrap();
+    assert_eq!(r.fleet.unwrap().previous_runs, vec![run]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
