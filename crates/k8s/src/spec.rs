@@ -111,14 +111,6 @@ impl Spec {
         }
     }
 
-    /// The aggregator's plan: a rate per bot, or a total split over them.
-    pub fn plan(&self) -> fleet::state::Plan {
-        match self.per_bot_rate {
-            Some(rate) => fleet::state::Plan::PerBot { rate },
-            None => fleet::state::Plan::Total { rate: self.rate },
-        }
-    }
-
     /// The image the servers run.
     pub fn server_image(&self) -> &str {
         self.server_image.as_deref().unwrap_or(&self.image)
