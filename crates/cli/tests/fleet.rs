@@ -291,6 +291,19 @@ fn aggregate_and_bot_usage_errors_are_one_line() {
             "-n does not apply",
         ),
         (&["aggregate", "--token", "a b"], "no spaces"),
+        // The words `PUT /api/load` answers with both (one rule: fleet's LoadRequest::plan),
+        // and the flags they stand for.
+        (
+            &[
+                "aggregate",
+                "http://127.0.0.1:1/",
+                "--rate",
+                "1000",
+                "--per-bot-rate",
+                "10",
+            ],
+            "give one of rate, per_bot_rate, connections_per_bot or idle (rate: --rate, per_bot_rate: --per-bot-rate",
+        ),
     ];
     for (args, want) in cases {
         let o = SCALETEST.command().args(*args).output().unwrap();

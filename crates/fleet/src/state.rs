@@ -105,6 +105,55 @@ pub struct LoadRequest {
     pub spec: Option<Spec>,
 }
 
+impl LoadRequest {
+    /// The plan it asks for (`current` when it changes only the spec): the one rule for
+    /// `PUT /api/load` and `scaletest aggregate`'s flags, its errors naming these fields.
+    pub fn plan(&self, current: Plan) -> Result<Plan, String> {
+        let given = [
+            self.rate.is_some(),
+            self.per_bot_rate.is_some(),
+            self.connections_per_bot.is_some(),
+            self.idle,
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if given > 1 {
+            return Err("give one of rate, per_bot_rate, connections_per_bot or idle".into());
+        }
+        let plan = if self.idle {
+            Plan::Idle
+        } else if let Some(r) = self.rate {
+            Plan::Total { rate: r }
+        } else if let Some(r) = self.per_bot_rate {
+            Plan::PerBot { rate: r }
+        } else if let Some(c) = self.connections_per_bot {
+            Plan::Connections { per_bot: c }
+        } else if self.spec.is_some() {
+            current
+        } else {
+            return Err("give one of rate, per_bot_rate, connections_per_bot, idle or spec".into());
+        };
+        match plan {
+            Plan::Total { rate } => check_rate("rate", rate)?,
+            Plan::PerBot { rate } => check_rate("per_bot_rate", rate)?,
+            Plan::Connections { per_bot: 0 } => {
+                return Err("connections_per_bot must be ≥ 1".into());
+            }
+            _ => {}
+        }
+        Ok(plan)
+    }
+}
+
+fn check_rate(field: &str, rate: f64) -> Result<(), String> {
+    if rate.is_finite() && rate > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{field} must be a number > 0, got {rate}"))
+    }
+}
+
 /// A bot as the state knows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bot {
@@ -708,49 +757,7 @@ impl State {
 
     /// Set how the load is split (and optionally what it is); bots get new assignments.
     pub fn set_load(&mut self, now: f64, req: &LoadRequest) -> Result<(), Refused> {
-        let given = [
-            req.rate.is_some(),
-            req.per_bot_rate.is_some(),
-            req.connections_per_bot.is_some(),
-            req.idle,
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
-        if given > 1 {
-            return Err(Refused(
-                400,
-                "give one of rate, per_bot_rate, connections_per_bot or idle".into(),
-            ));
-        }
-        let plan = if req.idle {
-            Plan::Idle
-        } else if let Some(r) = req.rate {
-            Plan::Total { rate: r }
-        } else if let Some(r) = req.per_bot_rate {
-            Plan::PerBot { rate: r }
-        } else if let Some(c) = req.connections_per_bot {
-            Plan::Connections { per_bot: c }
-        } else if req.spec.is_some() {
-            self.plan
-        } else {
-            return Err(Refused(
-                400,
-                "give one of rate, per_bot_rate, connections_per_bot, idle or spec".into(),
-            ));
-        };
-        match plan {
-            Plan::Total { rate } | Plan::PerBot { rate } if !(rate.is_finite() && rate > 0.0) => {
-                return Err(Refused(
-                    400,
-                    format!("rate must be a number > 0, got {rate}"),
-                ));
-            }
-            Plan::Connections { per_bot: 0 } => {
-                return Err(Refused(400, "connections per bot must be ≥ 1".into()));
-            }
-            _ => {}
-        }
+        let plan = req.plan(self.plan).map_err(|e| Refused(400, e))?;
         let spec = req.spec.clone().unwrap_or_else(|| self.spec.clone());
         // The same checks `scaletest load` makes, on what one bot would run.
         if let Some(s) = bot_spec(&spec, plan, 1) {
@@ -1689,7 +1696,10 @@ mod tests {
                 .1
         };
         assert!(bad(&mut s, r#"{"rate": 0}"#).contains("> 0"));
-        assert!(bad(&mut s, r#"{"rate": 5, "per_bot_rate": 5}"#).contains("one of"));
+        assert_eq!(
+            bad(&mut s, r#"{"rate": 5, "per_bot_rate": 5}"#),
+            "give one of rate, per_bot_rate, connections_per_bot or idle"
+        );
         assert!(bad(&mut s, r#"{}"#).contains("one of"));
         assert!(bad(
             &mut s,

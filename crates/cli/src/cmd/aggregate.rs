@@ -3,7 +3,7 @@
 
 use super::parse_duration;
 use crate::Usage;
-use fleet::state::Plan;
+use fleet::state::{LoadRequest, Plan};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,10 @@ Examples:
   scaletest aggregate --token-file token                                idle until PUT /api/load
   scaletest bot --aggregator http://127.0.0.1:8089 --token-file results/token";
 
+/// The load request's fields as this command's flags, for its errors.
+const FLAGS: &str = "rate: --rate, per_bot_rate: --per-bot-rate, connections_per_bot: -c, \
+                     idle: no target URL";
+
 /// Arguments of `scaletest aggregate`.
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
@@ -29,7 +33,7 @@ pub struct Args {
     #[command(flatten)]
     load: super::load::Args,
     /// Open loop: requests/s for every bot (instead of a total --rate).
-    #[arg(long, conflicts_with = "rate")]
+    #[arg(long)]
     per_bot_rate: Option<f64>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8089")]
@@ -74,24 +78,22 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     spec.duration_s = None;
     spec.requests = None;
     let has_target = spec.url.is_some() || !spec.targets.is_empty();
-    let plan = match (has_target, &spec.rate, args.per_bot_rate) {
-        (false, _, _) => Plan::Idle,
-        (true, _, Some(r)) => Plan::PerBot { rate: r },
-        (true, Some(_), None) => Plan::Total {
-            rate: spec
-                .rate_shape()
-                .map_err(|e| Usage(e.to_string()))?
-                .map_or(0.0, |s| s.rate_at(0.0, 1.0)),
-        },
-        (true, None, None) => Plan::Connections {
-            per_bot: spec.connections,
-        },
+    let rate = spec
+        .rate_shape()
+        .map_err(|e| Usage(e.to_string()))?
+        .map(|s| s.rate_at(0.0, 1.0));
+    // The flags as the load request `PUT /api/load` takes: one rule, one set of words.
+    let request = LoadRequest {
+        rate,
+        per_bot_rate: args.per_bot_rate,
+        connections_per_bot: (has_target && rate.is_none() && args.per_bot_rate.is_none())
+            .then_some(spec.connections),
+        idle: !has_target,
+        spec: None,
     };
-    if let Some(r) = args.per_bot_rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(Usage(format!("--per-bot-rate must be a number > 0, got {r}")).into());
-        }
-    }
+    let plan = request
+        .plan(Plan::Idle)
+        .map_err(|e| Usage(format!("{e} ({})", FLAGS)))?;
     fleet::state::check_plan(&spec, plan).map_err(|e| Usage(e.to_string()))?;
     let cfg = fleet::agg::Config {
         bind: args.bind,
