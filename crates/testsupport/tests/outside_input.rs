@@ -409,3 +409,20 @@ fn the_snapshot_seed_is_a_snapshot() {
     let w: WireSnapshot = serde_json::from_value(snapshot_seed()).expect("parses");
     assert_eq!(w.to_snapshot().expect("merges").latency.len(), 299);
 }
+
+/// What CI found (2026-12-06): two bytes of a compressed latency histogram damaged so that it
+/// decompressed into a header asking for ~140 MB of counts, allocated before anything was
+/// checked. Refused within bounds now.
+#[test]
+fn a_histogram_header_asking_for_too_many_counts_is_refused_within_bounds() {
+    let mut v = seed();
+    damage_histogram(
+        &mut v,
+        "/total/latency",
+        &[(4849757425711299823, 23), (253133099261666223, 145)],
+        &[],
+    );
+    let text = v.to_string();
+    parse(&text);
+    assert!(RunFile::from_json("f", &text).is_err());
+}
