@@ -49,6 +49,9 @@ TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/scaletest
 FAKE=$TARGET/release/examples/fakeapi
 TCK=$(getconf CLK_TCK)
+# The interpreter itself: pyenv's shim runs a few bash scripts per call.
+PY=$(python3 -c 'import sys; print(sys.executable)')
+python3() { "$PY" "$@"; }
 # `exec`: run in the background (`pin … &`), the process itself gets $!, for /proc and signals.
 pin() { if command -v taskset >/dev/null; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -190,7 +193,8 @@ for N in $SIZES; do
   # the nodes stop (at most 30 minutes).
   ( for _ in $(seq 1800); do
       kill -0 $NPID 2>/dev/null || break
-      python3 -c 'import json,sys,time; print(f"{time.time()-float(sys.argv[2]):.1f}\t{json.load(open(sys.argv[1])).get(\"update leases\", 0)}")' "$CALLS" "$START" 2>/dev/null
+      U=$(grep -o '"update leases":[0-9]*' "$CALLS" 2>/dev/null | cut -d: -f2)
+      printf "%s\t%s\n" "$(date +%s.%N | awk -v s="$START" '{printf "%.1f", $1 - s}')" "${U:-0}"
       sleep 1
     done ) > "$OUT/leases-$N.tsv" &
   SPID=$!
