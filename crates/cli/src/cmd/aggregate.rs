@@ -82,10 +82,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .rate_shape()
         .map_err(|e| Usage(e.to_string()))?
         .map(|s| s.rate_at(0.0, 1.0));
-    // The flags as the load request `PUT /api/load` takes: one rule, one set of words.
+    // The flags as the load request `PUT /api/load` takes: one rule, one set of words. With
+    // no target the aggregator idles, or picks up the unfinished run in --out with its own
+    // load: a rate flag then has nothing to apply to, as before.
+    let rate = rate.filter(|_| has_target);
     let request = LoadRequest {
         rate,
-        per_bot_rate: args.per_bot_rate,
+        per_bot_rate: args.per_bot_rate.filter(|_| has_target),
         connections_per_bot: (has_target && rate.is_none() && args.per_bot_rate.is_none())
             .then_some(spec.connections),
         idle: !has_target,
