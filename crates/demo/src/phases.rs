@@ -129,7 +129,7 @@ pub fn evaluate(
     if part.total.responses == 0 {
         missed.push("no responses at all".to_string());
     }
-    part.verdicts = threshold::judge(checks, &part);
+    part.verdicts = threshold::judge(checks, &part.total, part.elapsed_s);
     for v in part.verdicts.iter().filter(|v| !v.pass) {
         missed.push(format!("{} (measured {})", v.threshold, v.shown));
     }

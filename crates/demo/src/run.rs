@@ -1011,10 +1011,10 @@ impl Demo<'_> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = api::ok(self.agg(), "GET", &path, Some(&self.token), "")?;
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if v["settled"].as_bool() == Some(true) || Instant::now() >= deadline {
-                let snap = serde_json::from_value(v["snapshot"].clone()).unwrap_or_default();
-                return Ok((snap, (to - from) as f64));
+            let w: report::Window = serde_json::from_str(&text)
+                .map_err(|e| DemoError::Results(format!("GET {path}"), e.to_string()))?;
+            if w.settled || Instant::now() >= deadline {
+                return Ok((w.snapshot, (to - from) as f64));
             }
             self.pump(Instant::now() + Duration::from_millis(250))?;
         }

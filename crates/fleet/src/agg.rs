@@ -284,7 +284,7 @@ async fn serve(
         let saved = st.saved();
         let mut err = store.save(&closed, &saved).err().map(|e| e.to_string());
         let mut run = st.results(now, run_info(&st.spec, st.ran));
-        run.verdicts = report::threshold::judge(&cfg.thresholds, &run);
+        run.verdicts = report::threshold::judge(&cfg.thresholds, &run.total, run.elapsed_s);
         let results = store.dir().join("results.json");
         if let Err(e) = report::write_json_atomic(&run, &results) {
             err.get_or_insert(format!("{}: {e}", results.display()));
@@ -492,11 +492,7 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 // One merge of the run's seconds serves the figures and the verdicts.
                 let total = st.total();
                 let summary = st.summary_of(now, &total);
-                let verdicts: Vec<_> = sh
-                    .thresholds
-                    .iter()
-                    .map(|t| t.judge(&total, summary.elapsed_s))
-                    .collect();
+                let verdicts = report::threshold::judge(&sh.thresholds, &total, summary.elapsed_s);
                 let mut v = serde_json::to_value(summary).expect("serializable");
                 v["verdicts"] = serde_json::to_value(verdicts).expect("serializable");
                 v["run_id"] = st.run_id.clone().into();
@@ -524,13 +520,7 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     return error(400, "a window is from < to, at most a week");
                 }
                 let st = sh.state.lock().expect("state lock");
-                let (snapshot, settled) = st.window(from, to, now);
-                return json(
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "from": from, "to": to, "settled": settled, "snapshot": snapshot,
-                    }),
-                );
+                return json(StatusCode::OK, &st.window(from, to, now));
             }
             "/api/events" => {
                 let st = sh.state.lock().expect("state lock");

@@ -759,15 +759,7 @@ impl State {
     pub fn set_load(&mut self, now: f64, req: &LoadRequest) -> Result<(), Refused> {
         let plan = req.plan(self.plan).map_err(|e| Refused(400, e))?;
         let spec = req.spec.clone().unwrap_or_else(|| self.spec.clone());
-        // The same checks `scaletest load` makes, on what one bot would run.
-        if let Some(s) = bot_spec(&spec, plan, 1) {
-            s.build(load::Live {
-                wall_clock_ticks: true,
-                rate: s.rate.as_ref().map(|_| load::RateControl::new(1.0)),
-                until_stopped: true,
-            })
-            .map_err(|e| Refused(400, e.to_string()))?;
-        }
+        check_plan(&spec, plan).map_err(|e| Refused(400, e.to_string()))?;
         self.spec = spec;
         self.plan = plan;
         if plan != Plan::Idle {
@@ -972,7 +964,7 @@ impl State {
     /// What was measured in the Unix seconds `from..to`, merged (exact percentiles), and
     /// whether the window has settled by `now`: every second in it ended at least the
     /// publishing delay ago, so the bots' pushes for it have arrived.
-    pub fn window(&self, from: u64, to: u64, now: f64) -> (Snapshot, bool) {
+    pub fn window(&self, from: u64, to: u64, now: f64) -> report::Window {
         let mut w = Snapshot::default();
         for c in self.closed.range(from..to).map(|(_, c)| c) {
             w.merge(&unpack(&c.packed));
@@ -984,8 +976,12 @@ impl State {
         }
         w.start = 0.0;
         w.end = to.saturating_sub(from) as f64;
-        let settled = (to as f64) <= (now - PUBLISH_DELAY).floor();
-        (w, settled)
+        report::Window {
+            from,
+            to,
+            settled: (to as f64) <= (now - PUBLISH_DELAY).floor(),
+            snapshot: w,
+        }
     }
 
     /// Everything measured so far, merged.
@@ -1176,16 +1172,10 @@ pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
     }
 }
 
-/// Whether bots can run `spec` under `plan`: what one bot will run must be something
-/// `scaletest load` would run (the aggregator's flags and `k8s up --target` both ask here).
+/// Whether bots can run `spec` under `plan` (a plan [`LoadRequest::plan`] made: its rates are
+/// checked there): what one bot will run must be something `scaletest load` would run.
+/// `PUT /api/load` and the aggregator's flags both ask here.
 pub fn check_plan(spec: &Spec, plan: Plan) -> Result<(), load::SpecError> {
-    if let Plan::PerBot { rate } | Plan::Total { rate } = plan {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(load::SpecError(format!(
-                "a rate must be a number > 0, got {rate}"
-            )));
-        }
-    }
     match bot_spec(spec, plan, 1) {
         Some(s) => s
             .build(load::Live {

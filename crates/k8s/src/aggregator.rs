@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
-use report::threshold::{Threshold, Verdict};
+use report::Window;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -162,69 +162,6 @@ impl Aggregator {
     }
 }
 
-/// What the aggregator measured in a window of Unix seconds (`from..to`), merged from its
-/// per-second histograms: the figures of a rollout, or of whatever ran during `k8s check`.
-#[derive(Debug, Clone)]
-pub struct Window {
-    /// First Unix second.
-    pub from: u64,
-    /// One past the last.
-    pub to: u64,
-    /// Everything measured in it (exact percentiles).
-    pub total: hist::Snapshot,
-    /// Every second of it had ended long enough ago for the bots' pushes to have arrived.
-    pub settled: bool,
-}
-
-impl Window {
-    /// The thresholds' verdicts on the window, over its length.
-    pub fn judge(&self, thresholds: &[Threshold]) -> Vec<Verdict> {
-        let secs = self.to.saturating_sub(self.from) as f64;
-        thresholds
-            .iter()
-            .map(|t| t.judge(&self.total, secs))
-            .collect()
-    }
-
-    /// Requests, failed, p99 and the answers per server version, as lines.
-    pub fn describe(&self, what: &str) -> Vec<String> {
-        let t = &self.total;
-        let mut lines = vec![format!(
-            "{what} from {}, {} s: {} requests, {} failed, p99 {}{}",
-            report::format::utc(self.from as f64),
-            self.to.saturating_sub(self.from),
-            report::format::count(t.completed()),
-            report::format::count(t.failed()),
-            if t.latency.is_empty() {
-                "-".to_string()
-            } else {
-                report::format::ms(t.quantile_ms(0.99))
-            },
-            if self.settled {
-                ""
-            } else {
-                " (the last seconds may still be missing pushes)"
-            }
-        )];
-        if !t.versions.is_empty() {
-            let all: u64 = t.versions.values().sum();
-            let split: Vec<String> = t
-                .versions
-                .iter()
-                .map(|(v, n)| {
-                    format!(
-                        "{v} {} ({:.1}%)",
-                        report::format::count(*n),
-                        100.0 * *n as f64 / all.max(1) as f64
-                    )
-                })
-                .collect();
-            lines.push(format!("  answers by version: {}", split.join(", ")));
-        }
-        lines
-    }
-}
-
 impl Aggregator {
     /// `GET /api/window`: what was measured in the Unix seconds `from..to`, asked again until
     /// the window has settled or `settle` has passed (then unsettled, as it is).
@@ -234,19 +171,12 @@ impl Aggregator {
             let (_, v) = self
                 .call("GET", &format!("/api/window?from={from}&to={to}"), None)
                 .await?;
-            let settled = v["settled"].as_bool().unwrap_or(false);
-            if settled || tokio::time::Instant::now() >= deadline {
-                let total: hist::Snapshot =
-                    serde_json::from_value(v["snapshot"].clone()).map_err(|e| Error::Api {
-                        what: format!("the aggregator's window (pod {})", self.pod),
-                        cause: e.to_string(),
-                    })?;
-                return Ok(Window {
-                    from,
-                    to,
-                    total,
-                    settled,
-                });
+            let w: Window = serde_json::from_value(v).map_err(|e| Error::Api {
+                what: format!("the aggregator's window (pod {})", self.pod),
+                cause: e.to_string(),
+            })?;
+            if w.settled || tokio::time::Instant::now() >= deadline {
+                return Ok(w);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

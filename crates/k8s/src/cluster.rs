@@ -10,7 +10,7 @@
 //! the Deployments (and on a deadline, their pods) every [`POLL`]; the verdicts are
 //! [`crate::wait`]'s.
 
-use crate::aggregator::{Aggregator, Window};
+use crate::aggregator::Aggregator;
 use crate::manifest::{self, Objects, TOKEN_SECRET};
 use crate::spec::{Changes, Spec};
 use crate::wait::{self, Rollout};
@@ -20,6 +20,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
+use report::Window;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;

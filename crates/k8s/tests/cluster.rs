@@ -604,7 +604,7 @@ async fn the_aggregator_is_reached_through_a_port_forward_for_rate_events_status
     // The rollout's seconds as the aggregator measured them (an idle one: nothing).
     let w = r.window.expect("the rollout's window");
     assert!(w.settled && w.to > w.from, "{w:?}");
-    assert_eq!(w.total.completed(), 0);
+    assert_eq!(w.snapshot.completed(), 0);
     let (_, events) = a.call("GET", "/api/events", None).await.expect("events");
     let texts: Vec<String> = events["events"]
         .as_array()

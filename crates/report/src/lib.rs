@@ -24,5 +24,5 @@ pub mod threshold;
 
 pub use runfile::{
     write_bytes_atomic, write_json_atomic, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo,
-    Summary, RUNFILE_VERSION,
+    Summary, Window, RUNFILE_VERSION,
 };

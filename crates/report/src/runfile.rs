@@ -256,6 +256,69 @@ pub struct Summary {
     pub elapsed_s: f64,
 }
 
+/// `GET /api/window?from=&to=`: what an aggregator measured in the Unix seconds `from..to`,
+/// merged (exact percentiles), and whether every second of it has been heard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// First Unix second.
+    pub from: u64,
+    /// One past the last.
+    pub to: u64,
+    /// Every second ended at least the publishing delay ago: the bots' pushes have arrived.
+    pub settled: bool,
+    /// Everything measured in it.
+    pub snapshot: Snapshot,
+}
+
+impl Window {
+    /// The thresholds' verdicts on the window, over its length.
+    pub fn judge(
+        &self,
+        thresholds: &[crate::threshold::Threshold],
+    ) -> Vec<crate::threshold::Verdict> {
+        let secs = self.to.saturating_sub(self.from) as f64;
+        crate::threshold::judge(thresholds, &self.snapshot, secs)
+    }
+
+    /// Requests, failed, p99 and the answers per server version, as lines.
+    pub fn describe(&self, what: &str) -> Vec<String> {
+        let t = &self.snapshot;
+        let mut lines = vec![format!(
+            "{what} from {}, {} s: {} requests, {} failed, p99 {}{}",
+            crate::format::utc(self.from as f64),
+            self.to.saturating_sub(self.from),
+            crate::format::count(t.completed()),
+            crate::format::count(t.failed()),
+            if t.latency.is_empty() {
+                "-".to_string()
+            } else {
+                crate::format::ms(t.quantile_ms(0.99))
+            },
+            if self.settled {
+                ""
+            } else {
+                " (the last seconds may still be missing pushes)"
+            }
+        )];
+        if !t.versions.is_empty() {
+            let all: u64 = t.versions.values().sum();
+            let split: Vec<String> = t
+                .versions
+                .iter()
+                .map(|(v, n)| {
+                    format!(
+                        "{v} {} ({:.1}%)",
+                        crate::format::count(*n),
+                        100.0 * *n as f64 / all.max(1) as f64
+                    )
+                })
+                .collect();
+            lines.push(format!("  answers by version: {}", split.join(", ")));
+        }
+        lines
+    }
+}
+
 /// A run file that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RunFileError {

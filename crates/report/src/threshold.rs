@@ -13,7 +13,6 @@
 //! A threshold is kept as its text (serde goes through it), so a run file, a TOML scenario and
 //! a flag all hold the same thing and are checked by the one parser here.
 
-use crate::runfile::RunFile;
 use hist::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -309,6 +308,11 @@ impl Threshold {
         }
     }
 
+    /// Whether it measures `failed` (a check of failed requests of its own).
+    pub fn counts_failed(&self) -> bool {
+        self.metric == Metric::Failed
+    }
+
     /// Whether the threshold has failed for good on the totals so far: a count that only
     /// grows is past a `<`, `<=` or `==` bound. Used by `--abort-on-fail`; percentiles and
     /// rates can still recover, so they are judged at the end only.
@@ -324,11 +328,12 @@ impl Threshold {
     }
 }
 
-/// The verdicts of `thresholds` on a run's totals.
-pub fn judge(thresholds: &[Threshold], run: &RunFile) -> Vec<Verdict> {
+/// The verdicts of `thresholds` on `total`, measured over `elapsed_s` seconds (a run's
+/// totals, a window of its seconds, the run so far).
+pub fn judge(thresholds: &[Threshold], total: &Snapshot, elapsed_s: f64) -> Vec<Verdict> {
     thresholds
         .iter()
-        .map(|t| t.judge(&run.total, run.elapsed_s))
+        .map(|t| t.judge(total, elapsed_s))
         .collect()
 }
 

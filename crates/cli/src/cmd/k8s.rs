@@ -4,10 +4,11 @@
 
 use super::parse_duration;
 use crate::Usage;
-use k8s::aggregator::{Aggregator, Window};
+use k8s::aggregator::Aggregator;
 use k8s::cluster::{self, Target};
 use k8s::spec::{self, Changes, Figures, Spec, TargetSpec};
 use report::threshold::Threshold;
+use report::Window;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -397,10 +398,7 @@ fn rollout(a: RolloutArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode
 /// The thresholds given, and `failed==0` unless one already checks `failed`.
 fn with_no_failed(given: &[Threshold]) -> Vec<Threshold> {
     let mut t = given.to_vec();
-    if !t
-        .iter()
-        .any(|t| t.to_string().trim_start().starts_with("failed"))
-    {
+    if !t.iter().any(Threshold::counts_failed) {
         t.insert(0, "failed==0".parse().expect("a fixed threshold parses"));
     }
     t
@@ -439,7 +437,7 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
             Aggregator::find(&client, &spec).await
         })
         .map_err(usage)?;
-    let now = || fleet::now_unix();
+    let now = fleet::now_unix;
     let (from, to, ran) = match (&a.during, a.since) {
         (Some(cmd), _) => {
             let from = now().floor() as u64;

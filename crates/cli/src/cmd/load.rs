@@ -290,7 +290,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         summary: None,
         verdicts: Vec::new(),
     };
-    run.verdicts = threshold::judge(&args.thresholds, &run);
+    run.verdicts = threshold::judge(&args.thresholds, &run.total, run.elapsed_s);
     // The JSON first: what was measured must survive a closed stdout.
     if let Some(path) = &args.json {
         run.write_atomic(path)
