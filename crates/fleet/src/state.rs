@@ -1320,8 +1320,8 @@ mod tests {
             }
             let t = s.tick(1002.6);
             let point = &t.points.iter().find(|p| p.t == 1000).unwrap();
-            prop_assert_eq!(point.responses, all.len());
-            for (q, got) in [(0.5, point.latency.p50), (0.9, point.latency.p90), (0.99, point.latency.p99), (0.999, point.latency.p999)] {
+            prop_assert_eq!(point.second.responses, all.len());
+            for (q, got) in [(0.5, point.second.latency.p50), (0.9, point.second.latency.p90), (0.99, point.second.latency.p99), (0.999, point.second.latency.p999)] {
                 let want = if all.is_empty() { 0.0 } else { all.value_at_quantile(q) as f64 / 1000.0 };
                 prop_assert_eq!(got, want);
             }
@@ -1537,7 +1537,7 @@ mod tests {
         push(&mut s, 1001.2, b, 1000, &[2]).unwrap();
         let t = s.tick(1002.6);
         let p = t.points.iter().find(|p| p.t == 1000).unwrap();
-        assert_eq!((p.seconds, p.responses), (1.0, 2));
+        assert_eq!((p.seconds, p.second.responses), (1.0, 2));
     }
 
     #[test]
@@ -1602,12 +1602,12 @@ mod tests {
         push(&mut s, 1001.2, a, 1000, &[10]).unwrap();
         let t = s.tick(1002.6);
         let p = t.points.iter().find(|p| p.t == 1000).unwrap();
-        assert_eq!((p.responses, p.reported), (1, 1));
+        assert_eq!((p.second.responses, p.reported), (1, 1));
         // b's second 1000 arrives 20 s late: a revision of 1000, not part of 1020.
         push(&mut s, 1020.0, b, 1000, &[20, 30]).unwrap();
         let t = s.tick(1020.1);
         let r = t.revisions.iter().find(|p| p.t == 1000).unwrap();
-        assert_eq!((r.responses, r.reported), (3, 2));
+        assert_eq!((r.second.responses, r.reported), (3, 2));
         // 100 s late: past the late window, the closed second is revised from its packed copy.
         s.tick(1070.0);
         let c = reg(&mut s, 1100.0, "c");
@@ -1615,7 +1615,7 @@ mod tests {
         let t = s.tick(1100.1);
         assert!(t.closed.iter().any(|(k, _)| *k == 1000), "journaled again");
         let r = t.revisions.iter().find(|p| p.t == 1000).unwrap();
-        assert_eq!((r.responses, r.reported), (4, 3));
+        assert_eq!((r.second.responses, r.reported), (4, 3));
         // Older than max_late (15 min) is refused and changes nothing.
         let e = push(&mut s, 2000.0, c, 1001, &[1]).unwrap_err();
         assert_eq!(e.0, 422);

@@ -164,24 +164,12 @@ pub fn check_snapshot(s: &WireSnapshot) -> Result<(), String> {
     if versions > s.responses {
         return Err("more answers by version than responses".into());
     }
-    let counts = [
-        s.responses,
-        s.bytes,
-        s.late,
-        s.capped,
-        s.unsent,
-        s.intended,
-        s.sent,
-        s.bytes_sent,
-        s.lateness.total(),
-    ];
-    if counts
-        .into_iter()
-        .chain(s.status.values().copied())
-        .chain(s.errors.values().copied())
-        .chain(s.versions.values().copied())
-        .any(|n| n > MAX_COUNT)
-    {
+    let (mut count_over, mut hist_over) = (false, false);
+    s.each_count(
+        |n| count_over |= n > MAX_COUNT,
+        |h| hist_over |= h.total() > MAX_COUNT,
+    );
+    if count_over || hist_over {
         return Err(format!("a count over {MAX_COUNT} in one second"));
     }
     if s.status.len() > MAX_KEYS || s.errors.len() > MAX_KEYS || s.versions.len() > MAX_KEYS {

@@ -14,10 +14,12 @@
 //! Recording happens in the load engine; reports and the aggregator only merge and read.
 
 use hdrhistogram::Histogram;
+pub use record::Record;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod histogram_codec;
+pub mod record;
 pub mod sparse;
 
 /// A send that starts more than this many µs after its intended time counts as late.
@@ -33,107 +35,14 @@ pub fn new_histogram() -> Histogram<u64> {
     h
 }
 
-/// What was measured over one interval, by one or many sources.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Start of the interval, seconds since the run started.
-    pub start: f64,
-    /// End of the interval, seconds since the run started.
-    pub end: f64,
-    /// Requests that got a complete response (any status).
-    pub responses: u64,
-    /// Bytes read from the network for those responses (headers and body).
-    pub bytes: u64,
-    /// Responses by HTTP status code.
-    pub status: BTreeMap<u16, u64>,
-    /// Failed requests by error class name (see the load engine's `ErrorClass`).
-    pub errors: BTreeMap<String, u64>,
-    /// Latency measured from the *intended* send time, in µs (coordinated-omission corrected).
-    /// In a closed loop there is no schedule and this equals `service`.
-    #[serde(with = "histogram_codec")]
-    pub latency: Histogram<u64>,
-    /// Latency measured from the moment the request was actually sent (service time), in µs.
-    #[serde(with = "histogram_codec")]
-    pub service: Histogram<u64>,
-    /// Open loop: sends that started more than [`LATE_US`] after their intended time.
-    pub late: u64,
-    /// Open loop: sends that waited for a free connection because the cap was reached.
-    pub capped: u64,
-    /// Open loop: sends due before the run ended that never started (waiting for a connection
-    /// at the cap, for their lane to run or for its connection to open, when the run ended).
-    #[serde(default)]
-    pub unsent: u64,
-    /// Open loop: every send's delay from its intended time to its start, in µs.
-    #[serde(with = "histogram_codec")]
-    pub lateness: Histogram<u64>,
-    /// Answers by the answering server's version (its `x-scaletest-version` header; answers
-    /// without one are not counted here).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub versions: BTreeMap<String, u64>,
-    /// Sends the schedule asked for in this interval (open loop; closed loop: = `sent`).
-    #[serde(default)]
-    pub intended: u64,
-    /// Requests actually sent (started) in this interval: the achieved send rate.
-    #[serde(default)]
-    pub sent: u64,
-    /// Bytes written to the network in this interval (requests; over TLS, before encryption,
-    /// as `bytes` counts after decryption).
-    #[serde(default)]
-    pub bytes_sent: u64,
-}
-
-impl Default for Snapshot {
-    fn default() -> Self {
-        Snapshot {
-            start: 0.0,
-            end: 0.0,
-            responses: 0,
-            bytes: 0,
-            status: BTreeMap::new(),
-            errors: BTreeMap::new(),
-            latency: new_histogram(),
-            service: new_histogram(),
-            late: 0,
-            capped: 0,
-            unsent: 0,
-            lateness: new_histogram(),
-            versions: BTreeMap::new(),
-            intended: 0,
-            sent: 0,
-            bytes_sent: 0,
-        }
-    }
-}
+/// What was measured over one interval, with its histograms as HDR histograms: what the
+/// engine records, the aggregator merges and run files keep (see [`record`]).
+pub type Snapshot = Record<Histogram<u64>>;
 
 impl Snapshot {
-    /// Total failed requests (all error classes).
-    pub fn error_count(&self) -> u64 {
-        self.errors.values().sum()
-    }
-
-    /// Requests that ended, successfully or not.
-    pub fn completed(&self) -> u64 {
-        self.responses + self.error_count()
-    }
-
-    /// Answers with a 1xx, 2xx or 3xx status: what a user would call a success.
-    pub fn ok(&self) -> u64 {
-        self.status.range(..400).map(|(_, n)| n).sum()
-    }
-
-    /// Requests that failed: transport errors plus answers with a 4xx or 5xx status.
-    pub fn failed(&self) -> u64 {
-        self.error_count() + (self.responses - self.ok().min(self.responses))
-    }
-
-    /// Length of the interval in seconds.
-    pub fn seconds(&self) -> f64 {
-        (self.end - self.start).max(0.0)
-    }
-
     /// Add `other` into `self`. The interval becomes the union of both.
     pub fn merge(&mut self, other: &Snapshot) {
-        self.merge_counts(other);
+        self.add_counts(other);
         // Auto-resizing histograms of equal precision always merge.
         self.latency
             .add(&other.latency)
@@ -144,33 +53,6 @@ impl Snapshot {
         self.lateness
             .add(&other.lateness)
             .expect("auto-resizing histograms merge");
-    }
-
-    /// [`Snapshot::merge`] without the histograms.
-    fn merge_counts(&mut self, other: &Snapshot) {
-        self.merge_bounds(other.start, other.end);
-        self.responses += other.responses;
-        self.bytes += other.bytes;
-        add_map(&mut self.status, &other.status);
-        add_map(&mut self.errors, &other.errors);
-        self.late += other.late;
-        self.capped += other.capped;
-        self.unsent += other.unsent;
-        add_map(&mut self.versions, &other.versions);
-        self.intended += other.intended;
-        self.sent += other.sent;
-        self.bytes_sent += other.bytes_sent;
-    }
-
-    /// The interval becomes the union of both (an empty snapshot takes the other's bounds).
-    pub(crate) fn merge_bounds(&mut self, start: f64, end: f64) {
-        if self.completed() == 0 && self.end == 0.0 && self.start == 0.0 {
-            self.start = start;
-            self.end = end;
-        } else {
-            self.start = self.start.min(start);
-            self.end = self.end.max(end);
-        }
     }
 
     /// The corrected-latency percentile `q` (0..=1) in ms; 0 when nothing was recorded.

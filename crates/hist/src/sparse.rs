@@ -10,12 +10,12 @@
 //! own value into a histogram of the same precision lands in the same bucket, so the merge is
 //! exact.
 
+use crate::record::{HistForm, Record};
 use crate::Snapshot;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hdrhistogram::Histogram;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::BTreeMap;
 
 /// A histogram's non-empty buckets: (a value in the bucket, count), by increasing value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,102 +127,35 @@ impl<'de> Deserialize<'de> for Buckets {
     }
 }
 
-/// A [`Snapshot`] as a loadbot sends it: the same fields, histograms as [`Buckets`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireSnapshot {
-    /// See [`Snapshot::start`].
-    pub start: f64,
-    /// See [`Snapshot::end`].
-    pub end: f64,
-    /// See [`Snapshot::responses`].
-    pub responses: u64,
-    /// See [`Snapshot::bytes`].
-    pub bytes: u64,
-    /// See [`Snapshot::status`].
-    #[serde(default)]
-    pub status: BTreeMap<u16, u64>,
-    /// See [`Snapshot::errors`].
-    #[serde(default)]
-    pub errors: BTreeMap<String, u64>,
-    /// See [`Snapshot::latency`].
-    pub latency: Buckets,
-    /// See [`Snapshot::service`].
-    pub service: Buckets,
-    /// See [`Snapshot::late`].
-    #[serde(default)]
-    pub late: u64,
-    /// See [`Snapshot::capped`].
-    #[serde(default)]
-    pub capped: u64,
-    /// See [`Snapshot::unsent`].
-    #[serde(default)]
-    pub unsent: u64,
-    /// See [`Snapshot::lateness`].
-    #[serde(default)]
-    pub lateness: Buckets,
-    /// See [`Snapshot::versions`].
-    #[serde(default)]
-    pub versions: BTreeMap<String, u64>,
-    /// See [`Snapshot::intended`].
-    #[serde(default)]
-    pub intended: u64,
-    /// See [`Snapshot::sent`].
-    #[serde(default)]
-    pub sent: u64,
-    /// See [`Snapshot::bytes_sent`].
-    #[serde(default)]
-    pub bytes_sent: u64,
+/// A [`Snapshot`] as a loadbot sends it: the same record, histograms as [`Buckets`].
+pub type WireSnapshot = Record<Buckets>;
+
+impl HistForm for Buckets {
+    fn empty() -> Self {
+        Buckets::default()
+    }
+    fn ser<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize(s)
+    }
+    fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Buckets::deserialize(d)
+    }
 }
 
 impl From<&Snapshot> for WireSnapshot {
     fn from(s: &Snapshot) -> Self {
-        WireSnapshot {
-            start: s.start,
-            end: s.end,
-            responses: s.responses,
-            bytes: s.bytes,
-            status: s.status.clone(),
-            errors: s.errors.clone(),
-            latency: Buckets::of(&s.latency),
-            service: Buckets::of(&s.service),
-            late: s.late,
-            capped: s.capped,
-            unsent: s.unsent,
-            lateness: Buckets::of(&s.lateness),
-            versions: s.versions.clone(),
-            intended: s.intended,
-            sent: s.sent,
-            bytes_sent: s.bytes_sent,
-        }
+        s.map(Buckets::of)
     }
 }
 
 impl WireSnapshot {
-    /// Failed requests (as [`Snapshot::failed`]).
-    pub fn failed(&self) -> u64 {
-        let ok: u64 = self.status.range(..400).map(|(_, n)| n).sum();
-        self.errors.values().sum::<u64>() + self.responses.saturating_sub(ok)
-    }
-
     /// Add this into `s`, as [`Snapshot::merge`] would add the snapshot it came from. Nothing
     /// is allocated beyond what `s`'s maps and histograms grow by.
     pub fn merge_into(&self, s: &mut Snapshot) -> Result<(), String> {
         self.latency.add_into(&mut s.latency)?;
         self.service.add_into(&mut s.service)?;
         self.lateness.add_into(&mut s.lateness)?;
-        s.merge_bounds(self.start, self.end);
-        s.responses += self.responses;
-        s.bytes += self.bytes;
-        crate::add_map(&mut s.status, &self.status);
-        crate::add_map(&mut s.errors, &self.errors);
-        s.late += self.late;
-        s.capped += self.capped;
-        s.unsent += self.unsent;
-        crate::add_map(&mut s.versions, &self.versions);
-        s.intended += self.intended;
-        s.sent += self.sent;
-        s.bytes_sent += self.bytes_sent;
+        s.add_counts(self);
         Ok(())
     }
 

@@ -123,9 +123,9 @@ fn overlay(run: &RunFile) -> Vec<Second> {
         .iter()
         .map(|p| Second {
             at: (p.t - first) as usize,
-            rate: per_s(p.responses, p.seconds),
-            p50: some(p.responses, p.latency.p50),
-            p99: some(p.responses, p.latency.p99),
+            rate: per_s(p.second.responses, p.seconds),
+            p50: some(p.second.responses, p.second.latency.p50),
+            p99: some(p.second.responses, p.second.latency.p99),
         })
         .collect()
 }

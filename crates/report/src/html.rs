@@ -254,15 +254,15 @@ pub(crate) fn qps_lines(run: &RunFile, points: &[Point]) -> Vec<Line> {
     if points.iter().any(|p| p.offered > 0.0) {
         lines
             .push(Line::new("offered", color::OFFERED, each(points, |p| Some(p.offered))).dashed());
-    } else if run.info.mode == "open" && points.iter().any(|p| p.intended > 0) {
-        let v = each(points, |p| Some(rate(p.intended, p)));
+    } else if run.info.mode == "open" && points.iter().any(|p| p.second.intended > 0) {
+        let v = each(points, |p| Some(rate(p.second.intended, p)));
         lines.push(Line::new("intended", color::OFFERED, v).dashed());
     }
-    if points.iter().any(|p| p.sent > 0) {
+    if points.iter().any(|p| p.second.sent > 0) {
         lines.push(Line::new(
             "sent",
             color::SENT,
-            each(points, |p| Some(rate(p.sent, p))),
+            each(points, |p| Some(rate(p.second.sent, p))),
         ));
     }
     lines.push(Line::new(
@@ -274,7 +274,7 @@ pub(crate) fn qps_lines(run: &RunFile, points: &[Point]) -> Vec<Line> {
         Line::new(
             "all answers",
             color::ANSWERS,
-            each(points, |p| Some(rate(p.responses, p))),
+            each(points, |p| Some(rate(p.second.responses, p))),
         )
         .dashed(),
     );
@@ -282,32 +282,41 @@ pub(crate) fn qps_lines(run: &RunFile, points: &[Point]) -> Vec<Line> {
 }
 
 pub(crate) fn latency_lines(points: &[Point]) -> Vec<Line> {
-    let answered = |p: &Point, v: f64| if p.responses > 0 { positive(v) } else { None };
+    let answered = |p: &Point, v: f64| {
+        if p.second.responses > 0 {
+            positive(v)
+        } else {
+            None
+        }
+    };
     let mut lines = vec![
         Line::new(
             "p50",
             color::P50,
-            each(points, |p| answered(p, p.latency.p50)),
+            each(points, |p| answered(p, p.second.latency.p50)),
         ),
         Line::new(
             "p90",
             color::P90,
-            each(points, |p| answered(p, p.latency.p90)),
+            each(points, |p| answered(p, p.second.latency.p90)),
         ),
         Line::new(
             "p99",
             color::P99,
-            each(points, |p| answered(p, p.latency.p99)),
+            each(points, |p| answered(p, p.second.latency.p99)),
         ),
         Line::new(
             "p99.9",
             color::P999,
-            each(points, |p| answered(p, p.latency.p999)),
+            each(points, |p| answered(p, p.second.latency.p999)),
         ),
     ];
     // Open loop: the service time shows how much of the latency was waiting to be sent.
-    if points.iter().any(|p| p.service.p99 != p.latency.p99) {
-        let v = each(points, |p| answered(p, p.service.p99));
+    if points
+        .iter()
+        .any(|p| p.second.service.p99 != p.second.latency.p99)
+    {
+        let v = each(points, |p| answered(p, p.second.service.p99));
         lines.push(Line::new("service p99", color::SERVICE, v).dashed());
     }
     lines
@@ -321,22 +330,22 @@ fn failure_lines(points: &[Point]) -> Vec<Line> {
     )];
     let classes: BTreeSet<&str> = points
         .iter()
-        .flat_map(|p| p.errors.keys().map(String::as_str))
+        .flat_map(|p| p.second.errors.keys().map(String::as_str))
         .collect();
     let codes: BTreeSet<u16> = points
         .iter()
-        .flat_map(|p| p.status.keys().copied().filter(|c| *c >= 400))
+        .flat_map(|p| p.second.status.keys().copied().filter(|c| *c >= 400))
         .collect();
     let mut colors = color::CYCLE.iter().skip(1).cycle();
     for class in classes {
         let v = each(points, |p| {
-            Some(rate(p.errors.get(class).copied().unwrap_or(0), p))
+            Some(rate(p.second.errors.get(class).copied().unwrap_or(0), p))
         });
         lines.push(Line::new(class, colors.next().unwrap(), v).dashed());
     }
     for code in codes {
         let v = each(points, |p| {
-            Some(rate(p.status.get(&code).copied().unwrap_or(0), p))
+            Some(rate(p.second.status.get(&code).copied().unwrap_or(0), p))
         });
         lines.push(Line::new(format!("HTTP {code}"), colors.next().unwrap(), v).dashed());
     }
@@ -346,16 +355,17 @@ fn failure_lines(points: &[Point]) -> Vec<Line> {
 fn version_lines(points: &[Point]) -> Vec<Line> {
     let names: BTreeSet<&str> = points
         .iter()
-        .flat_map(|p| p.versions.keys().map(String::as_str))
+        .flat_map(|p| p.second.versions.keys().map(String::as_str))
         .collect();
     names
         .into_iter()
         .zip(color::CYCLE.iter().cycle())
         .map(|(name, c)| {
             let v = each(points, |p| {
-                let all: u64 = p.versions.values().sum();
-                (all > 0)
-                    .then(|| 100.0 * p.versions.get(name).copied().unwrap_or(0) as f64 / all as f64)
+                let all: u64 = p.second.versions.values().sum();
+                (all > 0).then(|| {
+                    100.0 * p.second.versions.get(name).copied().unwrap_or(0) as f64 / all as f64
+                })
             });
             Line::new(name, c, v)
         })

@@ -3,9 +3,9 @@
 //! UI's stream and the HTML report both draw these, so both show the same numbers.
 
 use crate::runfile::{FleetSecond, RunFile};
-use hist::{quantile_ms, Snapshot};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use hist::record::HistForm;
+use hist::{quantile_ms, Record, Snapshot};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Latency percentiles in ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -35,7 +35,20 @@ impl Percentiles {
     }
 }
 
-/// One second, cluster-wide. Counts are for the second; divide by `seconds` for a rate.
+impl HistForm for Percentiles {
+    fn empty() -> Self {
+        Percentiles::default()
+    }
+    fn ser<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize(s)
+    }
+    fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Percentiles::deserialize(d)
+    }
+}
+
+/// One second, cluster-wide: the second's [`Record`] with its histograms as percentiles, and
+/// what only a chart needs. Counts are for the second; divide by `seconds` for a rate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// Unix second (aggregator), or the second of the run counted from 0 (a `load` run).
@@ -45,32 +58,17 @@ pub struct Point {
     /// Requests/s the bots were asked for; 0 when unknown (closed loop, a `load` run's own
     /// schedule is in `intended`).
     pub offered: f64,
-    /// Sends the schedule asked for.
-    pub intended: u64,
-    /// Requests sent.
-    pub sent: u64,
-    /// Answers (any status).
-    pub responses: u64,
     /// Answers with a 1xx–3xx status.
     pub ok: u64,
     /// Transport errors plus 4xx/5xx answers.
     pub failed: u64,
-    /// Transport errors by class.
-    pub errors: BTreeMap<String, u64>,
-    /// Answers by status.
-    pub status: BTreeMap<u16, u64>,
-    /// Bytes read.
-    pub bytes: u64,
-    /// Corrected latency (from the intended send time).
-    pub latency: Percentiles,
-    /// Service time (from the actual send).
-    pub service: Percentiles,
-    /// Answers by server version.
-    pub versions: BTreeMap<String, u64>,
     /// Bots that reported this second (0 for a `load` run).
     pub reported: u32,
     /// Bots live in this second (0 for a `load` run).
     pub live: u32,
+    /// The second's counts and percentiles (their fields sit at the top level of the JSON).
+    #[serde(flatten)]
+    pub second: Record<Percentiles>,
 }
 
 impl Point {
@@ -81,19 +79,11 @@ impl Point {
             t,
             seconds: s.seconds(),
             offered: f.offered,
-            intended: s.intended,
-            sent: s.sent,
-            responses: s.responses,
             ok: s.ok(),
             failed: s.failed(),
-            errors: s.errors.clone(),
-            status: s.status.clone(),
-            bytes: s.bytes,
-            latency: Percentiles::of(&s.latency),
-            service: Percentiles::of(&s.service),
-            versions: s.versions.clone(),
             reported: f.reported,
             live: f.live,
+            second: s.map(Percentiles::of),
         }
     }
 
@@ -108,5 +98,33 @@ impl Point {
                 Point::of(f.map_or(i as u64, |f| f.t), s, f)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_is_the_records_fields_at_the_top_level_and_round_trips() {
+        let mut s = Snapshot {
+            end: 1.0,
+            responses: 3,
+            sent: 4,
+            ..Default::default()
+        };
+        s.status.insert(200, 2);
+        s.status.insert(503, 1);
+        for us in [1000, 2000, 30_000] {
+            s.latency.record(us).unwrap();
+        }
+        let p = Point::of(7, &s, None);
+        assert_eq!((p.ok, p.failed, p.second.sent), (2, 1, 4));
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["responses"], 3);
+        assert_eq!(v["status"]["503"], 1);
+        assert_eq!(v["latency"]["max"], 30.015);
+        let back: Point = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
     }
 }

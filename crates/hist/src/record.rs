@@ -1,0 +1,232 @@
+//! The per-second record: every counter a run keeps for an interval, defined once.
+//!
+//! [`Record`] is generic over how its histograms are held: [`crate::Snapshot`] holds HDR
+//! histograms (what the engine records and the aggregator merges), [`crate::sparse::WireSnapshot`]
+//! holds their buckets (the bots' pushes), and a chart's point holds their percentiles
+//! (`report::Point`). The counters are listed once, in the [`record!`] invocation below, which
+//! also writes their merge ([`Record::add_counts`]), their copy into another form
+//! ([`Record::map`]) and a walk over every count ([`Record::each_count`], for limits), so adding
+//! a counter is one line here plus its uses.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+
+/// How a record holds one histogram: its empty value and its serde form.
+pub trait HistForm: Sized {
+    /// An empty histogram in this form.
+    fn empty() -> Self;
+    /// Serialize (used through serde's `serialize_with`).
+    fn ser<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error>;
+    /// Deserialize (used through serde's `deserialize_with`).
+    fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
+}
+
+impl HistForm for Histogram<u64> {
+    fn empty() -> Self {
+        crate::new_histogram()
+    }
+    fn ser<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::histogram_codec::serialize(self, s)
+    }
+    fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::histogram_codec::deserialize(d)
+    }
+}
+
+/// A count that merges by adding: a number, or numbers by key.
+pub trait Tally {
+    /// Add `other` into `self`.
+    fn tally(&mut self, other: &Self);
+    /// Call `f` with every number held.
+    fn each(&self, f: &mut dyn FnMut(u64));
+}
+
+impl Tally for u64 {
+    fn tally(&mut self, other: &Self) {
+        *self += other;
+    }
+    fn each(&self, f: &mut dyn FnMut(u64)) {
+        f(*self)
+    }
+}
+
+impl<K: Ord + Clone> Tally for BTreeMap<K, u64> {
+    fn tally(&mut self, other: &Self) {
+        crate::add_map(self, other)
+    }
+    fn each(&self, f: &mut dyn FnMut(u64)) {
+        self.values().for_each(|n| f(*n))
+    }
+}
+
+/// Writes [`Record`] and the functions that must name every field.
+macro_rules! record {
+    (
+        counts { $( $(#[$cm:meta])* $count:ident : $cty:ty, )* }
+        histograms { $( $(#[$hm:meta])* $hist:ident, )* }
+    ) => {
+        /// What was measured over one interval, by one or many sources; `H` is the form of its
+        /// histograms (see the module doc).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(bound(serialize = "H: HistForm", deserialize = "H: HistForm"))]
+        pub struct Record<H> {
+            /// Start of the interval, seconds since the run started.
+            pub start: f64,
+            /// End of the interval, seconds since the run started.
+            pub end: f64,
+            $( $(#[$cm])* #[serde(default)] pub $count: $cty, )*
+            $(
+                $(#[$hm])*
+                #[serde(default = "HistForm::empty", serialize_with = "HistForm::ser",
+                        deserialize_with = "HistForm::de")]
+                pub $hist: H,
+            )*
+        }
+
+        impl<H: HistForm> Default for Record<H> {
+            fn default() -> Self {
+                Record {
+                    start: 0.0,
+                    end: 0.0,
+                    $( $count: Default::default(), )*
+                    $( $hist: H::empty(), )*
+                }
+            }
+        }
+
+        impl<H> Record<H> {
+            /// Add every count of `other` into `self` and widen the interval to cover both
+            /// (the histograms are the caller's, as only it knows both forms).
+            pub fn add_counts<G>(&mut self, other: &Record<G>) {
+                self.merge_bounds(other.start, other.end);
+                $( Tally::tally(&mut self.$count, &other.$count); )*
+            }
+
+            /// The same record with each histogram turned into another form by `f`.
+            pub fn map<G>(&self, f: impl Fn(&H) -> G) -> Record<G> {
+                Record {
+                    start: self.start,
+                    end: self.end,
+                    $( $count: self.$count.clone(), )*
+                    $( $hist: f(&self.$hist), )*
+                }
+            }
+
+            /// Call `f` with every count (each counter, each value of each map) and `h` with
+            /// each histogram.
+            pub fn each_count(&self, mut f: impl FnMut(u64), mut h: impl FnMut(&H)) {
+                $( Tally::each(&self.$count, &mut f); )*
+                $( h(&self.$hist); )*
+            }
+        }
+    };
+}
+
+record! {
+    counts {
+        /// Requests that got a complete response (any status).
+        responses: u64,
+        /// Bytes read from the network for those responses (headers and body).
+        bytes: u64,
+        /// Responses by HTTP status code.
+        #[serde(deserialize_with = "status_keys")]
+        status: BTreeMap<u16, u64>,
+        /// Failed requests by error class name (see the load engine's `ErrorClass`).
+        errors: BTreeMap<String, u64>,
+        /// Open loop: sends that started more than [`crate::LATE_US`] after their intended time.
+        late: u64,
+        /// Open loop: sends that waited for a free connection because the cap was reached.
+        capped: u64,
+        /// Open loop: sends due before the run ended that never started (waiting for a
+        /// connection at the cap, for their lane to run or for its connection to open, when the
+        /// run ended).
+        unsent: u64,
+        /// Answers by the answering server's version (its `x-scaletest-version` header; answers
+        /// without one are not counted here).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        versions: BTreeMap<String, u64>,
+        /// Sends the schedule asked for in this interval (open loop; closed loop: = `sent`).
+        intended: u64,
+        /// Requests actually sent (started) in this interval: the achieved send rate.
+        sent: u64,
+        /// Bytes written to the network in this interval (requests; over TLS, before
+        /// encryption, as `bytes` counts after decryption).
+        bytes_sent: u64,
+    }
+    histograms {
+        /// Latency measured from the *intended* send time, in µs (coordinated-omission
+        /// corrected). In a closed loop there is no schedule and this equals `service`.
+        latency,
+        /// Latency measured from the moment the request was actually sent (service time), in µs.
+        service,
+        /// Open loop: every send's delay from its intended time to its start, in µs.
+        lateness,
+    }
+}
+
+impl<H> Record<H> {
+    /// Total failed requests (all error classes).
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Requests that ended, successfully or not.
+    pub fn completed(&self) -> u64 {
+        self.responses + self.error_count()
+    }
+
+    /// Answers with a 1xx, 2xx or 3xx status: what a user would call a success.
+    pub fn ok(&self) -> u64 {
+        self.status.range(..400).map(|(_, n)| n).sum()
+    }
+
+    /// Requests that failed: transport errors plus answers with a 4xx or 5xx status.
+    pub fn failed(&self) -> u64 {
+        self.error_count() + self.responses.saturating_sub(self.ok())
+    }
+
+    /// Length of the interval in seconds.
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.start).max(0.0)
+    }
+
+    /// The interval becomes the union of both (an empty record takes the other's bounds).
+    pub(crate) fn merge_bounds(&mut self, start: f64, end: f64) {
+        if self.completed() == 0 && self.end == 0.0 && self.start == 0.0 {
+            self.start = start;
+            self.end = end;
+        } else {
+            self.start = self.start.min(start);
+            self.end = self.end.max(end);
+        }
+    }
+}
+
+/// Statuses by code, with the codes read from JSON's string keys or from numbers: a record
+/// flattened into another struct (a chart's point) reaches its map through serde's buffered
+/// form, which hands over keys as strings that `u16`'s own deserializer refuses.
+fn status_keys<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u16, u64>, D::Error> {
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct Code(u16);
+    impl<'de> Deserialize<'de> for Code {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Code;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an HTTP status code")
+                }
+                fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Code, E> {
+                    u16::try_from(n).map(Code).map_err(E::custom)
+                }
+                fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Code, E> {
+                    s.parse().map(Code).map_err(E::custom)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    let codes = BTreeMap::<Code, u64>::deserialize(d);
+    Ok(codes?.into_iter().map(|(c, n)| (c.0, n)).collect())
+}
