@@ -1,0 +1,433 @@
+//! The aggregator's HTTP API as a route table: [`route`] names the route of a method and path,
+//! [`handle`] applies the bearer-token check and the body limit of that route in one place,
+//! then calls the route's own small function.
+//!
+//! Reads (the page, its assets, `/healthz`, `/metrics`, the read APIs, the live stream) need
+//! no token; everything else does: without it, a path under `/api/` is a 401 and any other a
+//! 404, so an unknown path says nothing more to a caller without the token.
+
+use super::{Body, Shared, LONG_POLL};
+use crate::now_unix;
+use crate::state::{LoadRequest, Refused, State};
+use crate::wire::{Ack, Push, Register, MAX_BODY};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// One route of the API.
+enum Route {
+    /// A fixed file: its content type and content.
+    File(&'static str, &'static str),
+    Metrics,
+    Summary,
+    Series,
+    Window,
+    Events,
+    BotsTable,
+    Load,
+    Stream,
+    // With the token from here on.
+    Register,
+    Push(u64),
+    Leave(u64),
+    Assignment(u64),
+    /// A bot route whose id is not a number.
+    NoSuchBot,
+    SetLoad,
+    PostEvent,
+    Finish,
+}
+
+impl Route {
+    /// Whether the caller needs the bearer token.
+    fn needs_token(&self) -> bool {
+        !matches!(
+            self,
+            Route::File(..)
+                | Route::Metrics
+                | Route::Summary
+                | Route::Series
+                | Route::Window
+                | Route::Events
+                | Route::BotsTable
+                | Route::Load
+                | Route::Stream
+        )
+    }
+
+    /// The largest body the route reads; `None`: it reads none.
+    fn body_limit(&self) -> Option<usize> {
+        match self {
+            Route::Register => Some(64 << 10),
+            Route::Push(_) => Some(MAX_BODY),
+            Route::SetLoad => Some(256 << 10),
+            Route::PostEvent => Some(4096),
+            _ => None,
+        }
+    }
+}
+
+/// The route of `method` and `path`, if any.
+fn route(method: &Method, path: &str) -> Option<Route> {
+    if method == Method::GET {
+        if let Some(r) = read(path) {
+            return Some(r);
+        }
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let bot = |id: &str, r: fn(u64) -> Route| id.parse().map_or(Route::NoSuchBot, r);
+    Some(match (method.clone(), parts.as_slice()) {
+        (Method::POST, ["api", "bots"]) => Route::Register,
+        (Method::POST, ["api", "bots", id, "snapshots"]) => bot(id, Route::Push),
+        (Method::DELETE, ["api", "bots", id]) => bot(id, Route::Leave),
+        (Method::GET, ["api", "bots", id, "assignment"]) => bot(id, Route::Assignment),
+        (Method::PUT, ["api", "load"]) => Route::SetLoad,
+        (Method::POST, ["api", "events"]) => Route::PostEvent,
+        (Method::POST, ["api", "finish"]) => Route::Finish,
+        _ => return None,
+    })
+}
+
+/// The route of a `GET` of `path` that needs no token, if any.
+fn read(path: &str) -> Option<Route> {
+    const JS: &str = "text/javascript; charset=utf-8";
+    const CSS: &str = "text/css; charset=utf-8";
+    Some(match path {
+        "/" | "/index.html" => Route::File("text/html; charset=utf-8", crate::ui::INDEX),
+        "/assets/app.js" => Route::File(JS, crate::ui::APP_JS),
+        "/assets/app.css" => Route::File(CSS, crate::ui::APP_CSS),
+        "/assets/uplot.js" => Route::File(JS, report::assets::UPLOT_JS),
+        "/assets/charts.js" => Route::File(JS, report::assets::CHARTS_JS),
+        "/assets/uplot.css" => Route::File(CSS, report::assets::UPLOT_CSS),
+        "/healthz" => Route::File("text/plain", "ok\n"),
+        "/metrics" => Route::Metrics,
+        "/api/summary" => Route::Summary,
+        "/api/series" => Route::Series,
+        "/api/window" => Route::Window,
+        "/api/events" => Route::Events,
+        "/api/bots" => Route::BotsTable,
+        "/api/load" => Route::Load,
+        "/api/stream" => Route::Stream,
+        _ => return None,
+    })
+}
+
+/// Answer one request.
+pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let route = route(req.method(), req.uri().path());
+    if route.as_ref().is_none_or(Route::needs_token)
+        && !st_http::server::bearer_ok(req.headers(), &sh.token)
+    {
+        if req.uri().path().starts_with("/api/") {
+            return error(401, "missing or wrong bearer token");
+        }
+        return error(404, "not found");
+    }
+    let Some(route) = route else {
+        return error(404, "not found");
+    };
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let body = match route.body_limit() {
+        Some(limit) => match Limited::new(req.into_body(), limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(413, &format!("body over {limit} bytes")),
+        },
+        None => Bytes::new(),
+    };
+    let now = now_unix();
+    let q = Query(&query);
+    match route {
+        Route::File(ctype, content) => full(StatusCode::OK, ctype, content),
+        Route::Metrics => metrics(sh),
+        Route::Summary => summary(sh, now),
+        Route::Series => series(sh, q),
+        Route::Window => window(sh, q, now),
+        Route::Events => events(sh),
+        Route::BotsTable => bots_table(sh, q),
+        Route::Load => load(sh),
+        Route::Stream => stream(sh),
+        Route::Register => parsed(&body, |r| register(sh, r, now)),
+        Route::Push(id) => parsed(&body, |p| push(sh, id, p, now)),
+        Route::Leave(id) => leave(sh, id, now),
+        Route::Assignment(id) => assignment(sh, id, q).await,
+        Route::NoSuchBot => error(404, "no such bot"),
+        Route::SetLoad => parsed(&body, |r| set_load(sh, r, now)),
+        Route::PostEvent => parsed(&body, |p| post_event(sh, p, now)),
+        Route::Finish => {
+            sh.finish.send_replace(true);
+            ok()
+        }
+    }
+}
+
+/// A request's query string.
+#[derive(Clone, Copy)]
+struct Query<'a>(&'a str);
+
+impl<'a> Query<'a> {
+    /// The value of `key`, if given.
+    fn get(self, key: &str) -> Option<&'a str> {
+        self.0.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == key).then_some(v)
+        })
+    }
+
+    /// The value of `key` as a number, if given and one.
+    fn num<T: std::str::FromStr>(self, key: &str) -> Option<T> {
+        self.get(key)?.parse().ok()
+    }
+}
+
+/// The body as JSON, handed to `f`; a 400 saying why when it is not.
+fn parsed<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    f: impl FnOnce(T) -> Response<Body>,
+) -> Response<Body> {
+    match serde_json::from_slice(body) {
+        Ok(v) => f(v),
+        Err(e) => error(400, &format!("bad JSON: {e}")),
+    }
+}
+
+fn metrics(sh: &Shared) -> Response<Body> {
+    let st = sh.state.lock().expect("state lock");
+    full(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        crate::metrics::encode(&st),
+    )
+}
+
+fn summary(sh: &Shared, now: f64) -> Response<Body> {
+    let st = sh.state.lock().expect("state lock");
+    // One merge of the run's seconds serves the figures and the verdicts.
+    let total = st.total();
+    let summary = st.summary_of(now, &total);
+    let verdicts = report::threshold::judge(&sh.thresholds, &total, summary.elapsed_s);
+    let mut v = serde_json::to_value(summary).expect("serializable");
+    v["verdicts"] = serde_json::to_value(verdicts).expect("serializable");
+    v["run_id"] = st.run_id.clone().into();
+    v["started_unix"] = st.started_unix.into();
+    v["finished"] = st.finished.into();
+    v["offered"] = st.offered().into();
+    v["plan"] = serde_json::to_value(st.plan).expect("serializable");
+    v["spec"] = serde_json::to_value(&st.spec).expect("serializable");
+    json(StatusCode::OK, &v)
+}
+
+fn series(sh: &Shared, q: Query) -> Response<Body> {
+    let since = q.num("since").unwrap_or(0);
+    let st = sh.state.lock().expect("state lock");
+    let points = st.points_since(since, 600);
+    json(StatusCode::OK, &serde_json::json!({ "points": points }))
+}
+
+fn window(sh: &Shared, q: Query, now: f64) -> Response<Body> {
+    let (Some(from), Some(to)) = (q.num::<u64>("from"), q.num::<u64>("to")) else {
+        return error(400, "give from and to, Unix seconds");
+    };
+    if to <= from || to - from > 7 * 24 * 3600 {
+        return error(400, "a window is from < to, at most a week");
+    }
+    let st = sh.state.lock().expect("state lock");
+    json(StatusCode::OK, &st.window(from, to, now))
+}
+
+fn events(sh: &Shared) -> Response<Body> {
+    let st = sh.state.lock().expect("state lock");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "events": st.events() }),
+    )
+}
+
+fn bots_table(sh: &Shared, q: Query) -> Response<Body> {
+    let sort = q.get("sort").unwrap_or_default();
+    let desc = q.get("dir") == Some("desc");
+    let st = sh.state.lock().expect("state lock");
+    let (offset, limit) = (q.num("offset").unwrap_or(0), q.num("limit").unwrap_or(50));
+    let (total, bots) = st.bots_page(offset, limit, sort, desc);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "total": total, "bots": bots }),
+    )
+}
+
+fn load(sh: &Shared) -> Response<Body> {
+    let st = sh.state.lock().expect("state lock");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "plan": st.plan, "spec": st.spec, "offered": st.offered() }),
+    )
+}
+
+fn register(sh: &Shared, r: Register, now: f64) -> Response<Body> {
+    let mut st = sh.state.lock().expect("state lock");
+    // The new bot's first long-poll gets its assignment; the others are woken only if their
+    // share changed (a small fleet is re-split at once).
+    let out = st.register(now, &r, &sh.instance);
+    notify(sh, &st);
+    match out {
+        Ok(reg) => json(StatusCode::OK, &reg),
+        Err(e) => refused(e),
+    }
+}
+
+fn push(sh: &Shared, id: u64, p: Push, now: f64) -> Response<Body> {
+    if !p.instance.is_empty() && p.instance != sh.instance {
+        return error(409, "this aggregator restarted: register again");
+    }
+    let mut st = sh.state.lock().expect("state lock");
+    let out = st.push(now, id, p);
+    notify(sh, &st);
+    match out {
+        Ok((hwm, generation)) => json(
+            StatusCode::OK,
+            &Ack {
+                hwm,
+                generation,
+                instance: sh.instance.clone(),
+            },
+        ),
+        Err(e) => refused(e),
+    }
+}
+
+fn leave(sh: &Shared, id: u64, now: f64) -> Response<Body> {
+    let mut st = sh.state.lock().expect("state lock");
+    let out = st.deregister(now, id);
+    notify(sh, &st);
+    match out {
+        Ok(()) => ok(),
+        Err(e) => refused(e),
+    }
+}
+
+/// The bot's assignment once its generation differs from `after` (a long-poll of at most
+/// [`LONG_POLL`]).
+async fn assignment(sh: &Shared, id: u64, q: Query<'_>) -> Response<Body> {
+    let after: u64 = q.num("after").unwrap_or(0);
+    let mut rx = sh.generation.subscribe();
+    let deadline = Instant::now() + LONG_POLL;
+    loop {
+        {
+            let st = sh.state.lock().expect("state lock");
+            match st.assignment(id) {
+                None => return error(404, &format!("unknown bot {id}: register first")),
+                Some(a) if a.generation != after || Instant::now() >= deadline => {
+                    return json(StatusCode::OK, a)
+                }
+                Some(_) => {}
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return error(503, "shutting down") },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+}
+
+fn set_load(sh: &Shared, r: LoadRequest, now: f64) -> Response<Body> {
+    let mut st = sh.state.lock().expect("state lock");
+    if st.finished {
+        return error(409, "the run is finished");
+    }
+    let out = st.set_load(now, &r);
+    sh.generation.send_replace(st.generation());
+    match out {
+        Ok(()) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "ok": true, "offered": st.offered() }),
+        ),
+        Err(e) => refused(e),
+    }
+}
+
+/// `POST /api/events`: one line of text.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Posted {
+    text: String,
+}
+
+fn post_event(sh: &Shared, p: Posted, now: f64) -> Response<Body> {
+    let mut st = sh.state.lock().expect("state lock");
+    match st.post_event(now, &p.text) {
+        Ok(()) => ok(),
+        Err(e) => refused(e),
+    }
+}
+
+/// The live stream: SSE frames from the ticker, with a comment every 15 s to keep proxies
+/// from closing an idle stream. A client too slow to keep up skips frames (the page
+/// refetches the series when it notices a gap).
+fn stream(sh: &Shared) -> Response<Body> {
+    let rx = sh.stream.subscribe();
+    let s = futures::stream::unfold(rx, |mut rx| async move {
+        let r = tokio::time::timeout(Duration::from_secs(15), rx.recv()).await;
+        let frame = match r {
+            Ok(Ok(b)) => b,
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                Bytes::from_static(b"event: lagged\ndata: {}\n\n")
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Wake the assignment long-polls if an assignment changed.
+fn notify(sh: &Shared, st: &State) {
+    let g = st.generation();
+    sh.generation
+        .send_if_modified(|old| std::mem::replace(old, g) != g);
+}
+
+fn full(code: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn json<T: serde::Serialize>(code: StatusCode, v: &T) -> Response<Body> {
+    full(
+        code,
+        "application/json",
+        serde_json::to_vec(v).expect("serializable"),
+    )
+}
+
+fn ok() -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({ "ok": true }))
+}
+
+fn error(code: u16, why: &str) -> Response<Body> {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = json(code, &serde_json::json!({ "error": why }));
+    if code == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn refused(r: Refused) -> Response<Body> {
+    error(r.0, &r.1)
+}

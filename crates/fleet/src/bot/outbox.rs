@@ -1,0 +1,118 @@
+//! What a bot measured until the aggregator has it: seconds still being measured, sealed
+//! seconds waiting for an acknowledgement (oldest first), and acknowledged ones retained for
+//! an aggregator that restarts from its last saved second.
+
+use crate::wire::{Interval, MAX_BATCH};
+use hist::{Intervals, Snapshot};
+use std::collections::VecDeque;
+
+/// The seconds of one bot on their way to the aggregator.
+///
+/// Bounded: at most `cap` sealed seconds wait for an acknowledgement. When it is full (the
+/// aggregator unreachable for longer than that), sealing a new second drops the oldest
+/// waiting one and counts it ([`Outbox::dropped`], sent with every push); the newest seconds
+/// are the ones kept. Acknowledged seconds are kept for [`RETAIN`](super::RETAIN) seconds
+/// more.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// Seconds still being measured (a second's parts arrive from each worker).
+    measuring: Intervals,
+    /// Seconds up to this one have been sealed: a later part joins the next second.
+    sealed: u64,
+    /// Sealed, not acknowledged, oldest first.
+    unacked: VecDeque<Interval>,
+    /// Acknowledged, oldest first, for an aggregator that restarts.
+    retained: VecDeque<Interval>,
+    cap: usize,
+    retain: usize,
+    /// Sealed seconds dropped because the outbox was full (or a push was refused for good).
+    pub dropped: u64,
+    /// Answers measured, all seconds together.
+    pub responses: u64,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `cap` unacknowledged seconds (at least one) and
+    /// retaining `retain` acknowledged ones.
+    pub fn new(cap: usize, retain: usize) -> Outbox {
+        Outbox {
+            measuring: Intervals::new(),
+            sealed: 0,
+            unacked: VecDeque::new(),
+            retained: VecDeque::new(),
+            cap: cap.max(1),
+            retain,
+            dropped: 0,
+            responses: 0,
+        }
+    }
+
+    /// A part of Unix second `t` the load measured. A second already sealed (a draining run's
+    /// last part) joins the next one.
+    pub fn measured(&mut self, t: u64, s: &Snapshot) {
+        self.responses += s.responses;
+        self.measuring.add(t.max(self.sealed + 1), s);
+    }
+
+    /// Seal the seconds before `before`, dropping the oldest waiting ones past the bound.
+    pub fn seal(&mut self, before: u64) {
+        for (t, _, s) in self.measuring.pop_before(before) {
+            self.unacked.push_back(Interval {
+                t,
+                snap: (&s).into(),
+            });
+            self.sealed = self.sealed.max(t);
+        }
+        while self.unacked.len() > self.cap {
+            self.unacked.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    /// The oldest waiting seconds, at most a push's worth; and whether they are all of them.
+    pub fn batch(&self) -> (Vec<Interval>, bool) {
+        let batch: Vec<Interval> = self.unacked.iter().take(MAX_BATCH).cloned().collect();
+        let all = batch.len() == self.unacked.len();
+        (batch, all)
+    }
+
+    /// The aggregator has every second up to `hwm`: those move to the retained ones. Returns
+    /// whether any did (an acknowledgement already seen, or an older one, changes nothing).
+    pub fn acked(&mut self, hwm: u64) -> bool {
+        let before = self.unacked.len();
+        while self.unacked.front().is_some_and(|i| i.t <= hwm) {
+            self.retained
+                .push_back(self.unacked.pop_front().expect("checked"));
+        }
+        while self.retained.len() > self.retain {
+            self.retained.pop_front();
+        }
+        self.unacked.len() < before
+    }
+
+    /// The aggregator will never take the `n` oldest waiting seconds: drop and count them.
+    pub fn refused(&mut self, n: usize) {
+        for _ in 0..n {
+            self.unacked.pop_front();
+        }
+        self.dropped += n as u64;
+    }
+
+    /// A (restarted) aggregator has every second up to `hwm`: every later one, retained or
+    /// waiting, is to be sent again, in order.
+    pub fn rewind(&mut self, hwm: u64) {
+        let mut again: VecDeque<Interval> = self.retained.drain(..).filter(|i| i.t > hwm).collect();
+        again.extend(self.unacked.drain(..).filter(|i| i.t > hwm));
+        self.unacked = again;
+    }
+
+    /// Sealed seconds not acknowledged yet.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Some second is still being measured.
+    pub fn measuring(&self) -> bool {
+        !self.measuring.is_empty()
+    }
+}

@@ -1,0 +1,509 @@
+use super::*;
+use crate::wire::{Interval, Push, Register, Registered};
+use hist::sparse::WireSnapshot;
+use proptest::prelude::*;
+use report::Event;
+
+fn spec() -> Spec {
+    Spec {
+        url: Some("http://127.0.0.1:9/".into()),
+        ..Spec::default()
+    }
+}
+
+fn state() -> State {
+    State::new(
+        Config::default(),
+        "r".into(),
+        1000.0,
+        spec(),
+        Plan::Total { rate: 300.0 },
+    )
+}
+
+fn reg(s: &mut State, now: f64, name: &str) -> u64 {
+    register(s, now, name, None).id
+}
+
+/// A new bot named `name` that was in run `previous` before.
+fn register(s: &mut State, now: f64, name: &str, previous: Option<&str>) -> Registered {
+    let r = Register {
+        id: None,
+        name: name.into(),
+        host: "h".into(),
+        pid: 1,
+        version: "0".into(),
+        clock_unix: now,
+        previous_run: previous.map(str::to_string),
+    };
+    s.register(now, &r, "i").unwrap()
+}
+
+/// Bots that were in another run say so: this aggregator's run restarted (a new pod on an
+/// empty directory), once in the events and in the results; their own run is no news.
+#[test]
+fn a_bot_from_an_earlier_run_marks_the_run_as_restarted() {
+    let mut s = state();
+    let now = 1000.0;
+    let reg = |s: &mut State, name: &str, prev: Option<&str>| register(s, now, name, prev);
+    let own = s.run_id.clone();
+    assert_eq!(reg(&mut s, "a", Some(&own)).run, own);
+    assert_eq!(reg(&mut s, "b", None).run, own);
+    reg(&mut s, "c", Some("old-run"));
+    reg(&mut s, "d", Some("old-run"));
+    let restarted: Vec<&Event> = s
+        .events()
+        .iter()
+        .filter(|e| e.kind == "restarted")
+        .collect();
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(
+        restarted[0].text.contains("was in run old-run"),
+        "{}",
+        restarted[0].text
+    );
+    let run = s.results(now, report::RunInfo::default());
+    assert_eq!(
+        run.fleet.unwrap().previous_runs,
+        vec!["old-run".to_string()]
+    );
+    // It survives a restore from the saved state.
+    let saved = s.saved();
+    assert_eq!(saved.previous_runs, vec!["old-run".to_string()]);
+}
+
+fn snap(values: &[u64]) -> Snapshot {
+    let mut s = Snapshot {
+        end: 1.0,
+        ..Default::default()
+    };
+    for v in values {
+        s.latency.record(*v).unwrap();
+        s.service.record(*v).unwrap();
+        s.responses += 1;
+        *s.status.entry(200).or_default() += 1;
+    }
+    s
+}
+
+fn push(s: &mut State, now: f64, id: u64, t: u64, values: &[u64]) -> Result<(u64, u64), Refused> {
+    s.push(
+        now,
+        id,
+        Push {
+            clock_unix: now,
+            dropped: 0,
+            intervals: vec![Interval {
+                t,
+                snap: (&snap(values)).into(),
+            }],
+            generation: 0,
+            idle: false,
+            instance: String::new(),
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Merged percentiles are the percentiles of all samples taken together, whatever
+    /// the split over bots and whether they arrive through the wire format.
+    #[test]
+    fn merged_percentiles_equal_those_of_all_samples(
+        per_bot in proptest::collection::vec(proptest::collection::vec(1u64..5_000_000, 0..200), 1..6)
+    ) {
+        let mut s = state();
+        let mut all = hist::new_histogram();
+        let ids: Vec<u64> = (0..per_bot.len()).map(|i| reg(&mut s, 1000.0, &format!("b{i}"))).collect();
+        for (id, values) in ids.iter().zip(&per_bot) {
+            // Through JSON, as a bot sends it.
+            let p = Push { clock_unix: 1001.0, dropped: 0, intervals: vec![Interval { t: 1000, snap: (&snap(values)).into() }], generation: 0, idle: false, instance: String::new() };
+            let p: Push = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+            s.push(1001.0, *id, p).unwrap();
+            for v in values { all.record(*v).unwrap(); }
+        }
+        let t = s.tick(1002.6);
+        let point = &t.points.iter().find(|p| p.t == 1000).unwrap();
+        prop_assert_eq!(point.second.responses, all.len());
+        for (q, got) in [(0.5, point.second.latency.p50), (0.9, point.second.latency.p90), (0.99, point.second.latency.p99), (0.999, point.second.latency.p999)] {
+            let want = if all.is_empty() { 0.0 } else { all.value_at_quantile(q) as f64 / 1000.0 };
+            prop_assert_eq!(got, want);
+        }
+        prop_assert_eq!(s.total().latency.value_at_quantile(0.99), all.value_at_quantile(0.99));
+    }
+}
+
+/// A push as the aggregator takes it from a request body: parsed, then counted (true) or
+/// refused with a 4xx; and the state still ticks and totals.
+fn ingest(s: &mut State, id: u64, body: &[u8]) -> Result<bool, TestCaseError> {
+    let mut counted = false;
+    if let Ok(p) = serde_json::from_slice::<Push>(body) {
+        match s.push(1001.0, id, p) {
+            Ok(_) => counted = true,
+            Err(Refused(code, why)) => {
+                prop_assert!((400..500).contains(&code), "{} {}", code, why)
+            }
+        }
+    }
+    let _ = s.tick(1002.6);
+    let _ = s.total();
+    Ok(counted)
+}
+
+/// A push of two seconds with a few hundred values each, as JSON.
+fn push_seed() -> serde_json::Value {
+    let values: Vec<u64> = (1..300).map(|i| i * 7919 % 100_003 + 1).collect();
+    let intervals = [1000, 1001]
+        .map(|t| Interval {
+            t,
+            snap: (&snap(&values)).into(),
+        })
+        .to_vec();
+    let p = Push {
+        clock_unix: 1001.0,
+        dropped: 0,
+        intervals,
+        generation: 0,
+        idle: false,
+        instance: String::new(),
+    };
+    serde_json::to_value(p).unwrap()
+}
+
+/// A consistent snapshot (it passes [`Push::check`]) whose every count is `n`.
+fn counted(n: u64) -> WireSnapshot {
+    let h = hist::sparse::Buckets(vec![(1000, n)]);
+    WireSnapshot {
+        start: 0.0,
+        end: 1.0,
+        responses: n,
+        bytes: n,
+        status: [(200, n)].into(),
+        errors: [("timeout".to_string(), n)].into(),
+        latency: h.clone(),
+        service: h.clone(),
+        late: n,
+        capped: n,
+        unsent: n,
+        lateness: h,
+        versions: [("v1".to_string(), n)].into(),
+        intended: n,
+        sent: n,
+        bytes_sent: n,
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_bytes_pushed_are_counted_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let mut s = state();
+        let id = reg(&mut s, 1000.0, "a");
+        ingest(&mut s, id, &bytes)?;
+    }
+
+    #[test]
+    fn a_damaged_push_is_counted_or_refused(
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in proptest::option::of(any::<usize>()),
+    ) {
+        let mut s = state();
+        let id = reg(&mut s, 1000.0, "a");
+        ingest(&mut s, id, testsupport::damaged(&push_seed(), &flips, cut).as_bytes())?;
+    }
+
+    /// A run directory damaged on disk (by hand, or a crash the journal's torn-line rule
+    /// does not cover) restores or is refused; it never panics.
+    #[test]
+    fn a_damaged_run_directory_restores_or_is_refused(
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cut in proptest::option::of(any::<usize>()),
+    ) {
+        // Built once: a minute and a half of pushes and ticks is not cheap.
+        static SEED: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+        restart(&testsupport::damaged(SEED.get_or_init(saved_seed), &flips, cut));
+    }
+
+    /// Counts a bot may claim, however large: those a second can hold add up (two bots,
+    /// the same second, then the run's total), the others are refused.
+    #[test]
+    fn pushes_of_any_counts_are_counted_or_refused(
+        counts in proptest::collection::vec(
+            prop_oneof![any::<u64>(), Just(u64::MAX), 0..=crate::wire::MAX_COUNT],
+            2,
+        ),
+    ) {
+        let mut s = state();
+        let mut want = 0;
+        for (i, n) in counts.into_iter().enumerate() {
+            let id = reg(&mut s, 1000.0, &format!("b{i}"));
+            let p = Push {
+                clock_unix: 1001.0,
+                dropped: n,
+                intervals: vec![Interval { t: 1000, snap: counted(n) }],
+                generation: 0,
+                idle: false,
+                instance: String::new(),
+            };
+            let took = ingest(&mut s, id, &serde_json::to_vec(&p).unwrap())?;
+            // Refused exactly when past what a second can hold.
+            prop_assert_eq!(took, n <= crate::wire::MAX_COUNT, "{}", n);
+            want += if took { n } else { 0 };
+        }
+        prop_assert_eq!(s.total().responses, want);
+    }
+}
+
+/// A run directory's state and journal after 90 s of one bot, as JSON: what a restarted
+/// aggregator reads back (the journal's seconds past the late window, the rest open).
+fn saved_seed() -> serde_json::Value {
+    let mut s = state();
+    let a = reg(&mut s, 1000.0, "a");
+    let mut closed = Vec::new();
+    for t in 1000..1090 {
+        push(&mut s, t as f64 + 1.2, a, t, &[t, t + 7]).unwrap();
+        closed.extend(s.tick(t as f64 + 1.3).closed);
+    }
+    serde_json::json!({"saved": s.saved(), "closed": closed})
+}
+
+/// Restart from `text` as `Store::open` reads it: anything that parses is restored, ticks
+/// and totals.
+fn restart(text: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    let (Ok(saved), Ok(closed)) = (
+        serde_json::from_value::<Saved>(v["saved"].clone()),
+        serde_json::from_value::<Vec<(u64, Closed)>>(v["closed"].clone()),
+    ) else {
+        return;
+    };
+    let mut r = State::restore(
+        Config::default(),
+        saved,
+        closed.into_iter().collect(),
+        1095.0,
+    );
+    let _ = r.tick(1096.0);
+    let _ = r.total();
+    let _ = r.saved();
+}
+
+#[test]
+fn the_saved_seed_restores() {
+    let v = saved_seed();
+    let saved: Saved = serde_json::from_value(v["saved"].clone()).unwrap();
+    let closed: Vec<(u64, Closed)> = serde_json::from_value(v["closed"].clone()).unwrap();
+    assert!(
+        closed.len() >= 20 && !saved.open.is_empty(),
+        "{}",
+        closed.len()
+    );
+    let r = State::restore(
+        Config::default(),
+        saved,
+        closed.into_iter().collect(),
+        1095.0,
+    );
+    assert_eq!(r.total().responses, 180);
+}
+
+#[test]
+fn the_push_seed_is_counted() {
+    let mut s = state();
+    let id = reg(&mut s, 1000.0, "a");
+    assert!(ingest(&mut s, id, push_seed().to_string().as_bytes()).unwrap());
+    assert_eq!(s.total().responses, 2 * 299);
+}
+
+#[test]
+fn seconds_of_bots_with_different_run_starts_stay_one_second_long() {
+    let mut s = state();
+    let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+    let mut old = snap(&[1]);
+    (old.start, old.end) = (99.0, 100.0);
+    s.push(
+        1001.2,
+        a,
+        Push {
+            clock_unix: 0.0,
+            dropped: 0,
+            intervals: vec![Interval {
+                t: 1000,
+                snap: (&old).into(),
+            }],
+            generation: 0,
+            idle: false,
+            instance: String::new(),
+        },
+    )
+    .unwrap();
+    push(&mut s, 1001.2, b, 1000, &[2]).unwrap();
+    let t = s.tick(1002.6);
+    let p = t.points.iter().find(|p| p.t == 1000).unwrap();
+    assert_eq!((p.seconds, p.second.responses), (1.0, 2));
+}
+
+#[test]
+fn a_retried_push_is_counted_once() {
+    let mut s = state();
+    let id = reg(&mut s, 1000.0, "a");
+    assert_eq!(push(&mut s, 1001.2, id, 1000, &[5, 6]).unwrap().0, 1000);
+    assert_eq!(push(&mut s, 1001.3, id, 1000, &[5, 6]).unwrap().0, 1000);
+    assert_eq!(s.total().responses, 2);
+    assert_eq!(s.duplicates, 1);
+}
+
+#[test]
+fn a_silent_bot_goes_stale_then_gone_and_its_share_moves() {
+    let mut s = state();
+    let (a, b, c) = (
+        reg(&mut s, 1000.0, "a"),
+        reg(&mut s, 1000.0, "b"),
+        reg(&mut s, 1000.0, "c"),
+    );
+    // A small fleet is re-split as each bot joins: the total holds at once.
+    assert_eq!(s.offered(), 300.0);
+    assert_eq!(s.bots[&a].record.rate, 100.0);
+    let g = s.bots[&a].assignment.generation;
+    // b and c keep pushing; a falls silent.
+    for now in [1001.0, 1002.0, 1003.0] {
+        push(&mut s, now, b, now as u64 - 1, &[1]).unwrap();
+        push(&mut s, now, c, now as u64 - 1, &[1]).unwrap();
+        s.tick(now);
+    }
+    assert_eq!(s.bots[&a].record.state, "stale");
+    assert_eq!(s.bot_counts(), (2, 1, 0));
+    // The total holds: b and c now have 150 each, under a new generation.
+    assert_eq!(s.bots[&b].record.rate, 150.0);
+    assert_eq!(s.offered(), 300.0);
+    assert!(s.bots[&b].assignment.generation > g);
+    let spec = s.bots[&b].assignment.spec.clone().unwrap();
+    assert_eq!(spec.rate.as_deref(), Some("150"));
+    for now in 1004..=1031 {
+        push(&mut s, now as f64, b, now - 1, &[1]).unwrap();
+        push(&mut s, now as f64, c, now - 1, &[1]).unwrap();
+        s.tick(now as f64);
+    }
+    assert_eq!(s.bots[&a].record.state, "gone");
+    let kinds: Vec<&str> = s.events().iter().map(|e| e.kind.as_str()).collect();
+    assert!(
+        kinds.contains(&"bot_stale") && kinds.contains(&"bot_gone"),
+        "{kinds:?}"
+    );
+    // It comes back: live again, and the rate is split three ways again.
+    push(&mut s, 1032.0, a, 1031, &[1]).unwrap();
+    assert_eq!(s.bots[&a].record.state, "live");
+    s.tick(1032.1);
+    assert_eq!(s.bots[&b].record.rate, 100.0);
+    assert_eq!(s.offered(), 300.0);
+}
+
+#[test]
+fn late_snapshots_land_in_their_own_second_and_revise_it() {
+    let mut s = state();
+    let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+    push(&mut s, 1001.2, a, 1000, &[10]).unwrap();
+    let t = s.tick(1002.6);
+    let p = t.points.iter().find(|p| p.t == 1000).unwrap();
+    assert_eq!((p.second.responses, p.reported), (1, 1));
+    // b's second 1000 arrives 20 s late: a revision of 1000, not part of 1020.
+    push(&mut s, 1020.0, b, 1000, &[20, 30]).unwrap();
+    let t = s.tick(1020.1);
+    let r = t.revisions.iter().find(|p| p.t == 1000).unwrap();
+    assert_eq!((r.second.responses, r.reported), (3, 2));
+    // 100 s late: past the late window, the closed second is revised from its packed copy.
+    s.tick(1070.0);
+    let c = reg(&mut s, 1100.0, "c");
+    push(&mut s, 1100.0, c, 1000, &[40]).unwrap();
+    let t = s.tick(1100.1);
+    assert!(t.closed.iter().any(|(k, _)| *k == 1000), "journaled again");
+    let r = t.revisions.iter().find(|p| p.t == 1000).unwrap();
+    assert_eq!((r.second.responses, r.reported), (4, 3));
+    // Older than max_late (15 min) is refused and changes nothing.
+    let e = push(&mut s, 2000.0, c, 1001, &[1]).unwrap_err();
+    assert_eq!(e.0, 422);
+    assert_eq!(s.total().responses, 4);
+}
+
+#[test]
+fn a_restored_run_keeps_totals_and_high_water_marks() {
+    let mut s = state();
+    let a = reg(&mut s, 1000.0, "a");
+    for t in 1000..1070 {
+        push(&mut s, t as f64 + 1.2, a, t, &[t]).unwrap();
+        let tick = s.tick(t as f64 + 1.3);
+        let _ = tick;
+    }
+    let closed: BTreeMap<u64, Closed> = s.closed.clone();
+    let saved = s.saved();
+    let total = s.total().responses;
+    let r = State::restore(Config::default(), saved, closed, 1075.0);
+    assert_eq!(r.total().responses, total);
+    assert_eq!(r.bots[&a].hwm, 1069);
+    // What the bot sends again after the restart is not counted twice.
+    let mut r = r;
+    push(&mut r, 1075.0, a, 1069, &[1]).unwrap();
+    assert_eq!(r.total().responses, total);
+}
+
+/// Issue 27's restart: the seconds a restarted aggregator hears before the bots register
+/// again (their retained outboxes re-sent) follow the plan, and no second has more bots
+/// reporting than live.
+#[test]
+fn after_a_restart_offered_follows_the_plan_and_coverage_stays_within_100_percent() {
+    let mut s = state();
+    let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+    for t in 1000..1010 {
+        for id in [a, b] {
+            push(&mut s, t as f64 + 1.2, id, t, &[t]).unwrap();
+        }
+        let _ = s.tick(t as f64 + 1.3);
+    }
+    let closed: BTreeMap<u64, Closed> = s.closed.clone();
+    let saved = s.saved();
+    // Down from 1010 to 1014; the bots re-send 1010.. and go on.
+    let mut r = State::restore(Config::default(), saved, closed, 1015.0);
+    for t in 1010..1020 {
+        for id in [a, b] {
+            push(&mut r, (t as f64 + 1.2).max(1015.0), id, t, &[t]).unwrap();
+        }
+        let _ = r.tick((t as f64 + 1.3).max(1015.1));
+    }
+    r.finish(1021.0);
+    r.close_all();
+    let run = r.results(1021.0, report::RunInfo::default());
+    let f = run.fleet.unwrap();
+    for s in f.seconds.iter().filter(|s| s.reported > 0) {
+        assert!(s.reported <= s.live, "{s:?}");
+        assert_eq!(s.offered, 300.0, "{s:?}");
+    }
+    assert_eq!(f.seconds.iter().filter(|s| s.reported == 2).count(), 20);
+}
+
+#[test]
+fn load_requests_are_checked_like_load_flags() {
+    let mut s = state();
+    let bad = |s: &mut State, json: &str| {
+        s.set_load(1.0, &serde_json::from_str(json).unwrap())
+            .unwrap_err()
+            .1
+    };
+    assert!(bad(&mut s, r#"{"rate": 0}"#).contains("> 0"));
+    assert_eq!(
+        bad(&mut s, r#"{"rate": 5, "per_bot_rate": 5}"#),
+        "give one of rate, per_bot_rate, connections_per_bot or idle"
+    );
+    assert!(bad(&mut s, r#"{}"#).contains("one of"));
+    assert!(bad(
+        &mut s,
+        r#"{"rate": 5, "spec": {"url": "http://127.0.0.1:9/", "http2": false, "streams": 3}}"#
+    )
+    .contains("--streams"));
+    s.set_load(
+        1.0,
+        &serde_json::from_str(r#"{"connections_per_bot": 4}"#).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s.plan, Plan::Connections { per_bot: 4 });
+}
