@@ -11,7 +11,7 @@ use crate::resource::Resource;
 use crate::selectors::Selectors;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A change, as a watch delivers it.
 #[derive(Debug, Clone)]
@@ -65,9 +65,14 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z): later times (a token asked to
+/// last i64::MAX seconds) are written as that.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
 /// `secs` since the Unix epoch as RFC 3339 (UTC, whole seconds).
 pub fn rfc3339(secs: u64) -> String {
-    report::format::rfc3339(secs as f64)
+    let at = UNIX_EPOCH + Duration::from_secs(secs.min(LAST_RFC3339_SECOND));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 impl Store {
@@ -674,5 +679,6 @@ mod tests {
     fn timestamps_are_rfc3339_utc_whole_seconds() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 }
