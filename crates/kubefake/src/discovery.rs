@@ -1,6 +1,7 @@
 //! `/version` and the discovery documents (`/api`, `/apis`, `/apis/GROUP`, the resource lists
 //! of a group version), built from the resource types the fake serves, in kube-apiserver
-//! v1.28.7's shapes.
+//! v1.28.7's shapes; `/version` is that server's answer as recorded
+//! (`k8s-reference/version.json`).
 
 use crate::reply::{reply, status, Body};
 use crate::resource::Resource;
@@ -40,9 +41,19 @@ pub(crate) fn answer(shared: &Shared, doc: &Doc) -> Response<Body> {
     }
 }
 
+/// kube-apiserver v1.28.7's `/version`, as recorded.
 fn version() -> Value {
-    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-scaletest-fake",
-           "platform": "linux/amd64"})
+    json!({
+        "major": "1",
+        "minor": "28",
+        "gitVersion": "v1.28.7",
+        "gitCommit": "97d04a81e5e02c7512c84c3a533eba3e0d3a2818",
+        "gitTreeState": "dirty",
+        "buildDate": "2026-12-06T03:28:16Z",
+        "goVersion": "go1.21.13",
+        "compiler": "gc",
+        "platform": "linux/amd64"
+    })
 }
 
 fn resource_list(shared: &Shared, group: &str, version: &str) -> Option<Value> {

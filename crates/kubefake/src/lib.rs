@@ -1,6 +1,6 @@
 //! Test-only: an in-process fake of the Kubernetes API server, faithful where scaletest's
 //! control-plane tools depend on it. Every behaviour copies kube-apiserver v1.28.7 (the
-//! recordings in `k8s-reference/`): discovery, HTTP/2 SETTINGS, watch headers,
+//! recordings in `k8s-reference/`): `/version` and discovery, HTTP/2 SETTINGS, watch headers,
 //! bookmarks and 410s, error bodies and messages, pod binding and graceful deletion, the
 //! TokenRequest, pod logs through the kubelet; what it chose instead is listed, with the real
 //! server's behaviour, in docs/hollow-nodes.md. Never part of the shipped binary.
