@@ -42,6 +42,7 @@ impl Default for Options {
         }
     }
 }
+
 /// A running fake API server; stops when dropped.
 pub struct FakeApi {
     /// Where it listens (127.0.0.1, an ephemeral port).

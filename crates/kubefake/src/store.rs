@@ -25,6 +25,7 @@ pub struct Event {
     /// The object after the change (before it, for DELETED, with the new version).
     pub object: Value,
 }
+
 /// Every object, and the recent changes.
 pub struct Store {
     rv: u64,
