@@ -12,7 +12,7 @@
 //! `f:name: {}`), where the real server merges associative lists such as `containers` by their
 //! key. With one manager applying whole objects, as scaletest does, the results are the same.
 
-use crate::store::ApiError;
+use crate::error::ApiError;
 use serde_json::{json, Map, Value};
 
 /// The timestamp the fake puts wherever the real server puts "now".

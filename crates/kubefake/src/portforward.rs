@@ -2,13 +2,14 @@
 //! and kube-rs speaks it (subprotocol `v4.channel.k8s.io`): for the i-th port, channel 2i
 //! carries data and 2i+1 errors; the server first sends each channel's port number (2 bytes,
 //! little-endian) and then every frame is one channel byte and its data. Each forward is one
-//! TCP connection to where the test said the pod's port is ([`crate::FakeApi::forward`]); a
+//! TCP connection to where the test said the pod's port is (`FakeApi::forward`); a
 //! port with no such address gets the kubelet's refusal on its error channel.
 
-use crate::server::{error, status, Body, Shared, Target};
+use crate::reply::{error, status, Body};
+use crate::route::{Query, Target};
+use crate::state::Shared;
 use futures::{SinkExt, StreamExt};
 use hyper::{body::Incoming, Request, Response, StatusCode};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -22,11 +23,10 @@ const PROTOCOL: &str = "v4.channel.k8s.io";
 pub(crate) fn upgrade(
     shared: &Arc<Shared>,
     t: &Target,
-    q: &BTreeMap<String, String>,
+    q: &Query,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let ns = t.ns.clone().unwrap_or_default();
-    let pod = t.name.clone().unwrap_or_default();
+    let (ns, pod) = (t.namespace().to_string(), t.object().to_string());
     if let Err(e) = shared.store.lock().expect("lock").get(&t.r, &ns, &pod) {
         return error(&e);
     }

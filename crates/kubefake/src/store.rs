@@ -1,53 +1,17 @@
 //! The object store behind the fake API: one global resourceVersion counter, optimistic
-//! concurrency, generateName, selectors, JSON merge patches and strategic merge patches (lists
-//! with a merge key merge item by item), real creation timestamps, the pod rules a kubelet
-//! depends on (a new pod is Pending; `pods/binding` sets the node once; a bound pod's delete
-//! only marks it until its kubelet deletes it with grace 0), and an event log that watches
-//! replay from (410 Gone once a version has fallen out of it).
+//! concurrency, generateName, selector queries, merge and strategic merge patches
+//! ([`crate::patch`]), server-side apply ([`crate::apply`]), real creation timestamps, the
+//! pod rules a kubelet depends on (a new pod is Pending; `pods/binding` sets the node once; a
+//! bound pod's delete only marks it until its kubelet deletes it with grace 0), and an event
+//! log that watches replay from (410 Gone once a version has fallen out of it).
 
+use crate::error::ApiError;
+use crate::patch::{merge_patch, strategic_merge};
+use crate::resource::Resource;
+use crate::selectors::Selectors;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, VecDeque};
-
-/// A registered resource type.
-#[derive(Debug, Clone)]
-pub struct Resource {
-    /// API group ("" for the core group).
-    pub group: String,
-    /// Version, e.g. "v1".
-    pub version: String,
-    /// Plural name used in paths.
-    pub plural: String,
-    /// Kind.
-    pub kind: String,
-    /// Namespaced or cluster-scoped.
-    pub namespaced: bool,
-}
-
-impl Resource {
-    /// `apiVersion` as objects carry it.
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// As the API server names it in error messages: `configmaps`,
-    /// `leases.coordination.k8s.io` (its `GroupResource`).
-    pub fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
-    }
-
-    /// The key of its collection.
-    pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.group, self.version, self.plural)
-    }
-}
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A change, as a watch delivers it.
 #[derive(Debug, Clone)]
@@ -60,46 +24,6 @@ pub struct Event {
     pub kind: &'static str,
     /// The object after the change (before it, for DELETED, with the new version).
     pub object: Value,
-}
-
-/// Why a call failed, as the API server reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiError {
-    /// 404.
-    NotFound(String),
-    /// 409, create of a name that exists.
-    AlreadyExists(String),
-    /// 409, a stale resourceVersion.
-    Conflict(String),
-    /// 422 / 400.
-    Invalid(String),
-    /// 410: the version asked for is older than the event log.
-    Gone(String),
-}
-
-impl ApiError {
-    /// HTTP status code.
-    pub fn code(&self) -> u16 {
-        match self {
-            ApiError::NotFound(_) => 404,
-            ApiError::AlreadyExists(_) | ApiError::Conflict(_) => 409,
-            ApiError::Invalid(_) => 422,
-            ApiError::Gone(_) => 410,
-        }
-    }
-
-    /// A `Status` object, as the API server sends with an error.
-    pub fn status(&self) -> Value {
-        let (reason, msg) = match self {
-            ApiError::NotFound(m) => ("NotFound", m),
-            ApiError::AlreadyExists(m) => ("AlreadyExists", m),
-            ApiError::Conflict(m) => ("Conflict", m),
-            ApiError::Invalid(m) => ("Invalid", m),
-            ApiError::Gone(m) => ("Expired", m),
-        };
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": msg, "reason": reason, "code": self.code()})
-    }
 }
 
 /// Every object, and the recent changes.
@@ -132,72 +56,24 @@ fn meta_mut(o: &mut Value) -> &mut Map<String, Value> {
 
 /// The wall clock as the API server writes timestamps: RFC 3339, whole seconds, UTC.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
+    rfc3339(unix_now())
 }
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z): later times (a token asked to
+/// last i64::MAX seconds) are written as that.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
 
 /// `secs` since the Unix epoch as RFC 3339 (UTC, whole seconds).
 pub fn rfc3339(secs: u64) -> String {
-    report::format::rfc3339(secs as f64)
-}
-
-/// The list merge keys of a strategic merge patch for the fields the fake's users patch
-/// (`patchMergeKey` in the Kubernetes API types); other lists are replaced whole, as their
-/// `patchStrategy` is not `merge`.
-fn merge_key(field: &str) -> Option<&'static str> {
-    match field {
-        "conditions" | "addresses" => Some("type"),
-        "podIPs" | "hostIPs" => Some("ip"),
-        "ownerReferences" => Some("uid"),
-        _ => None,
-    }
-}
-
-/// A strategic merge patch as the API server applies it to the fields the fake knows: maps
-/// merge as in a JSON merge patch, lists with a merge key (node and pod conditions by
-/// `type`, pod IPs by `ip`) merge item by item, other lists are replaced.
-pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    merge(target, patch, true)
-}
-
-/// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    merge(target, patch, false)
-}
-
-fn merge(target: &mut Value, patch: &Value, strategic: bool) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let t = target.as_object_mut().expect("made an object");
-            for (k, v) in p {
-                if strategic && (k.starts_with("$setElementOrder/") || k == "$retainKeys") {
-                    continue;
-                }
-                let key = if strategic { merge_key(k) } else { None };
-                match (v, key, t.get_mut(k)) {
-                    (Value::Null, _, _) => {
-                        t.remove(k);
-                    }
-                    (Value::Array(items), Some(key), Some(Value::Array(cur))) => {
-                        for item in items {
-                            let id = item.get(key);
-                            match cur.iter_mut().find(|c| id.is_some() && c.get(key) == id) {
-                                Some(c) => merge(c, item, true),
-                                None => cur.push(item.clone()),
-                            }
-                        }
-                    }
-                    _ => merge(t.entry(k.clone()).or_insert(Value::Null), v, strategic),
-                }
-            }
-        }
-        _ => *target = patch.clone(),
-    }
+    let at = UNIX_EPOCH + Duration::from_secs(secs.min(LAST_RFC3339_SECOND));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 impl Store {
@@ -501,13 +377,10 @@ impl Store {
             return Ok((current, None, false));
         }
         let mut next = current;
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let m = meta_mut(&mut next);
         m.insert(
             "deletionTimestamp".into(),
-            json!(rfc3339(secs + grace as u64)),
+            json!(rfc3339(unix_now() + grace as u64)),
         );
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         self.bump(&mut next);
@@ -622,126 +495,6 @@ impl Store {
     }
 }
 
-/// Label and field selectors, as in `?labelSelector=` and `?fieldSelector=`.
-#[derive(Debug, Default, Clone)]
-pub struct Selectors {
-    labels: Vec<Term>,
-    fields: Vec<Term>,
-}
-
-#[derive(Debug, Clone)]
-enum Term {
-    Eq(String, String),
-    Ne(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    Absent(String),
-}
-
-fn split_terms(s: &str) -> Vec<String> {
-    // Commas inside `in (a,b)` do not separate terms.
-    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0);
-    for c in s.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    out.push(cur);
-    out.into_iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-fn parse_terms(s: &str, sets: bool) -> Result<Vec<Term>, ApiError> {
-    let bad = || ApiError::Invalid(format!("unable to parse selector {s:?}"));
-    let mut out = Vec::new();
-    for t in split_terms(s) {
-        let set = |rest: &str| -> Option<Vec<String>> {
-            let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-            Some(inner.split(',').map(|v| v.trim().to_string()).collect())
-        };
-        let term = if let Some((k, v)) = t.split_once("!=") {
-            Term::Ne(k.trim().into(), v.trim().into())
-        } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
-            Term::Eq(k.trim().into(), v.trim().into())
-        } else if let (true, Some((k, rest))) = (sets, t.split_once(" notin ")) {
-            Term::NotIn(k.trim().into(), set(rest).ok_or_else(bad)?)
-        } else if let (true, Some((k, rest))) = (sets, t.split_once(" in ")) {
-            Term::In(k.trim().into(), set(rest).ok_or_else(bad)?)
-        } else if let (true, Some(k)) = (sets, t.strip_prefix('!')) {
-            Term::Absent(k.trim().into())
-        } else if sets && !t.contains(' ') {
-            Term::Exists(t)
-        } else {
-            return Err(bad());
-        };
-        out.push(term);
-    }
-    Ok(out)
-}
-
-fn term_matches(t: &Term, get: impl Fn(&str) -> Option<String>) -> bool {
-    match t {
-        Term::Eq(k, v) => get(k).as_deref() == Some(v.as_str()),
-        Term::Ne(k, v) => get(k).as_deref() != Some(v.as_str()),
-        Term::In(k, vs) => get(k).is_some_and(|x| vs.contains(&x)),
-        Term::NotIn(k, vs) => get(k).is_none_or(|x| !vs.contains(&x)),
-        Term::Exists(k) => get(k).is_some(),
-        Term::Absent(k) => get(k).is_none(),
-    }
-}
-
-impl Selectors {
-    /// Parse `labelSelector` and `fieldSelector` values.
-    pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Selectors, ApiError> {
-        Ok(Selectors {
-            labels: parse_terms(labels.unwrap_or(""), true)?,
-            fields: parse_terms(fields.unwrap_or(""), false)?,
-        })
-    }
-
-    /// Whether an object matches both.
-    pub fn matches(&self, o: &Value) -> bool {
-        let label = |k: &str| {
-            o.get("metadata")?
-                .get("labels")?
-                .get(k)?
-                .as_str()
-                .map(str::to_string)
-        };
-        let field = |path: &str| {
-            let mut v = o;
-            for part in path.split('.') {
-                v = v.get(part)?;
-            }
-            match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Null => None,
-                other => Some(other.to_string()),
-            }
-        };
-        self.labels.iter().all(|t| term_matches(t, label))
-            && self.fields.iter().all(|t| term_matches(t, field))
-    }
-
-    /// The value the field selector requires `field` to equal (`field=value`), if it does.
-    pub fn field_equals(&self, field: &str) -> Option<&str> {
-        self.fields.iter().find_map(|t| match t {
-            Term::Eq(k, v) if k == field => Some(v.as_str()),
-            _ => None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,19 +545,6 @@ mod tests {
         assert_eq!((e.kind, e.rv), ("DELETED", 5));
         assert_eq!(meta(&d, "resourceVersion").unwrap(), "5");
         assert_eq!(s.get(&cm(), "ns", "a").unwrap_err().code(), 404);
-    }
-
-    #[test]
-    fn selectors_match_labels_and_fields() {
-        let o = json!({"metadata": {"name": "p", "labels": {"app": "web", "tier": "fe"}},
-                       "spec": {"nodeName": "n1"}});
-        let m = |l: &str, f: &str| Selectors::parse(Some(l), Some(f)).unwrap().matches(&o);
-        assert!(m("app=web,tier in (fe, be)", "spec.nodeName=n1"));
-        assert!(m("app==web,!gone,tier", "metadata.name!=q"));
-        assert!(!m("app!=web", ""));
-        assert!(!m("tier notin (fe)", ""));
-        assert!(!m("", "spec.nodeName=n2"));
-        assert!(Selectors::parse(Some("a in b"), None).is_err());
     }
 
     #[test]
@@ -937,31 +677,9 @@ mod tests {
     }
 
     #[test]
-    fn a_strategic_merge_patch_merges_conditions_by_type() {
-        let mut t = json!({"status": {"conditions": [
-            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
-            "containerStatuses": [{"name": "a"}, {"name": "b"}]}});
-        strategic_merge(
-            &mut t,
-            &json!({"status": {
-            "$setElementOrder/conditions": [{"type": "Ready"}],
-            "conditions": [{"type": "Ready", "status": "True"}, {"type": "Initialized", "status": "True"}],
-            "containerStatuses": [{"name": "a", "ready": true}]}}),
-        );
-        let types: Vec<&str> = t["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["type"].as_str().unwrap())
-            .collect();
-        assert_eq!(types, ["PodScheduled", "Ready", "Initialized"]);
-        assert_eq!(t["status"]["conditions"][1]["status"], "True");
-        assert_eq!(
-            t["status"]["containerStatuses"].as_array().unwrap().len(),
-            1,
-            "no merge key: replaced"
-        );
-        assert!(t["status"].get("$setElementOrder/conditions").is_none());
+    fn timestamps_are_rfc3339_utc_whole_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 }

@@ -143,6 +143,27 @@ fn generate_name_conflicts_and_discovery_over_http() {
     assert!(exchange(&api, &get("/apis/nope.example.com/v1"), done).starts_with("HTTP/1.1 404"));
 }
 
+#[test]
+fn version_is_the_one_the_fake_copies() {
+    let api = FakeApi::start();
+    let got = exchange(&api, &get("/version"), |_| false);
+    let v: Value = got
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .find(Value::is_object)
+        .expect("a JSON body");
+    assert_eq!(
+        (&v["major"], &v["minor"], &v["gitVersion"], &v["platform"]),
+        (
+            &json!("1"),
+            &json!("28"),
+            &json!("v1.28.7"),
+            &json!("linux/amd64")
+        ),
+        "{got}"
+    );
+}
+
 /// POST a JSON body; the response head and body.
 fn post(api: &FakeApi, path: &str, body: &Value) -> String {
     let body = body.to_string();
