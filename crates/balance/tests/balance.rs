@@ -8,6 +8,7 @@ use st_http::Protocol;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testsupport::call::{call, get, raw};
 use testsupport::closed_loop;
@@ -478,28 +479,85 @@ fn a_slowloris_client_is_cut_off_while_others_are_served() {
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
 }
 
+/// A backend that answers every request at once with 200 and [`testkit::BODY`], except
+/// `GET /slow`, which it answers when the test calls `release.notify_one()`. Requests on one
+/// connection are answered in order, as a pipelining client needs.
+struct Gated {
+    addr: SocketAddr,
+    release: Arc<tokio::sync::Notify>,
+}
+
+fn gated_backend() -> Gated {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Detached: it serves until the test process ends.
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(answer_gated(s, gate.clone()));
+            }
+        })
+    });
+    Gated { addr, release }
+}
+
+async fn answer_gated(mut s: tokio::net::TcpStream, gate: Arc<tokio::sync::Notify>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // Every complete request head (the balancer sends bodiless GETs here).
+        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = got.drain(..end + 4).collect();
+            if head.starts_with(b"GET /slow ") {
+                gate.notified().await;
+            }
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello, world\n";
+            if s.write_all(ok).await.is_err() {
+                return;
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 #[test]
 fn a_slow_response_holds_up_no_request_sent_after_it() {
-    // The slow answer takes 8 s (well inside the balancer's timeout, and inside the 10 s the
-    // test client waits for a read): every request sent after it must be answered while it
-    // is still outstanding, however busy the machine.
-    let b = backend("v1");
+    // The slow answer comes only when the test releases it, after every request sent behind
+    // it has been answered; a request queued behind it would never be.
+    let b = gated_backend();
     let lb = balancer_with(vec![b.addr], Algorithm::RoundRobin, 60_000, |c| {
         c.timeout = Duration::from_secs(30)
     });
     let addr = lb.addr;
-    let slow = std::thread::spawn(move || call(addr, "GET", "/delay?ms=8000", None, ""));
+    let slow = std::thread::spawn(move || call(addr, "GET", "/slow", None, ""));
     let in_flight = || lb.backends.snapshot()[0].in_flight.load(Ordering::Relaxed);
     wait_for("the slow request", || in_flight() == 1);
     // Past the stall threshold its connection takes no more requests.
     std::thread::sleep(balance::pipe::STALL * 5);
     let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 500);
-    assert_eq!(r.total.status.get(&200), Some(&500));
-    // All 500 were answered before the slow one: none waited behind it.
+    assert_eq!(
+        r.total.status.get(&200),
+        Some(&500),
+        "requests queued behind the slow one: {:?}",
+        r.total.errors
+    );
     assert!(
         !slow.is_finished(),
-        "the slow answer came first: requests queued behind it"
+        "the slow answer came before its release"
     );
+    b.release.notify_one();
     let s = slow.join().unwrap();
     assert_eq!(s.status, 200, "the slow one completes: {s:?}");
 }

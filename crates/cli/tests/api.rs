@@ -1,6 +1,7 @@
 //! `scaletest api churn` / `api watch` as a user runs them: against the in-process fake API
-//! through a kubeconfig (and a real cluster with SCALETEST_KUBECONFIG), exit codes, one-line
-//! errors, the report, the JSON, cleanup, and a separate watch process with /metrics.
+//! through a kubeconfig (the churn test also against a real cluster, with `--ignored` and
+//! SCALETEST_KUBECONFIG), exit codes, one-line errors, the report, the JSON, cleanup, and a
+//! separate watch process with /metrics.
 
 // Tests and examples may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
@@ -24,17 +25,12 @@ fn fake_api(test: &str) -> (FakeApi, PathBuf, String) {
     (fake, dir, kc)
 }
 
-/// The fake, plus the real cluster's kubeconfig when SCALETEST_KUBECONFIG is set.
-fn kubeconfigs(fake: &FakeApi, dir: &Path) -> Vec<(PathBuf, bool)> {
-    let mut v = vec![(fake.kubeconfig(dir), true)];
-    match std::env::var_os("SCALETEST_KUBECONFIG") {
-        Some(p) => v.push((PathBuf::from(p), false)),
-        None => eprintln!(
-            "SKIPPED: the real-cluster pass of this test (the fake's ran) because \
-             SCALETEST_KUBECONFIG is not set"
-        ),
-    }
-    v
+/// The real cluster's kubeconfig `SCALETEST_KUBECONFIG` names, for the ignored tests
+/// (`--ignored`).
+fn real_kubeconfig() -> PathBuf {
+    std::env::var_os("SCALETEST_KUBECONFIG")
+        .map(PathBuf::from)
+        .expect("SCALETEST_KUBECONFIG must name a real cluster's kubeconfig for this test")
 }
 
 #[test]
@@ -166,85 +162,95 @@ fn an_unreachable_api_server_is_one_line_and_exit_code_1() {
 fn churn_reports_every_call_writes_json_and_passes_the_slo() {
     let fake = FakeApi::start();
     let dir = tmpdir("churn");
+    churn_reports_against(&fake.kubeconfig(&dir), Some(&fake), &dir);
+}
+
+#[test]
+#[ignore = "needs a real cluster: set SCALETEST_KUBECONFIG and run with --ignored"]
+fn churn_reports_every_call_writes_json_and_passes_the_slo_on_a_real_cluster() {
+    churn_reports_against(&real_kubeconfig(), None, &tmpdir("churn-real"));
+}
+
+/// The churn test through `kc`; `fake`: the fake API server behind it, whose request log is
+/// checked too.
+fn churn_reports_against(kc: &Path, fake: Option<&FakeApi>, dir: &Path) {
     let run_id = format!("cli{}", std::process::id() % 100_000);
-    for (kc, is_fake) in kubeconfigs(&fake, &dir) {
-        let json = dir.join("churn.json");
-        let out = SCALETEST.run(&[
-            "api",
-            "churn",
-            "--kubeconfig",
-            kc.to_str().expect("path"),
-            "-w",
-            "4",
-            "-n",
-            "40",
-            "-u",
-            "2",
-            "--namespaces",
-            "3",
-            "--watch",
-            "--slo",
-            "--json",
-            json.to_str().expect("path"),
-            "--run-id",
-            &run_id,
-        ]);
-        let stdout = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-        for want in [
-            "create configmaps",
-            "patch configmaps",
-            "delete configmaps",
-            "Notify create",
-            "pass",
-            // The SLO lines say what they check: an approximation, not the SLI.
-            "SLO, approximated (p99 over the run)",
-            "An approximation of the Kubernetes API-call SLOs",
-            "the SLI is a p99 per 5-minute window",
-        ] {
-            assert!(stdout.contains(want), "{want}: {stdout}");
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
-        let ok = |verb: &str| {
-            v["calls"]
-                .as_array()
-                .expect("calls")
-                .iter()
-                .find(|c| c["verb"] == verb)
-                .map(|c| c["ok"].as_u64().expect("ok"))
-        };
-        assert_eq!(
-            (ok("create"), ok("patch"), ok("delete")),
-            (Some(40), Some(80), Some(40))
-        );
-        assert_eq!(v["lifecycles"]["completed"], 40);
-        assert_eq!(v["info"]["namespaces"].as_array().map(Vec::len), Some(3));
-        assert_eq!(v["watch"]["applied"], 120);
-        assert_eq!(v["watch"]["deleted"], 40);
-        assert!(v["slo"]
+    let json = dir.join("churn.json");
+    let out = SCALETEST.run(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        kc.to_str().expect("path"),
+        "-w",
+        "4",
+        "-n",
+        "40",
+        "-u",
+        "2",
+        "--namespaces",
+        "3",
+        "--watch",
+        "--slo",
+        "--json",
+        json.to_str().expect("path"),
+        "--run-id",
+        &run_id,
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for want in [
+        "create configmaps",
+        "patch configmaps",
+        "delete configmaps",
+        "Notify create",
+        "pass",
+        // The SLO lines say what they check: an approximation, not the SLI.
+        "SLO, approximated (p99 over the run)",
+        "An approximation of the Kubernetes API-call SLOs",
+        "the SLI is a p99 per 5-minute window",
+    ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let ok = |verb: &str| {
+        v["calls"]
             .as_array()
-            .expect("slo")
+            .expect("calls")
             .iter()
-            .all(|s| s["pass"] == true));
-        // `scaletest report` prints it again, and merges two runs into one.
-        let j = json.to_str().expect("path");
-        let out = SCALETEST.run(&["report", j, j]);
-        let again = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        assert!(again.contains("80 lifecycles: 80 completed"), "{again}");
-        if is_fake {
-            assert_eq!(fake.count("create configmaps"), 40);
-            assert_eq!(fake.count("create namespaces"), 3);
-            // Spread round-robin over the run's namespaces.
-            let per_ns: Vec<u64> = (0..3)
-                .map(|i| fake.count(&format!("create configmaps in scaletest-{run_id}-{i}")))
-                .collect();
-            assert_eq!(per_ns, [14, 13, 13]);
-            // The run's namespaces are gone again, and so is every object.
-            assert_eq!(fake.count("delete namespaces"), 3);
-            assert!(fake.objects("configmaps").is_empty());
-        }
+            .find(|c| c["verb"] == verb)
+            .map(|c| c["ok"].as_u64().expect("ok"))
+    };
+    assert_eq!(
+        (ok("create"), ok("patch"), ok("delete")),
+        (Some(40), Some(80), Some(40))
+    );
+    assert_eq!(v["lifecycles"]["completed"], 40);
+    assert_eq!(v["info"]["namespaces"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["watch"]["applied"], 120);
+    assert_eq!(v["watch"]["deleted"], 40);
+    assert!(v["slo"]
+        .as_array()
+        .expect("slo")
+        .iter()
+        .all(|s| s["pass"] == true));
+    // `scaletest report` prints it again, and merges two runs into one.
+    let j = json.to_str().expect("path");
+    let out = SCALETEST.run(&["report", j, j]);
+    let again = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(again.contains("80 lifecycles: 80 completed"), "{again}");
+    if let Some(fake) = fake {
+        assert_eq!(fake.count("create configmaps"), 40);
+        assert_eq!(fake.count("create namespaces"), 3);
+        // Spread round-robin over the run's namespaces.
+        let per_ns: Vec<u64> = (0..3)
+            .map(|i| fake.count(&format!("create configmaps in scaletest-{run_id}-{i}")))
+            .collect();
+        assert_eq!(per_ns, [14, 13, 13]);
+        // The run's namespaces are gone again, and so is every object.
+        assert_eq!(fake.count("delete namespaces"), 3);
+        assert!(fake.objects("configmaps").is_empty());
     }
 }
 

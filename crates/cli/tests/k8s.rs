@@ -1,8 +1,9 @@
 //! `scaletest k8s` as a user runs it: exit codes and one-line errors, `render`'s YAML, and the
 //! whole up → scale → rollout → status → down sequence through a kubeconfig, against the
-//! in-process fake API (with `kubefake::controllers` playing the controllers' part) and, when
-//! SCALETEST_KUBECONFIG names a cluster with a scheduler and controller-manager (and nodes, e.g.
-//! hollow ones from `scaletest nodes`), against it too.
+//! in-process fake API (with `kubefake::controllers` playing the controllers' part) and,
+//! ignored unless asked for (`--ignored`, with SCALETEST_KUBECONFIG naming a cluster with a
+//! scheduler and controller-manager, and nodes, e.g. hollow ones from `scaletest nodes`),
+//! against a real cluster.
 
 // Tests and examples may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
@@ -176,124 +177,122 @@ struct Cluster {
     fake: Option<Arc<FakeApi>>,
 }
 
-fn clusters(dir: &std::path::Path) -> Vec<Cluster> {
-    let fake = Arc::new(FakeApi::start());
-    let mut v = vec![Cluster {
-        kubeconfig: fake.kubeconfig(dir),
-        fake: Some(fake),
-    }];
-    match std::env::var_os("SCALETEST_KUBECONFIG") {
-        Some(p) => v.push(Cluster {
-            kubeconfig: PathBuf::from(p),
-            fake: None,
-        }),
-        None => eprintln!(
-            "SKIPPED: the real-cluster pass of this test (the fake's ran) because \
-             SCALETEST_KUBECONFIG is not set"
-        ),
-    }
-    v
-}
-
 #[test]
 fn up_scale_rollout_status_down_as_a_user_runs_them() {
     let dir = tmpdir("k8s-sequence");
-    for c in clusters(&dir) {
-        let run_id = format!("seq{}", std::process::id() % 100_000);
-        let ns = format!("scaletest-{run_id}");
-        let _controllers = c
-            .fake
-            .as_ref()
-            .map(|f| Controllers::start(f.clone(), &ns, Fate::Ready));
-        let kc = c.kubeconfig.to_string_lossy().into_owned();
-        // Images are not pulled on hollow nodes or the fake; a real cluster needs the image.
-        let common = [
-            "--kubeconfig",
-            kc.as_str(),
-            "--run",
-            run_id.as_str(),
-            "--timeout",
-            "120s",
-        ];
-        let k8s = |cmd: &[&str]| {
-            let mut a = vec!["k8s"];
-            a.extend_from_slice(cmd);
-            a.extend_from_slice(&common);
-            run(&a)
-        };
-        let (code, out, err) = k8s(&["up"]);
-        assert_eq!(code, Some(0), "up: {out}{err}");
-        assert!(out.contains("deployment/serve created"), "{out}");
-        assert!(out.contains("up: run "), "{out}");
-        let (code, out, err) = k8s(&["up"]);
+    let fake = Arc::new(FakeApi::start());
+    up_scale_rollout_status_down_against(Cluster {
+        kubeconfig: fake.kubeconfig(&dir),
+        fake: Some(fake),
+    });
+}
+
+#[test]
+#[ignore = "needs a real cluster: set SCALETEST_KUBECONFIG and run with --ignored"]
+fn up_scale_rollout_status_down_as_a_user_runs_them_on_a_real_cluster() {
+    let kc = std::env::var_os("SCALETEST_KUBECONFIG")
+        .expect("SCALETEST_KUBECONFIG must name a real cluster's kubeconfig for this test");
+    up_scale_rollout_status_down_against(Cluster {
+        kubeconfig: PathBuf::from(kc),
+        fake: None,
+    });
+}
+
+fn up_scale_rollout_status_down_against(c: Cluster) {
+    let run_id = format!("seq{}", std::process::id() % 100_000);
+    let ns = format!("scaletest-{run_id}");
+    let _controllers = c
+        .fake
+        .as_ref()
+        .map(|f| Controllers::start(f.clone(), &ns, Fate::Ready));
+    let kc = c.kubeconfig.to_string_lossy().into_owned();
+    // Images are not pulled on hollow nodes or the fake; a real cluster needs the image.
+    let common = [
+        "--kubeconfig",
+        kc.as_str(),
+        "--run",
+        run_id.as_str(),
+        "--timeout",
+        "120s",
+    ];
+    let k8s = |cmd: &[&str]| {
+        let mut a = vec!["k8s"];
+        a.extend_from_slice(cmd);
+        a.extend_from_slice(&common);
+        run(&a)
+    };
+    let (code, out, err) = k8s(&["up"]);
+    assert_eq!(code, Some(0), "up: {out}{err}");
+    assert!(out.contains("deployment/serve created"), "{out}");
+    assert!(out.contains("up: run "), "{out}");
+    let (code, out, err) = k8s(&["up"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("0 of 8 objects changed"), "second up: {out}");
+    let (code, out, err) = k8s(&["scale", "servers=5"]);
+    assert_eq!(code, Some(0), "scale: {out}{err}");
+    assert!(out.contains("5 servers v1"), "{out}");
+    let (code, out, err) = k8s(&["rollout", "v2"]);
+    assert_eq!(code, Some(0), "rollout: {out}{err}");
+    // It watched the rollout until done (every replica updated and available, no old one).
+    assert!(
+        out.lines().any(|l| l
+            .trim_end()
+            .ends_with("serve 5/5 updated, 5 ready, 5 available")),
+        "rollout: {out}"
+    );
+    // A rollout is done (as `kubectl rollout status` says) once every replica is updated
+    // and available; replaced v1 pods may still be Terminating on a real cluster (their
+    // grace period, a kubelet's confirmation), so wait for them to go.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let (code, out, err) = k8s(&["status"]);
         assert_eq!(code, Some(0), "{err}");
-        assert!(out.contains("0 of 8 objects changed"), "second up: {out}");
-        let (code, out, err) = k8s(&["scale", "servers=5"]);
-        assert_eq!(code, Some(0), "scale: {out}{err}");
-        assert!(out.contains("5 servers v1"), "{out}");
-        let (code, out, err) = k8s(&["rollout", "v2"]);
-        assert_eq!(code, Some(0), "rollout: {out}{err}");
-        // It watched the rollout until done (every replica updated and available, no old one).
-        assert!(
-            out.lines().any(|l| l
-                .trim_end()
-                .ends_with("serve 5/5 updated, 5 ready, 5 available")),
-            "rollout: {out}"
-        );
-        // A rollout is done (as `kubectl rollout status` says) once every replica is updated
-        // and available; replaced v1 pods may still be Terminating on a real cluster (their
-        // grace period, a kubelet's confirmation), so wait for them to go.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let out = loop {
-            let (code, out, err) = k8s(&["status"]);
-            assert_eq!(code, Some(0), "{err}");
-            let old = out
-                .lines()
-                .filter(|l| l.starts_with("pods serve") && l.contains(" v1 "))
-                .collect::<Vec<_>>();
-            if old.is_empty() {
-                break out;
-            }
-            assert!(
-                old.iter().all(|l| l.contains(" Terminating ")),
-                "v1 pods after the rollout that are not going: {out}"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "v1 pods still terminating: {out}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        assert!(
-            out.contains("deployment serve 5/5 updated, 5 ready, 5 available (rolled out)"),
-            "{out}"
-        );
-        assert!(
-            out.lines().any(|l| l.starts_with("pods serve")
-                && l.contains(" v2 ")
-                && l.contains("Running, ready")
-                && l.trim_end().ends_with(" 5")),
-            "{out}"
-        );
-        let (code, out, err) = k8s(&["down"]);
-        assert_eq!(code, Some(0), "{err}");
-        assert!(
-            out.contains(&format!("down: run {run_id} deleted")),
-            "{out}"
-        );
-        let (code, out, err) = k8s(&["down"]);
-        assert_eq!(code, Some(0), "{err}");
-        assert!(out.contains("does not exist"), "{out}");
-        if let Some(f) = &c.fake {
-            assert!(f
-                .objects("pods")
-                .iter()
-                .all(|p| p["metadata"]["namespace"] != ns.as_str()));
-            assert!(f
-                .objects("namespaces")
-                .iter()
-                .all(|n| n["metadata"]["name"] != ns.as_str()));
+        let old = out
+            .lines()
+            .filter(|l| l.starts_with("pods serve") && l.contains(" v1 "))
+            .collect::<Vec<_>>();
+        if old.is_empty() {
+            break out;
         }
+        assert!(
+            old.iter().all(|l| l.contains(" Terminating ")),
+            "v1 pods after the rollout that are not going: {out}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "v1 pods still terminating: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        out.contains("deployment serve 5/5 updated, 5 ready, 5 available (rolled out)"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("pods serve")
+            && l.contains(" v2 ")
+            && l.contains("Running, ready")
+            && l.trim_end().ends_with(" 5")),
+        "{out}"
+    );
+    let (code, out, err) = k8s(&["down"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!("down: run {run_id} deleted")),
+        "{out}"
+    );
+    let (code, out, err) = k8s(&["down"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("does not exist"), "{out}");
+    if let Some(f) = &c.fake {
+        assert!(f
+            .objects("pods")
+            .iter()
+            .all(|p| p["metadata"]["namespace"] != ns.as_str()));
+        assert!(f
+            .objects("namespaces")
+            .iter()
+            .all(|n| n["metadata"]["name"] != ns.as_str()));
     }
 }
 

@@ -134,6 +134,16 @@ fn backends_view(s: &Setup) -> String {
         .replace('\n', " ")
 }
 
+/// Requests the balancer's admin API says `addr` has answered.
+fn answered_by(s: &Setup, addr: SocketAddr) -> u64 {
+    let text = call(s.admin, "GET", "/backends", Some(&s.token), "").body;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+    list.iter()
+        .find(|b| b["addr"].as_str() == Some(&addr.to_string()))
+        .and_then(|b| b["requests"].as_u64())
+        .unwrap_or(0)
+}
+
 fn p99_ms(r: &RunFile) -> f64 {
     r.total.latency.value_at_quantile(0.99) as f64 / 1000.0
 }
@@ -190,7 +200,12 @@ fn roll_once(attempt: u32) -> bool {
             ),
             201
         );
-        std::thread::sleep(Duration::from_millis(300));
+        // The old one goes only once the balancer is sending to the new one.
+        testsupport::wait_until(
+            "the balancer to send to the new backend",
+            Duration::from_secs(10),
+            || answered_by(&s, new_addr) > 0,
+        );
         assert!(signal(old.id(), "TERM"));
         assert!(old.wait().unwrap().success(), "v1 did not exit cleanly");
         assert_eq!(

@@ -1,6 +1,7 @@
 //! `kapi` through kube-rs's real client over HTTP: against the in-process fake API always, and
-//! also against a real cluster when `SCALETEST_KUBECONFIG` names one (tests that need the
-//! fake's fault injection run only against the fake).
+//! the same tests `*_on_a_real_cluster`, ignored unless asked for (`--ignored`, with
+//! `SCALETEST_KUBECONFIG` naming one), against a real cluster (tests that need the fake's
+//! fault injection run only against the fake).
 
 // Tests and examples may print (see clippy.toml).
 #![allow(clippy::disallowed_macros)]
@@ -32,21 +33,15 @@ fn fake() -> Cluster {
     }
 }
 
-/// The fake, plus the real cluster when SCALETEST_KUBECONFIG is set.
-fn clusters() -> Vec<Cluster> {
-    let mut v = vec![fake()];
-    match std::env::var_os("SCALETEST_KUBECONFIG") {
-        Some(p) => v.push(Cluster {
-            name: "real",
-            kubeconfig: PathBuf::from(p),
-            fake: None,
-        }),
-        None => eprintln!(
-            "SKIPPED: the real-cluster pass of this test (the fake's ran) because \
-             SCALETEST_KUBECONFIG is not set"
-        ),
+/// The real cluster `SCALETEST_KUBECONFIG` names, for the ignored tests (`--ignored`).
+fn real() -> Cluster {
+    let kc = std::env::var_os("SCALETEST_KUBECONFIG")
+        .expect("SCALETEST_KUBECONFIG must name a real cluster's kubeconfig for this test");
+    Cluster {
+        name: "real",
+        kubeconfig: PathBuf::from(kc),
+        fake: None,
     }
-    v
 }
 
 async fn client(c: &Cluster) -> (kube::Client, String) {
@@ -119,135 +114,159 @@ async fn left_over(client: &kube::Client, target: &Target, run_id: &str) -> usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_runs_exact_lifecycles_and_leaves_nothing() {
-    for c in clusters() {
-        let (client, ns) = client(&c).await;
-        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
-        assert!(target.namespaced);
-        let id = run_id("closed");
-        let rec = Arc::new(Recorder::default());
-        let sum = churn::run(
-            client.clone(),
-            closed(&target, &ns, &id, 3, 20, 2),
-            rec.clone(),
-            no_stop(),
-        )
-        .await
-        .expect("run");
-        assert_eq!(
-            (sum.started, sum.completed, sum.failed, sum.deleted),
-            (20, 20, 0, 20),
-            "{}",
-            c.name
-        );
-        assert_eq!(calls(&rec, Verb::Create, "configmaps"), (20, 0));
-        assert_eq!(calls(&rec, Verb::Patch, "configmaps"), (40, 0));
-        assert_eq!(calls(&rec, Verb::Delete, "configmaps"), (20, 0));
-        assert!(
-            rec.snapshot().lateness.is_none(),
-            "closed loop has no schedule"
-        );
-        assert_eq!(left_over(&client, &target, &id).await, 0);
-        if let Some(f) = &c.fake {
-            // The server saw exactly these calls, and nothing else writing.
-            assert_eq!(f.count("create configmaps"), 20);
-            assert_eq!(f.count("patch configmaps"), 40);
-            assert_eq!(f.count("delete configmaps"), 20);
-        }
+    closed_loop_runs_exact_lifecycles_and_leaves_nothing_against(fake()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real cluster: set SCALETEST_KUBECONFIG and run with --ignored"]
+async fn closed_loop_runs_exact_lifecycles_and_leaves_nothing_on_a_real_cluster() {
+    closed_loop_runs_exact_lifecycles_and_leaves_nothing_against(real()).await;
+}
+
+async fn closed_loop_runs_exact_lifecycles_and_leaves_nothing_against(c: Cluster) {
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    assert!(target.namespaced);
+    let id = run_id("closed");
+    let rec = Arc::new(Recorder::default());
+    let sum = churn::run(
+        client.clone(),
+        closed(&target, &ns, &id, 3, 20, 2),
+        rec.clone(),
+        no_stop(),
+    )
+    .await
+    .expect("run");
+    assert_eq!(
+        (sum.started, sum.completed, sum.failed, sum.deleted),
+        (20, 20, 0, 20),
+        "{}",
+        c.name
+    );
+    assert_eq!(calls(&rec, Verb::Create, "configmaps"), (20, 0));
+    assert_eq!(calls(&rec, Verb::Patch, "configmaps"), (40, 0));
+    assert_eq!(calls(&rec, Verb::Delete, "configmaps"), (20, 0));
+    assert!(
+        rec.snapshot().lateness.is_none(),
+        "closed loop has no schedule"
+    );
+    assert_eq!(left_over(&client, &target, &id).await, 0);
+    if let Some(f) = &c.fake {
+        // The server saw exactly these calls, and nothing else writing.
+        assert_eq!(f.count("create configmaps"), 20);
+        assert_eq!(f.count("patch configmaps"), 40);
+        assert_eq!(f.count("delete configmaps"), 20);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_follows_the_poisson_schedule_and_times_every_operation() {
-    for c in clusters() {
-        let (client, ns) = client(&c).await;
-        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
-        let id = run_id("open");
-        let shape: pace::RateShape = "100".parse().expect("rate");
-        let d = Duration::from_millis(800);
-        // The same seed gives the same schedule: that many lifecycles must start.
-        let expected = pace::Pacer::new(shape.clone(), pace::Arrival::Poisson, Some(d), 7)
-            .expect("pacer")
-            .count() as u64;
-        let mut cfg = closed(&target, &ns, &id, 1, 1, 1);
-        cfg.mode = Mode::Open {
-            shape,
-            arrival: pace::Arrival::Poisson,
-            seed: 7,
-            lifetime: Lifetime::Fixed(Duration::from_millis(200)),
-        };
-        cfg.duration = Some(d);
-        let rec = Arc::new(Recorder::default());
-        let sum = churn::run(client.clone(), cfg, rec.clone(), no_stop())
-            .await
-            .expect("run");
-        assert!(expected > 40, "a sensible schedule ({expected})");
-        assert_eq!(
-            (sum.started, sum.completed),
-            (expected, expected),
-            "{}",
-            c.name
-        );
-        assert_eq!(calls(&rec, Verb::Create, "configmaps").0, expected);
-        assert_eq!(calls(&rec, Verb::Patch, "configmaps").0, expected);
-        assert_eq!(calls(&rec, Verb::Delete, "configmaps").0, expected);
-        // Each of create, patch and delete had a scheduled time and a measured lateness.
-        let late = rec.snapshot().lateness.expect("open loop records lateness");
-        assert_eq!(late.len(), 3 * expected);
-        // Every object lived ~200 ms, so the run lasted about d + 200 ms, not longer.
-        assert!(
-            sum.elapsed >= Duration::from_millis(200),
-            "{:?}",
-            sum.elapsed
-        );
-        assert_eq!(left_over(&client, &target, &id).await, 0);
-    }
+    open_loop_follows_the_poisson_schedule_and_times_every_operation_against(fake()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real cluster: set SCALETEST_KUBECONFIG and run with --ignored"]
+async fn open_loop_follows_the_poisson_schedule_and_times_every_operation_on_a_real_cluster() {
+    open_loop_follows_the_poisson_schedule_and_times_every_operation_against(real()).await;
+}
+
+async fn open_loop_follows_the_poisson_schedule_and_times_every_operation_against(c: Cluster) {
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    let id = run_id("open");
+    let shape: pace::RateShape = "100".parse().expect("rate");
+    let d = Duration::from_millis(800);
+    // The same seed gives the same schedule: that many lifecycles must start.
+    let expected = pace::Pacer::new(shape.clone(), pace::Arrival::Poisson, Some(d), 7)
+        .expect("pacer")
+        .count() as u64;
+    let mut cfg = closed(&target, &ns, &id, 1, 1, 1);
+    cfg.mode = Mode::Open {
+        shape,
+        arrival: pace::Arrival::Poisson,
+        seed: 7,
+        lifetime: Lifetime::Fixed(Duration::from_millis(200)),
+    };
+    cfg.duration = Some(d);
+    let rec = Arc::new(Recorder::default());
+    let sum = churn::run(client.clone(), cfg, rec.clone(), no_stop())
+        .await
+        .expect("run");
+    assert!(expected > 40, "a sensible schedule ({expected})");
+    assert_eq!(
+        (sum.started, sum.completed),
+        (expected, expected),
+        "{}",
+        c.name
+    );
+    assert_eq!(calls(&rec, Verb::Create, "configmaps").0, expected);
+    assert_eq!(calls(&rec, Verb::Patch, "configmaps").0, expected);
+    assert_eq!(calls(&rec, Verb::Delete, "configmaps").0, expected);
+    // Each of create, patch and delete had a scheduled time and a measured lateness.
+    let late = rec.snapshot().lateness.expect("open loop records lateness");
+    assert_eq!(late.len(), 3 * expected);
+    // Every object lived ~200 ms, so the run lasted about d + 200 ms, not longer.
+    assert!(
+        sum.elapsed >= Duration::from_millis(200),
+        "{:?}",
+        sum.elapsed
+    );
+    assert_eq!(left_over(&client, &target, &id).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_informer_is_told_of_every_create_update_and_delete() {
-    for c in clusters() {
-        let (client, ns) = client(&c).await;
-        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
-        let id = run_id("watch");
-        let shared = watch::Shared::new();
-        let (wtx, wrx) = tokio::sync::watch::channel(false);
-        let wcfg = watch::Config {
-            target: target.clone(),
-            namespace: Some(ns.clone()),
-            selector: Some(format!("{}={id}", kapi::LABEL_RUN)),
-            workers: 2,
-        };
-        let task = tokio::spawn(watch::run(client.clone(), wcfg, shared.clone(), wrx));
-        shared.wait_synced().await;
-        let rec = Arc::new(Recorder::default());
-        let sum = churn::run(
-            client.clone(),
-            closed(&target, &ns, &id, 4, 30, 2),
-            rec,
-            no_stop(),
-        )
+    the_informer_is_told_of_every_create_update_and_delete_against(fake()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real cluster: set SCALETEST_KUBECONFIG and run with --ignored"]
+async fn the_informer_is_told_of_every_create_update_and_delete_on_a_real_cluster() {
+    the_informer_is_told_of_every_create_update_and_delete_against(real()).await;
+}
+
+async fn the_informer_is_told_of_every_create_update_and_delete_against(c: Cluster) {
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    let id = run_id("watch");
+    let shared = watch::Shared::new();
+    let (wtx, wrx) = tokio::sync::watch::channel(false);
+    let wcfg = watch::Config {
+        target: target.clone(),
+        namespace: Some(ns.clone()),
+        selector: Some(format!("{}={id}", kapi::LABEL_RUN)),
+        workers: 2,
+    };
+    let task = tokio::spawn(watch::run(client.clone(), wcfg, shared.clone(), wrx));
+    shared.wait_synced().await;
+    let rec = Arc::new(Recorder::default());
+    let sum = churn::run(
+        client.clone(),
+        closed(&target, &ns, &id, 4, 30, 2),
+        rec,
+        no_stop(),
+    )
+    .await
+    .expect("run");
+    assert_eq!(sum.deleted, 30);
+    tokio::time::timeout(Duration::from_secs(20), shared.wait_deletes(30))
         .await
-        .expect("run");
-        assert_eq!(sum.deleted, 30);
-        tokio::time::timeout(Duration::from_secs(20), shared.wait_deletes(30))
-            .await
-            .expect("every delete is notified");
-        wtx.send(true).expect("stop");
-        task.await.expect("watch ends");
-        let s = shared.stats();
-        assert_eq!(s.notify_create.len(), 30, "{}", c.name);
-        assert_eq!(s.notify_update.len(), 60);
-        assert_eq!((s.applied, s.deleted), (90, 30));
-        assert_eq!((s.duplicates, s.relists, s.foreign), (0, 0, 0));
-        // Every notification was either handled or coalesced into a queued key.
-        assert_eq!(s.processed + s.coalesced, 120);
-        assert_eq!(s.queue_wait.len(), s.processed);
-        let text = shared.metrics.encode();
-        assert!(
-            text.contains("scaletest_watch_notifications_total{type=\"create\"} 30"),
-            "{text}"
-        );
-    }
+        .expect("every delete is notified");
+    wtx.send(true).expect("stop");
+    task.await.expect("watch ends");
+    let s = shared.stats();
+    assert_eq!(s.notify_create.len(), 30, "{}", c.name);
+    assert_eq!(s.notify_update.len(), 60);
+    assert_eq!((s.applied, s.deleted), (90, 30));
+    assert_eq!((s.duplicates, s.relists, s.foreign), (0, 0, 0));
+    // Every notification was either handled or coalesced into a queued key.
+    assert_eq!(s.processed + s.coalesced, 120);
+    assert_eq!(s.queue_wait.len(), s.processed);
+    let text = shared.metrics.encode();
+    assert!(
+        text.contains("scaletest_watch_notifications_total{type=\"create\"} 30"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,121 +449,137 @@ async fn custom_resources_are_found_by_discovery_and_churned_from_a_template() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_removes_only_what_the_named_run_left_behind() {
-    for c in clusters() {
-        let (client, ns) = client(&c).await;
-        let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
-        let id = run_id("crashed");
-        let made = churn::create_namespaces(&client, &id, 2)
-            .await
-            .expect("namespaces");
-        let api = |n: &str| target.api(&client, Some(n));
-        // As a crashed run leaves them: labelled objects in its namespaces and in the default.
-        for (i, n) in made.iter().chain([&ns]).enumerate() {
-            let o: kube::core::DynamicObject = serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("left-{i}"), "labels": {kapi::LABEL_RUN: id}}}))
-            .expect("object");
-            api(n)
-                .create(&Default::default(), &o)
-                .await
-                .expect("create");
-        }
-        let other: kube::core::DynamicObject = serde_json::from_value(json!({
+    cleanup_removes_only_what_the_named_run_left_behind_against(fake()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real cluster: set SCALETEST_KUBECONFIG and run with --ignored"]
+async fn cleanup_removes_only_what_the_named_run_left_behind_on_a_real_cluster() {
+    cleanup_removes_only_what_the_named_run_left_behind_against(real()).await;
+}
+
+async fn cleanup_removes_only_what_the_named_run_left_behind_against(c: Cluster) {
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    let id = run_id("crashed");
+    let made = churn::create_namespaces(&client, &id, 2)
+        .await
+        .expect("namespaces");
+    let api = |n: &str| target.api(&client, Some(n));
+    // As a crashed run leaves them: labelled objects in its namespaces and in the default.
+    for (i, n) in made.iter().chain([&ns]).enumerate() {
+        let o: kube::core::DynamicObject = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": format!("{id}-other"), "labels": {kapi::LABEL_RUN: "someone-else"}}}))
+            "metadata": {"name": format!("left-{i}"), "labels": {kapi::LABEL_RUN: id}}}))
         .expect("object");
-        api(&ns)
-            .create(&Default::default(), &other)
+        api(n)
+            .create(&Default::default(), &o)
             .await
             .expect("create");
-        let cleaned = churn::cleanup(&client, &target, Some(&id))
-            .await
-            .expect("cleanup");
-        assert_eq!((cleaned.objects, cleaned.namespaces), (3, 2), "{}", c.name);
-        assert_eq!(left_over(&client, &target, &id).await, 0);
-        // The other run's object is still there.
-        api(&ns)
-            .get(&format!("{id}-other"))
-            .await
-            .expect("untouched");
-        api(&ns)
-            .delete(&format!("{id}-other"), &Default::default())
-            .await
-            .expect("tidy");
     }
+    let other: kube::core::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": format!("{id}-other"), "labels": {kapi::LABEL_RUN: "someone-else"}}}))
+    .expect("object");
+    api(&ns)
+        .create(&Default::default(), &other)
+        .await
+        .expect("create");
+    let cleaned = churn::cleanup(&client, &target, Some(&id))
+        .await
+        .expect("cleanup");
+    assert_eq!((cleaned.objects, cleaned.namespaces), (3, 2), "{}", c.name);
+    assert_eq!(left_over(&client, &target, &id).await, 0);
+    // The other run's object is still there.
+    api(&ns)
+        .get(&format!("{id}-other"))
+        .await
+        .expect("untouched");
+    api(&ns)
+        .delete(&format!("{id}-other"), &Default::default())
+        .await
+        .expect("tidy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_page_stale_writes_conflict_and_field_selectors_match() {
-    for c in clusters() {
-        let (client, ns) = client(&c).await;
-        let id = run_id("pages");
-        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-            kube::Api::namespaced(client.clone(), &ns);
-        for i in 0..5 {
-            let cm = serde_json::from_value(
-                json!({"metadata": {"name": format!("{id}-p{i}"), "labels": {"page": id}}}),
-            )
-            .expect("cm");
-            api.create(&Default::default(), &cm).await.expect("create");
-        }
-        let mut names = Vec::new();
-        let mut lp = kube::api::ListParams::default()
-            .labels(&format!("page={id}"))
-            .limit(2);
-        let mut pages = 0;
-        loop {
-            let page = api.list(&lp).await.expect("list");
-            pages += 1;
-            names.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
-            match page.metadata.continue_ {
-                Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
-                _ => break,
-            }
-        }
-        let want: Vec<String> = (0..5).map(|i| format!("{id}-p{i}")).collect();
-        assert_eq!((names, pages), (want, 3), "{}", c.name);
-        // A replace with a stale resourceVersion is refused with 409.
-        let p0 = format!("{id}-p0");
-        let mut cm = api.get(&p0).await.expect("get");
-        api.patch(
-            &p0,
-            &Default::default(),
-            &kube::api::Patch::Merge(json!({"data": {"a": "1"}})),
+    lists_page_stale_writes_conflict_and_field_selectors_match_against(fake()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real cluster: set SCALETEST_KUBECONFIG and run with --ignored"]
+async fn lists_page_stale_writes_conflict_and_field_selectors_match_on_a_real_cluster() {
+    lists_page_stale_writes_conflict_and_field_selectors_match_against(real()).await;
+}
+
+async fn lists_page_stale_writes_conflict_and_field_selectors_match_against(c: Cluster) {
+    let (client, ns) = client(&c).await;
+    let id = run_id("pages");
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), &ns);
+    for i in 0..5 {
+        let cm = serde_json::from_value(
+            json!({"metadata": {"name": format!("{id}-p{i}"), "labels": {"page": id}}}),
         )
+        .expect("cm");
+        api.create(&Default::default(), &cm).await.expect("create");
+    }
+    let mut names = Vec::new();
+    let mut lp = kube::api::ListParams::default()
+        .labels(&format!("page={id}"))
+        .limit(2);
+    let mut pages = 0;
+    loop {
+        let page = api.list(&lp).await.expect("list");
+        pages += 1;
+        names.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+            _ => break,
+        }
+    }
+    let want: Vec<String> = (0..5).map(|i| format!("{id}-p{i}")).collect();
+    assert_eq!((names, pages), (want, 3), "{}", c.name);
+    // A replace with a stale resourceVersion is refused with 409.
+    let p0 = format!("{id}-p0");
+    let mut cm = api.get(&p0).await.expect("get");
+    api.patch(
+        &p0,
+        &Default::default(),
+        &kube::api::Patch::Merge(json!({"data": {"a": "1"}})),
+    )
+    .await
+    .expect("patch");
+    cm.data = Some([("b".to_string(), "2".to_string())].into());
+    match api.replace(&p0, &Default::default(), &cm).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
+        other => panic!("expected 409, got {other:?}"),
+    }
+    // Leases, found by a field selector.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), &ns);
+    let lease = format!("{id}-node-1");
+    let l = serde_json::from_value(
+        json!({"metadata": {"name": lease}, "spec": {"holderIdentity": lease}}),
+    )
+    .expect("lease");
+    leases.create(&Default::default(), &l).await.expect("lease");
+    let found = leases
+        .list(&kube::api::ListParams::default().fields(&format!("metadata.name={lease}")))
         .await
-        .expect("patch");
-        cm.data = Some([("b".to_string(), "2".to_string())].into());
-        match api.replace(&p0, &Default::default(), &cm).await {
-            Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
-            other => panic!("expected 409, got {other:?}"),
-        }
-        // Leases, found by a field selector.
-        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-            kube::Api::namespaced(client.clone(), &ns);
-        let lease = format!("{id}-node-1");
-        let l = serde_json::from_value(
-            json!({"metadata": {"name": lease}, "spec": {"holderIdentity": lease}}),
-        )
-        .expect("lease");
-        leases.create(&Default::default(), &l).await.expect("lease");
-        let found = leases
-            .list(&kube::api::ListParams::default().fields(&format!("metadata.name={lease}")))
-            .await
-            .expect("list");
-        assert_eq!(found.items.len(), 1);
-        leases
-            .delete(&lease, &Default::default())
-            .await
-            .expect("tidy");
-        api.delete_collection(
-            &Default::default(),
-            &kube::api::ListParams::default().labels(&format!("page={id}")),
-        )
+        .expect("list");
+    assert_eq!(found.items.len(), 1);
+    leases
+        .delete(&lease, &Default::default())
         .await
         .expect("tidy");
-        assert!(api.list(&lp.continue_token("")).await.is_ok());
-    }
+    api.delete_collection(
+        &Default::default(),
+        &kube::api::ListParams::default().labels(&format!("page={id}")),
+    )
+    .await
+    .expect("tidy");
+    assert!(api.list(&lp.continue_token("")).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

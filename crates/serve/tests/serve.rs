@@ -223,18 +223,32 @@ fn connections_past_the_limit_are_closed_at_once() {
     assert_eq!(get(s.addr, "/").status, 200);
 }
 
+/// Requests being handled now, from `/metrics` (less the `/metrics` request itself).
+fn in_flight(addr: SocketAddr) -> u64 {
+    let m = get(addr, "/metrics").body;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("scaletest_requests_in_flight "))
+        .unwrap_or_else(|| panic!("no requests_in_flight in {m}"));
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    n - 1
+}
+
 #[test]
 fn graceful_shutdown_finishes_in_flight_requests_and_then_refuses() {
     let s = start(config());
     let addr = s.addr;
-    // An in-flight request on a keep-alive connection (raw: `call` would ask for the close
-    // itself).
-    let slow =
-        std::thread::spawn(move || raw(addr, b"GET /delay?ms=400 HTTP/1.1\r\nHost: t\r\n\r\n"));
-    std::thread::sleep(Duration::from_millis(100));
     s.drain();
     assert_eq!(get(addr, "/readyz").status, 503);
     assert_eq!(get(addr, "/").status, 200, "still serving while draining");
+    // A request in flight on a keep-alive connection when the server stops (raw: `call`
+    // would ask for the close itself); its delay only has to outlast the stop that follows
+    // at once.
+    let slow =
+        std::thread::spawn(move || raw(addr, b"GET /delay?ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    testsupport::wait_until("the request in flight", Duration::from_secs(5), || {
+        in_flight(addr) == 1
+    });
     s.stop();
     let r = slow.join().unwrap();
     assert_eq!(status(&r), 200);
