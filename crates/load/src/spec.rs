@@ -281,10 +281,13 @@ impl Spec {
             return Err(SpecError("connections must be ≥ 1".into()));
         }
         let timeout = seconds("timeout", self.timeout_s)?;
+        let shape = self.rate_shape()?;
+        // Stages last as long as they say unless -d says otherwise.
         let duration = self
             .duration_s
             .map(|d| seconds("duration", d))
-            .transpose()?;
+            .transpose()?
+            .or(shape.as_ref().and_then(RateShape::own_duration));
         if self.requests == Some(0) {
             return Err(SpecError("the request count must be ≥ 1".into()));
         }
@@ -296,7 +299,7 @@ impl Spec {
         // Leave room for the process's own descriptors.
         let fd_room = open_file_limit().saturating_sub(64);
         let connections = self.connections;
-        let mode = match self.rate_shape()? {
+        let mode = match shape {
             None => {
                 if connections > fd_room {
                     return Err(SpecError(format!(
@@ -362,15 +365,11 @@ impl Spec {
     /// The mean total rate the schedule asks for over `duration` (open loop), or `None`.
     pub fn mean_rate(&self, duration: Option<Duration>) -> Option<f64> {
         let shape = self.rate_shape().ok()??;
-        let secs = duration.unwrap_or(Duration::from_secs(1)).as_secs_f64();
-        // Sample the shape finely over the run.
-        let steps = 1000;
-        Some(
-            (0..steps)
-                .map(|i| shape.rate_at((i as f64 + 0.5) * secs / steps as f64, secs))
-                .sum::<f64>()
-                / steps as f64,
-        )
+        let secs = duration
+            .or(shape.own_duration())
+            .unwrap_or(Duration::from_secs(1))
+            .as_secs_f64();
+        Some(shape.count_until(secs, secs) / secs)
     }
 }
 
@@ -439,6 +438,15 @@ mod tests {
             assert!(e.0.contains(want), "{json}: {e}");
             assert!(!e.0.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn stages_give_the_run_their_duration_unless_it_has_one() {
+        let c = spec(r#"{"url":"http://127.0.0.1:9/","rate":"stages:2s:10,1s:10"}"#).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_secs(3)));
+        let c = spec(r#"{"url":"http://127.0.0.1:9/","rate":"stages:2s:10","duration_s":5}"#)
+            .unwrap();
+        assert_eq!(c.duration, Some(Duration::from_secs(5)));
     }
 
     #[test]
