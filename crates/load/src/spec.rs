@@ -444,8 +444,8 @@ mod tests {
     fn stages_give_the_run_their_duration_unless_it_has_one() {
         let c = spec(r#"{"url":"http://127.0.0.1:9/","rate":"stages:2s:10,1s:10"}"#).unwrap();
         assert_eq!(c.duration, Some(Duration::from_secs(3)));
-        let c = spec(r#"{"url":"http://127.0.0.1:9/","rate":"stages:2s:10","duration_s":5}"#)
-            .unwrap();
+        let c =
+            spec(r#"{"url":"http://127.0.0.1:9/","rate":"stages:2s:10","duration_s":5}"#).unwrap();
         assert_eq!(c.duration, Some(Duration::from_secs(5)));
     }
 

@@ -301,6 +301,27 @@ impl RateShape {
         Err((at, last))
     }
 
+    /// The stages of a run lasting `total` seconds, for a per-stage report: each straight
+    /// segment that lasts (jumps are not stages) and the hold of the last rate until `total`;
+    /// `(start, end, sends due)`. A constant rate has none.
+    pub fn stages_over(&self, total: f64) -> Vec<(f64, f64, f64)> {
+        let mut out = Vec::new();
+        let held = self.walk(total, |start, secs, from, to| {
+            if secs > 0.0 && start < total {
+                let end = (start + secs).min(total);
+                let x = end - start;
+                out.push((start, end, from * x + (to - from) * x * x / (2.0 * secs)));
+            }
+            None::<()>
+        });
+        if let Err((end, last)) = held {
+            if !out.is_empty() && end < total {
+                out.push((end, total, (total - end) * last));
+            }
+        }
+        out
+    }
+
     /// The rate at time `t` (seconds) of a run lasting `total` seconds.
     pub fn rate_at(&self, t: f64, total: f64) -> f64 {
         let inside = self.walk(total, |start, secs, from, to| {
@@ -687,6 +708,26 @@ mod tests {
             let n = all(shape, Arrival::Uniform, secs, 0).len() as f64;
             assert!((s.count_until(secs, secs) - n).abs() <= 1.0, "{shape}: {n}");
         }
+    }
+
+    #[test]
+    fn stages_over_a_run_are_its_segments_and_the_last_hold() {
+        let s: RateShape = "stages:2s:100,0s:50,2s:50".parse().unwrap();
+        assert_eq!(
+            s.stages_over(6.0),
+            vec![(0.0, 2.0, 100.0), (2.0, 4.0, 100.0), (4.0, 6.0, 100.0)]
+        );
+        assert_eq!(s.stages_over(1.0), vec![(0.0, 1.0, 25.0)]);
+        let steps: RateShape = "steps:10,20@1s".parse().unwrap();
+        assert_eq!(
+            steps.stages_over(3.0),
+            vec![(0.0, 1.0, 10.0), (1.0, 3.0, 40.0)]
+        );
+        assert!("100"
+            .parse::<RateShape>()
+            .unwrap()
+            .stages_over(5.0)
+            .is_empty());
     }
 
     #[test]

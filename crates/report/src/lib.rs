@@ -19,6 +19,7 @@ pub mod format;
 pub mod html;
 pub mod point;
 pub mod runfile;
+pub mod stages;
 pub mod table;
 pub mod threshold;
 
