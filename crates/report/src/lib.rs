@@ -7,13 +7,15 @@
 //!   spectrum, the tables); [`compare`]: two runs side by side, as text or HTML.
 //! - [`threshold`]: `--threshold` expressions and their verdicts on a run's totals.
 //! - [`point`]: one second as charts draw it, shared with the aggregator's live UI;
-//!   [`assets`]: the embedded chart library; [`example`]: a synthetic run for tests and docs.
+//!   [`assets`]: the embedded chart library; `example` (tests, feature `example`): a synthetic
+//!   run for tests.
 //!
 //! All take a [`RunFile`], the one record every reader shares, so a new format only adds a
 //! module here.
 
 pub mod assets;
 pub mod compare;
+#[cfg(any(test, feature = "example"))]
 pub mod example;
 pub mod format;
 pub mod html;
