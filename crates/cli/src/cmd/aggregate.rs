@@ -64,8 +64,8 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let a = &args.load;
-    let token =
-        super::token_from(&args.token, &args.token_file)?.unwrap_or_else(fleet::agg::random_hex);
+    let token = super::token_from(&args.token, &args.token_file)?
+        .unwrap_or_else(st_http::stamp::random_hex);
     if a.has_requests() {
         return Err(Usage(
             "-n does not apply to aggregate: a run ends with --run-for, Ctrl-C or POST /api/finish"

@@ -11,7 +11,7 @@ use pace::{Arrival, RateShape};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const EXAMPLES: &str = "Examples:
   scaletest api churn --rate 500 -d 60s --population 5000 --slo      open loop, Poisson arrivals
@@ -216,12 +216,6 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// Ctrl-C: the first stops the run gracefully (it reports), the second exits at once.
 pub(crate) fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -394,7 +388,7 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
         info,
     };
     let stop = stop_on_ctrl_c();
-    let started_unix = unix_now();
+    let started_unix = st_http::stamp::now_unix();
     let rec = Arc::new(Recorder::default());
     let progress = {
         let rec = rec.clone();
@@ -548,7 +542,7 @@ impl Watching {
             stop: stop_on_ctrl_c(),
             wstop_tx,
             started: std::time::Instant::now(),
-            started_unix: unix_now(),
+            started_unix: st_http::stamp::now_unix(),
         };
         (watching, wstop)
     }

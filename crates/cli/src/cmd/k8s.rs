@@ -437,7 +437,7 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
             Aggregator::find(&client, &spec).await
         })
         .map_err(usage)?;
-    let now = fleet::now_unix;
+    let now = st_http::stamp::now_unix;
     let (from, to, ran) = match (&a.during, a.since) {
         (Some(cmd), _) => {
             let from = now().floor() as u64;
@@ -514,8 +514,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 base.namespace = ns.clone();
             }
             let spec = base.with(&a.spec.changes()?).map_err(usage)?;
-            let yaml =
-                k8s::manifest::render(&k8s::manifest::objects(&spec, &fleet::agg::random_hex()));
+            let yaml = k8s::manifest::render(&k8s::manifest::objects(
+                &spec,
+                &st_http::stamp::random_hex(),
+            ));
             let mut out = std::io::stdout().lock();
             out.write_all(yaml.as_bytes())?;
             out.flush()?;

@@ -11,7 +11,7 @@ use report::{RunFile, RunInfo, RUNFILE_VERSION};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const EXAMPLES: &str = "Examples:
   scaletest load http://127.0.0.1:8080/ -c 50 -d 10s                 closed loop, 50 connections
@@ -242,9 +242,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let shutdown = Shutdown::new();
-    let started_unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let started_unix = st_http::stamp::now_unix();
     let progress = Progress::new(cfg.duration);
     let mut rates = args.log_rates.map(RateLog::new);
     // --abort-on-fail: the totals so far, and the threshold that stopped the run.
