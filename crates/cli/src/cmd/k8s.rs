@@ -3,7 +3,7 @@
 //! 1 for a cluster that failed (unreachable, forbidden, not ready in time).
 
 use super::parse_duration;
-use crate::Usage;
+use crate::exit::{fault, Usage};
 use k8s::aggregator::Aggregator;
 use k8s::cluster::{self, Target};
 use k8s::spec::{self, Changes, Figures, Spec, TargetSpec};
@@ -254,13 +254,6 @@ struct SizeArgs {
     headroom: f64,
 }
 
-fn usage(e: k8s::Error) -> anyhow::Error {
-    match e {
-        k8s::Error::Usage(m) => Usage(m).into(),
-        other => anyhow::Error::from(other),
-    }
-}
-
 impl SpecArgs {
     fn changes(&self) -> Result<Changes, Usage> {
         if self.target.is_none() && (!self.headers.is_empty() || self.insecure || self.http2) {
@@ -303,12 +296,12 @@ impl RunArgs {
         }
     }
 
-    fn base(&self) -> Result<Spec, Usage> {
+    fn base(&self) -> anyhow::Result<Spec> {
         let mut s = Spec::new(&self.run);
         if let Some(ns) = &self.namespace {
             s.namespace = ns.clone();
         }
-        s.check().map_err(|e| Usage(e.to_string()))?;
+        s.check().map_err(fault)?;
         Ok(s)
     }
 
@@ -325,10 +318,7 @@ impl RunArgs {
                 Some(per_call),
                 false,
             ))
-            .map_err(|e| match e {
-                kapi::Error::Usage(m) => anyhow::Error::from(Usage(m)),
-                other => anyhow::anyhow!("{other}"),
-            })?;
+            .map_err(fault)?;
         Ok((rt, client))
     }
 }
@@ -370,7 +360,7 @@ fn rollout(a: RolloutArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode
         server_image: a.image.clone(),
         ..Changes::default()
     };
-    a.run.base()?.with(&changes).map_err(usage)?;
+    a.run.base()?.with(&changes).map_err(fault)?;
     let (rt, client) = a.run.connect()?;
     let r = rt
         .block_on(cluster::rollout(
@@ -380,7 +370,7 @@ fn rollout(a: RolloutArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode
             a.image.as_deref(),
             say,
         ))
-        .map_err(usage)?;
+        .map_err(fault)?;
     if let Some(w) = &r.warning {
         eprintln!("scaletest: {w}");
     }
@@ -436,7 +426,7 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
             let spec = cluster::status(&client, &t).await?.spec;
             Aggregator::find(&client, &spec).await
         })
-        .map_err(usage)?;
+        .map_err(fault)?;
     let now = st_http::stamp::now_unix;
     let (from, to, ran) = match (&a.during, a.since) {
         (Some(cmd), _) => {
@@ -455,7 +445,7 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
             (from, to, ok)
         }
         (None, since) => {
-            let summary = rt.block_on(agg.summary()).map_err(usage)?;
+            let summary = rt.block_on(agg.summary()).map_err(fault)?;
             let started = summary["started_unix"].as_f64().unwrap_or(0.0).floor() as u64;
             // The seconds the aggregator has heard in full.
             let to = (now() - fleet::state::PUBLISH_DELAY).floor() as u64;
@@ -468,7 +458,7 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
     };
     let w = rt
         .block_on(agg.window(from, to, cluster::SETTLE))
-        .map_err(usage)?;
+        .map_err(fault)?;
     let code = verdict(&w, "check", &thresholds)?;
     Ok(if ran { code } else { ExitCode::from(1) })
 }
@@ -513,7 +503,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(ns) = &a.namespace {
                 base.namespace = ns.clone();
             }
-            let spec = base.with(&a.spec.changes()?).map_err(usage)?;
+            let spec = base.with(&a.spec.changes()?).map_err(fault)?;
             let yaml = k8s::manifest::render(&k8s::manifest::objects(
                 &spec,
                 &st_http::stamp::random_hex(),
@@ -525,7 +515,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Size(a) => {
             let f = Figures::MEASURED;
-            let s = spec::size(a.rate, &f, a.headroom).map_err(usage)?;
+            let s = spec::size(a.rate, &f, a.headroom).map_err(fault)?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
@@ -567,7 +557,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             let base = a.run.base()?;
             let changes = a.spec.changes()?;
             // Check the values before any call.
-            base.clone().with(&changes).map_err(usage)?;
+            base.clone().with(&changes).map_err(fault)?;
             let (rt, client) = a.run.connect()?;
             let o = rt
                 .block_on(cluster::up(
@@ -577,7 +567,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     &changes,
                     &mut say,
                 ))
-                .map_err(usage)?;
+                .map_err(fault)?;
             // The cluster's version goes into the run's events (results.json keeps them).
             let recorded = rt.block_on(async {
                 let v = cluster::cluster_version(&client).await?;
@@ -602,7 +592,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             if changes.servers.is_none() && changes.bots.is_none() && a.rate.is_none() {
                 return Err(Usage("give servers=N, bots=M or --rate".into()).into());
             }
-            a.run.base()?.with(&changes).map_err(usage)?;
+            a.run.base()?.with(&changes).map_err(fault)?;
             let (rt, client) = a.run.connect()?;
             let o = rt
                 .block_on(cluster::change(
@@ -612,7 +602,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     &k8s::manifest::COMPONENTS,
                     &mut say,
                 ))
-                .map_err(usage)?;
+                .map_err(fault)?;
             if let Some(rate) = a.rate {
                 let set = rt.block_on(async {
                     Aggregator::find(&client, &o.spec)
@@ -643,7 +633,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     a.tail,
                     a.previous,
                 ))
-                .map_err(usage)?;
+                .map_err(fault)?;
             let mut out = std::io::stdout().lock();
             for l in lines {
                 writeln!(out, "{l}")?;
@@ -663,7 +653,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     let agg = Aggregator::find(&client, &spec).await?;
                     agg.set_rate(a.rate).await
                 })
-                .map_err(usage)?;
+                .map_err(fault)?;
             say(&format!(
                 "rate: the bots of run {} are now asked for {} req/s in all",
                 t.run, answer["offered"]
@@ -693,7 +683,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 )
                 .await
             })
-            .map_err(usage)?;
+            .map_err(fault)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(a) => {
@@ -701,7 +691,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             let (rt, client) = a.connect()?;
             let st = rt
                 .block_on(cluster::status(&client, &a.target()))
-                .map_err(usage)?;
+                .map_err(fault)?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
@@ -785,7 +775,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             a.base()?;
             let (rt, client) = a.connect()?;
             let t = a.target();
-            match rt.block_on(cluster::down(&client, &t)).map_err(usage)? {
+            match rt.block_on(cluster::down(&client, &t)).map_err(fault)? {
                 cluster::Down::NotFound => say(&format!(
                     "down: run {} does not exist (no namespace {}): nothing to delete",
                     t.run, t.namespace

@@ -1,8 +1,8 @@
 //! `scaletest load`: flags → validated `load::Config` → `load::run` → report and JSON.
 
 use super::{at_least_one, parse_duration};
+use crate::exit::{fault, Usage};
 use crate::progress::{Progress, RateLog};
-use crate::Usage;
 use anyhow::Context as _;
 use load::{Config, Mode, Shutdown, Spec, Target};
 use pace::Arrival;
@@ -267,11 +267,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .await
     });
     progress.finish();
-    let r = result.map_err(|e| match e {
-        // A worker thread that cannot start is the machine's problem, not the flags' (exit 1).
-        load::LoadError::Thread(_) => anyhow::Error::new(e),
-        e => Usage(e.to_string()).into(),
-    })?;
+    let r = result.map_err(fault)?;
     let mut run = RunFile {
         version: RUNFILE_VERSION,
         tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),

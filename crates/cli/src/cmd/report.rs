@@ -2,7 +2,7 @@
 //! `--html` also writes the report as one self-contained page; `--compare A B` sets two runs
 //! side by side.
 
-use crate::Usage;
+use crate::exit::{fault, Usage};
 use anyhow::Context;
 use report::RunFile;
 use std::io::Write;
@@ -71,7 +71,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         let runs = texts
             .iter()
-            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(|e| Usage(e.to_string())))
+            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(fault))
             .collect::<Result<Vec<_>, _>>()?;
         let run = kapi::output::ApiRun::merge(&runs).expect("clap requires at least one file");
         let mut out = std::io::stdout().lock();
@@ -81,7 +81,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     let runs = texts
         .iter()
-        .map(|(n, t)| RunFile::from_json(n, t).map_err(|e| Usage(e.to_string())))
+        .map(|(n, t)| RunFile::from_json(n, t).map_err(fault))
         .collect::<Result<Vec<_>, _>>()?;
     if args.compare {
         let names = [texts[0].0.as_str(), texts[1].0.as_str()];
