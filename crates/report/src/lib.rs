@@ -1,7 +1,8 @@
 //! How a run is shown and stored; no network, no clock.
 //!
 //! - [`table`]: the autocannon tables of seed 002 (Latency; Req/Sec and Bytes/Sec over
-//!   per-second samples), the summary line, status and error counts, and `--percentiles`.
+//!   per-second samples), the summary line, status and error counts, and `--percentiles`,
+//!   laid out from [`summary`]: the figures computed once from a run.
 //! - [`runfile`]: the versioned JSON run file, written atomically, read back for `report`.
 //! - [`html`]: one self-contained HTML page per run (charts with event markers, the percentile
 //!   spectrum, the tables); [`compare`]: two runs side by side, as text or HTML.
@@ -21,10 +22,11 @@ pub mod format;
 pub mod html;
 pub mod point;
 pub mod runfile;
+pub mod summary;
 pub mod table;
 pub mod threshold;
 
 pub use runfile::{
-    write_bytes_atomic, write_json_atomic, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo,
-    Summary, Window, RUNFILE_VERSION,
+    write_bytes_atomic, write_json_atomic, BotRecord, Event, Fleet, FleetSecond, Kind, RunFile,
+    RunInfo, Summary, Window, RUNFILE_VERSION,
 };
