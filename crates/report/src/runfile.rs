@@ -542,3 +542,30 @@ fn write_atomic_with(
     }
     result
 }
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_file_says_its_kind_and_older_ones_are_told_by_their_shape() {
+        let run = crate::example::rolling_update(10);
+        let v = serde_json::to_value(&run).unwrap();
+        assert_eq!(v["kind"], "load");
+        assert_eq!(Kind::of(&v), Ok(Kind::Load));
+        assert_eq!(Kind::of(&json!({"total": {}})), Ok(Kind::Load));
+        assert_eq!(Kind::of(&json!({"calls": []})), Ok(Kind::Api));
+        let nodes = json!({"calls": [], "retried_429": 0});
+        assert_eq!(Kind::of(&nodes), Ok(Kind::Nodes));
+        assert!(Kind::of(&json!({"kind": "wat"})).is_err());
+        // A file without the field still reads; one of another kind is refused by name.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("kind");
+        assert_eq!(RunFile::from_json("old", &old.to_string()).unwrap(), run);
+        let mut api = v;
+        api["kind"] = json!("api");
+        let e = RunFile::from_json("a", &api.to_string()).unwrap_err();
+        assert!(e.to_string().contains("an `api` run"), "{e}");
+    }
+}
