@@ -238,7 +238,7 @@ impl Args {
 /// Delete hollow nodes (those with `prefix`, or all) and their leases.
 async fn cleanup(kc: kube::Config, prefix: Option<&str>) -> anyhow::Result<nodes::Cleaned> {
     let client = kube::Client::try_from(kc).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
-    Ok(nodes::cleanup(&client, prefix).await.map_err(fault)?)
+    nodes::cleanup(&client, prefix).await.map_err(fault)
 }
 
 async fn run(a: Args) -> anyhow::Result<ExitCode> {
