@@ -200,11 +200,14 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
 
 /// How a run was set up, for the report's header and the run file.
 pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
-    let max_connections = match &cfg.mode {
+    // The shape as built (parsed once, in `Spec::build`).
+    let (max_connections, rate) = match &cfg.mode {
         Mode::Open {
-            max_connections, ..
-        } => Some(*max_connections),
-        Mode::Closed => None,
+            max_connections,
+            shape,
+            ..
+        } => (Some(*max_connections), Some(shape.to_string())),
+        Mode::Closed => (None, None),
     };
     let open = max_connections.is_some();
     RunInfo {
@@ -215,9 +218,7 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
         connections: cfg.connections,
         streams: cfg.streams,
         max_connections,
-        rate: open
-            .then(|| spec.rate_shape().ok().flatten().map(|s| s.to_string()))
-            .flatten(),
+        rate,
         arrival: open.then(|| format!("{:?}", spec.arrival).to_lowercase()),
         target_rate: spec.mean_rate(cfg.duration),
         threads: cfg.threads,
