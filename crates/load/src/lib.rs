@@ -73,6 +73,27 @@ pub struct Config {
     pub live: Live,
 }
 
+impl Config {
+    /// The mean total rate the schedule asks for over the duration (1 s without one), open
+    /// loop only: the shape as built, sampled finely.
+    pub fn mean_rate(&self) -> Option<f64> {
+        let Mode::Open { shape, .. } = &self.mode else {
+            return None;
+        };
+        let secs = self
+            .duration
+            .unwrap_or(Duration::from_secs(1))
+            .as_secs_f64();
+        let steps = 1000;
+        Some(
+            (0..steps)
+                .map(|i| shape.rate_at((i as f64 + 0.5) * secs / steps as f64, secs))
+                .sum::<f64>()
+                / steps as f64,
+        )
+    }
+}
+
 /// Options for runs that live long and change while they run (loadbots).
 #[derive(Clone, Default)]
 pub struct Live {

@@ -358,20 +358,6 @@ impl Spec {
             live,
         })
     }
-
-    /// The mean total rate the schedule asks for over `duration` (open loop), or `None`.
-    pub fn mean_rate(&self, duration: Option<Duration>) -> Option<f64> {
-        let shape = self.rate_shape().ok()??;
-        let secs = duration.unwrap_or(Duration::from_secs(1)).as_secs_f64();
-        // Sample the shape finely over the run.
-        let steps = 1000;
-        Some(
-            (0..steps)
-                .map(|i| shape.rate_at((i as f64 + 0.5) * secs / steps as f64, secs))
-                .sum::<f64>()
-                / steps as f64,
-        )
-    }
 }
 
 #[cfg(test)]

@@ -220,7 +220,7 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
         max_connections,
         rate,
         arrival: open.then(|| format!("{:?}", spec.arrival).to_lowercase()),
-        target_rate: spec.mean_rate(cfg.duration),
+        target_rate: cfg.mean_rate(),
         threads: cfg.threads,
         duration_s: cfg.duration.map(|d| d.as_secs_f64()),
         requests: cfg.max_requests,
