@@ -361,16 +361,6 @@ impl Spec {
             live,
         })
     }
-
-    /// The mean total rate the schedule asks for over `duration` (open loop), or `None`.
-    pub fn mean_rate(&self, duration: Option<Duration>) -> Option<f64> {
-        let shape = self.rate_shape().ok()??;
-        let secs = duration
-            .or(shape.own_duration())
-            .unwrap_or(Duration::from_secs(1))
-            .as_secs_f64();
-        Some(shape.count_until(secs, secs) / secs)
-    }
 }
 
 #[cfg(test)]

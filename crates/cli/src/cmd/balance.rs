@@ -139,10 +139,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         limits: Limits::default(),
         tls,
     };
-    let mut running = balance::start(cfg).map_err(|e| match e {
-        balance::BalanceError::File(..) => anyhow::Error::new(Usage(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let mut running = balance::start(cfg).map_err(crate::exit::fault)?;
     // SIGTERM handled before the address is announced: a supervisor may send it at once.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

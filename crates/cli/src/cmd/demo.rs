@@ -77,7 +77,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     demo::scenario::BUILTINS.join(", ")
                 ))
             })?;
-            demo::Scenario::parse(&text, &args.scenario).map_err(|e| Usage(e.to_string()))?
+            demo::Scenario::parse(&text, &args.scenario).map_err(crate::exit::fault)?
         }
     };
     let scenario = match args.duration {

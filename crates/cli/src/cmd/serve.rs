@@ -3,7 +3,6 @@
 //! finish in-flight requests within --shutdown-timeout, exit 0.
 
 use super::{at_least_one, parse_duration, parse_duration_or_zero};
-use crate::Usage;
 use st_http::server::Limits;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -85,10 +84,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         tls,
         hyper_only: a.hyper_only,
     };
-    let running = serve::start(cfg).map_err(|e| match e {
-        serve::ServeError::Label(_) => anyhow::Error::new(Usage(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let running = serve::start(cfg).map_err(crate::exit::fault)?;
     // SIGTERM handled before the address is announced: a supervisor may send it at once.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
