@@ -222,8 +222,8 @@ pub struct Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        // A loop pauses only when it sees the count at the limit, and until the next close
-        // the count can only grow: that close sees it at the limit too, so none is missed.
+        // A loop pauses only when it sees the count at (or over) the limit, and until the next
+        // close the count can only grow: that close sees it there too, so none is missed.
         if self.stats.open.fetch_sub(1, Ordering::AcqRel) >= self.limit {
             self.stats.freed.notify_waiters();
         }
@@ -235,6 +235,10 @@ impl Drop for Open {
 
 /// Until fewer than `limit` connections are open; false if the phase became `Stopping` first.
 async fn room(stats: &Stats, limit: usize, phase: &mut watch::Receiver<Phase>) -> bool {
+    // Below the limit (nearly always) without touching the Notify's lock.
+    if stats.open.load(Ordering::Acquire) < limit {
+        return true;
+    }
     let mut paused = false;
     loop {
         // Registered before the count is read, so a close between the two still wakes it.
