@@ -48,7 +48,8 @@ pub struct Args {
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]
     arrival: Arrival,
     /// Open loop: most connections to open, up to the hard open-file limit less 64 [default:
-    /// 10000 or that limit if lower, not below -c]; sends that find all busy are reported late.
+    /// 1000 or that limit if lower, not below -c]; sends that find all busy wait and are
+    /// reported late (capped), or unsent at the end, not as errors.
     #[arg(long, value_parser = at_least_one)]
     max_connections: Option<u64>,
     /// Seed for Poisson arrivals (runs with the same seed send on the same schedule).

@@ -47,7 +47,8 @@ pub struct Args {
     shutdown_timeout: Duration,
     #[command(flatten)]
     tls: super::ServerTls,
-    /// Most open client connections; more are closed at once.
+    /// Most open client connections; at the limit new ones wait in the listen backlog
+    /// (4096) until one closes, never reset.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     max_connections: u64,
     /// Time a client has to send a request head (slowloris); also bounds HTTP/1.1 keep-alive idle time.
