@@ -49,6 +49,25 @@ fn bad_input_gets_one_line_and_exit_code_2() {
             ],
             "ramp",
         ),
+        (
+            &["load", "http://127.0.0.1:1/", "--stages", "1000"],
+            "needs a duration",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:1/",
+                "--stages",
+                "1s:10",
+                "--rate",
+                "5",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["aggregate", "http://127.0.0.1:1/", "--stages", "1s:10"],
+            "splits a constant total rate",
+        ),
         (&["load"], "give a target URL"),
         (
             &["load", "--targets", "/nonexistent/targets"],
@@ -266,6 +285,38 @@ fn open_loop_report_names_corrected_and_uncorrected_latency() {
     assert!(out.contains("coordinated omission corrected"), "{out}");
     assert!(out.contains("(uncorrected)"), "{out}");
     assert!(out.contains("target rate 500/s"), "{out}");
+}
+
+#[test]
+fn stages_send_each_stages_schedule_and_report_it_per_stage() {
+    let server = Server::start(Behavior::Ok);
+    let dir = tmpdir("stages");
+    let json = dir.join("run.json");
+    // 0 → 200/s over 2 s (200 sends), 200/s for 1 s (200), a jump to 600/s for 1 s (600).
+    let o = SCALETEST.run(&[
+        "load",
+        &server.url("/"),
+        "--stages",
+        "2s:200,1s:200,0s:600,1s:600",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // The run lasts as long as its stages: every planned send is made, none more.
+    assert_eq!(server.hits(), 1000, "{out}");
+    let run = RunFile::read(&json).unwrap();
+    assert_eq!(run.info.duration_s, Some(4.0));
+    let planned: Vec<f64> = run.stages.iter().map(|s| s.plan.planned).collect();
+    assert_eq!(planned, vec![200.0, 200.0, 600.0]);
+    for s in &run.stages {
+        // Each second counts in the stage holding its middle: a send due at a stage's very
+        // edge may land in the next second.
+        assert!(s.sent.abs_diff(s.plan.planned as u64) <= 2, "{s:?}\n{out}");
+    }
+    assert_eq!(run.stages.iter().map(|s| s.responses).sum::<u64>(), 1000);
+    assert!(out.contains("│ Stage │ Seconds │ Planned │"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -228,6 +228,7 @@ mod tests {
             }),
             summary: None,
             verdicts: Vec::new(),
+            stages: Vec::new(),
         }
     }
 

@@ -47,6 +47,7 @@ pub fn rolling_update(seconds: u32) -> RunFile {
         intervals,
         fleet: Some(fleet),
         verdicts: Vec::new(),
+        stages: Vec::new(),
     }
 }
 

@@ -118,6 +118,9 @@ pub struct RunFile {
     /// The verdicts of the run's `--threshold`s, on its totals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<crate::threshold::Verdict>,
+    /// A run whose rate changed by plan (stages, steps, a ramp): each stage, planned and got.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<crate::stages::StageRow>,
 }
 
 /// What an aggregator adds to a run: per second, what was asked for and who reported; the

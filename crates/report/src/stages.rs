@@ -6,9 +6,9 @@
 //! are computed here from the run's per-second snapshots, each second counted in the stage
 //! holding its middle.
 
+use crate::format::{count, ms, trim};
 use hist::Snapshot;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write;
 
 /// One stage as the schedule planned it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -73,28 +73,26 @@ pub fn rows(plan: &[StagePlan], intervals: &[Snapshot]) -> Vec<StageRow> {
         .collect()
 }
 
-/// The table, one line a stage.
+/// The table, one row a stage.
 pub fn table(rows: &[StageRow]) -> String {
-    let mut out = String::from(
-        "stage  from–to (s)     planned      sent  kept   answered    failed   p50 ms   p99 ms\n",
-    );
+    let head = [
+        "Stage", "Seconds", "Planned", "Sent", "Kept", "Answered", "Failed", "p50", "p99",
+    ];
+    let mut t = vec![head.map(String::from).to_vec()];
     for (i, r) in rows.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "{:>5}  {:>6.1}–{:<6.1} {:>9.0} {:>9} {:>5.1}% {:>10} {:>9} {:>8.2} {:>8.2}",
-            i + 1,
-            r.plan.start_s,
-            r.plan.end_s,
-            r.plan.planned,
-            r.sent,
-            100.0 * r.kept(),
-            r.responses,
-            r.failed,
-            r.p50_ms,
-            r.p99_ms
-        );
+        t.push(vec![
+            (i + 1).to_string(),
+            format!("{}–{}", trim(r.plan.start_s, 1), trim(r.plan.end_s, 1)),
+            count(r.plan.planned.round() as u64),
+            count(r.sent),
+            format!("{:.1}%", 100.0 * r.kept()),
+            count(r.responses),
+            count(r.failed),
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+        ]);
     }
-    out
+    crate::table::boxed(&t)
 }
 
 #[cfg(test)]
@@ -140,6 +138,6 @@ mod tests {
         assert_eq!((r[0].kept(), r[1].kept()), (1.0, 0.9));
         assert!((r[1].p50_ms - 20.0).abs() < 0.05);
         let t = table(&r);
-        assert!(t.lines().nth(2).unwrap().contains(" 90.0%"), "{t}");
+        assert!(t.lines().nth(5).unwrap().contains(" 90.0% "), "{t}");
     }
 }

@@ -101,6 +101,10 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
     let mut s = header(run);
     s += &tables(&sum);
     s += &figures(&sum, run.info.max_connections.unwrap_or(0));
+    if !run.stages.is_empty() {
+        s += "\nStages (each second counted in the stage holding its middle):\n";
+        s += &crate::stages::table(&run.stages);
+    }
     if percentiles {
         s.push('\n');
         s += &spectrum(run);
@@ -400,6 +404,7 @@ mod tests {
             fleet: None,
             summary: None,
             verdicts: Vec::new(),
+            stages: Vec::new(),
         }
     }
 

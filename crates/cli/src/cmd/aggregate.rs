@@ -81,7 +81,16 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let rate = spec
         .rate_shape()
         .map_err(fault)?
-        .map(|s| s.rate_at(0.0, 1.0));
+        .map(|s| match s {
+            pace::RateShape::Constant { rate } => Ok(rate),
+            // Bots take a constant share; a changing total is not split over them yet.
+            _ => Err(Usage(format!(
+                "--rate {s}: the aggregator splits a constant total rate over its bots; ramps, \
+                 steps and stages are for `scaletest load` (or change the rate live with \
+                 PUT /api/load)"
+            ))),
+        })
+        .transpose()?;
     // The flags as the load request `PUT /api/load` takes: one rule, one set of words. With
     // no target the aggregator idles, or picks up the unfinished run in --out with its own
     // load: a rate flag then has nothing to apply to, as before.

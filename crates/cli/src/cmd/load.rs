@@ -41,9 +41,16 @@ pub struct Args {
     /// Stop after sending this many requests (whichever of -d and -n comes first).
     #[arg(short = 'n', long, value_parser = at_least_one)]
     requests: Option<u64>,
-    /// Open loop: total requests/s: R, ramp:FROM..TO (over -d), or steps:R1,R2,...@DURATION.
+    /// Open loop: total requests/s: R, ramp:FROM..TO (over -d), steps:R1,R2,...@DURATION or
+    /// stages:DURATION:RATE,... (see --stages).
     #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
     rate: Option<String>,
+    /// Open loop in stages (k6's ramping arrival rate): from 0, each stage moves in a straight
+    /// line to its rate over its duration (0s: a jump), e.g. 30s:1000,5m:1000,10s:0; the run
+    /// lasts as long as the stages unless -d says otherwise. The report has a table per stage.
+    #[arg(long, value_name = "DURATION:RATE,...", conflicts_with = "rate",
+          value_parser = parse_stages)]
+    stages: Option<String>,
     /// Open loop: gaps between sends, uniform or poisson.
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]
     arrival: Arrival,
@@ -110,6 +117,11 @@ fn parse_rate(s: &str) -> Result<String, String> {
     s.parse::<pace::RateShape>()
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// `--stages X` is `--rate stages:X`.
+fn parse_stages(s: &str) -> Result<String, String> {
+    parse_rate(&format!("stages:{s}"))
 }
 
 fn parse_arrival(s: &str) -> Result<Arrival, String> {
@@ -180,7 +192,7 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         method: a.method.clone(),
         headers: a.headers.clone(),
         body,
-        rate: a.rate.clone(),
+        rate: a.rate.clone().or(a.stages.clone()),
         arrival: a.arrival,
         max_connections: a.max_connections,
         connections: a.connections,
@@ -189,14 +201,40 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         insecure: a.insecure,
         cacert: a.cacert.clone(),
         timeout_s: a.timeout.as_secs_f64(),
+        // 10 s unless -n is given or the rate's stages say how long.
         duration_s: match (a.duration, a.requests) {
-            (None, None) => Some(10.0),
+            (None, None) if !stages_say_how_long(a) => Some(10.0),
             (d, _) => d.map(|d| d.as_secs_f64()),
         },
         requests: a.requests,
         threads: a.threads,
         seed: a.seed,
     })
+}
+
+fn stages_say_how_long(a: &Args) -> bool {
+    a.rate
+        .as_ref()
+        .or(a.stages.as_ref())
+        .and_then(|r| r.parse::<pace::RateShape>().ok())
+        .is_some_and(|s| s.own_duration().is_some())
+}
+
+/// The stages of a run whose rate changes by plan (none for a constant rate or a closed loop).
+fn stage_plan(cfg: &Config) -> Vec<report::stages::StagePlan> {
+    let (Mode::Open { shape, .. }, Some(d)) = (&cfg.mode, cfg.duration) else {
+        return Vec::new();
+    };
+    let secs = d.as_secs_f64();
+    shape
+        .stages_over(secs)
+        .into_iter()
+        .map(|(start_s, end_s, planned)| report::stages::StagePlan {
+            start_s,
+            end_s,
+            planned,
+        })
+        .collect()
 }
 
 /// How a run was set up, for the report's header and the run file.
@@ -240,6 +278,7 @@ fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let (cfg, info) = build(&args)?;
+    let stages = stage_plan(&cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -285,7 +324,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         fleet: None,
         summary: None,
         verdicts: Vec::new(),
+        stages: Vec::new(),
     };
+    run.stages = report::stages::rows(&stages, &run.intervals);
     run.verdicts = threshold::judge(&args.thresholds, &run.total, run.elapsed_s);
     // The JSON first: what was measured must survive a closed stdout.
     if let Some(path) = &args.json {

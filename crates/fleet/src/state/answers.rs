@@ -139,6 +139,7 @@ impl State {
             }),
             summary: Some(self.summary(now)),
             verdicts: Vec::new(),
+            stages: Vec::new(),
         }
     }
 }
