@@ -6,7 +6,6 @@
 use balance::backends::Health;
 use balance::health::HealthConfig;
 use proptest::prelude::*;
-use st_http::server::Limits;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -16,20 +15,8 @@ use testsupport::anyreq::{self, plain_get, AnyRequest, Client, Leave, Target};
 fn backend() -> SocketAddr {
     // One backend for every case: it must keep serving whatever the balancer sent it.
     static B: OnceLock<serve::Running> = OnceLock::new();
-    B.get_or_init(|| {
-        serve::start(serve::Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            threads: 1,
-            body_size: 13,
-            version_label: "v1".into(),
-            limits: Limits::default(),
-            bounds: serve::Bounds::default(),
-            tls: None,
-            hyper_only: false,
-        })
-        .unwrap()
-    })
-    .addr
+    B.get_or_init(|| serve::start(serve::Config::loopback("v1")).unwrap())
+        .addr
 }
 
 /// A balancer whose health checks never run during a case: an ejected backend stays out.

@@ -3,7 +3,6 @@
 use balance::backends::Health;
 use balance::health::HealthConfig;
 use balance::pick::Algorithm;
-use st_http::server::Limits;
 use st_http::Protocol;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,13 +19,7 @@ fn backend(label: &str) -> serve::Running {
 fn backend_on(bind: SocketAddr, label: &str) -> serve::Running {
     serve::start(serve::Config {
         bind,
-        threads: 1,
-        body_size: 13,
-        version_label: label.into(),
-        limits: Limits::default(),
-        bounds: serve::Bounds::default(),
-        tls: None,
-        hyper_only: false,
+        ..serve::Config::loopback(label)
     })
     .unwrap()
 }

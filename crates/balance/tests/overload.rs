@@ -4,7 +4,6 @@
 //! `Retry-After`) or a wait.
 
 use balance::pick::Algorithm;
-use st_http::server::Limits;
 use std::net::SocketAddr;
 use std::time::Duration;
 use testsupport::call::crowd;
@@ -14,17 +13,7 @@ use testsupport::Run;
 const LIMIT: usize = 8;
 
 fn backend() -> serve::Running {
-    serve::start(serve::Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        threads: 1,
-        body_size: 13,
-        version_label: "v1".into(),
-        limits: Limits::default(),
-        bounds: serve::Bounds::default(),
-        tls: None,
-        hyper_only: false,
-    })
-    .unwrap()
+    serve::start(serve::Config::loopback("v1")).unwrap()
 }
 
 /// Two threads (the limit is over both), `LIMIT` client connections.

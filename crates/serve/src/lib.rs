@@ -48,6 +48,23 @@ pub struct Config {
     pub hyper_only: bool,
 }
 
+impl Config {
+    /// One thread on an ephemeral 127.0.0.1 port, a 13-byte body and default limits: the
+    /// backend tests and examples start.
+    pub fn loopback(version_label: &str) -> Config {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            threads: 1,
+            body_size: 13,
+            version_label: version_label.into(),
+            limits: Limits::default(),
+            bounds: Bounds::default(),
+            tls: None,
+            hyper_only: false,
+        }
+    }
+}
+
 /// What every request handler reads.
 pub struct State {
     body: Bytes,

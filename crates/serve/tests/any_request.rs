@@ -12,14 +12,8 @@ use testsupport::anyreq::{self, plain_get, AnyRequest, Client};
 
 fn server(hyper_only: bool) -> serve::Running {
     serve::start(serve::Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        threads: 1,
-        body_size: 13,
-        version_label: "v1".into(),
-        limits: Default::default(),
-        bounds: serve::Bounds::default(),
-        tls: None,
         hyper_only,
+        ..serve::Config::loopback("v1")
     })
     .unwrap()
 }
