@@ -599,6 +599,8 @@ impl Scraper {
     /// Read `/version`, scrape once (before the run's load, so that the deltas cover it),
     /// then every `every` until [`Scraper::finish`].
     pub async fn start(client: Client, every: Duration) -> Scraper {
+        // A zero interval would scrape in a tight loop.
+        let every = every.max(Duration::from_millis(10));
         let began = Instant::now();
         let version = tokio::time::timeout(SCRAPE_TIMEOUT, client.apiserver_version())
             .await
