@@ -204,11 +204,25 @@ fn churn_reports_against(kc: &Path, fake: Option<&FakeApi>, dir: &Path) {
         "delete configmaps",
         "Notify create",
         "pass",
-        // The SLO lines say what they check: an approximation, not the SLI.
-        "SLO, approximated (p99 over the run)",
-        "An approximation of the Kubernetes API-call SLOs",
-        "the SLI is a p99 per 5-minute window",
     ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    // The SLO lines say what they check: the server's latency as ClusterLoader2 judges it
+    // when its /metrics can be read (the fake's can), else an approximation, not the SLI.
+    let slo_lines: &[&str] = if fake.is_some() || stdout.contains("SLO, server latency") {
+        &[
+            "POST configmaps (resource)",
+            "SLO, server latency (p99 of 5-min windows)",
+            "As ClusterLoader2's APIResponsivenessPrometheus",
+        ]
+    } else {
+        &[
+            "SLO, approximated (p99 over the run)",
+            "An approximation of the Kubernetes API-call SLOs",
+            "the SLI is a p99 per 5-minute window",
+        ]
+    };
+    for want in slo_lines {
         assert!(stdout.contains(want), "{want}: {stdout}");
     }
     let v: serde_json::Value =
@@ -240,7 +254,21 @@ fn churn_reports_against(kc: &Path, fake: Option<&FakeApi>, dir: &Path) {
     let again = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(again.contains("80 lifecycles: 80 completed"), "{again}");
+    assert!(v["server"]["version"].as_str().is_some(), "{}", v["server"]);
     if let Some(fake) = fake {
+        assert_eq!(v["server"]["version"], "v1.28.7");
+        let server_posts = v["server"]["calls"]
+            .as_array()
+            .expect("server calls")
+            .iter()
+            .find(|c| c["verb"] == "POST" && c["resource"] == "configmaps")
+            .map(|c| c["count"].clone());
+        assert_eq!(server_posts, Some(serde_json::json!(40)));
+        assert!(v["server"]["slo"]
+            .as_array()
+            .expect("server slo")
+            .iter()
+            .all(|s| s["pass"] == true));
         assert_eq!(fake.count("create configmaps"), 40);
         assert_eq!(fake.count("create namespaces"), 3);
         // Spread round-robin over the run's namespaces.
@@ -252,6 +280,55 @@ fn churn_reports_against(kc: &Path, fake: Option<&FakeApi>, dir: &Path) {
         assert_eq!(fake.count("delete namespaces"), 3);
         assert!(fake.objects("configmaps").is_empty());
     }
+}
+
+/// A user without RBAC's get on /metrics: one warning line, then the client's report, with the
+/// SLO approximated from the client's latency and saying so; the run file keeps the version.
+#[test]
+fn a_forbidden_metrics_endpoint_is_one_warning_and_the_client_report_comes_out() {
+    let fake = FakeApi::start_with(kubefake::Options {
+        forbid_metrics: true,
+        ..Default::default()
+    });
+    let dir = tmpdir("forbidden-metrics");
+    let kc = fake.kubeconfig(&dir);
+    let json = dir.join("churn.json");
+    let out = SCALETEST.run(&[
+        "api",
+        "churn",
+        "--kubeconfig",
+        kc.to_str().expect("path"),
+        "-n",
+        "5",
+        "--slo",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("server metrics"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].starts_with("scaletest: server metrics: GET /metrics: 403 Forbidden"),
+        "{stderr}"
+    );
+    for want in [
+        "create configmaps",
+        "Server (v1.28.7): no metrics",
+        "No server metrics: the SLO check is the client-side approximation.",
+        "SLO, approximated (p99 over the run)",
+    ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(v["server"]["version"], "v1.28.7");
+    assert!(v["server"]["unavailable"]
+        .as_str()
+        .is_some_and(|w| w.contains("403")));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Control-plane load: drive the Kubernetes API with object churn (`churn`), time the
 //! notifications an informer gets (`watch`), and load it with loops of watch requests
-//! (`watchers`), through kube-rs against any cluster. A churn is asked for as a [`spec::ChurnSpec`],
+//! (`watchers`), through kube-rs against any cluster; read the API server's own view of it
+//! from its `/metrics` (`server_metrics`). A churn is asked for as a [`spec::ChurnSpec`],
 //! checked once.
 //!
 //! Objects carry the run's label ([`LABEL_RUN`]) so that a run can be cleaned up even after a
@@ -14,6 +15,7 @@ pub mod churn;
 pub mod conn;
 pub mod events;
 pub mod output;
+pub mod server_metrics;
 pub mod session;
 pub mod spec;
 pub mod stats;

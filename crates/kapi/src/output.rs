@@ -1,8 +1,11 @@
 //! The report of `api churn` / `api watch`: the same box tables and JSON habits as `load`
-//! (autocannon's latency columns; every histogram kept in the JSON), plus an approximate check
-//! against the Kubernetes API-call latency SLOs (one p99 over the whole run, custom resources
-//! included, where the SLI is a p99 per 5-minute window without them).
+//! (autocannon's latency columns; every histogram kept in the JSON), the server's own view
+//! ([`crate::server_metrics`]), and the check against the Kubernetes API-call latency SLOs: on
+//! the server's latency when its metrics were read, else approximated from the client's (one
+//! p99 over the whole run, custom resources included, where the SLI is a p99 per 5-minute
+//! window without them).
 
+use crate::server_metrics::{self, ServerSide};
 use crate::stats::{CallStats, ErrorMessage, Verb};
 use crate::watch::WatchStats;
 use crate::watchers::LoopStats;
@@ -106,8 +109,11 @@ pub struct ApiRun {
     /// What the watch loops measured (`watch --watchers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchers: Option<LoopStats>,
-    /// The SLO check of every (verb, resource).
+    /// The SLO check of every (verb, resource), on the client's latency.
     pub slo: Vec<SloCheck>,
+    /// The API server's version and own figures (absent in files of earlier builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSide>,
 }
 
 /// An api run file that cannot be read.
@@ -137,6 +143,7 @@ impl ApiRun {
             watch: None,
             watchers: None,
             slo: Vec::new(),
+            server: None,
         }
     }
 
@@ -160,9 +167,18 @@ impl ApiRun {
             .collect();
     }
 
-    /// True when every checked (verb, resource) met its SLO.
+    /// The server's figures when its metrics were read: the SLO is judged on them.
+    pub fn server_metrics(&self) -> Option<&ServerSide> {
+        self.server.as_ref().filter(|s| s.has_metrics())
+    }
+
+    /// True when every checked call met its SLO: on the server's latency when its metrics
+    /// were read, else on the client's.
     pub fn slo_pass(&self) -> bool {
-        self.slo.iter().all(|s| s.pass)
+        match self.server_metrics() {
+            Some(s) => s.slo_pass(),
+            None => self.slo.iter().all(|s| s.pass),
+        }
     }
 
     /// Parse a run file written by `--json`; `name` is for messages. The version is checked
@@ -189,7 +205,8 @@ impl ApiRun {
     }
 
     /// Merge runs that happened at the same time (several churn processes): calls, lateness,
-    /// lifecycles and informer counts add up; the SLO is checked again on the sums.
+    /// lifecycles and informer counts add up; the SLO is checked again on the sums. The
+    /// server's view is the first run's: every process scraped the same server.
     pub fn merge(runs: &[ApiRun]) -> Option<ApiRun> {
         let mut out = runs.first()?.clone();
         for r in &runs[1..] {
@@ -503,7 +520,54 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
             count(throttled)
         );
     }
-    if slo && !run.slo.is_empty() {
+    if let Some(sv) = &run.server {
+        s.push('\n');
+        s += &server_metrics::render(sv);
+    }
+    if slo {
+        slo_section(run, &mut s);
+    }
+    s
+}
+
+/// The SLO verdicts: on the server's latency when its metrics were read, else the client's
+/// approximation, saying so.
+fn slo_section(run: &ApiRun, s: &mut String) {
+    if let Some(sv) = run.server_metrics() {
+        s.push('\n');
+        let mut rows = vec![vec![
+            "SLO, server latency (p99 of 5-min windows)".to_string(),
+            "p99".into(),
+            "Limit".into(),
+            "Windows".into(),
+            "Result".into(),
+        ]];
+        for c in &sv.slo {
+            let sub = if c.subresource.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", c.subresource)
+            };
+            rows.push(vec![
+                format!("{} {}{sub} ({})", c.verb, c.resource, c.scope),
+                ms(c.p99_s * 1000.0),
+                ms(c.limit_s * 1000.0),
+                count(u64::from(c.windows)),
+                if c.pass { "pass" } else { "FAIL" }.into(),
+            ]);
+        }
+        *s += &boxed(&rows);
+        *s += "As ClusterLoader2's APIResponsivenessPrometheus: the server's p99 per verb, \
+               resource, subresource and scope over 5-minute windows (a shorter run is one \
+               window), then the 99th percentile of those; ≤ 1 s for single objects, 5 s for \
+               namespace-scoped and 30 s for cluster-scoped collections; WATCH, CONNECT, custom \
+               resources and aggregated APIs left out.\n";
+        return;
+    }
+    if run.server.is_some() {
+        *s += "\nNo server metrics: the SLO check is the client-side approximation.\n";
+    }
+    if !run.slo.is_empty() {
         s.push('\n');
         let mut rows = vec![vec![
             "SLO, approximated (p99 over the run)".to_string(),
@@ -519,13 +583,12 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
                 if c.pass { "pass" } else { "FAIL" }.into(),
             ]);
         }
-        s += &boxed(&rows);
-        s += "An approximation of the Kubernetes API-call SLOs (mutating and GET calls ≤ 1 s, \
+        *s += &boxed(&rows);
+        *s += "An approximation of the Kubernetes API-call SLOs (mutating and GET calls ≤ 1 s, \
               LIST ≤ 5 s in a namespace, ≤ 30 s across the cluster): one p99 per verb and \
               resource over the whole run, custom resources included; the SLI is a p99 per \
               5-minute window without custom resources and aggregated APIs.\n";
     }
-    s
 }
 
 #[cfg(test)]

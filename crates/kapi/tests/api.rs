@@ -7,10 +7,12 @@
 #![allow(clippy::disallowed_macros)]
 
 use kapi::churn::{self, Lifetime, Mode};
+use kapi::server_metrics::{Scraper, ServerCalls};
 use kapi::stats::{Recorder, Verb};
 use kapi::{watch, Target};
 use kubefake::{FakeApi, Resource};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -393,6 +395,132 @@ async fn a_slow_verb_fails_its_slo_and_the_others_pass() {
     assert!(!run.slo_pass());
     let text = kapi::output::render(&run, true);
     assert!(text.contains("FAIL"), "{text}");
+}
+
+/// The request log's key ("create configmaps", "update pods/status") of a server-side row.
+fn log_key(c: &ServerCalls) -> String {
+    let verb = match (c.verb.as_str(), c.scope.as_str()) {
+        ("POST", _) => "create",
+        ("PATCH" | "APPLY", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", "resource") => "delete",
+        ("DELETE", _) => "deletecollection",
+        (v, _) => return format!("{} {}", v.to_lowercase(), c.resource),
+    };
+    let sub = if c.subresource.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", c.subresource)
+    };
+    format!("{verb} {}{sub}", c.resource)
+}
+
+/// Churn against the fake with its /metrics scraped every 50 ms: the server-side table counts
+/// exactly what the fake served, per verb and resource, and the delayed creates' percentiles
+/// fall in the bucket of their delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_side_table_counts_what_the_server_served_and_times_its_delays() {
+    let c = fake();
+    let f = c.fake.as_ref().expect("fake");
+    let (client, ns) = client(&c).await;
+    let target = kapi::resolve(&client, "configmaps").await.expect("resolve");
+    // 120 ms: in (0.1, 0.2], whatever the fake adds on a busy machine.
+    f.delay("create", Duration::from_millis(120));
+    let before = f.calls();
+    let scraper = Scraper::start(client.clone(), Duration::from_millis(50)).await;
+    let rec = Arc::new(Recorder::default());
+    churn::run(
+        client.clone(),
+        closed(&target, &ns, &run_id("server"), 4, 12, 2),
+        rec.clone(),
+        no_stop(),
+    )
+    .await
+    .expect("run");
+    let sv = scraper.finish().await;
+    let served: BTreeMap<String, u64> = f
+        .calls()
+        .into_iter()
+        .filter(|(k, _)| !k.contains(" in "))
+        .map(|(k, n)| (k.clone(), n - before.get(&k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(sv.has_metrics(), "{:?}", sv.unavailable);
+    assert_eq!(sv.version.as_deref(), Some("v1.28.7"));
+    assert!(sv.scrapes >= 2, "{}", sv.scrapes);
+    let counted: BTreeMap<String, u64> = sv.calls.iter().map(|c| (log_key(c), c.count)).collect();
+    assert_eq!(counted, served);
+    assert_eq!(counted["create configmaps"], 12);
+    let post = sv
+        .calls
+        .iter()
+        .find(|c| c.verb == "POST")
+        .expect("POST row");
+    assert_eq!(post.codes.get("201"), Some(&12));
+    for p in [post.p50_s, post.p99_s] {
+        let p = p.expect("timed");
+        assert!(
+            (0.1..=0.2).contains(&p),
+            "{p} outside the 120 ms delay's bucket"
+        );
+    }
+    let patch = sv.calls.iter().find(|c| c.verb == "PATCH").expect("PATCH");
+    assert!(patch.p99_s.expect("timed") <= 0.1, "{patch:?}");
+    assert!(sv
+        .etcd
+        .iter()
+        .any(|e| e.operation == "create" && e.count == 12));
+    assert_eq!(sv.apf[0].priority_level, "global-default");
+    // The server judges the SLO: every call in one window, all within it.
+    assert!(
+        sv.slo.iter().all(|s| s.windows == 1 && s.pass),
+        "{:?}",
+        sv.slo
+    );
+    let mut run = kapi::output::ApiRun::new(Default::default(), 0.0);
+    run.server = Some(sv);
+    let text = kapi::output::render(&run, true);
+    assert!(text.contains("POST configmaps (resource)"), "{text}");
+    assert!(text.contains("SLO, server latency"), "{text}");
+}
+
+/// A forbidden /metrics: one warning, no server figures, and the SLO stays the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_metrics_endpoint_leaves_a_warning_and_the_client_slo() {
+    let api = FakeApi::start_with(kubefake::Options {
+        forbid_metrics: true,
+        ..Default::default()
+    });
+    let dir = std::env::temp_dir().join("scaletest-kapi-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let c = Cluster {
+        name: "fake",
+        kubeconfig: api.kubeconfig(&dir),
+        fake: None,
+    };
+    let (client, _) = client(&c).await;
+    let sv = Scraper::start(client, Duration::from_millis(50))
+        .await
+        .finish()
+        .await;
+    assert!(!sv.has_metrics());
+    assert_eq!(sv.version.as_deref(), Some("v1.28.7"));
+    let w = sv.warning().expect("warning");
+    assert!(
+        w.starts_with("server metrics: GET /metrics: 403 Forbidden: forbidden: User"),
+        "{w}"
+    );
+    assert!(
+        w.contains("nonResourceURL /metrics") && !w.contains('\n'),
+        "{w}"
+    );
+    let mut run = kapi::output::ApiRun::new(Default::default(), 0.0);
+    run.server = Some(sv);
+    let text = kapi::output::render(&run, true);
+    assert!(
+        text.contains("No server metrics: the SLO check is the client-side approximation."),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

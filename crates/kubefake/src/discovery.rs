@@ -42,7 +42,7 @@ pub(crate) fn answer(shared: &Shared, doc: &Doc) -> Response<Body> {
 }
 
 /// kube-apiserver v1.28.7's `/version`, as recorded.
-fn version() -> Value {
+pub(crate) fn version() -> Value {
     json!({
         "major": "1",
         "minor": "28",

@@ -9,8 +9,9 @@
 //! under the [`store`]; the feed of changes to watches; the shared state; [`server`] starts the
 //! listener whose handler parses each request once into a verb (`route`) and answers it from
 //! discovery, one function per verb, the watch stream, or the subresources (binding, token,
-//! log, portforward). [`controllers`] play the controller-manager's, scheduler's and kubelets'
-//! parts when a test asks.
+//! log, portforward), counting what it served in `/metrics` as that server does.
+//! [`controllers`] play the controller-manager's, scheduler's and kubelets' parts when a test
+//! asks.
 
 // Test-only: the fake API server keeps its store under a lock, as a real one serializes writes.
 #![allow(clippy::disallowed_types)]
@@ -23,6 +24,7 @@ pub mod error;
 mod feed;
 mod handler;
 mod listen;
+mod metrics;
 pub mod patch;
 mod podlog;
 mod portforward;

@@ -1,7 +1,9 @@
 //! What the handlers answer with: a response body (one buffer, or a watch's stream of lines),
-//! JSON documents, `Status` failures worded as the API server words them, and plain text.
+//! JSON documents, `Status` failures worded as the API server words them, and plain text; a
+//! long-running call's body carries its place in the metrics.
 
 use crate::error::ApiError;
+use crate::metrics::LongRunning;
 use bytes::Bytes;
 use http_body::Frame;
 use hyper::{Response, StatusCode};
@@ -21,6 +23,11 @@ pub(crate) enum Body {
     Full(Option<Bytes>),
     /// Newline-delimited JSON events until the sender is dropped.
     Stream(mpsc::Receiver<Bytes>),
+    /// A long-running call's body, counted in the metrics until it is dropped.
+    Tracked {
+        body: Box<Body>,
+        _place: LongRunning,
+    },
 }
 
 impl http_body::Body for Body {
@@ -33,6 +40,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Body::Tracked { body, .. } => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 }

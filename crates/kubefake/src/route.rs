@@ -115,6 +115,8 @@ impl Target {
 /// A request, parsed.
 pub(crate) enum Route {
     Discovery(Doc),
+    /// `GET /metrics`.
+    Metrics,
     Connect(Connect, Target),
     Call(Verb, Target),
 }
@@ -163,6 +165,7 @@ pub(crate) fn parse(
     };
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return doc(Doc::Version),
+        ["metrics"] if method == Method::GET => return Ok(Route::Metrics),
         ["api"] => return doc(Doc::CoreVersions),
         ["apis"] => return doc(Doc::Groups),
         ["apis", g] => return doc(Doc::Group(g.to_string())),

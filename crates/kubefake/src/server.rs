@@ -31,6 +31,9 @@ pub struct Options {
     /// default; 250 for older servers (Go's default), 1000 for aggregated API servers or a
     /// raised `--http2-max-streams-per-connection`.
     pub max_concurrent_streams: u32,
+    /// Answer `GET /metrics` with 403, as the real server does for a user without RBAC's
+    /// `get` on the nonResourceURL `/metrics`.
+    pub forbid_metrics: bool,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             bookmark_every: Duration::from_millis(500),
             log_cap: 100_000,
             max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
+            forbid_metrics: false,
         }
     }
 }
@@ -69,7 +73,12 @@ impl FakeApi {
                 .create(&namespaces(), "", json!({"metadata": {"name": ns}}))
                 .expect("fresh store");
         }
-        let shared = Arc::new(Shared::new(store, opts.bookmark_every, addr));
+        let shared = Arc::new(Shared::new(
+            store,
+            opts.bookmark_every,
+            addr,
+            opts.forbid_metrics,
+        ));
         let max_streams = opts.max_concurrent_streams;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sh = shared.clone();

@@ -1,8 +1,9 @@
 //! What every request handler shares: the store, the resource types served, the watch feed,
-//! the request log, and what a test set up (faults to inject, logs and forwards playing the
-//! kubelet's part, a required token, forbidden calls).
+//! the request log, the metrics, and what a test set up (faults to inject, logs and forwards
+//! playing the kubelet's part, a required token, forbidden calls).
 
 use crate::feed::Feed;
+use crate::metrics::Metrics;
 use crate::resource::{builtins, Resource};
 use crate::store::Store;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,11 +35,20 @@ pub(crate) struct Shared {
     pub(crate) bookmark_every: Duration,
     /// Where the server listens (the `/api` discovery document names it).
     pub(crate) addr: SocketAddr,
+    /// What `/metrics` shows.
+    pub(crate) metrics: Metrics,
+    /// Answer `/metrics` with 403, as for a user without RBAC's `get` on it.
+    pub(crate) forbid_metrics: bool,
 }
 
 impl Shared {
     /// Serving the built-in resources from `store`.
-    pub(crate) fn new(store: Store, bookmark_every: Duration, addr: SocketAddr) -> Shared {
+    pub(crate) fn new(
+        store: Store,
+        bookmark_every: Duration,
+        addr: SocketAddr,
+        forbid_metrics: bool,
+    ) -> Shared {
         Shared {
             store: Mutex::new(store),
             resources: Mutex::new(builtins()),
@@ -53,6 +63,8 @@ impl Shared {
             watch_gen: tokio::sync::watch::channel(0).0,
             bookmark_every,
             addr,
+            metrics: Metrics::default(),
+            forbid_metrics,
         }
     }
 

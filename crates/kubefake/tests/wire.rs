@@ -415,3 +415,164 @@ fn a_token_request_is_answered_with_a_token_and_its_expiry() {
     let r = exchange(&api, &get(path), |_| false);
     assert!(r.starts_with("HTTP/1.1 405"), "{r}");
 }
+
+/// The value of the one `/metrics` line that starts with `series` (name and labels), if any.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn scrape(api: &FakeApi) -> String {
+    exchange(api, &get("/metrics"), |_| false)
+}
+
+/// `/metrics` counts and times what the fake served with kube-apiserver v1.28.7's names,
+/// labels and buckets: POST is scoped `resource`, a GET of a collection is LIST; an injected
+/// 429 is API Priority and Fairness' (counted, no duration), RBAC's 403 is not counted; a
+/// watch is long-running while open and counted when it ends.
+#[test]
+fn metrics_count_and_time_the_calls_as_kube_apiserver_does() {
+    let api = FakeApi::start();
+    let cm = "/api/v1/namespaces/default/configmaps";
+    for n in ["a", "b"] {
+        assert!(post(&api, cm, &json!({"metadata": {"name": n}})).starts_with("HTTP/1.1 201"));
+    }
+    api.delay("get", Duration::from_millis(30));
+    let got = exchange(&api, &get(&format!("{cm}/a")), |_| false);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    exchange(&api, &get(cm), |_| false);
+    api.reject_next(1, 429);
+    assert!(post(&api, cm, &json!({"metadata": {"name": "c"}})).starts_with("HTTP/1.1 429"));
+    api.forbid("create", "configmaps");
+    assert!(post(&api, cm, &json!({"metadata": {"name": "d"}})).starts_with("HTTP/1.1 403"));
+    // A watch held open.
+    let mut w = TcpStream::connect(api.addr).expect("connect");
+    w.write_all(get(&format!("{cm}?watch=1")).as_bytes())
+        .expect("write");
+    let mut head = [0u8; 16];
+    w.read_exact(&mut head).expect("watch head");
+
+    let m = scrape(&api);
+    let labels = |verb: &str, scope: &str| {
+        format!(
+            "component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"configmaps\",\
+             scope=\"{scope}\",subresource=\"\",verb=\"{verb}\",version=\"v1\""
+        )
+    };
+    let total = |code: u16, verb: &str, scope: &str| {
+        sample(
+            &m,
+            &format!(
+                "apiserver_request_total{{code=\"{code}\",{}}}",
+                labels(verb, scope)
+            ),
+        )
+    };
+    assert_eq!(total(201, "POST", "resource"), Some(2.0), "{m}");
+    assert_eq!(total(429, "POST", "resource"), Some(1.0), "{m}");
+    assert_eq!(total(403, "POST", "resource"), None, "{m}");
+    assert_eq!(total(200, "GET", "resource"), Some(1.0), "{m}");
+    assert_eq!(total(200, "LIST", "namespace"), Some(1.0), "{m}");
+    let bucket = |verb: &str, scope: &str, le: &str| {
+        sample(
+            &m,
+            &format!(
+                "apiserver_request_duration_seconds_bucket{{{},le=\"{le}\"}}",
+                labels(verb, scope)
+            ),
+        )
+    };
+    // The GET waited 30 ms: in (0.025, 0.05]; the 429 has no duration.
+    assert_eq!(bucket("GET", "resource", "0.025"), Some(0.0), "{m}");
+    assert_eq!(bucket("GET", "resource", "0.05"), Some(1.0), "{m}");
+    assert_eq!(bucket("POST", "resource", "+Inf"), Some(2.0), "{m}");
+    assert_eq!(bucket("POST", "resource", "60"), Some(2.0), "{m}");
+    let flow = "flow_schema=\"global-default\",priority_level=\"global-default\"";
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "apiserver_flowcontrol_rejected_requests_total{{{flow},reason=\"queue-full\"}}"
+            )
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!("apiserver_flowcontrol_current_inqueue_requests{{{flow}}}")
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    let lr = "apiserver_longrunning_requests{component=\"apiserver\",group=\"\",\
+              resource=\"configmaps\",scope=\"namespace\",subresource=\"\",verb=\"WATCH\",\
+              version=\"v1\"}";
+    assert_eq!(sample(&m, lr), Some(1.0), "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            "etcd_request_duration_seconds_count{operation=\"create\",type=\"configmaps\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    assert!(
+        m.contains("kubernetes_build_info{build_date=\"2026-12-06T03:28:16Z\",compiler=\"gc\",")
+            && m.contains("git_version=\"v1.28.7\""),
+        "{m}"
+    );
+    for family in [
+        "# TYPE apiserver_request_duration_seconds histogram",
+        "# TYPE apiserver_flowcontrol_request_wait_duration_seconds histogram",
+        "# TYPE apiserver_current_inflight_requests gauge",
+    ] {
+        assert!(m.contains(family), "{family}: {m}");
+    }
+    assert_eq!(
+        sample(
+            &m,
+            "apiserver_current_inflight_requests{request_kind=\"readOnly\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    // The watch ends: no longer long-running, counted once.
+    drop(w);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = scrape(&api);
+        if sample(&m, lr) == Some(0.0) || Instant::now() > deadline {
+            break m;
+        }
+    };
+    assert_eq!(sample(&m, lr), Some(0.0), "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "apiserver_request_total{{code=\"200\",{}}}",
+                labels("WATCH", "namespace")
+            )
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+/// With `forbid_metrics`, `/metrics` is RBAC's 403 for a non-resource URL.
+#[test]
+fn metrics_can_be_forbidden_as_rbac_forbids_them() {
+    let api = FakeApi::start_with(Options {
+        forbid_metrics: true,
+        ..Options::default()
+    });
+    let got = scrape(&api);
+    assert!(got.starts_with("HTTP/1.1 403"), "{got}");
+    assert!(
+        got.contains(r#"forbidden: User \"system:anonymous\" cannot get path \"/metrics\""#),
+        "{got}"
+    );
+}

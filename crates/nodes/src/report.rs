@@ -1,10 +1,12 @@
 //! The record of a hollow-node run (`--json`, every histogram kept), its tables in `load`'s
-//! and `api`'s layout (report::table), the pod-startup SLO check, and Prometheus text.
+//! and `api`'s layout (report::table) with the API server's own view after the client's
+//! (kapi::server_metrics), the pod-startup SLO check, and Prometheus text.
 
 use crate::startup::{StartupStats, POD_STARTUP_SLO_S};
 use crate::traffic::WatchCount;
 use hdrhistogram::Histogram;
 use kapi::output::{failures, header};
+use kapi::server_metrics::ServerSide;
 use kapi::stats::CallStats;
 use report::format::{count, ms, trim};
 use report::table::{boxed, latency_row};
@@ -113,6 +115,9 @@ pub struct NodesRun {
     pub startup: StartupStats,
     /// The SLO check (none before a pod was measured).
     pub slo: Option<StartupSlo>,
+    /// The API server's version and own figures (absent in files of earlier builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSide>,
 }
 
 impl NodesRun {
@@ -133,6 +138,7 @@ impl NodesRun {
             pods: Pods::default(),
             startup: StartupStats::default(),
             slo: None,
+            server: None,
         }
     }
 
@@ -249,6 +255,10 @@ pub fn render(run: &NodesRun) -> String {
         );
     }
     s += &failures(&run.calls);
+    if let Some(sv) = &run.server {
+        s.push('\n');
+        s += &kapi::server_metrics::render(sv);
+    }
     let st = &run.startup;
     if !st.pod_startup.is_empty() || !st.network_programming.is_empty() {
         s.push('\n');

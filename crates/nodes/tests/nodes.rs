@@ -566,6 +566,38 @@ async fn shared_watch_mode_runs_pods_with_one_watch_for_all_nodes() {
     assert_eq!(api.count("watch nodes"), 0);
 }
 
+/// The API server's view of a hollow-node run, scraped through the run's client: the lease
+/// renewals it counted are the ones the fake served, and the report shows them after the
+/// client's table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_counts_of_a_run_are_what_it_served() {
+    let (api, kc) = fake();
+    let c = client(&kc).await;
+    let before = api.count("update leases");
+    let scraper = kapi::server_metrics::Scraper::start(c.clone(), Duration::from_millis(100)).await;
+    let running = start(&kc, quick(5, "sm-")).await.expect("start");
+    wait_until("a few renewals", Duration::from_secs(10), || {
+        api.count("update leases") >= before + 10
+    })
+    .await;
+    let mut run = running.stop(false).await;
+    let sv = scraper.finish().await;
+    let served = api.count("update leases") - before;
+    let renewals = sv
+        .calls
+        .iter()
+        .find(|c| c.verb == "PUT" && c.resource == "leases.coordination.k8s.io")
+        .expect("lease renewals counted");
+    assert_eq!(renewals.count, served);
+    assert_eq!(renewals.scope, "resource");
+    run.server = Some(sv);
+    let text = nodes::report::render(&run);
+    assert!(
+        text.contains("PUT leases.coordination.k8s.io (resource)"),
+        "{text}"
+    );
+}
+
 /// Issue 21: kube-apiserver ≥ 1.28.3 allows 100 streams per HTTP/2 connection, and so does
 /// the fake. 40 nodes with proxies open 241 watches, 100 per connection at the flag's default:
 /// no call may wait behind them, so every lease is renewed and a bound pod runs.

@@ -102,6 +102,9 @@ pub struct Args {
     /// Write everything measured to this JSON file (histograms included).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// How often to scrape the API server's /metrics (also at the start and the end).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    scrape_interval: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
@@ -260,6 +263,9 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
         eprintln!("scaletest: {w}");
     }
     let mut metrics = Metrics::bind(a.metrics)?;
+    let server =
+        kube::Client::try_from(kc.clone()).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
+    let scraper = kapi::server_metrics::Scraper::start(server, a.scrape_interval).await;
     let stop = super::stop_on_ctrl_c();
     eprintln!("scaletest: registering {} hollow nodes", cfg.nodes);
     let started = nodes::start(cfg.clone(), pool).await.map_err(fault)?;
@@ -283,7 +289,8 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
     super::until_stopped(a.duration, &stop).await;
     let running = metrics.release(started).await?;
     let names_left = running.names().len();
-    let run = running.stop(*stop.borrow()).await;
+    let mut run = running.stop(*stop.borrow()).await;
+    run.server = Some(super::api::server_side(scraper).await);
     if let Some(p) = &a.json {
         report::write_json_atomic(&run, p)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;

@@ -1,0 +1,87 @@
+use super::*;
+
+/// A scrape's text: `n` POSTs of configmaps so far, all in (0.025, 0.05], and one etcd create.
+fn scrape_text(n: u64) -> String {
+    let l = "component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"configmaps\",\
+             scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1\"";
+    let mut s = format!("apiserver_request_total{{code=\"201\",{l}}} {n}\n");
+    for (le, c) in [("0.025", 0), ("0.05", n), ("+Inf", n)] {
+        s += &format!("apiserver_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {c}\n");
+    }
+    s += &format!(
+        "apiserver_current_inflight_requests{{request_kind=\"mutating\"}} {}\n",
+        n % 3
+    );
+    s
+}
+
+fn add(rec: &mut Record, at: f64, text: &str) {
+    rec.add(
+        at,
+        text::parse(text, |n| FAMILIES.contains(&n)).expect("parses"),
+    );
+}
+
+#[test]
+fn counts_are_deltas_from_the_first_scrape_and_a_restart_counts_from_zero() {
+    let mut rec = Record::new();
+    add(&mut rec, 0.0, &scrape_text(7));
+    add(&mut rec, 10.0, &scrape_text(10));
+    // The server restarted: its counters start again.
+    add(&mut rec, 20.0, &scrape_text(4));
+    let sv = rec.summary(Some("v1.28.7".into()));
+    assert!(sv.has_metrics());
+    assert_eq!((sv.scrapes, sv.span_s), (3, 20.0));
+    let c = &sv.calls[0];
+    assert_eq!(
+        (c.verb.as_str(), c.resource.as_str(), c.scope.as_str()),
+        ("POST", "configmaps", "resource")
+    );
+    assert_eq!(c.count, 7, "3 then 4 after the restart");
+    assert_eq!(c.codes["201"], 7);
+    let (p50, p99) = (c.p50_s.unwrap(), c.p99_s.unwrap());
+    assert!((0.025..=0.05).contains(&p50) && (0.025..=0.05).contains(&p99));
+    assert!(p50 < p99);
+    assert_eq!(sv.inflight[0].what, "mutating");
+    assert_eq!((sv.inflight[0].max, sv.inflight[0].last), (1.0, 1.0));
+    // Under 5 minutes: one window, the whole run.
+    assert_eq!(sv.slo.len(), 1);
+    assert_eq!((sv.slo[0].windows, sv.slo[0].limit_s), (1, 1.0));
+    assert!(sv.slo[0].pass);
+    assert!(sv.slo_pass());
+}
+
+#[test]
+fn the_slo_takes_the_99th_percentile_of_5_minute_windows_and_leaves_out_custom_resources() {
+    let mut rec = Record::new();
+    // A slow LIST of a custom resource, not judged; POSTs every 60 s for 10 minutes.
+    let custom = "apiserver_request_duration_seconds_bucket{component=\"apiserver\",\
+                  dry_run=\"\",group=\"wardle.example.com\",resource=\"flunders\",\
+                  scope=\"cluster\",subresource=\"\",verb=\"LIST\",version=\"v1\",le=\"+Inf\"}";
+    for i in 0..=10u64 {
+        add(
+            &mut rec,
+            i as f64 * 60.0,
+            &format!("{}{custom} {i}\n", scrape_text(i * 10)),
+        );
+    }
+    let sv = rec.summary(None);
+    assert_eq!(sv.slo.len(), 1, "{:?}", sv.slo);
+    // Windows end at 300, 360, ... 600 s.
+    assert_eq!(sv.slo[0].windows, 6);
+    assert!((0.025..=0.05).contains(&sv.slo[0].p99_s));
+    assert_eq!(sv.calls.len(), 2, "the custom resource is in the table");
+    assert_eq!(sv.calls[0].resource, "flunders.wardle.example.com");
+}
+
+#[test]
+fn a_forbidden_metrics_endpoint_is_one_warning_and_no_table() {
+    let mut rec = Record::new();
+    rec.unavailable = Some("GET /metrics: 403 Forbidden: no".into());
+    let sv = rec.summary(Some("v1.28.7".into()));
+    assert!(!sv.has_metrics());
+    let w = sv.warning().expect("a warning");
+    assert!(!w.contains('\n'), "{w}");
+    assert!(w.starts_with("server metrics: GET /metrics: 403"), "{w}");
+    assert!(render(&sv).starts_with("Server (v1.28.7): no metrics"));
+}
