@@ -122,6 +122,7 @@ pub fn rolling_update(seconds: u32) -> RunFile {
             rate: 750.0,
             skew_ms: b as f64 - 1.5,
             dropped: 0,
+            ..Default::default()
         })
         .collect();
     let summary = Summary {

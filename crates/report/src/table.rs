@@ -220,6 +220,9 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
                 "–".into()
             }
         );
+        if let Some(lost) = f.lost_text() {
+            let _ = writeln!(s, "{lost}");
+        }
     } else if open {
         // Sends over the sending window: the drain after it sends nothing.
         let window = i.duration_s.map_or(run.elapsed_s, |d| d.min(run.elapsed_s));
