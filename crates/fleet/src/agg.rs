@@ -241,7 +241,13 @@ async fn serve(
     };
     let server =
         tokio::task::spawn_local(server::serve(listener, None, limits, stats, phase_rx, make));
-    let deadline = cfg.run_for.map(|d| Instant::now() + d);
+    // From the run's start, not this process's: a restarted aggregator ends the run when the
+    // first one would have.
+    let started = sh.state.lock().expect("state lock").started_unix;
+    let deadline = cfg.run_for.map(|d| {
+        let left = started + d.as_secs_f64() - now_unix();
+        Instant::now() + Duration::from_secs_f64(left.max(0.0))
+    });
     let mut finish_rx = sh.finish.subscribe();
     // Tick just after each wall-clock second.
     loop {

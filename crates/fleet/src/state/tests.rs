@@ -481,6 +481,21 @@ fn after_a_restart_offered_follows_the_plan_and_coverage_stays_within_100_percen
     assert_eq!(f.seconds.iter().filter(|s| s.reported == 2).count(), 20);
 }
 
+/// A restarted aggregator splits the load again at once: its offered rate is the plan and
+/// its live count the bots it restored, before any of them is heard from.
+#[test]
+fn a_restored_run_offers_its_plan_before_any_bot_speaks() {
+    let mut s = state();
+    let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+    for id in [a, b] {
+        push(&mut s, 1001.2, id, 1000, &[1]).unwrap();
+    }
+    let saved = s.saved();
+    let r = State::restore(Config::default(), saved, BTreeMap::new(), 1010.0);
+    assert_eq!(r.offered(), 300.0);
+    assert_eq!(r.live_count(), 2);
+}
+
 /// Issue 27: a bot killed after reporting second 1004 is lost. Once stale, its record says
 /// which seconds it never reported (1005 to the second it went stale in) and the most they
 /// may hold: at the highest rate it was assigned since (150/s, though a third bot joining
