@@ -1,6 +1,7 @@
 //! The bots: registration (again, after an aggregator restart, with the id a bot had),
 //! leaving, liveness (live while they push, stale after [`Config::stale_after`], gone after
-//! [`Config::gone_after`]), their assignments and the bots table.
+//! [`Config::gone_after`]; a stale one's unreported seconds and the most they may hold, at
+//! the highest rate it was assigned in them), their assignments and the bots table.
 //!
 //! [`Config::stale_after`]: super::Config::stale_after
 //! [`Config::gone_after`]: super::Config::gone_after
