@@ -93,6 +93,7 @@ fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
+/// A response made here (a 503 with `Retry-After`).
 fn local(code: StatusCode, why: &str) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Local(Full::new(Bytes::from(format!("{why}\n")))));
     *r.status_mut() = code;
@@ -100,6 +101,12 @@ fn local(code: StatusCode, why: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(retry::RETRY_AFTER_S),
+        );
+    }
     r
 }
 

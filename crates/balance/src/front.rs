@@ -216,14 +216,17 @@ fn reason(code: u16) -> &'static str {
         .unwrap_or("")
 }
 
-/// A response made here, always with a length.
+/// A response made here, always with a length (a 503 with `Retry-After`).
 fn local(code: u16, why: &str) -> Reply {
     let body = format!("{why}\n");
-    let head = format!(
+    let mut head = format!(
         "HTTP/1.1 {code} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
         reason(code),
         body.len()
     );
+    if code == 503 {
+        head.push_str(&format!("retry-after: {}\r\n", retry::RETRY_AFTER_S));
+    }
     Reply {
         status: code,
         head: Bytes::from(head),

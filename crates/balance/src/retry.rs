@@ -122,6 +122,11 @@ impl Drop for InFlight<'_> {
 /// A request the balancer answers itself, with a status and a reason.
 pub(crate) struct Refused(pub u16, pub String);
 
+/// What both paths send in `Retry-After` with a 503 of the balancer's own (it has no backend
+/// to take the request now): a second, about one health-check interval, after which one may
+/// be back; clients that honour it come back rather than fail or hammer.
+pub(crate) const RETRY_AFTER_S: &str = "1";
+
 /// Pick a backend and `send` the request to it, and once more to another when [`Fail::decide`]
 /// says so. Keeps the per-backend counters.
 pub(crate) async fn attempt<T, F, Fut>(

@@ -243,10 +243,17 @@ fn the_admin_api_needs_the_token_and_changes_the_set() {
 }
 
 #[test]
-fn with_no_backend_clients_get_503() {
-    let lb = balancer(vec![], Algorithm::PowerOfTwo, 60_000);
-    let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
-    assert_eq!(r.total.status.get(&503), Some(&5));
+fn with_no_backend_clients_get_503_with_retry_after_on_both_paths() {
+    for hyper_only in [false, true] {
+        let lb = balancer_with(vec![], Algorithm::PowerOfTwo, 60_000, |c| {
+            c.hyper_only = hyper_only
+        });
+        let r = closed_loop(&format!("http://{}/", lb.addr), Protocol::Http1, 5);
+        assert_eq!(r.total.status.get(&503), Some(&5));
+        let r = call(lb.addr, "GET", "/", None, "");
+        assert_eq!(r.status, 503);
+        assert!(r.head.contains("\r\nretry-after: 1\r\n"), "{}", r.head);
+    }
 }
 
 #[test]

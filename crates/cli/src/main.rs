@@ -6,7 +6,11 @@
 #![allow(clippy::disallowed_macros)]
 
 mod cmd;
+mod exit;
+mod metrics;
 mod progress;
+
+pub use exit::Usage;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -48,17 +52,6 @@ enum Command {
     /// The demo on a Kubernetes cluster: servers, loadbots and aggregator as pods.
     K8s(cmd::k8s::Args),
 }
-
-/// An error that is the user's to fix: printed as one line, exit code 2.
-#[derive(Debug)]
-pub struct Usage(pub String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Usage {}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -112,6 +112,7 @@ fn out_of_bounds_values_are_told_their_real_limits() {
             "exceeds the open-file limit",
         ),
         (&["serve", "--max-connections", "0"], "must be at least 1"),
+        (&["balance", "--max-connections", "0"], "must be at least 1"),
         (&["api", "churn", "-n", "0"], "must be at least 1"),
         (
             &["api", "churn", "--rate", "5", "--population", "0"],

@@ -429,12 +429,14 @@ fn the_layout_runs_with_haproxy_and_ends_with_the_rate_it_sustained() {
             std::env::var_os("CI").is_none(),
             "haproxy is not installed; .ci/run installs it"
         );
-        eprintln!(
-            "SKIPPED: the haproxy layout's checks because /usr/sbin/haproxy is not installed \
-             (apt-get install haproxy; in CI, where CI is set, this is a failure)"
+        testkit::checks::skipped(
+            "the haproxy layout's checks",
+            "/usr/sbin/haproxy is not installed (apt-get install haproxy; in CI, where CI is \
+             set, this is a failure)",
         );
         return;
     }
+    testkit::checks::ran("the haproxy layout's checks");
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tmpdir("demo-haproxy");
     let scenario = dir.join("steps.toml");

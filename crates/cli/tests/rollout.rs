@@ -278,12 +278,15 @@ fn roll_once(attempt: u32) -> bool {
             p_roll <= 5.0 * p_steady.max(1.0),
             "p99 {p_roll} ms during the rollout vs {p_steady} ms steady"
         );
-        eprintln!("capacity checks ran (rollout {attempt})");
+        testkit::checks::ran("the rollout's capacity checks");
     } else {
-        eprintln!(
-            "SKIPPED: the capacity checks of rollout {attempt} (unsent + in flight at most 1 %, \
-             p99 at most 5 × steady) because the load generator's p99 send delay was \
-             {send_delay_ms} ms, not under 10 ms: it was starved of CPU"
+        testkit::checks::skipped(
+            "the rollout's capacity checks",
+            &format!(
+                "in rollout {attempt} (unsent + in flight at most 1 %, p99 at most 5 × steady) \
+                 the load generator's p99 send delay was {send_delay_ms} ms, not under 10 ms: \
+                 it was starved of CPU"
+            ),
         );
     }
     // Everything is on v2 now.

@@ -15,6 +15,9 @@ pub struct PhaseResult {
     pub run: RunFile,
     /// Failed requests (transport errors and 4xx/5xx).
     pub failed: u64,
+    /// Of those, connections reset or closed before the response: what overload must not
+    /// cause (a server at its limit makes clients wait, or answers 503), so shown apart.
+    pub resets: u64,
     /// p99 of the corrected latency, ms.
     pub p99_ms: f64,
     /// Each check not met, as a sentence.
@@ -61,6 +64,12 @@ pub fn sustains(total: &hist::Snapshot, seconds: f64, rate: f64, p99_ms: f64) ->
         && total.failed() == 0
         && total.quantile_ms(0.99) < p99_ms
         && total.responses as f64 / seconds >= 0.95 * rate
+}
+
+/// Requests in `total` whose connection was reset or closed before the response.
+pub fn resets(total: &hist::Snapshot) -> u64 {
+    let reset = st_http::ErrorClass::Reset.as_str();
+    total.errors.get(reset).copied().unwrap_or(0)
 }
 
 /// The part of `run` from `start` to `end` (Unix seconds), described by `load`.
@@ -124,6 +133,7 @@ pub fn evaluate(
 ) -> PhaseResult {
     let mut part = slice(run, start, end, load);
     let failed = part.total.failed();
+    let resets = resets(&part.total);
     let p99_ms = part.total.quantile_ms(0.99);
     let mut missed = Vec::new();
     if part.total.responses == 0 {
@@ -152,6 +162,7 @@ pub fn evaluate(
         name: name.to_string(),
         run: part,
         failed,
+        resets,
         p99_ms,
         missed,
         load,
@@ -225,7 +236,7 @@ mod tests {
         let r = run();
         let a = evaluate(&r, "a", 100.2, 102.0, None, &[th("failed<=0")]);
         assert_eq!(a.run.total.responses, 20);
-        assert_eq!(a.failed, 2);
+        assert_eq!((a.failed, a.resets), (2, 2));
         assert_eq!(a.missed.len(), 1, "{:?}", a.missed);
         let b = evaluate(
             &r,

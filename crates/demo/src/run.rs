@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 mod children;
 mod walk;
@@ -189,26 +189,7 @@ pub fn prepare_run_dir(base: &Path) -> Result<PathBuf, DemoError> {
     Ok(dir)
 }
 
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
-fn random_token() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    let mut s: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    if b == [0u8; 16] {
-        // No /dev/urandom: the pid and the time, unique on this machine.
-        s = format!("{:x}{:016x}", std::process::id(), now_unix().to_bits());
-    }
-    s
-}
+pub(crate) use st_http::stamp::{now_unix, random_hex as random_token};
 
 /// One target server.
 struct Server {

@@ -126,19 +126,7 @@ pub struct Running {
     thread: std::thread::JoinHandle<Outcome>,
 }
 
-/// A new random token or id: 128 bits, hex.
-pub fn random_hex() -> String {
-    let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        // No /dev/urandom: time and pid are unique enough for an id, weak for a token.
-        let seed = now_unix().to_bits() ^ u64::from(std::process::id()) << 32;
-        b[..8].copy_from_slice(&seed.to_le_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use st_http::stamp::random_hex;
 
 /// Bind, pick up or start the run, and serve.
 pub fn start(cfg: Config) -> Result<Running, AggError> {

@@ -21,8 +21,4 @@ pub mod ui;
 pub mod wire;
 
 /// The wall clock as Unix seconds: what bots and the aggregator cut their seconds by.
-pub fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+pub use st_http::stamp::now_unix;

@@ -21,6 +21,8 @@
 //! HTTP/1 client side and admin API, `kapi`'s watch metrics); client sockets are opened here for the load
 //! engine, and by the balancer itself (pipelined upstream connections, hyper-util's pool,
 //! health checks) and by kube-rs.
+//!
+//! [`stamp`]: the wall clock as Unix seconds and random tokens, for every crate above.
 
 pub mod blocking;
 mod chunked;
@@ -33,6 +35,7 @@ pub mod quick;
 mod request;
 pub mod runner;
 pub mod server;
+pub mod stamp;
 mod stream;
 pub mod tls;
 pub mod wire;

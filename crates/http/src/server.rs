@@ -3,7 +3,9 @@
 //!
 //! Each worker thread ([`crate::runner`]) owns one SO_REUSEPORT listener on the same address and
 //! its own runtime (the kernel spreads connections, nothing is shared on the hot path). [`accept`]
-//! is the one accept loop (connection limit, open count, stop on `Stopping`); [`serve`] runs it
+//! is the one accept loop (connection limit, open count, stop on `Stopping`): at the limit it
+//! stops accepting and new connections wait in the listen backlog ([`BACKLOG`]) until one
+//! closes, as nginx and haproxy do, rather than being accepted and closed; [`serve`] runs it
 //! with hyper for every connection (HTTP/1.1 and HTTP/2, h2c by prior knowledge or TLS with
 //! ALPN), and [`crate::front`] runs it for hand-written HTTP/1 connections (the balancer's
 //! client side, `serve`'s quick answers), which hand HTTP/2 and what they do not answer to
@@ -41,7 +43,8 @@ pub enum Phase {
 /// What a client may hold on to.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Open connections per server (over all threads); more are closed at once.
+    /// Open connections per server (over all threads); at the limit the server stops
+    /// accepting, and new connections wait in the listen backlog until one closes.
     pub max_connections: usize,
     /// Time to send a complete request head (and the TLS handshake); for HTTP/1.1 it also
     /// bounds the wait for the next request on a keep-alive connection.
@@ -66,7 +69,15 @@ impl Default for Limits {
     }
 }
 
-/// Bind `threads` listeners to `addr` with SO_REUSEPORT (port 0 picks one port for all).
+/// Connections each listener's kernel queue holds that the server has not accepted yet (at
+/// its connection limit, or between two turns of its accept loop). Linux caps it at
+/// `net.core.somaxconn` (4096 by default since 5.4). When the queue is full the kernel drops
+/// new SYNs (`net.ipv4.tcp_abort_on_overflow` = 0, the default) and clients send them again: a
+/// slower connect, never a reset.
+pub const BACKLOG: i32 = 4096;
+
+/// Bind `threads` listeners to `addr` with SO_REUSEPORT (port 0 picks one port for all), each
+/// with a listen backlog of [`BACKLOG`].
 ///
 /// SO_REUSEPORT would also let this process silently share a port that another process holds,
 /// splitting the traffic between them; a plain bind first makes that an "address in use" error.
@@ -92,7 +103,7 @@ pub fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpLis
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
-        s.listen(4096)?;
+        s.listen(BACKLOG)?;
         let l: std::net::TcpListener = s.into();
         addr = l.local_addr()?;
         out.push(l);
@@ -105,8 +116,11 @@ pub fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpLis
 pub struct Stats {
     /// Connections open now.
     pub open: AtomicUsize,
-    /// Connections closed at once because the limit was reached.
-    pub rejected: AtomicU64,
+    /// Times an accept loop stopped accepting at the connection limit (the connections that
+    /// came meanwhile waited in the listen backlog).
+    pub paused: AtomicU64,
+    /// Wakes the accept loops paused at the limit when a connection closes.
+    freed: Notify,
 }
 
 /// What a connection is doing, for its timeouts; touched by every request, so no clock reads:
@@ -202,21 +216,54 @@ impl Conns {
 pub struct Open {
     stats: Arc<Stats>,
     conns: Arc<Conns>,
+    /// The connection limit: closing at or over it wakes the paused accept loops.
+    limit: usize,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        // A loop pauses only when it sees the count at (or over) the limit, and until the next
+        // close the count can only grow: that close sees it there too, so none is missed.
+        if self.stats.open.fetch_sub(1, Ordering::AcqRel) >= self.limit {
+            self.stats.freed.notify_waiters();
+        }
         if self.conns.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.conns.ended.notify_one();
         }
     }
 }
 
+/// Until fewer than `limit` connections are open; false if the phase became `Stopping` first.
+async fn room(stats: &Stats, limit: usize, phase: &mut watch::Receiver<Phase>) -> bool {
+    // Below the limit (nearly always) without touching the Notify's lock.
+    if stats.open.load(Ordering::Acquire) < limit {
+        return true;
+    }
+    let mut paused = false;
+    loop {
+        // Registered before the count is read, so a close between the two still wakes it.
+        let freed = stats.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if stats.open.load(Ordering::Acquire) < limit {
+            return true;
+        }
+        if !paused {
+            paused = true;
+            stats.paused.fetch_add(1, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = freed => {}
+            _ = stopping(phase) => return false,
+        }
+    }
+}
+
 /// The accept loop every server here runs: accept from `listener` until the phase is
-/// `Stopping`, close a connection over the limit at once, and hand every other one to
-/// `conn` (which spawns its task). Then the listener is closed; the connections are not
-/// waited for: that is what the returned [`Conns`] is for.
+/// `Stopping`, and hand every connection to `conn` (which spawns its task). At the connection
+/// limit it stops calling accept until a connection closes: new ones wait in the kernel's
+/// backlog (a client sees a slower answer, not a reset). Then the listener is closed; the
+/// connections are not waited for: that is what the returned [`Conns`] is for.
 pub async fn accept(
     listener: std::net::TcpListener,
     limits: &Limits,
@@ -226,18 +273,21 @@ pub async fn accept(
 ) -> io::Result<Arc<Conns>> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let conns = Arc::new(Conns::default());
+    let limit = limits.max_connections;
     loop {
+        if !room(stats, limit, &mut phase).await {
+            break;
+        }
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    if stats.open.load(Ordering::Relaxed) >= limits.max_connections {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    stats.open.fetch_add(1, Ordering::Relaxed);
+                    // Threads that saw room at once may each take one: the limit can be
+                    // passed by at most the threads less one, never by a growing number.
+                    stats.open.fetch_add(1, Ordering::AcqRel);
                     conns.open.fetch_add(1, Ordering::AcqRel);
                     let _ = stream.set_nodelay(true);
-                    conn(stream, peer, Open { stats: stats.clone(), conns: conns.clone() });
+                    let open = Open { stats: stats.clone(), conns: conns.clone(), limit };
+                    conn(stream, peer, open);
                 }
                 // Out of descriptors or similar: give the system a moment rather than spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,

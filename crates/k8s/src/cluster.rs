@@ -15,7 +15,6 @@ use crate::manifest::{self, Objects, TOKEN_SECRET};
 use crate::spec::{Changes, Spec};
 use crate::wait::{self, Rollout};
 use crate::{Error, ANN_SPEC};
-use fleet::now_unix;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
@@ -23,6 +22,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use report::Window;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use st_http::stamp::{now_unix, random_hex};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -329,7 +329,7 @@ async fn deploy(
     // A new run (no Secret yet) gets a new token; a deployed one keeps its own.
     let tok = token(client, &spec.namespace)
         .await?
-        .unwrap_or_else(fleet::agg::random_hex);
+        .unwrap_or_else(random_hex);
     let objs = manifest::objects(&spec, &tok);
     let applied = apply(client, &objs).await?;
     for a in &applied {

@@ -1,6 +1,7 @@
 //! Control-plane load: drive the Kubernetes API with object churn (`churn`), time the
 //! notifications an informer gets (`watch`), and load it with loops of watch requests
-//! (`watchers`), through kube-rs against any cluster.
+//! (`watchers`), through kube-rs against any cluster. A churn is asked for as a [`spec::ChurnSpec`],
+//! checked once.
 //!
 //! Objects carry the run's label ([`LABEL_RUN`]) so that a run can be cleaned up even after a
 //! crash, and the client's wall-clock time of the call that last wrote them ([`ANN_SENT`]) so
@@ -14,6 +15,7 @@ pub mod conn;
 pub mod events;
 pub mod output;
 pub mod session;
+pub mod spec;
 pub mod stats;
 pub mod watch;
 pub mod watchers;

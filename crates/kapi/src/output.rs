@@ -78,8 +78,9 @@ pub struct SloCheck {
     pub pass: bool,
 }
 
-/// Everything a run measured.
+/// Everything a run measured; written with `"kind": "api"` (see `report::Kind`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "api")]
 pub struct ApiRun {
     /// [`API_RUN_VERSION`].
     pub version: u32,
@@ -175,6 +176,11 @@ impl ApiRun {
             Some(n) if n == u64::from(API_RUN_VERSION) => {}
             Some(n) => return Err(ApiRunError::Version(name.into(), n)),
             None => return Err(bad(&"no version field")),
+        }
+        match report::Kind::of(&v) {
+            Ok(report::Kind::Api) => {}
+            Ok(k) => return Err(bad(&format!("a `{}` run, not an `api` one", k.name()))),
+            Err(why) => return Err(bad(&why)),
         }
         if let Some(at) = report::runfile::count_over_max(&v) {
             return Err(bad(&format!("{at}: a number over {MAX_COUNT}")));

@@ -18,7 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram as PromHistogram};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use st_http::server::Phase;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -488,14 +487,3 @@ pub async fn run(client: Client, cfg: Config, shared: Arc<Shared>, stop: signal:
 
 /// The OpenMetrics text of what is being measured, made at each scrape.
 pub type Encode = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// Serve `/metrics` (OpenMetrics text from `encode`: an informer's [`Metrics`], or the watch
-/// loops' numbers) on `listener`, on the shared accept loop with its limits
-/// (`st_http::server`), until `phase` is `Stopping` or its sender is gone.
-pub async fn serve_metrics(
-    listener: std::net::TcpListener,
-    encode: Encode,
-    phase: signal::Receiver<Phase>,
-) {
-    crate::serve_text(listener, phase, encode).await;
-}

@@ -73,6 +73,21 @@ pub struct Config {
     pub live: Live,
 }
 
+impl Config {
+    /// The mean total rate the schedule asks for over the duration (1 s without one), open
+    /// loop only: the schedule's count over it.
+    pub fn mean_rate(&self) -> Option<f64> {
+        let Mode::Open { shape, .. } = &self.mode else {
+            return None;
+        };
+        let secs = self
+            .duration
+            .unwrap_or(Duration::from_secs(1))
+            .as_secs_f64();
+        Some(shape.count_until(secs, secs) / secs)
+    }
+}
+
 /// Options for runs that live long and change while they run (loadbots).
 #[derive(Clone, Default)]
 pub struct Live {
@@ -287,6 +302,47 @@ pub async fn run(
     shutdown: Shutdown,
     mut progress: impl FnMut(&Progress),
 ) -> Result<RunResult, LoadError> {
+    check(&cfg)?;
+    let threads = match cfg.mode {
+        // A closed-loop worker without lanes would have nothing to do.
+        Mode::Closed => cfg.threads.clamp(1, cfg.connections.max(1)),
+        Mode::Open { .. } => cfg.threads.max(1),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (start_tx, start_rx) = watch::channel(None::<Start>);
+    let (stop_tx, stop_rx) = watch::channel(Phase::Run);
+    let handles = spawn_workers(&cfg, threads, tx, start_rx, stop_rx)?;
+    wait_ready(&mut rx, threads).await?;
+    let clock = Clock::start(cfg.live.wall_clock_ticks);
+    let _ = start_tx.send(Some(clock.start));
+    let deadline = cfg.duration.map(|d| clock.start.start + d);
+
+    let mut c = Collector::new(threads, clock.first_wall_second);
+    let mut interrupted = false;
+    let mut draining = false;
+    while c.done < threads {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = sleep_opt(deadline), if !draining => { draining = true; let _ = stop_tx.send(Phase::Drain); continue; }
+            _ = shutdown.wait_for(FINISH), if !draining => { draining = true; let _ = stop_tx.send(Phase::Drain); continue; }
+            _ = shutdown.wait_for(ABORT), if !interrupted => {
+                interrupted = true; let _ = stop_tx.send(Phase::Abort); continue;
+            }
+        };
+        match msg {
+            None => break,
+            Some(msg) => c.receive(msg, &mut progress),
+        }
+    }
+    let elapsed = clock.start.start.elapsed();
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(c.finish(elapsed, interrupted, clock.started_unix, &mut progress))
+}
+
+/// What every run needs before a thread starts.
+fn check(cfg: &Config) -> Result<(), LoadError> {
     if cfg.requests.is_empty() {
         return Err(LoadError::Config("no requests to send".into()));
     }
@@ -295,22 +351,25 @@ pub async fn run(
             "a run needs a duration or a request count".into(),
         ));
     }
-    let threads = match cfg.mode {
-        // A closed-loop worker without lanes would have nothing to do.
-        Mode::Closed => cfg.threads.clamp(1, cfg.connections.max(1)),
-        Mode::Open { .. } => cfg.threads.max(1),
-    };
+    Ok(())
+}
+
+/// Start `threads` workers; they report on `tx` and wait for the start instant.
+fn spawn_workers(
+    cfg: &Config,
+    threads: usize,
+    tx: mpsc::UnboundedSender<Msg>,
+    start_rx: watch::Receiver<Option<Start>>,
+    stop_rx: watch::Receiver<Phase>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, LoadError> {
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         max_requests: cfg.max_requests,
         targets: cfg.requests.len(),
     });
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (start_tx, start_rx) = watch::channel(None::<Start>);
-    let (stop_tx, stop_rx) = watch::channel(Phase::Run);
     let mut handles = Vec::new();
     for index in 0..threads {
-        let plan = worker::Plan::new(&cfg, index, threads)?;
+        let plan = worker::Plan::new(cfg, index, threads)?;
         let (tx, start_rx, stop_rx, shared) = (
             tx.clone(),
             start_rx.clone(),
@@ -323,8 +382,14 @@ pub async fn run(
             .map_err(|e| LoadError::Thread(e.to_string()))?;
         handles.push(h);
     }
-    drop(tx);
+    Ok(handles)
+}
 
+/// Until every worker is ready (its connections open).
+async fn wait_ready(
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    threads: usize,
+) -> Result<(), LoadError> {
     let mut ready = 0;
     while ready < threads {
         match rx.recv().await {
@@ -337,109 +402,146 @@ pub async fn run(
             }
         }
     }
-    let start = Instant::now();
-    let now_unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    // Interval k ends at epoch + k + 1 s: with wall-clock ticks the epoch is the start of the
-    // current Unix second, so every process cuts its intervals at the same instants.
-    let (epoch, first_wall_second) = if cfg.live.wall_clock_ticks {
-        let into = Duration::from_nanos(now_unix.subsec_nanos() as u64);
-        (start.checked_sub(into).unwrap_or(start), now_unix.as_secs())
-    } else {
-        (start, now_unix.as_secs())
-    };
-    let _ = start_tx.send(Some(Start { start, epoch }));
-    let deadline = cfg.duration.map(|d| start + d);
+    Ok(())
+}
 
-    let mut total = Snapshot::default();
-    let mut pending = Intervals::new();
-    let mut intervals = Vec::new();
-    let mut series = Vec::new();
-    let mut done = 0;
-    let mut peak_lanes = 0;
-    let mut in_flight_at_end = 0;
-    let mut interrupted = false;
-    let mut draining = false;
-    let mut finals: Vec<Snapshot> = Vec::new();
-    while done < threads {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = sleep_opt(deadline), if !draining => { draining = true; let _ = stop_tx.send(Phase::Drain); continue; }
-            _ = shutdown.wait_for(FINISH), if !draining => { draining = true; let _ = stop_tx.send(Phase::Drain); continue; }
-            _ = shutdown.wait_for(ABORT), if !interrupted => {
-                interrupted = true; let _ = stop_tx.send(Phase::Abort); continue;
-            }
+/// The run's start: the instants the workers count from, and the wall clock then.
+struct Clock {
+    start: Start,
+    first_wall_second: u64,
+    started_unix: f64,
+}
+
+impl Clock {
+    fn start(wall_clock_ticks: bool) -> Clock {
+        let start = Instant::now();
+        let now_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        // Interval k ends at epoch + k + 1 s: with wall-clock ticks the epoch is the start of
+        // the current Unix second, so every process cuts its intervals at the same instants.
+        let epoch = if wall_clock_ticks {
+            let into = Duration::from_nanos(now_unix.subsec_nanos() as u64);
+            start.checked_sub(into).unwrap_or(start)
+        } else {
+            start
         };
+        Clock {
+            start: Start { start, epoch },
+            first_wall_second: now_unix.as_secs(),
+            started_unix: now_unix.as_secs_f64(),
+        }
+    }
+}
+
+/// The controller's merge of the workers' reports: the run total, and each second once every
+/// worker has reported it (then passed to `progress`).
+struct Collector {
+    threads: usize,
+    first_wall_second: u64,
+    total: Snapshot,
+    pending: Intervals,
+    intervals: Vec<Snapshot>,
+    series: Vec<SecondSample>,
+    done: usize,
+    peak_lanes: usize,
+    in_flight_at_end: u64,
+    finals: Vec<Snapshot>,
+}
+
+impl Collector {
+    fn new(threads: usize, first_wall_second: u64) -> Collector {
+        Collector {
+            threads,
+            first_wall_second,
+            total: Snapshot::default(),
+            pending: Intervals::new(),
+            intervals: Vec::new(),
+            series: Vec::new(),
+            done: 0,
+            peak_lanes: 0,
+            in_flight_at_end: 0,
+            finals: Vec::new(),
+        }
+    }
+
+    fn receive(&mut self, msg: Msg, progress: &mut impl FnMut(&Progress)) {
         match msg {
-            None => break,
-            Some(Msg::Ready) => {}
-            Some(Msg::Interval { second, snap }) => {
-                total.merge(&snap);
-                pending.add(second as u64, &snap);
+            Msg::Ready => {}
+            Msg::Interval { second, snap } => {
+                self.total.merge(&snap);
+                self.pending.add(second as u64, &snap);
                 // An interval is final once every worker has reported it.
-                while let Some((sec, s)) = pending.pop_complete(threads as u32) {
-                    let sec = sec as u32;
-                    progress(&Progress {
-                        elapsed: Duration::from_secs_f64(s.end),
-                        second: sec,
-                        wall_second: first_wall_second + sec as u64,
-                        snapshot: &s,
-                        responses: total.responses,
-                        errors: total.error_count(),
-                    });
-                    series.push(s.sample(sec));
-                    intervals.push(s);
+                while let Some((sec, s)) = self.pending.pop_complete(self.threads as u32) {
+                    let elapsed = Duration::from_secs_f64(s.end);
+                    self.publish(sec as u32, s, elapsed, progress);
                 }
             }
-            Some(Msg::Done {
+            Msg::Done {
                 snap,
-                peak_lanes: p,
+                peak_lanes,
                 in_flight,
-            }) => {
-                total.merge(&snap);
-                peak_lanes += p;
-                in_flight_at_end += in_flight;
-                finals.push(*snap);
-                done += 1;
+            } => {
+                self.total.merge(&snap);
+                self.peak_lanes += peak_lanes;
+                self.in_flight_at_end += in_flight;
+                self.finals.push(*snap);
+                self.done += 1;
             }
         }
     }
-    let elapsed = start.elapsed();
-    for h in handles {
-        let _ = h.join();
-    }
-    // Seconds some worker had not finished, and the final partial interval.
-    let mut tail = pending.drain_all();
-    for s in &finals {
-        tail.merge(s);
-    }
-    if tail.completed() > 0 && tail.seconds() > 0.0 {
-        let second = series.last().map_or(0, |s: &SecondSample| s.second + 1);
+
+    /// A finished second: to `progress`, then into the series.
+    fn publish(
+        &mut self,
+        second: u32,
+        s: Snapshot,
+        elapsed: Duration,
+        progress: &mut impl FnMut(&Progress),
+    ) {
         progress(&Progress {
             elapsed,
             second,
-            wall_second: first_wall_second + second as u64,
-            snapshot: &tail,
-            responses: total.responses,
-            errors: total.error_count(),
+            wall_second: self.first_wall_second + second as u64,
+            snapshot: &s,
+            responses: self.total.responses,
+            errors: self.total.error_count(),
         });
-        series.push(tail.sample(second));
-        intervals.push(tail);
+        self.series.push(s.sample(second));
+        self.intervals.push(s);
     }
-    total.start = 0.0;
-    total.end = elapsed.as_secs_f64();
-    Ok(RunResult {
-        total,
-        series,
-        elapsed,
-        interrupted,
-        peak_lanes,
-        in_flight_at_end,
-        intervals,
-        started_unix: now_unix.as_secs_f64(),
-        first_wall_second,
-    })
+
+    /// The seconds some worker had not finished, and the final partial interval, as one last
+    /// second; then the result.
+    fn finish(
+        mut self,
+        elapsed: Duration,
+        interrupted: bool,
+        started_unix: f64,
+        progress: &mut impl FnMut(&Progress),
+    ) -> RunResult {
+        let mut tail = self.pending.drain_all();
+        for s in &self.finals {
+            tail.merge(s);
+        }
+        if tail.completed() > 0 && tail.seconds() > 0.0 {
+            let second = self.series.last().map_or(0, |s| s.second + 1);
+            self.publish(second, tail, elapsed, progress);
+        }
+        self.total.start = 0.0;
+        self.total.end = elapsed.as_secs_f64();
+        RunResult {
+            total: self.total,
+            series: self.series,
+            elapsed,
+            interrupted,
+            peak_lanes: self.peak_lanes,
+            in_flight_at_end: self.in_flight_at_end,
+            intervals: self.intervals,
+            started_unix,
+            first_wall_second: self.first_wall_second,
+        }
+    }
 }
 
 async fn sleep_opt(deadline: Option<Instant>) {

@@ -70,7 +70,7 @@ pub struct Spec {
     /// Open loop: `uniform` or `poisson`.
     #[serde(default = "uniform")]
     pub arrival: Arrival,
-    /// Open loop: most connections to open.
+    /// Open loop: most connections to open [default: [`DEFAULT_MAX_CONNECTIONS`]].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u64>,
     /// Connections (closed loop: all of them; open loop: opened before the start).
@@ -166,6 +166,19 @@ pub fn parse_header(h: &str) -> Result<(String, String), SpecError> {
         ))),
     }
 }
+
+/// Open loop: most connections when `max_connections` is not given (per run: per bot in a
+/// fleet). Connections are what an overloaded target cannot refuse without resets, so the
+/// engine grows only to what a healthy target needs: it keeps rate × recent service time × 2
+/// lanes (Little's law with headroom). The demo's `max-rate` search gives each of its two
+/// bots 12,000 req/s at its last fixed step, and the open-loop benchmarks ask up to 50,000
+/// req/s of one generator: at the 10 ms p99 the search still calls sustained, that needs
+/// 50,000 × 0.01 × 2 = 1,000. Past that the target is saturated and more connections only
+/// add to its load (and to ours: connecting costs the CPU the sends need); sends that find
+/// every connection busy wait and are reported late, capped, or unsent at the end, never as
+/// the target's errors. Two bots' worth stays well under `serve`'s and `balance`'s default
+/// connection limit (10,000).
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1_000;
 
 /// Raise the soft open-file limit to the hard one (every connection is a descriptor) and
 /// return it.
@@ -281,10 +294,13 @@ impl Spec {
             return Err(SpecError("connections must be ≥ 1".into()));
         }
         let timeout = seconds("timeout", self.timeout_s)?;
+        let shape = self.rate_shape()?;
+        // Stages last as long as they say unless -d says otherwise.
         let duration = self
             .duration_s
             .map(|d| seconds("duration", d))
-            .transpose()?;
+            .transpose()?
+            .or(shape.as_ref().and_then(RateShape::own_duration));
         if self.requests == Some(0) {
             return Err(SpecError("the request count must be ≥ 1".into()));
         }
@@ -296,7 +312,7 @@ impl Spec {
         // Leave room for the process's own descriptors.
         let fd_room = open_file_limit().saturating_sub(64);
         let connections = self.connections;
-        let mode = match self.rate_shape()? {
+        let mode = match shape {
             None => {
                 if connections > fd_room {
                     return Err(SpecError(format!(
@@ -308,7 +324,7 @@ impl Spec {
             Some(shape) => {
                 let max = self
                     .max_connections
-                    .unwrap_or(10_000.min(fd_room).max(connections));
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS.min(fd_room).max(connections));
                 if max > fd_room {
                     return Err(SpecError(format!(
                         "--max-connections {max} exceeds the open-file limit ({fd_room} usable)"
@@ -358,20 +374,6 @@ impl Spec {
             live,
         })
     }
-
-    /// The mean total rate the schedule asks for over `duration` (open loop), or `None`.
-    pub fn mean_rate(&self, duration: Option<Duration>) -> Option<f64> {
-        let shape = self.rate_shape().ok()??;
-        let secs = duration.unwrap_or(Duration::from_secs(1)).as_secs_f64();
-        // Sample the shape finely over the run.
-        let steps = 1000;
-        Some(
-            (0..steps)
-                .map(|i| shape.rate_at((i as f64 + 0.5) * secs / steps as f64, secs))
-                .sum::<f64>()
-                / steps as f64,
-        )
-    }
 }
 
 #[cfg(test)]
@@ -391,7 +393,15 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(30));
         let c =
             spec(r#"{"url":"http://127.0.0.1:9/","rate":"ramp:10..20","duration_s":2}"#).unwrap();
-        assert!(matches!(c.mode, Mode::Open { .. }));
+        let Mode::Open {
+            max_connections, ..
+        } = c.mode
+        else {
+            panic!("not an open loop");
+        };
+        let fd_room = open_file_limit().saturating_sub(64);
+        let want = DEFAULT_MAX_CONNECTIONS.min(fd_room).max(50);
+        assert_eq!(max_connections as u64, want);
     }
 
     #[test]
@@ -439,6 +449,15 @@ mod tests {
             assert!(e.0.contains(want), "{json}: {e}");
             assert!(!e.0.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn stages_give_the_run_their_duration_unless_it_has_one() {
+        let c = spec(r#"{"url":"http://127.0.0.1:9/","rate":"stages:2s:10,1s:10"}"#).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_secs(3)));
+        let c =
+            spec(r#"{"url":"http://127.0.0.1:9/","rate":"stages:2s:10","duration_s":5}"#).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_secs(5)));
     }
 
     #[test]

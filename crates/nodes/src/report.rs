@@ -80,8 +80,9 @@ pub struct StartupSlo {
     pub pass: bool,
 }
 
-/// Everything a run measured.
+/// Everything a run measured; written with `"kind": "nodes"` (`report::Kind`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "nodes")]
 pub struct NodesRun {
     /// [`NODES_RUN_VERSION`].
     pub version: u32,

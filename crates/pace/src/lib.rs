@@ -11,6 +11,10 @@
 //! unit-exponential (the time-rescaling construction of a non-homogeneous Poisson process), so
 //! ramps and steps work with either arrival law without special cases.
 //!
+//! Every shape is a piecewise-linear rate (see [`RateShape::walk`]): a constant is one level, a
+//! ramp one segment, steps are jumps and holds, and stages (k6's ramping arrival rate) are a
+//! list of segments, each moving in a straight line to its rate over its duration.
+//!
 //! ```
 //! use pace::{Arrival, Pacer, RateShape};
 //! use std::time::Duration;
@@ -31,7 +35,8 @@ use std::time::Duration;
 pub enum PaceError {
     /// The text is not one of the accepted forms.
     #[error(
-        "invalid rate {text:?}: {why} (expected R, ramp:FROM..TO or steps:R1,R2,...@DURATION)"
+        "invalid rate {text:?}: {why} (expected R, ramp:FROM..TO, steps:R1,R2,...@DURATION or \
+         stages:DURATION:RATE,...)"
     )]
     Syntax {
         /// What the user wrote.
@@ -71,6 +76,25 @@ pub enum RateShape {
         #[serde(with = "secs_f64")]
         every: Duration,
     },
+    /// From `from`, each stage moves in a straight line to its rate over its duration (a
+    /// stage of 0 s is a jump); after the last stage its rate holds while the run lasts. With
+    /// no run duration given, the run lasts as long as the stages.
+    Stages {
+        /// Rate at the start, requests per second (0 in the text form).
+        from: f64,
+        /// The stages, in order.
+        stages: Vec<Stage>,
+    },
+}
+
+/// One stage of [`RateShape::Stages`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stage {
+    /// How long the stage lasts.
+    #[serde(with = "secs_f64")]
+    pub over: Duration,
+    /// The rate at its end, requests per second (≥ 0).
+    pub to: f64,
 }
 
 mod secs_f64 {
@@ -128,10 +152,40 @@ impl FromStr for RateShape {
             }
             return Ok(RateShape::Steps { levels, every });
         }
+        if let Some(rest) = text.strip_prefix("stages:") {
+            return stages(rest).map_err(|why| syntax(&why));
+        }
         Ok(RateShape::Constant {
             rate: positive(text)?,
         })
     }
+}
+
+/// `DURATION:RATE,...` (k6's stages): e.g. `30s:1000,5m:1000,10s:0`.
+fn stages(text: &str) -> Result<RateShape, String> {
+    let mut stages = Vec::new();
+    for (i, part) in text.split(',').enumerate() {
+        let n = i + 1;
+        let (over, to) = part
+            .split_once(':')
+            .ok_or_else(|| format!("stage {n} ({part:?}) needs a duration: DURATION:RATE"))?;
+        let over = humantime::parse_duration(over.trim())
+            .map_err(|e| format!("stage {n}'s duration {over:?}: {e}"))?;
+        let to: f64 = to
+            .trim()
+            .parse()
+            .ok()
+            .filter(|r: &f64| r.is_finite() && *r >= 0.0)
+            .ok_or_else(|| format!("stage {n}'s rate {to:?} is not a number ≥ 0"))?;
+        stages.push(Stage { over, to });
+    }
+    if stages.iter().all(|s| s.to == 0.0) {
+        return Err("every stage's rate is 0: nothing would be sent".into());
+    }
+    if stages.iter().all(|s| s.over.is_zero()) {
+        return Err("the stages last 0 s".into());
+    }
+    Ok(RateShape::Stages { from: 0.0, stages })
 }
 
 impl fmt::Display for RateShape {
@@ -147,6 +201,17 @@ impl fmt::Display for RateShape {
                     l.join(","),
                     humantime::format_duration(*every)
                 )
+            }
+            RateShape::Stages { from, stages } => {
+                let l: Vec<String> = stages
+                    .iter()
+                    .map(|s| format!("{}:{}", humantime::format_duration(s.over), s.to))
+                    .collect();
+                if *from > 0.0 {
+                    write!(f, "stages from {from}/s {}", l.join(","))
+                } else {
+                    write!(f, "stages {}", l.join(","))
+                }
             }
         }
     }
@@ -167,53 +232,148 @@ impl RateShape {
                 levels: levels.iter().map(|r| r * factor).collect(),
                 every: *every,
             },
+            RateShape::Stages { from, stages } => RateShape::Stages {
+                from: from * factor,
+                stages: stages
+                    .iter()
+                    .map(|s| Stage {
+                        over: s.over,
+                        to: s.to * factor,
+                    })
+                    .collect(),
+            },
         }
+    }
+
+    /// How long the shape itself lasts, if it says: the stages' total.
+    pub fn own_duration(&self) -> Option<Duration> {
+        match self {
+            RateShape::Stages { stages, .. } => Some(stages.iter().map(|s| s.over).sum()),
+            _ => None,
+        }
+    }
+
+    /// The shape as straight segments: `f(start, seconds, from, to)` for each, in order,
+    /// until `f` returns `Some`; then the last rate holds. A ramp lasts `total` seconds (the
+    /// run's duration). Nothing is allocated: the pacer calls this for every send.
+    pub fn walk<R>(
+        &self,
+        total: f64,
+        mut f: impl FnMut(f64, f64, f64, f64) -> Option<R>,
+    ) -> Result<R, (f64, f64)> {
+        let mut at = 0.0;
+        let mut seg = |from: f64, secs: f64, to: f64, at: &mut f64| {
+            let r = f(*at, secs, from, to);
+            *at += secs;
+            r
+        };
+        let last = match self {
+            RateShape::Constant { rate } => *rate,
+            RateShape::Ramp { from, to } => {
+                if let Some(r) = seg(*from, total, *to, &mut at) {
+                    return Ok(r);
+                }
+                *to
+            }
+            RateShape::Steps { levels, every } => {
+                let w = every.as_secs_f64();
+                for (i, l) in levels.iter().enumerate() {
+                    // The last level holds: it is the rate after the walk.
+                    if i + 1 < levels.len() {
+                        if let Some(r) = seg(*l, w, *l, &mut at) {
+                            return Ok(r);
+                        }
+                    }
+                }
+                *levels.last().expect("levels is never empty")
+            }
+            RateShape::Stages { from, stages } => {
+                let mut rate = *from;
+                for s in stages {
+                    if let Some(r) = seg(rate, s.over.as_secs_f64(), s.to, &mut at) {
+                        return Ok(r);
+                    }
+                    rate = s.to;
+                }
+                rate
+            }
+        };
+        Err((at, last))
+    }
+
+    /// The stages of a run lasting `total` seconds, for a per-stage report: each straight
+    /// segment that lasts (jumps are not stages) and the hold of the last rate until `total`;
+    /// `(start, end, sends due)`. A constant rate has none.
+    pub fn stages_over(&self, total: f64) -> Vec<(f64, f64, f64)> {
+        let mut out = Vec::new();
+        let held = self.walk(total, |start, secs, from, to| {
+            if secs > 0.0 && start < total {
+                let end = (start + secs).min(total);
+                let x = end - start;
+                out.push((start, end, from * x + (to - from) * x * x / (2.0 * secs)));
+            }
+            None::<()>
+        });
+        if let Err((end, last)) = held {
+            if !out.is_empty() && end < total {
+                out.push((end, total, (total - end) * last));
+            }
+        }
+        out
     }
 
     /// The rate at time `t` (seconds) of a run lasting `total` seconds.
     pub fn rate_at(&self, t: f64, total: f64) -> f64 {
-        match self {
-            RateShape::Constant { rate } => *rate,
-            RateShape::Ramp { from, to } => from + (to - from) * (t / total).clamp(0.0, 1.0),
-            RateShape::Steps { levels, every } => {
-                let i = (t / every.as_secs_f64()) as usize;
-                levels[i.min(levels.len() - 1)]
-            }
-        }
+        let inside = self.walk(total, |start, secs, from, to| {
+            (t < start + secs).then(|| from + (to - from) * ((t - start) / secs).clamp(0.0, 1.0))
+        });
+        inside.unwrap_or_else(|(_, last)| last)
     }
 
-    /// Inverse of the cumulative count: the time (seconds) at which `n` sends are due.
-    /// `total` is the run's duration in seconds (used by ramps). Past the ramp's end the
-    /// final rate holds.
+    /// Sends due in `[0, t)` (the cumulative count N(t)).
+    pub fn count_until(&self, t: f64, total: f64) -> f64 {
+        let mut done = 0.0;
+        let inside = self.walk(total, |start, secs, from, to| {
+            if t < start + secs {
+                let x = t - start;
+                return Some(done + from * x + (to - from) * x * x / (2.0 * secs));
+            }
+            done += (from + to) / 2.0 * secs;
+            None
+        });
+        inside.unwrap_or_else(|(end, last)| done + (t - end).max(0.0) * last)
+    }
+
+    /// Inverse of the cumulative count: the time (seconds) at which `n` sends are due, or
+    /// infinity when the schedule ends at rate 0 before that. `total` is the run's duration
+    /// in seconds (used by ramps). Past the shape's end its final rate holds.
     fn time_of_count(&self, n: f64, total: f64) -> f64 {
-        match self {
-            RateShape::Constant { rate } => n / rate,
-            RateShape::Ramp { from, to } => {
-                // N(t) = from·t + (to-from)·t²/(2T)  for t ≤ T.
-                let a = (to - from) / (2.0 * total);
-                let n_end = from * total + a * total * total;
-                if n >= n_end {
-                    return total + (n - n_end) / to;
-                }
-                if a.abs() < 1e-12 {
-                    return n / from;
-                }
-                // Numerically stable root of a·t² + from·t − n = 0.
-                2.0 * n / (from + (from * from + 4.0 * a * n).sqrt())
+        let mut left = n;
+        let inside = self.walk(total, |start, secs, from, to| {
+            let in_seg = (from + to) / 2.0 * secs;
+            if left >= in_seg {
+                left -= in_seg;
+                return None;
             }
-            RateShape::Steps { levels, every } => {
-                let w = every.as_secs_f64();
-                let mut left = n;
-                for (i, r) in levels.iter().enumerate() {
-                    let in_step = r * w;
-                    if left < in_step || i == levels.len() - 1 {
-                        return i as f64 * w + left / r;
-                    }
-                    left -= in_step;
-                }
-                unreachable!("levels is never empty")
+            if left <= 0.0 {
+                return Some(start); // also keeps 0/0 out of a segment starting at rate 0
             }
-        }
+            // left = from·x + a·x² with a = (to − from) / (2·secs).
+            let a = (to - from) / (2.0 * secs);
+            if a.abs() < 1e-12 {
+                return Some(start + left / from);
+            }
+            // Numerically stable root (also for from = 0, and for a < 0 within the segment).
+            let disc = (from * from + 4.0 * a * left).max(0.0);
+            Some(start + 2.0 * left / (from + disc.sqrt()))
+        });
+        inside.unwrap_or_else(|(end, last)| {
+            if last > 0.0 {
+                end + left / last
+            } else {
+                f64::INFINITY
+            }
+        })
     }
 }
 
@@ -257,7 +417,8 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// A schedule for `shape` over `duration` (None: unbounded, not allowed for ramps).
+    /// A schedule for `shape` over `duration` (None: unbounded, not allowed for ramps; for
+    /// stages, as long as they last).
     /// `seed` makes Poisson arrivals reproducible; each worker should get its own.
     pub fn new(
         shape: RateShape,
@@ -268,7 +429,8 @@ impl Pacer {
         if matches!(shape, RateShape::Ramp { .. }) && duration.is_none() {
             return Err(PaceError::RampWithoutDuration);
         }
-        let end = duration.map(|d| d.as_secs_f64());
+        // Stages last as long as they say unless the run's duration says otherwise.
+        let end = duration.or(shape.own_duration()).map(|d| d.as_secs_f64());
         let mut p = Pacer {
             shape,
             arrival,
@@ -321,6 +483,9 @@ impl Iterator for Pacer {
     /// The intended time of the next send, or `None` once the schedule has passed its end.
     fn next(&mut self) -> Option<Duration> {
         let t = self.origin + self.shape.time_of_count(self.position, self.total);
+        if t.is_infinite() {
+            return None; // the schedule ended at rate 0
+        }
         if let Some(end) = self.end {
             if t >= end {
                 return None;
@@ -479,6 +644,104 @@ mod tests {
         }
         let e = Pacer::new("ramp:1..2".parse().unwrap(), Arrival::Uniform, None, 0).unwrap_err();
         assert_eq!(e, PaceError::RampWithoutDuration);
+    }
+
+    #[test]
+    fn stages_send_the_area_under_each_stage() {
+        // 0 → 100 over 2 s (100), hold 100 for 3 s (300), jump to 50 for 2 s (100), → 0 over 2 s (50).
+        let t = all(
+            "stages:2s:100,3s:100,0s:50,2s:50,2s:0",
+            Arrival::Uniform,
+            60.0,
+            0,
+        );
+        let in_range = |a: f64, b: f64| t.iter().filter(|&&x| x >= a && x < b).count() as i64;
+        assert_eq!(t.len(), 550);
+        for (a, b, want) in [
+            (0.0, 2.0, 100),
+            (2.0, 5.0, 300),
+            (5.0, 7.0, 100),
+            (7.0, 9.0, 50),
+        ] {
+            assert!(
+                (in_range(a, b) - want).abs() <= 1,
+                "{a}..{b}: {}",
+                in_range(a, b)
+            );
+        }
+        // The ramp from 0 is quadratic: a quarter of the first stage's sends in its first half.
+        assert!((in_range(0.0, 1.0) - 25).abs() <= 1);
+        assert!(t.windows(2).all(|w| w[0] < w[1]));
+        let s: RateShape = "stages:2s:100,3s:100,0s:50,2s:50,2s:0".parse().unwrap();
+        assert_eq!(s.own_duration(), Some(Duration::from_secs(9)));
+        assert_eq!(
+            (
+                s.rate_at(1.0, 9.0),
+                s.rate_at(5.5, 9.0),
+                s.rate_at(8.0, 9.0)
+            ),
+            (50.0, 50.0, 25.0)
+        );
+        assert!((s.count_until(9.0, 9.0) - 550.0).abs() < 1e-9);
+        // Without a run duration the schedule lasts as long as the stages.
+        let mut p = Pacer::new(s, Arrival::Uniform, None, 0).unwrap();
+        assert_eq!(std::iter::from_fn(|| p.next()).count(), 550);
+    }
+
+    #[test]
+    fn stages_hold_their_last_rate_while_the_run_lasts() {
+        let t = all("stages:1s:10", Arrival::Uniform, 3.0, 0);
+        assert_eq!(t.len(), 5 + 20);
+        assert_eq!(
+            "stages:1s:10,1s:0"
+                .parse::<RateShape>()
+                .unwrap()
+                .to_string(),
+            "stages 1s:10,1s:0"
+        );
+    }
+
+    #[test]
+    fn ramps_and_steps_count_as_before() {
+        for (shape, secs) in [("ramp:100..300", 10.0), ("steps:10,20,40@1s", 5.0)] {
+            let s: RateShape = shape.parse().unwrap();
+            let n = all(shape, Arrival::Uniform, secs, 0).len() as f64;
+            assert!((s.count_until(secs, secs) - n).abs() <= 1.0, "{shape}: {n}");
+        }
+    }
+
+    #[test]
+    fn stages_over_a_run_are_its_segments_and_the_last_hold() {
+        let s: RateShape = "stages:2s:100,0s:50,2s:50".parse().unwrap();
+        assert_eq!(
+            s.stages_over(6.0),
+            vec![(0.0, 2.0, 100.0), (2.0, 4.0, 100.0), (4.0, 6.0, 100.0)]
+        );
+        assert_eq!(s.stages_over(1.0), vec![(0.0, 1.0, 25.0)]);
+        let steps: RateShape = "steps:10,20@1s".parse().unwrap();
+        assert_eq!(
+            steps.stages_over(3.0),
+            vec![(0.0, 1.0, 10.0), (1.0, 3.0, 40.0)]
+        );
+        assert!("100"
+            .parse::<RateShape>()
+            .unwrap()
+            .stages_over(5.0)
+            .is_empty());
+    }
+
+    #[test]
+    fn bad_stages_are_rejected_with_a_reason() {
+        for (bad, why) in [
+            ("stages:1000", "needs a duration"),
+            ("stages:5x:100", "duration"),
+            ("stages:5s:-1", "not a number ≥ 0"),
+            ("stages:5s:0,1s:0", "nothing would be sent"),
+            ("stages:0s:10", "last 0 s"),
+        ] {
+            let e = bad.parse::<RateShape>().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

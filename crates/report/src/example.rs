@@ -1,6 +1,7 @@
 //! A synthetic aggregator run, made deterministically (no clock, no randomness): four bots,
 //! open-loop load raised halfway, and a rolling update from server version v1 to v2 with a
-//! short latency spike and some failures. Tests and docs render it; nothing here is measured.
+//! short latency spike and some failures. Tests render it (feature `example` for other
+//! crates' tests); nothing here is measured, and the shipped binary does not contain it.
 
 use crate::runfile::{series_of, BotRecord, Event, Fleet, FleetSecond, RunFile, RunInfo, Summary};
 use crate::RUNFILE_VERSION;
@@ -11,21 +12,85 @@ pub const START: u64 = 1_764_000_000;
 
 /// The example run, `seconds` long (at least 10).
 pub fn rolling_update(seconds: u32) -> RunFile {
-    let seconds = seconds.max(10);
-    let n = u64::from(seconds);
-    let (raise, roll_from, roll_to) = (n / 2, n / 3, 2 * n / 3);
-    // A linear congruential generator: repeatable, good enough to spread latencies.
+    let plan = Plan::new(seconds);
+    let mut uniform = lcg();
+    let intervals: Vec<Snapshot> = (0..plan.n).map(|i| plan.second(i, &mut uniform)).collect();
+    let mut total = Snapshot::default();
+    for s in &intervals {
+        total.merge(s);
+    }
+    let fleet = Fleet {
+        seconds: (0..plan.n)
+            .map(|i| FleetSecond {
+                t: START + i,
+                offered: plan.offered(i),
+                reported: if i == plan.roll_to + 1 { 3 } else { 4 },
+                live: 4,
+            })
+            .collect(),
+        events: plan.events(),
+        bots: bots(&total, plan.n),
+        ..Fleet::default()
+    };
+    RunFile {
+        version: RUNFILE_VERSION,
+        tool: "scaletest aggregate".into(),
+        started_unix: START as f64,
+        info: info(plan.n),
+        elapsed_s: plan.n as f64,
+        interrupted: false,
+        peak_lanes: 120,
+        in_flight_at_end: 0,
+        series: series_of(&intervals),
+        summary: Some(summary(&total, plan.n)),
+        total,
+        intervals,
+        fleet: Some(fleet),
+        verdicts: Vec::new(),
+    }
+}
+
+/// The run's seconds: the rate is raised at `raise`, the rollout spans `roll_from..roll_to`.
+struct Plan {
+    n: u64,
+    raise: u64,
+    roll_from: u64,
+    roll_to: u64,
+}
+
+/// A linear congruential generator: repeatable, good enough to spread latencies.
+fn lcg() -> impl FnMut() -> f64 {
     let mut seed: u64 = 0x5eed;
-    let mut uniform = move || {
+    move || {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         ((seed >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut intervals = Vec::new();
-    let mut fleet = Fleet::default();
-    for i in 0..n {
-        let offered = if i < raise { 2000.0 } else { 3000.0 };
+    }
+}
+
+impl Plan {
+    fn new(seconds: u32) -> Plan {
+        let n = u64::from(seconds.max(10));
+        Plan {
+            n,
+            raise: n / 2,
+            roll_from: n / 3,
+            roll_to: 2 * n / 3,
+        }
+    }
+
+    fn offered(&self, i: u64) -> f64 {
+        if i < self.raise {
+            2000.0
+        } else {
+            3000.0
+        }
+    }
+
+    /// Second `i`: latencies, lateness, statuses, errors and versions.
+    fn second(&self, i: u64, uniform: &mut impl FnMut() -> f64) -> Snapshot {
+        let offered = self.offered(i);
         let mut s = Snapshot {
             start: i as f64,
             end: i as f64 + 1.0,
@@ -34,16 +99,13 @@ pub fn rolling_update(seconds: u32) -> RunFile {
             ..Default::default()
         };
         // The seconds just after the rollout starts are slow: new pods warming up.
-        let spike = if (roll_from..roll_from + 4).contains(&i) {
-            20_000.0
-        } else {
-            0.0
-        };
+        let spike = (self.roll_from..self.roll_from + 4).contains(&i);
+        let wait_ms = if spike { 20_000.0 } else { 0.0 };
         // 100 latency values per second, each standing for about 1/100 of the answers.
         let answers = s.sent - 2;
         for k in 0..100 {
             let service = 600.0 + 900.0 * -uniform().ln();
-            let wait = spike * uniform() + 50.0 * -uniform().ln();
+            let wait = wait_ms * uniform() + 50.0 * -uniform().ln();
             let weight = answers / 100 + u64::from(k < answers % 100);
             s.service.record_n(service as u64, weight).unwrap_or(());
             s.latency
@@ -55,59 +117,43 @@ pub fn rolling_update(seconds: u32) -> RunFile {
         s.lateness.record_n(40, s.sent - 5).unwrap_or(());
         s.lateness.record_n(1500, 5).unwrap_or(());
         s.late = 5;
-        let failed = if spike > 0.0 { 12 } else { i % 7 / 6 };
+        let failed = if spike { 12 } else { i % 7 / 6 };
         s.status.insert(200, s.responses - failed);
         if failed > 0 {
             s.status.insert(503, failed);
         }
-        if spike > 0.0 {
+        if spike {
             s.errors.insert("reset".into(), 3);
         }
         s.bytes = s.responses * 130;
         // v2's share grows linearly over the rollout.
-        let v2 = if i < roll_from {
-            0
-        } else if i >= roll_to {
-            s.responses
-        } else {
-            s.responses * (i - roll_from) / (roll_to - roll_from)
+        let v2 = match i {
+            i if i < self.roll_from => 0,
+            i if i >= self.roll_to => s.responses,
+            i => s.responses * (i - self.roll_from) / (self.roll_to - self.roll_from),
         };
         s.versions.insert("v1".into(), s.responses - v2);
-        if v2 > 0 {
-            s.versions.insert("v2".into(), v2);
-        }
+        s.versions.insert("v2".into(), v2);
         s.versions.retain(|_, n| *n > 0);
-        fleet.seconds.push(FleetSecond {
-            t: START + i,
-            offered,
-            reported: if i == roll_to + 1 { 3 } else { 4 },
-            live: 4,
-        });
-        intervals.push(s);
+        s
     }
-    let at = |i: u64| (START + i) as f64 + 0.25;
-    fleet.events = vec![
-        Event {
-            t: at(roll_from),
-            kind: "posted".into(),
-            text: "rollout v1 → v2 started".into(),
-        },
-        Event {
-            t: at(raise),
-            kind: "load".into(),
-            text: "rate 2000 → 3000 req/s".into(),
-        },
-        Event {
-            t: at(roll_to + 1),
-            kind: "bot_stale".into(),
-            text: "bot-3 missed a report".into(),
-        },
-    ];
-    let mut total = Snapshot::default();
-    for s in &intervals {
-        total.merge(s);
+
+    fn events(&self) -> Vec<Event> {
+        let event = |i: u64, kind: &str, text: &str| Event {
+            t: (START + i) as f64 + 0.25,
+            kind: kind.into(),
+            text: text.into(),
+        };
+        vec![
+            event(self.roll_from, "posted", "rollout v1 → v2 started"),
+            event(self.raise, "load", "rate 2000 → 3000 req/s"),
+            event(self.roll_to + 1, "bot_stale", "bot-3 missed a report"),
+        ]
     }
-    fleet.bots = (0..4)
+}
+
+fn bots(total: &Snapshot, n: u64) -> Vec<BotRecord> {
+    (0..4)
         .map(|b| BotRecord {
             id: b + 1,
             name: format!("bot-{b}"),
@@ -124,8 +170,11 @@ pub fn rolling_update(seconds: u32) -> RunFile {
             dropped: 0,
             ..Default::default()
         })
-        .collect();
-    let summary = Summary {
+        .collect()
+}
+
+fn summary(total: &Snapshot, n: u64) -> Summary {
+    Summary {
         requests: total.responses,
         errors: total.failed(),
         ok: total.ok(),
@@ -136,36 +185,24 @@ pub fn rolling_update(seconds: u32) -> RunFile {
         p99_ms: total.quantile_ms(0.99),
         versions: total.versions.clone(),
         elapsed_s: n as f64,
-    };
-    RunFile {
-        version: RUNFILE_VERSION,
-        tool: "scaletest aggregate".into(),
-        started_unix: START as f64,
-        info: RunInfo {
-            url: "http://app.example:8080/".into(),
-            targets: 1,
-            mode: "open".into(),
-            protocol: "HTTP/1.1".into(),
-            connections: 40,
-            streams: 1,
-            max_connections: Some(400),
-            rate: Some("2000, then 3000".into()),
-            arrival: Some("uniform".into()),
-            target_rate: Some(2500.0),
-            threads: 8,
-            duration_s: Some(n as f64),
-            requests: None,
-            timeout_s: 10.0,
-        },
-        elapsed_s: n as f64,
-        interrupted: false,
-        peak_lanes: 120,
-        in_flight_at_end: 0,
-        series: series_of(&intervals),
-        total,
-        intervals,
-        fleet: Some(fleet),
-        summary: Some(summary),
-        verdicts: Vec::new(),
+    }
+}
+
+fn info(n: u64) -> RunInfo {
+    RunInfo {
+        url: "http://app.example:8080/".into(),
+        targets: 1,
+        mode: "open".into(),
+        protocol: "HTTP/1.1".into(),
+        connections: 40,
+        streams: 1,
+        max_connections: Some(400),
+        rate: Some("2000, then 3000".into()),
+        arrival: Some("uniform".into()),
+        target_rate: Some(2500.0),
+        threads: 8,
+        duration_s: Some(n as f64),
+        requests: None,
+        timeout_s: 10.0,
     }
 }

@@ -80,8 +80,10 @@ pub struct RunInfo {
     pub timeout_s: f64,
 }
 
-/// One run, as written by `load --json` and read by `report`.
+/// One run, as written by `load --json` and read by `report`; written with `"kind": "load"`
+/// (see [`Kind`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename = "load")]
 pub struct RunFile {
     /// Format version; readers reject others.
     pub version: u32,
@@ -366,6 +368,50 @@ pub enum RunFileError {
     Version(String, u64),
 }
 
+/// What wrote a run file, as its `kind` field says: `load` (`load --json`, `aggregate`),
+/// `api` (`api churn`, `api watch`), `nodes`. Each record's type writes its own (serde's tag);
+/// [`Kind::of`] is the one place a file's kind is read, or guessed for files from before the
+/// field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A [`RunFile`].
+    Load,
+    /// A control-plane run (`kapi::output::ApiRun`).
+    Api,
+    /// A hollow-nodes run (`nodes::report::NodesRun`).
+    Nodes,
+}
+
+impl Kind {
+    /// The kind of the run file `v`: its `kind` field; without one (older files) the shape
+    /// decides: a `total` is a load run's, `retried_429` a nodes run's, `calls` an api run's.
+    pub fn of(v: &serde_json::Value) -> Result<Kind, String> {
+        match v.get("kind") {
+            Some(k) => match k.as_str() {
+                Some("load") => Ok(Kind::Load),
+                Some("api") => Ok(Kind::Api),
+                Some("nodes") => Ok(Kind::Nodes),
+                _ => Err(format!(
+                    "kind {k}: this scaletest reads load, api and nodes runs"
+                )),
+            },
+            None if v.get("total").is_some() => Ok(Kind::Load),
+            None if v.get("retried_429").is_some() => Ok(Kind::Nodes),
+            None if v.get("calls").is_some() => Ok(Kind::Api),
+            None => Ok(Kind::Load),
+        }
+    }
+
+    /// As the `kind` field spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Load => "load",
+            Kind::Api => "api",
+            Kind::Nodes => "nodes",
+        }
+    }
+}
+
 impl RunFile {
     /// Parse a run file, checking its version first so that the error names the real problem;
     /// a number over [`MAX_COUNT`] is refused.
@@ -376,6 +422,14 @@ impl RunFile {
             Some(n) if (RUNFILE_OLDEST as u64..=RUNFILE_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(RunFileError::Version(name.into(), n)),
             None => return Err(RunFileError::Parse(name.into(), "no version field".into())),
+        }
+        match Kind::of(&v) {
+            Ok(Kind::Load) => {}
+            Ok(k) => {
+                let why = format!("an `{}` run, not a `load` one", k.name());
+                return Err(RunFileError::Parse(name.into(), why));
+            }
+            Err(why) => return Err(RunFileError::Parse(name.into(), why)),
         }
         if let Some(at) = count_over_max(&v) {
             let why = format!("{at}: a number over {MAX_COUNT}");
@@ -520,4 +574,31 @@ fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_file_says_its_kind_and_older_ones_are_told_by_their_shape() {
+        let run = crate::example::rolling_update(10);
+        let v = serde_json::to_value(&run).unwrap();
+        assert_eq!(v["kind"], "load");
+        assert_eq!(Kind::of(&v), Ok(Kind::Load));
+        assert_eq!(Kind::of(&json!({"total": {}})), Ok(Kind::Load));
+        assert_eq!(Kind::of(&json!({"calls": []})), Ok(Kind::Api));
+        let nodes = json!({"calls": [], "retried_429": 0});
+        assert_eq!(Kind::of(&nodes), Ok(Kind::Nodes));
+        assert!(Kind::of(&json!({"kind": "wat"})).is_err());
+        // A file without the field still reads; one of another kind is refused by name.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("kind");
+        assert_eq!(RunFile::from_json("old", &old.to_string()).unwrap(), run);
+        let mut api = v;
+        api["kind"] = json!("api");
+        let e = RunFile::from_json("a", &api.to_string()).unwrap_err();
+        assert!(e.to_string().contains("an `api` run"), "{e}");
+    }
 }

@@ -1,6 +1,8 @@
-//! The human report, in the layout of autocannon (seed 002).
+//! The human report, in the layout of autocannon (seed 002): the box tables every run kind
+//! uses, and a load run's report laid out from its [`Summary`].
 
 use crate::format::{bytes, count, ms, trim};
+use crate::summary::{q_ms, Latency, PerSecond, Schedule, Summary};
 use crate::RunFile;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
@@ -38,29 +40,23 @@ pub fn boxed(rows: &[Vec<String>]) -> String {
     out + &line("└", "┴", "┘")
 }
 
-fn q_ms(h: &Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() {
-        0.0
-    } else {
-        h.value_at_quantile(q) as f64 / 1000.0
-    }
-}
-
 /// A row of the latency table (autocannon's columns: 2.5%, 50%, 97.5%, 99%, Avg, Stdev, Max),
 /// from a histogram in µs.
 pub fn latency_row(name: &str, h: &Histogram<u64>) -> Vec<String> {
+    latency_cells(name, &Latency::of(h))
+}
+
+fn latency_cells(name: &str, l: &Latency) -> Vec<String> {
     let mut row = vec![name.to_string()];
-    for q in [0.025, 0.5, 0.975, 0.99] {
-        row.push(ms(q_ms(h, q)));
-    }
-    let (mean, sd) = if h.is_empty() {
-        (0.0, 0.0)
-    } else {
-        (h.mean() / 1000.0, h.stdev() / 1000.0)
-    };
-    row.push(ms(mean));
-    row.push(ms(sd));
-    row.push(ms(h.max() as f64 / 1000.0));
+    row.extend(l.quantiles.iter().map(|v| ms(*v)));
+    row.extend([ms(l.mean), ms(l.stdev), ms(l.max)]);
+    row
+}
+
+fn per_second_cells(name: &str, p: &PerSecond, f: impl Fn(f64, usize) -> String) -> Vec<String> {
+    let mut row = vec![name.to_string()];
+    row.extend(p.quantiles.iter().map(|v| f(*v, 0)));
+    row.extend([f(p.mean, 2), f(p.stdev, 2), f(p.min, 0)]);
     row
 }
 
@@ -101,15 +97,27 @@ pub(crate) fn per_second(run: &RunFile) -> (Vec<f64>, Vec<f64>) {
 
 /// The full report: header, latency table, throughput table, summary line, status and errors.
 pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io::Result<()> {
+    let sum = Summary::of(run);
+    let mut s = header(run);
+    s += &tables(&sum);
+    s += &figures(&sum, run.info.max_connections.unwrap_or(0));
+    if percentiles {
+        s.push('\n');
+        s += &spectrum(run);
+    }
+    out.write_all(s.as_bytes())
+}
+
+/// What was run: mode, URL, plan, rate, connections, protocol.
+fn header(run: &RunFile) -> String {
     let i = &run.info;
-    let t = &run.total;
     let open = i.mode == "open";
+    let loop_ = if open { "open-loop" } else { "closed-loop" };
     let mut s = String::new();
     if let Some(f) = &run.fleet {
         let _ = writeln!(
             s,
-            "Aggregated {} load test @ {}: {}, {}, {}",
-            if open { "open-loop" } else { "closed-loop" },
+            "Aggregated {loop_} load test @ {}: {}, {}, {}",
             i.url,
             f.bots_text(),
             f.load_text()
@@ -117,13 +125,7 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
             proto(i)
         );
     } else {
-        let _ = writeln!(
-            s,
-            "Running {} load test @ {}{}",
-            if open { "open-loop" } else { "closed-loop" },
-            i.url,
-            planned(i)
-        );
+        let _ = writeln!(s, "Running {loop_} load test @ {}{}", i.url, planned(i));
         if open {
             let _ = writeln!(
                 s,
@@ -149,188 +151,151 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         let _ = writeln!(s, "{} targets, round-robin", i.targets);
     }
     s.push('\n');
-    let header = |first: &str, cols: &[&str]| {
-        let mut h = vec![first.to_string()];
+    s
+}
+
+/// The latency and throughput tables, and what their rows mean.
+fn tables(sum: &Summary) -> String {
+    let header = |cols: &[&str]| {
+        let mut h = vec!["Stat".to_string()];
         h.extend(cols.iter().map(|c| c.to_string()));
         h
     };
-    let lat_cols = ["2.5%", "50%", "97.5%", "99%", "Avg", "Stdev", "Max"];
-    let mut rows = vec![header("Stat", &lat_cols)];
-    rows.push(latency_row("Latency", &t.latency));
-    if open {
-        rows.push(latency_row("Service", &t.service));
+    let mut rows = vec![header(&[
+        "2.5%", "50%", "97.5%", "99%", "Avg", "Stdev", "Max",
+    ])];
+    rows.push(latency_cells("Latency", &sum.latency));
+    if let Some(service) = &sum.service {
+        rows.push(latency_cells("Service", service));
     }
-    s += &boxed(&rows);
-    let (reqs, byts) = per_second(run);
-    let (rq, rmean, rsd, rmin) = sample_stats(&reqs);
-    let (bq, bmean, bsd, bmin) = sample_stats(&byts);
-    let mut req_row = vec!["Req/Sec".to_string()];
-    req_row.extend(rq.iter().map(|v| trim(*v, 0)));
-    req_row.extend([trim(rmean, 2), trim(rsd, 2), trim(rmin, 0)]);
-    let mut byte_row = vec!["Bytes/Sec".to_string()];
-    byte_row.extend(bq.iter().map(|v| bytes(*v)));
-    byte_row.extend([bytes(bmean), bytes(bsd), bytes(bmin)]);
+    let mut s = boxed(&rows);
     s += &boxed(&[
-        header(
-            "Stat",
-            &["1%", "2.5%", "50%", "97.5%", "Avg", "Stdev", "Min"],
-        ),
-        req_row,
-        byte_row,
+        header(&["1%", "2.5%", "50%", "97.5%", "Avg", "Stdev", "Min"]),
+        per_second_cells("Req/Sec", &sum.requests, trim),
+        per_second_cells("Bytes/Sec", &sum.bytes, |v, _| bytes(v)),
     ]);
     s.push('\n');
-    if open {
+    if sum.open {
         s += "Latency: from each request's intended send time (coordinated omission corrected).\n";
         s += "Service: from when it was actually sent (uncorrected).\n";
     } else {
         s += "Latency: from send to complete response (closed loop: no schedule to correct against).\n";
     }
     s += "Req/Bytes counts sampled once per second.\n\n";
+    s
+}
+
+/// The summary lines: totals, the fleet's or the schedule's figures, statuses, versions, errors.
+fn figures(sum: &Summary, max_connections: usize) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
         "{} requests in {}s, {} read{}",
-        count(t.responses),
-        trim(run.elapsed_s, 2),
-        bytes(t.bytes as f64),
-        if run.interrupted {
+        count(sum.responses),
+        trim(sum.elapsed_s, 2),
+        bytes(sum.bytes_read as f64),
+        if sum.interrupted {
             " (interrupted)"
         } else {
             ""
         }
     );
-    if let Some(f) = &run.fleet {
-        let n = f.seconds.len().max(1) as f64;
-        let offered = f.seconds.iter().map(|x| x.offered).sum::<f64>() / n;
-        let (reported, live) = f.seconds.iter().fold((0u64, 0u64), |a, x| {
-            (a.0 + x.reported as u64, a.1 + x.live as u64)
-        });
+    if let Some(f) = &sum.fleet {
         // A closed loop offers no rate: only what was sent means anything.
-        let offered = if offered > 0.0 {
-            format!("offered {}/s on average, ", trim(offered, 1))
+        let offered = if f.offered > 0.0 {
+            format!("offered {}/s on average, ", trim(f.offered, 1))
         } else {
             String::new()
         };
         let _ = writeln!(
             s,
             "{offered}sent {}/s; bots reported {} of their live seconds",
-            trim(t.sent as f64 / n, 1),
-            if live > 0 {
-                format!("{}%", trim(100.0 * reported as f64 / live as f64, 1))
-            } else {
-                "–".into()
-            }
+            trim(f.sent, 1),
+            f.reported_pct
+                .map_or("–".into(), |p| format!("{}%", trim(p, 1)))
         );
-        if let Some(lost) = f.lost_text() {
+        if let Some(lost) = &f.lost {
             let _ = writeln!(s, "{lost}");
         }
-    } else if open {
-        // Sends over the sending window: the drain after it sends nothing.
-        let window = i.duration_s.map_or(run.elapsed_s, |d| d.min(run.elapsed_s));
-        let achieved = if window > 0.0 {
-            t.lateness.len() as f64 / window
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            s,
-            "target rate {}/s, achieved {}/s; {} connections used at peak",
-            trim(i.target_rate.unwrap_or(0.0), 1),
-            trim(achieved, 1),
-            count(run.peak_lanes as u64 / i.streams.max(1) as u64)
-        );
-        let sends = t.lateness.len();
-        let _ = writeln!(
-            s,
-            "schedule: {} sends, {} started more than 1 ms late (lateness p50 {}, p99 {}, max {})",
-            count(sends),
-            count(t.late),
-            ms(q_ms(&t.lateness, 0.5)),
-            ms(q_ms(&t.lateness, 0.99)),
-            ms(t.lateness.max() as f64 / 1000.0)
-        );
-        if t.capped > 0 {
-            let _ = writeln!(
-                s,
-                "connection cap of {} reached: {} sends waited for a free connection",
-                i.max_connections.unwrap_or(0),
-                count(t.capped)
-            );
-        }
-        if t.unsent > 0 {
-            let _ = writeln!(
-                s,
-                "{} scheduled sends never started: the run ended while they waited for a connection",
-                count(t.unsent)
-            );
-        }
-        if t.capped == 0 && t.late > 0 {
-            s += "late sends were the generator's own delay (short of CPU), not the connection cap\n";
-        }
     }
-    let status: Vec<String> = t
+    if let Some(sch) = &sum.schedule {
+        s += &schedule_lines(sch, max_connections);
+    }
+    let list = |items: Vec<String>, none: &str| {
+        if items.is_empty() {
+            none.to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    let status = sum
         .status
         .iter()
-        .map(|(c, n)| format!("{c}: {}", count(*n)))
-        .collect();
-    let _ = writeln!(
-        s,
-        "status codes: {}",
-        if status.is_empty() {
-            "none".into()
-        } else {
-            status.join(", ")
-        }
-    );
-    let non2xx: u64 = t
-        .status
-        .iter()
-        .filter(|(c, _)| !(200..300).contains(*c))
-        .map(|(_, n)| n)
-        .sum();
-    if non2xx > 0 {
-        let _ = writeln!(s, "{} non-2xx responses", count(non2xx));
+        .map(|(c, n)| format!("{c}: {}", count(*n)));
+    let _ = writeln!(s, "status codes: {}", list(status.collect(), "none"));
+    if sum.non2xx > 0 {
+        let _ = writeln!(s, "{} non-2xx responses", count(sum.non2xx));
     }
-    if !t.versions.is_empty() {
-        let all: u64 = t.versions.values().sum();
-        let v: Vec<String> = t
+    if !sum.versions.is_empty() {
+        let v = sum
             .versions
             .iter()
-            .map(|(k, n)| {
-                format!(
-                    "{k}: {} ({}%)",
-                    count(*n),
-                    trim(100.0 * *n as f64 / all as f64, 1)
-                )
-            })
-            .collect();
-        let _ = writeln!(s, "server versions: {}", v.join(", "));
+            .map(|(k, n, pct)| format!("{k}: {} ({}%)", count(*n), trim(*pct, 1)));
+        let _ = writeln!(s, "server versions: {}", list(v.collect(), ""));
     }
-    let errors: Vec<String> = t
+    let errors = sum
         .errors
         .iter()
-        .map(|(c, n)| format!("{c}: {}", count(*n)))
-        .collect();
-    let _ = writeln!(
-        s,
-        "errors: {}",
-        if errors.is_empty() {
-            "0".into()
-        } else {
-            errors.join(", ")
-        }
-    );
-    if run.in_flight_at_end > 0 {
+        .map(|(c, n)| format!("{c}: {}", count(*n)));
+    let _ = writeln!(s, "errors: {}", list(errors.collect(), "0"));
+    if sum.in_flight_at_end > 0 {
         let _ = writeln!(
             s,
             "{} requests still in flight at the end (not counted)",
-            count(run.in_flight_at_end)
+            count(sum.in_flight_at_end)
         );
     }
-    if percentiles {
-        s.push('\n');
-        s += &spectrum(run);
+    s
+}
+
+/// An open-loop run's schedule: rate achieved, lateness, and why sends were late.
+fn schedule_lines(sch: &Schedule, max_connections: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "target rate {}/s, achieved {}/s; {} connections used at peak",
+        trim(sch.target_rate, 1),
+        trim(sch.achieved, 1),
+        count(sch.peak_connections)
+    );
+    let [p50, p99, max] = sch.lateness_ms;
+    let _ = writeln!(
+        s,
+        "schedule: {} sends, {} started more than 1 ms late (lateness p50 {}, p99 {}, max {})",
+        count(sch.sends),
+        count(sch.late),
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    if sch.capped > 0 {
+        let _ = writeln!(
+            s,
+            "connection cap of {max_connections} reached: {} sends waited for a free connection",
+            count(sch.capped)
+        );
     }
-    out.write_all(s.as_bytes())
+    if sch.unsent > 0 {
+        let _ = writeln!(
+            s,
+            "{} scheduled sends never started: the run ended while they waited for a connection",
+            count(sch.unsent)
+        );
+    }
+    if sch.capped == 0 && sch.late > 0 {
+        s += "late sends were the generator's own delay (short of CPU), not the connection cap\n";
+    }
+    s
 }
 
 /// " for 10s", " for 1,000 requests", or " for 10s or 1,000 requests".

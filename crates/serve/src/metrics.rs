@@ -1,6 +1,6 @@
 //! Prometheus metrics: requests by code, in flight, answered on the quick path, latency to the
-//! response head, open and rejected connections. Handles are made once; a request touches a few
-//! atomics.
+//! response head, open connections and pauses at the connection limit. Handles are made once;
+//! a request touches a few atomics.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,7 +27,7 @@ pub struct Metrics {
     quick: Counter,
     latency: Histogram,
     open: Gauge,
-    rejected: Counter,
+    paused: Counter,
     stats: Arc<Stats>,
 }
 
@@ -62,11 +62,11 @@ impl Metrics {
         );
         let open = Gauge::default();
         registry.register("open_connections", "Client connections open", open.clone());
-        let rejected = Counter::default();
+        let paused = Counter::default();
         registry.register(
-            "connections_rejected",
-            "Connections closed at once: the connection limit was reached",
-            rejected.clone(),
+            "accept_paused",
+            "Times accepting stopped at the connection limit (new connections waited in the listen backlog)",
+            paused.clone(),
         );
         Metrics {
             registry,
@@ -76,7 +76,7 @@ impl Metrics {
             quick,
             latency,
             open,
-            rejected,
+            paused,
             stats,
         }
     }
@@ -113,9 +113,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.open
             .set(self.stats.open.load(Ordering::Relaxed) as i64);
-        let rejected = self.stats.rejected.load(Ordering::Relaxed);
-        self.rejected
-            .inc_by(rejected.saturating_sub(self.rejected.get()));
+        let paused = self.stats.paused.load(Ordering::Relaxed);
+        self.paused.inc_by(paused.saturating_sub(self.paused.get()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

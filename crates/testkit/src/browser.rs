@@ -431,13 +431,18 @@ fn first_line(s: &str) -> &str {
 /// this is not CI, where it must be. Panics if an installed Chromium fails to start.
 pub fn for_test() -> Option<Browser> {
     if !Path::new(CHROMIUM).exists() && std::env::var_os("CI").is_none() {
-        eprintln!(
-            "SKIPPED: this test's browser checks because {CHROMIUM} is not installed \
-             (apt-get install chromium; in CI, where CI is set, this is a failure)"
+        crate::checks::skipped(
+            "browser checks",
+            &format!(
+                "{CHROMIUM} is not installed (apt-get install chromium; in CI, where CI is \
+                 set, this is a failure)"
+            ),
         );
         return None;
     }
-    Some(Browser::launch().unwrap_or_else(|e| panic!("{e}")))
+    let browser = Browser::launch().unwrap_or_else(|e| panic!("{e}"));
+    crate::checks::ran("browser checks");
+    Some(browser)
 }
 
 #[cfg(test)]

@@ -6,12 +6,14 @@
 //!   knowledge, or TLS with ALPN when given a [`TestCert`]).
 //! - [`Misbehaving::start`]: refuses, resets, stalls or sends garbage, for error classes.
 //! - [`browser`]: a headless Chromium over the DevTools Protocol, for the HTML pages.
+//! - [`checks`]: checks that run only under a condition say whether they ran (CI shows it).
 
 // Test-only: what a test server saw is counted under a lock, and a skipped browser test says
 // so on stderr; speed does not matter here.
 #![allow(clippy::disallowed_types, clippy::disallowed_macros)]
 
 pub mod browser;
+pub mod checks;
 mod misbehave;
 pub use misbehave::{Misbehaving, Misbehavior};
 

@@ -3,9 +3,10 @@
 //! `scaletest` binary as the CLI tests run it ([`Bin`], [`Bin::listening`], [`text`],
 //! [`tmpdir`]), waiting for an event or an exit with a deadline ([`wait_until`], [`exited`]),
 //! signals ([`signal`]), damaged input for property tests ([`damaged`]), HTTP calls to a
-//! server under test ([`call`]), a fleet's processes ([`fleet`]) and arbitrary client
-//! requests ([`anyreq`]). It sits above `load` (which `testkit` cannot
-//! depend on: `load` uses `testkit` in its own tests) and is never part of the binary.
+//! server under test ([`call`]; [`call::crowd`]: many clients at once), a fleet's processes
+//! ([`fleet`]) and arbitrary client requests ([`anyreq`]). It sits above `load` (which
+//! `testkit` cannot depend on: `load` uses `testkit` in its own tests) and is never part of
+//! the binary.
 
 use bytes::Bytes;
 use load::{Config, Mode, RunResult, Shutdown};
@@ -298,6 +299,60 @@ pub mod call {
     pub fn json(addr: SocketAddr, path: &str) -> Value {
         let body = get(addr, path);
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    /// What a crowd of clients got ([`crowd`]).
+    #[derive(Debug, Default)]
+    pub struct Crowd {
+        /// Answers by status.
+        pub statuses: std::collections::BTreeMap<u16, u64>,
+        /// What overload must never cause: a call with no answer (a reset, a close before the
+        /// response, a timeout) or a 503 without `Retry-After`.
+        pub failures: Vec<String>,
+    }
+
+    /// `clients` threads at once, each making `calls` GETs of `path` one after another, each
+    /// on a new connection (so that connections keep closing and those waiting get their
+    /// turn); every call has 30 s to connect and for each read.
+    pub fn crowd(addr: SocketAddr, clients: usize, calls: usize, path: &str) -> Crowd {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(clients));
+        let threads: Vec<_> = (0..clients)
+            .map(|_| {
+                let (start, path) = (start.clone(), path.to_string());
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..calls)
+                        .map(|_| {
+                            st_http::blocking::call(
+                                addr,
+                                "GET",
+                                &path,
+                                None,
+                                "",
+                                Duration::from_secs(30),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Crowd::default();
+        for t in threads {
+            for r in t.join().expect("a client thread") {
+                match r {
+                    Ok(r) => {
+                        let retry = r.head.to_ascii_lowercase().contains("\r\nretry-after: ");
+                        if r.status == 503 && !retry {
+                            out.failures
+                                .push(format!("503 without Retry-After: {}", r.head));
+                        }
+                        *out.statuses.entry(r.status).or_default() += 1;
+                    }
+                    Err(e) => out.failures.push(e.to_string()),
+                }
+            }
+        }
+        out
     }
 
     /// Write `request` as it stands on a new connection and read until the server closes; the

@@ -2,7 +2,7 @@
 //! run (--run-for, Ctrl-C, `POST /api/finish`) prints the tables and where the results are.
 
 use super::parse_duration;
-use crate::Usage;
+use crate::exit::{fault, Usage};
 use fleet::state::{LoadRequest, Plan};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -64,8 +64,8 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let a = &args.load;
-    let token =
-        super::token_from(&args.token, &args.token_file)?.unwrap_or_else(fleet::agg::random_hex);
+    let token = super::token_from(&args.token, &args.token_file)?
+        .unwrap_or_else(st_http::stamp::random_hex);
     if a.has_requests() {
         return Err(Usage(
             "-n does not apply to aggregate: a run ends with --run-for, Ctrl-C or POST /api/finish"
@@ -80,7 +80,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let has_target = spec.url.is_some() || !spec.targets.is_empty();
     let rate = spec
         .rate_shape()
-        .map_err(|e| Usage(e.to_string()))?
+        .map_err(fault)?
         .map(|s| s.rate_at(0.0, 1.0));
     // The flags as the load request `PUT /api/load` takes: one rule, one set of words. With
     // no target the aggregator idles, or picks up the unfinished run in --out with its own
@@ -97,7 +97,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let plan = request
         .plan(Plan::Idle)
         .map_err(|e| Usage(format!("{e} ({})", FLAGS)))?;
-    fleet::state::check_plan(&spec, plan).map_err(|e| Usage(e.to_string()))?;
+    fleet::state::check_plan(&spec, plan).map_err(fault)?;
     let cfg = fleet::agg::Config {
         bind: args.bind,
         token: token.clone(),
@@ -117,10 +117,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         thresholds: a.thresholds().to_vec(),
         abort_on_fail: a.abort_on_fail(),
     };
-    let running = fleet::agg::start(cfg).map_err(|e| match e {
-        fleet::agg::AggError::Start(_) => anyhow::Error::from(e),
-        _ => Usage(e.to_string()).into(),
-    })?;
+    let running = fleet::agg::start(cfg).map_err(fault)?;
     let token_path = args.out.join("token");
     if args.token.is_none() && args.token_file.is_none() {
         write_token(&token_path, &token)?;

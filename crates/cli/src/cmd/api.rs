@@ -1,17 +1,19 @@
 //! `scaletest api churn` and `scaletest api watch`: flags → `kapi` configs → run → report.
 
-use super::{at_least_one, parse_duration, threads_or_cpus};
+use super::{at_least_one, parse_duration, stop_on_ctrl_c, threads_or_cpus, until_stopped};
+use crate::exit::{fault, Usage};
+use crate::metrics::Metrics;
 use crate::progress::Ticking;
-use crate::Usage;
-use kapi::churn::{self, Lifetime, Mode};
+use kapi::churn;
 use kapi::output::{self, ApiInfo, ApiRun};
+use kapi::spec::{ChurnSpec, SpecError as ChurnSpecError};
 use kapi::stats::Recorder;
 use kapi::{session, watch, watchers, Target};
 use pace::{Arrival, RateShape};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const EXAMPLES: &str = "Examples:
   scaletest api churn --rate 500 -d 60s --population 5000 --slo      open loop, Poisson arrivals
@@ -187,7 +189,7 @@ impl ClusterArgs {
             retry,
         )
         .await
-        .map_err(kapi_error)
+        .map_err(fault)
     }
 }
 
@@ -216,30 +218,6 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Ctrl-C: the first stops the run gracefully (it reports), the second exits at once.
-pub(crate) fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    super::on_ctrl_c(move || {
-        eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
-        let _ = tx.send(true);
-    });
-    rx
-}
-
-/// kapi's errors that are the user's to fix exit 2, like the CLI's own.
-fn kapi_error(e: kapi::Error) -> anyhow::Error {
-    match e {
-        kapi::Error::Usage(why) => Usage(why).into(),
-        e => e.into(),
-    }
-}
-
 async fn target(
     client: &kube::Client,
     spec: Option<&str>,
@@ -256,169 +234,129 @@ async fn target(
         .map(str::to_string)
         .or(from_template)
         .unwrap_or_else(|| "configmaps".into());
-    kapi::resolve(client, &spec).await.map_err(kapi_error)
+    kapi::resolve(client, &spec).await.map_err(fault)
 }
 
-fn random_id() -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..6)
-        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
-        .collect()
+impl ChurnArgs {
+    /// The flags as kapi's churn spec.
+    fn spec(&self) -> ChurnSpec {
+        ChurnSpec {
+            rate: self.rate.clone(),
+            arrival: self.arrival,
+            seed: self.seed,
+            population: self.population,
+            lifetime: self.lifetime,
+            workers: self.workers,
+            lifecycles: self.lifecycles,
+            duration: self.duration,
+            updates: self.updates,
+            run_id: self.run_id.clone(),
+            qps: self.qps,
+            burst: self.burst,
+        }
+    }
 }
 
-fn valid_label_value(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 40
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+/// The churn spec's fields as this command's flags: the one place they are named.
+fn churn_flag(field: &str) -> String {
+    match field {
+        "rate" => "--rate",
+        "duration" => "-d/--duration",
+        "lifecycles" => "-n/--lifecycles",
+        "population" => "--population",
+        "lifetime" => "--lifetime",
+        "run_id" => "--run-id",
+        "qps" => "--qps",
+        "workers" => "-w/--workers",
+        "updates" => "-u/--updates",
+        other => other,
+    }
+    .to_string()
+}
+
+fn spec_usage(e: ChurnSpecError) -> Usage {
+    Usage(e.naming(churn_flag))
 }
 
 async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
     // Flags first: bad usage never waits for a cluster.
     let template = match &a.template {
-        Some(p) => Some(kapi::load_template(p).map_err(kapi_error)?),
+        Some(p) => Some(kapi::load_template(p).map_err(fault)?),
         None => None,
     };
-    if let Some(id) = &a.run_id {
-        if !valid_label_value(id) {
-            return Err(Usage(format!(
-                "--run-id {id:?}: use 1-40 lowercase letters, digits and '-' (it goes into names and labels)"
-            ))
-            .into());
-        }
+    let spec = a.spec();
+    if a.cleanup {
+        spec.check().map_err(spec_usage)?;
+        return cleanup(&a, template.as_ref()).await;
     }
-    if let Some(q) = a.qps {
-        if !(q.is_finite() && q > 0.0) {
-            return Err(Usage("--qps must be > 0".into()).into());
-        }
-    }
-    let mode = if a.cleanup {
-        None
-    } else if let Some(shape) = &a.rate {
-        if a.duration.is_none() {
-            return Err(Usage("open loop (--rate) needs -d/--duration".into()).into());
-        }
-        let lifetime = match (a.population, a.lifetime) {
-            (Some(p), _) => Lifetime::Population(p as f64),
-            (None, Some(l)) => Lifetime::Fixed(l),
-            (None, None) => Lifetime::Fixed(Duration::from_secs(10)),
-        };
-        Some(Mode::Open {
-            shape: shape.clone(),
-            arrival: a.arrival,
-            seed: a.seed,
-            lifetime,
-        })
-    } else {
-        if a.population.is_some() || a.lifetime.is_some() {
-            return Err(
-                Usage("--population and --lifetime are for open loop (--rate)".into()).into(),
-            );
-        }
-        if a.duration.is_none() && a.lifecycles.is_none() {
-            return Err(Usage(
-                "give --rate (open loop) with -d, or -d and/or -n/--lifecycles (closed loop)"
-                    .into(),
-            )
-            .into());
-        }
-        Some(Mode::Closed {
-            workers: a.workers.unwrap_or(10) as usize,
-            lifecycles: a.lifecycles,
-        })
-    };
+    let churn = spec.build().map_err(spec_usage)?;
     let (client, default_ns) = a.cluster.connect(Some(a.cluster.timeout), false).await?;
     let target = target(&client, a.cluster.resource.as_deref(), template.as_ref()).await?;
-    let Some(mode) = mode else {
-        let c = churn::cleanup(&client, &target, a.run_id.as_deref()).await?;
-        println!(
-            "removed {} {} and {} namespace(s){}",
-            c.objects,
-            target.display(),
-            c.namespaces,
-            a.run_id
-                .as_ref()
-                .map(|r| format!(" of run {r}"))
-                .unwrap_or_default()
-        );
-        return Ok(ExitCode::SUCCESS);
-    };
-    let run_id = a.run_id.clone().unwrap_or_else(random_id);
-    let mut info = ApiInfo {
-        command: "churn".into(),
-        resource: target.display(),
-        updates: Some(a.updates),
-        duration_s: a.duration.map(|d| d.as_secs_f64()),
-        qps: a.qps,
-        ..Default::default()
-    };
-    match &mode {
-        Mode::Open {
-            shape, lifetime, ..
-        } => {
-            info.mode = Some("open".into());
-            info.rate = Some(shape.to_string());
-            info.arrival = Some(format!("{:?}", a.arrival).to_lowercase());
-            match lifetime {
-                Lifetime::Population(p) => info.population = Some(*p),
-                Lifetime::Fixed(d) => info.lifetime_s = Some(d.as_secs_f64()),
-            }
-        }
-        Mode::Closed { workers, .. } => {
-            info.mode = Some("closed".into());
-            info.workers = Some(*workers);
-        }
-    }
     let watch = match a.watch {
         true => Some(a.cluster.connect(None, true).await?.0),
         false => None,
     };
-    let session_target = target.clone();
     let session = session::Session {
         client,
+        info: churn.info(&spec, target.display()),
+        template: churn::template_for(&target, template, a.size as usize).map_err(fault)?,
         target,
-        template: churn::template_for(&session_target, template, a.size as usize)
-            .map_err(kapi_error)?,
-        mode,
+        mode: churn.mode,
         duration: a.duration,
         updates: a.updates,
-        run_id,
-        limit: a.qps.map(|q| (q, a.burst)),
+        run_id: churn.run_id,
+        limit: churn.limit,
         make_namespaces: a.namespaces.map(|n| n as usize),
         namespace: a.namespace.clone().unwrap_or(default_ns),
         watch,
         sync_timeout: a.cluster.timeout,
-        info,
     };
     let stop = stop_on_ctrl_c();
-    let started_unix = unix_now();
+    let started_unix = st_http::stamp::now_unix();
     let rec = Arc::new(Recorder::default());
-    let progress = {
-        let rec = rec.clone();
-        let mut last = 0;
-        Ticking::start(a.duration, move || {
-            let (calls, errors) = rec.totals();
-            let msg = format!(
-                "{} calls/s; {} calls, {} errors",
-                calls - last,
-                calls,
-                errors
-            );
-            last = calls;
-            msg
-        })
-    };
+    let progress = calls_progress(a.duration, rec.clone());
     let outcome = session::run(session, rec, stop, started_unix).await;
     progress.finish();
-    let session::Outcome { mut run, warnings } = outcome.map_err(kapi_error)?;
+    let session::Outcome { mut run, warnings } = outcome.map_err(fault)?;
     for w in warnings {
         eprintln!("scaletest: {w}");
     }
     run.check_slo();
     finish(&run, a.cluster.json.as_ref(), a.slo)
+}
+
+/// `api churn --cleanup`: delete what runs (or --run-id's) left behind.
+async fn cleanup(a: &ChurnArgs, template: Option<&serde_json::Value>) -> anyhow::Result<ExitCode> {
+    let (client, _) = a.cluster.connect(Some(a.cluster.timeout), false).await?;
+    let target = target(&client, a.cluster.resource.as_deref(), template).await?;
+    let c = churn::cleanup(&client, &target, a.run_id.as_deref()).await?;
+    println!(
+        "removed {} {} and {} namespace(s){}",
+        c.objects,
+        target.display(),
+        c.namespaces,
+        a.run_id
+            .as_ref()
+            .map(|r| format!(" of run {r}"))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The progress line of a churn: calls per second, calls and errors so far.
+fn calls_progress(duration: Option<Duration>, rec: Arc<Recorder>) -> Ticking {
+    let mut last = 0;
+    Ticking::start(duration, move || {
+        let (calls, errors) = rec.totals();
+        let msg = format!(
+            "{} calls/s; {} calls, {} errors",
+            calls - last,
+            calls,
+            errors
+        );
+        last = calls;
+        msg
+    })
 }
 
 /// JSON first (what was measured survives a closed stdout), then the report; the exit code.
@@ -443,16 +381,11 @@ fn finish(run: &ApiRun, json: Option<&PathBuf>, slo: bool) -> anyhow::Result<Exi
 
 async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &a.run_id {
-        if !valid_label_value(id) {
+        if !kapi::spec::valid_run_id(id) {
             return Err(Usage(format!("--run-id {id:?}: not a churn run id")).into());
         }
     }
-    let metrics = match a.metrics {
-        Some(addr) => {
-            Some(st_http::runner::bind(addr, 1).map_err(|e| anyhow::anyhow!("--metrics: {e}"))?)
-        }
-        None => None,
-    };
+    let mut metrics = Metrics::bind(a.metrics)?;
     let (client, default_ns) = a.cluster.connect(None, true).await?;
     let target = target(&client, a.cluster.resource.as_deref(), None).await?;
     let namespace = if a.all_namespaces || !target.namespaced {
@@ -473,16 +406,7 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         duration_s: a.duration.map(|d| d.as_secs_f64()),
         ..Default::default()
     };
-    // The metrics server stops when this function returns (and drops the sender).
-    let (_metrics_phase, phase) = tokio::sync::watch::channel(st_http::server::Phase::Serving);
-    let serve_metrics = |encode: watch::Encode| {
-        if let Some((listeners, addr)) = metrics {
-            eprintln!("scaletest: metrics at http://{addr}/metrics");
-            for l in listeners {
-                tokio::spawn(watch::serve_metrics(l, encode.clone(), phase.clone()));
-            }
-        }
-    };
+    // The metrics server stops when this function returns (and drops `metrics`).
     if let Some(n) = a.watchers {
         let cfg = watchers::Config {
             target,
@@ -492,10 +416,10 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
             timeout: a.watch_timeout,
             seed: std::process::id().into(),
         };
-        return watchers_main(a, cfg, info, serve_metrics).await;
+        return watchers_main(a, cfg, info, metrics).await;
     }
     let shared = watch::Shared::new();
-    serve_metrics({
+    metrics.serve({
         let shared = shared.clone();
         Arc::new(move || shared.metrics.encode())
     });
@@ -548,7 +472,7 @@ impl Watching {
             stop: stop_on_ctrl_c(),
             wstop_tx,
             started: std::time::Instant::now(),
-            started_unix: unix_now(),
+            started_unix: st_http::stamp::now_unix(),
         };
         (watching, wstop)
     }
@@ -562,16 +486,7 @@ impl Watching {
         progress: Ticking,
         info: ApiInfo,
     ) -> ApiRun {
-        let mut stopping = self.stop.clone();
-        match duration {
-            Some(d) => tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                _ = stopping.wait_for(|s| *s) => {}
-            },
-            None => {
-                let _ = stopping.wait_for(|s| *s).await;
-            }
-        }
+        until_stopped(duration, &self.stop).await;
         let _ = self.wstop_tx.send(true);
         let _ = task.await;
         progress.finish();
@@ -587,7 +502,7 @@ async fn watchers_main(
     a: WatchArgs,
     cfg: watchers::Config,
     info: ApiInfo,
-    serve_metrics: impl FnOnce(watch::Encode),
+    mut metrics: Metrics,
 ) -> anyhow::Result<ExitCode> {
     let config = kapi::config(
         a.cluster.kubeconfig.as_deref(),
@@ -596,14 +511,14 @@ async fn watchers_main(
         false,
     )
     .await
-    .map_err(kapi_error)?;
+    .map_err(fault)?;
     let n = cfg.watchers;
     let connections = a.connections.map_or(n.div_ceil(100), |c| c as usize);
     let (clients, protocol, opened) = watchers::clients(&config, connections.min(n))
         .await
-        .map_err(kapi_error)?;
+        .map_err(fault)?;
     let shared = watchers::Shared::new(&cfg, protocol, opened);
-    serve_metrics({
+    metrics.serve({
         let shared = shared.clone();
         Arc::new(move || shared.stats().encode_metrics())
     });

@@ -81,6 +81,10 @@ pub struct Args {
     /// Largest request body in bytes (bodies are buffered so that a retry can resend them).
     #[arg(long, default_value_t = 8 << 20)]
     max_body: usize,
+    /// Most open client connections; at the limit new ones wait in the listen backlog
+    /// (4096) until one closes, never reset.
+    #[arg(long, default_value_t = 10_000, value_parser = super::at_least_one)]
+    max_connections: u64,
     #[command(flatten)]
     tls: super::ServerTls,
 }
@@ -136,13 +140,13 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         backend_h2: a.backend_http2,
         pipeline: a.pipeline as usize,
         hyper_only: a.hyper_only,
-        limits: Limits::default(),
+        limits: Limits {
+            max_connections: a.max_connections as usize,
+            ..Limits::default()
+        },
         tls,
     };
-    let mut running = balance::start(cfg).map_err(|e| match e {
-        balance::BalanceError::File(..) => anyhow::Error::new(Usage(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let mut running = balance::start(cfg).map_err(crate::exit::fault)?;
     // SIGTERM handled before the address is announced: a supervisor may send it at once.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

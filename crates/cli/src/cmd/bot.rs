@@ -68,7 +68,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         });
         fleet::bot::run(cfg, stop.clone())
             .await
-            .map_err(|e| anyhow::Error::from(Usage(e.to_string())))
+            .map_err(crate::exit::fault)
     })?;
     if outcome.undelivered > 0 || outcome.dropped > 0 {
         eprintln!(

@@ -38,7 +38,7 @@ pub struct Args {
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let cmd = demo::ctl::Command::parse(&args.command).map_err(Usage)?;
     let run = demo::ctl::resolve(&args.dir);
-    let reply = demo::ctl::send(&run, &cmd, args.timeout).map_err(|e| Usage(e.to_string()))?;
+    let reply = demo::ctl::send(&run, &cmd, args.timeout).map_err(crate::exit::fault)?;
     print!("{reply}");
     if !reply.ends_with('\n') {
         println!();

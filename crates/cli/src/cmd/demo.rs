@@ -77,7 +77,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                     demo::scenario::BUILTINS.join(", ")
                 ))
             })?;
-            demo::Scenario::parse(&text, &args.scenario).map_err(|e| Usage(e.to_string()))?
+            demo::Scenario::parse(&text, &args.scenario).map_err(crate::exit::fault)?
         }
     };
     let scenario = match args.duration {
@@ -114,11 +114,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     for (i, p) in outcome.phases.iter().enumerate() {
         writeln!(
             out,
-            "\n== phase {}/{n}: {} — {} responses, {} failed, p99 {} ms: {}",
+            "\n== phase {}/{n}: {} — {} responses, {} failed, {} resets, p99 {} ms: {}",
             i + 1,
             p.name,
             p.run.total.responses,
             p.failed,
+            p.resets,
             p.p99_ms,
             if p.missed.is_empty() {
                 "ok".to_string()

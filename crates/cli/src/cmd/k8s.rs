@@ -3,7 +3,7 @@
 //! 1 for a cluster that failed (unreachable, forbidden, not ready in time).
 
 use super::parse_duration;
-use crate::Usage;
+use crate::exit::{fault, Usage};
 use k8s::aggregator::Aggregator;
 use k8s::cluster::{self, Target};
 use k8s::spec::{self, Changes, Figures, Spec, TargetSpec};
@@ -254,13 +254,6 @@ struct SizeArgs {
     headroom: f64,
 }
 
-fn usage(e: k8s::Error) -> anyhow::Error {
-    match e {
-        k8s::Error::Usage(m) => Usage(m).into(),
-        other => anyhow::Error::from(other),
-    }
-}
-
 impl SpecArgs {
     fn changes(&self) -> Result<Changes, Usage> {
         if self.target.is_none() && (!self.headers.is_empty() || self.insecure || self.http2) {
@@ -303,12 +296,12 @@ impl RunArgs {
         }
     }
 
-    fn base(&self) -> Result<Spec, Usage> {
+    fn base(&self) -> anyhow::Result<Spec> {
         let mut s = Spec::new(&self.run);
         if let Some(ns) = &self.namespace {
             s.namespace = ns.clone();
         }
-        s.check().map_err(|e| Usage(e.to_string()))?;
+        s.check().map_err(fault)?;
         Ok(s)
     }
 
@@ -325,10 +318,7 @@ impl RunArgs {
                 Some(per_call),
                 false,
             ))
-            .map_err(|e| match e {
-                kapi::Error::Usage(m) => anyhow::Error::from(Usage(m)),
-                other => anyhow::anyhow!("{other}"),
-            })?;
+            .map_err(fault)?;
         Ok((rt, client))
     }
 }
@@ -370,7 +360,7 @@ fn rollout(a: RolloutArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode
         server_image: a.image.clone(),
         ..Changes::default()
     };
-    a.run.base()?.with(&changes).map_err(usage)?;
+    a.run.base()?.with(&changes).map_err(fault)?;
     let (rt, client) = a.run.connect()?;
     let r = rt
         .block_on(cluster::rollout(
@@ -380,7 +370,7 @@ fn rollout(a: RolloutArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode
             a.image.as_deref(),
             say,
         ))
-        .map_err(usage)?;
+        .map_err(fault)?;
     if let Some(w) = &r.warning {
         eprintln!("scaletest: {w}");
     }
@@ -436,8 +426,8 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
             let spec = cluster::status(&client, &t).await?.spec;
             Aggregator::find(&client, &spec).await
         })
-        .map_err(usage)?;
-    let now = fleet::now_unix;
+        .map_err(fault)?;
+    let now = st_http::stamp::now_unix;
     let (from, to, ran) = match (&a.during, a.since) {
         (Some(cmd), _) => {
             let from = now().floor() as u64;
@@ -455,7 +445,7 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
             (from, to, ok)
         }
         (None, since) => {
-            let summary = rt.block_on(agg.summary()).map_err(usage)?;
+            let summary = rt.block_on(agg.summary()).map_err(fault)?;
             let started = summary["started_unix"].as_f64().unwrap_or(0.0).floor() as u64;
             // The seconds the aggregator has heard in full.
             let to = (now() - fleet::state::PUBLISH_DELAY).floor() as u64;
@@ -468,7 +458,7 @@ fn check(a: CheckArgs, say: &mut dyn FnMut(&str)) -> anyhow::Result<ExitCode> {
     };
     let w = rt
         .block_on(agg.window(from, to, cluster::SETTLE))
-        .map_err(usage)?;
+        .map_err(fault)?;
     let code = verdict(&w, "check", &thresholds)?;
     Ok(if ran { code } else { ExitCode::from(1) })
 }
@@ -508,292 +498,321 @@ fn parse_ms(s: &str) -> Result<f64, Usage> {
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Command::Render(a) => {
-            let mut base = Spec::new(&a.run);
-            if let Some(ns) = &a.namespace {
-                base.namespace = ns.clone();
-            }
-            let spec = base.with(&a.spec.changes()?).map_err(usage)?;
-            let yaml =
-                k8s::manifest::render(&k8s::manifest::objects(&spec, &fleet::agg::random_hex()));
-            let mut out = std::io::stdout().lock();
-            out.write_all(yaml.as_bytes())?;
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Size(a) => {
-            let f = Figures::MEASURED;
-            let s = spec::size(a.rate, &f, a.headroom).map_err(usage)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{} req/s at {:.0} % of measured capacity:",
-                a.rate,
-                a.headroom * 100.0
-            )?;
-            writeln!(
-                out,
-                "  servers     {:>6} × {} m CPU  ({:.0} req/s each; measured {:.2} µs CPU per response)",
-                s.servers, s.server_cpu_m, s.per_server, f.server_us_per_req
-            )?;
-            writeln!(
-                out,
-                "  bots        {:>6} × {} m CPU  ({:.0} req/s each; measured {:.2} µs CPU per request)",
-                s.bots, s.bot_cpu_m, s.per_bot, f.bot_us_per_req
-            )?;
-            writeln!(out, "  aggregator  {:>6} × {} m CPU", 1, s.aggregator_cpu_m)?;
-            writeln!(out, "  cores       {:>8.2}", s.cores)?;
-            if let Some(p) = &a.p99 {
-                let ms = parse_ms(p)?;
-                match spec::p99_warning(ms, &f) {
-                    Some(w) => writeln!(out, "warning: {w}")?,
-                    None => writeln!(
-                        out,
-                        "p99 {ms} ms: above the {} ms measured at a server's capacity",
-                        f.server_p99_ms
-                    )?,
-                }
-            }
-            writeln!(
-                out,
-                "apply: scaletest k8s up --rate {} (or scale --rate {} for a running run)",
-                a.rate, a.rate
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Up(a) => {
-            let base = a.run.base()?;
-            let changes = a.spec.changes()?;
-            // Check the values before any call.
-            base.clone().with(&changes).map_err(usage)?;
-            let (rt, client) = a.run.connect()?;
-            let o = rt
-                .block_on(cluster::up(
-                    &client,
-                    &a.run.target(),
-                    base,
-                    &changes,
-                    &mut say,
-                ))
-                .map_err(usage)?;
-            // The cluster's version goes into the run's events (results.json keeps them).
-            let recorded = rt.block_on(async {
-                let v = cluster::cluster_version(&client).await?;
-                Aggregator::find(&client, &o.spec)
-                    .await?
-                    .event(&format!("cluster: {v}"))
-                    .await
-            });
-            if let Err(e) = recorded {
-                eprintln!("scaletest: the cluster's version is not in the run's events: {e}");
-            }
-            print_outcome("up", &o)
-        }
-        Command::Scale(a) => {
-            // The aggregator's Deployment is left alone (a change would restart it and end
-            // the run): --rate sizes the replicas, and the new rate goes to it live.
-            let mut changes = Changes {
-                size_for: a.rate,
-                ..Changes::default()
-            };
-            counts(&a.counts, &mut changes)?;
-            if changes.servers.is_none() && changes.bots.is_none() && a.rate.is_none() {
-                return Err(Usage("give servers=N, bots=M or --rate".into()).into());
-            }
-            a.run.base()?.with(&changes).map_err(usage)?;
-            let (rt, client) = a.run.connect()?;
-            let o = rt
-                .block_on(cluster::change(
-                    &client,
-                    &a.run.target(),
-                    &changes,
-                    &k8s::manifest::COMPONENTS,
-                    &mut say,
-                ))
-                .map_err(usage)?;
-            if let Some(rate) = a.rate {
-                let set = rt.block_on(async {
-                    Aggregator::find(&client, &o.spec)
-                        .await?
-                        .set_rate(rate)
-                        .await
-                });
-                if let Err(e) = set {
-                    eprintln!("scaletest: scaled, but the rate was not changed: {e}");
-                    return Ok(ExitCode::from(1));
-                }
-                say(&format!(
-                    "scale: the bots are now asked for {rate} req/s in all"
-                ));
-            }
-            print_outcome("scale", &o)
-        }
+        Command::Render(a) => render(a),
+        Command::Size(a) => size(a),
+        Command::Up(a) => up(a),
+        Command::Scale(a) => scale(a),
         Command::Rollout(a) => rollout(a, &mut say),
         Command::Check(a) => check(a, &mut say),
-        Command::Logs(a) => {
-            a.run.base()?;
-            let (rt, client) = a.run.connect()?;
-            let lines = rt
-                .block_on(cluster::logs(
-                    &client,
-                    &a.run.target(),
-                    a.component.as_deref(),
-                    a.tail,
-                    a.previous,
-                ))
-                .map_err(usage)?;
-            let mut out = std::io::stdout().lock();
-            for l in lines {
-                writeln!(out, "{l}")?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Rate(a) => {
-            if !(a.rate.is_finite() && a.rate >= 0.0) {
-                return Err(Usage(format!("rate {}: give requests/s ≥ 0", a.rate)).into());
-            }
-            a.run.base()?;
-            let (rt, client) = a.run.connect()?;
-            let t = a.run.target();
-            let answer = rt
-                .block_on(async {
-                    let spec = cluster::status(&client, &t).await?.spec;
-                    let agg = Aggregator::find(&client, &spec).await?;
-                    agg.set_rate(a.rate).await
-                })
-                .map_err(usage)?;
-            say(&format!(
-                "rate: the bots of run {} are now asked for {} req/s in all",
-                t.run, answer["offered"]
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Ui(a) => {
-            a.run.base()?;
-            let (rt, client) = a.run.connect()?;
-            let t = a.run.target();
-            let run = t.run.clone();
-            rt.block_on(async {
-                let spec = cluster::status(&client, &t).await?.spec;
-                let agg = Aggregator::find(&client, &spec).await?;
-                let pod = agg.pod.clone();
-                k8s::aggregator::forward_ui(
-                    agg,
-                    a.bind,
-                    |addr| {
-                        say(&format!(
-                            "ui: http://{addr}/ (run {run}, pod {pod}); Ctrl-C to stop"
-                        ))
-                    },
-                    async {
-                        let _ = tokio::signal::ctrl_c().await;
-                    },
-                )
-                .await
-            })
-            .map_err(usage)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status(a) => {
-            a.base()?;
-            let (rt, client) = a.connect()?;
-            let st = rt
-                .block_on(cluster::status(&client, &a.target()))
-                .map_err(usage)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
+        Command::Logs(a) => logs(a),
+        Command::Rate(a) => rate(a),
+        Command::Ui(a) => ui(a),
+        Command::Status(a) => status(a),
+        Command::Down(a) => down(a),
+    }
+}
+
+/// `render`: the manifests of a run, as YAML on stdout.
+fn render(a: RenderArgs) -> anyhow::Result<ExitCode> {
+    let mut base = Spec::new(&a.run);
+    if let Some(ns) = &a.namespace {
+        base.namespace = ns.clone();
+    }
+    let spec = base.with(&a.spec.changes()?).map_err(fault)?;
+    let yaml = k8s::manifest::render(&k8s::manifest::objects(
+        &spec,
+        &st_http::stamp::random_hex(),
+    ));
+    let mut out = std::io::stdout().lock();
+    out.write_all(yaml.as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `size`: the replicas and CPU a rate needs, from the measured per-core figures.
+fn size(a: SizeArgs) -> anyhow::Result<ExitCode> {
+    let f = Figures::MEASURED;
+    let s = spec::size(a.rate, &f, a.headroom).map_err(fault)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} req/s at {:.0} % of measured capacity:",
+        a.rate,
+        a.headroom * 100.0
+    )?;
+    writeln!(
+        out,
+        "  servers     {:>6} × {} m CPU  ({:.0} req/s each; measured {:.2} µs CPU per response)",
+        s.servers, s.server_cpu_m, s.per_server, f.server_us_per_req
+    )?;
+    writeln!(
+        out,
+        "  bots        {:>6} × {} m CPU  ({:.0} req/s each; measured {:.2} µs CPU per request)",
+        s.bots, s.bot_cpu_m, s.per_bot, f.bot_us_per_req
+    )?;
+    writeln!(out, "  aggregator  {:>6} × {} m CPU", 1, s.aggregator_cpu_m)?;
+    writeln!(out, "  cores       {:>8.2}", s.cores)?;
+    if let Some(p) = &a.p99 {
+        let ms = parse_ms(p)?;
+        match spec::p99_warning(ms, &f) {
+            Some(w) => writeln!(out, "warning: {w}")?,
+            None => writeln!(
                 out,
-                "run {} in namespace {}: image {}, servers {} at {}, bots {}, aggregator started at {} req/s",
-                st.spec.run,
-                st.spec.namespace,
-                st.spec.image,
-                st.spec.servers,
-                st.spec.version,
-                st.spec.bots,
-                st.spec.rate
-            )?;
-            for r in &st.rollouts {
-                writeln!(
-                    out,
-                    "deployment {}{}",
-                    r.line(),
-                    if r.done() {
-                        " (rolled out)"
-                    } else {
-                        " (rolling)"
-                    }
-                )?;
-            }
-            for ((component, version, state), n) in &st.pods {
-                writeln!(out, "pods {component:<10} {version:<8} {state:<24} {n}")?;
-            }
-            if !st.rows.is_empty() {
-                let w = st
-                    .rows
-                    .iter()
-                    .map(|r| r.name.len())
-                    .max()
-                    .unwrap_or(3)
-                    .max(3);
-                let wn = st
-                    .rows
-                    .iter()
-                    .map(|r| r.node.len())
-                    .max()
-                    .unwrap_or(4)
-                    .max(4);
-                writeln!(
-                    out,
-                    "{:<w$}  {:<9}  {:<wn$}  {:<7}  {:<24}  {:>8}  age",
-                    "pod", "component", "node", "version", "state", "restarts"
-                )?;
-                for r in &st.rows {
-                    writeln!(
-                        out,
-                        "{:<w$}  {:<9}  {:<wn$}  {:<7}  {:<24}  {:>8}  {}",
-                        r.name,
-                        r.component,
-                        r.node,
-                        r.version,
-                        r.state,
-                        r.restarts,
-                        age(r.age_s)
-                    )?;
-                }
-            }
-            if let Some(v) = &st.cluster_version {
-                writeln!(out, "cluster: {v}")?;
-            }
-            out.flush()?;
-            drop(out);
-            let live = rt.block_on(async {
-                let agg = Aggregator::find(&client, &st.spec).await?;
-                agg.live().await
-            });
-            say(&match live {
-                Ok(l) => format!(
-                    "aggregator: {:.0} req/s answered (asked {:.0}), p99 {:.2} ms in the last second; {} bots; {} requests, {} failed so far",
-                    l.rate, l.offered, l.p99_ms, l.bots, l.requests, l.errors
-                ),
-                Err(e) => format!("aggregator: not reachable ({e})"),
-            });
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Down(a) => {
-            a.base()?;
-            let (rt, client) = a.connect()?;
-            let t = a.target();
-            match rt.block_on(cluster::down(&client, &t)).map_err(usage)? {
-                cluster::Down::NotFound => say(&format!(
-                    "down: run {} does not exist (no namespace {}): nothing to delete",
-                    t.run, t.namespace
-                )),
-                cluster::Down::Deleted { objects } => say(&format!(
-                    "down: run {} deleted: namespace {} and its {objects} labelled objects",
-                    t.run, t.namespace
-                )),
-            }
-            Ok(ExitCode::SUCCESS)
+                "p99 {ms} ms: above the {} ms measured at a server's capacity",
+                f.server_p99_ms
+            )?,
         }
     }
+    writeln!(
+        out,
+        "apply: scaletest k8s up --rate {} (or scale --rate {} for a running run)",
+        a.rate, a.rate
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `up`: apply the run and wait until it is ready; its cluster's version into its events.
+fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+    let base = a.run.base()?;
+    let changes = a.spec.changes()?;
+    // Check the values before any call.
+    base.clone().with(&changes).map_err(fault)?;
+    let (rt, client) = a.run.connect()?;
+    let o = rt
+        .block_on(cluster::up(
+            &client,
+            &a.run.target(),
+            base,
+            &changes,
+            &mut say,
+        ))
+        .map_err(fault)?;
+    // The cluster's version goes into the run's events (results.json keeps them).
+    let recorded = rt.block_on(async {
+        let v = cluster::cluster_version(&client).await?;
+        Aggregator::find(&client, &o.spec)
+            .await?
+            .event(&format!("cluster: {v}"))
+            .await
+    });
+    if let Err(e) = recorded {
+        eprintln!("scaletest: the cluster's version is not in the run's events: {e}");
+    }
+    print_outcome("up", &o)
+}
+
+/// `scale`: new replica counts (or --rate: sized, and the new rate to the aggregator).
+fn scale(a: ScaleArgs) -> anyhow::Result<ExitCode> {
+    // The aggregator's Deployment is left alone (a change would restart it and end
+    // the run): --rate sizes the replicas, and the new rate goes to it live.
+    let mut changes = Changes {
+        size_for: a.rate,
+        ..Changes::default()
+    };
+    counts(&a.counts, &mut changes)?;
+    if changes.servers.is_none() && changes.bots.is_none() && a.rate.is_none() {
+        return Err(Usage("give servers=N, bots=M or --rate".into()).into());
+    }
+    a.run.base()?.with(&changes).map_err(fault)?;
+    let (rt, client) = a.run.connect()?;
+    let o = rt
+        .block_on(cluster::change(
+            &client,
+            &a.run.target(),
+            &changes,
+            &k8s::manifest::COMPONENTS,
+            &mut say,
+        ))
+        .map_err(fault)?;
+    if let Some(rate) = a.rate {
+        let set = rt.block_on(async {
+            Aggregator::find(&client, &o.spec)
+                .await?
+                .set_rate(rate)
+                .await
+        });
+        if let Err(e) = set {
+            eprintln!("scaletest: scaled, but the rate was not changed: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        say(&format!(
+            "scale: the bots are now asked for {rate} req/s in all"
+        ));
+    }
+    print_outcome("scale", &o)
+}
+
+/// `logs`: the last lines of the run's pods' logs.
+fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
+    a.run.base()?;
+    let (rt, client) = a.run.connect()?;
+    let lines = rt
+        .block_on(cluster::logs(
+            &client,
+            &a.run.target(),
+            a.component.as_deref(),
+            a.tail,
+            a.previous,
+        ))
+        .map_err(fault)?;
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rate`: the bots' total rate through the aggregator, live.
+fn rate(a: RateArgs) -> anyhow::Result<ExitCode> {
+    if !(a.rate.is_finite() && a.rate >= 0.0) {
+        return Err(Usage(format!("rate {}: give requests/s ≥ 0", a.rate)).into());
+    }
+    a.run.base()?;
+    let (rt, client) = a.run.connect()?;
+    let t = a.run.target();
+    let answer = rt
+        .block_on(async {
+            let spec = cluster::status(&client, &t).await?.spec;
+            let agg = Aggregator::find(&client, &spec).await?;
+            agg.set_rate(a.rate).await
+        })
+        .map_err(fault)?;
+    say(&format!(
+        "rate: the bots of run {} are now asked for {} req/s in all",
+        t.run, answer["offered"]
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ui`: the aggregator's page on a local port, until Ctrl-C.
+fn ui(a: UiArgs) -> anyhow::Result<ExitCode> {
+    a.run.base()?;
+    let (rt, client) = a.run.connect()?;
+    let t = a.run.target();
+    let run = t.run.clone();
+    rt.block_on(async {
+        let spec = cluster::status(&client, &t).await?.spec;
+        let agg = Aggregator::find(&client, &spec).await?;
+        let pod = agg.pod.clone();
+        k8s::aggregator::forward_ui(
+            agg,
+            a.bind,
+            |addr| {
+                say(&format!(
+                    "ui: http://{addr}/ (run {run}, pod {pod}); Ctrl-C to stop"
+                ))
+            },
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        )
+        .await
+    })
+    .map_err(fault)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: the run's spec, rollouts, pods, and the aggregator's live figures.
+fn status(a: RunArgs) -> anyhow::Result<ExitCode> {
+    a.base()?;
+    let (rt, client) = a.connect()?;
+    let st = rt
+        .block_on(cluster::status(&client, &a.target()))
+        .map_err(fault)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+            out,
+            "run {} in namespace {}: image {}, servers {} at {}, bots {}, aggregator started at {} req/s",
+            st.spec.run,
+            st.spec.namespace,
+            st.spec.image,
+            st.spec.servers,
+            st.spec.version,
+            st.spec.bots,
+            st.spec.rate
+        )?;
+    for r in &st.rollouts {
+        writeln!(
+            out,
+            "deployment {}{}",
+            r.line(),
+            if r.done() {
+                " (rolled out)"
+            } else {
+                " (rolling)"
+            }
+        )?;
+    }
+    for ((component, version, state), n) in &st.pods {
+        writeln!(out, "pods {component:<10} {version:<8} {state:<24} {n}")?;
+    }
+    if !st.rows.is_empty() {
+        let w = st
+            .rows
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let wn = st
+            .rows
+            .iter()
+            .map(|r| r.node.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(
+            out,
+            "{:<w$}  {:<9}  {:<wn$}  {:<7}  {:<24}  {:>8}  age",
+            "pod", "component", "node", "version", "state", "restarts"
+        )?;
+        for r in &st.rows {
+            writeln!(
+                out,
+                "{:<w$}  {:<9}  {:<wn$}  {:<7}  {:<24}  {:>8}  {}",
+                r.name,
+                r.component,
+                r.node,
+                r.version,
+                r.state,
+                r.restarts,
+                age(r.age_s)
+            )?;
+        }
+    }
+    if let Some(v) = &st.cluster_version {
+        writeln!(out, "cluster: {v}")?;
+    }
+    out.flush()?;
+    drop(out);
+    let live = rt.block_on(async {
+        let agg = Aggregator::find(&client, &st.spec).await?;
+        agg.live().await
+    });
+    say(&match live {
+            Ok(l) => format!(
+                "aggregator: {:.0} req/s answered (asked {:.0}), p99 {:.2} ms in the last second; {} bots; {} requests, {} failed so far",
+                l.rate, l.offered, l.p99_ms, l.bots, l.requests, l.errors
+            ),
+            Err(e) => format!("aggregator: not reachable ({e})"),
+        });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `down`: delete the run's namespace and wait until it is gone.
+fn down(a: RunArgs) -> anyhow::Result<ExitCode> {
+    a.base()?;
+    let (rt, client) = a.connect()?;
+    let t = a.target();
+    match rt.block_on(cluster::down(&client, &t)).map_err(fault)? {
+        cluster::Down::NotFound => say(&format!(
+            "down: run {} does not exist (no namespace {}): nothing to delete",
+            t.run, t.namespace
+        )),
+        cluster::Down::Deleted { objects } => say(&format!(
+            "down: run {} deleted: namespace {} and its {objects} labelled objects",
+            t.run, t.namespace
+        )),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,8 @@
 //! `scaletest load`: flags → validated `load::Config` → `load::run` → report and JSON.
 
 use super::{at_least_one, parse_duration};
+use crate::exit::{fault, Usage};
 use crate::progress::{Progress, RateLog};
-use crate::Usage;
 use anyhow::Context as _;
 use load::{Config, Mode, Shutdown, Spec, Target};
 use pace::Arrival;
@@ -11,7 +11,7 @@ use report::{RunFile, RunInfo, RUNFILE_VERSION};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const EXAMPLES: &str = "Examples:
   scaletest load http://127.0.0.1:8080/ -c 50 -d 10s                 closed loop, 50 connections
@@ -48,7 +48,8 @@ pub struct Args {
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]
     arrival: Arrival,
     /// Open loop: most connections to open, up to the hard open-file limit less 64 [default:
-    /// 10000 or that limit if lower, not below -c]; sends that find all busy are reported late.
+    /// 1000 or that limit if lower, not below -c]; sends that find all busy wait and are
+    /// reported late (capped), or unsent at the end, not as errors.
     #[arg(long, value_parser = at_least_one)]
     max_connections: Option<u64>,
     /// Seed for Poisson arrivals (runs with the same seed send on the same schedule).
@@ -200,11 +201,14 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
 
 /// How a run was set up, for the report's header and the run file.
 pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
-    let max_connections = match &cfg.mode {
+    // The shape as built (parsed once, in `Spec::build`).
+    let (max_connections, rate) = match &cfg.mode {
         Mode::Open {
-            max_connections, ..
-        } => Some(*max_connections),
-        Mode::Closed => None,
+            max_connections,
+            shape,
+            ..
+        } => (Some(*max_connections), Some(shape.to_string())),
+        Mode::Closed => (None, None),
     };
     let open = max_connections.is_some();
     RunInfo {
@@ -215,11 +219,9 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
         connections: cfg.connections,
         streams: cfg.streams,
         max_connections,
-        rate: open
-            .then(|| spec.rate_shape().ok().flatten().map(|s| s.to_string()))
-            .flatten(),
+        rate,
         arrival: open.then(|| format!("{:?}", spec.arrival).to_lowercase()),
-        target_rate: spec.mean_rate(cfg.duration),
+        target_rate: cfg.mean_rate(),
         threads: cfg.threads,
         duration_s: cfg.duration.map(|d| d.as_secs_f64()),
         requests: cfg.max_requests,
@@ -242,9 +244,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let shutdown = Shutdown::new();
-    let started_unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let started_unix = st_http::stamp::now_unix();
     let progress = Progress::new(cfg.duration);
     let mut rates = args.log_rates.map(RateLog::new);
     // --abort-on-fail: the totals so far, and the threshold that stopped the run.
@@ -269,11 +269,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .await
     });
     progress.finish();
-    let r = result.map_err(|e| match e {
-        // A worker thread that cannot start is the machine's problem, not the flags' (exit 1).
-        load::LoadError::Thread(_) => anyhow::Error::new(e),
-        e => Usage(e.to_string()).into(),
-    })?;
+    let r = result.map_err(fault)?;
     let mut run = RunFile {
         version: RUNFILE_VERSION,
         tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),

@@ -28,6 +28,33 @@ pub(crate) fn on_ctrl_c(stop: impl FnOnce() + Send + 'static) {
     });
 }
 
+/// Ctrl-C: the first stops the run gracefully (it reports), the second exits at once.
+pub(crate) fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    on_ctrl_c(move || {
+        eprintln!("scaletest: stopping (Ctrl-C again to quit at once)");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Until `duration` has passed (if given) or `stop` is true, whichever comes first.
+pub(crate) async fn until_stopped(
+    duration: Option<Duration>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stopping = stop.clone();
+    match duration {
+        Some(d) => tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        },
+        None => {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
+    }
+}
+
 /// TLS towards clients, shared by the servers (`serve`, `balance`).
 #[derive(clap::Args)]
 pub(crate) struct ServerTls {

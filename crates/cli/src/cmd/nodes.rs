@@ -1,7 +1,8 @@
 //! `scaletest nodes`: flags → `nodes::Config` → register, run until -d or Ctrl-C → report.
 
 use super::{parse_duration, threads_or_cpus};
-use crate::Usage;
+use crate::exit::fault;
+use crate::metrics::Metrics;
 use nodes::client::{Pool, Transport};
 use nodes::objects::{Shape, Taint};
 use nodes::{Config, Intervals, PodTiming, WatchMode};
@@ -163,13 +164,6 @@ fn parse_taint(s: &str) -> Result<Taint, String> {
     s.parse()
 }
 
-fn nodes_error(e: nodes::Error) -> anyhow::Error {
-    match e {
-        nodes::Error::Usage(why) => Usage(why).into(),
-        e => e.into(),
-    }
-}
-
 pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads_or_cpus(a.threads).min(if a.threads.is_some() { 64 } else { 4 }))
@@ -178,83 +172,97 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(run(a))
 }
 
+impl Args {
+    /// The kubeconfig the flags name, with the per-call timeout.
+    async fn kube_config(&self) -> anyhow::Result<kube::Config> {
+        kapi::config(
+            self.kubeconfig.as_deref(),
+            self.context.as_deref(),
+            Some(self.timeout),
+            false,
+        )
+        .await
+        .map_err(fault)
+    }
+
+    /// The nodes' configuration; the kubelet endpoint's address from the API server's when
+    /// --node-ip is not given.
+    async fn config(&self, kc: &kube::Config) -> Config {
+        let mut cfg = Config::new(self.nodes.unwrap_or(1) as usize);
+        cfg.prefix = self.prefix.clone();
+        cfg.shape = Shape {
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            pods: self.max_pods,
+            labels: self.labels.iter().cloned().collect(),
+            taints: self.taints.clone(),
+        };
+        cfg.intervals = Intervals {
+            lease_renew: self.lease_interval,
+            lease_duration: self.lease_duration,
+            status_update: self.status_interval,
+            status_report: self.status_report,
+            ..Intervals::default()
+        };
+        cfg.pods = PodTiming {
+            run_delay: self.run_delay,
+            job_duration: self.job_duration,
+        };
+        cfg.proxy = !self.no_proxy;
+        cfg.watch = if self.watch == "shared" {
+            WatchMode::Shared
+        } else {
+            WatchMode::PerNode
+        };
+        cfg.events = !self.no_events;
+        cfg.kubelet = self.kubelet_version;
+        cfg.node_ip = Some(match self.node_ip {
+            Some(ip) => ip,
+            None => default_node_ip(kc.cluster_url.host(), kc.cluster_url.port_u16()).await,
+        });
+        cfg.call_timeout = self.timeout;
+        cfg
+    }
+
+    fn transport(&self) -> Transport {
+        if self.http1 {
+            Transport::Http1
+        } else {
+            Transport::Http2 {
+                streams_per_connection: self.streams_per_connection.map(|n| n as usize),
+            }
+        }
+    }
+}
+
+/// Delete hollow nodes (those with `prefix`, or all) and their leases.
+async fn cleanup(kc: kube::Config, prefix: Option<&str>) -> anyhow::Result<nodes::Cleaned> {
+    let client = kube::Client::try_from(kc).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
+    nodes::cleanup(&client, prefix).await.map_err(fault)
+}
+
 async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let kc = kapi::config(
-        a.kubeconfig.as_deref(),
-        a.context.as_deref(),
-        Some(a.timeout),
-        false,
-    )
-    .await
-    .map_err(|e| match e {
-        kapi::Error::Usage(why) => anyhow::Error::from(Usage(why)),
-        e => e.into(),
-    })?;
+    let kc = a.kube_config().await?;
     if a.cleanup {
-        let client = kube::Client::try_from(kc).map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
         let prefix = (a.prefix != "hollow-node-").then_some(a.prefix.as_str());
-        let c = nodes::cleanup(&client, prefix).await.map_err(nodes_error)?;
+        let c = cleanup(kc, prefix).await?;
         println!(
             "removed {} hollow node(s) and {} lease(s)",
             c.nodes, c.leases
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut cfg = Config::new(a.nodes.unwrap_or(1) as usize);
-    cfg.prefix = a.prefix.clone();
-    cfg.shape = Shape {
-        cpu: a.cpu.clone(),
-        memory: a.memory.clone(),
-        pods: a.max_pods,
-        labels: a.labels.iter().cloned().collect(),
-        taints: a.taints.clone(),
-    };
-    cfg.intervals = Intervals {
-        lease_renew: a.lease_interval,
-        lease_duration: a.lease_duration,
-        status_update: a.status_interval,
-        status_report: a.status_report,
-        ..Intervals::default()
-    };
-    cfg.pods = PodTiming {
-        run_delay: a.run_delay,
-        job_duration: a.job_duration,
-    };
-    cfg.proxy = !a.no_proxy;
-    cfg.watch = if a.watch == "shared" {
-        WatchMode::Shared
-    } else {
-        WatchMode::PerNode
-    };
-    cfg.events = !a.no_events;
-    cfg.kubelet = a.kubelet_version;
-    cfg.node_ip = Some(match a.node_ip {
-        Some(ip) => ip,
-        None => default_node_ip(kc.cluster_url.host(), kc.cluster_url.port_u16()).await,
-    });
-    cfg.call_timeout = a.timeout;
-    let transport = if a.http1 {
-        Transport::Http1
-    } else {
-        Transport::Http2 {
-            streams_per_connection: a.streams_per_connection.map(|n| n as usize),
-        }
-    };
-    let pool = Pool::connect(&kc, transport, cfg.watches(), cfg.calls_at_once())
+    let cfg = a.config(&kc).await;
+    let pool = Pool::connect(&kc, a.transport(), cfg.watches(), cfg.calls_at_once())
         .await
-        .map_err(nodes_error)?;
+        .map_err(fault)?;
     if let Some(w) = pool.warning() {
         eprintln!("scaletest: {w}");
     }
-    let metrics = match a.metrics {
-        Some(addr) => {
-            Some(st_http::runner::bind(addr, 1).map_err(|e| anyhow::anyhow!("--metrics: {e}"))?)
-        }
-        None => None,
-    };
-    let stop = super::api::stop_on_ctrl_c();
+    let mut metrics = Metrics::bind(a.metrics)?;
+    let stop = super::stop_on_ctrl_c();
     eprintln!("scaletest: registering {} hollow nodes", cfg.nodes);
-    let started = nodes::start(cfg.clone(), pool).await.map_err(nodes_error)?;
+    let started = nodes::start(cfg.clone(), pool).await.map_err(fault)?;
     if let Some(e) = started.endpoint() {
         eprintln!(
             "scaletest: kubelet endpoint (every node's) at https://{}/",
@@ -268,45 +276,12 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
             .map_or("until Ctrl-C".to_string(), |d| format!("for {d:?}"))
     );
     let started = Arc::new(started);
-    let (_metrics_phase, phase) = tokio::sync::watch::channel(st_http::server::Phase::Serving);
-    if let Some((listeners, addr)) = metrics {
-        eprintln!("scaletest: metrics at http://{addr}/metrics");
-        for l in listeners {
-            let r = started.clone();
-            tokio::spawn(kapi::serve_text(
-                l,
-                phase.clone(),
-                Arc::new(move || r.metrics()),
-            ));
-        }
-    }
-    let mut stopping = stop.clone();
-    match a.duration {
-        Some(d) => tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-        },
-        None => {
-            let _ = stopping.wait_for(|s| *s).await;
-        }
-    }
-    drop(_metrics_phase);
-    // The metrics server holds a reference until it sees the phase sender gone.
-    let mut started = started;
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let running = loop {
-        match Arc::try_unwrap(started) {
-            Ok(r) => break Some(r),
-            Err(s) if std::time::Instant::now() < deadline => {
-                started = s;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => break None,
-        }
-    };
-    let Some(running) = running else {
-        return Err(anyhow::anyhow!("the metrics server did not stop"));
-    };
+    metrics.serve({
+        let r = started.clone();
+        Arc::new(move || r.metrics())
+    });
+    super::until_stopped(a.duration, &stop).await;
+    let running = metrics.release(started).await?;
     let names_left = running.names().len();
     let run = running.stop(*stop.borrow()).await;
     if let Some(p) = &a.json {
@@ -316,20 +291,7 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     std::io::stdout().write_all(nodes::report::render(&run).as_bytes())?;
     if a.remove_on_exit {
-        let client = kube::Client::try_from(
-            kapi::config(
-                a.kubeconfig.as_deref(),
-                a.context.as_deref(),
-                Some(a.timeout),
-                false,
-            )
-            .await
-            .map_err(anyhow::Error::from)?,
-        )
-        .map_err(|e| anyhow::anyhow!("kube client: {e}"))?;
-        let c = nodes::cleanup(&client, Some(&a.prefix))
-            .await
-            .map_err(nodes_error)?;
+        let c = cleanup(a.kube_config().await?, Some(&a.prefix)).await?;
         eprintln!(
             "scaletest: removed {} hollow node(s) and {} lease(s)",
             c.nodes, c.leases

@@ -2,9 +2,9 @@
 //! `--html` also writes the report as one self-contained page; `--compare A B` sets two runs
 //! side by side.
 
-use crate::Usage;
+use crate::exit::{fault, Usage};
 use anyhow::Context;
-use report::RunFile;
+use report::{Kind, RunFile};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,10 +33,13 @@ pub struct Args {
     compare: bool,
 }
 
-/// An `api churn` / `api watch` run file (rather than a `load` one)?
-fn is_api_run(text: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(text)
-        .is_ok_and(|v| v.get("calls").is_some() && v.get("total").is_none())
+/// A run file's kind (`report::Kind::of`: its `kind` field, or its shape if older).
+fn kind(name: &str, text: &str) -> Result<Kind, Usage> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Usage(report::runfile::RunFileError::Parse(name.into(), e.to_string()).to_string())
+    })?;
+    Kind::of(&v)
+        .map_err(|why| Usage(report::runfile::RunFileError::Parse(name.into(), why).to_string()))
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -59,7 +62,18 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let api = texts.iter().filter(|(_, t)| is_api_run(t)).count();
+    let kinds = texts
+        .iter()
+        .map(|(n, t)| kind(n, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some((n, _)) = texts.iter().zip(&kinds).find(|(_, k)| **k == Kind::Nodes) {
+        return Err(Usage(format!(
+            "{}: a `nodes` run file; report reads `load` and `api` ones",
+            n.0
+        ))
+        .into());
+    }
+    let api = kinds.iter().filter(|k| **k == Kind::Api).count();
     if api > 0 && (args.compare || args.html.is_some()) {
         return Err(
             Usage("--html and --compare read `load` run files, not `api` ones".into()).into(),
@@ -71,7 +85,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         let runs = texts
             .iter()
-            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(|e| Usage(e.to_string())))
+            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(fault))
             .collect::<Result<Vec<_>, _>>()?;
         let run = kapi::output::ApiRun::merge(&runs).expect("clap requires at least one file");
         let mut out = std::io::stdout().lock();
@@ -81,7 +95,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     let runs = texts
         .iter()
-        .map(|(n, t)| RunFile::from_json(n, t).map_err(|e| Usage(e.to_string())))
+        .map(|(n, t)| RunFile::from_json(n, t).map_err(fault))
         .collect::<Result<Vec<_>, _>>()?;
     if args.compare {
         let names = [texts[0].0.as_str(), texts[1].0.as_str()];

@@ -3,7 +3,6 @@
 //! finish in-flight requests within --shutdown-timeout, exit 0.
 
 use super::{at_least_one, parse_duration, parse_duration_or_zero};
-use crate::Usage;
 use st_http::server::Limits;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -48,7 +47,8 @@ pub struct Args {
     shutdown_timeout: Duration,
     #[command(flatten)]
     tls: super::ServerTls,
-    /// Most open client connections; more are closed at once.
+    /// Most open client connections; at the limit new ones wait in the listen backlog
+    /// (4096) until one closes, never reset.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     max_connections: u64,
     /// Time a client has to send a request head (slowloris); also bounds HTTP/1.1 keep-alive idle time.
@@ -85,10 +85,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         tls,
         hyper_only: a.hyper_only,
     };
-    let running = serve::start(cfg).map_err(|e| match e {
-        serve::ServeError::Label(_) => anyhow::Error::new(Usage(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let running = serve::start(cfg).map_err(crate::exit::fault)?;
     // SIGTERM handled before the address is announced: a supervisor may send it at once.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -156,9 +156,10 @@ impl Demo<'_> {
             let (total, seconds) = self.window((start + take_up).min(end - 1.0), end)?;
             if !phases::sustains(&total, seconds, rate, p99) {
                 self.event(&format!(
-                    "search: {rate}/s not sustained ({:.0}/s served, {} failed, p99 {:.2} ms): the search stops",
+                    "search: {rate}/s not sustained ({:.0}/s served, {} failed, {} resets, p99 {:.2} ms): the search stops",
                     total.responses as f64 / seconds.max(1.0),
                     total.failed(),
+                    phases::resets(&total),
                     total.quantile_ms(0.99)
                 ))?;
                 break;
