@@ -252,7 +252,11 @@ impl<L: Link, E: Load> Driver<L, E> {
                 if a.generation != self.generation {
                     self.generation = a.generation;
                     self.finished = a.finished;
-                    self.load.apply(&a);
+                    // A stopping bot starts no load again (an aggregator it registers with
+                    // again assigns it its share): it only delivers and leaves.
+                    if self.stop_at.is_none() {
+                        self.load.apply(&a);
+                    }
                 }
             }
             _ = self.stop.finishing(), if self.stop_at.is_none() => self.stopping(),
