@@ -7,11 +7,11 @@
 use report::RunFile;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testkit::Proc;
-use testsupport::call::{call, get, json};
-use testsupport::{signal, tmpdir, wait_until, Bin};
+use testsupport::call::{call, json};
+use testsupport::fleet::served;
+use testsupport::{exited, signal, tmpdir, wait_until, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
@@ -23,47 +23,11 @@ fn spawn(args: &[&str]) -> (Proc, SocketAddr, std::thread::JoinHandle<String>) {
 }
 
 fn bot(agg: SocketAddr, token: &Path, name: &str) -> Proc {
-    Proc(
-        SCALETEST
-            .command()
-            .args([
-                "bot",
-                "--aggregator",
-                &format!("http://{agg}"),
-                "--token-file",
-            ])
-            .arg(token)
-            .args(["--name", name, "-t", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// Requests a `scaletest serve` answered, from its /metrics (this scrape included).
-fn served(addr: SocketAddr) -> u64 {
-    let text = get(addr, "/metrics");
-    text.lines()
-        .filter(|l| l.starts_with("scaletest_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    testsupport::fleet::bot(SCALETEST, agg, token, name)
 }
 
 fn server() -> (Proc, SocketAddr) {
-    let (p, a, _) = spawn(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
-    (p, a)
-}
-
-fn wait_exit(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = p.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "the process did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testsupport::fleet::server(SCALETEST)
 }
 
 #[test]
@@ -98,7 +62,7 @@ fn a_killed_bot_goes_stale_then_gone_and_the_others_take_its_rate() {
         json(addr, "/api/summary")["requests"].as_u64().unwrap() > 300
     });
     assert!(signal(bots[0].id(), "KILL"));
-    wait_exit(&mut bots[0], Duration::from_secs(5));
+    exited(&mut bots[0], Duration::from_secs(5));
     wait_until("a stale bot", Duration::from_secs(10), || {
         json(addr, "/api/summary")["stale"] == 1
     });
@@ -147,7 +111,7 @@ fn a_killed_bot_goes_stale_then_gone_and_the_others_take_its_rate() {
         call(addr, "POST", "/api/finish", Some(tok.trim()), "").status,
         200
     );
-    assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
+    assert!(exited(&mut agg, Duration::from_secs(20)).success());
     let run = RunFile::read(&out.join("results.json")).unwrap();
     assert_eq!(
         run.total.errors.values().sum::<u64>(),
@@ -202,7 +166,7 @@ fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
     // Kill the aggregator mid-run; the bots keep the load going and buffer: two seconds of
     // load (200/s) sent while it is down.
     assert!(signal(agg.id(), "KILL"));
-    wait_exit(&mut agg, Duration::from_secs(5));
+    exited(&mut agg, Duration::from_secs(5));
     let down = answers();
     wait_until(
         "load while the aggregator is down",
@@ -225,7 +189,7 @@ fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
     });
     // SIGTERM one bot: it drains, pushes its last second, leaves and exits 0.
     assert!(signal(bots[0].id(), "TERM"));
-    assert!(wait_exit(&mut bots[0], Duration::from_secs(10)).success());
+    assert!(exited(&mut bots[0], Duration::from_secs(10)).success());
     wait_until("the bot left", Duration::from_secs(5), || {
         json(addr, "/api/bots?sort=name")["bots"][0]["state"] == "left"
     });
@@ -233,7 +197,7 @@ fn sigterm_drains_a_bot_and_a_restarted_aggregator_loses_and_doubles_nothing() {
         call(addr, "POST", "/api/finish", Some("s3cret"), "").status,
         200
     );
-    assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
+    assert!(exited(&mut agg, Duration::from_secs(20)).success());
     drop(bots);
     let run = RunFile::read(&out.join("results.json")).unwrap();
     // Every answer counted exactly once.
@@ -352,7 +316,7 @@ fn a_bot_that_never_reached_its_aggregator_leaves_on_the_first_sigterm() {
     });
     assert!(b.try_wait().unwrap().is_none(), "the bot gave up by itself");
     assert!(signal(b.id(), "TERM"));
-    let status = wait_exit(&mut b, Duration::from_secs(5));
+    let status = exited(&mut b, Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
 }
 
@@ -400,7 +364,7 @@ fn a_new_aggregator_on_an_empty_directory_says_the_run_restarted() {
         .unwrap()
         .to_string();
     assert!(signal(agg.id(), "KILL"));
-    wait_exit(&mut agg, Duration::from_secs(5));
+    exited(&mut agg, Duration::from_secs(5));
     let second = args(&out2, &addr.to_string());
     let (mut agg, _, _rest) = spawn(&second.iter().map(String::as_str).collect::<Vec<_>>());
     wait_until("the restart event", Duration::from_secs(20), || {
@@ -417,7 +381,7 @@ fn a_new_aggregator_on_an_empty_directory_says_the_run_restarted() {
         call(addr, "POST", "/api/finish", Some("s3cret-token"), "").status,
         200
     );
-    assert!(wait_exit(&mut agg, Duration::from_secs(20)).success());
+    assert!(exited(&mut agg, Duration::from_secs(20)).success());
     let r = RunFile::read(Path::new(&out2).join("results.json").as_path()).unwrap();
     assert_eq!(r.fleet.unwrap().previous_runs, vec![run]);
     std::fs::remove_dir_all(dir).unwrap();

@@ -5,7 +5,9 @@
 //! One thread with a single-threaded runtime serves everything (ingest is cheap: a push is
 //! decoded outside the lock and merged under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
-//! earlier ones (`revision`) and events (`event`), and saves the run ([`Store`]).
+//! earlier ones (`revision`) and events (`event`), and saves the run ([`Store`]); a bot's
+//! leave is answered after the next save, so that a bot never exits with seconds that only
+//! a crashed aggregator had.
 //! `GET /api/summary` merges the run's seconds once per call for its figures and the
 //! thresholds' live `verdicts` (the same [`Threshold::judge`] as at the end).
 //!
@@ -32,6 +34,7 @@ use st_http::server::{self, Limits, Phase, Stats};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
@@ -107,6 +110,10 @@ struct Shared {
     finish: watch::Sender<bool>,
     /// Judged on the totals so far for `/api/summary`, and at the end for results.json.
     thresholds: Vec<Threshold>,
+    /// Saves of the run begun (counted under the state lock, as the state is copied) and
+    /// finished: a bot's leave is answered once a save begun after it has finished.
+    saves_begun: AtomicU64,
+    saved: watch::Sender<u64>,
 }
 
 /// A running aggregator.
@@ -152,6 +159,8 @@ pub fn start(cfg: Config) -> Result<Running, AggError> {
         stream: broadcast::channel(1024).0,
         finish: watch::channel(false).0,
         thresholds: cfg.thresholds.clone(),
+        saves_begun: AtomicU64::new(0),
+        saved: watch::channel(0).0,
     });
     let sh = shared.clone();
     let listener = listeners
@@ -229,7 +238,13 @@ async fn serve(
     };
     let server =
         tokio::task::spawn_local(server::serve(listener, None, limits, stats, phase_rx, make));
-    let deadline = cfg.run_for.map(|d| Instant::now() + d);
+    // From the run's start, not this process's: a restarted aggregator ends the run when the
+    // first one would have.
+    let started = sh.state.lock().expect("state lock").started_unix;
+    let deadline = cfg.run_for.map(|d| {
+        let left = started + d.as_secs_f64() - now_unix();
+        Instant::now() + Duration::from_secs_f64(left.max(0.0))
+    });
     let mut finish_rx = sh.finish.subscribe();
     // Tick just after each wall-clock second.
     loop {
@@ -327,13 +342,14 @@ async fn sleep_until_opt(d: Option<Instant>) {
 
 fn tick(sh: &Shared, store: &mut Store) {
     let now = now_unix();
-    let (t, saved) = {
+    let (t, saved, save) = {
         let mut st = sh.state.lock().expect("state lock");
         let t = st.tick(now);
         let g = st.generation();
         sh.generation
             .send_if_modified(|old| std::mem::replace(old, g) != g);
-        (t, st.saved())
+        let save = sh.saves_begun.fetch_add(1, Ordering::Relaxed) + 1;
+        (t, st.saved(), save)
     };
     for p in &t.points {
         let _ = sh.stream.send(sse("point", &p));
@@ -355,6 +371,7 @@ fn tick(sh: &Shared, store: &mut Store) {
             },
         ));
     }
+    sh.saved.send_replace(save);
 }
 
 fn sse<T: serde::Serialize>(event: &str, data: &T) -> Bytes {

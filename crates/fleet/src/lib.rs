@@ -6,7 +6,8 @@
 //! - [`agg`]: `scaletest aggregate`, which merges the bots' snapshots second by second
 //!   ([`state`]: cluster-wide percentiles of all samples from merged histograms, within
 //!   0.1 % as the histograms keep 3 significant digits; coverage, bots live /
-//!   stale / gone with their share of a total rate re-split), serves the live UI ([`ui`]), the
+//!   stale / gone with their share of a total rate re-split, and what a lost bot's unreported
+//!   seconds may hold), serves the live UI ([`ui`]), the
 //!   read and control APIs and `/metrics` ([`metrics`]), saves the run as it goes ([`store`])
 //!   and writes `results.json` and `report.html` at the end.
 //! - [`wire`]: what they say to each other, checked on arrival.

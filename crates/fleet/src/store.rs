@@ -4,9 +4,9 @@
 //!
 //! - `intervals.jsonl`: one line per closed second (and again when a late snapshot revised
 //!   it; the last line of a second wins), appended and flushed every second. A torn last line
-//!   (a crash mid-write) is skipped when reading.
+//!   (a crash mid-write) is cut off when the run is picked up.
 //! - `state.json`: bots, their high-water marks and assignments, events, and the seconds still
-//!   open; replaced atomically every second.
+//!   open; replaced atomically every second (a crash's temporary file is removed).
 //! - `results.json` and `report.html` at the end of the run.
 
 use crate::state::{Closed, Saved};
@@ -68,23 +68,14 @@ impl Store {
             let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
             let saved: Saved = serde_json::from_str(&text)
                 .map_err(|e| StoreError::Parse(state_path.display().to_string(), e.to_string()))?;
-            let mut closed = BTreeMap::new();
-            if let Ok(f) = File::open(&journal_path) {
-                for line in BufReader::new(f).lines() {
-                    let line = line.map_err(io(&journal_path))?;
-                    // A torn line from a crash mid-write ends the usable journal.
-                    let Ok(l) = serde_json::from_str::<Line>(&line) else {
-                        break;
-                    };
-                    closed.insert(l.t, l.closed);
-                }
-            }
+            let closed = read_journal(&journal_path)?;
             Some(Loaded { saved, closed })
         } else {
             // A fresh run: an old journal without a state file is stale.
             let _ = std::fs::remove_file(&journal_path);
             None
         };
+        remove_temporaries(dir, "state.tmp");
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,6 +120,52 @@ impl Store {
     }
 }
 
+/// The closed seconds in the journal at `path`. A torn line (a crash mid-write: no newline,
+/// or not a line this build writes) ends the usable journal and is cut off, so that the next
+/// line appended starts a line of its own instead of joining it (and being lost with it at
+/// the next restart).
+fn read_journal(path: &Path) -> Result<BTreeMap<u64, Closed>, StoreError> {
+    let mut closed = BTreeMap::new();
+    let Ok(f) = File::open(path) else {
+        return Ok(closed);
+    };
+    let mut r = BufReader::new(f);
+    let (mut line, mut good) = (Vec::new(), 0u64);
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line).map_err(io(path))?;
+        let parsed = line
+            .strip_suffix(b"\n")
+            .and_then(|l| serde_json::from_slice::<Line>(l).ok());
+        let Some(l) = parsed else {
+            break;
+        };
+        closed.insert(l.t, l.closed);
+        good += n as u64;
+    }
+    let len = std::fs::metadata(path).map_err(io(path))?.len();
+    if good < len {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        f.set_len(good).map_err(io(path))?;
+    }
+    Ok(closed)
+}
+
+/// Remove what [`write_atomic`] of a crashed process left in `dir` (`PREFIX<pid>` files).
+fn remove_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Write `bytes` to `path` atomically (a temporary file beside it, then a rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -142,4 +179,55 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let _ = std::fs::remove_file(&tmp);
     }
     r.map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Config, Plan, State};
+    use report::FleetSecond;
+
+    fn second(t: u64) -> (u64, Closed) {
+        let fleet = FleetSecond {
+            t,
+            offered: 10.0,
+            reported: 1,
+            live: 1,
+        };
+        let packed = serde_json::to_string(&hist::Snapshot::default()).unwrap();
+        (t, Closed { packed, fleet })
+    }
+
+    /// A crash mid-write leaves half a journal line and a temporary state file: the run is
+    /// picked up, the half line cut off, so the seconds closed after the restart are still
+    /// there at the next one.
+    #[test]
+    fn a_torn_journal_line_is_cut_off_and_later_seconds_survive_the_next_restart() {
+        let dir = std::env::temp_dir().join(format!("st-store-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = State::new(
+            Config::default(),
+            "r".into(),
+            1000.0,
+            load::Spec::default(),
+            Plan::Idle,
+        );
+        let (mut store, _) = Store::open(&dir).unwrap();
+        store.save(&[second(1000)], &s.saved()).unwrap();
+        drop(store);
+        let journal = dir.join("intervals.jsonl");
+        let line = std::fs::read_to_string(&journal).unwrap();
+        let torn = format!("{line}{}", &line[..line.len() / 2]);
+        std::fs::write(&journal, torn).unwrap();
+        std::fs::write(dir.join("state.tmp12345"), "{\"run_id\":").unwrap();
+        let (mut store, loaded) = Store::open(&dir).unwrap();
+        assert_eq!(loaded.unwrap().closed.len(), 1);
+        assert!(!dir.join("state.tmp12345").exists());
+        store.save(&[second(1001)], &s.saved()).unwrap();
+        drop(store);
+        let (_, loaded) = Store::open(&dir).unwrap();
+        let closed: Vec<u64> = loaded.unwrap().closed.keys().copied().collect();
+        assert_eq!(closed, vec![1000, 1001]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -8,6 +8,7 @@ use load::{Shutdown, Spec};
 use std::net::SocketAddr;
 use std::time::Duration;
 use testsupport::call::{call, json};
+use testsupport::fleet::served;
 use testsupport::{tmpdir, wait_until};
 
 const TOKEN: &str = "test-token-123";
@@ -101,15 +102,6 @@ fn http(
 ) -> (u16, String) {
     let r = call(addr, method, path, token, body);
     (r.status, r.body)
-}
-
-/// `scaletest_requests_total{code="200"}` and friends from a server's /metrics, summed.
-fn served(addr: SocketAddr) -> u64 {
-    let (_, text) = http(addr, "GET", "/metrics", None, "");
-    text.lines()
-        .filter(|l| l.starts_with("scaletest_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]

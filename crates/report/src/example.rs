@@ -169,6 +169,7 @@ fn bots(total: &Snapshot, n: u64) -> Vec<BotRecord> {
             rate: 750.0,
             skew_ms: b as f64 - 1.5,
             dropped: 0,
+            ..Default::default()
         })
         .collect()
 }

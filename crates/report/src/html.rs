@@ -442,6 +442,9 @@ pub(crate) fn run_facts(run: &RunFile) -> Vec<(&'static str, String)> {
     facts.push(("Duration", duration));
     if let Some(f) = &run.fleet {
         facts.push(("Bots", count(f.bots.len() as u64)));
+        if let Some(lost) = f.lost_text() {
+            facts.push(("Lost", lost));
+        }
     }
     let t = &run.total;
     facts.push((

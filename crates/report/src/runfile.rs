@@ -169,6 +169,27 @@ impl Fleet {
         Some(text)
     }
 
+    /// What the lost bots' unreported seconds may hold: `1 bot lost (b-2): 3 s never
+    /// reported, which may hold up to 450 requests`; `None` when every bot reported all it
+    /// measured. The run's total lacks at most this much of what the target answered.
+    pub fn lost_text(&self) -> Option<String> {
+        let lost: Vec<&BotRecord> = self.bots.iter().filter(|b| b.unreported_s > 0).collect();
+        if lost.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = lost.iter().map(|b| b.name.as_str()).collect();
+        Some(format!(
+            "{} lost ({}): {} s never reported, which may hold up to {} requests",
+            match lost.len() {
+                1 => "1 bot".to_string(),
+                n => format!("{n} bots"),
+            },
+            names.join(", "),
+            lost.iter().map(|b| b.unreported_s).sum::<u64>(),
+            crate::format::count(lost.iter().map(|b| b.unreported_max).sum())
+        ))
+    }
+
     /// The bots live over the run: `2 bot(s)`, or `1–4 bots` when it changed.
     pub fn bots_text(&self) -> String {
         let live = self.seconds.iter().map(|s| s.live).filter(|n| *n > 0);
@@ -234,6 +255,18 @@ pub struct BotRecord {
     pub skew_ms: f64,
     /// Intervals it dropped from its buffer while the aggregator was unreachable.
     pub dropped: u64,
+    /// Lost (went stale and never came back): seconds it may have measured and never
+    /// reported, from its last reported second to the one it went stale in; 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreported_s: u64,
+    /// Requests those seconds may hold, at most: the highest rate it was assigned in them ×
+    /// `unreported_s`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreported_max: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The figures scripts read: whole run, cumulative.

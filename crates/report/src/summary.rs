@@ -78,6 +78,8 @@ pub struct FleetFigures {
     pub sent: f64,
     /// Percent of the bots' live seconds they reported (`None`: no live second).
     pub reported_pct: Option<f64>,
+    /// What the lost bots' unreported seconds may hold ([`Fleet::lost_text`]).
+    pub lost: Option<String>,
 }
 
 /// An open-loop run's schedule: rate achieved, lateness, the connection cap.
@@ -184,6 +186,7 @@ fn fleet(f: &Fleet, sent: u64) -> FleetFigures {
         offered: f.seconds.iter().map(|x| x.offered).sum::<f64>() / n,
         sent: sent as f64 / n,
         reported_pct: (live > 0).then(|| 100.0 * reported as f64 / live as f64),
+        lost: f.lost_text(),
     }
 }
 

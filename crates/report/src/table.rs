@@ -218,6 +218,9 @@ fn figures(sum: &Summary, max_connections: usize) -> String {
             f.reported_pct
                 .map_or("–".into(), |p| format!("{}%", trim(p, 1)))
         );
+        if let Some(lost) = &f.lost {
+            let _ = writeln!(s, "{lost}");
+        }
     }
     if let Some(sch) = &sum.schedule {
         s += &schedule_lines(sch, max_connections);

@@ -3,9 +3,10 @@
 //! `scaletest` binary as the CLI tests run it ([`Bin`], [`Bin::listening`], [`text`],
 //! [`tmpdir`]), waiting for an event or an exit with a deadline ([`wait_until`], [`exited`]),
 //! signals ([`signal`]), damaged input for property tests ([`damaged`]), HTTP calls to a
-//! server under test ([`call`]; [`call::crowd`]: many clients at once) and arbitrary client
-//! requests ([`anyreq`]). It sits above `load` (which `testkit` cannot depend on: `load` uses
-//! `testkit` in its own tests) and is never part of the binary.
+//! server under test ([`call`]; [`call::crowd`]: many clients at once), a fleet's processes
+//! ([`fleet`]) and arbitrary client requests ([`anyreq`]). It sits above `load` (which
+//! `testkit` cannot depend on: `load` uses `testkit` in its own tests) and is never part of
+//! the binary.
 
 use bytes::Bytes;
 use load::{Config, Mode, RunResult, Shutdown};
@@ -265,6 +266,7 @@ pub fn interrupt(pid: u32) -> bool {
 }
 
 pub mod anyreq;
+pub mod fleet;
 
 /// Blocking HTTP calls for tests that poke an API or /metrics (over `st_http::blocking`); a
 /// failure to get any answer fails the test.

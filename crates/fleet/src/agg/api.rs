@@ -15,9 +15,13 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+
+/// Longest wait of a bot's leave for the save that records it (the next tick's).
+const SAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// One route of the API.
 enum Route {
@@ -153,7 +157,7 @@ pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response
         Route::Stream => stream(sh),
         Route::Register => parsed(&body, |r| register(sh, r, now)),
         Route::Push(id) => parsed(&body, |p| push(sh, id, p, now)),
-        Route::Leave(id) => leave(sh, id, now),
+        Route::Leave(id) => leave(sh, id, now).await,
         Route::Assignment(id) => assignment(sh, id, q).await,
         Route::NoSuchBot => error(404, "no such bot"),
         Route::SetLoad => parsed(&body, |r| set_load(sh, r, now)),
@@ -299,10 +303,20 @@ fn push(sh: &Shared, id: u64, p: Push, now: f64) -> Response<Body> {
     }
 }
 
-fn leave(sh: &Shared, id: u64, now: f64) -> Response<Body> {
-    let mut st = sh.state.lock().expect("state lock");
-    let out = st.deregister(now, id);
-    notify(sh, &st);
+/// A bot leaves; answered once saved (at the next tick's save, or the end of the run's): a
+/// bot that left exits, and could not send its last seconds again to an aggregator restarted
+/// from an earlier save.
+async fn leave(sh: &Shared, id: u64, now: f64) -> Response<Body> {
+    let (out, begun, finished) = {
+        let mut st = sh.state.lock().expect("state lock");
+        let out = st.deregister(now, id);
+        notify(sh, &st);
+        (out, sh.saves_begun.load(Ordering::Relaxed), st.finished)
+    };
+    if out.is_ok() && !finished {
+        let mut saved = sh.saved.subscribe();
+        let _ = tokio::time::timeout(SAVE_WAIT, saved.wait_for(|n| *n > begun)).await;
+    }
     match out {
         Ok(()) => ok(),
         Err(e) => refused(e),

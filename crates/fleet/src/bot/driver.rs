@@ -10,6 +10,9 @@
 //!   every retained or waiting second above the high-water mark the new process answers with.
 //! - An acknowledgement that moves nothing (a duplicate, or an older one) changes nothing:
 //!   what it does not cover goes again at the next push time.
+//! - Leaving: the bot exits once the aggregator answers that it saved the leave; an
+//!   aggregator that died before (its last seconds unsaved) gets them again from the next one,
+//!   within the grace.
 //!
 //! Every wait and deadline is on tokio's clock, and the Unix seconds come from the [`Clock`],
 //! so tests run the whole machine on tokio's paused clock.
@@ -157,10 +160,17 @@ impl<L: Link, E: Load> Driver<L, E> {
             // out of time to deliver).
             let done_asked = self.stop_at.is_some() || (self.finished && self.exit_when_finished);
             if done_asked && idle && (delivered || self.out_of_time()) {
-                if let Some(s) = &self.session {
-                    self.link.leave(s.id).await;
+                // Gone once the aggregator saved the leave: one that died first (and restarts
+                // from its last save, without the last seconds) gets them again, then the leave.
+                let left = match &self.session {
+                    Some(s) => self.link.leave(s.id).await,
+                    None => true,
+                };
+                if left || self.out_of_time() {
+                    break;
                 }
-                break;
+                self.session = None;
+                continue;
             }
             if done_asked {
                 self.load.wind_down();
@@ -242,7 +252,11 @@ impl<L: Link, E: Load> Driver<L, E> {
                 if a.generation != self.generation {
                     self.generation = a.generation;
                     self.finished = a.finished;
-                    self.load.apply(&a);
+                    // A stopping bot starts no load again (an aggregator it registers with
+                    // again assigns it its share): it only delivers and leaves.
+                    if self.stop_at.is_none() {
+                        self.load.apply(&a);
+                    }
                 }
             }
             _ = self.stop.finishing(), if self.stop_at.is_none() => self.stopping(),

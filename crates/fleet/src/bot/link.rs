@@ -18,8 +18,8 @@ pub(crate) trait Link {
     async fn register(&self, r: &Register) -> Result<Registered, Fail>;
     /// `POST /api/bots/{id}/snapshots`.
     async fn push(&self, id: u64, p: &Push) -> Result<Ack, Fail>;
-    /// `DELETE /api/bots/{id}`, its answer ignored: the bot is leaving anyway.
-    async fn leave(&self, id: u64);
+    /// `DELETE /api/bots/{id}`: true once the aggregator answered that it saved it.
+    async fn leave(&self, id: u64) -> bool;
     /// Send bot `id`'s assignment into `tx` each time it changes, until the task is aborted.
     fn follow(&self, id: u64, tx: mpsc::UnboundedSender<Assignment>) -> JoinHandle<()>;
 }
@@ -120,11 +120,11 @@ impl Link for Rc<Agg> {
             .await
     }
 
-    async fn leave(&self, id: u64) {
+    async fn leave(&self, id: u64) -> bool {
         let path = format!("/api/bots/{id}");
-        let _ = self
-            .call::<serde_json::Value>(http::Method::DELETE, &path, None, REQUEST_TIMEOUT)
-            .await;
+        self.call::<serde_json::Value>(http::Method::DELETE, &path, None, REQUEST_TIMEOUT)
+            .await
+            .is_ok()
     }
 
     fn follow(&self, id: u64, tx: mpsc::UnboundedSender<Assignment>) -> JoinHandle<()> {

@@ -44,6 +44,9 @@ struct Agg {
     /// Pushes that said the bot is idle with everything pushed.
     idle_pushes: u32,
     left: bool,
+    /// At the bot's leave, die before saving its last `n` seconds (a new process, restarted
+    /// from the save before them, answers from then on).
+    die_on_leave: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -63,6 +66,7 @@ impl Fake {
             dropped: 0,
             idle_pushes: 0,
             left: false,
+            die_on_leave: None,
         })))
     }
 
@@ -126,10 +130,18 @@ impl Link for Fake {
         })
     }
 
-    async fn leave(&self, id: u64) {
+    async fn leave(&self, id: u64) -> bool {
         assert_eq!(id, ID);
         let mut a = self.0.borrow_mut();
+        if let Some(n) = a.die_on_leave.take() {
+            a.instance = "second".into();
+            a.hwm -= n as u64;
+            let keep = a.counted.len() - n;
+            a.counted.truncate(keep);
+            return false;
+        }
         a.left = a.up;
+        a.up
     }
 
     fn follow(&self, _id: u64, _tx: mpsc::UnboundedSender<Assignment>) -> JoinHandle<()> {
@@ -325,6 +337,27 @@ async fn a_stopped_bot_drains_flushes_leaves_and_exits() {
         a.idle_pushes, 1,
         "the last push says idle, everything pushed"
     );
+    assert!(a.left);
+    assert_eq!(out.undelivered, 0);
+}
+
+/// The aggregator dies as the bot leaves, before saving its last two seconds: the bot does
+/// not exit on a leave nobody recorded; the restarted aggregator gets those seconds, then the
+/// leave.
+#[tokio::test(start_paused = true)]
+async fn a_bot_whose_leave_dies_with_its_aggregator_delivers_again_and_leaves() {
+    let fake = Fake::new();
+    let stop = Shutdown::new();
+    let scenario = async {
+        sleep(Duration::from_millis(5500)).await;
+        fake.with(|a| a.die_on_leave = Some(2));
+        stop.finish();
+    };
+    let out = run_bot(&fake, OUTBOX, scenario, &stop).await;
+    let a = fake.0.borrow();
+    assert_eq!(a.registrations.len(), 2);
+    assert_eq!(out.responses, 6);
+    in_order_once(&a.counted, out.responses);
     assert!(a.left);
     assert_eq!(out.undelivered, 0);
 }

@@ -1,6 +1,7 @@
 //! The bots: registration (again, after an aggregator restart, with the id a bot had),
 //! leaving, liveness (live while they push, stale after [`Config::stale_after`], gone after
-//! [`Config::gone_after`]), their assignments and the bots table.
+//! [`Config::gone_after`]; a stale one's unreported seconds and the most they may hold, at
+//! the highest rate it was assigned in them), their assignments and the bots table.
 //!
 //! [`Config::stale_after`]: super::Config::stale_after
 //! [`Config::gone_after`]: super::Config::gone_after
@@ -27,6 +28,50 @@ pub struct Bot {
     /// The bot said it is idle with everything pushed, following this generation.
     #[serde(default)]
     pub flushed: Option<u64>,
+    /// Rates it was assigned (aggregator time from which, requests/s), from the one in
+    /// effect when its first unreported second began: what those seconds may have run at.
+    #[serde(default)]
+    pub rates: Vec<(f64, f64)>,
+    /// The second it went stale in, while it stays silent: its unreported seconds end there.
+    #[serde(default)]
+    pub stale_in: Option<u64>,
+}
+
+impl Bot {
+    /// Its rate from `now` on, requests/s (kept for the bound on its unreported seconds).
+    pub(super) fn set_rate(&mut self, now: f64, rate: f64) {
+        self.record.rate = rate;
+        if self.rates.last().map(|r| r.1) != Some(rate) {
+            self.rates.push((now, rate));
+        }
+    }
+
+    /// It has reported every second up to `hwm`: only rates in effect from then on can
+    /// have run the seconds it has not (a second of margin for the bot's clock and for an
+    /// assignment on its way).
+    pub(super) fn reported(&mut self) {
+        let from = self.hwm as f64;
+        let keep = self.rates.iter().rposition(|r| r.0 <= from).unwrap_or(0);
+        self.rates.drain(..keep);
+    }
+
+    /// It went silent (`Some(second)`, stale) or spoke again (`None`): its record's
+    /// unreported seconds, from the first it has not reported to the one it went stale in,
+    /// and the most they may hold, at the highest rate it was assigned since.
+    pub(super) fn silent_since(&mut self, stale_in: Option<u64>) {
+        self.stale_in = stale_in;
+        let (seconds, most) = match stale_in {
+            Some(until) => {
+                let from = (self.hwm + 1).max(self.record.joined.floor() as u64);
+                let seconds = (until + 1).saturating_sub(from);
+                let rate = self.rates.iter().map(|r| r.1).fold(0.0, f64::max);
+                (seconds, (seconds as f64 * rate).ceil() as u64)
+            }
+            None => (0, 0),
+        };
+        self.record.unreported_s = seconds;
+        self.record.unreported_max = most;
+    }
 }
 
 impl State {
@@ -89,6 +134,8 @@ impl State {
             },
             seen: now,
             flushed: None,
+            rates: Vec::new(),
+            stale_in: None,
         });
         let was = std::mem::replace(&mut bot.record.state, "live".into());
         bot.record.name = r.name.clone();
@@ -98,6 +145,7 @@ impl State {
         bot.record.skew_ms = skew_ms;
         bot.record.last_seen = now;
         bot.seen = now;
+        bot.silent_since(None);
         let hwm = bot.hwm;
         let name = r.name.clone();
         if known.is_some() && was == "live" {
@@ -119,7 +167,7 @@ impl State {
             );
         }
         if was != "live" {
-            self.joined_live(id);
+            self.joined_live(now, id);
         }
         if let Some(prev) = r.previous_run.as_ref().filter(|p| **p != self.run_id) {
             if !self.previous_runs.contains(prev) && self.previous_runs.len() < 16 {
@@ -154,7 +202,7 @@ impl State {
         if was == "live" {
             // A bot leaving is rare: its share moves to the others now.
             let _ = rate;
-            self.resplit();
+            self.resplit(now);
         }
         self.event(now, "bot_left", format!("bot {name} (#{id}) left"));
         Ok(())
@@ -177,6 +225,7 @@ impl State {
             };
             b.record.state = next.into();
             if next == "stale" {
+                b.silent_since(Some(now.floor() as u64));
                 b.record.rate = 0.0;
             }
             changed = true;
@@ -192,7 +241,7 @@ impl State {
             self.event(now, &k, t);
         }
         if changed || self.split_dirty {
-            self.resplit();
+            self.resplit(now);
         }
     }
 

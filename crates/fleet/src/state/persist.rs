@@ -1,6 +1,6 @@
 //! What is saved every second besides the closed seconds (see `store`), and the restore of a
 //! run from it: totals, high-water marks and bots as they were, nobody stale for the
-//! downtime itself.
+//! downtime itself, the live bots' shares split again.
 
 use super::seconds::{pack, unpack, Closed, Open};
 use super::{Bot, Config, Plan, State};
@@ -84,6 +84,9 @@ impl State {
                 b.seen = now;
             }
         }
+        // The live bots' shares and the offered rate are not saved: split again, or offered
+        // reads 0 (and a second's live bots 0) until some bot's state changes.
+        s.resplit(now);
         s.event(
             now,
             "run",

@@ -117,10 +117,10 @@ impl State {
 
     /// A bot became live (joined, came back): it gets its share now, computed with the live
     /// count including it; everyone else is re-split at the next tick.
-    pub(super) fn joined_live(&mut self, id: u64) {
+    pub(super) fn joined_live(&mut self, now: f64, id: u64) {
         if self.bots.len() <= IMMEDIATE_SPLIT {
             // Few bots: re-split everyone now, so the offered total holds at once.
-            self.resplit();
+            self.resplit(now);
             return;
         }
         self.live_cache += 1;
@@ -134,7 +134,7 @@ impl State {
             _ => 0.0,
         };
         if let Some(b) = self.bots.get_mut(&id) {
-            b.record.rate = rate;
+            b.set_rate(now, rate);
             if b.assignment.spec != spec || b.assignment.finished != finished {
                 self.generation += 1;
                 b.assignment = Assignment {
@@ -158,7 +158,7 @@ impl State {
             self.ran = plan;
         }
         self.event(now, "load", describe(plan));
-        self.resplit();
+        self.resplit(now);
         Ok(())
     }
 
@@ -170,11 +170,11 @@ impl State {
         self.finished = true;
         self.plan = Plan::Idle;
         self.event(now, "run", "run finished".into());
-        self.resplit();
+        self.resplit(now);
     }
 
     /// Give every live bot its share; bump the generation of those whose share changed.
-    pub(super) fn resplit(&mut self) {
+    pub(super) fn resplit(&mut self, now: f64) {
         let live = (self
             .bots
             .values()
@@ -194,7 +194,7 @@ impl State {
                 Plan::PerBot { rate } => rate,
                 _ => 0.0,
             };
-            b.record.rate = rate;
+            b.set_rate(now, rate);
             if b.assignment.spec != spec || b.assignment.finished != finished {
                 generation += 1;
                 b.assignment = Assignment {

@@ -118,6 +118,10 @@ impl State {
         let bot = self.bots.get_mut(&id).expect("checked above");
         if let Some(last) = fresh.last() {
             bot.hwm = last.t;
+            bot.reported();
+        }
+        if back {
+            bot.silent_since(None);
         }
         for i in &fresh {
             bot.record.responses += i.snap.responses;
@@ -135,7 +139,7 @@ impl State {
         }
         if back {
             self.event(now, "bot_back", format!("bot {name} (#{id}) is back"));
-            self.joined_live(id);
+            self.joined_live(now, id);
         }
         Ok((hwm, generation))
     }

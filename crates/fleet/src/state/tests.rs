@@ -481,6 +481,60 @@ fn after_a_restart_offered_follows_the_plan_and_coverage_stays_within_100_percen
     assert_eq!(f.seconds.iter().filter(|s| s.reported == 2).count(), 20);
 }
 
+/// A restarted aggregator splits the load again at once: its offered rate is the plan and
+/// its live count the bots it restored, before any of them is heard from.
+#[test]
+fn a_restored_run_offers_its_plan_before_any_bot_speaks() {
+    let mut s = state();
+    let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+    for id in [a, b] {
+        push(&mut s, 1001.2, id, 1000, &[1]).unwrap();
+    }
+    let saved = s.saved();
+    let r = State::restore(Config::default(), saved, BTreeMap::new(), 1010.0);
+    assert_eq!(r.offered(), 300.0);
+    assert_eq!(r.live_count(), 2);
+}
+
+/// Issue 27: a bot killed after reporting second 1004 is lost. Once stale, its record says
+/// which seconds it never reported (1005 to the second it went stale in) and the most they
+/// may hold: at the highest rate it was assigned since (150/s, though a third bot joining
+/// lowered its share to 100/s before it went stale). A bot that comes back and reports them
+/// clears it.
+#[test]
+fn a_lost_bot_says_what_its_unreported_seconds_may_hold() {
+    let mut s = state();
+    let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+    for t in 1000..1005 {
+        for id in [a, b] {
+            push(&mut s, t as f64 + 1.2, id, t, &[1]).unwrap();
+        }
+        let _ = s.tick(t as f64 + 1.3);
+    }
+    let c = reg(&mut s, 1006.5, "c");
+    assert_eq!(s.bots[&a].record.rate, 100.0);
+    for t in 1005..1010 {
+        for id in [b, c] {
+            push(&mut s, t as f64 + 1.2, id, t, &[1]).unwrap();
+        }
+        let _ = s.tick(t as f64 + 1.3);
+    }
+    let rec = &s.bots[&a].record;
+    assert_eq!(rec.state, "stale");
+    assert_eq!((rec.unreported_s, rec.unreported_max), (4, 600), "{rec:?}");
+    let run = s.results(1010.0, report::RunInfo::default());
+    assert_eq!(
+        run.fleet.unwrap().lost_text().unwrap(),
+        "1 bot lost (a): 4 s never reported, which may hold up to 600 requests"
+    );
+    // It was alive after all: its outbox re-sent, nothing is missing.
+    for t in 1005..1010 {
+        push(&mut s, 1010.2, a, t, &[1]).unwrap();
+    }
+    let rec = &s.bots[&a].record;
+    assert_eq!((rec.unreported_s, rec.unreported_max), (0, 0), "{rec:?}");
+}
+
 #[test]
 fn load_requests_are_checked_like_load_flags() {
     let mut s = state();
