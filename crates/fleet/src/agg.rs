@@ -2,6 +2,10 @@
 //! the live stream, the web UI, `/metrics` (their route table: `api`), and the run directory
 //! written every second.
 //!
+//! Over HTTPS when given a certificate ([`Config::tls`]: the bots' token then never crosses
+//! the network in clear); reads need the token too when it listens off loopback
+//! ([`Config::private_reads`]).
+//!
 //! One thread with a single-threaded runtime serves everything (ingest is cheap: a push is
 //! decoded outside the lock and merged under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
@@ -19,6 +23,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod api;
+pub mod cert;
 
 use crate::now_unix;
 use crate::state::{self, Plan, State};
@@ -66,6 +71,18 @@ pub struct Config {
     pub thresholds: Vec<Threshold>,
     /// End the run as soon as a threshold can no longer pass.
     pub abort_on_fail: bool,
+    /// Serve HTTPS with this config (API, UI and the bots' pushes); `None`: plain HTTP.
+    pub tls: Option<rustls::ServerConfig>,
+    /// Reads need no token even off loopback (`--public-read`).
+    pub public_read: bool,
+}
+
+impl Config {
+    /// Whether reads (the page, the read APIs, the stream, `/metrics`) need the token: when
+    /// the aggregator listens on anything but loopback, unless `public_read`.
+    pub fn private_reads(&self) -> bool {
+        !self.bind.ip().is_loopback() && !self.public_read
+    }
 }
 
 /// An aggregator that could not start.
@@ -107,6 +124,8 @@ struct Shared {
     finish: watch::Sender<bool>,
     /// Judged on the totals so far for `/api/summary`, and at the end for results.json.
     thresholds: Vec<Threshold>,
+    /// Reads need the token too ([`Config::private_reads`]).
+    private_reads: bool,
 }
 
 /// A running aggregator.
@@ -164,6 +183,7 @@ pub fn start(cfg: Config) -> Result<Running, AggError> {
         stream: broadcast::channel(1024).0,
         finish: watch::channel(false).0,
         thresholds: cfg.thresholds.clone(),
+        private_reads: cfg.private_reads(),
     });
     let sh = shared.clone();
     let listener = listeners
@@ -239,8 +259,12 @@ async fn serve(
             })
         }
     };
+    let tls = cfg
+        .tls
+        .clone()
+        .map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
     let server =
-        tokio::task::spawn_local(server::serve(listener, None, limits, stats, phase_rx, make));
+        tokio::task::spawn_local(server::serve(listener, tls, limits, stats, phase_rx, make));
     let deadline = cfg.run_for.map(|d| Instant::now() + d);
     let mut finish_rx = sh.finish.subscribe();
     // Tick just after each wall-clock second.

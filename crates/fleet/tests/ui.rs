@@ -54,12 +54,15 @@ impl Fleet {
             state: state::Config::default(),
             thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
             abort_on_fail: false,
+            tls: None,
+            public_read: false,
         })
         .unwrap();
         let bots = (0..bots)
             .map(|i| {
                 let cfg = bot::Config {
                     aggregator: format!("http://{}", a.addr),
+                    cacert: None,
                     token: TOKEN.into(),
                     name: format!("b{i}"),
                     threads: Some(1),

@@ -511,8 +511,9 @@ async fn a_rollout_that_never_becomes_ready_names_the_pod_and_keeps_the_old_serv
     assert_eq!(ready_v1.count(), 1);
 }
 
-/// A real aggregator (in-process, on loopback) standing in for the run's aggregator pod: the
-/// fake's port-forward reaches it, as a kubelet would reach the pod's port.
+/// A real aggregator (in-process, on loopback) standing in for the run's aggregator pod, with
+/// the run's token and certificate: the fake's port-forward reaches it, as a kubelet would
+/// reach the pod's port.
 fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
     let secret = f
         .api
@@ -520,10 +521,10 @@ fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
         .into_iter()
         .find(|s| s["metadata"]["namespace"] == ns && s["metadata"]["name"] == "aggregator-token")
         .expect("token secret");
-    let token = String::from_utf8(base64_decode(
-        secret["data"]["token"].as_str().expect("token"),
-    ))
-    .expect("utf-8");
+    let data = |key: &str| base64_decode(secret["data"][key].as_str().expect(key));
+    let token = String::from_utf8(data("token")).expect("utf-8");
+    let tls = st_http::tls::server_config_from_pem(&data("tls.crt"), &data("tls.key"))
+        .expect("the run's certificate");
     let out = std::env::temp_dir().join(format!(
         "scaletest-k8s-agg-{}-{}",
         std::process::id(),
@@ -542,6 +543,8 @@ fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
         state: fleet::state::Config::default(),
         thresholds: vec![],
         abort_on_fail: false,
+        tls: Some(tls),
+        public_read: false,
     })
     .expect("aggregator");
     for p in pods(&f.api, ns, "aggregate") {

@@ -141,6 +141,14 @@ struct SpecArgs {
     /// a total --rate split over the bots.
     #[arg(long, value_name = "R", conflicts_with = "rate")]
     per_bot_rate: Option<f64>,
+    /// Where the aggregator keeps its run: emptydir (a new pod starts an empty run and says
+    /// so) or pvc (a claim from the default StorageClass: the run outlives its pod)
+    /// [default: emptydir].
+    #[arg(long, value_parser = ["emptydir", "pvc"])]
+    state: Option<String>,
+    /// With --state pvc: the claim's size.
+    #[arg(long, default_value = "1Gi")]
+    state_size: String,
 }
 
 #[derive(clap::Args)]
@@ -287,6 +295,12 @@ impl SpecArgs {
                 http2: self.http2,
             }),
             per_bot_rate: self.per_bot_rate,
+            state: self.state.as_deref().map(|s| match s {
+                "pvc" => spec::RunState::Pvc {
+                    size: self.state_size.clone(),
+                },
+                _ => spec::RunState::EmptyDir,
+            }),
         })
     }
 }
@@ -514,8 +528,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 base.namespace = ns.clone();
             }
             let spec = base.with(&a.spec.changes()?).map_err(usage)?;
-            let yaml =
-                k8s::manifest::render(&k8s::manifest::objects(&spec, &fleet::agg::random_hex()));
+            let keys = k8s::manifest::Keys::complete(&spec, None).map_err(usage)?;
+            let yaml = k8s::manifest::render(&k8s::manifest::objects(&spec, &keys));
             let mut out = std::io::stdout().lock();
             out.write_all(yaml.as_bytes())?;
             out.flush()?;
@@ -676,13 +690,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             rt.block_on(async {
                 let spec = cluster::status(&client, &t).await?.spec;
                 let agg = Aggregator::find(&client, &spec).await?;
-                let pod = agg.pod.clone();
+                let (pod, token) = (agg.pod.clone(), agg.token().to_string());
                 k8s::aggregator::forward_ui(
                     agg,
                     a.bind,
                     |addr| {
                         say(&format!(
-                            "ui: http://{addr}/ (run {run}, pod {pod}); Ctrl-C to stop"
+                            "ui: http://{addr}/?token={token} (run {run}, pod {pod}); Ctrl-C to stop"
                         ))
                     },
                     async {
