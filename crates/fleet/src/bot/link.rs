@@ -70,8 +70,10 @@ impl Agg {
             insecure: false,
             ca_file: cacert.map(std::path::Path::to_path_buf),
         };
-        let tls = st_http::tls::client_config(&opts, st_http::Protocol::Http1)
+        let mut tls = st_http::tls::client_config(&opts, st_http::Protocol::Http1)
             .map_err(|e| BotError::Url(base.into(), e.to_string()))?;
+        // hyper-rustls sets ALPN itself (enable_http1) and refuses a config that has it.
+        tls.alpn_protocols.clear();
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(REQUEST_TIMEOUT));
@@ -161,22 +163,23 @@ impl Link for Rc<Agg> {
 
 /// What a failed request says of the aggregator's certificate, if that is why it failed.
 fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut src = Some(e);
-    while let Some(e) = src {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
+    let mut cur = Some(e);
+    while let Some(e) = cur {
         if let Some(
             t @ (rustls::Error::InvalidCertificate(_)
             | rustls::Error::NoCertificatesPresented
             | rustls::Error::UnsupportedNameType),
-        ) = tls
+        ) = e.downcast_ref::<rustls::Error>()
         {
             return Some(t.to_string());
         }
-        src = e.source();
+        // An io::Error's source() skips the error it wraps: go into it instead.
+        cur = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
