@@ -435,7 +435,12 @@ fn tls_bot(agg: SocketAddr, token: &Path, ca: &Path, name: &str) -> Proc {
     Proc(
         SCALETEST
             .command()
-            .args(["bot", "--aggregator", &format!("https://{agg}"), "--token-file"])
+            .args([
+                "bot",
+                "--aggregator",
+                &format!("https://{agg}"),
+                "--token-file",
+            ])
             .arg(token)
             .arg("--cacert")
             .arg(ca)
@@ -473,8 +478,10 @@ fn a_tls_fleet_run_counts_exactly_what_the_server_answered() {
     let ca = out.join("tls").join("cert.pem");
     assert!(ca.exists());
     // Plain HTTP on the TLS port gets no answer.
-    assert!(st_http::blocking::call(addr, "GET", "/healthz", None, "", Duration::from_secs(2))
-        .map_or(true, |r| r.status != 200));
+    assert!(
+        st_http::blocking::call(addr, "GET", "/healthz", None, "", Duration::from_secs(2))
+            .map_or(true, |r| r.status != 200)
+    );
     let mut bots: Vec<Proc> = (0..2)
         .map(|i| tls_bot(addr, &token, &ca, &format!("b{i}")))
         .collect();

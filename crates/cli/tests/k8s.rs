@@ -537,7 +537,11 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
             &cert,
         ])
     };
-    let offered = || tls_json(agg.addr, &cert, "/api/load")["offered"].as_f64().unwrap();
+    let offered = || {
+        tls_json(agg.addr, &cert, "/api/load")["offered"]
+            .as_f64()
+            .unwrap()
+    };
     let mut bots = vec![bot()];
     testsupport::wait_until("one bot's 50 req/s", Duration::from_secs(20), || {
         offered() == 50.0

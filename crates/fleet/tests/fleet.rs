@@ -515,8 +515,16 @@ fn reads_need_the_token_off_loopback_unless_public_read() {
         call(addr, "GET", path, token, "").status
     };
     let private = listening_on("0.0.0.0:0", false, &dir.join("private"));
-    let addr: SocketAddr = format!("127.0.0.1:{}", private.addr.port()).parse().unwrap();
-    for path in ["/", "/api/summary", "/api/series", "/api/events", "/metrics"] {
+    let addr: SocketAddr = format!("127.0.0.1:{}", private.addr.port())
+        .parse()
+        .unwrap();
+    for path in [
+        "/",
+        "/api/summary",
+        "/api/series",
+        "/api/events",
+        "/metrics",
+    ] {
         assert_eq!(status(addr, path, None), 401, "{path}");
         assert_eq!(status(addr, path, Some(TOKEN)), 200, "{path}");
         let q = if path.contains('?') { '&' } else { '?' };
@@ -531,7 +539,14 @@ fn reads_need_the_token_off_loopback_unless_public_read() {
     }
     // A write takes the header only: the query is for what a browser reads.
     assert_eq!(
-        call(addr, "POST", &format!("/api/finish?token={TOKEN}"), None, "").status,
+        call(
+            addr,
+            "POST",
+            &format!("/api/finish?token={TOKEN}"),
+            None,
+            ""
+        )
+        .status,
         401
     );
     let public = listening_on("0.0.0.0:0", true, &dir.join("public"));

@@ -21,10 +21,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, KeyToPath,
-    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -561,11 +561,23 @@ pub fn objects(spec: &Spec, keys: &Keys) -> Objects {
             metadata: meta(spec, TOKEN_SECRET, Some("aggregate")),
             type_: Some("Opaque".into()),
             data: Some(BTreeMap::from([
-                ("token".to_string(), ByteString(keys.token.clone().into_bytes())),
-                ("tls.crt".to_string(), ByteString(keys.cert.clone().into_bytes())),
-                ("tls.key".to_string(), ByteString(keys.key.clone().into_bytes())),
+                (
+                    "token".to_string(),
+                    ByteString(keys.token.clone().into_bytes()),
+                ),
+                (
+                    "tls.crt".to_string(),
+                    ByteString(keys.cert.clone().into_bytes()),
+                ),
+                (
+                    "tls.key".to_string(),
+                    ByteString(keys.key.clone().into_bytes()),
+                ),
                 // Self-signed: the certificate is its own CA.
-                ("ca.crt".to_string(), ByteString(keys.cert.clone().into_bytes())),
+                (
+                    "ca.crt".to_string(),
+                    ByteString(keys.cert.clone().into_bytes()),
+                ),
             ])),
             ..Secret::default()
         },
@@ -682,7 +694,11 @@ mod tests {
     fn the_aggregator_speaks_tls_with_a_certificate_kept_in_the_secret() {
         let spec = Spec::new("demo");
         let k = Keys::complete(&spec, None).unwrap();
-        assert!(k.cert.starts_with("-----BEGIN CERTIFICATE-----"), "{}", k.cert);
+        assert!(
+            k.cert.starts_with("-----BEGIN CERTIFICATE-----"),
+            "{}",
+            k.cert
+        );
         let objs = objects(&spec, &k);
         assert_eq!(Keys::complete(&spec, Some(&objs.secret)).unwrap(), k);
         assert_eq!(
@@ -697,7 +713,8 @@ mod tests {
         assert!(cfg.is_ok());
         assert_eq!(host, "aggregate.scaletest-demo.svc");
         let bot = args(&objs, "bot");
-        let after = |flag: &str, a: &[String]| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
+        let after =
+            |flag: &str, a: &[String]| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
         assert_eq!(after("--aggregator", &bot), format!("https://{host}:8089"));
         assert_eq!(after("--cacert", &bot), "/etc/scaletest/ca.crt");
         let agg = args(&objs, "aggregate");
@@ -705,9 +722,15 @@ mod tests {
         assert_eq!(after("--tls-key", &agg), "/etc/scaletest/tls.key");
         // The bots never get the aggregator's key.
         let yaml = render(&objs);
-        let bot_dep = yaml.split("---").find(|d| d.contains("name: bot\n")).unwrap_or("");
+        let bot_dep = yaml
+            .split("---")
+            .find(|d| d.contains("name: bot\n"))
+            .unwrap_or("");
         assert!(!bot_dep.contains("tls.key"), "{bot_dep}");
-        assert!(yaml.contains("tls.crt:") && yaml.contains("ca.crt:"), "{yaml}");
+        assert!(
+            yaml.contains("tls.crt:") && yaml.contains("ca.crt:"),
+            "{yaml}"
+        );
         assert!(yaml.contains("scheme: HTTPS"), "{yaml}");
     }
 
@@ -723,7 +746,10 @@ mod tests {
         assert!(claim["spec"]["storageClassName"].is_null(), "{claim}");
         let agg = serde_json::to_value(&objs.deployments[1]).unwrap();
         let vols = &agg["spec"]["template"]["spec"]["volumes"];
-        assert_eq!(vols[1]["persistentVolumeClaim"]["claimName"], STATE_CLAIM, "{vols}");
+        assert_eq!(
+            vols[1]["persistentVolumeClaim"]["claimName"], STATE_CLAIM,
+            "{vols}"
+        );
         assert_eq!(parse(&render(&objs)).unwrap(), objs);
     }
 

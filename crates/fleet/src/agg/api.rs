@@ -131,17 +131,24 @@ fn read(path: &str) -> Option<Route> {
 pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let route = route(req.method(), req.uri().path());
     let query = req.uri().query().unwrap_or_default().to_string();
-    if route.as_ref().is_none_or(|r| r.needs_token(sh.private_reads))
+    if route
+        .as_ref()
+        .is_none_or(|r| r.needs_token(sh.private_reads))
         && !st_http::server::bearer_ok(req.headers(), &sh.token)
         && !(route.as_ref().is_some_and(|r| !r.needs_token(false))
-            && Query(&query).get("token").is_some_and(|t| same(t, &sh.token)))
+            && Query(&query)
+                .get("token")
+                .is_some_and(|t| same(t, &sh.token)))
     {
         if req.uri().path().starts_with("/api/") {
             return error(401, "missing or wrong bearer token");
         }
         if route.is_some() {
             // The page off loopback: say how to open it.
-            return error(401, "this aggregator's reads need its token: open /?token=TOKEN");
+            return error(
+                401,
+                "this aggregator's reads need its token: open /?token=TOKEN",
+            );
         }
         return error(404, "not found");
     }

@@ -27,8 +27,7 @@ pub fn self_signed(out: &Path, names: &[String]) -> Result<SelfSigned, String> {
             made: false,
         });
     }
-    let (cert_pem, key_pem) =
-        st_http::tls::self_signed_pem(names).map_err(|e| e.to_string())?;
+    let (cert_pem, key_pem) = st_http::tls::self_signed_pem(names).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
     // The key first: the certificate's presence says both are complete.
     write_private(&key, key_pem.as_bytes())?;
