@@ -144,11 +144,18 @@ struct SpecArgs {
     /// Where the aggregator keeps its run: emptydir (a new pod starts an empty run and says
     /// so) or pvc (a claim from the default StorageClass: the run outlives its pod)
     /// [default: emptydir].
-    #[arg(long, value_parser = ["emptydir", "pvc"])]
-    state: Option<String>,
+    #[arg(long, value_enum)]
+    state: Option<StateKind>,
     /// With --state pvc: the claim's size.
     #[arg(long, default_value = "1Gi")]
     state_size: String,
+}
+
+/// `--state`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StateKind {
+    Emptydir,
+    Pvc,
 }
 
 #[derive(clap::Args)]
@@ -295,11 +302,11 @@ impl SpecArgs {
                 http2: self.http2,
             }),
             per_bot_rate: self.per_bot_rate,
-            state: self.state.as_deref().map(|s| match s {
-                "pvc" => spec::RunState::Pvc {
+            state: self.state.map(|s| match s {
+                StateKind::Pvc => spec::RunState::Pvc {
                     size: self.state_size.clone(),
                 },
-                _ => spec::RunState::EmptyDir,
+                StateKind::Emptydir => spec::RunState::EmptyDir,
             }),
         })
     }

@@ -110,9 +110,11 @@ impl Agg {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|_| Fail::Unreachable)?;
         let fut = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                certificate_error(&e).map_or(Fail::Unreachable, |why| Fail::Tls(why))
-            })?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| certificate_error(&e).map_or(Fail::Unreachable, Fail::Tls))?;
             let status = resp.status().as_u16();
             let bytes = resp
                 .into_body()
