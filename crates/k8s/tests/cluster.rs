@@ -690,3 +690,51 @@ async fn a_pod_port_that_refuses_is_one_line_naming_the_pod() {
     assert!(r.warning.is_some_and(|w| w.contains("aggregator")));
     assert!(r.window.is_none());
 }
+
+/// `up --state pvc`: the aggregator's run directory is a claim from the default StorageClass,
+/// applied with the rest, and a second `up` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_pvc_keeps_the_run_directory_on_a_claim() {
+    let f = fake().await;
+    f.api.register(kubefake::Resource {
+        group: String::new(),
+        version: "v1".into(),
+        plural: "persistentvolumeclaims".into(),
+        kind: "PersistentVolumeClaim".into(),
+        namespaced: true,
+    });
+    let t = target("pvc", Duration::from_secs(20));
+    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
+    let changes = Changes {
+        state: Some(k8s::spec::RunState::Pvc { size: "2Gi".into() }),
+        ..Changes::default()
+    };
+    let o = cluster::up(&f.client, &t, Spec::new(&t.run), &changes, &mut quiet)
+        .await
+        .expect("up");
+    assert!(o
+        .applied
+        .iter()
+        .any(|a| a.object == "persistentvolumeclaim/aggregator-run"));
+    let claims: Vec<Value> = f
+        .api
+        .objects("persistentvolumeclaims")
+        .into_iter()
+        .filter(|c| c["metadata"]["namespace"] == t.namespace.as_str())
+        .collect();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0]["spec"]["resources"]["requests"]["storage"], "2Gi");
+    let agg = deployment(&f.api, &t.namespace, "aggregate");
+    assert_eq!(
+        agg["spec"]["template"]["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"],
+        "aggregator-run"
+    );
+    let again = cluster::up(&f.client, &t, Spec::new(&t.run), &changes, &mut quiet)
+        .await
+        .expect("up again");
+    assert!(
+        again.applied.iter().all(|a| a.change == Change::Unchanged),
+        "{:?}",
+        again.applied
+    );
+}
