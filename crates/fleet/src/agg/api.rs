@@ -131,15 +131,7 @@ fn read(path: &str) -> Option<Route> {
 pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let route = route(req.method(), req.uri().path());
     let query = req.uri().query().unwrap_or_default().to_string();
-    if route
-        .as_ref()
-        .is_none_or(|r| r.needs_token(sh.private_reads))
-        && !st_http::server::bearer_ok(req.headers(), &sh.token)
-        && !(route.as_ref().is_some_and(|r| !r.needs_token(false))
-            && Query(&query)
-                .get("token")
-                .is_some_and(|t| same(t, &sh.token)))
-    {
+    if !allowed(sh, route.as_ref(), req.headers(), Query(&query)) {
         if req.uri().path().starts_with("/api/") {
             return error(401, "missing or wrong bearer token");
         }
@@ -208,13 +200,19 @@ impl<'a> Query<'a> {
     }
 }
 
-/// `a == b` in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// Whether the caller may take `route` (`None`: an unknown path, which needs the token too):
+/// one that needs no token, the bearer token, or for a read the token in the query, which is
+/// how a browser's page and its live stream carry it.
+fn allowed(sh: &Shared, route: Option<&Route>, headers: &http::HeaderMap, q: Query) -> bool {
+    let bearer = || st_http::server::bearer_ok(headers, &sh.token);
+    let Some(r) = route else { return bearer() };
+    if !r.needs_token(sh.private_reads) || bearer() {
+        return true;
+    }
+    let read = !r.needs_token(false);
+    read && q
+        .get("token")
+        .is_some_and(|t| st_http::server::token_eq(t, &sh.token))
 }
 
 /// The body as JSON, handed to `f`; a 400 saying why when it is not.
