@@ -16,8 +16,8 @@
 //!
 //! In modules: `outbox` (the seconds on their way), `driver` (registration with backoff,
 //! pushes and acknowledgements, a restarted aggregator, the wind-down: plain code over the
-//! outbox, its time from tokio's clock), `link` (the aggregator over HTTP or HTTPS; an untrusted certificate ends the bot), `engine` (the
-//! load itself).
+//! outbox, its time from tokio's clock), `link` (the aggregator over HTTP or HTTPS; an
+//! untrusted certificate ends the bot), `engine` (the load itself).
 
 mod driver;
 mod engine;
