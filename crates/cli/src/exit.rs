@@ -42,12 +42,18 @@ macro_rules! usage_always {
 usage_always!(
     demo::scenario::ScenarioError,
     demo::ctl::CtlError,
-    fleet::bot::BotError,
     load::SpecError,
     pace::PaceError,
     report::runfile::RunFileError,
     kapi::output::ApiRunError,
 );
+
+/// An aggregator that is not who it should be is a failure (exit 1), not a usage error.
+impl Fault for fleet::bot::BotError {
+    fn is_usage(&self) -> bool {
+        !matches!(self, fleet::bot::BotError::Certificate(..))
+    }
+}
 
 impl Fault for kapi::Error {
     fn is_usage(&self) -> bool {

@@ -7,6 +7,7 @@
 use report::RunFile;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 use testkit::Proc;
 use testsupport::call::{call, json};
@@ -374,7 +375,7 @@ fn a_new_aggregator_on_an_empty_directory_says_the_run_restarted() {
                 && e["text"]
                     .as_str()
                     .unwrap()
-                    .contains(&format!("was in run {run}"))
+                    .contains(&format!("was in run {run}; seconds before "))
         })
     });
     assert_eq!(
@@ -384,5 +385,141 @@ fn a_new_aggregator_on_an_empty_directory_says_the_run_restarted() {
     assert!(exited(&mut agg, Duration::from_secs(20)).success());
     let r = RunFile::read(Path::new(&out2).join("results.json").as_path()).unwrap();
     assert_eq!(r.fleet.unwrap().previous_runs, vec![run]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// GET `path` over TLS, trusting `ca`; the JSON of a 200.
+fn tls_json(addr: SocketAddr, ca: &Path, path: &str) -> serde_json::Value {
+    let r = st_http::blocking::call_tls(addr, ca, "GET", path, None, "", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET https://{addr}{path}: {e}"));
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn tls_bot(agg: SocketAddr, token: &Path, ca: &Path, name: &str) -> Proc {
+    Proc(
+        SCALETEST
+            .command()
+            .args([
+                "bot",
+                "--aggregator",
+                &format!("https://{agg}"),
+                "--token-file",
+            ])
+            .arg(token)
+            .arg("--cacert")
+            .arg(ca)
+            .args(["--name", name, "-t", "1", "--exit-when-finished"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `--tls-self-signed`: the aggregator serves HTTPS with a certificate it keeps in OUT/tls;
+/// two bots trusting it push over TLS, and the run counts exactly what the server answered.
+#[test]
+fn a_tls_fleet_run_counts_exactly_what_the_server_answered() {
+    let (_srv, srv) = server();
+    let dir = tmpdir("tls");
+    let out = dir.join("run");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let before = served(srv);
+    let (mut agg, addr, rest) = spawn(&[
+        "aggregate",
+        &format!("http://{srv}/"),
+        "--rate",
+        "200",
+        "--bind",
+        "127.0.0.1:0",
+        "--out",
+        out.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--tls-self-signed",
+    ]);
+    let ca = out.join("tls").join("cert.pem");
+    assert!(ca.exists());
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(
+        st_http::blocking::call(addr, "GET", "/healthz", None, "", Duration::from_secs(2))
+            .map_or(true, |r| r.status != 200)
+    );
+    let mut bots: Vec<Proc> = (0..2)
+        .map(|i| tls_bot(addr, &token, &ca, &format!("b{i}")))
+        .collect();
+    wait_until("2 live bots and answers", Duration::from_secs(15), || {
+        let s = tls_json(addr, &ca, "/api/summary");
+        s["live"] == 2 && s["requests"].as_u64().unwrap() > 400
+    });
+    let r = st_http::blocking::call_tls(
+        addr,
+        &ca,
+        "POST",
+        "/api/finish",
+        Some("s3cret"),
+        "",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(exited(&mut agg, Duration::from_secs(20)).success());
+    for b in &mut bots {
+        assert!(exited(b, Duration::from_secs(10)).success());
+    }
+    let stdout = rest.join().unwrap();
+    assert!(stdout.contains("--cacert"), "{stdout}");
+    let run = RunFile::read(&out.join("results.json")).unwrap();
+    // This scrape is one answer more.
+    assert_eq!(run.total.responses, served(srv) - before - 1);
+    assert_eq!(run.total.errors.values().sum::<u64>(), 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A bot that cannot verify the aggregator's certificate (another CA, or none: the public
+/// roots) does not retry: one line naming the certificate problem, exit 1.
+#[test]
+fn a_bot_with_the_wrong_ca_exits_1_with_one_line() {
+    let dir = tmpdir("tls-wrong-ca");
+    let out = dir.join("run");
+    let (_agg, addr, _rest) = spawn(&[
+        "aggregate",
+        "--bind",
+        "127.0.0.1:0",
+        "--out",
+        out.to_str().unwrap(),
+        "--token",
+        "s3cret",
+        "--tls-self-signed",
+    ]);
+    let other = dir.join("other-ca.pem");
+    std::fs::write(&other, st_http::tls::self_signed_pem(&[]).unwrap().0).unwrap();
+    let url = format!("https://{addr}");
+    let other_ca = ["--cacert", other.to_str().unwrap()];
+    for extra in [&other_ca[..], &[]] {
+        let mut b = Proc(
+            SCALETEST
+                .command()
+                .args(["bot", "--aggregator", &url, "--token", "s3cret"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let status = exited(&mut b, Duration::from_secs(10));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut b.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(1), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("cannot trust the aggregator at https://")
+                && err.contains("certificate")
+                && err.contains("--cacert"),
+            "{err}"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

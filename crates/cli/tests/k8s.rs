@@ -154,11 +154,25 @@ fn render_prints_yaml_that_kubectl_style_tools_read_back() {
         (spec.run.as_str(), spec.servers, spec.version.as_str()),
         ("r1", 3, "v7")
     );
-    let token = String::from_utf8(objs.secret.data.as_ref().expect("data")["token"].0.clone())
-        .expect("utf-8");
-    // Rebuilt from the spec and token it carries, the objects are the same.
-    assert_eq!(k8s::manifest::objects(&spec, &token), objs);
+    // Rebuilt from the spec and keys it carries, the objects are the same.
+    let keys = k8s::manifest::Keys::complete(&spec, Some(&objs.secret)).expect("keys");
+    assert_eq!(k8s::manifest::objects(&spec, &keys), objs);
     assert_eq!(out.matches("kind: Deployment").count(), 3);
+    // The aggregator's certificate is in the Secret, and the bots trust it.
+    assert!(keys.cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(out.contains("tls.crt:") && out.contains("ca.crt:"), "{out}");
+    assert!(
+        out.contains("- --cacert\n") && out.contains("- https://aggregate.scaletest-r1.svc:8089\n"),
+        "{out}"
+    );
+    // --state pvc: a claim for the run directory.
+    let (code, out, err) = run(&["k8s", "render", "--state", "pvc", "--state-size", "2Gi"]);
+    assert_eq!(code, Some(0), "{err}");
+    let objs = k8s::manifest::parse(&out).expect("parses");
+    assert!(out.contains("kind: PersistentVolumeClaim"), "{out}");
+    assert!(objs.claim.is_some());
+    let (code, _, err) = run(&["k8s", "render", "--state", "pvc", "--state-size", "lots"]);
+    assert_eq!((code, err.lines().count()), (Some(2), 1), "{err}");
 }
 
 #[test]
@@ -356,6 +370,41 @@ fn token_file(fake: &FakeApi, ns: &str, dir: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// The run's aggregator certificate and key (from its Secret in the fake), in files for an
+/// aggregator of this test (`--tls-cert`, `--tls-key`) and its clients (the certificate is
+/// the CA).
+fn tls_files(fake: &FakeApi, ns: &str, dir: &std::path::Path) -> (String, String) {
+    let secret = fake
+        .objects("secrets")
+        .into_iter()
+        .find(|s| s["metadata"]["namespace"] == ns)
+        .expect("the token Secret");
+    let file = |key: &str| {
+        let v: k8s_openapi::ByteString =
+            serde_json::from_value(secret["data"][key].clone()).expect("base64");
+        let path = dir.join(key);
+        std::fs::write(&path, &v.0).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    (file("tls.crt"), file("tls.key"))
+}
+
+/// GET `path` of an aggregator over TLS, trusting `ca`: the JSON of a 200.
+fn tls_json(addr: std::net::SocketAddr, ca: &str, path: &str) -> serde_json::Value {
+    let r = st_http::blocking::call_tls(
+        addr,
+        std::path::Path::new(ca),
+        "GET",
+        path,
+        None,
+        "",
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("GET https://{addr}{path}: {e}"));
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
 /// Point the fake's port-forward of the run's aggregator pods at `to`.
 fn forward_aggregator(fake: &FakeApi, ns: &str, to: std::net::SocketAddr) {
     for p in fake.objects("pods") {
@@ -451,8 +500,10 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
     assert_eq!(code, Some(0), "up: {out}{err}");
     assert!(!out.contains("deployment/serve"), "{out}");
     let token = token_file(fake, ns, dir);
+    let (cert, key) = tls_files(fake, ns, dir);
     let out_dir = dir.join("agg").to_string_lossy().into_owned();
-    // The Deployment's own arguments, with this machine's address, token and directory.
+    // The Deployment's own arguments, with this machine's address, token, directory and
+    // certificate.
     let dep = fake
         .objects("deployments")
         .into_iter()
@@ -465,6 +516,8 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
         ("--bind", "127.0.0.1:0"),
         ("--token-file", &token),
         ("--out", &out_dir),
+        ("--tls-cert", &cert),
+        ("--tls-key", &key),
     ] {
         let i = args.iter().position(|a| a == flag).unwrap() + 1;
         args[i] = value.to_string();
@@ -472,10 +525,20 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agg = SCALETEST.listening(&args);
     forward_aggregator(fake, ns, agg.addr);
-    let agg_url = format!("http://{}", agg.addr);
-    let bot = || SCALETEST.spawn(&["bot", "--aggregator", &agg_url, "--token-file", &token]);
+    let agg_url = format!("https://{}", agg.addr);
+    let bot = || {
+        SCALETEST.spawn(&[
+            "bot",
+            "--aggregator",
+            &agg_url,
+            "--token-file",
+            &token,
+            "--cacert",
+            &cert,
+        ])
+    };
     let offered = || {
-        testsupport::call::json(agg.addr, "/api/load")["offered"]
+        tls_json(agg.addr, &cert, "/api/load")["offered"]
             .as_f64()
             .unwrap()
     };
@@ -516,7 +579,7 @@ fn scaling_the_bots_of_a_per_bot_run_raises_the_offered_rate() {
     assert_eq!(code, Some(0), "up: {out}{err}");
     assert!(out.contains("0 of 6 objects changed"), "{out}");
     assert!(err.is_empty(), "{err}");
-    let events = testsupport::call::json(agg.addr, "/api/events");
+    let events = tls_json(agg.addr, &cert, "/api/events");
     assert!(
         events["events"]
             .as_array()
@@ -566,6 +629,7 @@ fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
     let (code, out, err) = k8s(&["up"]);
     assert_eq!(code, Some(0), "up: {out}{err}");
     let token_file = token_file(fake, ns, dir);
+    let (cert, key) = tls_files(fake, ns, dir);
     let srv = SCALETEST.listening(&["serve", "--bind", "127.0.0.1:0", "--threads", "1"]);
     let out_dir = dir.join("agg").to_string_lossy().into_owned();
     let agg = SCALETEST.listening(&[
@@ -579,12 +643,24 @@ fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
         &token_file,
         "--out",
         &out_dir,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
     ]);
     forward_aggregator(fake, ns, agg.addr);
-    let agg_url = format!("http://{}", agg.addr);
-    let _bot = SCALETEST.spawn(&["bot", "--aggregator", &agg_url, "--token-file", &token_file]);
+    let agg_url = format!("https://{}", agg.addr);
+    let _bot = SCALETEST.spawn(&[
+        "bot",
+        "--aggregator",
+        &agg_url,
+        "--token-file",
+        &token_file,
+        "--cacert",
+        &cert,
+    ]);
     testsupport::wait_until("the bot's first answers", Duration::from_secs(20), || {
-        testsupport::call::json(agg.addr, "/api/summary")["requests"]
+        tls_json(agg.addr, &cert, "/api/summary")["requests"]
             .as_u64()
             .unwrap_or(0)
             >= 100

@@ -331,8 +331,13 @@
 
   // ---- the stream and the polled resources --------------------------------------------------
 
+  // The token, when the page has one: an aggregator off loopback wants it for reads too (a
+  // header here; in the stream's URL, which cannot carry a header).
+  const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
+
   async function getJSON(url) {
-    const r = await fetch(url, { cache: "no-store" });
+    const headers = token() ? { Authorization: "Bearer " + token() } : {};
+    const r = await fetch(url, { cache: "no-store", headers: headers });
     if (!r.ok) throw new Error(url + ": HTTP " + r.status);
     return r.json();
   }
@@ -360,7 +365,9 @@
   let stream = null;
   function connect() {
     if (stream) stream.close();
-    stream = new EventSource("/api/stream");
+    stream = new EventSource(
+      "/api/stream" + (token() ? "?token=" + encodeURIComponent(token()) : ""),
+    );
     stream.onopen = () => {
       const done = summary && summary.finished;
       setStatus(done ? "finished" : "live", done ? "finished" : "live");
@@ -481,12 +488,16 @@
 
   // ---- rate control -------------------------------------------------------------------------
 
-  // A token in the URL fragment (#token=...) is taken and removed from the address bar.
+  // A token in the URL fragment (#token=...) is taken and removed from the address bar; one
+  // in the query (?token=..., how an aggregator off loopback serves the page) is taken and
+  // kept there, so that a reload still gets the page.
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get("token")) {
     sessionStorage.setItem(TOKEN_KEY, fragment.get("token"));
     history.replaceState(null, "", location.pathname + location.search);
   }
+  const query = new URLSearchParams(location.search);
+  if (query.get("token")) sessionStorage.setItem(TOKEN_KEY, query.get("token"));
   $("token-input").value = sessionStorage.getItem(TOKEN_KEY) || "";
 
   $("rate-form").addEventListener("submit", async (ev) => {

@@ -2,6 +2,10 @@
 //! the live stream, the web UI, `/metrics` (their route table: `api`), and the run directory
 //! written every second.
 //!
+//! Over HTTPS when given a certificate ([`Config::tls`]: the bots' token then never crosses
+//! the network in clear); reads need the token too when it listens off loopback
+//! ([`Config::private_reads`]).
+//!
 //! One thread with a single-threaded runtime serves everything (ingest is cheap: a push is
 //! decoded outside the lock and merged under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
@@ -21,6 +25,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod api;
+pub mod cert;
 
 use crate::now_unix;
 use crate::state::{self, Plan, State};
@@ -69,6 +74,18 @@ pub struct Config {
     pub thresholds: Vec<Threshold>,
     /// End the run as soon as a threshold can no longer pass.
     pub abort_on_fail: bool,
+    /// Serve HTTPS with this config (API, UI and the bots' pushes); `None`: plain HTTP.
+    pub tls: Option<rustls::ServerConfig>,
+    /// Reads need no token even off loopback (`--public-read`).
+    pub public_read: bool,
+}
+
+impl Config {
+    /// Whether reads (the page, the read APIs, the stream, `/metrics`) need the token: when
+    /// the aggregator listens on anything but loopback, unless `public_read`.
+    pub fn private_reads(&self) -> bool {
+        !self.bind.ip().is_loopback() && !self.public_read
+    }
 }
 
 /// An aggregator that could not start.
@@ -114,6 +131,8 @@ struct Shared {
     /// finished: a bot's leave is answered once a save begun after it has finished.
     saves_begun: AtomicU64,
     saved: watch::Sender<u64>,
+    /// Reads need the token too ([`Config::private_reads`]).
+    private_reads: bool,
 }
 
 /// A running aggregator.
@@ -161,6 +180,7 @@ pub fn start(cfg: Config) -> Result<Running, AggError> {
         thresholds: cfg.thresholds.clone(),
         saves_begun: AtomicU64::new(0),
         saved: watch::channel(0).0,
+        private_reads: cfg.private_reads(),
     });
     let sh = shared.clone();
     let listener = listeners
@@ -236,8 +256,12 @@ async fn serve(
             })
         }
     };
+    let tls = cfg
+        .tls
+        .clone()
+        .map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
     let server =
-        tokio::task::spawn_local(server::serve(listener, None, limits, stats, phase_rx, make));
+        tokio::task::spawn_local(server::serve(listener, tls, limits, stats, phase_rx, make));
     // From the run's start, not this process's: a restarted aggregator ends the run when the
     // first one would have.
     let started = sh.state.lock().expect("state lock").started_unix;

@@ -16,8 +16,8 @@
 //!
 //! In modules: `outbox` (the seconds on their way), `driver` (registration with backoff,
 //! pushes and acknowledgements, a restarted aggregator, the wind-down: plain code over the
-//! outbox, its time from tokio's clock), `link` (the aggregator over HTTP), `engine` (the
-//! load itself).
+//! outbox, its time from tokio's clock), `link` (the aggregator over HTTP or HTTPS; an
+//! untrusted certificate ends the bot), `engine` (the load itself).
 
 mod driver;
 mod engine;
@@ -42,8 +42,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// A bot's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The aggregator, `http://host:port`.
+    /// The aggregator, `http://host:port` or `https://host:port`.
     pub aggregator: String,
+    /// Over HTTPS: trust the CA certificates in this PEM file (else the public roots).
+    pub cacert: Option<std::path::PathBuf>,
     /// Bearer token.
     pub token: String,
     /// Name shown in the bots table.
@@ -68,6 +70,9 @@ pub enum BotError {
     /// The aggregator refused the bot (wrong token, full, …).
     #[error("the aggregator refused this bot: {0}")]
     Refused(String),
+    /// The aggregator's certificate does not verify (a wrong `--cacert`, another server).
+    #[error("cannot trust the aggregator at {0}: {1} (check --cacert)")]
+    Certificate(String, String),
 }
 
 /// What a bot did, for its exit message.
@@ -90,7 +95,11 @@ pub fn host_name() -> String {
 
 /// Run a bot until `stop` fires (SIGTERM) or, with `exit_when_finished`, the run is over.
 pub async fn run(cfg: Config, stop: Shutdown) -> Result<Outcome, BotError> {
-    let agg = std::rc::Rc::new(link::Agg::new(&cfg.aggregator, &cfg.token)?);
+    let agg = std::rc::Rc::new(link::Agg::new(
+        &cfg.aggregator,
+        &cfg.token,
+        cfg.cacert.as_deref(),
+    )?);
     let (snaps_tx, snaps) = mpsc::unbounded_channel();
     let engine = engine::Engine::new(cfg.clone(), snaps_tx);
     driver::Driver::new(&cfg, agg, engine, snaps, stop, driver::Clock::Wall)

@@ -59,6 +59,8 @@ fn aggregator_judging(
         state: state::Config::default(),
         thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
         abort_on_fail: false,
+        tls: None,
+        public_read: false,
     })
     .unwrap()
 }
@@ -74,6 +76,7 @@ fn start_bot(addr: SocketAddr, name: &str) -> Bot {
     let s = stop.clone();
     let cfg = bot::Config {
         aggregator: format!("http://{addr}"),
+        cacert: None,
         token: TOKEN.into(),
         name: name.into(),
         threads: Some(1),
@@ -474,4 +477,80 @@ fn closed_loop_bots_and_posted_events() {
     // Closed loop: every send was also an intended one.
     assert_eq!(run.total.sent, run.total.intended);
     std::fs::remove_dir_all(out).unwrap();
+}
+
+/// An idle aggregator on `bind` with `public_read`.
+fn listening_on(bind: &str, public_read: bool, out: &std::path::Path) -> agg::Running {
+    agg::start(AggConfig {
+        bind: bind.parse().unwrap(),
+        token: TOKEN.into(),
+        out: out.to_path_buf(),
+        spec: Spec::default(),
+        plan: Plan::Idle,
+        run_for: None,
+        state: state::Config::default(),
+        thresholds: vec![],
+        abort_on_fail: false,
+        tls: None,
+        public_read,
+    })
+    .unwrap()
+}
+
+/// Off loopback (here 0.0.0.0, reached through 127.0.0.1) the page and the read APIs need
+/// the token, as the header or `?token=` (the page, the stream); `/healthz` and the static
+/// assets do not. `--public-read` opens the reads again; on loopback they always were.
+#[test]
+fn reads_need_the_token_off_loopback_unless_public_read() {
+    let dir = tmpdir("fleet-reads");
+    let status = |addr: SocketAddr, path: &str, token: Option<&str>| {
+        call(addr, "GET", path, token, "").status
+    };
+    let private = listening_on("0.0.0.0:0", false, &dir.join("private"));
+    let addr: SocketAddr = format!("127.0.0.1:{}", private.addr.port())
+        .parse()
+        .unwrap();
+    for path in [
+        "/",
+        "/api/summary",
+        "/api/series",
+        "/api/events",
+        "/metrics",
+    ] {
+        assert_eq!(status(addr, path, None), 401, "{path}");
+        assert_eq!(status(addr, path, Some(TOKEN)), 200, "{path}");
+        let q = if path.contains('?') { '&' } else { '?' };
+        assert_eq!(status(addr, &format!("{path}{q}token={TOKEN}"), None), 200);
+        assert_eq!(status(addr, &format!("{path}{q}token=wrong"), None), 401);
+    }
+    assert!(call(addr, "GET", "/", None, "")
+        .body
+        .contains("/?token=TOKEN"));
+    for path in ["/healthz", "/assets/app.js", "/assets/uplot.css"] {
+        assert_eq!(status(addr, path, None), 200, "{path}");
+    }
+    // A write takes the header only: the query is for what a browser reads.
+    assert_eq!(
+        call(
+            addr,
+            "POST",
+            &format!("/api/finish?token={TOKEN}"),
+            None,
+            ""
+        )
+        .status,
+        401
+    );
+    let public = listening_on("0.0.0.0:0", true, &dir.join("public"));
+    let addr: SocketAddr = format!("127.0.0.1:{}", public.addr.port()).parse().unwrap();
+    assert_eq!(status(addr, "/api/summary", None), 200);
+    assert_eq!(status(addr, "/", None), 200);
+    let local = listening_on("127.0.0.1:0", false, &dir.join("local"));
+    assert_eq!(status(local.addr, "/api/summary", None), 200);
+    assert_eq!(status(local.addr, "/", None), 200);
+    for a in [private, public, local] {
+        a.finish();
+        a.wait();
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -28,6 +28,11 @@ struct Fleet {
 
 impl Fleet {
     fn start(bots: usize, thresholds: &[&str]) -> Fleet {
+        Fleet::start_on("127.0.0.1:0", bots, thresholds)
+    }
+
+    /// The aggregator on `bind`; bots reach it through loopback.
+    fn start_on(bind: &str, bots: usize, thresholds: &[&str]) -> Fleet {
         let srv = serve::start(serve::Config {
             bind: "127.0.0.1:0".parse().unwrap(),
             threads: 1,
@@ -41,7 +46,7 @@ impl Fleet {
         .unwrap();
         let out = std::env::temp_dir().join(format!("st-fleet-ui-{}", agg::random_hex()));
         let a = agg::start(AggConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
+            bind: bind.parse().unwrap(),
             token: TOKEN.into(),
             out: out.clone(),
             spec: Spec {
@@ -54,12 +59,15 @@ impl Fleet {
             state: state::Config::default(),
             thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
             abort_on_fail: false,
+            tls: None,
+            public_read: false,
         })
         .unwrap();
         let bots = (0..bots)
             .map(|i| {
                 let cfg = bot::Config {
-                    aggregator: format!("http://{}", a.addr),
+                    aggregator: format!("http://127.0.0.1:{}", a.addr.port()),
+                    cacert: None,
                     token: TOKEN.into(),
                     name: format!("b{i}"),
                     threads: Some(1),
@@ -134,6 +142,29 @@ fn the_live_page_shows_qps_and_its_rate_control_changes_the_bots_rate() {
     )
     .unwrap();
     page.screenshot(&screenshots().join("live-ui.png")).unwrap();
+    assert_eq!(page.errors(), Vec::<String>::new());
+    f.finish();
+}
+
+/// Off loopback the reads need the token: the page opened as `/?token=` passes it on to its
+/// reads (a header) and its live stream (the query), and fills in as on loopback.
+#[test]
+fn the_live_page_off_loopback_passes_its_token_to_every_read() {
+    let Some(browser) = testkit::browser::for_test() else {
+        return;
+    };
+    let f = Fleet::start_on("0.0.0.0:0", 1, &[]);
+    let port = f.agg.addr.port();
+    let page = browser.page().unwrap();
+    page.goto(&format!("http://127.0.0.1:{port}/?token={TOKEN}"))
+        .unwrap();
+    page.wait_until(
+        "scaletest.summary != null && scaletest.points.length >= 2 && \
+         document.querySelector('#bots tbody').children.length == 1 && \
+         document.querySelector('#status').dataset.state == 'live'",
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("the page did not fill in: {e}; errors: {:?}", page.errors()));
     assert_eq!(page.errors(), Vec::<String>::new());
     f.finish();
 }

@@ -414,14 +414,17 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// peers: the balancer's admin API, the aggregator's writes). Compared without an early exit,
 /// so that timing does not tell how much of a token was right.
 pub fn bearer_ok(headers: &http::HeaderMap, token: &str) -> bool {
-    let same = |a: &[u8], b: &[u8]| {
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    };
     headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()))
+        .is_some_and(|t| token_eq(t.trim(), token))
+}
+
+/// `given == token`, in a time that does not depend on where they differ.
+pub fn token_eq(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

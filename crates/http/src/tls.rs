@@ -1,6 +1,7 @@
 //! rustls configurations, client and server, made here and nowhere else: system-independent
 //! roots (webpki-roots), an extra CA file, or no verification at all (`--insecure`), with ALPN
-//! chosen by protocol; server configs from PEM files or self-signed.
+//! chosen by protocol; server configs from PEM files or self-signed, and self-signed
+//! certificates as PEM for servers that keep them (the aggregator, a `k8s` run's Secret).
 //!
 //! With `SSLKEYLOGFILE` set, every config logs its TLS secrets to that file in the NSS key log
 //! format (rustls `KeyLogFile`, appending; a new file is made with mode 0600), so that a capture
@@ -74,7 +75,7 @@ pub fn client_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions");
-    let mut cfg = if opts.insecure {
+    let cfg = if opts.insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
@@ -85,19 +86,54 @@ pub fn client_config(
         if let Some(path) = &opts.ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| TlsError::CaFile(path.clone(), e.to_string()))?;
-            let mut added = 0;
-            for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                let cert = cert.map_err(|e| TlsError::CaFile(path.clone(), e.to_string()))?;
-                if roots.add(cert).is_ok() {
-                    added += 1;
-                }
-            }
-            if added == 0 {
-                return Err(TlsError::NoCerts(path.clone()));
-            }
+            add_pem(&mut roots, &pem, path)?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
+    finish_client(cfg, protocol)
+}
+
+/// A client config that trusts only the CA certificates in `ca_pem` (a server of our own
+/// whose CA we hold: a `k8s` run's aggregator).
+pub fn client_config_trusting(
+    ca_pem: &[u8],
+    protocol: Protocol,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    add_pem(&mut roots, ca_pem, std::path::Path::new("(the CA given)"))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    finish_client(cfg, protocol)
+}
+
+/// Add the PEM certificates of `pem` (read from `path`) to `roots`: at least one.
+fn add_pem(
+    roots: &mut rustls::RootCertStore,
+    pem: &[u8],
+    path: &std::path::Path,
+) -> Result<(), TlsError> {
+    let mut added = 0;
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.map_err(|e| TlsError::CaFile(path.to_path_buf(), e.to_string()))?;
+        if roots.add(cert).is_ok() {
+            added += 1;
+        }
+    }
+    if added == 0 {
+        return Err(TlsError::NoCerts(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// ALPN for `protocol` and the key log.
+fn finish_client(
+    mut cfg: rustls::ClientConfig,
+    protocol: Protocol,
+) -> Result<rustls::ClientConfig, TlsError> {
     cfg.alpn_protocols = match protocol {
         Protocol::Http1 => vec![b"http/1.1".to_vec()],
         Protocol::Http2 => vec![b"h2".to_vec()],
@@ -168,20 +204,37 @@ pub fn server_config_from_files(
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| ServerTlsError(format!("cannot read {}: {e}", p.display())))
     };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
+    pem_server_config(
+        &read(cert)?,
+        &read(key)?,
+        &cert.display().to_string(),
+        &key.display().to_string(),
+    )
+}
+
+/// A server config (ALPN h2 and http/1.1) from a PEM certificate chain and key in memory.
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::ServerConfig, ServerTlsError> {
+    pem_server_config(cert_pem, key_pem, "the certificate", "the key")
+}
+
+fn pem_server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &str,
+    key: &str,
+) -> Result<rustls::ServerConfig, ServerTlsError> {
     let chain = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerTlsError(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| ServerTlsError(format!("{cert}: {e}")))?;
     if chain.is_empty() {
-        return Err(ServerTlsError(format!(
-            "{} holds no PEM certificate",
-            cert.display()
-        )));
+        return Err(ServerTlsError(format!("{cert} holds no PEM certificate")));
     }
     let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| ServerTlsError(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| ServerTlsError(format!("{} holds no PEM private key", key.display())))?;
+        .map_err(|e| ServerTlsError(format!("{key}: {e}")))?
+        .ok_or_else(|| ServerTlsError(format!("{key} holds no PEM private key")))?;
     server_config(chain, key_der)
 }
 
@@ -196,21 +249,31 @@ pub fn self_signed_server_config() -> Result<(rustls::ServerConfig, String), Ser
 pub fn self_signed_server_config_for(
     extra: &[String],
 ) -> Result<(rustls::ServerConfig, String), ServerTlsError> {
-    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    names.extend(
-        extra
-            .iter()
-            .filter(|e| !names.contains(e))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let ck = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| ServerTlsError(format!("cannot make a certificate: {e}")))?;
+    let ck = self_signed(extra)?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
     Ok((
         server_config(vec![ck.cert.der().clone()], key)?,
         ck.cert.pem(),
     ))
+}
+
+/// A self-signed certificate for `localhost`, `127.0.0.1`, `::1` and `extra`, as PEM: the
+/// certificate (which clients trust as their CA: `--cacert`) and its private key (PKCS#8),
+/// for a server that keeps them in files (the aggregator's `--out`, a run's Secret).
+pub fn self_signed_pem(extra: &[String]) -> Result<(String, String), ServerTlsError> {
+    let ck = self_signed(extra)?;
+    Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
+}
+
+fn self_signed(extra: &[String]) -> Result<rcgen::CertifiedKey, ServerTlsError> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    for e in extra {
+        if !names.contains(e) {
+            names.push(e.clone());
+        }
+    }
+    rcgen::generate_simple_self_signed(names)
+        .map_err(|e| ServerTlsError(format!("cannot make a certificate: {e}")))
 }
 
 fn server_config(

@@ -5,9 +5,11 @@
 //!
 //! Not the API server's service proxy: the API server strips the `Authorization` header of
 //! requests it has authenticated, so the aggregator's bearer token would never arrive; over a
-//! port-forward, the bytes are ours end to end.
+//! port-forward, the bytes are ours end to end. They are TLS when the run's Secret holds the
+//! aggregator's certificate (every run since it has one): checked against that certificate
+//! and the Service's name, so the local UI is plain HTTP on loopback and TLS beyond.
 
-use crate::manifest::{self, AGGREGATE_PORT, TOKEN_SECRET};
+use crate::manifest::{self, Keys, AGGREGATE_PORT, TOKEN_SECRET};
 use crate::spec::Spec;
 use crate::Error;
 use bytes::Bytes;
@@ -16,20 +18,27 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use report::Window;
+use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The longest an aggregator call may take (connect, request, answer).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A run's aggregator pod and its token.
+/// A run's aggregator pod, its token, and how to reach it over TLS.
 #[derive(Clone)]
 pub struct Aggregator {
     pods: Api<Pod>,
     /// The pod forwarded to.
     pub pod: String,
     token: String,
+    /// The run's CA and the name its certificate has; `None`: a run from before TLS.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
+
+/// A connection to the aggregator: the port-forward's stream, or TLS over it.
+pub trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
 
 impl Aggregator {
     /// Find the run's ready aggregator pod and read its token.
@@ -54,32 +63,64 @@ impl Aggregator {
             .map(|p| p.name_any())
             .ok_or_else(|| Error::NotReady(format!("no ready aggregator pod in {ns}")))?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let token = secrets
+        let secret = secrets
             .get(TOKEN_SECRET)
             .await
-            .map_err(Error::api(format!("get secret {ns}/{TOKEN_SECRET}")))?
-            .data
-            .and_then(|d| d.get("token").map(|b| b.0.clone()))
-            .and_then(|b| String::from_utf8(b).ok())
+            .map_err(Error::api(format!("get secret {ns}/{TOKEN_SECRET}")))?;
+        let (token, ca) = Keys::token_and_ca(&secret);
+        let token = token
             .ok_or_else(|| Error::NotReady(format!("secret {ns}/{TOKEN_SECRET} has no token")))?;
-        Ok(Aggregator { pods, pod, token })
+        let tls = match ca {
+            None => None,
+            Some(ca) => {
+                let bad = |cause: String| Error::Api {
+                    what: format!("the CA in secret {ns}/{TOKEN_SECRET}"),
+                    cause,
+                };
+                let cfg =
+                    st_http::tls::client_config_trusting(ca.as_bytes(), st_http::Protocol::Http1)
+                        .map_err(|e| bad(e.to_string()))?;
+                let name = ServerName::try_from(manifest::aggregator_host(spec))
+                    .map_err(|e| bad(e.to_string()))?;
+                Some((std::sync::Arc::new(cfg).into(), name))
+            }
+        };
+        Ok(Aggregator {
+            pods,
+            pod,
+            token,
+            tls,
+        })
     }
 
-    /// A new forwarded connection to the aggregator's port.
-    pub async fn connect(
-        &self,
-    ) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static, Error>
-    {
+    /// The bearer token (the UI's address carries it: reads need it off loopback).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// A new forwarded connection to the aggregator's port, TLS when the run has a certificate.
+    pub async fn connect(&self) -> Result<Box<dyn Conn>, Error> {
         let what = format!("port-forward to pod {}:{AGGREGATE_PORT}", self.pod);
         let mut pf = self
             .pods
             .portforward(&self.pod, &[AGGREGATE_PORT as u16])
             .await
             .map_err(Error::api(what.clone()))?;
-        pf.take_stream(AGGREGATE_PORT as u16).ok_or(Error::Api {
-            what,
+        let stream = pf.take_stream(AGGREGATE_PORT as u16).ok_or(Error::Api {
+            what: what.clone(),
             cause: "no stream for the port".into(),
-        })
+        })?;
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        let tls = connector
+            .connect(name.clone(), stream)
+            .await
+            .map_err(|e| Error::Api {
+                what: "TLS handshake".into(),
+                cause: e.to_string(),
+            })?;
+        Ok(Box::new(tls))
     }
 
     /// One HTTP/1.1 request over a fresh port-forward; the answer's status and JSON body.
@@ -95,7 +136,7 @@ impl Aggregator {
             cause,
         };
         let work = async {
-            let io = self.connect().await?;
+            let io = self.connect().await.map_err(|e| fail(e.to_string()))?;
             let (mut send, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
                     .await

@@ -11,18 +11,20 @@
 //! [`crate::wait`]'s.
 
 use crate::aggregator::Aggregator;
-use crate::manifest::{self, Objects, TOKEN_SECRET};
+use crate::manifest::{self, Keys, Objects, TOKEN_SECRET};
 use crate::spec::{Changes, Spec};
 use crate::wait::{self, Rollout};
 use crate::{Error, ANN_SPEC};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use report::Window;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use st_http::stamp::{now_unix, random_hex};
+use st_http::stamp::now_unix;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -93,15 +95,15 @@ pub async fn current(client: &Client, t: &Target) -> Result<Option<Spec>, Error>
     }
 }
 
-async fn token(client: &Client, ns: &str) -> Result<Option<String>, Error> {
+/// The run's keys: those its Secret holds, and what it lacks made anew.
+async fn keys(client: &Client, spec: &Spec) -> Result<Keys, Error> {
+    let ns = &spec.namespace;
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let s = api
         .get_opt(TOKEN_SECRET)
         .await
         .map_err(Error::api(format!("get secret {ns}/{TOKEN_SECRET}")))?;
-    Ok(s.and_then(|s| s.data?.get("token").map(|b| b.0.clone()))
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|t| !t.is_empty()))
+    Keys::complete(spec, s.as_ref())
 }
 
 async fn apply_one<K>(api: Api<K>, obj: &K, kind: &str) -> Result<Applied, Error>
@@ -148,6 +150,10 @@ pub async fn apply(client: &Client, objs: &Objects) -> Result<Vec<Applied>, Erro
     );
     for s in &objs.services {
         out.push(apply_one::<Service>(Api::namespaced(client.clone(), &ns), s, "service").await?);
+    }
+    if let Some(c) = &objs.claim {
+        let api = Api::namespaced(client.clone(), &ns);
+        out.push(apply_one::<PersistentVolumeClaim>(api, c, "persistentvolumeclaim").await?);
     }
     for d in &objs.deployments {
         out.push(
@@ -326,11 +332,8 @@ async fn deploy(
     say: &mut dyn FnMut(&str),
 ) -> Result<Outcome, Error> {
     let deadline = Instant::now() + t.timeout;
-    // A new run (no Secret yet) gets a new token; a deployed one keeps its own.
-    let tok = token(client, &spec.namespace)
-        .await?
-        .unwrap_or_else(random_hex);
-    let objs = manifest::objects(&spec, &tok);
+    // A new run (no Secret yet) gets a new token and certificate; a deployed one keeps its own.
+    let objs = manifest::objects(&spec, &keys(client, &spec).await?);
     let applied = apply(client, &objs).await?;
     for a in &applied {
         say(&format!(

@@ -19,7 +19,8 @@
 //!
 //! ```
 //! let spec = k8s::spec::Spec::new("demo");
-//! let yaml = k8s::manifest::render(&k8s::manifest::objects(&spec, "token"));
+//! let keys = k8s::manifest::Keys::complete(&spec, None).unwrap();
+//! let yaml = k8s::manifest::render(&k8s::manifest::objects(&spec, &keys));
 //! assert!(yaml.contains("kind: Deployment"));
 //! ```
 

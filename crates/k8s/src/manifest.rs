@@ -1,22 +1,30 @@
-//! The run as typed k8s-openapi objects, built from a [`Spec`] with no I/O: the namespace (which
-//! carries the spec), a ServiceAccount, the aggregator's token Secret, the server and aggregator
-//! Services, and three Deployments (`serve`, `aggregate`, `bot`), all running the one image with
-//! a different subcommand. [`render`] prints them as YAML; [`parse`] reads that back.
+//! The run as typed k8s-openapi objects, built from a [`Spec`] and the run's [`Keys`] with no
+//! I/O: the namespace (which carries the spec), a ServiceAccount, the Secret (the aggregator's
+//! token and TLS certificate), the server and aggregator Services, the aggregator's
+//! PersistentVolumeClaim (`--state pvc`), and three Deployments (`serve`, `aggregate`, `bot`),
+//! all running the one image with a different subcommand. [`render`] prints them as YAML;
+//! [`parse`] reads that back.
+//!
+//! The bots reach the aggregator over HTTPS: its certificate, self-signed for its Service's
+//! DNS names, is made once per run ([`Keys::complete`]) and kept in the Secret; the aggregator
+//! mounts it all (`--tls-cert`, `--tls-key`), the bots only the token and the certificate as
+//! their CA (`--cacert`). So the token never crosses the pod network in clear.
 //!
 //! No Role or RoleBinding: none of the pods calls the Kubernetes API (bots find the aggregator
 //! through its Service's DNS name), so the ServiceAccount gets no permissions and no token is
 //! mounted.
 
-use crate::spec::Spec;
+use crate::spec::{RunState, Spec};
 use crate::{Error, ANN_SPEC};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, Namespace,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, KeyToPath,
+    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
     SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -34,11 +42,75 @@ pub const COMPONENTS: [&str; 3] = ["serve", "aggregate", "bot"];
 pub const SERVE_PORT: i32 = 8080;
 /// The aggregator's port (API and UI).
 pub const AGGREGATE_PORT: i32 = 8089;
-/// The Secret holding the aggregator's bearer token (key `token`).
+/// The Secret holding the aggregator's bearer token (key `token`) and its TLS certificate
+/// (`tls.crt`, `tls.key`, and `ca.crt`: the certificate again, as the bots' CA).
 pub const TOKEN_SECRET: &str = "aggregator-token";
+/// The aggregator's run directory as a claim (`--state pvc`).
+pub const STATE_CLAIM: &str = "aggregator-run";
 /// The ServiceAccount every pod runs as.
 pub const SERVICE_ACCOUNT: &str = "scaletest";
 const TOKEN_DIR: &str = "/etc/scaletest";
+const RUN_DIR: &str = "/var/lib/scaletest";
+
+/// The aggregator's Service DNS name, `aggregate.NAMESPACE.svc`: how bots reach it, and the
+/// name its certificate is checked against.
+pub fn aggregator_host(spec: &Spec) -> String {
+    format!("aggregate.{}.svc", spec.namespace)
+}
+
+/// What the run's Secret holds: the aggregator's bearer token and its certificate (PEM).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keys {
+    /// The bearer token.
+    pub token: String,
+    /// The self-signed certificate: what the aggregator serves and what clients trust.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+}
+
+impl Keys {
+    /// What `secret` holds, with what it lacks made anew: a new run (no Secret) gets a new
+    /// token and certificate; a deployed run keeps its own, so the certificate is made once.
+    pub fn complete(spec: &Spec, secret: Option<&Secret>) -> Result<Keys, Error> {
+        let data = secret.and_then(|s| s.data.as_ref());
+        let get = |k: &str| {
+            data.and_then(|d| d.get(k))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                .filter(|v| !v.is_empty())
+        };
+        let token = get("token").unwrap_or_else(st_http::stamp::random_hex);
+        let (cert, key) = match (get("tls.crt"), get("tls.key")) {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                let ns = &spec.namespace;
+                let names = [
+                    "aggregate".to_string(),
+                    format!("aggregate.{ns}"),
+                    aggregator_host(spec),
+                    format!("aggregate.{ns}.svc.cluster.local"),
+                ];
+                st_http::tls::self_signed_pem(&names)
+                    .map_err(|e| Error::Usage(format!("the aggregator's certificate: {e}")))?
+            }
+        };
+        Ok(Keys { token, cert, key })
+    }
+
+    /// The token of `secret`, and the CA its clients trust when it holds a certificate (a
+    /// run made before the aggregator spoke TLS has none).
+    pub fn token_and_ca(secret: &Secret) -> (Option<String>, Option<String>) {
+        let get = |k: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                .filter(|v| !v.is_empty())
+        };
+        (get("token"), get("ca.crt"))
+    }
+}
 const SHUTDOWN_S: u32 = 20;
 
 /// Every object of a run, in the order they are applied.
@@ -48,8 +120,10 @@ pub struct Objects {
     pub namespace: Namespace,
     /// The pods' identity (no permissions).
     pub service_account: ServiceAccount,
-    /// The aggregator's token.
+    /// The aggregator's token and certificate.
     pub secret: Secret,
+    /// The aggregator's run directory (`--state pvc`).
+    pub claim: Option<PersistentVolumeClaim>,
     /// `serve` and `aggregate`.
     pub services: Vec<Service>,
     /// `serve`, `aggregate`, `bot`.
@@ -118,6 +192,8 @@ fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::Int(port),
+            // The aggregator's port is HTTPS (the kubelet does not verify the certificate).
+            scheme: (port == AGGREGATE_PORT).then(|| "HTTPS".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -147,13 +223,24 @@ fn container(spec: &Spec, name: &str, args: Vec<String>, res: ResourceRequiremen
     }
 }
 
-fn token_volume() -> (Volume, VolumeMount) {
+/// The Secret as files in [`TOKEN_DIR`]: all of it (`None`), or only these keys (the bots:
+/// the token and the CA, never the aggregator's private key).
+fn token_volume(keys: Option<&[&str]>) -> (Volume, VolumeMount) {
     (
         Volume {
             name: "token".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(TOKEN_SECRET.into()),
                 default_mode: Some(0o440),
+                items: keys.map(|ks| {
+                    ks.iter()
+                        .map(|k| KeyToPath {
+                            key: k.to_string(),
+                            path: k.to_string(),
+                            mode: None,
+                        })
+                        .collect()
+                }),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -282,11 +369,12 @@ fn serve(spec: &Spec) -> Deployment {
 }
 
 /// The aggregator: one pod (Recreate: two would split the bots), its run directory on an
-/// emptyDir so a restarted container picks the run up, the token from the Secret. Nothing in
-/// it depends on the replica counts: scaling must not restart it (that would end the run).
+/// emptyDir (a restarted container picks the run up) or the run's claim (`--state pvc`: a
+/// new pod does too), the token and certificate from the Secret. Nothing in it depends on
+/// the replica counts: scaling must not restart it (that would end the run).
 fn aggregate(spec: &Spec) -> Deployment {
     let port = AGGREGATE_PORT;
-    let (vol, mount) = token_volume();
+    let (vol, mount) = token_volume(None);
     let mut c = container(
         spec,
         "aggregate",
@@ -304,7 +392,7 @@ fn aggregate(spec: &Spec) -> Deployment {
         mount,
         VolumeMount {
             name: "run".into(),
-            mount_path: "/var/lib/scaletest".into(),
+            mount_path: RUN_DIR.into(),
             ..VolumeMount::default()
         },
     ]);
@@ -317,10 +405,20 @@ fn aggregate(spec: &Spec) -> Deployment {
             containers: vec![c],
             volumes: Some(vec![
                 vol,
-                Volume {
-                    name: "run".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
+                match &spec.state {
+                    RunState::EmptyDir => Volume {
+                        name: "run".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    },
+                    RunState::Pvc { .. } => Volume {
+                        name: "run".into(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: STATE_CLAIM.into(),
+                            read_only: None,
+                        }),
+                        ..Volume::default()
+                    },
                 },
             ]),
             ..PodSpec::default()
@@ -364,24 +462,49 @@ fn aggregate_args(spec: &Spec) -> Vec<String> {
         "--token-file".into(),
         format!("{TOKEN_DIR}/token"),
         "--out".into(),
-        "/var/lib/scaletest/run".into(),
+        format!("{RUN_DIR}/run"),
+        "--tls-cert".into(),
+        format!("{TOKEN_DIR}/tls.crt"),
+        "--tls-key".into(),
+        format!("{TOKEN_DIR}/tls.key"),
     ]);
     args
+}
+
+/// The aggregator's run directory as a claim from the default StorageClass.
+fn state_claim(spec: &Spec, size: &str) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta(spec, STATE_CLAIM, Some("aggregate")),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(size.to_string()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
 }
 
 /// The loadbots: each registers with the aggregator's Service and takes its share of the rate;
 /// a bot that goes away is re-split by the aggregator, a new one takes a share.
 fn bot(spec: &Spec) -> Deployment {
-    let (vol, mount) = token_volume();
+    let (vol, mount) = token_volume(Some(&["token", "ca.crt"]));
     let mut c = container(
         spec,
         "bot",
         vec![
             "bot".into(),
             "--aggregator".into(),
-            format!("http://aggregate.{}.svc:{AGGREGATE_PORT}", spec.namespace),
+            format!("https://{}:{AGGREGATE_PORT}", aggregator_host(spec)),
             "--token-file".into(),
             format!("{TOKEN_DIR}/token"),
+            "--cacert".into(),
+            format!("{TOKEN_DIR}/ca.crt"),
         ],
         resources(spec.bot_cpu_m, 512),
     );
@@ -416,8 +539,8 @@ fn format_rate(r: f64) -> String {
     }
 }
 
-/// Every object of a run with this spec and aggregator token.
-pub fn objects(spec: &Spec, token: &str) -> Objects {
+/// Every object of a run with this spec and its keys.
+pub fn objects(spec: &Spec, keys: &Keys) -> Objects {
     let mut ns_meta = meta(spec, &spec.namespace, None);
     ns_meta.namespace = None;
     ns_meta.annotations = Some(BTreeMap::from([(
@@ -437,11 +560,30 @@ pub fn objects(spec: &Spec, token: &str) -> Objects {
         secret: Secret {
             metadata: meta(spec, TOKEN_SECRET, Some("aggregate")),
             type_: Some("Opaque".into()),
-            data: Some(BTreeMap::from([(
-                "token".to_string(),
-                ByteString(token.as_bytes().to_vec()),
-            )])),
+            data: Some(BTreeMap::from([
+                (
+                    "token".to_string(),
+                    ByteString(keys.token.clone().into_bytes()),
+                ),
+                (
+                    "tls.crt".to_string(),
+                    ByteString(keys.cert.clone().into_bytes()),
+                ),
+                (
+                    "tls.key".to_string(),
+                    ByteString(keys.key.clone().into_bytes()),
+                ),
+                // Self-signed: the certificate is its own CA.
+                (
+                    "ca.crt".to_string(),
+                    ByteString(keys.cert.clone().into_bytes()),
+                ),
+            ])),
             ..Secret::default()
+        },
+        claim: match &spec.state {
+            RunState::Pvc { size } => Some(state_claim(spec, size)),
+            RunState::EmptyDir => None,
         },
         // A run with a target loads the user's service: it has no servers of its own.
         services: match spec.target {
@@ -467,6 +609,7 @@ impl Objects {
             json(&self.secret),
         ];
         v.extend(self.services.iter().map(json));
+        v.extend(self.claim.iter().map(json));
         v.extend(self.deployments.iter().map(json));
         v
     }
@@ -488,7 +631,7 @@ pub fn parse(yaml: &str) -> Result<Objects, Error> {
         .map_err(|e| Error::Usage(format!("not YAML: {}", first_line(&e.to_string()))))?;
     let mut namespace = None;
     let mut service_account = None;
-    let mut secret = None;
+    let (mut secret, mut claim) = (None, None);
     let (mut services, mut deployments) = (Vec::new(), Vec::new());
     for d in docs {
         let kind = d["kind"].as_str().unwrap_or("").to_string();
@@ -498,6 +641,7 @@ pub fn parse(yaml: &str) -> Result<Objects, Error> {
             "ServiceAccount" => service_account = Some(serde_json::from_value(d).map_err(bad)?),
             "Secret" => secret = Some(serde_json::from_value(d).map_err(bad)?),
             "Service" => services.push(serde_json::from_value(d).map_err(bad)?),
+            "PersistentVolumeClaim" => claim = Some(serde_json::from_value(d).map_err(bad)?),
             "Deployment" => deployments.push(serde_json::from_value(d).map_err(bad)?),
             other => return Err(Error::Usage(format!("unexpected kind {other:?}"))),
         }
@@ -507,6 +651,7 @@ pub fn parse(yaml: &str) -> Result<Objects, Error> {
         namespace: namespace.ok_or_else(|| missing("Namespace"))?,
         service_account: service_account.ok_or_else(|| missing("ServiceAccount"))?,
         secret: secret.ok_or_else(|| missing("Secret"))?,
+        claim,
         services,
         deployments,
     })
@@ -526,12 +671,94 @@ pub fn spec_of(ns: &Namespace) -> Option<Spec> {
 mod tests {
     use super::*;
 
+    fn keys(token: &str) -> Keys {
+        Keys {
+            token: token.into(),
+            cert: "CERT".into(),
+            key: "KEY".into(),
+        }
+    }
+
+    fn args(objs: &Objects, name: &str) -> Vec<String> {
+        let d = objs
+            .deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(name))
+            .expect("the deployment");
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0].args.clone().unwrap()
+    }
+
+    /// The certificate is made once: a Secret that has one keeps it (and its token).
+    #[test]
+    fn the_aggregator_speaks_tls_with_a_certificate_kept_in_the_secret() {
+        let spec = Spec::new("demo");
+        let k = Keys::complete(&spec, None).unwrap();
+        assert!(
+            k.cert.starts_with("-----BEGIN CERTIFICATE-----"),
+            "{}",
+            k.cert
+        );
+        let objs = objects(&spec, &k);
+        assert_eq!(Keys::complete(&spec, Some(&objs.secret)).unwrap(), k);
+        assert_eq!(
+            Keys::token_and_ca(&objs.secret),
+            (Some(k.token.clone()), Some(k.cert.clone()))
+        );
+        // Its names are the Service's: what bots dial and check.
+        let (cfg, host) = (
+            st_http::tls::server_config_from_pem(k.cert.as_bytes(), k.key.as_bytes()),
+            aggregator_host(&spec),
+        );
+        assert!(cfg.is_ok());
+        assert_eq!(host, "aggregate.scaletest-demo.svc");
+        let bot = args(&objs, "bot");
+        let after =
+            |flag: &str, a: &[String]| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
+        assert_eq!(after("--aggregator", &bot), format!("https://{host}:8089"));
+        assert_eq!(after("--cacert", &bot), "/etc/scaletest/ca.crt");
+        let agg = args(&objs, "aggregate");
+        assert_eq!(after("--tls-cert", &agg), "/etc/scaletest/tls.crt");
+        assert_eq!(after("--tls-key", &agg), "/etc/scaletest/tls.key");
+        // The bots never get the aggregator's key.
+        let yaml = render(&objs);
+        let bot_dep = yaml
+            .split("---")
+            .find(|d| d.contains("name: bot\n"))
+            .unwrap_or("");
+        assert!(!bot_dep.contains("tls.key"), "{bot_dep}");
+        assert!(
+            yaml.contains("tls.crt:") && yaml.contains("ca.crt:"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("scheme: HTTPS"), "{yaml}");
+    }
+
+    #[test]
+    fn state_pvc_claims_a_volume_for_the_run_directory() {
+        let mut spec = Spec::new("demo");
+        assert!(objects(&spec, &keys("t")).claim.is_none());
+        spec.state = RunState::Pvc { size: "1Gi".into() };
+        let objs = objects(&spec, &keys("t"));
+        let claim = serde_json::to_value(objs.claim.as_ref().expect("a claim")).unwrap();
+        assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1Gi");
+        assert!(claim["spec"]["storageClassName"].is_null(), "{claim}");
+        let agg = serde_json::to_value(&objs.deployments[1]).unwrap();
+        let vols = &agg["spec"]["template"]["spec"]["volumes"];
+        assert_eq!(
+            vols[1]["persistentVolumeClaim"]["claimName"], STATE_CLAIM,
+            "{vols}"
+        );
+        assert_eq!(parse(&render(&objs)).unwrap(), objs);
+    }
+
     #[test]
     fn the_yaml_reads_back_as_the_same_objects() {
         let mut spec = Spec::new("demo");
         spec.servers = 3;
         spec.version = "1.0".into();
-        let objs = objects(&spec, "0123abcd");
+        let objs = objects(&spec, &keys("0123abcd"));
         let yaml = render(&objs);
         assert!(yaml.contains("kind: Deployment"), "{yaml}");
         assert_eq!(parse(&yaml).unwrap(), objs);
@@ -541,7 +768,7 @@ mod tests {
     #[test]
     fn every_object_carries_the_run_and_servers_roll_with_none_unavailable() {
         let spec = Spec::new("r1");
-        let objs = objects(&spec, "t");
+        let objs = objects(&spec, &keys("t"));
         for v in objs.to_values() {
             assert_eq!(v["metadata"]["labels"][kapi::LABEL_RUN], "r1", "{v}");
         }

@@ -45,6 +45,32 @@ pub struct Spec {
     /// the total over the bots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_bot_rate: Option<f64>,
+    /// Where the aggregator keeps its run (`up --state`).
+    #[serde(default, skip_serializing_if = "RunState::is_empty_dir")]
+    pub state: RunState,
+}
+
+/// Where the aggregator keeps its run directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RunState {
+    /// An emptyDir: a restarted container picks the run up, a new pod (eviction, node loss)
+    /// starts an empty one, which says in its events and results what it lost.
+    #[default]
+    EmptyDir,
+    /// A PersistentVolumeClaim of this size (a quantity: `1Gi`) from the default
+    /// StorageClass, ReadWriteOnce: the run outlives its pod.
+    Pvc {
+        /// The claim's storage request.
+        size: String,
+    },
+}
+
+impl RunState {
+    /// The default: an emptyDir.
+    pub fn is_empty_dir(&self) -> bool {
+        *self == RunState::EmptyDir
+    }
 }
 
 /// What the bots load when it is not the run's own `serve`: a URL and the request options
@@ -99,6 +125,7 @@ impl Spec {
             server_image: None,
             target: None,
             per_bot_rate: None,
+            state: RunState::EmptyDir,
         }
     }
 
@@ -177,6 +204,13 @@ impl Spec {
         if self.drain_delay_s > 600 {
             return bad(format!("drain delay {}s: at most 600", self.drain_delay_s));
         }
+        if let RunState::Pvc { size } = &self.state {
+            if !quantity(size) {
+                return bad(format!(
+                    "state size {size:?}: give a quantity such as 1Gi or 500Mi"
+                ));
+            }
+        }
         if let Some(r) = self.per_bot_rate {
             if !(r.is_finite() && r > 0.0 && r <= 1e9) {
                 return bad(format!("per-bot rate {r}: above 0, at most 1000000000"));
@@ -248,6 +282,9 @@ impl Spec {
         if let Some(r) = c.per_bot_rate {
             self.per_bot_rate = Some(r);
         }
+        if let Some(s) = &c.state {
+            self.state = s.clone();
+        }
         self.check()?;
         Ok(self)
     }
@@ -281,6 +318,18 @@ pub struct Changes {
     pub headroom: Option<f64>,
     /// `--drain-delay` in seconds.
     pub drain_delay_s: Option<u32>,
+    /// Where the aggregator keeps its run (`up --state`).
+    pub state: Option<RunState>,
+}
+
+/// A storage quantity as a claim takes it: digits and a binary or decimal suffix.
+fn quantity(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && digits.chars().any(|c| c != '0')
+        && ["", "Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T"].contains(&suffix)
 }
 
 fn dns_label(s: &str) -> bool {

@@ -511,8 +511,9 @@ async fn a_rollout_that_never_becomes_ready_names_the_pod_and_keeps_the_old_serv
     assert_eq!(ready_v1.count(), 1);
 }
 
-/// A real aggregator (in-process, on loopback) standing in for the run's aggregator pod: the
-/// fake's port-forward reaches it, as a kubelet would reach the pod's port.
+/// A real aggregator (in-process, on loopback) standing in for the run's aggregator pod, with
+/// the run's token and certificate: the fake's port-forward reaches it, as a kubelet would
+/// reach the pod's port.
 fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
     let secret = f
         .api
@@ -520,10 +521,10 @@ fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
         .into_iter()
         .find(|s| s["metadata"]["namespace"] == ns && s["metadata"]["name"] == "aggregator-token")
         .expect("token secret");
-    let token = String::from_utf8(base64_decode(
-        secret["data"]["token"].as_str().expect("token"),
-    ))
-    .expect("utf-8");
+    let data = |key: &str| base64_decode(secret["data"][key].as_str().expect(key));
+    let token = String::from_utf8(data("token")).expect("utf-8");
+    let tls = st_http::tls::server_config_from_pem(&data("tls.crt"), &data("tls.key"))
+        .expect("the run's certificate");
     let out = std::env::temp_dir().join(format!(
         "scaletest-k8s-agg-{}-{}",
         std::process::id(),
@@ -542,6 +543,8 @@ fn aggregator_for(f: &Fake, ns: &str) -> fleet::agg::Running {
         state: fleet::state::Config::default(),
         thresholds: vec![],
         abort_on_fail: false,
+        tls: Some(tls),
+        public_read: false,
     })
     .expect("aggregator");
     for p in pods(&f.api, ns, "aggregate") {
@@ -686,4 +689,52 @@ async fn a_pod_port_that_refuses_is_one_line_naming_the_pod() {
         .expect("rollout");
     assert!(r.warning.is_some_and(|w| w.contains("aggregator")));
     assert!(r.window.is_none());
+}
+
+/// `up --state pvc`: the aggregator's run directory is a claim from the default StorageClass,
+/// applied with the rest, and a second `up` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_pvc_keeps_the_run_directory_on_a_claim() {
+    let f = fake().await;
+    f.api.register(kubefake::Resource {
+        group: String::new(),
+        version: "v1".into(),
+        plural: "persistentvolumeclaims".into(),
+        kind: "PersistentVolumeClaim".into(),
+        namespaced: true,
+    });
+    let t = target("pvc", Duration::from_secs(20));
+    let _c = Controllers::start(f.api.clone(), &t.namespace, Fate::Ready);
+    let changes = Changes {
+        state: Some(k8s::spec::RunState::Pvc { size: "2Gi".into() }),
+        ..Changes::default()
+    };
+    let o = cluster::up(&f.client, &t, Spec::new(&t.run), &changes, &mut quiet)
+        .await
+        .expect("up");
+    assert!(o
+        .applied
+        .iter()
+        .any(|a| a.object == "persistentvolumeclaim/aggregator-run"));
+    let claims: Vec<Value> = f
+        .api
+        .objects("persistentvolumeclaims")
+        .into_iter()
+        .filter(|c| c["metadata"]["namespace"] == t.namespace.as_str())
+        .collect();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0]["spec"]["resources"]["requests"]["storage"], "2Gi");
+    let agg = deployment(&f.api, &t.namespace, "aggregate");
+    assert_eq!(
+        agg["spec"]["template"]["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"],
+        "aggregator-run"
+    );
+    let again = cluster::up(&f.client, &t, Spec::new(&t.run), &changes, &mut quiet)
+        .await
+        .expect("up again");
+    assert!(
+        again.applied.iter().all(|a| a.change == Change::Unchanged),
+        "{:?}",
+        again.applied
+    );
 }

@@ -19,7 +19,9 @@ Examples:
   scaletest aggregate http://127.0.0.1:8000/ --rate 20000 --run-for 60s --out results
   scaletest aggregate http://127.0.0.1:8000/ --per-bot-rate 1000      seed 000: 1,000 req/s per bot
   scaletest aggregate --token-file token                                idle until PUT /api/load
-  scaletest bot --aggregator http://127.0.0.1:8089 --token-file results/token";
+  scaletest bot --aggregator http://127.0.0.1:8089 --token-file results/token
+  scaletest aggregate http://10.0.0.9:8000/ --rate 20000 --bind 0.0.0.0:8089 --tls-self-signed --tls-name agg.example
+  scaletest bot --aggregator https://agg.example:8089 --token-file results/token --cacert results/tls/cert.pem";
 
 /// The load request's fields as this command's flags, for its errors.
 const FLAGS: &str = "rate: --rate, per_bot_rate: --per-bot-rate, connections_per_bot: -c, \
@@ -60,6 +62,45 @@ pub struct Args {
     /// A bot silent this long is gone.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     gone_after: Duration,
+    /// Serve HTTPS with a self-signed certificate made once in OUT/tls/ (cert.pem: give it
+    /// to bots as --cacert) for localhost, the --bind address and --tls-name.
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// A host name or IP the self-signed certificate names too (repeatable): how bots reach
+    /// this aggregator [default: this host's name].
+    #[arg(long, value_name = "NAME", requires = "tls_self_signed")]
+    tls_name: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Reads (the UI, the read APIs, /metrics) need no token even off loopback.
+    #[arg(long)]
+    public_read: bool,
+}
+
+/// The certificate to serve, if any, and the CA file bots should be given.
+fn tls(args: &Args) -> anyhow::Result<(Option<rustls::ServerConfig>, Option<PathBuf>)> {
+    let (cert, key, ca) = if args.tls_self_signed {
+        let mut names = args.tls_name.clone();
+        if names.is_empty() {
+            names.push(fleet::bot::host_name());
+        }
+        if !args.bind.ip().is_unspecified() {
+            names.push(args.bind.ip().to_string());
+        }
+        let s = fleet::agg::cert::self_signed(&args.out, &names).map_err(Usage)?;
+        (s.cert.clone(), s.key, Some(s.cert))
+    } else if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        (c.clone(), k.clone(), None)
+    } else {
+        return Ok((None, None));
+    };
+    let cfg = st_http::tls::server_config_from_files(&cert, &key)
+        .map_err(|e| Usage(format!("--tls-cert/--tls-key: {e}")))?;
+    Ok((Some(cfg), ca))
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -107,6 +148,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .plan(Plan::Idle)
         .map_err(|e| Usage(format!("{e} ({})", FLAGS)))?;
     fleet::state::check_plan(&spec, plan).map_err(fault)?;
+    let (tls, cacert) = tls(&args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let cfg = fleet::agg::Config {
         bind: args.bind,
         token: token.clone(),
@@ -125,6 +168,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         },
         thresholds: a.thresholds().to_vec(),
         abort_on_fail: a.abort_on_fail(),
+        tls,
+        public_read: args.public_read,
     };
     let running = fleet::agg::start(cfg).map_err(fault)?;
     let token_path = args.out.join("token");
@@ -138,7 +183,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let mut signals = rt.block_on(async { super::Signals::new() })?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{}", running.addr)?;
+        writeln!(out, "listening on {scheme}://{}", running.addr)?;
         if running.resumed {
             writeln!(
                 out,
@@ -149,11 +194,17 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         if args.token.is_none() && args.token_file.is_none() {
             writeln!(out, "token: {token} (in {})", token_path.display())?;
         }
+        if let Some(ca) = &cacert {
+            writeln!(out, "tls: certificate in {}", ca.display())?;
+        }
         writeln!(
             out,
-            "bots: scaletest bot --aggregator http://{} --token-file {}",
+            "bots: scaletest bot --aggregator {scheme}://{} --token-file {}{}",
             running.addr,
-            args.token_file.as_deref().unwrap_or(&token_path).display()
+            args.token_file.as_deref().unwrap_or(&token_path).display(),
+            cacert
+                .as_ref()
+                .map_or(String::new(), |c| format!(" --cacert {}", c.display()))
         )?;
         out.flush()?;
     }

@@ -13,9 +13,13 @@ const EXAMPLES: &str = "Examples:
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// The aggregator, http://HOST:PORT.
+    /// The aggregator, http://HOST:PORT or https://HOST:PORT.
     #[arg(long)]
     aggregator: String,
+    /// Trust the aggregator's certificate with this PEM CA file (an https:// aggregator;
+    /// without it, the public roots). A certificate that does not verify: exit 1.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
     /// The aggregator's bearer token.
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -42,6 +46,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let host = fleet::bot::host_name();
     let cfg = fleet::bot::Config {
         aggregator: args.aggregator.clone(),
+        cacert: args.cacert.clone(),
         token,
         name: args
             .name

@@ -141,6 +141,21 @@ struct SpecArgs {
     /// a total --rate split over the bots.
     #[arg(long, value_name = "R", conflicts_with = "rate")]
     per_bot_rate: Option<f64>,
+    /// Where the aggregator keeps its run: emptydir (a new pod starts an empty run and says
+    /// so) or pvc (a claim from the default StorageClass: the run outlives its pod)
+    /// [default: emptydir].
+    #[arg(long, value_enum)]
+    state: Option<StateKind>,
+    /// With --state pvc: the claim's size.
+    #[arg(long, default_value = "1Gi")]
+    state_size: String,
+}
+
+/// `--state`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StateKind {
+    Emptydir,
+    Pvc,
 }
 
 #[derive(clap::Args)]
@@ -280,6 +295,12 @@ impl SpecArgs {
                 http2: self.http2,
             }),
             per_bot_rate: self.per_bot_rate,
+            state: self.state.map(|s| match s {
+                StateKind::Pvc => spec::RunState::Pvc {
+                    size: self.state_size.clone(),
+                },
+                StateKind::Emptydir => spec::RunState::EmptyDir,
+            }),
         })
     }
 }
@@ -519,10 +540,8 @@ fn render(a: RenderArgs) -> anyhow::Result<ExitCode> {
         base.namespace = ns.clone();
     }
     let spec = base.with(&a.spec.changes()?).map_err(fault)?;
-    let yaml = k8s::manifest::render(&k8s::manifest::objects(
-        &spec,
-        &st_http::stamp::random_hex(),
-    ));
+    let keys = k8s::manifest::Keys::complete(&spec, None).map_err(fault)?;
+    let yaml = k8s::manifest::render(&k8s::manifest::objects(&spec, &keys));
     let mut out = std::io::stdout().lock();
     out.write_all(yaml.as_bytes())?;
     out.flush()?;
@@ -693,13 +712,13 @@ fn ui(a: UiArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let spec = cluster::status(&client, &t).await?.spec;
         let agg = Aggregator::find(&client, &spec).await?;
-        let pod = agg.pod.clone();
+        let (pod, token) = (agg.pod.clone(), agg.token().to_string());
         k8s::aggregator::forward_ui(
             agg,
             a.bind,
             |addr| {
                 say(&format!(
-                    "ui: http://{addr}/ (run {run}, pod {pod}); Ctrl-C to stop"
+                    "ui: http://{addr}/?token={token} (run {run}, pod {pod}); Ctrl-C to stop"
                 ))
             },
             async {

@@ -3,8 +3,11 @@
 //! then calls the route's own small function.
 //!
 //! Reads (the page, its assets, `/healthz`, `/metrics`, the read APIs, the live stream) need
-//! no token; everything else does: without it, a path under `/api/` is a 401 and any other a
-//! 404, so an unknown path says nothing more to a caller without the token.
+//! no token on loopback; everything else does: without it, a path under `/api/` is a 401 and
+//! any other a 404, so an unknown path says nothing more to a caller without the token. Off
+//! loopback (unless `--public-read`) reads need it too, except `/healthz` (probes) and the
+//! static assets (the same for every run): as the header, or `?token=` (the browser's page
+//! and its live stream, which cannot send a header).
 
 use super::{Body, Shared, LONG_POLL};
 use crate::now_unix;
@@ -25,8 +28,11 @@ const SAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// One route of the API.
 enum Route {
-    /// A fixed file: its content type and content.
+    /// A fixed file anyone may read (`/healthz` for probes, the static assets: nothing of the
+    /// run): its content type and content.
     File(&'static str, &'static str),
+    /// The live page.
+    Page,
     Metrics,
     Summary,
     Series,
@@ -48,11 +54,15 @@ enum Route {
 }
 
 impl Route {
-    /// Whether the caller needs the bearer token.
-    fn needs_token(&self) -> bool {
+    /// Whether the caller needs the bearer token; `private_reads`: reads need it too.
+    fn needs_token(&self, private_reads: bool) -> bool {
+        if private_reads {
+            return !matches!(self, Route::File(..));
+        }
         !matches!(
             self,
             Route::File(..)
+                | Route::Page
                 | Route::Metrics
                 | Route::Summary
                 | Route::Series
@@ -102,7 +112,7 @@ fn read(path: &str) -> Option<Route> {
     const JS: &str = "text/javascript; charset=utf-8";
     const CSS: &str = "text/css; charset=utf-8";
     Some(match path {
-        "/" | "/index.html" => Route::File("text/html; charset=utf-8", crate::ui::INDEX),
+        "/" | "/index.html" => Route::Page,
         "/assets/app.js" => Route::File(JS, crate::ui::APP_JS),
         "/assets/app.css" => Route::File(CSS, crate::ui::APP_CSS),
         "/assets/uplot.js" => Route::File(JS, report::assets::UPLOT_JS),
@@ -124,18 +134,23 @@ fn read(path: &str) -> Option<Route> {
 /// Answer one request.
 pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let route = route(req.method(), req.uri().path());
-    if route.as_ref().is_none_or(Route::needs_token)
-        && !st_http::server::bearer_ok(req.headers(), &sh.token)
-    {
+    let query = req.uri().query().unwrap_or_default().to_string();
+    if !allowed(sh, route.as_ref(), req.headers(), Query(&query)) {
         if req.uri().path().starts_with("/api/") {
             return error(401, "missing or wrong bearer token");
+        }
+        if route.is_some() {
+            // The page off loopback: say how to open it.
+            return error(
+                401,
+                "this aggregator's reads need its token: open /?token=TOKEN",
+            );
         }
         return error(404, "not found");
     }
     let Some(route) = route else {
         return error(404, "not found");
     };
-    let query = req.uri().query().unwrap_or_default().to_string();
     let body = match route.body_limit() {
         Some(limit) => match Limited::new(req.into_body(), limit).collect().await {
             Ok(b) => b.to_bytes(),
@@ -147,6 +162,7 @@ pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response
     let q = Query(&query);
     match route {
         Route::File(ctype, content) => full(StatusCode::OK, ctype, content),
+        Route::Page => full(StatusCode::OK, "text/html; charset=utf-8", crate::ui::INDEX),
         Route::Metrics => metrics(sh),
         Route::Summary => summary(sh, now),
         Route::Series => series(sh, q),
@@ -186,6 +202,21 @@ impl<'a> Query<'a> {
     fn num<T: std::str::FromStr>(self, key: &str) -> Option<T> {
         self.get(key)?.parse().ok()
     }
+}
+
+/// Whether the caller may take `route` (`None`: an unknown path, which needs the token too):
+/// one that needs no token, the bearer token, or for a read the token in the query, which is
+/// how a browser's page and its live stream carry it.
+fn allowed(sh: &Shared, route: Option<&Route>, headers: &http::HeaderMap, q: Query) -> bool {
+    let bearer = || st_http::server::bearer_ok(headers, &sh.token);
+    let Some(r) = route else { return bearer() };
+    if !r.needs_token(sh.private_reads) || bearer() {
+        return true;
+    }
+    let read = !r.needs_token(false);
+    read && q
+        .get("token")
+        .is_some_and(|t| st_http::server::token_eq(t, &sh.token))
 }
 
 /// The body as JSON, handed to `f`; a 400 saying why when it is not.

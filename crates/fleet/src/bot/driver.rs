@@ -74,6 +74,8 @@ enum Registration {
 pub(crate) struct Driver<L: Link, E: Load> {
     link: L,
     load: E,
+    /// The aggregator's URL, for an error naming it.
+    aggregator: String,
     name: String,
     exit_when_finished: bool,
     warn: fn(&str),
@@ -97,6 +99,8 @@ pub(crate) struct Driver<L: Link, E: Load> {
     /// When SIGTERM came: the last delivery is bounded by [`STOP_GRACE`] from then.
     stop_at: Option<Instant>,
     follower: Option<JoinHandle<()>>,
+    /// A push found the aggregator's certificate untrusted: the bot stops with this.
+    untrusted: Option<String>,
 }
 
 impl<L: Link, E: Load> Driver<L, E> {
@@ -112,6 +116,7 @@ impl<L: Link, E: Load> Driver<L, E> {
         Driver {
             link,
             load,
+            aggregator: cfg.aggregator.clone(),
             name: cfg.name.clone(),
             exit_when_finished: cfg.exit_when_finished,
             warn: cfg.warn,
@@ -128,6 +133,7 @@ impl<L: Link, E: Load> Driver<L, E> {
             finished: false,
             stop_at: None,
             follower: None,
+            untrusted: None,
         }
     }
 
@@ -156,6 +162,12 @@ impl<L: Link, E: Load> Driver<L, E> {
             };
             self.outbox.seal(complete);
             let delivered = self.deliver(idle).await;
+            if let Some(why) = self.untrusted.take() {
+                if let Some(f) = self.follower.take() {
+                    f.abort();
+                }
+                return Err(BotError::Certificate(self.aggregator.clone(), why));
+            }
             // Exit: stopped (SIGTERM) or told the run is over, once idle and delivered (or
             // out of time to deliver).
             let done_asked = self.stop_at.is_some() || (self.finished && self.exit_when_finished);
@@ -215,6 +227,8 @@ impl<L: Link, E: Load> Driver<L, E> {
                 Ok(Registration::Done)
             }
             Err(Fail::Status(400 | 401, why)) => Err(BotError::Refused(why)),
+            // Not transient: another try meets the same certificate.
+            Err(Fail::Tls(why)) => Err(BotError::Certificate(self.aggregator.clone(), why)),
             Err(_) => {
                 // SIGTERM while the aggregator cannot be reached: the load stops as it would
                 // registered, and delivery gets the same grace.
@@ -298,6 +312,10 @@ impl<L: Link, E: Load> Driver<L, E> {
                 // It does not know us, or it restarted: register again to learn what it has,
                 // then re-send the rest in order.
                 Err(Fail::Status(404 | 409, _)) => break,
+                Err(Fail::Tls(why)) => {
+                    self.untrusted = Some(why);
+                    return false;
+                }
                 Err(Fail::Status(code, why)) if (400..500).contains(&code) && code != 429 => {
                     // A push it will never take: drop the batch rather than loop forever.
                     (self.warn)(&format!("the aggregator refused a push: {why}"));

@@ -1,10 +1,13 @@
 //! The bot's side of the wire: [`Link`], what the bot asks of its aggregator, and [`Agg`],
-//! the aggregator over HTTP (JSON bodies, the bearer token, a timeout per request).
+//! the aggregator over HTTP or HTTPS (JSON bodies, the bearer token, a timeout per request).
+//! Over HTTPS the aggregator's certificate is checked against `--cacert` (or the public
+//! roots); a certificate that does not verify is [`Fail::Tls`], never retried.
 
 use super::{BotError, REQUEST_TIMEOUT};
 use crate::wire::{Ack, Assignment, Push, Register, Registered};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::rc::Rc;
@@ -31,27 +34,55 @@ pub(crate) enum Fail {
     Status(u16, String),
     /// No answer.
     Unreachable,
+    /// The aggregator's TLS certificate does not verify: not transient, the bot gives up.
+    Tls(String),
 }
 
 /// The aggregator over HTTP.
 pub(crate) struct Agg {
     base: String,
     token: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Agg {
-    pub(crate) fn new(base: &str, token: &str) -> Result<Agg, BotError> {
+    /// The aggregator at `base` (`http://` or `https://`; over HTTPS trusting the CA
+    /// certificates in `cacert`, else the public roots).
+    pub(crate) fn new(
+        base: &str,
+        token: &str,
+        cacert: Option<&std::path::Path>,
+    ) -> Result<Agg, BotError> {
         let u = url::Url::parse(base).map_err(|e| BotError::Url(base.into(), e.to_string()))?;
-        if u.scheme() != "http" || u.host_str().is_none() {
+        if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
             return Err(BotError::Url(
                 base.into(),
-                "expected http://HOST:PORT".into(),
+                "expected http://HOST:PORT or https://HOST:PORT".into(),
             ));
         }
+        if u.scheme() == "http" && cacert.is_some() {
+            return Err(BotError::Url(
+                base.into(),
+                "--cacert is for an https:// aggregator".into(),
+            ));
+        }
+        let opts = st_http::TlsOptions {
+            insecure: false,
+            ca_file: cacert.map(std::path::Path::to_path_buf),
+        };
+        let mut tls = st_http::tls::client_config(&opts, st_http::Protocol::Http1)
+            .map_err(|e| BotError::Url(base.into(), e.to_string()))?;
+        // hyper-rustls sets ALPN itself (enable_http1) and refuses a config that has it.
+        tls.alpn_protocols.clear();
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(REQUEST_TIMEOUT));
+        conn.enforce_http(false);
+        let conn = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(conn);
         Ok(Agg {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
@@ -83,7 +114,7 @@ impl Agg {
                 .http
                 .request(req)
                 .await
-                .map_err(|_| Fail::Unreachable)?;
+                .map_err(|e| certificate_error(&e).map_or(Fail::Unreachable, Fail::Tls))?;
             let status = resp.status().as_u16();
             let bytes = resp
                 .into_body()
@@ -130,6 +161,29 @@ impl Link for Rc<Agg> {
     fn follow(&self, id: u64, tx: mpsc::UnboundedSender<Assignment>) -> JoinHandle<()> {
         tokio::task::spawn_local(poll(self.clone(), id, tx))
     }
+}
+
+/// What a failed request says of the aggregator's certificate, if that is why it failed.
+fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(
+            t @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType),
+        ) = e.downcast_ref::<rustls::Error>()
+        {
+            return Some(t.to_string());
+        }
+        // An io::Error's source() skips the error it wraps: go into it instead.
+        cur = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 /// Follow the assignment: a long-poll that returns when it changes.

@@ -212,6 +212,7 @@ async fn run_bot(
     let (tx, rx) = mpsc::unbounded_channel();
     let cfg = Config {
         aggregator: String::new(),
+        cacert: None,
         token: String::new(),
         name: "b".into(),
         threads: None,

@@ -169,15 +169,22 @@ impl State {
         if was != "live" {
             self.joined_live(now, id);
         }
+        let mut hwm = hwm;
         if let Some(prev) = r.previous_run.as_ref().filter(|p| **p != self.run_id) {
+            // The first second this run takes (push's window): the bot's older retained
+            // seconds are skipped, not sent to be refused in batches with ones it takes.
+            let first = (self.started_unix - 5.0).floor().max(1.0) as u64;
+            let bot = self.bots.get_mut(&id).expect("registered above");
+            bot.hwm = bot.hwm.max(first - 1);
+            hwm = bot.hwm;
             if !self.previous_runs.contains(prev) && self.previous_runs.len() < 16 {
                 self.previous_runs.push(prev.clone());
                 self.event(
                     now,
                     "restarted",
                     format!(
-                        "the run restarted: bot {name} (#{id}) was in run {prev}, which this aggregator does not have (a new pod or an empty --out); what was measured before {} is not in this run",
-                        report::format::utc(self.started_unix)
+                        "aggregator restarted with no saved state (a new pod or an empty --out): bot {name} (#{id}) was in run {prev}; seconds before {} are missing from this run",
+                        report::format::utc(first as f64)
                     ),
                 );
             }

@@ -49,7 +49,9 @@ fn a_bot_from_an_earlier_run_marks_the_run_as_restarted() {
     let own = s.run_id.clone();
     assert_eq!(reg(&mut s, "a", Some(&own)).run, own);
     assert_eq!(reg(&mut s, "b", None).run, own);
-    reg(&mut s, "c", Some("old-run"));
+    // Its seconds before the first this run takes (its start − 5 s) are skipped: the bot is
+    // told it has them, rather than sending them to be refused.
+    assert_eq!(reg(&mut s, "c", Some("old-run")).hwm, 994);
     reg(&mut s, "d", Some("old-run"));
     let restarted: Vec<&Event> = s
         .events()
@@ -58,7 +60,10 @@ fn a_bot_from_an_earlier_run_marks_the_run_as_restarted() {
         .collect();
     assert_eq!(restarted.len(), 1, "{restarted:?}");
     assert!(
-        restarted[0].text.contains("was in run old-run"),
+        restarted[0].text.contains("was in run old-run")
+            && restarted[0]
+                .text
+                .ends_with("seconds before 1970-01-01 00:16:35 UTC are missing from this run"),
         "{}",
         restarted[0].text
     );
