@@ -57,10 +57,7 @@ pub struct Config {
 pub enum Error {
     /// A non-loopback address without a token: anyone who can reach it could make the
     /// process spend CPU on profiling and read its function names.
-    #[error(
-        "{0} is not a loopback address: give a token file to profile on it \
-         (requests then need Authorization: Bearer TOKEN)"
-    )]
+    #[error("{0} is not a loopback address, and no token is required")]
     Exposed(SocketAddr),
     /// Its address cannot be bound, or its thread not started.
     #[error(transparent)]

@@ -117,6 +117,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         thresholds: a.thresholds().to_vec(),
         abort_on_fail: a.abort_on_fail(),
     };
+    let pprof = a.pprof.start()?;
     let running = fleet::agg::start(cfg).map_err(|e| match e {
         fleet::agg::AggError::Start(_) => anyhow::Error::from(e),
         _ => Usage(e.to_string()).into(),
@@ -132,7 +133,15 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let mut signals = rt.block_on(async { super::Signals::new() })?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{}", running.addr)?;
+        match &pprof {
+            Some(p) => writeln!(
+                out,
+                "listening on http://{} ({})",
+                running.addr,
+                super::pprof_on(p)
+            )?,
+            None => writeln!(out, "listening on http://{}", running.addr)?,
+        }
         if running.resumed {
             writeln!(
                 out,

@@ -83,6 +83,8 @@ pub struct Args {
     max_body: usize,
     #[command(flatten)]
     tls: super::ServerTls,
+    #[command(flatten)]
+    pprof: super::Pprof,
 }
 
 pub fn main(a: Args) -> anyhow::Result<ExitCode> {
@@ -139,6 +141,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         limits: Limits::default(),
         tls,
     };
+    let pprof = a.pprof.start()?;
     let mut running = balance::start(cfg).map_err(|e| match e {
         balance::BalanceError::File(..) => anyhow::Error::new(Usage(e.to_string())),
         other => anyhow::Error::new(other),
@@ -150,10 +153,14 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     let mut signals = rt.block_on(async { super::Signals::new() })?;
     let scheme = a.tls.scheme();
     let mut out = std::io::stdout().lock();
+    // The admin address last: scripts read it up to the ')'.
+    let pprof_on = pprof.as_ref().map(super::pprof_on);
     writeln!(
         out,
-        "listening on {scheme}://{} (admin on http://{})",
-        running.addr, running.admin_addr
+        "listening on {scheme}://{} ({}admin on http://{})",
+        running.addr,
+        pprof_on.map_or(String::new(), |p| format!("{p}, ")),
+        running.admin_addr
     )?;
     if printed {
         writeln!(out, "admin token: {token}")?;

@@ -103,6 +103,9 @@ pub struct Args {
     /// latency and rate thresholds are judged at the end.
     #[arg(long)]
     abort_on_fail: bool,
+    // `aggregate` takes it from here too.
+    #[command(flatten)]
+    pub(crate) pprof: super::Pprof,
 }
 
 fn parse_rate(s: &str) -> Result<String, String> {
@@ -238,6 +241,11 @@ fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let (cfg, info) = build(&args)?;
+    // On stderr: stdout is the report.
+    let pprof = args.pprof.start()?;
+    if let Some(p) = &pprof {
+        eprintln!("scaletest: {}", super::pprof_on(p));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
