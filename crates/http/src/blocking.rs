@@ -1,7 +1,8 @@
 //! One blocking HTTP/1.1 request on a fresh connection (`Connection: close`), for control
 //! calls off every load path: the demo's calls to its children, and tests poking an API or
-//! /metrics. The status, the head and the body (a chunked body is decoded); over TLS too
-//! ([`call_tls`]: a server of ours with a self-signed certificate).
+//! /metrics, or fetching a profile. The status, the head and the body (a chunked body is
+//! decoded), as text and as bytes; over TLS too ([`call_tls`]: a server of ours with a
+//! self-signed certificate).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,8 +15,10 @@ pub struct Reply {
     pub status: u16,
     /// The status line and headers, as sent.
     pub head: String,
-    /// The body, de-chunked.
+    /// The body, de-chunked, as text (bytes that are not UTF-8 replaced).
     pub body: String,
+    /// The body, de-chunked, as sent (a binary answer: a gzip'ed profile).
+    pub bytes: Vec<u8>,
 }
 
 /// `method path` to `addr` with an optional bearer token and a JSON body; connecting, writing
@@ -86,11 +89,13 @@ fn exchange(
             r?;
         }
     }
-    let raw = String::from_utf8_lossy(&raw).into_owned();
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-    let (head, rest) = raw
-        .split_once("\r\n\r\n")
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| bad("no complete response".into()))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let rest = &raw[end + 4..];
     let status = head
         .get(9..12)
         .and_then(|s| s.parse().ok())
@@ -99,29 +104,32 @@ fn exchange(
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     });
-    let body = if chunked {
+    let bytes = if chunked {
         dechunk(rest)
     } else {
-        rest.to_string()
+        rest.to_vec()
     };
     Ok(Reply {
         status,
-        head: head.to_string(),
-        body,
+        head,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
     })
 }
 
 /// The chunks' data joined; a malformed size ends the body there.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..eol]).unwrap_or("");
         let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let after = &rest[eol + 2..];
         if n == 0 || after.len() < n {
             break;
         }
-        out.push_str(&after[..n]);
+        out.extend_from_slice(&after[..n]);
         let tail = &after[n..];
-        rest = tail.strip_prefix("\r\n").unwrap_or(tail);
+        rest = tail.strip_prefix(b"\r\n").unwrap_or(tail);
     }
     out
 }
@@ -131,10 +139,10 @@ mod tests {
     #[test]
     fn chunks_are_joined() {
         assert_eq!(
-            super::dechunk("3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n"),
-            "abcde"
+            super::dechunk(b"3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n"),
+            b"abcde"
         );
         // A chunk may hold a CRLF of its own.
-        assert_eq!(super::dechunk("4\r\na\r\nb\r\n0\r\n\r\n"), "a\r\nb");
+        assert_eq!(super::dechunk(b"4\r\na\r\nb\r\n0\r\n\r\n"), b"a\r\nb");
     }
 }

@@ -171,6 +171,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         tls,
         public_read: args.public_read,
     };
+    let pprof = a.pprof.start()?;
     let running = fleet::agg::start(cfg).map_err(fault)?;
     let token_path = args.out.join("token");
     if args.token.is_none() && args.token_file.is_none() {
@@ -183,7 +184,15 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let mut signals = rt.block_on(async { super::Signals::new() })?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {scheme}://{}", running.addr)?;
+        match &pprof {
+            Some(p) => writeln!(
+                out,
+                "listening on {scheme}://{} ({})",
+                running.addr,
+                super::pprof_on(p)
+            )?,
+            None => writeln!(out, "listening on {scheme}://{}", running.addr)?,
+        }
         if running.resumed {
             writeln!(
                 out,

@@ -87,6 +87,8 @@ pub struct Args {
     max_connections: u64,
     #[command(flatten)]
     tls: super::ServerTls,
+    #[command(flatten)]
+    pprof: super::Pprof,
 }
 
 pub fn main(a: Args) -> anyhow::Result<ExitCode> {
@@ -146,6 +148,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         },
         tls,
     };
+    let pprof = a.pprof.start()?;
     let mut running = balance::start(cfg).map_err(crate::exit::fault)?;
     // SIGTERM handled before the address is announced: a supervisor may send it at once.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -154,10 +157,14 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     let mut signals = rt.block_on(async { super::Signals::new() })?;
     let scheme = a.tls.scheme();
     let mut out = std::io::stdout().lock();
+    // The admin address last: scripts read it up to the ')'.
+    let pprof_on = pprof.as_ref().map(super::pprof_on);
     writeln!(
         out,
-        "listening on {scheme}://{} (admin on http://{})",
-        running.addr, running.admin_addr
+        "listening on {scheme}://{} ({}admin on http://{})",
+        running.addr,
+        pprof_on.map_or(String::new(), |p| format!("{p}, ")),
+        running.admin_addr
     )?;
     if printed {
         writeln!(out, "admin token: {token}")?;

@@ -38,6 +38,8 @@ pub struct Args {
     /// Seconds of measurements kept while the aggregator is unreachable (oldest dropped first).
     #[arg(long, default_value_t = fleet::bot::OUTBOX as u64, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     buffer: u64,
+    #[command(flatten)]
+    pprof: super::Pprof,
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -57,6 +59,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         outbox: args.buffer as usize,
         warn: |m| eprintln!("scaletest bot: {m}"),
     };
+    let pprof = args.pprof.start()?;
+    if let Some(p) = &pprof {
+        println!("{}", super::pprof_on(p));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

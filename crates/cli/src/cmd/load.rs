@@ -111,6 +111,9 @@ pub struct Args {
     /// latency and rate thresholds are judged at the end.
     #[arg(long)]
     abort_on_fail: bool,
+    // `aggregate` takes it from here too.
+    #[command(flatten)]
+    pub(crate) pprof: super::Pprof,
 }
 
 fn parse_rate(s: &str) -> Result<String, String> {
@@ -279,6 +282,11 @@ fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let (cfg, info) = build(&args)?;
     let stages = stage_plan(&cfg);
+    // On stderr: stdout is the report.
+    let pprof = args.pprof.start()?;
+    if let Some(p) = &pprof {
+        eprintln!("scaletest: {}", super::pprof_on(p));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -126,10 +126,19 @@ pub(crate) fn token_from(
     token: &Option<String>,
     file: &Option<std::path::PathBuf>,
 ) -> Result<Option<String>, crate::Usage> {
+    token_as("--token-file", token, file)
+}
+
+/// [`token_from`] for a token file given as `flag`.
+fn token_as(
+    flag: &str,
+    token: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<String>, crate::Usage> {
     let t = match (token, file) {
         (Some(t), _) => t.trim().to_string(),
         (None, Some(p)) => std::fs::read_to_string(p)
-            .map_err(|e| crate::Usage(format!("cannot read --token-file {}: {e}", p.display())))?
+            .map_err(|e| crate::Usage(format!("cannot read {flag} {}: {e}", p.display())))?
             .trim()
             .to_string(),
         (None, None) => return Ok(None),
@@ -140,6 +149,40 @@ pub(crate) fn token_from(
         ));
     }
     Ok(Some(t))
+}
+
+/// `--pprof`: the profiling endpoint (`st_prof`) of the long-running commands.
+#[derive(clap::Args)]
+pub(crate) struct Pprof {
+    /// Serve CPU profiles at http://ADDR/debug/pprof/profile?seconds=N (pprof's format, for
+    /// `go tool pprof` or speedscope); a loopback address unless --pprof-token-file is given.
+    #[arg(long, value_name = "ADDR")]
+    pprof: Option<std::net::SocketAddr>,
+    /// Bearer token every request to --pprof must carry (Authorization: Bearer TOKEN).
+    #[arg(long, value_name = "FILE", requires = "pprof")]
+    pprof_token_file: Option<std::path::PathBuf>,
+}
+
+impl Pprof {
+    /// The endpoint, if asked for; keep it for as long as the command runs.
+    pub(crate) fn start(&self) -> anyhow::Result<Option<st_prof::Running>> {
+        let Some(bind) = self.pprof else {
+            return Ok(None);
+        };
+        let token = token_as("--pprof-token-file", &None, &self.pprof_token_file)?;
+        match st_prof::start(st_prof::Config { bind, token }) {
+            Ok(r) => Ok(Some(r)),
+            Err(e @ st_prof::Error::Exposed(_)) => {
+                Err(crate::Usage(format!("--pprof: {e}: give --pprof-token-file")).into())
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("--pprof")),
+        }
+    }
+}
+
+/// How every command names the profiling endpoint's address (on its first lines).
+pub(crate) fn pprof_on(r: &st_prof::Running) -> String {
+    format!("pprof on http://{}", r.addr)
 }
 
 /// `--threads`, or the CPUs this process may use (which respects `taskset`).

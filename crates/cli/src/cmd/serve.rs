@@ -64,6 +64,8 @@ pub struct Args {
     /// benchmark comparisons).
     #[arg(long, hide = true)]
     hyper_only: bool,
+    #[command(flatten)]
+    pprof: super::Pprof,
 }
 
 pub fn main(a: Args) -> anyhow::Result<ExitCode> {
@@ -85,6 +87,7 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
         tls,
         hyper_only: a.hyper_only,
     };
+    let pprof = a.pprof.start()?;
     let running = serve::start(cfg).map_err(crate::exit::fault)?;
     // SIGTERM handled before the address is announced: a supervisor may send it at once.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -94,10 +97,13 @@ pub fn main(a: Args) -> anyhow::Result<ExitCode> {
     let scheme = a.tls.scheme();
     // One line on stdout that scripts (and tests) read for the real address.
     let mut out = std::io::stdout().lock();
+    let pprof_on = pprof.as_ref().map(super::pprof_on);
     writeln!(
         out,
-        "listening on {scheme}://{} (version {}, {threads} threads)",
-        running.addr, a.version_label
+        "listening on {scheme}://{} (version {}, {threads} threads{})",
+        running.addr,
+        a.version_label,
+        pprof_on.map_or(String::new(), |p| format!(", {p}"))
     )?;
     out.flush()?;
     drop(out);
