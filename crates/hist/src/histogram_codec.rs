@@ -74,6 +74,14 @@ fn check_size(raw: &[u8]) -> Result<(), String> {
             "histogram asks for {counts} counts, more than {MAX_COUNTS}"
         ));
     }
+    // hdrhistogram sizes its payload buffer by the header's payload length before it reads
+    // a byte of it: a count is at most a 9-byte varint, so more than that is damage.
+    let payload = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
+    if u64::from(payload) > MAX_COUNTS * 9 {
+        return Err(format!(
+            "histogram payload of {payload} bytes is longer than {MAX_COUNTS} counts can be"
+        ));
+    }
     Ok(())
 }
 
