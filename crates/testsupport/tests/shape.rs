@@ -18,6 +18,7 @@ const GRAPH: &[(&str, &[&str])] = &[
     ("load", &["pace", "hist", "st-http"]),
     ("serve", &["st-http"]),
     ("balance", &["st-http"]),
+    ("prof", &["st-http"]),
     ("kapi", &["pace", "hist", "report", "st-http"]),
     ("fleet", &["hist", "load", "pace", "report", "st-http"]),
     ("demo", &["hist", "report", "st-http"]),
@@ -27,7 +28,7 @@ const GRAPH: &[(&str, &[&str])] = &[
         "cli",
         &[
             "pace", "hist", "st-http", "load", "report", "serve", "balance", "kapi", "nodes",
-            "fleet", "demo", "k8s",
+            "fleet", "demo", "k8s", "st-prof",
         ],
     ),
     // Test-only crates (dev-dependencies of the others).
