@@ -14,17 +14,7 @@ use testsupport::{tmpdir, wait_until};
 const TOKEN: &str = "test-token-123";
 
 fn server(label: &str) -> serve::Running {
-    serve::start(serve::Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        threads: 1,
-        body_size: 13,
-        version_label: label.into(),
-        limits: st_http::server::Limits::default(),
-        bounds: serve::Bounds::default(),
-        tls: None,
-        hyper_only: false,
-    })
-    .unwrap()
+    serve::start(serve::Config::loopback(label)).unwrap()
 }
 
 fn aggregator(

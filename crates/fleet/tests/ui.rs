@@ -33,17 +33,7 @@ impl Fleet {
 
     /// The aggregator on `bind`; bots reach it through loopback.
     fn start_on(bind: &str, bots: usize, thresholds: &[&str]) -> Fleet {
-        let srv = serve::start(serve::Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            threads: 1,
-            body_size: 13,
-            version_label: "v1".into(),
-            limits: st_http::server::Limits::default(),
-            bounds: serve::Bounds::default(),
-            tls: None,
-            hyper_only: false,
-        })
-        .unwrap();
+        let srv = serve::start(serve::Config::loopback("v1")).unwrap();
         let out = std::env::temp_dir().join(format!("st-fleet-ui-{}", agg::random_hex()));
         let a = agg::start(AggConfig {
             bind: bind.parse().unwrap(),

@@ -305,21 +305,23 @@ impl RateShape {
     /// segment that lasts (jumps are not stages) and the hold of the last rate until `total`;
     /// `(start, end, sends due)`. A constant rate has none.
     pub fn stages_over(&self, total: f64) -> Vec<(f64, f64, f64)> {
-        let mut out = Vec::new();
-        let held = self.walk(total, |start, secs, from, to| {
+        let mut bounds = Vec::new();
+        let held = self.walk(total, |start, secs, _, _| {
             if secs > 0.0 && start < total {
-                let end = (start + secs).min(total);
-                let x = end - start;
-                out.push((start, end, from * x + (to - from) * x * x / (2.0 * secs)));
+                bounds.push((start, (start + secs).min(total)));
             }
             None::<()>
         });
-        if let Err((end, last)) = held {
-            if !out.is_empty() && end < total {
-                out.push((end, total, (total - end) * last));
+        if let Err((end, _)) = held {
+            if !bounds.is_empty() && end < total {
+                bounds.push((end, total));
             }
         }
-        out
+        let due = |t| self.count_until(t, total);
+        bounds
+            .into_iter()
+            .map(|(a, b)| (a, b, due(b) - due(a)))
+            .collect()
     }
 
     /// The rate at time `t` (seconds) of a run lasting `total` seconds.
