@@ -405,7 +405,7 @@ fn bad_writes_change_nothing() {
         r#"{"rate": 10, "spec": {"url": "http://127.0.0.1:9/", "streams": 4}}"#,
     );
     assert_eq!(code, 400);
-    assert!(text.contains("--streams needs --http2"), "{text}");
+    assert!(text.contains("streams needs http2"), "{text}");
     let s = json(a.addr, "/api/summary");
     assert_eq!(s["requests"], 0);
     assert_eq!(s["errors"], 0);

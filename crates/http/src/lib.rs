@@ -22,7 +22,8 @@
 //! engine, and by the balancer itself (pipelined upstream connections, hyper-util's pool,
 //! health checks) and by kube-rs.
 //!
-//! [`stamp`]: the wall clock as Unix seconds and random tokens, for every crate above.
+//! [`stamp`]: the wall clock as Unix seconds and random tokens, and [`spec::SpecError`]: why a
+//! spec cannot run, naming its fields, for every crate above.
 
 pub mod blocking;
 mod chunked;
@@ -35,6 +36,7 @@ pub mod quick;
 mod request;
 pub mod runner;
 pub mod server;
+pub mod spec;
 pub mod stamp;
 mod stream;
 pub mod tls;

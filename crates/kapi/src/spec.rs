@@ -37,27 +37,7 @@ pub struct ChurnSpec {
     pub burst: u32,
 }
 
-/// A spec that cannot run: the message, with the fields it names in braces (`{run_id}`).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}", self.naming(|f| f.to_string()))]
-pub struct SpecError(String);
-
-impl SpecError {
-    /// The message with each `{field}` replaced by `name(field)`.
-    pub fn naming(&self, name: impl Fn(&str) -> String) -> String {
-        let mut out = String::new();
-        let mut rest = self.0.as_str();
-        while let Some(open) = rest.find('{') {
-            let Some(len) = rest[open..].find('}') else {
-                break;
-            };
-            out += &rest[..open];
-            out += &name(&rest[open + 1..open + len]);
-            rest = &rest[open + len + 1..];
-        }
-        out + rest
-    }
-}
+pub use st_http::spec::SpecError;
 
 /// A checked churn: what `churn::Config` and the session take.
 #[derive(Debug, Clone)]
@@ -94,14 +74,14 @@ impl ChurnSpec {
     pub fn check(&self) -> Result<(), SpecError> {
         if let Some(id) = &self.run_id {
             if !valid_run_id(id) {
-                return Err(SpecError(format!(
+                return Err(SpecError::new(format!(
                     "{{run_id}} {id:?}: use 1-40 lowercase letters, digits and '-' (it goes into names and labels)"
                 )));
             }
         }
         if let Some(q) = self.qps {
             if !(q.is_finite() && q > 0.0) {
-                return Err(SpecError("{qps} must be > 0".into()));
+                return Err(SpecError::new("{qps} must be > 0"));
             }
         }
         Ok(())
@@ -113,7 +93,7 @@ impl ChurnSpec {
         let mode = match &self.rate {
             Some(shape) => {
                 if self.duration.is_none() {
-                    return Err(SpecError("open loop ({rate}) needs {duration}".into()));
+                    return Err(SpecError::new("open loop ({rate}) needs {duration}"));
                 }
                 let lifetime = match (self.population, self.lifetime) {
                     (Some(p), _) => Lifetime::Population(p as f64),
@@ -129,14 +109,13 @@ impl ChurnSpec {
             }
             None => {
                 if self.population.is_some() || self.lifetime.is_some() {
-                    return Err(SpecError(
-                        "{population} and {lifetime} are for open loop ({rate})".into(),
+                    return Err(SpecError::new(
+                        "{population} and {lifetime} are for open loop ({rate})",
                     ));
                 }
                 if self.duration.is_none() && self.lifecycles.is_none() {
-                    return Err(SpecError(
-                        "give {rate} (open loop) with {duration}, or {duration} and/or {lifecycles} (closed loop)"
-                            .into(),
+                    return Err(SpecError::new(
+                        "give {rate} (open loop) with {duration}, or {duration} and/or {lifecycles} (closed loop)",
                     ));
                 }
                 Mode::Closed {

@@ -63,10 +63,10 @@ pub struct Spec {
     /// Request body for every request without its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    /// Open loop: total requests/s, as `--rate` takes it (`1000`, `ramp:A..B`, `steps:…@10s`).
-    /// Absent: closed loop.
+    /// Open loop: total requests/s, in `--rate`'s text (`1000`, `ramp:A..B`, `steps:…@10s`,
+    /// `stages:…`). Absent: closed loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate: Option<String>,
+    pub rate: Option<RateShape>,
     /// Open loop: `uniform` or `poisson`.
     #[serde(default = "uniform")]
     pub arrival: Arrival,
@@ -134,13 +134,12 @@ impl Default for Spec {
     }
 }
 
-/// A spec that cannot be run: one line saying why.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct SpecError(pub String);
+/// A spec that cannot be run: one line saying why, naming the spec's fields in braces (the
+/// CLI shows its flags instead).
+pub use st_http::spec::SpecError;
 
 fn bad(e: impl std::fmt::Display) -> SpecError {
-    SpecError(e.to_string())
+    SpecError::plain(e)
 }
 
 impl Spec {
@@ -161,8 +160,9 @@ impl Spec {
 pub fn parse_header(h: &str) -> Result<(String, String), SpecError> {
     match h.split_once(':') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => Err(SpecError(format!(
-            "invalid header {h:?}: expected \"Name: value\""
+        _ => Err(SpecError::new(format!(
+            "invalid header {}: expected \"Name: value\"",
+            st_http::spec::quote(&format!("{h:?}"))
         ))),
     }
 }
@@ -196,27 +196,20 @@ pub fn open_file_limit() -> u64 {
     }
 }
 
-fn seconds(name: &str, v: f64) -> Result<Duration, SpecError> {
+/// `field` (seconds) as a duration.
+fn seconds(field: &str, v: f64) -> Result<Duration, SpecError> {
     if v.is_finite() && v > 0.0 {
-        Duration::try_from_secs_f64(v).map_err(|e| SpecError(format!("{name}: {e}")))
+        Duration::try_from_secs_f64(v).map_err(|e| SpecError::new(format!("{{{field}}}: {e}")))
     } else {
-        Err(SpecError(format!("{name} must be > 0, got {v}")))
+        Err(SpecError::new(format!("{{{field}}} must be > 0, got {v}")))
     }
 }
 
 impl Spec {
-    /// The rate shape, if this is an open-loop spec.
-    pub fn rate_shape(&self) -> Result<Option<RateShape>, SpecError> {
-        self.rate
-            .as_deref()
-            .map(|r| r.parse::<RateShape>().map_err(bad))
-            .transpose()
-    }
-
     /// The same spec with a constant total rate of `rate` requests/s (open loop).
     pub fn with_rate(&self, rate: f64) -> Spec {
         Spec {
-            rate: Some(format!("{rate}")),
+            rate: Some(RateShape::Constant { rate }),
             ..self.clone()
         }
     }
@@ -239,8 +232,8 @@ impl Spec {
             .collect::<Result<Vec<_>, _>>()?;
         let body = Bytes::from(self.body.clone().unwrap_or_default());
         let (origin, requests) = match (&self.url, self.targets.is_empty()) {
-            (Some(_), false) => return Err(SpecError("give a URL or targets, not both".into())),
-            (None, true) => return Err(SpecError("give a target URL or --targets FILE".into())),
+            (Some(_), false) => return Err(SpecError::new("give {url} or {targets}, not both")),
+            (None, true) => return Err(SpecError::new("give a target {url} or {targets}")),
             (Some(url), true) => {
                 let (origin, path) = Origin::parse(url).map_err(bad)?;
                 let req =
@@ -251,8 +244,9 @@ impl Spec {
                 let mut origin: Option<Origin> = None;
                 let mut reqs = Vec::new();
                 for (i, t) in self.targets.iter().enumerate() {
-                    let at =
-                        |e: &dyn std::fmt::Display| SpecError(format!("target {}: {e}", i + 1));
+                    let at = |e: &dyn std::fmt::Display| {
+                        bad(e).within(&format!("{{targets}} {}", i + 1))
+                    };
                     let (o, p) = Origin::parse(&t.url).map_err(|e| at(&e))?;
                     if let Some(first) = &origin {
                         if !first.same_as(&o) {
@@ -265,7 +259,10 @@ impl Spec {
                     }
                     let mut h = headers.clone();
                     for line in &t.headers {
-                        h.push(parse_header(line).map_err(|e| at(&e))?);
+                        h.push(
+                            parse_header(line)
+                                .map_err(|e| e.within(&format!("{{targets}} {}", i + 1)))?,
+                        );
                     }
                     let b = t.body.clone().map_or_else(|| body.clone(), Bytes::from);
                     reqs.push(Request::new(&o, &t.method, &p, &h, b).map_err(|e| at(&e))?);
@@ -280,29 +277,29 @@ impl Spec {
             Protocol::Http1
         };
         if self.streams == 0 || self.streams > 1000 {
-            return Err(SpecError(format!(
-                "streams must be 1..=1000, got {}",
+            return Err(SpecError::new(format!(
+                "{{streams}} must be 1..=1000, got {}",
                 self.streams
             )));
         }
         if self.streams > 1 && protocol != Protocol::Http2 {
-            return Err(SpecError(
-                "--streams needs --http2 (HTTP/1.1 carries one request at a time)".into(),
+            return Err(SpecError::new(
+                "{streams} needs {http2} (HTTP/1.1 carries one request at a time)",
             ));
         }
         if self.connections == 0 {
-            return Err(SpecError("connections must be ≥ 1".into()));
+            return Err(SpecError::new("{connections} must be ≥ 1"));
         }
-        let timeout = seconds("timeout", self.timeout_s)?;
-        let shape = self.rate_shape()?;
-        // Stages last as long as they say unless -d says otherwise.
+        let timeout = seconds("timeout_s", self.timeout_s)?;
+        let shape = self.rate.clone();
+        // Stages last as long as they say unless the spec's duration says otherwise.
         let duration = self
             .duration_s
-            .map(|d| seconds("duration", d))
+            .map(|d| seconds("duration_s", d))
             .transpose()?
             .or(shape.as_ref().and_then(RateShape::own_duration));
         if self.requests == Some(0) {
-            return Err(SpecError("the request count must be ≥ 1".into()));
+            return Err(SpecError::new("{requests} must be ≥ 1"));
         }
         let tls = TlsOptions {
             insecure: self.insecure,
@@ -315,8 +312,8 @@ impl Spec {
         let mode = match shape {
             None => {
                 if connections > fd_room {
-                    return Err(SpecError(format!(
-                        "-c {connections} exceeds the open-file limit ({fd_room} usable)"
+                    return Err(SpecError::new(format!(
+                        "{{connections}} {connections} exceeds the open-file limit ({fd_room} usable)"
                     )));
                 }
                 Mode::Closed
@@ -326,18 +323,18 @@ impl Spec {
                     .max_connections
                     .unwrap_or(DEFAULT_MAX_CONNECTIONS.min(fd_room).max(connections));
                 if max > fd_room {
-                    return Err(SpecError(format!(
-                        "--max-connections {max} exceeds the open-file limit ({fd_room} usable)"
+                    return Err(SpecError::new(format!(
+                        "{{max_connections}} {max} exceeds the open-file limit ({fd_room} usable)"
                     )));
                 }
                 if max < connections {
-                    return Err(SpecError(format!(
-                        "--max-connections {max} is below -c {connections}"
+                    return Err(SpecError::new(format!(
+                        "{{max_connections}} {max} is below {{connections}} {connections}"
                     )));
                 }
                 if matches!(shape, RateShape::Ramp { .. }) && duration.is_none() {
-                    return Err(SpecError(
-                        "a ramp rate needs -d/--duration to ramp over".into(),
+                    return Err(SpecError::new(
+                        "a ramp {rate} needs {duration_s} to ramp over",
                     ));
                 }
                 Mode::Open {
@@ -349,15 +346,15 @@ impl Spec {
             }
         };
         if duration.is_none() && self.requests.is_none() && !live.until_stopped {
-            return Err(SpecError(
-                "a run needs a duration or a request count".into(),
-            ));
+            return Err(SpecError::new("a run needs {duration_s} or {requests}"));
         }
         if live.rate.is_some() && !matches!(mode, Mode::Open { .. }) {
-            return Err(SpecError("a live rate needs an open-loop spec".into()));
+            return Err(SpecError::new(
+                "a live rate needs an open-loop spec ({rate})",
+            ));
         }
         let threads = match self.threads {
-            Some(0) => return Err(SpecError("threads must be ≥ 1".into())),
+            Some(0) => return Err(SpecError::new("{threads} must be ≥ 1")),
             Some(t) => t.min(1024) as usize,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
@@ -407,11 +404,11 @@ mod tests {
     #[test]
     fn bad_specs_get_the_cli_reasons() {
         let cases = [
-            (r#"{"duration_s":1}"#, "give a target URL"),
+            (r#"{"duration_s":1}"#, "give a target url"),
             (r#"{"url":"ftp://x/","duration_s":1}"#, "scheme"),
             (
                 r#"{"url":"http://127.0.0.1:9/","streams":4,"duration_s":1}"#,
-                "--streams needs --http2",
+                "streams needs http2",
             ),
             (
                 r#"{"url":"http://127.0.0.1:9/","rate":"0","duration_s":1}"#,
@@ -423,7 +420,7 @@ mod tests {
             ),
             (
                 r#"{"url":"http://127.0.0.1:9/"}"#,
-                "duration or a request count",
+                "needs duration_s or requests",
             ),
             (
                 r#"{"url":"http://127.0.0.1:9/","headers":["nocolon"],"duration_s":1}"#,
@@ -431,7 +428,7 @@ mod tests {
             ),
             (
                 r#"{"url":"http://127.0.0.1:9/","rate":"10","max_connections":1,"connections":5,"duration_s":1}"#,
-                "below -c",
+                "max_connections 1 is below connections 5",
             ),
             (
                 r#"{"url":"http://127.0.0.1:9/","timeout_s":-1,"duration_s":1}"#,
@@ -446,8 +443,9 @@ mod tests {
             let e = spec(json)
                 .err()
                 .unwrap_or_else(|| panic!("{json} was accepted"));
-            assert!(e.0.contains(want), "{json}: {e}");
-            assert!(!e.0.contains('\n'), "one line: {e}");
+            let e = e.to_string();
+            assert!(e.contains(want), "{json}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
         }
     }
 

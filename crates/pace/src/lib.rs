@@ -48,13 +48,15 @@ pub enum PaceError {
     #[error("rate must be a number > 0, got {0}")]
     NotPositive(String),
     /// A ramp needs a duration to ramp over.
-    #[error("a ramp rate needs -d/--duration to ramp over")]
+    #[error("a ramp rate needs a run duration to ramp over")]
     RampWithoutDuration,
 }
 
-/// How the request rate (requests per second) changes over the run.
+/// How the request rate (requests per second) changes over the run. It is written and read
+/// (serde, `--rate`) in one text form, `1000`, `ramp:A..B`, `steps:A,B@10s` or
+/// `stages:30s:1000,…`, parsed once wherever it comes from ([`RateShape::text`] gives it back).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "shape", rename_all = "snake_case")]
+#[serde(into = "String", try_from = "String")]
 pub enum RateShape {
     /// The same rate for the whole run.
     Constant {
@@ -73,39 +75,36 @@ pub enum RateShape {
         /// The rates, in order, requests per second.
         levels: Vec<f64>,
         /// How long each level lasts.
-        #[serde(with = "secs_f64")]
         every: Duration,
     },
-    /// From `from`, each stage moves in a straight line to its rate over its duration (a
-    /// stage of 0 s is a jump); after the last stage its rate holds while the run lasts. With
-    /// no run duration given, the run lasts as long as the stages.
+    /// From 0, each stage moves in a straight line to its rate over its duration (a stage
+    /// of 0 s is a jump); after the last stage its rate holds while the run lasts. With no
+    /// run duration given, the run lasts as long as the stages.
     Stages {
-        /// Rate at the start, requests per second (0 in the text form).
-        from: f64,
         /// The stages, in order.
         stages: Vec<Stage>,
     },
 }
 
 /// One stage of [`RateShape::Stages`].
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stage {
     /// How long the stage lasts.
-    #[serde(with = "secs_f64")]
     pub over: Duration,
     /// The rate at its end, requests per second (≥ 0).
     pub to: f64,
 }
 
-mod secs_f64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
+impl From<RateShape> for String {
+    fn from(shape: RateShape) -> String {
+        shape.text()
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+}
+
+impl TryFrom<String> for RateShape {
+    type Error = PaceError;
+    fn try_from(text: String) -> Result<Self, PaceError> {
+        text.parse()
     }
 }
 
@@ -185,7 +184,7 @@ fn stages(text: &str) -> Result<RateShape, String> {
     if stages.iter().all(|s| s.over.is_zero()) {
         return Err("the stages last 0 s".into());
     }
-    Ok(RateShape::Stages { from: 0.0, stages })
+    Ok(RateShape::Stages { stages })
 }
 
 impl fmt::Display for RateShape {
@@ -202,22 +201,37 @@ impl fmt::Display for RateShape {
                     humantime::format_duration(*every)
                 )
             }
-            RateShape::Stages { from, stages } => {
-                let l: Vec<String> = stages
-                    .iter()
-                    .map(|s| format!("{}:{}", humantime::format_duration(s.over), s.to))
-                    .collect();
-                if *from > 0.0 {
-                    write!(f, "stages from {from}/s {}", l.join(","))
-                } else {
-                    write!(f, "stages {}", l.join(","))
-                }
-            }
+            RateShape::Stages { stages } => write!(f, "stages {}", stage_list(stages)),
         }
     }
 }
 
+fn stage_list(stages: &[Stage]) -> String {
+    let l: Vec<String> = stages
+        .iter()
+        .map(|s| format!("{}:{}", humantime::format_duration(s.over), s.to))
+        .collect();
+    l.join(",")
+}
+
 impl RateShape {
+    /// The text form `--rate` takes and serde writes: parsing it gives this shape back.
+    pub fn text(&self) -> String {
+        match self {
+            RateShape::Constant { rate } => format!("{rate}"),
+            RateShape::Ramp { from, to } => format!("ramp:{from}..{to}"),
+            RateShape::Steps { levels, every } => {
+                let l: Vec<String> = levels.iter().map(|r| format!("{r}")).collect();
+                format!(
+                    "steps:{}@{}",
+                    l.join(","),
+                    humantime::format_duration(*every)
+                )
+            }
+            RateShape::Stages { stages } => format!("stages:{}", stage_list(stages)),
+        }
+    }
+
     /// The same shape with every rate multiplied by `factor` (a worker's share of the total).
     pub fn scaled(&self, factor: f64) -> RateShape {
         match self {
@@ -232,8 +246,7 @@ impl RateShape {
                 levels: levels.iter().map(|r| r * factor).collect(),
                 every: *every,
             },
-            RateShape::Stages { from, stages } => RateShape::Stages {
-                from: from * factor,
+            RateShape::Stages { stages } => RateShape::Stages {
                 stages: stages
                     .iter()
                     .map(|s| Stage {
@@ -287,8 +300,8 @@ impl RateShape {
                 }
                 *levels.last().expect("levels is never empty")
             }
-            RateShape::Stages { from, stages } => {
-                let mut rate = *from;
+            RateShape::Stages { stages } => {
+                let mut rate = 0.0;
                 for s in stages {
                     if let Some(r) = seg(rate, s.over.as_secs_f64(), s.to, &mut at) {
                         return Ok(r);
@@ -744,6 +757,32 @@ mod tests {
             let e = bad.parse::<RateShape>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_text_form_reads_back_as_the_same_shape() {
+        for text in [
+            "1000",
+            "0.5",
+            "ramp:10..20.5",
+            "steps:100,200@10s",
+            "steps:1@1s 500ms",
+            "stages:30s:1000,5m:1000,0s:3000,10s:0",
+        ] {
+            let shape: RateShape = text.parse().unwrap();
+            assert_eq!(shape.text().parse::<RateShape>().unwrap(), shape, "{text}");
+            // serde goes through the same text: a spec's JSON holds what --rate takes.
+            let json = serde_json::to_string(&shape).unwrap();
+            assert_eq!(json, format!("{:?}", shape.text()));
+            assert_eq!(serde_json::from_str::<RateShape>(&json).unwrap(), shape);
+        }
+        let scaled = "stages:10s:3,1s:1"
+            .parse::<RateShape>()
+            .unwrap()
+            .scaled(1.0 / 3.0);
+        assert_eq!(scaled.text().parse::<RateShape>().unwrap(), scaled);
+        let e = serde_json::from_str::<RateShape>("\"ramp:5\"").unwrap_err();
+        assert!(e.to_string().contains("ramp:FROM..TO"), "{e}");
     }
 
     #[test]

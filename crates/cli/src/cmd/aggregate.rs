@@ -120,8 +120,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     spec.requests = None;
     let has_target = spec.url.is_some() || !spec.targets.is_empty();
     let rate = spec
-        .rate_shape()
-        .map_err(fault)?
+        .rate
+        .clone()
         .map(|s| match s {
             pace::RateShape::Constant { rate } => Ok(rate),
             // Bots take a constant share; a changing total is not split over them yet.
@@ -147,7 +147,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let plan = request
         .plan(Plan::Idle)
         .map_err(|e| Usage(format!("{e} ({})", FLAGS)))?;
-    fleet::state::check_plan(&spec, plan).map_err(fault)?;
+    fleet::state::check_plan(&spec, plan).map_err(super::load::spec_usage)?;
     let (tls, cacert) = tls(&args)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let cfg = fleet::agg::Config {

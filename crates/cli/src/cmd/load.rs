@@ -5,7 +5,7 @@ use crate::exit::{fault, Usage};
 use crate::progress::{Progress, RateLog};
 use anyhow::Context as _;
 use load::{Config, Mode, Shutdown, Spec, Target};
-use pace::Arrival;
+use pace::{Arrival, RateShape};
 use report::threshold::{self, Threshold};
 use report::{RunFile, RunInfo, RUNFILE_VERSION};
 use std::io::Write as _;
@@ -44,13 +44,13 @@ pub struct Args {
     /// Open loop: total requests/s: R, ramp:FROM..TO (over -d), steps:R1,R2,...@DURATION or
     /// stages:DURATION:RATE,... (see --stages).
     #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
-    rate: Option<String>,
+    rate: Option<RateShape>,
     /// Open loop in stages (k6's ramping arrival rate): from 0, each stage moves in a straight
     /// line to its rate over its duration (0s: a jump), e.g. 30s:1000,5m:1000,10s:0; the run
     /// lasts as long as the stages unless -d says otherwise. The report has a table per stage.
     #[arg(long, value_name = "DURATION:RATE,...", conflicts_with = "rate",
           value_parser = parse_stages)]
-    stages: Option<String>,
+    stages: Option<RateShape>,
     /// Open loop: gaps between sends, uniform or poisson.
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]
     arrival: Arrival,
@@ -116,15 +116,37 @@ pub struct Args {
     pub(crate) pprof: super::Pprof,
 }
 
-fn parse_rate(s: &str) -> Result<String, String> {
-    s.parse::<pace::RateShape>()
-        .map(|_| s.to_string())
-        .map_err(|e| e.to_string())
+fn parse_rate(s: &str) -> Result<RateShape, String> {
+    s.parse::<RateShape>().map_err(|e| e.to_string())
 }
 
 /// `--stages X` is `--rate stages:X`.
-fn parse_stages(s: &str) -> Result<String, String> {
+fn parse_stages(s: &str) -> Result<RateShape, String> {
     parse_rate(&format!("stages:{s}"))
+}
+
+/// A load spec's field as this command's flag, for the spec's errors (one table).
+pub(crate) fn flag(field: &str) -> String {
+    match field {
+        "url" => "URL",
+        "targets" => "--targets",
+        "rate" => "--rate",
+        "max_connections" => "--max-connections",
+        "connections" => "-c",
+        "streams" => "--streams",
+        "http2" => "--http2",
+        "timeout_s" => "--timeout",
+        "duration_s" => "-d/--duration",
+        "requests" => "-n/--requests",
+        "threads" => "-t/--threads",
+        other => other,
+    }
+    .to_string()
+}
+
+/// A load spec's error in this command's words (exit 2).
+pub(crate) fn spec_usage(e: load::SpecError) -> Usage {
+    Usage(e.naming(flag))
 }
 
 fn parse_arrival(s: &str) -> Result<Arrival, String> {
@@ -189,13 +211,19 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
             });
         }
     }
+    let rate = a.rate.clone().or(a.stages.clone());
+    // 10 s unless -n is given or the rate's stages say how long.
+    let duration_s = match (a.duration, a.requests) {
+        (None, None) if rate.as_ref().and_then(RateShape::own_duration).is_none() => Some(10.0),
+        (d, _) => d.map(|d| d.as_secs_f64()),
+    };
     Ok(Spec {
         url: a.url.clone(),
         targets,
         method: a.method.clone(),
         headers: a.headers.clone(),
         body,
-        rate: a.rate.clone().or(a.stages.clone()),
+        rate,
         arrival: a.arrival,
         max_connections: a.max_connections,
         connections: a.connections,
@@ -204,23 +232,11 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         insecure: a.insecure,
         cacert: a.cacert.clone(),
         timeout_s: a.timeout.as_secs_f64(),
-        // 10 s unless -n is given or the rate's stages say how long.
-        duration_s: match (a.duration, a.requests) {
-            (None, None) if !stages_say_how_long(a) => Some(10.0),
-            (d, _) => d.map(|d| d.as_secs_f64()),
-        },
+        duration_s,
         requests: a.requests,
         threads: a.threads,
         seed: a.seed,
     })
-}
-
-fn stages_say_how_long(a: &Args) -> bool {
-    a.rate
-        .as_ref()
-        .or(a.stages.as_ref())
-        .and_then(|r| r.parse::<pace::RateShape>().ok())
-        .is_some_and(|s| s.own_duration().is_some())
 }
 
 /// The stages of a run whose rate changes by plan (none for a constant rate or a closed loop).
@@ -272,9 +288,7 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
 
 fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
     let spec = spec(a)?;
-    let cfg = spec
-        .build(load::Live::default())
-        .map_err(|e| Usage(e.to_string()))?;
+    let cfg = spec.build(load::Live::default()).map_err(spec_usage)?;
     let info = run_info(&spec, &cfg);
     Ok((cfg, info))
 }

@@ -104,7 +104,7 @@ fn apply(
     };
     if let Some(r) = current.as_mut() {
         if same_but_rate(&r.spec, spec) {
-            if let (Some(ctl), Ok(Some(shape))) = (&r.rate, spec.rate_shape()) {
+            if let (Some(ctl), Some(shape)) = (&r.rate, &spec.rate) {
                 ctl.set(shape.rate_at(0.0, 1.0));
                 r.spec = spec.clone();
                 return;
@@ -119,10 +119,10 @@ fn apply(
         threads: spec.threads.or(cfg.threads),
         ..spec.clone()
     };
-    let rate = match spec.rate_shape() {
-        Ok(Some(shape)) => Some(RateControl::new(shape.rate_at(0.0, 1.0))),
-        _ => None,
-    };
+    let rate = spec
+        .rate
+        .as_ref()
+        .map(|shape| RateControl::new(shape.rate_at(0.0, 1.0)));
     let live = Live {
         wall_clock_ticks: true,
         rate: rate.clone(),
