@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate HTTP load (closed loop, or open loop with --rate) and report latency and throughput.
-    Load(Box<cmd::load::Args>),
+    Load(Box<cmd::load::Cmd>),
     /// Print the report of one or more JSON run files (several are merged, e.g. from many loadbots).
     Report(cmd::report::Args),
     /// Serve HTTP as a load target: fixed and parameterised endpoints, metrics, graceful drain.

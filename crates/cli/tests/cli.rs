@@ -95,6 +95,28 @@ fn bad_input_gets_one_line_and_exit_code_2() {
             &["load", "http://127.0.0.1:1/", "--abort-on-fail"],
             "--threshold",
         ),
+        (
+            &["load", "http://127.0.0.1:1/", "--out", "csv:x.csv"],
+            "the format is jsonl:FILE",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:1/",
+                "--out",
+                "prometheus-rw:http://127.0.0.1:9/",
+            ],
+            "Prometheus remote write is not built in",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:1/",
+                "--out",
+                "jsonl:/nonexistent/dir/s.jsonl",
+            ],
+            "--out jsonl:/nonexistent/dir/s.jsonl: No such file",
+        ),
     ];
     for (args, want) in cases {
         refused(args, want);
@@ -292,6 +314,7 @@ fn stages_send_each_stages_schedule_and_report_it_per_stage() {
     let server = Server::start(Behavior::Ok);
     let dir = tmpdir("stages");
     let json = dir.join("run.json");
+    let jsonl = dir.join("seconds.jsonl");
     // 0 → 200/s over 2 s (200 sends), 200/s for 1 s (200), a jump to 600/s for 1 s (600).
     let o = SCALETEST.run(&[
         "load",
@@ -300,6 +323,8 @@ fn stages_send_each_stages_schedule_and_report_it_per_stage() {
         "2s:200,1s:200,0s:600,1s:600",
         "--json",
         json.to_str().unwrap(),
+        "--out",
+        &format!("jsonl:{}", jsonl.display()),
     ]);
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -316,6 +341,24 @@ fn stages_send_each_stages_schedule_and_report_it_per_stage() {
     }
     assert_eq!(run.stages.iter().map(|s| s.responses).sum::<u64>(), 1000);
     assert!(out.contains("│ Stage │ Seconds │ Planned │"), "{out}");
+    // --out jsonl: a line per second of the run, the series the run file keeps, consecutive
+    // Unix seconds; together every response.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), run.intervals.len(), "{lines:?}");
+    for (i, (line, second)) in lines.iter().zip(&run.intervals).enumerate() {
+        assert_eq!(line["t"], i as u64);
+        assert_eq!(line["responses"], second.responses);
+        assert_eq!(line["status"]["200"], second.responses);
+        let unix = |l: &serde_json::Value| l["unix"].as_u64().unwrap();
+        assert_eq!(unix(line), unix(&lines[0]) + i as u64);
+        assert!(line["latency"]["p99"].as_f64().unwrap() > 0.0, "{line}");
+    }
+    let sum: u64 = lines.iter().map(|l| l["responses"].as_u64().unwrap()).sum();
+    assert_eq!(sum, 1000);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

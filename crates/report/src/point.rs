@@ -1,6 +1,8 @@
 //! One second of a run as charts draw it: rates, percentiles of the merged histograms, answers
 //! per server version, and (for an aggregator's run) the offered rate and coverage. The live
 //! UI's stream and the HTML report both draw these, so both show the same numbers.
+//! [`Jsonl`] writes them as they come, one line per second, for other tools (`load --out
+//! jsonl:FILE`).
 
 use crate::runfile::{FleetSecond, RunFile};
 use hist::record::HistForm;
@@ -101,6 +103,46 @@ impl Point {
     }
 }
 
+/// One line of [`Jsonl`]: the second's Unix time, then the [`Point`]'s fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    /// The Unix second the interval belongs to.
+    pub unix: u64,
+    /// The second (its `t` is the run's second, from 0).
+    #[serde(flatten)]
+    pub point: Point,
+}
+
+/// Points written one JSON line per second as a run goes, each flushed: a run stopped by
+/// Ctrl-C or a crash keeps every second written before it, and `tail -f` sees each at once.
+pub struct Jsonl {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Jsonl {
+    /// Create (or truncate) `path`.
+    pub fn create(path: &std::path::Path) -> std::io::Result<Jsonl> {
+        Ok(Jsonl {
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::new(std::fs::File::create(path)?),
+        })
+    }
+
+    /// Append one second.
+    pub fn write(&mut self, unix: u64, point: Point) -> std::io::Result<()> {
+        use std::io::Write;
+        serde_json::to_writer(&mut self.out, &Line { unix, point })?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+
+    /// Where it writes.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +168,33 @@ mod tests {
         assert_eq!(v["latency"]["max"], 30.015);
         let back: Point = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn jsonl_has_one_flushed_line_per_second_that_reads_back() {
+        let dir = std::env::temp_dir().join(format!("st-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seconds.jsonl");
+        let mut w = Jsonl::create(&path).unwrap();
+        let mut s = Snapshot {
+            end: 1.0,
+            responses: 2,
+            ..Default::default()
+        };
+        s.status.insert(200, 2);
+        s.latency.record(5000).unwrap();
+        w.write(1_700_000_000, Point::of(0, &s, None)).unwrap();
+        // Flushed: readable while the writer is still open.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let line: Line = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(
+            (line.unix, line.point.t, line.point.ok),
+            (1_700_000_000, 0, 2)
+        );
+        assert_eq!(line.point.second.latency.p50, 5.003);
+        w.write(1_700_000_001, Point::of(1, &s, None)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

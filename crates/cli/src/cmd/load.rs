@@ -20,11 +20,42 @@ const EXAMPLES: &str = "Examples:
   scaletest load http://127.0.0.1:8080/ --rate ramp:1000..50000 -d 60s --arrival poisson
   scaletest load http://127.0.0.1:8080/ --rate steps:1000,5000,10000@10s -d 30s --percentiles
   scaletest load https://127.0.0.1:8443/ --http2 --streams 10 -c 50 --insecure
-  scaletest load --targets targets.txt -H 'X-Run: 7' -d 30s --json run.json";
+  scaletest load --targets targets.txt -H 'X-Run: 7' -d 30s --json run.json
+  scaletest load http://127.0.0.1:8080/ --rate 5000 -d 5m --out jsonl:seconds.jsonl   one line per second";
 
-/// Arguments of `scaletest load`.
+/// `scaletest load`: the load flags (shared with `aggregate`) and where its seconds go.
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
+pub struct Cmd {
+    #[command(flatten)]
+    args: Args,
+    /// Per-second output for other tools: jsonl:FILE writes one JSON line per second as the
+    /// run goes (its Unix second, requests, status codes, errors, p50/p90/p99/p99.9/max in ms:
+    /// the run file's series fields). Prometheus remote write is not built in.
+    #[arg(long = "out", value_name = "FORMAT:FILE", value_parser = parse_out)]
+    out: Option<Output>,
+}
+
+/// Where `--out` writes.
+#[derive(Debug, Clone)]
+enum Output {
+    Jsonl(PathBuf),
+}
+
+fn parse_out(s: &str) -> Result<Output, String> {
+    match s.split_once(':') {
+        Some(("jsonl", path)) if !path.is_empty() => Ok(Output::Jsonl(PathBuf::from(path))),
+        Some(("jsonl", _)) => Err("jsonl needs a file: jsonl:FILE".into()),
+        Some(("prometheus-rw", _)) => Err("Prometheus remote write is not built in: write \
+             jsonl:FILE, or run the load through `scaletest aggregate`, whose /metrics \
+             Prometheus can scrape"
+            .into()),
+        _ => Err(format!("{s:?}: the format is jsonl:FILE")),
+    }
+}
+
+/// The load flags: `scaletest load`'s, and `aggregate`'s for its bots.
+#[derive(clap::Args)]
 pub struct Args {
     /// Target URL, http:// or https:// (omit when --targets is given).
     url: Option<String>,
@@ -293,8 +324,18 @@ fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
     Ok((cfg, info))
 }
 
-pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+pub fn main(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    let args = cmd.args;
     let (cfg, info) = build(&args)?;
+    // Created before the run: a path that cannot be written is said before any load is sent.
+    let mut jsonl = match &cmd.out {
+        Some(Output::Jsonl(path)) => Some(
+            report::point::Jsonl::create(path)
+                .map_err(|e| Usage(format!("--out jsonl:{}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let mut jsonl_failed: Option<std::io::Error> = None;
     let stages = stage_plan(&cfg);
     // On stderr: stdout is the report.
     let pprof = args.pprof.start()?;
@@ -316,6 +357,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         super::on_ctrl_c(move || s.trigger());
         load::run(cfg, shutdown.clone(), |p| {
             progress.update(p);
+            if let (Some(w), None) = (jsonl.as_mut(), &jsonl_failed) {
+                let point = report::point::Point::of(u64::from(p.second), p.snapshot, None);
+                jsonl_failed = w.write(p.wall_second, point).err();
+            }
             if let Some(line) = rates.as_mut().and_then(|r| r.second(p)) {
                 progress.line(&line);
             }
@@ -330,6 +375,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .await
     });
     progress.finish();
+    if let (Some(w), Some(e)) = (&jsonl, &jsonl_failed) {
+        eprintln!(
+            "scaletest: --out {}: {e}; the lines after it were not written",
+            w.path().display()
+        );
+    }
     let r = result.map_err(fault)?;
     let mut run = RunFile {
         version: RUNFILE_VERSION,
