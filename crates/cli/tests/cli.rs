@@ -230,6 +230,83 @@ fn json_output_parses_back_and_matches_the_printed_report() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `{{seq}}` makes every request of a run its own URL; `{{csv.COLUMN}}` takes the rows of
+/// `--data` in turn.
+#[test]
+fn templates_vary_each_request_and_csv_rows_go_in_turn() {
+    let server = Server::start(Behavior::Ok);
+    let o = SCALETEST.run(&[
+        "load",
+        &server.url("/item/{{seq}}"),
+        "-c",
+        "4",
+        "-t",
+        "2",
+        "-n",
+        "500",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let paths = server.paths();
+    let want: std::collections::BTreeMap<String, u64> =
+        (0..500).map(|i| (format!("/item/{i}"), 1)).collect();
+    assert_eq!(paths, want);
+
+    let server = Server::start(Behavior::Ok);
+    let dir = tmpdir("data");
+    let csv = dir.join("users.csv");
+    std::fs::write(&csv, "user,token\nada,t1\nbob,t2\n\"c d\",t3\n").unwrap();
+    let o = SCALETEST.run(&[
+        "load",
+        &server.url("/u/{{csv.token}}"),
+        "--data",
+        csv.to_str().unwrap(),
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "-n",
+        "90",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let got: Vec<(String, u64)> = server.paths().into_iter().collect();
+    assert_eq!(
+        got,
+        [
+            ("/u/t1".into(), 30),
+            ("/u/t2".into(), 30),
+            ("/u/t3".into(), 30)
+        ]
+    );
+    // A value that cannot go into a URL is refused before the run, naming its row.
+    refused(
+        &[
+            "load",
+            &server.url("/u/{{csv.user}}"),
+            "--data",
+            csv.to_str().unwrap(),
+        ],
+        "CSV row 4: ",
+    );
+    refused(
+        &[
+            "load",
+            &server.url("/u/{{csv.name}}"),
+            "--data",
+            csv.to_str().unwrap(),
+        ],
+        "no column \"name\" (its columns: user, token)",
+    );
+    refused(
+        &["load", &server.url("/"), "--data", csv.to_str().unwrap()],
+        "--data is given but no request has a {{csv.COLUMN}} template",
+    );
+    refused(
+        &["load", &server.url("/{{sequence}}")],
+        "unknown template function \"sequence\"",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_targets_file_is_used_round_robin_with_headers_and_bodies() {
     let server = Server::start(Behavior::Ok);

@@ -106,6 +106,19 @@ impl Request {
         })
     }
 
+    /// The same request with other HTTP/1.1 bytes (a template's rendering), for HTTP/1.1
+    /// lanes only: it has no HTTP/2 head. Allocates nothing but what `h1` already holds.
+    pub fn with_h1_wire(&self, h1: Bytes) -> Request {
+        Request {
+            method: self.method.clone(),
+            path: String::new(),
+            h1,
+            h2: http::Request::new(()),
+            body: Bytes::new(),
+            head: self.head,
+        }
+    }
+
     /// The full HTTP/1.1 request, head and body.
     pub fn h1_bytes(&self) -> &[u8] {
         &self.h1

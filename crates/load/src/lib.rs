@@ -16,17 +16,19 @@ mod clock;
 mod recorder;
 pub mod spec;
 pub mod targets;
+pub mod template;
 mod worker;
 
 use hist::{Intervals, SecondSample, Snapshot};
 use pace::{Arrival, RateShape};
-use st_http::{Connector, Request};
+use st_http::Connector;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use spec::{Spec, SpecError, Target};
+pub use template::Prepared;
 
 /// How requests are paced.
 #[derive(Debug, Clone)]
@@ -53,7 +55,7 @@ pub struct Config {
     /// Where and how to connect.
     pub connector: Connector,
     /// Requests, used round-robin (at least one).
-    pub requests: Arc<Vec<Request>>,
+    pub requests: Arc<Vec<Prepared>>,
     /// Closed or open loop.
     pub mode: Mode,
     /// Connections opened before the clock starts (closed loop: the number of connections).

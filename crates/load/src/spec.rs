@@ -5,6 +5,7 @@
 //! the same one-line reason wherever it comes from. Files (targets, bodies) are read by the
 //! caller: a spec holds their content, so it means the same on every machine.
 
+use crate::template::{self, has_template, Data, Parts, Prepared, Template};
 use crate::{Config, Live, Mode};
 use bytes::Bytes;
 use pace::{Arrival, RateShape};
@@ -100,9 +101,12 @@ pub struct Spec {
     /// Worker threads (default: the CPUs this process may use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<u64>,
-    /// Seed for Poisson arrivals.
+    /// Seed for Poisson arrivals (and for templates' random values).
     #[serde(default = "one")]
     pub seed: u64,
+    /// Rows for `{{csv.COLUMN}}` templates (a CSV file's content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Data>,
 }
 
 fn uniform() -> Arrival {
@@ -130,6 +134,7 @@ impl Default for Spec {
             requests: None,
             threads: None,
             seed: 1,
+            data: None,
         }
     }
 }
@@ -196,6 +201,41 @@ pub fn open_file_limit() -> u64 {
     }
 }
 
+/// One target checked and prepared: fixed bytes, or a template when it has one.
+fn prepare(
+    t: &Target,
+    headers: &[(String, String)],
+    body: &str,
+    shared: &Arc<template::Shared>,
+    protocol: Protocol,
+) -> Result<(Origin, Prepared), SpecError> {
+    let templated =
+        has_template(&t.url) || has_template(body) || headers.iter().any(|(_, v)| has_template(v));
+    if !templated {
+        let (origin, path) = Origin::parse(&t.url).map_err(bad)?;
+        let req = Request::new(
+            &origin,
+            &t.method,
+            &path,
+            headers,
+            Bytes::from(body.to_string()),
+        )
+        .map_err(bad)?;
+        return Ok((origin, Prepared::Fixed(req)));
+    }
+    let parts = Parts {
+        url: &t.url,
+        method: &t.method,
+        headers,
+        body,
+    };
+    let (tpl, origin) = Template::new(&parts, shared, protocol == Protocol::Http1, |o, p, h, b| {
+        Request::new(o, &t.method, p, h, b).map_err(|e| e.to_string())
+    })
+    .map_err(bad)?;
+    Ok((origin, Prepared::Varying(tpl)))
+}
+
 /// `field` (seconds) as a duration.
 fn seconds(field: &str, v: f64) -> Result<Duration, SpecError> {
     if v.is_finite() && v > 0.0 {
@@ -222,6 +262,64 @@ impl Spec {
             .unwrap_or_default()
     }
 
+    /// Every target checked and prepared (the URL is a target of its own: one rule for
+    /// both), and their one origin.
+    fn requests(
+        &self,
+        headers: &[(String, String)],
+        protocol: Protocol,
+    ) -> Result<(Origin, Vec<Prepared>), SpecError> {
+        let url_target;
+        let targets: &[Target] = match (&self.url, self.targets.is_empty()) {
+            (Some(_), false) => return Err(SpecError::new("give {url} or {targets}, not both")),
+            (None, true) => return Err(SpecError::new("give a target {url} or {targets}")),
+            (Some(url), true) => {
+                url_target = [Target {
+                    method: self.method.clone(),
+                    url: url.clone(),
+                    headers: Vec::new(),
+                    body: None,
+                }];
+                &url_target
+            }
+            (None, false) => &self.targets,
+        };
+        let shared = Prepared::shared(self.data.clone());
+        let mut origin: Option<Origin> = None;
+        let mut requests = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            // A URL's errors are its own; a targets file's name the target.
+            let at = |e: SpecError| match &self.url {
+                Some(_) => e,
+                None => e.within(&format!("{{targets}} {}", i + 1)),
+            };
+            let mut h = headers.to_vec();
+            for line in &t.headers {
+                h.push(parse_header(line).map_err(at)?);
+            }
+            let body = t.body.as_deref().or(self.body.as_deref()).unwrap_or("");
+            let (o, req) = prepare(t, &h, body, &shared, protocol).map_err(at)?;
+            if let Some(first) = &origin {
+                if !first.same_as(&o) {
+                    return Err(at(SpecError::plain(format!(
+                        "all targets must share one origin; {} differs from {}",
+                        o.url(),
+                        first.url()
+                    ))));
+                }
+            }
+            requests.push(req);
+            origin.get_or_insert(o);
+        }
+        let origin = origin.expect("at least one target");
+        if self.data.is_some() && !requests.iter().any(Prepared::uses_data) {
+            return Err(SpecError::new(
+                "{data} is given but no request has a {{{{csv.COLUMN}} template",
+            ));
+        }
+        Ok((origin, requests))
+    }
+
     /// Check everything and build the engine's configuration. Runs `until_stopped` (loadbots)
     /// may have neither a duration nor a request count.
     pub fn build(&self, live: Live) -> Result<Config, SpecError> {
@@ -230,52 +328,12 @@ impl Spec {
             .iter()
             .map(|h| parse_header(h))
             .collect::<Result<Vec<_>, _>>()?;
-        let body = Bytes::from(self.body.clone().unwrap_or_default());
-        let (origin, requests) = match (&self.url, self.targets.is_empty()) {
-            (Some(_), false) => return Err(SpecError::new("give {url} or {targets}, not both")),
-            (None, true) => return Err(SpecError::new("give a target {url} or {targets}")),
-            (Some(url), true) => {
-                let (origin, path) = Origin::parse(url).map_err(bad)?;
-                let req =
-                    Request::new(&origin, &self.method, &path, &headers, body).map_err(bad)?;
-                (origin, vec![req])
-            }
-            (None, false) => {
-                let mut origin: Option<Origin> = None;
-                let mut reqs = Vec::new();
-                for (i, t) in self.targets.iter().enumerate() {
-                    let at = |e: &dyn std::fmt::Display| {
-                        bad(e).within(&format!("{{targets}} {}", i + 1))
-                    };
-                    let (o, p) = Origin::parse(&t.url).map_err(|e| at(&e))?;
-                    if let Some(first) = &origin {
-                        if !first.same_as(&o) {
-                            return Err(at(&format!(
-                                "all targets must share one origin; {} differs from {}",
-                                o.url(),
-                                first.url()
-                            )));
-                        }
-                    }
-                    let mut h = headers.clone();
-                    for line in &t.headers {
-                        h.push(
-                            parse_header(line)
-                                .map_err(|e| e.within(&format!("{{targets}} {}", i + 1)))?,
-                        );
-                    }
-                    let b = t.body.clone().map_or_else(|| body.clone(), Bytes::from);
-                    reqs.push(Request::new(&o, &t.method, &p, &h, b).map_err(|e| at(&e))?);
-                    origin.get_or_insert(o);
-                }
-                (origin.expect("targets is not empty"), reqs)
-            }
-        };
         let protocol = if self.http2 {
             Protocol::Http2
         } else {
             Protocol::Http1
         };
+        let (origin, requests) = self.requests(&headers, protocol)?;
         if self.streams == 0 || self.streams > 1000 {
             return Err(SpecError::new(format!(
                 "{{streams}} must be 1..=1000, got {}",

@@ -8,9 +8,10 @@
 
 use crate::clock::PreciseTimer;
 use crate::recorder::Recorder;
+use crate::template::{Prepared, Vars};
 use crate::{Config, LoadError, Mode, Msg, Phase, Shared, Start};
 use pace::Pacer;
-use st_http::{ByteCounter, Connector, ErrorClass, Lane, Request, Response};
+use st_http::{ByteCounter, Connector, ErrorClass, Lane, Response};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -38,7 +39,9 @@ const WATCH_GAP: Duration = Duration::from_millis(5);
 
 pub(crate) struct Plan {
     connector: Connector,
-    requests: Arc<Vec<Request>>,
+    requests: Arc<Vec<Prepared>>,
+    /// This worker's random numbers and share of the rows, for templates (taken by its Ctx).
+    vars: Option<Vars>,
     connections: usize,
     streams: usize,
     timeout: Duration,
@@ -52,6 +55,10 @@ impl Plan {
     pub(crate) fn new(cfg: &Config, index: usize, threads: usize) -> Result<Plan, LoadError> {
         let share = |n: usize| n / threads + usize::from(index < n % threads);
         let mut connections = share(cfg.connections);
+        let seed = match &cfg.mode {
+            Mode::Open { seed, .. } => *seed,
+            Mode::Closed => 1,
+        };
         let open = match &cfg.mode {
             Mode::Closed => None,
             Mode::Open {
@@ -75,6 +82,7 @@ impl Plan {
         Ok(Plan {
             connector: cfg.connector.clone(),
             requests: cfg.requests.clone(),
+            vars: Some(Vars::new(index, threads, seed)),
             connections,
             streams: cfg.streams.max(1),
             timeout: cfg.timeout,
@@ -90,7 +98,8 @@ impl Plan {
 
 struct Ctx {
     connector: Connector,
-    requests: Arc<Vec<Request>>,
+    requests: Arc<Vec<Prepared>>,
+    vars: RefCell<Vars>,
     rec: RefCell<Recorder>,
     bytes: ByteCounter,
     timeout: Duration,
@@ -136,10 +145,17 @@ impl Ctx {
                 rec.intended();
             }
         }
-        let r = tokio::time::timeout(
-            self.timeout,
-            lane.send(&self.connector, &self.requests[index], &self.bytes),
-        )
+        let r = tokio::time::timeout(self.timeout, async {
+            let rendered;
+            let req = match &self.requests[index] {
+                Prepared::Fixed(r) => r,
+                Prepared::Varying(t) => {
+                    rendered = t.render_request(&mut self.vars.borrow_mut());
+                    &rendered
+                }
+            };
+            lane.send(&self.connector, req, &self.bytes).await
+        })
         .await;
         self.in_flight.set(self.in_flight.get() - 1);
         self.request_done.notify_one();
@@ -167,7 +183,7 @@ impl Ctx {
 }
 
 pub(crate) fn main(
-    plan: Plan,
+    mut plan: Plan,
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
     start_rx: watch::Receiver<Option<Start>>,
@@ -177,6 +193,7 @@ pub(crate) fn main(
     let ctx = Rc::new(Ctx {
         connector: plan.connector.clone(),
         requests: plan.requests.clone(),
+        vars: RefCell::new(plan.vars.take().expect("a plan starts one worker")),
         rec: RefCell::new(Recorder::new(bytes.clone())),
         bytes,
         timeout: plan.timeout,

@@ -76,7 +76,7 @@ impl Run {
         let cfg = Config {
             connector: Connector::new(origin, self.protocol, &self.tls, self.timeout)
                 .expect("a connector"),
-            requests: Arc::new(vec![req]),
+            requests: Arc::new(vec![load::Prepared::Fixed(req)]),
             mode: self.mode,
             connections: self.connections,
             streams: self.streams,

@@ -21,7 +21,8 @@ const EXAMPLES: &str = "Examples:
   scaletest load http://127.0.0.1:8080/ --rate steps:1000,5000,10000@10s -d 30s --percentiles
   scaletest load https://127.0.0.1:8443/ --http2 --streams 10 -c 50 --insecure
   scaletest load --targets targets.txt -H 'X-Run: 7' -d 30s --json run.json
-  scaletest load http://127.0.0.1:8080/ --rate 5000 -d 5m --out jsonl:seconds.jsonl   one line per second";
+  scaletest load http://127.0.0.1:8080/ --rate 5000 -d 5m --out jsonl:seconds.jsonl   one line per second
+  scaletest load 'http://127.0.0.1:8080/item/{{seq}}?user={{csv.user}}' --data users.csv -H 'X-Req: {{uuid}}'";
 
 /// `scaletest load`: the load flags (shared with `aggregate`) and where its seconds go.
 #[derive(clap::Args)]
@@ -114,6 +115,14 @@ pub struct Args {
     /// Request body read from a file.
     #[arg(long, value_name = "FILE")]
     body_file: Option<PathBuf>,
+    /// Rows for {{csv.COLUMN}} templates: a CSV file with a header line. Each request takes
+    /// one row (all its csv fields from it), in turn (each worker thread its own share) or
+    /// at random (--data-order).
+    #[arg(long, value_name = "FILE.csv")]
+    data: Option<PathBuf>,
+    /// How requests take rows of --data: in-turn or random.
+    #[arg(long, default_value = "in-turn", requires = "data")]
+    data_order: load::template::Order,
     /// Requests from a file in vegeta's text format, used round-robin (one origin).
     #[arg(long, value_name = "FILE", conflicts_with = "url")]
     targets: Option<PathBuf>,
@@ -170,6 +179,7 @@ pub(crate) fn flag(field: &str) -> String {
         "duration_s" => "-d/--duration",
         "requests" => "-n/--requests",
         "threads" => "-t/--threads",
+        "data" => "--data",
         other => other,
     }
     .to_string()
@@ -243,6 +253,11 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         }
     }
     let rate = a.rate.clone().or(a.stages.clone());
+    let data = a
+        .data
+        .as_ref()
+        .map(|p| read_data(p, a.data_order))
+        .transpose()?;
     // 10 s unless -n is given or the rate's stages say how long.
     let duration_s = match (a.duration, a.requests) {
         (None, None) if rate.as_ref().and_then(RateShape::own_duration).is_none() => Some(10.0),
@@ -267,6 +282,36 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         requests: a.requests,
         threads: a.threads,
         seed: a.seed,
+        data,
+    })
+}
+
+/// `--data FILE.csv`: its header and records (every record as long as the header).
+fn read_data(path: &Path, order: load::template::Order) -> Result<load::template::Data, Usage> {
+    let bad = |e: &dyn std::fmt::Display| Usage(format!("--data {}: {e}", path.display()));
+    let mut r = csv::Reader::from_path(path).map_err(|e| bad(&e))?;
+    let columns: Vec<String> = r
+        .headers()
+        .map_err(|e| bad(&e))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        rows.push(
+            rec.map_err(|e| bad(&e))?
+                .iter()
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    if rows.is_empty() {
+        return Err(bad(&"no rows after the header line"));
+    }
+    Ok(load::template::Data {
+        columns,
+        rows,
+        order,
     })
 }
 
