@@ -6,7 +6,7 @@
 #   bash bench/peers.sh                 # all scenarios, ROUNDS=3, DUR=10
 #   ONLY=h1 ROUNDS=5 bash bench/peers.sh
 #
-# Scenarios: h1 (closed loop vs wrk), h2 (HTTP/2 over TLS, 50×10 streams, vs h2load),
+# Scenarios: h1 (closed loop vs wrk; with tpl also a templated URL, {{seq}} and {{rand_hex 16}}), h2 (HTTP/2 over TLS, 50×10 streams, vs h2load),
 # open (open loop at RATES, achieved rate and tail), mem (RSS with 5,000 connections, and RSS
 # over a LONG-second run), serve (scaletest serve vs nginx, both driven by wrk), proxy
 # (scaletest balance vs haproxy 1 thread, each in front of two nginx, all on CPU 0, wrk on
@@ -214,6 +214,10 @@ for r in $(seq "$ROUNDS"); do
       # ngx_strstrn), so the two generators must send the same bytes.
       if [ "$who" = peer ]; then measure "h1-wrk-r$r" h1 wrk wrk -t1 -c50 -d"${DUR}s" --latency -H "User-Agent: $UA" "$U1"
       else measure "h1-scaletest-r$r" h1 scaletest "$ST" load "$U1" -c 50 -d "${DUR}s"; fi
+    fi
+    # The same closed loop with a templated request: its cost per send beside the static one.
+    if want tpl && [ "$who" = self ]; then
+      measure "h1-tpl-r$r" h1 scaletest-tpl "$ST" load "${U1}item/{{seq}}?id={{rand_hex 16}}" -c 50 -d "${DUR}s"
     fi
     if want h2; then
       if [ "$who" = peer ]; then measure "h2-h2load-r$r" h2 h2load h2load -t1 -c50 -m10 -D "$DUR" "$U2"

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Open-loop cost: scaletest load against oha, in the same run (issue 24). Only 127.0.0.1.
+#
+#   bash bench/openloop.sh                       # RATES="1000 10000 50000" ROUNDS=5 DUR=10
+#   ST=target/release/scaletest RATES=10000 ROUNDS=3 bash bench/openloop.sh
+#
+# Debian nginx (1 worker, access_log off, stub_status) pinned to CPU 0; each generator pinned
+# to CPU 1 in turn (the order alternates round by round): `scaletest load URL --rate R -d DUR`
+# and `oha -z DUR -q R --latency-correction --no-tui` (oha OHA_VERSION, installed here with
+# `cargo install oha --locked` into bench/.tools when missing), both with 50 connections.
+# Per run: the generator's CPU (user + sys, /usr/bin/time) per request nginx counted (its
+# stub_status before and after), and the achieved rate (nginx's count / DUR) against R.
+# The summary gives medians per rate and the ratio scaletest / oha.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+DUR=${DUR:-10}
+RATES=${RATES:-"1000 10000 50000"}
+OHA_VERSION=${OHA_VERSION:-1.16.0}
+SCPU=${SCPU:-0}
+GCPU=${GCPU:-1}
+OUT=${OUT:-bench/out/openloop-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT/raw"
+log() { echo "[$(date +%T)] $*" >&2; }
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+OHA=${OHA:-$(command -v oha || true)}
+if [ -z "$OHA" ]; then
+  if [ ! -x bench/.tools/bin/oha ]; then
+    log "installing oha $OHA_VERSION (cargo install --locked)"
+    cargo install oha --version "$OHA_VERSION" --locked --root bench/.tools -q || exit 1
+  fi
+  OHA=$PWD/bench/.tools/bin/oha
+fi
+if [ -z "${ST:-}" ]; then
+  log "building scaletest (release)"
+  cargo build --release -q -p scaletest || exit 1
+fi
+ST=${ST:-$PWD/target/release/scaletest}
+
+RUN=$(mktemp -d)
+PORT=18480
+cat > "$RUN/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile 19000;
+pid $RUN/nginx.pid;
+error_log $RUN/error.log;
+events { worker_connections 12000; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path $RUN; proxy_temp_path $RUN; fastcgi_temp_path $RUN; uwsgi_temp_path $RUN; scgi_temp_path $RUN;
+  server { listen 127.0.0.1:$PORT backlog=4096;
+    location = /status { stub_status; }
+    location / { return 200 "hello, world\n"; } }
+}
+CONF
+taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
+NGINX=$!
+trap 'kill $NGINX 2>/dev/null; wait 2>/dev/null; rm -rf "$RUN"' EXIT
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+for p in $NGINX $(pgrep -P "$NGINX"); do taskset -a -c -p "$SCPU" "$p" >/dev/null 2>&1; done
+# Requests nginx has answered (each read adds one: its own).
+served() { curl -s "http://127.0.0.1:$PORT/status" | awk '/^ +[0-9]+ +[0-9]+ +[0-9]+/{print $3}'; }
+
+URL=http://127.0.0.1:$PORT/
+RESULTS=$OUT/results.tsv
+: > "$RESULTS"
+# measure TOOL RATE ROUND cmd...: one run, one line of results.tsv.
+measure() {
+  local tool=$1 rate=$2 r=$3; shift 3
+  local name="$tool-$rate-r$r" before after
+  sleep 1
+  before=$(served)
+  taskset -c "$GCPU" /usr/bin/time -f '%e %U %S %M' -o "$OUT/raw/$name.time" "$@" >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err"
+  after=$(served)
+  local wall user sys rss; read -r wall user sys rss < "$OUT/raw/$name.time"
+  local n=$((after - before - 1))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$rate" "$r" "$n" "$(echo "$user + $sys" | bc)" "$sys" "$rss" >> "$RESULTS"
+  log "  $name: $n requests, cpu $(echo "$user + $sys" | bc) s (sys $sys), rss ${rss} KiB"
+}
+
+for r in $(seq "$ROUNDS"); do
+  log "round $r/$ROUNDS"
+  if [ $((r % 2)) -eq 1 ]; then order="oha scaletest"; else order="scaletest oha"; fi
+  for rate in $RATES; do
+    for tool in $order; do
+      if [ "$tool" = oha ]; then
+        measure oha "$rate" "$r" "$OHA" -z "${DUR}s" -q "$rate" -c 50 --latency-correction --no-tui "$URL"
+      else
+        measure scaletest "$rate" "$r" "$ST" load "$URL" --rate "$rate" -c 50 -d "${DUR}s"
+      fi
+    done
+  done
+done
+
+python3 - "$RESULTS" "$DUR" <<'PY' | tee "$OUT/summary.md"
+import sys, statistics as st
+rows = [l.split('\t') for l in open(sys.argv[1]) if l.strip()]
+dur = float(sys.argv[2])
+by = {}
+for tool, rate, r, n, cpu, sys_, rss in rows:
+    n = int(n)
+    by.setdefault((int(rate), tool), []).append((1e6 * float(cpu) / n if n else 0, n / dur, float(sys_), int(rss)))
+print("| rate (req/s) | tool | runs | CPU µs/request (median) | round by round | achieved (median, nginx) | RSS KiB |")
+print("|---:|---|---:|---:|---|---:|---:|")
+for (rate, tool), v in sorted(by.items()):
+    print(f"| {rate:,} | {tool} | {len(v)} | {st.median(x[0] for x in v):.1f} | "
+          f"{', '.join(f'{x[0]:.1f}' for x in v)} | {st.median(x[1] for x in v):,.0f} "
+          f"({100 * st.median(x[1] for x in v) / rate:.1f} %) | {st.median(x[3] for x in v):,.0f} |")
+print()
+for rate in sorted({k[0] for k in by}):
+    s, o = by.get((rate, 'scaletest')), by.get((rate, 'oha'))
+    if s and o:
+        ratio = st.median(x[0] for x in s) / st.median(x[0] for x in o)
+        print(f"- {rate:,} req/s: scaletest / oha CPU per request = {ratio:.2f}×")
+PY
