@@ -257,7 +257,7 @@ fn templates_vary_each_request_and_csv_rows_go_in_turn() {
     std::fs::write(&csv, "user,token\nada,t1\nbob,t2\n\"c d\",t3\n").unwrap();
     let o = SCALETEST.run(&[
         "load",
-        &server.url("/u/{{csv.token}}"),
+        &server.url("/u/{{csv.user}}"),
         "--data",
         csv.to_str().unwrap(),
         "-c",
@@ -272,20 +272,25 @@ fn templates_vary_each_request_and_csv_rows_go_in_turn() {
     assert_eq!(
         got,
         [
-            ("/u/t1".into(), 30),
-            ("/u/t2".into(), 30),
-            ("/u/t3".into(), 30)
+            ("/u/ada".into(), 30),
+            ("/u/bob".into(), 30),
+            ("/u/c%20d".into(), 30)
         ]
     );
-    // A value that cannot go into a URL is refused before the run, naming its row.
+    // A value that cannot go where the template puts it is refused before the run, naming
+    // its line: a line break in a header value.
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "user,token\nada,t1\nbob,\"t\r\nX-Injected: 1\"\n").unwrap();
     refused(
         &[
             "load",
-            &server.url("/u/{{csv.user}}"),
+            &server.url("/"),
+            "-H",
+            "X-Token: {{csv.token}}",
             "--data",
-            csv.to_str().unwrap(),
+            bad.to_str().unwrap(),
         ],
-        "CSV row 4: ",
+        "CSV line 3: ",
     );
     refused(
         &[

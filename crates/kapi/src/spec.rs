@@ -75,7 +75,8 @@ impl ChurnSpec {
         if let Some(id) = &self.run_id {
             if !valid_run_id(id) {
                 return Err(SpecError::new(format!(
-                    "{{run_id}} {id:?}: use 1-40 lowercase letters, digits and '-' (it goes into names and labels)"
+                    "{{run_id}} {}: use 1-40 lowercase letters, digits and '-' (it goes into names and labels)",
+                    st_http::spec::quote(&format!("{id:?}"))
                 )));
             }
         }

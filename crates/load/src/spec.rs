@@ -284,6 +284,9 @@ impl Spec {
             }
             (None, false) => &self.targets,
         };
+        if let Some(d) = &self.data {
+            d.check().map_err(|e| bad(e).within("{data}"))?;
+        }
         let shared = Prepared::shared(self.data.clone());
         let mut origin: Option<Origin> = None;
         let mut requests = Vec::new();

@@ -2,10 +2,12 @@
 //!
 //! `{{seq}}` (a per-run sequence, 0, 1, 2, … over all workers), `{{uuid}}` (random, version 4),
 //! `{{rand_int A B}}` (A ≤ n ≤ B), `{{rand_hex N}}` (N hex digits), `{{now_ms}}` (Unix time
-//! in ms) and `{{csv.COLUMN}}` (from the spec's [`Data`]: one row per request, taken in turn or
-//! at random; each worker takes its own share of the rows in turn). Within one request,
-//! `seq`, `now_ms` and the row are the same in every place they appear; `uuid` and the random
-//! ones are drawn anew in each.
+//! in ms) and `{{csv.COLUMN}}` (from the spec's [`Data`]: one row per request, in turn over
+//! the whole run, or at random). Within one request, `seq`, `now_ms` and the row are the same
+//! in every place they appear; `uuid` and the random ones are drawn anew in each, from the
+//! system's entropy (a new run sends new values). A value from a CSV row is percent-encoded in
+//! the path and query where a URL cannot hold it as is (a space, `#`, non-ASCII). `\{{` is a
+//! literal `{{`.
 //!
 //! A request is checked once when the spec is built: each hole is replaced by a marker and the
 //! result goes through the same `Origin::parse` / `Request::new` as a fixed request, so every
@@ -39,7 +41,7 @@ pub struct Data {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
-    /// In turn (each worker its own share: worker i of n takes rows i, i + n, …, wrapping).
+    /// In turn: the run's n-th request takes row n (wrapping), whichever worker sends it.
     #[default]
     InTurn,
     /// A row at random for each request.
@@ -71,7 +73,28 @@ enum Func {
 const FUNCS: &str = "seq, uuid, rand_int MIN MAX, rand_hex N, now_ms, csv.COLUMN";
 
 impl Func {
+    fn column(expr: &str, name: &str, data: Option<&Data>) -> Result<Func, String> {
+        let Some(data) = data else {
+            return Err(format!(
+                "{{{{{expr}}}}} needs CSV rows (the spec's data: --data FILE.csv)"
+            ));
+        };
+        data.columns
+            .iter()
+            .position(|c| c == name)
+            .map(Func::Column)
+            .ok_or_else(|| {
+                format!(
+                    "{{{{{expr}}}}}: the CSV file has no column {name:?} (its columns: {})",
+                    data.columns.join(", ")
+                )
+            })
+    }
+
     fn parse(expr: &str, data: Option<&Data>) -> Result<Func, String> {
+        if let Some(name) = expr.strip_prefix("csv.") {
+            return Func::column(expr, name.trim(), data);
+        }
         let words: Vec<&str> = expr.split_whitespace().collect();
         let number = |w: &str| {
             w.parse::<u64>()
@@ -92,22 +115,6 @@ impl Func {
                 n @ 1..=64 => Ok(Func::RandHex(n as usize)),
                 _ => Err(format!("{{{{{expr}}}}}: N must be 1..=64")),
             },
-            [w] if w.starts_with("csv.") => {
-                let name = &w[4..];
-                let Some(data) = data else {
-                    return Err(format!("{{{{{expr}}}}} needs a CSV file (--data FILE.csv)"));
-                };
-                data.columns
-                    .iter()
-                    .position(|c| c == name)
-                    .map(Func::Column)
-                    .ok_or_else(|| {
-                        format!(
-                            "{{{{{expr}}}}}: the CSV file has no column {name:?} (its columns: {})",
-                            data.columns.join(", ")
-                        )
-                    })
-            }
             [f, ..] => Err(format!(
                 "unknown template function {f:?} in {{{{{expr}}}}} (known: {FUNCS})"
             )),
@@ -143,6 +150,8 @@ impl Marker {
 enum Seg {
     Text(Bytes),
     Hole(usize),
+    /// A hole in the request's path and query (a CSV value is percent-encoded there).
+    PathHole(usize),
     /// The body's length (HTTP/1.1 `Content-Length` of a body with holes).
     BodyLength,
 }
@@ -157,6 +166,12 @@ fn mark(
     let mut out = String::new();
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
+        if let Some(before) = rest[..open].strip_suffix('\\') {
+            out += before;
+            out += "{{";
+            rest = &rest[open + 2..];
+            continue;
+        }
         out += &rest[..open];
         let after = &rest[open + 2..];
         let close = after
@@ -209,31 +224,46 @@ fn cut(marked: &[u8], marker: &Marker) -> Vec<Seg> {
     segs
 }
 
-/// What every template of a run shares: the sequence and the rows.
+/// The holes of a request's path (the text before its first line break).
+fn in_path(mut segs: Vec<Seg>) -> Vec<Seg> {
+    for s in segs.iter_mut() {
+        match s {
+            Seg::Text(t) if t.windows(2).any(|w| w == b"\r\n") => break,
+            Seg::Hole(i) => *s = Seg::PathHole(*i),
+            _ => {}
+        }
+    }
+    segs
+}
+
+/// What every template of a run shares: the sequence and the place in the rows.
 #[derive(Debug, Default)]
 pub struct Shared {
     seq: AtomicU64,
+    next_row: AtomicU64,
     data: Option<Data>,
 }
 
-/// A worker's own state for templates: its random numbers and its place in the rows.
+/// A worker's own state for templates: its random numbers.
 pub struct Vars {
     rng: SmallRng,
-    next_row: usize,
-    stride: usize,
     /// Scratch for a body rendered before its length is written (kept between sends).
     body: Vec<u8>,
 }
 
 impl Vars {
-    /// Worker `index` of `workers`.
-    pub fn new(index: usize, workers: usize, seed: u64) -> Vars {
+    /// A worker's (seeded from the system's entropy: values differ run to run).
+    pub fn new() -> Vars {
         Vars {
-            rng: SmallRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            next_row: index,
-            stride: workers.max(1),
+            rng: SmallRng::from_entropy(),
             body: Vec::new(),
         }
+    }
+}
+
+impl Default for Vars {
+    fn default() -> Vars {
+        Vars::new()
     }
 }
 
@@ -292,7 +322,9 @@ impl Template {
         build: impl Fn(&Origin, &str, &[(String, String)], Bytes) -> Result<Request, String>,
     ) -> Result<(Template, Origin), String> {
         let mut texts = vec![parts.url, parts.method, parts.body];
-        texts.extend(parts.headers.iter().map(|(_, v)| v.as_str()));
+        for (k, v) in parts.headers {
+            texts.extend([k.as_str(), v.as_str()]);
+        }
         let marker = Marker::new(&texts);
         let data = shared.data.as_ref();
         let mut funcs = Vec::new();
@@ -317,7 +349,7 @@ impl Template {
         let h1 = http1.then(|| {
             let wire = sample.h1_bytes();
             let head = &wire[..wire.len() - body.len()];
-            let mut segs = cut(head, &marker);
+            let mut segs = in_path(cut(head, &marker));
             if body_segs.iter().any(|s| matches!(s, Seg::Hole(_))) {
                 // The length line is the head's last: "Content-Length: N\r\n\r\n".
                 let Some(Seg::Text(last)) = segs.pop() else {
@@ -340,20 +372,38 @@ impl Template {
             origin: origin.clone(),
             method: parts.method.to_string(),
             sample,
-            path: cut(path.as_bytes(), &marker),
+            path: in_path(cut(path.as_bytes(), &marker)),
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.clone(), cut(v.as_bytes(), &marker)))
                 .collect(),
         };
-        // Every row lands somewhere a request may hold it: check each once, here.
-        if t.uses_row {
-            let rows = shared.data.as_ref().map_or(0, |d| d.rows.len());
-            let mut vars = Vars::new(0, 1, 1);
-            for r in 0..rows {
-                vars.next_row = r;
-                t.build_parts(&mut vars, &build)
-                    .map_err(|e| format!("CSV row {}: {e}", r + 2))?;
+        // A hole the URL's parsing dropped (a fragment, a "/.." after it) would never be sent.
+        let sent = |i: usize| {
+            let mut all = t
+                .path
+                .iter()
+                .chain(&t.body)
+                .chain(t.headers.iter().flat_map(|h| &h.1));
+            all.any(|s| matches!(s, Seg::Hole(j) | Seg::PathHole(j) if *j == i))
+        };
+        if let Some(i) = (0..t.funcs.len()).find(|i| !sent(*i)) {
+            return Err(format!(
+                "template {} of the request is not sent (in the URL's #fragment, or before a /..)",
+                i + 1
+            ));
+        }
+        // Every row lands where a request may hold it: check each once, here.
+        if let (true, Some(d)) = (t.uses_row, &shared.data) {
+            let mut vars = Vars::new();
+            for (r, row) in d.rows.iter().enumerate() {
+                let once = Once {
+                    seq: 0,
+                    now_ms: 0,
+                    row: Some(row),
+                };
+                t.build_with(&once, &mut vars, &build)
+                    .map_err(|e| format!("CSV line {}: {e}", r + 2))?;
             }
         }
         Ok((t, origin))
@@ -364,9 +414,8 @@ impl Template {
             (Some(d), true) if !d.rows.is_empty() => {
                 let i = match d.order {
                     Order::InTurn => {
-                        let i = vars.next_row % d.rows.len();
-                        vars.next_row = vars.next_row.wrapping_add(vars.stride);
-                        i
+                        let n = self.shared.next_row.fetch_add(1, Ordering::Relaxed);
+                        (n % d.rows.len() as u64) as usize
                     }
                     Order::Random => vars.rng.gen_range(0..d.rows.len()),
                 };
@@ -390,8 +439,15 @@ impl Template {
         }
     }
 
-    /// Write hole `i`'s value.
-    fn value(&self, i: usize, once: &Once<'_>, rng: &mut SmallRng, out: &mut impl BufMut) {
+    /// Write hole `i`'s value (`in_path`: where a URL's path and query go).
+    fn value(
+        &self,
+        i: usize,
+        in_path: bool,
+        once: &Once<'_>,
+        rng: &mut SmallRng,
+        out: &mut impl BufMut,
+    ) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut num = itoa::Buffer::new();
         match &self.funcs[i] {
@@ -416,8 +472,11 @@ impl Template {
                 }
             }
             Func::Column(c) => {
-                if let Some(row) = once.row {
-                    out.put_slice(row[*c].as_bytes());
+                let v = once.row.map_or("", |row| row[*c].as_str());
+                if in_path {
+                    encode_in_path(v, out);
+                } else {
+                    out.put_slice(v.as_bytes());
                 }
             }
         }
@@ -427,7 +486,8 @@ impl Template {
         for s in segs {
             match s {
                 Seg::Text(t) => out.put_slice(t),
-                Seg::Hole(i) => self.value(*i, once, &mut vars.rng, out),
+                Seg::Hole(i) => self.value(*i, false, once, &mut vars.rng, out),
+                Seg::PathHole(i) => self.value(*i, true, once, &mut vars.rng, out),
                 Seg::BodyLength => {
                     out.put_slice(itoa::Buffer::new().format(vars.body.len()).as_bytes())
                 }
@@ -441,34 +501,34 @@ impl Template {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// The parts of one send, rendered, through `build`.
-    fn build_parts(
+    /// The parts of one send with `once`'s values, rendered, through `build`.
+    fn build_with(
         &self,
+        once: &Once<'_>,
         vars: &mut Vars,
         build: &impl Fn(&Origin, &str, &[(String, String)], Bytes) -> Result<Request, String>,
     ) -> Result<Request, String> {
-        let once = self.once(vars);
-        let path = self.render_string(&self.path, &once, vars);
+        let path = self.render_string(&self.path, once, vars);
         let headers: Vec<(String, String)> = self
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), self.render_string(v, &once, vars)))
+            .map(|(k, v)| (k.clone(), self.render_string(v, once, vars)))
             .collect();
         let mut body = Vec::new();
-        self.render(&self.body, &once, vars, &mut body);
+        self.render(&self.body, once, vars, &mut body);
         build(&self.origin, &path, &headers, Bytes::from(body))
     }
 
     /// The request of one send.
     pub fn render_request(&self, vars: &mut Vars) -> Request {
+        let once = self.once(vars);
         let Some(h1) = &self.h1 else {
             return self
-                .build_parts(vars, &|o, p, h, b| {
+                .build_with(&once, vars, &|o, p, h, b| {
                     Request::new(o, &self.method, p, h, b).map_err(|e| e.to_string())
                 })
                 .expect("every value was checked when the spec was built");
         };
-        let once = self.once(vars);
         let mut body = std::mem::take(&mut vars.body);
         body.clear();
         self.render(&self.body, &once, vars, &mut body);
@@ -485,6 +545,38 @@ impl Template {
         self.render(h1, &once, vars, &mut out);
         out.put_slice(&vars.body);
         self.sample.with_h1_wire(out.freeze())
+    }
+}
+
+/// `v` as a URL's path and query may hold it: bytes a URL cannot carry as they are
+/// (controls, space, `"#<>\`{}|^`, non-ASCII) percent-encoded, the rest (`/`, `?`, `&`, `=`,
+/// `%`, …) kept, so a value can still be a query or a pre-encoded path.
+fn encode_in_path(v: &str, out: &mut impl BufMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in v.as_bytes() {
+        if b <= b' ' || b >= 0x7f || b"\"#<>\\`{}|^".contains(&b) {
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        } else {
+            out.put_u8(b);
+        }
+    }
+}
+
+impl Data {
+    /// At least one row, each as long as the header.
+    pub fn check(&self) -> Result<(), String> {
+        if self.rows.is_empty() {
+            return Err("no rows".into());
+        }
+        let n = self.columns.len();
+        match self.rows.iter().position(|r| r.len() != n) {
+            Some(i) => Err(format!(
+                "row {} has {} fields, the header {n}",
+                i + 1,
+                self.rows[i].len()
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -513,6 +605,7 @@ impl Prepared {
     pub fn shared(data: Option<Data>) -> Arc<Shared> {
         Arc::new(Shared {
             seq: AtomicU64::new(0),
+            next_row: AtomicU64::new(0),
             data,
         })
     }
@@ -578,7 +671,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let mut vars = Vars::new(0, 1, 7);
+        let mut vars = Vars::new();
         let mut seen = std::collections::BTreeSet::new();
         for want in 0..50u64 {
             let (path, headers, body) = parsed(&t.render_request(&mut vars));
@@ -610,9 +703,12 @@ mod tests {
             headers: &[],
             body: "",
         };
-        let (t, _) = Template::new(&parts, &Prepared::shared(None), false, build).unwrap();
+        let get = |o: &Origin, p: &str, h: &[(String, String)], b: Bytes| {
+            Request::new(o, "GET", p, h, b).map_err(|e| e.to_string())
+        };
+        let (t, _) = Template::new(&parts, &Prepared::shared(None), false, get).unwrap();
         assert!(t.h1.is_none());
-        let mut vars = Vars::new(0, 1, 1);
+        let mut vars = Vars::new();
         for want in 0..3 {
             let r = t.render_request(&mut vars);
             let wire = String::from_utf8_lossy(r.h1_bytes()).into_owned();
@@ -634,9 +730,9 @@ mod tests {
     }
 
     #[test]
-    fn rows_go_in_turn_each_worker_its_share_and_one_row_per_request() {
+    fn rows_go_in_turn_over_all_workers_and_one_row_per_request() {
         let t = template(
-            "http://127.0.0.1:9/u/{{csv.user}}",
+            "http://127.0.0.1:9/u/{{csv.user}}/{{seq}}",
             &[("Authorization", "Bearer {{csv.token}}")],
             "",
             Some(data(Order::InTurn)),
@@ -644,26 +740,21 @@ mod tests {
         .unwrap();
         let take = |vars: &mut Vars| {
             let (path, headers, _) = parsed(&t.render_request(vars));
-            let auth = headers
-                .iter()
-                .find(|(k, _)| k == "Authorization")
-                .unwrap()
-                .1
-                .clone();
-            assert_eq!(
-                path.replace("/u/u", "Bearer t"),
-                auth,
-                "one row per request"
-            );
-            path
+            let auth = headers.iter().find(|(k, _)| k == "Authorization").unwrap();
+            let (user, seq) = path.trim_start_matches("/u/u").split_once('/').unwrap();
+            assert_eq!(auth.1, format!("Bearer t{user}"), "one row per request");
+            (user.to_string(), seq.to_string())
         };
-        // Worker 1 of 2: rows 1, 3, then around again (5 rows: 0, 2, 4 are worker 0's).
-        let mut w1 = Vars::new(1, 2, 1);
-        let got: Vec<String> = (0..4).map(|_| take(&mut w1)).collect();
-        assert_eq!(got, ["/u/u1", "/u/u3", "/u/u0", "/u/u2"]);
-        let mut w0 = Vars::new(0, 2, 1);
-        let got: Vec<String> = (0..3).map(|_| take(&mut w0)).collect();
-        assert_eq!(got, ["/u/u0", "/u/u2", "/u/u4"]);
+        // Two workers: the run's n-th request takes row n, whoever sends it; the rows were
+        // checked without using up the sequence.
+        let (mut w0, mut w1) = (Vars::new(), Vars::new());
+        let got: Vec<(String, String)> = (0..7)
+            .map(|i| take(if i % 3 == 0 { &mut w0 } else { &mut w1 }))
+            .collect();
+        let want: Vec<(String, String)> = (0..7)
+            .map(|i| ((i % 5).to_string(), i.to_string()))
+            .collect();
+        assert_eq!(got, want);
         // At random: every row is drawn from the file.
         let t = template(
             "http://127.0.0.1:9/u/{{csv.user}}",
@@ -672,11 +763,37 @@ mod tests {
             Some(data(Order::Random)),
         )
         .unwrap();
-        let mut vars = Vars::new(0, 1, 3);
+        let mut vars = Vars::new();
         let drawn: std::collections::BTreeSet<String> = (0..200)
             .map(|_| parsed(&t.render_request(&mut vars)).0)
             .collect();
         assert_eq!(drawn.len(), 5, "{drawn:?}");
+    }
+
+    #[test]
+    fn csv_values_are_encoded_in_the_path_and_kept_elsewhere() {
+        let d = Data {
+            columns: vec!["city name".into()],
+            rows: vec![vec!["new york".into()], vec!["José#1?x=a b".into()]],
+            order: Order::InTurn,
+        };
+        let t = template(
+            "http://127.0.0.1:9/c/{{ csv.city name }}",
+            &[("X-City", "{{csv.city name}}")],
+            "{\"city\": \"{{csv.city name}}\", \"raw\": \"\\{{seq}}\"}",
+            Some(d),
+        )
+        .unwrap();
+        let mut vars = Vars::new();
+        let (path, headers, body) = parsed(&t.render_request(&mut vars));
+        assert_eq!(path, "/c/new%20york");
+        assert_eq!(
+            headers.iter().find(|(k, _)| k == "X-City").unwrap().1,
+            "new york"
+        );
+        assert_eq!(body, "{\"city\": \"new york\", \"raw\": \"{{seq}}\"}");
+        let (path, _, _) = parsed(&t.render_request(&mut vars));
+        assert_eq!(path, "/c/Jos%C3%A9%231?x=a%20b");
     }
 
     #[test]
@@ -698,7 +815,7 @@ mod tests {
                 "http://127.0.0.1:9/{{csv.user}}",
                 "",
                 None,
-                "needs a CSV file (--data FILE.csv)",
+                "needs CSV rows",
             ),
             ("http://127.0.0.1:9/{{seq", "", None, "unclosed"),
             (
@@ -725,10 +842,36 @@ mod tests {
             let e = template(url, &[], body, d.clone()).unwrap_err();
             assert!(e.contains(want), "{url} {body}: {e}");
         }
-        // A row that cannot go where the template puts it is named (header line is row 1).
+        // A row that cannot go where the template puts it is named by its line (the header
+        // is line 1): a line break in a header value would inject a header.
         let mut d = data(Order::InTurn);
-        d.rows[2][0] = "has space".into();
-        let e = template("http://127.0.0.1:9/u/{{csv.user}}", &[], "", Some(d)).unwrap_err();
-        assert!(e.starts_with("CSV row 4: "), "{e}");
+        d.rows[2][1] = "t\r\nX-Injected: 1".into();
+        let e = template(
+            "http://127.0.0.1:9/",
+            &[("X-T", "{{csv.token}}")],
+            "",
+            Some(d),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("CSV line 4: "), "{e}");
+        // Checked whatever the order, every row.
+        let mut d = data(Order::Random);
+        d.rows[4][1] = "bad\nvalue".into();
+        let e = template(
+            "http://127.0.0.1:9/",
+            &[("X-T", "{{csv.token}}")],
+            "",
+            Some(d),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("CSV line 6: "), "{e}");
+        // A template the URL's parsing drops is refused, not silently unsent.
+        for url in [
+            "http://127.0.0.1:9/a#{{seq}}",
+            "http://127.0.0.1:9/{{seq}}/..",
+        ] {
+            let e = template(url, &[], "", None).unwrap_err();
+            assert!(e.contains("is not sent"), "{url}: {e}");
+        }
     }
 }

@@ -55,10 +55,6 @@ impl Plan {
     pub(crate) fn new(cfg: &Config, index: usize, threads: usize) -> Result<Plan, LoadError> {
         let share = |n: usize| n / threads + usize::from(index < n % threads);
         let mut connections = share(cfg.connections);
-        let seed = match &cfg.mode {
-            Mode::Open { seed, .. } => *seed,
-            Mode::Closed => 1,
-        };
         let open = match &cfg.mode {
             Mode::Closed => None,
             Mode::Open {
@@ -82,7 +78,7 @@ impl Plan {
         Ok(Plan {
             connector: cfg.connector.clone(),
             requests: cfg.requests.clone(),
-            vars: Some(Vars::new(index, threads, seed)),
+            vars: Some(Vars::new()),
             connections,
             streams: cfg.streams.max(1),
             timeout: cfg.timeout,

@@ -116,8 +116,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     body_file: Option<PathBuf>,
     /// Rows for {{csv.COLUMN}} templates: a CSV file with a header line. Each request takes
-    /// one row (all its csv fields from it), in turn (each worker thread its own share) or
-    /// at random (--data-order).
+    /// one row (all its csv fields from it): the run's n-th request row n, or one at random
+    /// (--data-order). Templates: {{seq}}, {{uuid}}, {{rand_int MIN MAX}}, {{rand_hex N}},
+    /// {{now_ms}}, {{csv.COLUMN}} in the URL's path and query, header values and the body.
     #[arg(long, value_name = "FILE.csv")]
     data: Option<PathBuf>,
     /// How requests take rows of --data: in-turn or random.
