@@ -140,11 +140,13 @@ fn not_found() -> Box<Response<Body>> {
     ))
 }
 
+/// A method the path's storage does not serve: apimachinery's NewGenericServerResponse for
+/// 405 (its words, reason MethodNotAllowed; go-restful routes only the verbs a storage has).
 fn method_not_allowed() -> Box<Response<Body>> {
     Box::new(status(
         405,
         "MethodNotAllowed",
-        "the server does not allow this method",
+        "the server does not allow this method on the requested resource",
     ))
 }
 
@@ -218,6 +220,10 @@ pub(crate) fn parse(
         (Sub::Binding, &Method::POST, _) => Verb::Bind,
         (Sub::Token, &Method::POST, _) => Verb::Token,
         (Sub::Log | Sub::Binding | Sub::Token, _, _) => return Err(method_not_allowed()),
+        // A status subresource's storage gets, updates and patches; nothing else (v1.28).
+        (Sub::Status, m, _) if m != Method::GET && m != Method::PUT && m != Method::PATCH => {
+            return Err(method_not_allowed())
+        }
         (_, &Method::GET, true) => Verb::Get,
         (_, &Method::GET, false) if watch => Verb::Watch,
         (_, &Method::GET, false) => Verb::List,

@@ -303,6 +303,22 @@ fn pods_binding_takes_a_binding_and_refuses_another_kind() {
     );
     assert!(r.starts_with("HTTP/1.1 201"), "{r}");
     assert_eq!(api.objects("pods")[0]["spec"]["nodeName"], "n1");
+    // The status subresource gets, updates and patches: a DELETE or POST there is a 405 in
+    // apimachinery's words (v1.28), and the pod stays.
+    for method in ["DELETE", "POST"] {
+        let req = format!(
+            "{method} {pods}/p/status HTTP/1.1\r\nHost: fake\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let r = exchange(&api, &req, |_| false);
+        assert!(r.starts_with("HTTP/1.1 405"), "{method}: {r}");
+        assert!(
+            r.contains("\"the server does not allow this method on the requested resource\""),
+            "{r}"
+        );
+        assert!(r.contains("\"reason\":\"MethodNotAllowed\""), "{r}");
+    }
+    assert_eq!(api.objects("pods").len(), 1);
 }
 
 /// The messages of /work/shared/k8s-reference/error-bodies.txt (kube-apiserver v1.28.7):

@@ -21,6 +21,9 @@ pub struct Saved {
     pub spec: Spec,
     /// The split.
     pub plan: Plan,
+    /// The last plan that was not idle (absent in files from before it was saved: the plan).
+    #[serde(default)]
+    pub ran: Option<Plan>,
     /// The bots.
     pub bots: Vec<Bot>,
     /// Next bot id.
@@ -46,6 +49,8 @@ impl State {
             saved.spec,
             saved.plan,
         );
+        // An aggregator idle when it stopped still describes the load its run ran.
+        s.ran = saved.ran.unwrap_or(saved.plan);
         s.events = saved.events;
         s.previous_runs = saved.previous_runs;
         s.new_events.clear();
@@ -108,6 +113,7 @@ impl State {
             started_unix: self.started_unix,
             spec: self.spec.clone(),
             plan: self.plan,
+            ran: Some(self.ran),
             bots: self.bots.values().cloned().collect(),
             next_id: self.next_id,
             generation: self.generation,

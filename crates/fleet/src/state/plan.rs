@@ -211,7 +211,8 @@ impl State {
             .filter(|b| b.record.state == "live")
             .collect();
         self.live_cache = live.len() as u32;
-        self.offered_cache = live.iter().map(|b| b.record.rate).sum();
+        // Folded from +0.0: f64's `sum` starts at -0.0, which no bots would show as "-0".
+        self.offered_cache = live.iter().fold(0.0, |a, b| a + b.record.rate);
         self.split_dirty = false;
     }
 }

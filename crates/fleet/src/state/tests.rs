@@ -501,6 +501,40 @@ fn a_restored_run_offers_its_plan_before_any_bot_speaks() {
     assert_eq!(r.live_count(), 2);
 }
 
+/// With no live bot the offered rate is 0, not -0 (f64's empty sum), in the API's JSON too.
+#[test]
+fn no_live_bot_offers_zero() {
+    let mut s = state();
+    s.resplit(1000.0);
+    assert_eq!(s.offered().to_string(), "0");
+    assert!(s.offered().is_sign_positive());
+}
+
+/// A run that ran at 300/s and then idled (PUT /api/load idle) is restored still describing
+/// the load it ran, not the idle plan of its last moment.
+#[test]
+fn a_restored_idle_run_keeps_the_plan_it_ran() {
+    let mut s = state();
+    reg(&mut s, 1000.0, "a");
+    let ran = s.ran;
+    assert!(matches!(ran, Plan::Total { .. }), "{ran:?}");
+    s.set_load(1001.0, &serde_json::from_str(r#"{"idle": true}"#).unwrap())
+        .unwrap();
+    assert_eq!((s.plan, s.ran), (Plan::Idle, ran));
+    let r = State::restore(Config::default(), s.saved(), BTreeMap::new(), 1010.0);
+    assert_eq!((r.plan, r.ran), (Plan::Idle, ran));
+    // A file from before `ran` was saved: the plan stands for it.
+    let mut old = serde_json::to_value(s.saved()).unwrap();
+    old.as_object_mut().unwrap().remove("ran");
+    let r = State::restore(
+        Config::default(),
+        serde_json::from_value(old).unwrap(),
+        BTreeMap::new(),
+        1010.0,
+    );
+    assert_eq!(r.ran, Plan::Idle);
+}
+
 /// Issue 27: a bot killed after reporting second 1004 is lost. Once stale, its record says
 /// which seconds it never reported (1005 to the second it went stale in) and the most they
 /// may hold: at the highest rate it was assigned since (150/s, though a third bot joining
