@@ -41,21 +41,10 @@ ST=${ST:-$PWD/target/release/scaletest}
 
 RUN=$(mktemp -d)
 PORT=18480
-cat > "$RUN/nginx.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile 19000;
-pid $RUN/nginx.pid;
-error_log $RUN/error.log;
-events { worker_connections 12000; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  client_body_temp_path $RUN; proxy_temp_path $RUN; fastcgi_temp_path $RUN; uwsgi_temp_path $RUN; scgi_temp_path $RUN;
-  server { listen 127.0.0.1:$PORT backlog=4096;
+. bench/nginx.sh
+nginx_conf "$RUN" "  server { listen 127.0.0.1:$PORT backlog=4096;
     location = /status { stub_status; }
-    location / { return 200 "hello, world\n"; } }
-}
-CONF
+    location / { return 200 \"hello, world\\n\"; } }" > "$RUN/nginx.conf"
 taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
 NGINX=$!
 trap 'kill $NGINX 2>/dev/null; wait 2>/dev/null; rm -rf "$RUN"' EXIT

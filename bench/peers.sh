@@ -59,21 +59,10 @@ RUN=$(mktemp -d)
 H1=18080; H2=18443
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj /CN=localhost \
   -keyout "$RUN/key.pem" -out "$RUN/cert.pem" >/dev/null 2>&1
-cat > "$RUN/nginx.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile 19000;
-pid $RUN/nginx.pid;
-error_log $RUN/error.log;
-events { worker_connections 12000; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  client_body_temp_path $RUN; proxy_temp_path $RUN; fastcgi_temp_path $RUN; uwsgi_temp_path $RUN; scgi_temp_path $RUN;
-  server { listen 127.0.0.1:$H1 backlog=4096; location / { return 200 "hello, world\n"; } }
+. bench/nginx.sh
+nginx_conf "$RUN" "  server { listen 127.0.0.1:$H1 backlog=4096; location / { return 200 \"hello, world\\n\"; } }
   server { listen 127.0.0.1:$H2 ssl http2 backlog=4096; ssl_certificate $RUN/cert.pem; ssl_certificate_key $RUN/key.pem;
-           http2_max_concurrent_streams 128; location / { return 200 "hello, world\n"; } }
-}
-CONF
+           http2_max_concurrent_streams 128; location / { return 200 \"hello, world\\n\"; } }" > "$RUN/nginx.conf"
 taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
 NGINX=$!
 cleanup() {

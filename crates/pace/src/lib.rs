@@ -192,18 +192,20 @@ impl fmt::Display for RateShape {
         match self {
             RateShape::Constant { rate } => write!(f, "{rate}/s"),
             RateShape::Ramp { from, to } => write!(f, "ramp {from}/s → {to}/s"),
-            RateShape::Steps { levels, every } => {
-                let l: Vec<String> = levels.iter().map(|r| format!("{r}")).collect();
-                write!(
-                    f,
-                    "steps {}/s every {}",
-                    l.join(","),
-                    humantime::format_duration(*every)
-                )
-            }
+            RateShape::Steps { levels, every } => write!(
+                f,
+                "steps {}/s every {}",
+                level_list(levels),
+                humantime::format_duration(*every)
+            ),
             RateShape::Stages { stages } => write!(f, "stages {}", stage_list(stages)),
         }
     }
+}
+
+fn level_list(levels: &[f64]) -> String {
+    let l: Vec<String> = levels.iter().map(|r| format!("{r}")).collect();
+    l.join(",")
 }
 
 fn stage_list(stages: &[Stage]) -> String {
@@ -220,14 +222,11 @@ impl RateShape {
         match self {
             RateShape::Constant { rate } => format!("{rate}"),
             RateShape::Ramp { from, to } => format!("ramp:{from}..{to}"),
-            RateShape::Steps { levels, every } => {
-                let l: Vec<String> = levels.iter().map(|r| format!("{r}")).collect();
-                format!(
-                    "steps:{}@{}",
-                    l.join(","),
-                    humantime::format_duration(*every)
-                )
-            }
+            RateShape::Steps { levels, every } => format!(
+                "steps:{}@{}",
+                level_list(levels),
+                humantime::format_duration(*every)
+            ),
             RateShape::Stages { stages } => format!("stages:{}", stage_list(stages)),
         }
     }
