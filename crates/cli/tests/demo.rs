@@ -258,6 +258,53 @@ duration = 4
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A search step that is not sustained (here: a p99 bar nothing meets) stops the search,
+/// and the events say what each role used in that step and which used the most.
+#[test]
+fn a_search_that_stops_names_the_busiest_role() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("demo-search-stop");
+    let scenario = dir.join("search.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "search-stop"
+sustain_p99_ms = 0.001
+[[phase]]
+name = "200/s"
+duration = 2
+rate = 200
+servers = 1
+bots = 1
+[search]
+factor = 2
+until_rate = 800
+duration = 3
+"#,
+    )
+    .unwrap();
+    let text = headless_demo(&[], &scenario, &dir);
+    assert!(!text.contains("800/s —"), "{text}");
+    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
+    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
+    let events = event_texts(&r);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("search: 400/s not sustained")),
+        "{events:?}"
+    );
+    let used = events
+        .iter()
+        .find(|e| e.starts_with("search: at 400/s, cores used: loadbot "))
+        .unwrap_or_else(|| panic!("{events:?}"));
+    for role in ["balancer ", "server ", "aggregator ", "; the busiest: "] {
+        assert!(used.contains(role), "{used}");
+    }
+    assert!(children_of(&dir).is_empty(), "{:?}", children_of(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_sigkill_of_the_demo_leaves_no_child_running() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -167,6 +167,38 @@ impl Sizing {
     }
 }
 
+/// Which role a step saturated: each role's cores over `seconds` (CPU used between two
+/// readings of [`Demo::cpu_by_role`]) against the machine's `cores`, the busiest named.
+pub fn saturated(
+    before: &[(&str, f64)],
+    after: &[(&str, f64)],
+    seconds: f64,
+    cores: usize,
+) -> String {
+    let used: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(role, a)| {
+            let b = before.iter().find(|(r, _)| r == role).map_or(0.0, |x| x.1);
+            (*role, ((a - b) / seconds.max(0.001)).max(0.0))
+        })
+        .collect();
+    let total: f64 = used.iter().map(|x| x.1).sum();
+    let each: Vec<String> = used.iter().map(|(r, c)| format!("{r} {c:.2}")).collect();
+    let busiest = used
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or("none", |x| x.0);
+    let whole = if total >= 0.9 * cores as f64 {
+        "the machine's cores were full"
+    } else {
+        "the machine had cores to spare"
+    };
+    format!(
+        "cores used: {} of {cores} ({whole}); the busiest: {busiest}",
+        each.join(", ")
+    )
+}
+
 /// Create `base/run-UNIXTIME` (mode 0700) and point `base/latest` at it.
 pub fn prepare_run_dir(base: &Path) -> Result<PathBuf, DemoError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -545,6 +577,34 @@ impl Demo<'_> {
     }
 }
 
+impl Demo<'_> {
+    /// CPU seconds used so far by each role: its exited processes' and its running ones'.
+    fn cpu_by_role(&self) -> Vec<(&'static str, f64)> {
+        let spent = |role: &str| -> f64 {
+            self.spent
+                .iter()
+                .filter(|(r, _)| r == role)
+                .map(|(_, c)| c)
+                .sum()
+        };
+        let live = |children: &mut dyn Iterator<Item = &Child>| -> f64 {
+            children.map(Child::cpu_now).sum()
+        };
+        vec![
+            ("loadbot", spent("loadbot") + live(&mut self.bots.iter())),
+            ("balancer", spent("balancer") + live(&mut self.lb.iter())),
+            (
+                "server",
+                spent("server") + live(&mut self.servers.iter().map(|s| &s.child)),
+            ),
+            (
+                "aggregator",
+                spent("aggregator") + live(&mut self.agg.iter()),
+            ),
+        ]
+    }
+}
+
 fn clock() -> String {
     let s = now_unix() as u64 % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -560,6 +620,36 @@ fn describe(l: Load) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step's CPU by role, in cores over the step, names the busiest and says whether the
+    /// machine's cores were full.
+    #[test]
+    fn a_step_names_the_role_that_used_the_most_cores() {
+        let before = [
+            ("loadbot", 10.0),
+            ("balancer", 8.0),
+            ("server", 4.0),
+            ("aggregator", 1.0),
+        ];
+        let after = [
+            ("loadbot", 16.0),
+            ("balancer", 14.6),
+            ("server", 6.4),
+            ("aggregator", 1.0),
+        ];
+        assert_eq!(
+            saturated(&before, &after, 6.0, 2),
+            "cores used: loadbot 1.00, balancer 1.10, server 0.40, aggregator 0.00 of 2 \
+             (the machine's cores were full); the busiest: balancer"
+        );
+        let quiet = [
+            ("loadbot", 10.6),
+            ("balancer", 8.3),
+            ("server", 4.1),
+            ("aggregator", 1.0),
+        ];
+        assert!(saturated(&before, &quiet, 6.0, 2).contains("cores to spare"));
+    }
 
     #[test]
     fn sizing_projects_cores_for_a_million_requests_per_second() {

@@ -126,6 +126,11 @@ impl Child {
         self.process.as_ref().map(|p| p.id())
     }
 
+    /// The CPU it has used until now (its total once it has exited).
+    pub fn cpu_now(&self) -> CpuSeconds {
+        self.pid().and_then(cpu_seconds).unwrap_or(self.cpu)
+    }
+
     /// Wait until its log has a line with `marker` followed by `http://ADDR`, and return
     /// that line. Fails if it exits first or after `within`.
     pub fn wait_line(&mut self, marker: &str, within: Duration) -> Result<String, ChildError> {

@@ -149,7 +149,9 @@ impl Demo<'_> {
                 rollout: None,
                 checks: Vec::new(),
             };
+            let cpu_before = self.cpu_by_role();
             self.run_phase(&format!("search {k}"), false, &step, spans)?;
+            let cpu_after = self.cpu_by_role();
             // Judged as the sustained rate is: on the step's seconds after the take-up.
             let (start, end) = spans.last().map_or((0.0, 0.0), |s| (s.start, s.end));
             let take_up = phases::TAKE_UP_S as f64;
@@ -161,6 +163,12 @@ impl Demo<'_> {
                     total.failed(),
                     phases::resets(&total),
                     total.quantile_ms(0.99)
+                ))?;
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let secs = search.duration.as_secs_f64();
+                self.event(&format!(
+                    "search: at {rate}/s, {}",
+                    super::saturated(&cpu_before, &cpu_after, secs, cores)
                 ))?;
                 break;
             }
