@@ -305,6 +305,18 @@ fn templates_vary_each_request_and_csv_rows_go_in_turn() {
         &["load", &server.url("/"), "--data", csv.to_str().unwrap()],
         "--data is given but no request has a {{csv.COLUMN}} template",
     );
+    // A CSV file with no rows (checked once, in the spec's rules).
+    let empty = dir.join("empty.csv");
+    std::fs::write(&empty, "user,token\n").unwrap();
+    refused(
+        &[
+            "load",
+            &server.url("/u/{{csv.user}}"),
+            "--data",
+            empty.to_str().unwrap(),
+        ],
+        "--data: no rows",
+    );
     refused(
         &["load", &server.url("/{{sequence}}")],
         "unknown template function \"sequence\"",

@@ -278,7 +278,10 @@ struct Once<'a> {
 pub struct Template {
     shared: Arc<Shared>,
     funcs: Vec<Func>,
+    /// What its holes need once per send (found at build, not per send).
     uses_row: bool,
+    uses_seq: bool,
+    uses_now: bool,
     /// HTTP/1.1: the whole wire request cut at its holes.
     h1: Option<Vec<Seg>>,
     /// Body cut at its holes (HTTP/1.1: written after the head; HTTP/2: the body).
@@ -362,11 +365,18 @@ impl Template {
             }
             segs
         });
-        let uses_row = funcs.iter().any(|f| matches!(f, Func::Column(_)));
+        let uses = |want: &dyn Fn(&Func) -> bool| funcs.iter().any(want);
+        let (uses_row, uses_seq, uses_now) = (
+            uses(&|f| matches!(f, Func::Column(_))),
+            uses(&|f| *f == Func::Seq),
+            uses(&|f| *f == Func::NowMs),
+        );
         let t = Template {
             shared: shared.clone(),
             funcs,
             uses_row,
+            uses_seq,
+            uses_now,
             h1,
             body: body_segs,
             origin: origin.clone(),
@@ -423,14 +433,13 @@ impl Template {
             }
             _ => None,
         };
-        let needs = |f: &Func| self.funcs.iter().any(|g| g == f);
         Once {
-            seq: if needs(&Func::Seq) {
+            seq: if self.uses_seq {
                 self.shared.seq.fetch_add(1, Ordering::Relaxed)
             } else {
                 0
             },
-            now_ms: if needs(&Func::NowMs) {
+            now_ms: if self.uses_now {
                 (st_http::stamp::now_unix() * 1000.0) as u64
             } else {
                 0

@@ -287,7 +287,7 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
     })
 }
 
-/// `--data FILE.csv`: its header and records (every record as long as the header).
+/// `--data FILE.csv`: its header and records (`Spec::build` checks them: `Data::check`).
 fn read_data(path: &Path, order: load::template::Order) -> Result<load::template::Data, Usage> {
     let bad = |e: &dyn std::fmt::Display| Usage(format!("--data {}: {e}", path.display()));
     let mut r = csv::Reader::from_path(path).map_err(|e| bad(&e))?;
@@ -305,9 +305,6 @@ fn read_data(path: &Path, order: load::template::Order) -> Result<load::template
                 .map(str::to_string)
                 .collect(),
         );
-    }
-    if rows.is_empty() {
-        return Err(bad(&"no rows after the header line"));
     }
     Ok(load::template::Data {
         columns,
