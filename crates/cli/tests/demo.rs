@@ -205,16 +205,27 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A headless demo of `scenario` (TOML) in a new directory `name`: the directory, the output,
+/// and the texts of the run's events.
+fn search_demo(name: &str, scenario: &str) -> (std::path::PathBuf, String, Vec<String>) {
+    let dir = tmpdir(name);
+    let file = dir.join("scenario.toml");
+    std::fs::write(&file, scenario).unwrap();
+    let text = headless_demo(&[], &file, &dir);
+    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
+    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
+    let events = event_texts(&r).into_iter().map(String::from).collect();
+    (dir, text, events)
+}
+
 /// `[search]`: after the phases the rate keeps stepping up, each step judged on the
 /// aggregator's seconds; here every step is sustained (a lenient p99), so the search stops at
 /// `until_rate` and the highest rate sustained is its last step.
 #[test]
 fn a_search_steps_the_rate_up_until_its_cap_and_reports_the_last_that_held() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tmpdir("demo-search");
-    let scenario = dir.join("search.toml");
-    std::fs::write(
-        &scenario,
+    let (dir, text, events) = search_demo(
+        "demo-search",
         r#"
 name = "search"
 sustain_p99_ms = 5000
@@ -229,9 +240,7 @@ factor = 2
 until_rate = 800
 duration = 4
 "#,
-    )
-    .unwrap();
-    let text = headless_demo(&[], &scenario, &dir);
+    );
     for (i, name) in ["400/s", "800/s"].iter().enumerate() {
         let head = format!("== phase {}/3: {name} — ", i + 2);
         assert!(
@@ -245,9 +254,6 @@ duration = 4
         .find(|l| l.starts_with("highest rate sustained"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.ends_with("(800/s)"), "{line}");
-    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
-    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
-    let events = event_texts(&r);
     assert!(
         events
             .iter()
@@ -263,10 +269,8 @@ duration = 4
 #[test]
 fn a_search_that_stops_names_the_busiest_role() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tmpdir("demo-search-stop");
-    let scenario = dir.join("search.toml");
-    std::fs::write(
-        &scenario,
+    let (dir, text, events) = search_demo(
+        "demo-search-stop",
         r#"
 name = "search-stop"
 sustain_p99_ms = 0.001
@@ -281,13 +285,8 @@ factor = 2
 until_rate = 800
 duration = 3
 "#,
-    )
-    .unwrap();
-    let text = headless_demo(&[], &scenario, &dir);
+    );
     assert!(!text.contains("800/s —"), "{text}");
-    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
-    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
-    let events = event_texts(&r);
     assert!(
         events
             .iter()

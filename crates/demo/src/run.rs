@@ -552,16 +552,12 @@ impl Demo<'_> {
             .collect();
         let sustained = phases::sustained(&phases, self.cfg.scenario.sustain_p99_ms)
             .map(|(name, rate)| (name.to_string(), rate));
-        let mut roles: Vec<(String, f64)> = Vec::new();
-        for role in ["loadbot", "balancer", "server", "aggregator"] {
-            let cpu = self
-                .spent
-                .iter()
-                .filter(|(r, _)| r == role)
-                .map(|(_, c)| c)
-                .sum();
-            roles.push((role.to_string(), cpu));
-        }
+        // Every child has stopped: what each role spent.
+        let roles: Vec<(String, f64)> = self
+            .cpu_by_role()
+            .into_iter()
+            .map(|(role, cpu)| (role.to_string(), cpu))
+            .collect();
         Ok(Outcome {
             phases,
             results,
