@@ -5,6 +5,14 @@
 //! A Linux `timerfd` wakes the reactor with microsecond precision at the cost of two syscalls
 //! per wait; gaps shorter than [`SPIN`] are not worth those and are spent yielding instead,
 //! which still lets the I/O driver run.
+//!
+//! A wake-up (sleeping in the kernel, then the timer's syscalls) costs more than a send on the
+//! KVM guests we measure on, so the timer wakes at most once per [`TICK`]: a deadline sooner
+//! than that after the last wake-up waits for the tick, and every send due by then goes in one
+//! wake-up. At rates under 1/[`TICK`] per thread each send still wakes on time; above it, a
+//! send starts up to a tick later than it would have, which the report counts (latency is
+//! measured from the intended time, and the schedule line gives the lateness). The intended
+//! times themselves, uniform or Poisson, are the pacer's and do not change.
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
@@ -16,6 +24,12 @@ use tokio::io::unix::AsyncFd;
 /// Below this gap, yield to the scheduler rather than arm the timer. On the KVM guests we
 /// measure on, arming a timer costs a VM exit; 10–50 µs all held 160k req/s (BENCHMARKS.md).
 const SPIN: Duration = Duration::from_micros(20);
+
+/// The shortest time between two wake-ups' deadlines: it bounds them to 2,000 a second per
+/// thread. At 10,000 sends/s on one thread (bench/openloop.sh's set-up, 2026-12-06), one
+/// wake-up per send cost 62 µs of CPU per request (oha 1.16: 30–34 µs); a 200 µs tick, 44 µs;
+/// this one, 26 µs, for 0.2 ms more median lateness (0.05 → 0.25 ms).
+pub(crate) const TICK: Duration = Duration::from_micros(500);
 
 /// A timerfd that owns its descriptor; `AsyncFd` wants `AsRawFd`, which nix only offers as `AsFd`.
 struct Tfd(TimerFd);
@@ -29,6 +43,10 @@ impl AsRawFd for Tfd {
 /// A precise one-shot timer for one worker thread.
 pub(crate) struct PreciseTimer {
     fd: Option<AsyncFd<Tfd>>,
+    /// The deadline of the last wait that had to wait (the tick counts from when a wake-up
+    /// was due, not from when it came: counting from a late wake-up would add its lateness
+    /// to every tick).
+    woke: Option<Instant>,
 }
 
 impl PreciseTimer {
@@ -47,14 +65,20 @@ impl PreciseTimer {
                 AsyncFd::register(Tfd(t)).ok()
             }
         });
-        PreciseTimer { fd }
+        PreciseTimer { fd, woke: None }
     }
 
-    /// Return at `deadline` or just after it.
+    /// Return at `deadline` or just after it, but no sooner than [`TICK`] after the last
+    /// wake-up; at once if `deadline` has passed.
     pub(crate) async fn sleep_until(&mut self, deadline: Instant) {
+        if Instant::now() >= deadline {
+            return;
+        }
+        let deadline = self.woke.map_or(deadline, |w| deadline.max(w + TICK));
         loop {
             let now = Instant::now();
             if now >= deadline {
+                self.woke = Some(deadline);
                 return;
             }
             let gap = deadline - now;
@@ -84,7 +108,12 @@ impl PreciseTimer {
         loop {
             let mut guard = fd.readable().await?;
             match guard.try_io(|inner| inner.get_ref().0.wait().map_err(io::Error::from)) {
-                Ok(r) => return r,
+                Ok(r) => {
+                    // The expiry is read: without this the next wait would find the old
+                    // readiness, read again for nothing (EAGAIN) and only then sleep.
+                    guard.clear_ready();
+                    return r;
+                }
                 Err(_would_block) => continue,
             }
         }
@@ -120,6 +149,35 @@ mod tests {
             late.sort();
             late
         })
+    }
+
+    /// Deadlines 100 µs apart: every wake-up is due at least a tick after the one before
+    /// (so about one per two sends, not one per send), and no wait returns before its
+    /// deadline.
+    #[test]
+    fn wakes_at_most_once_per_tick() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let wakes = rt.block_on(async {
+            let mut t = PreciseTimer::new();
+            let start = Instant::now();
+            let mut wakes = Vec::new();
+            for k in 1..=400 {
+                let at = start + Duration::from_micros(100 * k);
+                t.sleep_until(at).await;
+                assert!(Instant::now() >= at, "woke early");
+                if t.woke != wakes.last().copied() {
+                    wakes.extend(t.woke);
+                }
+            }
+            wakes
+        });
+        assert!(wakes.len() > 1, "never waited");
+        for w in wakes.windows(2) {
+            assert!(w[1] - w[0] >= TICK, "wake-ups {:?} apart", w[1] - w[0]);
+        }
     }
 
     /// The bound the name promises, over many wakes: the median under a quarter of a
