@@ -10,7 +10,8 @@
 # `cargo install oha --locked` into bench/.tools when missing), both with 50 connections.
 # Per run: the generator's CPU (user + sys, /usr/bin/time) per request nginx counted (its
 # stub_status before and after), and the achieved rate (nginx's count / DUR) against R.
-# The summary gives medians per rate and the ratio scaletest / oha.
+# Each round also runs scaletest's closed loop (-c 50, as fast as it goes): our own floor.
+# The summary gives medians per rate, the ratio scaletest / oha, and open / closed loop.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -82,6 +83,9 @@ for r in $(seq "$ROUNDS"); do
       fi
     done
   done
+  # Our own closed loop (as fast as it goes, 50 connections): the floor an open loop's cost
+  # per request is compared with (rate 0 in results.tsv).
+  measure scaletest 0 "$r" "$ST" load "$URL" -c 50 -d "${DUR}s"
 done
 
 python3 - "$RESULTS" "$DUR" <<'PY' | tee "$OUT/summary.md"
@@ -95,13 +99,20 @@ for tool, rate, r, n, cpu, sys_, rss in rows:
 print("| rate (req/s) | tool | runs | CPU µs/request (median) | round by round | achieved (median, nginx) | RSS KiB |")
 print("|---:|---|---:|---:|---|---:|---:|")
 for (rate, tool), v in sorted(by.items()):
-    print(f"| {rate:,} | {tool} | {len(v)} | {st.median(x[0] for x in v):.1f} | "
-          f"{', '.join(f'{x[0]:.1f}' for x in v)} | {st.median(x[1] for x in v):,.0f} "
-          f"({100 * st.median(x[1] for x in v) / rate:.1f} %) | {st.median(x[3] for x in v):,.0f} |")
+    got = st.median(x[1] for x in v)
+    kept = f"({100 * got / rate:.1f} %)" if rate else "(closed loop)"
+    print(f"| {f'{rate:,}' if rate else 'closed'} | {tool} | {len(v)} | {st.median(x[0] for x in v):.1f} | "
+          f"{', '.join(f'{x[0]:.1f}' for x in v)} | {got:,.0f} {kept} | "
+          f"{st.median(x[3] for x in v):,.0f} |")
 print()
-for rate in sorted({k[0] for k in by}):
+closed = by.get((0, 'scaletest'))
+for rate in sorted(k for k in {k[0] for k in by} if k):
     s, o = by.get((rate, 'scaletest')), by.get((rate, 'oha'))
     if s and o:
         ratio = st.median(x[0] for x in s) / st.median(x[0] for x in o)
-        print(f"- {rate:,} req/s: scaletest / oha CPU per request = {ratio:.2f}×")
+        print(f"- {rate:,} req/s: scaletest / oha CPU per request = {ratio:.2f}×", end="")
+        if closed:
+            own = st.median(x[0] for x in s) / st.median(x[0] for x in closed)
+            print(f"; open / our closed loop = {own:.2f}×", end="")
+        print()
 PY
