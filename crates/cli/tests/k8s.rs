@@ -180,8 +180,8 @@ fn size_prints_replicas_and_cores_for_a_million_requests_a_second() {
     let (code, out, err) = run(&["k8s", "size", "--rate", "1000000", "--p99", "10ms"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("servers         32 × 1000 m CPU"), "{out}");
-    assert!(out.contains("bots            84 × 1000 m CPU"), "{out}");
-    assert!(out.contains("cores         116.25"), "{out}");
+    assert!(out.contains("bots            56 × 1000 m CPU"), "{out}");
+    assert!(out.contains("cores          88.25"), "{out}");
     assert!(out.contains("p99 10 ms: above"), "{out}");
 }
 

@@ -349,8 +349,8 @@ fn label_value(s: &str) -> bool {
         && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
 }
 
-/// Measured per-core figures (BENCHMARKS.md, 2026-11-29, the project machine: 2 vCPU KVM
-/// guest, loopback, release build).
+/// Measured per-core figures (BENCHMARKS.md: 2026-11-29, the bot's 2026-12-06 15:36; the
+/// project machine: 2 vCPU KVM guest, loopback, release build).
 #[derive(Debug, Clone, Copy)]
 pub struct Figures {
     /// `scaletest serve`'s CPU per response, µs (wrk → serve, 13-byte body, keep-alive).
@@ -367,7 +367,7 @@ impl Figures {
     /// The figures this machine measured.
     pub const MEASURED: Figures = Figures {
         server_us_per_req: 15.99,
-        bot_us_per_req: 41.68,
+        bot_us_per_req: 27.79,
         aggregator_cores_per_bot: 0.216 / 1000.0,
         server_p99_ms: 1.76,
     };
@@ -450,15 +450,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_million_requests_a_second_takes_32_servers_and_84_bots_at_half_capacity() {
+    fn a_million_requests_a_second_takes_32_servers_and_56_bots_at_half_capacity() {
         let s = size(1e6, &Figures::MEASURED, 0.5).unwrap();
         // 1e6 / 15.99 µs = 62,539 req/s per core, half of it 31,270: 32 servers.
         assert_eq!(s.servers, 32);
-        // 1e6 / 41.68 µs = 23,992 req/s per core, half of it 11,996: 84 bots.
-        assert_eq!(s.bots, 84);
-        // 84 bots × 0.216 ms of aggregator CPU per bot-second / 0.5 = 36 m → the 250 m floor.
+        // 1e6 / 27.79 µs = 35,984 req/s per core, half of it 17,992: 56 bots.
+        assert_eq!(s.bots, 56);
+        // 56 bots × 0.216 ms of aggregator CPU per bot-second / 0.5 = 24 m → the 250 m floor.
         assert_eq!(s.aggregator_cpu_m, 250);
-        assert_eq!(s.cores, 116.25);
+        assert_eq!(s.cores, 88.25);
         let small = size(1000.0, &Figures::MEASURED, 0.5).unwrap();
         assert_eq!((small.servers, small.bots), (1, 1));
         assert!(size(0.0, &Figures::MEASURED, 0.5).is_err());
