@@ -68,6 +68,10 @@ fn bad_input_gets_one_line_and_exit_code_2() {
             &["aggregate", "http://127.0.0.1:1/", "--stages", "1s:10"],
             "splits a constant total rate",
         ),
+        (
+            &["aggregate", "http://127.0.0.1:1/", "--stages", "1s:10c"],
+            "--stages are for `scaletest load`: bots run a fixed number of connections each",
+        ),
         (&["load"], "give a target URL"),
         (
             &["load", "--targets", "/nonexistent/targets"],
@@ -426,12 +430,15 @@ fn stages_send_each_stages_schedule_and_report_it_per_stage() {
     assert_eq!(server.hits(), 1000, "{out}");
     let run = RunFile::read(&json).unwrap();
     assert_eq!(run.info.duration_s, Some(4.0));
-    let planned: Vec<f64> = run.stages.iter().map(|s| s.plan.planned).collect();
+    let planned: Vec<f64> = run.stages.iter().map(|s| s.plan.planned.unwrap()).collect();
     assert_eq!(planned, vec![200.0, 200.0, 600.0]);
     for s in &run.stages {
         // Each second counts in the stage holding its middle: a send due at a stage's very
         // edge may land in the next second.
-        assert!(s.sent.abs_diff(s.plan.planned as u64) <= 2, "{s:?}\n{out}");
+        assert!(
+            s.sent.abs_diff(s.plan.planned.unwrap() as u64) <= 2,
+            "{s:?}\n{out}"
+        );
     }
     assert_eq!(run.stages.iter().map(|s| s.responses).sum::<u64>(), 1000);
     assert!(out.contains("│ Stage │ Seconds │ Planned │"), "{out}");
@@ -453,6 +460,49 @@ fn stages_send_each_stages_schedule_and_report_it_per_stage() {
     }
     let sum: u64 = lines.iter().map(|l| l["responses"].as_u64().unwrap()).sum();
     assert_eq!(sum, 1000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Closed loop in stages of connections: a server that answers after 50 ms lets one
+/// connection send at most 21 requests a second, so 2 busy connections send at most 42 in
+/// their second and 6 send more; the stage table shows connections, not a plan.
+#[test]
+fn connection_stages_keep_that_many_connections_busy() {
+    let server = Server::start(Behavior::Delay(Duration::from_millis(50)));
+    let dir = tmpdir("conn-stages");
+    let json = dir.join("run.json");
+    let o = SCALETEST.run(&[
+        "load",
+        &server.url("/"),
+        "--stages",
+        "0s:2c,1s:2c,0s:6c,1s:6c",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let run = RunFile::read(&json).unwrap();
+    assert_eq!(run.info.duration_s, Some(2.0));
+    assert_eq!(run.info.mode, "closed");
+    let conns: Vec<_> = run.stages.iter().map(|s| s.plan.connections).collect();
+    assert_eq!(conns, vec![Some([2, 2]), Some([6, 6])], "{out}");
+    let (two, six) = (&run.stages[0], &run.stages[1]);
+    assert!(two.sent >= 10 && two.sent <= 42, "{two:?}\n{out}");
+    assert!(six.sent > 42 && six.sent <= 126, "{six:?}\n{out}");
+    assert_eq!(two.failed + six.failed, 0);
+    assert!(out.contains("│ Stage │ Seconds │ Connections │"), "{out}");
+    assert!(
+        out.contains("connections in stages 0s:2c,1s:2c,0s:6c,1s:6c (up to 6)"),
+        "{out}"
+    );
+    refused(
+        &["load", &server.url("/"), "--stages", "1s:5c", "-c", "10"],
+        "--stages in connections (Nc) says how many connections: -c does not apply",
+    );
+    refused(
+        &["load", &server.url("/"), "--stages", "1s:5c,1s:200"],
+        "stage 2's connections \"200\" are not a whole number",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

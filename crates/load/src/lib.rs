@@ -20,7 +20,7 @@ pub mod template;
 mod worker;
 
 use hist::{Intervals, SecondSample, Snapshot};
-use pace::{Arrival, RateShape};
+use pace::{Arrival, Concurrency, RateShape};
 use st_http::Connector;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -34,7 +34,10 @@ pub use template::Prepared;
 #[derive(Debug, Clone)]
 pub enum Mode {
     /// Each lane sends its next request as soon as the previous response arrives.
-    Closed,
+    Closed {
+        /// Busy connections in stages (over all workers); `None`: all of them, all the run.
+        stages: Option<Concurrency>,
+    },
     /// Requests are sent on a schedule, whatever the responses do.
     Open {
         /// Total requests per second over all workers.
@@ -307,7 +310,7 @@ pub async fn run(
     check(&cfg)?;
     let threads = match cfg.mode {
         // A closed-loop worker without lanes would have nothing to do.
-        Mode::Closed => cfg.threads.clamp(1, cfg.connections.max(1)),
+        Mode::Closed { .. } => cfg.threads.clamp(1, cfg.connections.max(1)),
         Mode::Open { .. } => cfg.threads.max(1),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();

@@ -8,7 +8,7 @@
 use crate::template::{self, has_template, Data, Parts, Prepared, Template};
 use crate::{Config, Live, Mode};
 use bytes::Bytes;
-use pace::{Arrival, RateShape};
+use pace::{Arrival, Concurrency, RateShape};
 use serde::{Deserialize, Serialize};
 use st_http::{Connector, Origin, Protocol, Request, TlsOptions};
 use std::path::PathBuf;
@@ -77,6 +77,10 @@ pub struct Spec {
     /// Connections (closed loop: all of them; open loop: opened before the start).
     #[serde(default = "fifty")]
     pub connections: u64,
+    /// Closed loop in stages of busy connections (`30s:10c,2m:100c`, k6's ramping VUs)
+    /// instead of a fixed `connections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_stages: Option<Concurrency>,
     /// Streams per HTTP/2 connection.
     #[serde(default = "one")]
     pub streams: u64,
@@ -125,6 +129,7 @@ impl Default for Spec {
             arrival: Arrival::Uniform,
             max_connections: None,
             connections: fifty(),
+            connection_stages: None,
             streams: 1,
             http2: false,
             insecure: false,
@@ -351,6 +356,12 @@ impl Spec {
         if self.connections == 0 {
             return Err(SpecError::new("{connections} must be ≥ 1"));
         }
+        let ramp = self.connection_stages.clone();
+        if ramp.is_some() && self.rate.is_some() {
+            return Err(SpecError::new(
+                "{connection_stages} make a closed loop and {rate} an open one: give one",
+            ));
+        }
         let timeout = seconds("timeout_s", self.timeout_s)?;
         let shape = self.rate.clone();
         // Stages last as long as they say unless the spec's duration says otherwise.
@@ -358,7 +369,8 @@ impl Spec {
             .duration_s
             .map(|d| seconds("duration_s", d))
             .transpose()?
-            .or(shape.as_ref().and_then(RateShape::own_duration));
+            .or(shape.as_ref().and_then(RateShape::own_duration))
+            .or(ramp.as_ref().map(Concurrency::duration));
         if self.requests == Some(0) {
             return Err(SpecError::new("{requests} must be ≥ 1"));
         }
@@ -369,15 +381,21 @@ impl Spec {
         let connector = Connector::new(origin, protocol, &tls, timeout).map_err(bad)?;
         // Leave room for the process's own descriptors.
         let fd_room = open_file_limit().saturating_sub(64);
-        let connections = self.connections;
+        // A closed loop in stages holds as many connections as its busiest stage.
+        let connections = ramp.as_ref().map_or(self.connections, |r| r.peak() as u64);
         let mode = match shape {
             None => {
                 if connections > fd_room {
+                    let field = if ramp.is_some() {
+                        "connection_stages"
+                    } else {
+                        "connections"
+                    };
                     return Err(SpecError::new(format!(
-                        "{{connections}} {connections} exceeds the open-file limit ({fd_room} usable)"
+                        "{{{field}}} {connections} exceeds the open-file limit ({fd_room} usable)"
                     )));
                 }
-                Mode::Closed
+                Mode::Closed { stages: ramp }
             }
             Some(shape) => {
                 let max = self
@@ -447,7 +465,7 @@ mod tests {
     fn a_minimal_json_spec_builds_with_the_cli_defaults() {
         let c = spec(r#"{"url":"http://127.0.0.1:9/","duration_s":1}"#).unwrap();
         assert_eq!((c.connections, c.streams), (50, 1));
-        assert!(matches!(c.mode, Mode::Closed));
+        assert!(matches!(c.mode, Mode::Closed { stages: None }));
         assert_eq!(c.timeout, Duration::from_secs(30));
         let c =
             spec(r#"{"url":"http://127.0.0.1:9/","rate":"ramp:10..20","duration_s":2}"#).unwrap();

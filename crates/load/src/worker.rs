@@ -37,6 +37,27 @@ const HEADROOM: f64 = 2.0;
 /// Open loop with a live rate: a wait longer than this also watches for a rate change.
 const WATCH_GAP: Duration = Duration::from_millis(5);
 
+/// Closed loop in stages: how often the count of busy connections is brought up to date.
+const RAMP_STEP: Duration = Duration::from_millis(10);
+
+/// Worker `index`'s share of `n` over `threads` workers (the first `n % threads` take one more).
+fn share(n: usize, index: usize, threads: usize) -> usize {
+    n / threads + usize::from(index < n % threads)
+}
+
+/// Closed loop in stages: this worker's share of the busy connections over time.
+struct Ramp {
+    stages: pace::Concurrency,
+    index: usize,
+    threads: usize,
+}
+
+impl Ramp {
+    fn busy(&self, t: Duration) -> usize {
+        share(self.stages.at(t.as_secs_f64()), self.index, self.threads)
+    }
+}
+
 pub(crate) struct Plan {
     connector: Connector,
     requests: Arc<Vec<Prepared>>,
@@ -47,16 +68,28 @@ pub(crate) struct Plan {
     timeout: Duration,
     drain: Duration,
     open: Option<(Pacer, usize)>,
+    /// Closed loop in stages.
+    ramp: Option<Ramp>,
     /// Open loop: live changes of the total rate, and this worker's share of it.
     rate: Option<(watch::Receiver<f64>, f64)>,
 }
 
 impl Plan {
     pub(crate) fn new(cfg: &Config, index: usize, threads: usize) -> Result<Plan, LoadError> {
-        let share = |n: usize| n / threads + usize::from(index < n % threads);
+        let share = |n: usize| share(n, index, threads);
         let mut connections = share(cfg.connections);
+        let ramp = match &cfg.mode {
+            Mode::Closed {
+                stages: Some(stages),
+            } => Some(Ramp {
+                stages: stages.clone(),
+                index,
+                threads,
+            }),
+            _ => None,
+        };
         let open = match &cfg.mode {
-            Mode::Closed => None,
+            Mode::Closed { .. } => None,
             Mode::Open {
                 shape,
                 arrival,
@@ -88,6 +121,7 @@ impl Plan {
                 _ => None,
             },
             open,
+            ramp,
         })
     }
 }
@@ -106,8 +140,13 @@ struct Ctx {
     /// Open loop: sends handed to a lane that has not started them yet (its task has not run,
     /// or its connection is still opening); never started if the run ends now.
     handed: Cell<u64>,
-    /// Set when the run is draining: start no new request.
+    /// Set when the run is draining or every request allowed is claimed: start no new one.
     stopping: Cell<bool>,
+    /// Closed loop: lanes of connections `0..busy` send; the others wait on `more` (a ramp's
+    /// connections not yet, or no longer, in use stay open, idle).
+    busy: Cell<usize>,
+    /// Signalled when `busy` grows or the run stops.
+    more: Notify,
     /// When the drain began: the open-loop schedule still sends what was due before it.
     stopped_at: Cell<Option<Instant>>,
     /// Closed loop: every send is also an intended one (there is no schedule).
@@ -170,6 +209,12 @@ impl Ctx {
         done - sent
     }
 
+    /// Start no new request (lanes waiting for their stage give up).
+    fn stop(&self) {
+        self.stopping.set(true);
+        self.more.notify_waiters();
+    }
+
     async fn warm(&self, lane: &mut Lane) {
         let _ = tokio::time::timeout(WARM_UP, lane.ensure_connected(&self.connector, &self.bytes))
             .await;
@@ -198,6 +243,8 @@ pub(crate) fn main(
         holding: Cell::new(false),
         handed: Cell::new(0),
         stopping: Cell::new(false),
+        busy: Cell::new(if plan.ramp.is_some() { 0 } else { usize::MAX }),
+        more: Notify::new(),
         stopped_at: Cell::new(None),
         closed: plan.open.is_none(),
         request_done: Notify::new(),
@@ -242,24 +289,13 @@ async fn drive(
     let open_loop = plan.open.is_some();
     match plan.open {
         None => {
-            for _ in 0..plan.connections {
-                let first = Lane::new(protocol);
-                for _ in 0..plan.streams {
-                    let mut lane = first.sibling();
-                    let (ctx, mut srx) = (ctx.clone(), start_rx.clone());
-                    expected_warm += 1;
-                    work.spawn_local(async move {
-                        ctx.warm(&mut lane).await;
-                        if started(&mut srx).await.is_none() {
-                            return;
-                        }
-                        while !ctx.stopping.get() {
-                            let Some(i) = ctx.shared.claim() else { break };
-                            ctx.exchange(&mut lane, i, None).await;
-                        }
-                    });
-                }
-            }
+            let lanes_of = Closed {
+                connections: plan.connections,
+                streams: plan.streams,
+                protocol,
+                ramp: plan.ramp,
+            };
+            expected_warm = closed_loop(&ctx, lanes_of, &start_rx, &mut work, &mut lanes);
         }
         Some((pacer, cap)) => {
             for _ in 0..plan.connections {
@@ -321,7 +357,7 @@ async fn drive(
     // Drain: start nothing new, let what is in flight finish (the slowest answers are exactly
     // the ones a cut would hide), up to the drain limit.
     if phase == Phase::Drain {
-        ctx.stopping.set(true);
+        ctx.stop();
         ctx.stopped_at.set(Some(Instant::now()));
         let limit = Instant::now() + plan.drain;
         loop {
@@ -365,6 +401,73 @@ async fn drive(
         peak_lanes: peak,
         in_flight,
     });
+}
+
+/// A closed loop's lanes, as [`closed_loop`] starts them.
+struct Closed {
+    connections: usize,
+    streams: usize,
+    protocol: st_http::Protocol,
+    ramp: Option<Ramp>,
+}
+
+/// Spawn a closed loop's lanes into `work` (and a ramp's controller into `lanes`); returns how
+/// many lanes warm up before the start.
+fn closed_loop(
+    ctx: &Rc<Ctx>,
+    c: Closed,
+    start_rx: &watch::Receiver<Option<Start>>,
+    work: &mut JoinSet<()>,
+    lanes: &mut JoinSet<()>,
+) -> usize {
+    // A ramp starts from no connection: each connects when its stage reaches it.
+    let warm = c.ramp.is_none();
+    let mut expected_warm = 0;
+    for k in 0..c.connections {
+        let first = Lane::new(c.protocol);
+        for _ in 0..c.streams {
+            let mut lane = first.sibling();
+            let (ctx, mut srx) = (ctx.clone(), start_rx.clone());
+            if warm {
+                expected_warm += 1;
+            }
+            work.spawn_local(async move {
+                if warm {
+                    ctx.warm(&mut lane).await;
+                }
+                if started(&mut srx).await.is_none() {
+                    return;
+                }
+                while !ctx.stopping.get() {
+                    if ctx.busy.get() <= k {
+                        ctx.more.notified().await;
+                        continue;
+                    }
+                    let Some(i) = ctx.shared.claim() else {
+                        ctx.stop();
+                        break;
+                    };
+                    ctx.exchange(&mut lane, i, None).await;
+                }
+            });
+        }
+    }
+    if let Some(ramp) = c.ramp {
+        let (ctx, mut srx) = (ctx.clone(), start_rx.clone());
+        lanes.spawn_local(async move {
+            let Some(Start { start, .. }) = started(&mut srx).await else {
+                return;
+            };
+            loop {
+                let n = ramp.busy(start.elapsed());
+                if n > ctx.busy.replace(n) {
+                    ctx.more.notify_waiters();
+                }
+                tokio::time::sleep(RAMP_STEP).await;
+            }
+        });
+    }
+    expected_warm
 }
 
 /// The run's start, once the controller gives it; `None` if the controller is gone.

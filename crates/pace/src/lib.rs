@@ -24,6 +24,9 @@
 //! assert_eq!(p.next(), Some(Duration::from_millis(1)));
 //! ```
 
+mod concurrency;
+pub use concurrency::Concurrency;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::fmt;
@@ -39,6 +42,14 @@ pub enum PaceError {
          stages:DURATION:RATE,...)"
     )]
     Syntax {
+        /// What the user wrote.
+        text: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Stages of connections that cannot be parsed.
+    #[error("invalid connection stages {text:?}: {why} (expected DURATION:Nc,..., e.g. 30s:10c,2m:100c)")]
+    Connections {
         /// What the user wrote.
         text: String,
         /// What is wrong with it.
@@ -162,29 +173,59 @@ impl FromStr for RateShape {
 
 /// `DURATION:RATE,...` (k6's stages): e.g. `30s:1000,5m:1000,10s:0`.
 fn stages(text: &str) -> Result<RateShape, String> {
+    Ok(RateShape::Stages {
+        stages: stage_list_of(text, Unit::Rate)?,
+    })
+}
+
+/// What the number of a stage counts.
+#[derive(Clone, Copy)]
+pub(crate) enum Unit {
+    /// Requests per second: `30s:1000`.
+    Rate,
+    /// Connections, a whole number with a `c`: `30s:10c`.
+    Connections,
+}
+
+/// `DURATION:N,...`, the one parser of stages (rates or connections). Errors name the stage.
+pub(crate) fn stage_list_of(text: &str, unit: Unit) -> Result<Vec<Stage>, String> {
+    let (what, example) = match unit {
+        Unit::Rate => ("rate", "DURATION:RATE"),
+        Unit::Connections => ("connections", "DURATION:Nc"),
+    };
     let mut stages = Vec::new();
     for (i, part) in text.split(',').enumerate() {
         let n = i + 1;
         let (over, to) = part
             .split_once(':')
-            .ok_or_else(|| format!("stage {n} ({part:?}) needs a duration: DURATION:RATE"))?;
+            .ok_or_else(|| format!("stage {n} ({part:?}) needs a duration: {example}"))?;
         let over = humantime::parse_duration(over.trim())
             .map_err(|e| format!("stage {n}'s duration {over:?}: {e}"))?;
-        let to: f64 = to
-            .trim()
-            .parse()
-            .ok()
-            .filter(|r: &f64| r.is_finite() && *r >= 0.0)
-            .ok_or_else(|| format!("stage {n}'s rate {to:?} is not a number ≥ 0"))?;
+        let to: f64 = match unit {
+            Unit::Rate => to
+                .trim()
+                .parse()
+                .ok()
+                .filter(|r: &f64| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| format!("stage {n}'s rate {to:?} is not a number ≥ 0"))?,
+            Unit::Connections => to
+                .trim()
+                .strip_suffix('c')
+                .and_then(|c| c.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    format!("stage {n}'s connections {to:?} are not a whole number ≥ 0 with a c")
+                })?
+                .into(),
+        };
         stages.push(Stage { over, to });
     }
     if stages.iter().all(|s| s.to == 0.0) {
-        return Err("every stage's rate is 0: nothing would be sent".into());
+        return Err(format!("every stage's {what} is 0: nothing would be sent"));
     }
     if stages.iter().all(|s| s.over.is_zero()) {
         return Err("the stages last 0 s".into());
     }
-    Ok(RateShape::Stages { stages })
+    Ok(stages)
 }
 
 impl fmt::Display for RateShape {

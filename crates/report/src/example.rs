@@ -199,6 +199,7 @@ fn info(n: u64) -> RunInfo {
         streams: 1,
         max_connections: Some(400),
         rate: Some("2000, then 3000".into()),
+        connection_stages: None,
         arrival: Some("uniform".into()),
         target_rate: Some(2500.0),
         threads: 8,

@@ -66,6 +66,9 @@ pub struct RunInfo {
     pub max_connections: Option<usize>,
     /// Open loop: the rate shape, human-readable.
     pub rate: Option<String>,
+    /// Closed loop in stages: the connection stages (`30s:10c,2m:100c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_stages: Option<String>,
     /// Open loop: `uniform` or `poisson`.
     pub arrival: Option<String>,
     /// Open loop: requests the schedule asked for per second, on average over the run.

@@ -1,6 +1,7 @@
-//! The per-stage table of a run whose rate changed by plan (stages, steps, a ramp): what each
-//! stage's schedule asked for beside what was sent and answered, so a user sees that the
-//! open loop kept the schedule in every stage and where latency or errors began.
+//! The per-stage table of a run whose load changed by plan (stages, steps, a ramp; or a closed
+//! loop's connection stages): what each stage's schedule asked for beside what was sent and
+//! answered, so a user sees that the open loop kept the schedule in every stage and where
+//! latency or errors began.
 //!
 //! The writer of the run file records the plan ([`StagePlan`], from the rate shape); the rows
 //! are computed here from the run's per-second snapshots, each second counted in the stage
@@ -17,8 +18,12 @@ pub struct StagePlan {
     pub start_s: f64,
     /// End, seconds from the run's start.
     pub end_s: f64,
-    /// Sends the schedule asked for in the stage.
-    pub planned: f64,
+    /// Open loop: sends the schedule asked for in the stage (a closed loop plans none).
+    #[serde(default)]
+    pub planned: Option<f64>,
+    /// Closed loop in stages: busy connections at the stage's start and end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<[usize; 2]>,
 }
 
 /// What one stage got.
@@ -40,13 +45,14 @@ pub struct StageRow {
 }
 
 impl StageRow {
-    /// Sent as a share of planned (1.0: the schedule was kept).
-    pub fn kept(&self) -> f64 {
-        if self.plan.planned > 0.0 {
-            self.sent as f64 / self.plan.planned
+    /// Sent as a share of planned (1.0: the schedule was kept); `None` without a plan.
+    pub fn kept(&self) -> Option<f64> {
+        let planned = self.plan.planned?;
+        Some(if planned > 0.0 {
+            self.sent as f64 / planned
         } else {
             1.0
-        }
+        })
     }
 }
 
@@ -73,24 +79,59 @@ pub fn rows(plan: &[StagePlan], intervals: &[Snapshot]) -> Vec<StageRow> {
         .collect()
 }
 
-/// The table, one row a stage.
+/// The table, one row a stage: an open loop's planned and kept sends, or a closed loop's
+/// busy connections.
 pub fn table(rows: &[StageRow]) -> String {
-    let head = [
-        "Stage", "Seconds", "Planned", "Sent", "Kept", "Answered", "Failed", "p50", "p99",
-    ];
-    let mut t = vec![head.map(String::from).to_vec()];
+    let closed = rows.iter().any(|r| r.plan.connections.is_some());
+    let head: &[&str] = if closed {
+        &[
+            "Stage",
+            "Seconds",
+            "Connections",
+            "Sent",
+            "Answered",
+            "Failed",
+            "p50",
+            "p99",
+        ]
+    } else {
+        &[
+            "Stage", "Seconds", "Planned", "Sent", "Kept", "Answered", "Failed", "p50", "p99",
+        ]
+    };
+    let mut t = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for (i, r) in rows.iter().enumerate() {
-        t.push(vec![
+        let mut row = vec![
             (i + 1).to_string(),
             format!("{}–{}", trim(r.plan.start_s, 1), trim(r.plan.end_s, 1)),
-            count(r.plan.planned.round() as u64),
-            count(r.sent),
-            format!("{:.1}%", 100.0 * r.kept()),
+        ];
+        match r.plan.connections {
+            Some([a, b]) if a == b => row.push(a.to_string()),
+            Some([a, b]) => row.push(format!("{a}→{b}")),
+            None if closed => row.push("–".into()),
+            None => {}
+        }
+        if !closed {
+            row.push(
+                r.plan
+                    .planned
+                    .map_or("–".into(), |p| count(p.round() as u64)),
+            );
+        }
+        row.push(count(r.sent));
+        if !closed {
+            row.push(
+                r.kept()
+                    .map_or("–".into(), |k| format!("{:.1}%", 100.0 * k)),
+            );
+        }
+        row.extend([
             count(r.responses),
             count(r.failed),
             ms(r.p50_ms),
             ms(r.p99_ms),
         ]);
+        t.push(row);
     }
     crate::table::boxed(&t)
 }
@@ -120,12 +161,14 @@ mod tests {
             StagePlan {
                 start_s: 0.0,
                 end_s: 2.0,
-                planned: 20.0,
+                planned: Some(20.0),
+                connections: None,
             },
             StagePlan {
                 start_s: 2.0,
                 end_s: 3.0,
-                planned: 30.0,
+                planned: Some(30.0),
+                connections: None,
             },
         ];
         let secs = [
@@ -135,9 +178,37 @@ mod tests {
         ];
         let r = rows(&plan, &secs);
         assert_eq!((r[0].sent, r[1].sent), (20, 27));
-        assert_eq!((r[0].kept(), r[1].kept()), (1.0, 0.9));
+        assert_eq!((r[0].kept(), r[1].kept()), (Some(1.0), Some(0.9)));
         assert!((r[1].p50_ms - 20.0).abs() < 0.05);
         let t = table(&r);
         assert!(t.lines().nth(5).unwrap().contains(" 90.0% "), "{t}");
+    }
+
+    /// A closed loop's stages: busy connections instead of planned sends.
+    #[test]
+    fn a_closed_loop_shows_connections_not_a_plan() {
+        let plan = [
+            StagePlan {
+                start_s: 0.0,
+                end_s: 1.0,
+                planned: None,
+                connections: Some([0, 4]),
+            },
+            StagePlan {
+                start_s: 1.0,
+                end_s: 2.0,
+                planned: None,
+                connections: Some([4, 4]),
+            },
+        ];
+        let r = rows(&plan, &[second(0, 10, 1000), second(1, 40, 1000)]);
+        assert_eq!((r[0].kept(), r[1].sent), (None, 40));
+        let t = table(&r);
+        assert!(t.contains("Connections") && !t.contains("Planned"), "{t}");
+        assert!(t.contains(" 0→4 ") && t.contains(" 4 "), "{t}");
+        // A run file of before connection stages reads the same.
+        let old: StagePlan =
+            serde_json::from_str(r#"{"start_s":0,"end_s":1,"planned":5}"#).unwrap();
+        assert_eq!((old.planned, old.connections), (Some(5.0), None));
     }
 }

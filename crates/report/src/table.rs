@@ -141,6 +141,14 @@ fn header(run: &RunFile) -> String {
                 proto(i),
                 i.threads
             );
+        } else if let Some(stages) = &i.connection_stages {
+            let _ = writeln!(
+                s,
+                "connections in stages {stages} (up to {}), {}, {} thread(s)",
+                i.connections,
+                proto(i),
+                i.threads
+            );
         } else {
             let _ = writeln!(
                 s,

@@ -48,7 +48,7 @@ impl Run {
             url: url.to_string(),
             protocol: Protocol::Http1,
             tls: TlsOptions::default(),
-            mode: Mode::Closed,
+            mode: Mode::Closed { stages: None },
             connections: 4,
             streams: 1,
             duration: None,

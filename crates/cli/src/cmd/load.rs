@@ -60,10 +60,10 @@ fn parse_out(s: &str) -> Result<Output, String> {
 pub struct Args {
     /// Target URL, http:// or https:// (omit when --targets is given).
     url: Option<String>,
-    /// Connections: 1 to the hard open-file limit (`ulimit -Hn`) less 64. Open loop: opened
-    /// before the start; more are added up to --max-connections.
-    #[arg(short = 'c', long, default_value_t = 50, value_parser = at_least_one)]
-    connections: u64,
+    /// Connections: 1 to the hard open-file limit (`ulimit -Hn`) less 64 [default: 50]. Open
+    /// loop: opened before the start; more are added up to --max-connections.
+    #[arg(short = 'c', long, value_parser = at_least_one)]
+    connections: Option<u64>,
     /// Concurrent streams per HTTP/2 connection (needs --http2 or an h2 TLS target).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     streams: u64,
@@ -77,12 +77,14 @@ pub struct Args {
     /// stages:DURATION:RATE,... (see --stages).
     #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
     rate: Option<RateShape>,
-    /// Open loop in stages (k6's ramping arrival rate): from 0, each stage moves in a straight
-    /// line to its rate over its duration (0s: a jump), e.g. 30s:1000,5m:1000,10s:0; the run
-    /// lasts as long as the stages unless -d says otherwise. The report has a table per stage.
-    #[arg(long, value_name = "DURATION:RATE,...", conflicts_with = "rate",
+    /// Load in stages: from 0, each stage moves in a straight line to its level over its
+    /// duration (0s: a jump), and the run lasts as long as the stages unless -d says otherwise.
+    /// Rates make an open loop (k6's ramping arrival rate), e.g. 30s:1000,5m:1000,10s:0;
+    /// connections, written Nc, a closed loop with that many busy (k6's ramping VUs), e.g.
+    /// 30s:10c,2m:100c (not with -c). The report has a table per stage.
+    #[arg(long, value_name = "DURATION:RATE|Nc,...", conflicts_with = "rate",
           value_parser = parse_stages)]
-    stages: Option<RateShape>,
+    stages: Option<Stages>,
     /// Open loop: gaps between sends, uniform or poisson.
     #[arg(long, default_value = "uniform", value_parser = parse_arrival)]
     arrival: Arrival,
@@ -161,9 +163,21 @@ fn parse_rate(s: &str) -> Result<RateShape, String> {
     s.parse::<RateShape>().map_err(|e| e.to_string())
 }
 
-/// `--stages X` is `--rate stages:X`.
-fn parse_stages(s: &str) -> Result<RateShape, String> {
-    parse_rate(&format!("stages:{s}"))
+/// `--stages`: of rates (`--rate stages:X`) or, when a level ends in `c`, of connections.
+#[derive(Debug, Clone)]
+enum Stages {
+    Rate(RateShape),
+    Connections(pace::Concurrency),
+}
+
+fn parse_stages(s: &str) -> Result<Stages, String> {
+    if s.split(',').any(|p| p.trim_end().ends_with('c')) {
+        s.parse()
+            .map(Stages::Connections)
+            .map_err(|e| e.to_string())
+    } else {
+        parse_rate(&format!("stages:{s}")).map(Stages::Rate)
+    }
 }
 
 /// A load spec's field as this command's flag, for the spec's errors (one table).
@@ -174,6 +188,7 @@ pub(crate) fn flag(field: &str) -> String {
         "rate" => "--rate",
         "max_connections" => "--max-connections",
         "connections" => "-c",
+        "connection_stages" => "--stages",
         "streams" => "--streams",
         "http2" => "--http2",
         "timeout_s" => "--timeout",
@@ -253,7 +268,16 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
             });
         }
     }
-    let rate = a.rate.clone().or(a.stages.clone());
+    let (rate, connection_stages) = match a.stages.clone() {
+        Some(Stages::Rate(r)) => (Some(r), None),
+        Some(Stages::Connections(c)) => (None, Some(c)),
+        None => (a.rate.clone(), None),
+    };
+    if connection_stages.is_some() && a.connections.is_some() {
+        return Err(Usage(
+            "--stages in connections (Nc) says how many connections: -c does not apply".into(),
+        ));
+    }
     let data = a
         .data
         .as_ref()
@@ -261,7 +285,12 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         .transpose()?;
     // 10 s unless -n is given or the rate's stages say how long.
     let duration_s = match (a.duration, a.requests) {
-        (None, None) if rate.as_ref().and_then(RateShape::own_duration).is_none() => Some(10.0),
+        (None, None)
+            if rate.as_ref().and_then(RateShape::own_duration).is_none()
+                && connection_stages.is_none() =>
+        {
+            Some(10.0)
+        }
         (d, _) => d.map(|d| d.as_secs_f64()),
     };
     Ok(Spec {
@@ -273,7 +302,8 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         rate,
         arrival: a.arrival,
         max_connections: a.max_connections,
-        connections: a.connections,
+        connections: a.connections.unwrap_or(50),
+        connection_stages,
         streams: a.streams,
         http2: a.http2,
         insecure: a.insecure,
@@ -313,21 +343,37 @@ fn read_data(path: &Path, order: load::template::Order) -> Result<load::template
     })
 }
 
-/// The stages of a run whose rate changes by plan (none for a constant rate or a closed loop).
+/// The stages of a run whose load changes by plan: an open loop's rate shape or a closed
+/// loop's connection stages (none for a constant rate or a fixed closed loop).
 fn stage_plan(cfg: &Config) -> Vec<report::stages::StagePlan> {
-    let (Mode::Open { shape, .. }, Some(d)) = (&cfg.mode, cfg.duration) else {
+    let Some(secs) = cfg.duration.map(|d| d.as_secs_f64()) else {
         return Vec::new();
     };
-    let secs = d.as_secs_f64();
-    shape
-        .stages_over(secs)
-        .into_iter()
-        .map(|(start_s, end_s, planned)| report::stages::StagePlan {
-            start_s,
-            end_s,
-            planned,
-        })
-        .collect()
+    match &cfg.mode {
+        Mode::Open { shape, .. } => shape
+            .stages_over(secs)
+            .into_iter()
+            .map(|(start_s, end_s, planned)| report::stages::StagePlan {
+                start_s,
+                end_s,
+                planned: Some(planned),
+                connections: None,
+            })
+            .collect(),
+        Mode::Closed {
+            stages: Some(stages),
+        } => stages
+            .stages_over(secs)
+            .into_iter()
+            .map(|(start_s, end_s, from, to)| report::stages::StagePlan {
+                start_s,
+                end_s,
+                planned: None,
+                connections: Some([from, to]),
+            })
+            .collect(),
+        Mode::Closed { stages: None } => Vec::new(),
+    }
 }
 
 /// How a run was set up, for the report's header and the run file.
@@ -339,7 +385,7 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
             shape,
             ..
         } => (Some(*max_connections), Some(shape.to_string())),
-        Mode::Closed => (None, None),
+        Mode::Closed { .. } => (None, None),
     };
     let open = max_connections.is_some();
     RunInfo {
@@ -351,6 +397,10 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
         streams: cfg.streams,
         max_connections,
         rate,
+        connection_stages: match &cfg.mode {
+            Mode::Closed { stages } => stages.as_ref().map(|s| s.text()),
+            Mode::Open { .. } => None,
+        },
         arrival: open.then(|| format!("{:?}", spec.arrival).to_lowercase()),
         target_rate: cfg.mean_rate(),
         threads: cfg.threads,

@@ -250,6 +250,12 @@ pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
 /// checked there): what one bot will run must be something `scaletest load` would run.
 /// `PUT /api/load` and the aggregator's flags both ask here.
 pub fn check_plan(spec: &Spec, plan: Plan) -> Result<(), load::SpecError> {
+    if spec.connection_stages.is_some() {
+        // Each bot would start its stages when it joins: the fleet's sum would follow none.
+        return Err(load::SpecError::new(
+            "{connection_stages} are for `scaletest load`: bots run a fixed number of connections each",
+        ));
+    }
     match bot_spec(spec, plan, 1) {
         Some(s) => s
             .build(load::Live {
