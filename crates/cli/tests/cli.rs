@@ -495,6 +495,22 @@ fn connection_stages_keep_that_many_connections_busy() {
         out.contains("connections in stages 0s:2c,1s:2c,0s:6c,1s:6c (up to 6)"),
         "{out}"
     );
+    // -n ends the run once its requests are sent, also on a thread whose share of the stage
+    // is no connection (2 threads for a peak of 2, then 1 connection for 30 s).
+    let (before, t) = (server.hits(), Instant::now());
+    let o = SCALETEST.run(&[
+        "load",
+        &server.url("/"),
+        "--stages",
+        "0s:2c,0s:1c,30s:1c",
+        "-n",
+        "40",
+        "-t",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(server.hits() - before, 40);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     refused(
         &["load", &server.url("/"), "--stages", "1s:5c", "-c", "10"],
         "--stages in connections (Nc) says how many connections: -c does not apply",

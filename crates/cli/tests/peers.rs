@@ -17,12 +17,31 @@ const NGINX: &str = "/usr/sbin/nginx";
 /// nginx on a free loopback port, one process (killed with the test), logging each request's
 /// URI to `dir/access.log`. Returns the process and its port.
 fn nginx(dir: &Path) -> (testkit::Proc, u16) {
-    // A port the kernel just gave out and took back: free unless another test takes it first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let mut why = String::new();
+    // A port the kernel just gave out and took back is free unless something takes it before
+    // nginx binds it: then nginx exits, and another port is tried.
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut proc = start_nginx(dir, port);
+        let mut up = false;
+        wait_until("nginx listening or gone", Duration::from_secs(10), || {
+            up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+            up || proc.try_wait().unwrap().is_some()
+        });
+        // (Another listener that took the port would leave nginx's log empty: the test fails.)
+        if up && proc.try_wait().unwrap().is_none() {
+            return (proc, port);
+        }
+        why = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    }
+    panic!("nginx did not start on three ports: {why}");
+}
+
+fn start_nginx(dir: &Path, port: u16) -> testkit::Proc {
     let d = dir.display();
     let conf = format!(
         "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
@@ -43,11 +62,7 @@ fn nginx(dir: &Path) -> (testkit::Proc, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let proc = testkit::Proc(child);
-    wait_until("nginx listening", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (proc, port)
+    testkit::Proc(child)
 }
 
 /// `{{seq}}` in the URL: nginx's access log shows every request of the run, each URL once,

@@ -386,13 +386,13 @@ impl Spec {
         let mode = match shape {
             None => {
                 if connections > fd_room {
-                    let field = if ramp.is_some() {
-                        "connection_stages"
+                    let what = if ramp.is_some() {
+                        format!("{{connection_stages}} peak at {connections} connections, which")
                     } else {
-                        "connections"
+                        format!("{{connections}} {connections}")
                     };
                     return Err(SpecError::new(format!(
-                        "{{{field}}} {connections} exceeds the open-file limit ({fd_room} usable)"
+                        "{what} exceeds the open-file limit ({fd_room} usable)"
                     )));
                 }
                 Mode::Closed { stages: ramp }

@@ -142,11 +142,13 @@ struct Ctx {
     handed: Cell<u64>,
     /// Set when the run is draining or every request allowed is claimed: start no new one.
     stopping: Cell<bool>,
-    /// Closed loop: lanes of connections `0..busy` send; the others wait on `more` (a ramp's
-    /// connections not yet, or no longer, in use stay open, idle).
+    /// Closed loop: lanes of connections `0..busy` send; those of connection `k ≥ busy` wait
+    /// on `more[k]` (a ramp's connections open when first busy, and stay open, idle, when no
+    /// longer busy).
     busy: Cell<usize>,
-    /// Signalled when `busy` grows or the run stops.
-    more: Notify,
+    /// Closed loop in stages, one per connection: signalled when `busy` grows past it or the
+    /// run stops (so a step wakes only the lanes it makes busy).
+    more: Vec<Notify>,
     /// When the drain began: the open-loop schedule still sends what was due before it.
     stopped_at: Cell<Option<Instant>>,
     /// Closed loop: every send is also an intended one (there is no schedule).
@@ -212,7 +214,7 @@ impl Ctx {
     /// Start no new request (lanes waiting for their stage give up).
     fn stop(&self) {
         self.stopping.set(true);
-        self.more.notify_waiters();
+        self.more.iter().for_each(Notify::notify_waiters);
     }
 
     async fn warm(&self, lane: &mut Lane) {
@@ -244,7 +246,10 @@ pub(crate) fn main(
         handed: Cell::new(0),
         stopping: Cell::new(false),
         busy: Cell::new(if plan.ramp.is_some() { 0 } else { usize::MAX }),
-        more: Notify::new(),
+        more: match plan.ramp {
+            Some(_) => (0..plan.connections).map(|_| Notify::new()).collect(),
+            None => Vec::new(),
+        },
         stopped_at: Cell::new(None),
         closed: plan.open.is_none(),
         request_done: Notify::new(),
@@ -420,7 +425,7 @@ fn closed_loop(
     work: &mut JoinSet<()>,
     lanes: &mut JoinSet<()>,
 ) -> usize {
-    // A ramp starts from no connection: each connects when its stage reaches it.
+    // A ramp starts from no connection: each connects when its stage first makes it busy.
     let warm = c.ramp.is_none();
     let mut expected_warm = 0;
     for k in 0..c.connections {
@@ -438,10 +443,18 @@ fn closed_loop(
                 if started(&mut srx).await.is_none() {
                     return;
                 }
+                let mut connected = warm;
                 while !ctx.stopping.get() {
                     if ctx.busy.get() <= k {
-                        ctx.more.notified().await;
+                        ctx.more[k].notified().await;
                         continue;
+                    }
+                    if !connected {
+                        // As a warm-up would: the connect is not part of the first request's
+                        // latency (a failure is left for the exchange to classify).
+                        connected = true;
+                        let connecting = lane.ensure_connected(&ctx.connector, &ctx.bytes);
+                        let _ = tokio::time::timeout(ctx.timeout, connecting).await;
                     }
                     let Some(i) = ctx.shared.claim() else {
                         ctx.stop();
@@ -459,9 +472,16 @@ fn closed_loop(
                 return;
             };
             loop {
+                // Every request of `-n` claimed: lanes waiting for their stage would wait for
+                // the rest of the duration.
+                if ctx.shared.remaining() == Some(0) {
+                    ctx.stop();
+                    return;
+                }
                 let n = ramp.busy(start.elapsed());
-                if n > ctx.busy.replace(n) {
-                    ctx.more.notify_waiters();
+                let before = ctx.busy.replace(n);
+                for more in ctx.more.get(before..n).unwrap_or_default() {
+                    more.notify_waiters();
                 }
                 tokio::time::sleep(RAMP_STEP).await;
             }

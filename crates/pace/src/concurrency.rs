@@ -144,7 +144,7 @@ mod tests {
             ),
             ("30s:10c,1m:2.5c", "stage 2's connections"),
             ("10c", "stage 1 (\"10c\") needs a duration"),
-            ("30s:0c", "every stage's connections is 0"),
+            ("30s:0c", "every stage has 0 connections"),
             ("0s:5c", "the stages last 0 s"),
         ] {
             let e = bad.parse::<Concurrency>().unwrap_err().to_string();

@@ -189,9 +189,9 @@ pub(crate) enum Unit {
 
 /// `DURATION:N,...`, the one parser of stages (rates or connections). Errors name the stage.
 pub(crate) fn stage_list_of(text: &str, unit: Unit) -> Result<Vec<Stage>, String> {
-    let (what, example) = match unit {
-        Unit::Rate => ("rate", "DURATION:RATE"),
-        Unit::Connections => ("connections", "DURATION:Nc"),
+    let (nothing, example) = match unit {
+        Unit::Rate => ("every stage's rate is 0", "DURATION:RATE"),
+        Unit::Connections => ("every stage has 0 connections", "DURATION:Nc"),
     };
     let mut stages = Vec::new();
     for (i, part) in text.split(',').enumerate() {
@@ -210,7 +210,7 @@ pub(crate) fn stage_list_of(text: &str, unit: Unit) -> Result<Vec<Stage>, String
                 .ok_or_else(|| format!("stage {n}'s rate {to:?} is not a number ≥ 0"))?,
             Unit::Connections => to
                 .trim()
-                .strip_suffix('c')
+                .strip_suffix(['c', 'C'])
                 .and_then(|c| c.parse::<u32>().ok())
                 .ok_or_else(|| {
                     format!("stage {n}'s connections {to:?} are not a whole number ≥ 0 with a c")
@@ -220,7 +220,7 @@ pub(crate) fn stage_list_of(text: &str, unit: Unit) -> Result<Vec<Stage>, String
         stages.push(Stage { over, to });
     }
     if stages.iter().all(|s| s.to == 0.0) {
-        return Err(format!("every stage's {what} is 0: nothing would be sent"));
+        return Err(format!("{nothing}: nothing would be sent"));
     }
     if stages.iter().all(|s| s.over.is_zero()) {
         return Err("the stages last 0 s".into());

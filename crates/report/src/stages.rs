@@ -19,7 +19,7 @@ pub struct StagePlan {
     /// End, seconds from the run's start.
     pub end_s: f64,
     /// Open loop: sends the schedule asked for in the stage (a closed loop plans none).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned: Option<f64>,
     /// Closed loop in stages: busy connections at the stage's start and end.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -171,7 +171,7 @@ enum Stages {
 }
 
 fn parse_stages(s: &str) -> Result<Stages, String> {
-    if s.split(',').any(|p| p.trim_end().ends_with('c')) {
+    if s.split(',').any(|p| p.trim_end().ends_with(['c', 'C'])) {
         s.parse()
             .map(Stages::Connections)
             .map_err(|e| e.to_string())
