@@ -43,16 +43,8 @@ ST=${ST:-$PWD/target/release/scaletest}
 RUN=$(mktemp -d)
 PORT=18480
 . bench/nginx.sh
-nginx_conf "$RUN" "  server { listen 127.0.0.1:$PORT backlog=4096;
-    location = /status { stub_status; }
-    location / { return 200 \"hello, world\\n\"; } }" > "$RUN/nginx.conf"
-taskset -c "$SCPU" nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
-NGINX=$!
+nginx_stub "$RUN" "$PORT" "$SCPU"
 trap 'kill $NGINX 2>/dev/null; wait 2>/dev/null; rm -rf "$RUN"' EXIT
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
-for p in $NGINX $(pgrep -P "$NGINX"); do taskset -a -c -p "$SCPU" "$p" >/dev/null 2>&1; done
-# Requests nginx has answered (each read adds one: its own).
-served() { curl -s "http://127.0.0.1:$PORT/status" | awk '/^ +[0-9]+ +[0-9]+ +[0-9]+/{print $3}'; }
 
 URL=http://127.0.0.1:$PORT/
 RESULTS=$OUT/results.tsv
@@ -62,9 +54,9 @@ measure() {
   local tool=$1 rate=$2 r=$3; shift 3
   local name="$tool-$rate-r$r" before after
   sleep 1
-  before=$(served)
+  before=$(served "$PORT")
   taskset -c "$GCPU" /usr/bin/time -f '%e %U %S %M' -o "$OUT/raw/$name.time" "$@" >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err"
-  after=$(served)
+  after=$(served "$PORT")
   local wall user sys rss; read -r wall user sys rss < "$OUT/raw/$name.time"
   local n=$((after - before - 1))
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$rate" "$r" "$n" "$(echo "$user + $sys" | bc)" "$sys" "$rss" >> "$RESULTS"

@@ -24,19 +24,12 @@ ST=${ST:-$PWD/target/release/scaletest}
 RUN=$(mktemp -d)
 PORT=18481
 . bench/nginx.sh
-nginx_conf "$RUN" "  server { listen 127.0.0.1:$PORT backlog=4096;
-    location = /status { stub_status; }
-    location / { return 200 \"hello, world\\n\"; } }" > "$RUN/nginx.conf"
-taskset -c 0 nginx -p "$RUN" -c "$RUN/nginx.conf" -g 'daemon off;' >"$RUN/nginx.out" 2>&1 &
-NGINX=$!
+nginx_stub "$RUN" "$PORT" 0
 trap 'kill $NGINX 2>/dev/null; wait 2>/dev/null; rm -rf "$RUN"' EXIT
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
-for p in $NGINX $(pgrep -P "$NGINX"); do taskset -a -c -p 0 "$p" >/dev/null 2>&1; done
-served() { curl -s "http://127.0.0.1:$PORT/status" | awk '/^ +[0-9]+ +[0-9]+ +[0-9]+/{print $3}'; }
 for r in $(seq "$ROUNDS"); do
-  before=$(served)
+  before=$(served "$PORT")
   taskset -c 1 "$ST" load "http://127.0.0.1:$PORT/" --stages "$STAGES" --json "$OUT/r$r.json" > "$OUT/r$r.txt" 2>&1
-  after=$(served)
+  after=$(served "$PORT")
   python3 - "$OUT/r$r.json" "$((after - before - 1))" "$r" <<'PY' | tee -a "$OUT/summary.md"
 import json, sys
 run = json.load(open(sys.argv[1]))
