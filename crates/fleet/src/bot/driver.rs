@@ -270,6 +270,12 @@ impl<L: Link, E: Load> Driver<L, E> {
                     // again assigns it its share): it only delivers and leaves.
                     if self.stop_at.is_none() {
                         self.load.apply(&a);
+                        // Told the run is over and to exit then: from now on as stopped, with
+                        // the same grace to deliver and leave (an aggregator that ended the
+                        // run and exited before the leave came is not waited for forever).
+                        if a.finished && self.exit_when_finished {
+                            self.stopping();
+                        }
                     }
                 }
             }
@@ -331,7 +337,8 @@ impl<L: Link, E: Load> Driver<L, E> {
         false
     }
 
-    /// SIGTERM: the load winds down, and delivery has [`STOP_GRACE`] from now.
+    /// SIGTERM (or the run over, with `exit_when_finished`): the load winds down, and
+    /// delivery has [`STOP_GRACE`] from now.
     fn stopping(&mut self) {
         self.stop_at = Some(Instant::now());
         self.load.wind_down();

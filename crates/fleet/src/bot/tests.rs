@@ -47,6 +47,8 @@ struct Agg {
     /// At the bot's leave, die before saving its last `n` seconds (a new process, restarted
     /// from the save before them, answers from then on).
     die_on_leave: Option<usize>,
+    /// Where the bot follows its assignments.
+    follower: Option<mpsc::UnboundedSender<Assignment>>,
 }
 
 #[derive(Clone)]
@@ -67,6 +69,7 @@ impl Fake {
             idle_pushes: 0,
             left: false,
             die_on_leave: None,
+            follower: None,
         })))
     }
 
@@ -144,7 +147,8 @@ impl Link for Fake {
         a.up
     }
 
-    fn follow(&self, _id: u64, _tx: mpsc::UnboundedSender<Assignment>) -> JoinHandle<()> {
+    fn follow(&self, _id: u64, tx: mpsc::UnboundedSender<Assignment>) -> JoinHandle<()> {
+        self.0.borrow_mut().follower = Some(tx);
         tokio::spawn(std::future::pending())
     }
 }
@@ -208,6 +212,17 @@ async fn run_bot(
     scenario: impl std::future::Future<Output = ()>,
     stop: &Shutdown,
 ) -> Outcome {
+    run_bot_exiting(fake, outbox, scenario, stop, false).await
+}
+
+/// [`run_bot`], with `--exit-when-finished` or not.
+async fn run_bot_exiting(
+    fake: &Fake,
+    outbox: usize,
+    scenario: impl std::future::Future<Output = ()>,
+    stop: &Shutdown,
+    exit_when_finished: bool,
+) -> Outcome {
     let at = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
     let cfg = Config {
@@ -216,7 +231,7 @@ async fn run_bot(
         token: String::new(),
         name: "b".into(),
         threads: None,
-        exit_when_finished: false,
+        exit_when_finished,
         outbox,
         warn: |w| panic!("warned: {w}"),
     };
@@ -405,5 +420,41 @@ async fn a_bot_stopped_while_its_aggregator_is_down_exits_after_the_grace() {
     let took = stopped.get().unwrap().elapsed();
     assert!(took > STOP_GRACE && took < STOP_GRACE + Duration::from_secs(2));
     assert!(out.undelivered >= 2, "{out:?}");
+    assert!(!fake.0.borrow().left);
+}
+
+/// `--exit-when-finished`: told the run is over, and the aggregator gone before the bot's
+/// leave (it ended the run and exited): the bot tries for the grace, then exits; it does not
+/// wait for an aggregator that will not come back.
+#[tokio::test(start_paused = true)]
+async fn a_finished_bot_whose_aggregator_is_gone_exits_after_the_grace() {
+    let fake = Fake::new();
+    let stop = Shutdown::new();
+    let finished = std::cell::Cell::new(None);
+    let scenario = async {
+        sleep(Duration::from_millis(3500)).await;
+        let tx = fake.with(|a| {
+            a.up = false;
+            a.follower.clone().expect("the bot follows its assignments")
+        });
+        let over = Assignment {
+            generation: 2,
+            spec: None,
+            finished: true,
+        };
+        tx.send(over).unwrap();
+        finished.set(Some(Instant::now()));
+    };
+    let bot = run_bot_exiting(&fake, OUTBOX, scenario, &stop, true);
+    let out = tokio::time::timeout(Duration::from_secs(60), bot)
+        .await
+        .expect("the bot exits");
+    let took = finished.get().unwrap().elapsed();
+    assert!(
+        took > STOP_GRACE && took < STOP_GRACE + Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(!stop.is_triggered());
+    assert!(out.undelivered >= 1, "{out:?}");
     assert!(!fake.0.borrow().left);
 }
