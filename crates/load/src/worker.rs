@@ -217,9 +217,15 @@ impl Ctx {
         self.more.iter().for_each(Notify::notify_waiters);
     }
 
+    /// Connect `lane` ahead of its first request, giving up after `limit` (a failure is left
+    /// for the exchange to reproduce and classify).
+    async fn connect(&self, lane: &mut Lane, limit: Duration) {
+        let connecting = lane.ensure_connected(&self.connector, &self.bytes);
+        let _ = tokio::time::timeout(limit, connecting).await;
+    }
+
     async fn warm(&self, lane: &mut Lane) {
-        let _ = tokio::time::timeout(WARM_UP, lane.ensure_connected(&self.connector, &self.bytes))
-            .await;
+        self.connect(lane, WARM_UP).await;
         self.warmed.set(self.warmed.get() + 1);
         self.warm_done.notify_one();
     }
@@ -450,11 +456,9 @@ fn closed_loop(
                         continue;
                     }
                     if !connected {
-                        // As a warm-up would: the connect is not part of the first request's
-                        // latency (a failure is left for the exchange to classify).
+                        // As a warm-up would: not part of the first request's latency.
                         connected = true;
-                        let connecting = lane.ensure_connected(&ctx.connector, &ctx.bytes);
-                        let _ = tokio::time::timeout(ctx.timeout, connecting).await;
+                        ctx.connect(&mut lane, ctx.timeout).await;
                     }
                     let Some(i) = ctx.shared.claim() else {
                         ctx.stop();
@@ -568,13 +572,8 @@ impl Pool {
                     };
                     let sent = Instant::now();
                     if opening.get() {
-                        // The connect counts in this request's latency; a failure is left for
-                        // the exchange to reproduce and classify.
-                        let _ = tokio::time::timeout(
-                            ctx.timeout,
-                            lane.ensure_connected(&ctx.connector, &ctx.bytes),
-                        )
-                        .await;
+                        // The connect counts in this request's latency (timed from `sent`).
+                        ctx.connect(&mut lane, ctx.timeout).await;
                         if opening.replace(false) {
                             pool.opening.set(pool.opening.get() - 1);
                         }

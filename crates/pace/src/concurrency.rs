@@ -3,7 +3,7 @@
 //! to its count over its duration (a stage of 0 s is a jump); after the last, its count holds.
 //! The count at a moment is the line's value rounded to the nearest whole connection.
 
-use crate::{stage_list_of, PaceError, RateShape, Stage, Unit};
+use crate::{stage_list, stage_list_of, PaceError, RateShape, Stage, Unit};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -61,12 +61,7 @@ impl Concurrency {
 
     /// The text form (`30s:10c,2m:100c`) that parsing gives back.
     pub fn text(&self) -> String {
-        let parts: Vec<String> = self
-            .stages()
-            .iter()
-            .map(|s| format!("{}:{}c", humantime::format_duration(s.over), s.to))
-            .collect();
-        parts.join(",")
+        stage_list(self.stages(), Unit::Connections)
     }
 
     /// How long the stages last.

@@ -239,7 +239,7 @@ impl fmt::Display for RateShape {
                 level_list(levels),
                 humantime::format_duration(*every)
             ),
-            RateShape::Stages { stages } => write!(f, "stages {}", stage_list(stages)),
+            RateShape::Stages { stages } => write!(f, "stages {}", stage_list(stages, Unit::Rate)),
         }
     }
 }
@@ -249,10 +249,15 @@ fn level_list(levels: &[f64]) -> String {
     l.join(",")
 }
 
-fn stage_list(stages: &[Stage]) -> String {
+/// Stages as [`stage_list_of`] reads them: `30s:1000,…` or, of connections, `30s:10c,…`.
+pub(crate) fn stage_list(stages: &[Stage], unit: Unit) -> String {
+    let suffix = match unit {
+        Unit::Rate => "",
+        Unit::Connections => "c",
+    };
     let l: Vec<String> = stages
         .iter()
-        .map(|s| format!("{}:{}", humantime::format_duration(s.over), s.to))
+        .map(|s| format!("{}:{}{suffix}", humantime::format_duration(s.over), s.to))
         .collect();
     l.join(",")
 }
@@ -268,7 +273,7 @@ impl RateShape {
                 level_list(levels),
                 humantime::format_duration(*every)
             ),
-            RateShape::Stages { stages } => format!("stages:{}", stage_list(stages)),
+            RateShape::Stages { stages } => format!("stages:{}", stage_list(stages, Unit::Rate)),
         }
     }
 
