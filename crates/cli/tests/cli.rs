@@ -65,8 +65,8 @@ fn bad_input_gets_one_line_and_exit_code_2() {
             "cannot be used with",
         ),
         (
-            &["aggregate", "http://127.0.0.1:1/", "--stages", "1s:10"],
-            "splits a constant total rate",
+            &["aggregate", "http://127.0.0.1:1/", "--rate", "ramp:1..2"],
+            "--rate ramp:1..2: a ramp needs --run-for (or -d) to ramp over; or give stages",
         ),
         (
             &["aggregate", "http://127.0.0.1:1/", "--stages", "1s:10c"],

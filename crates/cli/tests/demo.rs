@@ -205,6 +205,57 @@ fn a_short_headless_demo_runs_every_phase_fails_no_request_and_leaves_no_child()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A phase whose rate is a schedule: the aggregator walks it as one schedule for the two
+/// bots (each second offered its count, sent within 1 % over the stages), its last rate holds
+/// until the next phase changes the load, and no request fails.
+#[test]
+fn a_phase_in_stages_runs_them_over_the_fleet() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("demo-stages");
+    let scenario = dir.join("stages.toml");
+    let toml = "name = \"stages\"\n\
+        [[phase]]\nname = \"ramp\"\nduration = \"8s\"\nrate = \"stages:2s:300,2s:300\"\nbots = 2\n\
+        [[phase]]\nname = \"after\"\nduration = \"2s\"\nrate = 100\n";
+    std::fs::write(&scenario, toml).unwrap();
+    let text = headless_demo(&["--threshold", "failed==0"], &scenario, &dir);
+    assert!(
+        text.contains("ran: servers 1, bots 2, load stages 2s:300,2s:300 (req/s)"),
+        "{text}"
+    );
+    let run = std::fs::canonicalize(dir.join("latest")).unwrap();
+    let r = report::RunFile::read(&run.join("results/results.json")).unwrap();
+    assert_eq!(r.total.failed(), 0);
+    let events = event_texts(&r);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("2s:300,2s:300,1day:300 starts at second")),
+        "{events:?}"
+    );
+    // The schedule's seconds: offered 75, 225, 300, 300 (0→300/s over 2 s, then 300/s).
+    let f = r.fleet.as_ref().unwrap();
+    let first = f
+        .seconds
+        .iter()
+        .position(|s| s.offered == 75.0)
+        .expect("the ramp's first second");
+    let offered: Vec<f64> = f.seconds[first..first + 4]
+        .iter()
+        .map(|s| s.offered)
+        .collect();
+    assert_eq!(offered, [75.0, 225.0, 300.0, 300.0]);
+    let sent: u64 = r.intervals[first..first + 4].iter().map(|s| s.sent).sum();
+    assert!((sent as f64 - 900.0).abs() <= 9.0, "sent {sent} of 900");
+    // After the stages, their last rate holds until the next phase.
+    assert!(
+        f.seconds[first + 4].offered == 300.0,
+        "{:?}",
+        f.seconds[first + 4]
+    );
+    assert!(children_of(&dir).is_empty(), "{:?}", children_of(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A headless demo of `scenario` (TOML) in a new directory `name`: the directory, the output,
 /// and the texts of the run's events.
 fn search_demo(name: &str, scenario: &str) -> (std::path::PathBuf, String, Vec<String>) {

@@ -112,6 +112,10 @@ pub fn slice(run: &RunFile, start: f64, end: f64, load: Option<Load>) -> RunFile
             out.info.mode = "open".into();
             out.info.rate = Some(format!("{r}/s in total"));
         }
+        Some(Load::Schedule(s)) => {
+            out.info.mode = "open".into();
+            out.info.rate = Some(format!("{s} in total"));
+        }
         Some(Load::Connections(c)) => {
             out.info.mode = "closed".into();
             out.info.rate = None;
@@ -131,7 +135,7 @@ pub fn evaluate(
     load: Option<Load>,
     checks: &[Threshold],
 ) -> PhaseResult {
-    let mut part = slice(run, start, end, load);
+    let mut part = slice(run, start, end, load.clone());
     let failed = part.total.failed();
     let resets = resets(&part.total);
     let p99_ms = part.total.quantile_ms(0.99);

@@ -301,7 +301,10 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<Outcome, DemoError> {
         next_server: 0,
         next_bot: 0,
         version: "v1".into(),
-        load: first.load.expect("the first phase has a load (checked)"),
+        load: first
+            .load
+            .clone()
+            .expect("the first phase has a load (checked)"),
         phase: "start".into(),
         spent: Vec::new(),
     };
@@ -478,7 +481,7 @@ impl Demo<'_> {
             "scenario {}, phase {}\nload: {}\nbalancer: {}\nservers: {}\n",
             self.cfg.scenario.name,
             self.phase,
-            describe(self.load),
+            describe(&self.load),
             self.cfg.balancer.name(),
             self.servers.len()
         );
@@ -547,7 +550,7 @@ impl Demo<'_> {
             .iter()
             .map(|s| PhaseResult {
                 ran: s.ran.clone(),
-                ..phases::evaluate(&run, &s.name, s.start, s.end, s.load, &s.checks)
+                ..phases::evaluate(&run, &s.name, s.start, s.end, s.load.clone(), &s.checks)
             })
             .collect();
         let sustained = phases::sustained(&phases, self.cfg.scenario.sustain_p99_ms)
@@ -606,9 +609,10 @@ fn clock() -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn describe(l: Load) -> String {
+fn describe(l: &Load) -> String {
     match l {
         Load::Rate(r) => format!("{r} req/s"),
+        Load::Schedule(s) => format!("{s} (req/s)"),
         Load::Connections(c) => format!("{c} connections"),
     }
 }

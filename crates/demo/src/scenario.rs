@@ -6,7 +6,9 @@
 //! [[phase]]
 //! name = "warm-up"
 //! duration = "10s"          # or a number of seconds
-//! rate = 1000               # total req/s over the bots (or `connections`: a closed loop)
+//! rate = 1000               # total req/s over the bots (or `connections`: a closed loop),
+//!                           # or a schedule: "stages:10s:1000,20s:5000" (one for the fleet,
+//!                           # starting 2–3 s into the phase; its last rate holds after it)
 //! servers = 1               # replicas wanted by the end of the phase (unset: unchanged)
 //! bots = 1
 //! rollout = "v2"            # replace every server not on this version, one at a time
@@ -57,10 +59,14 @@ pub struct Search {
 }
 
 /// What the load is in a phase.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Load {
     /// Open loop, total requests/s over all bots.
     Rate(f64),
+    /// Open loop, a total rate in stages or steps (a ramp: as stages over the phase): one
+    /// schedule for the fleet, which the aggregator starts on a whole second 2–3 s after it
+    /// is set; after it, its last rate holds until a phase changes the load.
+    Schedule(pace::RateShape),
     /// Closed loop, connections in total (split over the bots, rounded up).
     Connections(u64),
 }
@@ -118,6 +124,14 @@ struct RawSearch {
     duration: RawDuration,
 }
 
+/// A phase's rate: a number, or `--rate`'s text (`stages:…`, `steps:…`, `ramp:…`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRate {
+    Number(f64),
+    Text(String),
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawDuration {
@@ -147,13 +161,59 @@ impl RawDuration {
 struct RawPhase {
     name: Option<String>,
     duration: RawDuration,
-    rate: Option<f64>,
+    rate: Option<RawRate>,
     connections: Option<u64>,
     servers: Option<u32>,
     bots: Option<u32>,
     rollout: Option<String>,
     #[serde(default)]
     checks: Checks,
+}
+
+/// A phase's open-loop load: a rate in (0, [`MAX_RATE`]], or a schedule peaking there (a ramp
+/// walks the phase's `duration`).
+fn load_of(r: RawRate, duration: Duration) -> Result<Load, String> {
+    let shape = match r {
+        RawRate::Number(rate) => pace::RateShape::Constant { rate },
+        RawRate::Text(t) => t.parse::<pace::RateShape>().map_err(|e| e.to_string())?,
+    };
+    let shape = shape
+        .without_ramp(Some(duration))
+        .expect("a ramp is given the phase's duration");
+    match shape {
+        pace::RateShape::Constant { rate }
+            if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE =>
+        {
+            Ok(Load::Rate(rate))
+        }
+        pace::RateShape::Constant { rate } => Err(format!("{rate} is not in (0, {MAX_RATE}]")),
+        s if s.peak() > MAX_RATE => Err(format!("{} peaks above {MAX_RATE}", s.text())),
+        s => Ok(Load::Schedule(s)),
+    }
+}
+
+impl Load {
+    /// What the aggregator is given for an open loop (`--rate`, `PUT /api/load`'s `rate`): a
+    /// schedule gets a last stage holding its last rate for as long as a phase may last, so
+    /// the load stays until a phase changes it, as a constant rate's does.
+    pub fn rate_text(&self) -> Option<String> {
+        match self {
+            Load::Rate(r) => Some(r.to_string()),
+            Load::Schedule(pace::RateShape::Stages { stages }) => {
+                let mut stages = stages.clone();
+                let last = stages.last().map_or(0.0, |s| s.to);
+                if last > 0.0 {
+                    stages.push(pace::Stage {
+                        over: MAX_PHASE,
+                        to: last,
+                    });
+                }
+                Some(pace::RateShape::Stages { stages }.text())
+            }
+            Load::Schedule(s) => Some(s.text()),
+            Load::Connections(_) => None,
+        }
+    }
 }
 
 /// A threshold made from a checked number: it always parses.
@@ -205,10 +265,7 @@ impl Scenario {
                 (Some(_), Some(_)) => {
                     return Err(at("rate", "give rate or connections, not both".into()))
                 }
-                (Some(r), None) if r.is_finite() && r > 0.0 && r <= MAX_RATE => Some(Load::Rate(r)),
-                (Some(r), None) => {
-                    return Err(at("rate", format!("{r} is not in (0, {MAX_RATE}]")))
-                }
+                (Some(r), None) => Some(load_of(r, duration).map_err(|why| at("rate", why))?),
                 (None, Some(c)) if (1..=100_000).contains(&c) => Some(Load::Connections(c)),
                 (None, Some(c)) => {
                     return Err(at("connections", format!("{c} is not in 1..=100000")))
@@ -264,7 +321,7 @@ impl Scenario {
                 let at = |field: &str, why: String| {
                     ScenarioError(format!("{origin}: search: {field}: {why}"))
                 };
-                let last = phases.iter().rev().find_map(|p| p.load);
+                let last = phases.iter().rev().find_map(|p| p.load.clone());
                 let Some(Load::Rate(last)) = last else {
                     return Err(at(
                         "rate",
@@ -522,6 +579,34 @@ mod tests {
         assert!(e.0.contains("rollout:"), "{e}");
         let e = Scenario::parse("[[phase]]\nduration = 5\n", "s").unwrap_err();
         assert!(e.0.contains("needs a rate"), "{e}");
+    }
+
+    #[test]
+    fn a_rate_is_a_number_or_a_schedule_for_the_fleet() {
+        let load = |rate: &str| {
+            Scenario::parse(&format!("[[phase]]\nduration = 10\nrate = {rate}\n"), "s")
+                .map(|s| s.phases[0].load.clone().unwrap())
+                .map_err(|e| e.0)
+        };
+        assert_eq!(load("1000"), Ok(Load::Rate(1000.0)));
+        assert_eq!(load("\"1000\""), Ok(Load::Rate(1000.0)));
+        let s = load("\"stages:2s:200,2s:200\"").unwrap();
+        // Its last rate holds after it, for as long as a phase may last.
+        assert_eq!(
+            s.rate_text().as_deref(),
+            Some("stages:2s:200,2s:200,1day:200")
+        );
+        let ramp = load("\"ramp:100..300\"").unwrap();
+        assert_eq!(
+            ramp,
+            Load::Schedule("stages:0s:100,10s:300".parse().unwrap()),
+            "a ramp walks the phase"
+        );
+        let e = load("\"stages:2s\"").unwrap_err();
+        assert!(e.contains("phase 1 (phase 1): rate: invalid rate"), "{e}");
+        let e = load("\"stages:1s:9000000\"").unwrap_err();
+        assert!(e.contains("peaks above 5000000"), "{e}");
+        assert!(load("0").unwrap_err().contains("0 is not in (0, 5000000]"));
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct Config {
     pub spec: Spec,
     /// How it is split at the start.
     pub plan: Plan,
-    /// End the run after this long.
+    /// End the run after this long (`None`: when told, or when a schedule's stages end).
     pub run_for: Option<Duration>,
     /// Windows and limits.
     pub state: state::Config,
@@ -159,7 +159,7 @@ pub fn start(cfg: Config) -> Result<Running, AggError> {
             random_hex()[..12].to_string(),
             now,
             cfg.spec.clone(),
-            cfg.plan,
+            cfg.plan.clone(),
         ),
     };
     store.save(&[], &state.saved())?;
@@ -280,6 +280,11 @@ async fn serve(
             _ = sleep_until_opt(deadline) => break,
         }
         tick(&sh, &mut store);
+        // Stages and no --run-for: the run lasts as long as the stages, as `load`'s does.
+        let schedule_end = sh.state.lock().expect("state lock").schedule_end();
+        if cfg.run_for.is_none() && schedule_end.is_some_and(|end| now_unix() >= end) {
+            break;
+        }
         if cfg.abort_on_fail {
             let mut st = sh.state.lock().expect("state lock");
             let total = st.total();
@@ -310,7 +315,7 @@ async fn serve(
         let closed = st.close_all();
         let saved = st.saved();
         let mut err = store.save(&closed, &saved).err().map(|e| e.to_string());
-        let mut run = st.results(now, run_info(&st.spec, st.ran));
+        let mut run = st.results(now, run_info(&st.spec, &st.ran));
         run.verdicts = report::threshold::judge(&cfg.thresholds, &run.total, run.elapsed_s);
         let results = store.dir().join("results.json");
         if let Err(e) = report::write_json_atomic(&run, &results) {
@@ -334,7 +339,7 @@ async fn serve(
 }
 
 /// How the run was set up, for the report header.
-fn run_info(spec: &Spec, plan: Plan) -> RunInfo {
+fn run_info(spec: &Spec, plan: &Plan) -> RunInfo {
     RunInfo {
         url: spec.display_url(),
         targets: spec.targets.len().max(1),
@@ -349,6 +354,7 @@ fn run_info(spec: &Spec, plan: Plan) -> RunInfo {
         streams: spec.streams as usize,
         rate: match plan {
             Plan::Total { rate } => Some(format!("{rate}/s in total")),
+            Plan::Shaped { shape, .. } => Some(format!("{shape} in total")),
             Plan::PerBot { rate } => Some(format!("{rate}/s per bot")),
             _ => None,
         },

@@ -97,7 +97,7 @@ pub struct Ack {
 }
 
 /// `GET /api/bots/{id}/assignment?after=G`: what the bot should run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     /// Changes with every new assignment.
     pub generation: u64,
@@ -106,6 +106,10 @@ pub struct Assignment {
     /// The run is over: idle (and exit, when the bot was asked to).
     #[serde(default)]
     pub finished: bool,
+    /// The Unix second at which the spec's rate shape starts (a fleet's schedule: the bot
+    /// joins it where it is); `None`: a constant rate, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_start_unix: Option<f64>,
 }
 
 /// Most keys in a snapshot's maps (statuses, error classes, versions).

@@ -152,6 +152,74 @@ fn three_bots_count_exactly_what_the_server_answered() {
     std::fs::remove_dir_all(out).unwrap();
 }
 
+/// A total rate in stages over 3 bots: one schedule for the fleet, started on a whole second
+/// after the first bot is live; each stage's sends (cut from the merged seconds) are the
+/// schedule's count within 1 %, the server answered every one, and the run ends with the
+/// stages.
+#[test]
+fn stages_split_over_three_bots_keep_each_stage() {
+    let srv = server("v1");
+    let out = tmpdir("stages");
+    let shape: pace::RateShape = "stages:2s:300,2s:300,2s:900".parse().unwrap();
+    let a = aggregator(
+        &out,
+        &format!("http://{}/", srv.addr),
+        Plan::Shaped {
+            shape,
+            start_unix: None,
+        },
+        None,
+    );
+    let before = served(srv.addr);
+    let bots: Vec<Bot> = (0..3)
+        .map(|i| start_bot(a.addr, &format!("b{i}")))
+        .collect();
+    // No --run-for: the run ends when the stages do.
+    let outcome = a.wait();
+    for b in bots {
+        b.thread.join().unwrap();
+    }
+    let run = outcome.run;
+    let rows: Vec<(Option<f64>, u64)> = run
+        .stages
+        .iter()
+        .map(|r| (r.plan.planned, r.sent))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for ((planned, sent), want) in rows.iter().zip([300.0, 600.0, 1200.0]) {
+        assert_eq!(*planned, Some(want));
+        assert!(
+            (*sent as f64 - want).abs() <= 0.01 * want,
+            "stage of {want}: sent {sent} ({rows:?})"
+        );
+    }
+    // Each bot's first send is due on the schedule's first instant, a second's bound: one
+    // whose cut of the second before ran late counts it there. Nothing else is outside.
+    let in_stages: u64 = rows.iter().map(|r| r.1).sum();
+    assert!(
+        run.total.sent >= in_stages && run.total.sent - in_stages <= 3,
+        "{} sent, {in_stages} in the stages",
+        run.total.sent
+    );
+    assert_eq!(run.total.failed(), 0);
+    // The scrape above and the one now are answered too.
+    assert_eq!(
+        run.total.responses,
+        served(srv.addr) - before - 1,
+        "aggregator vs server"
+    );
+    let fleet = run.fleet.as_ref().unwrap();
+    assert!(
+        fleet
+            .events
+            .iter()
+            .any(|e| e.text.contains("2s:300,2s:300,2s:900 starts at second")),
+        "{:?}",
+        fleet.events
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}
+
 /// `aggregate --threshold`: judged on the merged histograms at the end, into results.json;
 /// the count a threshold measures is the bots' own counts added up.
 #[test]

@@ -99,29 +99,41 @@ pub struct Live {
     /// Cut intervals at wall-clock second boundaries (the first interval is then partial), so
     /// that intervals of many processes line up; [`Progress::wall_second`] names each.
     pub wall_clock_ticks: bool,
-    /// Open loop: a handle through which the total rate can be changed during the run.
+    /// Open loop: a handle through which the rate can be changed during the run.
     pub rate: Option<RateControl>,
-    /// Run until [`Shutdown`] says stop, with neither a duration nor a request count.
+    /// Run until [`Shutdown`] says stop, with neither a duration nor a request count (stages
+    /// still end the schedule where they end: a fleet's schedule is the aggregator's).
     pub until_stopped: bool,
+    /// Open loop: the Unix time at which the rate shape starts (a fleet's schedule, shared by
+    /// bots that join it at different times): the run joins the shape where it is when the
+    /// run starts, and sends nothing that was due before. `None`: the shape starts with the run.
+    pub shape_start_unix: Option<f64>,
 }
 
-/// Changes an open-loop run's total rate while it runs: from the moment of the change the
-/// schedule continues at the new rate (a constant), without touching requests in flight.
+/// Changes an open-loop run's rate while it runs: from the moment of a change the schedule
+/// continues at `factor ×` the spec's rate shape (a bot's share of the fleet's schedule when
+/// the set of bots changes), without touching requests in flight.
 #[derive(Clone)]
 pub struct RateControl(Arc<watch::Sender<f64>>);
 
-impl RateControl {
-    /// A control whose rate starts at `rate` (requests/s over all workers).
-    pub fn new(rate: f64) -> Self {
-        RateControl(Arc::new(watch::channel(rate).0))
+impl Default for RateControl {
+    fn default() -> Self {
+        RateControl::new()
     }
-    /// Set a new total rate (> 0).
-    pub fn set(&self, rate: f64) {
-        if rate.is_finite() && rate > 0.0 {
-            self.0.send_replace(rate);
+}
+
+impl RateControl {
+    /// A control at factor 1: the spec's own rate.
+    pub fn new() -> Self {
+        RateControl(Arc::new(watch::channel(1.0).0))
+    }
+    /// From now on, `factor ×` the spec's rate (> 0).
+    pub fn set(&self, factor: f64) {
+        if factor.is_finite() && factor > 0.0 {
+            self.0.send_replace(factor);
         }
     }
-    /// The rate asked for now.
+    /// The factor asked for now.
     pub fn get(&self) -> f64 {
         *self.0.borrow()
     }
@@ -243,6 +255,8 @@ pub enum LoadError {
 pub(crate) struct Start {
     pub start: Instant,
     pub epoch: Instant,
+    /// Where in the rate shape the run starts, seconds ([`Live::shape_start_unix`]).
+    pub join: Option<f64>,
 }
 
 /// Longest wait for in-flight requests after the duration ends.
@@ -319,7 +333,11 @@ pub async fn run(
     let handles = spawn_workers(&cfg, threads, tx, start_rx, stop_rx)?;
     wait_ready(&mut rx, threads).await?;
     let clock = Clock::start(cfg.live.wall_clock_ticks);
-    let _ = start_tx.send(Some(clock.start));
+    let join = cfg.live.shape_start_unix.map(|s| clock.started_unix - s);
+    let _ = start_tx.send(Some(Start {
+        join,
+        ..clock.start
+    }));
     let deadline = cfg.duration.map(|d| clock.start.start + d);
 
     let mut c = Collector::new(threads, clock.first_wall_second);
@@ -432,7 +450,11 @@ impl Clock {
             start
         };
         Clock {
-            start: Start { start, epoch },
+            start: Start {
+                start,
+                epoch,
+                join: None,
+            },
             first_wall_second: now_unix.as_secs(),
             started_unix: now_unix.as_secs_f64(),
         }

@@ -364,12 +364,16 @@ impl Spec {
         }
         let timeout = seconds("timeout_s", self.timeout_s)?;
         let shape = self.rate.clone();
-        // Stages last as long as they say unless the spec's duration says otherwise.
+        // Stages last as long as they say unless the spec's duration says otherwise (or the
+        // run lasts until stopped: a bot's stages are the fleet's, started before it was).
         let duration = self
             .duration_s
             .map(|d| seconds("duration_s", d))
             .transpose()?
-            .or(shape.as_ref().and_then(RateShape::own_duration))
+            .or(shape
+                .as_ref()
+                .and_then(RateShape::own_duration)
+                .filter(|_| !live.until_stopped))
             .or(ramp.as_ref().map(Concurrency::duration));
         if self.requests == Some(0) {
             return Err(SpecError::new("{requests} must be ≥ 1"));
@@ -542,9 +546,10 @@ mod tests {
         let s: Spec =
             serde_json::from_str(r#"{"url":"http://127.0.0.1:9/","rate":"100"}"#).unwrap();
         let live = Live {
-            rate: Some(crate::RateControl::new(100.0)),
+            rate: Some(crate::RateControl::new()),
             wall_clock_ticks: true,
             until_stopped: true,
+            shape_start_unix: None,
         };
         assert!(s.build(live.clone()).is_ok());
         let closed = Spec { rate: None, ..s };

@@ -71,7 +71,7 @@ pub(crate) struct Plan {
     /// Closed loop in stages.
     ramp: Option<Ramp>,
     /// Open loop: live changes of the total rate, and this worker's share of it.
-    rate: Option<(watch::Receiver<f64>, f64)>,
+    rate: Option<watch::Receiver<f64>>,
 }
 
 impl Plan {
@@ -117,7 +117,7 @@ impl Plan {
             timeout: cfg.timeout,
             drain: cfg.timeout.min(crate::DRAIN_MAX),
             rate: match (&open, &cfg.live.rate) {
-                (Some(_), Some(control)) => Some((control.subscribe(), 1.0 / threads as f64)),
+                (Some(_), Some(control)) => Some(control.subscribe()),
                 _ => None,
             },
             open,
@@ -318,9 +318,12 @@ async fn drive(
             let mut srx = start_rx.clone();
             let rate = plan.rate;
             work.spawn_local(async move {
-                let Some(Start { start, .. }) = started(&mut srx).await else {
+                let Some(Start { start, join, .. }) = started(&mut srx).await else {
                     return;
                 };
+                if let (Some(at), Some(p)) = (join, schedule.borrow_mut().as_mut()) {
+                    p.join_at(at);
+                }
                 let d = Dispatch {
                     start,
                     cap,
@@ -339,7 +342,7 @@ async fn drive(
     // once the start is given, lanes may record before this task runs again.
     ctx.rec.borrow_mut().take(0.0);
     let _ = tx.send(Msg::Ready);
-    let Some(Start { start, epoch }) = started(&mut start_rx).await else {
+    let Some(Start { start, epoch, .. }) = started(&mut start_rx).await else {
         return;
     };
 
@@ -608,7 +611,7 @@ async fn dispatch(
     pool: &Rc<Pool>,
     schedule: &RefCell<Option<Pacer>>,
     d: Dispatch,
-    mut rate: Option<(watch::Receiver<f64>, f64)>,
+    mut rate: Option<watch::Receiver<f64>>,
 ) {
     let Dispatch {
         start,
@@ -633,25 +636,27 @@ async fn dispatch(
             break;
         };
         ctx.holding.set(true);
-        // A live rate change restarts the schedule from now at the new rate; the send just
-        // taken from the old schedule is replaced by the new schedule's first. Only a long
-        // gap is worth watching for a change during the wait; a short one checks after it.
+        // A live rate change rescales the schedule from now; the send just taken from the
+        // old schedule is replaced by the new schedule's first. Only a long gap is worth
+        // watching for a change during the wait; a short one checks after it.
+        // (`changed()` marks the value seen: a change it reported is kept in `told`.)
+        let mut told = false;
         loop {
-            if let Some((rx, share)) = rate.as_mut() {
-                if rx.has_changed().unwrap_or(false) {
-                    let total = *rx.borrow_and_update();
+            if let Some(rx) = rate.as_mut() {
+                if std::mem::take(&mut told) || rx.has_changed().unwrap_or(false) {
+                    let factor = *rx.borrow_and_update();
                     if let Some(p) = schedule.borrow_mut().as_mut() {
-                        p.restart_at(start.elapsed(), total * *share);
+                        p.rescale_at(start.elapsed(), factor);
                         offset = p.next().unwrap_or(offset);
                     }
                 }
             }
             let at = start + offset;
             match rate.as_mut() {
-                Some((rx, _)) if at.saturating_duration_since(Instant::now()) > WATCH_GAP => {
+                Some(rx) if at.saturating_duration_since(Instant::now()) > WATCH_GAP => {
                     tokio::select! {
                         _ = timer.sleep_until(at) => break,
-                        r = rx.changed() => if r.is_err() { rate = None },
+                        r = rx.changed() => match r { Ok(()) => told = true, Err(_) => rate = None },
                     }
                 }
                 _ => {

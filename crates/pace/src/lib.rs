@@ -25,10 +25,10 @@
 //! ```
 
 mod concurrency;
+mod pacer;
 pub use concurrency::Concurrency;
+pub use pacer::Pacer;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -303,6 +303,58 @@ impl RateShape {
         }
     }
 
+    /// The factor `f` with `self == other.scaled(f)` (the same shape with every rate
+    /// multiplied), if there is one: a bot's new share of the same fleet schedule.
+    pub fn ratio_to(&self, other: &RateShape) -> Option<f64> {
+        let (a, b) = (self.levels(), other.levels());
+        if a.len() != b.len() || self.scaled(0.0) != other.scaled(0.0) {
+            return None;
+        }
+        let f = a
+            .iter()
+            .zip(&b)
+            .find(|(_, y)| **y > 0.0)
+            .map(|(x, y)| x / y)?;
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-12);
+        (f > 0.0 && a.iter().zip(&b).all(|(x, y)| close(*x, y * f))).then_some(f)
+    }
+
+    /// Every rate the shape names, in order.
+    fn levels(&self) -> Vec<f64> {
+        match self {
+            RateShape::Constant { rate } => vec![*rate],
+            RateShape::Ramp { from, to } => vec![*from, *to],
+            RateShape::Steps { levels, .. } => levels.clone(),
+            RateShape::Stages { stages } => stages.iter().map(|s| s.to).collect(),
+        }
+    }
+
+    /// The highest rate the shape reaches.
+    pub fn peak(&self) -> f64 {
+        self.levels().into_iter().fold(0.0, f64::max)
+    }
+
+    /// The same schedule in a form that needs no run duration: a ramp over `total` becomes
+    /// its two stages (a jump to its start, the line to its end); `None` for a ramp without
+    /// one. A fleet's schedule is walked by bots that do not know the run's length.
+    pub fn without_ramp(&self, total: Option<Duration>) -> Option<RateShape> {
+        match self {
+            RateShape::Ramp { from, to } => Some(RateShape::Stages {
+                stages: vec![
+                    Stage {
+                        over: Duration::ZERO,
+                        to: *from,
+                    },
+                    Stage {
+                        over: total?,
+                        to: *to,
+                    },
+                ],
+            }),
+            other => Some(other.clone()),
+        }
+    }
+
     /// How long the shape itself lasts, if it says: the stages' total.
     pub fn own_duration(&self) -> Option<Duration> {
         match self {
@@ -407,7 +459,7 @@ impl RateShape {
     /// Inverse of the cumulative count: the time (seconds) at which `n` sends are due, or
     /// infinity when the schedule ends at rate 0 before that. `total` is the run's duration
     /// in seconds (used by ramps). Past the shape's end its final rate holds.
-    fn time_of_count(&self, n: f64, total: f64) -> f64 {
+    pub(crate) fn time_of_count(&self, n: f64, total: f64) -> f64 {
         let mut left = n;
         let inside = self.walk(total, |start, secs, from, to| {
             let in_seg = (from + to) / 2.0 * secs;
@@ -460,105 +512,6 @@ impl FromStr for Arrival {
     }
 }
 
-/// The open-loop schedule: yields intended send times, as offsets from the run's start.
-#[derive(Debug, Clone)]
-pub struct Pacer {
-    shape: RateShape,
-    arrival: Arrival,
-    /// End of the schedule in seconds; `None` runs until the caller stops asking.
-    end: Option<f64>,
-    /// Used by ramps as the time to ramp over.
-    total: f64,
-    /// Cumulative count position: k for uniform, Σ Eᵢ for Poisson.
-    position: f64,
-    /// Where the current shape starts, in seconds from the run's start (moved by a restart).
-    origin: f64,
-    rng: SmallRng,
-}
-
-impl Pacer {
-    /// A schedule for `shape` over `duration` (None: unbounded, not allowed for ramps; for
-    /// stages, as long as they last).
-    /// `seed` makes Poisson arrivals reproducible; each worker should get its own.
-    pub fn new(
-        shape: RateShape,
-        arrival: Arrival,
-        duration: Option<Duration>,
-        seed: u64,
-    ) -> Result<Self, PaceError> {
-        if matches!(shape, RateShape::Ramp { .. }) && duration.is_none() {
-            return Err(PaceError::RampWithoutDuration);
-        }
-        // Stages last as long as they say unless the run's duration says otherwise.
-        let end = duration.or(shape.own_duration()).map(|d| d.as_secs_f64());
-        let mut p = Pacer {
-            shape,
-            arrival,
-            end,
-            total: end.unwrap_or(f64::INFINITY),
-            position: 0.0,
-            origin: 0.0,
-            rng: SmallRng::seed_from_u64(seed),
-        };
-        if arrival == Arrival::Poisson {
-            p.position = p.exp1();
-        }
-        Ok(p)
-    }
-
-    fn exp1(&mut self) -> f64 {
-        // 1 - U is in (0, 1], so the log is finite.
-        let u: f64 = self.rng.gen();
-        -(1.0 - u).ln()
-    }
-
-    /// The scheduled rate (requests/s) at `offset` into the run.
-    pub fn rate_at(&self, offset: Duration) -> f64 {
-        if offset.as_secs_f64() < self.origin {
-            return 0.0;
-        }
-        self.shape
-            .rate_at(offset.as_secs_f64() - self.origin, self.total)
-    }
-
-    /// From `at` (an offset from the run's start) on, send at a constant `rate` instead: the
-    /// schedule restarts there (a live rate change). A rate ≤ 0 is ignored.
-    pub fn restart_at(&mut self, at: Duration, rate: f64) {
-        if !(rate.is_finite() && rate > 0.0) {
-            return;
-        }
-        self.origin = at.as_secs_f64();
-        self.shape = RateShape::Constant { rate };
-        self.position = match self.arrival {
-            Arrival::Uniform => 0.0,
-            Arrival::Poisson => self.exp1(),
-        };
-    }
-}
-
-/// Intended send times, as offsets from the start of the run, in order.
-impl Iterator for Pacer {
-    type Item = Duration;
-
-    /// The intended time of the next send, or `None` once the schedule has passed its end.
-    fn next(&mut self) -> Option<Duration> {
-        let t = self.origin + self.shape.time_of_count(self.position, self.total);
-        if t.is_infinite() {
-            return None; // the schedule ended at rate 0
-        }
-        if let Some(end) = self.end {
-            if t >= end {
-                return None;
-            }
-        }
-        self.position += match self.arrival {
-            Arrival::Uniform => 1.0,
-            Arrival::Poisson => self.exp1(),
-        };
-        Some(Duration::from_secs_f64(t))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_continues_from_that_moment_at_the_new_rate() {
+    fn a_rescale_continues_from_that_moment_at_the_new_rate() {
         let mut p = Pacer::new(
             "10".parse().unwrap(),
             Arrival::Uniform,
@@ -587,7 +540,7 @@ mod tests {
         .unwrap();
         let first: Vec<f64> = (0..10).map(|_| p.next().unwrap().as_secs_f64()).collect();
         assert!((first[9] - 0.9).abs() < 1e-9);
-        p.restart_at(Duration::from_secs(2), 100.0);
+        p.rescale_at(Duration::from_secs(2), 10.0);
         assert_eq!(p.rate_at(Duration::from_secs(3)), 100.0);
         let rest: Vec<f64> = std::iter::from_fn(|| p.next())
             .map(|d| d.as_secs_f64())

@@ -413,7 +413,7 @@ pub(crate) fn run_facts(run: &RunFile) -> Vec<(&'static str, String)> {
     let fleet_load = run
         .fleet
         .as_ref()
-        .and_then(|f| f.load_text().map(|l| format!("{l}, {}", f.bots_text())));
+        .and_then(|f| (run.fleet_load_text()).map(|l| format!("{l}, {}", f.bots_text())));
     let load = if let Some(l) = fleet_load {
         l
     } else if i.mode == "open" {

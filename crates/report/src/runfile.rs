@@ -419,6 +419,15 @@ impl Kind {
 }
 
 impl RunFile {
+    /// An aggregator's offered load in words: the schedule it walked when it ran in stages
+    /// (its per-second steps would be a list of every second), else [`Fleet::load_text`].
+    pub fn fleet_load_text(&self) -> Option<String> {
+        match (&self.info.rate, &self.fleet) {
+            (Some(rate), Some(_)) if !self.stages.is_empty() => Some(rate.clone()),
+            (_, f) => f.as_ref()?.load_text(),
+        }
+    }
+
     /// Parse a run file, checking its version first so that the error names the real problem;
     /// a number over [`MAX_COUNT`] is refused.
     pub fn from_json(name: &str, text: &str) -> Result<RunFile, RunFileError> {

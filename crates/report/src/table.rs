@@ -124,7 +124,7 @@ fn header(run: &RunFile) -> String {
             "Aggregated {loop_} load test @ {}: {}, {}, {}",
             i.url,
             f.bots_text(),
-            f.load_text()
+            run.fleet_load_text()
                 .unwrap_or_else(|| format!("{} connections per bot", i.connections)),
             proto(i)
         );

@@ -21,7 +21,7 @@ const GRAPH: &[(&str, &[&str])] = &[
     ("prof", &["st-http"]),
     ("kapi", &["pace", "hist", "report", "st-http"]),
     ("fleet", &["hist", "load", "pace", "report", "st-http"]),
-    ("demo", &["hist", "report", "st-http"]),
+    ("demo", &["hist", "pace", "report", "st-http"]),
     ("nodes", &["kapi", "hist", "report", "st-http"]),
     ("k8s", &["kapi", "load", "report", "st-http"]),
     (

@@ -13,11 +13,14 @@ use std::time::Duration;
 const EXAMPLES: &str =
     "The load flags are `scaletest load`'s: the rate (--rate) is the total over all bots, split
 evenly over the live ones; -c without --rate is a closed loop with that many connections per bot.
--d is the same as --run-for.
+-d is the same as --run-for. A rate in stages (--stages, or --rate steps:/ramp:) is one schedule
+for the fleet: it starts on a whole second 2 s after the first bot is live, a bot joining later
+joins it where it is, and without --run-for the run ends with the stages.
 
 Examples:
   scaletest aggregate http://127.0.0.1:8000/ --rate 20000 --run-for 60s --out results
   scaletest aggregate http://127.0.0.1:8000/ --per-bot-rate 1000      seed 000: 1,000 req/s per bot
+  scaletest aggregate http://127.0.0.1:8000/ --stages 30s:10000,5m:10000,30s:0
   scaletest aggregate --token-file token                                idle until PUT /api/load
   scaletest bot --aggregator http://127.0.0.1:8089 --token-file results/token
   scaletest aggregate http://10.0.0.9:8000/ --rate 20000 --bind 0.0.0.0:8089 --tls-self-signed --tls-name agg.example
@@ -81,6 +84,21 @@ pub struct Args {
     public_read: bool,
 }
 
+/// Stages with a --run-for: their last rate holds while the run lasts (as in `load`), so the
+/// fleet's schedule gets a last stage at that rate for as long as the run (the run ends first).
+fn held_until(shape: pace::RateShape, run_for: Option<Duration>) -> pace::RateShape {
+    match (shape, run_for) {
+        (pace::RateShape::Stages { mut stages }, Some(d)) => {
+            let last = stages.last().map_or(0.0, |s| s.to);
+            if last > 0.0 {
+                stages.push(pace::Stage { over: d, to: last });
+            }
+            pace::RateShape::Stages { stages }
+        }
+        (shape, _) => shape,
+    }
+}
+
 /// The certificate to serve, if any, and the CA file bots should be given.
 fn tls(args: &Args) -> anyhow::Result<(Option<rustls::ServerConfig>, Option<PathBuf>)> {
     let (cert, key, ca) = if args.tls_self_signed {
@@ -119,25 +137,26 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     spec.duration_s = None;
     spec.requests = None;
     let has_target = spec.url.is_some() || !spec.targets.is_empty();
+    // A ramp is walked over --run-for: as stages, bots need not know the run's length.
     let rate = spec
         .rate
         .clone()
-        .map(|s| match s {
-            pace::RateShape::Constant { rate } => Ok(rate),
-            // Bots take a constant share; a changing total is not split over them yet.
-            _ => Err(Usage(format!(
-                "--rate {s}: the aggregator splits a constant total rate over its bots; ramps, \
-                 steps and stages are for `scaletest load` (or change the rate live with \
-                 PUT /api/load)"
-            ))),
+        .map(|s| {
+            s.without_ramp(run_for).ok_or_else(|| {
+                Usage(format!(
+                    "--rate {}: a ramp needs --run-for (or -d) to ramp over; or give stages",
+                    s.text()
+                ))
+            })
         })
-        .transpose()?;
+        .transpose()?
+        .map(|s| held_until(s, run_for));
     // The flags as the load request `PUT /api/load` takes: one rule, one set of words. With
     // no target the aggregator idles, or picks up the unfinished run in --out with its own
     // load: a rate flag then has nothing to apply to, as before.
     let rate = rate.filter(|_| has_target);
     let request = LoadRequest {
-        rate,
+        rate: rate.clone(),
         per_bot_rate: args.per_bot_rate.filter(|_| has_target),
         connections_per_bot: (has_target && rate.is_none() && args.per_bot_rate.is_none())
             .then_some(spec.connections),
@@ -145,9 +164,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         spec: None,
     };
     let plan = request
-        .plan(Plan::Idle)
+        .plan(&Plan::Idle)
         .map_err(|e| Usage(format!("{e} ({})", FLAGS)))?;
-    fleet::state::check_plan(&spec, plan).map_err(super::load::spec_usage)?;
+    fleet::state::check_plan(&spec, &plan).map_err(super::load::spec_usage)?;
     let (tls, cacert) = tls(&args)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let cfg = fleet::agg::Config {

@@ -23,12 +23,13 @@ impl Demo<'_> {
             "--out".into(),
             self.cfg.run_dir.join("results").display().to_string(),
         ]);
-        match self.load {
-            Load::Rate(r) => args.extend(["--rate".into(), r.to_string()]),
-            Load::Connections(c) => {
+        match (self.load.rate_text(), &self.load) {
+            (Some(r), _) => args.extend(["--rate".into(), r]),
+            (None, Load::Connections(c)) => {
                 let bots = first.bots.unwrap_or(1) as u64;
                 args.extend(["-c".into(), c.div_ceil(bots).to_string()])
             }
+            (None, _) => {}
         }
         for t in &self.cfg.thresholds {
             args.extend(["--threshold".into(), t.to_string()]);
@@ -313,7 +314,7 @@ impl Demo<'_> {
             self.wait_live(n)?;
             // A closed loop's connections per bot depend on how many bots there are.
             if let Load::Connections(_) = self.load {
-                self.set_load(self.load)?;
+                self.set_load(self.load.clone())?;
             }
         }
         Ok(())
@@ -343,14 +344,15 @@ impl Demo<'_> {
     }
 
     pub(super) fn set_load(&mut self, load: Load) -> Result<(), Halt> {
-        self.load = load;
-        let body = match load {
+        let body = match &load {
             Load::Rate(r) => serde_json::json!({ "rate": r }),
+            Load::Schedule(_) => serde_json::json!({ "rate": load.rate_text() }),
             Load::Connections(c) => {
                 let per = c.div_ceil(self.bots.len().max(1) as u64);
                 serde_json::json!({ "connections_per_bot": per })
             }
         };
+        self.load = load;
         api::ok(
             self.agg(),
             "PUT",

@@ -23,8 +23,8 @@ impl Demo<'_> {
         let from_b = self.bots.len() as u32;
         let to_s = p.servers.unwrap_or(from_s);
         let to_b = p.bots.unwrap_or(from_b);
-        let from_l = self.load;
-        let to_l = p.load.unwrap_or(from_l);
+        let from_l = self.load.clone();
+        let to_l = p.load.clone().unwrap_or(from_l.clone());
         let mut desc = format!(
             "phase {label}: {} ({:.1} s)",
             p.name,
@@ -36,7 +36,7 @@ impl Demo<'_> {
         if from_b != to_b || first {
             desc += &format!(", bots {from_b}→{to_b}");
         }
-        desc += &format!(", load {}", describe(to_l));
+        desc += &format!(", load {}", describe(&to_l));
         if let Some(v) = &p.rollout {
             desc += &format!(", rolling update to {v}");
         }
@@ -53,9 +53,9 @@ impl Demo<'_> {
             span_of(from_s, to_s),
             span_of(from_b, to_b),
             if from_l == to_l {
-                describe(to_l)
+                describe(&to_l)
             } else {
-                format!("{} → {}", describe(from_l), describe(to_l))
+                format!("{} → {}", describe(&from_l), describe(&to_l))
             },
             p.rollout
                 .as_ref()
@@ -79,10 +79,10 @@ impl Demo<'_> {
             let f = k as f64 / steps as f64;
             let s = step(from_s, to_s, f);
             let b = step(from_b, to_b, f);
-            let l = between(from_l, to_l, f);
-            let lower = rate_of(l) < rate_of(self.load);
+            let l = between(&from_l, &to_l, f);
+            let lower = rate_of(&l) < rate_of(&self.load);
             if lower {
-                self.set_load(l)?;
+                self.set_load(l.clone())?;
             }
             if s > self.servers.len() as u32 {
                 self.scale_servers(s)?;
@@ -116,7 +116,7 @@ impl Demo<'_> {
             name: p.name.clone(),
             start,
             end: now_unix(),
-            load: Some(self.load),
+            load: Some(self.load.clone()),
             checks: p.checks.clone(),
             ran,
         });
@@ -212,13 +212,13 @@ impl Demo<'_> {
                 name: "kept".into(),
                 start,
                 end: now_unix(),
-                load: Some(self.load),
+                load: Some(self.load.clone()),
                 checks: Default::default(),
                 ran: format!(
                     "servers {}, bots {}, load {} (as ctl left them)",
                     self.servers.len(),
                     self.bots.len(),
-                    describe(self.load)
+                    describe(&self.load)
                 ),
             });
             return r;
@@ -231,21 +231,24 @@ fn step(from: u32, to: u32, f: f64) -> u32 {
     (from as f64 + (to as f64 - from as f64) * f).round() as u32
 }
 
-fn rate_of(l: Load) -> f64 {
+/// How much load, to order changes (a schedule by its peak).
+fn rate_of(l: &Load) -> f64 {
     match l {
-        Load::Rate(r) => r,
-        Load::Connections(c) => c as f64,
+        Load::Rate(r) => *r,
+        Load::Schedule(s) => s.peak(),
+        Load::Connections(c) => *c as f64,
     }
 }
 
-/// The load a fraction `f` of the way from `a` to `b`; a change of kind happens at once.
-fn between(a: Load, b: Load, f: f64) -> Load {
+/// The load a fraction `f` of the way from `a` to `b`; a change of kind (or to a schedule,
+/// which says how it moves) happens at once.
+fn between(a: &Load, b: &Load, f: f64) -> Load {
     match (a, b) {
         (Load::Rate(x), Load::Rate(y)) => Load::Rate((x + (y - x) * f).round()),
         (Load::Connections(x), Load::Connections(y)) => {
-            Load::Connections((x as f64 + (y as f64 - x as f64) * f).round() as u64)
+            Load::Connections((*x as f64 + (*y as f64 - *x as f64) * f).round() as u64)
         }
-        (_, b) => b,
+        (_, b) => b.clone(),
     }
 }
 
@@ -265,11 +268,11 @@ mod tests {
             [3, 2, 1]
         );
         assert_eq!(
-            between(Load::Rate(1000.0), Load::Rate(4000.0), f(1)),
+            between(&Load::Rate(1000.0), &Load::Rate(4000.0), f(1)),
             Load::Rate(2000.0)
         );
         assert_eq!(
-            between(Load::Rate(1.0), Load::Connections(5), 0.5),
+            between(&Load::Rate(1.0), &Load::Connections(5), 0.5),
             Load::Connections(5)
         );
     }

@@ -251,7 +251,7 @@ fn summary(sh: &Shared, now: f64) -> Response<Body> {
     v["started_unix"] = st.started_unix.into();
     v["finished"] = st.finished.into();
     v["offered"] = st.offered().into();
-    v["plan"] = serde_json::to_value(st.plan).expect("serializable");
+    v["plan"] = serde_json::to_value(&st.plan).expect("serializable");
     v["spec"] = serde_json::to_value(&st.spec).expect("serializable");
     json(StatusCode::OK, &v)
 }

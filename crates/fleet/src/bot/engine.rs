@@ -1,7 +1,9 @@
 //! The load a bot runs: a `load::run` with wall-clock ticks and a live rate, following the
-//! assignment. A new rate is applied to the running schedule (`load::RateControl`); any other
-//! change of the spec ends the running run gracefully (in-flight requests finish) and starts
-//! a new one. Every run sends its per-second snapshots into one channel.
+//! assignment. A new share of the same schedule (the rate shape scaled: the fleet grew or
+//! shrank) is applied to the running one (`load::RateControl`); any other change of the spec,
+//! or a schedule starting at another instant, ends the running run gracefully (in-flight
+//! requests finish) and starts a new one, which joins the fleet's schedule where it is. Every
+//! run sends its per-second snapshots into one channel.
 
 use super::Config;
 use crate::wire::Assignment;
@@ -63,7 +65,12 @@ impl Load for Engine {
 
 /// The load a bot is running.
 struct Running {
+    /// The spec as assigned (its rate: this bot's share now).
     spec: Spec,
+    /// The rate shape the run was started with (a new share is a factor over it).
+    made_with: Option<pace::RateShape>,
+    /// When the schedule started (the assignment's `rate_start_unix`).
+    start: Option<f64>,
     shutdown: Shutdown,
     rate: Option<RateControl>,
     done: tokio::task::JoinHandle<()>,
@@ -102,31 +109,33 @@ fn apply(
         wind_down(current, finishing);
         return;
     };
-    if let Some(r) = current.as_mut() {
+    if let Some(r) = current.as_mut().filter(|r| r.start == a.rate_start_unix) {
+        if &r.spec == spec {
+            return;
+        }
         if same_but_rate(&r.spec, spec) {
-            if let (Some(ctl), Some(shape)) = (&r.rate, &spec.rate) {
-                ctl.set(shape.rate_at(0.0, 1.0));
+            let factor = (spec.rate.as_ref())
+                .zip(r.made_with.as_ref())
+                .and_then(|(new, old)| new.ratio_to(old));
+            if let (Some(ctl), Some(f)) = (&r.rate, factor) {
+                ctl.set(f);
                 r.spec = spec.clone();
                 return;
             }
         }
-        if &r.spec == spec {
-            return;
-        }
     }
     wind_down(current, finishing);
+    let assigned = spec.clone();
     let spec = Spec {
         threads: spec.threads.or(cfg.threads),
         ..spec.clone()
     };
-    let rate = spec
-        .rate
-        .as_ref()
-        .map(|shape| RateControl::new(shape.rate_at(0.0, 1.0)));
+    let rate = spec.rate.as_ref().map(|_| RateControl::new());
     let live = Live {
         wall_clock_ticks: true,
         rate: rate.clone(),
         until_stopped: true,
+        shape_start_unix: a.rate_start_unix,
     };
     let config = match spec.build(live) {
         Ok(c) => c,
@@ -149,7 +158,9 @@ fn apply(
         }
     });
     *current = Some(Running {
-        spec,
+        made_with: assigned.rate.clone(),
+        spec: assigned,
+        start: a.rate_start_unix,
         shutdown,
         rate,
         done,

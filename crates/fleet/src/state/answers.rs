@@ -75,7 +75,7 @@ impl State {
         for (t, o) in self.open.range(since.saturating_add(1)..) {
             if o.published {
                 let (reported, snap) = self.intervals.get(*t).unwrap_or((0, &self.empty));
-                out.push(Point::of(*t, snap, Some(&o.fleet(*t, reported, self.ran))));
+                out.push(Point::of(*t, snap, Some(&o.fleet(*t, reported, &self.ran))));
             }
         }
         let skip = out.len().saturating_sub(limit);
@@ -119,6 +119,8 @@ impl State {
         let mut total = self.total();
         total.start = 0.0;
         total.end = intervals.len() as f64;
+        // A fleet schedule's stages, cut from the same seconds (they start on a whole second).
+        let stages = report::stages::rows(&self.ran.stages(first, now), &intervals);
         report::RunFile {
             version: report::RUNFILE_VERSION,
             tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),
@@ -139,7 +141,7 @@ impl State {
             }),
             summary: Some(self.summary(now)),
             verdicts: Vec::new(),
-            stages: Vec::new(),
+            stages,
         }
     }
 }

@@ -127,11 +127,7 @@ impl State {
                 ..Default::default()
             },
             hwm: 0,
-            assignment: Assignment {
-                generation: 0,
-                spec: None,
-                finished: false,
-            },
+            assignment: Assignment::default(),
             seen: now,
             flushed: None,
             rates: Vec::new(),

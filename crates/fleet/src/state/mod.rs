@@ -146,8 +146,8 @@ impl State {
             run_id,
             started_unix: now,
             spec,
+            ran: plan.clone(),
             plan,
-            ran: plan,
             finished: false,
             bots: BTreeMap::new(),
             next_id: 1,
@@ -182,6 +182,7 @@ impl State {
     /// Once a second: bot states, publishing, closing. `now` is Unix seconds.
     pub fn tick(&mut self, now: f64) -> Tick {
         self.liveness(now);
+        self.follow_schedule(now);
         let mut out = self.publish(now);
         out.events = std::mem::take(&mut self.new_events);
         out

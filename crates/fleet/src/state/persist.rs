@@ -47,7 +47,7 @@ impl State {
             saved.run_id,
             saved.started_unix,
             saved.spec,
-            saved.plan,
+            saved.plan.clone(),
         );
         // An aggregator idle when it stopped still describes the load its run ran.
         s.ran = saved.ran.unwrap_or(saved.plan);
@@ -112,8 +112,8 @@ impl State {
             run_id: self.run_id.clone(),
             started_unix: self.started_unix,
             spec: self.spec.clone(),
-            plan: self.plan,
-            ran: Some(self.ran),
+            plan: self.plan.clone(),
+            ran: Some(self.ran.clone()),
             bots: self.bots.values().cloned().collect(),
             next_id: self.next_id,
             generation: self.generation,
@@ -126,7 +126,7 @@ impl State {
                         *t,
                         Closed {
                             packed: o.packed.clone().expect("packed above"),
-                            fleet: o.fleet(*t, reported, self.ran),
+                            fleet: o.fleet(*t, reported, &self.ran),
                         },
                     )
                 })

@@ -2,18 +2,30 @@
 //! aggregator's flags), what one bot runs of it ([`bot_spec`]), and the re-split over the
 //! live bots whenever that set or the plan changes (a bot whose share changed gets a new
 //! assignment generation).
+//!
+//! A total rate that changes by plan (stages, steps) is one schedule for the whole fleet: it
+//! starts at a whole Unix second ([`SCHEDULE_LEAD`] after the plan is set with bots live, or
+//! after the first bot becomes live), every bot walks `shape / live` from that instant, a bot
+//! joining later joins the schedule where it is, and a re-split rescales the bots' shares
+//! from that moment (`load::RateControl`): the fleet's sends add up to the schedule.
 
 use super::{Bot, Refused, State};
 use crate::wire::Assignment;
 use load::Spec;
-use serde::{Deserialize, Serialize};
+use pace::RateShape;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Up to this many bots, a joining bot re-splits everyone at once (its cost is per bot);
 /// beyond, the re-split waits for the next tick.
 const IMMEDIATE_SPLIT: usize = 1000;
 
+/// A fleet's schedule starts this long after it is set (rounded up to a whole second, so the
+/// stages' bounds fall on the seconds the results are cut in): time for the bots to fetch
+/// their assignments and open their connections.
+pub const SCHEDULE_LEAD: f64 = 2.0;
+
 /// How the load is split over the bots.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Plan {
     /// No load.
@@ -28,6 +40,14 @@ pub enum Plan {
         /// Requests/s per bot.
         rate: f64,
     },
+    /// A total rate that changes by plan (stages, steps), split evenly over the live bots,
+    /// who all walk it from `start_unix`.
+    Shaped {
+        /// The fleet's schedule (never a ramp: [`RateShape::without_ramp`]).
+        shape: RateShape,
+        /// The Unix second the schedule starts at; `None` until a bot is live.
+        start_unix: Option<f64>,
+    },
     /// Every bot runs a closed loop with this many connections.
     Connections {
         /// Connections per bot.
@@ -39,9 +59,10 @@ pub enum Plan {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadRequest {
-    /// Total requests/s over all live bots.
-    #[serde(default)]
-    pub rate: Option<f64>,
+    /// Total requests/s over all live bots: a number, or a schedule in `--rate`'s text
+    /// (`stages:30s:1000,1m:1000`, `steps:…`; a ramp needs a duration: give it as stages).
+    #[serde(default, deserialize_with = "number_or_shape")]
+    pub rate: Option<RateShape>,
     /// Requests/s per bot.
     #[serde(default)]
     pub per_bot_rate: Option<f64>,
@@ -59,7 +80,7 @@ pub struct LoadRequest {
 impl LoadRequest {
     /// The plan it asks for (`current` when it changes only the spec): the one rule for
     /// `PUT /api/load` and `scaletest aggregate`'s flags, its errors naming these fields.
-    pub fn plan(&self, current: Plan) -> Result<Plan, String> {
+    pub fn plan(&self, current: &Plan) -> Result<Plan, String> {
         let given = [
             self.rate.is_some(),
             self.per_bot_rate.is_some(),
@@ -74,26 +95,53 @@ impl LoadRequest {
         }
         let plan = if self.idle {
             Plan::Idle
-        } else if let Some(r) = self.rate {
-            Plan::Total { rate: r }
+        } else if let Some(r) = &self.rate {
+            match r.without_ramp(None) {
+                Some(RateShape::Constant { rate }) => Plan::Total { rate },
+                Some(shape) => Plan::Shaped {
+                    shape,
+                    start_unix: None,
+                },
+                None => {
+                    return Err(format!(
+                        "rate {r}: a ramp needs a duration; give it as stages \
+                         (stages:0s:FROM,DURATION:TO)"
+                    ))
+                }
+            }
         } else if let Some(r) = self.per_bot_rate {
             Plan::PerBot { rate: r }
         } else if let Some(c) = self.connections_per_bot {
             Plan::Connections { per_bot: c }
         } else if self.spec.is_some() {
-            current
+            current.clone()
         } else {
             return Err("give one of rate, per_bot_rate, connections_per_bot, idle or spec".into());
         };
-        match plan {
-            Plan::Total { rate } => check_rate("rate", rate)?,
-            Plan::PerBot { rate } => check_rate("per_bot_rate", rate)?,
+        match &plan {
+            Plan::Total { rate } => check_rate("rate", *rate)?,
+            Plan::PerBot { rate } => check_rate("per_bot_rate", *rate)?,
             Plan::Connections { per_bot: 0 } => {
                 return Err("connections_per_bot must be ≥ 1".into());
             }
             _ => {}
         }
         Ok(plan)
+    }
+}
+
+/// `rate` as a JSON number (`400`) or as `--rate`'s text (`"stages:5s:2000"`).
+fn number_or_shape<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateShape>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(f64),
+        Text(String),
+    }
+    match Option::<Given>::deserialize(d)? {
+        None => Ok(None),
+        Some(Given::Number(rate)) => Ok(Some(RateShape::Constant { rate })),
+        Some(Given::Text(t)) => t.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -125,22 +173,24 @@ impl State {
         }
         self.live_cache += 1;
         self.split_dirty = true;
+        self.start_schedule(now);
         let live = self.live_cache;
-        let (plan, finished) = (self.plan, self.finished);
-        let spec = bot_spec(&self.spec, plan, live);
-        let rate = match plan {
-            Plan::Total { rate } => rate / live as f64,
-            Plan::PerBot { rate } => rate,
-            _ => 0.0,
-        };
+        let finished = self.finished;
+        let spec = bot_spec(&self.spec, &self.plan, live);
+        let rate = self.plan.share(live);
+        let start = self.plan.start_unix();
         if let Some(b) = self.bots.get_mut(&id) {
             b.set_rate(now, rate);
-            if b.assignment.spec != spec || b.assignment.finished != finished {
+            if b.assignment.spec != spec
+                || b.assignment.finished != finished
+                || b.assignment.rate_start_unix != start
+            {
                 self.generation += 1;
                 b.assignment = Assignment {
                     generation: self.generation,
                     spec,
                     finished,
+                    rate_start_unix: start,
                 };
             }
         }
@@ -149,15 +199,12 @@ impl State {
 
     /// Set how the load is split (and optionally what it is); bots get new assignments.
     pub fn set_load(&mut self, now: f64, req: &LoadRequest) -> Result<(), Refused> {
-        let plan = req.plan(self.plan).map_err(|e| Refused(400, e))?;
+        let plan = req.plan(&self.plan).map_err(|e| Refused(400, e))?;
         let spec = req.spec.clone().unwrap_or_else(|| self.spec.clone());
-        check_plan(&spec, plan).map_err(|e| Refused(400, e.to_string()))?;
+        check_plan(&spec, &plan).map_err(|e| Refused(400, e.to_string()))?;
         self.spec = spec;
+        self.event(now, "load", describe(&plan));
         self.plan = plan;
-        if plan != Plan::Idle {
-            self.ran = plan;
-        }
-        self.event(now, "load", describe(plan));
         self.resplit(now);
         Ok(())
     }
@@ -175,32 +222,38 @@ impl State {
 
     /// Give every live bot its share; bump the generation of those whose share changed.
     pub(super) fn resplit(&mut self, now: f64) {
-        let live = (self
+        if self.plan != Plan::Idle {
+            self.ran = self.plan.clone();
+        }
+        let live_now = self
             .bots
             .values()
             .filter(|b| b.record.state == "live")
-            .count() as u32)
-            .max(1);
+            .count() as u32;
+        if live_now > 0 {
+            self.start_schedule(now);
+        }
+        let live = live_now.max(1);
         let finished = self.finished;
-        let (plan, spec) = (self.plan, self.spec.clone());
+        let spec = bot_spec(&self.spec, &self.plan, live);
+        let rate = self.plan.share(live);
+        let start = self.plan.start_unix();
         let mut generation = self.generation;
         for b in self.bots.values_mut() {
             if b.record.state != "live" {
                 continue;
             }
-            let spec = bot_spec(&spec, plan, live);
-            let rate = match plan {
-                Plan::Total { rate } => rate / live as f64,
-                Plan::PerBot { rate } => rate,
-                _ => 0.0,
-            };
             b.set_rate(now, rate);
-            if b.assignment.spec != spec || b.assignment.finished != finished {
+            if b.assignment.spec != spec
+                || b.assignment.finished != finished
+                || b.assignment.rate_start_unix != start
+            {
                 generation += 1;
                 b.assignment = Assignment {
                     generation,
-                    spec,
+                    spec: spec.clone(),
                     finished,
+                    rate_start_unix: start,
                 };
             }
         }
@@ -214,13 +267,123 @@ impl State {
         // Folded from +0.0: f64's `sum` starts at -0.0, which no bots would show as "-0".
         self.offered_cache = live.iter().fold(0.0, |a, b| a + b.record.rate);
         self.split_dirty = false;
+        self.follow_schedule(now);
+    }
+
+    /// A schedule set with no bot live starts once one is: [`SCHEDULE_LEAD`] from now, on a
+    /// whole second.
+    fn start_schedule(&mut self, now: f64) {
+        if let Plan::Shaped {
+            shape,
+            start_unix: None,
+        } = &self.plan
+        {
+            let start = (now + SCHEDULE_LEAD).ceil();
+            let text = format!("schedule {shape} starts at second {start:.0} (Unix)");
+            self.plan = Plan::Shaped {
+                shape: shape.clone(),
+                start_unix: Some(start),
+            };
+            self.ran = self.plan.clone();
+            self.event(now, "load", text);
+        }
+    }
+
+    /// Under a schedule, what is asked now: each live bot's share and the total (a bot's
+    /// recorded rate stays its peak share, the bound on what its unreported seconds hold).
+    pub(super) fn follow_schedule(&mut self, now: f64) {
+        let Plan::Shaped {
+            shape,
+            start_unix: Some(start),
+        } = &self.plan
+        else {
+            return;
+        };
+        let total = if now < *start || self.live_cache == 0 {
+            0.0
+        } else {
+            shape.rate_at(now - start, f64::INFINITY)
+        };
+        self.offered_cache = total;
+    }
+
+    /// When the schedule ends, if the plan is one with an end of its own (stages).
+    pub fn schedule_end(&self) -> Option<f64> {
+        match &self.plan {
+            Plan::Shaped {
+                shape,
+                start_unix: Some(start),
+            } => shape.own_duration().map(|d| start + d.as_secs_f64()),
+            _ => None,
+        }
     }
 }
 
-fn describe(plan: Plan) -> String {
+impl Plan {
+    /// What one of `live` bots is asked for, requests/s (under a schedule: its peak).
+    pub fn share(&self, live: u32) -> f64 {
+        match self {
+            Plan::Total { rate } => rate / live.max(1) as f64,
+            Plan::Shaped { shape, .. } => shape.peak() / live.max(1) as f64,
+            Plan::PerBot { rate } => *rate,
+            Plan::Idle | Plan::Connections { .. } => 0.0,
+        }
+    }
+
+    /// The Unix second a schedule starts at.
+    pub fn start_unix(&self) -> Option<f64> {
+        match self {
+            Plan::Shaped { start_unix, .. } => *start_unix,
+            _ => None,
+        }
+    }
+
+    /// Under a started schedule, the sends it asks for in the Unix second `t` (all bots).
+    pub fn scheduled_in(&self, t: u64) -> Option<f64> {
+        let Plan::Shaped {
+            shape,
+            start_unix: Some(start),
+        } = self
+        else {
+            return None;
+        };
+        let n = |x: f64| shape.count_until((x - start).max(0.0), f64::INFINITY);
+        Some(n(t as f64 + 1.0) - n(t as f64))
+    }
+
+    /// The planned stages of a started schedule that ran until `end` (Unix), as seconds from
+    /// `first` (the run file's first second): what each asked for.
+    pub fn stages(&self, first: u64, end: f64) -> Vec<report::stages::StagePlan> {
+        let Plan::Shaped {
+            shape,
+            start_unix: Some(start),
+        } = self
+        else {
+            return Vec::new();
+        };
+        let from = start - first as f64;
+        // Stages end the bots' schedules where they end: no hold after them.
+        let ran = shape
+            .own_duration()
+            .map_or(end - start, |d| d.as_secs_f64().min(end - start));
+        shape
+            .stages_over(ran.max(0.0))
+            .into_iter()
+            .map(|(a, b, planned)| report::stages::StagePlan {
+                start_s: from + a,
+                end_s: from + b,
+                planned: Some(planned),
+                connections: None,
+            })
+            .collect()
+    }
+}
+
+fn describe(plan: &Plan) -> String {
     match plan {
         Plan::Idle => "load: idle".into(),
         Plan::Total { rate } => format!("load: {rate} req/s in total"),
+        Plan::Shaped { shape, .. } => format!("load: {shape} in total"),
         Plan::PerBot { rate } => format!("load: {rate} req/s per bot"),
         Plan::Connections { per_bot } => format!("load: {per_bot} connections per bot"),
     }
@@ -228,7 +391,7 @@ fn describe(plan: Plan) -> String {
 
 /// What one of `live` bots runs under `plan`: the spec with its share of the load and no end
 /// of its own (the aggregator ends the run).
-pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
+pub fn bot_spec(spec: &Spec, plan: &Plan, live: u32) -> Option<Spec> {
     let base = Spec {
         duration_s: None,
         requests: None,
@@ -237,10 +400,14 @@ pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
     match plan {
         Plan::Idle => None,
         Plan::Total { rate } => Some(base.with_rate(rate / live.max(1) as f64)),
-        Plan::PerBot { rate } => Some(base.with_rate(rate)),
+        Plan::Shaped { shape, .. } => Some(Spec {
+            rate: Some(shape.scaled(1.0 / live.max(1) as f64)),
+            ..base
+        }),
+        Plan::PerBot { rate } => Some(base.with_rate(*rate)),
         Plan::Connections { per_bot } => Some(Spec {
             rate: None,
-            connections: per_bot,
+            connections: *per_bot,
             ..base
         }),
     }
@@ -249,7 +416,7 @@ pub fn bot_spec(spec: &Spec, plan: Plan, live: u32) -> Option<Spec> {
 /// Whether bots can run `spec` under `plan` (a plan [`LoadRequest::plan`] made: its rates are
 /// checked there): what one bot will run must be something `scaletest load` would run.
 /// `PUT /api/load` and the aggregator's flags both ask here.
-pub fn check_plan(spec: &Spec, plan: Plan) -> Result<(), load::SpecError> {
+pub fn check_plan(spec: &Spec, plan: &Plan) -> Result<(), load::SpecError> {
     if spec.connection_stages.is_some() {
         // Each bot would start its stages when it joins: the fleet's sum would follow none.
         return Err(load::SpecError::new(
@@ -260,8 +427,9 @@ pub fn check_plan(spec: &Spec, plan: Plan) -> Result<(), load::SpecError> {
         Some(s) => s
             .build(load::Live {
                 wall_clock_ticks: true,
-                rate: s.rate.as_ref().map(|_| load::RateControl::new(1.0)),
+                rate: s.rate.as_ref().map(|_| load::RateControl::new()),
                 until_stopped: true,
+                shape_start_unix: plan.start_unix(),
             })
             .map(|_| ()),
         None => Ok(()),

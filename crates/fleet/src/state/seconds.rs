@@ -30,10 +30,11 @@ impl Open {
     /// after a restart, before the bots' shares were split again: their retained outboxes
     /// re-sent it) was offered what the plan asks of the bots that reported it: coverage
     /// never passes 100 % and offered follows the plan through a restart.
-    pub(super) fn fleet(&self, t: u64, reported: u32, plan: Plan) -> FleetSecond {
+    pub(super) fn fleet(&self, t: u64, reported: u32, plan: &Plan) -> FleetSecond {
         let offered = if self.offered == 0.0 && reported > 0 {
             match plan {
-                Plan::Total { rate } => rate,
+                Plan::Total { rate } => *rate,
+                Plan::Shaped { .. } => plan.scheduled_in(t).unwrap_or(0.0),
                 Plan::PerBot { rate } => rate * reported as f64,
                 Plan::Connections { .. } | Plan::Idle => 0.0,
             }
@@ -163,7 +164,7 @@ impl State {
             let _ = snap.merge_into(s);
         });
         let live = self.live_count();
-        let offered = self.offered();
+        let offered = self.offered_in(t);
         let o = self.open.entry(t).or_insert_with(|| Open {
             offered,
             live,
@@ -175,6 +176,11 @@ impl State {
         }
     }
 
+    /// What was offered in second `t`: a schedule's count in it, else the rate asked now.
+    fn offered_in(&self, t: u64) -> f64 {
+        self.plan.scheduled_in(t).unwrap_or(self.offered())
+    }
+
     /// Publish seconds that ended long enough ago, revise published ones that changed, and
     /// close those past the late window.
     pub(super) fn publish(&mut self, now: f64) -> Tick {
@@ -182,7 +188,6 @@ impl State {
         // Publish seconds that ended long enough ago; revise published ones that changed.
         let due = (now - PUBLISH_DELAY).floor() as u64;
         let live = self.live_count();
-        let offered = self.offered();
         let keys: Vec<u64> = self.open.keys().copied().collect();
         for t in keys {
             let o = self.open.get_mut(&t).expect("key from the map");
@@ -190,12 +195,12 @@ impl State {
                 o.published = true;
                 let (reported, snap) = self.intervals.get(t).unwrap_or((0, &self.empty));
                 out.points
-                    .push(Point::of(t, snap, Some(&o.fleet(t, reported, self.ran))));
+                    .push(Point::of(t, snap, Some(&o.fleet(t, reported, &self.ran))));
             } else if o.dirty {
                 o.dirty = false;
                 let (reported, snap) = self.intervals.get(t).unwrap_or((0, &self.empty));
                 out.revisions
-                    .push(Point::of(t, snap, Some(&o.fleet(t, reported, self.ran))));
+                    .push(Point::of(t, snap, Some(&o.fleet(t, reported, &self.ran))));
             }
         }
         let mut revised_closed = Vec::new();
@@ -209,6 +214,7 @@ impl State {
         // reported (coverage 0 is worth seeing).
         if live > 0 && !self.finished {
             let t = (now - 1.0).floor() as u64;
+            let offered = self.offered_in(t);
             self.open.entry(t).or_insert_with(|| Open {
                 offered,
                 live,
@@ -242,7 +248,7 @@ impl State {
         }
         for (t, (reported, snap)) in held {
             let o = old.get(&t).cloned().unwrap_or_default();
-            let fleet = o.fleet(t, reported, self.ran);
+            let fleet = o.fleet(t, reported, &self.ran);
             self.history.insert(t, Point::of(t, &snap, Some(&fleet)));
             self.closed_total.merge(&snap);
             let c = Closed {

@@ -516,13 +516,13 @@ fn no_live_bot_offers_zero() {
 fn a_restored_idle_run_keeps_the_plan_it_ran() {
     let mut s = state();
     reg(&mut s, 1000.0, "a");
-    let ran = s.ran;
+    let ran = s.ran.clone();
     assert!(matches!(ran, Plan::Total { .. }), "{ran:?}");
     s.set_load(1001.0, &serde_json::from_str(r#"{"idle": true}"#).unwrap())
         .unwrap();
-    assert_eq!((s.plan, s.ran), (Plan::Idle, ran));
+    assert_eq!((&s.plan, &s.ran), (&Plan::Idle, &ran));
     let r = State::restore(Config::default(), s.saved(), BTreeMap::new(), 1010.0);
-    assert_eq!((r.plan, r.ran), (Plan::Idle, ran));
+    assert_eq!((&r.plan, &r.ran), (&Plan::Idle, &ran));
     // A file from before `ran` was saved: the plan stands for it.
     let mut old = serde_json::to_value(s.saved()).unwrap();
     old.as_object_mut().unwrap().remove("ran");
@@ -602,4 +602,73 @@ fn load_requests_are_checked_like_load_flags() {
     )
     .unwrap();
     assert_eq!(s.plan, Plan::Connections { per_bot: 4 });
+}
+
+/// A total rate in stages is one schedule for the fleet: it starts on a whole second after the
+/// lead, every live bot walks its share of it from that instant (a new bot rescales the
+/// others' shares, same start), each second offers the schedule's count, the run ends with
+/// the stages and the results cut the stages from the seconds.
+#[test]
+fn a_schedule_is_one_for_the_fleet_split_over_the_live_bots() {
+    let mut s = state();
+    let a = reg(&mut s, 1000.0, "a");
+    let b = reg(&mut s, 1000.0, "b");
+    let req: LoadRequest = serde_json::from_str(r#"{"rate":"stages:2s:200,2s:200"}"#).unwrap();
+    s.set_load(1000.4, &req).unwrap();
+    assert_eq!(s.plan.start_unix(), Some(1003.0), "{:?}", s.plan);
+    assert_eq!(s.schedule_end(), Some(1007.0));
+    let share = |s: &State, id: u64| {
+        let a = s.assignment(id).unwrap();
+        (
+            a.spec.clone().unwrap().rate.unwrap().text(),
+            a.rate_start_unix,
+        )
+    };
+    assert_eq!(share(&s, a), ("stages:2s:100,2s:100".into(), Some(1003.0)));
+    assert_eq!(share(&s, b), share(&s, a));
+    let c = reg(&mut s, 1001.0, "c");
+    let third = "stages:2s:66.66666666666666,2s:66.66666666666666".to_string();
+    assert_eq!(share(&s, a), (third.clone(), Some(1003.0)));
+    assert_eq!(share(&s, c), (third, Some(1003.0)));
+    // Offered per second: the schedule's count in it (0→200/s over 2 s: 50 then 150).
+    for (t, want) in [(1002, 0.0), (1003, 50.0), (1004, 150.0), (1005, 200.0)] {
+        assert_eq!(s.plan.scheduled_in(t), Some(want), "second {t}");
+    }
+    for t in 1003..1007 {
+        for id in [a, b, c] {
+            push(&mut s, t as f64 + 1.2, id, t, &[1000; 10]).unwrap();
+        }
+    }
+    s.tick(1004.6);
+    assert!(
+        (s.offered() - 160.0).abs() < 1e-6,
+        "the rate asked 1.6 s into the schedule: {}",
+        s.offered()
+    );
+    s.finish(1007.5);
+    s.close_all();
+    let run = s.results(1007.5, report::RunInfo::default());
+    let fleet = run.fleet.as_ref().unwrap();
+    let offered: Vec<f64> = fleet.seconds.iter().map(|x| x.offered).collect();
+    assert_eq!(offered, vec![50.0, 150.0, 200.0, 200.0]);
+    let stages: Vec<(f64, f64, Option<f64>, u64)> = run
+        .stages
+        .iter()
+        .map(|r| (r.plan.start_s, r.plan.end_s, r.plan.planned, r.responses))
+        .collect();
+    assert_eq!(
+        stages,
+        vec![(0.0, 2.0, Some(200.0), 60), (2.0, 4.0, Some(400.0), 60)]
+    );
+    // Refused: a ramp (no duration to walk it over), a schedule that never sends.
+    for (body, why) in [
+        (r#"{"rate":"ramp:1..2"}"#, "a ramp needs a duration"),
+        (r#"{"rate":"stages:5s:0"}"#, "every stage's rate is 0"),
+        (r#"{"rate":"fast"}"#, "rate must be a number"),
+    ] {
+        let e = serde_json::from_str::<LoadRequest>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|r| s.set_load(1008.0, &r).map_err(|e| e.1));
+        assert!(e.as_ref().is_err_and(|e| e.contains(why)), "{body}: {e:?}");
+    }
 }
