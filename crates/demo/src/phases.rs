@@ -232,6 +232,7 @@ mod tests {
             }),
             summary: None,
             verdicts: Vec::new(),
+            names: Default::default(),
             stages: Vec::new(),
         }
     }

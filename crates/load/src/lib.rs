@@ -13,6 +13,7 @@
 //! counted by `ErrorClass` and do not enter the latency histograms.
 
 mod clock;
+pub mod mix;
 mod recorder;
 pub mod spec;
 pub mod targets;
@@ -57,8 +58,10 @@ pub enum Mode {
 pub struct Config {
     /// Where and how to connect.
     pub connector: Connector,
-    /// Requests, used round-robin (at least one).
+    /// Requests (at least one), sent in the mix's order.
     pub requests: Arc<Vec<Prepared>>,
+    /// Which request each send is, and the names figures are kept under.
+    pub mix: Arc<mix::Mix>,
     /// Closed or open loop.
     pub mode: Mode,
     /// Connections opened before the clock starts (closed loop: the number of connections).
@@ -212,6 +215,8 @@ pub struct RunResult {
     pub started_unix: f64,
     /// The wall-clock (Unix) second of interval 0.
     pub first_wall_second: u64,
+    /// Named requests: the whole run per name (empty when none is named).
+    pub names: Vec<(String, Snapshot)>,
 }
 
 /// Progress after each interval of the run, for live displays and loadbots.
@@ -283,6 +288,8 @@ pub(crate) enum Msg {
         snap: Box<Snapshot>,
         peak_lanes: usize,
         in_flight: u64,
+        /// The whole run per name (the mix's names, in order).
+        names: Vec<Snapshot>,
     },
 }
 
@@ -290,21 +297,21 @@ pub(crate) enum Msg {
 pub(crate) struct Shared {
     pub issued: AtomicU64,
     pub max_requests: Option<u64>,
-    /// Number of distinct requests; with one, nobody needs the global sequence.
-    pub targets: usize,
+    /// Which request each send of the global sequence is; with one, nobody needs the sequence.
+    pub mix: Arc<mix::Mix>,
 }
 
 impl Shared {
-    /// Claim the right to send one more request and say which one (round-robin over all
+    /// Claim the right to send one more request and say which one (the mix's order over all
     /// workers, so the split across targets is exact); `None` once the count limit is reached.
     pub(crate) fn claim(&self) -> Option<usize> {
-        if self.max_requests.is_none() && self.targets == 1 {
-            return Some(0);
+        if self.max_requests.is_none() && self.mix.single() {
+            return Some(self.mix.pick(0));
         }
         let seq = self.issued.fetch_add(1, Ordering::Relaxed);
         match self.max_requests {
             Some(n) if seq >= n => None,
-            _ => Some((seq % self.targets as u64) as usize),
+            _ => Some(self.mix.pick(seq)),
         }
     }
 
@@ -340,7 +347,7 @@ pub async fn run(
     }));
     let deadline = cfg.duration.map(|d| clock.start.start + d);
 
-    let mut c = Collector::new(threads, clock.first_wall_second);
+    let mut c = Collector::new(threads, clock.first_wall_second, cfg.mix.names());
     let mut interrupted = false;
     let mut draining = false;
     while c.done < threads {
@@ -388,7 +395,7 @@ fn spawn_workers(
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         max_requests: cfg.max_requests,
-        targets: cfg.requests.len(),
+        mix: cfg.mix.clone(),
     });
     let mut handles = Vec::new();
     for index in 0..threads {
@@ -474,11 +481,16 @@ struct Collector {
     peak_lanes: usize,
     in_flight_at_end: u64,
     finals: Vec<Snapshot>,
+    names: Vec<(String, Snapshot)>,
 }
 
 impl Collector {
-    fn new(threads: usize, first_wall_second: u64) -> Collector {
+    fn new(threads: usize, first_wall_second: u64, names: &[String]) -> Collector {
         Collector {
+            names: names
+                .iter()
+                .map(|n| (n.clone(), Snapshot::default()))
+                .collect(),
             threads,
             first_wall_second,
             total: Snapshot::default(),
@@ -508,7 +520,13 @@ impl Collector {
                 snap,
                 peak_lanes,
                 in_flight,
+                names,
             } => {
+                for (i, n) in names.iter().enumerate() {
+                    if let Some(m) = self.names.get_mut(i) {
+                        m.1.merge(n);
+                    }
+                }
                 self.total.merge(&snap);
                 self.peak_lanes += peak_lanes;
                 self.in_flight_at_end += in_flight;
@@ -567,6 +585,14 @@ impl Collector {
             intervals: self.intervals,
             started_unix,
             first_wall_second: self.first_wall_second,
+            names: self
+                .names
+                .into_iter()
+                .map(|(n, mut s)| {
+                    (s.start, s.end) = (0.0, elapsed.as_secs_f64());
+                    (n, s)
+                })
+                .collect(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Per-worker measurement: plain counters and HDR histograms behind one `RefCell`, touched by
-//! every lane of the worker's single thread. No locks, no allocation per request.
+//! every lane of the worker's single thread. No locks, no allocation per request. Named
+//! requests are counted again under their name, for the whole run (a name's own row: sends,
+//! answers, failures, latency), and handed over at the end.
 
 use hdrhistogram::Histogram;
 use hist::{new_histogram, Snapshot};
@@ -26,6 +28,8 @@ pub(crate) struct Recorder {
     /// Bytes (read, written) at the last `take`.
     bytes_taken: (u64, u64),
     interval_start: f64,
+    /// The whole run so far, per name (empty: no request is named).
+    names: Vec<Snapshot>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -34,7 +38,8 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Recorder {
-    pub(crate) fn new(bytes: ByteCounter) -> Self {
+    /// A recorder keeping `names` names apart.
+    pub(crate) fn new(bytes: ByteCounter, names: usize) -> Self {
         Recorder {
             responses: 0,
             status: Box::new([0; STATUS_SLOTS]),
@@ -51,7 +56,60 @@ impl Recorder {
             bytes,
             bytes_taken: (0, 0),
             interval_start: 0.0,
+            names: (0..names).map(|_| Snapshot::default()).collect(),
         }
+    }
+
+    /// A complete response to a request counted under `name`.
+    pub(crate) fn named_response(
+        &mut self,
+        name: usize,
+        status: u16,
+        version: VersionTag,
+        latency: Duration,
+        service: Duration,
+    ) {
+        let Some(s) = self.names.get_mut(name) else {
+            return;
+        };
+        s.responses += 1;
+        *s.status.entry(status).or_default() += 1;
+        if !version.is_empty() {
+            let v = String::from_utf8_lossy(version.as_bytes());
+            match s.versions.get_mut(v.as_ref()) {
+                Some(n) => *n += 1,
+                None => {
+                    s.versions.insert(v.into_owned(), 1);
+                }
+            }
+        }
+        let _ = s.latency.record(micros(latency));
+        let _ = s.service.record(micros(service));
+    }
+
+    /// A request counted under `name` is being sent now.
+    pub(crate) fn named_sent(&mut self, name: usize) {
+        if let Some(s) = self.names.get_mut(name) {
+            s.sent += 1;
+        }
+    }
+
+    /// A request counted under `name` failed.
+    pub(crate) fn named_error(&mut self, name: usize, class: ErrorClass) {
+        if let Some(s) = self.names.get_mut(name) {
+            let key = class.as_str();
+            match s.errors.get_mut(key) {
+                Some(n) => *n += 1,
+                None => {
+                    s.errors.insert(key.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// The whole run per name, handed over at the end.
+    pub(crate) fn take_names(&mut self) -> Vec<Snapshot> {
+        std::mem::take(&mut self.names)
     }
 
     /// A complete response. `latency` is from the intended send, `service` from the actual one.

@@ -5,6 +5,7 @@
 //! the same one-line reason wherever it comes from. Files (targets, bodies) are read by the
 //! caller: a spec holds their content, so it means the same on every machine.
 
+use crate::mix::{Entry, Mix};
 use crate::template::{self, has_template, Data, Parts, Prepared, Template};
 use crate::{Config, Live, Mode};
 use bytes::Bytes;
@@ -30,6 +31,16 @@ pub struct Target {
     /// Body of this target (the spec's body when absent).
     #[serde(default)]
     pub body: Option<String>,
+    /// Its name: its own row of figures (requests, p50/p99, failures) beside the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its share of the mix, against the other targets' weights.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u64,
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 fn get() -> String {
@@ -111,6 +122,10 @@ pub struct Spec {
     /// Rows for `{{csv.COLUMN}}` templates (a CSV file's content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Data>,
+    /// Named requests: most names kept apart (the rest are counted as `other`) [default:
+    /// [`crate::mix::DEFAULT_MAX_NAMES`]].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_names: Option<u64>,
 }
 
 fn uniform() -> Arrival {
@@ -140,6 +155,7 @@ impl Default for Spec {
             threads: None,
             seed: 1,
             data: None,
+            max_names: None,
         }
     }
 }
@@ -273,7 +289,7 @@ impl Spec {
         &self,
         headers: &[(String, String)],
         protocol: Protocol,
-    ) -> Result<(Origin, Vec<Prepared>), SpecError> {
+    ) -> Result<(Origin, Vec<Prepared>, Mix), SpecError> {
         let url_target;
         let targets: &[Target] = match (&self.url, self.targets.is_empty()) {
             (Some(_), false) => return Err(SpecError::new("give {url} or {targets}, not both")),
@@ -284,6 +300,8 @@ impl Spec {
                     url: url.clone(),
                     headers: Vec::new(),
                     body: None,
+                    name: None,
+                    weight: 1,
                 }];
                 &url_target
             }
@@ -320,12 +338,28 @@ impl Spec {
             origin.get_or_insert(o);
         }
         let origin = origin.expect("at least one target");
+        let entries: Vec<Entry> = targets
+            .iter()
+            .map(|t| Entry {
+                name: t.name.as_deref(),
+                weight: t.weight,
+                method: &t.method,
+                url: &t.url,
+            })
+            .collect();
+        let max_names = match self.max_names {
+            Some(0) => return Err(SpecError::new("{max_names} must be ≥ 1")),
+            Some(n) => n,
+            None => crate::mix::DEFAULT_MAX_NAMES,
+        };
+        let mix =
+            Mix::new(&entries, max_names).map_err(|e| SpecError::plain(e).within("{targets}"))?;
         if self.data.is_some() && !requests.iter().any(Prepared::uses_data) {
             return Err(SpecError::new(
                 "{data} is given but no request has a {{{{csv.COLUMN}} template",
             ));
         }
-        Ok((origin, requests))
+        Ok((origin, requests, mix))
     }
 
     /// Check everything and build the engine's configuration. Runs `until_stopped` (loadbots)
@@ -341,7 +375,7 @@ impl Spec {
         } else {
             Protocol::Http1
         };
-        let (origin, requests) = self.requests(&headers, protocol)?;
+        let (origin, requests, mix) = self.requests(&headers, protocol)?;
         if self.streams == 0 || self.streams > 1000 {
             return Err(SpecError::new(format!(
                 "{{streams}} must be 1..=1000, got {}",
@@ -444,6 +478,7 @@ impl Spec {
         Ok(Config {
             connector,
             requests: Arc::new(requests),
+            mix: Arc::new(mix),
             mode,
             connections: connections as usize,
             streams: self.streams as usize,

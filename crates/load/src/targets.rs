@@ -12,7 +12,17 @@
 //!
 //! A target is a `METHOD URL` line, then header lines, then optionally `@path` naming a body
 //! file (relative paths are taken from the targets file's directory); blank lines separate
-//! targets. Parsing is pure; the caller reads body files.
+//! targets. A `# name: checkout` line names the target after it (its own row in the report).
+//!
+//! Or JSON lines, one target per line (a file whose first line starts with `{`):
+//!
+//! ```text
+//! {"name": "checkout", "method": "POST", "url": "http://h/buy", "headers": {"Content-Type": "application/json"}, "body": "{}", "weight": 3}
+//! {"name": "home", "url": "http://h/", "weight": 7}
+//! ```
+//!
+//! `weight` (default 1) is the target's share of the mix. Parsing is pure; the caller reads
+//! body files.
 
 /// One target as written in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,18 +35,103 @@ pub struct TargetSpec {
     pub headers: Vec<(String, String)>,
     /// `@path` body file, as written.
     pub body_file: Option<String>,
+    /// The body itself (JSON lines' `body`).
+    pub body: Option<String>,
+    /// Its name (`# name:` before it, JSON lines' `name`).
+    pub name: Option<String>,
+    /// Its share of the mix.
+    pub weight: u64,
     /// 1-based line of the `METHOD URL` line, for error messages.
     pub line: usize,
+}
+
+/// One line of the JSON-lines form.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonTarget {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default = "get")]
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    body_file: Option<String>,
+    #[serde(default = "one")]
+    weight: u64,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// Parse a targets file in either form (JSON lines when its first non-blank line starts with
+/// `{`). Errors name the line.
+pub fn parse(text: &str) -> Result<Vec<TargetSpec>, String> {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+    if first.is_some_and(|l| l.starts_with('{')) {
+        parse_json_lines(text)
+    } else {
+        parse_targets(text)
+    }
+}
+
+fn parse_json_lines(text: &str) -> Result<Vec<TargetSpec>, String> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let t: JsonTarget = serde_json::from_str(line).map_err(|e| format!("line {n}: {e}"))?;
+        if t.body.is_some() && t.body_file.is_some() {
+            return Err(format!("line {n}: give body or body_file, not both"));
+        }
+        if !t.method.chars().all(|c| c.is_ascii_uppercase()) || t.method.is_empty() {
+            return Err(format!("line {n}: invalid method {:?}", t.method));
+        }
+        out.push(TargetSpec {
+            method: t.method,
+            url: t.url,
+            headers: t.headers.into_iter().collect(),
+            body_file: t.body_file,
+            body: t.body,
+            name: t.name,
+            weight: t.weight,
+            line: n,
+        });
+    }
+    if out.is_empty() {
+        return Err("no targets in file".into());
+    }
+    Ok(out)
 }
 
 /// Parse a targets file. Errors name the line.
 pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
     let mut out: Vec<TargetSpec> = Vec::new();
     let mut current: Option<TargetSpec> = None;
+    let mut name: Option<String> = None;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         let n = i + 1;
-        if line.starts_with('#') {
+        if let Some(comment) = line.strip_prefix('#') {
+            if let Some(v) = comment.trim().strip_prefix("name:") {
+                if current.is_some() {
+                    return Err(format!(
+                        "line {n}: a name goes before its target's METHOD URL line"
+                    ));
+                }
+                name = Some(v.trim().to_string());
+            }
             continue;
         }
         if line.is_empty() {
@@ -56,6 +151,9 @@ pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
                     url: url.trim().to_string(),
                     headers: Vec::new(),
                     body_file: None,
+                    body: None,
+                    name: name.take(),
+                    weight: 1,
                     line: n,
                 });
             }
@@ -98,6 +196,33 @@ mod tests {
         assert_eq!(t[0].headers, vec![("X-A".to_string(), "1".to_string())]);
         assert_eq!(t[1].body_file.as_deref(), Some("b.txt"));
         assert_eq!(t[1].line, 4);
+    }
+
+    #[test]
+    fn names_and_json_lines_with_weights() {
+        let t = parse("# name: home\nGET http://h/\n\n# just a note\nGET http://h/b\n").unwrap();
+        assert_eq!(t[0].name.as_deref(), Some("home"));
+        assert_eq!(t[1].name, None);
+        assert!(parse("GET http://h/\n# name: late\n").is_err());
+        let t = parse(concat!(
+            "{\"name\": \"buy\", \"method\": \"POST\", \"url\": \"http://h/buy\", ",
+            "\"headers\": {\"X-A\": \"1\"}, \"body\": \"{}\", \"weight\": 3}\n\n",
+            "{\"url\": \"http://h/\"}\n"
+        ))
+        .unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[0].name.as_deref(), t[0].weight, t[0].body.as_deref()),
+            (Some("buy"), 3, Some("{}"))
+        );
+        assert_eq!(t[0].headers, vec![("X-A".to_string(), "1".to_string())]);
+        assert_eq!(
+            (t[1].method.as_str(), t[1].weight, t[1].line),
+            ("GET", 1, 3)
+        );
+        let e = parse("{\"url\": \"http://h/\", \"wieght\": 2}").unwrap_err();
+        assert!(e.starts_with("line 1: unknown field `wieght`"), "{e}");
+        assert!(parse("{\"url\": \"u\", \"body\": \"a\", \"body_file\": \"b\"}").is_err());
     }
 
     #[test]

@@ -175,9 +175,13 @@ impl Ctx {
         sent: Instant,
     ) -> Duration {
         self.in_flight.set(self.in_flight.get() + 1);
+        let name = self.shared.mix.name_of(index);
         {
             let mut rec = self.rec.borrow_mut();
             rec.sent();
+            if let Some(n) = name {
+                rec.named_sent(n);
+            }
             if self.closed {
                 rec.intended();
             }
@@ -198,15 +202,26 @@ impl Ctx {
         self.request_done.notify_one();
         let done = Instant::now();
         let mut rec = self.rec.borrow_mut();
+        let latency = done - intended.unwrap_or(sent);
         match r {
-            Ok(Ok(Response { status, version })) => rec.response(
-                status,
-                version,
-                done - intended.unwrap_or(sent),
-                done - sent,
-            ),
-            Ok(Err(class)) => rec.error(class),
-            Err(_) => rec.error(ErrorClass::RequestTimeout),
+            Ok(Ok(Response { status, version })) => {
+                rec.response(status, version, latency, done - sent);
+                if let Some(n) = name {
+                    rec.named_response(n, status, version, latency, done - sent);
+                }
+            }
+            Ok(Err(class)) => {
+                rec.error(class);
+                if let Some(n) = name {
+                    rec.named_error(n, class);
+                }
+            }
+            Err(_) => {
+                rec.error(ErrorClass::RequestTimeout);
+                if let Some(n) = name {
+                    rec.named_error(n, ErrorClass::RequestTimeout);
+                }
+            }
         }
         done - sent
     }
@@ -243,7 +258,7 @@ pub(crate) fn main(
         connector: plan.connector.clone(),
         requests: plan.requests.clone(),
         vars: RefCell::new(plan.vars.take().expect("a plan starts one worker")),
-        rec: RefCell::new(Recorder::new(bytes.clone())),
+        rec: RefCell::new(Recorder::new(bytes.clone(), shared.mix.names().len())),
         bytes,
         timeout: plan.timeout,
         shared,
@@ -274,6 +289,7 @@ pub(crate) fn main(
                 snap: Box::default(),
                 peak_lanes: 0,
                 in_flight: 0,
+                names: Vec::new(),
             });
             return;
         }
@@ -410,10 +426,12 @@ async fn drive(
     } else {
         plan.connections * plan.streams
     };
+    let names = ctx.rec.borrow_mut().take_names();
     let _ = tx.send(Msg::Done {
         snap: Box::new(snap),
         peak_lanes: peak,
         in_flight,
+        names,
     });
 }
 

@@ -47,6 +47,7 @@ pub fn rolling_update(seconds: u32) -> RunFile {
         intervals,
         fleet: Some(fleet),
         verdicts: Vec::new(),
+        names: Default::default(),
         stages: Vec::new(),
     }
 }
@@ -193,6 +194,7 @@ fn info(n: u64) -> RunInfo {
     RunInfo {
         url: "http://app.example:8080/".into(),
         targets: 1,
+        weights: None,
         mode: "open".into(),
         protocol: "HTTP/1.1".into(),
         connections: 40,

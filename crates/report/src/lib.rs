@@ -20,6 +20,7 @@ pub mod compare;
 pub mod example;
 pub mod format;
 pub mod html;
+pub mod names;
 pub mod point;
 pub mod runfile;
 pub mod stages;

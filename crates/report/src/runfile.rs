@@ -54,6 +54,9 @@ pub struct RunInfo {
     pub url: String,
     /// Number of distinct requests used round-robin.
     pub targets: usize,
+    /// Their weights, when they differ (`1:3`): the mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     /// `closed` or `open`.
     pub mode: String,
     /// `HTTP/1.1` or `HTTP/2`.
@@ -124,6 +127,9 @@ pub struct RunFile {
     /// A run whose rate changed by plan (stages, steps, a ramp): each stage, planned and got.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<crate::stages::StageRow>,
+    /// Named requests: the whole run per name (they add up to `total`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub names: std::collections::BTreeMap<String, Snapshot>,
 }
 
 /// What an aggregator adds to a run: per second, what was asked for and who reported; the

@@ -105,6 +105,10 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         s += "\nStages (each second counted in the stage holding its middle):\n";
         s += &crate::stages::table(&run.stages);
     }
+    if !run.names.is_empty() {
+        s += "\nBy name (slowest p99 first):\n";
+        s += &crate::names::table(&crate::names::rows(&run.names, run.elapsed_s));
+    }
     if percentiles {
         s.push('\n');
         s += &spectrum(run);
@@ -159,8 +163,14 @@ fn header(run: &RunFile) -> String {
             );
         }
     }
-    if i.targets > 1 {
-        let _ = writeln!(s, "{} targets, round-robin", i.targets);
+    match &i.weights {
+        Some(w) => {
+            let _ = writeln!(s, "{} targets, weighted {w}", i.targets);
+        }
+        None if i.targets > 1 => {
+            let _ = writeln!(s, "{} targets, round-robin", i.targets);
+        }
+        None => {}
     }
     s.push('\n');
     s
@@ -415,6 +425,7 @@ mod tests {
             fleet: None,
             summary: None,
             verdicts: Vec::new(),
+            names: Default::default(),
             stages: Vec::new(),
         }
     }

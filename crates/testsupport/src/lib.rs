@@ -77,6 +77,7 @@ impl Run {
             connector: Connector::new(origin, self.protocol, &self.tls, self.timeout)
                 .expect("a connector"),
             requests: Arc::new(vec![load::Prepared::Fixed(req)]),
+            mix: Arc::new(load::mix::Mix::one()),
             mode: self.mode,
             connections: self.connections,
             streams: self.streams,

@@ -126,9 +126,15 @@ pub struct Args {
     /// How requests take rows of --data: in-turn or random.
     #[arg(long, default_value = "in-turn", requires = "data")]
     data_order: load::template::Order,
-    /// Requests from a file in vegeta's text format, used round-robin (one origin).
+    /// Requests from a file (one origin): vegeta's text format (a `# name: NAME` line names
+    /// the target after it), or JSON lines ({"name", "method", "url", "headers", "body" or
+    /// "body_file", "weight"}); weights set the mix, and named requests get their own rows.
     #[arg(long, value_name = "FILE", conflicts_with = "url")]
     targets: Option<PathBuf>,
+    /// Named requests: most names with rows of their own; the rest are counted as "other".
+    #[arg(long, default_value_t = load::mix::DEFAULT_MAX_NAMES,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_names: u64,
     /// Per-request timeout, connect included.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
@@ -256,15 +262,20 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
     if let Some(path) = &a.targets {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Usage(format!("cannot read targets file {}: {e}", path.display())))?;
-        let specs = load::targets::parse_targets(&text)
-            .map_err(|e| Usage(format!("{}: {e}", path.display())))?;
+        let specs =
+            load::targets::parse(&text).map_err(|e| Usage(format!("{}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for t in specs {
             targets.push(Target {
                 method: t.method,
                 url: t.url,
                 headers: t.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect(),
-                body: t.body_file.map(|f| read_body(&dir.join(f))).transpose()?,
+                body: match t.body {
+                    Some(b) => Some(b),
+                    None => t.body_file.map(|f| read_body(&dir.join(f))).transpose()?,
+                },
+                name: t.name,
+                weight: t.weight,
             });
         }
     }
@@ -314,6 +325,7 @@ pub(crate) fn spec(a: &Args) -> Result<Spec, Usage> {
         threads: a.threads,
         seed: a.seed,
         data,
+        max_names: Some(a.max_names),
     })
 }
 
@@ -391,6 +403,10 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
     RunInfo {
         url: spec.display_url(),
         targets: cfg.requests.len(),
+        weights: spec.targets.iter().any(|t| t.weight != 1).then(|| {
+            let w: Vec<String> = spec.targets.iter().map(|t| t.weight.to_string()).collect();
+            w.join(":")
+        }),
         mode: if open { "open" } else { "closed" }.into(),
         protocol: if spec.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
         connections: cfg.connections,
@@ -490,6 +506,7 @@ pub fn main(cmd: Cmd) -> anyhow::Result<ExitCode> {
         fleet: None,
         summary: None,
         verdicts: Vec::new(),
+        names: r.names.into_iter().collect(),
         stages: Vec::new(),
     };
     run.stages = report::stages::rows(&stages, &run.intervals);

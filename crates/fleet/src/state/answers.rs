@@ -141,6 +141,7 @@ impl State {
             }),
             summary: Some(self.summary(now)),
             verdicts: Vec::new(),
+            names: Default::default(),
             stages,
         }
     }

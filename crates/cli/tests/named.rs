@@ -1,0 +1,86 @@
+//! Named requests with their own numbers: a targets file whose requests carry names (and
+//! weights) gets a row per name — in `load`'s table, its `--json` and `report` — and the rows
+//! add up to the total; weights choose the mix exactly.
+
+use testsupport::{tmpdir, Bin};
+
+const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn two_names_get_their_own_rows_which_add_up_to_the_total() {
+    let (_srv, srv) = testsupport::fleet::server(SCALETEST);
+    let dir = tmpdir("named");
+    let tf = dir.join("targets.jsonl");
+    std::fs::write(
+        &tf,
+        format!(
+            "{{\"name\": \"slow\", \"url\": \"http://{srv}/delay?ms=20\"}}\n\
+             {{\"name\": \"fast\", \"url\": \"http://{srv}/\", \"weight\": 3}}\n"
+        ),
+    )
+    .unwrap();
+    let json = dir.join("run.json");
+    let o = SCALETEST.run(&[
+        "load",
+        "--targets",
+        tf.to_str().unwrap(),
+        "-c",
+        "4",
+        "-n",
+        "200",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    let run = report::RunFile::read(&json).unwrap();
+    let names: Vec<(&str, u64, u64)> = run
+        .names
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.sent, s.responses))
+        .collect();
+    // Weights 1:3 over 200 sends, exactly; every one answered.
+    assert_eq!(names, [("fast", 150, 150), ("slow", 50, 50)], "{out}");
+    assert!(out.contains("2 targets, weighted 1:3"), "{out}");
+    let sum: u64 = run.names.values().map(|s| s.responses).sum();
+    assert_eq!(sum, run.total.responses);
+    let (slow, fast) = (
+        run.names["slow"].quantile_ms(0.5),
+        run.names["fast"].quantile_ms(0.5),
+    );
+    assert!((20.0..40.0).contains(&slow), "slow p50 {slow} ms");
+    assert!(
+        fast < 5.0 && fast * 4.0 < slow,
+        "fast p50 {fast} ms, slow {slow} ms"
+    );
+    // The table: the slowest first, in `load`'s output and in `report`'s.
+    for shown in [
+        out,
+        text(&SCALETEST.run(&["report", json.to_str().unwrap()]).stdout),
+    ] {
+        let at = |name: &str| {
+            shown
+                .lines()
+                .position(|l| l.starts_with(&format!("│ {name} ")))
+                .unwrap_or_else(|| panic!("no row {name} in\n{shown}"))
+        };
+        assert!(at("slow") < at("fast"), "{shown}");
+        assert!(shown.contains("By name (slowest p99 first):"), "{shown}");
+    }
+    // A weight of 0 for every request sends nothing: refused, one line, exit 2.
+    std::fs::write(
+        &tf,
+        format!("{{\"url\": \"http://{srv}/\", \"weight\": 0}}\n"),
+    )
+    .unwrap();
+    let o = SCALETEST.run(&["load", "--targets", tf.to_str().unwrap(), "-n", "1"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("every request has a weight of 0"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
