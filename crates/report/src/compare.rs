@@ -80,13 +80,64 @@ pub fn table(a: &RunFile, b: &RunFile, names: [&str; 2]) -> String {
     row("Error %", fa.error_pct, fb.error_pct, &|v| {
         format!("{}%", trim(v, 3))
     });
-    let names = ["p50", "p90", "p99", "p99.9", "max"];
-    for (i, n) in names.iter().enumerate() {
+    let pcts = ["p50", "p90", "p99", "p99.9", "max"];
+    for (i, n) in pcts.iter().enumerate() {
         row(&format!("Latency {n}"), fa.latency[i], fb.latency[i], &ms);
     }
     row("Bytes/s", fa.bytes_per_s, fb.bytes_per_s, &|v| {
         bytes(v) + "/s"
     });
+    let mut out = boxed(&rows);
+    if !(a.names.is_empty() && b.names.is_empty()) {
+        out += "\nBy name (slowest p99 in the second run first):\n";
+        out += &by_name(a, b, names);
+    }
+    out
+}
+
+/// Named requests side by side: each name's p50, p99 (with its change) and failures in both
+/// runs; a name only one run has shows `–` for the other.
+fn by_name(a: &RunFile, b: &RunFile, names: [&str; 2]) -> String {
+    let mut keys: Vec<&String> = a.names.keys().chain(b.names.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let q = |run: &RunFile, k: &str, p: f64| run.names.get(k).map(|s| s.quantile_ms(p));
+    keys.sort_by(|x, y| {
+        let (px, py) = (q(b, x, 0.99).unwrap_or(-1.0), q(b, y, 0.99).unwrap_or(-1.0));
+        py.total_cmp(&px).then(x.cmp(y))
+    });
+    let show = |v: Option<f64>| v.map_or("–".to_string(), ms);
+    let failed = |run: &RunFile, k: &str| {
+        run.names
+            .get(k)
+            .map_or("–".to_string(), |s| count(s.failed()))
+    };
+    let mut rows = vec![vec![
+        "Name".to_string(),
+        format!("p50 {}", names[0]),
+        format!("p50 {}", names[1]),
+        format!("p99 {}", names[0]),
+        format!("p99 {}", names[1]),
+        "p99 change".to_string(),
+        format!("Failed {}", names[0]),
+        format!("Failed {}", names[1]),
+    ]];
+    for k in keys {
+        let (pa, pb) = (q(a, k, 0.99), q(b, k, 0.99));
+        rows.push(vec![
+            k.clone(),
+            show(q(a, k, 0.5)),
+            show(q(b, k, 0.5)),
+            show(pa),
+            show(pb),
+            match (pa, pb) {
+                (Some(x), Some(y)) => change(x, y),
+                _ => "–".into(),
+            },
+            failed(a, k),
+            failed(b, k),
+        ]);
+    }
     boxed(&rows)
 }
 
@@ -272,6 +323,45 @@ mod tests {
         assert!(t.starts_with('┌') && t.trim_end().ends_with('┘'));
         // Half the seconds at 2000/s, half at 3000/s, less 2 to 4 unanswered sends a second.
         assert_eq!(line("Mean req/s")[1], "2497.05");
+    }
+
+    #[test]
+    fn named_requests_are_compared_name_by_name() {
+        let a = example::rolling_update(20);
+        let mut b = example::rolling_update(20);
+        assert!(
+            !table(&a, &b, ["a", "b"]).contains("By name"),
+            "no names, no rows"
+        );
+        let mut slow = hist::Snapshot::default();
+        for _ in 0..10 {
+            slow.latency.record(20_000).unwrap();
+            slow.responses += 1;
+        }
+        let mut fast = slow.clone();
+        fast.latency = hist::new_histogram();
+        fast.latency.record(1_000).unwrap();
+        b.names.insert("slow".into(), slow.clone());
+        b.names.insert("fast".into(), fast.clone());
+        let mut faster = fast.clone();
+        faster.latency = hist::new_histogram();
+        faster.latency.record(500).unwrap();
+        let mut a = a;
+        a.names.insert("fast".into(), faster);
+        let t = table(&a, &b, ["a", "b"]);
+        let row = |name: &str| {
+            t.lines()
+                .position(|l| l.starts_with(&format!("│ {name} ")))
+                .unwrap_or_else(|| panic!("no {name} in\n{t}"))
+        };
+        assert!(row("slow") < row("fast"), "{t}");
+        let fast_row = t.lines().nth(row("fast")).unwrap();
+        assert!(fast_row.contains("+100.0%"), "{fast_row}");
+        let slow_row = t.lines().nth(row("slow")).unwrap();
+        assert!(
+            slow_row.contains('–'),
+            "only the second run has it: {slow_row}"
+        );
     }
 
     #[test]
