@@ -229,7 +229,7 @@ fn a_phase_in_stages_runs_them_over_the_fleet() {
     assert!(
         events
             .iter()
-            .any(|e| e.contains("2s:300,2s:300,1day:300 starts at second")),
+            .any(|e| e.contains("2s:300,2s:300,4years:300 starts at second")),
         "{events:?}"
     );
     // The schedule's seconds: offered 75, 225, 300, 300 (0→300/s over 2 s, then 300/s).

@@ -8,7 +8,8 @@
 //! duration = "10s"          # or a number of seconds
 //! rate = 1000               # total req/s over the bots (or `connections`: a closed loop),
 //!                           # or a schedule: "stages:10s:1000,20s:5000" (one for the fleet,
-//!                           # starting 2–3 s into the phase; its last rate holds after it)
+//!                           # starting 2–3 s into the phase; its last rate holds after it
+//!                           # until a phase changes the load)
 //! servers = 1               # replicas wanted by the end of the phase (unset: unchanged)
 //! bots = 1
 //! rollout = "v2"            # replace every server not on this version, one at a time
@@ -199,18 +200,7 @@ impl Load {
     pub fn rate_text(&self) -> Option<String> {
         match self {
             Load::Rate(r) => Some(r.to_string()),
-            Load::Schedule(pace::RateShape::Stages { stages }) => {
-                let mut stages = stages.clone();
-                let last = stages.last().map_or(0.0, |s| s.to);
-                if last > 0.0 {
-                    stages.push(pace::Stage {
-                        over: MAX_PHASE,
-                        to: last,
-                    });
-                }
-                Some(pace::RateShape::Stages { stages }.text())
-            }
-            Load::Schedule(s) => Some(s.text()),
+            Load::Schedule(s) => Some(s.held_for(MAX_PHASE).text()),
             Load::Connections(_) => None,
         }
     }

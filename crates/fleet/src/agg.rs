@@ -15,7 +15,8 @@
 //! `GET /api/summary` merges the run's seconds once per call for its figures and the
 //! thresholds' live `verdicts` (the same [`Threshold::judge`] as at the end).
 //!
-//! The end of a run ([`Running::finish`], `POST /api/finish`, the `--run-for` deadline):
+//! The end of a run ([`Running::finish`], `POST /api/finish`, the `--run-for` deadline; for
+//! a schedule given at the start, the end of its stages or `--run-for` from its start):
 //! bots are told the run is over, the aggregator waits until each live bot has drained and
 //! pushed its last interval (or [`FLUSH_WAIT`]), closes every second, and writes
 //! `results.json` and `report.html`.
@@ -265,7 +266,10 @@ async fn serve(
     // From the run's start, not this process's: a restarted aggregator ends the run when the
     // first one would have.
     let started = sh.state.lock().expect("state lock").started_unix;
-    let deadline = cfg.run_for.map(|d| {
+    // A run given a schedule (stages) lasts from the schedule's start: --run-for of load, or
+    // the stages themselves; checked at each tick, as the start comes with the first bot.
+    let scheduled = matches!(cfg.plan, Plan::Shaped { .. });
+    let deadline = cfg.run_for.filter(|_| !scheduled).map(|d| {
         let left = started + d.as_secs_f64() - now_unix();
         Instant::now() + Duration::from_secs_f64(left.max(0.0))
     });
@@ -280,10 +284,15 @@ async fn serve(
             _ = sleep_until_opt(deadline) => break,
         }
         tick(&sh, &mut store);
-        // Stages and no --run-for: the run lasts as long as the stages, as `load`'s does.
-        let schedule_end = sh.state.lock().expect("state lock").schedule_end();
-        if cfg.run_for.is_none() && schedule_end.is_some_and(|end| now_unix() >= end) {
-            break;
+        if scheduled {
+            let st = sh.state.lock().expect("state lock");
+            let end = match cfg.run_for {
+                Some(d) => Some(st.plan.start_unix().unwrap_or(started) + d.as_secs_f64()),
+                None => st.schedule_end(),
+            };
+            if end.is_some_and(|end| now_unix() >= end) {
+                break;
+            }
         }
         if cfg.abort_on_fail {
             let mut st = sh.state.lock().expect("state lock");

@@ -1,9 +1,10 @@
 //! The mix of a run's requests: which request each send is, and the name its figures are
 //! kept under.
 //!
-//! Weights are walked in a fixed smooth order (nginx's smooth weighted round-robin) over the
-//! run's global send sequence, so every cycle of Σweight sends holds each request exactly
-//! `weight` times, spread out rather than in runs. Names: a request's own (`# name:`, JSON
+//! Weights are walked in a fixed order over the run's global send sequence: every cycle of
+//! Σweight sends holds each request exactly `weight` times, spread evenly (request i's k-th
+//! send of the cycle sits at (k + ½)·cycle/weight, ties in file order; equal weights are
+//! plain round-robin). Names: a request's own (`# name:`, JSON
 //! lines' `name`) or, when others are named, its method and path; past `max_names` distinct
 //! names the rest are counted as [`OTHER`], so memory stays bounded whatever the targets file.
 
@@ -47,26 +48,21 @@ impl Mix {
             return Err("every request has a weight of 0: nothing would be sent".into());
         }
         let weights: Vec<u64> = weights.iter().map(|w| w / common).collect();
-        let cycle: u64 = weights.iter().sum();
-        if cycle > MAX_CYCLE {
+        // Summed wide: weights come from files and specs, any u64.
+        let cycle: u128 = weights.iter().map(|w| *w as u128).sum();
+        if cycle > MAX_CYCLE as u128 {
             return Err(format!(
                 "the weights add up to {cycle} (divided by their common factor); at most \
                  {MAX_CYCLE}: use smaller ones in the same proportions"
             ));
         }
-        let mut order = Vec::with_capacity(cycle as usize);
-        let mut current = vec![0i128; weights.len()];
-        for _ in 0..cycle {
-            let mut best = 0;
-            for (i, w) in weights.iter().enumerate() {
-                current[i] += *w as i128;
-                if current[i] > current[best] {
-                    best = i;
-                }
-            }
-            current[best] -= cycle as i128;
-            order.push(best as u32);
+        let mut slots: Vec<(f64, u32)> = Vec::with_capacity(cycle as usize);
+        for (i, w) in weights.iter().enumerate() {
+            let stride = cycle as f64 / *w as f64;
+            slots.extend((0..*w).map(|k| ((k as f64 + 0.5) * stride, i as u32)));
         }
+        slots.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let order: Vec<u32> = slots.into_iter().map(|(_, i)| i).collect();
         let (mut names, mut name_of) = (Vec::new(), Vec::new());
         if entries.iter().any(|e| e.name.is_some()) {
             for e in entries {
@@ -167,6 +163,16 @@ mod tests {
         // 6:3:0 is 2:1:0, a cycle of 3.
         let picks: Vec<usize> = (0..6).map(|s| m.pick(s)).collect();
         assert_eq!(picks, [0, 1, 0, 0, 1, 0]);
+        // Any u64 weights: summed without overflow, refused past the cycle's bound.
+        let e = Mix::new(&[entry(None, u64::MAX, "u"), entry(None, 1, "v")], 100).unwrap_err();
+        assert!(e.contains("at most 1000000"), "{e}");
+        // Many targets of equal weight: round-robin, built at once.
+        let many: Vec<Entry> = (0..200_000).map(|_| entry(None, 1, "u")).collect();
+        let m = Mix::new(&many, 100).unwrap();
+        assert_eq!(
+            (m.pick(0), m.pick(199_999), m.pick(200_000)),
+            (0, 199_999, 0)
+        );
         let m = Mix::new(&[entry(None, 1, "u"), entry(None, 1, "v")], 100).unwrap();
         assert_eq!((0..4).map(|s| m.pick(s)).collect::<Vec<_>>(), [0, 1, 0, 1]);
         assert!(m.names().is_empty(), "no name given: only the total");

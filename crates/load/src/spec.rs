@@ -63,7 +63,7 @@ pub struct Spec {
     /// Target URL (or give `targets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Requests used round-robin, all on one origin (instead of `url`).
+    /// Requests, in turn by their weights, all on one origin (instead of `url`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<Target>,
     /// Method for `url`.
@@ -348,7 +348,9 @@ impl Spec {
             })
             .collect();
         let max_names = match self.max_names {
-            Some(0) => return Err(SpecError::new("{max_names} must be ≥ 1")),
+            Some(n) if !(1..=10_000).contains(&n) => {
+                return Err(SpecError::new("{max_names} must be in 1..=10000"))
+            }
             Some(n) => n,
             None => crate::mix::DEFAULT_MAX_NAMES,
         };

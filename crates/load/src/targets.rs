@@ -14,7 +14,7 @@
 //! file (relative paths are taken from the targets file's directory); blank lines separate
 //! targets. A `# name: checkout` line names the target after it (its own row in the report).
 //!
-//! Or JSON lines, one target per line (a file whose first line starts with `{`):
+//! Or JSON lines, one target per line (a file whose first non-blank line starts with `{`):
 //!
 //! ```text
 //! {"name": "checkout", "method": "POST", "url": "http://h/buy", "headers": {"Content-Type": "application/json"}, "body": "{}", "weight": 3}
@@ -95,6 +95,10 @@ fn parse_json_lines(text: &str) -> Result<Vec<TargetSpec>, String> {
         if t.body.is_some() && t.body_file.is_some() {
             return Err(format!("line {n}: give body or body_file, not both"));
         }
+        let name = t.name.map(|s| s.trim().to_string());
+        if name.as_deref() == Some("") {
+            return Err(format!("line {n}: the name is empty"));
+        }
         if !t.method.chars().all(|c| c.is_ascii_uppercase()) || t.method.is_empty() {
             return Err(format!("line {n}: invalid method {:?}", t.method));
         }
@@ -104,7 +108,7 @@ fn parse_json_lines(text: &str) -> Result<Vec<TargetSpec>, String> {
             headers: t.headers.into_iter().collect(),
             body_file: t.body_file,
             body: t.body,
-            name: t.name,
+            name,
             weight: t.weight,
             line: n,
         });
@@ -125,10 +129,13 @@ pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
         let n = i + 1;
         if let Some(comment) = line.strip_prefix('#') {
             if let Some(v) = comment.trim().strip_prefix("name:") {
-                if current.is_some() {
+                if current.is_some() || name.is_some() {
                     return Err(format!(
-                        "line {n}: a name goes before its target's METHOD URL line"
+                        "line {n}: a name goes once, before its target's METHOD URL line"
                     ));
+                }
+                if v.trim().is_empty() {
+                    return Err(format!("line {n}: the name is empty"));
                 }
                 name = Some(v.trim().to_string());
             }
@@ -174,6 +181,9 @@ pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
         }
     }
     out.extend(current);
+    if name.is_some() {
+        return Err("the file ends with a name and no target after it".into());
+    }
     if out.is_empty() {
         return Err("no targets in file".into());
     }
@@ -204,6 +214,10 @@ mod tests {
         assert_eq!(t[0].name.as_deref(), Some("home"));
         assert_eq!(t[1].name, None);
         assert!(parse("GET http://h/\n# name: late\n").is_err());
+        assert!(parse("# name: a\n# name: b\nGET http://h/\n").is_err());
+        assert!(parse("# name:  \nGET http://h/\n").is_err());
+        assert!(parse("GET http://h/\n\n# name: dangling\n").is_err());
+        assert!(parse("{\"url\": \"u\", \"name\": \" \"}").is_err());
         let t = parse(concat!(
             "{\"name\": \"buy\", \"method\": \"POST\", \"url\": \"http://h/buy\", ",
             "\"headers\": {\"X-A\": \"1\"}, \"body\": \"{}\", \"weight\": 3}\n\n",
@@ -247,6 +261,7 @@ mod properties {
             Just("X-A: b".to_string()),
             Just("@body.json".to_string()),
             Just("# note".to_string()),
+            Just("# name: a".to_string()),
             Just(String::new()),
             "[ -~]{0,30}",
             any::<String>(),

@@ -659,15 +659,22 @@ async fn dispatch(
         // watching for a change during the wait; a short one checks after it.
         // (`changed()` marks the value seen: a change it reported is kept in `told`.)
         let mut told = false;
+        let mut ended = false;
         loop {
             if let Some(rx) = rate.as_mut() {
                 if std::mem::take(&mut told) || rx.has_changed().unwrap_or(false) {
                     let factor = *rx.borrow_and_update();
                     if let Some(p) = schedule.borrow_mut().as_mut() {
                         p.rescale_at(start.elapsed(), factor);
-                        offset = p.next().unwrap_or(offset);
+                        match p.next() {
+                            Some(o) => offset = o,
+                            None => ended = true,
+                        }
                     }
                 }
+            }
+            if ended {
+                break; // the rescaled schedule has nothing left: the claimed send is not made
             }
             let at = start + offset;
             match rate.as_mut() {
@@ -683,7 +690,7 @@ async fn dispatch(
                 }
             }
         }
-        if past_stop(start + offset) {
+        if ended || past_stop(start + offset) {
             ctx.holding.set(false);
             break;
         }

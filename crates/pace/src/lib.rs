@@ -355,6 +355,23 @@ impl RateShape {
         }
     }
 
+    /// Stages whose last rate (when above 0) then holds for `d` more: a fleet's schedule
+    /// that keeps its load until something changes it (`aggregate --run-for`, a demo phase);
+    /// other shapes hold their last rate anyway.
+    pub fn held_for(&self, d: Duration) -> RateShape {
+        match self {
+            RateShape::Stages { stages } => {
+                let mut stages = stages.clone();
+                let last = stages.last().map_or(0.0, |s| s.to);
+                if last > 0.0 {
+                    stages.push(Stage { over: d, to: last });
+                }
+                RateShape::Stages { stages }
+            }
+            other => other.clone(),
+        }
+    }
+
     /// How long the shape itself lasts, if it says: the stages' total.
     pub fn own_duration(&self) -> Option<Duration> {
         match self {

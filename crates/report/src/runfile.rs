@@ -52,7 +52,7 @@ pub fn count_over_max(v: &serde_json::Value) -> Option<String> {
 pub struct RunInfo {
     /// Target URL (the first target, for a targets file).
     pub url: String,
-    /// Number of distinct requests used round-robin.
+    /// Number of distinct requests (in turn, by `weights` when they differ).
     pub targets: usize,
     /// Their weights, when they differ (`1:3`): the mix.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,8 +14,9 @@ const EXAMPLES: &str =
     "The load flags are `scaletest load`'s: the rate (--rate) is the total over all bots, split
 evenly over the live ones; -c without --rate is a closed loop with that many connections per bot.
 -d is the same as --run-for. A rate in stages (--stages, or --rate steps:/ramp:) is one schedule
-for the fleet: it starts on a whole second 2 s after the first bot is live, a bot joining later
-joins it where it is, and without --run-for the run ends with the stages.
+for the fleet: it starts on the first whole second at least 2 s after the first bot is live, a
+bot joining later joins it where it is, and the run lasts as long as the stages (--run-for: that
+long from the schedule's start, the last rate held).
 
 Examples:
   scaletest aggregate http://127.0.0.1:8000/ --rate 20000 --run-for 60s --out results
@@ -84,21 +85,6 @@ pub struct Args {
     public_read: bool,
 }
 
-/// Stages with a --run-for: their last rate holds while the run lasts (as in `load`), so the
-/// fleet's schedule gets a last stage at that rate for as long as the run (the run ends first).
-fn held_until(shape: pace::RateShape, run_for: Option<Duration>) -> pace::RateShape {
-    match (shape, run_for) {
-        (pace::RateShape::Stages { mut stages }, Some(d)) => {
-            let last = stages.last().map_or(0.0, |s| s.to);
-            if last > 0.0 {
-                stages.push(pace::Stage { over: d, to: last });
-            }
-            pace::RateShape::Stages { stages }
-        }
-        (shape, _) => shape,
-    }
-}
-
 /// The certificate to serve, if any, and the CA file bots should be given.
 fn tls(args: &Args) -> anyhow::Result<(Option<rustls::ServerConfig>, Option<PathBuf>)> {
     let (cert, key, ca) = if args.tls_self_signed {
@@ -150,7 +136,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             })
         })
         .transpose()?
-        .map(|s| held_until(s, run_for));
+        // Stages with a --run-for: their last rate holds while the run lasts, as in `load`.
+        .map(|s| run_for.map_or(s.clone(), |d| s.held_for(d)));
     // The flags as the load request `PUT /api/load` takes: one rule, one set of words. With
     // no target the aggregator idles, or picks up the unfinished run in --out with its own
     // load: a rate flag then has nothing to apply to, as before.

@@ -405,7 +405,11 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
         targets: cfg.requests.len(),
         weights: spec.targets.iter().any(|t| t.weight != 1).then(|| {
             let w: Vec<String> = spec.targets.iter().map(|t| t.weight.to_string()).collect();
-            w.join(":")
+            // A header line, not the file: the first weights tell the mix.
+            match w.len() {
+                0..=12 => w.join(":"),
+                n => format!("{}:… ({n} weights)", w[..12].join(":")),
+            }
         }),
         mode: if open { "open" } else { "closed" }.into(),
         protocol: if spec.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),

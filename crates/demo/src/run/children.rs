@@ -23,13 +23,18 @@ impl Demo<'_> {
             "--out".into(),
             self.cfg.run_dir.join("results").display().to_string(),
         ]);
-        match (self.load.rate_text(), &self.load) {
-            (Some(r), _) => args.extend(["--rate".into(), r]),
-            (None, Load::Connections(c)) => {
+        match &self.load {
+            Load::Rate(r) => args.extend(["--rate".into(), r.to_string()]),
+            // The demo ends its run itself (POST /api/finish): a --run-for past any demo keeps
+            // the stages from ending it and holds their last rate (4 years, which the events
+            // write as "4years").
+            Load::Schedule(s) => {
+                args.extend(strings(&["--rate", &s.text(), "--run-for", "1461days"]))
+            }
+            Load::Connections(c) => {
                 let bots = first.bots.unwrap_or(1) as u64;
                 args.extend(["-c".into(), c.div_ceil(bots).to_string()])
             }
-            (None, _) => {}
         }
         for t in &self.cfg.thresholds {
             args.extend(["--threshold".into(), t.to_string()]);

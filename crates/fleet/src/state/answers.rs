@@ -120,7 +120,8 @@ impl State {
         total.start = 0.0;
         total.end = intervals.len() as f64;
         // A fleet schedule's stages, cut from the same seconds (they start on a whole second).
-        let stages = report::stages::rows(&self.ran.stages(first, now), &intervals);
+        let end = self.finished_at.unwrap_or(now);
+        let stages = report::stages::rows(&self.ran.stages(first, end), &intervals);
         report::RunFile {
             version: report::RUNFILE_VERSION,
             tool: concat!("scaletest ", env!("CARGO_PKG_VERSION")).into(),

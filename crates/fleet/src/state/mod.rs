@@ -103,6 +103,8 @@ pub struct State {
     pub ran: Plan,
     /// The run has ended.
     pub finished: bool,
+    /// When it ended (the stage table is cut there, not after the bots' flush).
+    finished_at: Option<f64>,
     bots: BTreeMap<u64, Bot>,
     next_id: u64,
     generation: u64,
@@ -149,6 +151,7 @@ impl State {
             ran: plan.clone(),
             plan,
             finished: false,
+            finished_at: None,
             bots: BTreeMap::new(),
             next_id: 1,
             generation: 0,

@@ -195,6 +195,7 @@ impl State {
             }
         }
         self.offered_cache += rate;
+        self.follow_schedule(now);
     }
 
     /// Set how the load is split (and optionally what it is); bots get new assignments.
@@ -215,6 +216,7 @@ impl State {
             return;
         }
         self.finished = true;
+        self.finished_at = Some(now);
         self.plan = Plan::Idle;
         self.event(now, "run", "run finished".into());
         self.resplit(now);
@@ -299,7 +301,11 @@ impl State {
         else {
             return;
         };
-        let total = if now < *start || self.live_cache == 0 {
+        // The bots' schedules end with the stages: nothing is asked after them.
+        let over = shape
+            .own_duration()
+            .is_some_and(|d| now >= start + d.as_secs_f64());
+        let total = if now < *start || self.live_cache == 0 || over {
             0.0
         } else {
             shape.rate_at(now - start, f64::INFINITY)
@@ -347,7 +353,11 @@ impl Plan {
         else {
             return None;
         };
-        let n = |x: f64| shape.count_until((x - start).max(0.0), f64::INFINITY);
+        // Nothing before the start, nor after the stages (the bots' schedules end there).
+        let own = shape
+            .own_duration()
+            .map_or(f64::INFINITY, |d| d.as_secs_f64());
+        let n = |x: f64| shape.count_until((x - start).clamp(0.0, own), f64::INFINITY);
         Some(n(t as f64 + 1.0) - n(t as f64))
     }
 

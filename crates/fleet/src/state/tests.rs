@@ -630,8 +630,15 @@ fn a_schedule_is_one_for_the_fleet_split_over_the_live_bots() {
     let third = "stages:2s:66.66666666666666,2s:66.66666666666666".to_string();
     assert_eq!(share(&s, a), (third.clone(), Some(1003.0)));
     assert_eq!(share(&s, c), (third, Some(1003.0)));
-    // Offered per second: the schedule's count in it (0→200/s over 2 s: 50 then 150).
-    for (t, want) in [(1002, 0.0), (1003, 50.0), (1004, 150.0), (1005, 200.0)] {
+    // Offered per second: the schedule's count in it (0→200/s over 2 s: 50 then 150), and
+    // nothing after the stages (the bots' schedules end there).
+    for (t, want) in [
+        (1002, 0.0),
+        (1003, 50.0),
+        (1004, 150.0),
+        (1005, 200.0),
+        (1007, 0.0),
+    ] {
         assert_eq!(s.plan.scheduled_in(t), Some(want), "second {t}");
     }
     for t in 1003..1007 {
@@ -660,6 +667,8 @@ fn a_schedule_is_one_for_the_fleet_split_over_the_live_bots() {
         stages,
         vec![(0.0, 2.0, Some(200.0), 60), (2.0, 4.0, Some(400.0), 60)]
     );
+    s.tick(1007.2);
+    assert_eq!(s.offered(), 0.0, "asked for nothing after the stages");
     // Refused: a ramp (no duration to walk it over), a schedule that never sends.
     for (body, why) in [
         (r#"{"rate":"ramp:1..2"}"#, "a ramp needs a duration"),
@@ -671,4 +680,29 @@ fn a_schedule_is_one_for_the_fleet_split_over_the_live_bots() {
             .and_then(|r| s.set_load(1008.0, &r).map_err(|e| e.1));
         assert!(e.as_ref().is_err_and(|e| e.contains(why)), "{body}: {e:?}");
     }
+}
+
+/// A run finished before its stages end: the stage table is cut at the finish, not at the
+/// results' writing (after the bots' flush).
+#[test]
+fn the_stage_table_ends_where_the_run_did() {
+    let mut s = state();
+    let a = reg(&mut s, 1000.0, "a");
+    let req: LoadRequest = serde_json::from_str(r#"{"rate":"stages:2s:200,10s:200"}"#).unwrap();
+    s.set_load(1000.4, &req).unwrap();
+    for t in 1003..1006 {
+        push(&mut s, t as f64 + 1.2, a, t, &[1000; 10]).unwrap();
+    }
+    s.finish(1006.0);
+    s.close_all();
+    let run = s.results(1016.0, report::RunInfo::default());
+    let stages: Vec<(f64, f64, Option<f64>)> = run
+        .stages
+        .iter()
+        .map(|r| (r.plan.start_s, r.plan.end_s, r.plan.planned))
+        .collect();
+    assert_eq!(
+        stages,
+        vec![(0.0, 2.0, Some(200.0)), (2.0, 3.0, Some(200.0))]
+    );
 }
