@@ -71,6 +71,24 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
         assert!(at("slow") < at("fast"), "{shown}");
         assert!(shown.contains("By name (slowest p99 first):"), "{shown}");
     }
+    // report.html: the same rows, and the mix in its header.
+    let html = dir.join("run.html");
+    let o = SCALETEST.run(&[
+        "report",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("By name (slowest p99 first):"),
+        "no names table"
+    );
+    assert!(
+        page.contains("and 1 more, weighted 1:3"),
+        "no mix in the header"
+    );
     // A weight of 0 for every request sends nothing: refused, one line, exit 2.
     std::fs::write(
         &tf,

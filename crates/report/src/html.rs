@@ -426,8 +426,13 @@ pub(crate) fn run_facts(run: &RunFile) -> Vec<(&'static str, String)> {
     } else {
         format!("closed loop, {} connections", i.connections)
     };
+    let target = match (i.targets, &i.weights) {
+        (0 | 1, _) => i.url.clone(),
+        (n, None) => format!("{} and {} more, in turn", i.url, n - 1),
+        (n, Some(w)) => format!("{} and {} more, weighted {w}", i.url, n - 1),
+    };
     let mut facts = vec![
-        ("Target", i.url.clone()),
+        ("Target", target),
         ("Load", load),
         ("Protocol", i.protocol.clone()),
         ("Started", utc(run.started_unix)),
