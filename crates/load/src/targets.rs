@@ -12,7 +12,8 @@
 //!
 //! A target is a `METHOD URL` line, then header lines, then optionally `@path` naming a body
 //! file (relative paths are taken from the targets file's directory); blank lines separate
-//! targets. A `# name: checkout` line names the target after it (its own row in the report).
+//! targets. A `# name: checkout` line names the target after it (its own row in the report),
+//! a `# weight: 3` line sets its share of the mix.
 //!
 //! Or JSON lines, one target per line (a file whose first non-blank line starts with `{`):
 //!
@@ -124,6 +125,7 @@ pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
     let mut out: Vec<TargetSpec> = Vec::new();
     let mut current: Option<TargetSpec> = None;
     let mut name: Option<String> = None;
+    let mut weight: Option<u64> = None;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         let n = i + 1;
@@ -138,6 +140,17 @@ pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
                     return Err(format!("line {n}: the name is empty"));
                 }
                 name = Some(v.trim().to_string());
+            }
+            if let Some(v) = comment.trim().strip_prefix("weight:") {
+                if current.is_some() || weight.is_some() {
+                    return Err(format!(
+                        "line {n}: a weight goes once, before its target's METHOD URL line"
+                    ));
+                }
+                let w = v.trim().parse::<u64>().map_err(|_| {
+                    format!("line {n}: weight {:?} is not a whole number ≥ 0", v.trim())
+                })?;
+                weight = Some(w);
             }
             continue;
         }
@@ -160,7 +173,7 @@ pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
                     body_file: None,
                     body: None,
                     name: name.take(),
-                    weight: 1,
+                    weight: weight.take().unwrap_or(1),
                     line: n,
                 });
             }
@@ -181,8 +194,8 @@ pub fn parse_targets(text: &str) -> Result<Vec<TargetSpec>, String> {
         }
     }
     out.extend(current);
-    if name.is_some() {
-        return Err("the file ends with a name and no target after it".into());
+    if name.is_some() || weight.is_some() {
+        return Err("the file ends with a name or weight and no target after it".into());
     }
     if out.is_empty() {
         return Err("no targets in file".into());
@@ -217,6 +230,10 @@ mod tests {
         assert!(parse("# name: a\n# name: b\nGET http://h/\n").is_err());
         assert!(parse("# name:  \nGET http://h/\n").is_err());
         assert!(parse("GET http://h/\n\n# name: dangling\n").is_err());
+        let t = parse("# name: a\n# weight: 3\nGET http://h/\n\nGET http://h/b\n").unwrap();
+        assert_eq!((t[0].weight, t[1].weight), (3, 1));
+        assert!(parse("# weight: -1\nGET http://h/\n").is_err());
+        assert!(parse("GET http://h/\n\n# weight: 2\n").is_err());
         assert!(parse("{\"url\": \"u\", \"name\": \" \"}").is_err());
         let t = parse(concat!(
             "{\"name\": \"buy\", \"method\": \"POST\", \"url\": \"http://h/buy\", ",
@@ -262,6 +279,7 @@ mod properties {
             Just("@body.json".to_string()),
             Just("# note".to_string()),
             Just("# name: a".to_string()),
+            Just("# weight: 2".to_string()),
             Just(String::new()),
             "[ -~]{0,30}",
             any::<String>(),

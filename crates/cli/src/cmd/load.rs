@@ -126,8 +126,8 @@ pub struct Args {
     /// How requests take rows of --data: in-turn or random.
     #[arg(long, default_value = "in-turn", requires = "data")]
     data_order: load::template::Order,
-    /// Requests from a file (one origin): vegeta's text format (a `# name: NAME` line names
-    /// the target after it), or JSON lines ({"name", "method", "url", "headers", "body" or
+    /// Requests from a file (one origin): vegeta's text format (`# name: NAME` and
+    /// `# weight: N` lines before a target), or JSON lines ({"name", "method", "url", "headers", "body" or
     /// "body_file", "weight"}); weights set the mix, and named requests get their own rows.
     #[arg(long, value_name = "FILE", conflicts_with = "url")]
     targets: Option<PathBuf>,

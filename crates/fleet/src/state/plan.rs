@@ -4,8 +4,8 @@
 //! assignment generation).
 //!
 //! A total rate that changes by plan (stages, steps) is one schedule for the whole fleet: it
-//! starts at a whole Unix second ([`SCHEDULE_LEAD`] after the plan is set with bots live, or
-//! after the first bot becomes live), every bot walks `shape / live` from that instant, a bot
+//! starts on the first whole Unix second at least [`SCHEDULE_LEAD`] after the plan is set
+//! with bots live (or after the first bot becomes live), every bot walks `shape / live` from that instant, a bot
 //! joining later joins the schedule where it is, and a re-split rescales the bots' shares
 //! from that moment (`load::RateControl`): the fleet's sends add up to the schedule.
 
