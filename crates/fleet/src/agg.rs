@@ -265,10 +265,12 @@ async fn serve(
         tokio::task::spawn_local(server::serve(listener, tls, limits, stats, phase_rx, make));
     // From the run's start, not this process's: a restarted aggregator ends the run when the
     // first one would have.
-    let started = sh.state.lock().expect("state lock").started_unix;
-    // A run given a schedule (stages) lasts from the schedule's start: --run-for of load, or
-    // the stages themselves; checked at each tick, as the start comes with the first bot.
-    let scheduled = matches!(cfg.plan, Plan::Shaped { .. });
+    let (started, scheduled) = {
+        let st = sh.state.lock().expect("state lock");
+        (st.started_unix, st.scheduled_run())
+    };
+    // A run started with a schedule (stages) lasts from the schedule's start: --run-for of
+    // load, or the stages themselves; checked at each tick, as the start comes with a bot.
     let deadline = cfg.run_for.filter(|_| !scheduled).map(|d| {
         let left = started + d.as_secs_f64() - now_unix();
         Instant::now() + Duration::from_secs_f64(left.max(0.0))
@@ -285,11 +287,8 @@ async fn serve(
         }
         tick(&sh, &mut store);
         if scheduled {
-            let st = sh.state.lock().expect("state lock");
-            let end = match cfg.run_for {
-                Some(d) => Some(st.plan.start_unix().unwrap_or(started) + d.as_secs_f64()),
-                None => st.schedule_end(),
-            };
+            let run_for = cfg.run_for.map(|d| d.as_secs_f64());
+            let end = sh.state.lock().expect("state lock").scheduled_end(run_for);
             if end.is_some_and(|end| now_unix() >= end) {
                 break;
             }
@@ -352,6 +351,9 @@ fn run_info(spec: &Spec, plan: &Plan) -> RunInfo {
     RunInfo {
         url: spec.display_url(),
         targets: spec.targets.len().max(1),
+        weights: load::mix::weights_text(
+            &spec.targets.iter().map(|t| t.weight).collect::<Vec<_>>(),
+        ),
         mode: if matches!(plan, Plan::Connections { .. }) {
             "closed"
         } else {

@@ -3,8 +3,7 @@
 //!
 //! Weights are walked in a fixed order over the run's global send sequence: every cycle of
 //! Σweight sends holds each request exactly `weight` times, spread evenly (request i's k-th
-//! send of the cycle sits at (k + ½)·cycle/weight, ties in file order; equal weights are
-//! plain round-robin). Names: a request's own (`# name:`, JSON
+//! send of the cycle sits at (k + ½)·cycle/weight; equal weights are plain round-robin). Names: a request's own (`# name:`, JSON
 //! lines' `name`) or, when others are named, its method and path; past `max_names` distinct
 //! names the rest are counted as [`OTHER`], so memory stays bounded whatever the targets file.
 
@@ -42,6 +41,9 @@ pub struct Mix {
 impl Mix {
     /// The mix of `entries` (at least one) with at most `max_names` names kept apart.
     pub fn new(entries: &[Entry], max_names: u64) -> Result<Mix, String> {
+        if entries.iter().any(|e| e.name.is_some_and(|n| n.trim().is_empty())) {
+            return Err("a request's name is empty".into());
+        }
         let weights: Vec<u64> = entries.iter().map(|e| e.weight).collect();
         let common = weights.iter().copied().fold(0, gcd);
         if common == 0 {
@@ -121,6 +123,21 @@ impl Mix {
     }
 }
 
+/// The mix's weights as a header shows them (`1:3`, divided by their common factor, the first
+/// 12 of a long list), or `None` when they are all equal (round-robin).
+pub fn weights_text(weights: &[u64]) -> Option<String> {
+    let common = weights.iter().copied().fold(0, gcd).max(1);
+    let w: Vec<u64> = weights.iter().map(|w| w / common).collect();
+    if w.windows(2).all(|p| p[0] == p[1]) {
+        return None;
+    }
+    let text: Vec<String> = w.iter().take(12).map(u64::to_string).collect();
+    Some(match w.len() {
+        0..=12 => text.join(":"),
+        n => format!("{}:… ({n} weights)", text.join(":")),
+    })
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
@@ -176,6 +193,13 @@ mod tests {
         let m = Mix::new(&[entry(None, 1, "u"), entry(None, 1, "v")], 100).unwrap();
         assert_eq!((0..4).map(|s| m.pick(s)).collect::<Vec<_>>(), [0, 1, 0, 1]);
         assert!(m.names().is_empty(), "no name given: only the total");
+        assert_eq!(weights_text(&[6, 3, 0]).as_deref(), Some("2:1:0"));
+        assert_eq!(weights_text(&[3, 3, 3]), None, "equal: round-robin");
+        assert_eq!(
+            weights_text(&[1; 13].iter().chain(&[2]).copied().collect::<Vec<_>>()).as_deref(),
+            Some("1:1:1:1:1:1:1:1:1:1:1:1:… (14 weights)")
+        );
+        assert!(Mix::new(&[entry(Some(" "), 1, "u")], 100).is_err());
         let e = Mix::new(&[entry(None, 0, "u")], 100).unwrap_err();
         assert!(e.contains("weight of 0"), "{e}");
         let e = Mix::new(&[entry(None, 999_999, "u"), entry(None, 2, "v")], 100).unwrap_err();

@@ -16,7 +16,7 @@ evenly over the live ones; -c without --rate is a closed loop with that many con
 -d is the same as --run-for. A rate in stages (--stages, or --rate steps:/ramp:) is one schedule
 for the fleet: it starts on the first whole second at least 2 s after the first bot is live, a
 bot joining later joins it where it is, and the run lasts as long as the stages (--run-for: that
-long from the schedule's start, the last rate held).
+long from the schedule's first start, the last rate held; steps have no end: give --run-for).
 
 Examples:
   scaletest aggregate http://127.0.0.1:8000/ --rate 20000 --run-for 60s --out results

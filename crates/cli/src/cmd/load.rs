@@ -403,14 +403,9 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
     RunInfo {
         url: spec.display_url(),
         targets: cfg.requests.len(),
-        weights: spec.targets.iter().any(|t| t.weight != 1).then(|| {
-            let w: Vec<String> = spec.targets.iter().map(|t| t.weight.to_string()).collect();
-            // A header line, not the file: the first weights tell the mix.
-            match w.len() {
-                0..=12 => w.join(":"),
-                n => format!("{}:… ({n} weights)", w[..12].join(":")),
-            }
-        }),
+        weights: load::mix::weights_text(
+            &spec.targets.iter().map(|t| t.weight).collect::<Vec<_>>(),
+        ),
         mode: if open { "open" } else { "closed" }.into(),
         protocol: if spec.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
         connections: cfg.connections,

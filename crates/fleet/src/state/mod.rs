@@ -105,6 +105,11 @@ pub struct State {
     pub finished: bool,
     /// When it ended (the stage table is cut there, not after the bots' flush).
     finished_at: Option<f64>,
+    /// The run was started with a schedule (stages): it ends with them, or `--run-for` after
+    /// the schedule's first start (kept across restarts, whatever the new process's flags).
+    scheduled_run: bool,
+    /// When the run's first schedule started.
+    first_schedule_start: Option<f64>,
     bots: BTreeMap<u64, Bot>,
     next_id: u64,
     generation: u64,
@@ -152,6 +157,8 @@ impl State {
             plan,
             finished: false,
             finished_at: None,
+            scheduled_run: false,
+            first_schedule_start: None,
             bots: BTreeMap::new(),
             next_id: 1,
             generation: 0,
@@ -173,6 +180,7 @@ impl State {
             refused: 0,
             accepted: 0,
         };
+        s.scheduled_run = matches!(s.plan, Plan::Shaped { .. });
         s.event(now, "run", format!("run {} started", s.run_id));
         s
     }

@@ -37,6 +37,12 @@ pub struct Saved {
     /// Runs the bots were in before this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_runs: Vec<String>,
+    /// The run was started with a schedule.
+    #[serde(default)]
+    pub scheduled_run: bool,
+    /// When its first schedule started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_schedule_start: Option<f64>,
 }
 
 impl State {
@@ -53,6 +59,8 @@ impl State {
         s.ran = saved.ran.unwrap_or(saved.plan);
         s.events = saved.events;
         s.previous_runs = saved.previous_runs;
+        s.scheduled_run = saved.scheduled_run;
+        s.first_schedule_start = saved.first_schedule_start;
         s.new_events.clear();
         s.next_id = saved.next_id;
         s.generation = saved.generation;
@@ -114,6 +122,8 @@ impl State {
             spec: self.spec.clone(),
             plan: self.plan.clone(),
             ran: Some(self.ran.clone()),
+            scheduled_run: self.scheduled_run,
+            first_schedule_start: self.first_schedule_start,
             bots: self.bots.values().cloned().collect(),
             next_id: self.next_id,
             generation: self.generation,

@@ -286,6 +286,7 @@ impl State {
                 shape: shape.clone(),
                 start_unix: Some(start),
             };
+            self.first_schedule_start.get_or_insert(start);
             self.ran = self.plan.clone();
             self.event(now, "load", text);
         }
@@ -311,6 +312,25 @@ impl State {
             shape.rate_at(now - start, f64::INFINITY)
         };
         self.offered_cache = total;
+    }
+
+    /// When a run started with a schedule ends: `run_for` seconds after the schedule first
+    /// started (from the run's start while no bot has come), or with its stages; `None` for
+    /// other runs (their `--run-for` counts from the run's start) and for a schedule with no
+    /// end of its own (steps) and no `run_for`.
+    pub fn scheduled_end(&self, run_for: Option<f64>) -> Option<f64> {
+        if !self.scheduled_run {
+            return None;
+        }
+        match run_for {
+            Some(d) => Some(self.first_schedule_start.unwrap_or(self.started_unix) + d),
+            None => self.schedule_end(),
+        }
+    }
+
+    /// The run was started with a schedule (see [`State::scheduled_end`]).
+    pub fn scheduled_run(&self) -> bool {
+        self.scheduled_run
     }
 
     /// When the schedule ends, if the plan is one with an end of its own (stages).

@@ -706,3 +706,36 @@ fn the_stage_table_ends_where_the_run_did() {
         vec![(0.0, 2.0, Some(200.0)), (2.0, 3.0, Some(200.0))]
     );
 }
+
+/// A run started with a schedule ends `--run-for` after the schedule first started, whatever
+/// the plan becomes later, and a restored run still knows it was one.
+#[test]
+fn a_scheduled_run_ends_from_its_first_schedule_start() {
+    let shape: pace::RateShape = "stages:10s:100".parse().unwrap();
+    let plan = Plan::Shaped {
+        shape,
+        start_unix: None,
+    };
+    let mut s = State::new(Config::default(), "r".into(), 1000.0, spec(), plan);
+    assert_eq!(
+        s.scheduled_end(Some(60.0)),
+        Some(1060.0),
+        "no bot yet: from the run's start"
+    );
+    assert_eq!(s.scheduled_end(None), None, "not started: no end yet");
+    reg(&mut s, 1300.0, "a");
+    assert_eq!(s.scheduled_end(Some(60.0)), Some(1362.0));
+    assert_eq!(s.scheduled_end(None), Some(1312.0), "with its stages");
+    s.set_load(1320.0, &serde_json::from_str(r#"{"rate": 50}"#).unwrap())
+        .unwrap();
+    assert_eq!(
+        s.scheduled_end(Some(60.0)),
+        Some(1362.0),
+        "a PUT does not move it"
+    );
+    let r = State::restore(Config::default(), s.saved(), BTreeMap::new(), 1330.0);
+    assert!(r.scheduled_run());
+    assert_eq!(r.scheduled_end(Some(60.0)), Some(1362.0));
+    // A run started with a constant rate has no scheduled end (its --run-for is the run's).
+    assert_eq!(state().scheduled_end(Some(60.0)), None);
+}
