@@ -41,7 +41,10 @@ pub struct Mix {
 impl Mix {
     /// The mix of `entries` (at least one) with at most `max_names` names kept apart.
     pub fn new(entries: &[Entry], max_names: u64) -> Result<Mix, String> {
-        if entries.iter().any(|e| e.name.is_some_and(|n| n.trim().is_empty())) {
+        if entries
+            .iter()
+            .any(|e| e.name.is_some_and(|n| n.trim().is_empty()))
+        {
             return Err("a request's name is empty".into());
         }
         let weights: Vec<u64> = entries.iter().map(|e| e.weight).collect();
