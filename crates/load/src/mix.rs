@@ -48,11 +48,9 @@ impl Mix {
             return Err("a request's name is empty".into());
         }
         let weights: Vec<u64> = entries.iter().map(|e| e.weight).collect();
-        let common = weights.iter().copied().fold(0, gcd);
-        if common == 0 {
+        let Some(weights) = reduced(&weights) else {
             return Err("every request has a weight of 0: nothing would be sent".into());
-        }
-        let weights: Vec<u64> = weights.iter().map(|w| w / common).collect();
+        };
         // Summed wide: weights come from files and specs, any u64.
         let cycle: u128 = weights.iter().map(|w| *w as u128).sum();
         if cycle > MAX_CYCLE as u128 {
@@ -129,8 +127,7 @@ impl Mix {
 /// The mix's weights as a header shows them (`1:3`, divided by their common factor, the first
 /// 12 of a long list), or `None` when they are all equal (round-robin).
 pub fn weights_text(weights: &[u64]) -> Option<String> {
-    let common = weights.iter().copied().fold(0, gcd).max(1);
-    let w: Vec<u64> = weights.iter().map(|w| w / common).collect();
+    let w = reduced(weights)?;
     if w.windows(2).all(|p| p[0] == p[1]) {
         return None;
     }
@@ -139,6 +136,13 @@ pub fn weights_text(weights: &[u64]) -> Option<String> {
         0..=12 => text.join(":"),
         n => format!("{}:… ({n} weights)", text.join(":")),
     })
+}
+
+/// The weights divided by their common factor (the mix they make is the same); `None` when
+/// every one is 0.
+fn reduced(weights: &[u64]) -> Option<Vec<u64>> {
+    let common = weights.iter().copied().fold(0, gcd);
+    (common > 0).then(|| weights.iter().map(|w| w / common).collect())
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

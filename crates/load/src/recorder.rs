@@ -28,8 +28,9 @@ pub(crate) struct Recorder {
     /// Bytes (read, written) at the last `take`.
     bytes_taken: (u64, u64),
     interval_start: f64,
-    /// The whole run so far, per name (empty: no request is named).
-    names: Vec<Snapshot>,
+    /// The whole run so far, per name (empty: no request is named): a recorder of its own,
+    /// taken once at the end.
+    names: Vec<Recorder>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -56,70 +57,29 @@ impl Recorder {
             bytes,
             bytes_taken: (0, 0),
             interval_start: 0.0,
-            names: (0..names).map(|_| Snapshot::default()).collect(),
-        }
-    }
-
-    /// A complete response to a request counted under `name`.
-    pub(crate) fn named_response(
-        &mut self,
-        name: usize,
-        status: u16,
-        version: VersionTag,
-        latency: Duration,
-        service: Duration,
-    ) {
-        let Some(s) = self.names.get_mut(name) else {
-            return;
-        };
-        s.responses += 1;
-        *s.status.entry(status).or_default() += 1;
-        if !version.is_empty() {
-            let v = String::from_utf8_lossy(version.as_bytes());
-            match s.versions.get_mut(v.as_ref()) {
-                Some(n) => *n += 1,
-                None => {
-                    s.versions.insert(v.into_owned(), 1);
-                }
-            }
-        }
-        let _ = s.latency.record(micros(latency));
-        let _ = s.service.record(micros(service));
-    }
-
-    /// A request counted under `name` is being sent now.
-    pub(crate) fn named_sent(&mut self, name: usize) {
-        if let Some(s) = self.names.get_mut(name) {
-            s.sent += 1;
-        }
-    }
-
-    /// A request counted under `name` failed.
-    pub(crate) fn named_error(&mut self, name: usize, class: ErrorClass) {
-        if let Some(s) = self.names.get_mut(name) {
-            let key = class.as_str();
-            match s.errors.get_mut(key) {
-                Some(n) => *n += 1,
-                None => {
-                    s.errors.insert(key.to_string(), 1);
-                }
-            }
+            names: (0..names)
+                .map(|_| Recorder::new(ByteCounter::default(), 0))
+                .collect(),
         }
     }
 
     /// The whole run per name, handed over at the end.
-    pub(crate) fn take_names(&mut self) -> Vec<Snapshot> {
-        std::mem::take(&mut self.names)
+    pub(crate) fn take_names(&mut self, end: f64) -> Vec<Snapshot> {
+        self.names.iter_mut().map(|r| r.take(end)).collect()
     }
 
     /// A complete response. `latency` is from the intended send, `service` from the actual one.
     pub(crate) fn response(
         &mut self,
+        name: Option<usize>,
         status: u16,
         version: VersionTag,
         latency: Duration,
         service: Duration,
     ) {
+        if let Some(r) = name.and_then(|n| self.names.get_mut(n)) {
+            r.response(None, status, version, latency, service);
+        }
         self.responses += 1;
         if !version.is_empty() {
             match self.versions.iter_mut().find(|(v, _)| *v == version) {
@@ -132,8 +92,11 @@ impl Recorder {
         let _ = self.service.record(micros(service));
     }
 
-    /// A request is being sent now.
-    pub(crate) fn sent(&mut self) {
+    /// A request (counted under `name`) is being sent now.
+    pub(crate) fn sent(&mut self, name: Option<usize>) {
+        if let Some(r) = name.and_then(|n| self.names.get_mut(n)) {
+            r.sent(None);
+        }
         self.sent += 1;
     }
 
@@ -142,7 +105,11 @@ impl Recorder {
         self.intended += 1;
     }
 
-    pub(crate) fn error(&mut self, class: ErrorClass) {
+    /// A request (counted under `name`) failed.
+    pub(crate) fn error(&mut self, name: Option<usize>, class: ErrorClass) {
+        if let Some(r) = name.and_then(|n| self.names.get_mut(n)) {
+            r.error(None, class);
+        }
         self.errors[class.index()] += 1;
     }
 

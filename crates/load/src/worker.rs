@@ -178,10 +178,7 @@ impl Ctx {
         let name = self.shared.mix.name_of(index);
         {
             let mut rec = self.rec.borrow_mut();
-            rec.sent();
-            if let Some(n) = name {
-                rec.named_sent(n);
-            }
+            rec.sent(name);
             if self.closed {
                 rec.intended();
             }
@@ -202,26 +199,16 @@ impl Ctx {
         self.request_done.notify_one();
         let done = Instant::now();
         let mut rec = self.rec.borrow_mut();
-        let latency = done - intended.unwrap_or(sent);
         match r {
-            Ok(Ok(Response { status, version })) => {
-                rec.response(status, version, latency, done - sent);
-                if let Some(n) = name {
-                    rec.named_response(n, status, version, latency, done - sent);
-                }
-            }
-            Ok(Err(class)) => {
-                rec.error(class);
-                if let Some(n) = name {
-                    rec.named_error(n, class);
-                }
-            }
-            Err(_) => {
-                rec.error(ErrorClass::RequestTimeout);
-                if let Some(n) = name {
-                    rec.named_error(n, ErrorClass::RequestTimeout);
-                }
-            }
+            Ok(Ok(Response { status, version })) => rec.response(
+                name,
+                status,
+                version,
+                done - intended.unwrap_or(sent),
+                done - sent,
+            ),
+            Ok(Err(class)) => rec.error(name, class),
+            Err(_) => rec.error(name, ErrorClass::RequestTimeout),
         }
         done - sent
     }
@@ -426,7 +413,7 @@ async fn drive(
     } else {
         plan.connections * plan.streams
     };
-    let names = ctx.rec.borrow_mut().take_names();
+    let names = ctx.rec.borrow_mut().take_names(end);
     let _ = tx.send(Msg::Done {
         snap: Box::new(snap),
         peak_lanes: peak,
