@@ -295,23 +295,16 @@ impl State {
     /// Under a schedule, what is asked now: each live bot's share and the total (a bot's
     /// recorded rate stays its peak share, the bound on what its unreported seconds hold).
     pub(super) fn follow_schedule(&mut self, now: f64) {
-        let Plan::Shaped {
-            shape,
-            start_unix: Some(start),
-        } = &self.plan
-        else {
+        let Some((shape, start, length)) = self.plan.started() else {
             return;
         };
         // The bots' schedules end with the stages: nothing is asked after them.
-        let over = shape
-            .own_duration()
-            .is_some_and(|d| now >= start + d.as_secs_f64());
-        let total = if now < *start || self.live_cache == 0 || over {
+        let t = now - start;
+        self.offered_cache = if t < 0.0 || t >= length || self.live_cache == 0 {
             0.0
         } else {
-            shape.rate_at(now - start, f64::INFINITY)
+            shape.rate_at(t, f64::INFINITY)
         };
-        self.offered_cache = total;
     }
 
     /// When a run started with a schedule ends: `run_for` seconds after the schedule first
@@ -335,13 +328,8 @@ impl State {
 
     /// When the schedule ends, if the plan is one with an end of its own (stages).
     pub fn schedule_end(&self) -> Option<f64> {
-        match &self.plan {
-            Plan::Shaped {
-                shape,
-                start_unix: Some(start),
-            } => shape.own_duration().map(|d| start + d.as_secs_f64()),
-            _ => None,
-        }
+        let (_, start, length) = self.plan.started()?;
+        length.is_finite().then_some(start + length)
     }
 }
 
@@ -364,8 +352,9 @@ impl Plan {
         }
     }
 
-    /// Under a started schedule, the sends it asks for in the Unix second `t` (all bots).
-    pub fn scheduled_in(&self, t: u64) -> Option<f64> {
+    /// A started schedule: its shape, its start (Unix) and how long it lasts in seconds (its
+    /// stages'; infinite for steps). The bots' schedules end there: nothing is asked after.
+    fn started(&self) -> Option<(&RateShape, f64, f64)> {
         let Plan::Shaped {
             shape,
             start_unix: Some(start),
@@ -373,29 +362,29 @@ impl Plan {
         else {
             return None;
         };
-        // Nothing before the start, nor after the stages (the bots' schedules end there).
-        let own = shape
+        let length = shape
             .own_duration()
             .map_or(f64::INFINITY, |d| d.as_secs_f64());
-        let n = |x: f64| shape.count_until((x - start).clamp(0.0, own), f64::INFINITY);
+        Some((shape, *start, length))
+    }
+
+    /// Under a started schedule, the sends it asks for in the Unix second `t` (all bots).
+    pub fn scheduled_in(&self, t: u64) -> Option<f64> {
+        let (shape, start, length) = self.started()?;
+        // Nothing before the start, nor after the stages.
+        let n = |x: f64| shape.count_until((x - start).clamp(0.0, length), f64::INFINITY);
         Some(n(t as f64 + 1.0) - n(t as f64))
     }
 
     /// The planned stages of a started schedule that ran until `end` (Unix), as seconds from
     /// `first` (the run file's first second): what each asked for.
     pub fn stages(&self, first: u64, end: f64) -> Vec<report::stages::StagePlan> {
-        let Plan::Shaped {
-            shape,
-            start_unix: Some(start),
-        } = self
-        else {
+        let Some((shape, start, length)) = self.started() else {
             return Vec::new();
         };
         let from = start - first as f64;
-        // Stages end the bots' schedules where they end: no hold after them.
-        let ran = shape
-            .own_duration()
-            .map_or(end - start, |d| d.as_secs_f64().min(end - start));
+        // No hold after the stages: the bots' schedules end there.
+        let ran = (end - start).min(length);
         shape
             .stages_over(ran.max(0.0))
             .into_iter()
