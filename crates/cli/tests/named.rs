@@ -1,5 +1,6 @@
 //! Named requests with their own numbers: a targets file whose requests carry names (and
-//! weights) gets a row per name — in `load`'s table, its `--json` and `report` — and the rows
+//! weights) gets a row per name — in `load`'s table, its `--json`, `--out jsonl` (every
+//! second) and `report`, and through bots' pushes in an aggregator's results — and the rows
 //! add up to the total; weights choose the mix exactly.
 
 use testsupport::{tmpdir, Bin};
@@ -24,6 +25,7 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     )
     .unwrap();
     let json = dir.join("run.json");
+    let jsonl = dir.join("seconds.jsonl");
     let o = SCALETEST.run(&[
         "load",
         "--targets",
@@ -34,11 +36,14 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
         "200",
         "--json",
         json.to_str().unwrap(),
+        "--out",
+        &format!("jsonl:{}", jsonl.display()),
     ]);
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
     let run = report::RunFile::read(&json).unwrap();
     let names: Vec<(&str, u64, u64)> = run
+        .total
         .names
         .iter()
         .map(|(n, s)| (n.as_str(), s.sent, s.responses))
@@ -46,11 +51,33 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     // Weights 1:3 over 200 sends, exactly; every one answered.
     assert_eq!(names, [("fast", 150, 150), ("slow", 50, 50)], "{out}");
     assert!(out.contains("2 targets, weighted 1:3"), "{out}");
-    let sum: u64 = run.names.values().map(|s| s.responses).sum();
+    let sum: u64 = run.total.names.values().map(|s| s.responses).sum();
     assert_eq!(sum, run.total.responses);
+    // Every second's line has the names' own counts and percentiles; they add up to the run's.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for name in ["slow", "fast"] {
+        let per_second: u64 = lines
+            .iter()
+            .map(|l| l["names"][name]["responses"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(per_second, run.total.names[name].responses, "{name}");
+    }
+    let p50 = lines[0]["names"]["slow"]["latency"]["p50"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (20.0..40.0).contains(&p50),
+        "slow p50 in the first second {p50}"
+    );
+    // The run file keeps the names' totals, not their seconds.
+    assert!(run.intervals.iter().all(|s| s.names.is_empty()));
     let (slow, fast) = (
-        run.names["slow"].quantile_ms(0.5),
-        run.names["fast"].quantile_ms(0.5),
+        run.total.names["slow"].quantile_ms(0.5),
+        run.total.names["fast"].quantile_ms(0.5),
     );
     assert!((20.0..40.0).contains(&slow), "slow p50 {slow} ms");
     assert!(
@@ -100,5 +127,64 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("every request has a weight of 0"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn names_travel_from_the_bots_into_the_aggregators_results_and_report() {
+    let (_srv, srv) = testsupport::fleet::server(SCALETEST);
+    let dir = tmpdir("named-fleet");
+    let tf = dir.join("targets.txt");
+    std::fs::write(
+        &tf,
+        format!("# name: slow\nGET http://{srv}/delay?ms=20\n\n# name: fast\nGET http://{srv}/\n"),
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let l = SCALETEST.listening(&[
+        "aggregate",
+        "--targets",
+        tf.to_str().unwrap(),
+        "--rate",
+        "200",
+        "--run-for",
+        "4s",
+        "--out",
+        out.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let mut agg = l.proc;
+    let bots: Vec<_> = (0..2)
+        .map(|i| testsupport::fleet::bot(SCALETEST, l.addr, &out.join("token"), &format!("b{i}")))
+        .collect();
+    assert!(testsupport::exited(&mut agg, std::time::Duration::from_secs(40)).success());
+    let shown = l.rest.join().unwrap();
+    drop(bots);
+    let run = report::RunFile::read(&out.join("results.json")).unwrap();
+    let names: Vec<&String> = run.total.names.keys().collect();
+    assert_eq!(names, ["fast", "slow"], "{shown}");
+    let sum: u64 = run.total.names.values().map(|s| s.responses).sum();
+    assert_eq!(sum, run.total.responses, "the rows add up to the total");
+    assert!(run.total.responses > 0);
+    let (slow, fast) = (
+        run.total.names["slow"].quantile_ms(0.5),
+        run.total.names["fast"].quantile_ms(0.5),
+    );
+    assert!((20.0..40.0).contains(&slow), "slow p50 {slow} ms");
+    assert!(
+        fast < 5.0 && fast * 4.0 < slow,
+        "fast p50 {fast} ms, slow {slow} ms"
+    );
+    // The same rows in the aggregator's final summary, its table and report.html.
+    let rows = &run.summary.as_ref().unwrap().names;
+    assert_eq!(rows[0].name, "slow");
+    assert_eq!(rows.iter().map(|r| r.responses).sum::<u64>(), sum);
+    assert!(shown.contains("By name (slowest p99 first):"), "{shown}");
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        page.contains("By name (slowest p99 first):"),
+        "no names in report.html"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

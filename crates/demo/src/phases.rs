@@ -232,7 +232,6 @@ mod tests {
             }),
             summary: None,
             verdicts: Vec::new(),
-            names: Default::default(),
             stages: Vec::new(),
         }
     }

@@ -267,6 +267,7 @@
     avail.textContent = percent(s.ok, ended);
     avail.classList.toggle("bad", ended > 0 && s.ok < ended);
     drawVerdicts(s.verdicts || []);
+    drawNames(s);
     $("errors").textContent = grouped(s.errors);
     $("requests").textContent = grouped(s.requests);
     $("bots-live").textContent = s.live;
@@ -277,6 +278,34 @@
     if (!input.value && document.activeElement !== input && s.offered > 0) {
       input.value = Math.round(s.offered);
     }
+  }
+
+  // Named requests: the summary's rows (whole run, slowest p99 first); "now" is the change in
+  // a name's answers since the previous summary over the time between them.
+  let namesBefore = null;
+  function drawNames(s) {
+    const rows = s.names || [];
+    $("names-section").hidden = rows.length === 0;
+    const before = namesBefore;
+    namesBefore = { elapsed: s.elapsed_s, answered: new Map(rows.map((r) => [r.name, r.responses])) };
+    $("names").tBodies[0].replaceChildren(
+      ...rows.map((r) => {
+        const tr = document.createElement("tr");
+        const dt = before ? s.elapsed_s - before.elapsed : 0;
+        const was = before ? before.answered.get(r.name) : undefined;
+        const now = dt > 0 && was !== undefined ? short((r.responses - was) / dt) : "–";
+        tr.append(
+          cell(r.name),
+          cell(now, "num"),
+          cell(short(r.rate), "num"),
+          cell(ms(r.p50_ms), "num"),
+          cell(ms(r.p99_ms), "num"),
+          cell(grouped(r.responses), "num"),
+          cell(grouped(r.failed), r.failed > 0 ? "num bad" : "num"),
+        );
+        return tr;
+      }),
+    );
   }
 
   // The thresholds judged on the run so far: one chip each, green or red.

@@ -110,10 +110,36 @@ pub struct Assignment {
     /// joins it where it is); `None`: a constant rate, or none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_start_unix: Option<f64>,
+    /// This bot's share of the fleet's `{{seq}}` and CSV rows: its place among the live bots
+    /// (changed without a restart when the fleet grows or shrinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<load::template::Share>,
 }
 
 /// Most keys in a snapshot's maps (statuses, error classes, versions).
 const MAX_KEYS: usize = 256;
+
+/// Most named requests a fleet keeps apart (a bot's spec's `max_names`): a bot's second then
+/// stays well inside a push's [`MAX_BODY`].
+pub const MAX_NAMES: u64 = 1000;
+
+impl Interval {
+    /// About how many bytes this takes in a push (a bound for batching, not exact): each
+    /// record's fields, and each histogram bucket's varints in base64.
+    pub fn weight(&self) -> usize {
+        let record = |s: &WireSnapshot| {
+            let buckets = s.latency.0.len() + s.service.0.len() + s.lateness.0.len();
+            512 + 24 * (s.status.len() + s.errors.len() + s.versions.len()) + 16 * buckets
+        };
+        record(&self.snap)
+            + self
+                .snap
+                .names
+                .iter()
+                .map(|(k, r)| k.len() + record(r))
+                .sum::<usize>()
+    }
+}
 
 /// The most of anything one bot's second may count (requests, bytes, answers of a status):
 /// about a trillion, far past any real second, and low enough that the aggregator's sums over
@@ -148,8 +174,41 @@ impl Push {
     }
 }
 
-/// A snapshot whose parts agree with each other.
+/// A snapshot whose parts agree with each other, and its named requests' too (at most
+/// [`MAX_NAMES`] and `other`, their answers within the snapshot's).
 pub fn check_snapshot(s: &WireSnapshot) -> Result<(), String> {
+    check_record(s)?;
+    if s.names.len() as u64 > MAX_NAMES + 1 {
+        return Err(format!(
+            "{} named requests; at most {MAX_NAMES}",
+            s.names.len()
+        ));
+    }
+    let mut named = 0u64;
+    for (name, r) in &s.names {
+        if name.len() > hist::record::MAX_NAME_BYTES {
+            return Err(format!(
+                "a name is over {} bytes",
+                hist::record::MAX_NAME_BYTES
+            ));
+        }
+        if !r.names.is_empty() {
+            return Err(format!("name {name:?} has names of its own"));
+        }
+        check_record(r).map_err(|e| format!("name {name:?}: {e}"))?;
+        named = named.saturating_add(r.responses);
+    }
+    if named > s.responses {
+        return Err(format!(
+            "named answers sum to {named}, responses is {}",
+            s.responses
+        ));
+    }
+    Ok(())
+}
+
+/// One record's own consistency (names aside).
+fn check_record(s: &WireSnapshot) -> Result<(), String> {
     let statuses: u64 = s.status.values().fold(0u64, |a, b| a.saturating_add(*b));
     if statuses != s.responses {
         return Err(format!(
@@ -169,10 +228,9 @@ pub fn check_snapshot(s: &WireSnapshot) -> Result<(), String> {
         return Err("more answers by version than responses".into());
     }
     let (mut count_over, mut hist_over) = (false, false);
-    s.each_count(
-        |n| count_over |= n > MAX_COUNT,
-        |h| hist_over |= h.total() > MAX_COUNT,
-    );
+    s.each_count(&mut |n| count_over |= n > MAX_COUNT, &mut |h| {
+        hist_over |= h.total() > MAX_COUNT
+    });
     if count_over || hist_over {
         return Err(format!("a count over {MAX_COUNT} in one second"));
     }
@@ -244,8 +302,44 @@ mod tests {
         let mut p = ok.clone();
         p.intervals[1].snap.latency.0.push((1_000_000, 1));
         assert!(p.check().unwrap_err().contains("histograms"));
-        let mut p = ok;
+        let mut p = ok.clone();
         p.intervals[0].snap.bytes = MAX_COUNT + 1;
         assert!(p.check().unwrap_err().contains("a count over"));
+        // Named requests: each consistent, within the total, one level, within the limit.
+        let named = |p: &mut Push, name: &str, n: u64| {
+            p.intervals[0]
+                .snap
+                .names
+                .insert(name.into(), (&snap(n)).into());
+        };
+        let mut p = ok.clone();
+        named(&mut p, "a", 2);
+        named(&mut p, "b", 1);
+        assert!(p.check().is_ok());
+        named(&mut p, "c", 1);
+        assert!(p.check().unwrap_err().contains("named answers sum to 4"));
+        let mut p = ok.clone();
+        named(&mut p, "a", 2);
+        p.intervals[0].snap.names.get_mut("a").unwrap().responses = 1;
+        assert!(p.check().unwrap_err().contains("name \"a\": status counts"));
+        let mut p = ok.clone();
+        named(&mut p, "a", 2);
+        let inner = p.intervals[0].snap.names["a"].clone();
+        p.intervals[0]
+            .snap
+            .names
+            .get_mut("a")
+            .unwrap()
+            .names
+            .insert("x".into(), inner);
+        assert!(p.check().unwrap_err().contains("names of its own"));
+        let mut p = ok.clone();
+        named(&mut p, &"n".repeat(201), 1);
+        assert!(p.check().unwrap_err().contains("over 200 bytes"));
+        let mut p = ok;
+        for i in 0..=MAX_NAMES + 1 {
+            named(&mut p, &format!("n{i}"), 0);
+        }
+        assert!(p.check().unwrap_err().contains("named requests; at most"));
     }
 }

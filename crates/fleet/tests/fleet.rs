@@ -612,3 +612,70 @@ fn reads_need_the_token_off_loopback_unless_public_read() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Bots split a templated run's `{{seq}}` and CSV rows: bot i of 3 sends seq i, i+3, … and
+/// takes rows i, i+3, …: every request's seq is distinct across the fleet, and the row it
+/// carries is one of its sender's.
+#[test]
+fn bots_split_the_sequence_and_the_rows() {
+    let srv = testkit::Server::start(testkit::Behavior::Ok);
+    let out = tmpdir("shares");
+    let a = agg::start(AggConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token: TOKEN.into(),
+        out: out.clone(),
+        spec: Spec {
+            url: Some(srv.url("s/{{seq}}/{{csv.user}}")),
+            connections: 2,
+            data: Some(load::template::Data {
+                columns: vec!["user".into()],
+                rows: (0..7).map(|i| vec![format!("u{i}")]).collect(),
+                order: Default::default(),
+            }),
+            ..Spec::default()
+        },
+        plan: Plan::Idle,
+        run_for: None,
+        state: state::Config::default(),
+        thresholds: Vec::new(),
+        abort_on_fail: false,
+        tls: None,
+        public_read: false,
+    })
+    .unwrap();
+    let bots: Vec<Bot> = (0..3)
+        .map(|i| start_bot(a.addr, &format!("b{i}")))
+        .collect();
+    wait_until("3 live bots", Duration::from_secs(20), || {
+        json(a.addr, "/api/summary")["live"] == 3
+    });
+    // The shares are dealt before any load starts: the set holds for the whole run.
+    let (code, body) = http(a.addr, "PUT", "/api/load", Some(TOKEN), r#"{"rate": 300}"#);
+    assert_eq!(code, 200, "{body}");
+    wait_until("600 answers", Duration::from_secs(20), || {
+        json(a.addr, "/api/summary")["requests"].as_u64().unwrap() >= 600
+    });
+    let (code, _) = http(a.addr, "POST", "/api/finish", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    let run = a.wait().run;
+    for b in bots {
+        b.thread.join().unwrap();
+    }
+    let paths = srv.paths();
+    let total: u64 = paths.values().sum();
+    assert_eq!(total, run.total.responses, "every answer counted");
+    assert!(total >= 600);
+    let mut by_bot = [0u64; 3];
+    for (path, n) in &paths {
+        assert_eq!(*n, 1, "{path} sent {n} times");
+        let (seq, user) = path
+            .trim_start_matches("/s/")
+            .split_once("/u")
+            .unwrap_or_else(|| panic!("{path}"));
+        let (seq, user): (u64, u64) = (seq.parse().unwrap(), user.parse().unwrap());
+        assert_eq!(seq % 3, user % 3, "{path}: a row of another bot's share");
+        by_bot[(seq % 3) as usize] += 1;
+    }
+    assert!(by_bot.iter().all(|n| *n > 150), "{by_bot:?}");
+    std::fs::remove_dir_all(out).unwrap();
+}

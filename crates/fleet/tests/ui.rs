@@ -33,17 +33,27 @@ impl Fleet {
 
     /// The aggregator on `bind`; bots reach it through loopback.
     fn start_on(bind: &str, bots: usize, thresholds: &[&str]) -> Fleet {
+        Fleet::start_spec(bind, bots, thresholds, |srv| Spec {
+            url: Some(format!("http://{srv}/")),
+            connections: 2,
+            ..Spec::default()
+        })
+    }
+
+    /// As [`Fleet::start_on`], the bots running `spec` of the server's address.
+    fn start_spec(
+        bind: &str,
+        bots: usize,
+        thresholds: &[&str],
+        spec: impl Fn(SocketAddr) -> Spec,
+    ) -> Fleet {
         let srv = serve::start(serve::Config::loopback("v1")).unwrap();
         let out = std::env::temp_dir().join(format!("st-fleet-ui-{}", agg::random_hex()));
         let a = agg::start(AggConfig {
             bind: bind.parse().unwrap(),
             token: TOKEN.into(),
             out: out.clone(),
-            spec: Spec {
-                url: Some(format!("http://{}/", srv.addr)),
-                connections: 2,
-                ..Spec::default()
-            },
+            spec: spec(srv.addr),
             plan: Plan::Total { rate: 100.0 },
             run_for: None,
             state: state::Config::default(),
@@ -320,6 +330,59 @@ fn the_live_page_spans_the_run_groups_close_events_and_shows_availability_and_ve
         false
     );
     page.screenshot(&screenshots().join("live-ui-markers.png"))
+        .unwrap();
+    assert_eq!(page.errors(), Vec::<String>::new());
+    f.finish();
+}
+
+#[test]
+fn the_live_page_has_a_row_per_named_request_slowest_first() {
+    let Some(browser) = testkit::browser::for_test() else {
+        return;
+    };
+    let target = |name: &str, url: String| load::spec::Target {
+        method: "GET".into(),
+        url,
+        headers: Vec::new(),
+        body: None,
+        name: Some(name.into()),
+        weight: 1,
+    };
+    let f = Fleet::start_spec("127.0.0.1:0", 2, &[], |srv| Spec {
+        targets: vec![
+            target("fast", format!("http://{srv}/")),
+            target("slow", format!("http://{srv}/delay?ms=20")),
+        ],
+        connections: 8,
+        ..Spec::default()
+    });
+    let page = browser.page().unwrap();
+    page.goto(&format!("http://{}/#token={TOKEN}", f.agg.addr))
+        .unwrap();
+    // Two rows, the slow one first, each with a rate now (two summaries seen).
+    let rows = "[...document.querySelectorAll('#names tbody tr')].map((r) => \
+                [...r.cells].map((c) => c.textContent))";
+    page.wait_until(
+        &format!(
+            "(() => {{ const r = {rows}; return r.length === 2 && r[0][0] === 'slow' && \
+             r.every((c) => Number(c[1]) > 0); }})()"
+        ),
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("no names table: {e}: {}", page.eval(rows).unwrap()));
+    let shown: Vec<Vec<String>> = serde_json::from_value(page.eval(rows).unwrap()).unwrap();
+    let ms = |c: &str| c.trim_end_matches(" ms").parse::<f64>().unwrap();
+    // p50: /delay?ms=20 about 20 ms, / a few times less (on a busy machine, more than the
+    // bare sub-millisecond answer: the open loop's sends may wait for a connection).
+    let (slow, fast) = (ms(&shown[0][3]), ms(&shown[1][3]));
+    assert!((20.0..40.0).contains(&slow), "{shown:?}");
+    assert!(fast < 5.0 && fast * 4.0 < slow, "{shown:?}");
+    assert_eq!(
+        page.eval("document.getElementById('names-section').hidden")
+            .unwrap(),
+        false
+    );
+    page.screenshot(&screenshots().join("live-ui-names.png"))
         .unwrap();
     assert_eq!(page.errors(), Vec::<String>::new());
     f.finish();

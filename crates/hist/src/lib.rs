@@ -53,6 +53,7 @@ impl Snapshot {
         self.lateness
             .add(&other.lateness)
             .expect("auto-resizing histograms merge");
+        self.merge_names(other, |into, r| into.merge(r));
     }
 
     /// The corrected-latency percentile `q` (0..=1) in ms; 0 when nothing was recorded.
@@ -247,6 +248,34 @@ mod tests {
         assert_eq!(ab_c.versions["v1"], 180);
         assert_eq!(ab_c.versions["v0"], 90);
         assert_eq!((ab_c.sent, ab_c.intended), (306, 309));
+    }
+
+    #[test]
+    fn names_merge_with_the_rest_and_past_the_limit_into_other() {
+        let mut a = snap(1);
+        a.names.insert("x".into(), snap(2));
+        let mut b = snap(3);
+        b.names.insert("x".into(), snap(4));
+        b.names.insert("y".into(), snap(5));
+        let mut m = a.clone();
+        m.merge(&b);
+        assert_eq!(m.names["x"].latency.len(), 200);
+        assert_eq!(m.names["y"], snap(5));
+        // Through the wire form too.
+        let mut w = a.clone();
+        sparse::WireSnapshot::from(&b).merge_into(&mut w).unwrap();
+        assert_eq!(w, m);
+        // A third name past a limit of two goes to "other", and stays there.
+        let mut into = m.names.clone();
+        let from: BTreeMap<String, Snapshot> =
+            [("z".to_string(), snap(6)), ("w".to_string(), snap(7))].into();
+        record::merge_names(&mut into, &from, 2, |i, r| i.merge(r));
+        let keys: Vec<&str> = into.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["other", "x", "y"]);
+        assert_eq!(
+            into["other"].responses,
+            snap(6).responses + snap(7).responses
+        );
     }
 
     #[test]

@@ -7,10 +7,26 @@
 //! also writes their merge ([`Record::add_counts`]), their copy into another form
 //! ([`Record::map`]) and a walk over every count ([`Record::each_count`], for limits), so adding
 //! a counter is one line here plus its uses.
+//!
+//! A record may hold named requests' own records ([`Record::names`], one level deep, at most
+//! [`MAX_NAMES`] names and [`OTHER`]): the engine takes them every second with the rest, so
+//! a name's numbers travel the same way as the total's (per-second output, the bots' pushes).
+//! Whoever keeps records for every second of a run keeps them without names (memory), and
+//! the names' run totals once.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
+
+/// Most names a record keeps apart (a load spec's `--max-names` is at most this); the rest
+/// are counted under [`OTHER`].
+pub const MAX_NAMES: usize = 10_000;
+
+/// Where names past [`MAX_NAMES`] are counted.
+pub const OTHER: &str = "other";
+
+/// Longest name in bytes (longer ones are cut, at a character boundary, where they are made).
+pub const MAX_NAME_BYTES: usize = 200;
 
 /// How a record holds one histogram: its empty value and its serde form.
 pub trait HistForm: Sized {
@@ -82,6 +98,9 @@ macro_rules! record {
                         deserialize_with = "HistForm::de")]
                 pub $hist: H,
             )*
+            /// Named requests' own records (one level: theirs have no names).
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub names: BTreeMap<String, Record<H>>,
         }
 
         impl<H: HistForm> Default for Record<H> {
@@ -91,33 +110,44 @@ macro_rules! record {
                     end: 0.0,
                     $( $count: Default::default(), )*
                     $( $hist: H::empty(), )*
+                    names: BTreeMap::new(),
                 }
             }
         }
 
         impl<H> Record<H> {
             /// Add every count of `other` into `self` and widen the interval to cover both
-            /// (the histograms are the caller's, as only it knows both forms).
+            /// (the histograms and the names are the caller's, as only it knows both forms:
+            /// see [`Record::merge_names`]).
             pub fn add_counts<G>(&mut self, other: &Record<G>) {
                 self.merge_bounds(other.start, other.end);
                 $( Tally::tally(&mut self.$count, &other.$count); )*
             }
 
-            /// The same record with each histogram turned into another form by `f`.
+            /// The same record (its names too) with each histogram turned into another form
+            /// by `f`.
             pub fn map<G>(&self, f: impl Fn(&H) -> G) -> Record<G> {
+                self.map_dyn(&f)
+            }
+
+            fn map_dyn<G>(&self, f: &dyn Fn(&H) -> G) -> Record<G> {
                 Record {
                     start: self.start,
                     end: self.end,
                     $( $count: self.$count.clone(), )*
                     $( $hist: f(&self.$hist), )*
+                    names: self.names.iter().map(|(k, r)| (k.clone(), r.map_dyn(f))).collect(),
                 }
             }
 
             /// Call `f` with every count (each counter, each value of each map) and `h` with
-            /// each histogram.
-            pub fn each_count(&self, mut f: impl FnMut(u64), mut h: impl FnMut(&H)) {
-                $( Tally::each(&self.$count, &mut f); )*
+            /// each histogram, the names' too.
+            pub fn each_count(&self, f: &mut dyn FnMut(u64), h: &mut dyn FnMut(&H)) {
+                $( Tally::each(&self.$count, f); )*
                 $( h(&self.$hist); )*
+                for r in self.names.values() {
+                    r.each_count(f, h);
+                }
             }
         }
     };
@@ -162,6 +192,39 @@ record! {
         service,
         /// Open loop: every send's delay from its intended time to its start, in µs.
         lateness,
+    }
+}
+
+impl<H: HistForm> Record<H> {
+    /// Merge `other`'s names into this record's with `merge`, a name past [`MAX_NAMES`]
+    /// into [`OTHER`]: the histograms' forms are the caller's, the bound is here.
+    pub fn merge_names<G>(
+        &mut self,
+        other: &Record<G>,
+        merge: impl FnMut(&mut Record<H>, &Record<G>),
+    ) {
+        merge_names(&mut self.names, &other.names, MAX_NAMES, merge)
+    }
+}
+
+/// Merge the named records `from` into `into` with `merge`, keeping at most `max` names
+/// apart: a new name past them is merged into [`OTHER`].
+pub fn merge_names<H: HistForm, G>(
+    into: &mut BTreeMap<String, Record<H>>,
+    from: &BTreeMap<String, Record<G>>,
+    max: usize,
+    mut merge: impl FnMut(&mut Record<H>, &Record<G>),
+) {
+    for (name, r) in from {
+        let to = match into.get_mut(name) {
+            Some(to) => to,
+            None => {
+                let full = into.len() >= max + usize::from(into.contains_key(OTHER));
+                let key = if full { OTHER } else { name.as_str() };
+                into.entry(key.to_string()).or_default()
+            }
+        };
+        merge(to, r);
     }
 }
 

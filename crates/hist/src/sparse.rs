@@ -150,13 +150,19 @@ impl From<&Snapshot> for WireSnapshot {
 
 impl WireSnapshot {
     /// Add this into `s`, as [`Snapshot::merge`] would add the snapshot it came from. Nothing
-    /// is allocated beyond what `s`'s maps and histograms grow by.
+    /// is allocated beyond what `s`'s maps and histograms grow by (and a name new to `s`).
     pub fn merge_into(&self, s: &mut Snapshot) -> Result<(), String> {
         self.latency.add_into(&mut s.latency)?;
         self.service.add_into(&mut s.service)?;
         self.lateness.add_into(&mut s.lateness)?;
         s.add_counts(self);
-        Ok(())
+        let mut failed = Ok(());
+        s.merge_names(self, |into, r| {
+            if let Err(e) = r.merge_into(into) {
+                failed = Err(e);
+            }
+        });
+        failed
     }
 
     /// The snapshot this stands for.

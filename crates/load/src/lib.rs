@@ -111,6 +111,9 @@ pub struct Live {
     /// bots that join it at different times): the run joins the shape where it is when the
     /// run starts, and sends nothing that was due before. `None`: the shape starts with the run.
     pub shape_start_unix: Option<f64>,
+    /// A loadbot's share of its fleet's `{{seq}}` and CSV rows (see `template`), changed
+    /// live when the fleet changes; the default: the whole.
+    pub share: template::ShareControl,
 }
 
 /// Changes an open-loop run's rate while it runs: from the moment of a change the schedule
@@ -209,14 +212,13 @@ pub struct RunResult {
     pub peak_lanes: usize,
     /// Requests still in flight when the run ended (not counted as errors).
     pub in_flight_at_end: u64,
-    /// Every interval, in order (the last may be partial); `series` is their summary.
+    /// Every interval, in order (the last may be partial); `series` is their summary. Without
+    /// names: each second's went to the progress callback, their run totals are `total`'s.
     pub intervals: Vec<Snapshot>,
     /// Unix time of the start, in seconds.
     pub started_unix: f64,
     /// The wall-clock (Unix) second of interval 0.
     pub first_wall_second: u64,
-    /// Named requests: the whole run per name (empty when none is named).
-    pub names: Vec<(String, Snapshot)>,
 }
 
 /// Progress after each interval of the run, for live displays and loadbots.
@@ -288,8 +290,6 @@ pub(crate) enum Msg {
         snap: Box<Snapshot>,
         peak_lanes: usize,
         in_flight: u64,
-        /// The whole run per name (the mix's names, in order).
-        names: Vec<Snapshot>,
     },
 }
 
@@ -347,7 +347,7 @@ pub async fn run(
     }));
     let deadline = cfg.duration.map(|d| clock.start.start + d);
 
-    let mut c = Collector::new(threads, clock.first_wall_second, cfg.mix.names());
+    let mut c = Collector::new(threads, clock.first_wall_second);
     let mut interrupted = false;
     let mut draining = false;
     while c.done < threads {
@@ -481,16 +481,11 @@ struct Collector {
     peak_lanes: usize,
     in_flight_at_end: u64,
     finals: Vec<Snapshot>,
-    names: Vec<(String, Snapshot)>,
 }
 
 impl Collector {
-    fn new(threads: usize, first_wall_second: u64, names: &[String]) -> Collector {
+    fn new(threads: usize, first_wall_second: u64) -> Collector {
         Collector {
-            names: names
-                .iter()
-                .map(|n| (n.clone(), Snapshot::default()))
-                .collect(),
             threads,
             first_wall_second,
             total: Snapshot::default(),
@@ -520,13 +515,7 @@ impl Collector {
                 snap,
                 peak_lanes,
                 in_flight,
-                names,
             } => {
-                for (i, n) in names.iter().enumerate() {
-                    if let Some(m) = self.names.get_mut(i) {
-                        m.1.merge(n);
-                    }
-                }
                 self.total.merge(&snap);
                 self.peak_lanes += peak_lanes;
                 self.in_flight_at_end += in_flight;
@@ -553,6 +542,9 @@ impl Collector {
             errors: self.total.error_count(),
         });
         self.series.push(s.sample(second));
+        // The names' seconds went to `progress`; the run keeps their totals only (memory).
+        let mut s = s;
+        s.names.clear();
         self.intervals.push(s);
     }
 
@@ -575,6 +567,9 @@ impl Collector {
         }
         self.total.start = 0.0;
         self.total.end = elapsed.as_secs_f64();
+        for n in self.total.names.values_mut() {
+            (n.start, n.end) = (0.0, elapsed.as_secs_f64());
+        }
         RunResult {
             total: self.total,
             series: self.series,
@@ -585,14 +580,6 @@ impl Collector {
             intervals: self.intervals,
             started_unix,
             first_wall_second: self.first_wall_second,
-            names: self
-                .names
-                .into_iter()
-                .map(|(n, mut s)| {
-                    (s.start, s.end) = (0.0, elapsed.as_secs_f64());
-                    (n, s)
-                })
-                .collect(),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! Σweight sends holds each request exactly `weight` times, spread evenly (request i's k-th
 //! send of the cycle sits at (k + ½)·cycle/weight; equal weights are plain round-robin). Names: a request's own (`# name:`, JSON
 //! lines' `name`) or, when others are named, its method and path; past `max_names` distinct
-//! names the rest are counted as [`OTHER`], so memory stays bounded whatever the targets file.
+//! names the rest are counted as [`OTHER`], so memory stays bounded whatever the targets file;
+//! a name longer than `hist::record::MAX_NAME_BYTES` is cut.
 
 /// Longest cycle of the weighted order (Σweight after dividing by the weights' common factor).
 pub const MAX_CYCLE: u64 = 1_000_000;
@@ -14,7 +15,7 @@ pub const MAX_CYCLE: u64 = 1_000_000;
 pub const DEFAULT_MAX_NAMES: u64 = 100;
 
 /// Where the names past the limit are counted.
-pub const OTHER: &str = "other";
+pub use hist::record::OTHER;
 
 /// One request as the mix sees it.
 pub struct Entry<'a> {
@@ -36,6 +37,16 @@ pub struct Mix {
     /// Name index of each request; empty when no request is named.
     name_of: Vec<u16>,
     names: Vec<String>,
+}
+
+/// `name` cut to [`hist::record::MAX_NAME_BYTES`] at a character boundary.
+fn cut(mut name: String) -> String {
+    let mut at = name.len().min(hist::record::MAX_NAME_BYTES);
+    while !name.is_char_boundary(at) {
+        at -= 1;
+    }
+    name.truncate(at);
+    name
 }
 
 impl Mix {
@@ -69,7 +80,7 @@ impl Mix {
         let (mut names, mut name_of) = (Vec::new(), Vec::new());
         if entries.iter().any(|e| e.name.is_some()) {
             for e in entries {
-                let name = e.name.map_or_else(|| default_name(e), str::to_string);
+                let name = cut(e.name.map_or_else(|| default_name(e), str::to_string));
                 let index = match names.iter().position(|n| *n == name) {
                     Some(i) => i,
                     None if (names.len() as u64) < max_names => {
@@ -229,5 +240,12 @@ mod tests {
         assert_eq!(m.names(), ["home", "GET /item?id=1", "other"]);
         let of: Vec<Option<usize>> = (0..5).map(|r| m.name_of(r)).collect();
         assert_eq!(of, [Some(0), Some(1), Some(0), Some(2), Some(2)]);
+    }
+
+    #[test]
+    fn a_long_name_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(150);
+        let m = Mix::new(&[entry(Some(&long), 1, "http://h/")], 10).unwrap();
+        assert_eq!(m.names()[0], "é".repeat(100));
     }
 }

@@ -1,7 +1,8 @@
 //! Per-worker measurement: plain counters and HDR histograms behind one `RefCell`, touched by
 //! every lane of the worker's single thread. No locks, no allocation per request. Named
-//! requests are counted again under their name, for the whole run (a name's own row: sends,
-//! answers, failures, latency), and handed over at the end.
+//! requests are counted again under their name by a recorder of their own (a name's own
+//! sends, answers, failures, latency), taken every second with the rest as the snapshot's
+//! names.
 
 use hdrhistogram::Histogram;
 use hist::{new_histogram, Snapshot};
@@ -28,9 +29,8 @@ pub(crate) struct Recorder {
     /// Bytes (read, written) at the last `take`.
     bytes_taken: (u64, u64),
     interval_start: f64,
-    /// The whole run so far, per name (empty: no request is named): a recorder of its own,
-    /// taken once at the end.
-    names: Vec<Recorder>,
+    /// Per name, the mix's names in order (empty: no request is named).
+    names: Vec<(String, Recorder)>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -39,8 +39,8 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Recorder {
-    /// A recorder keeping `names` names apart.
-    pub(crate) fn new(bytes: ByteCounter, names: usize) -> Self {
+    /// A recorder keeping `names` apart.
+    pub(crate) fn new(bytes: ByteCounter, names: &[String]) -> Self {
         Recorder {
             responses: 0,
             status: Box::new([0; STATUS_SLOTS]),
@@ -57,15 +57,16 @@ impl Recorder {
             bytes,
             bytes_taken: (0, 0),
             interval_start: 0.0,
-            names: (0..names)
-                .map(|_| Recorder::new(ByteCounter::default(), 0))
+            names: names
+                .iter()
+                .map(|n| (n.clone(), Recorder::new(ByteCounter::default(), &[])))
                 .collect(),
         }
     }
 
-    /// The whole run per name, handed over at the end.
-    pub(crate) fn take_names(&mut self, end: f64) -> Vec<Snapshot> {
-        self.names.iter_mut().map(|r| r.take(end)).collect()
+    /// Nothing was sent, answered or failed since the last take.
+    fn idle(&self) -> bool {
+        self.sent == 0 && self.responses == 0 && self.errors.iter().all(|n| *n == 0)
     }
 
     /// A complete response. `latency` is from the intended send, `service` from the actual one.
@@ -77,7 +78,7 @@ impl Recorder {
         latency: Duration,
         service: Duration,
     ) {
-        if let Some(r) = name.and_then(|n| self.names.get_mut(n)) {
+        if let Some((_, r)) = name.and_then(|n| self.names.get_mut(n)) {
             r.response(None, status, version, latency, service);
         }
         self.responses += 1;
@@ -94,7 +95,7 @@ impl Recorder {
 
     /// A request (counted under `name`) is being sent now.
     pub(crate) fn sent(&mut self, name: Option<usize>) {
-        if let Some(r) = name.and_then(|n| self.names.get_mut(n)) {
+        if let Some((_, r)) = name.and_then(|n| self.names.get_mut(n)) {
             r.sent(None);
         }
         self.sent += 1;
@@ -107,7 +108,7 @@ impl Recorder {
 
     /// A request (counted under `name`) failed.
     pub(crate) fn error(&mut self, name: Option<usize>, class: ErrorClass) {
-        if let Some(r) = name.and_then(|n| self.names.get_mut(n)) {
+        if let Some((_, r)) = name.and_then(|n| self.names.get_mut(n)) {
             r.error(None, class);
         }
         self.errors[class.index()] += 1;
@@ -163,6 +164,13 @@ impl Recorder {
             let n = std::mem::take(&mut self.errors[class.index()]);
             if n > 0 {
                 s.errors.insert(class.as_str().to_string(), n);
+            }
+        }
+        for (name, r) in &mut self.names {
+            if r.idle() {
+                r.interval_start = end;
+            } else {
+                s.names.insert(name.clone(), r.take(end));
             }
         }
         s

@@ -289,6 +289,7 @@ impl Spec {
         &self,
         headers: &[(String, String)],
         protocol: Protocol,
+        share: template::ShareControl,
     ) -> Result<(Origin, Vec<Prepared>, Mix), SpecError> {
         let url_target;
         let targets: &[Target] = match (&self.url, self.targets.is_empty()) {
@@ -310,7 +311,7 @@ impl Spec {
         if let Some(d) = &self.data {
             d.check().map_err(|e| bad(e).within("{data}"))?;
         }
-        let shared = Prepared::shared(self.data.clone());
+        let shared = Prepared::shared(self.data.clone(), share);
         let mut origin: Option<Origin> = None;
         let mut requests = Vec::new();
         for (i, t) in targets.iter().enumerate() {
@@ -348,8 +349,11 @@ impl Spec {
             })
             .collect();
         let max_names = match self.max_names {
-            Some(n) if !(1..=10_000).contains(&n) => {
-                return Err(SpecError::new("{max_names} must be in 1..=10000"))
+            Some(n) if !(1..=hist::record::MAX_NAMES as u64).contains(&n) => {
+                return Err(SpecError::new(format!(
+                    "{{max_names}} must be in 1..={}",
+                    hist::record::MAX_NAMES
+                )))
             }
             Some(n) => n,
             None => crate::mix::DEFAULT_MAX_NAMES,
@@ -377,7 +381,7 @@ impl Spec {
         } else {
             Protocol::Http1
         };
-        let (origin, requests, mix) = self.requests(&headers, protocol)?;
+        let (origin, requests, mix) = self.requests(&headers, protocol, live.share.clone())?;
         if self.streams == 0 || self.streams > 1000 {
             return Err(SpecError::new(format!(
                 "{{streams}} must be 1..=1000, got {}",
@@ -587,6 +591,7 @@ mod tests {
             wall_clock_ticks: true,
             until_stopped: true,
             shape_start_unix: None,
+            share: Default::default(),
         };
         assert!(s.build(live.clone()).is_ok());
         let closed = Spec { rate: None, ..s };

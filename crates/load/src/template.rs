@@ -3,7 +3,10 @@
 //! `{{seq}}` (a per-run sequence, 0, 1, 2, … over all workers), `{{uuid}}` (random, version 4),
 //! `{{rand_int A B}}` (A ≤ n ≤ B), `{{rand_hex N}}` (N hex digits), `{{now_ms}}` (Unix time
 //! in ms) and `{{csv.COLUMN}}` (from the spec's [`Data`]: one row per request, in turn over
-//! the whole run, or at random). Within one request, `seq`, `now_ms` and the row are the same
+//! the whole run, or at random). A loadbot runs its [`Share`] of the fleet's: bot `i` of `n`
+//! sends `seq` values i, i+n, i+2n, … and takes the rows i, i+n, … in turn (or one of them at
+//! random), so bots neither repeat each other's values nor share rows while the set of bots
+//! holds (with fewer rows than bots, bot i takes row i mod rows). Within one request, `seq`, `now_ms` and the row are the same
 //! in every place they appear; `uuid` and the random ones are drawn anew in each, from the
 //! system's entropy (a new run sends new values). A value from a CSV row is percent-encoded in
 //! the path and query where a URL cannot hold it as is (a space, `#`, non-ASCII). `\{{` is a
@@ -22,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use st_http::{Origin, Request};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod share;
+pub use share::{Share, ShareControl};
 
 /// Rows for `{{csv.COLUMN}}`: a CSV file's header and records, held in the spec so that it
 /// means the same on every machine.
@@ -242,6 +248,7 @@ pub struct Shared {
     seq: AtomicU64,
     next_row: AtomicU64,
     data: Option<Data>,
+    share: ShareControl,
 }
 
 /// A worker's own state for templates: its random numbers.
@@ -420,22 +427,20 @@ impl Template {
     }
 
     fn once(&self, vars: &mut Vars) -> Once<'_> {
+        let share = self.shared.share.get();
         let row = match (&self.shared.data, self.uses_row) {
             (Some(d), true) if !d.rows.is_empty() => {
-                let i = match d.order {
-                    Order::InTurn => {
-                        let n = self.shared.next_row.fetch_add(1, Ordering::Relaxed);
-                        (n % d.rows.len() as u64) as usize
-                    }
-                    Order::Random => vars.rng.gen_range(0..d.rows.len()),
+                let n = match d.order {
+                    Order::InTurn => self.shared.next_row.fetch_add(1, Ordering::Relaxed),
+                    Order::Random => vars.rng.gen(),
                 };
-                Some(d.rows[i].as_slice())
+                Some(d.rows[share.row(n, d.rows.len())].as_slice())
             }
             _ => None,
         };
         Once {
             seq: if self.uses_seq {
-                self.shared.seq.fetch_add(1, Ordering::Relaxed)
+                share.seq(self.shared.seq.fetch_add(1, Ordering::Relaxed))
             } else {
                 0
             },
@@ -610,12 +615,14 @@ impl Prepared {
         matches!(self, Prepared::Varying(t) if t.uses_row)
     }
 
-    /// Shared state for the templates of a run holding `data`.
-    pub fn shared(data: Option<Data>) -> Arc<Shared> {
+    /// Shared state for the templates of a run holding `data`, taking `share` of the
+    /// sequence and rows.
+    pub fn shared(data: Option<Data>, share: ShareControl) -> Arc<Shared> {
         Arc::new(Shared {
             seq: AtomicU64::new(0),
             next_row: AtomicU64::new(0),
             data,
+            share,
         })
     }
 }
@@ -644,7 +651,13 @@ mod tests {
             headers: &headers,
             body,
         };
-        Template::new(&parts, &Prepared::shared(data), true, build).map(|(t, _)| t)
+        Template::new(
+            &parts,
+            &Prepared::shared(data, ShareControl::default()),
+            true,
+            build,
+        )
+        .map(|(t, _)| t)
     }
 
     /// The rendered HTTP/1.1 request: path, headers, body (checked against Content-Length).
@@ -715,7 +728,13 @@ mod tests {
         let get = |o: &Origin, p: &str, h: &[(String, String)], b: Bytes| {
             Request::new(o, "GET", p, h, b).map_err(|e| e.to_string())
         };
-        let (t, _) = Template::new(&parts, &Prepared::shared(None), false, get).unwrap();
+        let (t, _) = Template::new(
+            &parts,
+            &Prepared::shared(None, ShareControl::default()),
+            false,
+            get,
+        )
+        .unwrap();
         assert!(t.h1.is_none());
         let mut vars = Vars::new();
         for want in 0..3 {

@@ -245,7 +245,7 @@ pub(crate) fn main(
         connector: plan.connector.clone(),
         requests: plan.requests.clone(),
         vars: RefCell::new(plan.vars.take().expect("a plan starts one worker")),
-        rec: RefCell::new(Recorder::new(bytes.clone(), shared.mix.names().len())),
+        rec: RefCell::new(Recorder::new(bytes.clone(), shared.mix.names())),
         bytes,
         timeout: plan.timeout,
         shared,
@@ -276,7 +276,6 @@ pub(crate) fn main(
                 snap: Box::default(),
                 peak_lanes: 0,
                 in_flight: 0,
-                names: Vec::new(),
             });
             return;
         }
@@ -413,12 +412,10 @@ async fn drive(
     } else {
         plan.connections * plan.streams
     };
-    let names = ctx.rec.borrow_mut().take_names(end);
     let _ = tx.send(Msg::Done {
         snap: Box::new(snap),
         peak_lanes: peak,
         in_flight,
-        names,
     });
 }
 

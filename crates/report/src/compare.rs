@@ -88,7 +88,7 @@ pub fn table(a: &RunFile, b: &RunFile, names: [&str; 2]) -> String {
         bytes(v) + "/s"
     });
     let mut out = boxed(&rows);
-    if !(a.names.is_empty() && b.names.is_empty()) {
+    if !(a.total.names.is_empty() && b.total.names.is_empty()) {
         out += "\nBy name (slowest p99 in the second run first):\n";
         out += &by_name(a, b, names);
     }
@@ -98,17 +98,18 @@ pub fn table(a: &RunFile, b: &RunFile, names: [&str; 2]) -> String {
 /// Named requests side by side: each name's p50, p99 (with its change) and failures in both
 /// runs; a name only one run has shows `–` for the other.
 fn by_name(a: &RunFile, b: &RunFile, names: [&str; 2]) -> String {
-    let mut keys: Vec<&String> = a.names.keys().chain(b.names.keys()).collect();
+    let mut keys: Vec<&String> = a.total.names.keys().chain(b.total.names.keys()).collect();
     keys.sort();
     keys.dedup();
-    let q = |run: &RunFile, k: &str, p: f64| run.names.get(k).map(|s| s.quantile_ms(p));
+    let q = |run: &RunFile, k: &str, p: f64| run.total.names.get(k).map(|s| s.quantile_ms(p));
     keys.sort_by(|x, y| {
         let (px, py) = (q(b, x, 0.99).unwrap_or(-1.0), q(b, y, 0.99).unwrap_or(-1.0));
         py.total_cmp(&px).then(x.cmp(y))
     });
     let show = |v: Option<f64>| v.map_or("–".to_string(), ms);
     let failed = |run: &RunFile, k: &str| {
-        run.names
+        run.total
+            .names
             .get(k)
             .map_or("–".to_string(), |s| count(s.failed()))
     };
@@ -341,13 +342,13 @@ mod tests {
         let mut fast = slow.clone();
         fast.latency = hist::new_histogram();
         fast.latency.record(1_000).unwrap();
-        b.names.insert("slow".into(), slow.clone());
-        b.names.insert("fast".into(), fast.clone());
+        b.total.names.insert("slow".into(), slow.clone());
+        b.total.names.insert("fast".into(), fast.clone());
         let mut faster = fast.clone();
         faster.latency = hist::new_histogram();
         faster.latency.record(500).unwrap();
         let mut a = a;
-        a.names.insert("fast".into(), faster);
+        a.total.names.insert("fast".into(), faster);
         let t = table(&a, &b, ["a", "b"]);
         let row = |name: &str| {
             t.lines()

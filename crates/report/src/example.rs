@@ -47,7 +47,6 @@ pub fn rolling_update(seconds: u32) -> RunFile {
         intervals,
         fleet: Some(fleet),
         verdicts: Vec::new(),
-        names: Default::default(),
         stages: Vec::new(),
     }
 }
@@ -187,6 +186,7 @@ fn summary(total: &Snapshot, n: u64) -> Summary {
         p99_ms: total.quantile_ms(0.99),
         versions: total.versions.clone(),
         elapsed_s: n as f64,
+        names: Vec::new(),
     }
 }
 

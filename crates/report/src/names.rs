@@ -7,7 +7,7 @@ use hist::Snapshot;
 use std::collections::BTreeMap;
 
 /// One name's figures, computed from its snapshot (the whole run).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NameRow {
     /// The name.
     pub name: String,

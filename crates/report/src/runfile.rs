@@ -107,12 +107,13 @@ pub struct RunFile {
     pub peak_lanes: usize,
     /// Requests in flight when the run ended; not counted as errors.
     pub in_flight_at_end: u64,
-    /// Everything measured.
+    /// Everything measured; its `names`: each named request's whole run (they add up to it).
     pub total: Snapshot,
     /// One summary per second (the last may be shorter: see its `seconds`); derived from
     /// `intervals` when the file has them, kept for readers that want no histograms.
     pub series: Vec<SecondSample>,
-    /// Version 2: what was measured in each second, histograms included.
+    /// Version 2: what was measured in each second, histograms included (names only in
+    /// `total`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<Snapshot>,
     /// Aggregator results: the cluster-wide view.
@@ -127,9 +128,6 @@ pub struct RunFile {
     /// A run whose rate changed by plan (stages, steps, a ramp): each stage, planned and got.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<crate::stages::StageRow>,
-    /// Named requests: the whole run per name (they add up to `total`).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub names: std::collections::BTreeMap<String, Snapshot>,
 }
 
 /// What an aggregator adds to a run: per second, what was asked for and who reported; the
@@ -301,6 +299,9 @@ pub struct Summary {
     pub versions: std::collections::BTreeMap<String, u64>,
     /// Seconds the run has lasted.
     pub elapsed_s: f64,
+    /// Named requests, the whole run: a row a name, slowest p99 first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<crate::names::NameRow>,
 }
 
 /// `GET /api/window?from=&to=`: what an aggregator measured in the Unix seconds `from..to`,

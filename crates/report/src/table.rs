@@ -105,9 +105,9 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
         s += "\nStages (each second counted in the stage holding its middle):\n";
         s += &crate::stages::table(&run.stages);
     }
-    if !run.names.is_empty() {
+    if !run.total.names.is_empty() {
         s += "\nBy name (slowest p99 first):\n";
-        s += &crate::names::table(&crate::names::rows(&run.names, run.elapsed_s));
+        s += &crate::names::table(&crate::names::rows(&run.total.names, run.elapsed_s));
     }
     if percentiles {
         s.push('\n');
@@ -425,7 +425,6 @@ mod tests {
             fleet: None,
             summary: None,
             verdicts: Vec::new(),
-            names: Default::default(),
             stages: Vec::new(),
         }
     }

@@ -505,7 +505,6 @@ pub fn main(cmd: Cmd) -> anyhow::Result<ExitCode> {
         fleet: None,
         summary: None,
         verdicts: Vec::new(),
-        names: r.names.into_iter().collect(),
         stages: Vec::new(),
     };
     run.stages = report::stages::rows(&stages, &run.intervals);

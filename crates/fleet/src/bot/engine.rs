@@ -1,6 +1,7 @@
 //! The load a bot runs: a `load::run` with wall-clock ticks and a live rate, following the
 //! assignment. A new share of the same schedule (the rate shape scaled: the fleet grew or
-//! shrank) is applied to the running one (`load::RateControl`); any other change of the spec,
+//! shrank) is applied to the running one (`load::RateControl`), and so is a new share of the
+//! fleet's `{{seq}}` and rows (`load::template::ShareControl`); any other change of the spec,
 //! or a schedule starting at another instant, ends the running run gracefully (in-flight
 //! requests finish) and starts a new one, which joins the fleet's schedule where it is. Every
 //! run sends its per-second snapshots into one channel.
@@ -8,6 +9,7 @@
 use super::Config;
 use crate::wire::Assignment;
 use hist::Snapshot;
+use load::template::{Share, ShareControl};
 use load::{Live, RateControl, Shutdown, Spec};
 use tokio::sync::mpsc;
 
@@ -73,6 +75,7 @@ struct Running {
     start: Option<f64>,
     shutdown: Shutdown,
     rate: Option<RateControl>,
+    share: ShareControl,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -109,7 +112,9 @@ fn apply(
         wind_down(current, finishing);
         return;
     };
+    let share = a.share.unwrap_or(Share::ALL);
     if let Some(r) = current.as_mut().filter(|r| r.start == a.rate_start_unix) {
+        r.share.set(share);
         if &r.spec == spec {
             return;
         }
@@ -131,11 +136,13 @@ fn apply(
         ..spec.clone()
     };
     let rate = spec.rate.as_ref().map(|_| RateControl::new());
+    let share = ShareControl::new(share);
     let live = Live {
         wall_clock_ticks: true,
         rate: rate.clone(),
         until_stopped: true,
         shape_start_unix: a.rate_start_unix,
+        share: share.clone(),
     };
     let config = match spec.build(live) {
         Ok(c) => c,
@@ -163,6 +170,7 @@ fn apply(
         start: a.rate_start_unix,
         shutdown,
         rate,
+        share,
         done,
     });
 }

@@ -2,7 +2,7 @@
 //! seconds waiting for an acknowledgement (oldest first), and acknowledged ones retained for
 //! an aggregator that restarts from its last saved second.
 
-use crate::wire::{Interval, MAX_BATCH};
+use crate::wire::{Interval, MAX_BATCH, MAX_BODY};
 use hist::{Intervals, Snapshot};
 use std::collections::VecDeque;
 
@@ -69,9 +69,21 @@ impl Outbox {
         }
     }
 
-    /// The oldest waiting seconds, at most a push's worth; and whether they are all of them.
+    /// The oldest waiting seconds, at most a push's worth (in count, and in bytes: seconds
+    /// with many named requests are larger); and whether they are all of them.
     pub fn batch(&self) -> (Vec<Interval>, bool) {
-        let batch: Vec<Interval> = self.unacked.iter().take(MAX_BATCH).cloned().collect();
+        let mut bytes = 0;
+        let batch: Vec<Interval> = self
+            .unacked
+            .iter()
+            .take(MAX_BATCH)
+            .enumerate()
+            .take_while(|(n, i)| {
+                bytes += i.weight();
+                *n == 0 || bytes <= MAX_BODY / 2
+            })
+            .map(|(_, i)| i.clone())
+            .collect();
         let all = batch.len() == self.unacked.len();
         (batch, all)
     }
@@ -114,5 +126,52 @@ impl Outbox {
     /// Some second is still being measured.
     pub fn measuring(&self) -> bool {
         !self.measuring.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second with `names` named requests of one answer each.
+    fn named_second(names: usize) -> Snapshot {
+        let mut total = Snapshot::default();
+        for i in 0..names {
+            let mut n = Snapshot {
+                end: 1.0,
+                responses: 1,
+                sent: 1,
+                ..Default::default()
+            };
+            n.status.insert(200, 1);
+            n.latency.record(1000 + i as u64).unwrap();
+            n.service.record(900 + i as u64).unwrap();
+            total.merge(&n);
+            total.names.insert(format!("GET /api/items/{i}"), n);
+        }
+        total
+    }
+
+    #[test]
+    fn a_batch_of_seconds_with_many_names_stays_inside_a_push() {
+        let mut o = Outbox::new(100, 0);
+        let second = named_second(crate::wire::MAX_NAMES as usize);
+        for t in 1..=20 {
+            o.measured(t, &second);
+        }
+        o.seal(21);
+        let one = serde_json::to_vec(&o.unacked[0]).unwrap().len();
+        assert!(o.unacked[0].weight() >= one, "the weight bounds the size");
+        let (batch, all) = o.batch();
+        let bytes = serde_json::to_vec(&batch).unwrap().len();
+        assert!(!all && batch.len() > 1, "{} seconds", batch.len());
+        assert!(bytes <= MAX_BODY, "{bytes} bytes");
+        // Without names, a batch is its count.
+        let mut o = Outbox::new(100, 0);
+        for t in 1..=80 {
+            o.measured(t, &named_second(0));
+        }
+        o.seal(81);
+        assert_eq!(o.batch().0.len(), MAX_BATCH);
     }
 }

@@ -442,6 +442,7 @@ async fn a_finished_bot_whose_aggregator_is_gone_exits_after_the_grace() {
             spec: None,
             finished: true,
             rate_start_unix: None,
+            share: None,
         };
         tx.send(over).unwrap();
         finished.set(Some(Instant::now()));

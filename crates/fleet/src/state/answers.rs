@@ -28,6 +28,7 @@ impl State {
             p99_ms: total.quantile_ms(0.99),
             versions: total.versions.clone(),
             elapsed_s: (now - self.started_unix).max(0.0),
+            names: report::names::rows(&self.named, (now - self.started_unix).max(0.0)),
         }
     }
 
@@ -54,7 +55,7 @@ impl State {
         }
     }
 
-    /// Everything measured so far, merged.
+    /// Everything measured so far, merged (named requests aside: see `named`).
     pub fn total(&self) -> Snapshot {
         let mut t = self.closed_total.clone();
         for k in self.intervals.keys() {
@@ -119,6 +120,10 @@ impl State {
         let mut total = self.total();
         total.start = 0.0;
         total.end = intervals.len() as f64;
+        total.names = self.named.clone();
+        for n in total.names.values_mut() {
+            (n.start, n.end) = (total.start, total.end);
+        }
         // A fleet schedule's stages, cut from the same seconds (they start on a whole second).
         let end = self.finished_at.unwrap_or(now);
         let stages = report::stages::rows(&self.ran.stages(first, end), &intervals);
@@ -142,7 +147,6 @@ impl State {
             }),
             summary: Some(self.summary(now)),
             verdicts: Vec::new(),
-            names: Default::default(),
             stages,
         }
     }

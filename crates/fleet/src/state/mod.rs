@@ -13,6 +13,8 @@
 //! - **Bots**: live while they push (every second, even when idle), stale after 3 s without
 //!   ([`Config::stale_after`]), gone after 30 s ([`Config::gone_after`]);
 //!   a total rate is re-split over the live bots whenever that set changes.
+//! - **Names**: a push's named requests go straight into the run's per-name totals (at most
+//!   [`crate::wire::MAX_NAMES`] and `other`); seconds are kept without them.
 //!
 //! One module per idea: `plan` (the load and its split over the live bots), `bots`
 //! (registration, liveness, the bots table), `seconds` (pushes merged per second,
@@ -121,6 +123,10 @@ pub struct State {
     /// Everything in closed seconds (an open second joins it when it closes: merging every
     /// push into a run total too would double the ingest cost).
     closed_total: Snapshot,
+    /// Named requests, the whole run: merged as pushes arrive (each counted once, as the
+    /// high-water marks keep a second from counting twice), never kept per second (a second
+    /// of each name for the late window would be most of the memory).
+    named: BTreeMap<String, Snapshot>,
     events: Vec<Event>,
     /// Runs the bots were in before this one (they said so registering): it restarted.
     previous_runs: Vec<String>,
@@ -167,6 +173,7 @@ impl State {
             closed: BTreeMap::new(),
             history: BTreeMap::new(),
             closed_total: Snapshot::default(),
+            named: BTreeMap::new(),
             events: Vec::new(),
             previous_runs: Vec::new(),
             events_dropped: 0,

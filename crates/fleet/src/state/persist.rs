@@ -43,6 +43,9 @@ pub struct Saved {
     /// When its first schedule started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_schedule_start: Option<f64>,
+    /// Named requests, the whole run (saved with the high-water marks they agree with).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, hist::Snapshot>,
 }
 
 impl State {
@@ -61,6 +64,7 @@ impl State {
         s.previous_runs = saved.previous_runs;
         s.scheduled_run = saved.scheduled_run;
         s.first_schedule_start = saved.first_schedule_start;
+        s.named = saved.names;
         s.new_events.clear();
         s.next_id = saved.next_id;
         s.generation = saved.generation;
@@ -124,6 +128,7 @@ impl State {
             ran: Some(self.ran.clone()),
             scheduled_run: self.scheduled_run,
             first_schedule_start: self.first_schedule_start,
+            names: self.named.clone(),
             bots: self.bots.values().cloned().collect(),
             next_id: self.next_id,
             generation: self.generation,

@@ -179,11 +179,17 @@ impl State {
         let spec = bot_spec(&self.spec, &self.plan, live);
         let rate = self.plan.share(live);
         let start = self.plan.start_unix();
+        // The last place until the re-split deals the places again.
+        let share = spec.as_ref().map(|_| load::template::Share {
+            index: live.saturating_sub(1),
+            of: live.max(1),
+        });
         if let Some(b) = self.bots.get_mut(&id) {
             b.set_rate(now, rate);
             if b.assignment.spec != spec
                 || b.assignment.finished != finished
                 || b.assignment.rate_start_unix != start
+                || b.assignment.share != share
             {
                 self.generation += 1;
                 b.assignment = Assignment {
@@ -191,6 +197,7 @@ impl State {
                     spec,
                     finished,
                     rate_start_unix: start,
+                    share,
                 };
             }
         }
@@ -241,14 +248,21 @@ impl State {
         let rate = self.plan.share(live);
         let start = self.plan.start_unix();
         let mut generation = self.generation;
+        // Each live bot's place among them, by id: its share of the sequence and the rows.
+        let mut index = 0;
         for b in self.bots.values_mut() {
             if b.record.state != "live" {
                 continue;
             }
             b.set_rate(now, rate);
+            let share = spec
+                .as_ref()
+                .map(|_| load::template::Share { index, of: live });
+            index += 1;
             if b.assignment.spec != spec
                 || b.assignment.finished != finished
                 || b.assignment.rate_start_unix != start
+                || b.assignment.share != share
             {
                 generation += 1;
                 b.assignment = Assignment {
@@ -256,6 +270,7 @@ impl State {
                     spec: spec.clone(),
                     finished,
                     rate_start_unix: start,
+                    share,
                 };
             }
         }
@@ -442,6 +457,12 @@ pub fn check_plan(spec: &Spec, plan: &Plan) -> Result<(), load::SpecError> {
             "{connection_stages} are for `scaletest load`: bots run a fixed number of connections each",
         ));
     }
+    if spec.max_names.is_some_and(|n| n > crate::wire::MAX_NAMES) {
+        return Err(load::SpecError::new(format!(
+            "{{max_names}}: a fleet keeps at most {} names apart",
+            crate::wire::MAX_NAMES
+        )));
+    }
     match bot_spec(spec, plan, 1) {
         Some(s) => s
             .build(load::Live {
@@ -449,6 +470,7 @@ pub fn check_plan(spec: &Spec, plan: &Plan) -> Result<(), load::SpecError> {
                 rate: s.rate.as_ref().map(|_| load::RateControl::new()),
                 until_stopped: true,
                 shape_start_unix: plan.start_unix(),
+                share: Default::default(),
             })
             .map(|_| ()),
         None => Ok(()),

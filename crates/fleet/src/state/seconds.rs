@@ -130,6 +130,16 @@ impl State {
         }
         let (hwm, generation, name) = (bot.hwm, bot.assignment.generation, bot.record.name.clone());
         for mut i in fresh {
+            hist::record::merge_names(
+                &mut self.named,
+                &i.snap.names,
+                crate::wire::MAX_NAMES as usize,
+                |into, r| {
+                    // Checked on arrival: cannot fail (see `add`).
+                    let _ = r.merge_into(into);
+                },
+            );
+            i.snap.names.clear();
             // A bot's interval bounds count from its own run's start; on the aggregator's
             // timeline the second starts at t (seconds since the run began) and keeps the
             // bot's length (short for a bot's first or last second).

@@ -92,6 +92,16 @@ fn snap(values: &[u64]) -> Snapshot {
 }
 
 fn push(s: &mut State, now: f64, id: u64, t: u64, values: &[u64]) -> Result<(u64, u64), Refused> {
+    push_snap(s, now, id, t, &snap(values))
+}
+
+fn push_snap(
+    s: &mut State,
+    now: f64,
+    id: u64,
+    t: u64,
+    snap: &Snapshot,
+) -> Result<(u64, u64), Refused> {
     s.push(
         now,
         id,
@@ -100,7 +110,7 @@ fn push(s: &mut State, now: f64, id: u64, t: u64, values: &[u64]) -> Result<(u64
             dropped: 0,
             intervals: vec![Interval {
                 t,
-                snap: (&snap(values)).into(),
+                snap: snap.into(),
             }],
             generation: 0,
             idle: false,
@@ -195,6 +205,7 @@ fn counted(n: u64) -> WireSnapshot {
         intended: n,
         sent: n,
         bytes_sent: n,
+        names: Default::default(),
     }
 }
 
@@ -738,4 +749,71 @@ fn a_scheduled_run_ends_from_its_first_schedule_start() {
     assert_eq!(r.scheduled_end(Some(60.0)), Some(1362.0));
     // A run started with a constant rate has no scheduled end (its --run-for is the run's).
     assert_eq!(state().scheduled_end(Some(60.0)), None);
+}
+
+/// A second of `values` (µs) per name; the total is theirs together.
+fn with_names(names: &[(&str, &[u64])]) -> Snapshot {
+    let mut total = snap(&[]);
+    for (name, values) in names {
+        let n = snap(values);
+        total.merge(&n);
+        total.names.insert(name.to_string(), n);
+    }
+    total
+}
+
+#[test]
+fn named_requests_are_counted_once_kept_whole_run_and_across_a_restart() {
+    let mut s = state();
+    let (a, b) = (reg(&mut s, 1000.0, "a"), reg(&mut s, 1000.0, "b"));
+    let second = with_names(&[("slow", &[20_000, 21_000]), ("fast", &[300])]);
+    for t in 1000..1070 {
+        for id in [a, b] {
+            push_snap(&mut s, t as f64 + 1.2, id, t, &second).unwrap();
+        }
+        let _ = s.tick(t as f64 + 1.3);
+    }
+    // A retried push counts nothing, its names neither.
+    push_snap(&mut s, 1070.5, a, 1069, &second).unwrap();
+    let rows = s.summary(1071.0).names;
+    let got: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| (r.name.as_str(), r.responses))
+        .collect();
+    assert_eq!(got, [("slow", 280), ("fast", 140)]);
+    assert_eq!(s.total().responses, 420);
+    assert!((20.0..20.1).contains(&rows[0].p50_ms), "{rows:?}");
+    // Seconds are kept without names (closed, open, and the UI's history).
+    assert!(s.closed.values().all(|c| !c.packed.contains("\"names\"")));
+    assert!(s.history.values().all(|p| p.second.names.is_empty()));
+    assert!(s.total().names.is_empty());
+    // The run file has them in its total, adding up to it; and so does a restored run.
+    let closed: BTreeMap<u64, Closed> = s.closed.clone();
+    let saved = s.saved();
+    let r = State::restore(Config::default(), saved, closed, 1075.0);
+    for st in [&s, &r] {
+        let run = st.results(1075.0, report::RunInfo::default());
+        let sum: u64 = run.total.names.values().map(|n| n.responses).sum();
+        assert_eq!((sum, run.total.responses), (420, 420));
+        assert_eq!(run.total.names["fast"].latency.len(), 140);
+    }
+}
+
+#[test]
+fn names_past_the_fleets_limit_are_counted_as_other() {
+    let mut s = state();
+    let id = reg(&mut s, 1000.0, "a");
+    let many = |from: usize| {
+        let names: Vec<String> = (from..from + 600).map(|i| format!("n{i}")).collect();
+        let values: Vec<(&str, &[u64])> =
+            names.iter().map(|n| (n.as_str(), &[500u64][..])).collect();
+        with_names(&values)
+    };
+    push_snap(&mut s, 1001.0, id, 1000, &many(0)).unwrap();
+    push_snap(&mut s, 1002.0, id, 1001, &many(600)).unwrap();
+    let rows = s.summary(1002.0).names;
+    assert_eq!(rows.len(), crate::wire::MAX_NAMES as usize + 1);
+    let other = rows.iter().find(|r| r.name == "other").unwrap();
+    assert_eq!(other.responses, 200);
+    assert_eq!(rows.iter().map(|r| r.responses).sum::<u64>(), 1200);
 }
