@@ -11,6 +11,22 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The names' rows add up to the total, and their p50s are their servers': `slow` (20 ms) and
+/// `fast` (a few times less, even on a busy machine).
+fn slow_and_fast(run: &report::RunFile) {
+    let sum: u64 = run.total.names.values().map(|s| s.responses).sum();
+    assert_eq!(sum, run.total.responses, "the rows add up to the total");
+    let (slow, fast) = (
+        run.total.names["slow"].quantile_ms(0.5),
+        run.total.names["fast"].quantile_ms(0.5),
+    );
+    assert!((20.0..40.0).contains(&slow), "slow p50 {slow} ms");
+    assert!(
+        fast < 5.0 && fast * 4.0 < slow,
+        "fast p50 {fast} ms, slow {slow} ms"
+    );
+}
+
 #[test]
 fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     let (_srv, srv) = testsupport::fleet::server(SCALETEST);
@@ -51,8 +67,6 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     // Weights 1:3 over 200 sends, exactly; every one answered.
     assert_eq!(names, [("fast", 150, 150), ("slow", 50, 50)], "{out}");
     assert!(out.contains("2 targets, weighted 1:3"), "{out}");
-    let sum: u64 = run.total.names.values().map(|s| s.responses).sum();
-    assert_eq!(sum, run.total.responses);
     // Every second's line has the names' own counts and percentiles; they add up to the run's.
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
         .unwrap()
@@ -75,15 +89,7 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     );
     // The run file keeps the names' totals, not their seconds.
     assert!(run.intervals.iter().all(|s| s.names.is_empty()));
-    let (slow, fast) = (
-        run.total.names["slow"].quantile_ms(0.5),
-        run.total.names["fast"].quantile_ms(0.5),
-    );
-    assert!((20.0..40.0).contains(&slow), "slow p50 {slow} ms");
-    assert!(
-        fast < 5.0 && fast * 4.0 < slow,
-        "fast p50 {fast} ms, slow {slow} ms"
-    );
+    slow_and_fast(&run);
     // The table: the slowest first, in `load`'s output and in `report`'s.
     for shown in [
         out,
@@ -164,22 +170,15 @@ fn names_travel_from_the_bots_into_the_aggregators_results_and_report() {
     let run = report::RunFile::read(&out.join("results.json")).unwrap();
     let names: Vec<&String> = run.total.names.keys().collect();
     assert_eq!(names, ["fast", "slow"], "{shown}");
-    let sum: u64 = run.total.names.values().map(|s| s.responses).sum();
-    assert_eq!(sum, run.total.responses, "the rows add up to the total");
     assert!(run.total.responses > 0);
-    let (slow, fast) = (
-        run.total.names["slow"].quantile_ms(0.5),
-        run.total.names["fast"].quantile_ms(0.5),
-    );
-    assert!((20.0..40.0).contains(&slow), "slow p50 {slow} ms");
-    assert!(
-        fast < 5.0 && fast * 4.0 < slow,
-        "fast p50 {fast} ms, slow {slow} ms"
-    );
+    slow_and_fast(&run);
     // The same rows in the aggregator's final summary, its table and report.html.
     let rows = &run.summary.as_ref().unwrap().names;
     assert_eq!(rows[0].name, "slow");
-    assert_eq!(rows.iter().map(|r| r.responses).sum::<u64>(), sum);
+    assert_eq!(
+        rows.iter().map(|r| r.responses).sum::<u64>(),
+        run.total.responses
+    );
     assert!(shown.contains("By name (slowest p99 first):"), "{shown}");
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
