@@ -101,8 +101,9 @@ pub struct Ack {
 pub struct Assignment {
     /// Changes with every new assignment.
     pub generation: u64,
-    /// The load to run (its rate or connections are this bot's share); `None`: idle.
-    pub spec: Option<Spec>,
+    /// The load to run (its rate or connections are this bot's share); `None`: idle. Shared:
+    /// every live bot's assignment holds the same one.
+    pub spec: Option<std::sync::Arc<Spec>>,
     /// The run is over: idle (and exit, when the bot was asked to).
     #[serde(default)]
     pub finished: bool,

@@ -108,7 +108,7 @@ fn apply(
     cfg: &Config,
     snaps: &mpsc::UnboundedSender<(u64, Snapshot)>,
 ) {
-    let Some(spec) = &a.spec else {
+    let Some(spec) = a.spec.as_deref() else {
         wind_down(current, finishing);
         return;
     };

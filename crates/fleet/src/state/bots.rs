@@ -21,7 +21,9 @@ pub struct Bot {
     pub record: BotRecord,
     /// Highest interval counted.
     pub hwm: u64,
-    /// Its assignment now.
+    /// Its assignment now (saved without its spec, which is the run's: a restored run deals
+    /// the spec again, with a new generation).
+    #[serde(serialize_with = "without_spec")]
     pub assignment: Assignment,
     /// Aggregator time of its last contact (push or registration).
     pub seen: f64,
@@ -35,6 +37,15 @@ pub struct Bot {
     /// The second it went stale in, while it stays silent: its unreported seconds end there.
     #[serde(default)]
     pub stale_in: Option<u64>,
+}
+
+/// An assignment as saved: its spec is the run's, saved once.
+fn without_spec<S: serde::Serializer>(a: &Assignment, s: S) -> Result<S::Ok, S::Error> {
+    Assignment {
+        spec: None,
+        ..a.clone()
+    }
+    .serialize(s)
 }
 
 impl Bot {

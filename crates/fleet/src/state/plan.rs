@@ -14,6 +14,7 @@ use crate::wire::Assignment;
 use load::Spec;
 use pace::RateShape;
 use serde::{Deserialize, Deserializer, Serialize};
+use std::sync::Arc;
 
 /// Up to this many bots, a joining bot re-splits everyone at once (its cost is per bot);
 /// beyond, the re-split waits for the next tick.
@@ -176,7 +177,7 @@ impl State {
         self.start_schedule(now);
         let live = self.live_cache;
         let finished = self.finished;
-        let spec = bot_spec(&self.spec, &self.plan, live);
+        let spec = bot_spec(&self.spec, &self.plan, live).map(Arc::new);
         let rate = self.plan.share(live);
         let start = self.plan.start_unix();
         // The last place until the re-split deals the places again.
@@ -244,7 +245,7 @@ impl State {
         }
         let live = live_now.max(1);
         let finished = self.finished;
-        let spec = bot_spec(&self.spec, &self.plan, live);
+        let spec = bot_spec(&self.spec, &self.plan, live).map(Arc::new);
         let rate = self.plan.share(live);
         let start = self.plan.start_unix();
         let mut generation = self.generation;

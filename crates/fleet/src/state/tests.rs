@@ -395,7 +395,7 @@ fn a_silent_bot_goes_stale_then_gone_and_its_share_moves() {
     assert_eq!(s.offered(), 300.0);
     assert!(s.bots[&b].assignment.generation > g);
     let spec = s.bots[&b].assignment.spec.clone().unwrap();
-    assert_eq!(spec.rate.map(|r| r.text()).as_deref(), Some("150"));
+    assert_eq!(spec.rate.as_ref().map(|r| r.text()).as_deref(), Some("150"));
     for now in 1004..=1031 {
         push(&mut s, now as f64, b, now - 1, &[1]).unwrap();
         push(&mut s, now as f64, c, now - 1, &[1]).unwrap();
@@ -631,7 +631,7 @@ fn a_schedule_is_one_for_the_fleet_split_over_the_live_bots() {
     let share = |s: &State, id: u64| {
         let a = s.assignment(id).unwrap();
         (
-            a.spec.clone().unwrap().rate.unwrap().text(),
+            a.spec.as_ref().unwrap().rate.as_ref().unwrap().text(),
             a.rate_start_unix,
         )
     };
@@ -816,4 +816,42 @@ fn names_past_the_fleets_limit_are_counted_as_other() {
     let other = rows.iter().find(|r| r.name == "other").unwrap();
     assert_eq!(other.responses, 200);
     assert_eq!(rows.iter().map(|r| r.responses).sum::<u64>(), 1200);
+}
+
+/// The run's spec (here with a large header) is saved once, not once per bot; a restored run
+/// deals it to the live bots again, under a new generation, each with its place.
+#[test]
+fn the_spec_is_saved_once_and_dealt_again_after_a_restart() {
+    let marker = "x".repeat(4096);
+    let mut s = State::new(
+        Config::default(),
+        "r".into(),
+        1000.0,
+        Spec {
+            headers: vec![format!("X-Big: {marker}")],
+            ..spec()
+        },
+        Plan::Total { rate: 300.0 },
+    );
+    let ids: Vec<u64> = (0..3)
+        .map(|i| reg(&mut s, 1000.0, &format!("b{i}")))
+        .collect();
+    let _ = s.tick(1001.0);
+    let text = serde_json::to_string(&s.saved()).unwrap();
+    assert_eq!(text.matches(&marker).count(), 1);
+    let before = s.generation();
+    // As a restart reads it.
+    let saved: Saved = serde_json::from_str(&text).unwrap();
+    let mut r = State::restore(Config::default(), saved, BTreeMap::new(), 1002.0);
+    let _ = r.tick(1002.5);
+    for (place, id) in ids.iter().enumerate() {
+        let a = r.assignment(*id).unwrap();
+        assert!(a.generation > before, "a new generation: bots fetch it");
+        assert_eq!(
+            a.spec.as_ref().unwrap().headers,
+            [format!("X-Big: {marker}")]
+        );
+        let share = a.share.unwrap();
+        assert_eq!((share.index as usize, share.of), (place, 3));
+    }
 }
