@@ -90,6 +90,24 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     // The run file keeps the names' totals, not their seconds.
     assert!(run.intervals.iter().all(|s| s.names.is_empty()));
     slow_and_fast(&run);
+    // Without a per-second output the names are taken once, at the end: the same totals.
+    let json2 = dir.join("run2.json");
+    let o = SCALETEST.run(&[
+        "load",
+        "--targets",
+        tf.to_str().unwrap(),
+        "-c",
+        "4",
+        "-n",
+        "40",
+        "--json",
+        json2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let run2 = report::RunFile::read(&json2).unwrap();
+    let sent: Vec<u64> = run2.total.names.values().map(|s| s.sent).collect();
+    assert_eq!(sent, [30, 10], "fast, slow");
+    slow_and_fast(&run2);
     // The table: the slowest first, in `load`'s output and in `report`'s.
     for shown in [
         out,

@@ -281,22 +281,30 @@
   }
 
   // Named requests: the summary's rows (whole run, slowest p99 first); "now" is the change in
-  // a name's answers since the previous summary over the time between them.
-  let namesBefore = null;
+  // a name's answers between the last two summaries over the time between them (kept while
+  // the page redraws with the same summary).
+  const names = { elapsed: null, answered: new Map(), now: new Map() };
   function drawNames(s) {
     const rows = s.names || [];
     $("names-section").hidden = rows.length === 0;
-    const before = namesBefore;
-    namesBefore = { elapsed: s.elapsed_s, answered: new Map(rows.map((r) => [r.name, r.responses])) };
+    if (s.elapsed_s !== names.elapsed) {
+      const dt = names.elapsed === null ? 0 : s.elapsed_s - names.elapsed;
+      const now = new Map();
+      for (const r of rows) {
+        const was = names.answered.get(r.name);
+        if (dt > 0 && was !== undefined) now.set(r.name, (r.responses - was) / dt);
+      }
+      names.elapsed = s.elapsed_s;
+      names.answered = new Map(rows.map((r) => [r.name, r.responses]));
+      names.now = now;
+    }
     $("names").tBodies[0].replaceChildren(
       ...rows.map((r) => {
         const tr = document.createElement("tr");
-        const dt = before ? s.elapsed_s - before.elapsed : 0;
-        const was = before ? before.answered.get(r.name) : undefined;
-        const now = dt > 0 && was !== undefined ? short((r.responses - was) / dt) : "–";
+        const now = names.now.get(r.name);
         tr.append(
           cell(r.name),
-          cell(now, "num"),
+          cell(now === undefined ? "–" : short(now), "num"),
           cell(short(r.rate), "num"),
           cell(ms(r.p50_ms), "num"),
           cell(ms(r.p99_ms), "num"),

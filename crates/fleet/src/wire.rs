@@ -125,19 +125,24 @@ const MAX_KEYS: usize = 256;
 pub const MAX_NAMES: u64 = 1000;
 
 impl Interval {
-    /// About how many bytes this takes in a push (a bound for batching, not exact): each
-    /// record's fields, and each histogram bucket's varints in base64.
+    /// At most how many bytes this takes in a push (for batching): each record's fields, map
+    /// keys as JSON may escape them (6 bytes a byte), each bucket's two varints in base64.
     pub fn weight(&self) -> usize {
         let record = |s: &WireSnapshot| {
             let buckets = s.latency.0.len() + s.service.0.len() + s.lateness.0.len();
-            512 + 24 * (s.status.len() + s.errors.len() + s.versions.len()) + 16 * buckets
+            let keys: usize = s
+                .errors
+                .keys()
+                .chain(s.versions.keys())
+                .map(String::len)
+                .sum();
+            1024 + 48 * (s.status.len() + s.errors.len() + s.versions.len())
+                + 6 * keys
+                + 24 * buckets
         };
         record(&self.snap)
-            + self
-                .snap
-                .names
-                .iter()
-                .map(|(k, r)| k.len() + record(r))
+            + (self.snap.names.iter())
+                .map(|(k, r)| 6 * k.len() + record(r))
                 .sum::<usize>()
     }
 }

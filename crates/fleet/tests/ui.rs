@@ -370,7 +370,20 @@ fn the_live_page_has_a_row_per_named_request_slowest_first() {
         Duration::from_secs(20),
     )
     .unwrap_or_else(|e| panic!("no names table: {e}: {}", page.eval(rows).unwrap()));
+    // A redraw with the same summary (an event arrives) keeps the rates now.
+    let body = serde_json::json!({ "text": "a marker" }).to_string();
+    let r = testsupport::call::call(f.agg.addr, "POST", "/api/events", Some(TOKEN), &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    page.wait_until(
+        "[...document.querySelectorAll('#events li')].some((l) => l.textContent.includes('a marker'))",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let shown: Vec<Vec<String>> = serde_json::from_value(page.eval(rows).unwrap()).unwrap();
+    assert!(
+        shown.iter().all(|r| r[1].parse::<f64>().is_ok()),
+        "{shown:?}"
+    );
     let ms = |c: &str| c.trim_end_matches(" ms").parse::<f64>().unwrap();
     // p50: /delay?ms=20 about 20 ms, / a few times less (on a busy machine, more than the
     // bare sub-millisecond answer: the open loop's sends may wait for a connection).

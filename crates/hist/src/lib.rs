@@ -4,7 +4,8 @@
 //! interval: response counts by status, error counts by class, bytes, and HDR histograms of
 //! latency in microseconds. Memory is fixed by the histograms' precision, never by the number of
 //! requests, and [`Snapshot::merge`] is associative and commutative, so per-worker, per-second
-//! and per-bot snapshots can be summed in any grouping. The JSON codec stores each histogram as
+//! and per-bot snapshots can be summed in any grouping (past the names' bound, which names
+//! end up in `other` depends on the order). The JSON codec stores each histogram as
 //! HDR V2 compressed + base64 (`histogram_codec`), which other HDR tools can decode too.
 //!
 //! Loadbots send snapshots in [`sparse`]'s form (histograms as their non-empty buckets), which

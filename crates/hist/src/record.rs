@@ -11,6 +11,8 @@
 //! A record may hold named requests' own records ([`Record::names`], one level deep, at most
 //! [`MAX_NAMES`] names and [`OTHER`]): the engine takes them every second with the rest, so
 //! a name's numbers travel the same way as the total's (per-second output, the bots' pushes).
+//! A name's record counts its sends, answers, failures, bytes aside, and latencies; the
+//! schedule's counters (`intended`, `late`, `capped`, `unsent`, `lateness`) are the total's.
 //! Whoever keeps records for every second of a run keeps them without names (memory), and
 //! the names' run totals once.
 

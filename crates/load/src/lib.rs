@@ -114,6 +114,10 @@ pub struct Live {
     /// A loadbot's share of its fleet's `{{seq}}` and CSV rows (see `template`), changed
     /// live when the fleet changes; the default: the whole.
     pub share: template::ShareControl,
+    /// Named requests' figures in every second's snapshot (`--out jsonl`, loadbots); else
+    /// only in the last (a run's totals), which spares taking and merging every name's
+    /// histograms each second.
+    pub names_each_second: bool,
 }
 
 /// Changes an open-loop run's rate while it runs: from the moment of a change the schedule
@@ -299,6 +303,8 @@ pub(crate) struct Shared {
     pub max_requests: Option<u64>,
     /// Which request each send of the global sequence is; with one, nobody needs the sequence.
     pub mix: Arc<mix::Mix>,
+    /// Named requests' figures every second (else once, at the end).
+    pub names_each_second: bool,
 }
 
 impl Shared {
@@ -396,6 +402,7 @@ fn spawn_workers(
         issued: AtomicU64::new(0),
         max_requests: cfg.max_requests,
         mix: cfg.mix.clone(),
+        names_each_second: cfg.live.names_each_second,
     });
     let mut handles = Vec::new();
     for index in 0..threads {

@@ -31,6 +31,8 @@ pub(crate) struct Recorder {
     interval_start: f64,
     /// Per name, the mix's names in order (empty: no request is named).
     names: Vec<(String, Recorder)>,
+    /// Names go into every snapshot taken (else only into the last).
+    names_each_second: bool,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -39,8 +41,8 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Recorder {
-    /// A recorder keeping `names` apart.
-    pub(crate) fn new(bytes: ByteCounter, names: &[String]) -> Self {
+    /// A recorder keeping `names` apart, in each snapshot or only in the last.
+    pub(crate) fn new(bytes: ByteCounter, names: &[String], names_each_second: bool) -> Self {
         Recorder {
             responses: 0,
             status: Box::new([0; STATUS_SLOTS]),
@@ -59,8 +61,9 @@ impl Recorder {
             interval_start: 0.0,
             names: names
                 .iter()
-                .map(|n| (n.clone(), Recorder::new(ByteCounter::default(), &[])))
+                .map(|n| (n.clone(), Recorder::new(ByteCounter::default(), &[], false)))
                 .collect(),
+            names_each_second,
         }
     }
 
@@ -128,6 +131,12 @@ impl Recorder {
         self.unsent += n;
     }
 
+    /// The last snapshot of a run: as [`Recorder::take`], with the names.
+    pub(crate) fn take_last(&mut self, end: f64) -> Snapshot {
+        self.names_each_second = true;
+        self.take(end)
+    }
+
     /// Take what was recorded since the last call as a snapshot ending at `end` (seconds since
     /// the run started), and start a new interval.
     pub(crate) fn take(&mut self, end: f64) -> Snapshot {
@@ -166,7 +175,7 @@ impl Recorder {
                 s.errors.insert(class.as_str().to_string(), n);
             }
         }
-        for (name, r) in &mut self.names {
+        for (name, r) in self.names.iter_mut().filter(|_| self.names_each_second) {
             if r.idle() {
                 r.interval_start = end;
             } else {

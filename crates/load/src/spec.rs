@@ -267,6 +267,20 @@ fn seconds(field: &str, v: f64) -> Result<Duration, SpecError> {
 }
 
 impl Spec {
+    /// Its requests vary per send (templates, CSV rows): what a loadbot's
+    /// [`template::Share`] splits.
+    pub fn varies(&self) -> bool {
+        let texts = (self.url.iter())
+            .chain(self.body.iter())
+            .chain(self.headers.iter())
+            .chain(self.targets.iter().flat_map(|t| {
+                std::iter::once(&t.url)
+                    .chain(t.body.iter())
+                    .chain(t.headers.iter())
+            }));
+        self.data.is_some() || texts.into_iter().any(|t| has_template(t))
+    }
+
     /// The same spec with a constant total rate of `rate` requests/s (open loop).
     pub fn with_rate(&self, rate: f64) -> Spec {
         Spec {
@@ -591,7 +605,7 @@ mod tests {
             wall_clock_ticks: true,
             until_stopped: true,
             shape_start_unix: None,
-            share: Default::default(),
+            ..Default::default()
         };
         assert!(s.build(live.clone()).is_ok());
         let closed = Spec { rate: None, ..s };

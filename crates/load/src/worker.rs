@@ -245,7 +245,11 @@ pub(crate) fn main(
         connector: plan.connector.clone(),
         requests: plan.requests.clone(),
         vars: RefCell::new(plan.vars.take().expect("a plan starts one worker")),
-        rec: RefCell::new(Recorder::new(bytes.clone(), shared.mix.names())),
+        rec: RefCell::new(Recorder::new(
+            bytes.clone(),
+            shared.mix.names(),
+            shared.names_each_second,
+        )),
         bytes,
         timeout: plan.timeout,
         shared,
@@ -406,7 +410,7 @@ async fn drive(
     }
     let in_flight = ctx.in_flight.get();
     let end = start.elapsed().as_secs_f64();
-    let snap = ctx.rec.borrow_mut().take(end);
+    let snap = ctx.rec.borrow_mut().take_last(end);
     let peak = if open_loop {
         pool.slots.get()
     } else {

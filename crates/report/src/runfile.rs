@@ -438,8 +438,9 @@ impl RunFile {
     /// Parse a run file, checking its version first so that the error names the real problem;
     /// a number over [`MAX_COUNT`] is refused.
     pub fn from_json(name: &str, text: &str) -> Result<RunFile, RunFileError> {
-        let v: serde_json::Value = serde_json::from_str(text)
+        let mut v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| RunFileError::Parse(name.into(), e.to_string()))?;
+        legacy_names(&mut v);
         match v.get("version").and_then(|v| v.as_u64()) {
             Some(n) if (RUNFILE_OLDEST as u64..=RUNFILE_VERSION as u64).contains(&n) => {}
             Some(n) => return Err(RunFileError::Version(name.into(), n)),
@@ -598,6 +599,17 @@ fn write_atomic_with(
     result
 }
 
+/// Files written before named requests moved into the total kept them at the top level
+/// (`names`, same version): moved where this build reads them.
+fn legacy_names(v: &mut serde_json::Value) {
+    let Some(names) = v.as_object_mut().and_then(|o| o.remove("names")) else {
+        return;
+    };
+    if let Some(total) = v.get_mut("total").and_then(|t| t.as_object_mut()) {
+        total.entry("names").or_insert(names);
+    }
+}
+
 #[cfg(test)]
 mod kind_tests {
     use super::*;
@@ -622,5 +634,17 @@ mod kind_tests {
         api["kind"] = json!("api");
         let e = RunFile::from_json("a", &api.to_string()).unwrap_err();
         assert!(e.to_string().contains("an `api` run"), "{e}");
+    }
+
+    #[test]
+    fn names_at_the_top_level_of_an_older_file_read_as_the_totals() {
+        let mut run = crate::example::rolling_update(5);
+        let mut named = run.total.clone();
+        named.names.clear();
+        run.total.names.insert("home".into(), named);
+        let mut v = serde_json::to_value(&run).unwrap();
+        let names = v["total"].as_object_mut().unwrap().remove("names").unwrap();
+        v["names"] = names;
+        assert_eq!(RunFile::from_json("old", &v.to_string()).unwrap(), run);
     }
 }

@@ -32,7 +32,8 @@ pub struct Cmd {
     args: Args,
     /// Per-second output for other tools: jsonl:FILE writes one JSON line per second as the
     /// run goes (its Unix second, requests, status codes, errors, p50/p90/p99/p99.9/max in ms:
-    /// the run file's series fields). Prometheus remote write is not built in.
+    /// the run file's series fields; named requests' under `names`). Prometheus remote write
+    /// is not built in.
     #[arg(long = "out", value_name = "FORMAT:FILE", value_parser = parse_out)]
     out: Option<Output>,
 }
@@ -425,16 +426,22 @@ pub(crate) fn run_info(spec: &Spec, cfg: &Config) -> RunInfo {
     }
 }
 
-fn build(a: &Args) -> Result<(Config, RunInfo), Usage> {
+/// The run of `a`; `names_each_second`: named requests' figures in every second (for a
+/// per-second output), else in the totals only.
+fn build(a: &Args, names_each_second: bool) -> Result<(Config, RunInfo), Usage> {
     let spec = spec(a)?;
-    let cfg = spec.build(load::Live::default()).map_err(spec_usage)?;
+    let live = load::Live {
+        names_each_second,
+        ..Default::default()
+    };
+    let cfg = spec.build(live).map_err(spec_usage)?;
     let info = run_info(&spec, &cfg);
     Ok((cfg, info))
 }
 
 pub fn main(cmd: Cmd) -> anyhow::Result<ExitCode> {
     let args = cmd.args;
-    let (cfg, info) = build(&args)?;
+    let (cfg, info) = build(&args, cmd.out.is_some())?;
     // Created before the run: a path that cannot be written is said before any load is sent.
     let mut jsonl = match &cmd.out {
         Some(Output::Jsonl(path)) => Some(

@@ -143,6 +143,8 @@ fn apply(
         until_stopped: true,
         shape_start_unix: a.rate_start_unix,
         share: share.clone(),
+        // Each second's names go to the aggregator with the rest.
+        names_each_second: true,
     };
     let config = match spec.build(live) {
         Ok(c) => c,

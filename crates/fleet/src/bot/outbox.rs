@@ -2,7 +2,7 @@
 //! seconds waiting for an acknowledgement (oldest first), and acknowledged ones retained for
 //! an aggregator that restarts from its last saved second.
 
-use crate::wire::{Interval, MAX_BATCH, MAX_BODY};
+use crate::wire::{Interval, MAX_BATCH, MAX_BODY, MAX_NAMES};
 use hist::{Intervals, Snapshot};
 use std::collections::VecDeque;
 
@@ -54,9 +54,17 @@ impl Outbox {
         self.measuring.add(t.max(self.sealed + 1), s);
     }
 
-    /// Seal the seconds before `before`, dropping the oldest waiting ones past the bound.
+    /// Seal the seconds before `before`, dropping the oldest waiting ones past the bound. A
+    /// second holding parts of two runs (a restart for a new spec) may name more requests
+    /// than a fleet keeps apart: the rest go to `other`, as the aggregator would refuse it.
     pub fn seal(&mut self, before: u64) {
-        for (t, _, s) in self.measuring.pop_before(before) {
+        for (t, _, mut s) in self.measuring.pop_before(before) {
+            if s.names.len() > MAX_NAMES as usize + 1 {
+                let all = std::mem::take(&mut s.names);
+                hist::record::merge_names(&mut s.names, &all, MAX_NAMES as usize, |i, r| {
+                    i.merge(r)
+                });
+            }
             self.unacked.push_back(Interval {
                 t,
                 snap: (&s).into(),
@@ -80,7 +88,8 @@ impl Outbox {
             .enumerate()
             .take_while(|(n, i)| {
                 bytes += i.weight();
-                *n == 0 || bytes <= MAX_BODY / 2
+                // Weights are upper bounds; the push's own fields fit in what is left.
+                *n == 0 || bytes <= MAX_BODY - (64 << 10)
             })
             .map(|(_, i)| i.clone())
             .collect();
@@ -150,6 +159,23 @@ mod tests {
             total.names.insert(format!("GET /api/items/{i}"), n);
         }
         total
+    }
+
+    #[test]
+    fn two_runs_in_one_second_name_no_more_than_a_fleet_keeps() {
+        let mut o = Outbox::new(10, 0);
+        let mut other = named_second(MAX_NAMES as usize);
+        other.names = std::mem::take(&mut other.names)
+            .into_iter()
+            .map(|(k, v)| (k.replace("items", "users"), v))
+            .collect();
+        o.measured(1, &named_second(MAX_NAMES as usize));
+        o.measured(1, &other);
+        o.seal(2);
+        let snap = &o.unacked[0].snap;
+        assert_eq!(snap.names.len(), MAX_NAMES as usize + 1);
+        assert_eq!(snap.names["other"].responses, MAX_NAMES);
+        crate::wire::check_snapshot(snap).unwrap();
     }
 
     #[test]

@@ -43,9 +43,11 @@ pub struct Saved {
     /// When its first schedule started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_schedule_start: Option<f64>,
-    /// Named requests, the whole run (saved with the high-water marks they agree with).
+    /// Named requests, the whole run (saved with the high-water marks they agree with), in
+    /// the wire's form: written every second, it costs no compression and no copy of the
+    /// histograms.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub names: BTreeMap<String, hist::Snapshot>,
+    pub names: BTreeMap<String, hist::sparse::WireSnapshot>,
 }
 
 impl State {
@@ -64,7 +66,9 @@ impl State {
         s.previous_runs = saved.previous_runs;
         s.scheduled_run = saved.scheduled_run;
         s.first_schedule_start = saved.first_schedule_start;
-        s.named = saved.names;
+        s.named = (saved.names.iter())
+            .filter_map(|(k, w)| Some((k.clone(), w.to_snapshot().ok()?)))
+            .collect();
         s.new_events.clear();
         s.next_id = saved.next_id;
         s.generation = saved.generation;
@@ -128,7 +132,9 @@ impl State {
             ran: Some(self.ran.clone()),
             scheduled_run: self.scheduled_run,
             first_schedule_start: self.first_schedule_start,
-            names: self.named.clone(),
+            names: (self.named.iter())
+                .map(|(k, s)| (k.clone(), s.into()))
+                .collect(),
             bots: self.bots.values().cloned().collect(),
             next_id: self.next_id,
             generation: self.generation,

@@ -181,10 +181,13 @@ impl State {
         let rate = self.plan.share(live);
         let start = self.plan.start_unix();
         // The last place until the re-split deals the places again.
-        let share = spec.as_ref().map(|_| load::template::Share {
-            index: live.saturating_sub(1),
-            of: live.max(1),
-        });
+        let share = spec
+            .as_ref()
+            .filter(|s| s.varies())
+            .map(|_| load::template::Share {
+                index: live.saturating_sub(1),
+                of: live.max(1),
+            });
         if let Some(b) = self.bots.get_mut(&id) {
             b.set_rate(now, rate);
             if b.assignment.spec != spec
@@ -249,15 +252,16 @@ impl State {
         let rate = self.plan.share(live);
         let start = self.plan.start_unix();
         let mut generation = self.generation;
-        // Each live bot's place among them, by id: its share of the sequence and the rows.
+        // Each live bot's place among them, by id: its share of the sequence and the rows
+        // (given only when the requests vary: a change of places is a new assignment).
         let mut index = 0;
         for b in self.bots.values_mut() {
             if b.record.state != "live" {
                 continue;
             }
             b.set_rate(now, rate);
-            let share = spec
-                .as_ref()
+            let share = (spec.as_ref())
+                .filter(|s| s.varies())
                 .map(|_| load::template::Share { index, of: live });
             index += 1;
             if b.assignment.spec != spec
@@ -471,7 +475,7 @@ pub fn check_plan(spec: &Spec, plan: &Plan) -> Result<(), load::SpecError> {
                 rate: s.rate.as_ref().map(|_| load::RateControl::new()),
                 until_stopped: true,
                 shape_start_unix: plan.start_unix(),
-                share: Default::default(),
+                ..Default::default()
             })
             .map(|_| ()),
         None => Ok(()),

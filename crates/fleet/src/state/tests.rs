@@ -819,7 +819,8 @@ fn names_past_the_fleets_limit_are_counted_as_other() {
 }
 
 /// The run's spec (here with a large header) is saved once, not once per bot; a restored run
-/// deals it to the live bots again, under a new generation, each with its place.
+/// deals it to the live bots again, under a new generation, each with its place (its
+/// requests vary; a spec whose requests do not gets no places).
 #[test]
 fn the_spec_is_saved_once_and_dealt_again_after_a_restart() {
     let marker = "x".repeat(4096);
@@ -828,7 +829,7 @@ fn the_spec_is_saved_once_and_dealt_again_after_a_restart() {
         "r".into(),
         1000.0,
         Spec {
-            headers: vec![format!("X-Big: {marker}")],
+            headers: vec![format!("X-Big: {marker}-{{{{seq}}}}")],
             ..spec()
         },
         Plan::Total { rate: 300.0 },
@@ -849,9 +850,12 @@ fn the_spec_is_saved_once_and_dealt_again_after_a_restart() {
         assert!(a.generation > before, "a new generation: bots fetch it");
         assert_eq!(
             a.spec.as_ref().unwrap().headers,
-            [format!("X-Big: {marker}")]
+            [format!("X-Big: {marker}-{{{{seq}}}}")]
         );
         let share = a.share.unwrap();
         assert_eq!((share.index as usize, share.of), (place, 3));
     }
+    let mut fixed = state();
+    let id = reg(&mut fixed, 1000.0, "a");
+    assert_eq!(fixed.assignment(id).unwrap().share, None);
 }
