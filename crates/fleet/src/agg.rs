@@ -249,11 +249,16 @@ async fn serve(
     let stats = Arc::new(Stats::default());
     let make = {
         let sh = sh.clone();
-        move |_peer: SocketAddr, _activity: Arc<server::Activity>| {
+        move |_peer: SocketAddr, activity: Arc<server::Activity>| {
             let sh = sh.clone();
             hyper::service::service_fn(move |req| {
-                let sh = sh.clone();
-                async move { Ok::<_, Infallible>(api::handle(&sh, req).await) }
+                let (sh, activity) = (sh.clone(), activity.clone());
+                // Counted: a connection that pushes every second, or waits on a long poll, is
+                // not quiet (uncounted, every bot's connections were closed every ~10 s).
+                async move {
+                    let h2 = req.version() == http::Version::HTTP_2;
+                    Ok::<_, Infallible>(activity.during(h2, api::handle(&sh, req)).await)
+                }
             })
         }
     };

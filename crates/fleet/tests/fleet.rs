@@ -679,3 +679,43 @@ fn bots_split_the_sequence_and_the_rows() {
     assert!(by_bot.iter().all(|n| *n > 150), "{by_bot:?}");
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// A bot's kept-alive connection that calls once a second stays open past the server's quiet
+/// limit (10 s): its requests count as activity. (Uncounted, every bot's connections were
+/// closed and opened again every ~10 s.)
+#[test]
+fn a_connection_used_every_second_stays_open() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let out = tmpdir("keepalive");
+    let a = aggregator(&out, "http://127.0.0.1:9/", Plan::Idle, None);
+    let mut s = std::net::TcpStream::connect(a.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        s.write_all(b"GET /api/summary HTTP/1.1\r\nhost: agg\r\n\r\n")
+            .unwrap();
+        let mut len = None;
+        loop {
+            let mut line = String::new();
+            let n = r.read_line(&mut line).unwrap();
+            assert!(n > 0, "closed after {calls} calls, {:?}", started.elapsed());
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                len = v.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0; len.expect("a content-length")];
+        r.read_exact(&mut body).unwrap();
+        calls += 1;
+        // The client's own pace: once a second, as a bot pushes.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(calls >= 13);
+    a.finish();
+    a.wait();
+    std::fs::remove_dir_all(out).unwrap();
+}

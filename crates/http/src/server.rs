@@ -133,6 +133,15 @@ pub struct Activity {
 }
 
 impl Activity {
+    /// `answer` counted as a request of this connection from start to end (`h2`: over
+    /// HTTP/2): what a service does with each request, unless it counts them itself.
+    pub async fn during<T>(&self, h2: bool, answer: impl std::future::Future<Output = T>) -> T {
+        self.begin(h2);
+        let out = answer.await;
+        self.end();
+        out
+    }
+
     /// A request started on this connection (`h2`: over HTTP/2).
     pub fn begin(&self, h2: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);

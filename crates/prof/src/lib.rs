@@ -110,9 +110,8 @@ pub fn start(cfg: Config) -> Result<Running, Error> {
                 let (state, activity) = (state.clone(), activity.clone());
                 async move {
                     // Counted in flight, so that a long profile is not a quiet connection.
-                    activity.begin(req.version() == http::Version::HTTP_2);
-                    let resp = answer(&state, req).await;
-                    activity.end();
+                    let h2 = req.version() == http::Version::HTTP_2;
+                    let resp = activity.during(h2, answer(&state, req)).await;
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             })
