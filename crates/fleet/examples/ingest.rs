@@ -11,7 +11,7 @@
 //! pushes per second over the run, and the push latency p50/p99/max after the first
 //! [`WARM_UP`] seconds.
 //!
-//! The requests are written by hand on raw connections and the answers read with
+//! Pushes are binary, as a bot encodes them (`Push::encode`). The requests are written by hand on raw connections and the answers read with
 //! `st_http::wire`: with hyper's pooled client on one thread, 10,000 bots' pushes queued for
 //! about a second on this machine (BENCHMARKS.md, 2026-11-29 05:49), too slow to load an
 //! aggregator with 10,000 bots. Here a push is one formatted buffer, one write and one read.
@@ -19,7 +19,7 @@
 // A benchmark tool: it prints, and counts latencies under a lock (off the measured process).
 #![allow(clippy::disallowed_types, clippy::disallowed_macros)]
 
-use fleet::wire::{Register, Registered};
+use fleet::wire::{Interval, Push, Register, Registered, PUSH_TYPE};
 use st_http::wire::{self, BodyFraming};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -66,13 +66,14 @@ impl Conn {
         &mut self,
         path: &str,
         token: &str,
+        ctype: &str,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), String> {
         self.req.clear();
         write!(
             self.req,
             "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+             content-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
             self.addr,
             body.len()
         )
@@ -159,11 +160,11 @@ fn main() {
     let bots: usize = a[3].parse().expect("BOTS");
     let seconds: u64 = a[4].parse().expect("SECONDS");
     let run = report::RunFile::read(std::path::Path::new(&a[5])).expect("a run file");
-    let snaps: Arc<Vec<String>> = Arc::new(
+    let snaps: Arc<Vec<hist::sparse::WireSnapshot>> = Arc::new(
         run.intervals
             .into_iter()
             .filter(|s| s.responses > 0 && s.seconds() > 0.99)
-            .map(|s| serde_json::to_string(&hist::sparse::WireSnapshot::from(&s)).unwrap())
+            .map(|s| hist::sparse::WireSnapshot::from(&s))
             .collect(),
     );
     assert!(!snaps.is_empty(), "the run file has no full seconds");
@@ -182,10 +183,11 @@ fn main() {
                 version: "sim".into(),
                 clock_unix: now_unix(),
                 previous_run: None,
+                wire: fleet::wire::WIRE,
             };
             let mut c = Conn::new(addr);
             let (code, b) = c
-                .post("/api/bots", &token, &serde_json::to_vec(&r).unwrap())
+                .post("/api/bots", &token, "application/json", &serde_json::to_vec(&r).unwrap())
                 .await
                 .expect("register");
             assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
@@ -208,25 +210,28 @@ fn main() {
             let offset = (k as f64 / bots as f64) * 0.9 + 0.05;
             tasks.spawn(async move {
                 let path = format!("/api/bots/{id}/snapshots");
-                let mut body = Vec::with_capacity(16 * 1024);
                 for s in 0..seconds as usize {
                     let t = start as u64 + s as u64;
-                    // The snapshot's JSON is encoded once; only the envelope is written per push.
-                    body.clear();
-                    write!(
-                        body,
-                        r#"{{"clock_unix":{},"intervals":[{{"t":{t},"snap":{}}}],"instance":"{instance}"}}"#,
-                        t as f64 + 1.25,
-                        snaps[(k + s) % snaps.len()]
-                    )
-                    .unwrap();
+                    // A bot's push, as its link encodes it.
+                    let body = Push {
+                        clock_unix: t as f64 + 1.25,
+                        dropped: 0,
+                        intervals: vec![Interval {
+                            t,
+                            snap: snaps[(k + s) % snaps.len()].clone(),
+                        }],
+                        generation: 0,
+                        idle: false,
+                        instance: instance.clone(),
+                    }
+                    .encode();
                     let at = start + 1.0 + s as f64 + offset;
                     let wait = at - now_unix();
                     if wait > 0.0 {
                         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
                     }
                     let t0 = Instant::now();
-                    match conn.post(&path, &token, &body).await {
+                    match conn.post(&path, &token, PUSH_TYPE, &body).await {
                         Ok((200, _)) => {}
                         Ok(_) => {
                             refused.fetch_add(1, Ordering::Relaxed);

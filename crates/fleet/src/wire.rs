@@ -1,5 +1,9 @@
-//! What bots and the aggregator say to each other, as JSON over HTTP. Every type here is
-//! checked on arrival ([`Push::check`]): a body that fails a check changes nothing.
+//! What bots and the aggregator say to each other over HTTP: JSON, except the pushes, which
+//! the aggregator reads every second from every bot: those are binary ([`Push::encode`]:
+//! varints, histograms as their buckets, no base64, no field names), tagged with the wire
+//! version ([`WIRE`]), which registration checks too, so a bot of another version is told
+//! at once. Every type here is checked on arrival ([`Push::check`]): a body that fails a
+//! check changes nothing.
 
 use hist::sparse::WireSnapshot;
 use load::Spec;
@@ -10,6 +14,28 @@ pub const MAX_BODY: usize = 4 << 20;
 
 /// Most intervals in one push; a bot with more buffered sends several pushes.
 pub const MAX_BATCH: usize = 60;
+
+/// The version of what bots and the aggregator say: 2 = binary pushes (1 was JSON).
+pub const WIRE: u32 = 2;
+
+/// The content type of a binary push.
+pub const PUSH_TYPE: &str = "application/x-scaletest-push";
+
+/// What a binary push starts with: a tag and the wire version.
+const PUSH_MAGIC: [u8; 4] = [b'S', b'T', b'P', WIRE as u8];
+
+fn wire_1() -> u32 {
+    1
+}
+
+/// Why a bot of another wire version cannot be taken, in one line.
+pub fn other_wire(theirs: u32) -> String {
+    format!(
+        "this bot speaks wire version {theirs}, this aggregator {WIRE}: run bots of the same \
+         scaletest version as the aggregator ({})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
 
 /// `POST /api/bots`: a bot introduces itself (again, after an aggregator restart, with the id
 /// it had).
@@ -33,6 +59,9 @@ pub struct Register {
     /// knows the run restarted (a new aggregator pod on an empty directory, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_run: Option<String>,
+    /// The wire version it speaks ([`WIRE`]; bots from before it was sent speak 1).
+    #[serde(default = "wire_1")]
+    pub wire: u32,
 }
 
 /// Answer to [`Register`].
@@ -153,6 +182,70 @@ impl Interval {
 pub const MAX_COUNT: u64 = 1 << 40;
 
 impl Push {
+    /// The push as its binary body.
+    pub fn encode(&self) -> Vec<u8> {
+        use hist::varint::{put, put_f64, put_str};
+        let mut out = Vec::with_capacity(
+            256 + self.intervals.iter().map(Interval::weight).sum::<usize>() / 2,
+        );
+        out.extend_from_slice(&PUSH_MAGIC);
+        put_f64(&mut out, self.clock_unix);
+        put(&mut out, self.dropped);
+        put(&mut out, self.generation);
+        out.push(u8::from(self.idle));
+        put_str(&mut out, &self.instance);
+        put(&mut out, self.intervals.len() as u64);
+        for i in &self.intervals {
+            put(&mut out, i.t);
+            i.snap.put(&mut out);
+        }
+        out
+    }
+
+    /// A push from its binary body; a body of another wire version, or one that does not
+    /// read, says why.
+    pub fn decode(body: &[u8]) -> Result<Push, String> {
+        use hist::varint::{get, get_f64, get_len, get_str};
+        match body.get(..4) {
+            Some(m) if m == PUSH_MAGIC => {}
+            Some([b'S', b'T', b'P', v]) => return Err(other_wire(u32::from(*v))),
+            Some([b'{', ..]) => return Err(other_wire(1)),
+            _ => return Err("not a scaletest push".into()),
+        }
+        let at = &mut 4;
+        let clock_unix = get_f64(body, at)?;
+        let dropped = get(body, at)?;
+        let generation = get(body, at)?;
+        let idle = match body.get(*at) {
+            Some(b @ (0 | 1)) => *b == 1,
+            _ => return Err("idle is not 0 or 1".into()),
+        };
+        *at += 1;
+        let instance = get_str(body, at, 256)?;
+        // An interval takes at least 17 bytes (its second and its record's bounds).
+        let n = get_len(body, at, 17)?;
+        if n > MAX_BATCH {
+            return Err(format!("{n} intervals in one push; at most {MAX_BATCH}"));
+        }
+        let mut intervals = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = get(body, at)?;
+            let snap = WireSnapshot::get(body, at, hist::record::MAX_NAME_BYTES)?;
+            intervals.push(Interval { t, snap });
+        }
+        if *at != body.len() {
+            return Err("trailing bytes after the push".into());
+        }
+        Ok(Push {
+            clock_unix,
+            dropped,
+            intervals,
+            generation,
+            idle,
+            instance,
+        })
+    }
+
     /// Structural checks that need no state: order, batch size, and each snapshot's own
     /// consistency (counts that must agree do).
     pub fn check(&self) -> Result<(), String> {
@@ -274,6 +367,47 @@ mod tests {
             s.service.record(50 + i).unwrap();
         }
         s
+    }
+
+    #[test]
+    fn a_push_reads_back_from_its_binary_body_and_another_wire_is_named() {
+        let mut named = snap(2);
+        named.names.insert("buy".into(), snap(2));
+        let p = Push {
+            clock_unix: 1234.5,
+            dropped: 3,
+            intervals: vec![
+                Interval {
+                    t: 7,
+                    snap: (&snap(3)).into(),
+                },
+                Interval {
+                    t: 8,
+                    snap: (&named).into(),
+                },
+            ],
+            generation: 9,
+            idle: true,
+            instance: "abc".into(),
+        };
+        let body = p.encode();
+        assert_eq!(Push::decode(&body).unwrap(), p);
+        // A JSON push (a bot of wire 1) and a push of another version say so.
+        let json = serde_json::to_vec(&p).unwrap();
+        let e = Push::decode(&json).unwrap_err();
+        assert!(e.contains("wire version 1, this aggregator 2"), "{e}");
+        let mut v3 = body.clone();
+        v3[3] = 3;
+        assert!(Push::decode(&v3).unwrap_err().contains("wire version 3"));
+        assert!(Push::decode(b"GET /")
+            .unwrap_err()
+            .contains("not a scaletest push"));
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(Push::decode(&longer).unwrap_err().contains("trailing"));
+        for cut in 0..body.len() {
+            assert!(Push::decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -412,7 +412,7 @@ fn a_new_rate_takes_effect_within_a_second_or_two() {
 fn bad_writes_change_nothing() {
     let out = tmpdir("bad");
     let a = aggregator(&out, "http://127.0.0.1:9/", Plan::Idle, None);
-    let reg = r#"{"name":"x","host":"h","pid":1,"version":"0","clock_unix":0}"#;
+    let reg = r#"{"name":"x","host":"h","pid":1,"version":"0","clock_unix":0,"wire":2}"#;
     // No token, wrong token.
     assert_eq!(http(a.addr, "POST", "/api/bots", None, reg).0, 401);
     assert_eq!(http(a.addr, "POST", "/api/bots", Some("nope"), reg).0, 401);
@@ -430,39 +430,68 @@ fn bad_writes_change_nothing() {
         .unwrap()
         .as_secs();
     let path = format!("/api/bots/{id}/snapshots");
-    // Malformed JSON, a snapshot whose counts disagree, an unknown bot, an interval far in
-    // the future, an oversized body.
-    let bad_counts = format!(
-        r#"{{"clock_unix":0,"intervals":[{{"t":{now},"snap":{}}}]}}"#,
-        serde_json::to_string(&hist::sparse::WireSnapshot {
+    // Pushes are binary (a bot's `Push::encode`): posted as a bot posts them.
+    let post = |path: &str, body: &[u8]| -> (u16, String) {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: agg\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            fleet::wire::PUSH_TYPE,
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        let text = testsupport::call::raw(a.addr, &req);
+        let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, text)
+    };
+    let push = |t: u64, snap: hist::sparse::WireSnapshot| fleet::wire::Push {
+        clock_unix: 0.0,
+        dropped: 0,
+        intervals: vec![fleet::wire::Interval { t, snap }],
+        generation: 0,
+        idle: false,
+        instance: String::new(),
+    };
+    // Not a push, a JSON push (a bot of the previous wire version), a snapshot whose counts
+    // disagree, an unknown bot, an interval far in the future, an oversized body.
+    let json_push = serde_json::to_vec(&push(now, Default::default())).unwrap();
+    let bad_counts = push(
+        now,
+        hist::sparse::WireSnapshot {
             responses: 5,
             ..Default::default()
-        })
-        .unwrap()
-    );
-    let future = format!(
-        r#"{{"clock_unix":0,"intervals":[{{"t":{},"snap":{}}}]}}"#,
-        now + 3600,
-        serde_json::to_string(&hist::sparse::WireSnapshot::default()).unwrap()
-    );
-    let huge = format!(
-        r#"{{"clock_unix":0,"intervals":[],"pad":"{}"}}"#,
-        "x".repeat(5 << 20)
-    );
-    for (p, body, want) in [
-        (path.as_str(), "{not json", 400),
-        (path.as_str(), bad_counts.as_str(), 400),
+        },
+    )
+    .encode();
+    let empty = fleet::wire::Push {
+        intervals: Vec::new(),
+        ..push(now, Default::default())
+    }
+    .encode();
+    let future = push(now + 3600, Default::default()).encode();
+    let huge = vec![0u8; 5 << 20];
+    for (p, body, want, says) in [
+        (path.as_str(), &b"{not json"[..], 400, "wire version 1"),
         (
-            "/api/bots/999/snapshots",
-            r#"{"clock_unix":0,"intervals":[]}"#,
-            404,
+            path.as_str(),
+            &json_push[..],
+            400,
+            "wire version 1, this aggregator 2",
         ),
-        (path.as_str(), future.as_str(), 422),
-        (path.as_str(), huge.as_str(), 413),
+        (path.as_str(), &b"GET /"[..], 400, "not a scaletest push"),
+        (path.as_str(), &bad_counts[..], 400, "status counts"),
+        ("/api/bots/999/snapshots", &empty[..], 404, "register first"),
+        (
+            path.as_str(),
+            &future[..],
+            422,
+            "outside the accepted window",
+        ),
+        (path.as_str(), &huge[..], 413, "body over"),
     ] {
-        let (code, text) = http(a.addr, "POST", p, Some(TOKEN), body);
+        let (code, text) = post(p, body);
         assert_eq!(code, want, "{p}: {text}");
-        assert!(text.contains("error"), "{text}");
+        assert!(text.contains(says), "{text}");
     }
     // A load spec that `scaletest load` would reject gets its reason.
     let (code, text) = http(

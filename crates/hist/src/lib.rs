@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 pub mod histogram_codec;
 pub mod record;
 pub mod sparse;
+pub mod varint;
 
 /// A send that starts more than this many µs after its intended time counts as late.
 pub const LATE_US: u64 = 1000;

@@ -78,6 +78,62 @@ impl<K: Ord + Clone> Tally for BTreeMap<K, u64> {
     }
 }
 
+/// A count in the bots' binary push (see `sparse`): written and read in the field order.
+pub trait WireCount: Sized {
+    /// Append it.
+    fn put(&self, out: &mut Vec<u8>);
+    /// Read it at `at`.
+    fn get(data: &[u8], at: &mut usize) -> Result<Self, String>;
+}
+
+impl WireCount for u64 {
+    fn put(&self, out: &mut Vec<u8>) {
+        crate::varint::put(out, *self)
+    }
+    fn get(data: &[u8], at: &mut usize) -> Result<Self, String> {
+        crate::varint::get(data, at)
+    }
+}
+
+impl WireCount for BTreeMap<u16, u64> {
+    fn put(&self, out: &mut Vec<u8>) {
+        crate::varint::put(out, self.len() as u64);
+        for (k, v) in self {
+            crate::varint::put(out, u64::from(*k));
+            crate::varint::put(out, *v);
+        }
+    }
+    fn get(data: &[u8], at: &mut usize) -> Result<Self, String> {
+        let n = crate::varint::get_len(data, at, 2)?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k =
+                u16::try_from(crate::varint::get(data, at)?).map_err(|_| "a status over 65535")?;
+            m.insert(k, crate::varint::get(data, at)?);
+        }
+        Ok(m)
+    }
+}
+
+impl WireCount for BTreeMap<String, u64> {
+    fn put(&self, out: &mut Vec<u8>) {
+        crate::varint::put(out, self.len() as u64);
+        for (k, v) in self {
+            crate::varint::put_str(out, k);
+            crate::varint::put(out, *v);
+        }
+    }
+    fn get(data: &[u8], at: &mut usize) -> Result<Self, String> {
+        let n = crate::varint::get_len(data, at, 2)?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k = crate::varint::get_str(data, at, 1024)?;
+            m.insert(k, crate::varint::get(data, at)?);
+        }
+        Ok(m)
+    }
+}
+
 /// Writes [`Record`] and the functions that must name every field.
 macro_rules! record {
     (
@@ -140,6 +196,30 @@ macro_rules! record {
                     $( $hist: f(&self.$hist), )*
                     names: self.names.iter().map(|(k, r)| (k.clone(), r.map_dyn(f))).collect(),
                 }
+            }
+
+            /// Append the record in the binary push's form, histograms by `h` (names aside:
+            /// the caller's, as one level is allowed).
+            pub fn put_fields(&self, out: &mut Vec<u8>, mut h: impl FnMut(&H, &mut Vec<u8>)) {
+                crate::varint::put_f64(out, self.start);
+                crate::varint::put_f64(out, self.end);
+                $( WireCount::put(&self.$count, out); )*
+                $( h(&self.$hist, out); )*
+            }
+
+            /// Read what [`Record::put_fields`] wrote, histograms by `h` (no names).
+            pub fn get_fields(
+                data: &[u8],
+                at: &mut usize,
+                mut h: impl FnMut(&[u8], &mut usize) -> Result<H, String>,
+            ) -> Result<Self, String> {
+                Ok(Record {
+                    start: crate::varint::get_f64(data, at)?,
+                    end: crate::varint::get_f64(data, at)?,
+                    $( $count: WireCount::get(data, at)?, )*
+                    $( $hist: h(data, at)?, )*
+                    names: BTreeMap::new(),
+                })
             }
 
             /// Call `f` with every count (each counter, each value of each map) and `h` with

@@ -21,30 +21,7 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Buckets(pub Vec<(u64, u64)>);
 
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn get(data: &[u8], at: &mut usize) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *data.get(*at).ok_or("histogram buckets end early")?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("a varint is longer than 64 bits".into())
-}
+use crate::varint::{get, put};
 
 impl Buckets {
     /// The buckets of `h`.
@@ -70,15 +47,43 @@ impl Buckets {
         Ok(())
     }
 
-    fn encode(&self) -> String {
-        let mut out = Vec::with_capacity(self.0.len() * 4 + 4);
-        put(&mut out, self.0.len() as u64);
+    /// Append the buckets as varints: their count, then each value's step from the last and
+    /// its count.
+    pub fn put(&self, out: &mut Vec<u8>) {
+        put(out, self.0.len() as u64);
         let mut prev = 0;
         for (v, c) in &self.0 {
-            put(&mut out, v - prev);
-            put(&mut out, *c);
+            put(out, v - prev);
+            put(out, *c);
             prev = *v;
         }
+    }
+
+    /// Read what [`Buckets::put`] wrote at `at`: increasing values, no empty bucket.
+    pub fn get(raw: &[u8], at: &mut usize) -> Result<Buckets, String> {
+        // Each bucket takes at least two bytes.
+        let n = crate::varint::get_len(raw, at, 2)
+            .map_err(|_| "histogram bucket count is larger than its data".to_string())?;
+        let mut out = Vec::with_capacity(n);
+        let mut value = 0u64;
+        for _ in 0..n {
+            let d = get(raw, at)?;
+            if d == 0 && !out.is_empty() {
+                return Err("histogram buckets are not in increasing order".into());
+            }
+            value = value.checked_add(d).ok_or("histogram value overflows")?;
+            let c = get(raw, at)?;
+            if c == 0 {
+                return Err("an empty histogram bucket".into());
+            }
+            out.push((value, c));
+        }
+        Ok(Buckets(out))
+    }
+
+    fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(self.0.len() * 4 + 4);
+        self.put(&mut out);
         STANDARD.encode(out)
     }
 
@@ -87,30 +92,11 @@ impl Buckets {
             .decode(text)
             .map_err(|e| format!("histogram is not base64: {e}"))?;
         let mut at = 0;
-        let n = get(&raw, &mut at)?;
-        // Each bucket takes at least two bytes: a count that cannot be true is refused before
-        // anything is allocated for it.
-        if n > raw.len() as u64 / 2 {
-            return Err("histogram bucket count is larger than its data".into());
-        }
-        let mut out = Vec::with_capacity(n as usize);
-        let mut value = 0u64;
-        for _ in 0..n {
-            let d = get(&raw, &mut at)?;
-            if d == 0 && !out.is_empty() {
-                return Err("histogram buckets are not in increasing order".into());
-            }
-            value = value.checked_add(d).ok_or("histogram value overflows")?;
-            let c = get(&raw, &mut at)?;
-            if c == 0 {
-                return Err("an empty histogram bucket".into());
-            }
-            out.push((value, c));
-        }
+        let b = Buckets::get(&raw, &mut at)?;
         if at != raw.len() {
             return Err("histogram buckets have trailing bytes".into());
         }
-        Ok(Buckets(out))
+        Ok(b)
     }
 }
 
@@ -165,6 +151,31 @@ impl WireSnapshot {
         failed
     }
 
+    /// Append this in the binary push's form: the record, its histograms' buckets, then its
+    /// names (each a record without names).
+    pub fn put(&self, out: &mut Vec<u8>) {
+        let record = |r: &WireSnapshot, out: &mut Vec<u8>| r.put_fields(out, |h, o| h.put(o));
+        record(self, out);
+        put(out, self.names.len() as u64);
+        for (name, r) in &self.names {
+            crate::varint::put_str(out, name);
+            record(r, out);
+        }
+    }
+
+    /// Read what [`WireSnapshot::put`] wrote at `at` (names of at most `max_name` bytes).
+    pub fn get(data: &[u8], at: &mut usize, max_name: usize) -> Result<WireSnapshot, String> {
+        let mut s = Record::get_fields(data, at, Buckets::get)?;
+        // A record takes at least 16 bytes (its bounds).
+        let n = crate::varint::get_len(data, at, 16)?;
+        for _ in 0..n {
+            let name = crate::varint::get_str(data, at, max_name)?;
+            let r = Record::get_fields(data, at, Buckets::get)?;
+            s.names.insert(name, r);
+        }
+        Ok(s)
+    }
+
     /// The snapshot this stands for.
     pub fn to_snapshot(&self) -> Result<Snapshot, String> {
         let mut s = Snapshot::default();
@@ -201,6 +212,46 @@ mod tests {
             m
         });
         assert_eq!(w.latency.total(), 1999);
+    }
+
+    #[test]
+    fn the_binary_form_reads_back_the_same() {
+        let mut a = Snapshot {
+            start: 0.25,
+            end: 1.0,
+            ..Default::default()
+        };
+        for i in 1..500u64 {
+            a.latency.record(i * 37 % 10_007 + 1).unwrap();
+            a.service.record(i).unwrap();
+            a.lateness.record(i % 3 + 1).unwrap();
+        }
+        a.responses = 499;
+        a.status.insert(200, 400);
+        a.status.insert(503, 99);
+        a.errors.insert("timeout".into(), 7);
+        a.versions.insert("v2".into(), 499);
+        a.sent = 506;
+        let mut named = a.clone();
+        named.versions.clear();
+        a.names.insert("checkout é".into(), named);
+        let w = WireSnapshot::from(&a);
+        let mut out = Vec::new();
+        w.put(&mut out);
+        let mut at = 0;
+        assert_eq!(WireSnapshot::get(&out, &mut at, 200).unwrap(), w);
+        assert_eq!(at, out.len());
+        // Cut anywhere, it is refused, never misread.
+        for cut in 0..out.len() {
+            assert!(
+                WireSnapshot::get(&out[..cut], &mut 0, 200).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(
+            WireSnapshot::get(&out, &mut 0, 5).is_err(),
+            "a name too long"
+        );
     }
 
     #[test]

@@ -213,15 +213,21 @@ pub fn tmpdir(name: &str) -> PathBuf {
 /// in some cases (`proptest::option::of`): a cut file rarely parses, so damage deep inside a
 /// file that does is reached only uncut.
 pub fn damaged(seed: &serde_json::Value, flips: &[(usize, u8)], cut: Option<usize>) -> String {
-    let mut text = seed.to_string().into_bytes();
+    let text = damaged_bytes(seed.to_string().as_bytes(), flips, cut);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// [`damaged`] for a binary seed (a bot's push).
+pub fn damaged_bytes(seed: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
+    let mut bytes = seed.to_vec();
     for &(at, b) in flips {
-        let i = at % text.len();
-        text[i] = b;
+        let i = at % bytes.len();
+        bytes[i] = b;
     }
     if let Some(cut) = cut {
-        text.truncate(cut % (text.len() + 1) + 1);
+        bytes.truncate(cut % (bytes.len() + 1) + 1);
     }
-    String::from_utf8_lossy(&text).into_owned()
+    bytes
 }
 
 /// Poll `ready` until it holds; fail the test, naming `what`, after `limit`.

@@ -172,7 +172,10 @@ pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response
         Route::Load => load(sh),
         Route::Stream => stream(sh),
         Route::Register => parsed(&body, |r| register(sh, r, now)),
-        Route::Push(id) => parsed(&body, |p| push(sh, id, p, now)),
+        Route::Push(id) => match Push::decode(&body) {
+            Ok(p) => push(sh, id, p, now),
+            Err(e) => error(400, &e),
+        },
         Route::Leave(id) => leave(sh, id, now).await,
         Route::Assignment(id) => assignment(sh, id, q).await,
         Route::NoSuchBot => error(404, "no such bot"),

@@ -208,6 +208,7 @@ impl<L: Link, E: Load> Driver<L, E> {
             version: env!("CARGO_PKG_VERSION").into(),
             clock_unix: self.clock.unix(),
             previous_run: (!self.run.is_empty()).then(|| self.run.clone()),
+            wire: crate::wire::WIRE,
         };
         match self.link.register(&r).await {
             Ok(reg) => {

@@ -4,7 +4,7 @@
 //! roots); a certificate that does not verify is [`Fail::Tls`], never retried.
 
 use super::{BotError, REQUEST_TIMEOUT};
-use crate::wire::{Ack, Assignment, Push, Register, Registered};
+use crate::wire::{Ack, Assignment, Push, Register, Registered, PUSH_TYPE};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -99,6 +99,19 @@ impl Agg {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<T, Fail> {
+        self.send(method, path, body, "application/json", timeout)
+            .await
+    }
+
+    /// [`Agg::call`] with a body of type `ctype`.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        ctype: &'static str,
+        timeout: Duration,
+    ) -> Result<T, Fail> {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -106,7 +119,7 @@ impl Agg {
                 http::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
             )
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, ctype)
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|_| Fail::Unreachable)?;
         let fut = async {
@@ -145,9 +158,9 @@ impl Link for Rc<Agg> {
     }
 
     async fn push(&self, id: u64, p: &Push) -> Result<Ack, Fail> {
-        let body = serde_json::to_vec(p).expect("serializable");
         let path = format!("/api/bots/{id}/snapshots");
-        self.call(http::Method::POST, &path, Some(body), REQUEST_TIMEOUT)
+        let body = Some(p.encode());
+        self.send(http::Method::POST, &path, body, PUSH_TYPE, REQUEST_TIMEOUT)
             .await
     }
 

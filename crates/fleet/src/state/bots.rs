@@ -96,6 +96,9 @@ impl State {
         if r.name.len() > 128 || r.host.len() > 256 || r.version.len() > 64 {
             return Err(Refused(400, "name, host or version too long".into()));
         }
+        if r.wire != crate::wire::WIRE {
+            return Err(Refused(400, crate::wire::other_wire(r.wire)));
+        }
         let known = r.id.filter(|id| self.bots.contains_key(id));
         let id = match known {
             Some(id) => id,

@@ -35,6 +35,7 @@ fn register(s: &mut State, now: f64, name: &str, previous: Option<&str>) -> Regi
         version: "0".into(),
         clock_unix: now,
         previous_run: previous.map(str::to_string),
+        wire: crate::wire::WIRE,
     };
     s.register(now, &r, "i").unwrap()
 }
@@ -148,11 +149,11 @@ proptest! {
     }
 }
 
-/// A push as the aggregator takes it from a request body: parsed, then counted (true) or
+/// A push as the aggregator takes it from a request body: decoded, then counted (true) or
 /// refused with a 4xx; and the state still ticks and totals.
 fn ingest(s: &mut State, id: u64, body: &[u8]) -> Result<bool, TestCaseError> {
     let mut counted = false;
-    if let Ok(p) = serde_json::from_slice::<Push>(body) {
+    if let Ok(p) = Push::decode(body) {
         match s.push(1001.0, id, p) {
             Ok(_) => counted = true,
             Err(Refused(code, why)) => {
@@ -165,7 +166,7 @@ fn ingest(s: &mut State, id: u64, body: &[u8]) -> Result<bool, TestCaseError> {
     Ok(counted)
 }
 
-/// A push of two seconds with a few hundred values each, as JSON.
+/// A push of two seconds with a few hundred values each (as JSON: `encode` gives its body).
 fn push_seed() -> serde_json::Value {
     let values: Vec<u64> = (1..300).map(|i| i * 7919 % 100_003 + 1).collect();
     let intervals = [1000, 1001]
@@ -224,7 +225,8 @@ proptest! {
     ) {
         let mut s = state();
         let id = reg(&mut s, 1000.0, "a");
-        ingest(&mut s, id, testsupport::damaged(&push_seed(), &flips, cut).as_bytes())?;
+        let seed = serde_json::from_value::<Push>(push_seed()).unwrap().encode();
+        ingest(&mut s, id, &testsupport::damaged_bytes(&seed, &flips, cut))?;
     }
 
     /// A run directory damaged on disk (by hand, or a crash the journal's torn-line rule
@@ -260,7 +262,7 @@ proptest! {
                 idle: false,
                 instance: String::new(),
             };
-            let took = ingest(&mut s, id, &serde_json::to_vec(&p).unwrap())?;
+            let took = ingest(&mut s, id, &p.encode())?;
             // Refused exactly when past what a second can hold.
             prop_assert_eq!(took, n <= crate::wire::MAX_COUNT, "{}", n);
             want += if took { n } else { 0 };
@@ -328,7 +330,10 @@ fn the_saved_seed_restores() {
 fn the_push_seed_is_counted() {
     let mut s = state();
     let id = reg(&mut s, 1000.0, "a");
-    assert!(ingest(&mut s, id, push_seed().to_string().as_bytes()).unwrap());
+    let body = serde_json::from_value::<Push>(push_seed())
+        .unwrap()
+        .encode();
+    assert!(ingest(&mut s, id, &body).unwrap());
     assert_eq!(s.total().responses, 2 * 299);
 }
 
@@ -858,4 +863,27 @@ fn the_spec_is_saved_once_and_dealt_again_after_a_restart() {
     let mut fixed = state();
     let id = reg(&mut fixed, 1000.0, "a");
     assert_eq!(fixed.assignment(id).unwrap().share, None);
+}
+
+/// A bot of another wire version is refused when it registers, saying what to do.
+#[test]
+fn a_bot_of_another_wire_version_is_refused_with_a_clear_message() {
+    let mut s = state();
+    let r = Register {
+        id: None,
+        name: "old".into(),
+        host: "h".into(),
+        pid: 1,
+        version: "0".into(),
+        clock_unix: 1000.0,
+        previous_run: None,
+        wire: 1,
+    };
+    let e = s.register(1000.0, &r, "i").unwrap_err();
+    assert_eq!(e.0, 400);
+    assert!(e.1.contains("wire version 1, this aggregator 2"), "{}", e.1);
+    // A registration without the field is one from before it: wire 1.
+    let mut v = serde_json::to_value(&r).unwrap();
+    v.as_object_mut().unwrap().remove("wire");
+    assert_eq!(serde_json::from_value::<Register>(v).unwrap().wire, 1);
 }
