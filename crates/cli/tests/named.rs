@@ -27,6 +27,23 @@ fn slow_and_fast(run: &report::RunFile) {
     );
 }
 
+/// `load` of the targets file `tf`, `n` requests on 4 connections, its run file written to
+/// `json`, with `extra` flags; its output and the run file.
+fn load_named(
+    tf: &std::path::Path,
+    n: u64,
+    json: &std::path::Path,
+    extra: &[&str],
+) -> (String, report::RunFile) {
+    let (tf, n, js) = (tf.to_str().unwrap(), n.to_string(), json.to_str().unwrap());
+    let mut args = vec!["load", "--targets", tf, "-c", "4", "-n", &n, "--json", js];
+    args.extend_from_slice(extra);
+    let o = SCALETEST.run(&args);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    (out, report::RunFile::read(json).unwrap())
+}
+
 #[test]
 fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     let (_srv, srv) = testsupport::fleet::server(SCALETEST);
@@ -42,22 +59,8 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     .unwrap();
     let json = dir.join("run.json");
     let jsonl = dir.join("seconds.jsonl");
-    let o = SCALETEST.run(&[
-        "load",
-        "--targets",
-        tf.to_str().unwrap(),
-        "-c",
-        "4",
-        "-n",
-        "200",
-        "--json",
-        json.to_str().unwrap(),
-        "--out",
-        &format!("jsonl:{}", jsonl.display()),
-    ]);
-    let out = text(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
-    let run = report::RunFile::read(&json).unwrap();
+    let out_jsonl = format!("jsonl:{}", jsonl.display());
+    let (out, run) = load_named(&tf, 200, &json, &["--out", &out_jsonl]);
     let names: Vec<(&str, u64, u64)> = run
         .total
         .names
@@ -91,20 +94,7 @@ fn two_names_get_their_own_rows_which_add_up_to_the_total() {
     assert!(run.intervals.iter().all(|s| s.names.is_empty()));
     slow_and_fast(&run);
     // Without a per-second output the names are taken once, at the end: the same totals.
-    let json2 = dir.join("run2.json");
-    let o = SCALETEST.run(&[
-        "load",
-        "--targets",
-        tf.to_str().unwrap(),
-        "-c",
-        "4",
-        "-n",
-        "40",
-        "--json",
-        json2.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let run2 = report::RunFile::read(&json2).unwrap();
+    let (_, run2) = load_named(&tf, 40, &dir.join("run2.json"), &[]);
     let sent: Vec<u64> = run2.total.names.values().map(|s| s.sent).collect();
     assert_eq!(sent, [30, 10], "fast, slow");
     slow_and_fast(&run2);
