@@ -185,9 +185,7 @@ impl Push {
     /// The push as its binary body.
     pub fn encode(&self) -> Vec<u8> {
         use hist::varint::{put, put_f64, put_str};
-        let mut out = Vec::with_capacity(
-            256 + self.intervals.iter().map(Interval::weight).sum::<usize>() / 2,
-        );
+        let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(&PUSH_MAGIC);
         put_f64(&mut out, self.clock_unix);
         put(&mut out, self.dropped);
@@ -222,11 +220,9 @@ impl Push {
         };
         *at += 1;
         let instance = get_str(body, at, 256)?;
-        // An interval takes at least 17 bytes (its second and its record's bounds).
+        // An interval takes at least 17 bytes (its second and its record's bounds); their
+        // number is checked with the rest (`check`).
         let n = get_len(body, at, 17)?;
-        if n > MAX_BATCH {
-            return Err(format!("{n} intervals in one push; at most {MAX_BATCH}"));
-        }
         let mut intervals = Vec::with_capacity(n);
         for _ in 0..n {
             let t = get(body, at)?;
