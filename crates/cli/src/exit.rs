@@ -46,6 +46,7 @@ usage_always!(
     pace::PaceError,
     report::runfile::RunFileError,
     kapi::output::ApiRunError,
+    nodes::report::NodesRunError,
 );
 
 /// An aggregator that is not who it should be is a failure (exit 1), not a usage error.

@@ -15,10 +15,12 @@ pub mod churn;
 pub mod conn;
 pub mod events;
 pub mod output;
+pub mod series;
 pub mod server_metrics;
 pub mod session;
 pub mod spec;
 pub mod stats;
+pub mod view;
 pub mod watch;
 pub mod watchers;
 

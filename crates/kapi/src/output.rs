@@ -5,14 +5,15 @@
 //! p99 over the whole run, custom resources included, where the SLI is a p99 per 5-minute
 //! window without them).
 
+use crate::series::{self, Second};
 use crate::server_metrics::{self, ServerSide};
 use crate::stats::{CallStats, ErrorMessage, Verb};
+use crate::view::View;
 use crate::watch::WatchStats;
 use crate::watchers::LoopStats;
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use report::format::{count, ms, trim};
-use report::runfile::MAX_COUNT;
 use report::table::{boxed, latency_row};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -114,6 +115,9 @@ pub struct ApiRun {
     /// The API server's version and own figures (absent in files of earlier builds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerSide>,
+    /// The calls of every second from the start (absent in files of earlier builds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seconds: Vec<Second>,
 }
 
 /// An api run file that cannot be read.
@@ -144,6 +148,7 @@ impl ApiRun {
             watchers: None,
             slo: Vec::new(),
             server: None,
+            seconds: Vec::new(),
         }
     }
 
@@ -186,42 +191,27 @@ impl ApiRun {
     /// called that rather than malformed. A number over [`MAX_COUNT`] (the bound of every run
     /// file) is refused.
     pub fn from_json(name: &str, text: &str) -> Result<ApiRun, ApiRunError> {
-        let bad = |e: &dyn std::fmt::Display| ApiRunError::Parse(name.into(), e.to_string());
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
-        match v.get("version").and_then(|v| v.as_u64()) {
-            Some(n) if n == u64::from(API_RUN_VERSION) => {}
-            Some(n) => return Err(ApiRunError::Version(name.into(), n)),
-            None => return Err(bad(&"no version field")),
-        }
-        match report::Kind::of(&v) {
-            Ok(report::Kind::Api) => {}
-            Ok(k) => return Err(bad(&format!("a `{}` run, not an `api` one", k.name()))),
-            Err(why) => return Err(bad(&why)),
-        }
-        if let Some(at) = report::runfile::count_over_max(&v) {
-            return Err(bad(&format!("{at}: a number over {MAX_COUNT}")));
-        }
-        serde_json::from_value(v).map_err(|e| bad(&e))
+        use report::runfile::Unreadable;
+        report::runfile::parse_kind(text, report::Kind::Api, API_RUN_VERSION).map_err(|e| match e {
+            Unreadable::Parse(why) => ApiRunError::Parse(name.into(), why),
+            Unreadable::Version(n) => ApiRunError::Version(name.into(), n),
+        })
     }
 
     /// Merge runs that happened at the same time (several churn processes): calls, lateness,
-    /// lifecycles and informer counts add up; the SLO is checked again on the sums. The
-    /// server's view is the first run's: every process scraped the same server.
+    /// lifecycles and informer counts add up, and the seconds by their Unix time from the
+    /// earliest start; the SLO is checked again on the sums. The server's view is the first
+    /// run's: every process scraped the same server.
     pub fn merge(runs: &[ApiRun]) -> Option<ApiRun> {
         let mut out = runs.first()?.clone();
+        let (start, seconds) =
+            series::merge_runs(runs.iter().map(|r| (r.started_unix, &r.seconds[..])));
+        out.started_unix = start;
+        out.seconds = seconds;
         for r in &runs[1..] {
             out.elapsed_s = out.elapsed_s.max(r.elapsed_s);
             out.interrupted |= r.interrupted;
-            for c in &r.calls {
-                match out
-                    .calls
-                    .iter_mut()
-                    .find(|o| o.verb == c.verb && o.resource == c.resource)
-                {
-                    Some(o) => o.merge(c),
-                    None => out.calls.push(c.clone()),
-                }
-            }
+            crate::stats::merge_calls(&mut out.calls, &r.calls);
             let _ = out.lateness.add(&r.lateness);
             out.lifecycles = match (out.lifecycles, r.lifecycles) {
                 (Some(a), Some(b)) => Some(Lifecycles {
@@ -247,10 +237,73 @@ impl ApiRun {
                 (a, b) => a.or_else(|| b.clone()),
             };
         }
-        out.calls
-            .sort_by(|a, b| (a.verb, &a.resource).cmp(&(b.verb, &b.resource)));
         out.check_slo();
         Some(out)
+    }
+
+    /// What `report --html` and `report --compare` show of it.
+    pub fn view(&self) -> View<'_> {
+        let text = render(self, !self.slo.is_empty());
+        let heading = text.lines().next().unwrap_or("api run").to_string();
+        let failed: u64 = self.calls.iter().map(CallStats::errors).sum();
+        let calls = self.total_calls();
+        let mut facts = vec![
+            ("Started", report::format::utc(self.started_unix)),
+            (
+                "Duration",
+                format!(
+                    "{} s{}",
+                    trim(self.elapsed_s, 2),
+                    if self.interrupted {
+                        ", interrupted"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            (
+                "Calls",
+                format!(
+                    "{} ({}/s), {} failed",
+                    count(calls),
+                    trim(calls as f64 / self.elapsed_s.max(1e-9), 1),
+                    count(failed)
+                ),
+            ),
+        ];
+        let mut counts = Vec::new();
+        if let Some(l) = &self.lifecycles {
+            let text = format!(
+                "{} completed, {} failed",
+                count(l.completed),
+                count(l.failed)
+            );
+            facts.push(("Lifecycles", text));
+            counts.push(("Lifecycles completed", l.completed));
+            counts.push(("Lifecycles failed", l.failed));
+        }
+        facts.push(("Server", server_fact(self.server.as_ref())));
+        if !self.slo.is_empty() || self.server_metrics().is_some_and(|s| !s.slo.is_empty()) {
+            let verdict = if self.slo_pass() { "pass" } else { "FAIL" };
+            facts.push(("SLO", verdict.to_string()));
+        }
+        View {
+            heading,
+            facts,
+            calls: &self.calls,
+            seconds: &self.seconds,
+            server: self.server.as_ref(),
+            started_unix: self.started_unix,
+            elapsed_s: self.elapsed_s,
+            latencies: if self.lateness.is_empty() {
+                Vec::new()
+            } else {
+                vec![("start lateness", &self.lateness)]
+            },
+            latency_seconds: Vec::new(),
+            counts,
+            text,
+        }
     }
 
     /// All calls.
@@ -259,6 +312,21 @@ impl ApiRun {
             .iter()
             .map(|c| c.answered + c.transport_errors)
             .sum()
+    }
+}
+
+/// The server's version and whether its metrics were read, for a page's header.
+pub fn server_fact(sv: Option<&ServerSide>) -> String {
+    match sv {
+        None => "not read (a file of an earlier build)".into(),
+        Some(s) => {
+            let version = s.version.as_deref().unwrap_or("version unknown");
+            if s.has_metrics() {
+                format!("{version}, /metrics scraped {} times", s.scrapes)
+            } else {
+                format!("{version}, no metrics")
+            }
+        }
     }
 }
 
@@ -543,13 +611,8 @@ fn slo_section(run: &ApiRun, s: &mut String) {
             "Result".into(),
         ]];
         for c in &sv.slo {
-            let sub = if c.subresource.is_empty() {
-                String::new()
-            } else {
-                format!("/{}", c.subresource)
-            };
             rows.push(vec![
-                format!("{} {}{sub} ({})", c.verb, c.resource, c.scope),
+                server_metrics::call_text(&c.verb, &c.resource, &c.subresource, &c.scope),
                 ms(c.p99_s * 1000.0),
                 ms(c.limit_s * 1000.0),
                 count(u64::from(c.windows)),
@@ -594,6 +657,7 @@ fn slo_section(run: &ApiRun, s: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use report::runfile::MAX_COUNT;
 
     #[test]
     fn a_file_of_another_version_is_named_so_whatever_its_shape() {

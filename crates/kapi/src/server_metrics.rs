@@ -17,10 +17,12 @@
 //! resources and aggregated APIs (any group kube-apiserver v1.28 does not serve itself) left
 //! out. An unreachable or forbidden `/metrics` leaves a one-line [`ServerSide::warning`].
 
+pub mod intervals;
 pub mod promql;
 pub mod text;
 
 use crate::stats::ErrorMessage;
+pub use intervals::{call_text, IntervalApf, IntervalCalls, ServerInterval};
 use kube::Client;
 use report::format::{count, ms};
 use report::table::boxed;
@@ -190,6 +192,9 @@ pub struct ServerSide {
     pub etcd: Vec<EtcdOps>,
     /// The SLO check on the server's latency (empty without metrics).
     pub slo: Vec<ServerSlo>,
+    /// Scrape by scrape (absent in files of earlier builds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<ServerInterval>,
 }
 
 impl ServerSide {
@@ -217,6 +222,8 @@ type Series = BTreeMap<Key, f64>;
 
 /// What the scrapes gathered so far.
 struct Record {
+    /// When the scraper started, Unix seconds: scrape times are counted from it.
+    began_unix: f64,
     /// Seconds since the scraper started, of the first good scrape.
     first_at: Option<f64>,
     last: Option<(f64, Series)>,
@@ -230,8 +237,9 @@ struct Record {
 }
 
 impl Record {
-    fn new() -> Record {
+    fn new(began_unix: f64) -> Record {
         Record {
+            began_unix,
             first_at: None,
             last: None,
             intervals: Vec::new(),
@@ -335,6 +343,7 @@ impl Record {
             }
         }
         out.slo = slo(first, &self.intervals);
+        out.intervals = intervals::of(self.began_unix, first, &self.intervals);
         out
     }
 }
@@ -602,12 +611,13 @@ impl Scraper {
         // A zero interval would scrape in a tight loop.
         let every = every.max(Duration::from_millis(10));
         let began = Instant::now();
+        let began_unix = st_http::stamp::now_unix();
         let version = tokio::time::timeout(SCRAPE_TIMEOUT, client.apiserver_version())
             .await
             .ok()
             .and_then(Result::ok)
             .map(|v| v.git_version);
-        let mut rec = Record::new();
+        let mut rec = Record::new(began_unix);
         rec.scrape(&client, 0.0).await;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -677,18 +687,13 @@ pub fn render(sv: &ServerSide) -> String {
         "Codes".into(),
     ]];
     for c in &sv.calls {
-        let sub = if c.subresource.is_empty() {
-            String::new()
-        } else {
-            format!("/{}", c.subresource)
-        };
         let codes: Vec<String> = c
             .codes
             .iter()
             .map(|(k, n)| format!("{k}: {}", count(*n)))
             .collect();
         rows.push(vec![
-            format!("{} {}{sub} ({})", c.verb, c.resource, c.scope),
+            call_text(&c.verb, &c.resource, &c.subresource, &c.scope),
             secs(c.p50_s),
             secs(c.p99_s),
             count(c.count),

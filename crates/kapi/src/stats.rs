@@ -3,6 +3,7 @@
 //! each status, how late scheduled operations started, and the client-side rate limit they
 //! may wait for.
 
+use crate::series::{Second, Seconds};
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use serde::{Deserialize, Serialize};
@@ -194,15 +195,37 @@ impl CallStats {
     }
 }
 
+/// A call's key in the per-second records: `create configmaps`, `list (namespace) pods`.
+pub fn call_key(verb: Verb, resource: &str) -> String {
+    format!("{} {resource}", verb.name())
+}
+
+/// Add runs' calls into `into`: the same (verb, resource) merged, new ones added, in
+/// (verb, resource) order.
+pub fn merge_calls(into: &mut Vec<CallStats>, from: &[CallStats]) {
+    for c in from {
+        match into
+            .iter_mut()
+            .find(|o| o.verb == c.verb && o.resource == c.resource)
+        {
+            Some(o) => o.merge(c),
+            None => into.push(c.clone()),
+        }
+    }
+    into.sort_by(|a, b| (a.verb, &a.resource).cmp(&(b.verb, &b.resource)));
+}
+
 fn us(d: Duration) -> u64 {
     d.as_micros().min(u64::MAX as u128) as u64
 }
 
 /// Everything one run recorded; shared by its tasks behind a mutex (held for a few
-/// hundred nanoseconds per call).
+/// hundred nanoseconds per call). Each call is also counted in its second
+/// ([`crate::series`]), apart, so that a copy of the totals does not copy every second.
 #[derive(Debug, Default)]
 pub struct Recorder {
     inner: Mutex<Recorded>,
+    seconds: Mutex<Seconds>,
 }
 
 /// The recorded values.
@@ -217,6 +240,12 @@ pub struct Recorded {
 impl Recorder {
     /// Record one call.
     pub fn call(&self, verb: Verb, resource: &str, took: Duration, outcome: Outcome) {
+        {
+            let mut s = self.seconds.lock().expect("recorder lock");
+            let timed = (outcome != Outcome::Transport).then(|| us(took));
+            let failed = outcome != Outcome::Ok;
+            s.record(Instant::now(), &call_key(verb, resource), timed, failed);
+        }
         let mut r = self.inner.lock().expect("recorder lock");
         let c = r
             .calls
@@ -279,6 +308,11 @@ impl Recorder {
     /// A copy of what was recorded so far.
     pub fn snapshot(&self) -> Recorded {
         self.inner.lock().expect("recorder lock").clone()
+    }
+
+    /// The calls of every second so far, from this recorder's creation.
+    pub fn seconds(&self) -> Vec<Second> {
+        self.seconds.lock().expect("recorder lock").all()
     }
 }
 

@@ -351,6 +351,9 @@ impl Running {
         }
         let mut r = self.report();
         r.interrupted = interrupted;
+        // Every second's records only here: `/metrics` takes a report at each scrape.
+        r.seconds = self.hollow.traffic.calls.seconds();
+        r.startup_seconds = self.hollow.startup.seconds();
         r
     }
 }

@@ -2,12 +2,14 @@
 //! and `api`'s layout (report::table) with the API server's own view after the client's
 //! (kapi::server_metrics), the pod-startup SLO check, and Prometheus text.
 
-use crate::startup::{StartupStats, POD_STARTUP_SLO_S};
+use crate::startup::{StartupStats, POD_STARTUP, POD_STARTUP_SLO_S};
 use crate::traffic::WatchCount;
 use hdrhistogram::Histogram;
 use kapi::output::{failures, header};
+use kapi::series::{self, Second};
 use kapi::server_metrics::ServerSide;
-use kapi::stats::CallStats;
+use kapi::stats::{merge_calls, CallStats};
+use kapi::view::View;
 use report::format::{count, ms, trim};
 use report::table::{boxed, latency_row};
 use serde::{Deserialize, Serialize};
@@ -118,9 +120,38 @@ pub struct NodesRun {
     /// The API server's version and own figures (absent in files of earlier builds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerSide>,
+    /// The calls of every second from the start (absent in files of earlier builds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seconds: Vec<Second>,
+    /// `pod_startup` of the pods seen running in each second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub startup_seconds: Vec<Second>,
+}
+
+/// A nodes run file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NodesRunError {
+    /// Not a nodes run file.
+    #[error("{0}: not a nodes run file: {1}")]
+    Parse(String, String),
+    /// Written by another format version.
+    #[error("{0}: nodes run file version {1} (this build reads {NODES_RUN_VERSION})")]
+    Version(String, u64),
 }
 
 impl NodesRun {
+    /// Parse a run file written by `nodes --json`; `name` is for messages (the version
+    /// checked first, a number over the run files' bound refused: report::runfile::parse_kind).
+    pub fn from_json(name: &str, text: &str) -> Result<NodesRun, NodesRunError> {
+        use ::report::runfile::Unreadable;
+        ::report::runfile::parse_kind(text, ::report::Kind::Nodes, NODES_RUN_VERSION).map_err(|e| {
+            match e {
+                Unreadable::Parse(why) => NodesRunError::Parse(name.into(), why),
+                Unreadable::Version(n) => NodesRunError::Version(name.into(), n),
+            }
+        })
+    }
+
     /// An empty record.
     pub fn new(started_unix: f64) -> NodesRun {
         NodesRun {
@@ -139,6 +170,8 @@ impl NodesRun {
             startup: StartupStats::default(),
             slo: None,
             server: None,
+            seconds: Vec::new(),
+            startup_seconds: Vec::new(),
         }
     }
 
@@ -154,6 +187,146 @@ impl NodesRun {
                 pass: p99 <= POD_STARTUP_SLO_S,
             }
         });
+    }
+
+    /// Merge runs of hollow nodes that ran at the same time (shards with their own
+    /// prefixes): nodes, calls, pods, leases and latencies add up, seconds by their Unix
+    /// time from the earliest start; the SLO is checked again on the sums. The setup and the
+    /// server's view are the first run's (the shards load one server).
+    pub fn merge(runs: &[NodesRun]) -> Option<NodesRun> {
+        let mut out = runs.first()?.clone();
+        let (start, seconds) =
+            series::merge_runs(runs.iter().map(|r| (r.started_unix, &r.seconds[..])));
+        let (_, startup) = series::merge_runs(
+            runs.iter()
+                .map(|r| (r.started_unix, &r.startup_seconds[..])),
+        );
+        (out.started_unix, out.seconds, out.startup_seconds) = (start, seconds, startup);
+        for r in &runs[1..] {
+            out.elapsed_s = out.elapsed_s.max(r.elapsed_s);
+            out.interrupted |= r.interrupted;
+            out.info.nodes += r.info.nodes;
+            out.info.connections += r.info.connections;
+            if out.info.prefix != r.info.prefix {
+                // Shown as `{prefix}…`: "a-…, b-…".
+                out.info.prefix = format!("{}…, {}", out.info.prefix, r.info.prefix);
+            }
+            merge_calls(&mut out.calls, &r.calls);
+            for (k, w) in &r.watches {
+                let into = out.watches.entry(k.clone()).or_default();
+                into.lists += w.lists;
+                into.watches += w.watches;
+                into.errors += w.errors;
+            }
+            out.retried_429 += r.retried_429;
+            out.stream_waits.waited += r.stream_waits.waited;
+            out.stream_waits.none += r.stream_waits.none;
+            out.leases_held += r.leases_held;
+            let (p, q) = (&mut out.pods, &r.pods);
+            p.admitted += q.admitted;
+            p.running += q.running;
+            p.succeeded += q.succeeded;
+            p.rejected += q.rejected;
+            p.finalized += q.finalized;
+            p.active += q.active;
+            out.startup.merge(&r.startup);
+        }
+        if runs.len() > 1 {
+            let t = &mut out.info.transport;
+            *t = format!("{t}, in each of {} runs", runs.len());
+        }
+        out.check_slo();
+        Some(out)
+    }
+
+    /// What `report --html` and `report --compare` show of it.
+    pub fn view(&self) -> View<'_> {
+        let text = render(self);
+        let heading = format!(
+            "{} hollow nodes ({}…)",
+            count(self.info.nodes as u64),
+            self.info.prefix
+        );
+        let calls: u64 = self
+            .calls
+            .iter()
+            .map(|c| c.answered + c.transport_errors)
+            .sum();
+        let failed: u64 = self.calls.iter().map(CallStats::errors).sum();
+        let p = &self.pods;
+        let mut facts = vec![
+            ("Started", ::report::format::utc(self.started_unix)),
+            (
+                "Duration",
+                format!(
+                    "{} s{}",
+                    trim(self.elapsed_s, 2),
+                    if self.interrupted {
+                        ", interrupted"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            (
+                "Nodes",
+                format!(
+                    "{}, {} holding a lease",
+                    count(self.info.nodes as u64),
+                    count(self.leases_held as u64)
+                ),
+            ),
+            (
+                "Pods",
+                format!(
+                    "{} admitted, {} running, {} rejected",
+                    count(p.admitted),
+                    count(p.running),
+                    count(p.rejected)
+                ),
+            ),
+            (
+                "Calls",
+                format!(
+                    "{} ({}/s), {} failed",
+                    count(calls),
+                    trim(calls as f64 / self.elapsed_s.max(1e-9), 1),
+                    count(failed)
+                ),
+            ),
+            ("Server", kapi::output::server_fact(self.server.as_ref())),
+        ];
+        if let Some(slo) = &self.slo {
+            let verdict = if slo.pass { "pass" } else { "FAIL" };
+            let text = format!("pod startup p99 {}: {verdict}", ms(slo.p99_s * 1000.0));
+            facts.push(("SLO", text));
+        }
+        let st = &self.startup;
+        let latencies = [
+            (POD_STARTUP, &st.pod_startup),
+            ("network programming", &st.network_programming),
+        ]
+        .into_iter()
+        .filter(|(_, h)| !h.is_empty())
+        .collect();
+        View {
+            heading,
+            facts,
+            calls: &self.calls,
+            seconds: &self.seconds,
+            server: self.server.as_ref(),
+            started_unix: self.started_unix,
+            elapsed_s: self.elapsed_s,
+            latencies,
+            latency_seconds: vec![(POD_STARTUP, &self.startup_seconds)],
+            counts: vec![
+                ("Nodes", self.info.nodes as u64),
+                ("Nodes holding a lease", self.leases_held as u64),
+                ("Pods running", p.running),
+                ("Pods rejected", p.rejected),
+            ],
+            text,
+        }
     }
 
     /// Calls of one (verb name, resource), answered or not.

@@ -12,9 +12,14 @@
 
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
+use kapi::series::{Second, Seconds};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Instant;
+
+/// `pod_startup`'s key in the per-second records.
+pub const POD_STARTUP: &str = "pod_startup";
 
 /// The pod startup SLO: p99 of create → seen running, for stateless pods.
 pub const POD_STARTUP_SLO_S: f64 = 5.0;
@@ -51,6 +56,22 @@ impl Default for StartupStats {
     }
 }
 
+impl StartupStats {
+    /// Add another run's latencies (runs of hollow nodes at the same time).
+    pub fn merge(&mut self, o: &StartupStats) {
+        for (into, from) in [
+            (&mut self.create_to_schedule, &o.create_to_schedule),
+            (&mut self.schedule_to_run, &o.schedule_to_run),
+            (&mut self.run_to_watch, &o.run_to_watch),
+            (&mut self.pod_startup, &o.pod_startup),
+            (&mut self.network_programming, &o.network_programming),
+        ] {
+            // Auto-resizing histograms of one precision always merge.
+            let _ = into.add(from);
+        }
+    }
+}
+
 /// When a pod was created and scheduled (Unix seconds) and declared running.
 #[derive(Debug, Clone, Copy)]
 struct Marks {
@@ -64,6 +85,8 @@ struct Marks {
 pub struct Startup {
     marks: Mutex<HashMap<String, Marks>>,
     stats: Mutex<StartupStats>,
+    /// `pod_startup` by the second each pod was seen running.
+    seconds: Mutex<Seconds>,
 }
 
 fn us(s: f64) -> u64 {
@@ -107,6 +130,12 @@ impl Startup {
         let _ = s.schedule_to_run.record(us(run - m.scheduled));
         let _ = s.run_to_watch.record(us(at - run));
         let _ = s.pod_startup.record(us(at - m.create));
+        self.seconds.lock().expect("lock").record(
+            Instant::now(),
+            POD_STARTUP,
+            Some(us(at - m.create)),
+            false,
+        );
         true
     }
 
@@ -128,6 +157,11 @@ impl Startup {
     /// A copy of the figures so far.
     pub fn stats(&self) -> StartupStats {
         self.stats.lock().expect("lock").clone()
+    }
+
+    /// The pods measured in each second so far (key [`POD_STARTUP`]).
+    pub fn seconds(&self) -> Vec<Second> {
+        self.seconds.lock().expect("lock").all()
     }
 }
 

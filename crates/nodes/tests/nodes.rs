@@ -23,11 +23,16 @@ const H2: Transport = Transport::Http2 {
     streams_per_connection: Some(50),
 };
 
-fn fake() -> (FakeApi, std::path::PathBuf) {
-    let api = FakeApi::start();
+/// The tests' directory for kubeconfigs, made by whichever test comes first.
+fn dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join("scaletest-nodes-tests");
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let kc = api.kubeconfig(&dir);
+    dir
+}
+
+fn fake() -> (FakeApi, std::path::PathBuf) {
+    let api = FakeApi::start();
+    let kc = api.kubeconfig(&dir());
     (api, kc)
 }
 
@@ -425,6 +430,15 @@ async fn startup_latency_matches_the_known_delays() {
     );
     let slo = run.slo.clone().expect("checked");
     assert!(slo.pass && slo.pods == 1);
+    // The second it was seen keeps the same measurement.
+    let seconds: Vec<&kapi::series::Tally> = run
+        .startup_seconds
+        .iter()
+        .filter_map(|s| s.0.get(nodes::startup::POD_STARTUP))
+        .collect();
+    assert_eq!(seconds.len(), 1);
+    assert_eq!(seconds[0].n, 1);
+    assert_eq!(seconds[0].histogram().max(), st.pod_startup.max());
     let text = nodes::report::render(&run);
     assert!(
         text.contains("pod_startup")
@@ -491,7 +505,7 @@ async fn bad_input_fails_with_one_line_and_leaves_nothing_behind() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let dir = std::env::temp_dir().join("scaletest-nodes-tests");
+    let dir = dir();
     let kc2 = dir.join(format!("kubeconfig-gone-{}", gone.port()));
     std::fs::write(&kc2, format!("apiVersion: v1\nkind: Config\nclusters:\n- name: g\n  cluster:\n    server: http://{gone}\n\
         contexts:\n- name: g\n  context:\n    cluster: g\n    user: g\ncurrent-context: g\nusers:\n- name: g\n  user: {{}}\n")).unwrap();
@@ -675,7 +689,7 @@ async fn a_call_that_waits_for_a_stream_is_counted_apart_from_no_answer() {
         max_concurrent_streams: 2,
         ..Default::default()
     });
-    let dir = std::env::temp_dir().join("scaletest-nodes-tests");
+    let dir = dir();
     let k = kube_config(&api.kubeconfig(&dir)).await;
     let t = Transport::Http2 {
         streams_per_connection: None,

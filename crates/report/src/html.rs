@@ -36,7 +36,8 @@ pub(crate) struct Page {
 
 /// One chart: an x axis and lines over it (`None` leaves a gap).
 #[derive(Debug, Serialize)]
-pub(crate) struct Chart {
+pub struct Chart {
+    /// Above the chart.
     pub title: String,
     /// Unit of the y axis.
     pub unit: &'static str,
@@ -44,41 +45,76 @@ pub(crate) struct Chart {
     pub log: bool,
     /// A percentile spectrum: x is 1/(1-p) on a log axis rather than time.
     pub spectrum: bool,
+    /// Seconds (since the start, or Unix), or a spectrum's 1/(1-p).
     pub x: Vec<f64>,
+    /// The lines.
     pub series: Vec<Line>,
+}
+
+impl Chart {
+    /// A chart over seconds since the start.
+    pub fn over_time(
+        title: impl Into<String>,
+        unit: &'static str,
+        log: bool,
+        x: Vec<f64>,
+        series: Vec<Line>,
+    ) -> Chart {
+        Chart {
+            title: title.into(),
+            unit,
+            log,
+            spectrum: false,
+            x,
+            series,
+        }
+    }
 }
 
 /// One line of a chart.
 #[derive(Debug, Serialize)]
-pub(crate) struct Line {
+pub struct Line {
+    /// In the legend.
     pub label: String,
+    /// Stroke colour.
     pub color: &'static str,
+    /// Dashed.
     pub dash: bool,
+    /// Drawn across missing values (a series sampled more sparsely than the x axis).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub join: bool,
+    /// One per x; `None` is no value.
     pub values: Vec<Option<f64>>,
 }
 
 impl Line {
-    pub(crate) fn new(
-        label: impl Into<String>,
-        color: &'static str,
-        values: Vec<Option<f64>>,
-    ) -> Line {
+    /// A solid line.
+    pub fn new(label: impl Into<String>, color: &'static str, values: Vec<Option<f64>>) -> Line {
         Line {
             label: label.into(),
             color,
             dash: false,
+            join: false,
             values,
         }
     }
 
-    pub(crate) fn dashed(mut self) -> Line {
+    /// The same, dashed.
+    pub fn dashed(mut self) -> Line {
         self.dash = true;
+        self
+    }
+
+    /// The same, drawn across missing values.
+    pub fn joined(mut self) -> Line {
+        self.join = true;
         self
     }
 }
 
 /// Colours by meaning, the same on every page.
-pub(crate) mod color {
+#[allow(missing_docs)]
+pub mod color {
     pub const OFFERED: &str = "#8c8c8c";
     pub const SENT: &str = "#1f77b4";
     pub const OK: &str = "#2ca02c";
@@ -126,6 +162,23 @@ pub fn render(run: &RunFile) -> String {
     document(&format!("scaletest: {}", run.info.url), &body, &page)
 }
 
+/// A page of any run: a heading, its facts, its charts over seconds since the start, and its
+/// text report (as the terminal shows it).
+pub fn page(heading: &str, facts: &[(&str, String)], charts: Vec<Chart>, tables: &str) -> String {
+    let page = Page {
+        time: false,
+        events: Vec::new(),
+        charts,
+    };
+    let mut body = format!("<header><h1>{}</h1>", esc(heading));
+    body += &facts_list(facts);
+    body += "</header><main><div class=\"charts\" id=\"charts\"></div>";
+    body += "<h2>Tables</h2><pre class=\"tables\">";
+    body += &esc(tables);
+    body += "</pre></main>";
+    document(&format!("scaletest: {heading}"), &body, &page)
+}
+
 /// The percentile spectrum of a µs histogram as HdrHistogram's plotter draws it: pairs of
 /// (percentile p in 0..1, ms), evenly spaced in log(1/(1-p)) from p = 0 to the last whole
 /// decade the number of samples supports (at most 99.9999%). Empty for an empty histogram.
@@ -145,7 +198,7 @@ pub fn spectrum_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
 }
 
 /// A spectrum chart of one or more histograms (label, histogram, colour).
-pub(crate) fn spectrum_chart(hists: &[(&str, &Histogram<u64>, &'static str)]) -> Chart {
+pub fn spectrum_chart(hists: &[(&str, &Histogram<u64>, &'static str)]) -> Chart {
     let points: Vec<Vec<(f64, f64)>> = hists.iter().map(|(_, h, _)| spectrum_points(h)).collect();
     let longest = points.iter().map(Vec::len).max().unwrap_or(0);
     let x = (0..longest)

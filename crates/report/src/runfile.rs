@@ -425,6 +425,47 @@ impl Kind {
     }
 }
 
+/// Why a control-plane run file (of one kind and format version) cannot be read.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// Not JSON, not of the kind, a number over [`MAX_COUNT`], or not of the shape.
+    Parse(String),
+    /// Written at another format version.
+    Version(u64),
+}
+
+/// Parse `text` as a run of `kind` at format `version`: the version is checked first (so a
+/// file of another version is called that, whatever its shape), then the kind, then that no
+/// number is over [`MAX_COUNT`] (the bound of every run file).
+pub fn parse_kind<T: serde::de::DeserializeOwned>(
+    text: &str,
+    kind: Kind,
+    version: u32,
+) -> Result<T, Unreadable> {
+    let bad = |e: &dyn std::fmt::Display| Unreadable::Parse(e.to_string());
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
+    match v.get("version").and_then(|v| v.as_u64()) {
+        Some(n) if n == u64::from(version) => {}
+        Some(n) => return Err(Unreadable::Version(n)),
+        None => return Err(bad(&"no version field")),
+    }
+    match Kind::of(&v) {
+        Ok(k) if k == kind => {}
+        Ok(k) => {
+            return Err(bad(&format!(
+                "a `{}` run, not an `{}` one",
+                k.name(),
+                kind.name()
+            )))
+        }
+        Err(why) => return Err(bad(&why)),
+    }
+    if let Some(at) = count_over_max(&v) {
+        return Err(bad(&format!("{at}: a number over {MAX_COUNT}")));
+    }
+    serde_json::from_value(v).map_err(|e| bad(&e))
+}
+
 impl RunFile {
     /// An aggregator's offered load in words: the schedule it walked when it ran in stages
     /// (its per-second steps would be a list of every second), else [`Fleet::load_text`].

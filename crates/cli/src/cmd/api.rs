@@ -571,6 +571,7 @@ async fn watchers_main(
     };
     let mut run = watching.until_done(a.duration, task, progress, info).await;
     run.calls = rec.snapshot().calls.into_values().collect();
+    run.seconds = rec.seconds();
     let w = shared.stats();
     let none_started = w.total.requests > 0 && w.established.is_empty();
     run.watchers = Some(w);

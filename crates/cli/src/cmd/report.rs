@@ -1,6 +1,7 @@
 //! `scaletest report FILE...`: render saved runs again; several files are merged as one run.
 //! `--html` also writes the report as one self-contained page; `--compare A B` sets two runs
-//! side by side.
+//! side by side. Load runs go through `report`; control-plane runs (`api`, `nodes`) through
+//! their own records and `kapi::view`.
 
 use crate::exit::{fault, Usage};
 use anyhow::Context;
@@ -15,9 +16,12 @@ use std::process::ExitCode;
   scaletest load http://127.0.0.1:8080/ -d 10s --json run.json && scaletest report run.json
   scaletest report bot1.json bot2.json --percentiles
   scaletest report run.json --html run.html
-  scaletest report --compare before.json after.json --html compare.html")]
+  scaletest report --compare before.json after.json --html compare.html
+  scaletest report --compare churn-1.28.json churn-1.29.json
+  scaletest report nodes-shard-0.json nodes-shard-1.json --html nodes.html")]
 pub struct Args {
-    /// Run files written by `scaletest load --json` or `scaletest api ... --json`.
+    /// Run files written by `--json` of `scaletest load`, `aggregate`, `api churn|watch` or
+    /// `nodes`; files of one kind.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Also print the full percentile spectrum (p50 … p99.999).
@@ -66,32 +70,40 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(n, t)| kind(n, t))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some((n, _)) = texts.iter().zip(&kinds).find(|(_, k)| **k == Kind::Nodes) {
+    if let Some(k) = kinds.iter().find(|k| **k != kinds[0]) {
         return Err(Usage(format!(
-            "{}: a `nodes` run file; report reads `load` and `api` ones",
-            n.0
+            "cannot read `{}` and `{}` run files together: give files of one kind",
+            kinds[0].name(),
+            k.name()
         ))
         .into());
     }
-    let api = kinds.iter().filter(|k| **k == Kind::Api).count();
-    if api > 0 && (args.compare || args.html.is_some()) {
-        return Err(
-            Usage("--html and --compare read `load` run files, not `api` ones".into()).into(),
-        );
-    }
-    if api > 0 {
-        if api < texts.len() {
-            return Err(Usage("cannot merge `load` run files with `api` run files".into()).into());
+    match kinds[0] {
+        Kind::Load => {}
+        Kind::Api => {
+            let runs = texts
+                .iter()
+                .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(fault))
+                .collect::<Result<Vec<_>, _>>()?;
+            let merged = kapi::output::ApiRun::merge(&runs).expect("clap requires a file");
+            let text = |r: &kapi::output::ApiRun| kapi::output::render(r, !r.slo.is_empty());
+            return control_plane(&args, &texts, &runs, &merged, |r| r.view(), text);
         }
-        let runs = texts
-            .iter()
-            .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(fault))
-            .collect::<Result<Vec<_>, _>>()?;
-        let run = kapi::output::ApiRun::merge(&runs).expect("clap requires at least one file");
-        let mut out = std::io::stdout().lock();
-        out.write_all(kapi::output::render(&run, !run.slo.is_empty()).as_bytes())?;
-        out.flush()?;
-        return Ok(ExitCode::SUCCESS);
+        Kind::Nodes => {
+            let runs = texts
+                .iter()
+                .map(|(n, t)| nodes::report::NodesRun::from_json(n, t).map_err(fault))
+                .collect::<Result<Vec<_>, _>>()?;
+            let merged = nodes::report::NodesRun::merge(&runs).expect("clap requires a file");
+            return control_plane(
+                &args,
+                &texts,
+                &runs,
+                &merged,
+                |r| r.view(),
+                nodes::report::render,
+            );
+        }
     }
     let runs = texts
         .iter()
@@ -119,6 +131,35 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     report::table::write_report(&run, args.percentiles, &mut out)?;
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Control-plane runs: two side by side (`--compare`), or merged (one is shown as it is);
+/// the page first, as for load runs.
+fn control_plane<R>(
+    args: &Args,
+    texts: &[(String, String)],
+    runs: &[R],
+    merged: &R,
+    view: impl for<'a> Fn(&'a R) -> kapi::view::View<'a>,
+    text: impl Fn(&R) -> String,
+) -> anyhow::Result<ExitCode> {
+    let out = if args.compare {
+        let names = [texts[0].0.as_str(), texts[1].0.as_str()];
+        let (a, b) = (view(&runs[0]), view(&runs[1]));
+        if let Some(path) = &args.html {
+            write_html(path, &kapi::view::compare_html(&a, &b, names))?;
+        }
+        kapi::view::compare(&a, &b, names)
+    } else {
+        if let Some(path) = &args.html {
+            write_html(path, &kapi::view::html(&view(merged)))?;
+        }
+        text(merged)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -24,7 +24,7 @@ fn add(rec: &mut Record, at: f64, text: &str) {
 
 #[test]
 fn counts_are_deltas_from_the_first_scrape_and_a_restart_counts_from_zero() {
-    let mut rec = Record::new();
+    let mut rec = Record::new(1000.0);
     add(&mut rec, 0.0, &scrape_text(7));
     add(&mut rec, 10.0, &scrape_text(10));
     // The server restarted: its counters start again.
@@ -49,11 +49,28 @@ fn counts_are_deltas_from_the_first_scrape_and_a_restart_counts_from_zero() {
     assert_eq!((sv.slo[0].windows, sv.slo[0].limit_s), (1, 1.0));
     assert!(sv.slo[0].pass);
     assert!(sv.slo_pass());
+    // Scrape by scrape: each interval's own requests, at Unix times from the scraper's start.
+    let iv: Vec<(f64, f64, u64)> = sv
+        .intervals
+        .iter()
+        .map(|i| {
+            (
+                i.end_unix,
+                i.seconds,
+                i.calls["POST configmaps (resource)"].count,
+            )
+        })
+        .collect();
+    assert_eq!(iv, vec![(1010.0, 10.0, 3), (1020.0, 10.0, 4)]);
+    let p99 = sv.intervals[1].calls["POST configmaps (resource)"]
+        .p99_s
+        .unwrap();
+    assert!((0.025..=0.05).contains(&p99));
 }
 
 #[test]
 fn the_slo_takes_the_99th_percentile_of_5_minute_windows_and_leaves_out_custom_resources() {
-    let mut rec = Record::new();
+    let mut rec = Record::new(1000.0);
     // A slow LIST of a custom resource, not judged; POSTs every 60 s for 10 minutes.
     let custom = "apiserver_request_duration_seconds_bucket{component=\"apiserver\",\
                   dry_run=\"\",group=\"wardle.example.com\",resource=\"flunders\",\
@@ -76,7 +93,7 @@ fn the_slo_takes_the_99th_percentile_of_5_minute_windows_and_leaves_out_custom_r
 
 #[test]
 fn a_forbidden_metrics_endpoint_is_one_warning_and_no_table() {
-    let mut rec = Record::new();
+    let mut rec = Record::new(1000.0);
     rec.unavailable = Some("GET /metrics: 403 Forbidden: no".into());
     let sv = rec.summary(Some("v1.28.7".into()));
     assert!(!sv.has_metrics());

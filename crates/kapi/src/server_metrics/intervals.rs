@@ -1,0 +1,109 @@
+//! The server's figures scrape by scrape, for charts over time: requests and p99 by call,
+//! and API Priority and Fairness' queue-wait p99 and rejections by priority level, in each
+//! interval between two good scrapes (every `--scrape-interval`).
+
+use super::{add_bucket, call_key, family, observations, quantile, Buckets, CallKey, Series};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One interval between two good scrapes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerInterval {
+    /// Its end, Unix seconds.
+    pub end_unix: f64,
+    /// Its length, s.
+    pub seconds: f64,
+    /// By call, keyed as the server table's rows are (`POST configmaps (namespace)`).
+    pub calls: BTreeMap<String, IntervalCalls>,
+    /// By APF priority level.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub apf: BTreeMap<String, IntervalApf>,
+}
+
+/// One call's requests in an interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntervalCalls {
+    /// Requests counted.
+    pub count: u64,
+    /// p99, s (None with no timed request).
+    pub p99_s: Option<f64>,
+}
+
+/// One priority level in an interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IntervalApf {
+    /// Requests whose queue wait was observed.
+    pub waited: u64,
+    /// p99 queue wait, s.
+    pub wait_p99_s: Option<f64>,
+    /// Rejections (429), every reason.
+    pub rejected: u64,
+}
+
+/// A call's row text: `POST configmaps/status (namespace)`.
+pub fn call_text(verb: &str, resource: &str, subresource: &str, scope: &str) -> String {
+    let sub = if subresource.is_empty() {
+        String::new()
+    } else {
+        format!("/{subresource}")
+    };
+    format!("{verb} {resource}{sub} ({scope})")
+}
+
+/// Each (end, deltas) of the scrapes, the first scrape having been at `began_unix` + 0 and
+/// the previous interval ending where the next begins.
+pub(super) fn of(began_unix: f64, first: f64, intervals: &[(f64, Series)]) -> Vec<ServerInterval> {
+    let mut from = first;
+    intervals
+        .iter()
+        .map(|(at, d)| {
+            let mut calls: BTreeMap<CallKey, (u64, Buckets)> = BTreeMap::new();
+            for (s, v) in family(d, "apiserver_request_total") {
+                calls.entry(call_key(&s)).or_default().0 += v.round() as u64;
+            }
+            for (s, v) in family(d, "apiserver_request_duration_seconds_bucket") {
+                add_bucket(&mut calls.entry(call_key(&s)).or_default().1, &s, v);
+            }
+            let mut apf: BTreeMap<String, (Buckets, u64)> = BTreeMap::new();
+            for (s, v) in family(
+                d,
+                "apiserver_flowcontrol_request_wait_duration_seconds_bucket",
+            ) {
+                let pl = s.label("priority_level").to_string();
+                add_bucket(&mut apf.entry(pl).or_default().0, &s, v);
+            }
+            for (s, v) in family(d, "apiserver_flowcontrol_rejected_requests_total") {
+                let pl = s.label("priority_level").to_string();
+                apf.entry(pl).or_default().1 += v.round() as u64;
+            }
+            let out = ServerInterval {
+                end_unix: began_unix + at,
+                seconds: at - from,
+                calls: calls
+                    .into_iter()
+                    .map(|((verb, resource, sub, scope), (count, b))| {
+                        let k = call_text(&verb, &resource, &sub, &scope);
+                        let c = IntervalCalls {
+                            count,
+                            p99_s: quantile(0.99, &b),
+                        };
+                        (k, c)
+                    })
+                    .collect(),
+                apf: apf
+                    .into_iter()
+                    .map(|(pl, (b, rejected))| {
+                        let a = IntervalApf {
+                            waited: observations(&b),
+                            wait_p99_s: quantile(0.99, &b),
+                            rejected,
+                        };
+                        (pl, a)
+                    })
+                    .collect(),
+            };
+            from = *at;
+            out
+        })
+        .collect()
+}
