@@ -259,6 +259,16 @@ fn control_plane_runs_are_kept_per_second_compared_and_drawn() {
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     let merged = text(&run(&["report", a, b]).stdout);
     assert!(merged.contains("90 lifecycles: 90 completed"), "{merged}");
+    // One run after the other: the merge spans from the first's start to the second's end.
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    let span = f(&vb, "started_unix") + f(&vb, "elapsed_s") - f(&va, "started_unix");
+    assert!(
+        merged.contains(&format!(
+            "270 API calls in {}s",
+            report::format::trim(span, 2)
+        )),
+        "{span}: {merged}"
+    );
     let o = run(&["report", "--compare", a, b]);
     let cmp = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -361,7 +371,13 @@ fn control_plane_runs_are_kept_per_second_compared_and_drawn() {
     assert!(merged.contains("Pods: 5 admitted, 5 running"), "{merged}");
     let o = run(&["report", "--compare", &files[0], &files[1]]);
     let cmp = text(&o.stdout);
-    assert!(cmp.contains("Pods running"), "{cmp}");
+    assert!(cmp.contains("│ Pods running "), "{cmp}");
+    assert!(
+        cmp.lines()
+            .any(|l| l.split('│').map(str::trim).collect::<Vec<_>>()
+                == ["", "Pods running", "3", "2", "-33.3%", ""]),
+        "{cmp}"
+    );
     assert!(cmp.contains("pod_startup p99"), "{cmp}");
 
     let Some(browser) = testkit::browser::for_test() else {

@@ -23,6 +23,7 @@ pub mod stats;
 pub mod view;
 pub mod watch;
 pub mod watchers;
+pub mod workload;
 
 use kube::core::{ApiResource, DynamicObject, GroupVersion, GroupVersionKind};
 use kube::discovery::Scope;

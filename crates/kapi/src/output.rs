@@ -11,6 +11,7 @@ use crate::stats::{CallStats, ErrorMessage, Verb};
 use crate::view::View;
 use crate::watch::WatchStats;
 use crate::watchers::LoopStats;
+use crate::workload::run::{JobReport, PodStartup};
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use report::format::{count, ms, trim};
@@ -118,6 +119,12 @@ pub struct ApiRun {
     /// The calls of every second from the start (absent in files of earlier builds).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seconds: Vec<Second>,
+    /// `api run`: each job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobReport>,
+    /// `api run`: startup of the run's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodStartup>,
 }
 
 /// An api run file that cannot be read.
@@ -149,6 +156,8 @@ impl ApiRun {
             slo: Vec::new(),
             server: None,
             seconds: Vec::new(),
+            jobs: Vec::new(),
+            pods: None,
         }
     }
 
@@ -204,12 +213,12 @@ impl ApiRun {
     /// run's: every process scraped the same server.
     pub fn merge(runs: &[ApiRun]) -> Option<ApiRun> {
         let mut out = runs.first()?.clone();
+        out.elapsed_s = series::merged_elapsed(runs.iter().map(|r| (r.started_unix, r.elapsed_s)));
         let (start, seconds) =
             series::merge_runs(runs.iter().map(|r| (r.started_unix, &r.seconds[..])));
         out.started_unix = start;
         out.seconds = seconds;
         for r in &runs[1..] {
-            out.elapsed_s = out.elapsed_s.max(r.elapsed_s);
             out.interrupted |= r.interrupted;
             crate::stats::merge_calls(&mut out.calls, &r.calls);
             let _ = out.lateness.add(&r.lateness);
@@ -295,12 +304,18 @@ impl ApiRun {
             server: self.server.as_ref(),
             started_unix: self.started_unix,
             elapsed_s: self.elapsed_s,
-            latencies: if self.lateness.is_empty() {
-                Vec::new()
-            } else {
-                vec![("start lateness", &self.lateness)]
-            },
-            latency_seconds: Vec::new(),
+            latencies: [
+                ("start lateness", Some(&self.lateness)),
+                ("pod_startup", self.pods.as_ref().map(|p| &p.pod_startup)),
+            ]
+            .into_iter()
+            .filter_map(|(n, h)| Some((n, h?)).filter(|(_, h)| !h.is_empty()))
+            .collect(),
+            latency_seconds: self
+                .pods
+                .iter()
+                .map(|p| ("pod_startup", &p.seconds[..]))
+                .collect(),
             counts,
             text,
         }
@@ -308,10 +323,7 @@ impl ApiRun {
 
     /// All calls.
     pub fn total_calls(&self) -> u64 {
-        self.calls
-            .iter()
-            .map(|c| c.answered + c.transport_errors)
-            .sum()
+        self.calls.iter().map(CallStats::total).sum()
     }
 }
 
@@ -338,6 +350,69 @@ pub fn header(first: &str, extra: &[&str]) -> Vec<String> {
     h.extend(LAT_COLS.iter().map(|c| c.to_string()));
     h.extend(extra.iter().map(|c| c.to_string()));
     h
+}
+
+fn jobs_section(jobs: &[JobReport], s: &mut String) {
+    let mut rows = vec![vec![
+        "Job".to_string(),
+        "Does".into(),
+        "Objects".into(),
+        "Failed".into(),
+        "Calls took".into(),
+        "Waited".into(),
+        "Took".into(),
+        "Result".into(),
+    ]];
+    for j in jobs {
+        let does = if j.churn_cycles > 0 {
+            format!("{}, {} churn cycle(s)", j.kind, j.churn_cycles)
+        } else {
+            j.kind.clone()
+        };
+        rows.push(vec![
+            j.name.clone(),
+            does,
+            count(j.objects),
+            count(j.failed),
+            format!("{} s", trim(j.calls_s, 2)),
+            j.waited.clone().unwrap_or_else(|| "-".into()),
+            format!("{} s", trim(j.took_s, 2)),
+            if j.ok { "ok" } else { "FAILED" }.into(),
+        ]);
+    }
+    *s += &boxed(&rows);
+    s.push('\n');
+}
+
+fn pods_section(p: &PodStartup, s: &mut String) {
+    if p.pods == 0 {
+        *s += "No pod of the run was seen Running and Ready.\n\n";
+        return;
+    }
+    let mut rows = vec![header("Pod startup", &["Pods"])];
+    for (name, h) in [
+        ("create → scheduled", &p.create_to_schedule),
+        ("pod_startup", &p.pod_startup),
+    ] {
+        if !h.is_empty() {
+            let mut row = latency_row(name, h);
+            row.push(count(h.len()));
+            rows.push(row);
+        }
+    }
+    *s += &boxed(&rows);
+    let _ = writeln!(
+        s,
+        "{} pods seen Running and Ready. From creationTimestamp (whole seconds, as the server \
+         writes it) to when this run's informer saw them; scheduled from the PodScheduled \
+         condition's time. Pod startup SLO (p99 ≤ 5 s), approximated over the run: {}.\n",
+        count(p.pods),
+        if p.pod_startup.value_at_quantile(0.99) <= 5_000_000 {
+            "pass"
+        } else {
+            "FAIL"
+        }
+    );
 }
 
 fn watch_section(w: &WatchStats, s: &mut String) {
@@ -503,6 +578,15 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
                 i.run_id.as_deref().unwrap_or("?")
             );
         }
+        "run" => {
+            let _ = writeln!(
+                s,
+                "Workload {}: {} job(s), run {}",
+                i.resource,
+                run.jobs.len(),
+                i.run_id.as_deref().unwrap_or("?")
+            );
+        }
         _ => match &run.watchers {
             Some(w) => {
                 let _ = writeln!(
@@ -526,11 +610,14 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
         },
     }
     s.push('\n');
+    if !run.jobs.is_empty() {
+        jobs_section(&run.jobs, &mut s);
+    }
     if !run.calls.is_empty() {
         let mut rows = vec![header("Call", &["Calls", "Errors"])];
         for c in &run.calls {
             let mut row = latency_row(&format!("{} {}", c.verb.name(), c.resource), &c.latency);
-            row.push(count(c.answered + c.transport_errors));
+            row.push(count(c.total()));
             row.push(count(c.errors()));
             rows.push(row);
         }
@@ -546,6 +633,9 @@ pub fn render(run: &ApiRun, slo: bool) -> String {
             s += "Start lateness: when each operation started minus when the schedule said.";
         }
         s += "\n\n";
+    }
+    if let Some(p) = &run.pods {
+        pods_section(p, &mut s);
     }
     if let Some(w) = &run.watch {
         watch_section(w, &mut s);

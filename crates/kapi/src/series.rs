@@ -74,9 +74,40 @@ pub fn merge(into: &mut Vec<Second>, from: &[Second], offset: usize) {
     }
 }
 
-/// The furthest apart merged runs' starts are taken to be (a day): they ran together, and a
-/// damaged start must not size the series.
-const MAX_OFFSET_S: f64 = 86_400.0;
+/// The furthest apart merged runs' starts may be (a day): they ran together (callers
+/// refuse runs further apart, [`starts_apart`]); a damaged start must not size the series.
+pub const MAX_OFFSET_S: f64 = 86_400.0;
+
+/// Seconds kept per run (two hours; past them a run's seconds are not kept, its totals
+/// are): a day of thousands of hollow nodes would otherwise hold gigabytes.
+pub const MAX_SECONDS: u64 = 7_200;
+
+/// Why runs cannot be lined up by their starts (not finite, or further apart than
+/// [`MAX_OFFSET_S`]); None when they can.
+pub fn starts_apart(starts: &[f64]) -> Option<String> {
+    if starts.iter().any(|s| !s.is_finite()) {
+        return Some("a run's start is not a number".into());
+    }
+    let lo = starts.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = starts.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (hi - lo > MAX_OFFSET_S).then(|| {
+        format!(
+            "the runs started {} s apart: merge runs that ran together (at most a day apart)",
+            (hi - lo).round()
+        )
+    })
+}
+
+/// The merged runs' wall time: from the earliest start to the latest end, s.
+pub fn merged_elapsed(runs: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
+    let start = runs.clone().map(|(s, _)| s).fold(f64::INFINITY, f64::min);
+    let end = runs.map(|(s, e)| s + e).fold(f64::NEG_INFINITY, f64::max);
+    if end.is_finite() && start.is_finite() {
+        (end - start).max(0.0)
+    } else {
+        0.0
+    }
+}
 
 /// The seconds of runs that ran at the same time, each given with its start (Unix
 /// seconds), merged from the earliest start: that start, and the seconds.
@@ -122,6 +153,9 @@ impl Seconds {
     /// One event of `key` at `now`: timed (`latency_us`) or not, failed or not.
     pub fn record(&mut self, now: Instant, key: &str, latency_us: Option<u64>, failed: bool) {
         let second = now.saturating_duration_since(self.start).as_secs();
+        if second >= MAX_SECONDS {
+            return;
+        }
         // Callers stamp events under their own lock, so seconds never go back; an event
         // stamped before one already sealed counts in the open second.
         if second > self.current {
@@ -226,6 +260,35 @@ mod tests {
         let m = &into[2].0["get nodes"];
         assert_eq!((m.n, m.failed, m.histogram().len()), (200, 2, 200));
         assert!((m.quantile_ms(0.5).unwrap() - 50.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn runs_line_up_by_their_starts_whichever_comes_first() {
+        let t0 = Instant::now();
+        let mut a = Seconds::new(t0);
+        a.record(t0, "k", Some(1_000), false);
+        let (a, b) = (a.all(), a.all());
+        // b started 3 s before a, and is given first.
+        let (start, s) = merge_runs([(103.2, &b[..]), (100.1, &a[..])].into_iter());
+        assert_eq!(start, 100.1);
+        assert_eq!(s.len(), 4);
+        assert_eq!((s[0].0["k"].n, s[3].0["k"].n), (1, 1));
+        assert!(s[1].0.is_empty() && s[2].0.is_empty());
+        let e = merged_elapsed([(103.2, 3.0), (100.1, 2.0)].into_iter());
+        assert!((e - 6.1).abs() < 1e-9, "{e}");
+        assert!(starts_apart(&[100.0, 103.0]).is_none());
+        assert!(starts_apart(&[100.0, 100.0 + 2.0 * MAX_OFFSET_S]).is_some());
+        assert!(starts_apart(&[f64::NAN]).is_some());
+    }
+
+    #[test]
+    fn seconds_past_the_bound_are_not_kept() {
+        let t0 = Instant::now();
+        let mut s = Seconds::new(t0);
+        s.record(t0 + Duration::from_secs(MAX_SECONDS), "k", None, false);
+        assert!(s.all().is_empty());
+        s.record(t0 + Duration::from_secs(MAX_SECONDS - 1), "k", None, false);
+        assert_eq!(s.all().len(), MAX_SECONDS as usize);
     }
 
     #[test]

@@ -519,9 +519,18 @@ fn etcd(total: &Series) -> Vec<EtcdOps> {
         .collect()
 }
 
+/// Verbs of requests that last as long as they are open: no latency SLO judges them.
+const LONG_RUNNING_VERBS: [&str; 3] = ["WATCH", "WATCHLIST", "CONNECT"];
+
+/// Whether a call's row text ([`call_text`]) is of a long-running verb.
+pub fn long_running(call: &str) -> bool {
+    call.split_once(' ')
+        .is_some_and(|(verb, _)| LONG_RUNNING_VERBS.contains(&verb))
+}
+
 /// Whether ClusterLoader2's API-call latency SLO judges a request series.
 fn judged(s: &Sample) -> bool {
-    !matches!(s.label("verb"), "WATCH" | "WATCHLIST" | "CONNECT")
+    !LONG_RUNNING_VERBS.contains(&s.label("verb"))
         && !matches!(
             s.label("subresource"),
             "log" | "exec" | "portforward" | "attach" | "proxy"
@@ -618,7 +627,8 @@ impl Scraper {
             .and_then(Result::ok)
             .map(|v| v.git_version);
         let mut rec = Record::new(began_unix);
-        rec.scrape(&client, 0.0).await;
+        // After /version, which may have taken a while.
+        rec.scrape(&client, began.elapsed().as_secs_f64()).await;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             if rec.unavailable.is_some() {

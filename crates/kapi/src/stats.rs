@@ -170,6 +170,11 @@ impl CallStats {
         }
     }
 
+    /// Calls made: answered or not.
+    pub fn total(&self) -> u64 {
+        self.answered + self.transport_errors
+    }
+
     /// Calls that failed (error status or no answer).
     pub fn errors(&self) -> u64 {
         self.status.values().sum::<u64>() + self.transport_errors
@@ -240,28 +245,27 @@ pub struct Recorded {
 impl Recorder {
     /// Record one call.
     pub fn call(&self, verb: Verb, resource: &str, took: Duration, outcome: Outcome) {
-        {
-            let mut s = self.seconds.lock().expect("recorder lock");
-            let timed = (outcome != Outcome::Transport).then(|| us(took));
-            let failed = outcome != Outcome::Ok;
-            s.record(Instant::now(), &call_key(verb, resource), timed, failed);
-        }
+        // An answered call is timed; any but a 2xx failed.
+        let timed = (outcome != Outcome::Transport).then(|| us(took).max(1));
+        let failed = outcome != Outcome::Ok;
+        self.seconds.lock().expect("recorder lock").record(
+            Instant::now(),
+            &call_key(verb, resource),
+            timed,
+            failed,
+        );
         let mut r = self.inner.lock().expect("recorder lock");
         let c = r
             .calls
             .entry((verb, resource.to_string()))
             .or_insert_with(|| CallStats::new(verb, resource));
+        if let Some(us) = timed {
+            c.answered += 1;
+            let _ = c.latency.record(us);
+        }
         match outcome {
-            Outcome::Ok => {
-                c.answered += 1;
-                c.ok += 1;
-                let _ = c.latency.record(us(took).max(1));
-            }
-            Outcome::Status(s) => {
-                c.answered += 1;
-                *c.status.entry(s).or_default() += 1;
-                let _ = c.latency.record(us(took).max(1));
-            }
+            Outcome::Ok => c.ok += 1,
+            Outcome::Status(s) => *c.status.entry(s).or_default() += 1,
             Outcome::Transport => c.transport_errors += 1,
         }
     }
@@ -300,9 +304,9 @@ impl Recorder {
     /// Calls and failed calls so far (cheap: for a progress line).
     pub fn totals(&self) -> (u64, u64) {
         let r = self.inner.lock().expect("recorder lock");
-        r.calls.values().fold((0, 0), |(n, e), c| {
-            (n + c.answered + c.transport_errors, e + c.errors())
-        })
+        r.calls
+            .values()
+            .fold((0, 0), |(n, e), c| (n + c.total(), e + c.errors()))
     }
 
     /// A copy of what was recorded so far.

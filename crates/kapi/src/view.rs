@@ -6,7 +6,7 @@
 //! waits, failures, the run's own latencies, percentile spectra).
 
 use crate::series::{Second, Tally};
-use crate::server_metrics::{call_text, ServerSide};
+use crate::server_metrics::{self, call_text, ServerSide};
 use crate::stats::{call_key, CallStats};
 use hdrhistogram::Histogram;
 use report::compare::change;
@@ -53,7 +53,8 @@ fn busiest(seconds: &[Second]) -> Vec<String> {
     let mut n: BTreeMap<&str, u64> = BTreeMap::new();
     for s in seconds {
         for (k, t) in &s.0 {
-            *n.entry(k).or_default() += t.n;
+            let e = n.entry(k).or_default();
+            *e = e.saturating_add(t.n);
         }
     }
     let mut keys: Vec<(&str, u64)> = n.into_iter().collect();
@@ -89,51 +90,68 @@ fn whole(s: &Second) -> Tally {
     let mut out = Tally::default();
     let mut h = hist::new_histogram();
     for t in s.0.values() {
-        out.n += t.n;
-        out.failed += t.failed;
+        out.n = out.n.saturating_add(t.n);
+        out.failed = out.failed.saturating_add(t.failed);
         let _ = t.latency.add_into(&mut h);
     }
     out.latency = hist::sparse::Buckets::of(&h);
     out
 }
 
+/// The second (since `started_unix`) an interval ending at `end_unix` is drawn in: the one
+/// its end falls in; None past `len`.
+fn slot(end_unix: f64, started_unix: f64, len: usize) -> Option<usize> {
+    let at = (end_unix - started_unix).floor();
+    (at >= 0.0 && at < len as f64).then_some(at as usize)
+}
+
 /// The server's p99 per call and scrape, on the client's x axis (whole seconds since the
-/// start): one value at each scrape's end, joined. Watches are left out: they last as long
-/// as they are open, as in the SLO.
+/// start): one value at each scrape's end, joined; of two scrapes ending in one second, the
+/// one with more requests. The busiest calls; long-running verbs (watches) left out: they
+/// last as long as they are open, as in the SLO.
 fn server_p99(sv: &ServerSide, started_unix: f64, len: usize) -> Vec<Line> {
-    let long = |k: &str| {
-        ["WATCH ", "WATCHLIST ", "CONNECT "]
-            .iter()
-            .any(|v| k.starts_with(v))
-    };
-    let keys: BTreeSet<&String> = sv
-        .intervals
-        .iter()
-        .flat_map(|i| i.calls.iter())
-        .filter(|(k, c)| c.p99_s.is_some() && !long(k))
-        .map(|(k, _)| k)
-        .collect();
+    let mut n: BTreeMap<&String, u64> = BTreeMap::new();
+    for (k, c) in sv.intervals.iter().flat_map(|i| i.calls.iter()) {
+        if c.p99_s.is_some() && !server_metrics::long_running(k) {
+            let e = n.entry(k).or_default();
+            *e = e.saturating_add(c.count);
+        }
+    }
+    let mut keys: Vec<(&String, u64)> = n.into_iter().collect();
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     keys.into_iter()
         .take(MAX_LINES)
         .zip(color::CYCLE.iter().rev().cycle())
-        .map(|(k, c)| {
-            let mut v = vec![None; len];
+        .map(|((k, _), c)| {
+            let mut v: Vec<Option<(u64, f64)>> = vec![None; len];
             for i in &sv.intervals {
-                let at = (i.end_unix - started_unix).round().max(0.0) as usize;
-                if let (Some(slot), Some(p)) = (v.get_mut(at), i.calls.get(k).and_then(|c| c.p99_s))
-                {
-                    *slot = Some(p * 1000.0);
+                let (Some(at), Some(call)) = (slot(i.end_unix, started_unix, len), i.calls.get(k))
+                else {
+                    continue;
+                };
+                if let Some(p) = call.p99_s {
+                    if v[at].is_none_or(|(n, _)| call.count > n) {
+                        v[at] = Some((call.count, p * 1000.0));
+                    }
                 }
             }
+            let v = v.into_iter().map(|x| x.map(|(_, p)| p)).collect();
             Line::new(format!("server: {k}"), c, v).dashed().joined()
         })
         .collect()
 }
 
-/// The x axis long enough for the client's seconds and the server's last scrape.
+/// The x axis long enough for the client's seconds and the server's last scrape (at most an
+/// hour past the client's: a damaged file must not size the page).
 fn span(v: &View) -> usize {
     let server = v.server.and_then(|s| s.intervals.last()).map_or(0, |i| {
-        ((i.end_unix - v.started_unix).round().max(0.0) as usize + 1).min(v.seconds.len() + 3_600)
+        let end = (i.end_unix - v.started_unix).floor();
+        let most = (v.seconds.len() + 3_600) as f64;
+        if end >= 0.0 {
+            end.min(most) as usize + 1
+        } else {
+            0
+        }
     });
     v.seconds.len().max(server).max(
         v.latency_seconds
@@ -152,7 +170,10 @@ pub fn charts(v: &View) -> Vec<Chart> {
     seconds.resize(len, Second::default());
     let keys = busiest(&seconds);
     let mut charts = Vec::new();
-    if !keys.is_empty() {
+    let server = v
+        .server
+        .map_or_else(Vec::new, |sv| server_p99(sv, v.started_unix, len));
+    if !keys.is_empty() || !server.is_empty() {
         let rate = per_key(&seconds, &keys, false, |t| {
             Some(t.map_or(0.0, |t| t.n as f64))
         });
@@ -164,14 +185,12 @@ pub fn charts(v: &View) -> Vec<Chart> {
             rate,
         ));
         let mut p99 = per_key(&seconds, &keys, false, |t| t?.quantile_ms(0.99));
-        if let Some(sv) = v.server {
-            p99.extend(server_p99(sv, v.started_unix, len));
-        }
-        let title = if v.server.is_some_and(|s| !s.intervals.is_empty()) {
+        let title = if !server.is_empty() {
             "Latency p99 by call: client each second, server each scrape (dashed)"
         } else {
             "Latency p99 by call (client)"
         };
+        p99.extend(server);
         charts.push(Chart::over_time(title, "ms", true, x.clone(), p99));
         let all: Vec<Tally> = seconds.iter().map(whole).collect();
         let mut failed = vec![Line::new(
@@ -261,9 +280,9 @@ fn apf_charts(sv: &ServerSide, started_unix: f64, x: &[f64]) -> Vec<Chart> {
             .map(|(pl, c)| {
                 let mut v = vec![None; x.len()];
                 for i in &sv.intervals {
-                    let at = (i.end_unix - started_unix).round().max(0.0) as usize;
-                    if let (Some(slot), Some(a)) = (v.get_mut(at), i.apf.get(*pl)) {
-                        *slot = f(a, i.seconds);
+                    let at = slot(i.end_unix, started_unix, x.len());
+                    if let (Some(at), Some(a)) = (at, i.apf.get(*pl)) {
+                        v[at] = f(a, i.seconds);
                     }
                 }
                 Line::new(pl.to_string(), c, v).joined()
@@ -299,9 +318,9 @@ pub fn html(v: &View) -> String {
 }
 
 fn total_calls(v: &View) -> (u64, u64) {
-    v.calls.iter().fold((0, 0), |(n, e), c| {
-        (n + c.answered + c.transport_errors, e + c.errors())
-    })
+    v.calls
+        .iter()
+        .fold((0, 0), |(n, e), c| (n + c.total(), e + c.errors()))
 }
 
 /// Two runs side by side, with the change from the first to the second: totals and the
@@ -395,7 +414,7 @@ fn client_calls(a: &View, b: &View, names: [&str; 2]) -> String {
         v.calls
             .iter()
             .find(|c| call_key(c.verb, &c.resource) == k)
-            .map(|c| (c.clone(), c.answered + c.transport_errors))
+            .map(|c| (c.clone(), c.total()))
     };
     let keys: BTreeSet<String> = a
         .calls

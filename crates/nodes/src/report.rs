@@ -195,6 +195,7 @@ impl NodesRun {
     /// server's view are the first run's (the shards load one server).
     pub fn merge(runs: &[NodesRun]) -> Option<NodesRun> {
         let mut out = runs.first()?.clone();
+        out.elapsed_s = series::merged_elapsed(runs.iter().map(|r| (r.started_unix, r.elapsed_s)));
         let (start, seconds) =
             series::merge_runs(runs.iter().map(|r| (r.started_unix, &r.seconds[..])));
         let (_, startup) = series::merge_runs(
@@ -203,7 +204,6 @@ impl NodesRun {
         );
         (out.started_unix, out.seconds, out.startup_seconds) = (start, seconds, startup);
         for r in &runs[1..] {
-            out.elapsed_s = out.elapsed_s.max(r.elapsed_s);
             out.interrupted |= r.interrupted;
             out.info.nodes += r.info.nodes;
             out.info.connections += r.info.connections;
@@ -247,11 +247,7 @@ impl NodesRun {
             count(self.info.nodes as u64),
             self.info.prefix
         );
-        let calls: u64 = self
-            .calls
-            .iter()
-            .map(|c| c.answered + c.transport_errors)
-            .sum();
+        let calls: u64 = self.calls.iter().map(CallStats::total).sum();
         let failed: u64 = self.calls.iter().map(CallStats::errors).sum();
         let p = &self.pods;
         let mut facts = vec![
@@ -318,7 +314,15 @@ impl NodesRun {
             started_unix: self.started_unix,
             elapsed_s: self.elapsed_s,
             latencies,
-            latency_seconds: vec![(POD_STARTUP, &self.startup_seconds)],
+            latency_seconds: if self
+                .startup_seconds
+                .iter()
+                .any(|s| s.0.contains_key(POD_STARTUP))
+            {
+                vec![(POD_STARTUP, &self.startup_seconds[..])]
+            } else {
+                Vec::new()
+            },
             counts: vec![
                 ("Nodes", self.info.nodes as u64),
                 ("Nodes holding a lease", self.leases_held as u64),
@@ -334,7 +338,7 @@ impl NodesRun {
         self.calls
             .iter()
             .filter(|c| c.verb.name() == verb && c.resource == resource)
-            .map(|c| c.answered + c.transport_errors)
+            .map(CallStats::total)
             .sum()
     }
 }
@@ -371,7 +375,7 @@ pub fn render(run: &NodesRun) -> String {
         let mut rows = vec![header("Call", &["Calls", "Errors"])];
         for c in &run.calls {
             let mut r = latency_row(&format!("{} {}", c.verb.name(), c.resource), &c.latency);
-            r.push(count(c.answered + c.transport_errors));
+            r.push(count(c.total()));
             r.push(count(c.errors()));
             rows.push(r);
         }
@@ -499,7 +503,7 @@ pub fn metrics(run: &NodesRun) -> String {
             "scaletest_nodes_api_calls_total{{verb=\"{}\",resource=\"{}\"}} {}",
             c.verb.name(),
             c.resource,
-            c.answered + c.transport_errors
+            c.total()
         );
     }
     let _ = writeln!(

@@ -78,6 +78,18 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    if kinds[0] != Kind::Load && texts.len() > 1 && !args.compare {
+        let starts = texts
+            .iter()
+            .map(|(_, t)| {
+                let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+                v["started_unix"].as_f64().unwrap_or(f64::NAN)
+            })
+            .collect::<Vec<_>>();
+        if let Some(why) = kapi::series::starts_apart(&starts) {
+            return Err(Usage(format!("cannot merge these run files: {why}")).into());
+        }
+    }
     match kinds[0] {
         Kind::Load => {}
         Kind::Api => {

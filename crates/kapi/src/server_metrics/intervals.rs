@@ -2,7 +2,7 @@
 //! and API Priority and Fairness' queue-wait p99 and rejections by priority level, in each
 //! interval between two good scrapes (every `--scrape-interval`).
 
-use super::{add_bucket, call_key, family, observations, quantile, Buckets, CallKey, Series};
+use super::{add_bucket, family, observations, quantile, Buckets, Series};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -57,13 +57,6 @@ pub(super) fn of(began_unix: f64, first: f64, intervals: &[(f64, Series)]) -> Ve
     intervals
         .iter()
         .map(|(at, d)| {
-            let mut calls: BTreeMap<CallKey, (u64, Buckets)> = BTreeMap::new();
-            for (s, v) in family(d, "apiserver_request_total") {
-                calls.entry(call_key(&s)).or_default().0 += v.round() as u64;
-            }
-            for (s, v) in family(d, "apiserver_request_duration_seconds_bucket") {
-                add_bucket(&mut calls.entry(call_key(&s)).or_default().1, &s, v);
-            }
             let mut apf: BTreeMap<String, (Buckets, u64)> = BTreeMap::new();
             for (s, v) in family(
                 d,
@@ -79,15 +72,15 @@ pub(super) fn of(began_unix: f64, first: f64, intervals: &[(f64, Series)]) -> Ve
             let out = ServerInterval {
                 end_unix: began_unix + at,
                 seconds: at - from,
-                calls: calls
+                calls: super::calls(d)
                     .into_iter()
-                    .map(|((verb, resource, sub, scope), (count, b))| {
-                        let k = call_text(&verb, &resource, &sub, &scope);
-                        let c = IntervalCalls {
-                            count,
-                            p99_s: quantile(0.99, &b),
+                    .map(|c| {
+                        let k = call_text(&c.verb, &c.resource, &c.subresource, &c.scope);
+                        let n = IntervalCalls {
+                            count: c.count,
+                            p99_s: c.p99_s,
                         };
-                        (k, c)
+                        (k, n)
                     })
                     .collect(),
                 apf: apf
