@@ -41,7 +41,40 @@ fn bad_usage_gets_one_line_and_exit_code_2() {
     std::fs::write(&bad_template, "just: [unclosed").expect("write");
     let no_kind = dir.join("nokind.yaml");
     std::fs::write(&no_kind, "metadata: {name: x}\n").expect("write");
+    let bad_wait = dir.join("wait.yaml");
+    let workload = kapi::workload::EXAMPLES[0].2;
+    std::fs::write(&bad_wait, workload.replace("waitFor: Ready", "waitFor: Up")).expect("write");
+    let widget = dir.join("widget.yaml");
+    std::fs::write(
+        &widget,
+        "jobs:\n  - name: w\n    objects:\n      - object: {apiVersion: x.example.com/v1, kind: Widget, metadata: {name: w}}\n",
+    )
+    .expect("write");
+    let (bad_wait, widget) = (
+        bad_wait.to_str().expect("path"),
+        widget.to_str().expect("path"),
+    );
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["api", "run", "/nonexistent/w.yaml"],
+            "/nonexistent/w.yaml: No such file",
+        ),
+        (
+            vec!["api", "run", bad_wait, "--kubeconfig", kc],
+            "jobs[0].waitFor: \"Up\": one of Ready, Running, Complete",
+        ),
+        (
+            vec!["api", "run", "deployments", "--set", "nope=1"],
+            "--set nope: deployments has no such variable",
+        ),
+        (
+            vec!["api", "run", widget, "--kubeconfig", kc],
+            "jobs[0].objects[0]: \"x.example.com/v1/Widget\": the server does not serve",
+        ),
+        (
+            vec!["api", "run", "deployments", "--run-id", "Bad_ID"],
+            "--run-id",
+        ),
         (vec!["api", "churn", "--rate", "10"], "needs -d/--duration"),
         (
             vec!["api", "churn", "--rate", "10", "-d", "1s", "-w", "3"],
@@ -124,6 +157,7 @@ fn bad_usage_gets_one_line_and_exit_code_2() {
     }
     // Created nothing.
     assert_eq!(fake.count("create configmaps"), 0);
+    assert_eq!(fake.count("create namespaces"), 0);
 }
 
 #[test]
@@ -726,4 +760,101 @@ fn watch_loops_see_every_event_once_resume_and_relist_after_410() {
         (400, 400)
     );
     assert_eq!(w.failed_requests, 0);
+}
+
+/// `api run` of the built-in `deployments` workload (5 namespaces × 2 Deployments × 3
+/// replicas, each with a Service) against the fake API, with 10 hollow nodes (a `nodes`
+/// process) as the kubelets and the fake's test-only controllers as the Deployment
+/// controller and scheduler: every pod runs, its startup is measured, the calls and the
+/// server's view are reported, and `--cleanup` leaves no namespace of the run.
+#[test]
+fn api_run_deployments_on_hollow_nodes_reports_pod_startup_and_cleans_up() {
+    use kubefake::controllers::{Controllers, Fate};
+    let fake = std::sync::Arc::new(FakeApi::start());
+    let dir = tmpdir("api-run");
+    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+    let _controllers = Controllers::start(fake.clone(), "", Fate::Nodes);
+    let mut nodes = SCALETEST.spawn(&[
+        "nodes",
+        "--nodes",
+        "10",
+        "--prefix",
+        "w-",
+        "--kubeconfig",
+        &kc,
+        "-d",
+        "120s",
+    ]);
+    let ready = |n: &serde_json::Value| {
+        n["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    };
+    wait_until("10 nodes Ready", WAIT, || {
+        fake.objects("nodes").iter().filter(|n| ready(n)).count() == 10
+    });
+    let json = dir.join("run.json");
+    let out = SCALETEST.run(&[
+        "api",
+        "run",
+        "deployments",
+        "--kubeconfig",
+        &kc,
+        "--set",
+        "namespaces=5",
+        "--set",
+        "deployments=2",
+        "--set",
+        "replicas=3",
+        "--run-id",
+        "e2e",
+        "--cleanup",
+        "--scrape-interval",
+        "1s",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(interrupt(nodes.0.id()));
+    let _ = nodes.wait();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    for want in [
+        "Workload deployments: 1 job(s), run e2e",
+        "20/20 Ready",
+        "create deployments.apps",
+        "create services",
+        "create namespaces",
+        "30 pods seen Running and Ready",
+        "POST deployments.apps (resource)",
+    ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    assert!(stderr.contains("removed 5 namespace(s)"), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(v["pods"]["pods"], 30, "{}", v["pods"]);
+    assert_eq!(v["jobs"][0]["objects"], 20);
+    assert_eq!(v["jobs"][0]["ok"], true);
+    let made: u64 = v["seconds"]
+        .as_array()
+        .expect("seconds")
+        .iter()
+        .map(|s| s["create deployments.apps"]["n"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(made, 10);
+    assert_eq!(fake.count("create deployments"), 10);
+    assert_eq!(fake.count("create services"), 10);
+    let left: Vec<serde_json::Value> = fake
+        .objects("namespaces")
+        .into_iter()
+        .filter(|n| {
+            n["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("scaletest-e2e-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }

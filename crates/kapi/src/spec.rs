@@ -61,7 +61,8 @@ pub fn valid_run_id(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn random_run_id() -> String {
+/// A random run id: six lowercase letters and digits.
+pub fn random_run_id() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
     (0..6)

@@ -26,6 +26,10 @@ pub enum Fate {
     CrashLoop,
     /// No node has room.
     Unschedulable,
+    /// Left to the nodes: bound to the Ready Nodes in turn (the scheduler's part), then
+    /// Pending until their kubelet (a hollow node's) runs them. Not created while no Node is
+    /// Ready.
+    Nodes,
 }
 
 /// The log a crash-looping pod's container leaves.
@@ -68,6 +72,9 @@ fn pod_status(fate: Fate, container: &str, image: &str) -> Value {
         Fate::Unschedulable => json!({"phase": "Pending",
             "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                             "message": "0/1 nodes are available: 1 Insufficient cpu."}]}),
+        Fate::Nodes => json!({"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True",
+                            "lastTransitionTime": crate::store::now_rfc3339()}]}),
     }
 }
 
@@ -100,8 +107,34 @@ fn ready(p: &Value) -> bool {
         })
 }
 
-/// One step of every Deployment in `ns`; returns whether anything changed.
+/// The Ready Nodes' names.
+fn ready_nodes(api: &FakeApi) -> Vec<String> {
+    api.objects("nodes")
+        .iter()
+        .filter(|n| ready(n))
+        .map(|n| s(n, "/metadata/name"))
+        .collect()
+}
+
+/// One step of every Deployment in `ns` (every namespace when empty); returns whether
+/// anything changed.
 pub fn step(api: &FakeApi, ns: &str, fate: Fate) -> bool {
+    if !ns.is_empty() {
+        return step_ns(api, ns, fate);
+    }
+    let namespaces: std::collections::BTreeSet<String> = api
+        .objects("deployments")
+        .iter()
+        .map(|d| s(d, "/metadata/namespace"))
+        .collect();
+    let mut changed = false;
+    for ns in namespaces {
+        changed |= step_ns(api, &ns, fate);
+    }
+    changed
+}
+
+fn step_ns(api: &FakeApi, ns: &str, fate: Fate) -> bool {
     let mut changed = false;
     let pods = in_ns(api, "pods", ns);
     for d in in_ns(api, "deployments", ns) {
@@ -127,6 +160,13 @@ pub fn step(api: &FakeApi, ns: &str, fate: Fate) -> bool {
             let container = s(&spec, "/containers/0/name");
             let image = s(&spec, "/containers/0/image");
             spec["nodeName"] = json!("fake-node");
+            if fate == Fate::Nodes {
+                let nodes = ready_nodes(api);
+                if nodes.is_empty() {
+                    continue;
+                }
+                spec["nodeName"] = json!(nodes[api.objects("pods").len() % nodes.len()]);
+            }
             let pod = json!({"metadata": {"generateName": format!("{rs}-"), "labels": labels,
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
                                          "uid": "fake", "controller": true}]},

@@ -20,6 +20,7 @@ const EXAMPLES: &str = "Examples:
   scaletest api churn --rate 500 -d 60s --population 5000 --slo      open loop, Poisson arrivals
   scaletest api churn --workers 20 --lifecycles 10000 --updates 3    closed loop
   scaletest api churn --rate ramp:50..500 -d 5m --namespaces 10 --watch --json churn.json
+  scaletest api run deployments --set namespaces=5 --cleanup         a workload (see `api run --help`)
   scaletest api churn --resource wardle.example.com/v1alpha1/Flunder --template flunder.yaml --rate 100 -d 1m
   scaletest api churn --cleanup                                       remove what any run left behind
   scaletest api watch -A --metrics 127.0.0.1:9464                     time notifications of all ConfigMaps
@@ -41,39 +42,49 @@ enum Command {
     /// --watchers N, N loops of watch requests as load.
     #[command(after_help = EXAMPLES)]
     Watch(Box<WatchArgs>),
+    /// A workload of jobs (objects from templates across namespaces, waits for readiness,
+    /// churn, deletes, pauses), as kube-burner and ClusterLoader2 run them.
+    Run(Box<super::api_run::RunArgs>),
 }
 
-/// How to reach the cluster.
+/// Which resource `churn` and `watch` work on.
 #[derive(clap::Args)]
-struct ClusterArgs {
-    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account].
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context [default: its current context].
-    #[arg(long)]
-    context: Option<String>,
+struct ResourceArg {
     /// The resource: a core plural (configmaps), VERSION/Kind, or GROUP/VERSION/Kind
     /// [default: configmaps, or what --template names].
     #[arg(long)]
     resource: Option<String>,
+}
+
+/// How to reach the cluster.
+#[derive(clap::Args)]
+pub(crate) struct ClusterArgs {
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context [default: its current context].
+    #[arg(long)]
+    pub(crate) context: Option<String>,
     /// Per-call timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Worker threads [default: the CPUs this process may use, at most 4].
     #[arg(short = 't', long, value_parser = clap::value_parser!(u64).range(1..=64))]
-    threads: Option<u64>,
+    pub(crate) threads: Option<u64>,
     /// Write everything measured to this JSON file (histograms included).
     #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
     /// How often to scrape the API server's /metrics (also at the start and the end).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    scrape_interval: Duration,
+    pub(crate) scrape_interval: Duration,
 }
 
 #[derive(clap::Args)]
 struct ChurnArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    what: ResourceArg,
     /// Object template, YAML or JSON, of the resource's kind (name, namespace and labels are
     /// filled in) [default: a ConfigMap with --size bytes of data; for a custom resource, one
     /// with an empty spec].
@@ -145,6 +156,8 @@ struct ChurnArgs {
 struct WatchArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    what: ResourceArg,
     /// Namespace to watch [default: the kubeconfig context's].
     #[arg(long, conflicts_with = "all_namespaces")]
     namespace: Option<String>,
@@ -182,7 +195,7 @@ struct WatchArgs {
 
 impl ClusterArgs {
     /// A client for the cluster these flags name (see `kapi::connect`).
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         timeout: Option<Duration>,
         retry: bool,
@@ -210,6 +223,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let threads = match &args.command {
         Command::Churn(a) => a.cluster.threads,
         Command::Watch(a) => a.cluster.threads,
+        Command::Run(a) => a.threads(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads_or_cpus(threads).min(if threads.is_some() { 64 } else { 4 }))
@@ -219,6 +233,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         match args.command {
             Command::Churn(a) => churn_main(*a).await,
             Command::Watch(a) => watch_main(*a).await,
+            Command::Run(a) => super::api_run::main(*a).await,
         }
     })
 }
@@ -296,7 +311,7 @@ async fn churn_main(a: ChurnArgs) -> anyhow::Result<ExitCode> {
     }
     let churn = spec.build().map_err(spec_usage)?;
     let (client, default_ns) = a.cluster.connect(Some(a.cluster.timeout), false).await?;
-    let target = target(&client, a.cluster.resource.as_deref(), template.as_ref()).await?;
+    let target = target(&client, a.what.resource.as_deref(), template.as_ref()).await?;
     let watch = match a.watch {
         true => Some(a.cluster.connect(None, true).await?.0),
         false => None,
@@ -344,7 +359,7 @@ pub(crate) async fn server_side(scraper: Scraper) -> kapi::server_metrics::Serve
 /// `api churn --cleanup`: delete what runs (or --run-id's) left behind.
 async fn cleanup(a: &ChurnArgs, template: Option<&serde_json::Value>) -> anyhow::Result<ExitCode> {
     let (client, _) = a.cluster.connect(Some(a.cluster.timeout), false).await?;
-    let target = target(&client, a.cluster.resource.as_deref(), template).await?;
+    let target = target(&client, a.what.resource.as_deref(), template).await?;
     let c = churn::cleanup(&client, &target, a.run_id.as_deref()).await?;
     println!(
         "removed {} {} and {} namespace(s){}",
@@ -360,7 +375,7 @@ async fn cleanup(a: &ChurnArgs, template: Option<&serde_json::Value>) -> anyhow:
 }
 
 /// The progress line of a churn: calls per second, calls and errors so far.
-fn calls_progress(duration: Option<Duration>, rec: Arc<Recorder>) -> Ticking {
+pub(crate) fn calls_progress(duration: Option<Duration>, rec: Arc<Recorder>) -> Ticking {
     let mut last = 0;
     Ticking::start(duration, move || {
         let (calls, errors) = rec.totals();
@@ -376,7 +391,7 @@ fn calls_progress(duration: Option<Duration>, rec: Arc<Recorder>) -> Ticking {
 }
 
 /// JSON first (what was measured survives a closed stdout), then the report; the exit code.
-fn finish(run: &ApiRun, json: Option<&PathBuf>, slo: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn finish(run: &ApiRun, json: Option<&PathBuf>, slo: bool) -> anyhow::Result<ExitCode> {
     if let Some(p) = json {
         report::write_json_atomic(run, p)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
@@ -403,7 +418,7 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let mut metrics = Metrics::bind(a.metrics)?;
     let (client, default_ns) = a.cluster.connect(None, true).await?;
-    let target = target(&client, a.cluster.resource.as_deref(), None).await?;
+    let target = target(&client, a.what.resource.as_deref(), None).await?;
     let namespace = if a.all_namespaces || !target.namespaced {
         None
     } else {

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod api_run;
 pub mod balance;
 pub mod bot;
 pub mod ctl;

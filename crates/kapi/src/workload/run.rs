@@ -740,3 +740,75 @@ async fn pod_informer(client: Client, selector: String, into: Arc<Mutex<Startup>
         }
     }
 }
+
+/// What a cleanup removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Namespaces (with everything in them).
+    pub namespaces: u64,
+    /// Cluster-scoped objects.
+    pub objects: u64,
+}
+
+/// Delete what run `run_id` made: its cluster-scoped objects of `targets` and its
+/// namespaces (and so everything in them); wait up to `timeout` until the namespaces are
+/// gone (a real server empties a namespace first). Not recorded: it is not the workload.
+pub async fn cleanup(
+    client: &Client,
+    run_id: &str,
+    targets: &Targets,
+    timeout: Duration,
+) -> Result<Cleaned, Error> {
+    let lp = ListParams::default().labels(&format!("{LABEL_RUN}={run_id}"));
+    let mut out = Cleaned::default();
+    let mut done: Vec<&Target> = Vec::new();
+    for t in targets.values().filter(|t| !t.namespaced) {
+        if done.iter().any(|d| d.ar == t.ar) {
+            continue;
+        }
+        done.push(t);
+        let api = t.api(client, None);
+        let list = api
+            .list(&lp)
+            .await
+            .map_err(Error::api(format!("listing {}", t.display())))?;
+        for o in list.items {
+            let name = o.metadata.name.unwrap_or_default();
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => out.objects += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::api(format!("deleting {name}"))(e)),
+            }
+        }
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let list = api
+        .list(&lp)
+        .await
+        .map_err(Error::api("listing namespaces"))?;
+    for n in list.items {
+        let name = n.metadata.name.unwrap_or_default();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => out.namespaces += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::api(format!("deleting namespace {name}"))(e)),
+        }
+    }
+    let t = Instant::now();
+    loop {
+        let left = api
+            .list(&lp)
+            .await
+            .map_err(Error::api("listing namespaces"))?;
+        if left.items.is_empty() {
+            return Ok(out);
+        }
+        if t.elapsed() >= timeout {
+            return Err(Error::Timeout(format!(
+                "{} namespace(s) of run {run_id} still there after {timeout:?}",
+                left.items.len()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -348,6 +348,7 @@ fn job(f: FileJob, at: &str, earlier: &[Job]) -> Result<Job, String> {
             kind: JobKind::Delete { job: d, timeout },
         });
     }
+    let qps = limits(&f, at)?;
     let namespaces = match &f.namespaces {
         Some(n) => n.get(&format!("{at}.namespaces"))?,
         None => 0,
@@ -385,6 +386,35 @@ fn job(f: FileJob, at: &str, earlier: &[Job]) -> Result<Job, String> {
             "{at}: {total} objects (iterations × replicas); at most {MAX_OBJECTS} per job"
         ));
     }
+    let wait_for = match f.wait_for.as_deref() {
+        None => None,
+        Some("Ready") => Some(WaitFor::Ready),
+        Some("Running") => Some(WaitFor::Running),
+        Some("Complete") => Some(WaitFor::Complete),
+        Some(w) => {
+            return Err(format!(
+                "{at}.waitFor: {w:?}: one of Ready, Running, Complete"
+            ))
+        }
+    };
+    let churn = churn(f.churn, namespaces, at)?;
+    Ok(Job {
+        name: f.name,
+        kind: JobKind::Create {
+            namespaces,
+            iterations,
+            objects,
+            qps,
+            rate: f.rate,
+            wait_for,
+            timeout,
+            churn,
+        },
+    })
+}
+
+/// A create job's qps/burst limit (default 20/20), and its rate when it has one instead.
+fn limits(f: &FileJob, at: &str) -> Result<(f64, u32), String> {
     let qps = match (f.qps, &f.burst) {
         (Some(q), _) if !(q.is_finite() && q > 0.0) => {
             return Err(format!("{at}.qps: must be a number above 0"))
@@ -410,18 +440,12 @@ fn job(f: FileJob, at: &str, earlier: &[Job]) -> Result<Job, String> {
             ));
         }
     }
-    let wait_for = match f.wait_for.as_deref() {
-        None => None,
-        Some("Ready") => Some(WaitFor::Ready),
-        Some("Running") => Some(WaitFor::Running),
-        Some("Complete") => Some(WaitFor::Complete),
-        Some(w) => {
-            return Err(format!(
-                "{at}.waitFor: {w:?}: one of Ready, Running, Complete"
-            ))
-        }
-    };
-    let churn = match f.churn {
+    Ok(qps)
+}
+
+/// A create job's churn, checked.
+fn churn(c: Option<FileChurn>, namespaces: u64, at: &str) -> Result<Option<Churn>, String> {
+    let churn = match c {
         None => None,
         Some(c) => {
             let cat = format!("{at}.churn");
@@ -445,19 +469,7 @@ fn job(f: FileJob, at: &str, earlier: &[Job]) -> Result<Job, String> {
             })
         }
     };
-    Ok(Job {
-        name: f.name,
-        kind: JobKind::Create {
-            namespaces,
-            iterations,
-            objects,
-            qps,
-            rate: f.rate,
-            wait_for,
-            timeout,
-            churn,
-        },
-    })
+    Ok(churn)
 }
 
 /// An object template must name its kind and a name (or generateName).
