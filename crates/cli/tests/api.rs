@@ -858,3 +858,92 @@ fn api_run_deployments_on_hollow_nodes_reports_pod_startup_and_cleans_up() {
     assert!(left.is_empty(), "{left:?}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A workload's other jobs: objects on an open-loop rate with templated data, namespace
+/// churn (a third of the namespaces deleted and made again with their objects, twice), a
+/// pause, and a delete job that removes the first job's objects and namespaces.
+#[test]
+fn api_run_churns_pauses_and_deletes() {
+    let (fake, dir, kc) = fake_api("api-run-churn");
+    let w = dir.join("w.yaml");
+    std::fs::write(
+        &w,
+        "vars: {namespaces: 3, per: 4}
+jobs:
+  - name: cms
+    namespaces: {{namespaces}}
+    rate: 40
+    objects:
+      - replicas: {{per}}
+        object:
+          apiVersion: v1
+          kind: ConfigMap
+          metadata:
+            name: cm-{{replica}}
+          data:
+            at: '{{namespace}}/{{iteration}}/{{job}}/{{run}}'
+    waitFor: Ready
+    churn: {percent: 33, interval: 300ms, cycles: 2}
+  - name: rest
+    pause: 200ms
+  - name: gone
+    delete: cms
+",
+    )
+    .expect("write");
+    let json = dir.join("run.json");
+    let out = SCALETEST.run(&[
+        "api",
+        "run",
+        w.to_str().expect("path"),
+        "--kubeconfig",
+        &kc,
+        "--run-id",
+        "ch",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let jobs = v["jobs"].as_array().expect("jobs");
+    let row = |i: usize| {
+        (
+            jobs[i]["kind"].clone(),
+            jobs[i]["objects"].clone(),
+            jobs[i]["ok"].clone(),
+        )
+    };
+    // 12 at first, then one namespace's 4 again in each of two cycles.
+    assert_eq!(
+        row(0),
+        ("create".into(), 20.into(), true.into()),
+        "{stdout}"
+    );
+    assert_eq!(jobs[0]["churn_cycles"], 2);
+    assert_eq!(row(1), ("pause".into(), 0.into(), true.into()));
+    assert!(jobs[1]["took_s"].as_f64().expect("took") >= 0.2);
+    assert_eq!(
+        row(2),
+        ("delete".into(), 12.into(), true.into()),
+        "{stdout}"
+    );
+    assert_eq!(fake.count("create configmaps"), 20);
+    let per_ns: Vec<u64> = (0..3)
+        .map(|i| fake.count(&format!("create configmaps in scaletest-ch-cms-{i}")))
+        .collect();
+    assert_eq!(
+        per_ns,
+        [8, 8, 4],
+        "cycle 0 makes namespace 0 again, cycle 1 namespace 1"
+    );
+    assert_eq!(fake.count("delete namespaces"), 2 + 3);
+    assert_eq!(fake.count("delete configmaps"), 12);
+    assert!(fake.objects("configmaps").is_empty());
+    assert!(
+        stdout.contains("Start lateness"),
+        "the open loop's: {stdout}"
+    );
+    assert!(stderr.contains("left what run ch made"), "{stderr}");
+}

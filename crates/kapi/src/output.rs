@@ -208,8 +208,9 @@ impl ApiRun {
     }
 
     /// Merge runs that happened at the same time (several churn processes): calls, lateness,
-    /// lifecycles and informer counts add up, and the seconds by their Unix time from the
-    /// earliest start; the SLO is checked again on the sums. The server's view is the first
+    /// lifecycles, informer counts and pod startup add up, jobs are listed one run after the
+    /// other, and the seconds go by their Unix time from the earliest start; the SLO is
+    /// checked again on the sums. The server's view is the first
     /// run's: every process scraped the same server.
     pub fn merge(runs: &[ApiRun]) -> Option<ApiRun> {
         let mut out = runs.first()?.clone();
@@ -245,6 +246,19 @@ impl ApiRun {
                 }
                 (a, b) => a.or_else(|| b.clone()),
             };
+            out.jobs.extend(r.jobs.iter().cloned());
+            if let Some(p) = &r.pods {
+                let into = out.pods.get_or_insert_with(PodStartup::default);
+                into.pods += p.pods;
+                let _ = into.pod_startup.add(&p.pod_startup);
+                let _ = into.create_to_schedule.add(&p.create_to_schedule);
+            }
+        }
+        let pods = runs
+            .iter()
+            .filter_map(|r| r.pods.as_ref().map(|p| (r.started_unix, &p.seconds[..])));
+        if let Some(p) = &mut out.pods {
+            p.seconds = series::merge_runs(pods).1;
         }
         out.check_slo();
         Some(out)

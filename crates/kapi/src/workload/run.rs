@@ -245,6 +245,17 @@ pub async fn run(
     }
 }
 
+impl Default for PodStartup {
+    fn default() -> PodStartup {
+        PodStartup {
+            pods: 0,
+            pod_startup: new_histogram(),
+            create_to_schedule: new_histogram(),
+            seconds: Vec::new(),
+        }
+    }
+}
+
 impl JobReport {
     fn new(name: &str, kind: &str, t: Instant, ok: bool) -> JobReport {
         JobReport {
