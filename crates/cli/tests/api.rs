@@ -430,6 +430,8 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         "sep",
         "--metrics",
         "127.0.0.1:0",
+        "--scrape-interval",
+        "200ms",
         "--json",
         json.to_str().expect("path"),
     ]);
@@ -475,6 +477,21 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         )),
         "{body}"
     );
+    // With the server's own figures as of its last scrape, before the one end.
+    let posts = format!(
+        "scaletest_apiserver_requests_total{{verb=\"POST\",resource=\"configmaps\",\
+         subresource=\"\",scope=\"resource\"}} {n}"
+    );
+    wait_until(&posts, WAIT, || metrics().contains(&posts));
+    let body = metrics();
+    assert!(
+        body.contains("scaletest_apiserver_info{version=\"v1.28.7\"} 1"),
+        "{body}"
+    );
+    let apf = "scaletest_apiserver_apf_wait_p99_seconds{priority_level=\"global-default\"}";
+    assert!(body.contains(apf), "{body}");
+    assert_eq!(body.matches("# EOF").count(), 1, "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
     // Ctrl-C: the watch reports and writes its JSON.
     assert!(interrupt(watch.0.id()));
     let status = watch.0.wait().expect("wait");

@@ -17,6 +17,7 @@
 //! resources and aggregated APIs (any group kube-apiserver v1.28 does not serve itself) left
 //! out. An unreachable or forbidden `/metrics` leaves a one-line [`ServerSide::warning`].
 
+mod exposition;
 pub mod intervals;
 pub mod promql;
 pub mod text;
@@ -611,6 +612,30 @@ fn slo(first: f64, intervals: &[(f64, Series)]) -> Vec<ServerSlo> {
 pub struct Scraper {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<ServerSide>,
+    latest: Live,
+}
+
+/// The server's figures as of the last scrape, for the run's own `/metrics`.
+#[derive(Clone, Default)]
+pub struct Live(std::sync::Arc<std::sync::Mutex<Option<ServerSide>>>);
+
+impl Live {
+    /// Prometheus text of the figures so far (nothing before two good scrapes), to go in
+    /// front of a run's own `# EOF` ([`with_eof`]).
+    pub fn text(&self) -> String {
+        match &*self.0.lock().expect("lock") {
+            Some(sv) if sv.has_metrics() => exposition::text(sv),
+            _ => String::new(),
+        }
+    }
+}
+
+/// `text` (an exposition ending in `# EOF`) with `more` before its end.
+pub fn with_eof(text: &str, more: &str) -> String {
+    match text.strip_suffix("# EOF\n") {
+        Some(body) => format!("{body}{more}# EOF\n"),
+        None => format!("{text}{more}"),
+    }
 }
 
 impl Scraper {
@@ -630,6 +655,8 @@ impl Scraper {
         // After /version, which may have taken a while.
         rec.scrape(&client, began.elapsed().as_secs_f64()).await;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let latest = Live::default();
+        let live = latest.clone();
         let task = tokio::spawn(async move {
             if rec.unavailable.is_some() {
                 let _ = stopped.await;
@@ -639,6 +666,7 @@ impl Scraper {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {
                         rec.scrape(&client, began.elapsed().as_secs_f64()).await;
+                        *live.0.lock().expect("lock") = Some(rec.summary(version.clone()));
                     }
                     _ = &mut stopped => break,
                 }
@@ -646,7 +674,12 @@ impl Scraper {
             rec.scrape(&client, began.elapsed().as_secs_f64()).await;
             rec.summary(version)
         });
-        Scraper { stop, task }
+        Scraper { stop, task, latest }
+    }
+
+    /// The figures as of the last scrape, as they come.
+    pub fn live(&self) -> Live {
+        self.latest.clone()
     }
 
     /// The last scrape, and what they all add up to.

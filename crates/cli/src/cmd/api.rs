@@ -6,7 +6,7 @@ use crate::metrics::Metrics;
 use crate::progress::Ticking;
 use kapi::churn;
 use kapi::output::{self, ApiInfo, ApiRun};
-use kapi::server_metrics::Scraper;
+use kapi::server_metrics::{with_eof, Scraper};
 use kapi::spec::{ChurnSpec, SpecError as ChurnSpecError};
 use kapi::stats::Recorder;
 use kapi::{session, watch, watchers, Target};
@@ -452,8 +452,8 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let shared = watch::Shared::new();
     metrics.serve({
-        let shared = shared.clone();
-        Arc::new(move || shared.metrics.encode())
+        let (shared, live) = (shared.clone(), scraper.live());
+        Arc::new(move || with_eof(&shared.metrics.encode(), &live.text()))
     });
     let (watching, wstop) = Watching::start();
     let cfg = watch::Config {
@@ -553,8 +553,8 @@ async fn watchers_main(
         .map_err(fault)?;
     let shared = watchers::Shared::new(&cfg, protocol, opened);
     metrics.serve({
-        let shared = shared.clone();
-        Arc::new(move || shared.stats().encode_metrics())
+        let (shared, live) = (shared.clone(), scraper.live());
+        Arc::new(move || with_eof(&shared.stats().encode_metrics(), &live.text()))
     });
     let (watching, wstop) = Watching::start();
     let rec = Arc::new(Recorder::default());

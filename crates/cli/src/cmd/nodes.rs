@@ -283,8 +283,8 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
     );
     let started = Arc::new(started);
     metrics.serve({
-        let r = started.clone();
-        Arc::new(move || r.metrics())
+        let (r, live) = (started.clone(), scraper.live());
+        Arc::new(move || kapi::server_metrics::with_eof(&r.metrics(), &live.text()))
     });
     super::until_stopped(a.duration, &stop).await;
     let running = metrics.release(started).await?;
