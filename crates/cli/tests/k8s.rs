@@ -691,3 +691,320 @@ fn a_rollout_with_failed_requests_exits_1_and_one_without_exits_0() {
     assert!(out.contains("FAIL failed==0"), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// (verb, plural) pairs a ClusterRole in a rendered YAML stream grants.
+fn granted(yaml: &str) -> std::collections::BTreeSet<(String, String)> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("YAML");
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let mut out = std::collections::BTreeSet::new();
+    for r in role["rules"].as_array().expect("rules") {
+        for res in r["resources"].as_array().into_iter().flatten() {
+            for v in r["verbs"].as_array().expect("verbs") {
+                out.insert((
+                    v.as_str().unwrap().to_string(),
+                    res.as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// (verb, plural) pairs a fake served, from its request log (`create configmaps`).
+fn used(fake: &FakeApi) -> std::collections::BTreeSet<(String, String)> {
+    fake.calls()
+        .keys()
+        .filter(|k| !k.contains(" in "))
+        .filter_map(|k| k.split_once(' '))
+        .map(|(v, r)| (v.to_string(), r.to_string()))
+        .collect()
+}
+
+/// Apply a rendered stream to `fake` as `k8s` applies it (server-side apply, any kind).
+fn apply_all(fake: &FakeApi, dir: &std::path::Path, yaml: &str) -> usize {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("YAML");
+    let kc = fake.kubeconfig(dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, _) = kapi::connect(Some(&kc), None, None, false)
+            .await
+            .expect("client");
+        k8s::launch::apply(&client, &docs)
+            .await
+            .expect("applied")
+            .len()
+    })
+}
+
+/// `k8s api --render` (churn, watch loops, a workload) and `k8s nodes up --render`: the
+/// manifests the fake's server-side apply accepts, each ClusterRole granting exactly the
+/// (verb, resource) pairs the same command used when run against a fake (hollow nodes: at
+/// least those, and no more than a kubelet's with pods).
+#[test]
+fn runners_render_manifests_with_the_least_role_their_command_needs() {
+    let dir = tmpdir("k8s-runners");
+    let w = dir.join("w.yaml");
+    std::fs::write(
+        &w,
+        "jobs:\n  - name: cms\n    namespaces: 2\n    objects:\n      - replicas: 3\n        object: {apiVersion: v1, kind: ConfigMap, metadata: {name: 'c-{{replica}}'}}\n    waitFor: Ready\n  - name: gone\n    delete: cms\n",
+    )
+    .expect("write");
+    let w = w.to_str().unwrap();
+    let cases: [(&str, Vec<&str>); 4] = [
+        (
+            "churn",
+            vec![
+                "churn",
+                "-w",
+                "2",
+                "-n",
+                "6",
+                "--namespaces",
+                "2",
+                "--watch",
+            ],
+        ),
+        ("watchers", vec!["watch", "--watchers", "3", "-d", "1s"]),
+        ("run", vec!["run", w]),
+        ("run --cleanup", vec!["run", w, "--cleanup"]),
+    ];
+    for (name, args) in cases {
+        let target = FakeApi::start();
+        let kc = target.kubeconfig(&dir).to_string_lossy().into_owned();
+        let mut k = vec!["k8s", "api", "--kubeconfig", &kc, "--render", "--"];
+        k.extend(&args);
+        let (code, yaml, err) = run(&k);
+        assert_eq!(code, Some(0), "{name}: {err}");
+        // What the command does, on a fake of its own.
+        let mut local = vec!["api"];
+        local.extend(&args);
+        local.extend(["--kubeconfig", &kc]);
+        let (code, out, err) = run(&local);
+        assert_eq!(code, Some(0), "{name}: {out}{err}");
+        assert_eq!(granted(&yaml), used(&target), "{name}: {yaml}");
+        let applied = apply_all(&FakeApi::start(), &dir, &yaml);
+        assert!(applied >= 5, "{name}: {applied}");
+    }
+    // Hollow nodes with a pod bound, run and deleted: what they call is granted.
+    let target = FakeApi::start();
+    let kc = target.kubeconfig(&dir).to_string_lossy().into_owned();
+    let (code, yaml, err) = run(&[
+        "k8s",
+        "nodes",
+        "up",
+        "--nodes",
+        "4",
+        "--per-pod",
+        "2",
+        "--render",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut nodes = SCALETEST.spawn(&[
+        "nodes",
+        "--nodes",
+        "1",
+        "--prefix",
+        "n-",
+        "--kubeconfig",
+        &kc,
+    ]);
+    let until = Instant::now() + Duration::from_secs(20);
+    while target.objects("nodes").is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pod = serde_json::json!({"metadata": {"name": "p"},
+        "spec": {"nodeName": "n-0", "containers": [{"name": "c", "image": "pause"}]}});
+    target.create("pods", "default", pod).expect("pod");
+    while target.count("patch pods/status") == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = testsupport::interrupt(nodes.0.id());
+    let _ = nodes.wait();
+    let granted = granted(&yaml);
+    let by_nodes = used(&target);
+    let missing: Vec<_> = by_nodes.difference(&granted).collect();
+    assert!(missing.is_empty(), "used but not granted: {missing:?}");
+    assert!(apply_all(&FakeApi::start(), &dir, &yaml) >= 5);
+}
+
+/// The container arguments of the first pod template of `kind` objects in `fake`, with the
+/// pod's ordinal for `$(POD_ORDINAL)`; and the object.
+fn template_args(fake: &FakeApi, plural: &str) -> Option<(serde_json::Value, Vec<String>)> {
+    let o = fake.objects(plural).into_iter().next()?;
+    let args = o["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()?
+        .iter()
+        .map(|a| a.as_str().unwrap_or("").to_string())
+        .collect();
+    Some((o, args))
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < until, "waited 30 s for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The binary with `args`, its output piped, to wait for with its output.
+fn spawn_piped(args: &[&str]) -> std::process::Child {
+    SCALETEST
+        .command()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+/// `k8s nodes up --nodes 4 --per-pod 2`: a StatefulSet of 2 shard pods; the test plays the
+/// StatefulSet controller and the pods' kubelet (it runs each pod's command, as the
+/// container would, against the fake); `up` returns once the 4 Nodes are Ready, and `down`
+/// removes the runner, the Nodes and their Leases.
+#[test]
+fn k8s_nodes_up_brings_nodes_ready_from_shard_pods_and_down_removes_them() {
+    let fake = FakeApi::start();
+    let dir = tmpdir("k8s-nodes-up");
+    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+    let up = spawn_piped(&[
+        "k8s",
+        "nodes",
+        "up",
+        "--nodes",
+        "4",
+        "--per-pod",
+        "2",
+        "--kubeconfig",
+        &kc,
+        "--timeout",
+        "60s",
+        "--",
+        "--lease-interval",
+        "500ms",
+    ]);
+    let (sts, args) = wait_for("the StatefulSet", || template_args(&fake, "statefulsets"));
+    assert_eq!(sts["spec"]["replicas"], 2);
+    let shards: Vec<std::process::Child> = (0..2)
+        .map(|i| {
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| a.replace("$(POD_ORDINAL)", &i.to_string()))
+                .collect();
+            SCALETEST
+                .command()
+                .args(&args)
+                .env("KUBECONFIG", &kc)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("a shard")
+        })
+        .collect();
+    let out = up.wait_with_output().expect("up");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "4 hollow nodes Ready from 2 pod(s)\n", "{stderr}");
+    let mut names: Vec<String> = fake
+        .objects("nodes")
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["hollow-0-0", "hollow-0-1", "hollow-1-0", "hollow-1-1"]
+    );
+    for mut s in shards {
+        let _ = testsupport::interrupt(s.id());
+        let _ = s.wait();
+    }
+    let (code, stdout, err) = run(&["k8s", "nodes", "down", "--kubeconfig", &kc]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        stdout.contains("4 hollow node(s) and 4 lease(s)"),
+        "{stdout}"
+    );
+    assert!(fake.objects("nodes").is_empty());
+    assert!(
+        fake.objects("clusterroles").is_empty() && fake.objects("clusterrolebindings").is_empty()
+    );
+    assert!(!fake
+        .objects("namespaces")
+        .iter()
+        .any(|n| n["metadata"]["name"] == "scaletest-hollow"));
+}
+
+/// `k8s api --pods 2 -- churn …`: a Job of 2 pods; the test plays the Job controller and the
+/// pods (it runs each pod's command against the fake and gives the pod its output as its
+/// log); `k8s api` merges the two runs into one report.
+#[test]
+fn k8s_api_runs_a_command_in_pods_and_merges_their_runs() {
+    let fake = FakeApi::start();
+    let dir = tmpdir("k8s-api");
+    let kc = fake.kubeconfig(&dir).to_string_lossy().into_owned();
+    let json = dir.join("merged.json");
+    let k = spawn_piped(&[
+        "k8s",
+        "api",
+        "--pods",
+        "2",
+        "--kubeconfig",
+        &kc,
+        "--timeout",
+        "60s",
+        "--json",
+        json.to_str().unwrap(),
+        "--",
+        "churn",
+        "-w",
+        "2",
+        "-n",
+        "10",
+        "-u",
+        "1",
+    ]);
+    let (job, args) = wait_for("the Job", || template_args(&fake, "jobs"));
+    assert_eq!(args[args.len() - 2..], ["--json", "-"]);
+    let ns = job["metadata"]["namespace"].as_str().unwrap().to_string();
+    let labels = job["spec"]["template"]["metadata"]["labels"].clone();
+    for i in 0..2 {
+        let out = SCALETEST
+            .command()
+            .args(&args)
+            .env("KUBECONFIG", &kc)
+            .output()
+            .expect("pod");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let name = format!("scaletest-api-{i}");
+        let pod = serde_json::json!({"metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "scaletest", "image": "scaletest"}]}});
+        fake.create("pods", &ns, pod).expect("pod");
+        fake.set_log(&ns, &name, &text(&out.stdout));
+    }
+    fake.set_status(
+        "jobs",
+        &ns,
+        "scaletest-api",
+        serde_json::json!({"succeeded": 2}),
+    )
+    .expect("job status");
+    let out = k.wait_with_output().expect("k8s api");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("20 lifecycles: 20 completed"), "{stdout}");
+    assert!(stderr.contains("merged the runs of 2 pod(s)"), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["lifecycles"]["completed"], 20);
+    assert_eq!(fake.count("create configmaps"), 20);
+}

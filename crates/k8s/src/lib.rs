@@ -26,7 +26,9 @@
 
 pub mod aggregator;
 pub mod cluster;
+pub mod launch;
 pub mod manifest;
+pub mod runner;
 pub mod spec;
 pub mod wait;
 

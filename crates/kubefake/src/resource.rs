@@ -90,7 +90,33 @@ pub fn builtins() -> Vec<Resource> {
             kind: "Lease".into(),
             namespaced: true,
         },
+        // What runners as pods are made of (`k8s::runner`); stored, not acted on (a test
+        // plays their controllers).
+        group("apps", "statefulsets", "StatefulSet", true),
+        group("batch", "jobs", "Job", true),
+        group(
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "ClusterRole",
+            false,
+        ),
+        group(
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+        ),
     ]
+}
+
+fn group(group: &str, plural: &str, kind: &str, namespaced: bool) -> Resource {
+    Resource {
+        group: group.into(),
+        version: "v1".into(),
+        plural: plural.into(),
+        kind: kind.into(),
+        namespaced,
+    }
 }
 
 /// `namespaces`: what a namespaced create or apply needs to exist first.

@@ -392,12 +392,25 @@ pub(crate) fn calls_progress(duration: Option<Duration>, rec: Arc<Recorder>) -> 
 
 /// JSON first (what was measured survives a closed stdout), then the report; the exit code.
 pub(crate) fn finish(run: &ApiRun, json: Option<&PathBuf>, slo: bool) -> anyhow::Result<ExitCode> {
-    if let Some(p) = json {
-        report::write_json_atomic(run, p)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
-    }
     use std::io::Write;
-    std::io::stdout().write_all(output::render(run, slo).as_bytes())?;
+    // `--json -`: the run on stdout (a runner pod's log), the report on stderr.
+    let to_stdout = json.is_some_and(|p| p.as_os_str() == "-");
+    match json {
+        Some(_) if to_stdout => {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, run)?;
+            writeln!(out)?;
+            std::io::stderr().write_all(output::render(run, slo).as_bytes())?;
+        }
+        Some(p) => {
+            report::write_json_atomic(run, p)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+        }
+        None => {}
+    }
+    if !to_stdout {
+        std::io::stdout().write_all(output::render(run, slo).as_bytes())?;
+    }
     let ok_calls: u64 = run.calls.iter().map(|c| c.ok).sum();
     if run.total_calls() > 0 && ok_calls == 0 {
         eprintln!("scaletest: every API call failed");
@@ -597,4 +610,81 @@ async fn watchers_main(
         return Ok(ExitCode::from(1));
     }
     Ok(code)
+}
+
+/// What `k8s api` needs to know of `scaletest api ARGS` to run it in pods, read through the
+/// same flags: what it works on.
+pub(crate) enum RunnerNeeds {
+    /// `churn`: its resource (as `--resource` takes it), `--watch`, `--namespaces`.
+    Churn {
+        resource: String,
+        watch: bool,
+        namespaces: bool,
+    },
+    /// `watch`: its resource.
+    Watch { resource: String },
+    /// `run`: the workload (a built-in name or a file) and its `--set`s.
+    Run {
+        workload: String,
+        set: Vec<(String, String)>,
+        cleanup: bool,
+    },
+}
+
+/// Read `args` (after `api`) as `scaletest api` would; refuse what cannot work in a pod.
+pub(crate) fn runner_needs(args: &[String]) -> Result<RunnerNeeds, Usage> {
+    use clap::{Args as _, FromArgMatches};
+    for (flag, why) in [
+        (
+            "--kubeconfig",
+            "the pods use their ServiceAccount, or --kubeconfig-secret",
+        ),
+        (
+            "--context",
+            "the pods use their ServiceAccount, or --kubeconfig-secret",
+        ),
+        ("--json", "each pod's run comes back through its log"),
+        (
+            "--template",
+            "a template file is not in the pods; give --resource",
+        ),
+        ("--metrics", "not served from pods yet"),
+    ] {
+        if args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        {
+            return Err(Usage(format!("k8s api: {flag}: {why}")));
+        }
+    }
+    let cmd = Args::augment_args(clap::Command::new("scaletest api").no_binary_name(true));
+    let m = cmd.try_get_matches_from(args).map_err(|e| {
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        Usage(format!("k8s api -- {}: {first}", args.join(" ")))
+    })?;
+    let a = Args::from_arg_matches(&m).map_err(|e| Usage(e.to_string()))?;
+    let resource = |r: &ResourceArg| r.resource.clone().unwrap_or_else(|| "configmaps".into());
+    Ok(match a.command {
+        Command::Churn(c) => RunnerNeeds::Churn {
+            resource: resource(&c.what),
+            watch: c.watch,
+            namespaces: c.namespaces.is_some(),
+        },
+        Command::Watch(w) => RunnerNeeds::Watch {
+            resource: resource(&w.what),
+        },
+        Command::Run(r) => {
+            let (workload, set, cleanup) = r.workload_and_set();
+            RunnerNeeds::Run {
+                workload,
+                set,
+                cleanup,
+            }
+        }
+    })
 }

@@ -65,6 +65,21 @@ impl RunArgs {
     pub(crate) fn threads(&self) -> Option<u64> {
         self.cluster.threads
     }
+
+    /// The workload as given (a built-in name or a file), the `--set`s, `--cleanup`.
+    pub(crate) fn workload_and_set(&self) -> (String, Vec<(String, String)>, bool) {
+        (self.workload.clone(), self.set.clone(), self.cleanup)
+    }
+}
+
+/// The workload's name and text: a built-in one, or a file (for `k8s api`).
+pub(crate) fn read_workload(w: &str) -> Result<(String, String), Usage> {
+    workload_text(w)
+}
+
+/// Whether `w` names a built-in workload.
+pub(crate) fn is_built_in(w: &str) -> bool {
+    EXAMPLES.iter().any(|(n, _, _)| *n == w)
 }
 
 /// The workload's name and text: a built-in one, or a file.

@@ -75,6 +75,12 @@ enum Command {
     /// How many servers, bots and cores a rate needs, from measured per-core figures.
     #[command(after_help = EXAMPLES)]
     Size(SizeArgs),
+    /// `scaletest api ARGS` (churn, watch --watchers, run) in pods, as a Job with the least
+    /// ClusterRole it needs; their runs merged into one report.
+    Api(super::k8s_runner::ApiArgs),
+    /// Hollow nodes as pods: `up` (shards of a StatefulSet) and `down`.
+    #[command(subcommand)]
+    Nodes(super::k8s_runner::NodesCommand),
 }
 
 /// Which run, on which cluster.
@@ -530,6 +536,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         Command::Ui(a) => ui(a),
         Command::Status(a) => status(a),
         Command::Down(a) => down(a),
+        Command::Api(a) => super::k8s_runner::api(a),
+        Command::Nodes(c) => super::k8s_runner::nodes(c),
     }
 }
 

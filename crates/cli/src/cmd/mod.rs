@@ -9,6 +9,7 @@ pub mod bot;
 pub mod ctl;
 pub mod demo;
 pub mod k8s;
+pub mod k8s_runner;
 pub mod load;
 pub mod nodes;
 pub mod report;
