@@ -963,4 +963,64 @@ jobs:
         "the open loop's: {stdout}"
     );
     assert!(stderr.contains("left what run ch made"), "{stderr}");
+    // What a crashed run left: its namespaces go with --cleanup-only.
+    for i in 0..2 {
+        let ns = serde_json::json!({"metadata": {"name": format!("scaletest-ch-x-{i}"),
+            "labels": {"scaletest.dev/run": "ch"}}});
+        fake.create("namespaces", "", ns).expect("namespace");
+    }
+    let out = SCALETEST.run(&[
+        "api",
+        "run",
+        w.to_str().expect("path"),
+        "--kubeconfig",
+        &kc,
+        "--run-id",
+        "ch",
+        "--cleanup-only",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "removed 2 namespace(s) and 0 object(s) of run ch\n"
+    );
+    assert_eq!(fake.count("create configmaps"), 20, "no job ran");
+}
+
+/// `api run` of the built-in `deployments` workload on a real cluster with schedulable nodes
+/// (real ones, or hollow ones from `scaletest nodes`): every pod Running and Ready, timed,
+/// and `--cleanup` leaving no namespace of the run.
+#[test]
+#[ignore = "needs a real cluster with nodes: set SCALETEST_KUBECONFIG and run with --ignored"]
+fn api_run_deployments_on_a_real_cluster() {
+    let kc = real_kubeconfig();
+    let dir = tmpdir("api-run-real");
+    let json = dir.join("run.json");
+    let run_id = format!("real{}", std::process::id() % 100_000);
+    let out = SCALETEST.run(&[
+        "api",
+        "run",
+        "deployments",
+        "--kubeconfig",
+        kc.to_str().expect("path"),
+        "--set",
+        "namespaces=2",
+        "--set",
+        "deployments=1",
+        "--set",
+        "replicas=2",
+        "--run-id",
+        &run_id,
+        "--cleanup",
+        "--json",
+        json.to_str().expect("path"),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("removed 2 namespace(s)"), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(v["pods"]["pods"], 4, "{stdout}");
+    assert_eq!(v["jobs"][0]["ok"], true);
+    assert!(v["server"]["version"].as_str().is_some());
 }

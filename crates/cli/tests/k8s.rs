@@ -924,6 +924,10 @@ fn k8s_nodes_up_brings_nodes_ready_from_shard_pods_and_down_removes_them() {
         names,
         ["hollow-0-0", "hollow-0-1", "hollow-1-0", "hollow-1-1"]
     );
+    // Each node's first lease comes within a renewal period of Ready.
+    wait_for("4 leases", || {
+        (fake.objects("leases").len() == 4).then_some(())
+    });
     for mut s in shards {
         let _ = testsupport::interrupt(s.id());
         let _ = s.wait();
@@ -989,7 +993,10 @@ fn k8s_api_runs_a_command_in_pods_and_merges_their_runs() {
         let pod = serde_json::json!({"metadata": {"name": name, "labels": labels},
             "spec": {"containers": [{"name": "scaletest", "image": "scaletest"}]}});
         fake.create("pods", &ns, pod).expect("pod");
-        fake.set_log(&ns, &name, &text(&out.stdout));
+        // A container's log holds both streams: the report (stderr) around the run's line.
+        let (report, run) = (text(&out.stderr), text(&out.stdout));
+        assert_eq!(run.lines().count(), 1, "one JSON line on stdout: {run}");
+        fake.set_log(&ns, &name, &format!("{report}{run}{report}"));
     }
     fake.set_status(
         "jobs",
@@ -1007,4 +1014,57 @@ fn k8s_api_runs_a_command_in_pods_and_merges_their_runs() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["lifecycles"]["completed"], 20);
     assert_eq!(fake.count("create configmaps"), 20);
+    // The runner is gone once read.
+    assert!(fake.objects("jobs").is_empty() && fake.objects("clusterroles").is_empty());
+}
+
+/// The runners on a real cluster whose nodes can pull `SCALETEST_IMAGE` (default
+/// scaletest:VERSION): `k8s api` in 2 pods, merged; `k8s nodes up` of 4 hollow nodes in 2
+/// shards, Ready, then `down`.
+#[test]
+#[ignore = "needs a real cluster that can run the image: set SCALETEST_KUBECONFIG (and SCALETEST_IMAGE) and run with --ignored"]
+fn runners_as_pods_on_a_real_cluster() {
+    let kc = std::env::var("SCALETEST_KUBECONFIG")
+        .expect("SCALETEST_KUBECONFIG must name a real cluster's kubeconfig for this test");
+    let image =
+        std::env::var("SCALETEST_IMAGE").unwrap_or_else(|_| k8s::spec::DEFAULT_IMAGE.to_string());
+    let (code, out, err) = run(&[
+        "k8s",
+        "api",
+        "--kubeconfig",
+        &kc,
+        "--image",
+        &image,
+        "--pods",
+        "2",
+        "--timeout",
+        "300s",
+        "--",
+        "churn",
+        "-w",
+        "2",
+        "-n",
+        "10",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("20 lifecycles: 20 completed"), "{out}");
+    let (code, out, err) = run(&[
+        "k8s",
+        "nodes",
+        "up",
+        "--kubeconfig",
+        &kc,
+        "--image",
+        &image,
+        "--nodes",
+        "4",
+        "--per-pod",
+        "2",
+        "--timeout",
+        "300s",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, "4 hollow nodes Ready from 2 pod(s)\n");
+    let (code, out, err) = run(&["k8s", "nodes", "down", "--kubeconfig", &kc]);
+    assert_eq!(code, Some(0), "{out}{err}");
 }

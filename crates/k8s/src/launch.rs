@@ -30,11 +30,7 @@ pub async fn apply(client: &Client, objects: &[serde_json::Value]) -> Result<Vec
     for o in objects {
         let gvk =
             kapi::template_gvk(o).ok_or_else(|| Error::Usage("an object without kind".into()))?;
-        let spec = if gvk.group.is_empty() {
-            format!("{}/{}", gvk.version, gvk.kind)
-        } else {
-            format!("{}/{}/{}", gvk.group, gvk.version, gvk.kind)
-        };
+        let spec = kapi::gvk_spec(&gvk);
         let target = kapi::resolve(client, &spec)
             .await
             .map_err(kapi_error(&spec))?;
@@ -68,7 +64,7 @@ pub async fn apply(client: &Client, objects: &[serde_json::Value]) -> Result<Vec
     Ok(out)
 }
 
-/// Hollow Nodes whose names start with `prefix`: (Ready, all).
+/// Hollow Nodes of the shards named `prefix` ([`crate::runner::shard_node`]): (Ready, all).
 pub async fn nodes_ready(client: &Client, prefix: &str) -> Result<(usize, usize), Error> {
     let api: Api<Node> = Api::all(client.clone());
     let list = api
@@ -82,7 +78,7 @@ pub async fn nodes_ready(client: &Client, prefix: &str) -> Result<(usize, usize)
             n.metadata
                 .name
                 .as_deref()
-                .is_some_and(|n| n.starts_with(prefix))
+                .is_some_and(|n| crate::runner::shard_node(prefix, n))
         })
         .collect();
     let ready = mine
@@ -97,8 +93,8 @@ pub async fn nodes_ready(client: &Client, prefix: &str) -> Result<(usize, usize)
     Ok((ready, mine.len()))
 }
 
-/// Wait until `want` hollow Nodes named `prefix…` are Ready; `say` gets a line when the count
-/// changes.
+/// Wait until `want` hollow Nodes of the shards named `prefix` are Ready; `say` gets a line
+/// when the count changes.
 pub async fn wait_nodes(
     client: &Client,
     prefix: &str,
@@ -179,9 +175,20 @@ pub async fn results(
     Ok(out)
 }
 
+/// Whether runner Job `name` exists in `ns` (a kept or failed earlier run).
+pub async fn job_exists(client: &Client, ns: &str, name: &str) -> Result<bool, Error> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .get_opt(name)
+        .await
+        .map_err(Error::api(format!("get job {ns}/{name}")))?
+        .is_some())
+}
+
 /// Delete a runner: its namespace (its pods, Job or StatefulSet, ServiceAccount) and its
-/// ClusterRole and binding `role`.
-pub async fn remove(client: &Client, ns: &str, role: &str) -> Result<(), Error> {
+/// ClusterRole and binding `role`; wait up to `timeout` until the namespace is gone (a real
+/// server keeps it Terminating while it empties it).
+pub async fn remove(client: &Client, ns: &str, role: &str, timeout: Duration) -> Result<(), Error> {
     let gone = |r: Result<(), kube::Error>, what: String| match r {
         Ok(()) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -201,5 +208,20 @@ pub async fn remove(client: &Client, ns: &str, role: &str) -> Result<(), Error> 
     gone(
         n.delete(ns, &DeleteParams::default()).await.map(|_| ()),
         format!("delete namespace {ns}"),
-    )
+    )?;
+    let t = Instant::now();
+    while n
+        .get_opt(ns)
+        .await
+        .map_err(Error::api(format!("get namespace {ns}")))?
+        .is_some()
+    {
+        if t.elapsed() >= timeout {
+            return Err(Error::NotReady(format!(
+                "namespace {ns} still there after {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
 }

@@ -181,6 +181,17 @@ pub struct Runner {
     pub kubeconfig_secret: Option<String>,
 }
 
+/// Whether `name` is a Node of the shards named `prefix`: `PREFIX-ORDINAL-I`, both numbers.
+pub fn shard_node(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(o, i)| {
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            digits(o) && digits(i)
+        })
+}
+
 /// Pods a hollow-node run takes.
 pub fn shards(nodes: u64, per_pod: u64) -> u64 {
     nodes.div_ceil(per_pod.max(1))
@@ -561,5 +572,15 @@ mod tests {
         assert_eq!(c["resources"]["requests"]["cpu"], "100m");
         assert_eq!(shard_resources(5_000), (274, 540));
         assert_eq!(shards(5_001, 500), 11);
+        assert!(shard_node("hollow", "hollow-3-17"));
+        for other in [
+            "hollow-node-3",
+            "hollow-big-1-2",
+            "hollow-3-",
+            "hollowx-1-2",
+            "hollow-1-2-3",
+        ] {
+            assert!(!shard_node("hollow", other), "{other}");
+        }
     }
 }

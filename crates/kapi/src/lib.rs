@@ -216,6 +216,15 @@ pub fn template_gvk(template: &serde_json::Value) -> Option<GroupVersionKind> {
     Some(GroupVersionKind::gvk(group, version, kind))
 }
 
+/// A GVK as [`resolve`] takes it: `v1/Kind` (core) or `GROUP/VERSION/Kind`.
+pub fn gvk_spec(g: &GroupVersionKind) -> String {
+    if g.group.is_empty() {
+        format!("{}/{}", g.version, g.kind)
+    } else {
+        format!("{}/{}/{}", g.group, g.version, g.kind)
+    }
+}
+
 /// Wall-clock time now, ns since the Unix epoch (the value of [`ANN_SENT`]).
 pub fn wall_ns() -> u128 {
     SystemTime::now()

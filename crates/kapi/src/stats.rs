@@ -349,7 +349,7 @@ impl Limiter {
         if s.0 >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-s.0 / self.qps)
+            Duration::try_from_secs_f64(-s.0 / self.qps).unwrap_or(Duration::MAX)
         }
     }
 

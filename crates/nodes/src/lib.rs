@@ -370,6 +370,14 @@ pub struct Cleaned {
 /// Delete every hollow node (label `scaletest.dev/hollow`, and the prefix when given) and its
 /// lease (only a lease held by that node); nothing else.
 pub async fn cleanup(client: &kube::Client, prefix: Option<&str>) -> Result<Cleaned, Error> {
+    cleanup_where(client, |name| prefix.is_none_or(|p| name.starts_with(p))).await
+}
+
+/// [`cleanup`] of the hollow nodes whose names `mine` accepts.
+pub async fn cleanup_where(
+    client: &kube::Client,
+    mine: impl Fn(&str) -> bool,
+) -> Result<Cleaned, Error> {
     let api_err = |what: &str| {
         let what = what.to_string();
         move |e: kube::Error| Error::from_call(&what, CallError(e))
@@ -385,7 +393,7 @@ pub async fn cleanup(client: &kube::Client, prefix: Option<&str>) -> Result<Clea
         let Some(name) = n.metadata.name else {
             continue;
         };
-        if prefix.is_some_and(|p| !name.starts_with(p)) {
+        if !mine(&name) {
             continue;
         }
         match nodes.delete(&name, &DeleteParams::default()).await {

@@ -243,13 +243,9 @@ async fn target(
     spec: Option<&str>,
     template: Option<&serde_json::Value>,
 ) -> anyhow::Result<Target> {
-    let from_template = template.and_then(kapi::template_gvk).map(|g| {
-        if g.group.is_empty() {
-            format!("{}/{}", g.version, g.kind)
-        } else {
-            format!("{}/{}/{}", g.group, g.version, g.kind)
-        }
-    });
+    let from_template = template
+        .and_then(kapi::template_gvk)
+        .map(|g| kapi::gvk_spec(&g));
     let spec = spec
         .map(str::to_string)
         .or(from_template)
@@ -620,9 +616,13 @@ pub(crate) enum RunnerNeeds {
         resource: String,
         watch: bool,
         namespaces: bool,
+        duration: Option<Duration>,
     },
-    /// `watch`: its resource.
-    Watch { resource: String },
+    /// `watch`: its resource and `-d`.
+    Watch {
+        resource: String,
+        duration: Option<Duration>,
+    },
     /// `run`: the workload (a built-in name or a file) and its `--set`s.
     Run {
         workload: String,
@@ -674,9 +674,11 @@ pub(crate) fn runner_needs(args: &[String]) -> Result<RunnerNeeds, Usage> {
             resource: resource(&c.what),
             watch: c.watch,
             namespaces: c.namespaces.is_some(),
+            duration: c.duration,
         },
         Command::Watch(w) => RunnerNeeds::Watch {
             resource: resource(&w.what),
+            duration: w.duration,
         },
         Command::Run(r) => {
             let (workload, set, cleanup) = r.workload_and_set();

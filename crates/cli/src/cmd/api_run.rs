@@ -24,6 +24,7 @@ Examples:
   scaletest api run deployments --set namespaces=5 --set replicas=3 --cleanup
   scaletest api run density --set nodes=100 --slo --json density.json
   scaletest api run my-workload.yaml --run-id nightly --json run.json
+  scaletest api run my-workload.yaml --run-id nightly --cleanup-only   what it left behind
   scaletest api run --print deployments > my-workload.yaml      start from an example";
 
 /// Arguments of `scaletest api run`.
@@ -45,6 +46,10 @@ pub(crate) struct RunArgs {
     /// everything in them) and its cluster-scoped objects, and wait until they are gone.
     #[arg(long)]
     cleanup: bool,
+    /// Run no job: only remove what run --run-id made (after a crash, or a run without
+    /// --cleanup): its namespaces and its cluster-scoped objects of the workload's kinds.
+    #[arg(long, requires = "run_id", conflicts_with = "cleanup")]
+    cleanup_only: bool,
     /// Check p99 latencies against the Kubernetes API-call SLOs (as `api churn --slo`);
     /// exit 1 if one fails.
     #[arg(long)]
@@ -123,6 +128,21 @@ pub(crate) async fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (client, default_ns) = a.cluster.connect(Some(a.cluster.timeout), false).await?;
     let targets = run::resolve_all(&client, &workload).await.map_err(fault)?;
+    if a.cleanup_only {
+        let c = run::cleanup(
+            &client,
+            &run_id,
+            &targets,
+            a.cluster.timeout.max(Duration::from_secs(120)),
+        )
+        .await
+        .map_err(fault)?;
+        println!(
+            "removed {} namespace(s) and {} object(s) of run {run_id}",
+            c.namespaces, c.objects
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let scraper = Scraper::start(client.clone(), a.cluster.scrape_interval).await;
     let stop = stop_on_ctrl_c();
     let started_unix = st_http::stamp::now_unix();
@@ -157,11 +177,12 @@ pub(crate) async fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     if a.cleanup {
         match run::cleanup(&client, &run_id, &targets, Duration::from_secs(120)).await {
             Ok(c) => eprintln!(
-                "scaletest: removed {} namespace(s) and {} cluster-scoped object(s) of run {run_id}",
+                "scaletest: removed {} namespace(s) and {} object(s) of run {run_id}",
                 c.namespaces, c.objects
             ),
             Err(e) => eprintln!(
-                "scaletest: cleanup of run {run_id}: {e} (run `scaletest api churn --cleanup --run-id {run_id}`)"
+                "scaletest: cleanup of run {run_id}: {e} (again: `scaletest api run {} --cleanup-only --run-id {run_id}`)",
+                a.workload
             ),
         }
     }
@@ -179,8 +200,9 @@ pub(crate) async fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !a.cleanup && !r.jobs.is_empty() {
         eprintln!(
-            "scaletest: left what run {run_id} made (--cleanup removes it; its namespaces and \
-             all in them also go with `scaletest api churn --cleanup --run-id {run_id}`)"
+            "scaletest: left what run {run_id} made; remove it with `scaletest api run {} \
+             --cleanup-only --run-id {run_id}`",
+            a.workload
         );
     }
     Ok(code)

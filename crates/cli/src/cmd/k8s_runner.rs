@@ -37,12 +37,17 @@ pub(crate) struct Place {
     /// [default: the cluster the pods run in, through their ServiceAccount].
     #[arg(long, value_name = "SECRET")]
     kubeconfig_secret: Option<String>,
-    /// Longest wait (for the Job's pods, or for the Nodes Ready).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Longest wait: for the Job's pods [default: the command's -d and 10 minutes, or 30
+    /// minutes], or for the Nodes Ready [default: 10 minutes].
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Print the manifests (YAML) and exit.
     #[arg(long)]
     render: bool,
+    /// With --kubeconfig-secret: the same kubeconfig here, to wait for the Nodes in that
+    /// cluster (`nodes up`) and remove them (`nodes down`) [default: neither is done there].
+    #[arg(long, value_name = "FILE", requires = "kubeconfig_secret")]
+    target_kubeconfig: Option<PathBuf>,
 }
 
 /// `k8s api`.
@@ -61,6 +66,10 @@ pub(crate) struct ApiArgs {
     /// Also write the merged run as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Keep the runner (namespace, Job and its pods, ClusterRole) after reading its results
+    /// [default: removed].
+    #[arg(long)]
+    keep: bool,
     /// What to run: `scaletest api`'s arguments (churn …, watch --watchers …, run …).
     #[arg(last = true, required = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -140,17 +149,34 @@ impl Place {
     }
 
     fn connect(&self, rt: &tokio::runtime::Runtime) -> anyhow::Result<kube::Client> {
-        let per_call = self.timeout.min(Duration::from_secs(30));
-        let (client, _) = rt
-            .block_on(kapi::connect(
-                self.kubeconfig.as_deref(),
-                self.context.as_deref(),
-                Some(per_call),
-                false,
-            ))
-            .map_err(fault)?;
-        Ok(client)
+        connect_to(rt, self.kubeconfig.as_deref(), self.context.as_deref())
     }
+
+    /// The cluster the hollow nodes register in: the pods' own, or --target-kubeconfig's
+    /// (None: with --kubeconfig-secret and no --target-kubeconfig, not reachable from here).
+    fn nodes_cluster(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        own: &kube::Client,
+    ) -> anyhow::Result<Option<kube::Client>> {
+        match (&self.kubeconfig_secret, &self.target_kubeconfig) {
+            (None, _) => Ok(Some(own.clone())),
+            (Some(_), Some(kc)) => connect_to(rt, Some(kc), None).map(Some),
+            (Some(_), None) => Ok(None),
+        }
+    }
+}
+
+fn connect_to(
+    rt: &tokio::runtime::Runtime,
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let per_call = Some(Duration::from_secs(30));
+    let (client, _) = rt
+        .block_on(kapi::connect(kubeconfig, context, per_call, false))
+        .map_err(fault)?;
+    Ok(client)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -166,101 +192,167 @@ fn print(text: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn applied(list: Vec<k8s::cluster::Applied>) {
+    for x in list {
+        let change = format!("{:?}", x.change).to_lowercase();
+        eprintln!("scaletest: {} {change}", x.object);
+    }
+}
+
 /// (group, plural) of a resource as `--resource` takes it, through discovery.
 async fn group_plural(client: &kube::Client, spec: &str) -> anyhow::Result<(String, String)> {
     let t = kapi::resolve(client, spec).await.map_err(fault)?;
     Ok((t.ar.group.clone(), t.ar.plural.clone()))
 }
 
+/// The last line of a pod's log holding a run: its report and warnings go to stderr, which
+/// a container's log interleaves with the JSON line on stdout.
+fn run_in_log(pod: &str, log: &str) -> Result<ApiRun, String> {
+    let mut last = format!("pod {pod}: no run in its log");
+    for line in log
+        .lines()
+        .rev()
+        .filter(|l| l.trim_start().starts_with('{'))
+    {
+        match ApiRun::from_json(pod, line.trim()) {
+            Ok(r) => return Ok(r),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// The verbs `needs` uses, through discovery, and the workload file to mount (not for a
+/// built-in workload).
+async fn rules_for(
+    client: &kube::Client,
+    needs: &RunnerNeeds,
+) -> anyhow::Result<(Rules, Option<(String, String)>)> {
+    Ok(match needs {
+        RunnerNeeds::Churn {
+            resource,
+            watch,
+            namespaces,
+            ..
+        } => {
+            let (g, p) = group_plural(client, resource).await?;
+            (Rules::churn(&g, &p, *watch, *namespaces), None)
+        }
+        RunnerNeeds::Watch { resource, .. } => {
+            let (g, p) = group_plural(client, resource).await?;
+            (Rules::watch(&g, &p), None)
+        }
+        RunnerNeeds::Run {
+            workload,
+            set,
+            cleanup,
+        } => {
+            let (name, text) = super::api_run::read_workload(workload)?;
+            let w = kapi::workload::spec::parse(&name, &text, set).map_err(Usage)?;
+            let targets = kapi::workload::run::resolve_all(client, &w)
+                .await
+                .map_err(fault)?;
+            let kinds: Vec<(String, String)> = targets
+                .values()
+                .map(|t| (t.ar.group.clone(), t.ar.plural.clone()))
+                .collect();
+            let file = (!super::api_run::is_built_in(workload)).then(|| {
+                let base = std::path::Path::new(workload)
+                    .file_name()
+                    .map_or("workload.yaml".into(), |f| f.to_string_lossy().into_owned());
+                (base, text)
+            });
+            (Rules::run(&kinds, *cleanup), file)
+        }
+    })
+}
+
 /// `k8s api -- ARGS`.
 pub(crate) fn api(a: ApiArgs) -> anyhow::Result<ExitCode> {
     let needs = runner_needs(&a.args)?;
+    let run_id_given = a
+        .args
+        .iter()
+        .any(|x| x == "--run-id" || x.starts_with("--run-id="));
+    if a.pods > 1 && run_id_given {
+        return Err(Usage(
+            "k8s api: --run-id with --pods > 1: the pods would make the same objects".into(),
+        )
+        .into());
+    }
+    let bound = match &needs {
+        RunnerNeeds::Churn { duration, .. } | RunnerNeeds::Watch { duration, .. } => *duration,
+        RunnerNeeds::Run { .. } => None,
+    };
+    let timeout = a.place.timeout.unwrap_or(match bound {
+        Some(d) => d + Duration::from_secs(600),
+        None => Duration::from_secs(1_800),
+    });
     let place = a.place.run("api")?;
     let rt = runtime()?;
     let client = a.place.connect(&rt)?;
+    let (rules, workload) = rt.block_on(rules_for(&client, &needs))?;
     let mut args = a.args.clone();
-    let (rules, workload) = rt.block_on(async {
-        anyhow::Ok(match &needs {
-            RunnerNeeds::Churn {
-                resource,
-                watch,
-                namespaces,
-            } => {
-                let (g, p) = group_plural(&client, resource).await?;
-                (Rules::churn(&g, &p, *watch, *namespaces), None)
-            }
-            RunnerNeeds::Watch { resource } => {
-                let (g, p) = group_plural(&client, resource).await?;
-                (Rules::watch(&g, &p), None)
-            }
-            RunnerNeeds::Run {
-                workload,
-                set,
-                cleanup,
-            } => {
-                let (name, text) = super::api_run::read_workload(workload)?;
-                let w = kapi::workload::spec::parse(&name, &text, set).map_err(Usage)?;
-                let targets = kapi::workload::run::resolve_all(&client, &w)
-                    .await
-                    .map_err(fault)?;
-                let kinds: Vec<(String, String)> = targets
-                    .values()
-                    .map(|t| (t.ar.group.clone(), t.ar.plural.clone()))
-                    .collect();
-                let file = (!super::api_run::is_built_in(workload)).then(|| {
-                    let base = std::path::Path::new(workload)
-                        .file_name()
-                        .map_or("workload.yaml".into(), |f| f.to_string_lossy().into_owned());
-                    (base, text)
-                });
-                (Rules::run(&kinds, *cleanup), file)
-            }
-        })
-    })?;
-    if let (Some((base, _)), Some(at)) = (&workload, args.iter().position(|x| x == "run")) {
+    if let (
+        Some((base, _)),
+        RunnerNeeds::Run {
+            workload: given, ..
+        },
+    ) = (&workload, &needs)
+    {
         // The file's path as the pods see it.
-        if let Some(w) = args.get_mut(at + 1) {
+        if let Some(w) = args.iter_mut().find(|x| *x == given) {
             *w = format!("{}/{base}", runner::WORKLOAD_DIR);
         }
     }
-    let role_ns = place.clone();
-    let r = a.place.runner(
-        place,
-        What::Api {
-            args,
-            pods: a.pods,
-            workload,
-        },
-        rules,
-    );
+    let (ns, selector) = (place.1.clone(), format!("{}={}", kapi::LABEL_RUN, place.0));
+    let what = What::Api {
+        args,
+        pods: a.pods,
+        workload,
+    };
+    let r = a.place.runner(place, what, rules);
     let objects = r.objects();
     if a.place.render {
         return print(&runner::render(&objects));
     }
-    let (ns, selector) = (
-        role_ns.1.clone(),
-        format!("{}={}", kapi::LABEL_RUN, role_ns.0),
-    );
+    let role = r.role_name();
+    let exists = rt.block_on(k8s::launch::job_exists(&client, &ns, "scaletest-api"));
+    if exists.map_err(fault)? {
+        return Err(Usage(format!(
+            "k8s api: a runner is in namespace {ns} already (kept, or left by a failed run): \
+             `kubectl delete namespace {ns}`, or give another --run"
+        ))
+        .into());
+    }
     let logs = rt.block_on(async {
-        for x in k8s::launch::apply(&client, &objects).await? {
-            eprintln!(
-                "scaletest: {} {}",
-                x.object,
-                format!("{:?}", x.change).to_lowercase()
-            );
+        let done = async {
+            applied(k8s::launch::apply(&client, &objects).await?);
+            let (ok, failed) =
+                k8s::launch::wait_job(&client, &ns, "scaletest-api", timeout).await?;
+            eprintln!("scaletest: {ok} pod(s) finished, {failed} failed");
+            k8s::launch::results(&client, &ns, &selector).await
         }
-        let (ok, failed) =
-            k8s::launch::wait_job(&client, &ns, "scaletest-api", a.place.timeout).await?;
-        eprintln!("scaletest: {ok} pod(s) finished, {failed} failed");
-        k8s::launch::results(&client, &ns, &selector).await
+        .await;
+        // Removed whatever happened, so that the next run starts clean.
+        if !a.keep {
+            let gone = k8s::launch::remove(&client, &ns, &role, Duration::from_secs(300)).await;
+            match gone {
+                Ok(()) => {
+                    eprintln!("scaletest: removed the runner (namespace {ns}; --keep keeps it)")
+                }
+                Err(e) => eprintln!("scaletest: the runner in {ns} is left: {e}"),
+            }
+        }
+        done
     });
     let logs = logs.map_err(fault)?;
     let runs: Vec<ApiRun> = logs
         .iter()
-        .filter_map(|(pod, log)| match ApiRun::from_json(pod, log.trim()) {
+        .filter_map(|(pod, log)| match run_in_log(pod, log) {
             Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("scaletest: pod {pod}: no run in its log ({e})");
+                eprintln!("scaletest: {e}");
                 None
             }
         })
@@ -275,13 +367,11 @@ pub(crate) fn api(a: ApiArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
     }
     print(&kapi::output::render(&merged, !merged.slo.is_empty()))?;
-    Ok(
-        if runs.len() == logs.len() && runs.len() == a.pods as usize {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
-    )
+    Ok(if runs.len() == a.pods as usize {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `k8s nodes up|down`.
@@ -297,17 +387,13 @@ fn nodes_up(a: NodesUpArgs) -> anyhow::Result<ExitCode> {
         return Err(Usage(format!("--prefix {:?}: a DNS label", a.prefix)).into());
     }
     let place = a.place.run("hollow")?;
-    let r = a.place.runner(
-        place,
-        What::Nodes {
-            nodes: a.nodes,
-            per_pod: a.per_pod,
-            prefix: a.prefix.clone(),
-            args: a.args.clone(),
-        },
-        Rules::nodes(),
-    );
-    let objects = r.objects();
+    let what = What::Nodes {
+        nodes: a.nodes,
+        per_pod: a.per_pod,
+        prefix: a.prefix.clone(),
+        args: a.args.clone(),
+    };
+    let objects = a.place.runner(place, what, Rules::nodes()).objects();
     if a.place.render {
         return print(&runner::render(&objects));
     }
@@ -321,52 +407,71 @@ fn nodes_up(a: NodesUpArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = runtime()?;
     let client = a.place.connect(&rt)?;
-    let prefix = format!("{}-", a.prefix);
+    let nodes_at = a.place.nodes_cluster(&rt, &client)?;
+    let timeout = a.place.timeout.unwrap_or(Duration::from_secs(600));
     rt.block_on(async {
-        for x in k8s::launch::apply(&client, &objects).await? {
-            eprintln!(
-                "scaletest: {} {}",
-                x.object,
-                format!("{:?}", x.change).to_lowercase()
-            );
+        applied(k8s::launch::apply(&client, &objects).await?);
+        if let Some(c) = &nodes_at {
+            let mut say = |l: String| eprintln!("scaletest: {l}");
+            k8s::launch::wait_nodes(c, &a.prefix, want, timeout, &mut say).await?;
         }
-        let mut say = |l: String| eprintln!("scaletest: {l}");
-        k8s::launch::wait_nodes(&client, &prefix, want, a.place.timeout, &mut say).await
+        Ok::<_, k8s::Error>(())
     })
     .map_err(fault)?;
-    println!("{want} hollow nodes Ready from {pods} pod(s)");
+    match nodes_at {
+        Some(_) => println!("{want} hollow nodes Ready from {pods} pod(s)"),
+        None => println!(
+            "{pods} pod(s) of {want} hollow nodes applied; they register in the cluster of \
+             Secret {} (not waited for: give --target-kubeconfig)",
+            a.place.kubeconfig_secret.as_deref().unwrap_or("")
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn nodes_down(a: NodesDownArgs) -> anyhow::Result<ExitCode> {
     let place = a.place.run("hollow")?;
-    let r = a.place.runner(
-        place.clone(),
-        What::Nodes {
-            nodes: 1,
-            per_pod: 1,
-            prefix: a.prefix.clone(),
-            args: Vec::new(),
-        },
-        Rules::nodes(),
-    );
+    let what = What::Nodes {
+        nodes: 1,
+        per_pod: 1,
+        prefix: a.prefix.clone(),
+        args: Vec::new(),
+    };
+    let role = a
+        .place
+        .runner(place.clone(), what, Rules::nodes())
+        .role_name();
     let rt = runtime()?;
     let client = a.place.connect(&rt)?;
-    let prefix = format!("{}-", a.prefix);
+    let nodes_at = a.place.nodes_cluster(&rt, &client)?;
+    let timeout = a.place.timeout.unwrap_or(Duration::from_secs(600));
+    let prefix = a.prefix.clone();
     let c = rt
         .block_on(async {
-            k8s::launch::remove(&client, &place.1, &r.role_name()).await?;
-            nodes::cleanup(&client, Some(&prefix))
+            k8s::launch::remove(&client, &place.1, &role, timeout).await?;
+            let Some(c) = &nodes_at else {
+                return Ok(None);
+            };
+            nodes::cleanup_where(c, |n| runner::shard_node(&prefix, n))
                 .await
+                .map(Some)
                 .map_err(|e| k8s::Error::Api {
                     what: "removing the hollow nodes".into(),
                     cause: e.to_string(),
                 })
         })
         .map_err(fault)?;
-    println!(
-        "removed the runner (namespace {}), {} hollow node(s) and {} lease(s)",
-        place.1, c.nodes, c.leases
-    );
+    match c {
+        Some(c) => println!(
+            "removed the runner (namespace {}), {} hollow node(s) and {} lease(s)",
+            place.1, c.nodes, c.leases
+        ),
+        None => println!(
+            "removed the runner (namespace {}); its Nodes are in the cluster of Secret {}: \
+             give --target-kubeconfig to remove them",
+            place.1,
+            a.place.kubeconfig_secret.as_deref().unwrap_or("")
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,6 +76,12 @@ pub struct PodStartup {
     /// Create → scheduled (the PodScheduled condition's time, whole seconds), µs.
     #[serde(with = "histogram_codec")]
     pub create_to_schedule: Histogram<u64>,
+    /// Scheduled → running (the containers' latest startedAt, whole seconds), µs.
+    #[serde(with = "histogram_codec", default = "new_histogram")]
+    pub schedule_to_run: Histogram<u64>,
+    /// Running → seen by the run's informer, µs.
+    #[serde(with = "histogram_codec", default = "new_histogram")]
+    pub run_to_watch: Histogram<u64>,
     /// `pod_startup` by the second each pod was seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seconds: Vec<Second>,
@@ -111,12 +117,7 @@ pub async fn resolve_all(client: &Client, w: &Workload) -> Result<Targets, Error
             continue;
         };
         for (k, o) in objects.iter().enumerate() {
-            let gvk = template_gvk(&o.object).expect("checked by spec");
-            let spec = if gvk.group.is_empty() {
-                format!("{}/{}", gvk.version, gvk.kind)
-            } else {
-                format!("{}/{}/{}", gvk.group, gvk.version, gvk.kind)
-            };
+            let spec = crate::gvk_spec(&template_gvk(&o.object).expect("checked by spec"));
             let t = match known.get(&spec) {
                 Some(t) => t.clone(),
                 None => {
@@ -233,14 +234,11 @@ pub async fn run(
     tokio::time::sleep(POLL).await;
     informer.abort();
     let s = startup.lock().expect("lock");
+    let mut startup = s.out.clone();
+    startup.seconds = s.seconds.all();
     Outcome {
         jobs,
-        startup: PodStartup {
-            pods: s.pod_startup.len(),
-            pod_startup: s.pod_startup.clone(),
-            create_to_schedule: s.create_to_schedule.clone(),
-            seconds: s.seconds.all(),
-        },
+        startup,
         interrupted: ctx.stopped(),
     }
 }
@@ -251,6 +249,8 @@ impl Default for PodStartup {
             pods: 0,
             pod_startup: new_histogram(),
             create_to_schedule: new_histogram(),
+            schedule_to_run: new_histogram(),
+            run_to_watch: new_histogram(),
             seconds: Vec::new(),
         }
     }
@@ -361,19 +361,30 @@ async fn make(
         } else {
             namespaces[(item.i % namespaces.len() as u64) as usize].clone()
         };
-        let obj = object(ctx, &job.name, &objects[item.k], &item, &ns);
+        let mut stop = ctx.stop.clone();
         async move {
-            match rate {
-                Some(r) => {
-                    let due = start + Duration::from_secs_f64(n as f64 / r);
-                    tokio::time::sleep_until(due).await;
-                    ctx.rec.late(due.elapsed());
+            let wait = async {
+                match rate {
+                    Some(r) => {
+                        let after =
+                            Duration::try_from_secs_f64(n as f64 / r).unwrap_or(Duration::MAX);
+                        let due = start.checked_add(after).unwrap_or(start);
+                        tokio::time::sleep_until(due).await;
+                        ctx.rec.late(due.elapsed());
+                    }
+                    None => limit.acquire().await,
                 }
-                None => limit.acquire().await,
+            };
+            // Ctrl-C ends the waits too: nothing more is sent.
+            tokio::select! {
+                _ = wait => {}
+                _ = stop.wait_for(|s| *s) => return None,
             }
             if ctx.stopped() {
                 return None;
             }
+            // Made when sent: an open loop's schedule holds no rendered objects.
+            let obj = object(ctx, &job.name, &objects[item.k], &item, &ns);
             let api = target.api(ctx.client, target.namespaced.then_some(ns.as_str()));
             let dynobj: DynamicObject = match serde_json::from_value(obj) {
                 Ok(o) => o,
@@ -386,8 +397,12 @@ async fn make(
             Some(r.is_ok())
         }
     });
-    // An open loop keeps its schedule whatever is in flight; a limited one bounds it.
-    let in_flight = if rate.is_some() { 100_000 } else { IN_FLIGHT };
+    // An open loop keeps its schedule with ten seconds of sends waiting or in flight; a
+    // limited one bounds them.
+    let in_flight = match rate {
+        Some(r) => ((r * 10.0).ceil() as usize).clamp(IN_FLIGHT, 100_000),
+        None => IN_FLIGHT,
+    };
     let results: Vec<Option<bool>> = calls.buffer_unordered(in_flight).collect().await;
     let made = results.iter().filter(|r| r.is_some()).count() as u64;
     let failed = results.iter().filter(|r| **r == Some(false)).count() as u64;
@@ -443,7 +458,11 @@ async fn create_job(ctx: &Ctx<'_>, j: usize, job: &Job, targets: &Targets) -> Jo
             let began = Instant::now();
             let pick: Vec<usize> = (0..per).map(|x| (cycle as usize * per + x) % n).collect();
             let gone: Vec<String> = pick.iter().map(|&x| names[x].clone()).collect();
-            report.ok &= delete_namespaces(ctx, &gone, *timeout).await;
+            // Namespaces still there (Terminating) cannot be made again: the churn ends.
+            if !delete_namespaces(ctx, &gone, *timeout).await || ctx.stopped() {
+                report.ok = false;
+                break;
+            }
             report.ok &= make_namespaces(ctx, &job.name, &gone).await;
             let again = (0..*iterations).filter(|i| pick.contains(&((i % n as u64) as usize)));
             let items = items_for(objects, again);
@@ -502,10 +521,20 @@ pub fn reached(o: &Value, w: WaitFor) -> bool {
                 .unwrap_or(1);
             n("/status/readyReplicas") >= want
         }
-        "DaemonSet" => n("/status/numberReady") >= n("/status/desiredNumberScheduled"),
+        "DaemonSet" => {
+            let want = n("/status/desiredNumberScheduled");
+            want > 0 && n("/status/numberReady") >= want
+        }
         "Job" => match w {
             WaitFor::Complete => cond("Complete"),
-            _ => n("/status/active") + n("/status/succeeded") > 0,
+            // Ready pods (status.ready, on by default since v1.24), or done.
+            _ => {
+                let want = o
+                    .pointer("/spec/parallelism")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                n("/status/ready") + n("/status/succeeded") >= want.max(1) || cond("Complete")
+            }
         },
         _ => true,
     }
@@ -536,6 +565,11 @@ async fn wait_ready(
                     .items
                     .iter()
                     .filter_map(|o| serde_json::to_value(o).ok())
+                    // A controller's pods carry the job's labels too: only the job's own.
+                    .filter(|o| {
+                        o.pointer("/metadata/ownerReferences")
+                            .is_none_or(|r| r.as_array().is_none_or(Vec::is_empty))
+                    })
                     .filter(|o| {
                         let mut o = o.clone();
                         o["kind"] = json!(target.ar.kind);
@@ -628,11 +662,16 @@ async fn delete_job(
             continue;
         };
         for o in list.items {
+            if ctx.stopped() {
+                break;
+            }
             let ns = o.metadata.namespace.clone();
             let oname = o.metadata.name.clone().unwrap_or_default();
             let api = target.api(ctx.client, ns.as_deref());
             let c = Instant::now();
-            let r = api.delete(&oname, &DeleteParams::default()).await;
+            // Background: a Job's or a ReplicaSet's pods go with it (batch/v1 Jobs orphan
+            // them by default).
+            let r = api.delete(&oname, &DeleteParams::background()).await;
             ctx.rec
                 .result(Verb::Delete, &target.display(), c.elapsed(), &r);
             report.objects += 1;
@@ -684,8 +723,7 @@ async fn wait_gone(
 /// Pod startup measured so far.
 struct Startup {
     seen: HashSet<String>,
-    pod_startup: Histogram<u64>,
-    create_to_schedule: Histogram<u64>,
+    out: PodStartup,
     seconds: Seconds,
 }
 
@@ -693,8 +731,7 @@ impl Startup {
     fn new() -> Startup {
         Startup {
             seen: HashSet::new(),
-            pod_startup: new_histogram(),
-            create_to_schedule: new_histogram(),
+            out: PodStartup::default(),
             seconds: Seconds::default(),
         }
     }
@@ -738,9 +775,28 @@ async fn pod_informer(client: Client, selector: String, into: Arc<Mutex<Startup>
             s.seen.insert(uid);
             let created = unix(created);
             let us = |secs: f64| (secs.max(0.0) * 1e6).round() as u64;
-            let _ = s.pod_startup.record(us(now - created).max(1));
-            if let Some(t) = cond("PodScheduled").and_then(|c| c.last_transition_time.as_ref()) {
-                let _ = s.create_to_schedule.record(us(unix(t) - created));
+            let o = &mut s.out;
+            o.pods += 1;
+            let _ = o.pod_startup.record(us(now - created).max(1));
+            // The phases as `nodes` cuts them, from the times the server wrote.
+            let scheduled = cond("PodScheduled")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(unix);
+            let started = status
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                .map(unix)
+                .reduce(f64::max);
+            if let Some(t) = scheduled {
+                let _ = o.create_to_schedule.record(us(t - created));
+                if let Some(r) = started {
+                    let _ = o.schedule_to_run.record(us(r - t));
+                }
+            }
+            if let Some(r) = started {
+                let _ = o.run_to_watch.record(us(now - r));
             }
             s.seconds.record(
                 Instant::now(),
@@ -757,13 +813,14 @@ async fn pod_informer(client: Client, selector: String, into: Arc<Mutex<Startup>
 pub struct Cleaned {
     /// Namespaces (with everything in them).
     pub namespaces: u64,
-    /// Cluster-scoped objects.
+    /// Objects deleted one by one (cluster-scoped, or outside the run's namespaces).
     pub objects: u64,
 }
 
-/// Delete what run `run_id` made: its cluster-scoped objects of `targets` and its
-/// namespaces (and so everything in them); wait up to `timeout` until the namespaces are
-/// gone (a real server empties a namespace first). Not recorded: it is not the workload.
+/// Delete what run `run_id` made: its objects of `targets` wherever they are (cluster-scoped
+/// ones, and those of jobs without namespaces of their own) and its namespaces (and so
+/// everything in them); wait up to `timeout` until the namespaces are gone (a real server
+/// empties a namespace first). Not recorded: it is not the workload.
 pub async fn cleanup(
     client: &Client,
     run_id: &str,
@@ -773,19 +830,20 @@ pub async fn cleanup(
     let lp = ListParams::default().labels(&format!("{LABEL_RUN}={run_id}"));
     let mut out = Cleaned::default();
     let mut done: Vec<&Target> = Vec::new();
-    for t in targets.values().filter(|t| !t.namespaced) {
+    for t in targets.values() {
         if done.iter().any(|d| d.ar == t.ar) {
             continue;
         }
         done.push(t);
-        let api = t.api(client, None);
-        let list = api
+        let list = t
+            .api(client, None)
             .list(&lp)
             .await
             .map_err(Error::api(format!("listing {}", t.display())))?;
         for o in list.items {
             let name = o.metadata.name.unwrap_or_default();
-            match api.delete(&name, &DeleteParams::default()).await {
+            let api = t.api(client, o.metadata.namespace.as_deref());
+            match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => out.objects += 1,
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(Error::api(format!("deleting {name}"))(e)),

@@ -39,6 +39,11 @@ pub const OBJECT_VARS: [&str; 5] = ["iteration", "replica", "namespace", "job", 
 /// before it floods a cluster.
 pub const MAX_OBJECTS: u64 = 1_000_000;
 
+/// The slowest and fastest `qps` or `rate` a job takes, per second.
+pub const MIN_RATE: f64 = 0.01;
+/// See [`MIN_RATE`].
+pub const MAX_RATE: f64 = 1_000_000.0;
+
 /// Most namespaces one job may make.
 pub const MAX_NAMESPACES: u64 = 10_000;
 
@@ -416,8 +421,8 @@ fn job(f: FileJob, at: &str, earlier: &[Job]) -> Result<Job, String> {
 /// A create job's qps/burst limit (default 20/20), and its rate when it has one instead.
 fn limits(f: &FileJob, at: &str) -> Result<(f64, u32), String> {
     let qps = match (f.qps, &f.burst) {
-        (Some(q), _) if !(q.is_finite() && q > 0.0) => {
-            return Err(format!("{at}.qps: must be a number above 0"))
+        (Some(q), _) if !(MIN_RATE..=MAX_RATE).contains(&q) => {
+            return Err(format!("{at}.qps: {MIN_RATE} to {MAX_RATE}"))
         }
         (q, b) => {
             let burst = match b {
@@ -431,8 +436,8 @@ fn limits(f: &FileJob, at: &str) -> Result<(f64, u32), String> {
         }
     };
     if let Some(r) = f.rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(format!("{at}.rate: must be a number above 0"));
+        if !(MIN_RATE..=MAX_RATE).contains(&r) {
+            return Err(format!("{at}.rate: {MIN_RATE} to {MAX_RATE}"));
         }
         if f.qps.is_some() {
             return Err(format!(
