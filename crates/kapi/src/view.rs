@@ -44,6 +44,38 @@ pub struct View<'a> {
     pub text: String,
 }
 
+/// The facts every control-plane page opens with: when, how long, how many calls.
+pub fn run_facts(
+    started_unix: f64,
+    elapsed_s: f64,
+    interrupted: bool,
+    calls: &[CallStats],
+) -> Vec<(&'static str, String)> {
+    let (n, failed) = calls
+        .iter()
+        .fold((0, 0), |(n, e), c| (n + c.total(), e + c.errors()));
+    vec![
+        ("Started", report::format::utc(started_unix)),
+        (
+            "Duration",
+            format!(
+                "{} s{}",
+                trim(elapsed_s, 2),
+                if interrupted { ", interrupted" } else { "" }
+            ),
+        ),
+        (
+            "Calls",
+            format!(
+                "{} ({}/s), {} failed",
+                count(n),
+                trim(n as f64 / elapsed_s.max(1e-9), 1),
+                count(failed)
+            ),
+        ),
+    ]
+}
+
 fn x_axis(n: usize) -> Vec<f64> {
     (0..n).map(|i| i as f64).collect()
 }

@@ -247,23 +247,14 @@ impl NodesRun {
             count(self.info.nodes as u64),
             self.info.prefix
         );
-        let calls: u64 = self.calls.iter().map(CallStats::total).sum();
-        let failed: u64 = self.calls.iter().map(CallStats::errors).sum();
         let p = &self.pods;
-        let mut facts = vec![
-            ("Started", ::report::format::utc(self.started_unix)),
-            (
-                "Duration",
-                format!(
-                    "{} s{}",
-                    trim(self.elapsed_s, 2),
-                    if self.interrupted {
-                        ", interrupted"
-                    } else {
-                        ""
-                    }
-                ),
-            ),
+        let mut facts = kapi::view::run_facts(
+            self.started_unix,
+            self.elapsed_s,
+            self.interrupted,
+            &self.calls,
+        );
+        facts.extend([
             (
                 "Nodes",
                 format!(
@@ -281,17 +272,8 @@ impl NodesRun {
                     count(p.rejected)
                 ),
             ),
-            (
-                "Calls",
-                format!(
-                    "{} ({}/s), {} failed",
-                    count(calls),
-                    trim(calls as f64 / self.elapsed_s.max(1e-9), 1),
-                    count(failed)
-                ),
-            ),
             ("Server", kapi::output::server_fact(self.server.as_ref())),
-        ];
+        ]);
         if let Some(slo) = &self.slo {
             let verdict = if slo.pass { "pass" } else { "FAIL" };
             let text = format!("pod startup p99 {}: {verdict}", ms(slo.p99_s * 1000.0));
