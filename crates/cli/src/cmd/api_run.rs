@@ -43,11 +43,12 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     run_id: Option<String>,
     /// After the jobs (also after Ctrl-C or a failed job), delete the run's namespaces (and
-    /// everything in them) and its cluster-scoped objects, and wait until they are gone.
+    /// everything in them) and its objects of the workload's kinds wherever they are, and
+    /// wait until the namespaces are gone.
     #[arg(long)]
     cleanup: bool,
     /// Run no job: only remove what run --run-id made (after a crash, or a run without
-    /// --cleanup): its namespaces and its cluster-scoped objects of the workload's kinds.
+    /// --cleanup): its namespaces and its objects of the workload's kinds.
     #[arg(long, requires = "run_id", conflicts_with = "cleanup")]
     cleanup_only: bool,
     /// Check p99 latencies against the Kubernetes API-call SLOs (as `api churn --slo`);
