@@ -106,7 +106,8 @@ async fn keys(client: &Client, spec: &Spec) -> Result<Keys, Error> {
     Keys::complete(spec, s.as_ref())
 }
 
-async fn apply_one<K>(api: Api<K>, obj: &K, kind: &str) -> Result<Applied, Error>
+/// Server-side apply of one object with the run's field manager; what changed.
+pub(crate) async fn apply_one<K>(api: Api<K>, obj: &K, kind: &str) -> Result<Applied, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {

@@ -2,12 +2,12 @@
 //! manager (any kind, found through discovery), waited for (hollow Nodes Ready; a Job's
 //! pods finished), their results read from the pods' logs, and removed.
 
-use crate::cluster::{Applied, Change, FIELD_MANAGER};
+use crate::cluster::{apply_one, Applied};
 use crate::Error;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, LogParams};
 use kube::{Api, Client};
 use std::time::{Duration, Instant};
 
@@ -34,32 +34,10 @@ pub async fn apply(client: &Client, objects: &[serde_json::Value]) -> Result<Vec
         let target = kapi::resolve(client, &spec)
             .await
             .map_err(kapi_error(&spec))?;
-        let name = o["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let ns = o["metadata"]["namespace"].as_str();
-        let api = target.api(client, ns);
-        let object = format!("{}/{name}", gvk.kind.to_ascii_lowercase());
-        let before = api
-            .get_opt(&name)
-            .await
-            .map_err(Error::api(format!("get {object}")))?
-            .and_then(|o| o.metadata.resource_version);
-        let after = api
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(o),
-            )
-            .await
-            .map_err(Error::api(format!("apply {object}")))?;
-        let change = match before {
-            None => Change::Created,
-            Some(rv) if Some(&rv) == after.metadata.resource_version.as_ref() => Change::Unchanged,
-            Some(_) => Change::Configured,
-        };
-        out.push(Applied { object, change });
+        let obj: kube::core::DynamicObject = serde_json::from_value(o.clone())
+            .map_err(|e| Error::Usage(format!("a {}: {e}", gvk.kind)))?;
+        let api = target.api(client, obj.metadata.namespace.as_deref());
+        out.push(apply_one(api, &obj, &gvk.kind.to_ascii_lowercase()).await?);
     }
     Ok(out)
 }
