@@ -257,10 +257,22 @@ fn control_plane_runs_are_kept_per_second_compared_and_drawn() {
         .sum();
     assert_eq!(scraped, 60, "{}", vb["server"]["intervals"]);
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    // Runs started days apart did not run together: not merged.
+    let mut far = va.clone();
+    far["started_unix"] = (f(&va, "started_unix") + 3.0 * 86_400.0).into();
+    let far_path = dir.join("far.json");
+    std::fs::write(&far_path, far.to_string()).unwrap();
+    let o = run(&["report", a, far_path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).starts_with("scaletest: cannot merge these run files: the runs started"),
+        "{}",
+        text(&o.stderr)
+    );
     let merged = text(&run(&["report", a, b]).stdout);
     assert!(merged.contains("90 lifecycles: 90 completed"), "{merged}");
     // One run after the other: the merge spans from the first's start to the second's end.
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
     let span = f(&vb, "started_unix") + f(&vb, "elapsed_s") - f(&va, "started_unix");
     assert!(
         merged.contains(&format!(

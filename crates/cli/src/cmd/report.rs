@@ -78,18 +78,6 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    if kinds[0] != Kind::Load && texts.len() > 1 && !args.compare {
-        let starts = texts
-            .iter()
-            .map(|(_, t)| {
-                let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
-                v["started_unix"].as_f64().unwrap_or(f64::NAN)
-            })
-            .collect::<Vec<_>>();
-        if let Some(why) = kapi::series::starts_apart(&starts) {
-            return Err(Usage(format!("cannot merge these run files: {why}")).into());
-        }
-    }
     match kinds[0] {
         Kind::Load => {}
         Kind::Api => {
@@ -97,6 +85,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(n, t)| kapi::output::ApiRun::from_json(n, t).map_err(fault))
                 .collect::<Result<Vec<_>, _>>()?;
+            mergeable(&args, runs.iter().map(|r| r.started_unix))?;
             let merged = kapi::output::ApiRun::merge(&runs).expect("clap requires a file");
             let text = |r: &kapi::output::ApiRun| kapi::output::render(r, !r.slo.is_empty());
             return control_plane(&args, &texts, &runs, &merged, |r| r.view(), text);
@@ -106,6 +95,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|(n, t)| nodes::report::NodesRun::from_json(n, t).map_err(fault))
                 .collect::<Result<Vec<_>, _>>()?;
+            mergeable(&args, runs.iter().map(|r| r.started_unix))?;
             let merged = nodes::report::NodesRun::merge(&runs).expect("clap requires a file");
             return control_plane(
                 &args,
@@ -144,6 +134,18 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     report::table::write_report(&run, args.percentiles, &mut out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Control-plane runs to be merged line up by their starts: refused when they cannot.
+fn mergeable(args: &Args, starts: impl Iterator<Item = f64>) -> Result<(), Usage> {
+    let starts: Vec<f64> = starts.collect();
+    if args.compare || starts.len() < 2 {
+        return Ok(());
+    }
+    match kapi::series::starts_apart(&starts) {
+        Some(why) => Err(Usage(format!("cannot merge these run files: {why}"))),
+        None => Ok(()),
+    }
 }
 
 /// Control-plane runs: two side by side (`--compare`), or merged (one is shown as it is);
