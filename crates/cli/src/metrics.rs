@@ -27,6 +27,19 @@ impl Metrics {
         Ok(Metrics { bound, phase })
     }
 
+    /// The API server's figures for the render, from `scraper`: summed at each scrape only
+    /// when there is a /metrics server to read them (their cost grows with the run).
+    pub(crate) fn live(
+        &self,
+        scraper: &kapi::server_metrics::Scraper,
+    ) -> kapi::server_metrics::Live {
+        if self.bound.is_some() {
+            scraper.live()
+        } else {
+            Default::default()
+        }
+    }
+
     /// Serve `render` at http://ADDR/metrics, and say where; nothing without an address.
     pub(crate) fn serve(&mut self, render: Encode) {
         if let Some((listeners, addr)) = self.bound.take() {

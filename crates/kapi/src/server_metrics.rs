@@ -615,15 +615,23 @@ pub struct Scraper {
     latest: Live,
 }
 
-/// The server's figures as of the last scrape, for the run's own `/metrics`.
+/// The server's figures as of the last scrape, for the run's own `/metrics`: summed at
+/// each scrape only once asked for ([`Scraper::live`]), as the summary's cost grows with the
+/// run's length.
 #[derive(Clone, Default)]
-pub struct Live(std::sync::Arc<std::sync::Mutex<Option<ServerSide>>>);
+pub struct Live(std::sync::Arc<LiveInner>);
+
+#[derive(Default)]
+struct LiveInner {
+    latest: std::sync::Mutex<Option<ServerSide>>,
+    wanted: std::sync::atomic::AtomicBool,
+}
 
 impl Live {
     /// Prometheus text of the figures so far (nothing before two good scrapes), to go in
     /// front of a run's own `# EOF` ([`with_eof`]).
     pub fn text(&self) -> String {
-        match &*self.0.lock().expect("lock") {
+        match &*self.0.latest.lock().expect("lock") {
             Some(sv) if sv.has_metrics() => exposition::text(sv),
             _ => String::new(),
         }
@@ -666,7 +674,10 @@ impl Scraper {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {
                         rec.scrape(&client, began.elapsed().as_secs_f64()).await;
-                        *live.0.lock().expect("lock") = Some(rec.summary(version.clone()));
+                        if live.0.wanted.load(std::sync::atomic::Ordering::Relaxed) {
+                            let now = rec.summary(version.clone());
+                            *live.0.latest.lock().expect("lock") = Some(now);
+                        }
                     }
                     _ = &mut stopped => break,
                 }
@@ -677,8 +688,13 @@ impl Scraper {
         Scraper { stop, task, latest }
     }
 
-    /// The figures as of the last scrape, as they come.
+    /// The figures as of the last scrape, as they come (from the next scrape on: ask before
+    /// the run, where a `/metrics` server will read them).
     pub fn live(&self) -> Live {
+        self.latest
+            .0
+            .wanted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.latest.clone()
     }
 

@@ -461,7 +461,8 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
     }
     let shared = watch::Shared::new();
     metrics.serve({
-        let (shared, live) = (shared.clone(), scraper.live());
+        let live = metrics.live(&scraper);
+        let shared = shared.clone();
         Arc::new(move || with_eof(&shared.metrics.encode(), &live.text()))
     });
     let (watching, wstop) = Watching::start();
@@ -562,7 +563,8 @@ async fn watchers_main(
         .map_err(fault)?;
     let shared = watchers::Shared::new(&cfg, protocol, opened);
     metrics.serve({
-        let (shared, live) = (shared.clone(), scraper.live());
+        let live = metrics.live(&scraper);
+        let shared = shared.clone();
         Arc::new(move || with_eof(&shared.stats().encode_metrics(), &live.text()))
     });
     let (watching, wstop) = Watching::start();

@@ -283,7 +283,8 @@ async fn run(a: Args) -> anyhow::Result<ExitCode> {
     );
     let started = Arc::new(started);
     metrics.serve({
-        let (r, live) = (started.clone(), scraper.live());
+        let live = metrics.live(&scraper);
+        let r = started.clone();
         Arc::new(move || kapi::server_metrics::with_eof(&r.metrics(), &live.text()))
     });
     super::until_stopped(a.duration, &stop).await;
