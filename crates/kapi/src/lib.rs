@@ -31,6 +31,13 @@ use kube::{Api, Client};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+/// Pod startup latency's name (ClusterLoader2's `pod_startup`): its key in per-second
+/// records and its row in tables, for `nodes` and `api run` alike.
+pub const POD_STARTUP: &str = "pod_startup";
+
+/// The pod startup SLO: p99 of create → seen running, for stateless pods, s.
+pub const POD_STARTUP_SLO_S: f64 = 5.0;
+
 /// Label on every object (and namespace) a churn run makes: the run's id.
 pub const LABEL_RUN: &str = "scaletest.dev/run";
 /// Annotation: the client's wall clock, ns since the Unix epoch, when the call that wrote this

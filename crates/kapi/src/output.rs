@@ -322,7 +322,10 @@ impl ApiRun {
             elapsed_s: self.elapsed_s,
             latencies: [
                 ("start lateness", Some(&self.lateness)),
-                ("pod_startup", self.pods.as_ref().map(|p| &p.pod_startup)),
+                (
+                    crate::POD_STARTUP,
+                    self.pods.as_ref().map(|p| &p.pod_startup),
+                ),
             ]
             .into_iter()
             .filter_map(|(n, h)| Some((n, h?)).filter(|(_, h)| !h.is_empty()))
@@ -330,7 +333,7 @@ impl ApiRun {
             latency_seconds: self
                 .pods
                 .iter()
-                .map(|p| ("pod_startup", &p.seconds[..]))
+                .map(|p| (crate::POD_STARTUP, &p.seconds[..]))
                 .collect(),
             counts,
             text,
@@ -410,7 +413,7 @@ fn pods_section(p: &PodStartup, s: &mut String) {
         ("create → scheduled", &p.create_to_schedule),
         ("scheduled → running", &p.schedule_to_run),
         ("running → seen", &p.run_to_watch),
-        ("pod_startup", &p.pod_startup),
+        (crate::POD_STARTUP, &p.pod_startup),
     ] {
         if !h.is_empty() {
             let mut row = latency_row(name, h);
@@ -423,9 +426,11 @@ fn pods_section(p: &PodStartup, s: &mut String) {
         s,
         "{} pods seen Running and Ready. From creationTimestamp (whole seconds, as the server \
          writes it) to when this run's informer saw them; scheduled from the PodScheduled \
-         condition's time, running from the containers' startedAt (whole seconds too). Pod startup SLO (p99 ≤ 5 s), approximated over the run: {}.\n",
+         condition's time, running from the containers' startedAt (whole seconds too). Pod \
+         startup SLO (p99 ≤ {} s), approximated over the run: {}.\n",
         count(p.pods),
-        if p.pod_startup.value_at_quantile(0.99) <= 5_000_000 {
+        trim(crate::POD_STARTUP_SLO_S, 0),
+        if p.pod_startup.value_at_quantile(0.99) as f64 / 1e6 <= crate::POD_STARTUP_SLO_S {
             "pass"
         } else {
             "FAIL"

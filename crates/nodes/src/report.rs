@@ -426,7 +426,7 @@ pub fn render(run: &NodesRun) -> String {
             ("create → scheduled", &st.create_to_schedule),
             ("scheduled → running", &st.schedule_to_run),
             ("running → seen", &st.run_to_watch),
-            ("pod_startup", &st.pod_startup),
+            (POD_STARTUP, &st.pod_startup),
             ("network programming", &st.network_programming),
         ] {
             if !h.is_empty() {

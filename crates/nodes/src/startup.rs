@@ -18,11 +18,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// `pod_startup`'s key in the per-second records.
-pub const POD_STARTUP: &str = "pod_startup";
-
-/// The pod startup SLO: p99 of create → seen running, for stateless pods.
-pub const POD_STARTUP_SLO_S: f64 = 5.0;
+pub use kapi::{POD_STARTUP, POD_STARTUP_SLO_S};
 
 /// Latencies, µs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

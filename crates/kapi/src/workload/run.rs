@@ -800,7 +800,7 @@ async fn pod_informer(client: Client, selector: String, into: Arc<Mutex<Startup>
             }
             s.seconds.record(
                 Instant::now(),
-                "pod_startup",
+                crate::POD_STARTUP,
                 Some(us(now - created).max(1)),
                 false,
             );
