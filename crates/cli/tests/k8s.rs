@@ -13,7 +13,7 @@ use kubefake::FakeApi;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testsupport::{text, tmpdir, Bin};
+use testsupport::{text, tmpdir, wait_until, Bin};
 
 const SCALETEST: Bin = Bin(env!("CARGO_BIN_EXE_scaletest"));
 
@@ -814,16 +814,16 @@ fn runners_render_manifests_with_the_least_role_their_command_needs() {
         "--kubeconfig",
         &kc,
     ]);
-    let until = Instant::now() + Duration::from_secs(20);
-    while target.objects("nodes").is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let wait = Duration::from_secs(20);
+    wait_until("the hollow node", wait, || {
+        !target.objects("nodes").is_empty()
+    });
     let pod = serde_json::json!({"metadata": {"name": "p"},
         "spec": {"nodeName": "n-0", "containers": [{"name": "c", "image": "pause"}]}});
     target.create("pods", "default", pod).expect("pod");
-    while target.count("patch pods/status") == 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("its kubelet's status patch", wait, || {
+        target.count("patch pods/status") > 0
+    });
     let _ = testsupport::interrupt(nodes.0.id());
     let _ = nodes.wait();
     let granted = granted(&yaml);
@@ -845,15 +845,14 @@ fn template_args(fake: &FakeApi, plural: &str) -> Option<(serde_json::Value, Vec
     Some((o, args))
 }
 
+/// What `f` gives once it gives something (testsupport's wait, 30 s).
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < until, "waited 30 s for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut got = None;
+    wait_until(what, Duration::from_secs(30), || {
+        got = f();
+        got.is_some()
+    });
+    got.expect("waited for it")
 }
 
 /// The binary with `args`, its output piped, to wait for with its output.
@@ -925,8 +924,8 @@ fn k8s_nodes_up_brings_nodes_ready_from_shard_pods_and_down_removes_them() {
         ["hollow-0-0", "hollow-0-1", "hollow-1-0", "hollow-1-1"]
     );
     // Each node's first lease comes within a renewal period of Ready.
-    wait_for("4 leases", || {
-        (fake.objects("leases").len() == 4).then_some(())
+    wait_until("4 leases", Duration::from_secs(30), || {
+        fake.objects("leases").len() == 4
     });
     for mut s in shards {
         let _ = testsupport::interrupt(s.id());
