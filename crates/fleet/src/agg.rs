@@ -7,7 +7,8 @@
 //! ([`Config::private_reads`]).
 //!
 //! One thread with a single-threaded runtime serves everything (ingest is cheap: a push is
-//! decoded outside the lock and merged under it), so "bots per core" is what it measures.
+//! read on a hand-written HTTP/1 path over cleartext, decoded outside the lock and merged
+//! under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
 //! earlier ones (`revision`) and events (`event`), and saves the run ([`Store`]); a bot's
 //! leave is answered after the next save, so that a bot never exits with seconds that only
@@ -262,12 +263,19 @@ async fn serve(
             })
         }
     };
-    let tls = cfg
-        .tls
-        .clone()
-        .map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
-    let server =
-        tokio::task::spawn_local(server::serve(listener, tls, limits, stats, phase_rx, make));
+    // Cleartext: the bots' pushes on the quick path (see `api`); over TLS, hyper serves all.
+    let server = match cfg.tls.clone() {
+        None => {
+            let quick = std::rc::Rc::new(api::Quick(sh.clone()));
+            let serve = st_http::quick::serve(listener, limits, stats, phase_rx, make, quick);
+            tokio::task::spawn_local(serve)
+        }
+        Some(c) => {
+            let tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+            let serve = server::serve(listener, tls, limits, stats, phase_rx, make);
+            tokio::task::spawn_local(serve)
+        }
+    };
     // From the run's start, not this process's: a restarted aggregator ends the run when the
     // first one would have.
     let (started, scheduled) = {

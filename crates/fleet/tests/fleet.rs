@@ -493,6 +493,18 @@ fn bad_writes_change_nothing() {
         assert_eq!(code, want, "{p}: {text}");
         assert!(text.contains(says), "{text}");
     }
+    // A push with a wrong token (read on the quick path): refused with the challenge, as
+    // hyper's path refuses the other writes.
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: agg\r\nAuthorization: Bearer nope\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        empty.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&empty);
+    let text = testsupport::call::raw(a.addr, &req).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401 "), "{text}");
+    assert!(text.contains("\r\nwww-authenticate: bearer\r\n"), "{text}");
     // A load spec that `scaletest load` would reject gets its reason.
     let (code, text) = http(
         a.addr,

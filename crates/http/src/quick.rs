@@ -1,10 +1,12 @@
-//! Quick answers: a cleartext HTTP/1.1 connection whose requests are bodiless GETs and HEADs
-//! that a [`Responder`] answers from what it holds is served here, without hyper; the first
-//! request it does not answer (or anything else: a body, an upgrade, HTTP/1.0, a malformed or
-//! oversized head, the HTTP/2 preface) hands the connection to hyper for the rest of its life,
-//! with that request's bytes ([`crate::front`]). Hand-written because it is `serve`'s hot
-//! path: hyper's per-request work cost about a fifth of the server's CPU against nginx
-//! (BENCHMARKS.md keeps the comparison; `scaletest serve --hyper-only` is the other path).
+//! Quick answers: a cleartext HTTP/1.1 connection whose requests a [`Responder`] answers at
+//! once is served here, without hyper: bodiless GETs and HEADs from what it holds, and POSTs
+//! whose whole body (framed by `Content-Length`, within the responder's limit) it takes; the
+//! first request it does not answer (or anything else: a chunked body, `Expect`, an upgrade,
+//! HTTP/1.0, a malformed or oversized head, the HTTP/2 preface) hands the connection to hyper
+//! for the rest of its life, with that request's bytes ([`crate::front`]). Hand-written
+//! because it is the hot path of `serve` (hyper's per-request work cost about a fifth of the
+//! server's CPU against nginx; `scaletest serve --hyper-only` is the other path) and of the
+//! aggregator's ingest of the bots' pushes (BENCHMARKS.md keeps both comparisons).
 //!
 //! Pipelined requests are answered in one write (up to 64 KiB of answers at a time); a client
 //! that does not take its answers within the header timeout is cut off. A request answered
@@ -36,11 +38,35 @@ pub struct Answer<'a> {
     pub body: &'a [u8],
 }
 
+/// A POST read in full on the quick path.
+#[derive(Debug, Clone, Copy)]
+pub struct Post<'a> {
+    /// Its target (origin form: path and query).
+    pub target: &'a str,
+    /// The first `Authorization` header's value, if any.
+    pub authorization: Option<&'a [u8]>,
+    /// The whole body.
+    pub body: &'a [u8],
+}
+
 /// What a server answers on the quick path.
 pub trait Responder: 'static {
     /// The answer to a bodiless GET or HEAD of `target` (origin form: path and query), or
     /// `None` to hand the connection to hyper from this request on.
     fn answer(&self, target: &str) -> Option<Answer<'_>>;
+
+    /// The largest body of a POST to `target` answered here (a larger one is hyper's, which
+    /// refuses it as the server's route does); `None`, the default: every POST is hyper's.
+    fn post_limit(&self, _target: &str) -> Option<usize> {
+        None
+    }
+
+    /// The answer to a POST whose body has arrived: its status and further header lines
+    /// (as [`Answer::headers`]), its body written into `body`; `None` hands the connection
+    /// to hyper from this request on, as [`Responder::answer`]'s does.
+    fn post(&self, _req: &Post<'_>, _body: &mut Vec<u8>) -> Option<(StatusCode, &'static [u8])> {
+        None
+    }
 
     /// A request was answered with `status`, `took` after its bytes were read; called before
     /// the response is written.
@@ -89,6 +115,7 @@ async fn client<R: Responder>(
 ) -> Handoff {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(4096);
+    let mut posted: Vec<u8> = Vec::new();
     let mut answered: Vec<u16> = Vec::new();
     loop {
         conn.busy(false);
@@ -102,23 +129,51 @@ async fn client<R: Responder>(
         let stopping = conn.stopping();
         let mut closing = false;
         let handoff = loop {
-            let (head_len, head, target) = match parse(&buf) {
+            let (head_len, method, close, target, authorization, body) = match parse(&buf) {
                 Parsed::Quick {
                     len,
-                    head,
+                    method,
                     close,
                     target,
-                } => {
-                    closing = stopping || close;
-                    (len, head, target)
-                }
+                    authorization,
+                    body,
+                } => (len, method, close, target, authorization, body),
                 Parsed::Partial if buf.len() < max_head => break false,
                 // hyper answers it (431 for a head too large, 400 for a malformed one).
                 Parsed::Partial | Parsed::Other => break true,
             };
-            let Some(a) = r.answer(target).filter(|a| sendable(a.status)) else {
+            let head = method == Method::Head;
+            let answer = if method == Method::Post {
+                // A body over the limit is hyper's to refuse (the route's 413).
+                match r.post_limit(target) {
+                    Some(limit) if body <= limit => {}
+                    _ => break true,
+                }
+                let whole = head_len + body;
+                if buf.len() < whole {
+                    // A piece of a body is activity; room for the rest is made at once.
+                    conn.started();
+                    buf.reserve(whole - buf.len());
+                    break false;
+                }
+                posted.clear();
+                let req = Post {
+                    target,
+                    authorization,
+                    body: &buf[head_len..whole],
+                };
+                r.post(&req, &mut posted).map(|(status, headers)| Answer {
+                    status,
+                    headers,
+                    body: &posted,
+                })
+            } else {
+                r.answer(target)
+            };
+            let Some(a) = answer.filter(|a| sendable(a.status)) else {
                 break true;
             };
+            closing = stopping || close;
             conn.started();
             put_head(&mut out, &a, &date, closing);
             answered.push(a.status.as_u16());
@@ -128,13 +183,13 @@ async fn client<R: Responder>(
             }
             if big || out.len() >= OUT_MAX {
                 report(r, &mut answered, t0);
-                let body = if big { a.body } else { &[] };
-                if !write_out(&mut s, &out, body, write_limit).await {
+                let rest = if big { a.body } else { &[] };
+                if !write_out(&mut s, &out, rest, write_limit).await {
                     return None;
                 }
                 out.clear();
             }
-            buf.advance(head_len);
+            buf.advance(head_len + body);
             if closing {
                 buf.clear();
                 break false;
@@ -194,14 +249,25 @@ fn sendable(status: StatusCode) -> bool {
     status.as_u16() >= 200 && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED
 }
 
+/// The methods the quick path answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Post,
+}
+
 enum Parsed<'b> {
-    /// A complete bodiless HTTP/1.1 GET or HEAD (`head`) of an origin-form target; `close`:
+    /// A complete HTTP/1.1 head of a GET or HEAD without a body, or of a POST whose body is
+    /// `body` bytes (by `Content-Length`; none given: 0), of an origin-form target; `close`:
     /// it asked for `Connection: close`.
     Quick {
         len: usize,
-        head: bool,
+        method: Method,
         close: bool,
         target: &'b str,
+        authorization: Option<&'b [u8]>,
+        body: usize,
     },
     /// Not all of a head yet.
     Partial,
@@ -217,9 +283,10 @@ fn parse(data: &[u8]) -> Parsed<'_> {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    let head = match req.method {
-        Some("GET") => false,
-        Some("HEAD") => true,
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        Some("POST") => Method::Post,
         _ => return Parsed::Other,
     };
     if req.version != Some(1) {
@@ -230,10 +297,23 @@ fn parse(data: &[u8]) -> Parsed<'_> {
         _ => return Parsed::Other,
     };
     let mut close = false;
+    let mut authorization = None;
+    let mut body = None;
     for h in req.headers.iter() {
         let n = h.name;
         let plain = if n.eq_ignore_ascii_case("content-length") {
-            h.value == b"0"
+            // One length, of digits only; a GET or HEAD's must be 0. Anything else (a list,
+            // a sign, a second header) is hyper's to judge.
+            let len = (body.is_none() && !h.value.is_empty() && h.value.len() <= 15)
+                .then(|| std::str::from_utf8(h.value).ok())
+                .flatten()
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok());
+            body = len;
+            len.is_some_and(|l| l == 0 || method == Method::Post)
+        } else if n.eq_ignore_ascii_case("authorization") {
+            authorization = authorization.or(Some(h.value));
+            true
         } else if n.eq_ignore_ascii_case("connection") {
             // One token of the two this path knows; lists and others are hyper's.
             let c = h.value.eq_ignore_ascii_case(b"close");
@@ -250,9 +330,11 @@ fn parse(data: &[u8]) -> Parsed<'_> {
     }
     Parsed::Quick {
         len,
-        head,
+        method,
         close,
         target,
+        authorization,
+        body: body.unwrap_or(0),
     }
 }
 
@@ -336,6 +418,7 @@ mod tests {
             Just(b"Connection: upgrade\r\n".to_vec()),
             Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
             Just(b"Expect: 100-continue\r\n".to_vec()),
+            Just(b"Authorization: Bearer t\r\n".to_vec()),
             vec(any::<u8>(), 0..8),
         ];
         let noise = vec(token, 0..24).prop_map(|ts| ts.concat());
@@ -350,6 +433,7 @@ mod tests {
             Just(&b"Connection: upgrade\r\n"[..]),
             Just(&b"Transfer-Encoding: chunked\r\n"[..]),
             Just(&b"Expect: 100-continue\r\n"[..]),
+            Just(&b"Authorization: Bearer t\r\n"[..]),
         ];
         let request = (
             prop_oneof![Just("GET "), Just("HEAD "), Just("POST ")],
@@ -368,20 +452,31 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever arrives: no panic, and a request taken is a whole, bodiless HTTP/1.1 GET
-        /// or HEAD of an origin-form target within the bytes given.
+        /// Whatever arrives: no panic, and a request taken is a whole HTTP/1.1 head of an
+        /// origin-form target: a bodiless GET or HEAD, or a POST whose body is its one
+        /// `Content-Length` (0 without one).
         #[test]
-        fn only_bodiless_gets_and_heads_are_taken(data in headish()) {
-            if let Parsed::Quick { len, head, close, target } = parse(&data) {
+        fn only_bodiless_gets_and_heads_and_framed_posts_are_taken(data in headish()) {
+            if let Parsed::Quick { len, method, close, target, authorization, body } = parse(&data) {
                 prop_assert!(len <= data.len());
                 prop_assert!(data[..len].ends_with(b"\n\n") || data[..len].ends_with(b"\r\n\r\n"));
                 prop_assert!(target.starts_with('/'));
-                prop_assert_eq!(head, data.starts_with(b"HEAD "));
-                prop_assert!(head || data.starts_with(b"GET "));
+                let named = match method {
+                    Method::Get => "GET ",
+                    Method::Head => "HEAD ",
+                    Method::Post => "POST ",
+                };
+                prop_assert!(data.starts_with(named.as_bytes()));
                 let text = String::from_utf8_lossy(&data[..len]).to_ascii_lowercase();
                 prop_assert!(!text.contains("transfer-encoding") && !text.contains("expect:"));
-                prop_assert!(!text.contains("content-length: 5") && !text.contains("upgrade"));
+                prop_assert!(!text.contains("upgrade"));
+                let lengths = text.matches("content-length").count();
+                prop_assert!(lengths <= 1);
+                let five = text.contains("content-length: 5");
+                prop_assert!(!five || method == Method::Post);
+                prop_assert_eq!(body, if five { 5 } else { 0 });
                 prop_assert!(!close || text.contains("connection: close"));
+                prop_assert_eq!(authorization.is_some(), text.contains("authorization: "));
             }
         }
 
@@ -391,7 +486,7 @@ mod tests {
             let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
             prop_assert!(matches!(parse(&req.as_bytes()[..cut % req.len()]), Parsed::Partial));
             let whole = parse(req.as_bytes());
-            let taken = matches!(whole, Parsed::Quick { len, target, close: false, head: false }
+            let taken = matches!(whole, Parsed::Quick { len, target, close: false, method: Method::Get, body: 0, .. }
                 if len == req.len() && target == path);
             prop_assert!(taken);
         }

@@ -423,9 +423,19 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// peers: the balancer's admin API, the aggregator's writes). Compared without an early exit,
 /// so that timing does not tell how much of a token was right.
 pub fn bearer_ok(headers: &http::HeaderMap, token: &str) -> bool {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    bearer_value_ok(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes),
+        token,
+    )
+}
+
+/// [`bearer_ok`] of an `Authorization` header's value (`None`: no header), for servers that
+/// read heads themselves ([`crate::quick`]).
+pub fn bearer_value_ok(value: Option<&[u8]>, token: &str) -> bool {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| token_eq(t.trim(), token))
 }

@@ -1,9 +1,10 @@
 //! `st_http::quick` on a loopback port: which requests it answers itself and which it hands to
-//! hyper (counted at both), pipelining, the bytes already read surviving the hand-off,
-//! `Connection: close`, heads too large or malformed, and the stop.
+//! hyper (counted at both), pipelining, POST bodies (whole, in pieces, over the limit), the
+//! bytes already read surviving the hand-off, `Connection: close`, heads too large or
+//! malformed, and the stop.
 
 use http::StatusCode;
-use st_http::quick::{self, Answer, Responder};
+use st_http::quick::{self, Answer, Post, Responder};
 use st_http::runner::{self, Servers};
 use st_http::server::{Activity, Limits, Phase, Stats};
 use std::io::{Read, Write};
@@ -17,8 +18,12 @@ const BIG: usize = 100_000;
 static BIG_BODY: [u8; BIG] = [b'b'; BIG];
 
 /// Answers `/q` (any query) and `/big`; `/nc` is a 204, which the quick path leaves to hyper.
+/// POSTs to `/echo` of at most 16 bytes are answered (201, the authorization and the body);
+/// `/decline` takes the same bodies and then declines them.
 struct Fixed {
     answered: Arc<AtomicU64>,
+    /// POST heads read (each asks for the limit).
+    posts_seen: Arc<AtomicU64>,
 }
 
 impl Responder for Fixed {
@@ -37,6 +42,22 @@ impl Responder for Fixed {
         })
     }
 
+    fn post_limit(&self, target: &str) -> Option<usize> {
+        self.posts_seen.fetch_add(1, Ordering::Relaxed);
+        matches!(target, "/echo" | "/decline").then_some(16)
+    }
+
+    fn post(&self, req: &Post<'_>, body: &mut Vec<u8>) -> Option<(StatusCode, &'static [u8])> {
+        if req.target != "/echo" {
+            return None;
+        }
+        body.extend_from_slice(b"echo ");
+        body.extend_from_slice(req.authorization.unwrap_or(b"-"));
+        body.push(b' ');
+        body.extend_from_slice(req.body);
+        Some((StatusCode::CREATED, b"x-path: quick\r\n"))
+    }
+
     fn answered(&self, _status: u16, _took: Duration) {
         self.answered.fetch_add(1, Ordering::Relaxed);
     }
@@ -47,6 +68,7 @@ struct Server {
     stats: Arc<Stats>,
     servers: Servers,
     quick: Arc<AtomicU64>,
+    posts_seen: Arc<AtomicU64>,
     hyper: Arc<AtomicU64>,
 }
 
@@ -62,7 +84,8 @@ fn start_with(limits: Limits) -> Server {
     let (listeners, addr) = runner::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
     let (quick, hyper) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut servers = Servers::new();
-    let (q, h) = (quick.clone(), hyper.clone());
+    let posts_seen = Arc::new(AtomicU64::new(0));
+    let (q, h, p) = (quick.clone(), hyper.clone(), posts_seen.clone());
     let stats = Arc::new(Stats::default());
     servers
         .per_thread("quick", listeners, stats.clone(), move |w| {
@@ -87,6 +110,7 @@ fn start_with(limits: Limits) -> Server {
             };
             let responder = Rc::new(Fixed {
                 answered: q.clone(),
+                posts_seen: p.clone(),
             });
             let limits = limits.clone();
             async move {
@@ -101,6 +125,7 @@ fn start_with(limits: Limits) -> Server {
         stats,
         servers,
         quick,
+        posts_seen,
         hyper,
     }
 }
@@ -240,6 +265,99 @@ fn the_first_request_it_does_not_answer_hands_the_connection_to_hyper() {
     let _ = c.read_to_string(&mut all);
     assert!(all.starts_with("HTTP/1.1 400 "), "{all}");
     assert_eq!(s.quick.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn posts_within_the_limit_are_answered_here_whole_or_in_pieces() {
+    let s = start();
+    let mut c = connect(s.addr);
+    c.set_nodelay(true).unwrap();
+    // Pipelined: a body, no Content-Length (no body), a body that is the next request's
+    // look-alike, then a GET: all four here, in order.
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer k\r\nContent-Length: 3\r\n\r\nabc\
+          POST /echo HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 16\r\n\r\nGET /q HTTP/1.1\n\
+          GET /q HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut pending = Vec::new();
+    for want in [
+        "echo Bearer k abc",
+        "echo - ",
+        "echo - GET /q HTTP/1.1\n",
+        "quick\n",
+    ] {
+        let (head, body) = response(&mut c, &mut pending, false);
+        assert!(head.contains("\r\nx-path: quick\r\n"), "{head}");
+        let status = if want == "quick\n" {
+            "200 OK"
+        } else {
+            "201 Created"
+        };
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{head}"
+        );
+        assert_eq!(body, want);
+    }
+    // A body in two writes, the second once the server has read the head (and so the first
+    // part, without the rest): answered once it is whole, on the same connection.
+    let seen = s.posts_seen.load(Ordering::Relaxed);
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+        .unwrap();
+    let t = Instant::now();
+    while s.posts_seen.load(Ordering::Relaxed) == seen {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the head was never read"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.write_all(b"56789").unwrap();
+    let (_, body) = response(&mut c, &mut pending, false);
+    assert_eq!(body, "echo - 0123456789");
+    assert_eq!(s.quick.load(Ordering::Relaxed), 5);
+    assert_eq!(s.hyper.load(Ordering::Relaxed), 0);
+
+    // Left to hyper, with the whole body: over the limit, chunked, a target without a limit,
+    // one the responder declines after reading it, and a second Content-Length.
+    for (req, want) in [
+        (
+            &b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n0123456789abcdefg"[..],
+            "hyper POST /echo 0123456789abcdefg",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+            "hyper POST /echo z",
+        ),
+        (
+            b"POST /q HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi",
+            "hyper POST /q hi",
+        ),
+        (
+            b"POST /decline HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz",
+            "hyper POST /decline xyz",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+            "hyper POST /echo hi",
+        ),
+    ] {
+        let before = s.hyper.load(Ordering::Relaxed);
+        let mut c = connect(s.addr);
+        c.write_all(req).unwrap();
+        let (head, body) = response(&mut c, &mut Vec::new(), false);
+        assert_eq!(body, want, "{head}");
+        assert_eq!(s.hyper.load(Ordering::Relaxed), before + 1);
+    }
+    // A GET or HEAD that says it has a body is hyper's too.
+    let mut c = connect(s.addr);
+    c.write_all(b"GET /q HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    let (_, body) = response(&mut c, &mut Vec::new(), false);
+    assert_eq!(body, "hyper GET /q hi");
+    assert_eq!(s.quick.load(Ordering::Relaxed), 5);
 }
 
 #[test]

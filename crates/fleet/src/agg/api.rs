@@ -8,6 +8,11 @@
 //! loopback (unless `--public-read`) reads need it too, except `/healthz` (probes) and the
 //! static assets (the same for every run): as the header, or `?token=` (the browser's page
 //! and its live stream, which cannot send a header).
+//!
+//! Over cleartext, the POSTs that are answered at once (a bot's registration and pushes,
+//! events, finish) are read and answered by [`Quick`] on `st_http::quick`'s hand-written
+//! HTTP/1 path, without hyper: pushes are the aggregator's ingest, a request per bot every
+//! second. The same route table, token check and handlers ([`at_once`]) serve both paths.
 
 use super::{Body, Shared, LONG_POLL};
 use crate::now_unix;
@@ -17,6 +22,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
+use st_http::quick;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,6 +77,14 @@ impl Route {
                 | Route::BotsTable
                 | Route::Load
                 | Route::Stream
+        )
+    }
+
+    /// Whether [`at_once`] answers it.
+    fn at_once(&self) -> bool {
+        matches!(
+            self,
+            Route::Register | Route::Push(_) | Route::NoSuchBot | Route::PostEvent | Route::Finish
         )
     }
 
@@ -135,18 +149,10 @@ fn read(path: &str) -> Option<Route> {
 pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let route = route(req.method(), req.uri().path());
     let query = req.uri().query().unwrap_or_default().to_string();
-    if !allowed(sh, route.as_ref(), req.headers(), Query(&query)) {
-        if req.uri().path().starts_with("/api/") {
-            return error(401, "missing or wrong bearer token");
-        }
-        if route.is_some() {
-            // The page off loopback: say how to open it.
-            return error(
-                401,
-                "this aggregator's reads need its token: open /?token=TOKEN",
-            );
-        }
-        return error(404, "not found");
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let auth = authorization.map(HeaderValue::as_bytes);
+    if let Some(no) = refusal(sh, route.as_ref(), req.uri().path(), auth, Query(&query)) {
+        return no.into();
     }
     let Some(route) = route else {
         return error(404, "not found");
@@ -171,21 +177,96 @@ pub(super) async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response
         Route::BotsTable => bots_table(sh, q),
         Route::Load => load(sh),
         Route::Stream => stream(sh),
-        Route::Register => parsed(&body, |r| register(sh, r, now)),
-        Route::Push(id) => match Push::decode(&body) {
-            Ok(p) => push(sh, id, p, now),
-            Err(e) => error(400, &e),
-        },
         Route::Leave(id) => leave(sh, id, now).await,
         Route::Assignment(id) => assignment(sh, id, q).await,
-        Route::NoSuchBot => error(404, "no such bot"),
         Route::SetLoad => parsed(&body, |r| set_load(sh, r, now)),
-        Route::PostEvent => parsed(&body, |p| post_event(sh, p, now)),
+        Route::Register | Route::Push(_) | Route::NoSuchBot | Route::PostEvent | Route::Finish => {
+            at_once(sh, &route, &body, now).into()
+        }
+    }
+}
+
+/// Why the caller may not take `route` (at `path`), answered at once; `None`: it may.
+fn refusal(
+    sh: &Shared,
+    route: Option<&Route>,
+    path: &str,
+    authorization: Option<&[u8]>,
+    q: Query,
+) -> Option<Json> {
+    if allowed(sh, route, authorization, q) {
+        return None;
+    }
+    Some(if path.starts_with("/api/") {
+        error(401, "missing or wrong bearer token")
+    } else if route.is_some() {
+        // The page off loopback: say how to open it.
+        error(
+            401,
+            "this aggregator's reads need its token: open /?token=TOKEN",
+        )
+    } else {
+        error(404, "not found")
+    })
+}
+
+/// The answer to a route that writes and answers at once, whichever path read it: a bot's
+/// registration and pushes, events, finish.
+fn at_once(sh: &Shared, route: &Route, body: &[u8], now: f64) -> Json {
+    match route {
+        Route::Register => parsed(body, |r| register(sh, r, now)),
+        Route::Push(id) => match Push::decode(body) {
+            Ok(p) => push(sh, *id, p, now),
+            Err(e) => error(400, &e),
+        },
+        Route::NoSuchBot => error(404, "no such bot"),
+        Route::PostEvent => parsed(body, |p| post_event(sh, p, now)),
         Route::Finish => {
             sh.finish.send_replace(true);
             ok()
         }
+        _ => error(405, "not answered at once"),
     }
+}
+
+/// The POSTs of [`at_once`] on the quick path (cleartext HTTP/1.1); anything else, and a
+/// body over its route's limit (413), is hyper's through [`handle`].
+pub(super) struct Quick(pub(super) Arc<Shared>);
+
+const JSON_HEAD: &[u8] = b"content-type: application/json\r\n";
+const JSON_401_HEAD: &[u8] = b"content-type: application/json\r\nwww-authenticate: Bearer\r\n";
+
+impl quick::Responder for Quick {
+    fn answer(&self, _target: &str) -> Option<quick::Answer<'_>> {
+        None
+    }
+
+    fn post_limit(&self, target: &str) -> Option<usize> {
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let r = route(&Method::POST, path)?;
+        r.at_once().then(|| r.body_limit().unwrap_or(0))
+    }
+
+    fn post(
+        &self,
+        req: &quick::Post<'_>,
+        body: &mut Vec<u8>,
+    ) -> Option<(StatusCode, &'static [u8])> {
+        let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+        let route = route(&Method::POST, path).filter(Route::at_once)?;
+        let q = Query(query);
+        let j = refusal(&self.0, Some(&route), path, req.authorization, q)
+            .unwrap_or_else(|| at_once(&self.0, &route, req.body, now_unix()));
+        body.extend_from_slice(&j.body);
+        let head = if j.status == StatusCode::UNAUTHORIZED {
+            JSON_401_HEAD
+        } else {
+            JSON_HEAD
+        };
+        Some((j.status, head))
+    }
+
+    fn answered(&self, _status: u16, _took: Duration) {}
 }
 
 /// A request's query string.
@@ -210,8 +291,8 @@ impl<'a> Query<'a> {
 /// Whether the caller may take `route` (`None`: an unknown path, which needs the token too):
 /// one that needs no token, the bearer token, or for a read the token in the query, which is
 /// how a browser's page and its live stream carry it.
-fn allowed(sh: &Shared, route: Option<&Route>, headers: &http::HeaderMap, q: Query) -> bool {
-    let bearer = || st_http::server::bearer_ok(headers, &sh.token);
+fn allowed(sh: &Shared, route: Option<&Route>, authorization: Option<&[u8]>, q: Query) -> bool {
+    let bearer = || st_http::server::bearer_value_ok(authorization, &sh.token);
     let Some(r) = route else { return bearer() };
     if !r.needs_token(sh.private_reads) || bearer() {
         return true;
@@ -223,10 +304,7 @@ fn allowed(sh: &Shared, route: Option<&Route>, headers: &http::HeaderMap, q: Que
 }
 
 /// The body as JSON, handed to `f`; a 400 saying why when it is not.
-fn parsed<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    f: impl FnOnce(T) -> Response<Body>,
-) -> Response<Body> {
+fn parsed<T: serde::de::DeserializeOwned, R: From<Json>>(body: &[u8], f: impl FnOnce(T) -> R) -> R {
     match serde_json::from_slice(body) {
         Ok(v) => f(v),
         Err(e) => error(400, &format!("bad JSON: {e}")),
@@ -305,7 +383,7 @@ fn load(sh: &Shared) -> Response<Body> {
     )
 }
 
-fn register(sh: &Shared, r: Register, now: f64) -> Response<Body> {
+fn register(sh: &Shared, r: Register, now: f64) -> Json {
     let mut st = sh.state.lock().expect("state lock");
     // The new bot's first long-poll gets its assignment; the others are woken only if their
     // share changed (a small fleet is re-split at once).
@@ -317,7 +395,7 @@ fn register(sh: &Shared, r: Register, now: f64) -> Response<Body> {
     }
 }
 
-fn push(sh: &Shared, id: u64, p: Push, now: f64) -> Response<Body> {
+fn push(sh: &Shared, id: u64, p: Push, now: f64) -> Json {
     if !p.instance.is_empty() && p.instance != sh.instance {
         return error(409, "this aggregator restarted: register again");
     }
@@ -404,7 +482,7 @@ struct Posted {
     text: String,
 }
 
-fn post_event(sh: &Shared, p: Posted, now: f64) -> Response<Body> {
+fn post_event(sh: &Shared, p: Posted, now: f64) -> Json {
     let mut st = sh.state.lock().expect("state lock");
     match st.post_event(now, &p.text) {
         Ok(()) => ok(),
@@ -454,28 +532,41 @@ fn full(code: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Respon
     r
 }
 
-fn json<T: serde::Serialize>(code: StatusCode, v: &T) -> Response<Body> {
-    full(
-        code,
-        "application/json",
-        serde_json::to_vec(v).expect("serializable"),
-    )
+/// An answer in JSON (every answer of the API but the page, its assets, `/metrics` and the
+/// stream): hyper's path makes a response of it, the quick path writes it as it is.
+pub(super) struct Json {
+    status: StatusCode,
+    body: Vec<u8>,
 }
 
-fn ok() -> Response<Body> {
+impl From<Json> for Response<Body> {
+    fn from(j: Json) -> Self {
+        let mut r = full(j.status, "application/json", j.body);
+        if j.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+fn json<T: serde::Serialize, R: From<Json>>(code: StatusCode, v: &T) -> R {
+    Json {
+        status: code,
+        body: serde_json::to_vec(v).expect("serializable"),
+    }
+    .into()
+}
+
+fn ok<R: From<Json>>() -> R {
     json(StatusCode::OK, &serde_json::json!({ "ok": true }))
 }
 
-fn error(code: u16, why: &str) -> Response<Body> {
+fn error<R: From<Json>>(code: u16, why: &str) -> R {
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut r = json(code, &serde_json::json!({ "error": why }));
-    if code == StatusCode::UNAUTHORIZED {
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    r
+    json(code, &serde_json::json!({ "error": why }))
 }
 
-fn refused(r: Refused) -> Response<Body> {
+fn refused<R: From<Json>>(r: Refused) -> R {
     error(r.0, &r.1)
 }

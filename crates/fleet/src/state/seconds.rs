@@ -128,7 +128,9 @@ impl State {
             bot.record.responses += i.snap.responses;
             bot.record.errors += i.snap.failed();
         }
-        let (hwm, generation, name) = (bot.hwm, bot.assignment.generation, bot.record.name.clone());
+        let (hwm, generation) = (bot.hwm, bot.assignment.generation);
+        // Only a bot that is back is named in an event (not a copy per push).
+        let name = back.then(|| bot.record.name.clone());
         for mut i in fresh {
             hist::record::merge_names(
                 &mut self.named,
@@ -148,7 +150,7 @@ impl State {
             i.snap.end = i.snap.start + len;
             self.add(i.t, &i.snap);
         }
-        if back {
+        if let Some(name) = name {
             self.event(now, "bot_back", format!("bot {name} (#{id}) is back"));
             self.joined_live(now, id);
         }
