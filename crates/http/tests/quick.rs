@@ -163,6 +163,18 @@ fn response(c: &mut TcpStream, pending: &mut Vec<u8>, head_request: bool) -> (St
     }
 }
 
+/// Each request, on a connection of its own, is answered by hyper with `want`.
+fn answered_by_hyper(s: &Server, cases: &[(&[u8], &str)]) {
+    for (req, want) in cases {
+        let before = s.hyper.load(Ordering::Relaxed);
+        let mut c = connect(s.addr);
+        c.write_all(req).unwrap();
+        let (head, body) = response(&mut c, &mut Vec::new(), false);
+        assert_eq!(&body, want, "{head}");
+        assert_eq!(s.hyper.load(Ordering::Relaxed), before + 1);
+    }
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -226,7 +238,9 @@ fn the_first_request_it_does_not_answer_hands_the_connection_to_hyper() {
 
     // What the quick path leaves alone: unknown targets, HTTP/1.0, framings other than
     // Content-Length (204), absolute-form targets, upgrades.
-    for (req, want) in [
+    answered_by_hyper(
+        &s,
+        &[
         (
             &b"GET /other HTTP/1.1\r\nHost: t\r\n\r\n"[..],
             "hyper GET /other ",
@@ -249,14 +263,8 @@ fn the_first_request_it_does_not_answer_hands_the_connection_to_hyper() {
             b"GET /q HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, close\r\n\r\n",
             "hyper GET /q ",
         ),
-    ] {
-        let before = s.hyper.load(Ordering::Relaxed);
-        let mut c = connect(s.addr);
-        c.write_all(req).unwrap();
-        let (head, body) = response(&mut c, &mut Vec::new(), false);
-        assert_eq!(body, want, "{head}");
-        assert_eq!(s.hyper.load(Ordering::Relaxed), before + 1);
-    }
+    ],
+    );
     // A target hyper's URI parser refuses: refused as hyper refuses it, not answered.
     let mut c = connect(s.addr);
     c.write_all(b"GET /q?a<b HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -322,7 +330,9 @@ fn posts_within_the_limit_are_answered_here_whole_or_in_pieces() {
 
     // Left to hyper, with the whole body: over the limit, chunked, a target without a limit,
     // one the responder declines after reading it, and a second Content-Length.
-    for (req, want) in [
+    answered_by_hyper(
+        &s,
+        &[
         (
             &b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n0123456789abcdefg"[..],
             "hyper POST /echo 0123456789abcdefg",
@@ -343,20 +353,13 @@ fn posts_within_the_limit_are_answered_here_whole_or_in_pieces() {
             b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
             "hyper POST /echo hi",
         ),
-    ] {
-        let before = s.hyper.load(Ordering::Relaxed);
-        let mut c = connect(s.addr);
-        c.write_all(req).unwrap();
-        let (head, body) = response(&mut c, &mut Vec::new(), false);
-        assert_eq!(body, want, "{head}");
-        assert_eq!(s.hyper.load(Ordering::Relaxed), before + 1);
-    }
-    // A GET or HEAD that says it has a body is hyper's too.
-    let mut c = connect(s.addr);
-    c.write_all(b"GET /q HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
-        .unwrap();
-    let (_, body) = response(&mut c, &mut Vec::new(), false);
-    assert_eq!(body, "hyper GET /q hi");
+        // A GET that says it has a body.
+        (
+            b"GET /q HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi",
+            "hyper GET /q hi",
+        ),
+    ],
+    );
     assert_eq!(s.quick.load(Ordering::Relaxed), 5);
 }
 
