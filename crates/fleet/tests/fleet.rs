@@ -505,6 +505,14 @@ fn bad_writes_change_nothing() {
     let text = testsupport::call::raw(a.addr, &req).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 401 "), "{text}");
     assert!(text.contains("\r\nwww-authenticate: bearer\r\n"), "{text}");
+    // Without the token, a large body is refused from the head: none of it is waited for
+    // (nor kept) before the 401.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: agg\r\nContent-Length: {}\r\n\r\n",
+        fleet::wire::MAX_BODY
+    );
+    let text = testsupport::call::raw(a.addr, head.as_bytes());
+    assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
     // A load spec that `scaletest load` would reject gets its reason.
     let (code, text) = http(
         a.addr,

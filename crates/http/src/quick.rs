@@ -11,7 +11,9 @@
 //! Pipelined requests are answered in one write (up to 64 KiB of answers at a time); a client
 //! that does not take its answers within the header timeout is cut off. A request answered
 //! here once the server stops gets `Connection: close`, and the connection a lingering close;
-//! one handed over then is hyper's to answer and close.
+//! one handed over then is hyper's to answer and close. A POST whose body is still arriving
+//! when the server stops is not in flight yet: its connection is closed unanswered (the
+//! aggregator's bots push it again; nothing of it was acted on).
 
 use crate::front::{self, read_more, Conn, Handoff};
 use crate::server::{Activity, ConnService, Limits, Phase, Stats};
@@ -56,14 +58,19 @@ pub trait Responder: 'static {
     fn answer(&self, target: &str) -> Option<Answer<'_>>;
 
     /// The largest body of a POST to `target` answered here (a larger one is hyper's, which
-    /// refuses it as the server's route does); `None`, the default: every POST is hyper's.
-    fn post_limit(&self, _target: &str) -> Option<usize> {
+    /// refuses it as the server's route does), asked once its head has arrived, before any of
+    /// its body is kept: a caller the server refuses from the head alone (no token:
+    /// `authorization` is the first `Authorization` value) should get `None`, so that hyper
+    /// refuses it without reading its body. `None`, the default: every POST is hyper's.
+    fn post_limit(&self, _target: &str, _authorization: Option<&[u8]>) -> Option<usize> {
         None
     }
 
-    /// The answer to a POST whose body has arrived: its status and further header lines
-    /// (as [`Answer::headers`]), its body written into `body`; `None` hands the connection
-    /// to hyper from this request on, as [`Responder::answer`]'s does.
+    /// The answer to a POST whose body has arrived: its status (one that frames its body
+    /// with `Content-Length`: not 1xx, 204 or 304, which would hand the request to hyper
+    /// after it was acted on) and further header lines (as [`Answer::headers`]), its body
+    /// written into `body`; `None` hands the connection to hyper from this request on, as
+    /// [`Responder::answer`]'s does.
     fn post(&self, _req: &Post<'_>, _body: &mut Vec<u8>) -> Option<(StatusCode, &'static [u8])> {
         None
     }
@@ -101,6 +108,9 @@ where
 /// Above this, a body is written from where it is rather than copied behind its head.
 const COPY_BODY: usize = 16 * 1024;
 
+/// A POST body's buffer grows by at most this much per read, and is given back once empty.
+const BODY_STEP: usize = 64 * 1024;
+
 /// Answers waiting in `out` are written once they reach this (pipelined requests).
 const OUT_MAX: usize = 64 * 1024;
 
@@ -119,6 +129,10 @@ async fn client<R: Responder>(
     let mut answered: Vec<u16> = Vec::new();
     loop {
         conn.busy(false);
+        if buf.is_empty() && buf.capacity() > BODY_STEP {
+            // A large body's room is not kept for the connection's life.
+            buf = BytesMut::with_capacity(4096);
+        }
         if !read_more(&mut s, &mut buf).await {
             return None;
         }
@@ -145,15 +159,16 @@ async fn client<R: Responder>(
             let head = method == Method::Head;
             let answer = if method == Method::Post {
                 // A body over the limit is hyper's to refuse (the route's 413).
-                match r.post_limit(target) {
+                match r.post_limit(target, authorization) {
                     Some(limit) if body <= limit => {}
                     _ => break true,
                 }
                 let whole = head_len + body;
                 if buf.len() < whole {
-                    // A piece of a body is activity; room for the rest is made at once.
+                    // A piece of a body is activity; room is made as it arrives (a length
+                    // declared is not memory given).
                     conn.started();
-                    buf.reserve(whole - buf.len());
+                    buf.reserve((whole - buf.len()).min(BODY_STEP));
                     break false;
                 }
                 posted.clear();

@@ -434,7 +434,9 @@ pub fn bearer_ok(headers: &http::HeaderMap, token: &str) -> bool {
 /// [`bearer_ok`] of an `Authorization` header's value (`None`: no header), for servers that
 /// read heads themselves ([`crate::quick`]).
 pub fn bearer_value_ok(value: Option<&[u8]>, token: &str) -> bool {
+    // As `HeaderValue::to_str` takes it: visible ASCII and tabs only.
     value
+        .filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)))
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| token_eq(t.trim(), token))

@@ -42,7 +42,7 @@ impl Responder for Fixed {
         })
     }
 
-    fn post_limit(&self, target: &str) -> Option<usize> {
+    fn post_limit(&self, target: &str, _authorization: Option<&[u8]>) -> Option<usize> {
         self.posts_seen.fetch_add(1, Ordering::Relaxed);
         matches!(target, "/echo" | "/decline").then_some(16)
     }

@@ -1,6 +1,7 @@
 //! The aggregator's HTTP API as a route table: [`route`] names the route of a method and path,
-//! [`handle`] applies the bearer-token check and the body limit of that route in one place,
-//! then calls the route's own small function.
+//! [`refusal`] is the one bearer-token check and [`Route::body_limit`] the one body limit,
+//! applied by [`handle`] (hyper) and [`Quick`], which then call the route's own small
+//! function.
 //!
 //! Reads (the page, its assets, `/healthz`, `/metrics`, the read APIs, the live stream) need
 //! no token on loopback; everything else does: without it, a path under `/api/` is a 401 and
@@ -241,10 +242,14 @@ impl quick::Responder for Quick {
         None
     }
 
-    fn post_limit(&self, target: &str) -> Option<usize> {
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let r = route(&Method::POST, path)?;
-        r.at_once().then(|| r.body_limit().unwrap_or(0))
+    fn post_limit(&self, target: &str, authorization: Option<&[u8]>) -> Option<usize> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let r = route(&Method::POST, path).filter(Route::at_once)?;
+        // A caller without the token is hyper's, which refuses it from the head, unread.
+        if refusal(&self.0, Some(&r), path, authorization, Query(query)).is_some() {
+            return None;
+        }
+        Some(r.body_limit().unwrap_or(0))
     }
 
     fn post(
