@@ -5,7 +5,8 @@
 //!
 //! The writer of the run file records the plan ([`StagePlan`], from the rate shape); the rows
 //! are computed here from the run's per-second snapshots, each second counted in the stage
-//! holding its middle.
+//! holding its middle; the seconds after the last stage (the drain: answers to its last sends)
+//! count in the last, so that the stages' answers add up to the run's.
 
 use crate::format::{count, ms, trim};
 use hist::Snapshot;
@@ -59,11 +60,13 @@ impl StageRow {
 /// The rows of `plan` over a run's per-second snapshots.
 pub fn rows(plan: &[StagePlan], intervals: &[Snapshot]) -> Vec<StageRow> {
     plan.iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
+            let last = i + 1 == plan.len();
             let mut m = Snapshot::default();
             for s in intervals {
                 let mid = (s.start + s.end) / 2.0;
-                if mid >= p.start_s && mid < p.end_s {
+                if mid >= p.start_s && (mid < p.end_s || last) {
                     m.merge(s);
                 }
             }
@@ -171,13 +174,18 @@ mod tests {
                 connections: None,
             },
         ];
+        // The drain after the last stage: answers to its last sends, none sent.
+        let mut drain = second(3, 3, 20_000);
+        drain.sent = 0;
         let secs = [
             second(0, 10, 1000),
             second(1, 10, 1000),
             second(2, 27, 20_000),
+            drain,
         ];
         let r = rows(&plan, &secs);
         assert_eq!((r[0].sent, r[1].sent), (20, 27));
+        assert_eq!((r[0].responses, r[1].responses), (20, 30));
         assert_eq!((r[0].kept(), r[1].kept()), (Some(1.0), Some(0.9)));
         assert!((r[1].p50_ms - 20.0).abs() < 0.05);
         let t = table(&r);

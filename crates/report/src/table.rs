@@ -102,7 +102,7 @@ pub fn write_report(run: &RunFile, percentiles: bool, out: &mut dyn Write) -> io
     s += &tables(&sum);
     s += &figures(&sum, run.info.max_connections.unwrap_or(0));
     if !run.stages.is_empty() {
-        s += "\nStages (each second counted in the stage holding its middle):\n";
+        s += "\nStages (each second counted in the stage holding its middle, the drain in the last):\n";
         s += &crate::stages::table(&run.stages);
     }
     if !run.total.names.is_empty() {
