@@ -319,11 +319,11 @@ fn parse(data: &[u8]) -> Parsed<'_> {
         let plain = if n.eq_ignore_ascii_case("content-length") {
             // One length, of digits only; a GET or HEAD's must be 0. Anything else (a list,
             // a sign, a second header) is hyper's to judge.
-            let len = (body.is_none() && !h.value.is_empty() && h.value.len() <= 15)
-                .then(|| std::str::from_utf8(h.value).ok())
-                .flatten()
-                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok());
+            let digits = body.is_none()
+                && (1..=15).contains(&h.value.len())
+                && h.value.iter().all(u8::is_ascii_digit);
+            let len = digits
+                .then(|| (h.value.iter()).fold(0usize, |n, d| n * 10 + usize::from(d - b'0')));
             body = len;
             len.is_some_and(|l| l == 0 || method == Method::Post)
         } else if n.eq_ignore_ascii_case("authorization") {
