@@ -57,21 +57,34 @@ pub trait Responder: 'static {
     /// `None` to hand the connection to hyper from this request on.
     fn answer(&self, target: &str) -> Option<Answer<'_>>;
 
+    /// What [`Responder::post_limit`] found out about a POST it admitted (its route, say),
+    /// handed to [`Responder::post`] so that nothing is looked up twice.
+    type Admitted;
+
     /// The largest body of a POST to `target` answered here (a larger one is hyper's, which
     /// refuses it as the server's route does), asked once its head has arrived, before any of
-    /// its body is kept: a caller the server refuses from the head alone (no token:
+    /// its body is kept (and again as more of it arrives): a caller the server refuses from the head alone (no token:
     /// `authorization` is the first `Authorization` value) should get `None`, so that hyper
     /// refuses it without reading its body. `None`, the default: every POST is hyper's.
-    fn post_limit(&self, _target: &str, _authorization: Option<&[u8]>) -> Option<usize> {
+    fn post_limit(
+        &self,
+        _target: &str,
+        _authorization: Option<&[u8]>,
+    ) -> Option<(usize, Self::Admitted)> {
         None
     }
 
-    /// The answer to a POST whose body has arrived: its status (one that frames its body
-    /// with `Content-Length`: not 1xx, 204 or 304, which would hand the request to hyper
-    /// after it was acted on) and further header lines (as [`Answer::headers`]), its body
-    /// written into `body`; `None` hands the connection to hyper from this request on, as
-    /// [`Responder::answer`]'s does.
-    fn post(&self, _req: &Post<'_>, _body: &mut Vec<u8>) -> Option<(StatusCode, &'static [u8])> {
+    /// The answer to a POST admitted by [`Responder::post_limit`] whose body has arrived: its
+    /// status (one that frames its body with `Content-Length`: not 1xx, 204 or 304, which
+    /// would hand the request to hyper after it was acted on) and further header lines (as
+    /// [`Answer::headers`]), its body written into `body`; `None` hands the connection to
+    /// hyper from this request on, as [`Responder::answer`]'s does.
+    fn post(
+        &self,
+        _admitted: Self::Admitted,
+        _req: &Post<'_>,
+        _body: &mut Vec<u8>,
+    ) -> Option<(StatusCode, &'static [u8])> {
         None
     }
 
@@ -159,10 +172,10 @@ async fn client<R: Responder>(
             let head = method == Method::Head;
             let answer = if method == Method::Post {
                 // A body over the limit is hyper's to refuse (the route's 413).
-                match r.post_limit(target, authorization) {
-                    Some(limit) if body <= limit => {}
+                let admitted = match r.post_limit(target, authorization) {
+                    Some((limit, admitted)) if body <= limit => admitted,
                     _ => break true,
-                }
+                };
                 let whole = head_len + body;
                 if buf.len() < whole {
                     // A piece of a body is activity; room is made as it arrives (a length
@@ -177,11 +190,12 @@ async fn client<R: Responder>(
                     authorization,
                     body: &buf[head_len..whole],
                 };
-                r.post(&req, &mut posted).map(|(status, headers)| Answer {
-                    status,
-                    headers,
-                    body: &posted,
-                })
+                r.post(admitted, &req, &mut posted)
+                    .map(|(status, headers)| Answer {
+                        status,
+                        headers,
+                        body: &posted,
+                    })
             } else {
                 r.answer(target)
             };

@@ -42,13 +42,21 @@ impl Responder for Fixed {
         })
     }
 
-    fn post_limit(&self, target: &str, _authorization: Option<&[u8]>) -> Option<usize> {
+    /// Whether the POST is to `/echo` (else `/decline`).
+    type Admitted = bool;
+
+    fn post_limit(&self, target: &str, _authorization: Option<&[u8]>) -> Option<(usize, bool)> {
         self.posts_seen.fetch_add(1, Ordering::Relaxed);
-        matches!(target, "/echo" | "/decline").then_some(16)
+        matches!(target, "/echo" | "/decline").then_some((16, target == "/echo"))
     }
 
-    fn post(&self, req: &Post<'_>, body: &mut Vec<u8>) -> Option<(StatusCode, &'static [u8])> {
-        if req.target != "/echo" {
+    fn post(
+        &self,
+        echo: bool,
+        req: &Post<'_>,
+        body: &mut Vec<u8>,
+    ) -> Option<(StatusCode, &'static [u8])> {
+        if !echo {
             return None;
         }
         body.extend_from_slice(b"echo ");

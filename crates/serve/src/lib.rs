@@ -171,6 +171,9 @@ pub fn start(cfg: Config) -> Result<Running, ServeError> {
 struct Quick(Arc<State>);
 
 impl quick::Responder for Quick {
+    /// Never built: every POST is hyper's.
+    type Admitted = ();
+
     fn answer(&self, target: &str) -> Option<quick::Answer<'_>> {
         let path = target.split_once('?').map_or(target, |(p, _)| p);
         let f = routes::fixed(&self.0, path)?;

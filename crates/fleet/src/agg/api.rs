@@ -13,7 +13,9 @@
 //! Over cleartext, the POSTs that are answered at once (a bot's registration and pushes,
 //! events, finish) are read and answered by [`Quick`] on `st_http::quick`'s hand-written
 //! HTTP/1 path, without hyper: pushes are the aggregator's ingest, a request per bot every
-//! second. The same route table, token check and handlers ([`at_once`]) serve both paths.
+//! second. The same route table, token check and handlers ([`at_once`]) serve both paths;
+//! on the quick path the route and token are checked once, from the head, before any body is
+//! kept (a caller without the token is left to hyper, which refuses it unread).
 
 use super::{Body, Shared, LONG_POLL};
 use crate::now_unix;
@@ -34,7 +36,7 @@ use tokio::sync::broadcast;
 const SAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// One route of the API.
-enum Route {
+pub(super) enum Route {
     /// A fixed file anyone may read (`/healthz` for probes, the static assets: nothing of the
     /// run): its content type and content.
     File(&'static str, &'static str),
@@ -235,40 +237,34 @@ fn at_once(sh: &Shared, route: &Route, body: &[u8], now: f64) -> Json {
 pub(super) struct Quick(pub(super) Arc<Shared>);
 
 const JSON_HEAD: &[u8] = b"content-type: application/json\r\n";
-const JSON_401_HEAD: &[u8] = b"content-type: application/json\r\nwww-authenticate: Bearer\r\n";
 
 impl quick::Responder for Quick {
     fn answer(&self, _target: &str) -> Option<quick::Answer<'_>> {
         None
     }
 
-    fn post_limit(&self, target: &str, authorization: Option<&[u8]>) -> Option<usize> {
+    /// The route, its caller's token checked.
+    type Admitted = Route;
+
+    fn post_limit(&self, target: &str, authorization: Option<&[u8]>) -> Option<(usize, Route)> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let r = route(&Method::POST, path).filter(Route::at_once)?;
         // A caller without the token is hyper's, which refuses it from the head, unread.
         if refusal(&self.0, Some(&r), path, authorization, Query(query)).is_some() {
             return None;
         }
-        Some(r.body_limit().unwrap_or(0))
+        Some((r.body_limit().unwrap_or(0), r))
     }
 
     fn post(
         &self,
+        route: Route,
         req: &quick::Post<'_>,
         body: &mut Vec<u8>,
     ) -> Option<(StatusCode, &'static [u8])> {
-        let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
-        let route = route(&Method::POST, path).filter(Route::at_once)?;
-        let q = Query(query);
-        let j = refusal(&self.0, Some(&route), path, req.authorization, q)
-            .unwrap_or_else(|| at_once(&self.0, &route, req.body, now_unix()));
+        let j = at_once(&self.0, &route, req.body, now_unix());
         body.extend_from_slice(&j.body);
-        let head = if j.status == StatusCode::UNAUTHORIZED {
-            JSON_401_HEAD
-        } else {
-            JSON_HEAD
-        };
-        Some((j.status, head))
+        Some((j.status, JSON_HEAD))
     }
 
     fn answered(&self, _status: u16, _took: Duration) {}
