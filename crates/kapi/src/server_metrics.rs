@@ -1,7 +1,10 @@
 //! The API server's own view of a run, as ClusterLoader2 and kube-burner read it: its
 //! `/metrics` scraped through the run's own client at the start, every `--scrape-interval` and
-//! at the end ([`Scraper`]), kept as deltas between scrapes (a counter that went down is a
-//! restarted server: its new value is the delta), and summarized into a [`ServerSide`]:
+//! at the end ([`Scraper`]), taken in as deltas between scrapes (a counter that went down is a
+//! restarted server: its new value is the delta) that are summed, charted per interval
+//! ([`intervals`]) and kept for the SLO's windows only as long as a window reaches them
+//! (the `slo` module), so a summary costs the same however long the run, and summarized into a
+//! [`ServerSide`]:
 //! requests and their codes by verb/resource/subresource/scope with p50/p99 from
 //! `apiserver_request_duration_seconds`' bucket deltas, API Priority and Fairness' queue waits
 //! and rejections by priority level, the most inflight and long-running requests seen, etcd
@@ -20,6 +23,7 @@
 mod exposition;
 pub mod intervals;
 pub mod promql;
+mod slo;
 pub mod text;
 
 use crate::stats::ErrorMessage;
@@ -35,8 +39,6 @@ use text::Sample;
 
 /// `--scrape-interval`'s default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// ClusterLoader2's latency window.
-const SLO_WINDOW_S: f64 = 300.0;
 /// How long one scrape may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -228,8 +230,12 @@ struct Record {
     /// Seconds since the scraper started, of the first good scrape.
     first_at: Option<f64>,
     last: Option<(f64, Series)>,
-    /// Deltas of counters and buckets between consecutive good scrapes, by the later's time.
-    intervals: Vec<(f64, Series)>,
+    /// The deltas of counters and buckets between consecutive good scrapes, summed.
+    total: Series,
+    /// Each interval between two good scrapes, as the report charts it.
+    rows: Vec<ServerInterval>,
+    /// The SLO windows so far.
+    slo: slo::Slo,
     /// Gauges summed per what they count, by kind: (max, last).
     gauges: BTreeMap<(&'static str, String), (f64, f64)>,
     scrapes: u32,
@@ -243,7 +249,9 @@ impl Record {
             began_unix,
             first_at: None,
             last: None,
-            intervals: Vec::new(),
+            total: Series::new(),
+            rows: Vec::new(),
+            slo: slo::Slo::default(),
             gauges: BTreeMap::new(),
             scrapes: 0,
             failed: 0,
@@ -294,7 +302,7 @@ impl Record {
             let e = self.gauges.entry(g).or_insert((v, v));
             *e = (e.0.max(v), v);
         }
-        if let Some((_, prev)) = &self.last {
+        if let (Some((from, prev)), Some(first)) = (&self.last, self.first_at) {
             let deltas: Series = series
                 .iter()
                 .filter_map(|(k, &v)| {
@@ -303,14 +311,29 @@ impl Record {
                     (d > 0.0).then(|| (k.clone(), d))
                 })
                 .collect();
-            self.intervals.push((at, deltas));
+            // Taken in now, so that a summary never walks the run's history.
+            self.rows
+                .push(intervals::row(self.began_unix, *from, at, &deltas));
+            self.slo.add(first, at, &deltas);
+            for (k, v) in deltas {
+                *self.total.entry(k).or_default() += v;
+            }
         }
         self.first_at.get_or_insert(at);
         self.last = Some((at, series));
         self.scrapes += 1;
     }
 
+    /// Everything the scrapes add up to.
     fn summary(&self, version: Option<String>) -> ServerSide {
+        let mut out = self.figures(version);
+        out.intervals = self.rows.clone();
+        out
+    }
+
+    /// As [`Record::summary`] without the intervals (which only the report charts): what the
+    /// live `/metrics` shows.
+    fn figures(&self, version: Option<String>) -> ServerSide {
         let mut out = ServerSide {
             version,
             scrapes: self.scrapes,
@@ -322,15 +345,9 @@ impl Record {
             return out;
         };
         out.span_s = last - first;
-        let mut total = Series::new();
-        for (_, d) in &self.intervals {
-            for (k, v) in d {
-                *total.entry(k.clone()).or_default() += v;
-            }
-        }
-        out.calls = calls(&total);
-        out.apf = apf(&total, &self.gauges);
-        out.etcd = etcd(&total);
+        out.calls = calls(&self.total);
+        out.apf = apf(&self.total, &self.gauges);
+        out.etcd = etcd(&self.total);
         for ((kind, what), &(max, last)) in &self.gauges {
             let g = Gauge {
                 what: what.clone(),
@@ -343,8 +360,7 @@ impl Record {
                 _ => {}
             }
         }
-        out.slo = slo(first, &self.intervals);
-        out.intervals = intervals::of(self.began_unix, first, &self.intervals);
+        out.slo = self.slo.verdicts(first, *last);
         out
     }
 }
@@ -540,74 +556,6 @@ fn judged(s: &Sample) -> bool {
         && BUILT_IN_GROUPS.contains(&s.label("group"))
 }
 
-/// The SLO check over 5-minute windows of the intervals (end time, deltas) after `first`.
-fn slo(first: f64, intervals: &[(f64, Series)]) -> Vec<ServerSlo> {
-    let per_interval: Vec<(f64, BTreeMap<CallKey, Buckets>)> = intervals
-        .iter()
-        .map(|(at, d)| {
-            let mut m: BTreeMap<CallKey, Buckets> = BTreeMap::new();
-            for (s, v) in family(d, "apiserver_request_duration_seconds_bucket") {
-                if judged(&s) {
-                    add_bucket(m.entry(call_key(&s)).or_default(), &s, v);
-                }
-            }
-            (*at, m)
-        })
-        .collect();
-    let Some(&(end, _)) = per_interval.last() else {
-        return Vec::new();
-    };
-    let ends: Vec<f64> = if end - first < SLO_WINDOW_S {
-        vec![end]
-    } else {
-        per_interval
-            .iter()
-            .map(|(at, _)| *at)
-            .filter(|at| at - first >= SLO_WINDOW_S)
-            .collect()
-    };
-    let mut p99s: BTreeMap<CallKey, Vec<f64>> = BTreeMap::new();
-    for w in ends {
-        let mut sum: BTreeMap<&CallKey, Buckets> = BTreeMap::new();
-        for (_, m) in per_interval
-            .iter()
-            .filter(|(at, _)| *at <= w && *at > w - SLO_WINDOW_S)
-        {
-            for (k, b) in m {
-                let into = sum.entry(k).or_default();
-                for (le, n) in b {
-                    *into.entry(*le).or_default() += n;
-                }
-            }
-        }
-        for (k, b) in sum {
-            if let Some(p) = quantile(0.99, &b) {
-                p99s.entry(k.clone()).or_default().push(p);
-            }
-        }
-    }
-    p99s.into_iter()
-        .filter_map(|((verb, resource, subresource, scope), v)| {
-            let p99_s = promql::quantile(0.99, &v)?;
-            let limit_s = match scope.as_str() {
-                "resource" => 1.0,
-                "namespace" => 5.0,
-                _ => 30.0,
-            };
-            Some(ServerSlo {
-                verb,
-                resource,
-                subresource,
-                scope,
-                p99_s,
-                limit_s,
-                windows: v.len() as u32,
-                pass: p99_s <= limit_s,
-            })
-        })
-        .collect()
-}
-
 /// Scrapes the API server's `/metrics` around a run.
 pub struct Scraper {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -675,7 +623,7 @@ impl Scraper {
                     _ = tokio::time::sleep(every) => {
                         rec.scrape(&client, began.elapsed().as_secs_f64()).await;
                         if live.0.wanted.load(std::sync::atomic::Ordering::Relaxed) {
-                            let now = rec.summary(version.clone());
+                            let now = rec.figures(version.clone());
                             *live.0.latest.lock().expect("lock") = Some(now);
                         }
                     }

@@ -50,53 +50,45 @@ pub fn call_text(verb: &str, resource: &str, subresource: &str, scope: &str) -> 
     format!("{verb} {resource}{sub} ({scope})")
 }
 
-/// Each (end, deltas) of the scrapes, the first scrape having been at `began_unix` + 0 and
-/// the previous interval ending where the next begins.
-pub(super) fn of(began_unix: f64, first: f64, intervals: &[(f64, Series)]) -> Vec<ServerInterval> {
-    let mut from = first;
-    intervals
-        .iter()
-        .map(|(at, d)| {
-            let mut apf: BTreeMap<String, (Buckets, u64)> = BTreeMap::new();
-            for (s, v) in family(
-                d,
-                "apiserver_flowcontrol_request_wait_duration_seconds_bucket",
-            ) {
-                let pl = s.label("priority_level").to_string();
-                add_bucket(&mut apf.entry(pl).or_default().0, &s, v);
-            }
-            for (s, v) in family(d, "apiserver_flowcontrol_rejected_requests_total") {
-                let pl = s.label("priority_level").to_string();
-                apf.entry(pl).or_default().1 += v.round() as u64;
-            }
-            let out = ServerInterval {
-                end_unix: began_unix + at,
-                seconds: at - from,
-                calls: super::calls(d)
-                    .into_iter()
-                    .map(|c| {
-                        let k = call_text(&c.verb, &c.resource, &c.subresource, &c.scope);
-                        let n = IntervalCalls {
-                            count: c.count,
-                            p99_s: c.p99_s,
-                        };
-                        (k, n)
-                    })
-                    .collect(),
-                apf: apf
-                    .into_iter()
-                    .map(|(pl, (b, rejected))| {
-                        let a = IntervalApf {
-                            waited: observations(&b),
-                            wait_p99_s: quantile(0.99, &b),
-                            rejected,
-                        };
-                        (pl, a)
-                    })
-                    .collect(),
-            };
-            from = *at;
-            out
-        })
-        .collect()
+/// The interval from `from` to `at` s (the first scrape having been at `began_unix` + 0),
+/// from its `deltas`.
+pub(super) fn row(began_unix: f64, from: f64, at: f64, deltas: &Series) -> ServerInterval {
+    let mut apf: BTreeMap<String, (Buckets, u64)> = BTreeMap::new();
+    for (s, v) in family(
+        deltas,
+        "apiserver_flowcontrol_request_wait_duration_seconds_bucket",
+    ) {
+        let pl = s.label("priority_level").to_string();
+        add_bucket(&mut apf.entry(pl).or_default().0, &s, v);
+    }
+    for (s, v) in family(deltas, "apiserver_flowcontrol_rejected_requests_total") {
+        let pl = s.label("priority_level").to_string();
+        apf.entry(pl).or_default().1 += v.round() as u64;
+    }
+    ServerInterval {
+        end_unix: began_unix + at,
+        seconds: at - from,
+        calls: super::calls(deltas)
+            .into_iter()
+            .map(|c| {
+                let k = call_text(&c.verb, &c.resource, &c.subresource, &c.scope);
+                let n = IntervalCalls {
+                    count: c.count,
+                    p99_s: c.p99_s,
+                };
+                (k, n)
+            })
+            .collect(),
+        apf: apf
+            .into_iter()
+            .map(|(pl, (b, rejected))| {
+                let a = IntervalApf {
+                    waited: observations(&b),
+                    wait_p99_s: quantile(0.99, &b),
+                    rejected,
+                };
+                (pl, a)
+            })
+            .collect(),
+    }
 }

@@ -91,6 +91,30 @@ fn the_slo_takes_the_99th_percentile_of_5_minute_windows_and_leaves_out_custom_r
     assert_eq!(sv.calls[0].resource, "flunders.wardle.example.com");
 }
 
+/// A long run's record keeps one window of buckets, not the run: the summary's cost (asked
+/// for at every scrape when the run serves `/metrics`) stays the same as the run goes on.
+#[test]
+fn a_long_run_keeps_one_window_of_buckets_and_judges_every_window() {
+    let mut rec = Record::new(1000.0);
+    // Three hours of scrapes every 10 s.
+    for i in 0..1080u64 {
+        add(&mut rec, i as f64 * 10.0, &scrape_text(i * 5));
+        assert!(rec.slo.kept() <= 30, "{} intervals kept", rec.slo.kept());
+    }
+    let live = rec.figures(None);
+    assert!(
+        live.intervals.is_empty(),
+        "the live figures leave the rows out"
+    );
+    let sv = rec.summary(None);
+    assert_eq!(sv.intervals.len(), 1079);
+    assert_eq!(sv.calls[0].count, 1079 * 5);
+    // Windows end at 300, 310, ... 10,790 s.
+    assert_eq!(sv.slo[0].windows, 1050);
+    assert!((0.025..=0.05).contains(&sv.slo[0].p99_s));
+    assert_eq!(live.slo, sv.slo);
+}
+
 #[test]
 fn a_forbidden_metrics_endpoint_is_one_warning_and_no_table() {
     let mut rec = Record::new(1000.0);
