@@ -28,7 +28,7 @@ impl Metrics {
     }
 
     /// The API server's figures for the render, from `scraper`: summed at each scrape only
-    /// when there is a /metrics server to read them (their cost grows with the run).
+    /// when there is a /metrics server to read them.
     pub(crate) fn live(
         &self,
         scraper: &kapi::server_metrics::Scraper,

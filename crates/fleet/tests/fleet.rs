@@ -493,8 +493,8 @@ fn bad_writes_change_nothing() {
         assert_eq!(code, want, "{p}: {text}");
         assert!(text.contains(says), "{text}");
     }
-    // A push with a wrong token (read on the quick path): refused with the challenge, as
-    // hyper's path refuses the other writes.
+    // A push with a wrong token: the quick path leaves it to hyper, which refuses it with the
+    // challenge, as it refuses the other writes.
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: agg\r\nAuthorization: Bearer nope\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",

@@ -58,14 +58,15 @@ pub trait Responder: 'static {
     fn answer(&self, target: &str) -> Option<Answer<'_>>;
 
     /// What [`Responder::post_limit`] found out about a POST it admitted (its route, say),
-    /// handed to [`Responder::post`] so that nothing is looked up twice.
+    /// handed to [`Responder::post`] so that it is not looked up again (a body that takes
+    /// several reads is asked about again at each, as the head is parsed again).
     type Admitted;
 
     /// The largest body of a POST to `target` answered here (a larger one is hyper's, which
     /// refuses it as the server's route does), asked once its head has arrived, before any of
-    /// its body is kept (and again as more of it arrives): a caller the server refuses from the head alone (no token:
-    /// `authorization` is the first `Authorization` value) should get `None`, so that hyper
-    /// refuses it without reading its body. `None`, the default: every POST is hyper's.
+    /// its body is kept (and again as more of it arrives): a caller the server refuses from
+    /// the head alone (no token: `authorization` is the first `Authorization` value) should
+    /// get `None`, so that hyper refuses it without reading its body. `None`, the default: every POST is hyper's.
     fn post_limit(
         &self,
         _target: &str,

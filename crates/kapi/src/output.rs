@@ -197,8 +197,8 @@ impl ApiRun {
 
     /// Parse a run file written by `--json`; `name` is for messages. The version is checked
     /// first (as `report::RunFile::from_json` does), so that a file from another version is
-    /// called that rather than malformed. A number over [`MAX_COUNT`](report::runfile::MAX_COUNT) (the bound of every run
-    /// file) is refused.
+    /// called that rather than malformed. A number over
+    /// [`MAX_COUNT`](report::runfile::MAX_COUNT) (the bound of every run file) is refused.
     pub fn from_json(name: &str, text: &str) -> Result<ApiRun, ApiRunError> {
         use report::runfile::Unreadable;
         report::runfile::parse_kind(text, report::Kind::Api, API_RUN_VERSION).map_err(|e| match e {

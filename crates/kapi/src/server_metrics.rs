@@ -3,7 +3,7 @@
 //! at the end ([`Scraper`]), taken in as deltas between scrapes (a counter that went down is a
 //! restarted server: its new value is the delta) that are summed, charted per interval
 //! ([`intervals`]) and kept for the SLO's windows only as long as a window reaches them
-//! (the `slo` module), so a summary costs the same however long the run, and summarized into a
+//! (the `slo` module), so a summary never re-reads the run's history, and summarized into a
 //! [`ServerSide`]:
 //! requests and their codes by verb/resource/subresource/scope with p50/p99 from
 //! `apiserver_request_duration_seconds`' bucket deltas, API Priority and Fairness' queue waits
@@ -11,7 +11,9 @@
 //! request latency by operation and type, and the server's version from `/version`.
 //!
 //! Percentiles are Prometheus's `histogram_quantile` ([`promql`]): linear interpolation within
-//! the bucket the rank falls in, so they are only as fine as the server's buckets. The SLO
+//! the bucket the rank falls in, from the bound of the one below (empty buckets of a histogram
+//! that counted are kept, as a `rate()` of every bucket keeps them), so they are only as fine
+//! as the server's buckets. The SLO
 //! check copies ClusterLoader2's APIResponsivenessPrometheus: the p99 of each
 //! verb/resource/subresource/scope over 5-minute windows (one ending at each scrape from 5
 //! minutes in; a shorter run is one window), then the 99th percentile of those
@@ -32,7 +34,7 @@ use kube::Client;
 use report::format::{count, ms};
 use report::table::boxed;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use text::Sample;
@@ -303,12 +305,34 @@ impl Record {
             *e = (e.0.max(v), v);
         }
         if let (Some((from, prev)), Some(first)) = (&self.last, self.first_at) {
+            let delta = |k: &Key, v: f64| {
+                let before = prev.get(k).copied().unwrap_or(0.0);
+                if v >= before {
+                    v - before
+                } else {
+                    v
+                }
+            };
+            // A histogram that counted anything in the interval keeps its empty buckets too:
+            // the one below the first that counted is where `histogram_quantile` starts its
+            // interpolation, as it does over Prometheus's `rate()` of every bucket.
+            let counted: BTreeSet<(&str, Vec<&(String, String)>)> = series
+                .iter()
+                .filter(|(k, v)| {
+                    k.0.ends_with("_bucket")
+                        && k.1.iter().any(|(l, b)| l == "le" && b == "+Inf")
+                        && delta(k, **v) > 0.0
+                })
+                .map(|(k, _)| (k.0.as_str(), without_le(&k.1)))
+                .collect();
             let deltas: Series = series
                 .iter()
                 .filter_map(|(k, &v)| {
-                    let before = prev.get(k).copied().unwrap_or(0.0);
-                    let d = if v >= before { v - before } else { v };
-                    (d > 0.0).then(|| (k.clone(), d))
+                    let d = delta(k, v);
+                    let keep = d > 0.0
+                        || (k.0.ends_with("_bucket")
+                            && counted.contains(&(k.0.as_str(), without_le(&k.1))));
+                    keep.then(|| (k.clone(), d))
                 })
                 .collect();
             // Taken in now, so that a summary never walks the run's history.
@@ -396,6 +420,11 @@ fn resource(s: &Sample) -> String {
         (r, "") => r.to_string(),
         (r, g) => format!("{r}.{g}"),
     }
+}
+
+/// A bucket's labels but its bound: the histogram it belongs to.
+fn without_le(labels: &[(String, String)]) -> Vec<&(String, String)> {
+    labels.iter().filter(|(k, _)| k != "le").collect()
 }
 
 /// A call's row key: verb, resource, subresource (none for a non-resource path), scope.
@@ -564,8 +593,7 @@ pub struct Scraper {
 }
 
 /// The server's figures as of the last scrape, for the run's own `/metrics`: summed at
-/// each scrape only once asked for ([`Scraper::live`]), as the summary's cost grows with the
-/// run's length.
+/// each scrape only once asked for ([`Scraper::live`]), as nothing else needs them.
 #[derive(Clone, Default)]
 pub struct Live(std::sync::Arc<LiveInner>);
 

@@ -14,8 +14,9 @@
 //! events, finish) are read and answered by [`Quick`] on `st_http::quick`'s hand-written
 //! HTTP/1 path, without hyper: pushes are the aggregator's ingest, a request per bot every
 //! second. The same route table, token check and handlers ([`at_once`]) serve both paths;
-//! on the quick path the route and token are checked once, from the head, before any body is
-//! kept (a caller without the token is left to hyper, which refuses it unread).
+//! on the quick path the route and token are checked from the head, before any body is kept
+//! (a caller without the token is left to hyper, which refuses it unread), and not again
+//! when the body is in.
 
 use super::{Body, Shared, LONG_POLL};
 use crate::now_unix;

@@ -1,8 +1,8 @@
 //! The SLO check (ClusterLoader2's APIResponsivenessPrometheus), kept as the scrapes come: an
 //! interval's judged request-duration buckets are kept only while a 5-minute window ending at
 //! a later scrape can still reach them, and each window's p99s are taken once, when it ends.
-//! A summary then costs the same at any point of a run, however long (the live `/metrics`
-//! asks for one at every scrape).
+//! A summary (the live `/metrics` asks for one at every scrape) then sorts a number per call
+//! per window ended rather than merging every interval's buckets again.
 
 use super::{
     add_bucket, call_key, family, judged, promql, quantile, Buckets, CallKey, Series, ServerSlo,
