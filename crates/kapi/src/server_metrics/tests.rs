@@ -93,6 +93,32 @@ fn the_slo_takes_the_99th_percentile_of_5_minute_windows_and_leaves_out_custom_r
     assert_eq!(sv.calls[0].resource, "flunders.wardle.example.com");
 }
 
+/// Requests all slower than the largest bound: the percentiles are that bound, as
+/// `histogram_quantile` gives when the rank falls in `+Inf` (the finite buckets counted none,
+/// and are kept for it).
+#[test]
+fn requests_past_the_last_bound_are_at_that_bound() {
+    let slow = |n: u64| {
+        let l = "component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"pods\",\
+                 scope=\"resource\",subresource=\"\",verb=\"GET\",version=\"v1\"";
+        let mut s = format!("apiserver_request_total{{code=\"200\",{l}}} {n}\n");
+        for (le, c) in [("0.025", 0), ("0.05", 0), ("+Inf", n)] {
+            s += &format!("apiserver_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {c}\n");
+        }
+        s
+    };
+    let mut rec = Record::new(1000.0);
+    add(&mut rec, 0.0, &slow(0));
+    add(&mut rec, 10.0, &slow(8));
+    let sv = rec.summary(None);
+    assert_eq!(
+        (sv.calls[0].p50_s, sv.calls[0].p99_s),
+        (Some(0.05), Some(0.05))
+    );
+    assert_eq!(sv.slo[0].p99_s, 0.05);
+    assert!(sv.slo[0].pass);
+}
+
 /// A long run's record keeps one window of buckets, not the run: a summary (asked for at
 /// every scrape when the run serves `/metrics`) does not merge the run's buckets again.
 #[test]
