@@ -129,7 +129,7 @@ pub struct LoopStats {
     pub gone: u64,
     /// Lists after a watcher's first.
     pub relists: u64,
-    /// Watches the client ended, overdue by [`OVERDUE`].
+    /// Watches the client ended, 30 s past their `timeoutSeconds` with no end from the server.
     pub overdue: u64,
     /// Failed watch requests and ERROR events by HTTP status (0: no HTTP answer), 410s
     /// included.
