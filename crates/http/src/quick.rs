@@ -66,7 +66,8 @@ pub trait Responder: 'static {
     /// refuses it as the server's route does), asked once its head has arrived, before any of
     /// its body is kept (and again as more of it arrives): a caller the server refuses from
     /// the head alone (no token: `authorization` is the first `Authorization` value) should
-    /// get `None`, so that hyper refuses it without reading its body. `None`, the default: every POST is hyper's.
+    /// get `None`, so that hyper refuses it without reading its body. `None`, the default:
+    /// every POST is hyper's.
     fn post_limit(
         &self,
         _target: &str,
