@@ -509,16 +509,20 @@ fn calls(total: &Series) -> Vec<ServerCalls> {
         .collect()
 }
 
-fn apf(total: &Series, gauges: &BTreeMap<(&'static str, String), (f64, f64)>) -> Vec<ApfLevel> {
-    let mut levels: BTreeMap<String, (Buckets, BTreeMap<String, u64>)> = BTreeMap::new();
+/// API Priority and Fairness in `series` by priority level: queue-wait buckets, and
+/// rejections by reason.
+type ApfByLevel = BTreeMap<String, (Buckets, BTreeMap<String, u64>)>;
+
+fn apf_by_level(series: &Series) -> ApfByLevel {
+    let mut levels = ApfByLevel::new();
     for (s, v) in family(
-        total,
+        series,
         "apiserver_flowcontrol_request_wait_duration_seconds_bucket",
     ) {
         let pl = s.label("priority_level").to_string();
         add_bucket(&mut levels.entry(pl).or_default().0, &s, v);
     }
-    for (s, v) in family(total, "apiserver_flowcontrol_rejected_requests_total") {
+    for (s, v) in family(series, "apiserver_flowcontrol_rejected_requests_total") {
         let pl = s.label("priority_level").to_string();
         *levels
             .entry(pl)
@@ -527,6 +531,11 @@ fn apf(total: &Series, gauges: &BTreeMap<(&'static str, String), (f64, f64)>) ->
             .entry(s.label("reason").to_string())
             .or_default() += v.round() as u64;
     }
+    levels
+}
+
+fn apf(total: &Series, gauges: &BTreeMap<(&'static str, String), (f64, f64)>) -> Vec<ApfLevel> {
+    let mut levels = apf_by_level(total);
     for (kind, pl) in gauges.keys() {
         if *kind == "inqueue" {
             levels.entry(pl.clone()).or_default();

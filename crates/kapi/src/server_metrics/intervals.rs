@@ -2,7 +2,7 @@
 //! and API Priority and Fairness' queue-wait p99 and rejections by priority level, in each
 //! interval between two good scrapes (every `--scrape-interval`).
 
-use super::{add_bucket, family, observations, quantile, Buckets, Series};
+use super::{observations, quantile, Series};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -53,18 +53,6 @@ pub fn call_text(verb: &str, resource: &str, subresource: &str, scope: &str) -> 
 /// The interval from `from` to `at` s (the first scrape having been at `began_unix` + 0),
 /// from its `deltas`.
 pub(super) fn row(began_unix: f64, from: f64, at: f64, deltas: &Series) -> ServerInterval {
-    let mut apf: BTreeMap<String, (Buckets, u64)> = BTreeMap::new();
-    for (s, v) in family(
-        deltas,
-        "apiserver_flowcontrol_request_wait_duration_seconds_bucket",
-    ) {
-        let pl = s.label("priority_level").to_string();
-        add_bucket(&mut apf.entry(pl).or_default().0, &s, v);
-    }
-    for (s, v) in family(deltas, "apiserver_flowcontrol_rejected_requests_total") {
-        let pl = s.label("priority_level").to_string();
-        apf.entry(pl).or_default().1 += v.round() as u64;
-    }
     ServerInterval {
         end_unix: began_unix + at,
         seconds: at - from,
@@ -79,13 +67,13 @@ pub(super) fn row(began_unix: f64, from: f64, at: f64, deltas: &Series) -> Serve
                 (k, n)
             })
             .collect(),
-        apf: apf
+        apf: super::apf_by_level(deltas)
             .into_iter()
             .map(|(pl, (b, rejected))| {
                 let a = IntervalApf {
                     waited: observations(&b),
                     wait_p99_s: quantile(0.99, &b),
-                    rejected,
+                    rejected: rejected.values().sum(),
                 };
                 (pl, a)
             })

@@ -119,6 +119,40 @@ fn requests_past_the_last_bound_are_at_that_bound() {
     assert!(sv.slo[0].pass);
 }
 
+/// APF by priority level: the run's rejections by reason, each interval's summed, and the
+/// queue wait from the same buckets.
+#[test]
+fn apf_rejections_count_by_reason_for_the_run_and_together_per_interval() {
+    let apf = |queue: u64, time: u64, waited: u64| {
+        let pl = "priority_level=\"workload-low\"";
+        let mut s = format!(
+            "apiserver_flowcontrol_rejected_requests_total{{flow_schema=\"a\",{pl},reason=\"queue-full\"}} {queue}\n\
+             apiserver_flowcontrol_rejected_requests_total{{flow_schema=\"a\",{pl},reason=\"time-out\"}} {time}\n"
+        );
+        for (le, c) in [("0.1", waited), ("+Inf", waited)] {
+            s += &format!(
+                "apiserver_flowcontrol_request_wait_duration_seconds_bucket{{execute=\"true\",flow_schema=\"a\",le=\"{le}\",{pl}}} {c}\n"
+            );
+        }
+        s
+    };
+    let mut rec = Record::new(1000.0);
+    add(&mut rec, 0.0, &apf(1, 0, 10));
+    add(&mut rec, 10.0, &apf(4, 2, 30));
+    add(&mut rec, 20.0, &apf(5, 5, 30));
+    let sv = rec.summary(None);
+    let l = &sv.apf[0];
+    assert_eq!(l.priority_level, "workload-low");
+    assert_eq!((l.rejected["queue-full"], l.rejected["time-out"]), (4, 5));
+    assert_eq!(l.waited, 20);
+    let per: Vec<(u64, u64)> = sv
+        .intervals
+        .iter()
+        .map(|i| (i.apf["workload-low"].rejected, i.apf["workload-low"].waited))
+        .collect();
+    assert_eq!(per, vec![(5, 20), (4, 0)]);
+}
+
 /// A long run's record keeps one window of buckets, not the run: a summary (asked for at
 /// every scrape when the run serves `/metrics`) does not merge the run's buckets again.
 #[test]
