@@ -12,7 +12,9 @@
 #   10,000 bots/s sustained on one core (all pushes accepted, latency bounded). In the same
 #   run, nginx answering the same pushes (read and reply, nothing merged) gives the floor:
 #   rounds alternate between the two, each with the host's steal time over its window; the
-#   medians count only rounds with at most STEAL_MAX s (default 0.5) of steal.
+#   medians count only rounds with at most STEAL_MAX s (default 0.5) of steal. TLS=1: both
+#   serve HTTPS with the same self-signed certificate (the aggregator's own, made by
+#   `aggregate --tls-self-signed`) and every bot pushes over TLS, as in a `k8s` run.
 # ui: the live page in headless Chromium (crates/fleet/examples/ui_probe.rs) while UI_BOTS
 #   simulated bots push: the main thread's timer lag and long tasks, how often the figures
 #   changed, a screenshot in OUT. Goal: the page stays responsive with 1,000 bots.
@@ -27,6 +29,7 @@ BOTS=${BOTS:-"1000 10000"}
 RATE=${RATE:-10000}
 ONLY=${ONLY:-}
 STEAL_MAX=${STEAL_MAX:-0.5}
+TLS=${TLS:-0}
 OUT=${OUT:-bench/out/fleet-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
@@ -49,7 +52,7 @@ trap cleanup EXIT
 # CPU seconds (user+system) a process has used so far.
 cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
 # Start a process that prints "listening on http://ADDR" and echo ADDR.
-addr_of() { for _ in $(seq 100); do a=$(grep -o 'http://[0-9.:]*' "$1" | head -1); [ -n "$a" ] && { echo "${a#http://}"; return; }; sleep 0.1; done; }
+addr_of() { for _ in $(seq 100); do a=$(grep -Eo 'https?://[0-9.:]*' "$1" | head -1); [ -n "$a" ] && { echo "${a#*://}"; return; }; sleep 0.1; done; }
 # Seconds of CPU the hypervisor took from this guest so far (all CPUs; /proc/stat's steal).
 steal() { awk -v t="$(getconf CLK_TCK)" '/^cpu / {print $9/t}' /proc/stat; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -63,6 +66,18 @@ if want ingest; then
   command -v nginx >/dev/null || { echo "bench/fleet.sh: needs nginx (apt-get install nginx)" >&2; exit 1; }
   NGPORT=${NGPORT:-18089}
   mkdir -p "$RUN/ng"
+  SCHEME=http AGG_TLS=() NG_LISTEN="listen 127.0.0.1:$NGPORT;"
+  if [ "$TLS" = 1 ]; then
+    # One certificate for every round and for nginx: the aggregator's own self-signed one.
+    "$ST" aggregate --out "$RUN/tlsgen" --bind 127.0.0.1:0 --token t0k3n --tls-self-signed >"$RUN/tlsgen.out" 2>&1 &
+    GEN=$!
+    for _ in $(seq 100); do [ -f "$RUN/tlsgen/tls/cert.pem" ] && break; sleep 0.1; done
+    kill $GEN; wait $GEN 2>/dev/null
+    [ -f "$RUN/tlsgen/tls/cert.pem" ] || { echo "bench/fleet.sh: no certificate made" >&2; exit 1; }
+    SCHEME=https AGG_TLS=(--tls-cert "$RUN/tlsgen/tls/cert.pem" --tls-key "$RUN/tlsgen/tls/key.pem")
+    NG_LISTEN="listen 127.0.0.1:$NGPORT ssl; ssl_certificate $RUN/tlsgen/tls/cert.pem; ssl_certificate_key $RUN/tlsgen/tls/key.pem;"
+    export INGEST_CA=$RUN/tlsgen/tls/cert.pem
+  fi
   cat >"$RUN/ng/nginx.conf" <<CONF
 worker_processes 1;
 error_log $RUN/ng/error.log;
@@ -74,7 +89,7 @@ http {
   uwsgi_temp_path $RUN/ng; scgi_temp_path $RUN/ng;
   client_max_body_size 4m; client_body_buffer_size 256k; keepalive_requests 1000000;
   server {
-    listen 127.0.0.1:$NGPORT;
+    $NG_LISTEN
     default_type application/json;
     location = /api/bots { return 200 '{"id":1,"hwm":0,"instance":"x"}'; }
     location /api/bots/ { return 200 '{"hwm":0,"generation":1,"instance":"x"}'; }
@@ -88,9 +103,9 @@ CONF
     # that both see the same spells of a noisy host; each round's ratio is kept too.
     for r in $(seq "$ROUNDS"); do
       rm -rf "$RUN/agg"
-      taskset -c 0 "$ST" aggregate --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n --max-bots $((n + 10)) >"$RUN/agg.out" 2>&1 &
+      taskset -c 0 "$ST" aggregate --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n --max-bots $((n + 10)) "${AGG_TLS[@]}" >"$RUN/agg.out" 2>&1 &
       AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")
-      taskset -c 1 "$INGEST" "http://$A" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
+      taskset -c 1 "$INGEST" "$SCHEME://$A" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
       SIM=$!
       # Registration and the first seconds are warm-up; measure the middle of the pushes.
       registered "$RUN/ingest.out" $SIM
@@ -108,7 +123,7 @@ CONF
       taskset -c 0 nginx -p "$RUN/ng" -c "$RUN/ng/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
       NG=$!
       for _ in $(seq 50); do W=$(pgrep -P $NG | head -1); [ -n "$W" ] && break; sleep 0.1; done
-      taskset -c 1 "$INGEST" "http://127.0.0.1:$NGPORT" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
+      taskset -c 1 "$INGEST" "$SCHEME://127.0.0.1:$NGPORT" t0k3n "$n" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1 &
       SIM=$!
       registered "$RUN/ingest.out" $SIM
       sleep 2; c0=$(cpu "$W"); t0=$(date +%s.%N); s0=$(steal)
@@ -127,7 +142,7 @@ CONF
     qa=$(quiet ingest | wc -l); qn=$(quiet ingest-nginx | wc -l)
     if [ "$qa" -gt 0 ] && [ "$qn" -gt 0 ]; then
       agg=$(quiet ingest | median); ng=$(quiet ingest-nginx | median)
-      printf 'ingest\tbots=%s\tmedian_cpu_pct=%.2f\tnginx_floor_cpu_pct=%.2f\tratio=%.2f\tquiet_rounds=%s+%s_of_%s\n' "$n" "$agg" "$ng" "$(echo "$agg / $ng" | bc -l)" "$qa" "$qn" "$ROUNDS" | tee -a "$OUT/summary.tsv"
+      printf 'ingest\ttls=%s\tbots=%s\tmedian_cpu_pct=%.2f\tnginx_floor_cpu_pct=%.2f\tratio=%.2f\tquiet_rounds=%s+%s_of_%s\n' "$TLS" "$n" "$agg" "$ng" "$(echo "$agg / $ng" | bc -l)" "$qa" "$qn" "$ROUNDS" | tee -a "$OUT/summary.tsv"
     else
       printf 'ingest\tbots=%s\tno round with steal under %s s for both: no figure\n' "$n" "$STEAL_MAX" | tee -a "$OUT/summary.tsv"
     fi

@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! cargo run --release -p fleet --example ingest -- http://127.0.0.1:8089 TOKEN BOTS SECONDS RUN.json
+//! INGEST_CA=tls/cert.pem cargo run --release -p fleet --example ingest -- https://127.0.0.1:8089 …
 //! ```
+//! Over `https://`, every bot's connection is TLS (HTTP/1.1 by ALPN, as a bot's link speaks to
+//! a deployed aggregator), trusting only the CA certificate in `INGEST_CA`.
 //! Prints `registered N` once every bot has registered (pushes start at the next second), then
 //! at the end the pushes sent, refused, failed and retried (sent again on a new connection),
 //! pushes per second over the run, and the push latency p50/p99/max after the first
@@ -26,8 +29,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A bot's connection: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Where the bots push: the address, and the TLS client when the URL is `https://`.
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
 
 /// Seconds of pushes left out of the latency figures (the script measures CPU after them too):
 /// the first pushes reconnect what the aggregator closed while 10,000 bots registered.
@@ -42,8 +56,8 @@ fn now_unix() -> f64 {
 
 /// One bot's connection to the aggregator, kept alive across pushes (reopened after a close).
 struct Conn {
-    addr: SocketAddr,
-    stream: Option<TcpStream>,
+    target: Target,
+    stream: Option<Box<dyn Stream>>,
     req: Vec<u8>,
     buf: Vec<u8>,
     /// Requests sent again on a new connection.
@@ -51,9 +65,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(addr: SocketAddr) -> Conn {
+    fn new(target: Target) -> Conn {
         Conn {
-            addr,
+            target,
             stream: None,
             req: Vec::with_capacity(16 * 1024),
             buf: Vec::with_capacity(4096),
@@ -74,7 +88,7 @@ impl Conn {
             self.req,
             "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\
              content-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
-            self.addr,
+            self.target.addr,
             body.len()
         )
         .unwrap();
@@ -98,11 +112,17 @@ impl Conn {
 
     async fn exchange(&mut self) -> Result<(u16, Vec<u8>), String> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(self.addr)
+            let s = TcpStream::connect(self.target.addr)
                 .await
                 .map_err(|e| e.to_string())?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
-            self.stream = Some(s);
+            self.stream = Some(match &self.target.tls {
+                None => Box::new(s),
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::from(self.target.addr.ip());
+                    Box::new(tls.connect(name, s).await.map_err(|e| e.to_string())?)
+                }
+            });
         }
         let s = self.stream.as_mut().unwrap();
         s.write_all(&self.req).await.map_err(|e| e.to_string())?;
@@ -152,10 +172,18 @@ fn main() {
         std::process::exit(2);
     }
     let base = a[1].trim_end_matches('/');
-    let addr: SocketAddr = base
-        .strip_prefix("http://")
-        .and_then(|h| h.parse().ok())
-        .expect("AGGREGATOR_URL: http://IP:PORT");
+    let (https, hostport) = match base.strip_prefix("https://") {
+        Some(h) => (true, h),
+        None => (false, base.strip_prefix("http://").expect("AGGREGATOR_URL: http(s)://IP:PORT")),
+    };
+    let addr: SocketAddr = hostport.parse().expect("AGGREGATOR_URL: http(s)://IP:PORT");
+    let tls = https.then(|| {
+        let ca = std::env::var("INGEST_CA").expect("https needs INGEST_CA, the CA's PEM file");
+        let pem = std::fs::read(&ca).expect("INGEST_CA readable");
+        let cfg = st_http::tls::client_config_trusting(&pem, st_http::Protocol::Http1).unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    });
+    let target = Target { addr, tls };
     let token: Arc<str> = a[2].as_str().into();
     let bots: usize = a[3].parse().expect("BOTS");
     let seconds: u64 = a[4].parse().expect("SECONDS");
@@ -185,7 +213,7 @@ fn main() {
                 previous_run: None,
                 wire: fleet::wire::WIRE,
             };
-            let mut c = Conn::new(addr);
+            let mut c = Conn::new(target.clone());
             let (code, b) = c
                 .post("/api/bots", &token, "application/json", &serde_json::to_vec(&r).unwrap())
                 .await

@@ -349,17 +349,17 @@ fn label_value(s: &str) -> bool {
         && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
 }
 
-/// Measured per-core figures (BENCHMARKS.md: 2026-11-29, the bot's 2026-12-06 15:36; the
-/// project machine: 2 vCPU KVM guest, loopback, release build).
+/// Measured per-core figures (BENCHMARKS.md: the server's 2026-11-29, the bot's 2026-12-06
+/// 15:36, the aggregator's 2026-12-07 08:27; the project machine: 2 vCPU KVM guest, loopback,
+/// release build).
 #[derive(Debug, Clone, Copy)]
 pub struct Figures {
     /// `scaletest serve`'s CPU per response, µs (wrk → serve, 13-byte body, keep-alive).
     pub server_us_per_req: f64,
     /// A bot's CPU per request, µs (open loop at 10,000 req/s against `scaletest serve`).
     pub bot_us_per_req: f64,
-    /// The aggregator's CPU per bot, in cores (1,000 bots pushing every second: 21.6 %, JSON
-    /// over hyper; the cleartext quick path's 6.31 % of 2026-12-07 is not what a cluster's
-    /// TLS aggregator runs, and TLS was not measured).
+    /// The aggregator's CPU per bot, in cores (1,000 bots pushing every second over TLS, as
+    /// a cluster's aggregator serves them: 9.46 % of a core, `TLS=1 bench/fleet.sh`).
     pub aggregator_cores_per_bot: f64,
     /// p99 the server showed at its measured capacity (wrk, c50, saturated), ms.
     pub server_p99_ms: f64,
@@ -370,7 +370,7 @@ impl Figures {
     pub const MEASURED: Figures = Figures {
         server_us_per_req: 15.99,
         bot_us_per_req: 27.79,
-        aggregator_cores_per_bot: 0.216 / 1000.0,
+        aggregator_cores_per_bot: 0.0946 / 1000.0,
         server_p99_ms: 1.76,
     };
 }
@@ -458,7 +458,7 @@ mod tests {
         assert_eq!(s.servers, 32);
         // 1e6 / 27.79 µs = 35,984 req/s per core, half of it 17,992: 56 bots.
         assert_eq!(s.bots, 56);
-        // 56 bots × 0.216 ms of aggregator CPU per bot-second / 0.5 = 24 m → the 250 m floor.
+        // 56 bots × 0.0946 ms of aggregator CPU per bot-second / 0.5 = 11 m → the 250 m floor.
         assert_eq!(s.aggregator_cpu_m, 250);
         assert_eq!(s.cores, 88.25);
         let small = size(1000.0, &Figures::MEASURED, 0.5).unwrap();
