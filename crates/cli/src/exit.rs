@@ -45,8 +45,7 @@ usage_always!(
     load::SpecError,
     pace::PaceError,
     report::runfile::RunFileError,
-    kapi::output::ApiRunError,
-    nodes::report::NodesRunError,
+    report::runfile::Unreadable,
 );
 
 /// An aggregator that is not who it should be is a failure (exit 1), not a usage error.

@@ -174,7 +174,11 @@ fn main() {
     let base = a[1].trim_end_matches('/');
     let (https, hostport) = match base.strip_prefix("https://") {
         Some(h) => (true, h),
-        None => (false, base.strip_prefix("http://").expect("AGGREGATOR_URL: http(s)://IP:PORT")),
+        None => (
+            false,
+            base.strip_prefix("http://")
+                .expect("AGGREGATOR_URL: http(s)://IP:PORT"),
+        ),
     };
     let addr: SocketAddr = hostport.parse().expect("AGGREGATOR_URL: http(s)://IP:PORT");
     let tls = https.then(|| {

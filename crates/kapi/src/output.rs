@@ -15,6 +15,7 @@ use crate::workload::run::{JobReport, PodStartup};
 use hdrhistogram::Histogram;
 use hist::{histogram_codec, new_histogram};
 use report::format::{count, ms, trim};
+use report::runfile::Unreadable;
 use report::table::{boxed, latency_row};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -127,17 +128,6 @@ pub struct ApiRun {
     pub pods: Option<PodStartup>,
 }
 
-/// An api run file that cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiRunError {
-    /// Not an api run file.
-    #[error("{0}: not an api run file: {1}")]
-    Parse(String, String),
-    /// Written by another format version.
-    #[error("{0}: api run file version {1} (this build reads {API_RUN_VERSION})")]
-    Version(String, u64),
-}
-
 impl ApiRun {
     /// An empty run record.
     pub fn new(info: ApiInfo, started_unix: f64) -> ApiRun {
@@ -199,12 +189,8 @@ impl ApiRun {
     /// first (as `report::RunFile::from_json` does), so that a file from another version is
     /// called that rather than malformed. A number over
     /// [`MAX_COUNT`](report::runfile::MAX_COUNT) (the bound of every run file) is refused.
-    pub fn from_json(name: &str, text: &str) -> Result<ApiRun, ApiRunError> {
-        use report::runfile::Unreadable;
-        report::runfile::parse_kind(text, report::Kind::Api, API_RUN_VERSION).map_err(|e| match e {
-            Unreadable::Parse(why) => ApiRunError::Parse(name.into(), why),
-            Unreadable::Version(n) => ApiRunError::Version(name.into(), n),
-        })
+    pub fn from_json(name: &str, text: &str) -> Result<ApiRun, Unreadable> {
+        report::runfile::parse_kind(name, text, report::Kind::Api, API_RUN_VERSION)
     }
 
     /// Merge runs that happened at the same time (several churn processes): calls, lateness,
@@ -775,8 +761,11 @@ mod tests {
     #[test]
     fn a_file_of_another_version_is_named_so_whatever_its_shape() {
         let e = ApiRun::from_json("f", r#"{"version": 9, "calls": "a new shape"}"#).unwrap_err();
-        assert!(matches!(e, ApiRunError::Version(_, 9)), "{e}");
-        assert!(e.to_string().contains("version 9"), "{e}");
+        assert!(matches!(e, Unreadable::Version { found: 9, .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("f: api run file version 9 (this build reads {API_RUN_VERSION})")
+        );
         let e = ApiRun::from_json("f", r#"{"calls": []}"#).unwrap_err();
         assert!(
             e.to_string()
@@ -784,7 +773,7 @@ mod tests {
             "{e}"
         );
         let e = ApiRun::from_json("f", "{").unwrap_err();
-        assert!(matches!(e, ApiRunError::Parse(..)), "{e}");
+        assert!(matches!(e, Unreadable::Parse { .. }), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use kapi::server_metrics::ServerSide;
 use kapi::stats::{merge_calls, CallStats};
 use kapi::view::View;
 use report::format::{count, ms, trim};
+use report::runfile::Unreadable;
 use report::table::{boxed, latency_row};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -128,28 +129,11 @@ pub struct NodesRun {
     pub startup_seconds: Vec<Second>,
 }
 
-/// A nodes run file that cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum NodesRunError {
-    /// Not a nodes run file.
-    #[error("{0}: not a nodes run file: {1}")]
-    Parse(String, String),
-    /// Written by another format version.
-    #[error("{0}: nodes run file version {1} (this build reads {NODES_RUN_VERSION})")]
-    Version(String, u64),
-}
-
 impl NodesRun {
     /// Parse a run file written by `nodes --json`; `name` is for messages (the version
     /// checked first, a number over the run files' bound refused: report::runfile::parse_kind).
-    pub fn from_json(name: &str, text: &str) -> Result<NodesRun, NodesRunError> {
-        use ::report::runfile::Unreadable;
-        ::report::runfile::parse_kind(text, ::report::Kind::Nodes, NODES_RUN_VERSION).map_err(|e| {
-            match e {
-                Unreadable::Parse(why) => NodesRunError::Parse(name.into(), why),
-                Unreadable::Version(n) => NodesRunError::Version(name.into(), n),
-            }
-        })
+    pub fn from_json(name: &str, text: &str) -> Result<NodesRun, Unreadable> {
+        ::report::runfile::parse_kind(name, text, ::report::Kind::Nodes, NODES_RUN_VERSION)
     }
 
     /// An empty record.

@@ -423,30 +423,70 @@ impl Kind {
             Kind::Nodes => "nodes",
         }
     }
+
+    /// The name with its article, as a message says it ("an api").
+    pub fn a_name(self) -> &'static str {
+        match self {
+            Kind::Load => "a load",
+            Kind::Api => "an api",
+            Kind::Nodes => "a nodes",
+        }
+    }
 }
 
-/// Why a control-plane run file (of one kind and format version) cannot be read.
-#[derive(Debug)]
+/// Why a control-plane run file (an api or nodes run, of one format version) cannot be read;
+/// `name` is the file's, as messages give it.
+#[derive(Debug, thiserror::Error)]
 pub enum Unreadable {
     /// Not JSON, not of the kind, a number over [`MAX_COUNT`], or not of the shape.
-    Parse(String),
+    #[error("{name}: not {} run file: {why}", .kind.a_name())]
+    Parse {
+        /// The file.
+        name: String,
+        /// The kind it was read as.
+        kind: Kind,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Written at another format version.
-    Version(u64),
+    #[error("{name}: {} run file version {found} (this build reads {reads})", .kind.name())]
+    Version {
+        /// The file.
+        name: String,
+        /// The kind it was read as.
+        kind: Kind,
+        /// The file's version.
+        found: u64,
+        /// The version this build reads.
+        reads: u32,
+    },
 }
 
-/// Parse `text` as a run of `kind` at format `version`: the version is checked first (so a
-/// file of another version is called that, whatever its shape), then the kind, then that no
-/// number is over [`MAX_COUNT`] (the bound of every run file).
+/// Parse `text` (the file `name`, for messages) as a run of `kind` at format `version`: the
+/// version is checked first (so a file of another version is called that, whatever its shape),
+/// then the kind, then that no number is over [`MAX_COUNT`] (the bound of every run file).
 pub fn parse_kind<T: serde::de::DeserializeOwned>(
+    name: &str,
     text: &str,
     kind: Kind,
     version: u32,
 ) -> Result<T, Unreadable> {
-    let bad = |e: &dyn std::fmt::Display| Unreadable::Parse(e.to_string());
+    let bad = |e: &dyn std::fmt::Display| Unreadable::Parse {
+        name: name.into(),
+        kind,
+        why: e.to_string(),
+    };
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e))?;
     match v.get("version").and_then(|v| v.as_u64()) {
         Some(n) if n == u64::from(version) => {}
-        Some(n) => return Err(Unreadable::Version(n)),
+        Some(found) => {
+            return Err(Unreadable::Version {
+                name: name.into(),
+                kind,
+                found,
+                reads: version,
+            })
+        }
         None => return Err(bad(&"no version field")),
     }
     match Kind::of(&v) {
