@@ -10,9 +10,10 @@
 //! read on a hand-written HTTP/1 path over cleartext, decoded outside the lock and merged
 //! under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
-//! earlier ones (`revision`) and events (`event`), and saves the run ([`Store`]); a bot's
-//! leave is answered after the next save, so that a bot never exits with seconds that only
-//! a crashed aggregator had.
+//! earlier ones (`revision`) and events (`event`), and hands the run to the thread that saves
+//! it ([`saver`], which owns the [`Store`]: disk writes never hold up the serving thread); a
+//! bot's leave is answered after the next save, so that a bot never exits with seconds that
+//! only a crashed aggregator had.
 //! `GET /api/summary` merges the run's seconds once per call for its figures and the
 //! thresholds' live `verdicts` (the same [`Threshold::judge`] as at the end).
 //!
@@ -28,6 +29,7 @@
 
 mod api;
 pub mod cert;
+mod saver;
 
 use crate::now_unix;
 use crate::state::{self, Plan, State};
@@ -189,11 +191,12 @@ pub fn start(cfg: Config) -> Result<Running, AggError> {
         .into_iter()
         .next()
         .expect("bind returns one listener");
+    let saver = saver::Saver::start(store, shared.clone()).map_err(AggError::Start)?;
     let thread = std::thread::Builder::new()
         .name("aggregate".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, serve(sh, cfg, store, listener))
+            local.block_on(&rt, serve(sh, cfg, saver, listener))
         })
         .map_err(AggError::Start)?;
     Ok(Running {
@@ -238,7 +241,7 @@ impl Running {
 async fn serve(
     sh: Arc<Shared>,
     cfg: Config,
-    mut store: Store,
+    saver: saver::Saver,
     listener: std::net::TcpListener,
 ) -> Outcome {
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
@@ -298,7 +301,7 @@ async fn serve(
             _ = finish_rx.wait_for(|f| *f) => break,
             _ = sleep_until_opt(deadline) => break,
         }
-        tick(&sh, &mut store);
+        tick(&sh, &saver);
         if scheduled {
             let run_for = cfg.run_for.map(|d| d.as_secs_f64());
             let end = sh.state.lock().expect("state lock").scheduled_end(run_for);
@@ -329,7 +332,9 @@ async fn serve(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tick(&sh, &mut store);
+    tick(&sh, &saver);
+    // The saves queued so far land first; the run's last save is made here.
+    let mut store = saver.finish();
     let now = now_unix();
     let (run, write_error) = {
         let mut st = sh.state.lock().expect("state lock");
@@ -394,9 +399,9 @@ async fn sleep_until_opt(d: Option<Instant>) {
     }
 }
 
-fn tick(sh: &Shared, store: &mut Store) {
+fn tick(sh: &Shared, saver: &saver::Saver) {
     let now = now_unix();
-    let (t, saved, save) = {
+    let (t, saved, n) = {
         let mut st = sh.state.lock().expect("state lock");
         let t = st.tick(now);
         let g = st.generation();
@@ -414,18 +419,11 @@ fn tick(sh: &Shared, store: &mut Store) {
     for e in &t.events {
         let _ = sh.stream.send(sse("event", &e));
     }
-    if let Err(e) = store.save(&t.closed, &saved) {
-        // Keep serving: the run is in memory and the next second tries again.
-        let _ = sh.stream.send(sse(
-            "event",
-            &report::Event {
-                t: now,
-                kind: "error".into(),
-                text: format!("cannot save the run: {e}"),
-            },
-        ));
-    }
-    sh.saved.send_replace(save);
+    saver.save(saver::Job {
+        closed: t.closed,
+        saved,
+        n,
+    });
 }
 
 fn sse<T: serde::Serialize>(event: &str, data: &T) -> Bytes {
