@@ -15,6 +15,11 @@
 #   medians count only rounds with at most STEAL_MAX s (default 0.5) of steal. TLS=1: both
 #   serve HTTPS with the same self-signed certificate (the aggregator's own, made by
 #   `aggregate --tls-self-signed`) and every bot pushes over TLS, as in a `k8s` run.
+# saves: push latency while the run directory is saved every second on a slow volume: each
+#   fdatasync of the aggregator made SLOW_SYNC_US (default 50,000) µs slower by a preloaded
+#   shim (bench/slowsync.c, built here with cc), SAVES_BOTS (default 10,000) simulated bots
+#   pushing for DUR s, ROUNDS rounds; AB=path/to/another/scaletest alternates with it, same run.
+#   Goal: the pushes' p99 does not carry the saves (the aggregator saves on its own thread).
 # ui: the live page in headless Chromium (crates/fleet/examples/ui_probe.rs) while UI_BOTS
 #   simulated bots push: the main thread's timer lag and long tasks, how often the figures
 #   changed, a screenshot in OUT. Goal: the page stays responsive with 1,000 bots.
@@ -146,6 +151,25 @@ CONF
     else
       printf 'ingest\tbots=%s\tno round with steal under %s s for both: no figure\n' "$n" "$STEAL_MAX" | tee -a "$OUT/summary.tsv"
     fi
+  done
+fi
+
+if want saves; then
+  command -v cc >/dev/null || { echo "bench/fleet.sh: saves needs a C compiler (apt-get install gcc)" >&2; exit 1; }
+  cc -shared -fPIC -O2 -o "$RUN/slowsync.so" bench/slowsync.c -ldl || exit 1
+  SAVES_BOTS=${SAVES_BOTS:-10000}
+  SLOW_SYNC_US=${SLOW_SYNC_US:-50000}
+  [ -f "$RUN/real.json" ] || taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
+  for r in $(seq "$ROUNDS"); do
+    for bin in "$ST" ${AB:-}; do
+      rm -rf "$RUN/agg"
+      SLOW_SYNC_US=$SLOW_SYNC_US LD_PRELOAD="$RUN/slowsync.so" taskset -c 0 "$bin" aggregate --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n --max-bots $((SAVES_BOTS + 10)) >"$RUN/agg.out" 2>&1 &
+      AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")
+      taskset -c 1 "$INGEST" "http://$A" t0k3n "$SAVES_BOTS" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1
+      kill $AGG; wait $AGG 2>/dev/null
+      printf 'saves	bin=%s	round=%s	slow_sync_us=%s	%s
+' "$bin" "$r" "$SLOW_SYNC_US" "$(tail -1 "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
+    done
   done
 fi
 
