@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loadbots and the aggregator on this machine (issue: "How fast"). Only 127.0.0.1 is used.
 #
-#   bash bench/fleet.sh                   # both scenarios, ROUNDS=3
+#   bash bench/fleet.sh                   # ingest, ui and bot, ROUNDS=3
 #   ONLY=ingest BOTS="1000 10000" bash bench/fleet.sh
 #
 # ingest: the aggregator pinned to CPU 0 (one thread serves everything), simulated bots
@@ -19,6 +19,7 @@
 #   fdatasync of the aggregator made SLOW_SYNC_US (default 50,000) µs slower by a preloaded
 #   shim (bench/slowsync.c, built here with cc), SAVES_BOTS (default 10,000) simulated bots
 #   pushing for DUR s, ROUNDS rounds; AB=path/to/another/scaletest alternates with it, same run.
+#   Only when asked for: ONLY=saves (it needs cc).
 #   Goal: the pushes' p99 does not carry the saves (the aggregator saves on its own thread).
 # ui: the live page in headless Chromium (crates/fleet/examples/ui_probe.rs) while UI_BOTS
 #   simulated bots push: the main thread's timer lag and long tasks, how often the figures
@@ -38,6 +39,7 @@ TLS=${TLS:-0}
 OUT=${OUT:-bench/out/fleet-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+asked() { [[ " $ONLY " == *" $1 "* ]]; }
 log() { echo "[$(date +%T)] $*" >&2; }
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 # ST and INGEST name prebuilt binaries (then nothing is built).
@@ -75,7 +77,7 @@ if want ingest; then
   if [ "$TLS" = 1 ]; then
     # One certificate for every round and for nginx: the aggregator's own self-signed one.
     "$ST" aggregate --out "$RUN/tlsgen" --bind 127.0.0.1:0 --token t0k3n --tls-self-signed >"$RUN/tlsgen.out" 2>&1 &
-    GEN=$!
+    GEN=$!; PIDS+=($GEN)
     for _ in $(seq 100); do [ -f "$RUN/tlsgen/tls/cert.pem" ] && break; sleep 0.1; done
     kill $GEN; wait $GEN 2>/dev/null
     [ -f "$RUN/tlsgen/tls/cert.pem" ] || { echo "bench/fleet.sh: no certificate made" >&2; exit 1; }
@@ -119,7 +121,7 @@ CONF
       rss=$(awk '/VmHWM/ {print $2}' /proc/$AGG/status)
       wait $SIM
       pct=$(echo "($c1 - $c0) / ($t1 - $t0) * 100" | bc -l)
-      printf 'ingest\tbots=%s\tround=%s\tcpu_pct=%.2f\trss_kb=%s\tsteal_s=%s\t%s\n' "$n" "$r" "$pct" "$rss" "$(echo "$s1 - $s0" | bc -l)" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
+      printf 'ingest\tbots=%s\tround=%s\ttls=%s\tcpu_pct=%.2f\trss_kb=%s\tsteal_s=%s\t%s\n' "$n" "$r" "$TLS" "$pct" "$rss" "$(echo "$s1 - $s0" | bc -l)" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
       kill $AGG; wait $AGG 2>/dev/null
       agg_pct=$pct
       # The floor: nginx (1 worker, CPU 0) answering the same pushes with a fixed body, i.e.
@@ -135,13 +137,13 @@ CONF
       sleep $((DUR - 4)); c1=$(cpu "$W"); t1=$(date +%s.%N); s1=$(steal)
       wait $SIM
       pct=$(echo "($c1 - $c0) / ($t1 - $t0) * 100" | bc -l)
-      printf 'ingest-nginx\tbots=%s\tround=%s\tcpu_pct=%.2f\tsteal_s=%s\tratio=%.2f\t%s\n' "$n" "$r" "$pct" "$(echo "$s1 - $s0" | bc -l)" "$(echo "$agg_pct / $pct" | bc -l)" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
+      printf 'ingest-nginx\tbots=%s\tround=%s\ttls=%s\tcpu_pct=%.2f\tsteal_s=%s\tratio=%.2f\t%s\n' "$n" "$r" "$TLS" "$pct" "$(echo "$s1 - $s0" | bc -l)" "$(echo "$agg_pct / $pct" | bc -l)" "$(cat "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
       kill $NG; wait $NG 2>/dev/null
     done
     # Medians over the rounds the host left alone: a window with more than STEAL_MAX s of
     # steal is charged CPU it did not use (seen here: 2–9 s of steal in a 16 s window
     # doubled both figures), so it is listed above but not counted.
-    quiet() { grep "^$1	bots=$n	" "$OUT/results.tsv" | awk -v m="$STEAL_MAX" -F'\t' '{
+    quiet() { grep -P "^$1\tbots=$n\tround=\d+\ttls=$TLS\t" "$OUT/results.tsv" | awk -v m="$STEAL_MAX" -F'\t' '{
       for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       if (v["steal_s"] + 0 <= m) print v["cpu_pct"] }'; }
     qa=$(quiet ingest | wc -l); qn=$(quiet ingest-nginx | wc -l)
@@ -149,12 +151,12 @@ CONF
       agg=$(quiet ingest | median); ng=$(quiet ingest-nginx | median)
       printf 'ingest\ttls=%s\tbots=%s\tmedian_cpu_pct=%.2f\tnginx_floor_cpu_pct=%.2f\tratio=%.2f\tquiet_rounds=%s+%s_of_%s\n' "$TLS" "$n" "$agg" "$ng" "$(echo "$agg / $ng" | bc -l)" "$qa" "$qn" "$ROUNDS" | tee -a "$OUT/summary.tsv"
     else
-      printf 'ingest\tbots=%s\tno round with steal under %s s for both: no figure\n' "$n" "$STEAL_MAX" | tee -a "$OUT/summary.tsv"
+      printf 'ingest\ttls=%s\tbots=%s\tno round with steal under %s s for both: no figure\n' "$TLS" "$n" "$STEAL_MAX" | tee -a "$OUT/summary.tsv"
     fi
   done
 fi
 
-if want saves; then
+if asked saves; then
   command -v cc >/dev/null || { echo "bench/fleet.sh: saves needs a C compiler (apt-get install gcc)" >&2; exit 1; }
   cc -shared -fPIC -O2 -o "$RUN/slowsync.so" bench/slowsync.c -ldl || exit 1
   SAVES_BOTS=${SAVES_BOTS:-10000}
@@ -165,6 +167,8 @@ if want saves; then
       rm -rf "$RUN/agg"
       SLOW_SYNC_US=$SLOW_SYNC_US LD_PRELOAD="$RUN/slowsync.so" taskset -c 0 "$bin" aggregate --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n --max-bots $((SAVES_BOTS + 10)) >"$RUN/agg.out" 2>&1 &
       AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")
+      # A static build would not take the shim and would measure the local disk.
+      grep -q slowsync.so "/proc/$AGG/maps" || { echo "bench/fleet.sh: $bin did not load bench/slowsync.c" >&2; exit 1; }
       taskset -c 1 "$INGEST" "http://$A" t0k3n "$SAVES_BOTS" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1
       kill $AGG; wait $AGG 2>/dev/null
       printf 'saves	bin=%s	round=%s	slow_sync_us=%s	%s

@@ -126,6 +126,8 @@ impl Conn {
         }
         let s = self.stream.as_mut().unwrap();
         s.write_all(&self.req).await.map_err(|e| e.to_string())?;
+        // TLS may hold the last record until flushed.
+        s.flush().await.map_err(|e| e.to_string())?;
         self.buf.clear();
         loop {
             let mut chunk = [0u8; 4096];

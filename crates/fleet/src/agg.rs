@@ -11,9 +11,9 @@
 //! under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
 //! earlier ones (`revision`) and events (`event`), and hands the run to the thread that saves
-//! it ([`saver`], which owns the [`Store`]: disk writes never hold up the serving thread); a
-//! bot's leave is answered after the next save, so that a bot never exits with seconds that
-//! only a crashed aggregator had.
+//! it (`saver`, which owns the [`Store`]: during the run no push waits for the disk); a bot's
+//! leave is answered after the next save (or after 2 s, or a failed save), so that a bot never
+//! exits with seconds that only a crashed aggregator had.
 //! `GET /api/summary` merges the run's seconds once per call for its figures and the
 //! thresholds' live `verdicts` (the same [`Threshold::judge`] as at the end).
 //!
@@ -333,23 +333,27 @@ async fn serve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tick(&sh, &saver);
-    // The saves queued so far land first; the run's last save is made here.
+    // The saves left so far land first; the run's last save is made here.
+    let dir = saver.dir().to_path_buf();
     let mut store = saver.finish();
     let now = now_unix();
     let (run, write_error) = {
         let mut st = sh.state.lock().expect("state lock");
         let closed = st.close_all();
         let saved = st.saved();
-        let mut err = store.save(&closed, &saved).err().map(|e| e.to_string());
+        let mut err = match &mut store {
+            Ok(store) => store.save(&closed, &saved).err().map(|e| e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
         let mut run = st.results(now, run_info(&st.spec, &st.ran));
         run.verdicts = report::threshold::judge(&cfg.thresholds, &run.total, run.elapsed_s);
-        let results = store.dir().join("results.json");
+        let results = dir.join("results.json");
         if let Err(e) = report::write_json_atomic(&run, &results) {
             err.get_or_insert(format!("{}: {e}", results.display()));
         }
         (run, err)
     };
-    let report = store.dir().join("report.html");
+    let report = dir.join("report.html");
     let mut write_error = write_error;
     if let Err(e) = crate::store::write_atomic(&report, report::html::render(&run).as_bytes()) {
         write_error.get_or_insert(e.to_string());
@@ -358,7 +362,7 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Outcome {
         run,
-        results: store.dir().join("results.json"),
+        results: dir.join("results.json"),
         report,
         write_error,
     }

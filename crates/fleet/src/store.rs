@@ -1,10 +1,12 @@
-//! The aggregator's run directory (`--out`), written as the run goes so that a crash or
-//! Ctrl-C loses at most the last second, and a restart with the same directory picks the run
-//! up:
+//! The aggregator's run directory (`--out`), written as the run goes (every second, on its
+//! own thread: `agg::saver`) so that a crash or Ctrl-C loses at most the seconds since the
+//! last save (one, unless the disk is slow: at most 30 before the aggregator waits for it),
+//! and a restart with the same directory picks the run up:
 //!
 //! - `intervals.jsonl`: one line per closed second (and again when a late snapshot revised
 //!   it; the last line of a second wins), appended and flushed every second. A torn last line
-//!   (a crash mid-write) is cut off when the run is picked up.
+//!   (a crash mid-write) is cut off when the run is picked up; an append that fails is cut off
+//!   at once, and its seconds are appended again with the next save.
 //! - `state.json`: bots, their high-water marks and assignments, events, and the seconds still
 //!   open; replaced atomically every second (a crash's temporary file is removed).
 //! - `results.json` and `report.html` at the end of the run.
@@ -107,8 +109,17 @@ impl Store {
                 .expect("serializing into a Vec cannot fail");
                 buf.push(b'\n');
             }
-            self.journal.write_all(&buf).map_err(io(&jp))?;
-            self.journal.sync_data().map_err(io(&jp))?;
+            let len = self.journal.metadata().map_err(io(&jp))?.len();
+            let wrote = self
+                .journal
+                .write_all(&buf)
+                .and_then(|()| self.journal.sync_data());
+            if let Err(e) = wrote {
+                // No half line before the next append's lines (a restart would stop reading
+                // there); the caller sends these seconds again.
+                let _ = self.journal.set_len(len);
+                return Err(io(&jp)(e));
+            }
         }
         let sp = self.dir.join("state.json");
         write_atomic(&sp, &serde_json::to_vec(saved).expect("state serializes"))
