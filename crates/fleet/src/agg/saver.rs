@@ -1,7 +1,7 @@
 //! The run directory written off the serving thread: a save is an `fdatasync` of the journal
 //! and of state.json (milliseconds on a local disk, tens on a network volume) and, with 10,000
 //! bots, ~6 MB of JSON to make; on the serving thread every push that arrived meanwhile
-//! waited (BENCHMARKS.md, 2026-12-07 08:40: push p99 40 ms with a 50 ms sync; 2.5 ms once
+//! waited (BENCHMARKS.md, 2026-12-07 08:40: push p99 40 ms with a 50 ms sync; 3–6 ms once
 //! saved here).
 //!
 //! One thread owns the [`Store`]. The ticker leaves each second's save in a one-slot mailbox;
