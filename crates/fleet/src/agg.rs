@@ -11,7 +11,7 @@
 //! under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
 //! earlier ones (`revision`) and events (`event`), and hands the run to the thread that saves
-//! it (`saver`, which owns the [`Store`]: during the run no push waits for the disk); a bot's
+//! it (`saver`, which owns the [`Store`]: no push waits for the disk unless it is 30 s behind); a bot's
 //! leave is answered after the next save (or after 2 s, or a failed save), so that a bot never
 //! exits with seconds that only a crashed aggregator had.
 //! `GET /api/summary` merges the run's seconds once per call for its figures and the
@@ -335,11 +335,12 @@ async fn serve(
     tick(&sh, &saver);
     // The saves left so far land first; the run's last save is made here.
     let dir = saver.dir().to_path_buf();
-    let mut store = saver.finish();
+    let (mut store, mut closed) = saver.finish();
     let now = now_unix();
     let (run, write_error) = {
         let mut st = sh.state.lock().expect("state lock");
-        let closed = st.close_all();
+        // After the seconds that missed the journal (a closed second never opens again).
+        closed.extend(st.close_all());
         let saved = st.saved();
         let mut err = match &mut store {
             Ok(store) => store.save(&closed, &saved).err().map(|e| e.to_string()),

@@ -1,12 +1,13 @@
 //! The aggregator's run directory (`--out`), written as the run goes (every second, on its
 //! own thread: `agg::saver`) so that a crash or Ctrl-C loses at most the seconds since the
-//! last save (one, unless the disk is slow: at most 30 before the aggregator waits for it),
-//! and a restart with the same directory picks the run up:
+//! last save (one, unless the disk is slow: at most 30 before the aggregator waits for it; or
+//! while saves fail), which the bots send again, and a restart with the same directory picks
+//! the run up:
 //!
 //! - `intervals.jsonl`: one line per closed second (and again when a late snapshot revised
 //!   it; the last line of a second wins), appended and flushed every second. A torn last line
-//!   (a crash mid-write) is cut off when the run is picked up; an append that fails is cut off
-//!   at once, and its seconds are appended again with the next save.
+//!   (a crash mid-write) is cut off when the run is picked up; what an append that failed
+//!   left is cut off before the next, which appends its seconds again.
 //! - `state.json`: bots, their high-water marks and assignments, events, and the seconds still
 //!   open; replaced atomically every second (a crash's temporary file is removed).
 //! - `results.json` and `report.html` at the end of the run.
@@ -43,6 +44,8 @@ struct Line {
 pub struct Store {
     dir: PathBuf,
     journal: File,
+    /// The journal's length after its last whole append: anything past it is a torn line.
+    journal_len: u64,
 }
 
 /// What a run directory held.
@@ -83,10 +86,12 @@ impl Store {
             .append(true)
             .open(&journal_path)
             .map_err(io(&journal_path))?;
+        let journal_len = journal.metadata().map_err(io(&journal_path))?.len();
         Ok((
             Store {
                 dir: dir.to_path_buf(),
                 journal,
+                journal_len,
             },
             loaded,
         ))
@@ -95,32 +100,44 @@ impl Store {
     /// Append closed (or revised) seconds, then replace the state: in this order, so a crash
     /// between the two finds each second in at least one of them.
     pub fn save(&mut self, closed: &[(u64, Closed)], saved: &Saved) -> Result<(), StoreError> {
-        let jp = self.dir.join("intervals.jsonl");
-        if !closed.is_empty() {
-            let mut buf = Vec::new();
-            for (t, c) in closed {
-                serde_json::to_writer(
-                    &mut buf,
-                    &Line {
-                        t: *t,
-                        closed: c.clone(),
-                    },
-                )
-                .expect("serializing into a Vec cannot fail");
-                buf.push(b'\n');
-            }
-            let len = self.journal.metadata().map_err(io(&jp))?.len();
-            let wrote = self
-                .journal
-                .write_all(&buf)
-                .and_then(|()| self.journal.sync_data());
-            if let Err(e) = wrote {
-                // No half line before the next append's lines (a restart would stop reading
-                // there); the caller sends these seconds again.
-                let _ = self.journal.set_len(len);
-                return Err(io(&jp)(e));
-            }
+        self.append(closed)?;
+        self.write_state(saved)
+    }
+
+    /// Append closed (or revised) seconds to the journal, synced. One that fails leaves no
+    /// part of its lines before the next append's (a restart stops reading at a torn line):
+    /// it is cut off at once, or, if that fails too, before the next append.
+    pub fn append(&mut self, closed: &[(u64, Closed)]) -> Result<(), StoreError> {
+        if closed.is_empty() {
+            return Ok(());
         }
+        let jp = self.dir.join("intervals.jsonl");
+        let mut buf = Vec::new();
+        for (t, c) in closed {
+            let line = Line {
+                t: *t,
+                closed: c.clone(),
+            };
+            serde_json::to_writer(&mut buf, &line).expect("serializing into a Vec cannot fail");
+            buf.push(b'\n');
+        }
+        if self.journal.metadata().map_err(io(&jp))?.len() != self.journal_len {
+            self.journal.set_len(self.journal_len).map_err(io(&jp))?;
+        }
+        let wrote = self
+            .journal
+            .write_all(&buf)
+            .and_then(|()| self.journal.sync_data());
+        if let Err(e) = wrote {
+            let _ = self.journal.set_len(self.journal_len);
+            return Err(io(&jp)(e));
+        }
+        self.journal_len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Replace state.json (atomically, synced).
+    pub fn write_state(&self, saved: &Saved) -> Result<(), StoreError> {
         let sp = self.dir.join("state.json");
         write_atomic(&sp, &serde_json::to_vec(saved).expect("state serializes"))
     }
@@ -193,12 +210,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::{Config, Plan, State};
     use report::FleetSecond;
 
-    fn second(t: u64) -> (u64, Closed) {
+    /// A closed second `t` (an empty snapshot).
+    pub(crate) fn second(t: u64) -> (u64, Closed) {
         let fleet = FleetSecond {
             t,
             offered: 10.0,
@@ -209,22 +227,39 @@ mod tests {
         (t, Closed { packed, fleet })
     }
 
+    /// The state of a new idle run `run_id`, as saved.
+    pub(crate) fn saved(run_id: &str) -> Saved {
+        let mut s = State::new(
+            Config::default(),
+            run_id.into(),
+            1000.0,
+            load::Spec::default(),
+            Plan::Idle,
+        );
+        s.saved()
+    }
+
+    /// A new run directory `name` whose journal holds second 1000.
+    fn started(name: &str) -> (PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("st-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut store, _) = Store::open(&dir).unwrap();
+        store.save(&[second(1000)], &saved("r")).unwrap();
+        (dir, store)
+    }
+
+    /// The closed seconds a restart from `dir` finds.
+    fn closed_at_restart(dir: &Path) -> Vec<u64> {
+        let (_, loaded) = Store::open(dir).unwrap();
+        loaded.unwrap().closed.keys().copied().collect()
+    }
+
     /// A crash mid-write leaves half a journal line and a temporary state file: the run is
     /// picked up, the half line cut off, so the seconds closed after the restart are still
     /// there at the next one.
     #[test]
     fn a_torn_journal_line_is_cut_off_and_later_seconds_survive_the_next_restart() {
-        let dir = std::env::temp_dir().join(format!("st-store-torn-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut s = State::new(
-            Config::default(),
-            "r".into(),
-            1000.0,
-            load::Spec::default(),
-            Plan::Idle,
-        );
-        let (mut store, _) = Store::open(&dir).unwrap();
-        store.save(&[second(1000)], &s.saved()).unwrap();
+        let (dir, store) = started("torn");
         drop(store);
         let journal = dir.join("intervals.jsonl");
         let line = std::fs::read_to_string(&journal).unwrap();
@@ -234,11 +269,26 @@ mod tests {
         let (mut store, loaded) = Store::open(&dir).unwrap();
         assert_eq!(loaded.unwrap().closed.len(), 1);
         assert!(!dir.join("state.tmp12345").exists());
-        store.save(&[second(1001)], &s.saved()).unwrap();
+        store.save(&[second(1001)], &saved("r")).unwrap();
         drop(store);
-        let (_, loaded) = Store::open(&dir).unwrap();
-        let closed: Vec<u64> = loaded.unwrap().closed.keys().copied().collect();
-        assert_eq!(closed, vec![1000, 1001]);
+        assert_eq!(closed_at_restart(&dir), vec![1000, 1001]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Bytes past the last whole append (a write that failed half way, and whose cut-back
+    /// failed too) are cut off before the next append, which would otherwise join them and
+    /// be lost with them at the next restart.
+    #[test]
+    fn a_half_append_is_cut_off_before_the_next() {
+        let (dir, mut store) = started("half");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("intervals.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"t\":1001,\"pa").unwrap();
+        store.save(&[second(1002)], &saved("r")).unwrap();
+        drop(store);
+        assert_eq!(closed_at_restart(&dir), vec![1000, 1002]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -8,13 +8,16 @@
 //! saves that arrive while one is being made are merged there (every closed second kept, in
 //! order; only the newest state), so memory holds one state however slow the disk. A save is
 //! done ([`Shared::saved`](super::Shared), which a bot's leave waits for) once written, or once
-//! it failed: the failure is an event, its closed seconds go again with the next save, and
-//! serving goes on with the run in memory.
+//! it failed: the failure is an event and serving goes on with the run in memory. The closed
+//! seconds of a failed journal append go first in the next save (kept in memory meanwhile, a
+//! few KB a second; no state is written without them in the journal); after a failed
+//! state.json the next save's newer state is enough. The run's last save appends whatever
+//! never reached the journal ([`Saver::finish`]).
 //!
 //! The disk may not fall far behind the bots: they keep acknowledged seconds for 120 s, to
 //! send them again to an aggregator restarted from its last save. So the ticker reports a
-//! save [`LAG_WARN`] seconds behind, and waits (holding up serving, as saving on the serving
-//! thread did) while one is over [`LAG_MAX`] behind.
+//! save [`LAG_WARN`] seconds behind (once, until the disk catches up), and waits (holding up
+//! serving, as saving on the serving thread did) while one is over [`LAG_MAX`] behind.
 
 use super::{sse, Shared};
 use crate::state::{Closed, Saved};
@@ -39,12 +42,17 @@ pub(super) struct Job {
 
 /// Where saves go: the run directory ([`Store`]); tests put their own.
 trait Sink: Send + 'static {
-    fn save(&mut self, closed: &[(u64, Closed)], saved: &Saved) -> Result<(), StoreError>;
+    fn append(&mut self, closed: &[(u64, Closed)]) -> Result<(), StoreError>;
+    fn write_state(&mut self, saved: &Saved) -> Result<(), StoreError>;
 }
 
 impl Sink for Store {
-    fn save(&mut self, closed: &[(u64, Closed)], saved: &Saved) -> Result<(), StoreError> {
-        Store::save(self, closed, saved)
+    fn append(&mut self, closed: &[(u64, Closed)]) -> Result<(), StoreError> {
+        Store::append(self, closed)
+    }
+
+    fn write_state(&mut self, saved: &Saved) -> Result<(), StoreError> {
+        Store::write_state(self, saved)
     }
 }
 
@@ -58,23 +66,36 @@ struct Mailbox {
     done: u64,
     /// No more saves: the thread ends once `next` is empty.
     closing: bool,
-    /// The lag was reported (until it is back under [`LAG_WARN`]).
+    /// The lag was reported (until the disk has caught up).
     warned: bool,
     /// The thread's end was reported.
     told_stopped: bool,
 }
 
 impl Mailbox {
-    /// Leave `job`, merged into the save not yet begun if there is one.
-    fn put(&mut self, job: Job) {
+    /// Leave `job`, merged into the save not yet begun if there is one (whose state it
+    /// returns, to be dropped outside the lock).
+    fn put(&mut self, job: Job) -> Option<Saved> {
         match &mut self.next {
             Some(next) => {
                 next.closed.extend(job.closed);
-                next.saved = job.saved;
                 next.n = job.n;
+                Some(std::mem::replace(&mut next.saved, job.saved))
             }
-            None => self.next = Some(job),
+            None => {
+                self.next = Some(job);
+                None
+            }
         }
+    }
+
+    /// The closed seconds not in the journal: a failed append's, then those not saved yet.
+    fn unsaved(&mut self) -> Vec<(u64, Closed)> {
+        let mut closed = std::mem::take(&mut self.retry);
+        if let Some(next) = self.next.take() {
+            closed.extend(next.closed);
+        }
+        closed
     }
 }
 
@@ -96,8 +117,11 @@ impl Slot {
     fn leave(&self, job: Job, alive: impl Fn() -> bool, tell: impl Fn(&str)) {
         let n = job.n;
         let mut m = self.lock();
-        m.put(job);
+        let old = m.put(job);
         self.changed.notify_all();
+        drop(m);
+        drop(old);
+        let mut m = self.lock();
         if !alive() {
             if !std::mem::replace(&mut m.told_stopped, true) {
                 drop(m);
@@ -165,14 +189,18 @@ impl Saver {
         &self.dir
     }
 
-    /// Wait for the saves left so far and take the store back (the run's last save is made
-    /// where it is used). Should the thread have died, the directory is opened again.
-    pub fn finish(mut self) -> Result<Store, StoreError> {
+    /// Wait for the saves left so far and take the store back, with the closed seconds that
+    /// did not reach the journal (a failed append's; all since the thread died, should it
+    /// have): the run's last save appends them first. A dead thread's directory is opened
+    /// again.
+    pub fn finish(mut self) -> (Result<Store, StoreError>, Vec<(u64, Closed)>) {
         let joined = self.stop();
-        match joined {
+        let unsaved = self.slot.lock().unsaved();
+        let store = match joined {
             Some(store) => Ok(store),
             None => Store::open(&self.dir).map(|(store, _)| store),
-        }
+        };
+        (store, unsaved)
     }
 
     /// End the thread once it has made the saves left; its store, unless it panicked.
@@ -219,20 +247,27 @@ fn run<S: Sink>(mut store: S, slot: &Slot, done: impl Fn(u64), failed: impl Fn(S
         if !retry.is_empty() {
             job.closed.splice(0..0, retry);
         }
-        let result = store.save(&job.closed, &job.saved);
+        // The journal first: a state that no longer holds seconds as open is written only
+        // once they are in the journal. Seconds whose append failed go again; after a failed
+        // state.json, the next save's newer state is enough.
+        let appended = store.append(&job.closed);
+        let result = appended
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|()| store.write_state(&job.saved).map_err(|e| e.to_string()));
         {
             let mut m = slot.lock();
-            if result.is_err() {
+            if appended.is_err() {
                 m.retry = std::mem::take(&mut job.closed);
             }
             m.done = job.n;
-            if m.next.as_ref().map_or(0, |j| j.n).saturating_sub(m.done) < LAG_WARN {
+            if m.next.is_none() {
                 m.warned = false;
             }
         }
         slot.changed.notify_all();
-        if let Err(e) = result {
-            failed(e.to_string());
+        if let Err(why) = result {
+            failed(why);
         }
         done(job.n);
     }
@@ -241,32 +276,14 @@ fn run<S: Sink>(mut store: S, slot: &Slot, done: impl Fn(u64), failed: impl Fn(S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Config, Plan, State};
+    use crate::store::tests::{saved, second};
     use std::sync::mpsc;
 
-    fn second(t: u64) -> (u64, Closed) {
-        let fleet = report::FleetSecond {
-            t,
-            offered: 10.0,
-            reported: 1,
-            live: 1,
-        };
-        let packed = serde_json::to_string(&hist::Snapshot::default()).unwrap();
-        (t, Closed { packed, fleet })
-    }
-
     fn job(n: u64, seconds: &[u64], run_id: &str) -> Job {
-        let mut s = State::new(
-            Config::default(),
-            run_id.into(),
-            1000.0,
-            load::Spec::default(),
-            Plan::Idle,
-        );
         let closed = seconds.iter().map(|&t| second(t)).collect();
         Job {
             closed,
-            saved: s.saved(),
+            saved: saved(run_id),
             n,
         }
     }
@@ -310,58 +327,95 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A save as the sink saw it: its closed seconds and its state's run.
-    type Call = (Vec<u64>, String);
-
-    /// Fails its first save; as that save is made, the next one arrives and the run ends.
-    struct FailsOnce {
+    /// Saves as a test plans them: `plan[i]` says whether the i-th append and state write
+    /// succeed; the first append also leaves the next save (job 2, second 1001) and closes.
+    struct Scripted {
         slot: Arc<Slot>,
-        calls: Arc<Mutex<Vec<Call>>>,
+        plan: Vec<(bool, bool)>,
+        appends: usize,
+        log: Arc<Mutex<Vec<String>>>,
     }
 
-    impl Sink for FailsOnce {
-        fn save(&mut self, closed: &[(u64, Closed)], saved: &Saved) -> Result<(), StoreError> {
-            let mut calls = self.calls.lock().unwrap();
-            calls.push((closed.iter().map(|c| c.0).collect(), saved.run_id.clone()));
-            if calls.len() > 1 {
-                return Ok(());
+    fn full() -> StoreError {
+        StoreError::Io("disk".into(), std::io::ErrorKind::StorageFull.into())
+    }
+
+    impl Sink for Scripted {
+        fn append(&mut self, closed: &[(u64, Closed)]) -> Result<(), StoreError> {
+            let ts: Vec<u64> = closed.iter().map(|c| c.0).collect();
+            self.log.lock().unwrap().push(format!("append {ts:?}"));
+            if self.appends == 0 {
+                let mut m = self.slot.lock();
+                m.put(job(2, &[1001], "r2"));
+                m.closing = true;
             }
-            let mut m = self.slot.lock();
-            m.put(job(2, &[1001], "r2"));
-            m.closing = true;
-            Err(StoreError::Io(
-                "intervals.jsonl".into(),
-                std::io::ErrorKind::StorageFull.into(),
-            ))
+            self.appends += 1;
+            self.plan[self.appends - 1].0.then_some(()).ok_or_else(full)
+        }
+
+        fn write_state(&mut self, saved: &Saved) -> Result<(), StoreError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("state {}", saved.run_id));
+            self.plan[self.appends - 1].1.then_some(()).ok_or_else(full)
         }
     }
 
-    /// A save that fails is reported, counts as done (a leave is not held up by a broken
-    /// disk), and its closed seconds go first in the next save: none is lost.
-    #[test]
-    fn a_failed_saves_seconds_go_again_with_the_next_save() {
+    /// Run saves 1 (second 1000) and 2 (1001) through a sink that follows `plan`: what it
+    /// was asked, the saves done, and the failures told.
+    fn scripted(plan: Vec<(bool, bool)>) -> (Vec<String>, Vec<u64>, usize) {
         let slot = Arc::new(Slot::default());
         slot.lock().put(job(1, &[1000], "r1"));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let sink = FailsOnce {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Scripted {
             slot: slot.clone(),
-            calls: calls.clone(),
+            plan,
+            appends: 0,
+            log: log.clone(),
         };
-        let (dones, failures) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+        let (dones, failures) = (Mutex::new(Vec::new()), Mutex::new(0));
         let done = |n| dones.lock().unwrap().push(n);
-        run(sink, &slot, done, |why| failures.lock().unwrap().push(why));
-        let calls = calls.lock().unwrap().clone();
+        run(sink, &slot, done, |_| *failures.lock().unwrap() += 1);
+        let log = log.lock().unwrap().clone();
+        let dones = dones.into_inner().unwrap();
+        (log, dones, failures.into_inner().unwrap())
+    }
+
+    /// A failed append is told, counts as done (a leave is not held up by a broken disk),
+    /// writes no state that would drop its seconds from the open ones, and its seconds go
+    /// first in the next save: none is lost.
+    #[test]
+    fn a_failed_appends_seconds_go_again_with_the_next_save() {
+        let (log, dones, failures) = scripted(vec![(false, true), (true, true)]);
+        assert_eq!(log, ["append [1000]", "append [1000, 1001]", "state r2"]);
+        assert_eq!((dones, failures), (vec![1, 2], 1));
+    }
+
+    /// After a failed state.json the seconds are in the journal already: the next save
+    /// appends only its own (sent again every second, a lasting failure would grow the
+    /// journal without bound), and its newer state replaces the one that failed.
+    #[test]
+    fn a_failed_state_write_sends_no_second_again() {
+        let (log, dones, failures) = scripted(vec![(true, false), (true, true)]);
         assert_eq!(
-            calls,
-            vec![
-                (vec![1000], "r1".to_string()),
-                (vec![1000, 1001], "r2".to_string())
-            ]
+            log,
+            ["append [1000]", "state r1", "append [1001]", "state r2"]
         );
-        assert_eq!(*dones.lock().unwrap(), vec![1, 2]);
-        let failures = failures.lock().unwrap();
-        assert_eq!(failures.len(), 1, "{failures:?}");
-        assert!(failures[0].starts_with("intervals.jsonl: "), "{failures:?}");
+        assert_eq!((dones, failures), (vec![1, 2], 1));
+    }
+
+    /// What never reached the journal is handed to the run's last save: a failed append's
+    /// seconds, then those of the save not made.
+    #[test]
+    fn the_unsaved_seconds_are_the_retried_then_the_waiting() {
+        let slot = Slot::default();
+        let mut m = slot.lock();
+        m.retry = vec![second(1000), second(1001)];
+        m.put(job(7, &[1002], "r"));
+        let ts: Vec<u64> = m.unsaved().iter().map(|c| c.0).collect();
+        assert_eq!(ts, vec![1000, 1001, 1002]);
+        assert!(m.unsaved().is_empty());
     }
 
     /// Saves falling behind are told once (not every second), and once over `LAG_MAX` behind,
