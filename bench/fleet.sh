@@ -169,10 +169,11 @@ if asked saves; then
       AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")
       # A static build would not take the shim and would measure the local disk.
       grep -q slowsync.so "/proc/$AGG/maps" || { echo "bench/fleet.sh: $bin did not load bench/slowsync.c" >&2; exit 1; }
+      s0=$(steal)
       taskset -c 1 "$INGEST" "http://$A" t0k3n "$SAVES_BOTS" "$DUR" "$RUN/real.json" >"$RUN/ingest.out" 2>&1
+      s1=$(steal)
       kill $AGG; wait $AGG 2>/dev/null
-      printf 'saves	bin=%s	round=%s	slow_sync_us=%s	%s
-' "$bin" "$r" "$SLOW_SYNC_US" "$(tail -1 "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
+      printf 'saves\tbin=%s\tround=%s\tslow_sync_us=%s\tsteal_s=%s\t%s\n' "$bin" "$r" "$SLOW_SYNC_US" "$(echo "$s1 - $s0" | bc -l)" "$(tail -1 "$RUN/ingest.out")" | tee -a "$OUT/results.tsv"
     done
   done
 fi
