@@ -62,6 +62,12 @@ cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
 addr_of() { for _ in $(seq 100); do a=$(grep -Eo 'https?://[0-9.:]*' "$1" | head -1); [ -n "$a" ] && { echo "${a#*://}"; return; }; sleep 0.1; done; }
 # Seconds of CPU the hypervisor took from this guest so far (all CPUs; /proc/stat's steal).
 steal() { awk -v t="$(getconf CLK_TCK)" '/^cpu / {print $9/t}' /proc/stat; }
+# The run file the simulated bots take their snapshots from, made once: a real 1,000 req/s run.
+real_run() {
+  [ -f "$RUN/real.json" ] && return
+  log "a realistic snapshot: 1,000 req/s against scaletest serve for 12 s"
+  taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 # Wait (up to 5 minutes) until the simulated bots say they have all registered.
 registered() { for _ in $(seq 3000); do grep -q "^registered" "$1" 2>/dev/null && return; kill -0 "$2" 2>/dev/null || return; sleep 0.1; done; }
@@ -103,8 +109,7 @@ http {
   }
 }
 CONF
-  log "a realistic snapshot: 1,000 req/s against scaletest serve for 12 s"
-  taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
+  real_run
   for n in $BOTS; do
     # Rounds alternate: the aggregator, then nginx answering the same pushes (the floor), so
     # that both see the same spells of a noisy host; each round's ratio is kept too.
@@ -161,7 +166,7 @@ if asked saves; then
   cc -shared -fPIC -O2 -o "$RUN/slowsync.so" bench/slowsync.c -ldl || exit 1
   SAVES_BOTS=${SAVES_BOTS:-10000}
   SLOW_SYNC_US=${SLOW_SYNC_US:-50000}
-  [ -f "$RUN/real.json" ] || taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
+  real_run
   for r in $(seq "$ROUNDS"); do
     for bin in "$ST" ${AB:-}; do
       rm -rf "$RUN/agg"
@@ -179,7 +184,7 @@ if asked saves; then
 fi
 
 if want ui; then
-  [ -f "$RUN/real.json" ] || taskset -c 0 "$ST" load "http://$SRV/" --rate 1000 -d 12s -c 10 -t 1 --json "$RUN/real.json" >/dev/null
+  real_run
   rm -rf "$RUN/agg"
   taskset -c 0 "$ST" aggregate --out "$RUN/agg" --bind 127.0.0.1:0 --token t0k3n --max-bots $((UI_BOTS + 10)) >"$RUN/agg.out" 2>&1 &
   AGG=$!; PIDS+=($AGG); A=$(addr_of "$RUN/agg.out")

@@ -11,9 +11,9 @@
 //! under it), so "bots per core" is what it measures.
 //! Once a second a ticker publishes the seconds that ended (SSE `point`), revisions of
 //! earlier ones (`revision`) and events (`event`), and hands the run to the thread that saves
-//! it (`saver`, which owns the [`Store`]: no push waits for the disk unless it is 30 s behind); a bot's
-//! leave is answered after the next save (or after 2 s, or a failed save), so that a bot never
-//! exits with seconds that only a crashed aggregator had.
+//! it (`saver`, which owns the [`Store`]: no push waits for the disk unless it is 30 s
+//! behind); a bot's leave is answered after the next save (or after 2 s, or a failed save), so
+//! that a bot never exits with seconds that only a crashed aggregator had.
 //! `GET /api/summary` merges the run's seconds once per call for its figures and the
 //! thresholds' live `verdicts` (the same [`Threshold::judge`] as at the end).
 //!

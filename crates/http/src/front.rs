@@ -1,8 +1,9 @@
 //! Cleartext connections served by a hand-written HTTP/1 loop: the balancer's client side, and
 //! the quick answers ([`crate::quick`]) of `serve` and of the aggregator's ingest. [`serve`]
 //! accepts (through [`server::accept`](crate::server::accept)), gives connections that open
-//! with the HTTP/2 preface to hyper, and every other one to the caller's loop, which may hand its connection
-//! to hyper at any point, with the bytes it has read but not answered ([`Handoff`]).
+//! with the HTTP/2 preface to hyper, and every other one to the caller's loop, which may hand
+//! its connection to hyper at any point, with the bytes it has read but not answered
+//! ([`Handoff`]).
 //!
 //! Timeouts cost no timer per request: a sweeper per thread looks at every connection a few
 //! times per header timeout and closes those that started no request in that time (slowloris,

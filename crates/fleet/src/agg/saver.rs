@@ -89,13 +89,19 @@ impl Mailbox {
         }
     }
 
+    /// The next save, a failed append's seconds first.
+    fn take_next(&mut self) -> Option<Job> {
+        let mut job = self.next.take()?;
+        job.closed.splice(0..0, std::mem::take(&mut self.retry));
+        Some(job)
+    }
+
     /// The closed seconds not in the journal: a failed append's, then those not saved yet.
     fn unsaved(&mut self) -> Vec<(u64, Closed)> {
-        let mut closed = std::mem::take(&mut self.retry);
-        if let Some(next) = self.next.take() {
-            closed.extend(next.closed);
+        match self.take_next() {
+            Some(job) => job.closed,
+            None => std::mem::take(&mut self.retry),
         }
-        closed
     }
 }
 
@@ -234,7 +240,7 @@ fn run<S: Sink>(mut store: S, slot: &Slot, done: impl Fn(u64), failed: impl Fn(S
         let mut job = {
             let mut m = slot.lock();
             loop {
-                if let Some(job) = m.next.take() {
+                if let Some(job) = m.take_next() {
                     break job;
                 }
                 if m.closing {
@@ -243,10 +249,6 @@ fn run<S: Sink>(mut store: S, slot: &Slot, done: impl Fn(u64), failed: impl Fn(S
                 m = slot.changed.wait(m).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let retry = std::mem::take(&mut slot.lock().retry);
-        if !retry.is_empty() {
-            job.closed.splice(0..0, retry);
-        }
         // The journal first: a state that no longer holds seconds as open is written only
         // once they are in the journal. Seconds whose append failed go again; after a failed
         // state.json, the next save's newer state is enough.
