@@ -60,8 +60,8 @@ trap cleanup EXIT
 cpu() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
 # Start a process that prints "listening on http://ADDR" and echo ADDR.
 addr_of() { for _ in $(seq 100); do a=$(grep -Eo 'https?://[0-9.:]*' "$1" | head -1); [ -n "$a" ] && { echo "${a#*://}"; return; }; sleep 0.1; done; }
-# Seconds of CPU the hypervisor took from this guest so far (all CPUs; /proc/stat's steal).
-steal() { awk -v t="$(getconf CLK_TCK)" '/^cpu / {print $9/t}' /proc/stat; }
+# steal(): the host's, in seconds.
+. bench/nginx.sh
 # The run file the simulated bots take their snapshots from, made once: a real 1,000 req/s run.
 real_run() {
   [ -f "$RUN/real.json" ] && return

@@ -1,5 +1,5 @@
 # Sourced by the bench scripts: the one nginx configuration the peers are measured against
-# (1 worker, access_log off, keep-alive without limit, files under DIR).
+# (1 worker, access_log off, keep-alive without limit, files under DIR), and the host's steal.
 #
 #   nginx_conf DIR SERVERS > DIR/nginx.conf     SERVERS: the server { … } blocks
 nginx_conf() {
@@ -34,3 +34,7 @@ nginx_stub() {
   for p in $NGINX $(pgrep -P "$NGINX"); do taskset -a -c -p "$cpu" "$p" >/dev/null 2>&1; done
 }
 served() { curl -s "http://127.0.0.1:$1/status" | awk '/^ +[0-9]+ +[0-9]+ +[0-9]+/{print $3}'; }
+
+# Seconds of CPU the hypervisor took from this guest so far (all CPUs; /proc/stat's steal): a
+# window with seconds of it charges every process for CPU it did not get.
+steal() { awk -v t="$(getconf CLK_TCK)" '/^cpu / {print $9/t}' /proc/stat; }

@@ -9,9 +9,16 @@
 # and `oha -z DUR -q R --latency-correction --no-tui` (oha OHA_VERSION, installed here with
 # `cargo install oha --locked` into bench/.tools when missing), both with 50 connections.
 # Per run: the generator's CPU (user + sys, /usr/bin/time) per request nginx counted (its
-# stub_status before and after), and the achieved rate (nginx's count / DUR) against R.
-# Each round also runs scaletest's closed loop (-c 50, as fast as it goes): our own floor.
+# stub_status before and after), the achieved rate (nginx's count / DUR) against R, and the
+# host's steal over the run (a run with seconds of it is charged CPU it did not get).
+# Each round also runs scaletest's closed loop (-c 50, as fast as it goes): what our
+# open loop's cost is compared with.
 # The summary gives medians per rate, the ratio scaletest / oha, and open / closed loop.
+#
+# FLOOR=1 adds, in the same rounds, oha's closed loop (-c 50) and bench/floor.c (built here
+# with cc): a minimal one-thread C generator, open loop with our design (a 500 µs tick sends
+# every request due) and closed loop, no latency recording. Its open / closed ratio is what
+# this machine charges an open loop of that design with next to no code; ours is compared with it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -41,6 +48,10 @@ fi
 ST=${ST:-$PWD/target/release/scaletest}
 
 RUN=$(mktemp -d)
+FLOOR=${FLOOR:-0}
+if [ "$FLOOR" = 1 ]; then
+  cc -O2 -o "$RUN/floor" bench/floor.c || exit 1
+fi
 PORT=18480
 . bench/nginx.sh
 nginx_stub "$RUN" "$PORT" "$SCPU"
@@ -52,15 +63,16 @@ RESULTS=$OUT/results.tsv
 # measure TOOL RATE ROUND cmd...: one run, one line of results.tsv.
 measure() {
   local tool=$1 rate=$2 r=$3; shift 3
-  local name="$tool-$rate-r$r" before after
+  local name="$tool-$rate-r$r" before after s0 s1
   sleep 1
-  before=$(served "$PORT")
+  before=$(served "$PORT"); s0=$(steal)
   taskset -c "$GCPU" /usr/bin/time -f '%e %U %S %M' -o "$OUT/raw/$name.time" "$@" >"$OUT/raw/$name.out" 2>"$OUT/raw/$name.err"
-  after=$(served "$PORT")
+  after=$(served "$PORT"); s1=$(steal)
   local wall user sys rss; read -r wall user sys rss < "$OUT/raw/$name.time"
   local n=$((after - before - 1))
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$rate" "$r" "$n" "$(echo "$user + $sys" | bc)" "$sys" "$rss" >> "$RESULTS"
-  log "  $name: $n requests, cpu $(echo "$user + $sys" | bc) s (sys $sys), rss ${rss} KiB"
+  local stolen; stolen=$(echo "$s1 - $s0" | bc -l)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$rate" "$r" "$n" "$(echo "$user + $sys" | bc)" "$sys" "$rss" "$stolen" >> "$RESULTS"
+  log "  $name: $n requests, cpu $(echo "$user + $sys" | bc) s (sys $sys), rss ${rss} KiB, steal $stolen s"
 }
 
 for r in $(seq "$ROUNDS"); do
@@ -78,6 +90,11 @@ for r in $(seq "$ROUNDS"); do
   # Our own closed loop (as fast as it goes, 50 connections): the floor an open loop's cost
   # per request is compared with (rate 0 in results.tsv).
   measure scaletest 0 "$r" "$ST" load "$URL" -c 50 -d "${DUR}s"
+  if [ "$FLOOR" = 1 ]; then
+    for rate in $RATES; do measure floor "$rate" "$r" "$RUN/floor" "$PORT" "$rate" 50 "$DUR"; done
+    measure floor 0 "$r" "$RUN/floor" "$PORT" 0 50 "$DUR"
+    measure oha 0 "$r" "$OHA" -z "${DUR}s" -c 50 --no-tui "$URL"
+  fi
 done
 
 python3 - "$RESULTS" "$DUR" <<'PY' | tee "$OUT/summary.md"
@@ -85,7 +102,7 @@ import sys, statistics as st
 rows = [l.split('\t') for l in open(sys.argv[1]) if l.strip()]
 dur = float(sys.argv[2])
 by = {}
-for tool, rate, r, n, cpu, sys_, rss in rows:
+for tool, rate, r, n, cpu, sys_, rss, stolen in rows:
     n = int(n)
     by.setdefault((int(rate), tool), []).append((1e6 * float(cpu) / n if n else 0, n / dur, float(sys_), int(rss)))
 print("| rate (req/s) | tool | runs | CPU µs/request (median) | round by round | achieved (median, nginx) | RSS KiB |")
@@ -97,14 +114,16 @@ for (rate, tool), v in sorted(by.items()):
           f"{', '.join(f'{x[0]:.1f}' for x in v)} | {got:,.0f} {kept} | "
           f"{st.median(x[3] for x in v):,.0f} |")
 print()
-closed = by.get((0, 'scaletest'))
+print(f"Steal over all runs: {sum(float(r[7]) for r in rows):.2f} s (per run in results.tsv, 8th column).")
+print()
+med = lambda v: st.median(x[0] for x in v)
 for rate in sorted(k for k in {k[0] for k in by} if k):
     s, o = by.get((rate, 'scaletest')), by.get((rate, 'oha'))
-    if s and o:
-        ratio = st.median(x[0] for x in s) / st.median(x[0] for x in o)
-        print(f"- {rate:,} req/s: scaletest / oha CPU per request = {ratio:.2f}×", end="")
-        if closed:
-            own = st.median(x[0] for x in s) / st.median(x[0] for x in closed)
-            print(f"; open / our closed loop = {own:.2f}×", end="")
-        print()
+    parts = [f"scaletest / oha CPU per request = {med(s) / med(o):.2f}×"] if s and o else []
+    # Each tool's open loop against its own closed loop (the floor's: what the machine charges).
+    for tool in ('scaletest', 'oha', 'floor'):
+        op, closed = by.get((rate, tool)), by.get((0, tool))
+        if op and closed:
+            parts.append(f"{tool} open / closed loop = {med(op) / med(closed):.2f}×")
+    print(f"- {rate:,} req/s: " + "; ".join(parts))
 PY
