@@ -213,7 +213,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Close a connection whose answer was written without losing the answer: the client may
 /// still be sending (a head too large, pipelined requests), and closing a socket with unread
 /// input resets the connection, which can destroy the answer before the client reads it. So
-/// send FIN and discard input until the client closes too, for at most [`LINGER`] (what nginx
+/// send FIN and discard input until the client closes too, for at most 2 s (`LINGER`; what nginx
 /// calls a lingering close).
 pub async fn close_lingering(mut s: TcpStream) {
     if s.shutdown().await.is_err() {
