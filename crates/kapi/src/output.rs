@@ -120,6 +120,11 @@ pub struct ApiRun {
     /// The calls of every second from the start (absent in files of earlier builds).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seconds: Vec<Second>,
+    /// Where the per-second records stop although the run went on (they keep a run's first
+    /// [`series::MAX_SECONDS`]; merged runs, from the first run that stopped, counted from
+    /// the earliest start): reports show the seconds after it as not kept, not as idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_cut: Option<u64>,
     /// `api run`: each job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobReport>,
@@ -146,6 +151,7 @@ impl ApiRun {
             slo: Vec::new(),
             server: None,
             seconds: Vec::new(),
+            seconds_cut: None,
             jobs: Vec::new(),
             pods: None,
         }
@@ -205,6 +211,7 @@ impl ApiRun {
             series::merge_runs(runs.iter().map(|r| (r.started_unix, &r.seconds[..])));
         out.started_unix = start;
         out.seconds = seconds;
+        out.seconds_cut = series::merged_cut(runs.iter().map(|r| (r.started_unix, r.seconds_cut)));
         for r in &runs[1..] {
             out.interrupted |= r.interrupted;
             crate::stats::merge_calls(&mut out.calls, &r.calls);
@@ -256,32 +263,13 @@ impl ApiRun {
     pub fn view(&self) -> View<'_> {
         let text = render(self, !self.slo.is_empty());
         let heading = text.lines().next().unwrap_or("api run").to_string();
-        let failed: u64 = self.calls.iter().map(CallStats::errors).sum();
-        let calls = self.total_calls();
-        let mut facts = vec![
-            ("Started", report::format::utc(self.started_unix)),
-            (
-                "Duration",
-                format!(
-                    "{} s{}",
-                    trim(self.elapsed_s, 2),
-                    if self.interrupted {
-                        ", interrupted"
-                    } else {
-                        ""
-                    }
-                ),
-            ),
-            (
-                "Calls",
-                format!(
-                    "{} ({}/s), {} failed",
-                    count(calls),
-                    trim(calls as f64 / self.elapsed_s.max(1e-9), 1),
-                    count(failed)
-                ),
-            ),
-        ];
+        let mut facts = crate::view::run_facts(
+            self.started_unix,
+            self.elapsed_s,
+            self.interrupted,
+            &self.calls,
+            self.seconds_cut,
+        );
         let mut counts = Vec::new();
         if let Some(l) = &self.lifecycles {
             let text = format!(
@@ -303,6 +291,7 @@ impl ApiRun {
             facts,
             calls: &self.calls,
             seconds: &self.seconds,
+            seconds_cut: self.seconds_cut,
             server: self.server.as_ref(),
             started_unix: self.started_unix,
             elapsed_s: self.elapsed_s,
@@ -790,5 +779,65 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// A run whose seconds stopped at the bound: its charts leave the seconds after the cut
+    /// empty (not drawn as seconds without calls) and its page says so; one that was not cut
+    /// draws every second, quiet ones as 0.
+    #[test]
+    fn seconds_past_the_cut_are_not_drawn_as_idle() {
+        let second = |key: &str, n: u64| {
+            let mut s = Second::default();
+            let mut h = new_histogram();
+            h.record_n(2_000, n).unwrap();
+            let t = series::Tally {
+                n,
+                failed: 0,
+                latency: hist::sparse::Buckets::of(&h),
+            };
+            s.0.insert(key.to_string(), t);
+            s
+        };
+        let mut run = ApiRun::new(ApiInfo::default(), 0.0);
+        run.elapsed_s = 6.0;
+        run.seconds = vec![second("create pods", 5); 3];
+        // Pod startup measured over 6 s sizes the x axis past the calls' last second.
+        run.pods = Some(PodStartup {
+            seconds: vec![second(crate::POD_STARTUP, 1); 6],
+            ..PodStartup::default()
+        });
+        let values = |run: &ApiRun, title: &str| {
+            let charts = crate::view::charts(&run.view());
+            let c = charts
+                .into_iter()
+                .find(|c| c.title.starts_with(title))
+                .unwrap_or_else(|| panic!("no chart {title}"));
+            c.series[0].values.clone()
+        };
+        assert_eq!(
+            values(&run, "API calls per second"),
+            [5.0, 5.0, 5.0, 0.0, 0.0, 0.0].map(Some)
+        );
+        assert!(!run.view().facts.iter().any(|(k, _)| *k == "Per second"));
+        run.seconds_cut = Some(3);
+        let calls = values(&run, "API calls per second");
+        assert_eq!(calls, [Some(5.0), Some(5.0), Some(5.0), None, None, None]);
+        let startup = values(&run, crate::POD_STARTUP);
+        assert!(startup[..3].iter().all(Option::is_some), "{startup:?}");
+        assert!(startup[3..].iter().all(Option::is_none), "{startup:?}");
+        let facts = run.view().facts;
+        let said = facts.iter().find(|(k, _)| *k == "Per second").map(|f| &f.1);
+        assert_eq!(
+            said.map(String::as_str),
+            Some("kept for the first 3 s only (charts end there; the totals cover the whole run)")
+        );
+        // It survives the file, and a merge with a run started 60 s earlier that was not cut
+        // counts it from that earlier start.
+        let text = serde_json::to_string(&run).unwrap();
+        assert_eq!(ApiRun::from_json("f", &text).unwrap().seconds_cut, Some(3));
+        let mut earlier = run.clone();
+        (earlier.started_unix, earlier.seconds_cut) = (-60.0, None);
+        let merged = ApiRun::merge(&[run, earlier]).unwrap();
+        assert_eq!(merged.seconds_cut, Some(63));
     }
 }

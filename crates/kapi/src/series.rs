@@ -79,8 +79,22 @@ pub fn merge(into: &mut Vec<Second>, from: &[Second], offset: usize) {
 pub const MAX_OFFSET_S: f64 = 86_400.0;
 
 /// Seconds kept per run (two hours; past them a run's seconds are not kept, its totals
-/// are): a day of thousands of hollow nodes would otherwise hold gigabytes.
+/// are): a day of thousands of hollow nodes would otherwise hold gigabytes. A run that went
+/// on records where its seconds stop ([`Seconds::cut`]), so that reports show the rest as
+/// not kept rather than as seconds without calls.
 pub const MAX_SECONDS: u64 = 7_200;
+
+/// Where the per-second records of merged runs stop covering every run: the earliest
+/// second, counted from the earliest start, past which one run kept no seconds (each given
+/// with its start, Unix seconds, and its own [`Seconds::cut`]). Offsets as [`merge_runs`].
+pub fn merged_cut(runs: impl Iterator<Item = (f64, Option<u64>)> + Clone) -> Option<u64> {
+    let start = runs.clone().map(|(s, _)| s).fold(f64::INFINITY, f64::min);
+    runs.filter_map(|(s, cut)| {
+        let offset = (s - start).round().clamp(0.0, MAX_OFFSET_S) as u64;
+        Some(offset + cut?)
+    })
+    .min()
+}
 
 /// Why runs cannot be lined up by their starts (not finite, or further apart than
 /// [`MAX_OFFSET_S`]); None when they can.
@@ -131,6 +145,8 @@ pub struct Seconds {
     current: u64,
     open: BTreeMap<String, (u64, u64, Histogram<u64>)>,
     done: Vec<Second>,
+    /// An event came past [`MAX_SECONDS`] and was left out.
+    cut: bool,
 }
 
 impl Default for Seconds {
@@ -147,13 +163,20 @@ impl Seconds {
             current: 0,
             open: BTreeMap::new(),
             done: Vec::new(),
+            cut: false,
         }
+    }
+
+    /// The second from which events went unrecorded ([`MAX_SECONDS`]), if any did.
+    pub fn cut(&self) -> Option<u64> {
+        self.cut.then_some(MAX_SECONDS)
     }
 
     /// One event of `key` at `now`: timed (`latency_us`) or not, failed or not.
     pub fn record(&mut self, now: Instant, key: &str, latency_us: Option<u64>, failed: bool) {
         let second = now.saturating_duration_since(self.start).as_secs();
         if second >= MAX_SECONDS {
+            self.cut = true;
             return;
         }
         // Callers stamp events under their own lock, so seconds never go back; an event
@@ -285,10 +308,26 @@ mod tests {
     fn seconds_past_the_bound_are_not_kept() {
         let t0 = Instant::now();
         let mut s = Seconds::new(t0);
-        s.record(t0 + Duration::from_secs(MAX_SECONDS), "k", None, false);
-        assert!(s.all().is_empty());
         s.record(t0 + Duration::from_secs(MAX_SECONDS - 1), "k", None, false);
         assert_eq!(s.all().len(), MAX_SECONDS as usize);
+        assert_eq!(s.cut(), None, "every event so far kept");
+        s.record(t0 + Duration::from_secs(MAX_SECONDS), "k", None, false);
+        assert_eq!(s.all().len(), MAX_SECONDS as usize);
+        assert_eq!(s.cut(), Some(MAX_SECONDS));
+    }
+
+    #[test]
+    fn merged_runs_are_cut_where_the_first_run_stops_being_kept() {
+        assert_eq!(merged_cut([(100.0, None), (160.0, None)].into_iter()), None);
+        // The later run stops at its own 7,200th second, 60 s after the merged start.
+        assert_eq!(
+            merged_cut([(100.0, None), (160.0, Some(MAX_SECONDS))].into_iter()),
+            Some(60 + MAX_SECONDS)
+        );
+        assert_eq!(
+            merged_cut([(160.0, Some(MAX_SECONDS)), (100.0, Some(MAX_SECONDS))].into_iter()),
+            Some(MAX_SECONDS)
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub async fn run(
     }
     let recorded = rec.snapshot();
     run.calls = recorded.calls.into_values().collect();
-    run.seconds = rec.seconds();
+    (run.seconds, run.seconds_cut) = rec.seconds();
     if let Some(l) = recorded.lateness {
         run.lateness = l;
     }

@@ -314,9 +314,11 @@ impl Recorder {
         self.inner.lock().expect("recorder lock").clone()
     }
 
-    /// The calls of every second so far, from this recorder's creation.
-    pub fn seconds(&self) -> Vec<Second> {
-        self.seconds.lock().expect("recorder lock").all()
+    /// The calls of every second so far, from this recorder's creation, and the second
+    /// they stop at although calls went on ([`Seconds::cut`]).
+    pub fn seconds(&self) -> (Vec<Second>, Option<u64>) {
+        let s = self.seconds.lock().expect("recorder lock");
+        (s.all(), s.cut())
     }
 }
 

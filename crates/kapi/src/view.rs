@@ -26,8 +26,10 @@ pub struct View<'a> {
     pub facts: Vec<(&'static str, String)>,
     /// Calls by verb and resource, whole run.
     pub calls: &'a [CallStats],
-    /// Their seconds.
+    /// Their seconds (and those of `latency_seconds`)...
     pub seconds: &'a [Second],
+    /// ...up to this second, though the run went on ([`crate::series::MAX_SECONDS`]).
+    pub seconds_cut: Option<u64>,
     /// The server's view.
     pub server: Option<&'a ServerSide>,
     /// Start, Unix seconds (the server's scrapes are placed from it).
@@ -44,17 +46,19 @@ pub struct View<'a> {
     pub text: String,
 }
 
-/// The facts every control-plane page opens with: when, how long, how many calls.
+/// The facts every control-plane page opens with: when, how long, how many calls, and
+/// whether the per-second records stop before the end (`seconds_cut`).
 pub fn run_facts(
     started_unix: f64,
     elapsed_s: f64,
     interrupted: bool,
     calls: &[CallStats],
+    seconds_cut: Option<u64>,
 ) -> Vec<(&'static str, String)> {
     let (n, failed) = calls
         .iter()
         .fold((0, 0), |(n, e), c| (n + c.total(), e + c.errors()));
-    vec![
+    let mut facts = vec![
         ("Started", report::format::utc(started_unix)),
         (
             "Duration",
@@ -73,7 +77,19 @@ pub fn run_facts(
                 count(failed)
             ),
         ),
-    ]
+    ];
+    if let Some(cut) = seconds_cut {
+        facts.push(("Per second", cut_note(cut)));
+    }
+    facts
+}
+
+/// What a run whose per-second records stop at `cut` says of them (page and text).
+pub fn cut_note(cut: u64) -> String {
+    format!(
+        "kept for the first {} s only (charts end there; the totals cover the whole run)",
+        count(cut)
+    )
 }
 
 fn x_axis(n: usize) -> Vec<f64> {
@@ -200,15 +216,23 @@ pub fn charts(v: &View) -> Vec<Chart> {
     let x = x_axis(len);
     let mut seconds = v.seconds.to_vec();
     seconds.resize(len, Second::default());
+    // Past the cut no second was kept: no value there, not seconds without calls.
+    let kept = v.seconds_cut.map_or(len, |c| (c as usize).min(len));
+    let cut_off = |mut lines: Vec<Line>| {
+        for l in &mut lines {
+            l.values.iter_mut().skip(kept).for_each(|x| *x = None);
+        }
+        lines
+    };
     let keys = busiest(&seconds);
     let mut charts = Vec::new();
     let server = v
         .server
         .map_or_else(Vec::new, |sv| server_p99(sv, v.started_unix, len));
     if !keys.is_empty() || !server.is_empty() {
-        let rate = per_key(&seconds, &keys, false, |t| {
+        let rate = cut_off(per_key(&seconds, &keys, false, |t| {
             Some(t.map_or(0.0, |t| t.n as f64))
-        });
+        }));
         charts.push(Chart::over_time(
             "API calls per second",
             "calls/s",
@@ -216,7 +240,7 @@ pub fn charts(v: &View) -> Vec<Chart> {
             x.clone(),
             rate,
         ));
-        let mut p99 = per_key(&seconds, &keys, false, |t| t?.quantile_ms(0.99));
+        let mut p99 = cut_off(per_key(&seconds, &keys, false, |t| t?.quantile_ms(0.99)));
         let title = if !server.is_empty() {
             "Latency p99 by call: client each second, server each scrape (dashed)"
         } else {
@@ -247,7 +271,7 @@ pub fn charts(v: &View) -> Vec<Chart> {
             "calls/s",
             false,
             x.clone(),
-            failed,
+            cut_off(failed),
         ));
     }
     if let Some(sv) = v.server {
@@ -271,7 +295,7 @@ pub fn charts(v: &View) -> Vec<Chart> {
             "ms",
             true,
             x.clone(),
-            lines,
+            cut_off(lines),
         ));
     }
     let mut spectra: Vec<(String, &Histogram<u64>)> = v

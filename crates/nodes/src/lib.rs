@@ -352,8 +352,10 @@ impl Running {
         let mut r = self.report();
         r.interrupted = interrupted;
         // Every second's records only here: `/metrics` takes a report at each scrape.
-        r.seconds = self.hollow.traffic.calls.seconds();
-        r.startup_seconds = self.hollow.startup.seconds();
+        let (calls_cut, startup_cut);
+        (r.seconds, calls_cut) = self.hollow.traffic.calls.seconds();
+        (r.startup_seconds, startup_cut) = self.hollow.startup.seconds();
+        r.seconds_cut = calls_cut.into_iter().chain(startup_cut).min();
         r
     }
 }

@@ -127,6 +127,11 @@ pub struct NodesRun {
     /// `pod_startup` of the pods seen running in each second.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup_seconds: Vec<Second>,
+    /// Where the per-second records stop although the run went on (they keep a run's first
+    /// [`series::MAX_SECONDS`]; merged runs, from the first run that stopped, counted from
+    /// the earliest start): reports show the seconds after it as not kept, not as idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_cut: Option<u64>,
 }
 
 impl NodesRun {
@@ -156,6 +161,7 @@ impl NodesRun {
             server: None,
             seconds: Vec::new(),
             startup_seconds: Vec::new(),
+            seconds_cut: None,
         }
     }
 
@@ -187,6 +193,7 @@ impl NodesRun {
                 .map(|r| (r.started_unix, &r.startup_seconds[..])),
         );
         (out.started_unix, out.seconds, out.startup_seconds) = (start, seconds, startup);
+        out.seconds_cut = series::merged_cut(runs.iter().map(|r| (r.started_unix, r.seconds_cut)));
         for r in &runs[1..] {
             out.interrupted |= r.interrupted;
             out.info.nodes += r.info.nodes;
@@ -237,6 +244,7 @@ impl NodesRun {
             self.elapsed_s,
             self.interrupted,
             &self.calls,
+            self.seconds_cut,
         );
         facts.extend([
             (
@@ -276,6 +284,7 @@ impl NodesRun {
             facts,
             calls: &self.calls,
             seconds: &self.seconds,
+            seconds_cut: self.seconds_cut,
             server: self.server.as_ref(),
             started_unix: self.started_unix,
             elapsed_s: self.elapsed_s,

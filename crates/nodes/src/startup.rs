@@ -155,9 +155,11 @@ impl Startup {
         self.stats.lock().expect("lock").clone()
     }
 
-    /// The pods measured in each second so far (key [`POD_STARTUP`]).
-    pub fn seconds(&self) -> Vec<Second> {
-        self.seconds.lock().expect("lock").all()
+    /// The pods measured in each second so far (key [`POD_STARTUP`]), and the second they
+    /// stop at although pods went on starting ([`Seconds::cut`]).
+    pub fn seconds(&self) -> (Vec<Second>, Option<u64>) {
+        let s = self.seconds.lock().expect("lock");
+        (s.all(), s.cut())
     }
 }
 

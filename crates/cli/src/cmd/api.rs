@@ -597,7 +597,7 @@ async fn watchers_main(
     };
     let mut run = watching.until_done(a.duration, task, progress, info).await;
     run.calls = rec.snapshot().calls.into_values().collect();
-    run.seconds = rec.seconds();
+    (run.seconds, run.seconds_cut) = rec.seconds();
     let w = shared.stats();
     let none_started = w.total.requests > 0 && w.established.is_empty();
     run.watchers = Some(w);

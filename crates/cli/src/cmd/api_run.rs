@@ -170,7 +170,9 @@ pub(crate) async fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = rec.snapshot().lateness {
         r.lateness = l;
     }
-    r.seconds = rec.seconds();
+    let calls_cut;
+    (r.seconds, calls_cut) = rec.seconds();
+    r.seconds_cut = calls_cut.into_iter().chain(out.startup_cut).min();
     r.jobs = out.jobs;
     r.pods = Some(out.startup);
     r.server = Some(server_side(scraper).await);

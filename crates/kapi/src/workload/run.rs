@@ -101,6 +101,8 @@ pub struct Outcome {
     pub jobs: Vec<JobReport>,
     /// Pod startup of the run's pods.
     pub startup: PodStartup,
+    /// Where its seconds stop although pods went on starting ([`crate::series::Seconds::cut`]).
+    pub startup_cut: Option<u64>,
     /// Stopped by Ctrl-C.
     pub interrupted: bool,
 }
@@ -239,6 +241,7 @@ pub async fn run(
     Outcome {
         jobs,
         startup,
+        startup_cut: s.seconds.cut(),
         interrupted: ctx.stopped(),
     }
 }
