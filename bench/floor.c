@@ -6,9 +6,10 @@
  *   floor PORT RATE CONNS SECONDS [TICK_US]
  *
  * RATE 0: closed loop (every connection sends its next request as soon as its answer is in).
- * RATE > 0: open loop with the same design as `scaletest load` (clock.rs): a timer wakes at
- * most every TICK_US (default 500) µs and sends every request due by then, each on an idle
- * connection; with none idle the send waits for the next answer. Only to 127.0.0.1.
+ * RATE > 0: open loop with the same design as `scaletest load` (clock.rs): a one-shot timer
+ * wakes at the next request's time but no sooner than TICK_US (default 500) µs after the last
+ * wake-up, and sends every request due by then, each on an idle connection; with none idle
+ * the send waits for the next answer. Only to 127.0.0.1.
  * Prints: sent, answered, wake-ups that left sends waiting for a connection. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -35,6 +36,14 @@ static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* Wake at `at` (CLOCK_MONOTONIC seconds, as now_s). */
+static void arm(int tfd, double at) {
+  struct itimerspec it = {0};
+  it.it_value.tv_sec = (time_t)at;
+  it.it_value.tv_nsec = (long)((at - (double)it.it_value.tv_sec) * 1e9);
+  if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &it, NULL) < 0) die("timerfd_settime");
 }
 
 static int dial(int port) {
@@ -100,8 +109,8 @@ int main(int argc, char **argv) {
   double start = now_s(), end = start + secs;
   if (rate > 0) {
     tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
-    struct itimerspec it = {.it_interval = {0, tick_us * 1000}, .it_value = {0, tick_us * 1000}};
-    if (tfd < 0 || timerfd_settime(tfd, 0, &it, NULL) < 0) die("timerfd");
+    if (tfd < 0) die("timerfd_create");
+    arm(tfd, start + 1 / rate);
     struct epoll_event e = {.events = EPOLLIN, .data.u32 = (unsigned)conns};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &e) < 0) die("epoll_ctl");
   } else {
@@ -126,6 +135,8 @@ int main(int argc, char **argv) {
         (void)!read(tfd, &x, sizeof x);
         long long due = (long long)(rate * (t - start)) - sent - due_waiting;
         if (due > 0) due_waiting += due;
+        double next = start + (double)(sent + due_waiting + 1) / rate, soonest = t + tick_us / 1e6;
+        arm(tfd, next > soonest ? next : soonest);
         continue;
       }
       ssize_t got = read(fd[i], buf, sizeof buf);
