@@ -10,7 +10,8 @@
 # `cargo install oha --locked` into bench/.tools when missing), both with 50 connections.
 # Per run: the generator's CPU (user + sys, /usr/bin/time) per request nginx counted (its
 # stub_status before and after), the achieved rate (nginx's count / DUR) against R, and the
-# host's steal over the run (a run with seconds of it is charged CPU it did not get).
+# host's steal over the run (a run with seconds of it is charged CPU it did not get: the
+# medians count only runs with at most STEAL_MAX s, default 0.5, saying how many).
 # Each round also runs scaletest's closed loop (-c 50, as fast as it goes): what our
 # open loop's cost is compared with.
 # The summary gives medians per rate, the ratio scaletest / oha, and open / closed loop.
@@ -25,6 +26,7 @@ ROUNDS=${ROUNDS:-5}
 DUR=${DUR:-10}
 RATES=${RATES:-"1000 10000 50000"}
 OHA_VERSION=${OHA_VERSION:-1.16.0}
+STEAL_MAX=${STEAL_MAX:-0.5}
 SCPU=${SCPU:-0}
 GCPU=${GCPU:-1}
 OUT=${OUT:-bench/out/openloop-$(date +%Y%m%d-%H%M%S)}
@@ -97,33 +99,35 @@ for r in $(seq "$ROUNDS"); do
   fi
 done
 
-python3 - "$RESULTS" "$DUR" <<'PY' | tee "$OUT/summary.md"
+python3 - "$RESULTS" "$DUR" "$STEAL_MAX" <<'PY' | tee "$OUT/summary.md"
 import sys, statistics as st
 rows = [l.split('\t') for l in open(sys.argv[1]) if l.strip()]
-dur = float(sys.argv[2])
+dur, steal_max = float(sys.argv[2]), float(sys.argv[3])
 by = {}
 for tool, rate, r, n, cpu, sys_, rss, stolen in rows:
     n = int(n)
-    by.setdefault((int(rate), tool), []).append((1e6 * float(cpu) / n if n else 0, n / dur, float(sys_), int(rss)))
-print("| rate (req/s) | tool | runs | CPU µs/request (median) | round by round | achieved (median, nginx) | RSS KiB |")
+    by.setdefault((int(rate), tool), []).append((1e6 * float(cpu) / n if n else 0, n / dur, float(stolen), int(rss)))
+# Medians over the runs with at most STEAL_MAX s of steal (all of them if none is that quiet).
+quiet = {k: [x for x in v if x[2] <= steal_max] or v for k, v in by.items()}
+print(f"| rate (req/s) | tool | runs (steal ≤ {steal_max} s) | CPU µs/request (median of those) | round by round (steal s) | achieved (median, nginx) | RSS KiB |")
 print("|---:|---|---:|---:|---|---:|---:|")
 for (rate, tool), v in sorted(by.items()):
+    q = quiet[(rate, tool)]
     got = st.median(x[1] for x in v)
     kept = f"({100 * got / rate:.1f} %)" if rate else "(closed loop)"
-    print(f"| {f'{rate:,}' if rate else 'closed'} | {tool} | {len(v)} | {st.median(x[0] for x in v):.1f} | "
-          f"{', '.join(f'{x[0]:.1f}' for x in v)} | {got:,.0f} {kept} | "
+    print(f"| {f'{rate:,}' if rate else 'closed'} | {tool} | {len(q)} of {len(v)} | {st.median(x[0] for x in q):.1f} | "
+          f"{', '.join(f'{x[0]:.1f} ({x[2]:.2f})' for x in v)} | {got:,.0f} {kept} | "
           f"{st.median(x[3] for x in v):,.0f} |")
 print()
-print(f"Steal over all runs: {sum(float(r[7]) for r in rows):.2f} s (per run in results.tsv, 8th column).")
+print(f"Steal over all runs: {sum(x[2] for v in by.values() for x in v):.2f} s.")
 print()
-med = lambda v: st.median(x[0] for x in v)
+med = lambda k: st.median(x[0] for x in quiet[k])
 for rate in sorted(k for k in {k[0] for k in by} if k):
-    s, o = by.get((rate, 'scaletest')), by.get((rate, 'oha'))
-    parts = [f"scaletest / oha CPU per request = {med(s) / med(o):.2f}×"] if s and o else []
+    s, o = (rate, 'scaletest'), (rate, 'oha')
+    parts = [f"scaletest / oha CPU per request = {med(s) / med(o):.2f}×"] if s in by and o in by else []
     # Each tool's open loop against its own closed loop (the floor's: what the machine charges).
     for tool in ('scaletest', 'oha', 'floor'):
-        op, closed = by.get((rate, tool)), by.get((0, tool))
-        if op and closed:
-            parts.append(f"{tool} open / closed loop = {med(op) / med(closed):.2f}×")
+        if (rate, tool) in by and (0, tool) in by:
+            parts.append(f"{tool} open / closed loop = {med((rate, tool)) / med((0, tool)):.2f}×")
     print(f"- {rate:,} req/s: " + "; ".join(parts))
 PY
