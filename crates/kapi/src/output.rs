@@ -249,9 +249,11 @@ impl ApiRun {
                 let _ = into.run_to_watch.add(&p.run_to_watch);
             }
         }
-        let pods = runs
-            .iter()
-            .filter_map(|r| r.pods.as_ref().map(|p| (r.started_unix, &p.seconds[..])));
+        // Every run's start counts, with or without pods: the seconds line up with the calls'.
+        let pods = runs.iter().map(|r| {
+            let s = r.pods.as_ref().map_or(&[][..], |p| &p.seconds[..]);
+            (r.started_unix, s)
+        });
         if let Some(p) = &mut out.pods {
             p.seconds = series::merge_runs(pods).1;
         }
@@ -825,6 +827,20 @@ mod tests {
         let startup = values(&run, crate::POD_STARTUP);
         assert!(startup[..3].iter().all(Option::is_some), "{startup:?}");
         assert!(startup[3..].iter().all(Option::is_none), "{startup:?}");
+        // Overlaid with a run that was not cut, in `report --compare --html`.
+        let mut whole = run.clone();
+        whole.seconds_cut = None;
+        let (a, b) = (run.view(), whole.view());
+        let cmp = crate::view::compare_charts(&a, &b, ["a", "b"]);
+        assert_eq!(cmp[0].title, "API calls per second");
+        assert_eq!(cmp[0].series[0].values, calls);
+        assert_eq!(
+            cmp[0].series[1].values,
+            [5.0, 5.0, 5.0, 0.0, 0.0, 0.0].map(Some)
+        );
+        let page = crate::view::compare_html(&a, &b, ["a", "b"]);
+        assert!(page.contains("a: kept for the first 3 s only"), "{page}");
+        assert!(!page.contains("b: kept"), "{page}");
         let facts = run.view().facts;
         let said = facts.iter().find(|(k, _)| *k == "Per second").map(|f| &f.1);
         assert_eq!(
@@ -839,5 +855,24 @@ mod tests {
         (earlier.started_unix, earlier.seconds_cut) = (-60.0, None);
         let merged = ApiRun::merge(&[run, earlier]).unwrap();
         assert_eq!(merged.seconds_cut, Some(63));
+    }
+
+    /// Pod startup of merged runs lines up by the runs' starts like their calls, also when
+    /// the earliest run made no pods.
+    #[test]
+    fn merged_pod_startup_seconds_count_from_the_earliest_start() {
+        let mut s = Second::default();
+        s.0.insert(crate::POD_STARTUP.into(), series::Tally::default());
+        let a = ApiRun::new(ApiInfo::default(), 100.0);
+        let mut b = ApiRun::new(ApiInfo::default(), 110.0);
+        b.pods = Some(PodStartup {
+            seconds: vec![s.clone()],
+            ..PodStartup::default()
+        });
+        let merged = ApiRun::merge(&[a, b]).unwrap();
+        assert_eq!(merged.started_unix, 100.0);
+        let seconds = &merged.pods.unwrap().seconds;
+        assert_eq!(seconds.len(), 11);
+        assert_eq!(seconds[10], s);
     }
 }

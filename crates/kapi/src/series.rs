@@ -328,6 +328,11 @@ mod tests {
             merged_cut([(160.0, Some(MAX_SECONDS)), (100.0, Some(MAX_SECONDS))].into_iter()),
             Some(MAX_SECONDS)
         );
+        // Offsets rounded as merge_runs rounds them: 60.2 s apart is 60 s.
+        assert_eq!(
+            merged_cut([(100.4, None), (160.6, Some(10))].into_iter()),
+            Some(70)
+        );
     }
 
     #[test]

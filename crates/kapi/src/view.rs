@@ -28,7 +28,8 @@ pub struct View<'a> {
     pub calls: &'a [CallStats],
     /// Their seconds (and those of `latency_seconds`)...
     pub seconds: &'a [Second],
-    /// ...up to this second, though the run went on ([`crate::series::MAX_SECONDS`]).
+    /// ...up to this second from the start, though the run went on (a run's
+    /// [`crate::series::MAX_SECONDS`]; merged runs, where the first of them stopped).
     pub seconds_cut: Option<u64>,
     /// The server's view.
     pub server: Option<&'a ServerSide>,
@@ -84,12 +85,26 @@ pub fn run_facts(
     facts
 }
 
-/// What a run whose per-second records stop at `cut` says of them (page and text).
-pub fn cut_note(cut: u64) -> String {
+/// What a page says of per-second records that stop at `cut`.
+fn cut_note(cut: u64) -> String {
     format!(
         "kept for the first {} s only (charts end there; the totals cover the whole run)",
         count(cut)
     )
+}
+
+/// `lines` of `v`'s own seconds without values past its cut: no second was kept there, and
+/// drawing them as seconds without calls would show the run as idle.
+fn cut_off(v: &View, mut lines: Vec<Line>) -> Vec<Line> {
+    if let Some(cut) = v.seconds_cut {
+        for l in &mut lines {
+            l.values
+                .iter_mut()
+                .skip(cut as usize)
+                .for_each(|x| *x = None);
+        }
+    }
+    lines
 }
 
 fn x_axis(n: usize) -> Vec<f64> {
@@ -216,21 +231,14 @@ pub fn charts(v: &View) -> Vec<Chart> {
     let x = x_axis(len);
     let mut seconds = v.seconds.to_vec();
     seconds.resize(len, Second::default());
-    // Past the cut no second was kept: no value there, not seconds without calls.
-    let kept = v.seconds_cut.map_or(len, |c| (c as usize).min(len));
-    let cut_off = |mut lines: Vec<Line>| {
-        for l in &mut lines {
-            l.values.iter_mut().skip(kept).for_each(|x| *x = None);
-        }
-        lines
-    };
+    let cut = |lines| cut_off(v, lines);
     let keys = busiest(&seconds);
     let mut charts = Vec::new();
     let server = v
         .server
         .map_or_else(Vec::new, |sv| server_p99(sv, v.started_unix, len));
     if !keys.is_empty() || !server.is_empty() {
-        let rate = cut_off(per_key(&seconds, &keys, false, |t| {
+        let rate = cut(per_key(&seconds, &keys, false, |t| {
             Some(t.map_or(0.0, |t| t.n as f64))
         }));
         charts.push(Chart::over_time(
@@ -240,7 +248,7 @@ pub fn charts(v: &View) -> Vec<Chart> {
             x.clone(),
             rate,
         ));
-        let mut p99 = cut_off(per_key(&seconds, &keys, false, |t| t?.quantile_ms(0.99)));
+        let mut p99 = cut(per_key(&seconds, &keys, false, |t| t?.quantile_ms(0.99)));
         let title = if !server.is_empty() {
             "Latency p99 by call: client each second, server each scrape (dashed)"
         } else {
@@ -271,7 +279,7 @@ pub fn charts(v: &View) -> Vec<Chart> {
             "calls/s",
             false,
             x.clone(),
-            cut_off(failed),
+            cut(failed),
         ));
     }
     if let Some(sv) = v.server {
@@ -295,7 +303,7 @@ pub fn charts(v: &View) -> Vec<Chart> {
             "ms",
             true,
             x.clone(),
-            cut_off(lines),
+            cut(lines),
         ));
     }
     let mut spectra: Vec<(String, &Histogram<u64>)> = v
@@ -566,11 +574,8 @@ pub fn compare_charts(a: &View, b: &View, names: [&str; 2]) -> Vec<Chart> {
     ] {
         let mut all: Vec<Tally> = v.seconds.iter().map(whole).collect();
         all.resize(len, Tally::default());
-        calls.push(Line::new(
-            name,
-            dark,
-            all.iter().map(|t| Some(t.n as f64)).collect(),
-        ));
+        let line = Line::new(name, dark, all.iter().map(|t| Some(t.n as f64)).collect());
+        calls.extend(cut_off(v, vec![line]));
         p99.push(Line::new(
             format!("{name} p99"),
             dark,
@@ -611,7 +616,8 @@ pub fn compare_charts(a: &View, b: &View, names: [&str; 2]) -> Vec<Chart> {
                 .map(|s| s.0.get(n).and_then(|t| t.quantile_ms(0.99)))
                 .collect();
             vals.resize(len, None);
-            lines.push(Line::new(format!("{name} p99"), dark, vals));
+            let line = Line::new(format!("{name} p99"), dark, vals);
+            lines.extend(cut_off(v, vec![line]));
         }
         charts.push(Chart::over_time(
             format!("{n} p99"),
@@ -626,10 +632,15 @@ pub fn compare_charts(a: &View, b: &View, names: [&str; 2]) -> Vec<Chart> {
 
 /// The comparison as a page: both headings, the table, the overlaid charts.
 pub fn compare_html(a: &View, b: &View, names: [&str; 2]) -> String {
-    let facts = vec![
+    let mut facts = vec![
         ("First", format!("{}: {}", names[0], a.heading)),
         ("Second", format!("{}: {}", names[1], b.heading)),
     ];
+    for (v, name) in [(a, names[0]), (b, names[1])] {
+        if let Some(cut) = v.seconds_cut {
+            facts.push(("Per second", format!("{name}: {}", cut_note(cut))));
+        }
+    }
     report::html::page(
         "scaletest comparison",
         &facts,
