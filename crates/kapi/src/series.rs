@@ -1,10 +1,11 @@
 //! Per-second records of a control-plane run, as load runs keep theirs: for every second from
 //! the recorder's start (within milliseconds of the run's `started_unix`), the calls,
-//! failures and latency histogram of each key (`create configmaps`, `pod_startup`). The
-//! second in progress is held as HDR histograms; a finished second keeps only its non-empty
-//! buckets ([`hist::sparse::Buckets`], the loadbots' wire form: exact, and a few hundred
-//! bytes where a whole histogram array takes tens of kilobytes), so an hour's run of
-//! thousands of hollow nodes stays small in memory and in its file.
+//! failures and latency histogram of each key (`create configmaps`, `pod_startup`, an
+//! informer's `update notification`). The second in progress is held as HDR histograms; a
+//! finished second keeps only its non-empty buckets ([`hist::sparse::Buckets`], the loadbots'
+//! wire form: exact, and a few hundred bytes where a whole histogram array takes tens of
+//! kilobytes), so an hour's run of thousands of hollow nodes stays small in memory and in its
+//! file. A run keeps its first [`MAX_SECONDS`] and records where it stopped keeping them.
 
 use hdrhistogram::Histogram;
 use hist::new_histogram;
@@ -83,6 +84,11 @@ pub const MAX_OFFSET_S: f64 = 86_400.0;
 /// on records where its seconds stop ([`Seconds::cut`]), so that reports show the rest as
 /// not kept rather than as seconds without calls.
 pub const MAX_SECONDS: u64 = 7_200;
+
+/// The earliest of a run's cuts ([`Seconds::cut`] of each of its series).
+pub fn first_cut(cuts: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
+    cuts.into_iter().flatten().min()
+}
 
 /// Where the per-second records of merged runs stop covering every run: the earliest
 /// second, counted from the earliest start, past which one run kept no seconds (each given

@@ -133,6 +133,7 @@ pub async fn run(
         cut_short: summary.cut_short,
     });
     let mut warnings = Vec::new();
+    let mut watch_cut = None;
     if let Some((shared, wstop_tx, task)) = watcher {
         let mut stopping = stop.clone();
         tokio::select! {
@@ -146,7 +147,8 @@ pub async fn run(
         }
         let _ = wstop_tx.send(true);
         let _ = task.await;
-        run.watch = Some(shared.stats());
+        let (w, cut) = shared.report();
+        (run.watch, watch_cut) = (Some(w), cut);
     }
     let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(s.client.clone());
     for ns in &made {
@@ -159,7 +161,9 @@ pub async fn run(
     }
     let recorded = rec.snapshot();
     run.calls = recorded.calls.into_values().collect();
-    (run.seconds, run.seconds_cut) = rec.seconds();
+    let calls_cut;
+    (run.seconds, calls_cut) = rec.seconds();
+    run.seconds_cut = crate::series::first_cut([calls_cut, watch_cut]);
     if let Some(l) = recorded.lateness {
         run.lateness = l;
     }

@@ -2,8 +2,10 @@
 //! what it is told: notification latency (now − the writer's [`ANN_SENT`] time) for creates
 //! and updates, queue wait (dequeue − enqueue), and the counts seed 004's cm-logger kept:
 //! notifications coalesced in the queue, duplicates (a version seen twice, as after a relist),
-//! and relists after 410 Gone.
+//! and relists after 410 Gone. Timed notifications are also kept by the second
+//! ([`crate::series`]) for the run's file.
 
+use crate::series::{Second, Seconds};
 use crate::stats::{keep_first, ErrorMessage};
 use crate::{wall_ns, Target, ANN_OP, ANN_SENT};
 use futures::StreamExt;
@@ -36,6 +38,11 @@ pub struct Config {
     /// Work-queue workers.
     pub workers: usize,
 }
+
+/// A create's notification latency: its key in a watch's per-second records.
+pub const NOTIFY_CREATE: &str = "create notification";
+/// An update's.
+pub const NOTIFY_UPDATE: &str = "update notification";
 
 /// What a watch measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +77,11 @@ pub struct WatchStats {
     /// The first message of each kind of watch error, by HTTP status (0: no HTTP answer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub messages: BTreeMap<u16, ErrorMessage>,
+    /// The timed notifications of every second from the start ([`NOTIFY_CREATE`],
+    /// [`NOTIFY_UPDATE`]), in a run's file only ([`Shared::report`]; absent in files of
+    /// earlier builds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seconds: Vec<Second>,
 }
 
 impl Default for WatchStats {
@@ -88,12 +100,14 @@ impl Default for WatchStats {
             errors: 0,
             processed: 0,
             messages: BTreeMap::new(),
+            seconds: Vec::new(),
         }
     }
 }
 
 impl WatchStats {
-    /// Add another watch's measurements.
+    /// Add another watch's measurements; not the seconds, which only the caller can line up
+    /// (by the runs' starts).
     pub fn merge(&mut self, o: &WatchStats) {
         let _ = self.notify_create.add(&o.notify_create);
         let _ = self.notify_update.add(&o.notify_update);
@@ -193,6 +207,8 @@ fn label(kind: &str) -> Vec<(String, String)> {
 /// `churn --watch` (to know when it has seen every delete).
 pub struct Shared {
     stats: Mutex<WatchStats>,
+    /// Apart from `stats`, so that a copy of the totals does not copy every second.
+    seconds: Mutex<Seconds>,
     /// Prometheus view of the same numbers.
     pub metrics: Metrics,
     deletes_seen: signal::Sender<u64>,
@@ -204,15 +220,26 @@ impl Shared {
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared {
             stats: Mutex::new(WatchStats::default()),
+            seconds: Mutex::new(Seconds::default()),
             metrics: Metrics::new(),
             deletes_seen: signal::channel(0).0,
             synced: signal::channel(false).0,
         })
     }
 
-    /// What was measured so far.
+    /// What was measured so far (for progress and `/metrics`: without the seconds).
     pub fn stats(&self) -> WatchStats {
         self.stats.lock().expect("watch stats lock").clone()
+    }
+
+    /// What was measured, with every second from this state's creation (for the run's
+    /// file), and the second they stop at although notifications went on
+    /// ([`Seconds::cut`]).
+    pub fn report(&self) -> (WatchStats, Option<u64>) {
+        let mut w = self.stats();
+        let s = self.seconds.lock().expect("watch seconds lock");
+        w.seconds = s.all();
+        (w, s.cut())
     }
 
     /// Wait until `n` delete notifications have arrived.
@@ -323,6 +350,17 @@ fn on_apply(shared: &Shared, seen: &mut Seen, o: &DynamicObject, initial: bool) 
             &mut st.notify_update
         };
         let _ = h.record(late_us.max(1));
+        let key = if kind == "create" {
+            NOTIFY_CREATE
+        } else {
+            NOTIFY_UPDATE
+        };
+        shared.seconds.lock().expect("watch seconds lock").record(
+            std::time::Instant::now(),
+            key,
+            Some(late_us),
+            false,
+        );
         m.notifications.get_or_create(&label(kind)).inc();
         m.latency
             .get_or_create(&label(kind))

@@ -259,6 +259,19 @@ async fn the_informer_is_told_of_every_create_update_and_delete_against(c: Clust
     let s = shared.stats();
     assert_eq!(s.notify_create.len(), 30, "{}", c.name);
     assert_eq!(s.notify_update.len(), 60);
+    assert!(s.seconds.is_empty(), "progress copies carry no seconds");
+    // The run's file keeps each timed notification in its second, with its latency.
+    let (with_seconds, cut) = shared.report();
+    assert_eq!(cut, None);
+    let per_second = |key: &str| -> (u64, u64) {
+        with_seconds
+            .seconds
+            .iter()
+            .filter_map(|x| x.0.get(key))
+            .fold((0, 0), |(n, t), x| (n + x.n, t + x.histogram().len()))
+    };
+    assert_eq!(per_second(watch::NOTIFY_CREATE), (30, 30));
+    assert_eq!(per_second(watch::NOTIFY_UPDATE), (60, 60));
     assert_eq!((s.applied, s.deleted), (90, 30));
     assert_eq!((s.duplicates, s.relists, s.foreign), (0, 0, 0));
     // Every notification was either handled or coalesced into a queued key.

@@ -355,7 +355,7 @@ impl Running {
         let (calls_cut, startup_cut);
         (r.seconds, calls_cut) = self.hollow.traffic.calls.seconds();
         (r.startup_seconds, startup_cut) = self.hollow.startup.seconds();
-        r.seconds_cut = calls_cut.into_iter().chain(startup_cut).min();
+        r.seconds_cut = kapi::series::first_cut([calls_cut, startup_cut]);
         r
     }
 }

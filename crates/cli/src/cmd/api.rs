@@ -492,7 +492,8 @@ async fn watch_main(a: WatchArgs) -> anyhow::Result<ExitCode> {
         })
     };
     let mut run = watching.until_done(a.duration, task, progress, info).await;
-    run.watch = Some(shared.stats());
+    let (w, cut) = shared.report();
+    (run.watch, run.seconds_cut) = (Some(w), cut);
     run.server = Some(server_side(scraper).await);
     finish(&run, a.cluster.json.as_ref(), false)
 }

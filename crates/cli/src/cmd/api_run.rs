@@ -172,7 +172,7 @@ pub(crate) async fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let calls_cut;
     (r.seconds, calls_cut) = rec.seconds();
-    r.seconds_cut = calls_cut.into_iter().chain(out.startup_cut).min();
+    r.seconds_cut = kapi::series::first_cut([calls_cut, out.startup_cut]);
     r.jobs = out.jobs;
     r.pods = Some(out.startup);
     r.server = Some(server_side(scraper).await);
