@@ -277,6 +277,15 @@ fn churn_reports_against(kc: &Path, fake: Option<&FakeApi>, dir: &Path) {
     assert_eq!(v["info"]["namespaces"].as_array().map(Vec::len), Some(3));
     assert_eq!(v["watch"]["applied"], 120);
     assert_eq!(v["watch"]["deleted"], 40);
+    // Every timed notification in its second too: a create's and two patches' a lifecycle.
+    let told = |key: &str| -> u64 {
+        let seconds = v["watch"]["seconds"].as_array().expect("watch seconds");
+        seconds.iter().filter_map(|s| s[key]["n"].as_u64()).sum()
+    };
+    assert_eq!(
+        (told("create notification"), told("update notification")),
+        (40, 80)
+    );
     assert!(v["slo"]
         .as_array()
         .expect("slo")
@@ -500,6 +509,13 @@ fn a_separate_watch_process_times_an_open_loop_churn_and_serves_metrics() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("watch json")).expect("parse");
     assert_eq!(v["watch"]["deleted"].as_u64(), Some(n));
     assert_eq!(v["watch"]["relists"], 0);
+    // Each create it was told of, in its second.
+    let seconds = v["watch"]["seconds"].as_array().expect("watch seconds");
+    let told: u64 = seconds
+        .iter()
+        .filter_map(|s| s["create notification"]["n"].as_u64())
+        .sum();
+    assert_eq!(told, n);
 }
 
 /// The metrics address a watch process announces on stderr once it is set up.

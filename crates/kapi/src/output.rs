@@ -7,7 +7,7 @@
 
 use crate::series::{self, Second};
 use crate::server_metrics::{self, ServerSide};
-use crate::stats::{CallStats, ErrorMessage, Verb};
+use crate::stats::{CallStats, ErrorMessage, Recorder, Verb};
 use crate::view::View;
 use crate::watch::{WatchStats, NOTIFY_CREATE, NOTIFY_UPDATE};
 use crate::watchers::LoopStats;
@@ -327,6 +327,19 @@ impl ApiRun {
             counts,
             text,
         }
+    }
+
+    /// What `rec` recorded into the run: the calls, their seconds and the start lateness (one
+    /// copy: the seconds add up to the calls). Returns where the seconds stop although calls
+    /// went on, for [`series::first_cut`] with the run's other series.
+    pub fn take_calls(&mut self, rec: &Recorder) -> Option<u64> {
+        let (recorded, seconds, cut) = rec.with_seconds();
+        self.calls = recorded.calls.into_values().collect();
+        self.seconds = seconds;
+        if let Some(l) = recorded.lateness {
+            self.lateness = l;
+        }
+        cut
     }
 
     /// All calls.

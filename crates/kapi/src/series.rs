@@ -173,6 +173,11 @@ impl Seconds {
         }
     }
 
+    /// When second 0 began.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     /// The second from which events went unrecorded ([`MAX_SECONDS`]), if any did.
     pub fn cut(&self) -> Option<u64> {
         self.cut.then_some(MAX_SECONDS)

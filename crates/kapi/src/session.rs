@@ -87,7 +87,8 @@ pub async fn run(
     // The informer starts (and lists) before the first create, so that it sees every one.
     let watcher = match s.watch {
         Some(wclient) => {
-            let shared = watch::Shared::new();
+            // Its seconds count from the calls' second 0, not from after the namespaces.
+            let shared = watch::Shared::new_at(rec.start());
             let (wstop_tx, wstop) = signal::channel(false);
             let wcfg = watch::Config {
                 target: s.target.clone(),
@@ -159,13 +160,7 @@ pub async fn run(
             ));
         }
     }
-    let recorded = rec.snapshot();
-    run.calls = recorded.calls.into_values().collect();
-    let calls_cut;
-    (run.seconds, calls_cut) = rec.seconds();
+    let calls_cut = run.take_calls(&rec);
     run.seconds_cut = crate::series::first_cut([calls_cut, watch_cut]);
-    if let Some(l) = recorded.lateness {
-        run.lateness = l;
-    }
     Ok(Outcome { run, warnings })
 }

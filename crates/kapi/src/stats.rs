@@ -248,12 +248,10 @@ impl Recorder {
         // An answered call is timed; any but a 2xx failed.
         let timed = (outcome != Outcome::Transport).then(|| us(took).max(1));
         let failed = outcome != Outcome::Ok;
-        self.seconds.lock().expect("recorder lock").record(
-            Instant::now(),
-            &call_key(verb, resource),
-            timed,
-            failed,
-        );
+        // Both locks at once (seconds first, as `with_seconds`), so that a copy of both sees
+        // every call in both or in neither.
+        let mut seconds = self.seconds.lock().expect("recorder lock");
+        seconds.record(Instant::now(), &call_key(verb, resource), timed, failed);
         let mut r = self.inner.lock().expect("recorder lock");
         let c = r
             .calls
@@ -314,11 +312,19 @@ impl Recorder {
         self.inner.lock().expect("recorder lock").clone()
     }
 
-    /// The calls of every second so far, from this recorder's creation, and the second
-    /// they stop at although calls went on ([`Seconds::cut`]).
-    pub fn seconds(&self) -> (Vec<Second>, Option<u64>) {
+    /// For the run's file: what was recorded, the calls of every second from this
+    /// recorder's creation, and the second they stop at although calls went on
+    /// ([`Seconds::cut`]); one copy, so that the seconds add up to the calls even while
+    /// tasks still call.
+    pub fn with_seconds(&self) -> (Recorded, Vec<Second>, Option<u64>) {
         let s = self.seconds.lock().expect("recorder lock");
-        (s.all(), s.cut())
+        let r = self.inner.lock().expect("recorder lock").clone();
+        (r, s.all(), s.cut())
+    }
+
+    /// When its second 0 began (other series of the run count from it too).
+    pub fn start(&self) -> Instant {
+        self.seconds.lock().expect("recorder lock").start()
     }
 }
 

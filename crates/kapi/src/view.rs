@@ -293,7 +293,7 @@ pub fn charts(v: &View) -> Vec<Chart> {
                 .map(|s| s.0.get(*name).and_then(|t| t.quantile_ms(q)))
                 .collect()
         };
-        // Seconds with no pod measured are gaps the line crosses.
+        // Seconds with nothing measured are gaps the line crosses.
         let lines = vec![
             Line::new("p50", color::P50, at(0.5)).joined(),
             Line::new("p99", color::P99, at(0.99)).joined(),

@@ -77,9 +77,9 @@ pub struct WatchStats {
     /// The first message of each kind of watch error, by HTTP status (0: no HTTP answer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub messages: BTreeMap<u16, ErrorMessage>,
-    /// The timed notifications of every second from the start ([`NOTIFY_CREATE`],
-    /// [`NOTIFY_UPDATE`]), in a run's file only ([`Shared::report`]; absent in files of
-    /// earlier builds).
+    /// The timed notifications of every second from the run's start ([`Shared::new_at`];
+    /// [`NOTIFY_CREATE`], [`NOTIFY_UPDATE`]), in a run's file only ([`Shared::report`];
+    /// absent in files of earlier builds).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seconds: Vec<Second>,
 }
@@ -216,11 +216,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A fresh state.
+    /// A fresh state, its seconds counted from now.
     pub fn new() -> Arc<Shared> {
+        Shared::new_at(std::time::Instant::now())
+    }
+
+    /// A fresh state whose second 0 begins at `start` (a run's, with other series).
+    pub fn new_at(start: std::time::Instant) -> Arc<Shared> {
         Arc::new(Shared {
             stats: Mutex::new(WatchStats::default()),
-            seconds: Mutex::new(Seconds::default()),
+            seconds: Mutex::new(Seconds::new(start)),
             metrics: Metrics::new(),
             deletes_seen: signal::channel(0).0,
             synced: signal::channel(false).0,

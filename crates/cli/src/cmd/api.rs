@@ -597,8 +597,7 @@ async fn watchers_main(
         })
     };
     let mut run = watching.until_done(a.duration, task, progress, info).await;
-    run.calls = rec.snapshot().calls.into_values().collect();
-    (run.seconds, run.seconds_cut) = rec.seconds();
+    run.seconds_cut = run.take_calls(&rec);
     let w = shared.stats();
     let none_started = w.total.requests > 0 && w.established.is_empty();
     run.watchers = Some(w);

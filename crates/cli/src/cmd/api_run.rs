@@ -166,12 +166,7 @@ pub(crate) async fn main(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut r = ApiRun::new(info, started_unix);
     r.elapsed_s = started.elapsed().as_secs_f64();
     r.interrupted = out.interrupted;
-    r.calls = rec.snapshot().calls.into_values().collect();
-    if let Some(l) = rec.snapshot().lateness {
-        r.lateness = l;
-    }
-    let calls_cut;
-    (r.seconds, calls_cut) = rec.seconds();
+    let calls_cut = r.take_calls(&rec);
     r.seconds_cut = kapi::series::first_cut([calls_cut, out.startup_cut]);
     r.jobs = out.jobs;
     r.pods = Some(out.startup);
