@@ -7,7 +7,7 @@
 //!
 //! - [`scenario`]: the TOML phases, validated before anything starts; the built-ins.
 //! - [`supervise`]: child processes that cannot outlive the demo.
-//! - [`run`]: the phase runner.
+//! - [`run`](mod@run): the phase runner.
 //! - [`phases`]: per-phase results cut from the run file.
 //! - [`ctl`]: the file channel `scaletest ctl` uses to act on a running demo.
 //! - [`api`]: the blocking control calls to the children.

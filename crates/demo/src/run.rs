@@ -168,7 +168,7 @@ impl Sizing {
 }
 
 /// Which role a step saturated: each role's cores over `seconds` (CPU used between two
-/// readings of [`Demo::cpu_by_role`]) against the machine's `cores`, the busiest named.
+/// readings of `Demo::cpu_by_role`) against the machine's `cores`, the busiest named.
 pub fn saturated(
     before: &[(&str, f64)],
     after: &[(&str, f64)],

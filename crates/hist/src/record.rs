@@ -3,7 +3,7 @@
 //! [`Record`] is generic over how its histograms are held: [`crate::Snapshot`] holds HDR
 //! histograms (what the engine records and the aggregator merges), [`crate::sparse::WireSnapshot`]
 //! holds their buckets (the bots' pushes), and a chart's point holds their percentiles
-//! (`report::Point`). The counters are listed once, in the [`record!`] invocation below, which
+//! (`report::Point`). The counters are listed once, in the `record!` invocation below, which
 //! also writes their merge ([`Record::add_counts`]), their copy into another form
 //! ([`Record::map`]) and a walk over every count ([`Record::each_count`], for limits), so adding
 //! a counter is one line here plus its uses.

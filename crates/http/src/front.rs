@@ -1,6 +1,6 @@
 //! Cleartext connections served by a hand-written HTTP/1 loop: the balancer's client side, and
 //! the quick answers ([`crate::quick`]) of `serve` and of the aggregator's ingest. [`serve`]
-//! accepts (through [`server::accept`](crate::server::accept)), gives connections that open
+//! accepts (through [`server::accept`]), gives connections that open
 //! with the HTTP/2 preface to hyper, and every other one to the caller's loop, which may hand
 //! its connection to hyper at any point, with the bytes it has read but not answered
 //! ([`Handoff`]).

@@ -3,7 +3,7 @@
 //! Flow: the controller ([`run`]) starts one OS thread per worker, each with its own
 //! single-threaded tokio runtime (no cross-thread work stealing on the hot path, like wrk's
 //! threads). Each worker owns a share of the lanes (connections or HTTP/2 stream slots) and of
-//! the rate, records into its own [`recorder::Recorder`], and every second hands a
+//! the rate, records into its own `recorder::Recorder`, and every second hands a
 //! [`hist::Snapshot`] to the controller, which merges them into the run total and the
 //! per-second series. Stop conditions (duration, request count, Ctrl-C via [`Shutdown`]),
 //! pacing (closed loop, or an open-loop [`pace::Pacer`]) and protocol (an `st_http::Lane`) are

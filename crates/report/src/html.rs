@@ -3,7 +3,7 @@
 //! the autocannon tables.
 //!
 //! Every number is computed here, from [`Point::all`] (or a version 1 file's `series`) and the
-//! run's histograms; the page script (`assets/report.js`) only draws the [`Page`] it is given
+//! run's histograms; the page script (`assets/report.js`) only draws the `Page` it is given
 //! as JSON. [`crate::compare`] builds its page from the same pieces.
 
 use crate::assets::{CHARTS_JS, UPLOT_CSS, UPLOT_JS};

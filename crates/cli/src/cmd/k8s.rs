@@ -131,7 +131,7 @@ struct SpecArgs {
     #[arg(long)]
     drain_delay: Option<u32>,
     /// Load your own service at this URL instead of deploying `serve` (any URL `load`
-    /// takes, e.g. http://web.shop.svc:8080/): only the bots and the aggregator run.
+    /// takes, e.g. `http://web.shop.svc:8080/`): only the bots and the aggregator run.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
     /// With --target: a request header, "Name: value" (repeatable; e.g. a Host header).
