@@ -351,13 +351,14 @@ impl Running {
         }
         let mut r = self.report();
         r.interrupted = interrupted;
-        // Every second's records only here: `/metrics` takes a report at each scrape.
-        // The calls again, from the same copy as their seconds: a loop that has not yet seen
-        // the stop may still be calling.
+        // Every second's records only here (`/metrics` takes a report at each scrape), with
+        // the calls and pod startup again from the same copy as their seconds: a heartbeat
+        // call spawned before the stop may still be finishing.
         let (recorded, seconds, calls_cut) = self.hollow.traffic.calls.with_seconds();
         (r.calls, r.seconds) = (recorded.calls.into_values().collect(), seconds);
         let startup_cut;
-        (r.startup_seconds, startup_cut) = self.hollow.startup.seconds();
+        (r.startup, r.startup_seconds, startup_cut) = self.hollow.startup.with_seconds();
+        r.check_slo();
         r.seconds_cut = kapi::series::first_cut([calls_cut, startup_cut]);
         r
     }

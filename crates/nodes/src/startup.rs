@@ -155,11 +155,14 @@ impl Startup {
         self.stats.lock().expect("lock").clone()
     }
 
-    /// The pods measured in each second so far (key [`POD_STARTUP`]), and the second they
-    /// stop at although pods went on starting ([`Seconds::cut`]).
-    pub fn seconds(&self) -> (Vec<Second>, Option<u64>) {
+    /// For the run's file: the figures, the pods measured in each second (key
+    /// [`POD_STARTUP`]) and the second they stop at although pods went on starting
+    /// ([`Seconds::cut`]); one copy (a measurement takes both locks, figures first), so that
+    /// the seconds add up to the figures.
+    pub fn with_seconds(&self) -> (StartupStats, Vec<Second>, Option<u64>) {
+        let stats = self.stats.lock().expect("lock");
         let s = self.seconds.lock().expect("lock");
-        (s.all(), s.cut())
+        (stats.clone(), s.all(), s.cut())
     }
 }
 
