@@ -428,14 +428,22 @@ pub fn compare(a: &View, b: &View, names: [&str; 2]) -> String {
         .map(|(n, _)| *n)
         .collect();
     for n in lats {
+        // A latency one run did not measure is "–" there, not 0 ms.
         let q = |v: &View, q: f64| {
             v.latencies
                 .iter()
                 .find(|(k, _)| *k == n)
-                .map_or(0.0, |(_, h)| hist::quantile_ms(h, q))
+                .map(|(_, h)| hist::quantile_ms(h, q))
         };
-        row(&format!("{n} p50"), q(a, 0.5), q(b, 0.5), &ms);
-        row(&format!("{n} p99"), q(a, 0.99), q(b, 0.99), &ms);
+        for (label, at) in [("p50", 0.5), ("p99", 0.99)] {
+            let (x, y) = (q(a, at), q(b, at));
+            rows.push(vec![
+                format!("{n} {label}"),
+                show(x),
+                show(y),
+                changed(x, y),
+            ]);
+        }
     }
     let mut out = boxed(&rows);
     out += "\nCalls, client side (latency of answered calls):\n";

@@ -141,3 +141,23 @@ fn merged_pod_startup_and_notification_seconds_count_from_the_earliest_start() {
         assert_eq!(&seconds[10], s);
     }
 }
+
+/// A latency only one of two compared runs measured is "–" in the other, with no change.
+#[test]
+fn a_latency_one_run_did_not_measure_is_not_compared_as_zero() {
+    let mut a = ApiRun::new(ApiInfo::default(), 0.0);
+    let mut pods = PodStartup::default();
+    pods.pod_startup.record(2_000).unwrap();
+    a.pods = Some(pods);
+    let b = ApiRun::new(ApiInfo::default(), 0.0);
+    let table = crate::view::compare(&a.view(), &b.view(), ["a", "b"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.contains("pod_startup p99"))
+        .unwrap_or_else(|| panic!("no row: {table}"))
+        .split('│')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(row, ["pod_startup p99", "2 ms", "–", "–"], "{table}");
+}
