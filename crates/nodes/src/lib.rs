@@ -352,8 +352,8 @@ impl Running {
         let mut r = self.report();
         r.interrupted = interrupted;
         // Every second's records only here (`/metrics` takes a report at each scrape), with
-        // the calls and pod startup again from the same copy as their seconds: a heartbeat
-        // call spawned before the stop may still be finishing.
+        // the calls and pod startup again from the same copy as their seconds: a call that
+        // outlived the deadline above may still be finishing.
         let (recorded, seconds, calls_cut) = self.hollow.traffic.calls.with_seconds();
         (r.calls, r.seconds) = (recorded.calls.into_values().collect(), seconds);
         let startup_cut;

@@ -612,6 +612,28 @@ async fn the_servers_own_counts_of_a_run_are_what_it_served() {
     );
 }
 
+/// A stop waits for the heartbeats in flight: every lease renewal the server took is in the
+/// report (each renewal here takes 400 ms, so at the stop every node has one on its way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_renewals_in_flight() {
+    let (api, kc) = fake();
+    api.delay("update", Duration::from_millis(400));
+    let before = api.count("update leases");
+    let running = start(&kc, quick(5, "inflight-")).await.expect("start");
+    wait_until("a few renewals", Duration::from_secs(10), || {
+        api.count("update leases") >= before + 10
+    })
+    .await;
+    let run = running.stop(false).await;
+    let reported: u64 = run
+        .calls
+        .iter()
+        .filter(|c| c.verb == Verb::Update && c.resource == "leases")
+        .map(|c| c.total())
+        .sum();
+    assert_eq!(reported, api.count("update leases") - before);
+}
+
 /// Issue 21: kube-apiserver ≥ 1.28.3 allows 100 streams per HTTP/2 connection, and so does
 /// the fake. 40 nodes with proxies open 241 watches, 100 per connection at the flag's default:
 /// no call may wait behind them, so every lease is renewed and a bound pod runs.

@@ -1,5 +1,6 @@
 //! The one heartbeat scheduler: a heap of (due, node, lease | status) for every node, each
-//! beat a short task (skipped while the node's previous one is in flight); the lease renewal
+//! beat a short task (skipped while the node's previous one is in flight; at the stop, the
+//! ones in flight are waited for, so that their calls are in the report); the lease renewal
 //! and the node-status loop as the kubelet runs them.
 
 use super::Hollow;
@@ -44,11 +45,13 @@ impl Hollow {
             }
         }
         let mut stop = self.stop.clone();
+        let mut beats = tokio::task::JoinSet::new();
         while let Some(Reverse((at, _, _))) = heap.peek().copied() {
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => break,
             }
+            while beats.try_join_next().is_some() {}
             let now = Instant::now();
             while let Some(Reverse((at, i, beat))) = heap.peek().copied() {
                 if at > now {
@@ -61,7 +64,7 @@ impl Hollow {
                 };
                 if !busy.swap(true, Ordering::AcqRel) {
                     let h = self.clone();
-                    tokio::spawn(async move {
+                    beats.spawn(async move {
                         match beat {
                             Beat::Lease => h.renew_lease(i).await,
                             Beat::Status => h.node_status(i).await,
@@ -77,6 +80,8 @@ impl Hollow {
                 heap.push(Reverse((at.max(now) + jitter(period, iv.jitter), i, beat)));
             }
         }
+        // Within the stop's own deadline (Running::stop aborts this task, and so these).
+        while beats.join_next().await.is_some() {}
     }
 
     /// Renew node `i`'s lease as the kubelet's lease controller does: an Update from the
