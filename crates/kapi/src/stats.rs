@@ -250,8 +250,9 @@ impl Recorder {
         let failed = outcome != Outcome::Ok;
         // Both locks at once (seconds first, as `with_seconds`), so that a copy of both sees
         // every call in both or in neither.
+        let key = call_key(verb, resource);
         let mut seconds = self.seconds.lock().expect("recorder lock");
-        seconds.record(Instant::now(), &call_key(verb, resource), timed, failed);
+        seconds.record(Instant::now(), &key, timed, failed);
         let mut r = self.inner.lock().expect("recorder lock");
         let c = r
             .calls

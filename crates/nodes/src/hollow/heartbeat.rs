@@ -48,8 +48,10 @@ impl Hollow {
         let mut beats = tokio::task::JoinSet::new();
         while let Some(Reverse((at, _, _))) = heap.peek().copied() {
             tokio::select! {
-                _ = tokio::time::sleep_until(at) => {}
+                // The stop first: no beat starts once it is given.
+                biased;
                 _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep_until(at) => {}
             }
             while beats.try_join_next().is_some() {}
             let now = Instant::now();
