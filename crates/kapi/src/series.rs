@@ -94,12 +94,19 @@ pub fn first_cut(cuts: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
 /// second, counted from the earliest start, past which one run kept no seconds (each given
 /// with its start, Unix seconds, and its own [`Seconds::cut`]). Offsets as [`merge_runs`].
 pub fn merged_cut(runs: impl Iterator<Item = (f64, Option<u64>)> + Clone) -> Option<u64> {
-    let start = runs.clone().map(|(s, _)| s).fold(f64::INFINITY, f64::min);
-    runs.filter_map(|(s, cut)| {
-        let offset = (s - start).round().clamp(0.0, MAX_OFFSET_S) as u64;
-        Some(offset + cut?)
-    })
-    .min()
+    let start = earliest(runs.clone().map(|(s, _)| s));
+    runs.filter_map(|(s, cut)| Some(offset(start, s) as u64 + cut?))
+        .min()
+}
+
+/// The earliest of runs' starts (infinite with none).
+fn earliest(starts: impl Iterator<Item = f64>) -> f64 {
+    starts.fold(f64::INFINITY, f64::min)
+}
+
+/// Whole seconds from the earliest start to a run's start `s` (at most [`MAX_OFFSET_S`]).
+fn offset(start: f64, s: f64) -> usize {
+    (s - start).round().clamp(0.0, MAX_OFFSET_S) as usize
 }
 
 /// Why runs cannot be lined up by their starts (not finite, or further apart than
@@ -120,7 +127,7 @@ pub fn starts_apart(starts: &[f64]) -> Option<String> {
 
 /// The merged runs' wall time: from the earliest start to the latest end, s.
 pub fn merged_elapsed(runs: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
-    let start = runs.clone().map(|(s, _)| s).fold(f64::INFINITY, f64::min);
+    let start = earliest(runs.clone().map(|(s, _)| s));
     let end = runs.map(|(s, e)| s + e).fold(f64::NEG_INFINITY, f64::max);
     if end.is_finite() && start.is_finite() {
         (end - start).max(0.0)
@@ -134,11 +141,10 @@ pub fn merged_elapsed(runs: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
 pub fn merge_runs<'a>(
     runs: impl Iterator<Item = (f64, &'a [Second])> + Clone,
 ) -> (f64, Vec<Second>) {
-    let start = runs.clone().map(|(s, _)| s).fold(f64::INFINITY, f64::min);
+    let start = earliest(runs.clone().map(|(s, _)| s));
     let mut out = Vec::new();
     for (s, seconds) in runs {
-        let offset = (s - start).round().clamp(0.0, MAX_OFFSET_S) as usize;
-        merge(&mut out, seconds, offset);
+        merge(&mut out, seconds, offset(start, s));
     }
     (if start.is_finite() { start } else { 0.0 }, out)
 }

@@ -348,18 +348,12 @@ fn on_apply(shared: &Shared, seen: &mut Seen, o: &DynamicObject, initial: bool) 
             .map(|s| now.saturating_sub(s))
             .unwrap_or(0);
         let late_us = (late / 1000).min(u128::from(u64::MAX)) as u64;
-        let kind = if op == "create" { "create" } else { "update" };
-        let h = if kind == "create" {
-            &mut st.notify_create
+        let (kind, h, key) = if op == "create" {
+            ("create", &mut st.notify_create, NOTIFY_CREATE)
         } else {
-            &mut st.notify_update
+            ("update", &mut st.notify_update, NOTIFY_UPDATE)
         };
         let _ = h.record(late_us.max(1));
-        let key = if kind == "create" {
-            NOTIFY_CREATE
-        } else {
-            NOTIFY_UPDATE
-        };
         shared.seconds.lock().expect("watch seconds lock").record(
             std::time::Instant::now(),
             key,
