@@ -295,6 +295,17 @@ impl Running {
     /// Everything measured so far.
     pub fn report(&self) -> report::NodesRun {
         let h = &self.hollow;
+        let calls = h.traffic.calls.snapshot().calls.into_values().collect();
+        self.report_of(calls, h.startup.stats())
+    }
+
+    /// A report with these calls and pod-startup figures (copies taken by the caller).
+    fn report_of(
+        &self,
+        calls: Vec<kapi::stats::CallStats>,
+        startup: startup::StartupStats,
+    ) -> report::NodesRun {
+        let h = &self.hollow;
         let p = &h.pods;
         let mut run = report::NodesRun::new(self.started_unix);
         run.elapsed_s = self.started.elapsed().as_secs_f64();
@@ -310,7 +321,7 @@ impl Running {
             status_report_s: h.cfg.intervals.status_report.as_secs_f64(),
             pod_capacity: h.cfg.shape.pods,
         };
-        run.calls = h.traffic.calls.snapshot().calls.into_values().collect();
+        run.calls = calls;
         run.watches = h.traffic.watch_counts();
         run.retried_429 = h.traffic.retried_429.load(Ordering::Relaxed);
         run.stream_waits = report::StreamWaits {
@@ -326,7 +337,7 @@ impl Running {
             active: h.pods_active(),
         };
         run.leases_held = h.leases_held();
-        run.startup = h.startup.stats();
+        run.startup = startup;
         run.check_slo();
         run
     }
@@ -349,16 +360,14 @@ impl Running {
                 _ = &mut deadline => { self.tasks.abort_all(); break }
             }
         }
-        let mut r = self.report();
-        r.interrupted = interrupted;
-        // Every second's records only here (`/metrics` takes a report at each scrape), with
-        // the calls and pod startup again from the same copy as their seconds: a call that
-        // outlived the deadline above may still be finishing.
+        // Every second's records only here (`/metrics` takes a report at each scrape), the
+        // calls and pod startup from the same copy as their seconds: a call that outlived
+        // the deadline above may still be finishing.
         let (recorded, seconds, calls_cut) = self.hollow.traffic.calls.with_seconds();
-        (r.calls, r.seconds) = (recorded.calls.into_values().collect(), seconds);
-        let startup_cut;
-        (r.startup, r.startup_seconds, startup_cut) = self.hollow.startup.with_seconds();
-        r.check_slo();
+        let (startup, startup_seconds, startup_cut) = self.hollow.startup.with_seconds();
+        let mut r = self.report_of(recorded.calls.into_values().collect(), startup);
+        r.interrupted = interrupted;
+        (r.seconds, r.startup_seconds) = (seconds, startup_seconds);
         r.seconds_cut = kapi::series::first_cut([calls_cut, startup_cut]);
         r
     }
